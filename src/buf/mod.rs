@@ -1,0 +1,210 @@
+//! Owned buffers for completion-based IO.
+//!
+//! An operation takes its buffer by value, hands the buffer's memory to the kernel,
+//! and gives the buffer back with the result as a [`BufResult`]. The traits here
+//! describe what the runtime needs from a buffer: a pointer that stays valid while the
+//! buffer value is moved around, how many bytes are initialised, and how many fit.
+
+mod slice;
+
+pub use slice::Slice;
+
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+/// The result of an IO operation that took a buffer: the outcome and the buffer back.
+///
+/// The buffer is returned whether the operation succeeded or not, so no allocation is lost
+/// on an error path.
+pub type BufResult<T, B> = (io::Result<T>, B);
+
+/// A buffer whose initialised bytes can be handed to the kernel for writing out.
+///
+/// # Safety
+///
+/// An implementor promises that:
+/// - [`stable_ptr`](IoBuf::stable_ptr) points to at least [`bytes_total`](IoBuf::bytes_total)
+///   bytes of memory, of which the first [`bytes_init`](IoBuf::bytes_init) are initialised;
+/// - that pointer stays valid and unchanged when the buffer value is moved (the memory lives
+///   on the heap or is `'static`), and is not invalidated by anything but dropping the buffer
+///   or calling a `&mut self` method on it;
+/// - `bytes_init() <= bytes_total()`.
+///
+/// The runtime relies on this to let the kernel read the memory while the buffer value sits
+/// in the driver's operation table.
+pub unsafe trait IoBuf: Unpin + 'static {
+    /// A pointer to the start of the buffer's memory, stable across moves of `self`.
+    fn stable_ptr(&self) -> *const u8;
+
+    /// How many bytes, from the start, are initialised (for a `Vec<u8>`, its `len()`).
+    fn bytes_init(&self) -> usize;
+
+    /// How many bytes the buffer can hold (for a `Vec<u8>`, its `capacity()`).
+    fn bytes_total(&self) -> usize;
+
+    /// A view of part of this buffer, taking ownership of it.
+    ///
+    /// The range is in terms of [`bytes_total`](IoBuf::bytes_total), so a read into a
+    /// `Vec::with_capacity(n).slice(..)` may fill the whole capacity.
+    /// [`Slice::into_inner`] gives the buffer back.
+    ///
+    /// # Panics
+    ///
+    /// If the range is out of bounds of `bytes_total()` or its start is after its end;
+    /// the message names the offending bounds.
+    fn slice(self, range: impl RangeBounds<usize>) -> Slice<Self>
+    where
+        Self: Sized,
+    {
+        let total = self.bytes_total();
+        let begin = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.checked_add(1).expect("slice start overflows usize"),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&n) => n.checked_add(1).expect("slice end overflows usize"),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => total,
+        };
+        assert!(
+            begin <= end && end <= total,
+            "IoBuf::slice: range {begin}..{end} is out of bounds for a buffer of capacity {total}"
+        );
+        Slice::new(self, begin, end)
+    }
+}
+
+/// A buffer the kernel can write into.
+///
+/// # Safety
+///
+/// Everything [`IoBuf`] promises, plus: [`stable_mut_ptr`](IoBufMut::stable_mut_ptr) is the
+/// same address as `stable_ptr()`, writable for `bytes_total()` bytes, and
+/// [`set_init`](IoBufMut::set_init) makes exactly the claimed bytes visible.
+pub unsafe trait IoBufMut: IoBuf {
+    /// A writable pointer to the start of the buffer's memory, stable across moves.
+    fn stable_mut_ptr(&mut self) -> *mut u8;
+
+    /// Marks the first `pos` bytes as initialised, if that is more than is already marked.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises the first `pos` bytes really are initialised and that
+    /// `pos <= bytes_total()`.
+    unsafe fn set_init(&mut self, pos: usize);
+}
+
+// SAFETY: a Vec's heap pointer does not change when the Vec value moves; len <= capacity.
+unsafe impl IoBuf for Vec<u8> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+}
+
+// SAFETY: as for IoBuf; as_mut_ptr is the same heap address, writable up to capacity.
+unsafe impl IoBufMut for Vec<u8> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        if self.len() < pos {
+            // SAFETY: the caller promises pos <= capacity and the bytes are initialised.
+            unsafe { self.set_len(pos) };
+        }
+    }
+}
+
+// SAFETY: a boxed slice's heap pointer is stable across moves; it is fully initialised.
+unsafe impl IoBuf for Box<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: the whole boxed slice is initialised and writable; set_init has nothing to record.
+unsafe impl IoBufMut for Box<[u8]> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, _pos: usize) {}
+}
+
+// SAFETY: 'static memory never moves or goes away; it is fully initialised.
+unsafe impl IoBuf for &'static [u8] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: 'static memory never moves or goes away; it is fully initialised.
+unsafe impl IoBuf for &'static str {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: Bytes points at reference-counted heap (or 'static) memory that does not move
+// when the handle moves, and it is immutable while any handle exists.
+unsafe impl IoBuf for bytes::Bytes {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: BytesMut owns its heap region uniquely; the pointer is stable across moves and
+// len <= capacity.
+unsafe impl IoBuf for bytes::BytesMut {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+}
+
+// SAFETY: as above; the spare capacity is writable through the same pointer.
+unsafe impl IoBufMut for bytes::BytesMut {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        if self.len() < pos {
+            // SAFETY: the caller promises pos <= capacity and the bytes are initialised.
+            unsafe { self.set_len(pos) };
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The backend-neutral description of an operation.
+
+use std::os::fd::RawFd;
+
+/// What an operation asks the kernel to do, with raw pointers into memory the operation
+/// owns. Every backend translates this in one exhaustive `match`.
+///
+/// The pointers stay valid from submission until the operation's completion has been
+/// handed back to the driver: the op layer guarantees it by keeping the owning value (the
+/// op struct, whose kernel-visible parts live on the heap) in the driver's table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OpDesc {
+    /// Does nothing; completes with 0. Used by tests and benchmarks of the op path itself.
+    Nop,
+    /// `pread(fd, buf, len, offset)`; `offset == u64::MAX` means the file position.
+    Read {
+        fd: RawFd,
+        buf: *mut u8,
+        len: u32,
+        offset: u64,
+    },
+    /// `pwrite(fd, buf, len, offset)`; `offset == u64::MAX` means the file position.
+    Write {
+        fd: RawFd,
+        buf: *const u8,
+        len: u32,
+        offset: u64,
+    },
+    /// `preadv(fd, iov, iovcnt, offset)`.
+    Readv {
+        fd: RawFd,
+        iov: *const libc::iovec,
+        iovcnt: u32,
+        offset: u64,
+    },
+    /// `pwritev(fd, iov, iovcnt, offset)`.
+    Writev {
+        fd: RawFd,
+        iov: *const libc::iovec,
+        iovcnt: u32,
+        offset: u64,
+    },
+    /// `fsync(fd)` or `fdatasync(fd)`.
+    Fsync { fd: RawFd, datasync: bool },
+    /// `openat(dirfd, path, flags, mode)`; yields a new fd.
+    OpenAt {
+        dirfd: RawFd,
+        path: *const libc::c_char,
+        flags: i32,
+        mode: u32,
+    },
+    /// `close(fd)`.
+    Close { fd: RawFd },
+    /// `statx(dirfd, path, flags, mask, buf)`.
+    Statx {
+        dirfd: RawFd,
+        path: *const libc::c_char,
+        flags: i32,
+        mask: u32,
+        buf: *mut libc::statx,
+    },
+    /// `unlinkat(dirfd, path, flags)`.
+    UnlinkAt {
+        dirfd: RawFd,
+        path: *const libc::c_char,
+        flags: i32,
+    },
+    /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`.
+    RenameAt {
+        olddirfd: RawFd,
+        oldpath: *const libc::c_char,
+        newdirfd: RawFd,
+        newpath: *const libc::c_char,
+        flags: u32,
+    },
+    /// `mkdirat(dirfd, path, mode)`.
+    MkdirAt {
+        dirfd: RawFd,
+        path: *const libc::c_char,
+        mode: u32,
+    },
+    /// `accept4(fd, addr, addrlen, flags)`; yields a new fd.
+    Accept {
+        fd: RawFd,
+        addr: *mut libc::sockaddr,
+        addrlen: *mut libc::socklen_t,
+        flags: i32,
+    },
+    /// `connect(fd, addr, addrlen)`.
+    Connect {
+        fd: RawFd,
+        addr: *const libc::sockaddr,
+        addrlen: libc::socklen_t,
+    },
+    /// `recv(fd, buf, len, flags)`.
+    Recv {
+        fd: RawFd,
+        buf: *mut u8,
+        len: u32,
+        flags: i32,
+    },
+    /// `send(fd, buf, len, flags)`.
+    Send {
+        fd: RawFd,
+        buf: *const u8,
+        len: u32,
+        flags: i32,
+    },
+    /// `recvmsg(fd, msg, flags)`.
+    RecvMsg {
+        fd: RawFd,
+        msg: *mut libc::msghdr,
+        flags: u32,
+    },
+    /// `sendmsg(fd, msg, flags)`.
+    SendMsg {
+        fd: RawFd,
+        msg: *const libc::msghdr,
+        flags: u32,
+    },
+    /// `shutdown(fd, how)`.
+    Shutdown { fd: RawFd, how: i32 },
+}

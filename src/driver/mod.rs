@@ -1,0 +1,425 @@
+//! The driver: the operation table, its lifecycle, cancellation and orphans, written once
+//! for every backend.
+//!
+//! # The backend contract
+//!
+//! A backend turns [`OpDesc`]s into kernel work and reports completions. It owns no
+//! operation state: the driver's table (a slab keyed by `usize`) does. A backend must:
+//!
+//! 1. **`push(key, desc)`**: start the described operation, tagged with `key`, or report
+//!    [`Push::Full`] (the driver then calls `enter` without waiting, reaps, and pushes
+//!    again). The memory `desc` points to stays valid until the backend has reported a
+//!    completion for `key`: the driver keeps its owner alive until then.
+//! 2. **`cancel(key)`**: ask for the operation to finish early. Best effort; the operation
+//!    still reports exactly one final completion (with `-ECANCELED` or its real result).
+//! 3. **`enter(wait)`**: hand pushed work to the kernel and, if `wait` asks for it, sleep
+//!    until at least one completion, an unpark, or the timeout. An idle backend sleeps in
+//!    the kernel: it never spins. Transient failures are reported as `ErrorKind::WouldBlock`
+//!    or `Interrupted`, and the driver retries; anything else is fatal for the runtime.
+//! 4. **`reap(sink)`**: pass every available completion to `sink(key, Completion)`, where
+//!    `Completion::res` is the syscall's return value or `-errno`, as in a CQE.
+//! 5. **`unparker()`**: a thread-safe handle that makes a current or the next `enter(wait)`
+//!    return.
+//!
+//! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
+//! shutdown deadline) lives here so that backends cannot drift apart.
+
+pub(crate) mod desc;
+pub(crate) mod op;
+pub(crate) mod uring;
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+pub(crate) use desc::OpDesc;
+
+/// What a backend reports when an operation finishes: the raw result (`>= 0`, or `-errno`)
+/// and backend flags (CQE flags on io_uring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completion {
+    pub(crate) res: i32,
+    #[allow(dead_code)] // read by multishot and provided-buffer ops
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    /// A completion carrying `-errno`, for operations that never reached the kernel.
+    pub(crate) fn error(errno: i32) -> Completion {
+        Completion {
+            res: -errno,
+            flags: 0,
+        }
+    }
+
+    /// The one `-errno -> io::Error` conversion every completion goes through.
+    pub(crate) fn result(self) -> io::Result<u32> {
+        if self.res < 0 {
+            Err(io::Error::from_raw_os_error(-self.res))
+        } else {
+            Ok(self.res as u32)
+        }
+    }
+}
+
+/// Whether [`Backend::push`] took the operation.
+pub(crate) enum Push {
+    /// The operation is queued for the kernel.
+    Queued,
+    /// The submission queue is full: enter, reap, and push again.
+    Full,
+}
+
+/// How long `enter` may sleep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Submit and return at once.
+    No,
+    /// Sleep until a completion or an unpark, at most this long (`None`: no limit).
+    Park(Option<Duration>),
+}
+
+/// Makes a parked runtime thread return from its wait; callable from any thread.
+pub(crate) trait Unpark: Send + Sync + 'static {
+    fn unpark(&self);
+}
+
+/// Counters describing the work a runtime has done; see [`crate::Runtime::metrics`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// Iterations of the event loop.
+    pub turns: u64,
+    /// Times the loop slept in the kernel waiting for a completion, timer or wakeup.
+    pub parks: u64,
+    /// Calls into the kernel to submit or wait (`io_uring_enter` on io_uring).
+    pub enters: u64,
+    /// Operations handed to the backend.
+    pub ops_submitted: u64,
+    /// Final completions received for operations (including orphaned ones).
+    pub ops_completed: u64,
+    /// Operations whose future was dropped while the kernel still owned them.
+    pub ops_orphaned: u64,
+    /// Transient errors (EINTR, EAGAIN, EBUSY) from the kernel that were retried.
+    pub enter_retries: u64,
+    /// Operations leaked at shutdown because the kernel did not finish them in time.
+    pub ops_leaked: u64,
+}
+
+/// The backends the driver can run on.
+pub(crate) enum Backend {
+    Uring(uring::Uring),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            Backend::Uring($b) => $e,
+        }
+    };
+}
+
+impl Backend {
+    fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        dispatch!(self, b => b.push(key, desc))
+    }
+    fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        dispatch!(self, b => b.cancel(key))
+    }
+    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        dispatch!(self, b => b.enter(wait))
+    }
+    fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+        dispatch!(self, b => b.reap(sink))
+    }
+    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
+        dispatch!(self, b => b.unparker())
+    }
+}
+
+/// Something that finishes an operation whose future is gone: it receives the final
+/// completion, builds the output and drops it (closing a returned fd, freeing a buffer).
+pub(crate) trait Orphan {
+    fn finish(self: Box<Self>, c: Completion);
+}
+
+/// One entry of the operation table.
+enum Slot {
+    /// Submitted; the future (if polled) waits with this waker.
+    InFlight(Option<Waker>),
+    /// The final completion arrived and the future has not collected it yet.
+    Done(Completion),
+    /// The future was dropped; the driver owns the operation until its completion.
+    Orphaned(Box<dyn Orphan>),
+}
+
+/// The driver: operation table plus backend.
+pub(crate) struct Driver {
+    ops: Slab<Slot>,
+    backend: Backend,
+    /// Orphans finished during reaping; dropped after the table is updated so that user
+    /// `Drop` code never runs in the middle of table bookkeeping.
+    finished: Vec<(Box<dyn Orphan>, Completion)>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Driver {
+    pub(crate) fn new(backend: Backend) -> Driver {
+        Driver {
+            ops: Slab::with_capacity(64),
+            backend,
+            finished: Vec::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub(crate) fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
+    /// Operations the kernel still owns (waiting, or orphaned).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|(_, s)| !matches!(s, Slot::Done(_)))
+            .count()
+    }
+
+    /// Submits an operation; the returned key names it until [`Driver::take`] or
+    /// [`Driver::orphan`].
+    ///
+    /// On error nothing was handed to the kernel and the caller still owns everything.
+    pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<usize> {
+        let key = self.ops.insert(Slot::InFlight(Some(waker.clone())));
+        loop {
+            match self.backend.push(key, desc) {
+                Ok(Push::Queued) => {
+                    self.metrics.ops_submitted += 1;
+                    return Ok(key);
+                }
+                Ok(Push::Full) => {
+                    if let Err(e) = self.make_room() {
+                        self.ops.remove(key);
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.ops.remove(key);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Polls an in-flight operation for its completion.
+    pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
+        match &mut self.ops[key] {
+            Slot::Done(c) => {
+                let c = *c;
+                self.ops.remove(key);
+                Poll::Ready(c)
+            }
+            Slot::InFlight(waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Slot::Orphaned(_) => unreachable!("coring: polled an orphaned operation"),
+        }
+    }
+
+    /// Called when an operation's future is dropped before it collected its completion.
+    ///
+    /// If the completion already arrived, it is returned with the data so the caller can
+    /// finish it; otherwise the driver keeps `data` until the completion and asks the
+    /// backend to cancel.
+    pub(crate) fn orphan(&mut self, key: usize, data: Box<dyn Orphan>) -> Option<(Box<dyn Orphan>, Completion)> {
+        match self.ops[key] {
+            Slot::Done(c) => {
+                self.ops.remove(key);
+                Some((data, c))
+            }
+            Slot::InFlight(_) => {
+                self.ops[key] = Slot::Orphaned(data);
+                self.metrics.ops_orphaned += 1;
+                self.request_cancel(key);
+                None
+            }
+            Slot::Orphaned(_) => unreachable!("coring: an operation was orphaned twice"),
+        }
+    }
+
+    fn request_cancel(&mut self, key: usize) {
+        // Cancellation is best effort: if the queue stays full the operation simply
+        // completes on its own, and the table keeps it until then.
+        for _ in 0..3 {
+            match self.backend.cancel(key) {
+                Ok(Push::Queued) | Err(_) => return,
+                Ok(Push::Full) => {
+                    if self.make_room().is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The submission queue is full: hand it to the kernel and collect completions.
+    fn make_room(&mut self) -> io::Result<()> {
+        self.enter(Wait::No)?;
+        self.reap();
+        Ok(())
+    }
+
+    /// One trip into the kernel: submit, maybe sleep, then collect every completion.
+    pub(crate) fn turn(&mut self, wait: Wait) -> io::Result<()> {
+        if let Wait::Park(_) = wait {
+            self.metrics.parks += 1;
+        }
+        self.enter(wait)?;
+        self.reap();
+        Ok(())
+    }
+
+    /// Enters the kernel, retrying transient failures. Pushed work is never given back on
+    /// an error: it stays in the table until its completion, whatever happens.
+    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        let mut busy = 0u32;
+        loop {
+            self.metrics.enters += 1;
+            match self.backend.enter(wait) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.metrics.enter_retries += 1;
+                    // A signal ended the wait early; the caller's loop re-evaluates.
+                    if let Wait::Park(_) = wait {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // EAGAIN / EBUSY: the kernel has no room right now (too many
+                    // completions pending). Collect what is there and try again; after a
+                    // few tries, sleep briefly for a completion so we never spin.
+                    self.metrics.enter_retries += 1;
+                    self.reap();
+                    busy += 1;
+                    if busy > 3 {
+                        self.metrics.enters += 1;
+                        match self.backend.enter(Wait::Park(Some(Duration::from_millis(1)))) {
+                            Ok(()) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                ) => {}
+                            Err(e) => return Err(e),
+                        }
+                        self.reap();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Collects every available completion into the table, waking futures and finishing
+    /// orphans.
+    fn reap(&mut self) {
+        let ops = &mut self.ops;
+        let finished = &mut self.finished;
+        let metrics = &mut self.metrics;
+        self.backend.reap(&mut |key, c| {
+            metrics.ops_completed += 1;
+            let Some(slot) = ops.get_mut(key) else {
+                debug_assert!(false, "coring: completion for unknown operation {key}");
+                return;
+            };
+            match std::mem::replace(slot, Slot::Done(c)) {
+                Slot::InFlight(waker) => {
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                Slot::Orphaned(data) => {
+                    ops.remove(key);
+                    finished.push((data, c));
+                }
+                Slot::Done(_) => debug_assert!(false, "coring: second completion for {key}"),
+            }
+        });
+        for (data, c) in self.finished.drain(..) {
+            data.finish(c);
+        }
+    }
+
+    /// Cancels everything still in flight and waits, up to `deadline`, for the kernel to
+    /// finish with it. Operations still running after the deadline are leaked, never freed:
+    /// the kernel may still write into their buffers.
+    pub(crate) fn shutdown(&mut self, deadline: Duration) {
+        let keys: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::InFlight(_)))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.request_cancel(key);
+        }
+        let end = Instant::now() + deadline;
+        while self.in_flight() > 0 {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            if self.turn(Wait::Park(Some(end - now))).is_err() {
+                break;
+            }
+        }
+        let leaked = self.in_flight();
+        if leaked > 0 {
+            self.metrics.ops_leaked += leaked as u64;
+            eprintln!(
+                "coring: {leaked} operation(s) did not finish within {deadline:?} of runtime \
+                 shutdown; leaking their buffers instead of freeing memory the kernel may \
+                 still write"
+            );
+            for (_, slot) in self.ops.iter_mut() {
+                if let Slot::Orphaned(_) = slot {
+                    if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::InFlight(None)) {
+                        std::mem::forget(data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the table forget every in-flight operation without freeing it, so that a
+    /// driver whose backend can no longer report completions never frees kernel-owned
+    /// memory. Used when the backend failed fatally.
+    pub(crate) fn leak_in_flight(&mut self) {
+        for (_, slot) in self.ops.iter_mut() {
+            if let Slot::Orphaned(_) = slot {
+                if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::InFlight(None)) {
+                    self.metrics.ops_leaked += 1;
+                    std::mem::forget(data);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Whatever is still orphaned here was never completed: the kernel may still own
+        // its memory, so it is leaked rather than freed.
+        self.leak_in_flight();
+    }
+}

@@ -1,0 +1,422 @@
+//! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+
+use super::{Completion, OpDesc, Push, Unpark, Wait};
+
+/// `user_data` of cancel requests; their completions carry no information we need.
+const CANCEL_TOKEN: u64 = u64::MAX;
+/// `user_data` of the internal eventfd read that lets other threads wake the ring.
+const WAKE_TOKEN: u64 = u64::MAX - 1;
+
+/// Ring setup options, from the [`crate::Builder`].
+#[derive(Debug, Clone)]
+pub(crate) struct UringConfig {
+    pub(crate) entries: u32,
+    pub(crate) cq_entries: Option<u32>,
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+}
+
+/// The io_uring backend.
+pub(crate) struct Uring {
+    ring: IoUring,
+    probe: Probe,
+    /// Setup flags that took effect, for diagnostics ("single_issuer+defer_taskrun", ...).
+    setup: &'static str,
+    wake: Arc<EventFd>,
+    /// Destination of the internal eventfd read. Leaked on purpose (8 bytes per runtime):
+    /// the kernel may still complete that read while the ring is being torn down.
+    wake_buf: &'static mut u64,
+    wake_armed: bool,
+    /// Errors to return from the next `enter` calls instead of entering the kernel
+    /// (test hook: proves that pushed work survives a failed `io_uring_enter`).
+    injected: VecDeque<i32>,
+}
+
+/// Reports why the kernel's io_uring cannot serve this runtime.
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("io_uring {what}"))
+}
+
+impl Uring {
+    /// Sets up a ring, probes opcodes and arms the cross-thread wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The `io_uring_setup` error as is (EPERM under seccomp or `kernel.io_uring_disabled`,
+    /// ENOSYS without io_uring, ENOMEM under a low memlock limit), or `Unsupported` when a
+    /// feature this runtime needs is missing.
+    pub(crate) fn new(cfg: &UringConfig) -> io::Result<Uring> {
+        let (ring, setup) = Self::setup(cfg)?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(unsupported(
+                "lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later) for timed waits",
+            ));
+        }
+        if !ring.params().is_feature_nodrop() {
+            return Err(unsupported(
+                "lacks IORING_FEAT_NODROP (needs Linux 5.5 or later); completions could be lost",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, name) in REQUIRED_OPCODES {
+            if !probe.is_supported(*code) {
+                return Err(unsupported(&format!("lacks the {name} opcode")));
+            }
+        }
+        let wake = Arc::new(EventFd::new()?);
+        let mut uring = Uring {
+            ring,
+            probe,
+            setup,
+            wake,
+            wake_buf: Box::leak(Box::new(0)),
+            wake_armed: false,
+            injected: VecDeque::new(),
+        };
+        uring.arm_wake()?;
+        Ok(uring)
+    }
+
+    /// Tries the fastest setup the kernel accepts, falling back to plainer ones.
+    fn setup(cfg: &UringConfig) -> io::Result<(IoUring, &'static str)> {
+        type Flavour = (&'static str, fn(&mut io_uring::Builder));
+        let flavours: [Flavour; 3] = [
+            ("single_issuer+defer_taskrun", |b| {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
+            }),
+            ("coop_taskrun", |b| {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }),
+            ("plain", |_| {}),
+        ];
+        let mut last = None;
+        for (name, apply) in flavours {
+            let mut b = IoUring::builder();
+            b.dontfork();
+            if let Some(cq) = cfg.cq_entries {
+                b.setup_cqsize(cq);
+            }
+            if let Some(idle) = cfg.sqpoll_idle_ms {
+                b.setup_sqpoll(idle);
+            } else {
+                apply(&mut b);
+            }
+            match b.build(cfg.entries) {
+                Ok(ring) => {
+                    return Ok((ring, if cfg.sqpoll_idle_ms.is_some() { "sqpoll" } else { name }));
+                }
+                // EINVAL: a flag this kernel does not know; try a plainer setup. Anything
+                // else (EPERM, ENOSYS, ENOMEM) is about io_uring as a whole.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && cfg.sqpoll_idle_ms.is_none() => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    /// A description of the ring for diagnostics.
+    pub(crate) fn describe(&self) -> String {
+        let p = self.ring.params();
+        format!(
+            "io_uring ({} sq / {} cq entries, {})",
+            p.sq_entries(),
+            p.cq_entries(),
+            self.setup
+        )
+    }
+
+    /// Whether the kernel supports `opcode` (for per-opcode fallbacks and feature checks).
+    #[allow(dead_code)]
+    pub(crate) fn supports(&self, opcode: u8) -> bool {
+        self.probe.is_supported(opcode)
+    }
+
+    /// Makes the next `enter` calls fail with these errnos (test hook).
+    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
+        self.injected.extend(errnos);
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake.0.as_raw_fd()),
+            (self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(WAKE_TOKEN);
+        // SAFETY: `wake_buf` is leaked ('static) and the eventfd is kept open by the Arc
+        // in `self.wake` for as long as the ring exists.
+        match unsafe { self.push_entry(&entry) } {
+            Push::Queued => {
+                self.wake_armed = true;
+                Ok(())
+            }
+            // Retried on the next reap.
+            Push::Full => Ok(()),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Every pointer in `entry` must stay valid until its completion is reaped.
+    unsafe fn push_entry(&mut self, entry: &squeue::Entry) -> Push {
+        let mut sq = self.ring.submission();
+        // SAFETY: forwarded from the caller.
+        match unsafe { sq.push(entry) } {
+            Ok(()) => Push::Queued,
+            Err(_) => Push::Full,
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        let entry = self.sqe(desc).user_data(key as u64);
+        // SAFETY: the driver keeps the operation that owns every pointer in `desc` alive
+        // until the completion tagged `key` has been reaped (driver contract, point 1).
+        Ok(unsafe { self.push_entry(&entry) })
+    }
+
+    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        let entry = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_TOKEN);
+        // SAFETY: a cancel request carries no pointers.
+        Ok(unsafe { self.push_entry(&entry) })
+    }
+
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        if let Some(errno) = self.injected.pop_front() {
+            return Err(classify(io::Error::from_raw_os_error(errno)));
+        }
+        if let Wait::No = wait {
+            let mut sq = self.ring.submission();
+            sq.sync();
+            if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
+                return Ok(());
+            }
+        }
+        let submitter = self.ring.submitter();
+        let res = match wait {
+            Wait::No => submitter.submit(),
+            Wait::Park(None) => submitter.submit_and_wait(1),
+            Wait::Park(Some(d)) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+        let mut rearm = false;
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                match cqe.user_data() {
+                    CANCEL_TOKEN => {}
+                    WAKE_TOKEN => {
+                        self.wake_armed = false;
+                        rearm = true;
+                    }
+                    key => sink(
+                        key as usize,
+                        Completion {
+                            res: cqe.result(),
+                            flags: cqe.flags(),
+                        },
+                    ),
+                }
+                // Multishot completions (cqueue::more) are not produced by any op yet.
+                debug_assert!(!cqueue::more(cqe.flags()) || cqe.user_data() >= WAKE_TOKEN);
+            }
+        }
+        if rearm || !self.wake_armed {
+            // A full queue leaves it unarmed; it is retried on the next reap.
+            let _ = self.arm_wake();
+        }
+    }
+
+    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
+        self.wake.clone()
+    }
+
+    /// Translates a description into an SQE: the only place that knows opcodes.
+    fn sqe(&self, desc: &OpDesc) -> squeue::Entry {
+        use types::Fd;
+        match *desc {
+            OpDesc::Nop => opcode::Nop::new().build(),
+            OpDesc::Read {
+                fd,
+                buf,
+                len,
+                offset,
+            } => opcode::Read::new(Fd(fd), buf, len).offset(offset).build(),
+            OpDesc::Write {
+                fd,
+                buf,
+                len,
+                offset,
+            } => opcode::Write::new(Fd(fd), buf, len).offset(offset).build(),
+            OpDesc::Readv {
+                fd,
+                iov,
+                iovcnt,
+                offset,
+            } => opcode::Readv::new(Fd(fd), iov, iovcnt).offset(offset).build(),
+            OpDesc::Writev {
+                fd,
+                iov,
+                iovcnt,
+                offset,
+            } => opcode::Writev::new(Fd(fd), iov, iovcnt).offset(offset).build(),
+            OpDesc::Fsync { fd, datasync } => {
+                let flags = if datasync {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                opcode::Fsync::new(Fd(fd)).flags(flags).build()
+            }
+            OpDesc::OpenAt {
+                dirfd,
+                path,
+                flags,
+                mode,
+            } => opcode::OpenAt::new(Fd(dirfd), path)
+                .flags(flags)
+                .mode(mode)
+                .build(),
+            OpDesc::Close { fd } => opcode::Close::new(Fd(fd)).build(),
+            OpDesc::Statx {
+                dirfd,
+                path,
+                flags,
+                mask,
+                buf,
+            } => opcode::Statx::new(Fd(dirfd), path, buf.cast::<types::statx>())
+                .flags(flags)
+                .mask(mask)
+                .build(),
+            OpDesc::UnlinkAt { dirfd, path, flags } => {
+                opcode::UnlinkAt::new(Fd(dirfd), path).flags(flags).build()
+            }
+            OpDesc::RenameAt {
+                olddirfd,
+                oldpath,
+                newdirfd,
+                newpath,
+                flags,
+            } => opcode::RenameAt::new(Fd(olddirfd), oldpath, Fd(newdirfd), newpath)
+                .flags(flags)
+                .build(),
+            OpDesc::MkdirAt { dirfd, path, mode } => {
+                opcode::MkDirAt::new(Fd(dirfd), path).mode(mode).build()
+            }
+            OpDesc::Accept {
+                fd,
+                addr,
+                addrlen,
+                flags,
+            } => opcode::Accept::new(Fd(fd), addr, addrlen)
+                .flags(flags)
+                .build(),
+            OpDesc::Connect { fd, addr, addrlen } => {
+                opcode::Connect::new(Fd(fd), addr, addrlen).build()
+            }
+            OpDesc::Recv {
+                fd,
+                buf,
+                len,
+                flags,
+            } => opcode::Recv::new(Fd(fd), buf, len).flags(flags).build(),
+            OpDesc::Send {
+                fd,
+                buf,
+                len,
+                flags,
+            } => opcode::Send::new(Fd(fd), buf, len).flags(flags).build(),
+            OpDesc::RecvMsg { fd, msg, flags } => {
+                opcode::RecvMsg::new(Fd(fd), msg).flags(flags).build()
+            }
+            OpDesc::SendMsg { fd, msg, flags } => {
+                opcode::SendMsg::new(Fd(fd), msg).flags(flags).build()
+            }
+            OpDesc::Shutdown { fd, how } => opcode::Shutdown::new(Fd(fd), how).build(),
+        }
+    }
+}
+
+/// Opcodes every operation of this crate relies on, checked at setup.
+const REQUIRED_OPCODES: &[(u8, &str)] = &[
+    (opcode::Nop::CODE, "NOP"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::Readv::CODE, "READV"),
+    (opcode::Writev::CODE, "WRITEV"),
+    (opcode::Fsync::CODE, "FSYNC"),
+    (opcode::OpenAt::CODE, "OPENAT"),
+    (opcode::Close::CODE, "CLOSE"),
+    (opcode::Statx::CODE, "STATX"),
+    (opcode::UnlinkAt::CODE, "UNLINKAT"),
+    (opcode::RenameAt::CODE, "RENAMEAT"),
+    (opcode::MkDirAt::CODE, "MKDIRAT"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Connect::CODE, "CONNECT"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::RecvMsg::CODE, "RECVMSG"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Shutdown::CODE, "SHUTDOWN"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+/// Maps `io_uring_enter` errors onto the driver's retry classes: EINTR is `Interrupted`,
+/// EAGAIN and EBUSY are `WouldBlock` (retry after reaping); the rest are fatal.
+fn classify(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
+        Some(libc::EAGAIN) | Some(libc::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
+        _ => e,
+    }
+}
+
+/// The eventfd other threads write to wake a parked ring.
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd has no memory-safety preconditions.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+impl Unpark for EventFd {
+    fn unpark(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. EAGAIN (counter
+        // saturated) means a wakeup is already pending, which is all we need.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}

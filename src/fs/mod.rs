@@ -1,0 +1,360 @@
+//! Files and file-system operations, all through the runtime's backend.
+//!
+//! Every method takes `&self`, so one `File` (for example in an `Rc`) can have many
+//! operations in flight at once.
+
+mod metadata;
+
+pub use metadata::{FileType, Metadata};
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::op::Op;
+use crate::op::fs::{cstring, Fsync, Mkdir, Open, Rename, Statx, Unlink};
+use crate::op::rw::{Read, Readv, Write, Writev};
+use crate::op::{self, SharedFd};
+
+/// An open file.
+///
+/// Dropping it closes the descriptor synchronously once no operation uses it any more;
+/// [`close`](File::close) closes it through the runtime and reports the error.
+pub struct File {
+    fd: SharedFd,
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File").field("fd", &self.fd.raw()).finish()
+    }
+}
+
+impl File {
+    /// Opens a file for reading.
+    ///
+    /// # Errors
+    ///
+    /// As `open(2)`: `NotFound`, `PermissionDenied`, ...; `InvalidInput` for a path with an
+    /// interior NUL byte.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path).await
+    }
+
+    /// Opens a file for writing, creating it or truncating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`File::open`].
+    pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
+    }
+
+    /// Reads into the buffer, from its start, at file offset `pos`; returns how many bytes
+    /// were read (0 at or past the end of the file) and the buffer, whose first `n` bytes
+    /// are now initialised. May read less than the buffer holds.
+    ///
+    /// To append to a `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
+    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        Op::new(Read::new(&self.fd, buf, pos)).await
+    }
+
+    /// Reads until the buffer's whole capacity is filled.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the file ends first (the bytes read so far are initialised in
+    /// the returned buffer).
+    pub async fn read_exact_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        op::read_exact(buf, |slice, done| self.read_at(slice, pos + done as u64)).await
+    }
+
+    /// Writes the buffer's initialised bytes at file offset `pos`; returns how many were
+    /// written (possibly fewer).
+    pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        Op::new(Write::new(&self.fd, buf, pos)).await
+    }
+
+    /// Writes all of the buffer's initialised bytes at `pos`, looping over short writes.
+    ///
+    /// # Errors
+    ///
+    /// `WriteZero` if the file accepts no more bytes.
+    pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        op::write_all(buf, |slice, done| self.write_at(slice, pos + done as u64)).await
+    }
+
+    /// Reads into several buffers in order with one operation (`preadv`).
+    ///
+    /// # Errors
+    ///
+    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers.
+    pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        Op::new(Readv::new(&self.fd, bufs, pos)).await
+    }
+
+    /// Writes several buffers' initialised bytes in order with one operation (`pwritev`).
+    ///
+    /// # Errors
+    ///
+    /// As `pwritev(2)`.
+    pub async fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        Op::new(Writev::new(&self.fd, bufs, pos)).await
+    }
+
+    /// Flushes data and metadata to the device (`fsync`).
+    pub async fn sync_all(&self) -> io::Result<()> {
+        Op::new(Fsync::new(&self.fd, false)).await
+    }
+
+    /// Flushes data, and only the metadata needed to read it back (`fdatasync`).
+    pub async fn sync_data(&self) -> io::Result<()> {
+        Op::new(Fsync::new(&self.fd, true)).await
+    }
+
+    /// The file's metadata (`statx` on the open descriptor).
+    pub async fn metadata(&self) -> io::Result<Metadata> {
+        Op::new(Statx::fd(&self.fd)).await.map(Metadata::from_statx)
+    }
+
+    /// Closes the file through the runtime, reporting the kernel's verdict.
+    ///
+    /// Waits first for operations still holding the descriptor (for example a cancelled
+    /// read the kernel has not released yet).
+    pub async fn close(self) -> io::Result<()> {
+        self.fd.close().await
+    }
+
+    /// Wraps a standard library file.
+    pub fn from_std(file: std::fs::File) -> File {
+        File {
+            fd: SharedFd::new(file.into_raw_fd()),
+        }
+    }
+
+    /// Converts into a standard library file.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back if an operation (for example one being cancelled) still uses the
+    /// descriptor.
+    pub fn into_std(self) -> Result<std::fs::File, File> {
+        match self.fd.into_raw() {
+            // SAFETY: into_raw gave us sole ownership of the descriptor.
+            Ok(fd) => Ok(unsafe { std::fs::File::from_raw_fd(fd) }),
+            Err(fd) => Err(File { fd }),
+        }
+    }
+}
+
+impl From<std::fs::File> for File {
+    fn from(file: std::fs::File) -> File {
+        File::from_std(file)
+    }
+}
+
+impl From<OwnedFd> for File {
+    fn from(fd: OwnedFd) -> File {
+        File {
+            fd: SharedFd::new(fd.into_raw_fd()),
+        }
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl AsFd for File {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open for as long as `self` is borrowed.
+        unsafe { BorrowedFd::borrow_raw(self.fd.raw()) }
+    }
+}
+
+impl FromRawFd for File {
+    /// # Safety
+    ///
+    /// `fd` must be an open descriptor that the caller owns and gives up.
+    unsafe fn from_raw_fd(fd: RawFd) -> File {
+        File {
+            fd: SharedFd::new(fd),
+        }
+    }
+}
+
+/// Options for opening a file, as [`std::fs::OpenOptions`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    custom_flags: i32,
+    mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// All options off, mode 0o666 (before the umask).
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            custom_flags: 0,
+            mode: 0o666,
+        }
+    }
+
+    /// Open for reading.
+    pub fn read(&mut self, on: bool) -> &mut Self {
+        self.read = on;
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(&mut self, on: bool) -> &mut Self {
+        self.write = on;
+        self
+    }
+
+    /// Open for appending (implies writing; positional writes still append on Linux).
+    pub fn append(&mut self, on: bool) -> &mut Self {
+        self.append = on;
+        self
+    }
+
+    /// Truncate an existing file to length 0 (needs write access).
+    pub fn truncate(&mut self, on: bool) -> &mut Self {
+        self.truncate = on;
+        self
+    }
+
+    /// Create the file if it does not exist (needs write or append access).
+    pub fn create(&mut self, on: bool) -> &mut Self {
+        self.create = on;
+        self
+    }
+
+    /// Create the file, failing with `AlreadyExists` if it exists.
+    pub fn create_new(&mut self, on: bool) -> &mut Self {
+        self.create_new = on;
+        self
+    }
+
+    /// Extra `open(2)` flags (for example `libc::O_DIRECT`); access-mode bits are ignored.
+    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
+        self.custom_flags = flags;
+        self
+    }
+
+    /// Permission bits for a newly created file (default 0o666, before the umask).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    fn flags(&self) -> io::Result<i32> {
+        let access = match (self.read, self.write, self.append) {
+            (true, false, false) => libc::O_RDONLY,
+            (false, true, false) => libc::O_WRONLY,
+            (true, true, false) => libc::O_RDWR,
+            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
+            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (false, false, false) => {
+                return Err(invalid("OpenOptions: set at least one of read, write or append"))
+            }
+        };
+        let writable = self.write || self.append;
+        if (self.truncate || self.create || self.create_new) && !writable {
+            return Err(invalid(
+                "OpenOptions: truncate, create and create_new need write or append access",
+            ));
+        }
+        if self.truncate && self.append {
+            return Err(invalid("OpenOptions: truncate and append contradict each other"));
+        }
+        let creation = if self.create_new {
+            libc::O_CREAT | libc::O_EXCL
+        } else {
+            (if self.create { libc::O_CREAT } else { 0 })
+                | (if self.truncate { libc::O_TRUNC } else { 0 })
+        };
+        Ok(access | creation | (self.custom_flags & !libc::O_ACCMODE))
+    }
+
+    /// Opens `path` with these options.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for contradictory options or a path with a NUL byte; otherwise as
+    /// `open(2)`.
+    pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let flags = self.flags()?;
+        let path = cstring(path.as_ref())?;
+        let fd = Op::new(Open::new(path, flags, self.mode)).await?;
+        Ok(File { fd })
+    }
+}
+
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Removes a file (`unlinkat`).
+pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    Op::new(Unlink::new(cstring(path.as_ref())?, false)).await
+}
+
+/// Removes an empty directory (`unlinkat` with `AT_REMOVEDIR`).
+pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    Op::new(Unlink::new(cstring(path.as_ref())?, true)).await
+}
+
+/// Creates a directory with mode 0o777 (before the umask).
+pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    Op::new(Mkdir::new(cstring(path.as_ref())?, 0o777)).await
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists (`renameat`).
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let from = cstring(from.as_ref())?;
+    let to = cstring(to.as_ref())?;
+    Op::new(Rename::new(from, to)).await
+}
+
+/// Metadata of a path, following symlinks (`statx`).
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    let path = cstring(path.as_ref())?;
+    Op::new(Statx::path(path, true))
+        .await
+        .map(Metadata::from_statx)
+}
+
+/// Metadata of a path, not following a final symlink.
+pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    let path = cstring(path.as_ref())?;
+    Op::new(Statx::path(path, false))
+        .await
+        .map(Metadata::from_statx)
+}

@@ -1,0 +1,219 @@
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::stream::{self, socket, socket_conversions, with_std, Stream};
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::op::Op;
+use crate::op::net::{Accept, RawAddr};
+use crate::op::SharedFd;
+
+/// Resolves `addr` and tries `f` on each address in turn, returning the first success or
+/// the last error.
+pub(crate) async fn each_addr<A, T, F, Fut>(addr: A, mut f: F) -> io::Result<T>
+where
+    A: ToSocketAddrs,
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match f(a).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+fn domain(addr: &SocketAddr) -> i32 {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+fn setsockopt_int(fd: &SharedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live i32 and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.raw(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds and listens on a new socket; `reuseport` adds SO_REUSEPORT.
+fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
+    let fd = socket(domain(&addr), libc::SOCK_STREAM)?;
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    let raw = RawAddr::from_ip(&addr);
+    // SAFETY: raw holds a valid sockaddr of raw.len bytes.
+    if unsafe { libc::bind(fd.raw(), raw.as_ptr(), raw.len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen on a socket we own.
+    if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// A TCP socket listening for connections.
+pub struct TcpListener {
+    fd: SharedFd,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first resolved address that works) and listens, with a backlog
+    /// of 1024 and SO_REUSEADDR.
+    ///
+    /// # Errors
+    ///
+    /// As `bind(2)`/`listen(2)`, e.g. `AddrInUse`.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Self::bind_with(addr, false)
+    }
+
+    /// Like [`bind`](Self::bind), plus SO_REUSEPORT, so several listeners (one per core)
+    /// can share the port and the kernel spreads connections among them. Opt-in only:
+    /// with it, any process of the same user may bind the same port.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind).
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Self::bind_with(addr, true)
+    }
+
+    fn bind_with(addr: impl ToSocketAddrs, reuseport: bool) -> io::Result<TcpListener> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match listen_on(a, reuseport) {
+                Ok(fd) => return Ok(TcpListener { fd }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any address")
+        }))
+    }
+
+    /// Waits for a connection.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (fd, addr) = Op::new(Accept::new(&self.fd)).await?;
+        Ok((TcpStream::from_shared(fd), addr.to_ip()?))
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.fd.raw(), |s: &std::net::TcpListener| s.local_addr())
+    }
+
+    fn from_shared(fd: SharedFd) -> TcpListener {
+        TcpListener { fd }
+    }
+    fn shared(&self) -> &SharedFd {
+        &self.fd
+    }
+    fn into_shared(self) -> SharedFd {
+        self.fd
+    }
+}
+
+socket_conversions!(TcpListener, std::net::TcpListener);
+
+/// A TCP connection.
+pub struct TcpStream {
+    inner: Stream,
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each resolved address in turn.
+    ///
+    /// # Errors
+    ///
+    /// The last address's error, e.g. `ConnectionRefused`.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        each_addr(addr, |a| async move {
+            let fd = stream::connect(domain(&a), libc::SOCK_STREAM, RawAddr::from_ip(&a)).await?;
+            Ok(TcpStream::from_shared(fd))
+        })
+        .await
+    }
+
+    /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side (or
+    /// the buffer has no capacity).
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        self.inner.read(buf).await
+    }
+
+    /// Receives until the buffer's capacity is full; `UnexpectedEof` if the peer closes first.
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
+        self.inner.read_exact(buf).await
+    }
+
+    /// Sends the buffer's initialised bytes; may send fewer. A closed peer gives
+    /// `BrokenPipe` (never SIGPIPE).
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        self.inner.write(buf).await
+    }
+
+    /// Sends all of the buffer's initialised bytes, looping over short sends.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        self.inner.write_all(buf).await
+    }
+
+    /// Shuts down the read half, the write half or both.
+    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how).await
+    }
+
+    /// Sets TCP_NODELAY (disables Nagle's algorithm).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        setsockopt_int(&self.inner.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, i32::from(on))
+    }
+
+    /// Whether TCP_NODELAY is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        with_std(self.inner.fd.raw(), |s: &std::net::TcpStream| s.nodelay())
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.inner.fd.raw(), |s: &std::net::TcpStream| s.peer_addr())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.inner.fd.raw(), |s: &std::net::TcpStream| s.local_addr())
+    }
+
+    fn from_shared(fd: SharedFd) -> TcpStream {
+        TcpStream {
+            inner: Stream { fd },
+        }
+    }
+    fn shared(&self) -> &SharedFd {
+        &self.inner.fd
+    }
+    fn into_shared(self) -> SharedFd {
+        self.inner.fd
+    }
+}
+
+socket_conversions!(TcpStream, std::net::TcpStream);

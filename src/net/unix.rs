@@ -1,0 +1,150 @@
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+
+use super::stream::{self, socket, socket_conversions, with_std, Stream};
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::op::Op;
+use crate::op::net::{Accept, RawAddr};
+use crate::op::SharedFd;
+
+/// A Unix domain socket listening for connections.
+pub struct UnixListener {
+    fd: SharedFd,
+}
+
+impl UnixListener {
+    /// Binds to a filesystem path and listens (backlog 1024).
+    ///
+    /// # Errors
+    ///
+    /// As `bind(2)`: `AddrInUse` if the path exists; `InvalidInput` for a path that is too
+    /// long or contains a NUL byte.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let raw = RawAddr::from_unix_path(path.as_ref().as_os_str().as_bytes())?;
+        let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
+        // SAFETY: raw holds a valid sockaddr_un of raw.len bytes.
+        if unsafe { libc::bind(fd.raw(), raw.as_ptr(), raw.len) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: listen on a socket we own.
+        if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UnixListener { fd })
+    }
+
+    /// Waits for a connection.
+    pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (fd, _) = Op::new(Accept::new(&self.fd)).await?;
+        let stream = UnixStream::from_shared(fd);
+        let addr = stream.peer_addr()?;
+        Ok((stream, addr))
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.fd.raw(), |s: &std::os::unix::net::UnixListener| {
+            s.local_addr()
+        })
+    }
+
+    fn from_shared(fd: SharedFd) -> UnixListener {
+        UnixListener { fd }
+    }
+    fn shared(&self) -> &SharedFd {
+        &self.fd
+    }
+    fn into_shared(self) -> SharedFd {
+        self.fd
+    }
+}
+
+socket_conversions!(UnixListener, std::os::unix::net::UnixListener);
+
+/// A connected Unix domain stream socket.
+pub struct UnixStream {
+    inner: Stream,
+}
+
+impl UnixStream {
+    /// Connects to the socket at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As `connect(2)`: `NotFound`, `ConnectionRefused`; `InvalidInput` for a bad path.
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        let raw = RawAddr::from_unix_path(path.as_ref().as_os_str().as_bytes())?;
+        let fd = stream::connect(libc::AF_UNIX, libc::SOCK_STREAM, raw).await?;
+        Ok(UnixStream::from_shared(fd))
+    }
+
+    /// A connected pair of sockets.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let mut fds = [0; 2];
+        let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        // SAFETY: fds has room for the two descriptors socketpair writes.
+        if unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((
+            UnixStream::from_shared(SharedFd::new(fds[0])),
+            UnixStream::from_shared(SharedFd::new(fds[1])),
+        ))
+    }
+
+    /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        self.inner.read(buf).await
+    }
+
+    /// Receives until the buffer's capacity is full; `UnexpectedEof` if the peer closes first.
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
+        self.inner.read_exact(buf).await
+    }
+
+    /// Sends the buffer's initialised bytes; may send fewer. `BrokenPipe` if the peer is
+    /// gone (never SIGPIPE).
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        self.inner.write(buf).await
+    }
+
+    /// Sends all of the buffer's initialised bytes.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        self.inner.write_all(buf).await
+    }
+
+    /// Shuts down the read half, the write half or both.
+    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how).await
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.inner.fd.raw(), |s: &std::os::unix::net::UnixStream| {
+            s.peer_addr()
+        })
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std(self.inner.fd.raw(), |s: &std::os::unix::net::UnixStream| {
+            s.local_addr()
+        })
+    }
+
+    fn from_shared(fd: SharedFd) -> UnixStream {
+        UnixStream {
+            inner: Stream { fd },
+        }
+    }
+    fn shared(&self) -> &SharedFd {
+        &self.inner.fd
+    }
+    fn into_shared(self) -> SharedFd {
+        self.inner.fd
+    }
+}
+
+socket_conversions!(UnixStream, std::os::unix::net::UnixStream);

@@ -1,0 +1,96 @@
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use crate::driver::op::Op;
+use crate::op::fs::Close;
+
+/// A file descriptor shared by its owner (a `File`, a socket) and the operations using it.
+///
+/// Every in-flight operation holds a clone, so the descriptor is not closed (and its number
+/// not reused) while the kernel may still act on it, even after the owner is dropped.
+#[derive(Clone)]
+pub(crate) struct SharedFd {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    fd: RawFd,
+    /// Set once the descriptor was handed to an asynchronous close.
+    closed: Cell<bool>,
+    /// The task waiting in `close()` for the other holders to go away.
+    closer: Cell<Option<Waker>>,
+}
+
+impl SharedFd {
+    /// Takes ownership of `fd`.
+    pub(crate) fn new(fd: RawFd) -> SharedFd {
+        SharedFd {
+            inner: Rc::new(Inner {
+                fd,
+                closed: Cell::new(false),
+                closer: Cell::new(None),
+            }),
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.inner.fd
+    }
+
+    /// Gives up ownership of the descriptor without closing it, if no operation holds it.
+    pub(crate) fn into_raw(self) -> Result<RawFd, SharedFd> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the Rc is moved out exactly once.
+        let inner = unsafe { std::ptr::read(&this.inner) };
+        match Rc::try_unwrap(inner) {
+            Ok(inner) => {
+                inner.closed.set(true);
+                Ok(inner.fd)
+            }
+            Err(inner) => Err(SharedFd { inner }),
+        }
+    }
+
+    /// Closes the descriptor through the runtime, after every operation still holding it
+    /// (for example an orphaned read being cancelled) has finished.
+    pub(crate) async fn close(self) -> io::Result<()> {
+        poll_fn(|cx| {
+            if Rc::strong_count(&self.inner) == 1 {
+                Poll::Ready(())
+            } else {
+                self.inner.closer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+        self.inner.closed.set(true);
+        Op::new(Close::new(self.inner.fd)).await
+    }
+}
+
+impl Drop for SharedFd {
+    fn drop(&mut self) {
+        // The holder before the last one wakes a pending close().
+        if Rc::strong_count(&self.inner) == 2 {
+            if let Some(w) = self.inner.closer.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.get() {
+            // The error of a synchronous close in Drop has nowhere to go; close().await
+            // reports it.
+            // SAFETY: fd is owned by this value and no operation references it (all
+            // holders are gone).
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}

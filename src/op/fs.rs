@@ -1,0 +1,249 @@
+//! File-system operations: open, close, fsync, statx, unlink, rename, mkdir.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::driver::op::Operation;
+use crate::driver::{Completion, OpDesc};
+use crate::op::SharedFd;
+
+/// Converts a path for the kernel, refusing interior NUL bytes with a clear error.
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path contains an interior NUL byte: {path:?}"),
+        )
+    })
+}
+
+/// `openat(AT_FDCWD, path, flags, mode)`; yields an owned descriptor.
+pub(crate) struct Open {
+    path: CString,
+    flags: i32,
+    mode: u32,
+}
+
+impl Open {
+    pub(crate) fn new(path: CString, flags: i32, mode: u32) -> Open {
+        Open { path, flags, mode }
+    }
+}
+
+impl Operation for Open {
+    type Output = io::Result<SharedFd>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::OpenAt {
+            dirfd: libc::AT_FDCWD,
+            path: self.path.as_ptr(),
+            flags: self.flags | libc::O_CLOEXEC,
+            mode: self.mode,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        // An orphaned open drops this SharedFd at once, closing the descriptor.
+        c.result().map(|fd| SharedFd::new(fd as i32))
+    }
+}
+
+/// `close(fd)` of a descriptor nobody else holds any more.
+pub(crate) struct Close {
+    fd: i32,
+}
+
+impl Close {
+    pub(crate) fn new(fd: i32) -> Close {
+        Close { fd }
+    }
+}
+
+impl Operation for Close {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Close { fd: self.fd }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `fsync` / `fdatasync`.
+pub(crate) struct Fsync {
+    fd: SharedFd,
+    datasync: bool,
+}
+
+impl Fsync {
+    pub(crate) fn new(fd: &SharedFd, datasync: bool) -> Fsync {
+        Fsync {
+            fd: fd.clone(),
+            datasync,
+        }
+    }
+}
+
+impl Operation for Fsync {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Fsync {
+            fd: self.fd.raw(),
+            datasync: self.datasync,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `statx` of an open descriptor (empty path) or of a path.
+pub(crate) struct Statx {
+    fd: Option<SharedFd>,
+    path: CString,
+    flags: i32,
+    buf: Box<libc::statx>,
+}
+
+/// What every statx asks for: the basic fields and the birth time.
+const STATX_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+
+impl Statx {
+    /// Of the open file itself.
+    pub(crate) fn fd(fd: &SharedFd) -> Statx {
+        Statx {
+            fd: Some(fd.clone()),
+            path: CString::default(),
+            flags: libc::AT_EMPTY_PATH,
+            buf: Box::new(zeroed_statx()),
+        }
+    }
+
+    /// Of a path; `follow` chooses whether a final symlink is followed.
+    pub(crate) fn path(path: CString, follow: bool) -> Statx {
+        Statx {
+            fd: None,
+            path,
+            flags: if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW },
+            buf: Box::new(zeroed_statx()),
+        }
+    }
+}
+
+fn zeroed_statx() -> libc::statx {
+    // SAFETY: statx is a plain C struct of integers, for which all-zeroes is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+impl Operation for Statx {
+    type Output = io::Result<libc::statx>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Statx {
+            dirfd: self.fd.as_ref().map_or(libc::AT_FDCWD, SharedFd::raw),
+            path: self.path.as_ptr(),
+            flags: self.flags,
+            mask: STATX_MASK,
+            buf: &mut *self.buf,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(|_| *self.buf)
+    }
+}
+
+/// `unlinkat(AT_FDCWD, path, flags)`: removes a file, or a directory with AT_REMOVEDIR.
+pub(crate) struct Unlink {
+    path: CString,
+    flags: i32,
+}
+
+impl Unlink {
+    pub(crate) fn new(path: CString, dir: bool) -> Unlink {
+        Unlink {
+            path,
+            flags: if dir { libc::AT_REMOVEDIR } else { 0 },
+        }
+    }
+}
+
+impl Operation for Unlink {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::UnlinkAt {
+            dirfd: libc::AT_FDCWD,
+            path: self.path.as_ptr(),
+            flags: self.flags,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, 0)`.
+pub(crate) struct Rename {
+    from: CString,
+    to: CString,
+}
+
+impl Rename {
+    pub(crate) fn new(from: CString, to: CString) -> Rename {
+        Rename { from, to }
+    }
+}
+
+impl Operation for Rename {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::RenameAt {
+            olddirfd: libc::AT_FDCWD,
+            oldpath: self.from.as_ptr(),
+            newdirfd: libc::AT_FDCWD,
+            newpath: self.to.as_ptr(),
+            flags: 0,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `mkdirat(AT_FDCWD, path, mode)`.
+pub(crate) struct Mkdir {
+    path: CString,
+    mode: u32,
+}
+
+impl Mkdir {
+    pub(crate) fn new(path: CString, mode: u32) -> Mkdir {
+        Mkdir { path, mode }
+    }
+}
+
+impl Operation for Mkdir {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::MkdirAt {
+            dirfd: libc::AT_FDCWD,
+            path: self.path.as_ptr(),
+            mode: self.mode,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}

@@ -1,0 +1,335 @@
+//! Socket operations: accept, connect, sendmsg/recvmsg (for addressed datagrams), shutdown.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::op::Operation;
+use crate::driver::{Completion, OpDesc};
+use crate::op::{checked_len, SharedFd};
+
+/// A socket address in kernel form, in heap memory the kernel may read or fill.
+pub(crate) struct RawAddr {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl RawAddr {
+    /// Room for any address, for the kernel to fill.
+    pub(crate) fn empty() -> Box<RawAddr> {
+        Box::new(RawAddr {
+            // SAFETY: sockaddr_storage is plain integers; all-zeroes is a valid value.
+            storage: unsafe { mem::zeroed() },
+            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        })
+    }
+
+    /// The kernel form of an IP socket address.
+    pub(crate) fn from_ip(addr: &SocketAddr) -> Box<RawAddr> {
+        let mut raw = RawAddr::empty();
+        let p = &mut raw.storage as *mut libc::sockaddr_storage;
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+                let sin = unsafe { &mut *p.cast::<libc::sockaddr_in>() };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                };
+                raw.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+                let sin6 = unsafe { &mut *p.cast::<libc::sockaddr_in6>() };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
+                sin6.sin6_scope_id = a.scope_id();
+                raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        raw
+    }
+
+    /// The kernel form of a Unix socket path (abstract names start with a NUL byte).
+    pub(crate) fn from_unix_path(path: &[u8]) -> io::Result<Box<RawAddr>> {
+        let mut raw = RawAddr::empty();
+        // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_un.
+        let sun = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+        if path.len() >= sun.sun_path.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "unix socket path is {} bytes; the limit is {}",
+                    path.len(),
+                    sun.sun_path.len() - 1
+                ),
+            ));
+        }
+        if path.first() != Some(&0) && path.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unix socket path contains an interior NUL byte",
+            ));
+        }
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (dst, src) in sun.sun_path.iter_mut().zip(path) {
+            *dst = *src as libc::c_char;
+        }
+        let base = mem::offset_of!(libc::sockaddr_un, sun_path);
+        // Pathnames include their terminating NUL; abstract names are counted exactly.
+        let extra = usize::from(path.first() != Some(&0));
+        raw.len = (base + path.len() + extra) as libc::socklen_t;
+        Ok(raw)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    /// Reads an IP socket address back.
+    pub(crate) fn to_ip(&self) -> io::Result<SocketAddr> {
+        let p = &self.storage as *const libc::sockaddr_storage;
+        match self.storage.ss_family as i32 {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let sin = unsafe { &*p.cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Ok(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let sin6 = unsafe { &*p.cast::<libc::sockaddr_in6>() };
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            family => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected address family {family} for an IP socket"),
+            )),
+        }
+    }
+}
+
+/// `accept4`; yields the new descriptor and the peer's address.
+pub(crate) struct Accept {
+    fd: SharedFd,
+    addr: Box<RawAddr>,
+}
+
+impl Accept {
+    pub(crate) fn new(fd: &SharedFd) -> Accept {
+        Accept {
+            fd: fd.clone(),
+            addr: RawAddr::empty(),
+        }
+    }
+}
+
+impl Operation for Accept {
+    type Output = io::Result<(SharedFd, Box<RawAddr>)>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Accept {
+            fd: self.fd.raw(),
+            addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
+            addrlen: &mut self.addr.len,
+            flags: libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        // An orphaned accept drops the SharedFd at once, closing the connection.
+        c.result().map(|fd| (SharedFd::new(fd as i32), self.addr))
+    }
+}
+
+/// `connect`.
+pub(crate) struct Connect {
+    fd: SharedFd,
+    addr: Box<RawAddr>,
+}
+
+impl Connect {
+    pub(crate) fn new(fd: &SharedFd, addr: Box<RawAddr>) -> Connect {
+        Connect {
+            fd: fd.clone(),
+            addr,
+        }
+    }
+}
+
+impl Operation for Connect {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Connect {
+            fd: self.fd.raw(),
+            addr: self.addr.as_ptr(),
+            addrlen: self.addr.len,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// The heap block a sendmsg/recvmsg points the kernel at: header, one iovec, address.
+struct Msg {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: RawAddr,
+}
+
+impl Msg {
+    fn new(ptr: *mut u8, len: usize, addr: Box<RawAddr>) -> Box<Msg> {
+        // SAFETY: msghdr is plain integers and pointers; all-zeroes (null pointers) is valid.
+        let hdr: libc::msghdr = unsafe { mem::zeroed() };
+        let mut msg = Box::new(Msg {
+            hdr,
+            iov: libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            },
+            addr: *addr,
+        });
+        // The header points into the same heap block, which never moves.
+        msg.hdr.msg_iov = &mut msg.iov;
+        msg.hdr.msg_iovlen = 1;
+        msg.hdr.msg_name = (&mut msg.addr.storage as *mut libc::sockaddr_storage).cast();
+        msg.hdr.msg_namelen = msg.addr.len;
+        msg
+    }
+}
+
+/// `sendmsg` of a buffer to an address.
+pub(crate) struct SendTo<B> {
+    fd: SharedFd,
+    buf: B,
+    msg: Box<Msg>,
+}
+
+impl<B: IoBuf> SendTo<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B, addr: &SocketAddr) -> SendTo<B> {
+        let msg = Msg::new(
+            buf.stable_ptr().cast_mut(),
+            buf.bytes_init(),
+            RawAddr::from_ip(addr),
+        );
+        SendTo {
+            fd: fd.clone(),
+            buf,
+            msg,
+        }
+    }
+}
+
+impl<B: IoBuf> Operation for SendTo<B> {
+    type Output = BufResult<usize, B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::SendMsg {
+            fd: self.fd.raw(),
+            msg: &self.msg.hdr,
+            flags: libc::MSG_NOSIGNAL as u32,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_init()));
+        (res, self.buf)
+    }
+}
+
+/// `recvmsg` into a buffer, reporting the sender's address.
+pub(crate) struct RecvFrom<B> {
+    fd: SharedFd,
+    buf: B,
+    msg: Box<Msg>,
+}
+
+impl<B: IoBufMut> RecvFrom<B> {
+    pub(crate) fn new(fd: &SharedFd, mut buf: B) -> RecvFrom<B> {
+        let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), RawAddr::empty());
+        RecvFrom {
+            fd: fd.clone(),
+            buf,
+            msg,
+        }
+    }
+}
+
+impl<B: IoBufMut> Operation for RecvFrom<B> {
+    type Output = BufResult<(usize, SocketAddr), B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::RecvMsg {
+            fd: self.fd.raw(),
+            msg: &mut self.msg.hdr,
+            flags: 0,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_total()));
+        let res = res.and_then(|n| {
+            // SAFETY: the kernel wrote n bytes at the start; n <= bytes_total() (checked).
+            unsafe { self.buf.set_init(n) };
+            self.msg.addr.len = self.msg.hdr.msg_namelen;
+            Ok((n, self.msg.addr.to_ip()?))
+        });
+        (res, self.buf)
+    }
+}
+
+/// `shutdown(fd, how)`.
+pub(crate) struct Shutdown {
+    fd: SharedFd,
+    how: i32,
+}
+
+impl Shutdown {
+    pub(crate) fn new(fd: &SharedFd, how: std::net::Shutdown) -> Shutdown {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
+        Shutdown {
+            fd: fd.clone(),
+            how,
+        }
+    }
+}
+
+impl Operation for Shutdown {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Shutdown {
+            fd: self.fd.raw(),
+            how: self.how,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}

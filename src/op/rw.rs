@@ -1,0 +1,285 @@
+//! Reads and writes on files and sockets.
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::op::Operation;
+use crate::driver::{Completion, OpDesc};
+use crate::op::{checked_len, rw_len, SharedFd};
+
+/// `pread` into the start of an owned buffer.
+pub(crate) struct Read<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+impl<B: IoBufMut> Read<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B, offset: u64) -> Self {
+        Read {
+            fd: fd.clone(),
+            buf,
+            offset,
+        }
+    }
+}
+
+impl<B: IoBufMut> Operation for Read<B> {
+    type Output = BufResult<usize, B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Read {
+            fd: self.fd.raw(),
+            buf: self.buf.stable_mut_ptr(),
+            len: rw_len(self.buf.bytes_total()),
+            offset: self.offset,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_total()));
+        if let Ok(n) = res {
+            // SAFETY: the kernel wrote n bytes at the start of the buffer, and n was just
+            // checked against bytes_total().
+            unsafe { self.buf.set_init(n) };
+        }
+        (res, self.buf)
+    }
+}
+
+/// `pwrite` of an owned buffer's initialised bytes.
+pub(crate) struct Write<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+impl<B: IoBuf> Write<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B, offset: u64) -> Self {
+        Write {
+            fd: fd.clone(),
+            buf,
+            offset,
+        }
+    }
+}
+
+impl<B: IoBuf> Operation for Write<B> {
+    type Output = BufResult<usize, B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Write {
+            fd: self.fd.raw(),
+            buf: self.buf.stable_ptr(),
+            len: rw_len(self.buf.bytes_init()),
+            offset: self.offset,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_init()));
+        (res, self.buf)
+    }
+}
+
+/// Builds the iovec array for a vectored operation; the array is heap memory owned by
+/// the op, so its address is stable.
+fn iovecs(parts: impl Iterator<Item = (*mut u8, usize)>) -> Vec<libc::iovec> {
+    parts
+        .map(|(ptr, len)| libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        })
+        .collect()
+}
+
+fn iovcnt(iov: &[libc::iovec]) -> u32 {
+    // More than u32::MAX entries cannot be built in practice; the kernel rejects more than
+    // IOV_MAX (1024) with EINVAL, which reaches the caller as an io::Error.
+    iov.len().min(u32::MAX as usize) as u32
+}
+
+/// `preadv` into several owned buffers, filled in order.
+pub(crate) struct Readv<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    iov: Vec<libc::iovec>,
+    offset: u64,
+}
+
+impl<B: IoBufMut> Readv<B> {
+    pub(crate) fn new(fd: &SharedFd, mut bufs: Vec<B>, offset: u64) -> Self {
+        let iov = iovecs(
+            bufs.iter_mut()
+                .map(|b| (b.stable_mut_ptr(), b.bytes_total())),
+        );
+        Readv {
+            fd: fd.clone(),
+            bufs,
+            iov,
+            offset,
+        }
+    }
+}
+
+impl<B: IoBufMut> Operation for Readv<B> {
+    type Output = BufResult<usize, Vec<B>>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Readv {
+            fd: self.fd.raw(),
+            iov: self.iov.as_ptr(),
+            iovcnt: iovcnt(&self.iov),
+            offset: self.offset,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let total: usize = self.bufs.iter().map(|b| b.bytes_total()).sum();
+        let res = c.result().and_then(|n| checked_len(n, total));
+        if let Ok(n) = res {
+            let mut left = n;
+            for b in &mut self.bufs {
+                let take = left.min(b.bytes_total());
+                // SAFETY: the kernel filled the buffers in order; this one received `take`
+                // bytes at its start, take <= bytes_total().
+                unsafe { b.set_init(take) };
+                left -= take;
+            }
+        }
+        (res, self.bufs)
+    }
+}
+
+/// `pwritev` of several owned buffers' initialised bytes, in order.
+pub(crate) struct Writev<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    iov: Vec<libc::iovec>,
+    offset: u64,
+}
+
+impl<B: IoBuf> Writev<B> {
+    pub(crate) fn new(fd: &SharedFd, bufs: Vec<B>, offset: u64) -> Self {
+        let iov = iovecs(
+            bufs.iter()
+                .map(|b| (b.stable_ptr().cast_mut(), b.bytes_init())),
+        );
+        Writev {
+            fd: fd.clone(),
+            bufs,
+            iov,
+            offset,
+        }
+    }
+}
+
+impl<B: IoBuf> Operation for Writev<B> {
+    type Output = BufResult<usize, Vec<B>>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Writev {
+            fd: self.fd.raw(),
+            iov: self.iov.as_ptr(),
+            iovcnt: iovcnt(&self.iov),
+            offset: self.offset,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        let total: usize = self.bufs.iter().map(|b| b.bytes_init()).sum();
+        let res = c.result().and_then(|n| checked_len(n, total));
+        (res, self.bufs)
+    }
+}
+
+/// `recv` into the start of an owned buffer.
+pub(crate) struct Recv<B> {
+    fd: SharedFd,
+    buf: B,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B) -> Self {
+        Recv {
+            fd: fd.clone(),
+            buf,
+        }
+    }
+}
+
+impl<B: IoBufMut> Operation for Recv<B> {
+    type Output = BufResult<usize, B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Recv {
+            fd: self.fd.raw(),
+            buf: self.buf.stable_mut_ptr(),
+            len: rw_len(self.buf.bytes_total()),
+            flags: 0,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_total()));
+        if let Ok(n) = res {
+            // SAFETY: the kernel wrote n bytes at the start; n <= bytes_total() (checked).
+            unsafe { self.buf.set_init(n) };
+        }
+        (res, self.buf)
+    }
+}
+
+/// `send` of an owned buffer's initialised bytes, never raising SIGPIPE.
+pub(crate) struct Send<B> {
+    fd: SharedFd,
+    buf: B,
+}
+
+impl<B: IoBuf> Send<B> {
+    pub(crate) fn new(fd: &SharedFd, buf: B) -> Self {
+        Send {
+            fd: fd.clone(),
+            buf,
+        }
+    }
+}
+
+impl<B: IoBuf> Operation for Send<B> {
+    type Output = BufResult<usize, B>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Send {
+            fd: self.fd.raw(),
+            buf: self.buf.stable_ptr(),
+            len: rw_len(self.buf.bytes_init()),
+            flags: libc::MSG_NOSIGNAL,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        let res = c
+            .result()
+            .and_then(|n| checked_len(n, self.buf.bytes_init()));
+        (res, self.buf)
+    }
+}
+
+/// A no-op through the backend; completes with 0.
+pub(crate) struct Nop;
+
+impl Operation for Nop {
+    type Output = std::io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Nop
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}

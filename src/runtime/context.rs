@@ -1,0 +1,71 @@
+//! The thread-local pointer to the runtime running on this thread.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use std::rc::Rc;
+
+use super::Inner;
+use crate::driver::Driver;
+
+thread_local! {
+    static CURRENT: Cell<*const Inner> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with the current runtime, panicking with `misuse` outside one.
+#[track_caller]
+pub(crate) fn with<R>(misuse: &str, f: impl FnOnce(&Inner) -> R) -> R {
+    match try_with(f) {
+        Some(r) => r,
+        None => panic!("{misuse}"),
+    }
+}
+
+/// Runs `f` with the current runtime, if there is one.
+pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: CURRENT is non-null only while an `Entered` guard lives, and the guard
+    // borrows an `Rc<Inner>` that outlives it.
+    Some(f(unsafe { &*p }))
+}
+
+/// The current runtime's driver, for an operation about to be submitted.
+#[track_caller]
+pub(crate) fn driver() -> Rc<RefCell<Driver>> {
+    with(
+        "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
+         task spawned on one",
+        |inner| inner.driver.clone(),
+    )
+}
+
+/// Marks a runtime as running on this thread until dropped.
+pub(crate) struct Entered {
+    prev: *const Inner,
+}
+
+impl Entered {
+    /// Enters `inner`; `nested_ok` allows entering while another runtime is current (used
+    /// by shutdown paths), otherwise nesting panics.
+    #[track_caller]
+    pub(crate) fn new(inner: &Rc<Inner>, nested_ok: bool) -> Entered {
+        let prev = CURRENT.with(Cell::get);
+        if !prev.is_null() && !nested_ok {
+            panic!(
+                "Runtime::block_on called from inside a coring runtime: a thread runs one event \
+                 loop at a time. Inside async code, .await the future (or coring::spawn it) \
+                 instead of blocking on it"
+            );
+        }
+        CURRENT.with(|c| c.set(Rc::as_ptr(inner)));
+        Entered { prev }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}

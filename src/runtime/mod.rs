@@ -1,0 +1,346 @@
+//! The runtime: one thread, one backend, one event loop.
+
+pub(crate) mod context;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::driver::{uring, Backend, Driver, Metrics, Wait};
+use crate::task::{Executor, Shared};
+use crate::time::Timers;
+
+/// How many tasks run between two looks at IO completions and timers.
+const TASK_BUDGET: usize = 256;
+
+/// Which backend a runtime uses, or should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Pick the best available: io_uring where it works.
+    #[default]
+    Auto,
+    /// io_uring; building the runtime fails if the kernel does not allow it.
+    IoUring,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Auto => "auto",
+            BackendKind::IoUring => "io_uring",
+        })
+    }
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = coring::Builder::new().entries(64).build().unwrap();
+/// rt.block_on(async { /* ... */ });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    entries: u32,
+    cq_entries: Option<u32>,
+    sqpoll_idle_ms: Option<u32>,
+    backend: BackendKind,
+    shutdown_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Default settings: 256 submission entries, automatic backend, 5 s shutdown deadline.
+    pub fn new() -> Builder {
+        Builder {
+            entries: 256,
+            cq_entries: None,
+            sqpoll_idle_ms: None,
+            backend: BackendKind::Auto,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Submission queue size (rounded up to a power of two by the kernel). Small rings work:
+    /// a full queue is flushed and completions beyond the completion queue are kept by the
+    /// kernel, so no operation is lost; they only cost more trips into the kernel.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    pub fn entries(mut self, n: u32) -> Builder {
+        assert!(n > 0, "Builder::entries: the ring needs at least one entry");
+        self.entries = n;
+        self
+    }
+
+    /// Completion queue size (default: twice the submission queue).
+    pub fn cq_entries(mut self, n: u32) -> Builder {
+        self.cq_entries = Some(n);
+        self
+    }
+
+    /// Uses a kernel thread that polls the submission queue (IORING_SETUP_SQPOLL), idling
+    /// after `idle` without work. Trades a busy kernel thread for fewer syscalls.
+    pub fn sqpoll(mut self, idle: Duration) -> Builder {
+        self.sqpoll_idle_ms = Some(idle.as_millis().clamp(1, u32::MAX as u128) as u32);
+        self
+    }
+
+    /// Chooses the backend (default [`BackendKind::Auto`]).
+    pub fn backend(mut self, kind: BackendKind) -> Builder {
+        self.backend = kind;
+        self
+    }
+
+    /// How long dropping the runtime waits for the kernel to finish cancelled operations
+    /// before leaking (never freeing) their buffers. Default 5 s.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Builder {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Builds the runtime on the current thread.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot be set up: the `io_uring_setup` error (EPERM when blocked by
+    /// seccomp or `kernel.io_uring_disabled`, ENOSYS without io_uring, ENOMEM under a low
+    /// memlock limit) or `Unsupported` naming a missing io_uring feature.
+    pub fn build(&self) -> io::Result<Runtime> {
+        let cfg = uring::UringConfig {
+            entries: self.entries,
+            cq_entries: self.cq_entries,
+            sqpoll_idle_ms: self.sqpoll_idle_ms,
+        };
+        let backend = match self.backend {
+            BackendKind::Auto | BackendKind::IoUring => {
+                let ring = uring::Uring::new(&cfg).map_err(|e| {
+                    io::Error::new(e.kind(), format!("coring: io_uring setup failed: {e}"))
+                })?;
+                Backend::Uring(ring)
+            }
+        };
+        let shared = Arc::new(Shared::new(backend.unparker()));
+        let inner = Rc::new(Inner {
+            driver: Rc::new(RefCell::new(Driver::new(backend))),
+            executor: Executor::new(),
+            timers: Rc::new(RefCell::new(Timers::default())),
+            shared,
+            turns: std::cell::Cell::new(0),
+        });
+        Ok(Runtime {
+            inner,
+            shutdown_timeout: self.shutdown_timeout,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+/// Everything one runtime owns, reachable from the thread-local context.
+pub(crate) struct Inner {
+    pub(crate) driver: Rc<RefCell<Driver>>,
+    pub(crate) executor: Executor,
+    pub(crate) timers: Rc<RefCell<Timers>>,
+    pub(crate) shared: Arc<Shared>,
+    turns: std::cell::Cell<u64>,
+}
+
+/// A single-threaded runtime: a task queue, timers and one io_uring, driven by
+/// [`block_on`](Runtime::block_on) on the thread that built it.
+///
+/// It is `!Send`: the ring belongs to its thread. Dropping it cancels every task and
+/// in-flight operation, waits (up to the shutdown timeout) for the kernel to finish with
+/// their buffers, and leaks rather than frees anything the kernel still owns after that.
+pub struct Runtime {
+    inner: Rc<Inner>,
+    shutdown_timeout: Duration,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("backend", &self.backend_description())
+            .finish()
+    }
+}
+
+/// Wakes the future passed to `block_on`.
+struct MainWaker {
+    woken: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Wake for MainWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let local = context::try_with(|inner| inner.shared.id == self.shared.id);
+        if local != Some(true) {
+            self.shared.notify();
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime with default settings ([`Builder::new`]).
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::build`].
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// Runs `future` to completion on this thread, running spawned tasks and IO meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside a runtime (in async code, `.await` instead), and when the
+    /// kernel reports an unrecoverable error for the ring (in-flight operations are then
+    /// leaked, never freed).
+    #[track_caller]
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _entered = context::Entered::new(&self.inner, false);
+        let inner = &*self.inner;
+        let main = Arc::new(MainWaker {
+            woken: AtomicBool::new(true),
+            shared: inner.shared.clone(),
+        });
+        let waker = Waker::from(main.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            inner.turns.set(inner.turns.get() + 1);
+            if main.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+            inner.executor.run_ready(&inner.shared, TASK_BUDGET);
+            let now = Instant::now();
+            fire_timers(inner, now);
+            let idle = !inner.executor.has_ready() && !main.woken.load(Ordering::Acquire);
+            let wait = if idle {
+                Wait::Park(inner.timers.borrow().next_timeout(now))
+            } else {
+                Wait::No
+            };
+            let turn = inner.driver.borrow_mut().turn(wait);
+            if let Err(e) = turn {
+                inner.driver.borrow_mut().leak_in_flight();
+                panic!(
+                    "coring: the {} failed and cannot continue: {e}",
+                    self.backend_description()
+                );
+            }
+        }
+    }
+
+    /// Which backend this runtime runs on.
+    pub fn backend(&self) -> BackendKind {
+        match self.inner.driver.borrow().backend() {
+            Backend::Uring(_) => BackendKind::IoUring,
+        }
+    }
+
+    /// A human-readable description of the backend and its setup, e.g.
+    /// `io_uring (256 sq / 512 cq entries, single_issuer+defer_taskrun)`.
+    pub fn backend_description(&self) -> String {
+        match self.inner.driver.borrow().backend() {
+            Backend::Uring(u) => u.describe(),
+        }
+    }
+
+    /// Counters of the work done so far (loop turns, parks, kernel entries, operations).
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.inner.driver.borrow().metrics;
+        m.turns = self.inner.turns.get();
+        m
+    }
+
+    /// Operations the kernel currently owns (in flight or orphaned).
+    pub fn ops_in_flight(&self) -> usize {
+        self.inner.driver.borrow().in_flight()
+    }
+
+    /// Spawned tasks that have not finished.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.executor.live()
+    }
+
+    /// Pending timers.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.timers.borrow().len()
+    }
+
+    /// Test hook: makes the next `io_uring_enter` calls fail with these errnos before the
+    /// kernel sees them, as a signal, a full kernel queue, or a broken ring would.
+    #[doc(hidden)]
+    pub fn inject_enter_errors(&self, errnos: &[i32]) {
+        match self.inner.driver.borrow_mut().backend_mut() {
+            Backend::Uring(u) => u.inject_enter_errors(errnos),
+        }
+    }
+}
+
+fn fire_timers(inner: &Inner, now: Instant) {
+    let expired = inner.timers.borrow_mut().take_expired(now);
+    if expired.is_empty() {
+        inner.timers.borrow_mut().recycle(expired);
+        return;
+    }
+    let mut expired = expired;
+    for w in expired.drain(..) {
+        w.wake();
+    }
+    inner.timers.borrow_mut().recycle(expired);
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Drop every task's future on this thread, with this runtime current so that
+        // dropped operations become orphans of this driver.
+        let _entered = context::Entered::new(&self.inner, true);
+        self.inner.executor.shutdown(&self.inner.shared);
+        self.inner
+            .driver
+            .borrow_mut()
+            .shutdown(self.shutdown_timeout);
+    }
+}
+
+/// Builds a default [`Runtime`] and runs `future` on it.
+///
+/// # Panics
+///
+/// If the runtime cannot be built (the message carries the reason), or as
+/// [`Runtime::block_on`] does.
+///
+/// ```
+/// coring::start(async {
+///     println!("hello from coring");
+/// });
+/// ```
+#[track_caller]
+pub fn start<F: Future>(future: F) -> F::Output {
+    let rt = Runtime::new().unwrap_or_else(|e| panic!("coring::start: {e}"));
+    rt.block_on(future)
+}

@@ -1,0 +1,233 @@
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`] and [`interval`].
+//!
+//! Deadlines live in an ordered map owned by the runtime's thread; the event loop sleeps in
+//! the kernel until the earliest one (or IO, or a wakeup), so an idle runtime uses no CPU.
+
+mod timers;
+
+pub(crate) use timers::Timers;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::runtime::context;
+
+/// Waits until `duration` has elapsed.
+///
+/// # Panics
+///
+/// When polled outside a coring runtime.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// coring::start(async {
+///     let t = Instant::now();
+///     coring::time::sleep(Duration::from_millis(10)).await;
+///     assert!(t.elapsed() >= Duration::from_millis(10));
+/// });
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    let deadline = Instant::now()
+        .checked_add(duration)
+        .unwrap_or_else(far_future);
+    sleep_until(deadline)
+}
+
+/// Waits until `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        entry: None,
+    }
+}
+
+/// About thirty years from now: what "never" means for a duration that overflows.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+/// Future returned by [`sleep`] and [`sleep_until`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    entry: Option<(Rc<RefCell<Timers>>, u64)>,
+}
+
+impl Sleep {
+    /// The instant this sleep completes at.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline; the sleep can be awaited again afterwards.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.unregister();
+        self.deadline = deadline;
+    }
+
+    fn unregister(&mut self) {
+        if let Some((timers, id)) = self.entry.take() {
+            timers.borrow_mut().remove(self.deadline, id);
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        match &self.entry {
+            Some((timers, id)) => {
+                let mut t = timers.borrow_mut();
+                if t.update(deadline, *id, cx.waker()) {
+                    return Poll::Pending;
+                }
+                drop(t);
+                // Fired: the entry is gone from the map.
+                self.entry = None;
+                Poll::Ready(())
+            }
+            None => {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(());
+                }
+                let timers = context::with(
+                    "coring::time::sleep polled outside a coring runtime; await it inside \
+                     Runtime::block_on or a task",
+                    |inner| inner.timers.clone(),
+                );
+                let id = timers.borrow_mut().insert(deadline, cx.waker().clone());
+                self.entry = Some((timers, id));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(e: Elapsed) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    }
+}
+
+/// Runs `future` for at most `duration`: `Ok(output)` if it finished first, `Err(Elapsed)`
+/// otherwise (the future is dropped; an in-flight operation inside it is cancelled and its
+/// buffer kept by the runtime until the kernel lets go of it).
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep(duration),
+    }
+}
+
+/// Future returned by [`timeout`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of `self`, and
+        // `Timeout` has no Drop impl that could move it; `sleep` is Unpin.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(v) = future.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A stream of ticks every `period`; the first tick completes at once.
+///
+/// If a tick is late (the task was busy), the missed ticks are skipped: the next tick is
+/// the first multiple of `period` after now, so there is never a burst of catch-up ticks.
+///
+/// # Panics
+///
+/// If `period` is zero.
+pub fn interval(period: Duration) -> Interval {
+    assert!(
+        !period.is_zero(),
+        "coring::time::interval: period must be non-zero"
+    );
+    Interval {
+        next: Instant::now(),
+        period,
+    }
+}
+
+/// Returned by [`interval`].
+#[derive(Debug)]
+pub struct Interval {
+    next: Instant,
+    period: Duration,
+}
+
+impl Interval {
+    /// Waits for the next tick and returns its scheduled instant.
+    pub async fn tick(&mut self) -> Instant {
+        let due = self.next;
+        sleep_until(due).await;
+        let now = Instant::now();
+        let mut next = due + self.period;
+        if next <= now {
+            let behind = (now - due).as_nanos() / self.period.as_nanos();
+            next = due + self.period * (behind as u32 + 1);
+        }
+        self.next = next;
+        due
+    }
+
+    /// The period between ticks.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
