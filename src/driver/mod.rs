@@ -319,7 +319,10 @@ impl Driver {
                                 if matches!(
                                     e.kind(),
                                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                                ) => {}
+                                ) =>
+                            {
+                                self.metrics.enter_retries += 1;
+                            }
                             Err(e) => return Err(e),
                         }
                         self.reap();

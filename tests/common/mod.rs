@@ -1,0 +1,159 @@
+//! Shared test harness: every integration test is written once and expanded per backend.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coring::{BackendKind, Builder, Runtime};
+
+/// The backends every test runs on.
+pub const BACKENDS: &[BackendKind] = &[BackendKind::IoUring];
+
+/// How long one test may run before the watchdog fails it.
+pub const TEST_BOUND: Duration = Duration::from_secs(60);
+
+/// Expands `fn name() { ... }` bodies (with `rt` and `backend` in scope as a runtime
+/// builder argument) into one `#[test]` per backend, each bounded by a watchdog.
+///
+/// ```ignore
+/// coring_test!(reads_file, async {
+///     ...
+/// });
+/// ```
+#[macro_export]
+macro_rules! coring_test {
+    ($name:ident, |$builder:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn io_uring() {
+                $crate::common::with_watchdog(stringify!($name), || {
+                    let $builder = coring::Builder::new().backend(coring::BackendKind::IoUring);
+                    $body
+                })
+            }
+        }
+    };
+    ($name:ident, $fut:expr) => {
+        $crate::coring_test!($name, |builder| {
+            let rt = builder.build().expect("runtime");
+            $crate::common::block_on_bounded(&rt, $fut)
+        });
+    };
+}
+
+/// Runs `f` on this thread; if it has not returned within [`TEST_BOUND`], the process is
+/// aborted with a message naming the test (a hung test must fail CI, not stall it).
+pub fn with_watchdog<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let (done, wait) = mpsc::channel::<()>();
+    let name = name.to_string();
+    let dog = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(TEST_BOUND) {
+            eprintln!("test {name} did not finish within {TEST_BOUND:?}: aborting");
+            std::process::abort();
+        }
+    });
+    let r = f();
+    drop(done);
+    dog.join().unwrap();
+    r
+}
+
+/// Runs `fut` on `rt`, failing the test if it takes longer than 30 s.
+pub fn block_on_bounded<F: Future>(rt: &Runtime, fut: F) -> F::Output {
+    rt.block_on(async {
+        coring::time::timeout(Duration::from_secs(30), fut)
+            .await
+            .expect("test body timed out after 30 s")
+    })
+}
+
+/// A runtime for `kind` with default settings.
+pub fn runtime(kind: BackendKind) -> Runtime {
+    Builder::new().backend(kind).build().expect("runtime")
+}
+
+/// Number of open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A unique scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "coring-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A buffer that records when it is dropped, to prove the runtime keeps buffers alive until
+/// the kernel's completion.
+pub struct DropFlagBuf {
+    pub vec: Vec<u8>,
+    pub dropped: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl DropFlagBuf {
+    pub fn new(cap: usize) -> (DropFlagBuf, std::rc::Rc<std::cell::Cell<bool>>) {
+        let flag = std::rc::Rc::new(std::cell::Cell::new(false));
+        (
+            DropFlagBuf {
+                vec: Vec::with_capacity(cap),
+                dropped: flag.clone(),
+            },
+            flag,
+        )
+    }
+}
+
+impl Drop for DropFlagBuf {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+// SAFETY: delegates to the inner Vec, whose heap pointer is stable across moves.
+unsafe impl coring::buf::IoBuf for DropFlagBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.vec.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.vec.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.vec.capacity()
+    }
+}
+
+// SAFETY: delegates to the inner Vec.
+unsafe impl coring::buf::IoBufMut for DropFlagBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.vec.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { coring::buf::IoBufMut::set_init(&mut self.vec, pos) }
+    }
+}

@@ -1,0 +1,224 @@
+//! Operation lifecycle under cancellation, submit errors, tiny rings and shutdown.
+
+mod common;
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::{DropFlagBuf, TempDir};
+use coring::fs::File;
+use coring::net::UnixStream;
+use coring::time::{sleep, timeout};
+
+/// Yields to the runtime until `cond` holds, failing after 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// Dropping an in-flight read keeps its buffer until the kernel's final completion (the
+// cancel's ECANCELED here), and the cancel makes that completion come promptly.
+coring_test!(dropped_read_keeps_buffer_until_completion, |builder| {
+    let rt = builder.build().unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let (buf, dropped) = DropFlagBuf::new(64);
+    common::block_on_bounded(&rt, async {
+        let res = timeout(Duration::from_millis(20), a.read(buf)).await;
+        assert!(res.is_err(), "nothing was written, the read must still be pending");
+        // The future is gone, the kernel still owns the read: the buffer must live on.
+        assert!(!dropped.get(), "buffer freed while the kernel still owned it");
+        eventually("cancelled read to complete", || dropped.get()).await;
+    });
+    let m = rt.metrics();
+    assert_eq!(m.ops_orphaned, 1, "{m:?}");
+    assert_eq!(rt.ops_in_flight(), 0);
+});
+
+// The same with many reads and no explicit timeout: aborting tasks drops their reads.
+coring_test!(aborted_tasks_release_buffers_after_completion, async {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let a = Rc::new(a);
+    let mut flags = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..64 {
+        let (buf, dropped) = DropFlagBuf::new(16);
+        flags.push(dropped);
+        let a = a.clone();
+        handles.push(coring::spawn(async move { a.read(buf).await.0 }));
+    }
+    coring::task::yield_now().await;
+    sleep(Duration::from_millis(5)).await;
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        assert!(h.await.unwrap_err().is_cancelled());
+    }
+    eventually("all cancelled reads to complete", || {
+        flags.iter().all(|f| f.get())
+    })
+    .await;
+});
+
+// A read that completes with data after its future was dropped still fills its own buffer
+// (never someone else's memory) and is freed only then.
+coring_test!(late_completion_after_drop_is_cleaned_up, async {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (buf, dropped) = DropFlagBuf::new(8);
+    // Data is already there, so the read completes at submission; the drop happens before
+    // the runtime reaps it.
+    let (r, _) = b.write_all(b"ready".to_vec()).await;
+    r.unwrap();
+    let res = timeout(Duration::ZERO, a.read(buf)).await;
+    assert!(res.is_err());
+    assert!(!dropped.get());
+    eventually("orphaned read to be reaped", || dropped.get()).await;
+});
+
+// io_uring_enter failing after the SQE was pushed: the op is never freed early, not even
+// when the failure is fatal and block_on panics.
+coring_test!(submit_error_orphans_the_op, |builder| {
+    let rt = builder.shutdown_timeout(Duration::from_secs(5)).build().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let (buf, dropped) = DropFlagBuf::new(64);
+    let flag = dropped.clone();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(async {
+            rt.inject_enter_errors(&[libc::EFAULT]);
+            a.read(buf).await.0
+        })
+    }));
+    let msg = outcome.expect_err("a fatal enter error must panic block_on");
+    let msg = msg
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(msg.contains("cannot continue"), "panic message: {msg}");
+    // The future was dropped while unwinding; the read may still be in the kernel's hands.
+    assert!(!flag.get(), "buffer freed after a failed submit");
+    drop(b);
+    // Shutdown cancels, waits for the completion, then frees.
+    drop(rt);
+    assert!(dropped.get(), "buffer must be freed once the kernel finished with it");
+});
+
+// EINTR, EAGAIN and EBUSY from io_uring_enter are retried; nothing is lost.
+coring_test!(transient_enter_errors_are_retried, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        for errno in [libc::EINTR, libc::EAGAIN, libc::EBUSY] {
+            rt.inject_enter_errors(&[errno, errno, errno, errno, errno]);
+            let mut handles = Vec::new();
+            for _ in 0..32 {
+                handles.push(coring::spawn(coring::nop()));
+            }
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+        }
+    });
+    assert!(rt.metrics().enter_retries >= 15, "{:?}", rt.metrics());
+});
+
+// A 4-entry ring (8 CQ entries) with 10,000 concurrent operations: the submission queue
+// fills and the completion queue overflows constantly, yet every result arrives.
+coring_test!(tiny_ring_delivers_every_result, |builder| {
+    let rt = builder.entries(4).build().unwrap();
+    let dir = TempDir::new("tiny");
+    let path = dir.path("data");
+    let data: Vec<u8> = (0..80_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let data = Rc::new(data);
+    common::block_on_bounded(&rt, async {
+        let file = Rc::new(File::open(&path).await.unwrap());
+        let done = Rc::new(Cell::new(0usize));
+        let mut handles = Vec::with_capacity(10_000);
+        for i in 0..10_000usize {
+            let file = file.clone();
+            let data = data.clone();
+            let done = done.clone();
+            handles.push(coring::spawn(async move {
+                match i % 3 {
+                    0 => coring::nop().await.unwrap(),
+                    1 => {
+                        let off = (i * 8) % (data.len() - 8);
+                        let (r, buf) = file.read_at(Vec::with_capacity(8), off as u64).await;
+                        assert_eq!(r.unwrap(), 8);
+                        assert_eq!(&buf[..], &data[off..off + 8], "read {i} at {off}");
+                    }
+                    _ => sleep(Duration::from_millis((i % 7) as u64)).await,
+                }
+                done.set(done.get() + 1);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(done.get(), 10_000);
+    });
+    let m = rt.metrics();
+    assert!(m.ops_completed >= 6_667, "{m:?}");
+    assert_eq!(rt.ops_in_flight(), 0);
+});
+
+// Dropping the runtime with tasks and operations in flight cancels them, waits for the
+// completions, then frees the buffers; the sockets are closed.
+coring_test!(runtime_drop_cancels_in_flight_ops, |builder| {
+    let baseline = common::fd_count();
+    let rt = builder.build().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let a = Rc::new(a);
+    let mut flags = Vec::new();
+    rt.block_on(async {
+        for _ in 0..100 {
+            let (buf, dropped) = DropFlagBuf::new(32);
+            flags.push(dropped);
+            let a = a.clone();
+            drop(coring::spawn(async move { a.read(buf).await.0 }));
+        }
+        sleep(Duration::from_millis(10)).await;
+    });
+    assert_eq!(rt.live_tasks(), 100);
+    assert!(flags.iter().all(|f| !f.get()));
+    drop(a);
+    let started = Instant::now();
+    drop(rt);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown should not need its whole deadline"
+    );
+    assert!(flags.iter().all(|f| f.get()), "every buffer freed after its completion");
+    drop(b);
+    // Other tests in this binary may open descriptors concurrently; ours are all closed.
+    assert!(common::fd_count() <= baseline + 8);
+});
+
+// An idle runtime sleeps in the kernel: a 1 s sleep takes a handful of loop turns and
+// almost no CPU (a busy loop would burn the whole second).
+coring_test!(idle_runtime_sleeps_in_kernel, |builder| {
+    let rt = builder.build().unwrap();
+    let cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the live timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let before = rt.metrics();
+    let cpu0 = cpu();
+    rt.block_on(sleep(Duration::from_secs(1)));
+    let used = cpu() - cpu0;
+    let m = rt.metrics();
+    let parks = m.parks - before.parks;
+    assert!(parks <= 5, "a 1 s sleep parked {parks} times: {m:?}");
+    // Deliberately loose (10x the target) so a noisy machine cannot fail it; the park count
+    // above is the precise check.
+    assert!(used < Duration::from_millis(100), "1 s idle sleep used {used:?} of CPU");
+});
