@@ -1,0 +1,261 @@
+//! File and file-system operations.
+
+mod common;
+
+use std::rc::Rc;
+
+use common::TempDir;
+use coring::buf::IoBuf;
+use coring::fs::{self, File, OpenOptions};
+
+coring_test!(write_sync_read_round_trip, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("a");
+    let f = File::create(&p).await.unwrap();
+    let (r, _) = f.write_all_at(b"hello, ".to_vec(), 0).await;
+    r.unwrap();
+    let (r, _) = f.write_all_at("world", 7).await;
+    r.unwrap();
+    f.sync_all().await.unwrap();
+    f.sync_data().await.unwrap();
+    f.close().await.unwrap();
+    let f = File::open(&p).await.unwrap();
+    let (r, buf) = f.read_at(Vec::with_capacity(64), 0).await;
+    // Exactly n bytes become initialised.
+    assert_eq!(r.unwrap(), 12);
+    assert_eq!(buf, b"hello, world");
+    let (r, buf) = f.read_at(vec![0u8; 5].into_boxed_slice(), 7).await;
+    assert_eq!(r.unwrap(), 5);
+    assert_eq!(&buf[..], b"world");
+    let m = f.metadata().await.unwrap();
+    assert_eq!(m.len(), 12);
+    assert!(m.is_file() && !m.is_dir());
+    assert!(m.modified().is_ok());
+    assert_eq!(std::fs::read(&p).unwrap(), b"hello, world");
+});
+
+coring_test!(slices_append_and_track_init, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("s");
+    std::fs::write(&p, b"0123456789").unwrap();
+    let f = File::open(&p).await.unwrap();
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(b"ab");
+    // Append after the two initialised bytes.
+    let (r, s) = f.read_at(v.slice(2..), 0).await;
+    assert_eq!(r.unwrap(), 10);
+    let v = s.into_inner();
+    assert_eq!(v, b"ab0123456789");
+    // A bounded slice reads no more than its length.
+    let (r, s) = f.read_at(Vec::with_capacity(16).slice(..4), 3).await;
+    assert_eq!(r.unwrap(), 4);
+    assert_eq!(s.into_inner(), b"3456");
+    // Writing a slice writes only its initialised part.
+    let g = File::create(dir.path("t")).await.unwrap();
+    let (r, _) = g.write_all_at(b"xxHELLOxx".to_vec().slice(2..7), 0).await;
+    r.unwrap();
+    assert_eq!(std::fs::read(dir.path("t")).unwrap(), b"HELLO");
+});
+
+coring_test!(exact_reads_and_short_reads, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("big");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&p, &data).unwrap();
+    let f = File::open(&p).await.unwrap();
+    let (r, buf) = f.read_exact_at(Vec::with_capacity(600_000), 100).await;
+    r.unwrap();
+    assert_eq!(&buf[..], &data[100..600_100]);
+    // Past the end: Ok(0), not an error.
+    let (r, buf) = f.read_at(Vec::with_capacity(10), 2_000_000).await;
+    assert_eq!(r.unwrap(), 0);
+    assert!(buf.is_empty());
+    // read_exact past the end: UnexpectedEof, with what was read marked initialised.
+    let (r, buf) = f.read_exact_at(Vec::with_capacity(100), 999_950).await;
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(&buf[..], &data[999_950..]);
+});
+
+coring_test!(vectored_io, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("v");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .await
+        .unwrap();
+    let (r, _) = f
+        .writev_at(vec![b"abc".to_vec(), b"".to_vec(), b"defg".to_vec()], 0)
+        .await;
+    assert_eq!(r.unwrap(), 7);
+    let (r, bufs) = f
+        .readv_at(vec![Vec::with_capacity(2), Vec::with_capacity(10)], 0)
+        .await;
+    assert_eq!(r.unwrap(), 7);
+    assert_eq!(bufs[0], b"ab");
+    assert_eq!(bufs[1], b"cdefg");
+    // More than IOV_MAX buffers: a clear error, not a crash.
+    let many: Vec<Vec<u8>> = (0..2000).map(|_| Vec::with_capacity(1)).collect();
+    let (r, bufs) = f.readv_at(many, 0).await;
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(bufs.len(), 2000);
+});
+
+coring_test!(open_options_semantics, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("o");
+    let err = File::open(&p).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(&p)
+        .await
+        .unwrap();
+    let m = fs::metadata(&p).await.unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+        0o600
+    );
+    let err = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    // Append mode appends.
+    let a = OpenOptions::new().append(true).open(&p).await.unwrap();
+    let (r, _) = a.write_all_at(b"12".to_vec(), 0).await;
+    r.unwrap();
+    let (r, _) = a.write_all_at(b"34".to_vec(), 0).await;
+    r.unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"1234");
+    // Truncate empties.
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"");
+    // Contradictory options are refused with a message.
+    let err = OpenOptions::new().open(&p).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let err = OpenOptions::new().read(true).create(true).open(&p).await.unwrap_err();
+    assert!(err.to_string().contains("write or append"), "{err}");
+    // Custom flags reach the kernel.
+    let err = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(&p)
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+});
+
+coring_test!(path_functions, async {
+    let dir = TempDir::new("fs");
+    let d = dir.path("sub");
+    fs::create_dir(&d).await.unwrap();
+    assert!(fs::metadata(&d).await.unwrap().is_dir());
+    assert_eq!(
+        fs::create_dir(&d).await.unwrap_err().kind(),
+        std::io::ErrorKind::AlreadyExists
+    );
+    let a = d.join("a");
+    std::fs::write(&a, b"x").unwrap();
+    let b = d.join("b");
+    fs::rename(&a, &b).await.unwrap();
+    assert!(!a.exists() && b.exists());
+    std::os::unix::fs::symlink(&b, d.join("link")).unwrap();
+    assert!(fs::symlink_metadata(d.join("link")).await.unwrap().is_symlink());
+    assert!(fs::metadata(d.join("link")).await.unwrap().is_file());
+    let err = fs::remove_dir(&d).await.unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    fs::remove_file(d.join("link")).await.unwrap();
+    fs::remove_file(&b).await.unwrap();
+    assert_eq!(
+        fs::remove_file(&b).await.unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    fs::remove_dir(&d).await.unwrap();
+    assert!(!d.exists());
+});
+
+// Many reads in flight at once on one shared File, from many tasks.
+coring_test!(concurrent_reads_on_one_file, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("c");
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&p, &data).unwrap();
+    let f = Rc::new(File::open(&p).await.unwrap());
+    let data = Rc::new(data);
+    let handles: Vec<_> = (0..64u64)
+        .map(|i| {
+            let f = f.clone();
+            let data = data.clone();
+            coring::spawn(async move {
+                let (r, buf) = f.read_exact_at(Vec::with_capacity(1024), i * 1024).await;
+                r.unwrap();
+                assert_eq!(&buf[..], &data[(i * 1024) as usize..][..1024]);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+});
+
+// Bad input gets a clear io::Error, never a panic.
+coring_test!(bad_input_is_an_error, async {
+    use std::os::fd::FromRawFd;
+    let err = File::open("/tmp/a\0b").await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert_eq!(
+        fs::remove_file("x\0").await.unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+    // A descriptor that is not open.
+    // SAFETY: the File is forgotten below, so the runtime never closes a number it
+    // does not own.
+    let bad = unsafe { File::from_raw_fd(987_654) };
+    let (r, _) = bad.read_at(Vec::with_capacity(8), 0).await;
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    std::mem::forget(bad);
+    let dir = TempDir::new("fs");
+    let p = dir.path("z");
+    std::fs::write(&p, b"data").unwrap();
+    let f = File::open(&p).await.unwrap();
+    // A zero-capacity buffer reads nothing, as std does.
+    let (r, _) = f.read_at(Vec::new(), 0).await;
+    assert_eq!(r.unwrap(), 0);
+    // An offset beyond what the kernel accepts.
+    let (r, _) = f.read_at(Vec::with_capacity(8), u64::MAX - 1).await;
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    // A huge buffer is clamped to one transfer, and the read is simply short.
+    let (r, buf) = f.read_at(Vec::with_capacity(64 << 20), 0).await;
+    assert_eq!(r.unwrap(), 4);
+    assert_eq!(buf, b"data");
+    // Writing to a read-only file.
+    let (r, _) = f.write_at(b"no".to_vec(), 0).await;
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+});
+
+coring_test!(std_conversions, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("std");
+    std::fs::write(&p, b"std").unwrap();
+    let f = File::from_std(std::fs::File::open(&p).unwrap());
+    let (r, buf) = f.read_at(Vec::with_capacity(3), 0).await;
+    r.unwrap();
+    assert_eq!(buf, b"std");
+    let mut s = f.into_std().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert_eq!(out, "std");
+});

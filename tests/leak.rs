@@ -1,0 +1,83 @@
+//! Descriptor leak checks. They count /proc/self/fd, so this binary holds one test per
+//! backend and the tests run one at a time (a lock), with nothing else opening files.
+
+mod common;
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use coring::fs::File;
+use coring::net::TcpListener;
+use coring::time::{sleep, timeout};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+async fn settle(rt_in_flight: impl Fn() -> usize) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while rt_in_flight() > 0 {
+        assert!(Instant::now() < end, "operations still in flight after 5 s");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// open and accept futures dropped while in flight: when the kernel completes them anyway,
+// the runtime closes the descriptor it got. Afterwards the count is back to baseline.
+coring_test!(orphaned_open_and_accept_close_their_fds, |builder| {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("leak");
+    let path = dir.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    let rt = builder.build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let baseline = common::fd_count();
+    let mut clients = Vec::new();
+    rt.block_on(async {
+        for _ in 0..200 {
+            // The open is submitted, then dropped before the runtime reaps its result.
+            let r = timeout(Duration::ZERO, File::open(&path)).await;
+            if let Ok(f) = r {
+                drop(f.unwrap());
+            }
+        }
+        for _ in 0..50 {
+            // A connection waits in the backlog, so the accept completes with a new fd
+            // after its future has been dropped.
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            let r = timeout(Duration::ZERO, listener.accept()).await;
+            if let Ok(conn) = r {
+                drop(conn.unwrap());
+            }
+        }
+        settle(|| rt.ops_in_flight()).await;
+    });
+    assert!(rt.metrics().ops_orphaned >= 200, "{:?}", rt.metrics());
+    // Every accepted connection was closed by the runtime: each client sees EOF.
+    for mut c in clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap(), 0, "server side still open");
+    }
+    assert_eq!(common::fd_count(), baseline, "descriptors leaked");
+    drop(listener);
+    drop(rt);
+});
+
+// Dropping a runtime releases its own descriptors (ring, eventfd) and every socket that
+// in-flight operations held.
+coring_test!(runtime_drop_releases_descriptors, |builder| {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let baseline = common::fd_count();
+    for _ in 0..20 {
+        let rt = builder.clone().build().unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            drop(coring::spawn(async move { listener.accept().await.map(drop) }));
+            coring::task::yield_now().await;
+        });
+        drop(rt);
+    }
+    assert_eq!(common::fd_count(), baseline, "descriptors leaked");
+});

@@ -1,0 +1,224 @@
+//! Tasks, timers and API misuse.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use coring::time::{interval, sleep, sleep_until, timeout};
+
+coring_test!(spawn_join_and_yield, async {
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let a = {
+        let order = order.clone();
+        coring::spawn(async move {
+            order.borrow_mut().push("a1");
+            coring::task::yield_now().await;
+            order.borrow_mut().push("a2");
+            1
+        })
+    };
+    let b = {
+        let order = order.clone();
+        coring::spawn(async move {
+            order.borrow_mut().push("b1");
+            2
+        })
+    };
+    assert_eq!(a.await.unwrap() + b.await.unwrap(), 3);
+    assert_eq!(*order.borrow(), ["a1", "b1", "a2"]);
+    // Nested spawns and !Send values.
+    let rc = Rc::new(Cell::new(0));
+    let inner = rc.clone();
+    coring::spawn(async move {
+        let inner2 = inner.clone();
+        coring::spawn(async move { inner2.set(inner2.get() + 1) })
+            .await
+            .unwrap();
+        inner.set(inner.get() + 1);
+    })
+    .await
+    .unwrap();
+    assert_eq!(rc.get(), 2);
+});
+
+coring_test!(panicking_task_is_reported_not_fatal, async {
+    let h = coring::spawn(async {
+        panic!("task exploded on purpose");
+    });
+    let err = h.await.unwrap_err();
+    assert!(err.is_panic());
+    assert!(err.to_string().contains("exploded"), "{err}");
+    // The runtime keeps working.
+    assert_eq!(coring::spawn(async { 5 }).await.unwrap(), 5);
+    let payload = coring::spawn(async { std::panic::panic_any(42u32) })
+        .await
+        .unwrap_err()
+        .into_panic();
+    assert_eq!(*payload.downcast::<u32>().unwrap(), 42);
+});
+
+coring_test!(abort_and_is_finished, async {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let h = coring::spawn(async move {
+        sleep(Duration::from_secs(30)).await;
+        r.set(true);
+    });
+    coring::task::yield_now().await;
+    assert!(!h.is_finished());
+    h.abort();
+    let err = h.await.unwrap_err();
+    assert!(err.is_cancelled());
+    assert!(!ran.get());
+    let done = coring::spawn(async { 1 });
+    coring::task::yield_now().await;
+    assert!(done.is_finished());
+    done.abort(); // too late: the output stays
+    assert_eq!(done.await.unwrap(), 1);
+    // Detached tasks keep running.
+    let flag = Rc::new(Cell::new(false));
+    let f = flag.clone();
+    drop(coring::spawn(async move { f.set(true) }));
+    sleep(Duration::from_millis(1)).await;
+    assert!(flag.get());
+});
+
+coring_test!(timers, async {
+    let t = Instant::now();
+    sleep(Duration::from_millis(20)).await;
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    sleep_until(Instant::now() - Duration::from_secs(1)).await; // past: immediate
+    let r = timeout(Duration::from_millis(10), sleep(Duration::from_secs(30))).await;
+    assert!(r.is_err());
+    let err: std::io::Error = r.unwrap_err().into();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await.unwrap(), 7);
+    // Many timers fire in deadline order.
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let hs: Vec<_> = (0..50u64)
+        .rev()
+        .map(|i| {
+            let fired = fired.clone();
+            coring::spawn(async move {
+                sleep(Duration::from_millis(i)).await;
+                fired.borrow_mut().push(i);
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    let fired = fired.borrow();
+    assert_eq!(fired.len(), 50);
+    assert!(fired.windows(2).all(|w| w[0] <= w[1]), "{fired:?}");
+    // Huge durations do not overflow.
+    let r = timeout(Duration::from_millis(1), sleep(Duration::MAX)).await;
+    assert!(r.is_err());
+});
+
+coring_test!(interval_ticks, async {
+    let mut iv = interval(Duration::from_millis(5));
+    let start = Instant::now();
+    let first = iv.tick().await;
+    assert!(first <= Instant::now());
+    let mut last = first;
+    for _ in 0..5 {
+        let t = iv.tick().await;
+        assert!(t > last);
+        last = t;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(25));
+});
+
+// Timers and sleeps dropped before firing leave nothing behind.
+coring_test!(dropped_timers_are_removed, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        for _ in 0..1000 {
+            let _ = timeout(Duration::from_micros(1), sleep(Duration::from_secs(60))).await;
+        }
+    });
+    assert_eq!(rt.pending_timers(), 0);
+});
+
+// Wakers are Send: a std thread can wake a task, and the runtime wakes up from its park.
+coring_test!(wake_from_another_thread, async {
+    use std::sync::{Arc, Mutex};
+    let slot: Arc<Mutex<(bool, Option<std::task::Waker>)>> = Arc::new(Mutex::new((false, None)));
+    let s2 = slot.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut g = s2.lock().unwrap();
+        g.0 = true;
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    });
+    let slot2 = slot.clone();
+    coring::spawn(std::future::poll_fn(move |cx| {
+        let mut g = slot2.lock().unwrap();
+        if g.0 {
+            std::task::Poll::Ready(())
+        } else {
+            g.1 = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    }))
+    .await
+    .unwrap();
+    t.join().unwrap();
+});
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+// Misuse panics with a message that says what to do.
+#[test]
+fn spawn_outside_runtime_panics_with_advice() {
+    let p = catch_unwind(|| drop(coring::spawn(async {}))).unwrap_err();
+    let msg = panic_message(p);
+    assert!(msg.contains("outside a coring runtime"), "{msg}");
+    assert!(msg.contains("block_on"), "{msg}");
+}
+
+#[test]
+fn io_outside_runtime_panics_with_advice() {
+    let fut = coring::nop();
+    let p = catch_unwind(AssertUnwindSafe(|| {
+        let rt = coring::Runtime::new().unwrap();
+        // Poll the op on a foreign executor: no coring runtime is current.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = Box::pin(fut);
+        let _ = fut.as_mut().poll(&mut cx);
+        drop(rt);
+    }))
+    .unwrap_err();
+    let msg = panic_message(p);
+    assert!(msg.contains("outside a coring runtime"), "{msg}");
+}
+
+#[test]
+fn nested_block_on_panics_with_advice() {
+    let rt = coring::Runtime::new().unwrap();
+    let rt2 = coring::Runtime::new().unwrap();
+    let p = catch_unwind(AssertUnwindSafe(|| rt.block_on(async { rt2.block_on(async {}) })))
+        .unwrap_err();
+    let msg = panic_message(p);
+    assert!(msg.contains("inside a coring runtime"), "{msg}");
+    // The runtime is still usable afterwards.
+    assert_eq!(rt.block_on(async { 3 }), 3);
+}
+
+#[test]
+fn start_runs_a_future() {
+    assert_eq!(coring::start(async { coring::spawn(async { 9 }).await.unwrap() }), 9);
+}
