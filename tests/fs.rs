@@ -145,7 +145,12 @@ coring_test!(open_options_semantics, async {
     // Contradictory options are refused with a message.
     let err = OpenOptions::new().open(&p).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    let err = OpenOptions::new().read(true).create(true).open(&p).await.unwrap_err();
+    let err = OpenOptions::new()
+        .read(true)
+        .create(true)
+        .open(&p)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("write or append"), "{err}");
     // Custom flags reach the kernel.
     let err = OpenOptions::new()
@@ -172,7 +177,10 @@ coring_test!(path_functions, async {
     fs::rename(&a, &b).await.unwrap();
     assert!(!a.exists() && b.exists());
     std::os::unix::fs::symlink(&b, d.join("link")).unwrap();
-    assert!(fs::symlink_metadata(d.join("link")).await.unwrap().is_symlink());
+    assert!(fs::symlink_metadata(d.join("link"))
+        .await
+        .unwrap()
+        .is_symlink());
     assert!(fs::metadata(d.join("link")).await.unwrap().is_file());
     let err = fs::remove_dir(&d).await.unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));

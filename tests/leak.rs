@@ -74,7 +74,9 @@ coring_test!(runtime_drop_releases_descriptors, |builder| {
         let rt = builder.clone().build().unwrap();
         rt.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            drop(coring::spawn(async move { listener.accept().await.map(drop) }));
+            drop(coring::spawn(
+                async move { listener.accept().await.map(drop) },
+            ));
             coring::task::yield_now().await;
         });
         drop(rt);

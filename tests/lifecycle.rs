@@ -29,9 +29,15 @@ coring_test!(dropped_read_keeps_buffer_until_completion, |builder| {
     let (buf, dropped) = DropFlagBuf::new(64);
     common::block_on_bounded(&rt, async {
         let res = timeout(Duration::from_millis(20), a.read(buf)).await;
-        assert!(res.is_err(), "nothing was written, the read must still be pending");
+        assert!(
+            res.is_err(),
+            "nothing was written, the read must still be pending"
+        );
         // The future is gone, the kernel still owns the read: the buffer must live on.
-        assert!(!dropped.get(), "buffer freed while the kernel still owned it");
+        assert!(
+            !dropped.get(),
+            "buffer freed while the kernel still owned it"
+        );
         eventually("cancelled read to complete", || dropped.get()).await;
     });
     let m = rt.metrics();
@@ -83,7 +89,10 @@ coring_test!(late_completion_after_drop_is_cleaned_up, async {
 // io_uring_enter failing after the SQE was pushed: the op is never freed early, not even
 // when the failure is fatal and block_on panics.
 coring_test!(submit_error_orphans_the_op, |builder| {
-    let rt = builder.shutdown_timeout(Duration::from_secs(5)).build().unwrap();
+    let rt = builder
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let (a, b) = UnixStream::pair().unwrap();
     let (buf, dropped) = DropFlagBuf::new(64);
     let flag = dropped.clone();
@@ -94,17 +103,17 @@ coring_test!(submit_error_orphans_the_op, |builder| {
         })
     }));
     let msg = outcome.expect_err("a fatal enter error must panic block_on");
-    let msg = msg
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("cannot continue"), "panic message: {msg}");
     // The future was dropped while unwinding; the read may still be in the kernel's hands.
     assert!(!flag.get(), "buffer freed after a failed submit");
     drop(b);
     // Shutdown cancels, waits for the completion, then frees.
     drop(rt);
-    assert!(dropped.get(), "buffer must be freed once the kernel finished with it");
+    assert!(
+        dropped.get(),
+        "buffer must be freed once the kernel finished with it"
+    );
 });
 
 // EINTR, EAGAIN and EBUSY from io_uring_enter are retried; nothing is lost.
@@ -192,7 +201,10 @@ coring_test!(runtime_drop_cancels_in_flight_ops, |builder| {
         started.elapsed() < Duration::from_secs(5),
         "shutdown should not need its whole deadline"
     );
-    assert!(flags.iter().all(|f| f.get()), "every buffer freed after its completion");
+    assert!(
+        flags.iter().all(|f| f.get()),
+        "every buffer freed after its completion"
+    );
     drop(b);
     // Other tests in this binary may open descriptors concurrently; ours are all closed.
     assert!(common::fd_count() <= baseline + 8);
@@ -220,5 +232,8 @@ coring_test!(idle_runtime_sleeps_in_kernel, |builder| {
     assert!(parks <= 5, "a 1 s sleep parked {parks} times: {m:?}");
     // Deliberately loose (10x the target) so a noisy machine cannot fail it; the park count
     // above is the precise check.
-    assert!(used < Duration::from_millis(100), "1 s idle sleep used {used:?} of CPU");
+    assert!(
+        used < Duration::from_millis(100),
+        "1 s idle sleep used {used:?} of CPU"
+    );
 });

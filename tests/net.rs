@@ -187,7 +187,10 @@ coring_test!(unix_stream_and_listener, async {
         std::io::ErrorKind::InvalidInput
     );
     assert_eq!(
-        UnixStream::connect(dir.path("missing")).await.unwrap_err().kind(),
+        UnixStream::connect(dir.path("missing"))
+            .await
+            .unwrap_err()
+            .kind(),
         std::io::ErrorKind::NotFound
     );
 });
@@ -214,5 +217,8 @@ coring_test!(std_and_raw_fd_conversions, async {
     std_client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"back");
     let std_stream = s.into_std().unwrap();
-    assert_eq!(std_stream.peer_addr().unwrap(), std_client.local_addr().unwrap());
+    assert_eq!(
+        std_stream.peer_addr().unwrap(),
+        std_client.local_addr().unwrap()
+    );
 });

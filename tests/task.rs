@@ -96,7 +96,10 @@ coring_test!(timers, async {
     assert!(r.is_err());
     let err: std::io::Error = r.unwrap_err().into();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await.unwrap(), 7);
+    assert_eq!(
+        timeout(Duration::from_secs(5), async { 7 }).await.unwrap(),
+        7
+    );
     // Many timers fire in deadline order.
     let fired = Rc::new(RefCell::new(Vec::new()));
     let hs: Vec<_> = (0..50u64)
@@ -112,7 +115,7 @@ coring_test!(timers, async {
     for h in hs {
         h.await.unwrap();
     }
-    let fired = fired.borrow();
+    let fired = fired.borrow().clone();
     assert_eq!(fired.len(), 50);
     assert!(fired.windows(2).all(|w| w[0] <= w[1]), "{fired:?}");
     // Huge durations do not overflow.
@@ -210,8 +213,10 @@ fn io_outside_runtime_panics_with_advice() {
 fn nested_block_on_panics_with_advice() {
     let rt = coring::Runtime::new().unwrap();
     let rt2 = coring::Runtime::new().unwrap();
-    let p = catch_unwind(AssertUnwindSafe(|| rt.block_on(async { rt2.block_on(async {}) })))
-        .unwrap_err();
+    let p = catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(async { rt2.block_on(async {}) })
+    }))
+    .unwrap_err();
     let msg = panic_message(p);
     assert!(msg.contains("inside a coring runtime"), "{msg}");
     // The runtime is still usable afterwards.
@@ -220,5 +225,8 @@ fn nested_block_on_panics_with_advice() {
 
 #[test]
 fn start_runs_a_future() {
-    assert_eq!(coring::start(async { coring::spawn(async { 9 }).await.unwrap() }), 9);
+    assert_eq!(
+        coring::start(async { coring::spawn(async { 9 }).await.unwrap() }),
+        9
+    );
 }

@@ -70,11 +70,13 @@ unsafe impl<B: IoBufMut> IoBufMut for Slice<B> {
         unsafe { self.buf.stable_mut_ptr().add(self.begin) }
     }
     unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: pos <= self.bytes_total() = end - begin, so begin + pos <= end <= total.
-        // Bytes before `begin` that were not initialised stay invisible only if the
-        // underlying buffer's prefix already covers them; a Vec's len is a prefix, so we
-        // grow it only when the slice starts inside the initialised prefix.
+        // The underlying buffer's initialised part is a prefix, so it can only grow to cover
+        // this slice if it already reaches the slice's start; otherwise the bytes between
+        // would become visible uninitialised.
         if self.buf.bytes_init() >= self.begin {
+            // SAFETY: pos <= self.bytes_total() = end - begin, so begin + pos <= end <=
+            // total; the caller promises the slice's first pos bytes are initialised and
+            // the prefix up to begin already is.
             unsafe { self.buf.set_init(self.begin + pos) };
         }
     }

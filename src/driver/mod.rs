@@ -241,7 +241,11 @@ impl Driver {
     /// If the completion already arrived, it is returned with the data so the caller can
     /// finish it; otherwise the driver keeps `data` until the completion and asks the
     /// backend to cancel.
-    pub(crate) fn orphan(&mut self, key: usize, data: Box<dyn Orphan>) -> Option<(Box<dyn Orphan>, Completion)> {
+    pub(crate) fn orphan(
+        &mut self,
+        key: usize,
+        data: Box<dyn Orphan>,
+    ) -> Option<(Box<dyn Orphan>, Completion)> {
         match self.ops[key] {
             Slot::Done(c) => {
                 self.ops.remove(key);
@@ -313,7 +317,10 @@ impl Driver {
                     busy += 1;
                     if busy > 3 {
                         self.metrics.enters += 1;
-                        match self.backend.enter(Wait::Park(Some(Duration::from_millis(1)))) {
+                        match self
+                            .backend
+                            .enter(Wait::Park(Some(Duration::from_millis(1))))
+                        {
                             Ok(()) => {}
                             Err(e)
                                 if matches!(

@@ -93,7 +93,10 @@ impl<T: Operation> Future for Op<T> {
                 }
             }
             State::InFlight(key) => {
-                let driver = this.driver.as_ref().expect("coring: in-flight op without driver");
+                let driver = this
+                    .driver
+                    .as_ref()
+                    .expect("coring: in-flight op without driver");
                 let c = match driver.borrow_mut().poll_op(key, cx) {
                     Poll::Ready(c) => c,
                     Poll::Pending => return Poll::Pending,

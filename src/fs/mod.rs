@@ -282,7 +282,9 @@ impl OpenOptions {
             (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
             (true, _, true) => libc::O_RDWR | libc::O_APPEND,
             (false, false, false) => {
-                return Err(invalid("OpenOptions: set at least one of read, write or append"))
+                return Err(invalid(
+                    "OpenOptions: set at least one of read, write or append",
+                ))
             }
         };
         let writable = self.write || self.append;
@@ -292,7 +294,9 @@ impl OpenOptions {
             ));
         }
         if self.truncate && self.append {
-            return Err(invalid("OpenOptions: truncate and append contradict each other"));
+            return Err(invalid(
+                "OpenOptions: truncate and append contradict each other",
+            ));
         }
         let creation = if self.create_new {
             libc::O_CREAT | libc::O_EXCL

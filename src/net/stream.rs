@@ -32,7 +32,7 @@ pub(crate) fn with_std<S: FromRawFd, R>(fd: RawFd, f: impl FnOnce(&S) -> R) -> R
 }
 
 /// Connects a new socket of `domain`/`ty` to `addr` through the runtime.
-pub(crate) async fn connect(domain: i32, ty: i32, addr: Box<RawAddr>) -> io::Result<SharedFd> {
+pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<SharedFd> {
     let fd = socket(domain, ty)?;
     Op::new(Connect::new(&fd, addr)).await?;
     Ok(fd)

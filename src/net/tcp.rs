@@ -109,7 +109,10 @@ impl TcpListener {
             }
         }
         Err(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any address")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "could not resolve to any address",
+            )
         }))
     }
 
@@ -185,7 +188,12 @@ impl TcpStream {
 
     /// Sets TCP_NODELAY (disables Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        setsockopt_int(&self.inner.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, i32::from(on))
+        setsockopt_int(
+            &self.inner.fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            i32::from(on),
+        )
     }
 
     /// Whether TCP_NODELAY is set.
@@ -200,7 +208,9 @@ impl TcpStream {
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        with_std(self.inner.fd.raw(), |s: &std::net::TcpStream| s.local_addr())
+        with_std(self.inner.fd.raw(), |s: &std::net::TcpStream| {
+            s.local_addr()
+        })
     }
 
     fn from_shared(fd: SharedFd) -> TcpStream {

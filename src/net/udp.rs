@@ -47,7 +47,10 @@ impl UdpSocket {
     /// Sets the default destination for [`send`](Self::send) and the only source
     /// [`recv`](Self::recv) accepts.
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        each_addr(addr, |a| Op::new(Connect::new(&self.fd, RawAddr::from_ip(&a)))).await
+        each_addr(addr, |a| {
+            Op::new(Connect::new(&self.fd, RawAddr::from_ip(&a)))
+        })
+        .await
     }
 
     /// Sends a datagram to the connected address.

@@ -17,16 +17,16 @@ pub(crate) struct RawAddr {
 
 impl RawAddr {
     /// Room for any address, for the kernel to fill.
-    pub(crate) fn empty() -> Box<RawAddr> {
-        Box::new(RawAddr {
+    pub(crate) fn empty() -> RawAddr {
+        RawAddr {
             // SAFETY: sockaddr_storage is plain integers; all-zeroes is a valid value.
             storage: unsafe { mem::zeroed() },
             len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-        })
+        }
     }
 
     /// The kernel form of an IP socket address.
-    pub(crate) fn from_ip(addr: &SocketAddr) -> Box<RawAddr> {
+    pub(crate) fn from_ip(addr: &SocketAddr) -> RawAddr {
         let mut raw = RawAddr::empty();
         let p = &mut raw.storage as *mut libc::sockaddr_storage;
         match addr {
@@ -57,10 +57,12 @@ impl RawAddr {
     }
 
     /// The kernel form of a Unix socket path (abstract names start with a NUL byte).
-    pub(crate) fn from_unix_path(path: &[u8]) -> io::Result<Box<RawAddr>> {
+    pub(crate) fn from_unix_path(path: &[u8]) -> io::Result<RawAddr> {
         let mut raw = RawAddr::empty();
         // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_un.
-        let sun = unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+        let sun = unsafe {
+            &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>()
+        };
         if path.len() >= sun.sun_path.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -133,7 +135,7 @@ impl Accept {
     pub(crate) fn new(fd: &SharedFd) -> Accept {
         Accept {
             fd: fd.clone(),
-            addr: RawAddr::empty(),
+            addr: Box::new(RawAddr::empty()),
         }
     }
 }
@@ -163,10 +165,10 @@ pub(crate) struct Connect {
 }
 
 impl Connect {
-    pub(crate) fn new(fd: &SharedFd, addr: Box<RawAddr>) -> Connect {
+    pub(crate) fn new(fd: &SharedFd, addr: RawAddr) -> Connect {
         Connect {
             fd: fd.clone(),
-            addr,
+            addr: Box::new(addr),
         }
     }
 }
@@ -195,7 +197,7 @@ struct Msg {
 }
 
 impl Msg {
-    fn new(ptr: *mut u8, len: usize, addr: Box<RawAddr>) -> Box<Msg> {
+    fn new(ptr: *mut u8, len: usize, addr: RawAddr) -> Box<Msg> {
         // SAFETY: msghdr is plain integers and pointers; all-zeroes (null pointers) is valid.
         let hdr: libc::msghdr = unsafe { mem::zeroed() };
         let mut msg = Box::new(Msg {
@@ -204,7 +206,7 @@ impl Msg {
                 iov_base: ptr.cast(),
                 iov_len: len,
             },
-            addr: *addr,
+            addr,
         });
         // The header points into the same heap block, which never moves.
         msg.hdr.msg_iov = &mut msg.iov;

@@ -113,11 +113,20 @@ impl Uring {
             }
             match b.build(cfg.entries) {
                 Ok(ring) => {
-                    return Ok((ring, if cfg.sqpoll_idle_ms.is_some() { "sqpoll" } else { name }));
+                    return Ok((
+                        ring,
+                        if cfg.sqpoll_idle_ms.is_some() {
+                            "sqpoll"
+                        } else {
+                            name
+                        },
+                    ));
                 }
                 // EINVAL: a flag this kernel does not know; try a plainer setup. Anything
                 // else (EPERM, ENOSYS, ENOMEM) is about io_uring as a whole.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && cfg.sqpoll_idle_ms.is_none() => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL) && cfg.sqpoll_idle_ms.is_none() =>
+                {
                     last = Some(e)
                 }
                 Err(e) => return Err(e),
@@ -279,13 +288,17 @@ impl Uring {
                 iov,
                 iovcnt,
                 offset,
-            } => opcode::Readv::new(Fd(fd), iov, iovcnt).offset(offset).build(),
+            } => opcode::Readv::new(Fd(fd), iov, iovcnt)
+                .offset(offset)
+                .build(),
             OpDesc::Writev {
                 fd,
                 iov,
                 iovcnt,
                 offset,
-            } => opcode::Writev::new(Fd(fd), iov, iovcnt).offset(offset).build(),
+            } => opcode::Writev::new(Fd(fd), iov, iovcnt)
+                .offset(offset)
+                .build(),
             OpDesc::Fsync { fd, datasync } => {
                 let flags = if datasync {
                     types::FsyncFlags::DATASYNC
