@@ -70,7 +70,12 @@ impl Shared {
     }
 
     fn take_remote(&self, into: &mut VecDeque<Arc<dyn Runnable>>) {
-        self.notified.store(false, Ordering::Release);
+        // Pushers set `notified` after pushing, so a clear flag means nothing new arrived
+        // since the last look (or its notify is still coming and will unpark us): skip
+        // the lock on the common, purely local path.
+        if !self.notified.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         into.extend(remote.queue.drain(..));
     }
