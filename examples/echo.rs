@@ -47,6 +47,9 @@ const SERVER_BUF: usize = 16 * 1024;
 const MIN_BUDGET: Duration = Duration::from_secs(30);
 /// How long the server waits, once it stops accepting, for its connections to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// When a thread spent more than this fraction of the measured window runnable but waiting
+/// for its CPU, the report warns that other processes competed for the CPUs.
+const NOISY_RUN_WAIT: f64 = 0.05;
 
 const USAGE: &str = "\
 usage: echo [--conns N] [--size BYTES] [--secs S]
@@ -153,8 +156,8 @@ struct Ready {
 
 /// What the server thread reports at the end.
 struct ServerReport {
-    /// Server thread CPU time over the measured window (None if the clock is unavailable).
-    cpu: Option<Duration>,
+    /// Server thread CPU time and preemptions over the measured window.
+    usage: ThreadUsage,
     /// Runtime counters over the measured window.
     window: Metrics,
     /// Runtime counters over the whole run.
@@ -170,8 +173,8 @@ struct ClientReport {
     latencies: Vec<u64>,
     /// Round trips done during the warm-up.
     warmup_requests: u64,
-    /// Client thread CPU time over the measured window.
-    cpu: Option<Duration>,
+    /// Client thread CPU time and preemptions over the measured window.
+    usage: ThreadUsage,
     errors: Vec<String>,
 }
 
@@ -347,9 +350,9 @@ async fn serve(
 ) -> ServerReport {
     let acceptor = coring::spawn(accept_loop(listener, stop));
     sleep_until(sched.warm_end).await;
-    let (cpu0, m0) = (thread_cpu_time(), rt.metrics());
+    let (u0, m0) = (ThreadUsage::now(), rt.metrics());
     sleep_until(sched.end).await;
-    let (cpu1, m1) = (thread_cpu_time(), rt.metrics());
+    let (u1, m1) = (ThreadUsage::now(), rt.metrics());
     let stats = match acceptor.await {
         Ok(stats) => stats,
         Err(e) => AcceptStats {
@@ -358,7 +361,7 @@ async fn serve(
         },
     };
     ServerReport {
-        cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+        usage: u1.since(u0),
         window: metrics_delta(m1, m0),
         total: m1,
         accepted: stats.accepted,
@@ -467,14 +470,14 @@ async fn generate_load(addr: SocketAddr, cfg: Config, sched: Schedule) -> Client
         .map(|id| coring::spawn(ping_pong(id, addr, cfg.size, sched)))
         .collect();
     sleep_until(sched.warm_end).await;
-    let cpu0 = thread_cpu_time();
+    let u0 = ThreadUsage::now();
     sleep_until(sched.end).await;
-    let cpu1 = thread_cpu_time();
+    let u1 = ThreadUsage::now();
 
     let mut report = ClientReport {
         latencies: Vec::new(),
         warmup_requests: 0,
-        cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+        usage: u1.since(u0),
         errors: Vec::new(),
     };
     for (id, handle) in handles.into_iter().enumerate() {
@@ -565,19 +568,42 @@ async fn ping_pong_inner(
 // ----------------------------------------------------------------------------------------
 // Measurement helpers
 
-/// CPU time the calling thread has used so far.
-fn thread_cpu_time() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime
-    // only writes into it.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if r != 0 {
-        return None;
+/// The calling thread's CPU time, and how long it sat runnable waiting for a CPU (a sign
+/// that other processes compete for its core). Either is `None` if the kernel would not
+/// say.
+#[derive(Debug, Clone, Copy)]
+struct ThreadUsage {
+    cpu: Option<Duration>,
+    run_wait: Option<Duration>,
+}
+
+impl ThreadUsage {
+    fn now() -> ThreadUsage {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime
+        // only writes into it.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        let cpu = (r == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+        // "<ns on cpu> <ns runnable but waiting> <timeslices>" (Linux, CONFIG_SCHED_INFO).
+        let run_wait = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .map(Duration::from_nanos);
+        ThreadUsage { cpu, run_wait }
     }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+
+    /// What was used between `earlier` and `self`.
+    fn since(self, earlier: ThreadUsage) -> ThreadUsage {
+        let diff =
+            |b: Option<Duration>, a: Option<Duration>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
+        ThreadUsage {
+            cpu: diff(self.cpu, earlier.cpu),
+            run_wait: diff(self.run_wait, earlier.run_wait),
+        }
+    }
 }
 
 /// `end - start`, counter by counter.
@@ -668,16 +694,22 @@ fn print_report(
         Micros(percentile(lat, 0.999)),
         Micros(lat.last().copied().unwrap_or(0)),
     );
-    let cpu_line = |cpu: Option<Duration>| match cpu {
-        Some(cpu) => format!(
-            "{:.2} µs/request ({:.0}% of one core)",
-            per_req(cpu.as_nanos() as u64) / 1000.0,
-            100.0 * cpu.as_secs_f64() / secs
-        ),
-        None => "unavailable (CLOCK_THREAD_CPUTIME_ID failed)".to_string(),
+    let cpu_line = |u: &ThreadUsage| {
+        let mut line = match u.cpu {
+            Some(cpu) => format!(
+                "{:.2} µs/request ({:.0}% of one core",
+                per_req(cpu.as_nanos() as u64) / 1000.0,
+                100.0 * cpu.as_secs_f64() / secs
+            ),
+            None => "unavailable (CLOCK_THREAD_CPUTIME_ID failed) (".to_string(),
+        };
+        if let Some(w) = u.run_wait {
+            line += &format!(", {:.0} ms waiting for a CPU", w.as_secs_f64() * 1000.0);
+        }
+        line + ")"
     };
-    println!("server CPU:    {}", cpu_line(server.cpu));
-    println!("client CPU:    {}", cpu_line(client.cpu));
+    println!("server CPU:    {}", cpu_line(&server.usage));
+    println!("client CPU:    {}", cpu_line(&client.usage));
     let w = &server.window;
     println!(
         "server/req:    {:.3} kernel enters, {:.3} parks, {:.3} loop turns, {:.3} ops \
@@ -691,6 +723,17 @@ fn print_report(
         "server run:    {} connections accepted, {} bytes echoed, {:?}",
         server.accepted, server.bytes_echoed, server.total
     );
+    let waited = [server.usage.run_wait, client.usage.run_wait]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+    if waited.as_secs_f64() > NOISY_RUN_WAIT * secs {
+        println!(
+            "note:          other processes competed for these CPUs; expect fewer req/s and \
+             a longer latency tail than on an idle machine"
+        );
+    }
     for e in client.errors.iter().chain(&server.errors) {
         eprintln!("error: {e}");
     }
