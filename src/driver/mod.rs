@@ -25,7 +25,9 @@
 //! shutdown deadline) lives here so that backends cannot drift apart.
 
 pub(crate) mod desc;
+pub(crate) mod fallback;
 pub(crate) mod op;
+pub(crate) mod sys;
 pub(crate) mod uring;
 
 use std::io;
@@ -108,17 +110,31 @@ pub struct Metrics {
     pub ops_leaked: u64,
 }
 
-/// The backends the driver can run on.
+/// The backends the driver can run on. One of them per runtime, for its whole life, so
+/// the size difference between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     Uring(uring::Uring),
+    Fallback(fallback::Fallback),
 }
 
 macro_rules! dispatch {
     ($self:expr, $b:ident => $e:expr) => {
         match $self {
             Backend::Uring($b) => $e,
+            Backend::Fallback($b) => $e,
         }
     };
+}
+
+/// Maps kernel-entry errors onto the driver's retry classes: EINTR is `Interrupted`,
+/// EAGAIN and EBUSY are `WouldBlock` (retry after reaping); the rest are fatal.
+pub(crate) fn classify_enter_error(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
+        Some(libc::EAGAIN) | Some(libc::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
+        _ => e,
+    }
 }
 
 impl Backend {
@@ -136,6 +152,12 @@ impl Backend {
     }
     pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
         dispatch!(self, b => b.unparker())
+    }
+    pub(crate) fn describe(&self) -> String {
+        dispatch!(self, b => b.describe())
+    }
+    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
+        dispatch!(self, b => b.inject_enter_errors(errnos))
     }
 }
 
@@ -295,7 +317,7 @@ impl Driver {
 
     /// Enters the kernel, retrying transient failures. Pushed work is never given back on
     /// an error: it stays in the table until its completion, whatever happens.
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
         let mut busy = 0u32;
         loop {
             self.metrics.enters += 1;
@@ -314,6 +336,9 @@ impl Driver {
                     // few tries, sleep briefly for a completion so we never spin.
                     self.metrics.enter_retries += 1;
                     self.reap();
+                    // What was just reaped may have woken tasks: retry without sleeping
+                    // and let the event loop decide whether to park.
+                    wait = Wait::No;
                     busy += 1;
                     if busy > 3 {
                         self.metrics.enters += 1;

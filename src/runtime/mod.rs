@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::driver::fallback::Fallback;
 use crate::driver::{uring, Backend, Driver, Metrics, Wait};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
@@ -30,6 +31,27 @@ pub enum BackendKind {
     Auto,
     /// io_uring; building the runtime fails if the kernel does not allow it.
     IoUring,
+    /// The readiness (epoll/kqueue) backend with a blocking pool for files.
+    Fallback,
+}
+
+impl BackendKind {
+    /// Parses `io_uring`, `fallback` or `auto` (the values of `CORING_BACKEND`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` naming the accepted values.
+    pub fn parse(s: &str) -> io::Result<BackendKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(BackendKind::Auto),
+            "io_uring" | "iouring" | "uring" => Ok(BackendKind::IoUring),
+            "fallback" | "epoll" | "kqueue" | "readiness" => Ok(BackendKind::Fallback),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown coring backend {other:?}; expected io_uring, fallback or auto"),
+            )),
+        }
+    }
 }
 
 impl fmt::Display for BackendKind {
@@ -37,6 +59,7 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Auto => "auto",
             BackendKind::IoUring => "io_uring",
+            BackendKind::Fallback => "fallback",
         })
     }
 }
@@ -115,25 +138,20 @@ impl Builder {
 
     /// Builds the runtime on the current thread.
     ///
+    /// With [`BackendKind::Auto`], io_uring is set up, probed for the opcodes coring needs
+    /// and proven with one round trip; if that fails with EPERM, ENOSYS, EACCES, ENOMEM or
+    /// EINVAL, or a required feature is missing, the fallback backend is built instead and
+    /// the reason is logged once on stderr and kept in [`Runtime::fallback_reason`].
+    /// The `CORING_BACKEND` environment variable (`io_uring`, `fallback`, `auto`)
+    /// overrides [`Builder::backend`].
+    ///
     /// # Errors
     ///
     /// When the backend cannot be set up: the `io_uring_setup` error (EPERM when blocked by
     /// seccomp or `kernel.io_uring_disabled`, ENOSYS without io_uring, ENOMEM under a low
     /// memlock limit) or `Unsupported` naming a missing io_uring feature.
     pub fn build(&self) -> io::Result<Runtime> {
-        let cfg = uring::UringConfig {
-            entries: self.entries,
-            cq_entries: self.cq_entries,
-            sqpoll_idle_ms: self.sqpoll_idle_ms,
-        };
-        let backend = match self.backend {
-            BackendKind::Auto | BackendKind::IoUring => {
-                let ring = uring::Uring::new(&cfg).map_err(|e| {
-                    io::Error::new(e.kind(), format!("coring: io_uring setup failed: {e}"))
-                })?;
-                Backend::Uring(ring)
-            }
-        };
+        let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
         let inner = Rc::new(Inner {
             driver: Rc::new(RefCell::new(Driver::new(backend))),
@@ -144,10 +162,71 @@ impl Builder {
         });
         Ok(Runtime {
             inner,
+            fallback_reason,
             shutdown_timeout: self.shutdown_timeout,
             _not_send: PhantomData,
         })
     }
+}
+
+impl Builder {
+    /// The backend asked for: `CORING_BACKEND` overrides the builder, for operators and
+    /// test runs.
+    fn requested_backend(&self) -> io::Result<BackendKind> {
+        match std::env::var("CORING_BACKEND") {
+            Ok(v) => BackendKind::parse(&v)
+                .map_err(|e| io::Error::new(e.kind(), format!("CORING_BACKEND: {e}"))),
+            Err(_) => Ok(self.backend),
+        }
+    }
+
+    /// Builds the backend and, when it is the fallback, says why.
+    fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+        let cfg = uring::UringConfig {
+            entries: self.entries,
+            cq_entries: self.cq_entries,
+            sqpoll_idle_ms: self.sqpoll_idle_ms,
+        };
+        match self.requested_backend()? {
+            BackendKind::IoUring => {
+                let ring = uring::Uring::new(&cfg).map_err(|e| {
+                    io::Error::new(e.kind(), format!("coring: io_uring setup failed: {e}"))
+                })?;
+                Ok((Backend::Uring(ring), None))
+            }
+            BackendKind::Fallback => Ok((
+                Backend::Fallback(Fallback::new()?),
+                Some("fallback requested (Builder::backend or CORING_BACKEND)".to_string()),
+            )),
+            BackendKind::Auto => match uring::Uring::new(&cfg) {
+                Ok(ring) => Ok((Backend::Uring(ring), None)),
+                Err(e) if io_uring_unavailable(&e) => {
+                    let reason = format!("io_uring unavailable: {e}");
+                    log_fallback_once(&reason);
+                    Ok((Backend::Fallback(Fallback::new()?), Some(reason)))
+                }
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("coring: io_uring setup failed: {e}"),
+                )),
+            },
+        }
+    }
+}
+
+/// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
+/// (out of descriptors) that the fallback would hit too.
+fn io_uring_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::ENOSYS | libc::EACCES | libc::ENOMEM | libc::EINVAL)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Says once per process, on stderr, why the runtime fell back.
+fn log_fallback_once(reason: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
 }
 
 /// Everything one runtime owns, reachable from the thread-local context.
@@ -167,6 +246,7 @@ pub(crate) struct Inner {
 /// their buffers, and leaks rather than frees anything the kernel still owns after that.
 pub struct Runtime {
     inner: Rc<Inner>,
+    fallback_reason: Option<String>,
     shutdown_timeout: Duration,
     _not_send: PhantomData<*const ()>,
 }
@@ -258,15 +338,20 @@ impl Runtime {
     pub fn backend(&self) -> BackendKind {
         match self.inner.driver.borrow().backend() {
             Backend::Uring(_) => BackendKind::IoUring,
+            Backend::Fallback(_) => BackendKind::Fallback,
         }
+    }
+
+    /// Why this runtime runs on the fallback backend (`None` on io_uring), e.g.
+    /// `io_uring unavailable: Operation not permitted (os error 1)`.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
     }
 
     /// A human-readable description of the backend and its setup, e.g.
     /// `io_uring (256 sq / 512 cq entries, single_issuer+defer_taskrun)`.
     pub fn backend_description(&self) -> String {
-        match self.inner.driver.borrow().backend() {
-            Backend::Uring(u) => u.describe(),
-        }
+        self.inner.driver.borrow().backend().describe()
     }
 
     /// Counters of the work done so far (loop turns, parks, kernel entries, operations).
@@ -295,9 +380,11 @@ impl Runtime {
     /// kernel sees them, as a signal, a full kernel queue, or a broken ring would.
     #[doc(hidden)]
     pub fn inject_enter_errors(&self, errnos: &[i32]) {
-        match self.inner.driver.borrow_mut().backend_mut() {
-            Backend::Uring(u) => u.inject_enter_errors(errnos),
-        }
+        self.inner
+            .driver
+            .borrow_mut()
+            .backend_mut()
+            .inject_enter_errors(errnos);
     }
 }
 

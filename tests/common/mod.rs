@@ -8,7 +8,7 @@ use std::time::Duration;
 use coring::{BackendKind, Builder, Runtime};
 
 /// The backends every test runs on.
-pub const BACKENDS: &[BackendKind] = &[BackendKind::IoUring];
+pub const BACKENDS: &[BackendKind] = &[BackendKind::IoUring, BackendKind::Fallback];
 
 /// How long one test may run before the watchdog fails it.
 pub const TEST_BOUND: Duration = Duration::from_secs(60);
@@ -32,6 +32,14 @@ macro_rules! coring_test {
             fn io_uring() {
                 $crate::common::with_watchdog(stringify!($name), || {
                     let $builder = coring::Builder::new().backend(coring::BackendKind::IoUring);
+                    $body
+                })
+            }
+
+            #[test]
+            fn fallback() {
+                $crate::common::with_watchdog(stringify!($name), || {
+                    let $builder = coring::Builder::new().backend(coring::BackendKind::Fallback);
                     $body
                 })
             }

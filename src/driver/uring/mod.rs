@@ -9,6 +9,9 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 
+/// `user_data` of the setup round trip.
+const PROBE_TOKEN: u64 = u64::MAX - 2;
+
 /// `user_data` of cancel requests; their completions carry no information we need.
 const CANCEL_TOKEN: u64 = u64::MAX;
 /// `user_data` of the internal eventfd read that lets other threads wake the ring.
@@ -81,6 +84,7 @@ impl Uring {
             injected: VecDeque::new(),
         };
         uring.arm_wake()?;
+        uring.round_trip()?;
         Ok(uring)
     }
 
@@ -133,6 +137,25 @@ impl Uring {
             }
         }
         Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    /// Proves the ring works end to end: one NOP submitted and reaped. Catches seccomp
+    /// filters that allow `io_uring_setup` but block `io_uring_enter`.
+    fn round_trip(&mut self) -> io::Result<()> {
+        let nop = opcode::Nop::new().build().user_data(PROBE_TOKEN);
+        // SAFETY: a NOP carries no pointers.
+        if let Push::Full = unsafe { self.push_entry(&nop) } {
+            return Err(unsupported("submission queue is full right after setup"));
+        }
+        for _ in 0..100 {
+            self.ring.submitter().submit_and_wait(1)?;
+            let mut cq = self.ring.completion();
+            cq.sync();
+            if cq.any(|cqe| cqe.user_data() == PROBE_TOKEN) {
+                return Ok(());
+            }
+        }
+        Err(unsupported("did not complete a NOP round trip"))
     }
 
     /// A description of the ring for diagnostics.
@@ -206,7 +229,9 @@ impl Uring {
 
     pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
         if let Some(errno) = self.injected.pop_front() {
-            return Err(classify(io::Error::from_raw_os_error(errno)));
+            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
+                errno,
+            )));
         }
         if let Wait::No = wait {
             let mut sq = self.ring.submission();
@@ -228,7 +253,7 @@ impl Uring {
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
-            Err(e) => Err(classify(e)),
+            Err(e) => Err(super::classify_enter_error(e)),
         }
     }
 
@@ -239,7 +264,7 @@ impl Uring {
             cq.sync();
             for cqe in &mut cq {
                 match cqe.user_data() {
-                    CANCEL_TOKEN => {}
+                    CANCEL_TOKEN | PROBE_TOKEN => {}
                     WAKE_TOKEN => {
                         self.wake_armed = false;
                         rearm = true;
@@ -399,16 +424,6 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Shutdown::CODE, "SHUTDOWN"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
 ];
-
-/// Maps `io_uring_enter` errors onto the driver's retry classes: EINTR is `Interrupted`,
-/// EAGAIN and EBUSY are `WouldBlock` (retry after reaping); the rest are fatal.
-fn classify(e: io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
-        Some(libc::EAGAIN) | Some(libc::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
-        _ => e,
-    }
-}
 
 /// The eventfd other threads write to wake a parked ring.
 struct EventFd(OwnedFd);

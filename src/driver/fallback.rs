@@ -1,0 +1,281 @@
+//! The fallback backend: io_uring-shaped completions on a readiness poller (epoll/kqueue)
+//! plus a blocking thread pool, for machines where io_uring is missing or blocked.
+//!
+//! Socket operations are tried at once, non-blocking; on EAGAIN they wait in a per-fd,
+//! per-direction FIFO until the poller reports readiness, then are retried. Everything
+//! that may block (regular files, path operations, fsync) runs on the blocking pool. Either
+//! way the result is queued as a completion and reported by `reap`, exactly like a CQE,
+//! so the driver's lifecycle (wakers, orphans, cancel, shutdown) is the same code.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coring_fallback::{BlockingPool, Events, Poller, PollerWaker};
+
+use super::sys::{self, Route};
+use super::{Completion, OpDesc, Push, Unpark, Wait};
+
+/// Most threads the blocking pool runs at once, per runtime.
+const POOL_THREADS: usize = 16;
+/// How long an idle pool thread lingers before exiting.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
+/// An operation description sent to a pool thread.
+struct SendDesc(OpDesc);
+
+// SAFETY: the pointers inside are only dereferenced by the pool job, while the driver keeps
+// the memory they point to alive (until the job's completion is reaped); the job is the
+// only user of that memory meanwhile.
+unsafe impl Send for SendDesc {}
+
+/// Operations waiting for one descriptor to become ready, oldest first.
+#[derive(Default)]
+struct Waiters {
+    read: VecDeque<(usize, OpDesc)>,
+    write: VecDeque<(usize, OpDesc)>,
+}
+
+/// Which queue of an fd an operation waits in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+struct WakerUnpark(PollerWaker);
+
+impl Unpark for WakerUnpark {
+    fn unpark(&self) {
+        // A failed wake means the poller is gone, and with it the runtime.
+        let _ = self.0.wake();
+    }
+}
+
+/// The fallback backend.
+pub(crate) struct Fallback {
+    poller: Poller,
+    events: Events,
+    pool: BlockingPool,
+    unparker: Arc<WakerUnpark>,
+    /// Completions from pool jobs, pushed by pool threads.
+    done: Arc<Mutex<Vec<(usize, Completion)>>>,
+    /// Completions produced on this thread, reported at the next reap.
+    ready: Vec<(usize, Completion)>,
+    fds: HashMap<RawFd, Waiters>,
+    /// Where each parked operation waits, for cancel.
+    parked: HashMap<usize, (RawFd, Dir)>,
+    injected: VecDeque<i32>,
+}
+
+impl Fallback {
+    pub(crate) fn new() -> io::Result<Fallback> {
+        let poller = Poller::new()?;
+        let unparker = Arc::new(WakerUnpark(poller.waker()));
+        Ok(Fallback {
+            poller,
+            events: Events::with_capacity(256),
+            pool: BlockingPool::new(POOL_THREADS, POOL_IDLE),
+            unparker,
+            done: Arc::new(Mutex::new(Vec::new())),
+            ready: Vec::new(),
+            fds: HashMap::new(),
+            parked: HashMap::new(),
+            injected: VecDeque::new(),
+        })
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "fallback ({} + blocking pool of up to {POOL_THREADS} threads)",
+            if cfg!(target_os = "linux") {
+                "epoll"
+            } else {
+                "kqueue"
+            }
+        )
+    }
+
+    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
+        self.injected.extend(errnos);
+    }
+
+    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
+        self.unparker.clone()
+    }
+
+    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        match sys::route(desc) {
+            Route::Inline => {
+                // SAFETY: the driver keeps the op's memory alive until its completion is
+                // reaped, which happens after this call.
+                let res = unsafe { sys::execute(desc) };
+                self.ready.push((key, Completion { res, flags: 0 }));
+            }
+            Route::Readable => self.try_or_park(key, *desc, Dir::Read)?,
+            Route::Writable => self.try_or_park(key, *desc, Dir::Write)?,
+            Route::Blocking => self.spawn_blocking(key, *desc),
+        }
+        Ok(Push::Queued)
+    }
+
+    fn spawn_blocking(&mut self, key: usize, desc: OpDesc) {
+        let job = SendDesc(desc);
+        let done = self.done.clone();
+        let unparker = self.unparker.clone();
+        let spawned = self.pool.spawn(move || {
+            let job = job;
+            // SAFETY: the driver keeps the op's memory alive until this completion has
+            // been pushed and reaped (SendDesc's invariant).
+            let res = unsafe { sys::execute(&job.0) };
+            done.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((key, Completion { res, flags: 0 }));
+            unparker.unpark();
+        });
+        if let Err(e) = spawned {
+            let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
+            self.ready.push((key, Completion::error(errno)));
+        }
+    }
+
+    fn fd_of(desc: &OpDesc) -> RawFd {
+        match *desc {
+            OpDesc::Recv { fd, .. }
+            | OpDesc::RecvMsg { fd, .. }
+            | OpDesc::Accept { fd, .. }
+            | OpDesc::Send { fd, .. }
+            | OpDesc::SendMsg { fd, .. }
+            | OpDesc::Connect { fd, .. } => fd,
+            _ => unreachable!("coring: only socket operations wait for readiness"),
+        }
+    }
+
+    /// Runs a socket op now, or queues it behind the fd's readiness (FIFO per direction,
+    /// so two reads on one socket complete in submission order).
+    fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
+        let fd = Self::fd_of(&desc);
+        let queue_empty = self.fds.get(&fd).is_none_or(|w| queue(w, dir).is_empty());
+        if queue_empty {
+            // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
+            let res = unsafe { sys::execute(&desc) };
+            if res != -libc::EAGAIN {
+                self.ready.push((key, Completion { res, flags: 0 }));
+                return Ok(());
+            }
+            // Make sure the fd is registered before we sleep; an edge that arrived since
+            // the attempt is reported by the registration itself (or was already queued).
+            if let Err(e) = self.poller.register(fd, fd as usize) {
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    self.ready.push((key, Completion::error(errno)));
+                    return Ok(());
+                }
+            }
+        }
+        let w = self.fds.entry(fd).or_default();
+        queue_mut(w, dir).push_back((key, desc));
+        self.parked.insert(key, (fd, dir));
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        if let Some((fd, dir)) = self.parked.remove(&key) {
+            if let Some(w) = self.fds.get_mut(&fd) {
+                queue_mut(w, dir).retain(|(k, _)| *k != key);
+            }
+            self.ready.push((key, Completion::error(libc::ECANCELED)));
+        }
+        // Inline ops are already done; a pool job runs to its end and its result is then
+        // delivered to the orphan, which releases the op's resources.
+        Ok(Push::Queued)
+    }
+
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        if let Some(errno) = self.injected.pop_front() {
+            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
+                errno,
+            )));
+        }
+        let have_completions = !self.ready.is_empty()
+            || !self
+                .done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+        let timeout = match wait {
+            _ if have_completions => Some(Duration::ZERO),
+            Wait::No if self.parked.is_empty() => return Ok(()),
+            Wait::No => Some(Duration::ZERO),
+            Wait::Park(t) => t,
+        };
+        self.poller.wait(&mut self.events, timeout)?;
+        let ready: Vec<_> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token() as RawFd,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable() || e.is_write_closed() || e.is_error(),
+                )
+            })
+            .collect();
+        for (fd, readable, writable) in ready {
+            if readable {
+                self.retry(fd, Dir::Read);
+            }
+            if writable {
+                self.retry(fd, Dir::Write);
+            }
+        }
+        Ok(())
+    }
+
+    /// The fd is ready in `dir`: run its waiters in order until one would block again.
+    fn retry(&mut self, fd: RawFd, dir: Dir) {
+        let Some(w) = self.fds.get_mut(&fd) else {
+            return;
+        };
+        let q = queue_mut(w, dir);
+        while let Some(&(key, desc)) = q.front() {
+            // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
+            let res = unsafe { sys::execute(&desc) };
+            if res == -libc::EAGAIN {
+                break;
+            }
+            q.pop_front();
+            self.parked.remove(&key);
+            self.ready.push((key, Completion { res, flags: 0 }));
+        }
+        if w.read.is_empty() && w.write.is_empty() {
+            self.fds.remove(&fd);
+        }
+    }
+
+    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+        for (key, c) in self.ready.drain(..) {
+            sink(key, c);
+        }
+        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (key, c) in done {
+            sink(key, c);
+        }
+    }
+}
+
+fn queue(w: &Waiters, dir: Dir) -> &VecDeque<(usize, OpDesc)> {
+    match dir {
+        Dir::Read => &w.read,
+        Dir::Write => &w.write,
+    }
+}
+
+fn queue_mut(w: &mut Waiters, dir: Dir) -> &mut VecDeque<(usize, OpDesc)> {
+    match dir {
+        Dir::Read => &mut w.read,
+        Dir::Write => &mut w.write,
+    }
+}

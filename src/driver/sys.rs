@@ -1,0 +1,194 @@
+//! Runs an [`OpDesc`] as a plain system call, for backends (and opcodes) without io_uring.
+//!
+//! This is the readiness/blocking-pool counterpart of `uring::Uring::sqe`: the one place
+//! that maps each description onto its syscall. It returns what a CQE would carry: the
+//! result, or `-errno`.
+
+use std::io;
+
+use super::OpDesc;
+
+/// How the fallback backend runs a description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Completes at once (no syscall, or one that never blocks).
+    Inline,
+    /// A socket op: try it non-blocking, wait for readability, retry.
+    Readable,
+    /// A socket op: try it non-blocking, wait for writability, retry.
+    Writable,
+    /// May block (regular files, path lookups, fsync): run on the blocking pool.
+    Blocking,
+}
+
+/// Chooses how the fallback backend runs `desc`.
+pub(crate) fn route(desc: &OpDesc) -> Route {
+    match desc {
+        OpDesc::Nop | OpDesc::Shutdown { .. } => Route::Inline,
+        OpDesc::Recv { .. } | OpDesc::RecvMsg { .. } | OpDesc::Accept { .. } => Route::Readable,
+        OpDesc::Send { .. } | OpDesc::SendMsg { .. } | OpDesc::Connect { .. } => Route::Writable,
+        OpDesc::Read { .. }
+        | OpDesc::Write { .. }
+        | OpDesc::Readv { .. }
+        | OpDesc::Writev { .. }
+        | OpDesc::Fsync { .. }
+        | OpDesc::OpenAt { .. }
+        | OpDesc::Close { .. }
+        | OpDesc::Statx { .. }
+        | OpDesc::UnlinkAt { .. }
+        | OpDesc::RenameAt { .. }
+        | OpDesc::MkdirAt { .. } => Route::Blocking,
+    }
+}
+
+fn ret(r: isize) -> i32 {
+    if r < 0 {
+        -io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    } else {
+        r.min(i32::MAX as isize) as i32
+    }
+}
+
+/// An offset as `off_t`, or EINVAL for one the kernel cannot take.
+fn offset(off: u64) -> Result<libc::off_t, i32> {
+    libc::off_t::try_from(off).map_err(|_| -libc::EINVAL)
+}
+
+/// Runs the syscall `desc` describes and returns its result or `-errno`.
+///
+/// # Safety
+///
+/// Every pointer in `desc` must be valid for the access the syscall makes, for the whole
+/// call (the driver guarantees it: the op owning the memory stays in its table until the
+/// completion is reported).
+pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
+    // SAFETY: for every call below, the pointers come from the op that owns them and are
+    // valid per this function's contract; lengths are the ones the op computed for them.
+    unsafe {
+        match *desc {
+            OpDesc::Nop => 0,
+            OpDesc::Read {
+                fd,
+                buf,
+                len,
+                offset: off,
+            } => match offset(off) {
+                Ok(off) => ret(libc::pread(fd, buf.cast(), len as usize, off)),
+                Err(e) => e,
+            },
+            OpDesc::Write {
+                fd,
+                buf,
+                len,
+                offset: off,
+            } => match offset(off) {
+                Ok(off) => ret(libc::pwrite(fd, buf.cast(), len as usize, off)),
+                Err(e) => e,
+            },
+            OpDesc::Readv {
+                fd,
+                iov,
+                iovcnt,
+                offset: off,
+            } => match (offset(off), i32::try_from(iovcnt)) {
+                (Ok(off), Ok(n)) => ret(libc::preadv(fd, iov, n, off)),
+                _ => -libc::EINVAL,
+            },
+            OpDesc::Writev {
+                fd,
+                iov,
+                iovcnt,
+                offset: off,
+            } => match (offset(off), i32::try_from(iovcnt)) {
+                (Ok(off), Ok(n)) => ret(libc::pwritev(fd, iov, n, off)),
+                _ => -libc::EINVAL,
+            },
+            OpDesc::Fsync { fd, datasync } => ret(if datasync {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            } as isize),
+            OpDesc::OpenAt {
+                dirfd,
+                path,
+                flags,
+                mode,
+            } => ret(libc::openat(dirfd, path, flags, mode) as isize),
+            OpDesc::Close { fd } => ret(libc::close(fd) as isize),
+            OpDesc::Statx {
+                dirfd,
+                path,
+                flags,
+                mask,
+                buf,
+            } => ret(libc::statx(dirfd, path, flags, mask, buf) as isize),
+            OpDesc::UnlinkAt { dirfd, path, flags } => {
+                ret(libc::unlinkat(dirfd, path, flags) as isize)
+            }
+            OpDesc::RenameAt {
+                olddirfd,
+                oldpath,
+                newdirfd,
+                newpath,
+                flags,
+            } => ret(libc::renameat2(olddirfd, oldpath, newdirfd, newpath, flags) as isize),
+            OpDesc::MkdirAt { dirfd, path, mode } => ret(libc::mkdirat(dirfd, path, mode) as isize),
+            OpDesc::Accept {
+                fd,
+                addr,
+                addrlen,
+                flags,
+            } => ret(libc::accept4(fd, addr, addrlen, flags) as isize),
+            OpDesc::Connect { fd, addr, addrlen } => connect(fd, addr, addrlen),
+            OpDesc::Recv {
+                fd,
+                buf,
+                len,
+                flags,
+            } => ret(libc::recv(
+                fd,
+                buf.cast(),
+                len as usize,
+                flags | libc::MSG_DONTWAIT,
+            )),
+            OpDesc::Send {
+                fd,
+                buf,
+                len,
+                flags,
+            } => ret(libc::send(
+                fd,
+                buf.cast(),
+                len as usize,
+                flags | libc::MSG_DONTWAIT,
+            )),
+            OpDesc::RecvMsg { fd, msg, flags } => {
+                ret(libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
+            }
+            OpDesc::SendMsg { fd, msg, flags } => {
+                ret(libc::sendmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
+            }
+            OpDesc::Shutdown { fd, how } => ret(libc::shutdown(fd, how) as isize),
+        }
+    }
+}
+
+/// A non-blocking connect, resumable: the first call starts it; once the socket is
+/// writable, a second call reports the outcome (EISCONN means it succeeded).
+///
+/// # Safety
+///
+/// `addr` must point to `addrlen` readable bytes.
+unsafe fn connect(fd: i32, addr: *const libc::sockaddr, addrlen: libc::socklen_t) -> i32 {
+    // SAFETY: forwarded from the caller.
+    let r = ret(unsafe { libc::connect(fd, addr, addrlen) } as isize);
+    match -r {
+        libc::EISCONN => 0,
+        // Still connecting: wait for writability like any other EAGAIN. The pending
+        // error, if any, is reported by the next attempt (connect returns it).
+        libc::EINPROGRESS | libc::EALREADY => -libc::EAGAIN,
+        _ => r,
+    }
+}
