@@ -47,3 +47,8 @@ pub use task::{spawn, JoinHandle};
 pub async fn nop() -> std::io::Result<()> {
     driver::op::Op::new(op::rw::Nop).await
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
