@@ -10,26 +10,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use coring_fallback::{BlockingPool, Events, Poller, PollerWaker};
+use coring_fallback::{Events, Poller, PollerWaker};
 
+use super::offload::{Offload, POOL_THREADS};
 use super::sys::{self, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
-
-/// Most threads the blocking pool runs at once, per runtime.
-const POOL_THREADS: usize = 16;
-/// How long an idle pool thread lingers before exiting.
-const POOL_IDLE: Duration = Duration::from_secs(10);
-
-/// An operation description sent to a pool thread.
-struct SendDesc(OpDesc);
-
-// SAFETY: the pointers inside are only dereferenced by the pool job, while the driver keeps
-// the memory they point to alive (until the job's completion is reaped); the job is the
-// only user of that memory meanwhile.
-unsafe impl Send for SendDesc {}
 
 /// Operations waiting for one descriptor to become ready, oldest first.
 #[derive(Default)]
@@ -58,10 +46,9 @@ impl Unpark for WakerUnpark {
 pub(crate) struct Fallback {
     poller: Poller,
     events: Events,
-    pool: BlockingPool,
     unparker: Arc<WakerUnpark>,
-    /// Completions from pool jobs, pushed by pool threads.
-    done: Arc<Mutex<Vec<(usize, Completion)>>>,
+    /// Everything that may block runs here.
+    offload: Offload,
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
     fds: HashMap<RawFd, Waiters>,
@@ -77,9 +64,8 @@ impl Fallback {
         Ok(Fallback {
             poller,
             events: Events::with_capacity(256),
-            pool: BlockingPool::new(POOL_THREADS, POOL_IDLE),
+            offload: Offload::new(unparker.clone()),
             unparker,
-            done: Arc::new(Mutex::new(Vec::new())),
             ready: Vec::new(),
             fds: HashMap::new(),
             parked: HashMap::new(),
@@ -106,6 +92,10 @@ impl Fallback {
         self.unparker.clone()
     }
 
+    pub(crate) fn offloaded(&self) -> u64 {
+        self.offload.spawned()
+    }
+
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         match sys::route(desc) {
             Route::Inline => {
@@ -116,47 +106,15 @@ impl Fallback {
             }
             Route::Readable => self.try_or_park(key, *desc, Dir::Read)?,
             Route::Writable => self.try_or_park(key, *desc, Dir::Write)?,
-            Route::Blocking => self.spawn_blocking(key, *desc),
+            Route::Blocking => self.offload.spawn(key, *desc),
         }
         Ok(Push::Queued)
-    }
-
-    fn spawn_blocking(&mut self, key: usize, desc: OpDesc) {
-        let job = SendDesc(desc);
-        let done = self.done.clone();
-        let unparker = self.unparker.clone();
-        let spawned = self.pool.spawn(move || {
-            let job = job;
-            // SAFETY: the driver keeps the op's memory alive until this completion has
-            // been pushed and reaped (SendDesc's invariant).
-            let res = unsafe { sys::execute(&job.0) };
-            done.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((key, Completion { res, flags: 0 }));
-            unparker.unpark();
-        });
-        if let Err(e) = spawned {
-            let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
-            self.ready.push((key, Completion::error(errno)));
-        }
-    }
-
-    fn fd_of(desc: &OpDesc) -> RawFd {
-        match *desc {
-            OpDesc::Recv { fd, .. }
-            | OpDesc::RecvMsg { fd, .. }
-            | OpDesc::Accept { fd, .. }
-            | OpDesc::Send { fd, .. }
-            | OpDesc::SendMsg { fd, .. }
-            | OpDesc::Connect { fd, .. } => fd,
-            _ => unreachable!("coring: only socket operations wait for readiness"),
-        }
     }
 
     /// Runs a socket op now, or queues it behind the fd's readiness (FIFO per direction,
     /// so two reads on one socket complete in submission order).
     fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
-        let fd = Self::fd_of(&desc);
+        let fd = sys::socket_fd(&desc);
         let queue_empty = self.fds.get(&fd).is_none_or(|w| queue(w, dir).is_empty());
         if queue_empty {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
@@ -199,12 +157,7 @@ impl Fallback {
                 errno,
             )));
         }
-        let have_completions = !self.ready.is_empty()
-            || !self
-                .done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty();
+        let have_completions = !self.ready.is_empty() || self.offload.has_completions();
         let timeout = match wait {
             _ if have_completions => Some(Duration::ZERO),
             Wait::No if self.parked.is_empty() => return Ok(()),
@@ -259,10 +212,7 @@ impl Fallback {
         for (key, c) in self.ready.drain(..) {
             sink(key, c);
         }
-        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
-        for (key, c) in done {
-            sink(key, c);
-        }
+        self.offload.drain(sink);
     }
 }
 

@@ -26,6 +26,7 @@
 
 pub(crate) mod desc;
 pub(crate) mod fallback;
+pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod sys;
 pub(crate) mod uring;
@@ -108,6 +109,9 @@ pub struct Metrics {
     pub enter_retries: u64,
     /// Operations leaked at shutdown because the kernel did not finish them in time.
     pub ops_leaked: u64,
+    /// Operations run on the blocking pool: on the fallback backend, those readiness cannot
+    /// serve (files, paths); on io_uring, those whose opcode the kernel lacks.
+    pub ops_offloaded: u64,
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
@@ -158,6 +162,9 @@ impl Backend {
     }
     pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
         dispatch!(self, b => b.inject_enter_errors(errnos))
+    }
+    pub(crate) fn offloaded(&self) -> u64 {
+        dispatch!(self, b => b.offloaded())
     }
 }
 

@@ -175,6 +175,50 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
     }
 }
 
+/// Like [`execute`], but waits (in `poll(2)`) instead of returning EAGAIN for socket
+/// operations: for running a description on a pool thread.
+///
+/// # Safety
+///
+/// As [`execute`].
+pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
+    let events = match route(desc) {
+        Route::Readable => libc::POLLIN,
+        Route::Writable => libc::POLLOUT,
+        Route::Inline | Route::Blocking => {
+            // SAFETY: forwarded from the caller.
+            return unsafe { execute(desc) };
+        }
+    };
+    loop {
+        // SAFETY: forwarded from the caller.
+        let res = unsafe { execute(desc) };
+        if res != -libc::EAGAIN {
+            return res;
+        }
+        let mut pfd = libc::pollfd {
+            fd: socket_fd(desc),
+            events,
+            revents: 0,
+        };
+        // SAFETY: polls one live pollfd; EINTR simply loops.
+        unsafe { libc::poll(&mut pfd, 1, -1) };
+    }
+}
+
+/// The socket a readiness-routed description acts on.
+pub(crate) fn socket_fd(desc: &OpDesc) -> libc::c_int {
+    match *desc {
+        OpDesc::Recv { fd, .. }
+        | OpDesc::RecvMsg { fd, .. }
+        | OpDesc::Accept { fd, .. }
+        | OpDesc::Send { fd, .. }
+        | OpDesc::SendMsg { fd, .. }
+        | OpDesc::Connect { fd, .. } => fd,
+        _ => unreachable!("coring: only socket operations wait for readiness"),
+    }
+}
+
 /// A non-blocking connect, resumable: the first call starts it; once the socket is
 /// writable, a second call reports the outcome (EISCONN means it succeeded).
 ///

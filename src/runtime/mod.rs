@@ -75,6 +75,7 @@ pub struct Builder {
     entries: u32,
     cq_entries: Option<u32>,
     sqpoll_idle_ms: Option<u32>,
+    emulate_missing: Vec<String>,
     backend: BackendKind,
     shutdown_timeout: Duration,
 }
@@ -92,6 +93,7 @@ impl Builder {
             entries: 256,
             cq_entries: None,
             sqpoll_idle_ms: None,
+            emulate_missing: Vec::new(),
             backend: BackendKind::Auto,
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -120,6 +122,15 @@ impl Builder {
     /// after `idle` without work. Trades a busy kernel thread for fewer syscalls.
     pub fn sqpoll(mut self, idle: Duration) -> Builder {
         self.sqpoll_idle_ms = Some(idle.as_millis().clamp(1, u32::MAX as u128) as u32);
+        self
+    }
+
+    /// Test hook: treats these io_uring opcodes (by name: "READ", "OPENAT", "STATX", ...)
+    /// as missing, so their operations take the per-opcode fallback (the blocking pool), as
+    /// on a kernel that lacks them.
+    #[doc(hidden)]
+    pub fn emulate_missing_opcodes(mut self, names: &[&str]) -> Builder {
+        self.emulate_missing = names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -186,6 +197,7 @@ impl Builder {
             entries: self.entries,
             cq_entries: self.cq_entries,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            emulate_missing: self.emulate_missing.clone(),
         };
         match self.requested_backend()? {
             BackendKind::IoUring => {
@@ -356,8 +368,10 @@ impl Runtime {
 
     /// Counters of the work done so far (loop turns, parks, kernel entries, operations).
     pub fn metrics(&self) -> Metrics {
-        let mut m = self.inner.driver.borrow().metrics;
+        let driver = self.inner.driver.borrow();
+        let mut m = driver.metrics;
         m.turns = self.inner.turns.get();
+        m.ops_offloaded = driver.backend().offloaded();
         m
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
+use super::offload::Offload;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 
 /// `user_data` of the setup round trip.
@@ -23,12 +24,14 @@ pub(crate) struct UringConfig {
     pub(crate) entries: u32,
     pub(crate) cq_entries: Option<u32>,
     pub(crate) sqpoll_idle_ms: Option<u32>,
+    /// Opcodes to treat as missing even if the kernel has them (test hook for the
+    /// per-opcode fallback), by name as in [`USER_OPCODES`] ("READ", "STATX", ...).
+    pub(crate) emulate_missing: Vec<String>,
 }
 
 /// The io_uring backend.
 pub(crate) struct Uring {
     ring: IoUring,
-    probe: Probe,
     /// Setup flags that took effect, for diagnostics ("single_issuer+defer_taskrun", ...).
     setup: &'static str,
     wake: Arc<EventFd>,
@@ -36,6 +39,10 @@ pub(crate) struct Uring {
     /// the kernel may still complete that read while the ring is being torn down.
     wake_buf: &'static mut u64,
     wake_armed: bool,
+    /// Runs operations whose opcode the kernel lacks.
+    offload: Offload,
+    /// Bit `n` set: opcode `n` is missing and goes to `offload`.
+    missing: u128,
     /// Errors to return from the next `enter` calls instead of entering the kernel
     /// (test hook: proves that pushed work survives a failed `io_uring_enter`).
     injected: VecDeque<i32>,
@@ -68,16 +75,27 @@ impl Uring {
         }
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        for (code, name) in REQUIRED_OPCODES {
+        for (code, name) in CORE_OPCODES {
             if !probe.is_supported(*code) {
                 return Err(unsupported(&format!("lacks the {name} opcode")));
+            }
+        }
+        let mut missing = 0u128;
+        for (code, name) in USER_OPCODES {
+            let emulated = cfg
+                .emulate_missing
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(name));
+            if emulated || !probe.is_supported(*code) {
+                missing |= 1u128 << code;
             }
         }
         let wake = Arc::new(EventFd::new()?);
         let mut uring = Uring {
             ring,
-            probe,
             setup,
+            offload: Offload::new(wake.clone()),
+            missing,
             wake,
             wake_buf: Box::leak(Box::new(0)),
             wake_armed: false,
@@ -169,10 +187,9 @@ impl Uring {
         )
     }
 
-    /// Whether the kernel supports `opcode` (for per-opcode fallbacks and feature checks).
-    #[allow(dead_code)]
-    pub(crate) fn supports(&self, opcode: u8) -> bool {
-        self.probe.is_supported(opcode)
+    /// Operations run on the blocking pool because their opcode is missing.
+    pub(crate) fn offloaded(&self) -> u64 {
+        self.offload.spawned()
     }
 
     /// Makes the next `enter` calls fail with these errnos (test hook).
@@ -214,6 +231,12 @@ impl Uring {
 
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         let entry = self.sqe(desc).user_data(key as u64);
+        if self.missing & (1u128 << entry.get_opcode()) != 0 {
+            // The kernel lacks this opcode: run the same description as a syscall on the
+            // blocking pool; its completion comes back through `reap` like a CQE.
+            self.offload.spawn(key, *desc);
+            return Ok(Push::Queued);
+        }
         // SAFETY: the driver keeps the operation that owns every pointer in `desc` alive
         // until the completion tagged `key` has been reaped (driver contract, point 1).
         Ok(unsafe { self.push_entry(&entry) })
@@ -281,6 +304,7 @@ impl Uring {
                 debug_assert!(!cqueue::more(cqe.flags()) || cqe.user_data() >= WAKE_TOKEN);
             }
         }
+        self.offload.drain(sink);
         if rearm || !self.wake_armed {
             // A full queue leaves it unarmed; it is retried on the next reap.
             let _ = self.arm_wake();
@@ -401,8 +425,15 @@ impl Uring {
     }
 }
 
-/// Opcodes every operation of this crate relies on, checked at setup.
-const REQUIRED_OPCODES: &[(u8, &str)] = &[
+/// Opcodes the ring itself needs (wakeups, cancellation, the setup round trip).
+const CORE_OPCODES: &[(u8, &str)] = &[
+    (opcode::Nop::CODE, "NOP"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+/// Opcodes of the operations; any the kernel lacks runs on the blocking pool instead.
+pub(crate) const USER_OPCODES: &[(u8, &str)] = &[
     (opcode::Nop::CODE, "NOP"),
     (opcode::Read::CODE, "READ"),
     (opcode::Write::CODE, "WRITE"),
@@ -422,7 +453,6 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::RecvMsg::CODE, "RECVMSG"),
     (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::Shutdown::CODE, "SHUTDOWN"),
-    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
 ];
 
 /// The eventfd other threads write to wake a parked ring.

@@ -1,0 +1,65 @@
+//! The per-opcode fallback: an operation whose io_uring opcode the kernel lacks runs on the
+//! blocking pool and completes exactly as it would through the ring. The kernel here has
+//! every opcode, so the test hook `emulate_missing_opcodes` hides them. On the fallback
+//! backend the same test runs with everything offloaded or readiness-driven already.
+
+mod common;
+
+use common::TempDir;
+use coring::fs::{self, File};
+use coring::net::{TcpListener, TcpStream};
+
+const HIDDEN: &[&str] = &[
+    "READ", "WRITE", "READV", "WRITEV", "FSYNC", "OPENAT", "CLOSE", "STATX", "UNLINKAT",
+    "RENAMEAT", "MKDIRAT", "ACCEPT", "CONNECT", "RECV", "SEND", "SHUTDOWN",
+];
+
+coring_test!(missing_opcodes_run_on_the_pool, |builder| {
+    let rt = builder.emulate_missing_opcodes(HIDDEN).build().unwrap();
+    let dir = TempDir::new("offload");
+    common::block_on_bounded(&rt, async {
+        let d = dir.path("d");
+        fs::create_dir(&d).await.unwrap();
+        let p = d.join("f");
+        let f = File::create(&p).await.unwrap();
+        let (r, _) = f.write_all_at(b"offloaded".to_vec(), 0).await;
+        r.unwrap();
+        let (r, _) = f.writev_at(vec![b"!".to_vec()], 9).await;
+        r.unwrap();
+        f.sync_all().await.unwrap();
+        assert_eq!(f.metadata().await.unwrap().len(), 10);
+        f.close().await.unwrap();
+        let q = d.join("g");
+        fs::rename(&p, &q).await.unwrap();
+        let f = File::open(&q).await.unwrap();
+        let (r, buf) = f.read_exact_at(Vec::with_capacity(10), 0).await;
+        r.unwrap();
+        assert_eq!(buf, b"offloaded!");
+        let (r, bufs) = f.readv_at(vec![Vec::with_capacity(3)], 0).await;
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(bufs[0], b"off");
+        drop(f);
+        fs::remove_file(&q).await.unwrap();
+        fs::remove_dir(&d).await.unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = coring::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, b) = s.read(Vec::with_capacity(64)).await;
+            r.unwrap();
+            let (r, _) = s.write_all(b).await;
+            r.unwrap();
+            s.shutdown(std::net::Shutdown::Write).await.unwrap();
+        });
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (r, _) = c.write_all(b"echo".to_vec()).await;
+        r.unwrap();
+        let (r, b) = c.read_exact(Vec::with_capacity(4)).await;
+        r.unwrap();
+        assert_eq!(b, b"echo");
+        server.await.unwrap();
+    });
+    let m = rt.metrics();
+    assert!(m.ops_offloaded >= 10, "{m:?}");
+});
