@@ -199,7 +199,7 @@ fn check_fell_back(out: &ChildOutput, errno: i32) {
     let reason = out.value(OUT_REASON);
     eprintln!("fallback reason: {reason}");
     assert!(
-        reason.starts_with("io_uring unavailable: ") && reason.contains(&os_error),
+        reason.starts_with("io_uring unavailable (") && reason.contains(&os_error),
         "fallback reason {reason:?} does not name {os_error}\n{out}"
     );
     // Builder::build documents that the reason is logged once on stderr (the child built
@@ -244,6 +244,11 @@ fn seccomp_enosys_selects_fallback_and_serves_io() {
 fn seccomp_enter_only_fails_round_trip_and_selects_fallback() {
     let out = run_child("enter-only");
     check_fell_back(&out, libc::EPERM);
+    let reason = out.value(OUT_REASON);
+    assert!(
+        reason.contains("(first round trip)"),
+        "the reason should name the failed step: {reason:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

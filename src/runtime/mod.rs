@@ -158,9 +158,10 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// When the backend cannot be set up: the `io_uring_setup` error (EPERM when blocked by
-    /// seccomp or `kernel.io_uring_disabled`, ENOSYS without io_uring, ENOMEM under a low
-    /// memlock limit) or `Unsupported` naming a missing io_uring feature.
+    /// When the backend cannot be set up: with io_uring forced, the kernel's error with its
+    /// errno intact (EPERM when blocked by seccomp or `kernel.io_uring_disabled`, ENOSYS
+    /// without io_uring, ENOMEM under a low memlock limit) or `Unsupported` naming a missing
+    /// io_uring feature; `InvalidInput` for a bad `CORING_BACKEND`.
     pub fn build(&self) -> io::Result<Runtime> {
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
@@ -201,9 +202,8 @@ impl Builder {
         };
         match self.requested_backend()? {
             BackendKind::IoUring => {
-                let ring = uring::Uring::new(&cfg).map_err(|e| {
-                    io::Error::new(e.kind(), format!("coring: io_uring setup failed: {e}"))
-                })?;
+                // Forced: the kernel's error as is (errno intact), never a silent fallback.
+                let ring = uring::Uring::new(&cfg).map_err(|e| e.error)?;
                 Ok((Backend::Uring(ring), None))
             }
             BackendKind::Fallback => Ok((
@@ -212,15 +212,12 @@ impl Builder {
             )),
             BackendKind::Auto => match uring::Uring::new(&cfg) {
                 Ok(ring) => Ok((Backend::Uring(ring), None)),
-                Err(e) if io_uring_unavailable(&e) => {
-                    let reason = format!("io_uring unavailable: {e}");
+                Err(e) if io_uring_unavailable(&e.error) => {
+                    let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
                     log_fallback_once(&reason);
                     Ok((Backend::Fallback(Fallback::new()?), Some(reason)))
                 }
-                Err(e) => Err(io::Error::new(
-                    e.kind(),
-                    format!("coring: io_uring setup failed: {e}"),
-                )),
+                Err(e) => Err(e.error),
             },
         }
     }

@@ -48,6 +48,14 @@ pub(crate) struct Uring {
     injected: VecDeque<i32>,
 }
 
+/// Why a ring could not be set up: the step that failed and the error, as the kernel (or
+/// the feature check) reported it, with its errno intact.
+#[derive(Debug)]
+pub(crate) struct SetupError {
+    pub(crate) step: &'static str,
+    pub(crate) error: io::Error,
+}
+
 /// Reports why the kernel's io_uring cannot serve this runtime.
 fn unsupported(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("io_uring {what}"))
@@ -61,23 +69,24 @@ impl Uring {
     /// The `io_uring_setup` error as is (EPERM under seccomp or `kernel.io_uring_disabled`,
     /// ENOSYS without io_uring, ENOMEM under a low memlock limit), or `Unsupported` when a
     /// feature this runtime needs is missing.
-    pub(crate) fn new(cfg: &UringConfig) -> io::Result<Uring> {
-        let (ring, setup) = Self::setup(cfg)?;
-        if !ring.params().is_feature_ext_arg() {
-            return Err(unsupported(
-                "lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later) for timed waits",
-            ));
-        }
-        if !ring.params().is_feature_nodrop() {
-            return Err(unsupported(
-                "lacks IORING_FEAT_NODROP (needs Linux 5.5 or later); completions could be lost",
-            ));
-        }
+    pub(crate) fn new(cfg: &UringConfig) -> Result<Uring, SetupError> {
+        Self::try_new(cfg).map_err(|(step, error)| SetupError { step, error })
+    }
+
+    fn try_new(cfg: &UringConfig) -> Result<Uring, (&'static str, io::Error)> {
+        let at = |step: &'static str| move |e: io::Error| (step, e);
+        let (ring, setup) = Self::setup(cfg).map_err(at("io_uring_setup"))?;
+        Self::check_features(&ring).map_err(at("feature check"))?;
         let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(at("opcode probe"))?;
         for (code, name) in CORE_OPCODES {
             if !probe.is_supported(*code) {
-                return Err(unsupported(&format!("lacks the {name} opcode")));
+                return Err((
+                    "opcode probe",
+                    unsupported(&format!("lacks the {name} opcode")),
+                ));
             }
         }
         let mut missing = 0u128;
@@ -90,7 +99,7 @@ impl Uring {
                 missing |= 1u128 << code;
             }
         }
-        let wake = Arc::new(EventFd::new()?);
+        let wake = Arc::new(EventFd::new().map_err(at("eventfd"))?);
         let mut uring = Uring {
             ring,
             setup,
@@ -101,9 +110,23 @@ impl Uring {
             wake_armed: false,
             injected: VecDeque::new(),
         };
-        uring.arm_wake()?;
-        uring.round_trip()?;
+        uring.arm_wake().map_err(at("wakeup read"))?;
+        uring.round_trip().map_err(at("first round trip"))?;
         Ok(uring)
+    }
+
+    fn check_features(ring: &IoUring) -> io::Result<()> {
+        if !ring.params().is_feature_ext_arg() {
+            return Err(unsupported(
+                "lacks IORING_FEAT_EXT_ARG (needs Linux 5.11 or later) for timed waits",
+            ));
+        }
+        if !ring.params().is_feature_nodrop() {
+            return Err(unsupported(
+                "lacks IORING_FEAT_NODROP (needs Linux 5.5 or later); completions could be lost",
+            ));
+        }
+        Ok(())
     }
 
     /// Tries the fastest setup the kernel accepts, falling back to plainer ones.
@@ -166,7 +189,16 @@ impl Uring {
             return Err(unsupported("submission queue is full right after setup"));
         }
         for _ in 0..100 {
-            self.ring.submitter().submit_and_wait(1)?;
+            match self.ring.submitter().submit_and_wait(1) {
+                Ok(_) => {}
+                // A signal or a momentarily busy kernel: try again.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
             let mut cq = self.ring.completion();
             cq.sync();
             if cq.any(|cqe| cqe.user_data() == PROBE_TOKEN) {
