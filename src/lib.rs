@@ -32,11 +32,14 @@ mod driver;
 pub mod fs;
 pub mod net;
 mod op;
+mod pool;
 mod runtime;
+pub mod sync;
 pub mod task;
 pub mod time;
 
 pub use driver::Metrics;
+pub use pool::{current_core, CoreInfo, Pool, PoolBuilder, PoolError, SpawnHandle};
 pub use runtime::{start, BackendKind, Builder, Runtime};
 pub use task::{spawn, JoinHandle};
 

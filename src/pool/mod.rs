@@ -1,0 +1,569 @@
+//! Thread-per-core: one pinned thread per selected CPU, each with its own [`Runtime`]
+//! (its own ring, or fallback backend), and a way to start work on any of them.
+//!
+//! Tasks never migrate. [`Pool::spawn_on`] sends a `Send` closure to a core, where it
+//! builds a `!Send` future that runs there; the result comes back through a handle that
+//! any core, or a plain thread, can wait on. Work reaches a core through its mailbox: the
+//! push wakes that core's runtime with its cross-thread wakeup (an eventfd the ring keeps
+//! a read armed on, or the poller's waker on the fallback), so an idle core sleeps in the
+//! kernel until then; no core ever polls another.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::runtime::{BackendKind, Builder};
+use crate::sync::oneshot;
+use crate::task::JoinError;
+
+thread_local! {
+    static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index (in its [`Pool`]) of the core the calling thread runs, or `None` outside a
+/// pool's core thread.
+pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(Cell::get)
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Work waiting to be started on one core.
+struct Mailbox {
+    state: Mutex<MailState>,
+}
+
+struct MailState {
+    jobs: Vec<Job>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, MailState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job and wakes the core. A closed mailbox drops the job at once (its
+    /// result channel then reports the task as cancelled).
+    fn push(&self, job: Job) {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            drop(job);
+            return;
+        }
+        st.jobs.push(job);
+        let w = st.waker.take();
+        drop(st);
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Closes the mailbox; pending jobs are dropped (their handles see cancellation).
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        let jobs = std::mem::take(&mut st.jobs);
+        let w = st.waker.take();
+        drop(st);
+        drop(jobs);
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// The core's main future: starts every job it receives, until closed.
+    async fn serve(&self) {
+        let mut batch = Vec::new();
+        loop {
+            let closed = poll_fn(|cx| {
+                let mut st = self.lock();
+                if !st.jobs.is_empty() {
+                    std::mem::swap(&mut batch, &mut st.jobs);
+                    return Poll::Ready(false);
+                }
+                if st.closed {
+                    return Poll::Ready(true);
+                }
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            if closed {
+                return;
+            }
+            for job in batch.drain(..) {
+                job();
+            }
+        }
+    }
+}
+
+/// Closes a core's mailbox when its thread ends, even by panic, so no handle waits forever.
+struct CloseOnExit(Arc<Mailbox>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// What a core reported once its runtime was up.
+#[derive(Debug, Clone)]
+pub struct CoreInfo {
+    /// The core's index in the pool.
+    pub index: usize,
+    /// The CPU the thread is pinned to, if pinned.
+    pub cpu: Option<usize>,
+    /// The backend its runtime runs on.
+    pub backend: BackendKind,
+    /// The backend's description (`Runtime::backend_description`).
+    pub backend_description: String,
+}
+
+struct Core {
+    info: CoreInfo,
+    mailbox: Arc<Mailbox>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// Disconnects when the core thread has finished.
+    exited: std_mpsc::Receiver<()>,
+}
+
+/// Which CPUs a pool uses.
+#[derive(Debug, Clone)]
+enum Cpus {
+    All,
+    Count(usize),
+    List(Vec<usize>),
+}
+
+/// Configures a [`Pool`]; from [`Pool::builder`].
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    cpus: Cpus,
+    pin: bool,
+    runtime: Builder,
+    shutdown_timeout: Duration,
+}
+
+impl PoolBuilder {
+    /// Uses the first `n` CPUs the process may run on (default: all of them).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    pub fn cores(mut self, n: usize) -> PoolBuilder {
+        assert!(n > 0, "PoolBuilder::cores: a pool needs at least one core");
+        self.cpus = Cpus::Count(n);
+        self
+    }
+
+    /// Uses exactly these CPU ids, one core thread each.
+    ///
+    /// # Panics
+    ///
+    /// If the list is empty.
+    pub fn cpu_list(mut self, cpus: impl Into<Vec<usize>>) -> PoolBuilder {
+        let cpus = cpus.into();
+        assert!(!cpus.is_empty(), "PoolBuilder::cpu_list: the list is empty");
+        self.cpus = Cpus::List(cpus);
+        self
+    }
+
+    /// Pins each core thread to its CPU (default `true`). Unpinned, the threads still
+    /// own one runtime each but the OS may move them, and a CPU list may name CPUs the
+    /// machine lacks (they are just labels then).
+    pub fn pin(mut self, on: bool) -> PoolBuilder {
+        self.pin = on;
+        self
+    }
+
+    /// The settings of every core's runtime (entries, backend, ...).
+    pub fn runtime(mut self, builder: Builder) -> PoolBuilder {
+        self.runtime = builder;
+        self
+    }
+
+    /// Shortcut for the backend of every core's runtime.
+    pub fn backend(mut self, kind: BackendKind) -> PoolBuilder {
+        self.runtime = self.runtime.backend(kind);
+        self
+    }
+
+    /// How long [`Pool::shutdown`] waits for the core threads (default 10 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> PoolBuilder {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Which CPUs to start on, checked against the ones the process may use.
+    fn resolve(&self) -> io::Result<Vec<Option<usize>>> {
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .map(|ids| ids.into_iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        let wanted: Vec<usize> = match &self.cpus {
+            Cpus::All if available.is_empty() => {
+                vec![0; thread::available_parallelism().map_or(1, |n| n.get())]
+            }
+            Cpus::All => available.clone(),
+            Cpus::Count(n) if available.is_empty() => vec![0; *n],
+            Cpus::Count(n) => {
+                if *n > available.len() && self.pin {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "asked for {n} pinned cores but this process may run on {} CPUs \
+                             ({available:?}); ask for fewer, or use .pin(false)",
+                            available.len()
+                        ),
+                    ));
+                }
+                (0..*n).map(|i| available[i % available.len()]).collect()
+            }
+            Cpus::List(l) => l.clone(),
+        };
+        if !self.pin {
+            return Ok(wanted.into_iter().map(|_| None).collect());
+        }
+        if available.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "cannot read this process's CPU affinity to pin core threads; use .pin(false)",
+            ));
+        }
+        for cpu in &wanted {
+            if !available.contains(cpu) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "CPU {cpu} does not exist or is not allowed for this process \
+                         (allowed: {available:?}); choose among them, or use .pin(false) to \
+                         run unpinned"
+                    ),
+                ));
+            }
+        }
+        Ok(wanted.into_iter().map(Some).collect())
+    }
+
+    /// Starts the core threads and waits until every runtime is up.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a CPU that does not exist (with the allowed list), an error from
+    /// pinning, or a core's runtime failing to build (for example io_uring forced where it
+    /// is unavailable). Cores already started are shut down first.
+    pub fn build(self) -> io::Result<Pool> {
+        let cpus = self.resolve()?;
+        let mut pool = Pool {
+            cores: Vec::with_capacity(cpus.len()),
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        for (index, cpu) in cpus.into_iter().enumerate() {
+            match start_core(index, cpu, self.runtime.clone()) {
+                Ok(core) => pool.cores.push(core),
+                Err(e) => {
+                    let _ = pool.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+}
+
+/// Starts one core thread and waits for its runtime to come up.
+fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<Core> {
+    let mailbox = Arc::new(Mailbox {
+        state: Mutex::new(MailState {
+            jobs: Vec::new(),
+            waker: None,
+            closed: false,
+        }),
+    });
+    let (ready_tx, ready_rx) = std_mpsc::channel::<io::Result<CoreInfo>>();
+    let (exit_tx, exited) = std_mpsc::channel::<()>();
+    let mb = mailbox.clone();
+    let thread = thread::Builder::new()
+        .name(format!("coring-core-{index}"))
+        .spawn(move || {
+            let _exit = exit_tx;
+            let _close = CloseOnExit(mb.clone());
+            if let Some(cpu) = cpu {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    let _ = ready_tx.send(Err(io::Error::other(format!(
+                        "could not pin core {index} to CPU {cpu}"
+                    ))));
+                    return;
+                }
+            }
+            CURRENT_CORE.with(|c| c.set(Some(index)));
+            let rt = match builder.build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ =
+                        ready_tx.send(Err(io::Error::new(e.kind(), format!("core {index}: {e}"))));
+                    return;
+                }
+            };
+            let info = CoreInfo {
+                index,
+                cpu,
+                backend: rt.backend(),
+                backend_description: rt.backend_description(),
+            };
+            let _ = ready_tx.send(Ok(info));
+            rt.block_on(mb.serve());
+            // Dropping the runtime cancels the core's remaining tasks and operations,
+            // bounded by its shutdown timeout.
+            drop(rt);
+        })?;
+    let info = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            mailbox.close();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("core {index} did not start within 30 s"),
+            ));
+        }
+    };
+    Ok(Core {
+        info,
+        mailbox,
+        thread: Some(thread),
+        exited,
+    })
+}
+
+/// A set of pinned core threads, each running its own [`Runtime`].
+///
+/// ```
+/// let pool = coring::Pool::builder().cores(1).pin(false).build().unwrap();
+/// let h = pool.spawn_on(0, || async { coring::current_core().unwrap() * 10 + 1 });
+/// assert_eq!(h.wait(std::time::Duration::from_secs(5)).unwrap(), 1);
+/// pool.shutdown().unwrap();
+/// ```
+pub struct Pool {
+    cores: Vec<Core>,
+    shutdown_timeout: Duration,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field(
+                "cores",
+                &self.cores.iter().map(|c| &c.info).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A builder: all CPUs, pinned, default runtime settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            cpus: Cpus::All,
+            pin: true,
+            runtime: Builder::new(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// What core `index` reported at start (CPU, backend).
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.cores()`.
+    pub fn core_info(&self, index: usize) -> &CoreInfo {
+        &self.core(index).info
+    }
+
+    #[track_caller]
+    fn core(&self, index: usize) -> &Core {
+        self.cores.get(index).unwrap_or_else(|| {
+            panic!(
+                "core {index} does not exist: this pool has cores 0..{}",
+                self.cores.len()
+            )
+        })
+    }
+
+    /// Runs `f` on core `index`: `f` builds a future there (it need not be `Send`), which
+    /// runs as a task of that core. The handle yields its output, or a [`JoinError`] if it
+    /// panicked or the core shut down first.
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.cores()`.
+    #[track_caller]
+    pub fn spawn_on<F, Fut>(&self, index: usize, f: F) -> SpawnHandle<Fut::Output>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.core(index).mailbox.push(Box::new(move || {
+            let task = crate::spawn(f());
+            drop(crate::spawn(async move {
+                let _ = tx.send(task.await);
+            }));
+        }));
+        SpawnHandle { rx }
+    }
+
+    /// Runs `f` once on every core; one handle per core, in core order.
+    pub fn broadcast<F, Fut>(&self, f: F) -> Vec<SpawnHandle<Fut::Output>>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let f = Arc::new(f);
+        (0..self.cores.len())
+            .map(|i| {
+                let f = f.clone();
+                self.spawn_on(i, move || f())
+            })
+            .collect()
+    }
+
+    /// Stops every core: each runtime cancels its tasks and in-flight operations (bounded
+    /// by its shutdown timeout) and its thread exits; waits for the threads, at most the
+    /// pool's shutdown timeout.
+    ///
+    /// # Errors
+    ///
+    /// If a core thread panicked (its runtime failed) or did not stop in time; the message
+    /// names the cores.
+    pub fn shutdown(mut self) -> Result<(), PoolError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), PoolError> {
+        for core in &self.cores {
+            core.mailbox.close();
+        }
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let mut problems = Vec::new();
+        for core in &mut self.cores {
+            let Some(thread) = core.thread.take() else {
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match core.exited.recv_timeout(left) {
+                Err(std_mpsc::RecvTimeoutError::Disconnected) | Ok(()) => {
+                    if let Err(p) = thread.join() {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "non-string panic".into());
+                        problems.push(format!("core {} panicked: {msg}", core.info.index));
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => problems.push(format!(
+                    "core {} did not stop within {:?}; its thread is left running",
+                    core.info.index, self.shutdown_timeout
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PoolError { problems })
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("coring: pool shutdown: {e}");
+        }
+    }
+}
+
+/// What went wrong while shutting a [`Pool`] down.
+#[derive(Debug, Clone)]
+pub struct PoolError {
+    problems: Vec<String>,
+}
+
+impl PoolError {
+    /// One line per problem, naming the core.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// The result of [`Pool::spawn_on`]: await it on any core, or [`wait`](SpawnHandle::wait)
+/// from a plain thread. It is `Send`.
+#[must_use = "dropping a SpawnHandle detaches the task; await it or wait() on it"]
+pub struct SpawnHandle<T> {
+    rx: oneshot::Receiver<Result<T, JoinError>>,
+}
+
+impl<T> SpawnHandle<T> {
+    /// Blocks the calling thread (not a runtime thread) for the result, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The task's [`JoinError`]; a cancelled `JoinError` if its core shut down first.
+    ///
+    /// # Panics
+    ///
+    /// If the timeout passes first (the message says how long it waited).
+    pub fn wait(mut self, timeout: Duration) -> Result<T, JoinError> {
+        match self.rx.recv_blocking(timeout) {
+            Ok(r) => r,
+            Err(Some(_)) => Err(JoinError::cancelled()),
+            Err(None) => panic!("SpawnHandle::wait: no result within {timeout:?}"),
+        }
+    }
+}
+
+impl<T> Future for SpawnHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(JoinError::cancelled())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SpawnHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnHandle")
+    }
+}

@@ -1,0 +1,93 @@
+//! Channels between tasks, on one core or across cores.
+//!
+//! - [`mpsc`] and [`oneshot`] are `Send`: use them between cores (or with threads outside
+//!   any runtime). A receiver blocked on core A is woken by a send from core B through A's
+//!   runtime wakeup (an eventfd the ring watches, or the poller's waker): no polling.
+//! - [`local`] has the same two channels for tasks of one core: no atomics, no locks, and
+//!   `!Send` handles.
+//!
+//! Every channel reports a closed peer clearly: `recv` yields `None` (or
+//! [`oneshot::RecvError`]) once all senders are gone, and `send` gives the value back in a
+//! [`SendError`] once the receiver is gone.
+
+pub mod local;
+pub mod mpsc;
+pub mod oneshot;
+
+use std::fmt;
+
+/// The receiver is gone; the value that could not be sent is inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("channel closed: the receiver was dropped")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why [`try_send`](mpsc::Sender::try_send) did not send; the value is inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySendError<T> {
+    /// The channel is at capacity.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v) | TrySendError::Closed(v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("channel full"),
+            TrySendError::Closed(_) => f.write_str("channel closed: the receiver was dropped"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Why [`try_recv`](mpsc::Receiver::try_recv) returned nothing.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TryRecvError {
+    /// Nothing queued right now.
+    Empty,
+    /// Nothing queued and every sender is gone.
+    Closed,
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("channel empty"),
+            TryRecvError::Closed => f.write_str("channel closed: every sender was dropped"),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}

@@ -1,0 +1,259 @@
+//! A bounded multi-producer, single-consumer channel that works across cores and threads.
+//!
+//! `send` waits while the channel holds `capacity` values (backpressure); values from one
+//! sender arrive in the order sent, each exactly once.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use super::{SendError, TryRecvError, TrySendError};
+
+/// Creates a channel holding at most `capacity` values.
+///
+/// # Panics
+///
+/// If `capacity` is zero.
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    assert!(capacity > 0, "mpsc::channel: capacity must be at least 1");
+    let chan = Arc::new(Chan {
+        state: Mutex::new(State {
+            queue: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            rx_waker: None,
+            tx_wakers: Vec::new(),
+            senders: 1,
+            receiver_alive: true,
+        }),
+        cond: Condvar::new(),
+    });
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    capacity: usize,
+    rx_waker: Option<Waker>,
+    /// Senders waiting for room.
+    tx_wakers: Vec<Waker>,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+struct Chan<T> {
+    state: Mutex<State<T>>,
+    /// For receivers blocking a plain thread ([`Receiver::recv_blocking`]).
+    cond: Condvar,
+}
+
+impl<T> Chan<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending half; clone it for more producers.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the value if the receiver is gone.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let mut value = Some(value);
+        poll_fn(|cx| {
+            let mut st = self.chan.lock();
+            let v = value.take().expect("send polled after completion");
+            if !st.receiver_alive {
+                return Poll::Ready(Err(SendError(v)));
+            }
+            if st.queue.len() >= st.capacity {
+                value = Some(v);
+                st.tx_wakers.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            st.queue.push_back(v);
+            let w = st.rx_waker.take();
+            drop(st);
+            self.chan.cond.notify_one();
+            if let Some(w) = w {
+                w.wake();
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Sends `value` if there is room right now.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] or [`TrySendError::Closed`], with the value.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let mut st = self.chan.lock();
+        if !st.receiver_alive {
+            return Err(TrySendError::Closed(value));
+        }
+        if st.queue.len() >= st.capacity {
+            return Err(TrySendError::Full(value));
+        }
+        st.queue.push_back(value);
+        let w = st.rx_waker.take();
+        drop(st);
+        self.chan.cond.notify_one();
+        if let Some(w) = w {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        !self.chan.lock().receiver_alive
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.lock().senders += 1;
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut st = self.chan.lock();
+        st.senders -= 1;
+        if st.senders == 0 {
+            let w = st.rx_waker.take();
+            drop(st);
+            self.chan.cond.notify_all();
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// The receiving half.
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// Receives the next value; `None` once the channel is empty and every sender is gone.
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| {
+            let mut st = self.chan.lock();
+            match Self::take(&mut st) {
+                Ok(v) => Poll::Ready(Some(v)),
+                Err(TryRecvError::Closed) => Poll::Ready(None),
+                Err(TryRecvError::Empty) => {
+                    match &st.rx_waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => st.rx_waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Takes a value if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`], or [`TryRecvError::Closed`] when every sender is gone.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        Self::take(&mut self.chan.lock())
+    }
+
+    /// Blocks the calling thread (outside any runtime) for the next value, at most
+    /// `timeout`; `Ok(None)` once every sender is gone.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] if the timeout passed first.
+    pub fn recv_blocking(&mut self, timeout: Duration) -> Result<Option<T>, TryRecvError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = self.chan.lock();
+        loop {
+            match Self::take(&mut st) {
+                Ok(v) => return Ok(Some(v)),
+                Err(TryRecvError::Closed) => return Ok(None),
+                Err(TryRecvError::Empty) => {}
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(TryRecvError::Empty);
+            }
+            st = self
+                .chan
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn take(st: &mut State<T>) -> Result<T, TryRecvError> {
+        match st.queue.pop_front() {
+            Some(v) => {
+                if st.queue.len() + 1 == st.capacity {
+                    // It was full: every waiting sender gets a chance at the free slot.
+                    for w in st.tx_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+                Ok(v)
+            }
+            None if st.senders == 0 => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Values queued right now.
+    pub fn len(&self) -> usize {
+        self.chan.lock().queue.len()
+    }
+
+    /// Whether nothing is queued right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = self.chan.lock();
+        st.receiver_alive = false;
+        let queued = std::mem::take(&mut st.queue);
+        let wakers = std::mem::take(&mut st.tx_wakers);
+        drop(st);
+        drop(queued);
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mpsc::Sender")
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mpsc::Receiver")
+    }
+}

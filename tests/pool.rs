@@ -1,0 +1,243 @@
+//! Thread-per-core pools: cross-core spawn, channels, wakeups, pinning, shutdown.
+//!
+//! Every test runs on both backends (the `pool_test!` macro). Tests in this binary run one
+//! at a time: they start threads on every CPU and some count process descriptors.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use coring::sync::{mpsc, oneshot};
+use coring::{BackendKind, Pool};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(30);
+
+macro_rules! pool_test {
+    ($name:ident, |$kind:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            fn run($kind: BackendKind) {
+                let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+                common::with_watchdog(stringify!($name), || $body)
+            }
+
+            #[test]
+            fn io_uring() {
+                run(BackendKind::IoUring)
+            }
+
+            #[test]
+            fn fallback() {
+                run(BackendKind::Fallback)
+            }
+        }
+    };
+}
+
+fn pool(kind: BackendKind) -> Pool {
+    Pool::builder().backend(kind).build().expect("pool")
+}
+
+pool_test!(spawn_on_and_broadcast, |kind| {
+    let pool = pool(kind);
+    let n = pool.cores();
+    assert!(n >= 1);
+    for i in 0..n {
+        assert_eq!(pool.core_info(i).backend, kind);
+        let h = pool.spawn_on(i, move || async move {
+            // A !Send value lives on the core.
+            let rc = std::rc::Rc::new(coring::current_core().unwrap());
+            coring::time::sleep(Duration::from_millis(1)).await;
+            *rc * 100
+        });
+        assert_eq!(h.wait(WAIT).unwrap(), i * 100);
+    }
+    let all: Vec<usize> = pool
+        .broadcast(|| async { coring::current_core().unwrap() })
+        .into_iter()
+        .map(|h| h.wait(WAIT).unwrap())
+        .collect();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+    // A handle awaited on another core.
+    let last = n - 1;
+    let inner = pool.spawn_on(last, || async { "from the last core" });
+    let outer = pool.spawn_on(0, move || async move { inner.await.unwrap() });
+    assert_eq!(outer.wait(WAIT).unwrap(), "from the last core");
+    pool.shutdown().unwrap();
+});
+
+pool_test!(panicking_task_is_reported, |kind| {
+    let pool = pool(kind);
+    let h = pool.spawn_on(0, || async { panic!("core task failed on purpose") });
+    let err = h.wait(WAIT).unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    // The core survives.
+    assert_eq!(pool.spawn_on(0, || async { 1 }).wait(WAIT).unwrap(), 1);
+    pool.shutdown().unwrap();
+});
+
+// 100,000 messages from senders on every core to a receiver on core 0: each arrives once,
+// in order per sender, and backpressure (capacity 64) holds the senders back.
+pool_test!(cross_core_mpsc_exactly_once_in_order, |kind| {
+    let pool = pool(kind);
+    let cores = pool.cores();
+    let per_sender = 100_000 / cores;
+    let (tx, mut rx) = mpsc::channel::<(usize, usize)>(64);
+    let receiver = pool.spawn_on(0, move || async move {
+        let mut next: HashMap<usize, usize> = HashMap::new();
+        let mut total = 0usize;
+        let mut max_len = 0usize;
+        while let Some((sender, seq)) = rx.recv().await {
+            max_len = max_len.max(rx.len());
+            let expected = next.entry(sender).or_insert(0);
+            assert_eq!(seq, *expected, "sender {sender} out of order");
+            *expected += 1;
+            total += 1;
+        }
+        (total, next, max_len)
+    });
+    let senders: Vec<_> = (0..cores)
+        .map(|c| {
+            let tx = tx.clone();
+            pool.spawn_on(c, move || async move {
+                for seq in 0..per_sender {
+                    tx.send((c, seq)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for s in senders {
+        s.wait(WAIT).unwrap();
+    }
+    let (total, next, max_len) = receiver.wait(WAIT).unwrap();
+    assert_eq!(total, per_sender * cores);
+    assert!(next.values().all(|&n| n == per_sender), "{next:?}");
+    assert!(max_len <= 64, "capacity exceeded: {max_len}");
+    pool.shutdown().unwrap();
+});
+
+// A receiver parked on core A is woken by a send from core B (or from a plain thread),
+// while an idle pool uses (almost) no CPU: the cores sleep in the kernel.
+pool_test!(
+    blocked_receiver_woken_across_cores_and_idle_is_quiet,
+    |kind| {
+        let pool = pool(kind);
+        let last = pool.cores() - 1;
+        let (tx, rx) = oneshot::channel::<Instant>();
+        let waiter = pool.spawn_on(0, move || async move { rx.await.unwrap() });
+        std::thread::sleep(Duration::from_millis(50));
+        let sender = pool.spawn_on(last, move || async move {
+            tx.send(Instant::now()).unwrap();
+        });
+        sender.wait(WAIT).unwrap();
+        let sent_at = waiter.wait(WAIT).unwrap();
+        assert!(sent_at.elapsed() < WAIT);
+        // From outside any runtime, too.
+        let (tx, mut rx) = mpsc::channel::<u32>(1);
+        let waiter = pool.spawn_on(last, move || async move { rx.recv().await });
+        std::thread::sleep(Duration::from_millis(20));
+        tx.try_send(7).unwrap();
+        assert_eq!(waiter.wait(WAIT).unwrap(), Some(7));
+        // Idle: measure the whole process's CPU over half a second.
+        let cpu = || {
+            let mut ru: libc::rusage = unsafe_zeroed();
+            // SAFETY: getrusage writes into the live rusage.
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+            Duration::new(ru.ru_utime.tv_sec as u64, ru.ru_utime.tv_usec as u32 * 1000)
+                + Duration::new(ru.ru_stime.tv_sec as u64, ru.ru_stime.tv_usec as u32 * 1000)
+        };
+        let before = cpu();
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu() - before;
+        // A polling pool would burn ~500 ms per core; the bound is loose on purpose.
+        assert!(
+            used < Duration::from_millis(100),
+            "idle pool used {used:?} CPU in 500 ms"
+        );
+        pool.shutdown().unwrap();
+    }
+);
+
+fn unsafe_zeroed() -> libc::rusage {
+    // SAFETY: rusage is plain integers; all-zeroes is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+// Shutdown with tasks and operations in flight on every core is bounded and closes every
+// descriptor those tasks held.
+pool_test!(
+    shutdown_with_work_in_flight_is_bounded_and_leak_free,
+    |kind| {
+        let baseline = common::fd_count();
+        let pool = pool(kind);
+        let handles = pool.broadcast(|| async {
+            let (a, b) = coring::net::UnixStream::pair().unwrap();
+            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let reader = coring::spawn(async move { a.read(Vec::with_capacity(16)).await.0 });
+            let acceptor = coring::spawn(async move { listener.accept().await.map(drop) });
+            coring::time::sleep(Duration::from_secs(3600)).await;
+            drop((reader, acceptor, b));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        pool.shutdown().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        for h in handles {
+            assert!(h.wait(WAIT).unwrap_err().is_cancelled());
+        }
+        assert_eq!(
+            common::fd_count(),
+            baseline,
+            "descriptors leaked by shutdown"
+        );
+    }
+);
+
+// Each core thread is pinned to its CPU (checked with sched_getaffinity inside it); a CPU
+// that does not exist is a clear error, and unpinned mode accepts any label.
+pool_test!(pinning_is_verified_and_degrades_clearly, |kind| {
+    let pool = pool(kind);
+    for i in 0..pool.cores() {
+        let cpu = pool.core_info(i).cpu.expect("pinned by default");
+        let set = pool
+            .spawn_on(i, || async {
+                // SAFETY: cpu_set_t is a plain bitmask; sched_getaffinity fills it.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: passes the size of the live set.
+                let r = unsafe {
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+                };
+                assert_eq!(r, 0);
+                (0..libc::CPU_SETSIZE as usize)
+                    // SAFETY: i < CPU_SETSIZE.
+                    .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+                    .collect::<Vec<_>>()
+            })
+            .wait(WAIT)
+            .unwrap();
+        assert_eq!(set, vec![cpu], "core {i} affinity");
+    }
+    pool.shutdown().unwrap();
+    let err = Pool::builder()
+        .backend(kind)
+        .cpu_list([4096])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("pin(false)"), "{err}");
+    let unpinned = Pool::builder()
+        .backend(kind)
+        .cpu_list([4096])
+        .pin(false)
+        .build()
+        .unwrap();
+    assert_eq!(unpinned.core_info(0).cpu, None);
+    assert_eq!(unpinned.spawn_on(0, || async { 5 }).wait(WAIT).unwrap(), 5);
+    unpinned.shutdown().unwrap();
+});
