@@ -9,11 +9,12 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
@@ -168,16 +169,59 @@ impl<F: Future + 'static> Task<F> {
     }
 }
 
-impl<F: Future + 'static> Wake for Task<F> {
-    fn wake(self: Arc<Self>) {
-        self.schedule();
-    }
+/// The waker of a task is its `Arc`, with a vtable of our own so that the executor can
+/// lend a task its waker for one poll without touching the reference count.
+fn raw_waker<F: Future + 'static>(task: *const Task<F>) -> RawWaker {
+    RawWaker::new(task.cast(), vtable::<F>())
+}
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.load(Ordering::Acquire) {
-            self.clone().schedule();
-        }
+fn vtable<F: Future + 'static>() -> &'static RawWakerVTable {
+    &RawWakerVTable::new(
+        waker_clone::<F>,
+        waker_wake::<F>,
+        waker_wake_by_ref::<F>,
+        waker_drop::<F>,
+    )
+}
+
+/// # Safety
+///
+/// `p` comes from `Arc::<Task<F>>::as_ptr` or `into_raw` of a live task.
+unsafe fn waker_clone<F: Future + 'static>(p: *const ()) -> RawWaker {
+    // SAFETY: p points to a live Arc<Task<F>> (the waker holds or borrows a reference).
+    unsafe { Arc::increment_strong_count(p.cast::<Task<F>>()) };
+    raw_waker::<F>(p.cast())
+}
+
+/// # Safety
+///
+/// `p` is an owned reference (from `waker_clone` or `Arc::into_raw`).
+unsafe fn waker_wake<F: Future + 'static>(p: *const ()) {
+    // SAFETY: the waker owned one strong reference, which this consumes.
+    let task = unsafe { Arc::from_raw(p.cast::<Task<F>>()) };
+    task.schedule();
+}
+
+/// # Safety
+///
+/// `p` points to a live task.
+unsafe fn waker_wake_by_ref<F: Future + 'static>(p: *const ()) {
+    // SAFETY: p points to a live task for the duration of the call.
+    let task = unsafe { &*p.cast::<Task<F>>() };
+    if !task.scheduled.load(Ordering::Acquire) {
+        // SAFETY: as above; take a new strong reference for the run queue.
+        unsafe { Arc::increment_strong_count(p.cast::<Task<F>>()) };
+        // SAFETY: the reference just taken is owned by this Arc.
+        unsafe { Arc::from_raw(p.cast::<Task<F>>()) }.schedule();
     }
+}
+
+/// # Safety
+///
+/// `p` is an owned reference.
+unsafe fn waker_drop<F: Future + 'static>(p: *const ()) {
+    // SAFETY: releases the strong reference the waker owned.
+    unsafe { Arc::decrement_strong_count(p.cast::<Task<F>>()) };
 }
 
 impl<F: Future + 'static> Runnable for Task<F> {
@@ -190,7 +234,9 @@ impl<F: Future + 'static> Runnable for Task<F> {
             self.shutdown();
             return;
         }
-        let waker = Waker::from(self.clone());
+        // SAFETY: the waker borrows `self`'s reference for this poll only (ManuallyDrop:
+        // never dropped, so the count is untouched); clones take their own reference.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(Arc::as_ptr(&self))) });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: owning thread; the only other code that reaches `stage` (finish,
         // shutdown, JoinHandle) runs when the future is not being polled, and
