@@ -32,6 +32,7 @@ mod driver;
 pub mod fs;
 pub mod net;
 mod op;
+mod platform;
 mod pool;
 mod runtime;
 pub mod sync;

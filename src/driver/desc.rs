@@ -2,6 +2,8 @@
 
 use std::os::fd::RawFd;
 
+use crate::platform;
+
 /// What an operation asks the kernel to do, with raw pointers into memory the operation
 /// owns. Every backend translates this in one exhaustive `match`.
 ///
@@ -51,13 +53,15 @@ pub(crate) enum OpDesc {
     },
     /// `close(fd)`.
     Close { fd: RawFd },
-    /// `statx(dirfd, path, flags, mask, buf)`.
+    /// `statx(dirfd, path, flags, mask, buf)` on Linux; `fstatat`/`fstat` elsewhere (see
+    /// [`platform::stat`]). `flags` may hold [`platform::STAT_EMPTY_PATH`] to describe
+    /// `dirfd` itself.
     Statx {
         dirfd: RawFd,
         path: *const libc::c_char,
         flags: i32,
         mask: u32,
-        buf: *mut libc::statx,
+        buf: *mut platform::Stat,
     },
     /// `unlinkat(dirfd, path, flags)`.
     UnlinkAt {
@@ -65,7 +69,8 @@ pub(crate) enum OpDesc {
         path: *const libc::c_char,
         flags: i32,
     },
-    /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`.
+    /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)` (`renameat` where the kernel
+    /// has no rename flags).
     RenameAt {
         olddirfd: RawFd,
         oldpath: *const libc::c_char,
@@ -79,12 +84,12 @@ pub(crate) enum OpDesc {
         path: *const libc::c_char,
         mode: u32,
     },
-    /// `accept4(fd, addr, addrlen, flags)`; yields a new fd.
+    /// `accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK)`; yields a new fd, always
+    /// close-on-exec and non-blocking (see [`platform::accept`]).
     Accept {
         fd: RawFd,
         addr: *mut libc::sockaddr,
         addrlen: *mut libc::socklen_t,
-        flags: i32,
     },
     /// `connect(fd, addr, addrlen)`.
     Connect {

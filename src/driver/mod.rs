@@ -29,6 +29,8 @@ pub(crate) mod fallback;
 pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod sys;
+// io_uring is a Linux interface; elsewhere the fallback backend is the only one.
+#[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
 use std::io;
@@ -73,6 +75,8 @@ pub(crate) enum Push {
     /// The operation is queued for the kernel.
     Queued,
     /// The submission queue is full: enter, reap, and push again.
+    // Only io_uring's bounded queue fills up; the fallback backend never reports it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Full,
 }
 
@@ -115,9 +119,11 @@ pub struct Metrics {
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
-/// the size difference between variants costs nothing worth a box.
+/// the size difference between variants costs nothing worth a box. io_uring exists only
+/// on Linux.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
+    #[cfg(target_os = "linux")]
     Uring(uring::Uring),
     Fallback(fallback::Fallback),
 }
@@ -125,6 +131,7 @@ pub(crate) enum Backend {
 macro_rules! dispatch {
     ($self:expr, $b:ident => $e:expr) => {
         match $self {
+            #[cfg(target_os = "linux")]
             Backend::Uring($b) => $e,
             Backend::Fallback($b) => $e,
         }

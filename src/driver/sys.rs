@@ -2,11 +2,13 @@
 //!
 //! This is the readiness/blocking-pool counterpart of `uring::Uring::sqe`: the one place
 //! that maps each description onto its syscall. It returns what a CQE would carry: the
-//! result, or `-errno`.
+//! result, or `-errno`. The calls that differ between kernels (stat, rename, accept,
+//! fsync) go through [`crate::platform`], so this file is the same on every Unix.
 
 use std::io;
 
 use super::OpDesc;
+use crate::platform;
 
 /// How the fallback backend runs a description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,14 @@ fn ret(r: isize) -> i32 {
             .unwrap_or(libc::EIO)
     } else {
         r.min(i32::MAX as isize) as i32
+    }
+}
+
+/// A platform wrapper's result as a CQE would carry it: the value, or `-errno`.
+fn res(r: io::Result<i32>) -> i32 {
+    match r {
+        Ok(n) => n,
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 
@@ -105,11 +115,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 (Ok(off), Ok(n)) => ret(libc::pwritev(fd, iov, n, off)),
                 _ => -libc::EINVAL,
             },
-            OpDesc::Fsync { fd, datasync } => ret(if datasync {
-                libc::fdatasync(fd)
-            } else {
-                libc::fsync(fd)
-            } as isize),
+            OpDesc::Fsync { fd, datasync } => res(platform::fsync(fd, datasync)),
             OpDesc::OpenAt {
                 dirfd,
                 path,
@@ -123,7 +129,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 flags,
                 mask,
                 buf,
-            } => ret(libc::statx(dirfd, path, flags, mask, buf) as isize),
+            } => res(platform::stat(dirfd, path, flags, mask, buf)),
             OpDesc::UnlinkAt { dirfd, path, flags } => {
                 ret(libc::unlinkat(dirfd, path, flags) as isize)
             }
@@ -133,14 +139,14 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 newdirfd,
                 newpath,
                 flags,
-            } => ret(libc::renameat2(olddirfd, oldpath, newdirfd, newpath, flags) as isize),
-            OpDesc::MkdirAt { dirfd, path, mode } => ret(libc::mkdirat(dirfd, path, mode) as isize),
-            OpDesc::Accept {
-                fd,
-                addr,
-                addrlen,
-                flags,
-            } => ret(libc::accept4(fd, addr, addrlen, flags) as isize),
+            } => res(platform::rename(
+                olddirfd, oldpath, newdirfd, newpath, flags,
+            )),
+            // mode_t is u16 on FreeBSD and Darwin; permission bits fit (std casts likewise).
+            OpDesc::MkdirAt { dirfd, path, mode } => {
+                ret(libc::mkdirat(dirfd, path, mode as libc::mode_t) as isize)
+            }
+            OpDesc::Accept { fd, addr, addrlen } => res(platform::accept(fd, addr, addrlen)),
             OpDesc::Connect { fd, addr, addrlen } => connect(fd, addr, addrlen),
             OpDesc::Recv {
                 fd,

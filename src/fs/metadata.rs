@@ -3,20 +3,22 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-/// Metadata of a file, from `statx`.
+use crate::platform::{FileStat, Timestamp};
+
+/// Metadata of a file, from `statx` on Linux and `fstatat`/`fstat` elsewhere.
 #[derive(Clone, Copy)]
 pub struct Metadata {
-    stx: libc::statx,
+    st: FileStat,
 }
 
 impl Metadata {
-    pub(crate) fn from_statx(stx: libc::statx) -> Metadata {
-        Metadata { stx }
+    pub(crate) fn from_stat(st: FileStat) -> Metadata {
+        Metadata { st }
     }
 
     /// Size in bytes.
     pub fn len(&self) -> u64 {
-        self.stx.stx_size
+        self.st.size
     }
 
     /// Whether the size is zero.
@@ -26,7 +28,7 @@ impl Metadata {
 
     /// The kind of file.
     pub fn file_type(&self) -> FileType {
-        FileType(u32::from(self.stx.stx_mode) & libc::S_IFMT)
+        FileType(self.st.kind)
     }
 
     /// Whether this is a directory.
@@ -46,47 +48,47 @@ impl Metadata {
 
     /// Permission bits.
     pub fn permissions(&self) -> std::fs::Permissions {
-        std::fs::Permissions::from_mode(u32::from(self.stx.stx_mode) & 0o7777)
+        std::fs::Permissions::from_mode(self.st.perm)
     }
 
     /// Inode number.
     pub fn ino(&self) -> u64 {
-        self.stx.stx_ino
+        self.st.ino
     }
 
-    /// Number of hard links.
+    /// Number of hard links (saturating at `u32::MAX`).
     pub fn nlink(&self) -> u32 {
-        self.stx.stx_nlink
+        u32::try_from(self.st.nlink).unwrap_or(u32::MAX)
     }
 
     /// Owner's user id.
     pub fn uid(&self) -> u32 {
-        self.stx.stx_uid
+        self.st.uid
     }
 
     /// Owner's group id.
     pub fn gid(&self) -> u32 {
-        self.stx.stx_gid
+        self.st.gid
     }
 
     /// Preferred IO block size.
     pub fn blksize(&self) -> u32 {
-        self.stx.stx_blksize
+        self.st.blksize
     }
 
     /// Allocated 512-byte blocks.
     pub fn blocks(&self) -> u64 {
-        self.stx.stx_blocks
+        self.st.blocks
     }
 
     /// Last modification time.
     pub fn modified(&self) -> io::Result<SystemTime> {
-        self.time(libc::STATX_MTIME, self.stx.stx_mtime, "modification")
+        time(self.st.modified, "modification")
     }
 
     /// Last access time.
     pub fn accessed(&self) -> io::Result<SystemTime> {
-        self.time(libc::STATX_ATIME, self.stx.stx_atime, "access")
+        time(self.st.accessed, "access")
     }
 
     /// Creation (birth) time, where the file system records it.
@@ -95,24 +97,24 @@ impl Metadata {
     ///
     /// `Unsupported` when the file system does not report it.
     pub fn created(&self) -> io::Result<SystemTime> {
-        self.time(libc::STATX_BTIME, self.stx.stx_btime, "creation")
+        time(self.st.created, "creation")
     }
+}
 
-    fn time(&self, bit: u32, ts: libc::statx_timestamp, what: &str) -> io::Result<SystemTime> {
-        if self.stx.stx_mask & bit == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("the file system does not report a {what} time for this file"),
-            ));
-        }
-        let nanos = Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec);
-        Ok(if ts.tv_sec >= 0 {
-            SystemTime::UNIX_EPOCH + nanos
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_secs(ts.tv_sec.unsigned_abs())
-                + Duration::from_nanos(u64::from(ts.tv_nsec))
-        })
-    }
+fn time(ts: Option<Timestamp>, what: &str) -> io::Result<SystemTime> {
+    let Some(ts) = ts else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the file system does not report a {what} time for this file"),
+        ));
+    };
+    let nanos = Duration::new(ts.sec.unsigned_abs(), ts.nsec);
+    Ok(if ts.sec >= 0 {
+        SystemTime::UNIX_EPOCH + nanos
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(ts.sec.unsigned_abs())
+            + Duration::from_nanos(u64::from(ts.nsec))
+    })
 }
 
 impl fmt::Debug for Metadata {
@@ -128,7 +130,7 @@ impl fmt::Debug for Metadata {
 
 /// The kind of a file.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileType(u32);
+pub struct FileType(libc::mode_t);
 
 impl FileType {
     /// A directory.

@@ -109,19 +109,20 @@ impl File {
         Op::new(Writev::new(&self.fd, bufs, pos)).await
     }
 
-    /// Flushes data and metadata to the device (`fsync`).
+    /// Flushes data and metadata to the device (`fsync`; `F_FULLFSYNC` on Apple platforms).
     pub async fn sync_all(&self) -> io::Result<()> {
         Op::new(Fsync::new(&self.fd, false)).await
     }
 
-    /// Flushes data, and only the metadata needed to read it back (`fdatasync`).
+    /// Flushes data, and only the metadata needed to read it back (`fdatasync`; on Apple
+    /// platforms, which lack it, `F_FULLFSYNC`).
     pub async fn sync_data(&self) -> io::Result<()> {
         Op::new(Fsync::new(&self.fd, true)).await
     }
 
-    /// The file's metadata (`statx` on the open descriptor).
+    /// The file's metadata (`statx` on the open descriptor; `fstat` where there is no statx).
     pub async fn metadata(&self) -> io::Result<Metadata> {
-        Op::new(Statx::fd(&self.fd)).await.map(Metadata::from_statx)
+        Op::new(Statx::fd(&self.fd)).await.map(Metadata::from_stat)
     }
 
     /// Closes the file through the runtime, reporting the kernel's verdict.
@@ -347,12 +348,12 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
     Op::new(Rename::new(from, to)).await
 }
 
-/// Metadata of a path, following symlinks (`statx`).
+/// Metadata of a path, following symlinks (`statx`, or `fstatat` where there is none).
 pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
     let path = cstring(path.as_ref())?;
     Op::new(Statx::path(path, true))
         .await
-        .map(Metadata::from_statx)
+        .map(Metadata::from_stat)
 }
 
 /// Metadata of a path, not following a final symlink.
@@ -360,5 +361,5 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
     let path = cstring(path.as_ref())?;
     Op::new(Statx::path(path, false))
         .await
-        .map(Metadata::from_statx)
+        .map(Metadata::from_stat)
 }

@@ -10,17 +10,13 @@ use crate::driver::op::Op;
 use crate::op::net::{Connect, RawAddr, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
+use crate::platform;
 
 /// Creates a close-on-exec, non-blocking socket. Non-blocking mode is what every backend
 /// needs (io_uring arms its own poll on EAGAIN; a readiness backend retries on it); for the
 /// caller it changes nothing: every operation still completes only when done.
 pub(crate) fn socket(domain: i32, ty: i32) -> io::Result<SharedFd> {
-    // SAFETY: socket() has no memory-safety preconditions.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(SharedFd::new(fd))
+    platform::socket(domain, ty).map(SharedFd::new)
 }
 
 /// Runs `f` on a std view of `fd` without taking ownership of it.

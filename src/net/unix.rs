@@ -8,6 +8,7 @@ use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
 use crate::op::net::{Accept, RawAddr};
 use crate::op::SharedFd;
+use crate::platform;
 
 /// A Unix domain socket listening for connections.
 pub struct UnixListener {
@@ -82,12 +83,7 @@ impl UnixStream {
 
     /// A connected pair of sockets.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
-        let mut fds = [0; 2];
-        let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-        // SAFETY: fds has room for the two descriptors socketpair writes.
-        if unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fds = platform::socketpair(libc::AF_UNIX, libc::SOCK_STREAM)?;
         Ok((
             UnixStream::from_shared(SharedFd::new(fds[0])),
             UnixStream::from_shared(SharedFd::new(fds[1])),

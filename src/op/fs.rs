@@ -1,4 +1,4 @@
-//! File-system operations: open, close, fsync, statx, unlink, rename, mkdir.
+//! File-system operations: open, close, fsync, stat, unlink, rename, mkdir.
 
 use std::ffi::CString;
 use std::io;
@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::driver::op::Operation;
 use crate::driver::{Completion, OpDesc};
 use crate::op::SharedFd;
+use crate::platform::{self, FileStat};
 
 /// Converts a path for the kernel, refusing interior NUL bytes with a clear error.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
@@ -103,16 +104,14 @@ impl Operation for Fsync {
     }
 }
 
-/// `statx` of an open descriptor (empty path) or of a path.
+/// `statx` (Linux) or `fstatat`/`fstat` (elsewhere) of an open descriptor (empty path) or
+/// of a path.
 pub(crate) struct Statx {
     fd: Option<SharedFd>,
     path: CString,
     flags: i32,
-    buf: Box<libc::statx>,
+    buf: Box<platform::Stat>,
 }
-
-/// What every statx asks for: the basic fields and the birth time.
-const STATX_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
 
 impl Statx {
     /// Of the open file itself.
@@ -120,8 +119,8 @@ impl Statx {
         Statx {
             fd: Some(fd.clone()),
             path: CString::default(),
-            flags: libc::AT_EMPTY_PATH,
-            buf: Box::new(zeroed_statx()),
+            flags: platform::STAT_EMPTY_PATH,
+            buf: Box::new(zeroed_stat()),
         }
     }
 
@@ -131,31 +130,32 @@ impl Statx {
             fd: None,
             path,
             flags: if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW },
-            buf: Box::new(zeroed_statx()),
+            buf: Box::new(zeroed_stat()),
         }
     }
 }
 
-fn zeroed_statx() -> libc::statx {
-    // SAFETY: statx is a plain C struct of integers, for which all-zeroes is valid.
+fn zeroed_stat() -> platform::Stat {
+    // SAFETY: Stat (struct statx or struct stat) is a plain C struct of integers, for
+    // which all-zeroes is valid.
     unsafe { std::mem::zeroed() }
 }
 
 impl Operation for Statx {
-    type Output = io::Result<libc::statx>;
+    type Output = io::Result<FileStat>;
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Statx {
             dirfd: self.fd.as_ref().map_or(libc::AT_FDCWD, SharedFd::raw),
             path: self.path.as_ptr(),
             flags: self.flags,
-            mask: STATX_MASK,
+            mask: platform::STAT_MASK,
             buf: &mut *self.buf,
         }
     }
 
     fn complete(self, c: Completion) -> Self::Output {
-        c.result().map(|_| *self.buf)
+        c.result().map(|_| platform::file_stat(&self.buf))
     }
 }
 
@@ -190,7 +190,7 @@ impl Operation for Unlink {
     }
 }
 
-/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, 0)`.
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, 0)` (`renameat` where there is no renameat2).
 pub(crate) struct Rename {
     from: CString,
     to: CString,

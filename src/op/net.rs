@@ -8,6 +8,7 @@ use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Operation;
 use crate::driver::{Completion, OpDesc};
 use crate::op::{checked_len, SharedFd};
+use crate::platform;
 
 /// A socket address in kernel form, in heap memory the kernel may read or fill.
 pub(crate) struct RawAddr {
@@ -53,6 +54,7 @@ impl RawAddr {
                 raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             }
         }
+        platform::set_sockaddr_len(&mut raw.storage, raw.len);
         raw
     }
 
@@ -87,6 +89,7 @@ impl RawAddr {
         // Pathnames include their terminating NUL; abstract names are counted exactly.
         let extra = usize::from(path.first() != Some(&0));
         raw.len = (base + path.len() + extra) as libc::socklen_t;
+        platform::set_sockaddr_len(&mut raw.storage, raw.len);
         Ok(raw)
     }
 
@@ -125,7 +128,8 @@ impl RawAddr {
     }
 }
 
-/// `accept4`; yields the new descriptor and the peer's address.
+/// `accept4` (or what the platform has instead); yields the new descriptor, close-on-exec
+/// and non-blocking, and the peer's address.
 pub(crate) struct Accept {
     fd: SharedFd,
     addr: Box<RawAddr>,
@@ -148,7 +152,6 @@ impl Operation for Accept {
             fd: self.fd.raw(),
             addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
             addrlen: &mut self.addr.len,
-            flags: libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
         }
     }
 
@@ -246,7 +249,7 @@ impl<B: IoBuf> Operation for SendTo<B> {
         OpDesc::SendMsg {
             fd: self.fd.raw(),
             msg: &self.msg.hdr,
-            flags: libc::MSG_NOSIGNAL as u32,
+            flags: platform::SEND_FLAGS as u32,
         }
     }
 

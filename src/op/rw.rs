@@ -4,6 +4,7 @@ use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Operation;
 use crate::driver::{Completion, OpDesc};
 use crate::op::{checked_len, rw_len, SharedFd};
+use crate::platform;
 
 /// `pread` into the start of an owned buffer.
 pub(crate) struct Read<B> {
@@ -234,7 +235,8 @@ impl<B: IoBufMut> Operation for Recv<B> {
     }
 }
 
-/// `send` of an owned buffer's initialised bytes, never raising SIGPIPE.
+/// `send` of an owned buffer's initialised bytes, never raising SIGPIPE (`MSG_NOSIGNAL`,
+/// or `SO_NOSIGPIPE` on the socket where the flag does not exist).
 pub(crate) struct Send<B> {
     fd: SharedFd,
     buf: B,
@@ -257,7 +259,7 @@ impl<B: IoBuf> Operation for Send<B> {
             fd: self.fd.raw(),
             buf: self.buf.stable_ptr(),
             len: rw_len(self.buf.bytes_init()),
-            flags: libc::MSG_NOSIGNAL,
+            flags: platform::SEND_FLAGS,
         }
     }
 

@@ -15,7 +15,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::driver::fallback::Fallback;
-use crate::driver::{uring, Backend, Driver, Metrics, Wait};
+#[cfg(target_os = "linux")]
+use crate::driver::uring;
+use crate::driver::{Backend, Driver, Metrics, Wait};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
 
@@ -26,10 +28,11 @@ const TASK_BUDGET: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BackendKind {
-    /// Pick the best available: io_uring where it works.
+    /// Pick the best available: io_uring where it works (Linux), else the fallback.
     #[default]
     Auto,
-    /// io_uring; building the runtime fails if the kernel does not allow it.
+    /// io_uring; building the runtime fails if the kernel does not allow it, and always
+    /// (with `Unsupported`) on platforms other than Linux.
     IoUring,
     /// The readiness (epoll/kqueue) backend with a blocking pool for files.
     Fallback,
@@ -71,6 +74,8 @@ impl fmt::Display for BackendKind {
 /// rt.block_on(async { /* ... */ });
 /// ```
 #[derive(Debug, Clone)]
+// The ring settings are read only where io_uring exists (Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Builder {
     entries: u32,
     cq_entries: Option<u32>,
@@ -154,14 +159,17 @@ impl Builder {
     /// EINVAL, or a required feature is missing, the fallback backend is built instead and
     /// the reason is logged once on stderr and kept in [`Runtime::fallback_reason`].
     /// The `CORING_BACKEND` environment variable (`io_uring`, `fallback`, `auto`)
-    /// overrides [`Builder::backend`].
+    /// overrides [`Builder::backend`]. On platforms other than Linux, `Auto` selects the
+    /// fallback backend (kqueue) without a log line, and the reason is
+    /// "io_uring is only available on Linux".
     ///
     /// # Errors
     ///
     /// When the backend cannot be set up: with io_uring forced, the kernel's error with its
     /// errno intact (EPERM when blocked by seccomp or `kernel.io_uring_disabled`, ENOSYS
     /// without io_uring, ENOMEM under a low memlock limit) or `Unsupported` naming a missing
-    /// io_uring feature; `InvalidInput` for a bad `CORING_BACKEND`.
+    /// io_uring feature (or, off Linux, saying io_uring is only available on Linux);
+    /// `InvalidInput` for a bad `CORING_BACKEND`.
     pub fn build(&self) -> io::Result<Runtime> {
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
@@ -193,6 +201,7 @@ impl Builder {
     }
 
     /// Builds the backend and, when it is the fallback, says why.
+    #[cfg(target_os = "linux")]
     fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
         let cfg = uring::UringConfig {
             entries: self.entries,
@@ -221,10 +230,38 @@ impl Builder {
             },
         }
     }
+
+    /// Builds the backend: without io_uring that is always the fallback; asking for
+    /// io_uring is an error rather than a silent substitute.
+    #[cfg(not(target_os = "linux"))]
+    fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+        let reason = match self.requested_backend()? {
+            BackendKind::IoUring => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "coring: {IO_URING_LINUX_ONLY}; use BackendKind::Auto or \
+                         BackendKind::Fallback"
+                    ),
+                ))
+            }
+            BackendKind::Fallback => "fallback requested (Builder::backend or CORING_BACKEND)",
+            BackendKind::Auto => IO_URING_LINUX_ONLY,
+        };
+        Ok((
+            Backend::Fallback(Fallback::new()?),
+            Some(reason.to_string()),
+        ))
+    }
 }
+
+/// Why a runtime off Linux runs on the fallback backend.
+#[cfg(not(target_os = "linux"))]
+const IO_URING_LINUX_ONLY: &str = "io_uring is only available on Linux";
 
 /// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
 /// (out of descriptors) that the fallback would hit too.
+#[cfg(target_os = "linux")]
 fn io_uring_unavailable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -233,6 +270,7 @@ fn io_uring_unavailable(e: &io::Error) -> bool {
 }
 
 /// Says once per process, on stderr, why the runtime fell back.
+#[cfg(target_os = "linux")]
 fn log_fallback_once(reason: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
@@ -346,6 +384,7 @@ impl Runtime {
     /// Which backend this runtime runs on.
     pub fn backend(&self) -> BackendKind {
         match self.inner.driver.borrow().backend() {
+            #[cfg(target_os = "linux")]
             Backend::Uring(_) => BackendKind::IoUring,
             Backend::Fallback(_) => BackendKind::Fallback,
         }

@@ -9,6 +9,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::offload::Offload;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
+use crate::platform::linux::SOCKET_FLAGS;
 
 /// `user_data` of the setup round trip.
 const PROBE_TOKEN: u64 = u64::MAX - 2;
@@ -423,13 +424,8 @@ impl Uring {
             OpDesc::MkdirAt { dirfd, path, mode } => {
                 opcode::MkDirAt::new(Fd(dirfd), path).mode(mode).build()
             }
-            OpDesc::Accept {
-                fd,
-                addr,
-                addrlen,
-                flags,
-            } => opcode::Accept::new(Fd(fd), addr, addrlen)
-                .flags(flags)
+            OpDesc::Accept { fd, addr, addrlen } => opcode::Accept::new(Fd(fd), addr, addrlen)
+                .flags(SOCKET_FLAGS)
                 .build(),
             OpDesc::Connect { fd, addr, addrlen } => {
                 opcode::Connect::new(Fd(fd), addr, addrlen).build()

@@ -1,0 +1,98 @@
+//! Apple platforms: no `accept4`, no `SOCK_CLOEXEC`/`SOCK_NONBLOCK` and no `fdatasync`, so
+//! descriptor flags are set with `fcntl` right after the call, SIGPIPE is turned off per
+//! socket (`SO_NOSIGPIPE`), and both syncs use `F_FULLFSYNC`.
+//!
+//! Setting close-on-exec after the call leaves a window in which a `fork` + `exec` on
+//! another thread inherits the descriptor; the standard library has the same window here.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::cvt;
+
+/// Flags of every send: none; [`prepare`] sets `SO_NOSIGPIPE` on every socket instead.
+pub(crate) const SEND_FLAGS: i32 = 0;
+
+/// `fcntl(fd, F_FULLFSYNC)` for both kinds of sync: plain `fsync` on Darwin does not ask
+/// the drive to flush its cache, so only this makes the data durable (as `std` does).
+pub(crate) fn fsync(fd: RawFd, _datasync: bool) -> io::Result<i32> {
+    // SAFETY: F_FULLFSYNC takes no argument; a bad fd is reported as EBADF.
+    cvt(unsafe { libc::fcntl(fd, libc::F_FULLFSYNC) })
+}
+
+/// `accept(fd, addr, addrlen)`, then the new socket is made close-on-exec, non-blocking
+/// and SIGPIPE-free; yields the new descriptor (closed again if that fails).
+///
+/// # Safety
+///
+/// `addr` must be valid for writes of `*addrlen` bytes and `addrlen` for reads and writes,
+/// for the whole call.
+pub(crate) unsafe fn accept(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut libc::socklen_t,
+) -> io::Result<RawFd> {
+    // SAFETY: addr and addrlen are valid per this function's contract.
+    let new = cvt(unsafe { libc::accept(fd, addr, addrlen) })?;
+    prepare_or_close(new)
+}
+
+/// A new close-on-exec, non-blocking, SIGPIPE-free socket of `domain` and `ty`.
+pub(crate) fn socket(domain: i32, ty: i32) -> io::Result<RawFd> {
+    // SAFETY: socket() takes no pointers.
+    let fd = cvt(unsafe { libc::socket(domain, ty, 0) })?;
+    prepare_or_close(fd)
+}
+
+/// A connected pair of close-on-exec, non-blocking, SIGPIPE-free sockets.
+pub(crate) fn socketpair(domain: i32, ty: i32) -> io::Result<[RawFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    cvt(unsafe { libc::socketpair(domain, ty, 0, fds.as_mut_ptr()) })?;
+    if let Err(e) = prepare(fds[0]).and_then(|()| prepare(fds[1])) {
+        close(fds[0]);
+        close(fds[1]);
+        return Err(e);
+    }
+    Ok(fds)
+}
+
+/// [`prepare`]s a descriptor this module just created, closing it if that fails.
+fn prepare_or_close(fd: RawFd) -> io::Result<RawFd> {
+    match prepare(fd) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// Sets FD_CLOEXEC, O_NONBLOCK and SO_NOSIGPIPE on a new socket.
+fn prepare(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments only, on a descriptor this module owns.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: as above.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    let on: libc::c_int = 1;
+    // SAFETY: passes a pointer to a live c_int and its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Closes a descriptor this module created and nobody else has seen.
+fn close(fd: RawFd) {
+    // SAFETY: fd is owned here and not used afterwards; the error has nowhere to go (the
+    // caller reports the error that made it give up the descriptor).
+    unsafe { libc::close(fd) };
+}

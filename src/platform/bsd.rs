@@ -1,0 +1,94 @@
+//! What FreeBSD and the Apple platforms share: `struct stat` from `fstatat`/`fstat`,
+//! `renameat` without flags, and socket addresses with a length byte.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::{cvt, FileStat, Timestamp};
+
+/// The buffer a stat operation fills.
+pub(crate) type Stat = libc::stat;
+
+/// Stat flag: describe `dirfd` itself (the path is empty), served by `fstat(2)`.
+///
+/// Not a kernel flag: a bit outside every `AT_*` flag of FreeBSD and Darwin, consumed by
+/// [`stat`] and never passed to the kernel. (FreeBSD 13 and later know `AT_EMPTY_PATH`,
+/// Darwin does not; `fstat` works on both.)
+pub(crate) const STAT_EMPTY_PATH: i32 = 1 << 30;
+
+/// statx's field mask; `fstatat` has none and fills every field.
+pub(crate) const STAT_MASK: u32 = 0;
+
+/// `fstat(dirfd, buf)` when `flags` has [`STAT_EMPTY_PATH`], else
+/// `fstatat(dirfd, path, flags, buf)`; `mask` is ignored (see [`STAT_MASK`]).
+///
+/// # Safety
+///
+/// `path` must point to a NUL-terminated string and `buf` must be valid for writes of one
+/// [`Stat`], for the whole call.
+pub(crate) unsafe fn stat(
+    dirfd: RawFd,
+    path: *const libc::c_char,
+    flags: i32,
+    _mask: u32,
+    buf: *mut Stat,
+) -> io::Result<i32> {
+    if flags & STAT_EMPTY_PATH != 0 {
+        // SAFETY: buf is valid for writes of one Stat per this function's contract.
+        cvt(unsafe { libc::fstat(dirfd, buf) })
+    } else {
+        // SAFETY: path and buf are valid per this function's contract.
+        cvt(unsafe { libc::fstatat(dirfd, path, buf, flags) })
+    }
+}
+
+/// The fields of a filled [`Stat`]. The birth time is `None` where the file system has
+/// none (FreeBSD then reports -1 seconds).
+pub(crate) fn file_stat(st: &Stat) -> FileStat {
+    let time = |sec: libc::time_t, nsec: libc::c_long| Timestamp {
+        sec,
+        nsec: u32::try_from(nsec).unwrap_or(0),
+    };
+    let created = time(st.st_birthtime, st.st_birthtime_nsec);
+    FileStat {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        kind: st.st_mode & libc::S_IFMT,
+        perm: u32::from(st.st_mode & 0o7777),
+        ino: st.st_ino,
+        // nlink_t is u16 on Darwin and u64 on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        nlink: u64::from(st.st_nlink),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        blksize: u32::try_from(st.st_blksize).unwrap_or(0),
+        blocks: u64::try_from(st.st_blocks).unwrap_or(0),
+        modified: Some(time(st.st_mtime, st.st_mtime_nsec)),
+        accessed: Some(time(st.st_atime, st.st_atime_nsec)),
+        created: (st.st_birthtime != -1).then_some(created),
+    }
+}
+
+/// `renameat(olddirfd, oldpath, newdirfd, newpath)`; these kernels have no rename flags,
+/// so any `flags` give EINVAL.
+///
+/// # Safety
+///
+/// Both paths must point to NUL-terminated strings for the whole call.
+pub(crate) unsafe fn rename(
+    olddirfd: RawFd,
+    oldpath: *const libc::c_char,
+    newdirfd: RawFd,
+    newpath: *const libc::c_char,
+    flags: u32,
+) -> io::Result<i32> {
+    if flags != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: both paths are valid per this function's contract.
+    cvt(unsafe { libc::renameat(olddirfd, oldpath, newdirfd, newpath) })
+}
+
+/// Sets the address's length byte (`sa_len`), which BSD socket addresses carry.
+pub(crate) fn set_sockaddr_len(storage: &mut libc::sockaddr_storage, len: libc::socklen_t) {
+    storage.ss_len = u8::try_from(len).unwrap_or(u8::MAX);
+}

@@ -1,0 +1,126 @@
+//! Linux: `statx`, `renameat2`, `accept4`, and socket flags set atomically at creation.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::{cvt, FileStat, Timestamp};
+
+/// The buffer a stat operation fills: `struct statx`, which io_uring's STATX opcode and
+/// `statx(2)` both write.
+pub(crate) type Stat = libc::statx;
+
+/// Stat flag: describe `dirfd` itself; the path is empty.
+pub(crate) const STAT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
+
+/// What every stat asks for: the basic fields and the birth time.
+pub(crate) const STAT_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+
+/// Flags of every socket coring creates or accepts: close-on-exec, non-blocking (io_uring
+/// arms its own poll on EAGAIN; the readiness backend retries on it).
+pub(crate) const SOCKET_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+
+/// Flags of every send: a closed peer gives EPIPE, never SIGPIPE.
+pub(crate) const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+
+/// `statx(dirfd, path, flags, mask, buf)`.
+///
+/// # Safety
+///
+/// `path` must point to a NUL-terminated string and `buf` must be valid for writes of one
+/// [`Stat`], for the whole call.
+pub(crate) unsafe fn stat(
+    dirfd: RawFd,
+    path: *const libc::c_char,
+    flags: i32,
+    mask: u32,
+    buf: *mut Stat,
+) -> io::Result<i32> {
+    // SAFETY: path and buf are valid per this function's contract.
+    cvt(unsafe { libc::statx(dirfd, path, flags, mask, buf) })
+}
+
+/// The fields of a filled [`Stat`]; times the kernel did not report (their bit missing
+/// from `stx_mask`) are `None`.
+pub(crate) fn file_stat(stx: &Stat) -> FileStat {
+    let time = |bit: u32, ts: libc::statx_timestamp| {
+        (stx.stx_mask & bit != 0).then_some(Timestamp {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec,
+        })
+    };
+    let mode = u32::from(stx.stx_mode);
+    FileStat {
+        size: stx.stx_size,
+        kind: mode & libc::S_IFMT,
+        perm: mode & 0o7777,
+        ino: stx.stx_ino,
+        nlink: u64::from(stx.stx_nlink),
+        uid: stx.stx_uid,
+        gid: stx.stx_gid,
+        blksize: stx.stx_blksize,
+        blocks: stx.stx_blocks,
+        modified: time(libc::STATX_MTIME, stx.stx_mtime),
+        accessed: time(libc::STATX_ATIME, stx.stx_atime),
+        created: time(libc::STATX_BTIME, stx.stx_btime),
+    }
+}
+
+/// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`.
+///
+/// # Safety
+///
+/// Both paths must point to NUL-terminated strings for the whole call.
+pub(crate) unsafe fn rename(
+    olddirfd: RawFd,
+    oldpath: *const libc::c_char,
+    newdirfd: RawFd,
+    newpath: *const libc::c_char,
+    flags: u32,
+) -> io::Result<i32> {
+    // SAFETY: both paths are valid per this function's contract.
+    cvt(unsafe { libc::renameat2(olddirfd, oldpath, newdirfd, newpath, flags) })
+}
+
+/// `fdatasync(fd)` when `datasync`, else `fsync(fd)`.
+pub(crate) fn fsync(fd: RawFd, datasync: bool) -> io::Result<i32> {
+    // SAFETY: neither call takes a pointer; a bad fd is reported as EBADF.
+    cvt(unsafe {
+        if datasync {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    })
+}
+
+/// `accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK)`; yields the new descriptor.
+///
+/// # Safety
+///
+/// `addr` must be valid for writes of `*addrlen` bytes and `addrlen` for reads and writes,
+/// for the whole call.
+pub(crate) unsafe fn accept(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut libc::socklen_t,
+) -> io::Result<RawFd> {
+    // SAFETY: addr and addrlen are valid per this function's contract.
+    cvt(unsafe { libc::accept4(fd, addr, addrlen, SOCKET_FLAGS) })
+}
+
+/// A new close-on-exec, non-blocking socket of `domain` and `ty`.
+pub(crate) fn socket(domain: i32, ty: i32) -> io::Result<RawFd> {
+    // SAFETY: socket() takes no pointers.
+    cvt(unsafe { libc::socket(domain, ty | SOCKET_FLAGS, 0) })
+}
+
+/// A connected pair of close-on-exec, non-blocking sockets.
+pub(crate) fn socketpair(domain: i32, ty: i32) -> io::Result<[RawFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    cvt(unsafe { libc::socketpair(domain, ty | SOCKET_FLAGS, 0, fds.as_mut_ptr()) })?;
+    Ok(fds)
+}
+
+/// Linux socket addresses carry no length field: the length travels beside them.
+pub(crate) fn set_sockaddr_len(_storage: &mut libc::sockaddr_storage, _len: libc::socklen_t) {}

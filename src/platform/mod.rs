@@ -1,0 +1,85 @@
+//! The few system calls and C types that differ between the Unix kernels coring runs on,
+//! behind one set of names and signatures.
+//!
+//! The op layer, the driver's syscall executor (`driver/sys.rs`) and the user types call
+//! only what this module exports; each platform module below provides every item of the
+//! list with the same signature, and nothing else in the crate needs a `cfg`:
+//!
+//! | item | Linux (`linux.rs`) | FreeBSD (`freebsd.rs`) | Apple (`apple.rs`) |
+//! |------|--------------------|------------------------|--------------------|
+//! | [`Stat`], [`stat`], [`file_stat`] | `struct statx`, `statx(2)` (io_uring STATX writes the same struct) | `struct stat`, `fstatat(2)` / `fstat(2)` (`bsd.rs`) | as FreeBSD |
+//! | [`rename`] | `renameat2(2)` | `renameat(2)` (no flags) (`bsd.rs`) | as FreeBSD |
+//! | [`fsync`] | `fsync(2)` / `fdatasync(2)` | `fsync(2)` / `fdatasync(2)` | `fcntl(F_FULLFSYNC)` |
+//! | [`accept`], [`socket`], [`socketpair`] | `SOCK_CLOEXEC \| SOCK_NONBLOCK`, atomically | as Linux | `fcntl` after the call, plus `SO_NOSIGPIPE` |
+//! | [`SEND_FLAGS`] | `MSG_NOSIGNAL` | `MSG_NOSIGNAL` | none (`SO_NOSIGPIPE` is set on every socket) |
+//! | [`set_sockaddr_len`] | nothing (no length field) | `sa_len` (`bsd.rs`) | as FreeBSD |
+//!
+//! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
+//! not depend on a platform's errno conventions either.
+
+use std::io;
+
+#[cfg(target_os = "linux")]
+pub(crate) mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{
+    accept, file_stat, fsync, rename, set_sockaddr_len, socket, socketpair, stat, Stat, SEND_FLAGS,
+    STAT_EMPTY_PATH, STAT_MASK,
+};
+
+#[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
+mod bsd;
+#[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
+pub(crate) use bsd::{file_stat, rename, set_sockaddr_len, stat, Stat, STAT_EMPTY_PATH, STAT_MASK};
+
+#[cfg(target_os = "freebsd")]
+mod freebsd;
+#[cfg(target_os = "freebsd")]
+pub(crate) use freebsd::{accept, fsync, socket, socketpair, SEND_FLAGS};
+
+#[cfg(target_vendor = "apple")]
+mod apple;
+#[cfg(target_vendor = "apple")]
+pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS};
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
+compile_error!(
+    "coring runs on Linux (io_uring or epoll), FreeBSD and Apple platforms (kqueue); \
+     src/platform/ has no module for this target yet"
+);
+
+/// What a stat call reports, in the same shape on every platform; `fs::Metadata` wraps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    pub(crate) size: u64,
+    /// The file-type bits of the mode (`mode & S_IFMT`).
+    pub(crate) kind: libc::mode_t,
+    /// The permission bits of the mode (`mode & 0o7777`).
+    pub(crate) perm: u32,
+    pub(crate) ino: u64,
+    pub(crate) nlink: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) blksize: u32,
+    pub(crate) blocks: u64,
+    /// `None` where the file system does not report the time.
+    pub(crate) modified: Option<Timestamp>,
+    pub(crate) accessed: Option<Timestamp>,
+    pub(crate) created: Option<Timestamp>,
+}
+
+/// Seconds and nanoseconds since the Unix epoch (seconds may be negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timestamp {
+    pub(crate) sec: i64,
+    pub(crate) nsec: u32,
+}
+
+/// A C-style return value (`-1` and `errno` on failure) as a `Result`.
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
