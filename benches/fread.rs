@@ -24,27 +24,41 @@
 //! cargo bench --bench fread -- --only coring --qd 32 --reps 1 --secs 10   # for perf
 //! ```
 
-use std::cell::Cell;
-use std::fs::File as StdFile;
-use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+// The raw contender is written on the io-uring crate, which (like io_uring) exists only on
+// Linux; elsewhere the bench only says so.
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
 
-use io_uring::{opcode, types, IoUring};
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("fread compares against a raw io_uring loop and runs on Linux only");
+}
 
-/// Size of one read, and the alignment of every offset.
-const BLOCK: usize = 4096;
-/// Seed of the offset generators; slot `i` of every contender uses the same stream.
-const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
-/// Operations between two looks at the clock.
-const CHECK_EVERY: u64 = 64;
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::cell::Cell;
+    use std::fs::File as StdFile;
+    use std::io::{self, Read, Write};
+    use std::mem::ManuallyDrop;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+    use std::process;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
+    use io_uring::{opcode, types, IoUring};
+
+    /// Size of one read, and the alignment of every offset.
+    const BLOCK: usize = 4096;
+    /// Seed of the offset generators; slot `i` of every contender uses the same stream.
+    const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+    /// Operations between two looks at the clock.
+    const CHECK_EVERY: u64 = 64;
+
+    const USAGE: &str = "\
 usage: cargo bench --bench fread -- [options]
   --secs S        seconds per measurement (default 2)
   --qd A,B,C      queue depths (default 1,32,128)
@@ -55,757 +69,763 @@ usage: cargo bench --bench fread -- [options]
                   slices, so that all see the same background load (default 1)
   --cpu N         pin the benchmark thread to CPU N";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Contender {
-    Coring,
-    Raw,
-    Pread,
-}
-
-struct Config {
-    secs: f64,
-    qds: Vec<usize>,
-    file_mb: u64,
-    reps: usize,
-    only: Option<Contender>,
-    slices: u32,
-    cpu: Option<usize>,
-}
-
-impl Config {
-    fn runs(&self, c: Contender) -> bool {
-        self.only.is_none_or(|o| o == c)
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Contender {
+        Coring,
+        Raw,
+        Pread,
     }
 
-    /// The length of one slice of a run.
-    fn slice(&self) -> Duration {
-        Duration::from_secs_f64(self.secs / f64::from(self.slices))
+    struct Config {
+        secs: f64,
+        qds: Vec<usize>,
+        file_mb: u64,
+        reps: usize,
+        only: Option<Contender>,
+        slices: u32,
+        cpu: Option<usize>,
     }
-}
 
-fn usage_exit(msg: &str) -> ! {
-    eprintln!("fread: {msg}\n{USAGE}");
-    process::exit(2);
-}
-
-fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> T {
-    let v = v.unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")));
-    v.parse()
-        .unwrap_or_else(|_| usage_exit(&format!("{flag}: cannot parse {v:?}")))
-}
-
-fn parse_args() -> Config {
-    let mut cfg = Config {
-        secs: 2.0,
-        qds: vec![1, 32, 128],
-        file_mb: 256,
-        reps: 3,
-        only: None,
-        slices: 1,
-        cpu: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            // `cargo bench` passes --bench to every bench binary.
-            "--bench" => {}
-            "--secs" => cfg.secs = parse_num("--secs", args.next()),
-            "--file-mb" => cfg.file_mb = parse_num("--file-mb", args.next()),
-            "--reps" => cfg.reps = parse_num("--reps", args.next()),
-            "--cpu" => cfg.cpu = Some(parse_num("--cpu", args.next())),
-            "--slices" => cfg.slices = parse_num("--slices", args.next()),
-            "--qd" => {
-                let v = args
-                    .next()
-                    .unwrap_or_else(|| usage_exit("--qd needs a value"));
-                cfg.qds = v
-                    .split(',')
-                    .map(|s| parse_num("--qd", Some(s.trim().to_string())))
-                    .collect();
-            }
-            "--only" => {
-                cfg.only = Some(match args.next().as_deref() {
-                    Some("coring") => Contender::Coring,
-                    Some("raw") => Contender::Raw,
-                    Some("pread") => Contender::Pread,
-                    other => usage_exit(&format!("--only: unknown contender {other:?}")),
-                })
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                process::exit(0);
-            }
-            other => usage_exit(&format!("unknown argument {other:?}")),
+    impl Config {
+        fn runs(&self, c: Contender) -> bool {
+            self.only.is_none_or(|o| o == c)
         }
-    }
-    if cfg.secs.is_nan() || cfg.secs <= 0.0 || cfg.file_mb == 0 || cfg.reps == 0 || cfg.slices == 0
-    {
-        usage_exit("--secs, --file-mb, --reps and --slices must be positive");
-    }
-    if cfg.qds.is_empty() || cfg.qds.contains(&0) {
-        usage_exit("--qd needs positive queue depths");
-    }
-    cfg
-}
 
-/// xorshift64: deterministic and cheap enough not to show up next to a syscall.
-struct XorShift(u64);
-
-impl XorShift {
-    /// The generator of in-flight slot `slot`; identical for every contender.
-    fn for_slot(slot: usize) -> XorShift {
-        let s = SEED ^ (slot as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        XorShift(if s == 0 { SEED } else { s })
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A block index in `0..blocks`.
-    fn block(&mut self, blocks: u64) -> u64 {
-        self.next_u64() % blocks
-    }
-}
-
-/// Counts completed operations and decides, every `CHECK_EVERY` of them, whether the
-/// measurement is over. The same rule for every contender.
-struct Clock {
-    deadline: Instant,
-    done: Cell<u64>,
-    stop: Cell<bool>,
-}
-
-impl Clock {
-    fn new(start: Instant, d: Duration) -> Clock {
-        Clock {
-            deadline: start + d,
-            done: Cell::new(0),
-            stop: Cell::new(false),
+        /// The length of one slice of a run.
+        fn slice(&self) -> Duration {
+            Duration::from_secs_f64(self.secs / f64::from(self.slices))
         }
     }
 
-    /// Records one finished operation.
-    fn tick(&self) {
-        let d = self.done.get() + 1;
-        self.done.set(d);
-        if d.is_multiple_of(CHECK_EVERY) && Instant::now() >= self.deadline {
-            self.stop.set(true);
-        }
+    fn usage_exit(msg: &str) -> ! {
+        eprintln!("fread: {msg}\n{USAGE}");
+        process::exit(2);
     }
 
-    fn stopped(&self) -> bool {
-        self.stop.get()
+    fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> T {
+        let v = v.unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")));
+        v.parse()
+            .unwrap_or_else(|_| usage_exit(&format!("{flag}: cannot parse {v:?}")))
     }
-}
 
-/// Checks one read: exactly a block, and the block we asked for.
-fn check_read(who: &str, n: usize, buf: &[u8], block: u64) {
-    assert_eq!(n, BLOCK, "{who}: short read at block {block}");
-    let stamp = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-    assert_eq!(stamp, block, "{who}: read returned the wrong block");
-}
-
-/// The test file: every 4 KiB block starts with its index (little endian). Removed on drop.
-struct TestFile {
-    path: PathBuf,
-    blocks: u64,
-}
-
-impl TestFile {
-    fn create(mb: u64) -> io::Result<TestFile> {
-        let path = std::env::temp_dir().join(format!("coring-fread-{}.dat", process::id()));
-        let tf = TestFile {
-            path,
-            blocks: mb * 1024 * 1024 / BLOCK as u64,
+    fn parse_args() -> Config {
+        let mut cfg = Config {
+            secs: 2.0,
+            qds: vec![1, 32, 128],
+            file_mb: 256,
+            reps: 3,
+            only: None,
+            slices: 1,
+            cpu: None,
         };
-        let mut f = StdFile::create(&tf.path)?;
-        let mut chunk = vec![0u8; 1024 * 1024];
-        let per_chunk = (chunk.len() / BLOCK) as u64;
-        for c in 0..tf.blocks / per_chunk {
-            for (i, blk) in chunk.chunks_mut(BLOCK).enumerate() {
-                let idx = c * per_chunk + i as u64;
-                blk.fill(idx as u8);
-                blk[..8].copy_from_slice(&idx.to_le_bytes());
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                // `cargo bench` passes --bench to every bench binary.
+                "--bench" => {}
+                "--secs" => cfg.secs = parse_num("--secs", args.next()),
+                "--file-mb" => cfg.file_mb = parse_num("--file-mb", args.next()),
+                "--reps" => cfg.reps = parse_num("--reps", args.next()),
+                "--cpu" => cfg.cpu = Some(parse_num("--cpu", args.next())),
+                "--slices" => cfg.slices = parse_num("--slices", args.next()),
+                "--qd" => {
+                    let v = args
+                        .next()
+                        .unwrap_or_else(|| usage_exit("--qd needs a value"));
+                    cfg.qds = v
+                        .split(',')
+                        .map(|s| parse_num("--qd", Some(s.trim().to_string())))
+                        .collect();
+                }
+                "--only" => {
+                    cfg.only = Some(match args.next().as_deref() {
+                        Some("coring") => Contender::Coring,
+                        Some("raw") => Contender::Raw,
+                        Some("pread") => Contender::Pread,
+                        other => usage_exit(&format!("--only: unknown contender {other:?}")),
+                    })
+                }
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    process::exit(0);
+                }
+                other => usage_exit(&format!("unknown argument {other:?}")),
             }
-            f.write_all(&chunk)?;
         }
-        // Flush now so that writeback does not run during the measurements.
-        f.sync_all()?;
-        drop(f);
-        // Read it once, fully, to make sure every page is in the page cache.
-        let mut f = StdFile::open(&tf.path)?;
-        let mut total = 0u64;
-        loop {
-            let n = f.read(&mut chunk)?;
-            if n == 0 {
-                break;
+        if cfg.secs.is_nan()
+            || cfg.secs <= 0.0
+            || cfg.file_mb == 0
+            || cfg.reps == 0
+            || cfg.slices == 0
+        {
+            usage_exit("--secs, --file-mb, --reps and --slices must be positive");
+        }
+        if cfg.qds.is_empty() || cfg.qds.contains(&0) {
+            usage_exit("--qd needs positive queue depths");
+        }
+        cfg
+    }
+
+    /// xorshift64: deterministic and cheap enough not to show up next to a syscall.
+    struct XorShift(u64);
+
+    impl XorShift {
+        /// The generator of in-flight slot `slot`; identical for every contender.
+        fn for_slot(slot: usize) -> XorShift {
+            let s = SEED ^ (slot as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            XorShift(if s == 0 { SEED } else { s })
+        }
+
+        fn next_u64(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        /// A block index in `0..blocks`.
+        fn block(&mut self, blocks: u64) -> u64 {
+            self.next_u64() % blocks
+        }
+    }
+
+    /// Counts completed operations and decides, every `CHECK_EVERY` of them, whether the
+    /// measurement is over. The same rule for every contender.
+    struct Clock {
+        deadline: Instant,
+        done: Cell<u64>,
+        stop: Cell<bool>,
+    }
+
+    impl Clock {
+        fn new(start: Instant, d: Duration) -> Clock {
+            Clock {
+                deadline: start + d,
+                done: Cell::new(0),
+                stop: Cell::new(false),
             }
-            total += n as u64;
         }
-        assert_eq!(
-            total,
-            tf.blocks * BLOCK as u64,
-            "test file has the wrong size"
-        );
-        Ok(tf)
-    }
 
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
+        /// Records one finished operation.
+        fn tick(&self) {
+            let d = self.done.get() + 1;
+            self.done.set(d);
+            if d.is_multiple_of(CHECK_EVERY) && Instant::now() >= self.deadline {
+                self.stop.set(true);
+            }
+        }
 
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            eprintln!("fread: could not remove {}: {e}", self.path.display());
+        fn stopped(&self) -> bool {
+            self.stop.get()
         }
     }
-}
 
-/// Fraction of the file's pages in the page cache, by `mincore(2)`.
-fn resident_fraction(file: &StdFile, len: usize) -> io::Result<f64> {
-    // SAFETY: a fresh shared read-only mapping of an open file; no Rust reference to the
-    // mapped memory is ever created, it is only passed to mincore and unmapped below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
+    /// Checks one read: exactly a block, and the block we asked for.
+    fn check_read(who: &str, n: usize, buf: &[u8], block: u64) {
+        assert_eq!(n, BLOCK, "{who}: short read at block {block}");
+        let stamp = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+        assert_eq!(stamp, block, "{who}: read returned the wrong block");
     }
-    let pages = len.div_ceil(BLOCK);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `addr..addr+len` is the mapping made above, and `vec` has one byte per page.
-    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    let err = io::Error::last_os_error();
-    // SAFETY: unmaps exactly the mapping made above, which nothing references.
-    unsafe { libc::munmap(addr, len) };
-    if rc != 0 {
-        return Err(err);
+
+    /// The test file: every 4 KiB block starts with its index (little endian). Removed on drop.
+    struct TestFile {
+        path: PathBuf,
+        blocks: u64,
     }
-    let resident = vec.iter().filter(|&&b| b & 1 != 0).count();
-    Ok(resident as f64 / pages as f64)
-}
 
-/// One measurement.
-#[derive(Clone, Copy, Default)]
-struct Run {
-    ops: u64,
-    elapsed: Duration,
-    /// Kernel entries (io_uring_enter) during the measurement.
-    enters: u64,
-    /// Event-loop turns (coring only).
-    turns: u64,
-    /// Times the loop slept in the kernel (coring only).
-    parks: u64,
-    /// CPU time the process used (user + system, every thread, io_uring workers included).
-    cpu: Duration,
-    /// Times the scheduler took the CPU away from the process.
-    preempted: u64,
-}
+    impl TestFile {
+        fn create(mb: u64) -> io::Result<TestFile> {
+            let path = std::env::temp_dir().join(format!("coring-fread-{}.dat", process::id()));
+            let tf = TestFile {
+                path,
+                blocks: mb * 1024 * 1024 / BLOCK as u64,
+            };
+            let mut f = StdFile::create(&tf.path)?;
+            let mut chunk = vec![0u8; 1024 * 1024];
+            let per_chunk = (chunk.len() / BLOCK) as u64;
+            for c in 0..tf.blocks / per_chunk {
+                for (i, blk) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let idx = c * per_chunk + i as u64;
+                    blk.fill(idx as u8);
+                    blk[..8].copy_from_slice(&idx.to_le_bytes());
+                }
+                f.write_all(&chunk)?;
+            }
+            // Flush now so that writeback does not run during the measurements.
+            f.sync_all()?;
+            drop(f);
+            // Read it once, fully, to make sure every page is in the page cache.
+            let mut f = StdFile::open(&tf.path)?;
+            let mut total = 0u64;
+            loop {
+                let n = f.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            assert_eq!(
+                total,
+                tf.blocks * BLOCK as u64,
+                "test file has the wrong size"
+            );
+            Ok(tf)
+        }
 
-/// CPU time and involuntary context switches of the process so far.
-#[derive(Clone, Copy)]
-struct Usage {
-    cpu: Duration,
-    preempted: u64,
-}
+        fn path(&self) -> &Path {
+            &self.path
+        }
+    }
 
-impl Usage {
-    fn now() -> Usage {
-        // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `ru` is a valid, writable rusage.
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+    impl Drop for TestFile {
+        fn drop(&mut self) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                eprintln!("fread: could not remove {}: {e}", self.path.display());
+            }
+        }
+    }
+
+    /// Fraction of the file's pages in the page cache, by `mincore(2)`.
+    fn resident_fraction(file: &StdFile, len: usize) -> io::Result<f64> {
+        // SAFETY: a fresh shared read-only mapping of an open file; no Rust reference to the
+        // mapped memory is ever created, it is only passed to mincore and unmapped below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
         };
-        // SAFETY: `ts` is a valid, writable timespec.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime: {}", io::Error::last_os_error());
-        Usage {
-            cpu: Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
-            preempted: ru.ru_nivcsw as u64,
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let pages = len.div_ceil(BLOCK);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `addr..addr+len` is the mapping made above, and `vec` has one byte per page.
+        let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+        let err = io::Error::last_os_error();
+        // SAFETY: unmaps exactly the mapping made above, which nothing references.
+        unsafe { libc::munmap(addr, len) };
+        if rc != 0 {
+            return Err(err);
+        }
+        let resident = vec.iter().filter(|&&b| b & 1 != 0).count();
+        Ok(resident as f64 / pages as f64)
+    }
+
+    /// One measurement.
+    #[derive(Clone, Copy, Default)]
+    struct Run {
+        ops: u64,
+        elapsed: Duration,
+        /// Kernel entries (io_uring_enter) during the measurement.
+        enters: u64,
+        /// Event-loop turns (coring only).
+        turns: u64,
+        /// Times the loop slept in the kernel (coring only).
+        parks: u64,
+        /// CPU time the process used (user + system, every thread, io_uring workers included).
+        cpu: Duration,
+        /// Times the scheduler took the CPU away from the process.
+        preempted: u64,
+    }
+
+    /// CPU time and involuntary context switches of the process so far.
+    #[derive(Clone, Copy)]
+    struct Usage {
+        cpu: Duration,
+        preempted: u64,
+    }
+
+    impl Usage {
+        fn now() -> Usage {
+            // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: `ru` is a valid, writable rusage.
+            let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+            assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec.
+            let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+            assert_eq!(rc, 0, "clock_gettime: {}", io::Error::last_os_error());
+            Usage {
+                cpu: Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                preempted: ru.ru_nivcsw as u64,
+            }
+        }
+
+        /// Fills in `run`'s CPU time and preemptions since `self`.
+        fn finish(self, mut run: Run) -> Run {
+            let now = Usage::now();
+            run.cpu = now.cpu.saturating_sub(self.cpu);
+            run.preempted = now.preempted - self.preempted;
+            run
         }
     }
 
-    /// Fills in `run`'s CPU time and preemptions since `self`.
-    fn finish(self, mut run: Run) -> Run {
-        let now = Usage::now();
-        run.cpu = now.cpu.saturating_sub(self.cpu);
-        run.preempted = now.preempted - self.preempted;
+    impl Run {
+        /// Accumulates another slice of the same measurement.
+        fn add(&mut self, o: &Run) {
+            self.ops += o.ops;
+            self.elapsed += o.elapsed;
+            self.enters += o.enters;
+            self.turns += o.turns;
+            self.parks += o.parks;
+            self.cpu += o.cpu;
+            self.preempted += o.preempted;
+        }
+
+        fn iops(&self) -> f64 {
+            self.ops as f64 / self.elapsed.as_secs_f64()
+        }
+
+        /// Operations per second of CPU time: insensitive to time the machine gave to others.
+        fn cpu_iops(&self) -> f64 {
+            self.ops as f64 / self.cpu.as_secs_f64().max(1e-9)
+        }
+
+        fn per_op(&self, n: u64) -> f64 {
+            n as f64 / self.ops.max(1) as f64
+        }
+    }
+
+    /// Ring size for a queue depth: coring's default of 256, or more for deeper queues.
+    fn ring_entries(qd: usize) -> u32 {
+        qd.next_power_of_two().max(256) as u32
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // coring
+
+    async fn coring_reader(file: Rc<coring::fs::File>, clock: Rc<Clock>, slot: usize, blocks: u64) {
+        let mut rng = XorShift::for_slot(slot);
+        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+        while !clock.stopped() {
+            let block = rng.block(blocks);
+            let (res, b) = file.read_at(buf, block * BLOCK as u64).await;
+            buf = b;
+            let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
+            check_read("coring", n, &buf, block);
+            clock.tick();
+        }
+    }
+
+    #[inline(never)] // a symbol to profile: valgrind --toggle-collect=fread::run_coring
+    fn run_coring(path: &Path, blocks: u64, qd: usize, d: Duration) -> Run {
+        let rt = coring::Builder::new()
+            .entries(ring_entries(qd))
+            .build()
+            .unwrap_or_else(|e| panic!("coring: cannot build the runtime: {e}"));
+        let file = rt
+            .block_on(coring::fs::File::open(path))
+            .unwrap_or_else(|e| panic!("coring: cannot open {}: {e}", path.display()));
+        let file = Rc::new(file);
+        let before = rt.metrics();
+        let usage = Usage::now();
+        let (ops, elapsed) = rt.block_on(async {
+            let start = Instant::now();
+            let clock = Rc::new(Clock::new(start, d));
+            let tasks: Vec<_> = (0..qd)
+                .map(|slot| coring::spawn(coring_reader(file.clone(), clock.clone(), slot, blocks)))
+                .collect();
+            for t in tasks {
+                t.await.expect("coring: a reader task failed");
+            }
+            (clock.done.get(), start.elapsed())
+        });
+        let after = rt.metrics();
+        let run = usage.finish(Run {
+            ops,
+            elapsed,
+            enters: after.enters - before.enters,
+            turns: after.turns - before.turns,
+            parks: after.parks - before.parks,
+            ..Run::default()
+        });
+        let file = Rc::try_unwrap(file).expect("coring: every reader task has finished");
+        rt.block_on(file.close())
+            .unwrap_or_else(|e| panic!("coring: close failed: {e}"));
         run
     }
-}
 
-impl Run {
-    /// Accumulates another slice of the same measurement.
-    fn add(&mut self, o: &Run) {
-        self.ops += o.ops;
-        self.elapsed += o.elapsed;
-        self.enters += o.enters;
-        self.turns += o.turns;
-        self.parks += o.parks;
-        self.cpu += o.cpu;
-        self.preempted += o.preempted;
-    }
-
-    fn iops(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Operations per second of CPU time: insensitive to time the machine gave to others.
-    fn cpu_iops(&self) -> f64 {
-        self.ops as f64 / self.cpu.as_secs_f64().max(1e-9)
-    }
-
-    fn per_op(&self, n: u64) -> f64 {
-        n as f64 / self.ops.max(1) as f64
-    }
-}
-
-/// Ring size for a queue depth: coring's default of 256, or more for deeper queues.
-fn ring_entries(qd: usize) -> u32 {
-    qd.next_power_of_two().max(256) as u32
-}
-
-// ---------------------------------------------------------------------------------------
-// coring
-
-async fn coring_reader(file: Rc<coring::fs::File>, clock: Rc<Clock>, slot: usize, blocks: u64) {
-    let mut rng = XorShift::for_slot(slot);
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-    while !clock.stopped() {
-        let block = rng.block(blocks);
-        let (res, b) = file.read_at(buf, block * BLOCK as u64).await;
-        buf = b;
-        let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
-        check_read("coring", n, &buf, block);
-        clock.tick();
-    }
-}
-
-#[inline(never)] // a symbol to profile: valgrind --toggle-collect=fread::run_coring
-fn run_coring(path: &Path, blocks: u64, qd: usize, d: Duration) -> Run {
-    let rt = coring::Builder::new()
-        .entries(ring_entries(qd))
-        .build()
-        .unwrap_or_else(|e| panic!("coring: cannot build the runtime: {e}"));
-    let file = rt
-        .block_on(coring::fs::File::open(path))
-        .unwrap_or_else(|e| panic!("coring: cannot open {}: {e}", path.display()));
-    let file = Rc::new(file);
-    let before = rt.metrics();
-    let usage = Usage::now();
-    let (ops, elapsed) = rt.block_on(async {
-        let start = Instant::now();
-        let clock = Rc::new(Clock::new(start, d));
-        let tasks: Vec<_> = (0..qd)
-            .map(|slot| coring::spawn(coring_reader(file.clone(), clock.clone(), slot, blocks)))
-            .collect();
-        for t in tasks {
-            t.await.expect("coring: a reader task failed");
-        }
-        (clock.done.get(), start.elapsed())
-    });
-    let after = rt.metrics();
-    let run = usage.finish(Run {
-        ops,
-        elapsed,
-        enters: after.enters - before.enters,
-        turns: after.turns - before.turns,
-        parks: after.parks - before.parks,
-        ..Run::default()
-    });
-    let file = Rc::try_unwrap(file).expect("coring: every reader task has finished");
-    rt.block_on(file.close())
-        .unwrap_or_else(|e| panic!("coring: close failed: {e}"));
-    run
-}
-
-/// The description of the backend coring picks, to compare with the raw loop's ring.
-fn coring_backend() -> String {
-    match coring::Builder::new().build() {
-        Ok(rt) if rt.backend() == coring::BackendKind::IoUring => rt.backend_description(),
-        Ok(rt) => format!(
-            "{} (not io_uring: coring/raw compares different backends)",
-            rt.backend_description()
-        ),
-        Err(e) => format!("unavailable: {e}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// raw io_uring
-
-/// The setups coring tries (src/driver/uring/mod.rs, `Uring::setup`), in the same order.
-fn raw_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
-    type Flavour = (&'static str, fn(&mut io_uring::Builder));
-    let flavours: [Flavour; 3] = [
-        ("single_issuer+defer_taskrun", |b| {
-            b.setup_single_issuer()
-                .setup_defer_taskrun()
-                .setup_taskrun_flag()
-                .setup_submit_all();
-        }),
-        ("coop_taskrun", |b| {
-            b.setup_coop_taskrun().setup_taskrun_flag();
-        }),
-        ("plain", |_| {}),
-    ];
-    let mut last = None;
-    for (name, apply) in flavours {
-        let mut b = IoUring::builder();
-        b.dontfork();
-        apply(&mut b);
-        match b.build(entries) {
-            Ok(ring) => return Ok((ring, name)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-            Err(e) => return Err(e),
+    /// The description of the backend coring picks, to compare with the raw loop's ring.
+    fn coring_backend() -> String {
+        match coring::Builder::new().build() {
+            Ok(rt) if rt.backend() == coring::BackendKind::IoUring => rt.backend_description(),
+            Ok(rt) => format!(
+                "{} (not io_uring: coring/raw compares different backends)",
+                rt.backend_description()
+            ),
+            Err(e) => format!("unavailable: {e}"),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
-}
 
-#[inline(never)]
-fn run_raw(file: &StdFile, blocks: u64, qd: usize, d: Duration) -> Run {
-    let (mut ring, _) =
-        raw_ring(ring_entries(qd)).unwrap_or_else(|e| panic!("raw: io_uring setup failed: {e}"));
-    let fd = types::Fd(file.as_raw_fd());
-    // Freed only once nothing is in flight: a panic in the loop leaks them rather than
-    // freeing memory the kernel may still write into.
-    let mut bufs = ManuallyDrop::new((0..qd).map(|_| vec![0u8; BLOCK]).collect::<Vec<_>>());
-    let mut rngs: Vec<XorShift> = (0..qd).map(XorShift::for_slot).collect();
-    let (submitter, mut sq, mut cq) = ring.split();
+    // ---------------------------------------------------------------------------------------
+    // raw io_uring
 
-    // Queues the next read of `slot`.
-    let mut push =
-        |sq: &mut io_uring::SubmissionQueue<'_>, bufs: &mut Vec<Vec<u8>>, slot: usize| {
-            let block = rngs[slot].block(blocks);
-            let entry = opcode::Read::new(fd, bufs[slot].as_mut_ptr(), BLOCK as u32)
-                .offset(block * BLOCK as u64)
-                .build()
-                // The block rides along so the completion can be checked.
-                .user_data(block << 32 | slot as u64);
-            // SAFETY: `bufs[slot]` is neither touched nor freed until this read's completion
-            // has been reaped: every slot has at most one read in flight, the loop below runs
-            // until none is, and `bufs` is never dropped before that (leaked on a panic).
-            // `file` outlives the ring.
-            unsafe { sq.push(&entry) }.expect("raw: the SQ holds at least qd entries");
-        };
-
-    let usage = Usage::now();
-    let start = Instant::now();
-    let clock = Clock::new(start, d);
-    for slot in 0..qd {
-        push(&mut sq, &mut bufs, slot);
-    }
-    let mut in_flight = qd;
-    let mut enters = 0u64;
-    while in_flight > 0 {
-        sq.sync();
-        enters += 1;
-        match submitter.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => panic!("raw: io_uring_enter failed: {e}"),
-        }
-        cq.sync();
-        for cqe in &mut cq {
-            let (block, slot) = (cqe.user_data() >> 32, cqe.user_data() as u32 as usize);
-            let res = cqe.result();
-            assert!(
-                res >= 0,
-                "raw: read failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            check_read("raw", res as usize, &bufs[slot], block);
-            clock.tick();
-            if clock.stopped() {
-                in_flight -= 1;
-            } else {
-                push(&mut sq, &mut bufs, slot);
+    /// The setups coring tries (src/driver/uring/mod.rs, `Uring::setup`), in the same order.
+    fn raw_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+        type Flavour = (&'static str, fn(&mut io_uring::Builder));
+        let flavours: [Flavour; 3] = [
+            ("single_issuer+defer_taskrun", |b| {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
+            }),
+            ("coop_taskrun", |b| {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }),
+            ("plain", |_| {}),
+        ];
+        let mut last = None;
+        for (name, apply) in flavours {
+            let mut b = IoUring::builder();
+            b.dontfork();
+            apply(&mut b);
+            match b.build(entries) {
+                Ok(ring) => return Ok((ring, name)),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
-        cq.sync();
+        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
     }
-    let run = usage.finish(Run {
-        ops: clock.done.get(),
-        elapsed: start.elapsed(),
-        enters,
-        ..Run::default()
-    });
-    // SAFETY: every read has completed (in_flight is 0), so the kernel is done with them.
-    unsafe { ManuallyDrop::drop(&mut bufs) };
-    run
-}
 
-// ---------------------------------------------------------------------------------------
-// pread
+    #[inline(never)]
+    fn run_raw(file: &StdFile, blocks: u64, qd: usize, d: Duration) -> Run {
+        let (mut ring, _) = raw_ring(ring_entries(qd))
+            .unwrap_or_else(|e| panic!("raw: io_uring setup failed: {e}"));
+        let fd = types::Fd(file.as_raw_fd());
+        // Freed only once nothing is in flight: a panic in the loop leaks them rather than
+        // freeing memory the kernel may still write into.
+        let mut bufs = ManuallyDrop::new((0..qd).map(|_| vec![0u8; BLOCK]).collect::<Vec<_>>());
+        let mut rngs: Vec<XorShift> = (0..qd).map(XorShift::for_slot).collect();
+        let (submitter, mut sq, mut cq) = ring.split();
 
-#[inline(never)]
-fn run_pread(file: &StdFile, blocks: u64, d: Duration) -> Run {
-    let mut rng = XorShift::for_slot(0);
-    let mut buf = vec![0u8; BLOCK];
-    let usage = Usage::now();
-    let start = Instant::now();
-    let clock = Clock::new(start, d);
-    while !clock.stopped() {
-        let block = rng.block(blocks);
-        let n = file
-            .read_at(&mut buf, block * BLOCK as u64)
-            .unwrap_or_else(|e| panic!("pread: read of block {block} failed: {e}"));
-        check_read("pread", n, &buf, block);
-        clock.tick();
+        // Queues the next read of `slot`.
+        let mut push =
+            |sq: &mut io_uring::SubmissionQueue<'_>, bufs: &mut Vec<Vec<u8>>, slot: usize| {
+                let block = rngs[slot].block(blocks);
+                let entry = opcode::Read::new(fd, bufs[slot].as_mut_ptr(), BLOCK as u32)
+                    .offset(block * BLOCK as u64)
+                    .build()
+                    // The block rides along so the completion can be checked.
+                    .user_data(block << 32 | slot as u64);
+                // SAFETY: `bufs[slot]` is neither touched nor freed until this read's completion
+                // has been reaped: every slot has at most one read in flight, the loop below runs
+                // until none is, and `bufs` is never dropped before that (leaked on a panic).
+                // `file` outlives the ring.
+                unsafe { sq.push(&entry) }.expect("raw: the SQ holds at least qd entries");
+            };
+
+        let usage = Usage::now();
+        let start = Instant::now();
+        let clock = Clock::new(start, d);
+        for slot in 0..qd {
+            push(&mut sq, &mut bufs, slot);
+        }
+        let mut in_flight = qd;
+        let mut enters = 0u64;
+        while in_flight > 0 {
+            sq.sync();
+            enters += 1;
+            match submitter.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => panic!("raw: io_uring_enter failed: {e}"),
+            }
+            cq.sync();
+            for cqe in &mut cq {
+                let (block, slot) = (cqe.user_data() >> 32, cqe.user_data() as u32 as usize);
+                let res = cqe.result();
+                assert!(
+                    res >= 0,
+                    "raw: read failed: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
+                check_read("raw", res as usize, &bufs[slot], block);
+                clock.tick();
+                if clock.stopped() {
+                    in_flight -= 1;
+                } else {
+                    push(&mut sq, &mut bufs, slot);
+                }
+            }
+            cq.sync();
+        }
+        let run = usage.finish(Run {
+            ops: clock.done.get(),
+            elapsed: start.elapsed(),
+            enters,
+            ..Run::default()
+        });
+        // SAFETY: every read has completed (in_flight is 0), so the kernel is done with them.
+        unsafe { ManuallyDrop::drop(&mut bufs) };
+        run
     }
-    usage.finish(Run {
-        ops: clock.done.get(),
-        elapsed: start.elapsed(),
-        enters: clock.done.get(),
-        ..Run::default()
-    })
-}
 
-// ---------------------------------------------------------------------------------------
-// reporting
+    // ---------------------------------------------------------------------------------------
+    // pread
 
-/// The run with the median of `key` (the upper median for an even count).
-fn median(runs: &[Run], key: fn(&Run) -> f64) -> Option<Run> {
-    let mut v = runs.to_vec();
-    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    v.get(v.len() / 2).copied()
-}
-
-fn fmt_opt(r: Option<Run>, f: impl Fn(&Run) -> String) -> String {
-    r.as_ref().map_or_else(|| "-".to_string(), f)
-}
-
-fn fmt_ratio(a: Option<Run>, b: Option<Run>, key: fn(&Run) -> f64) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) => format!("{:.3}", key(&a) / key(&b)),
-        _ => "-".to_string(),
+    #[inline(never)]
+    fn run_pread(file: &StdFile, blocks: u64, d: Duration) -> Run {
+        let mut rng = XorShift::for_slot(0);
+        let mut buf = vec![0u8; BLOCK];
+        let usage = Usage::now();
+        let start = Instant::now();
+        let clock = Clock::new(start, d);
+        while !clock.stopped() {
+            let block = rng.block(blocks);
+            let n = file
+                .read_at(&mut buf, block * BLOCK as u64)
+                .unwrap_or_else(|e| panic!("pread: read of block {block} failed: {e}"));
+            check_read("pread", n, &buf, block);
+            clock.tick();
+        }
+        usage.finish(Run {
+            ops: clock.done.get(),
+            elapsed: start.elapsed(),
+            enters: clock.done.get(),
+            ..Run::default()
+        })
     }
-}
 
-/// The median of the per-repetition ratios `key(a[i]) / key(b[i])`: runs of one repetition
-/// ran back to back, so this cancels slow drifts of the machine's speed.
-fn paired_ratio(a: &[Run], b: &[Run], key: fn(&Run) -> f64) -> String {
-    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| key(x) / key(y)).collect();
-    if r.is_empty() {
-        return "-".to_string();
+    // ---------------------------------------------------------------------------------------
+    // reporting
+
+    /// The run with the median of `key` (the upper median for an even count).
+    fn median(runs: &[Run], key: fn(&Run) -> f64) -> Option<Run> {
+        let mut v = runs.to_vec();
+        v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        v.get(v.len() / 2).copied()
     }
-    r.sort_by(f64::total_cmp);
-    format!("{:.3}", r[r.len() / 2])
-}
 
-/// One line per repetition: wall IOPS (CPU IOPS, preemptions, operations) of a contender.
-fn fmt_rep(name: &str, r: Option<&Run>) -> String {
-    match r {
-        Some(r) => format!(
-            "{name} {:>7.0} ({:>7.0}/cpu-s, {} preempt, {} ops)",
-            r.iops(),
-            r.cpu_iops(),
-            r.preempted,
-            r.ops
-        ),
-        None => format!("{name} -"),
+    fn fmt_opt(r: Option<Run>, f: impl Fn(&Run) -> String) -> String {
+        r.as_ref().map_or_else(|| "-".to_string(), f)
     }
-}
 
-struct Row {
-    qd: usize,
-    coring: Vec<Run>,
-    raw: Vec<Run>,
-    pread: Vec<Run>,
-}
+    fn fmt_ratio(a: Option<Run>, b: Option<Run>, key: fn(&Run) -> f64) -> String {
+        match (a, b) {
+            (Some(a), Some(b)) => format!("{:.3}", key(&a) / key(&b)),
+            _ => "-".to_string(),
+        }
+    }
 
-fn print_tables(rows: &[Row]) {
-    println!();
-    println!(
-        "IOPS = completed 4 KiB reads per wall-clock second, median of the runs; \
+    /// The median of the per-repetition ratios `key(a[i]) / key(b[i])`: runs of one repetition
+    /// ran back to back, so this cancels slow drifts of the machine's speed.
+    fn paired_ratio(a: &[Run], b: &[Run], key: fn(&Run) -> f64) -> String {
+        let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| key(x) / key(y)).collect();
+        if r.is_empty() {
+            return "-".to_string();
+        }
+        r.sort_by(f64::total_cmp);
+        format!("{:.3}", r[r.len() / 2])
+    }
+
+    /// One line per repetition: wall IOPS (CPU IOPS, preemptions, operations) of a contender.
+    fn fmt_rep(name: &str, r: Option<&Run>) -> String {
+        match r {
+            Some(r) => format!(
+                "{name} {:>7.0} ({:>7.0}/cpu-s, {} preempt, {} ops)",
+                r.iops(),
+                r.cpu_iops(),
+                r.preempted,
+                r.ops
+            ),
+            None => format!("{name} -"),
+        }
+    }
+
+    struct Row {
+        qd: usize,
+        coring: Vec<Run>,
+        raw: Vec<Run>,
+        pread: Vec<Run>,
+    }
+
+    fn print_tables(rows: &[Row]) {
+        println!();
+        println!(
+            "IOPS = completed 4 KiB reads per wall-clock second, median of the runs; \
          paired = median over repetitions of coring/raw"
-    );
-    println!(
-        "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>11}",
-        "QD",
-        "coring",
-        "raw uring",
-        "pread",
-        "coring/raw",
-        "paired",
-        "coring ent/op",
-        "coring turn/op",
-        "coring park/op",
-        "raw ent/op"
-    );
-    for row in rows {
-        let key = Run::iops;
-        let (c, r, p) = (
-            median(&row.coring, key),
-            median(&row.raw, key),
-            median(&row.pread, key),
         );
-        let per_op = |run: Option<Run>, f: fn(&Run) -> u64| {
-            fmt_opt(run, |x| format!("{:.4}", x.per_op(f(x))))
-        };
         println!(
             "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>11}",
-            row.qd,
-            fmt_opt(c, |x| format!("{:.0}", x.iops())),
-            fmt_opt(r, |x| format!("{:.0}", x.iops())),
-            fmt_opt(p, |x| format!("{:.0}", x.iops())),
-            fmt_ratio(c, r, key),
-            paired_ratio(&row.coring, &row.raw, key),
-            per_op(c, |x| x.enters),
-            per_op(c, |x| x.turns),
-            per_op(c, |x| x.parks),
-            per_op(r, |x| x.enters),
+            "QD",
+            "coring",
+            "raw uring",
+            "pread",
+            "coring/raw",
+            "paired",
+            "coring ent/op",
+            "coring turn/op",
+            "coring park/op",
+            "raw ent/op"
         );
-    }
-    println!();
-    println!(
+        for row in rows {
+            let key = Run::iops;
+            let (c, r, p) = (
+                median(&row.coring, key),
+                median(&row.raw, key),
+                median(&row.pread, key),
+            );
+            let per_op = |run: Option<Run>, f: fn(&Run) -> u64| {
+                fmt_opt(run, |x| format!("{:.4}", x.per_op(f(x))))
+            };
+            println!(
+                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>11}",
+                row.qd,
+                fmt_opt(c, |x| format!("{:.0}", x.iops())),
+                fmt_opt(r, |x| format!("{:.0}", x.iops())),
+                fmt_opt(p, |x| format!("{:.0}", x.iops())),
+                fmt_ratio(c, r, key),
+                paired_ratio(&row.coring, &row.raw, key),
+                per_op(c, |x| x.enters),
+                per_op(c, |x| x.turns),
+                per_op(c, |x| x.parks),
+                per_op(r, |x| x.enters),
+            );
+        }
+        println!();
+        println!(
         "IOPS per CPU-second (ops / process CPU time), median of the runs: the same comparison \
          with the time the machine gave to other processes taken out"
     );
-    println!(
-        "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14}",
-        "QD",
-        "coring",
-        "raw uring",
-        "pread",
-        "coring/raw",
-        "paired",
-        "coring ns/op",
-        "raw ns/op",
-        "pread ns/op"
-    );
-    for row in rows {
-        let key = Run::cpu_iops;
-        let (c, r, p) = (
-            median(&row.coring, key),
-            median(&row.raw, key),
-            median(&row.pread, key),
-        );
-        let ns = |run: Option<Run>| fmt_opt(run, |x| format!("{:.0}", 1e9 / x.cpu_iops()));
         println!(
             "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14}",
-            row.qd,
-            fmt_opt(c, |x| format!("{:.0}", x.cpu_iops())),
-            fmt_opt(r, |x| format!("{:.0}", x.cpu_iops())),
-            fmt_opt(p, |x| format!("{:.0}", x.cpu_iops())),
-            fmt_ratio(c, r, key),
-            paired_ratio(&row.coring, &row.raw, key),
-            ns(c),
-            ns(r),
-            ns(p),
+            "QD",
+            "coring",
+            "raw uring",
+            "pread",
+            "coring/raw",
+            "paired",
+            "coring ns/op",
+            "raw ns/op",
+            "pread ns/op"
         );
-    }
-}
-
-fn pin_to(cpu: usize) -> io::Result<()> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit of the set we own; `cpu` is bounds-checked by it.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: passes a valid, initialised cpu_set_t of the size we state.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn main() {
-    let cfg = parse_args();
-    if let Some(cpu) = cfg.cpu {
-        pin_to(cpu).unwrap_or_else(|e| usage_exit(&format!("--cpu {cpu}: {e}")));
-    }
-    let d = cfg.slice();
-
-    let t0 = Instant::now();
-    let tf = TestFile::create(cfg.file_mb)
-        .unwrap_or_else(|e| panic!("fread: cannot create the test file: {e}"));
-    let file = StdFile::open(tf.path())
-        .unwrap_or_else(|e| panic!("fread: cannot open {}: {e}", tf.path().display()));
-    let resident = resident_fraction(&file, (tf.blocks * BLOCK as u64) as usize).map_or_else(
-        |e| format!("unknown ({e})"),
-        |f| format!("{:.1}%", f * 100.0),
-    );
-    println!(
-        "fread: {} MiB test file {} ({} blocks, {} resident in the page cache, made in {:.1?})",
-        cfg.file_mb,
-        tf.path().display(),
-        tf.blocks,
-        resident,
-        t0.elapsed()
-    );
-    let raw_setup =
-        raw_ring(256).map_or_else(|e| format!("unavailable: {e}"), |(_, n)| n.to_string());
-    println!("coring: {}", coring_backend());
-    println!("raw:    io_uring ({raw_setup})");
-    println!(
-        "{} s per run in {} slice(s), {} run(s) per contender and QD, interleaved; \
-         random aligned {} B reads",
-        cfg.secs, cfg.slices, cfg.reps, BLOCK
-    );
-
-    let mut rows = Vec::new();
-    for &qd in &cfg.qds {
-        let mut row = Row {
-            qd,
-            coring: Vec::new(),
-            raw: Vec::new(),
-            pread: Vec::new(),
-        };
-        for rep in 0..cfg.reps {
-            let (mut c, mut r, mut p) = (Run::default(), Run::default(), Run::default());
-            for _ in 0..cfg.slices {
-                if cfg.runs(Contender::Coring) {
-                    c.add(&run_coring(tf.path(), tf.blocks, qd, d));
-                }
-                if cfg.runs(Contender::Raw) {
-                    r.add(&run_raw(&file, tf.blocks, qd, d));
-                }
-                if cfg.runs(Contender::Pread) {
-                    p.add(&run_pread(&file, tf.blocks, d));
-                }
-            }
-            for (runs, run, who) in [
-                (&mut row.coring, c, Contender::Coring),
-                (&mut row.raw, r, Contender::Raw),
-                (&mut row.pread, p, Contender::Pread),
-            ] {
-                if cfg.runs(who) {
-                    runs.push(run);
-                }
-            }
-            println!(
-                "  qd {qd:>4} rep {}: {} | {} | {}",
-                rep + 1,
-                fmt_rep("coring", row.coring.get(rep)),
-                fmt_rep("raw", row.raw.get(rep)),
-                fmt_rep("pread", row.pread.get(rep)),
+        for row in rows {
+            let key = Run::cpu_iops;
+            let (c, r, p) = (
+                median(&row.coring, key),
+                median(&row.raw, key),
+                median(&row.pread, key),
             );
-            let _ = io::stdout().flush();
+            let ns = |run: Option<Run>| fmt_opt(run, |x| format!("{:.0}", 1e9 / x.cpu_iops()));
+            println!(
+                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14}",
+                row.qd,
+                fmt_opt(c, |x| format!("{:.0}", x.cpu_iops())),
+                fmt_opt(r, |x| format!("{:.0}", x.cpu_iops())),
+                fmt_opt(p, |x| format!("{:.0}", x.cpu_iops())),
+                fmt_ratio(c, r, key),
+                paired_ratio(&row.coring, &row.raw, key),
+                ns(c),
+                ns(r),
+                ns(p),
+            );
         }
-        rows.push(row);
     }
-    print_tables(&rows);
-    drop(file);
-    drop(tf);
+
+    fn pin_to(cpu: usize) -> io::Result<()> {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: CPU_SET writes one bit of the set we own; `cpu` is bounds-checked by it.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: passes a valid, initialised cpu_set_t of the size we state.
+        let rc =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub(super) fn main() {
+        let cfg = parse_args();
+        if let Some(cpu) = cfg.cpu {
+            pin_to(cpu).unwrap_or_else(|e| usage_exit(&format!("--cpu {cpu}: {e}")));
+        }
+        let d = cfg.slice();
+
+        let t0 = Instant::now();
+        let tf = TestFile::create(cfg.file_mb)
+            .unwrap_or_else(|e| panic!("fread: cannot create the test file: {e}"));
+        let file = StdFile::open(tf.path())
+            .unwrap_or_else(|e| panic!("fread: cannot open {}: {e}", tf.path().display()));
+        let resident = resident_fraction(&file, (tf.blocks * BLOCK as u64) as usize).map_or_else(
+            |e| format!("unknown ({e})"),
+            |f| format!("{:.1}%", f * 100.0),
+        );
+        println!(
+            "fread: {} MiB test file {} ({} blocks, {} resident in the page cache, made in {:.1?})",
+            cfg.file_mb,
+            tf.path().display(),
+            tf.blocks,
+            resident,
+            t0.elapsed()
+        );
+        let raw_setup =
+            raw_ring(256).map_or_else(|e| format!("unavailable: {e}"), |(_, n)| n.to_string());
+        println!("coring: {}", coring_backend());
+        println!("raw:    io_uring ({raw_setup})");
+        println!(
+            "{} s per run in {} slice(s), {} run(s) per contender and QD, interleaved; \
+         random aligned {} B reads",
+            cfg.secs, cfg.slices, cfg.reps, BLOCK
+        );
+
+        let mut rows = Vec::new();
+        for &qd in &cfg.qds {
+            let mut row = Row {
+                qd,
+                coring: Vec::new(),
+                raw: Vec::new(),
+                pread: Vec::new(),
+            };
+            for rep in 0..cfg.reps {
+                let (mut c, mut r, mut p) = (Run::default(), Run::default(), Run::default());
+                for _ in 0..cfg.slices {
+                    if cfg.runs(Contender::Coring) {
+                        c.add(&run_coring(tf.path(), tf.blocks, qd, d));
+                    }
+                    if cfg.runs(Contender::Raw) {
+                        r.add(&run_raw(&file, tf.blocks, qd, d));
+                    }
+                    if cfg.runs(Contender::Pread) {
+                        p.add(&run_pread(&file, tf.blocks, d));
+                    }
+                }
+                for (runs, run, who) in [
+                    (&mut row.coring, c, Contender::Coring),
+                    (&mut row.raw, r, Contender::Raw),
+                    (&mut row.pread, p, Contender::Pread),
+                ] {
+                    if cfg.runs(who) {
+                        runs.push(run);
+                    }
+                }
+                println!(
+                    "  qd {qd:>4} rep {}: {} | {} | {}",
+                    rep + 1,
+                    fmt_rep("coring", row.coring.get(rep)),
+                    fmt_rep("raw", row.raw.get(rep)),
+                    fmt_rep("pread", row.pread.get(rep)),
+                );
+                let _ = io::stdout().flush();
+            }
+            rows.push(row);
+        }
+        print_tables(&rows);
+        drop(file);
+        drop(tf);
+    }
 }

@@ -10,7 +10,7 @@ use coring::net::{TcpListener, UnixStream};
 use coring::time::{sleep, timeout};
 
 /// Raises the soft descriptor limit so a test can hold a few thousand sockets.
-fn raise_fd_limit(want: u64) {
+fn raise_fd_limit(want: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

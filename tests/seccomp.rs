@@ -7,6 +7,8 @@
 //! running only [`child_entry_point`], which installs the filter in the child and checks
 //! the runtime there. Without that variable `child_entry_point` returns at once, so a plain
 //! `cargo test` passes through it harmlessly and the parent never installs a filter.
+// Linux only: seccomp and prctl are Linux interfaces, and io_uring, which the filters
+// block, exists only there; the filters match x86_64 and aarch64 audit arches.
 #![cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")

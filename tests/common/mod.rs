@@ -7,14 +7,19 @@ use std::time::Duration;
 
 use coring::{BackendKind, Builder, Runtime};
 
-/// The backends every test runs on.
+/// The backends every test runs on (io_uring exists only on Linux).
+#[cfg(target_os = "linux")]
 pub const BACKENDS: &[BackendKind] = &[BackendKind::IoUring, BackendKind::Fallback];
+/// The backends every test runs on (io_uring exists only on Linux).
+#[cfg(not(target_os = "linux"))]
+pub const BACKENDS: &[BackendKind] = &[BackendKind::Fallback];
 
 /// How long one test may run before the watchdog fails it.
 pub const TEST_BOUND: Duration = Duration::from_secs(60);
 
 /// Expands `fn name() { ... }` bodies (with `rt` and `backend` in scope as a runtime
-/// builder argument) into one `#[test]` per backend, each bounded by a watchdog.
+/// builder argument) into one `#[test]` per backend, each bounded by a watchdog. The
+/// io_uring test exists only on Linux.
 ///
 /// ```ignore
 /// coring_test!(reads_file, async {
@@ -28,6 +33,7 @@ macro_rules! coring_test {
             #[allow(unused_imports)]
             use super::*;
 
+            #[cfg(target_os = "linux")]
             #[test]
             fn io_uring() {
                 $crate::common::with_watchdog(stringify!($name), || {
@@ -84,9 +90,15 @@ pub fn runtime(kind: BackendKind) -> Runtime {
     Builder::new().backend(kind).build().expect("runtime")
 }
 
-/// Number of open descriptors of this process.
+/// Number of open descriptors of this process (from `/proc/self/fd` on Linux, `/dev/fd`
+/// elsewhere; on FreeBSD that lists every descriptor only with fdescfs mounted).
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    let dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    std::fs::read_dir(dir).unwrap().count()
 }
 
 /// A unique scratch directory under the system temp dir, removed on drop.
