@@ -1,0 +1,198 @@
+//! A TCP echo server on one core or on every core.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- --addr 127.0.0.1:7000 --cores all
+//! ```
+//!
+//! With `--cores 1` (the default) one runtime serves everything. With `--cores N` or
+//! `--cores all`, a [`coring::Pool`] starts one pinned thread per core and each binds its
+//! own `SO_REUSEPORT` listener on the same address, so the kernel spreads connections over
+//! the cores and no connection ever crosses cores. `--secs S` stops the server after S
+//! seconds and prints how many connections and bytes each core served (tests use it).
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use coring::net::{TcpListener, TcpStream};
+use coring::time::{sleep, timeout};
+use coring::Pool;
+
+const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--cores N|all] [--secs S]
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7000; port 0 picks one)
+  --cores N|all     cores to serve on, one SO_REUSEPORT listener each (default 1)
+  --secs S          stop after S seconds and print per-core counts (default: run forever)";
+
+struct Args {
+    addr: String,
+    cores: Option<usize>,
+    secs: Option<f64>,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        addr: "127.0.0.1:7000".into(),
+        cores: Some(1),
+        secs: None,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => a.addr = value()?,
+            "--cores" => {
+                let v = value()?;
+                a.cores = if v == "all" {
+                    None
+                } else {
+                    Some(v.parse().ok().filter(|n| *n > 0).ok_or(format!(
+                        "--cores takes a positive number or 'all', not '{v}'"
+                    ))?)
+                };
+            }
+            "--secs" => {
+                let v = value()?;
+                a.secs = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0)
+                        .ok_or(format!("--secs takes a positive number, not '{v}'"))?,
+                );
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown flag '{other}'")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("echo_server: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> io::Result<()> {
+    // Resolve port 0 once, so every shard binds the same port.
+    let addr: SocketAddr = {
+        let probe = std::net::TcpListener::bind(&args.addr)?;
+        probe.local_addr()?
+    };
+    let mut builder = Pool::builder();
+    if let Some(n) = args.cores {
+        builder = builder.cores(n);
+    }
+    let pool = builder.build()?;
+    // Every shard binds, then reports; the address is announced only once all are bound,
+    // so clients never race the binds.
+    let (ready_tx, mut ready_rx) = coring::sync::mpsc::channel::<io::Result<()>>(64);
+    let secs = args.secs;
+    let shards = pool.broadcast(move || {
+        let ready = ready_tx.clone();
+        async move { shard(addr, secs, ready).await }
+    });
+    for _ in 0..pool.cores() {
+        match ready_rx.recv_blocking(Duration::from_secs(10)) {
+            Ok(Some(r)) => r?,
+            _ => return Err(io::Error::other("a core did not report its listener")),
+        }
+    }
+    println!(
+        "listening on {addr} with {} core(s), backend {}",
+        pool.cores(),
+        pool.core_info(0).backend_description
+    );
+    let mut total = (0u64, 0u64);
+    for (core, h) in shards.into_iter().enumerate() {
+        let wait = Duration::from_secs_f64(secs.unwrap_or(1e9) + 30.0);
+        let (conns, bytes) = h
+            .wait(wait)
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        println!("core {core}: {conns} connections, {bytes} bytes echoed");
+        total.0 += conns;
+        total.1 += bytes;
+    }
+    println!("total: {} connections, {} bytes echoed", total.0, total.1);
+    pool.shutdown().map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// One core's share: its own SO_REUSEPORT listener, a task per connection. Returns
+/// (connections, bytes) once `secs` have passed.
+async fn shard(
+    addr: SocketAddr,
+    secs: Option<f64>,
+    ready: coring::sync::mpsc::Sender<io::Result<()>>,
+) -> io::Result<(u64, u64)> {
+    let listener = match TcpListener::bind_reuseport(addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(())).await;
+            l
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ready.send(Err(e)).await;
+            return Err(io::Error::other(msg));
+        }
+    };
+    drop(ready);
+    let bytes = Rc::new(std::cell::Cell::new(0u64));
+    let mut conns = 0u64;
+    let run = async {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            conns += 1;
+            let bytes = bytes.clone();
+            drop(coring::spawn(async move {
+                if let Ok(n) = echo(stream).await {
+                    bytes.set(bytes.get() + n);
+                }
+            }));
+        }
+    };
+    match secs {
+        Some(s) => {
+            let r: Result<io::Result<()>, _> = timeout(Duration::from_secs_f64(s), run).await;
+            if let Ok(Err(e)) = r {
+                return Err(e);
+            }
+            // Let connections that are mid-echo finish their current exchange.
+            sleep(Duration::from_millis(50)).await;
+        }
+        None => run.await?,
+    }
+    Ok((conns, bytes.get()))
+}
+
+async fn echo(stream: TcpStream) -> io::Result<u64> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut total = 0;
+    loop {
+        buf.clear();
+        let (r, b) = stream.read(buf).await;
+        let n = r?;
+        if n == 0 {
+            return Ok(total);
+        }
+        let (r, b) = stream.write_all(b).await;
+        r?;
+        total += n as u64;
+        buf = b;
+    }
+}
