@@ -195,7 +195,7 @@ impl Fallback {
         let q = queue_mut(w, dir);
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
-            let res = unsafe { sys::execute(&desc) };
+            let res = unsafe { sys::resume(&desc) };
             if res == -libc::EAGAIN {
                 break;
             }

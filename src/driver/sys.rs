@@ -196,9 +196,9 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
             return unsafe { execute(desc) };
         }
     };
+    // SAFETY: forwarded from the caller.
+    let mut res = unsafe { execute(desc) };
     loop {
-        // SAFETY: forwarded from the caller.
-        let res = unsafe { execute(desc) };
         if res != -libc::EAGAIN {
             return res;
         }
@@ -209,6 +209,52 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
         };
         // SAFETY: polls one live pollfd; EINTR simply loops.
         unsafe { libc::poll(&mut pfd, 1, -1) };
+        // SAFETY: forwarded from the caller.
+        res = unsafe { resume(desc) };
+    }
+}
+
+/// Runs a socket description again after its descriptor was reported ready (or a wait
+/// for it ended). The same as [`execute`] except for connect, whose outcome is read from
+/// `SO_ERROR` first: POSIX reports a non-blocking connect's result there once the socket is
+/// writable. A second `connect(2)` reports it too on Linux, but BSD kernels (FreeBSD's
+/// `soconnectat`) clear the pending error before trying again, losing it.
+///
+/// # Safety
+///
+/// As [`execute`].
+pub(crate) unsafe fn resume(desc: &OpDesc) -> i32 {
+    if let OpDesc::Connect { fd, .. } = *desc {
+        let err = socket_error(fd);
+        if err != 0 {
+            return -err;
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { execute(desc) }
+}
+
+/// Takes the socket's pending error (`SO_ERROR`): 0 if none, else the errno (that of
+/// `getsockopt` itself if it fails).
+fn socket_error(fd: libc::c_int) -> i32 {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: err and len are live locals; len holds err's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    } else {
+        err
     }
 }
 
@@ -226,7 +272,7 @@ pub(crate) fn socket_fd(desc: &OpDesc) -> libc::c_int {
 }
 
 /// A non-blocking connect, resumable: the first call starts it; once the socket is
-/// writable, a second call reports the outcome (EISCONN means it succeeded).
+/// writable and [`resume`] found no pending error, a second call reports success (EISCONN).
 ///
 /// # Safety
 ///
@@ -236,8 +282,8 @@ unsafe fn connect(fd: i32, addr: *const libc::sockaddr, addrlen: libc::socklen_t
     let r = ret(unsafe { libc::connect(fd, addr, addrlen) } as isize);
     match -r {
         libc::EISCONN => 0,
-        // Still connecting: wait for writability like any other EAGAIN. The pending
-        // error, if any, is reported by the next attempt (connect returns it).
+        // Still connecting: wait for writability like any other EAGAIN. A failure is
+        // then read from SO_ERROR by `resume`.
         libc::EINPROGRESS | libc::EALREADY => -libc::EAGAIN,
         _ => r,
     }
