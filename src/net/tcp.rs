@@ -6,6 +6,7 @@ use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
 use crate::op::net::{Accept, RawAddr};
 use crate::op::SharedFd;
+use crate::platform;
 
 /// Resolves `addr` and tries `f` on each address in turn, returning the first success or
 /// the last error.
@@ -54,12 +55,13 @@ fn setsockopt_int(fd: &SharedFd, level: i32, name: i32, value: i32) -> io::Resul
     Ok(())
 }
 
-/// Binds and listens on a new socket; `reuseport` adds SO_REUSEPORT.
+/// Binds and listens on a new socket; `reuseport` adds SO_REUSEPORT (SO_REUSEPORT_LB on
+/// FreeBSD, see [`platform::SO_REUSEPORT`]).
 fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
     let fd = socket(domain(&addr), libc::SOCK_STREAM)?;
     setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if reuseport {
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        setsockopt_int(&fd, libc::SOL_SOCKET, platform::SO_REUSEPORT, 1)?;
     }
     let raw = RawAddr::from_ip(&addr);
     // SAFETY: raw holds a valid sockaddr of raw.len bytes.
@@ -90,8 +92,10 @@ impl TcpListener {
     }
 
     /// Like [`bind`](Self::bind), plus SO_REUSEPORT, so several listeners (one per core)
-    /// can share the port and the kernel spreads connections among them. Opt-in only:
-    /// with it, any process of the same user may bind the same port.
+    /// can share the port and the kernel spreads connections among them (on FreeBSD with
+    /// SO_REUSEPORT_LB; Darwin's SO_REUSEPORT shares the port but does not spread
+    /// connections). Opt-in only: with it, any process of the same user may bind the same
+    /// port.
     ///
     /// # Errors
     ///

@@ -13,6 +13,10 @@ use super::cvt;
 /// Flags of every send: none; [`prepare`] sets `SO_NOSIGPIPE` on every socket instead.
 pub(crate) const SEND_FLAGS: i32 = 0;
 
+/// The option that lets listeners share a port. Darwin has no balancing variant: the
+/// listeners share the port, but connections are not spread among them.
+pub(crate) const SO_REUSEPORT: i32 = libc::SO_REUSEPORT;
+
 /// `fcntl(fd, F_FULLFSYNC)` for both kinds of sync: plain `fsync` on Darwin does not ask
 /// the drive to flush its cache, so only this makes the data durable (as `std` does).
 pub(crate) fn fsync(fd: RawFd, _datasync: bool) -> io::Result<i32> {

@@ -12,6 +12,11 @@ const SOCKET_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
 /// Flags of every send: a closed peer gives EPIPE, never SIGPIPE.
 pub(crate) const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 
+/// The option that lets listeners share a port, the kernel spreading connections among
+/// them: FreeBSD's plain SO_REUSEPORT shares without spreading (the last listener gets
+/// them all); SO_REUSEPORT_LB (FreeBSD 12 and later) balances.
+pub(crate) const SO_REUSEPORT: i32 = libc::SO_REUSEPORT_LB;
+
 /// `fdatasync(fd)` when `datasync`, else `fsync(fd)`.
 pub(crate) fn fsync(fd: RawFd, datasync: bool) -> io::Result<i32> {
     // SAFETY: neither call takes a pointer; a bad fd is reported as EBADF.

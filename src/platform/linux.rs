@@ -22,6 +22,10 @@ pub(crate) const SOCKET_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
 /// Flags of every send: a closed peer gives EPIPE, never SIGPIPE.
 pub(crate) const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 
+/// The option that lets listeners share a port, the kernel spreading connections among
+/// them.
+pub(crate) const SO_REUSEPORT: i32 = libc::SO_REUSEPORT;
+
 /// `statx(dirfd, path, flags, mask, buf)`.
 ///
 /// # Safety

@@ -13,6 +13,7 @@
 //! | [`accept`], [`socket`], [`socketpair`] | `SOCK_CLOEXEC \| SOCK_NONBLOCK`, atomically | as Linux | `fcntl` after the call, plus `SO_NOSIGPIPE` |
 //! | [`SEND_FLAGS`] | `MSG_NOSIGNAL` | `MSG_NOSIGNAL` | none (`SO_NOSIGPIPE` is set on every socket) |
 //! | [`set_sockaddr_len`] | nothing (no length field) | `sa_len` (`bsd.rs`) | as FreeBSD |
+//! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //!
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
 //! not depend on a platform's errno conventions either.
@@ -24,7 +25,7 @@ pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
     accept, file_stat, fsync, rename, set_sockaddr_len, socket, socketpair, stat, Stat, SEND_FLAGS,
-    STAT_EMPTY_PATH, STAT_MASK,
+    SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
@@ -35,12 +36,12 @@ pub(crate) use bsd::{file_stat, rename, set_sockaddr_len, stat, Stat, STAT_EMPTY
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::{accept, fsync, socket, socketpair, SEND_FLAGS};
+pub(crate) use freebsd::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
 
 #[cfg(target_vendor = "apple")]
 mod apple;
 #[cfg(target_vendor = "apple")]
-pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS};
+pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
 
 #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
 compile_error!(
