@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     remote: Mutex<Remote>,
     /// Set when a remote wake has already unparked the runtime and it has not yet looked.
     notified: AtomicBool,
+    /// Set while the runtime spins before parking (see `Builder::park_spin`): a remote
+    /// wake then only needs to set `notified`, not to unpark through the kernel.
+    spinning: AtomicBool,
     unparker: Arc<dyn Unpark>,
 }
 
@@ -47,6 +50,7 @@ impl Shared {
                 closed: false,
             }),
             notified: AtomicBool::new(false),
+            spinning: AtomicBool::new(false),
             unparker,
         }
     }
@@ -54,9 +58,27 @@ impl Shared {
     /// Makes the runtime's loop look at its remote queue soon, unparking it at most once
     /// per batch of remote wakes.
     pub(crate) fn notify(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        // SeqCst pairs with `stop_spinning`: either the spinner sees `notified`, or we see
+        // that it stopped spinning and unpark it.
+        if !self.notified.swap(true, Ordering::SeqCst) && !self.spinning.load(Ordering::SeqCst) {
             self.unparker.unpark();
         }
+    }
+
+    /// Whether a remote wake arrived that the runtime has not looked at yet.
+    pub(crate) fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn start_spinning(&self) {
+        self.spinning.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops spinning; returns whether a remote wake arrived meanwhile (then the caller
+    /// must not park: that wake did not unpark it).
+    pub(crate) fn stop_spinning(&self) -> bool {
+        self.spinning.store(false, Ordering::SeqCst);
+        self.notified.load(Ordering::SeqCst)
     }
 
     fn push_remote(&self, task: Arc<dyn Runnable>) {
