@@ -469,7 +469,7 @@ fn spin_for_wake(inner: &Inner, main_woken: &AtomicBool, spin: Duration) -> bool
             break;
         }
         n = n.wrapping_add(1);
-        if n % 64 == 0 && Instant::now() >= end {
+        if n.is_multiple_of(64) && Instant::now() >= end {
             break;
         }
         std::hint::spin_loop();
