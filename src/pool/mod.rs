@@ -178,7 +178,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Pins each core thread to its CPU (default `true`). Unpinned, the threads still
+    /// Pins each core thread to its CPU (default `true`, except on macOS, which cannot pin
+    /// threads: building a pinned pool there fails with a clear error). Unpinned, the threads still
     /// own one runtime each but the OS may move them, and a CPU list may name CPUs the
     /// machine lacks (they are just labels then).
     pub fn pin(mut self, on: bool) -> PoolBuilder {
@@ -377,7 +378,8 @@ impl Pool {
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             cpus: Cpus::All,
-            pin: true,
+            // macOS has no way to pin a thread to a CPU; there the pool runs unpinned.
+            pin: !cfg!(target_vendor = "apple"),
             runtime: Builder::new(),
             shutdown_timeout: Duration::from_secs(10),
         }
