@@ -1,0 +1,488 @@
+//! The command line, and the list of runs it asks for.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coring::BackendKind;
+
+use crate::report::Mode;
+
+/// The help text.
+pub const USAGE: &str = "\
+usage: coring-bench [MODE...] [options]
+
+Latency and throughput benchmarks of the coring runtime, each run on the io_uring and the
+fallback (epoll) backend one after the other. Without a MODE, runs the default suite
+(echo 16 conns x 1 KiB for 3 s, fread at QD 1 and 32 for 2 s, spawn 1M, timers 100k) in
+well under a minute.
+
+modes:
+  echo      coring TCP echo server on one pinned CPU, load generator on another
+  fread     random 4 KiB reads of a page-cache file at a queue depth
+  spawn     spawn N no-op tasks and await them all (tasks/s)
+  timers    N concurrent 1 ms sleeps (total time until all are done)
+
+options:
+  --backend B         io_uring, fallback or both (default both; CORING_BACKEND, if set,
+                      picks the default instead)
+  --client-backend B  backend of the echo load generator: auto, io_uring or fallback
+                      (default auto, so every server is driven by the same client)
+  --conns N[,N..]     echo: connections (default 16)
+  --rate R[,R..]      echo: open loop at R requests/s in total over the connections, on a
+                      fixed schedule, latency from the intended send time (wrk2-style
+                      coordinated-omission correction); `closed` for ping-pong (default)
+  --size B[,B..]      echo: message size in bytes (default 1024)
+  --secs S            measured seconds per run (default: echo 5, or 3 in the default
+                      suite; fread 2)
+  --warmup S          unmeasured seconds before each echo/fread run (default 0.5 / 0.2)
+  --qd N[,N..]        fread: queue depths (default 1,32)
+  --file-mb N         fread: test file size in MiB (default 64)
+  --tasks N           spawn: tasks (default 1000000)
+  --timers N          timers: concurrent sleeps (default 100000)
+  --json              print a JSON document (one object per run) instead of the table
+  --plot FILE.svg     write the latency percentile curves (one line per run) as SVG
+  --linear-y          linear latency axis in the plot (default logarithmic, so that the
+                      median and the tail both show)
+  --no-progress       no progress line on stderr
+  -h, --help          this help";
+
+/// What to run and how to report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Modes, in the order they run.
+    pub modes: Vec<Mode>,
+    /// Server backends; each run repeats on each, back to back.
+    pub backends: Vec<BackendKind>,
+    /// Backend of the echo load generator.
+    pub client_backend: BackendKind,
+    /// Echo connection counts.
+    pub conns: Vec<usize>,
+    /// Echo pacing: `None` closed loop, `Some(r)` open loop at `r` requests/s.
+    pub rates: Vec<Option<f64>>,
+    /// Echo message sizes.
+    pub sizes: Vec<usize>,
+    /// Echo measured duration.
+    pub echo_secs: Duration,
+    /// Echo warm-up.
+    pub echo_warmup: Duration,
+    /// Fread measured duration.
+    pub fread_secs: Duration,
+    /// Fread warm-up.
+    pub fread_warmup: Duration,
+    /// Fread queue depths.
+    pub qds: Vec<usize>,
+    /// Fread test file size in MiB.
+    pub file_mb: u64,
+    /// Spawn: tasks per run.
+    pub tasks: u64,
+    /// Timers: sleeps per run.
+    pub timers: u64,
+    /// JSON instead of the table.
+    pub json: bool,
+    /// Where to write the SVG plot.
+    pub plot: Option<PathBuf>,
+    /// Logarithmic latency axis in the plot (the default).
+    pub log_y: bool,
+    /// Progress line on stderr.
+    pub progress: bool,
+}
+
+impl Default for Config {
+    /// The default suite.
+    fn default() -> Self {
+        Config {
+            modes: vec![Mode::Echo, Mode::Fread, Mode::Spawn, Mode::Timers],
+            backends: vec![BackendKind::IoUring, BackendKind::Fallback],
+            client_backend: BackendKind::Auto,
+            conns: vec![16],
+            rates: vec![None],
+            sizes: vec![1024],
+            echo_secs: Duration::from_secs(3),
+            echo_warmup: Duration::from_millis(500),
+            fread_secs: Duration::from_secs(2),
+            fread_warmup: Duration::from_millis(200),
+            qds: vec![1, 32],
+            file_mb: 64,
+            tasks: 1_000_000,
+            timers: 100_000,
+            json: false,
+            plot: None,
+            log_y: true,
+            progress: true,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the benchmarks.
+    Run(Box<Config>),
+    /// Print the help.
+    Help,
+}
+
+/// The name of a server backend, as reports show it.
+pub fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::IoUring => "io_uring",
+        BackendKind::Fallback => "fallback",
+        _ => "auto",
+    }
+}
+
+fn parse_backends(v: &str) -> Result<Vec<BackendKind>, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "both" | "all" => Ok(vec![BackendKind::IoUring, BackendKind::Fallback]),
+        other => match BackendKind::parse(other) {
+            Ok(BackendKind::Auto) | Err(_) => Err(format!(
+                "--backend takes io_uring, fallback or both, not '{v}'"
+            )),
+            Ok(k) => Ok(vec![k]),
+        },
+    }
+}
+
+fn parse_list<T>(flag: &str, v: &str, one: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    let items: Option<Vec<T>> = v.split(',').map(|s| one(s.trim())).collect();
+    match items {
+        Some(items) if !items.is_empty() => Ok(items),
+        _ => Err(format!("{flag}: cannot parse '{v}'")),
+    }
+}
+
+fn positive(s: &str) -> Option<usize> {
+    s.parse().ok().filter(|&n| n > 0)
+}
+
+fn secs(flag: &str, v: &str, allow_zero: bool) -> Result<Duration, String> {
+    let bad = || format!("{flag} takes a number of seconds, not '{v}'");
+    let s: f64 = v.parse().map_err(|_| bad())?;
+    let d = Duration::try_from_secs_f64(s).map_err(|_| bad())?;
+    if (d.is_zero() && !allow_zero) || d > Duration::from_secs(3600) {
+        return Err(format!("{flag} must be in (0, 3600] seconds, not '{v}'"));
+    }
+    Ok(d)
+}
+
+/// Parses the arguments (without the program name). `env_backend` is `CORING_BACKEND`,
+/// which picks the default backend and must agree with an explicit `--backend`.
+///
+/// # Errors
+///
+/// A message naming the bad argument.
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env_backend: Option<&str>,
+) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut modes = Vec::new();
+    let mut backends = None;
+    let mut secs_given = None;
+    let mut warmup_given = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "echo" => modes.push(Mode::Echo),
+            "fread" => modes.push(Mode::Fread),
+            "spawn" => modes.push(Mode::Spawn),
+            "timers" => modes.push(Mode::Timers),
+            "--json" => cfg.json = true,
+            "--linear-y" => cfg.log_y = false,
+            "--no-progress" => cfg.progress = false,
+            "--backend" => backends = Some(parse_backends(&value()?)?),
+            "--client-backend" => {
+                let v = value()?;
+                cfg.client_backend = BackendKind::parse(&v).map_err(|e| format!("{flag}: {e}"))?;
+            }
+            "--conns" => cfg.conns = parse_list(&flag, &value()?, positive)?,
+            "--size" => cfg.sizes = parse_list(&flag, &value()?, positive)?,
+            "--qd" => cfg.qds = parse_list(&flag, &value()?, positive)?,
+            "--rate" => {
+                cfg.rates = parse_list(&flag, &value()?, |s| match s {
+                    "closed" => Some(None),
+                    s => s
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r > 0.0)
+                        .map(Some),
+                })?
+            }
+            "--secs" => secs_given = Some(secs(&flag, &value()?, false)?),
+            "--warmup" => warmup_given = Some(secs(&flag, &value()?, true)?),
+            "--file-mb" => cfg.file_mb = parse_list(&flag, &value()?, positive)?[0] as u64,
+            "--tasks" => cfg.tasks = parse_list(&flag, &value()?, positive)?[0] as u64,
+            "--timers" => cfg.timers = parse_list(&flag, &value()?, positive)?[0] as u64,
+            "--plot" => cfg.plot = Some(PathBuf::from(value()?)),
+            _ => return Err(format!("unknown argument '{arg}'")),
+        }
+    }
+    let env = match env_backend.map(str::trim) {
+        None | Some("") => None,
+        Some(v) => match BackendKind::parse(v) {
+            Ok(BackendKind::Auto) => None,
+            Ok(k) => Some(k),
+            Err(e) => return Err(format!("CORING_BACKEND: {e}")),
+        },
+    };
+    cfg.backends = match (backends, env) {
+        (Some(b), Some(e)) if b != [e] => {
+            return Err(format!(
+                "CORING_BACKEND={} would override --backend for every runtime; unset it or \
+                 drop --backend",
+                backend_name(e)
+            ))
+        }
+        (Some(b), _) => b,
+        (None, Some(e)) => vec![e],
+        (None, None) => cfg.backends,
+    };
+    if !modes.is_empty() {
+        modes.dedup();
+        cfg.modes = modes;
+        // Outside the default suite, echo measures 5 s.
+        cfg.echo_secs = Duration::from_secs(5);
+    }
+    if let Some(d) = secs_given {
+        cfg.echo_secs = d;
+        cfg.fread_secs = d;
+    }
+    if let Some(w) = warmup_given {
+        cfg.echo_warmup = w;
+        cfg.fread_warmup = w;
+    }
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+/// One run of the plan (before choosing the backend).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bench {
+    /// Echo with these connections, message size and pacing.
+    Echo {
+        /// Connections.
+        conns: usize,
+        /// Message size in bytes.
+        size: usize,
+        /// Open-loop rate, or `None` for closed loop.
+        rate: Option<f64>,
+        /// Measured duration.
+        secs: Duration,
+        /// Warm-up.
+        warmup: Duration,
+    },
+    /// Fread at this queue depth.
+    Fread {
+        /// Reads in flight.
+        qd: usize,
+        /// Measured duration.
+        secs: Duration,
+        /// Warm-up.
+        warmup: Duration,
+    },
+    /// Spawn this many tasks.
+    Spawn {
+        /// Tasks.
+        tasks: u64,
+    },
+    /// This many concurrent 1 ms sleeps.
+    Timers {
+        /// Sleeps.
+        timers: u64,
+    },
+}
+
+impl Bench {
+    /// The mode this run belongs to.
+    pub fn mode(&self) -> Mode {
+        match self {
+            Bench::Echo { .. } => Mode::Echo,
+            Bench::Fread { .. } => Mode::Fread,
+            Bench::Spawn { .. } => Mode::Spawn,
+            Bench::Timers { .. } => Mode::Timers,
+        }
+    }
+
+    /// The setup in a few words, for tables and legends.
+    pub fn label(&self) -> String {
+        match *self {
+            Bench::Echo {
+                conns, size, rate, ..
+            } => match rate {
+                None => format!("closed {conns}c {size}B"),
+                Some(r) => format!("open {}/s {conns}c {size}B", crate::stats::human(r)),
+            },
+            Bench::Fread { qd, .. } => format!("qd {qd}"),
+            Bench::Spawn { tasks } => format!("{tasks} tasks"),
+            Bench::Timers { timers } => format!("{timers} x 1ms"),
+        }
+    }
+
+    /// A rough upper estimate of the run's wall time (setup and teardown included).
+    pub fn estimate(&self) -> Duration {
+        match *self {
+            Bench::Echo { secs, warmup, .. } => secs + warmup + Duration::from_millis(300),
+            Bench::Fread { secs, warmup, .. } => secs + warmup + Duration::from_millis(100),
+            // A warm-up batch and the measured one, at up to a microsecond per task on a
+            // slow machine.
+            Bench::Spawn { tasks } => Duration::from_nanos(tasks.saturating_mul(2000)),
+            Bench::Timers { timers } => {
+                Duration::from_millis(50) + Duration::from_nanos(timers.saturating_mul(4000))
+            }
+        }
+    }
+}
+
+/// Every run the configuration asks for, each paired with its backend, in running order:
+/// for each mode and setup, one run per backend back to back.
+pub fn plan(cfg: &Config) -> Vec<(Bench, BackendKind)> {
+    let mut benches = Vec::new();
+    for mode in &cfg.modes {
+        match mode {
+            Mode::Echo => {
+                for &conns in &cfg.conns {
+                    for &size in &cfg.sizes {
+                        for &rate in &cfg.rates {
+                            benches.push(Bench::Echo {
+                                conns,
+                                size,
+                                rate,
+                                secs: cfg.echo_secs,
+                                warmup: cfg.echo_warmup,
+                            });
+                        }
+                    }
+                }
+            }
+            Mode::Fread => benches.extend(cfg.qds.iter().map(|&qd| Bench::Fread {
+                qd,
+                secs: cfg.fread_secs,
+                warmup: cfg.fread_warmup,
+            })),
+            Mode::Spawn => benches.push(Bench::Spawn { tasks: cfg.tasks }),
+            Mode::Timers => benches.push(Bench::Timers { timers: cfg.timers }),
+        }
+    }
+    benches
+        .into_iter()
+        .flat_map(|b| cfg.backends.iter().map(move |&k| (b, k)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn cfg(s: &str) -> Config {
+        match parse(args(s), None).unwrap() {
+            Command::Run(c) => *c,
+            Command::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_is_the_default_suite_under_forty_seconds() {
+        let c = cfg("");
+        assert_eq!(c, Config::default());
+        let p = plan(&c);
+        let names: Vec<String> = p
+            .iter()
+            .map(|(b, k)| format!("{} {} {}", b.mode().name(), b.label(), backend_name(*k)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "echo closed 16c 1024B io_uring",
+                "echo closed 16c 1024B fallback",
+                "fread qd 1 io_uring",
+                "fread qd 1 fallback",
+                "fread qd 32 io_uring",
+                "fread qd 32 fallback",
+                "spawn 1000000 tasks io_uring",
+                "spawn 1000000 tasks fallback",
+                "timers 100000 x 1ms io_uring",
+                "timers 100000 x 1ms fallback",
+            ]
+        );
+        assert_eq!(p[0].0.estimate(), Duration::from_millis(3800));
+        let total: Duration = p.iter().map(|(b, _)| b.estimate()).sum();
+        assert!(total < Duration::from_secs(40), "{total:?}");
+    }
+
+    #[test]
+    fn explicit_modes_and_lists() {
+        let c = cfg("echo --conns 4,64 --rate closed,20000 --size=64 --backend fallback --json");
+        assert_eq!(c.modes, [Mode::Echo]);
+        assert_eq!(c.echo_secs, Duration::from_secs(5));
+        assert_eq!(c.backends, [BackendKind::Fallback]);
+        assert!(c.json);
+        let p = plan(&c);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[1].0.label(), "open 20.0k/s 4c 64B");
+        assert!(matches!(
+            p[3].0,
+            Bench::Echo {
+                conns: 64,
+                size: 64,
+                rate: Some(r),
+                ..
+            } if r == 20000.0
+        ));
+        let c = cfg("fread spawn --secs 1.5 --qd 8 --tasks 1000 --plot x.svg --linear-y");
+        assert_eq!(c.fread_secs, Duration::from_millis(1500));
+        assert!(!c.log_y);
+        assert_eq!(c.plot.as_deref(), Some(std::path::Path::new("x.svg")));
+        assert_eq!(plan(&c).len(), 4);
+        assert_eq!(plan(&c)[2].0, Bench::Spawn { tasks: 1000 });
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        for (a, want) in [
+            ("--conns 0", "--conns"),
+            ("--rate -5", "--rate"),
+            ("--secs 0", "--secs"),
+            ("--backend auto", "--backend"),
+            ("--bogus", "--bogus"),
+            ("--qd", "needs a value"),
+        ] {
+            let e = parse(args(a), None).unwrap_err();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+        assert_eq!(parse(args("timers -h"), None), Ok(Command::Help));
+    }
+
+    #[test]
+    fn coring_backend_sets_the_default_and_must_agree() {
+        let run = |a: &str, env| match parse(args(a), env) {
+            Ok(Command::Run(c)) => Ok(c.backends),
+            Ok(Command::Help) => panic!(),
+            Err(e) => Err(e),
+        };
+        assert_eq!(run("", Some("fallback")), Ok(vec![BackendKind::Fallback]));
+        assert_eq!(
+            run("", Some("auto")),
+            Ok(vec![BackendKind::IoUring, BackendKind::Fallback])
+        );
+        assert_eq!(
+            run("--backend io_uring", Some("io_uring")),
+            Ok(vec![BackendKind::IoUring])
+        );
+        assert!(run("--backend both", Some("fallback")).is_err());
+        assert!(run("", Some("nonsense")).is_err());
+    }
+}

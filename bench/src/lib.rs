@@ -1,0 +1,116 @@
+//! # coring-bench
+//!
+//! coring's latency benchmark tool. Every benchmark runs on the io_uring backend and on the
+//! fallback (epoll) backend, back to back, so that one table compares them:
+//!
+//! - **echo**: a coring TCP echo server on one pinned CPU and a coring load generator on
+//!   another, over loopback; closed loop (`--conns` ping-pong connections) or open loop
+//!   (`--rate`: a fixed schedule, latency from each request's intended send time, so a
+//!   stall is charged to every request it delayed, as wrk2 does). Reports requests/s,
+//!   round-trip latency percentiles and the server thread's CPU time per request.
+//! - **fread**: random 4 KiB reads of a page-cache file at a queue depth: IOPS, per-read
+//!   latency, process CPU per read.
+//! - **spawn**: spawning N no-op tasks and awaiting them: tasks/s.
+//! - **timers**: N concurrent 1 ms sleeps: total time until all are done, and how late
+//!   each woke.
+//!
+//! ```text
+//! cargo run --release -p coring-bench                     # the default suite, < 1 min
+//! cargo run --release -p coring-bench -- echo --rate 20000 --secs 10 --plot echo.svg
+//! cargo run --release -p coring-bench -- fread --qd 1,8,64 --backend io_uring --json
+//! ```
+//!
+//! Latencies go into HDR histograms (3 significant digits); warm-up is excluded. The
+//! output is a table on stdout, or a JSON document with `--json`, and optionally an SVG of
+//! the percentile curves (`--plot`). A progress line on stderr shows what runs.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod cli;
+pub mod echo;
+pub mod fread;
+pub mod hist;
+pub mod load;
+pub mod micro;
+pub mod progress;
+pub mod report;
+pub mod stats;
+pub mod svg;
+pub mod sys;
+pub mod thread;
+
+use cli::{backend_name, Bench, Config};
+use progress::Progress;
+use report::RunResult;
+
+/// Runs every benchmark of the configuration, in order, and returns one result per run
+/// (a failed run is a result with its error set; the others still run).
+///
+/// # Errors
+///
+/// Only when the fread test file cannot be made.
+pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
+    let plan = cli::plan(cfg);
+    let file = if plan.iter().any(|(b, _)| matches!(b, Bench::Fread { .. })) {
+        if cfg.progress {
+            eprint!("\rpreparing a {} MiB fread test file ...", cfg.file_mb);
+        }
+        let f = fread::TestFile::create(cfg.file_mb)
+            .map_err(|e| format!("cannot create the fread test file: {e}"))?;
+        if cfg.progress {
+            eprint!("\r{:60}\r", "");
+        }
+        Some(f)
+    } else {
+        None
+    };
+    let mut results = Vec::with_capacity(plan.len());
+    for (i, (bench, backend)) in plan.iter().enumerate() {
+        let what = format!(
+            "[{}/{}] {} {} {}",
+            i + 1,
+            plan.len(),
+            bench.mode().name(),
+            bench.label(),
+            backend_name(*backend)
+        );
+        let unit = match bench {
+            Bench::Echo { .. } => "req/s",
+            Bench::Fread { .. } => "IOPS",
+            Bench::Spawn { .. } => "tasks/s",
+            Bench::Timers { .. } => "timers/s",
+        };
+        let mut progress = Progress::new(cfg.progress, what, unit);
+        let result = match *bench {
+            Bench::Echo {
+                conns,
+                size,
+                rate,
+                secs,
+                warmup,
+            } => {
+                let p = echo::EchoParams {
+                    conns,
+                    size,
+                    rate,
+                    secs,
+                    warmup,
+                    client_backend: cfg.client_backend,
+                };
+                echo::run(&p, *backend, &mut progress)
+            }
+            Bench::Fread { qd, secs, warmup } => {
+                let p = fread::FreadParams { qd, secs, warmup };
+                let file = file.as_ref().expect("the test file exists when fread runs");
+                fread::run(&p, file, *backend, &mut progress)
+            }
+            Bench::Spawn { tasks } => micro::run_spawn(tasks, *backend, &mut progress),
+            Bench::Timers { timers } => micro::run_timers(timers, *backend, &mut progress),
+        };
+        progress.finish();
+        results.push(result);
+    }
+    Ok(results)
+}

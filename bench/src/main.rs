@@ -1,0 +1,64 @@
+//! `coring-bench`: see the library's documentation, or run it with `--help`.
+
+use std::process::ExitCode;
+
+use coring_bench::cli::{self, Command};
+use coring_bench::report::{self, Host};
+use coring_bench::svg::{self, PlotOptions};
+use coring_bench::sys;
+
+fn main() -> ExitCode {
+    let env_backend = std::env::var("CORING_BACKEND").ok();
+    let cfg = match cli::parse(std::env::args().skip(1), env_backend.as_deref()) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Help) => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("coring-bench: {msg}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let results = match coring_bench::run_all(&cfg) {
+        Ok(r) => r,
+        Err(msg) => {
+            eprintln!("coring-bench: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let host = Host {
+        cpus: sys::cpus().len(),
+        kernel: sys::kernel_release(),
+    };
+    if cfg.json {
+        let doc = report::json_document(&host, &results);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("a JSON value always serializes")
+        );
+    } else {
+        print!("{}", report::table(&host, &results));
+    }
+    if let Some(path) = &cfg.plot {
+        let opts = PlotOptions {
+            log_y: cfg.log_y,
+            ..PlotOptions::default()
+        };
+        match svg::plot(&results, opts) {
+            Some(doc) => {
+                if let Err(e) = std::fs::write(path, doc) {
+                    eprintln!("coring-bench: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("coring-bench: wrote {}", path.display());
+            }
+            None => eprintln!("coring-bench: no run measured latencies; no plot written"),
+        }
+    }
+    if results.iter().any(|r| r.error.is_some()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
