@@ -219,8 +219,12 @@ impl Interval {
         let now = Instant::now();
         let mut next = due + self.period;
         if next <= now {
-            let behind = (now - due).as_nanos() / self.period.as_nanos();
-            next = due + self.period * (behind as u32 + 1);
+            // Skip every missed tick: the next one is the first multiple of the period
+            // after now. Computed in u128 nanoseconds so a long stall cannot overflow.
+            let period = self.period.as_nanos();
+            let ticks = (now - due).as_nanos() / period + 1;
+            let ahead = (ticks * period).min(u64::MAX as u128) as u64;
+            next = due + Duration::from_nanos(ahead);
         }
         self.next = next;
         due

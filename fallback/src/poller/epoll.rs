@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -83,14 +84,7 @@ impl Selector {
         let max = libc::c_int::try_from(buf.capacity()).unwrap_or(libc::c_int::MAX);
         // SAFETY: the kernel writes at most `max` <= capacity entries into the
         // vector's spare capacity, which stays allocated during the call.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.ep.as_raw_fd(),
-                buf.as_mut_ptr(),
-                max,
-                timeout_ms(timeout),
-            )
-        };
+        let n = unsafe { wait(self.ep.as_raw_fd(), buf.as_mut_ptr(), max, timeout) };
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.kind() {
@@ -248,6 +242,52 @@ fn to_event(event: &libc::epoll_event) -> Event {
         token: token as usize,
         flags,
     }
+}
+
+/// Whether `epoll_pwait2` (Linux 5.11+, nanosecond timeouts) is available; cleared on the
+/// first ENOSYS.
+static PWAIT2: AtomicBool = AtomicBool::new(true);
+
+/// Waits with the finest timeout the kernel offers: `epoll_pwait2` takes a timespec, so a
+/// 50 µs timer is not rounded up to a whole millisecond; older kernels get `epoll_wait`
+/// with the timeout rounded up to milliseconds.
+///
+/// # Safety
+///
+/// `events` must have room for `max` entries.
+unsafe fn wait(
+    ep: libc::c_int,
+    events: *mut libc::epoll_event,
+    max: libc::c_int,
+    timeout: Option<Duration>,
+) -> libc::c_int {
+    if let Some(t) = timeout {
+        if PWAIT2.load(Ordering::Relaxed) {
+            let ts = libc::timespec {
+                tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: t.subsec_nanos() as _,
+            };
+            // SAFETY: the caller guarantees room for `max` events; `ts` is live for the call
+            // and the null sigmask means "do not change the mask".
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    ep,
+                    events,
+                    max,
+                    &ts as *const libc::timespec,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0usize,
+                )
+            } as libc::c_int;
+            if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+                return n;
+            }
+            PWAIT2.store(false, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::epoll_wait(ep, events, max, timeout_ms(timeout)) }
 }
 
 /// Converts a millisecond timeout for epoll_wait, rounding up so a sub-millisecond
