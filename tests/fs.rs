@@ -267,3 +267,38 @@ coring_test!(std_conversions, async {
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert_eq!(out, "std");
 });
+
+// Reads of cached data complete during submission (preadv2 RWF_NOWAIT on Linux), and reads
+// the page cache cannot answer inline (a pipe) still complete through the backend.
+coring_test!(cached_reads_complete_inline_pipes_do_not, |builder| {
+    use std::os::fd::FromRawFd;
+    let rt = builder.build().unwrap();
+    let dir = TempDir::new("fs");
+    let p = dir.path("cached");
+    std::fs::write(&p, vec![7u8; 8192]).unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (rd, mut wr) = unsafe {
+        (
+            File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    common::block_on_bounded(&rt, async {
+        let f = File::open(&p).await.unwrap();
+        for i in 0..8u64 {
+            let (r, buf) = f.read_at(Vec::with_capacity(1024), i * 1024).await;
+            assert_eq!(r.unwrap(), 1024);
+            assert!(buf.iter().all(|&b| b == 7));
+        }
+        std::io::Write::write_all(&mut wr, b"through the pipe").unwrap();
+        let (r, buf) = rd.read_at(Vec::with_capacity(64), 0).await;
+        assert_eq!(r.unwrap(), 16);
+        assert_eq!(buf, b"through the pipe");
+    });
+    if cfg!(target_os = "linux") {
+        assert!(rt.metrics().ops_inline >= 7, "{:?}", rt.metrics());
+    }
+});

@@ -16,7 +16,7 @@ use std::time::Duration;
 use coring_fallback::{Events, Poller, PollerWaker};
 
 use super::offload::{Offload, POOL_THREADS};
-use super::sys::{self, Route};
+use super::sys::{self, InlineReads, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 
 /// Operations waiting for one descriptor to become ready, oldest first.
@@ -49,6 +49,12 @@ pub(crate) struct Fallback {
     unparker: Arc<WakerUnpark>,
     /// Everything that may block runs here.
     offload: Offload,
+    /// Serves page-cache reads during submission instead of the pool.
+    inline: InlineReads,
+    /// Ready fds of the last wait (reused, so a turn allocates nothing).
+    scratch: Vec<(RawFd, bool, bool)>,
+    /// Turns since the poller was last asked, while completions were queued anyway.
+    unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
     fds: HashMap<RawFd, Waiters>,
@@ -65,6 +71,9 @@ impl Fallback {
             poller,
             events: Events::with_capacity(256),
             offload: Offload::new(unparker.clone()),
+            inline: InlineReads::default(),
+            scratch: Vec::new(),
+            unpolled_turns: 0,
             unparker,
             ready: Vec::new(),
             fds: HashMap::new(),
@@ -94,6 +103,16 @@ impl Fallback {
 
     pub(crate) fn offloaded(&self) -> u64 {
         self.offload.spawned()
+    }
+
+    /// Completes a read from the page cache during submission, if it is there.
+    pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
+        // SAFETY: the op owning desc's memory is alive for the whole submission call.
+        unsafe { self.inline.try_complete(desc) }
+    }
+
+    pub(crate) fn inline_completions(&self) -> u64 {
+        self.inline.hits
     }
 
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
@@ -159,24 +178,30 @@ impl Fallback {
         }
         let have_completions = !self.ready.is_empty() || self.offload.has_completions();
         let timeout = match wait {
-            _ if have_completions => Some(Duration::ZERO),
+            // Completions are queued already: report them without asking the kernel, but
+            // still look at readiness every few turns so sockets are not starved.
+            _ if have_completions => {
+                self.unpolled_turns += 1;
+                if self.parked.is_empty() || self.unpolled_turns < 61 {
+                    return Ok(());
+                }
+                Some(Duration::ZERO)
+            }
             Wait::No if self.parked.is_empty() => return Ok(()),
             Wait::No => Some(Duration::ZERO),
             Wait::Park(t) => t,
         };
+        self.unpolled_turns = 0;
         self.poller.wait(&mut self.events, timeout)?;
-        let ready: Vec<_> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token() as RawFd,
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable() || e.is_write_closed() || e.is_error(),
-                )
-            })
-            .collect();
-        for (fd, readable, writable) in ready {
+        let mut ready = std::mem::take(&mut self.scratch);
+        ready.extend(self.events.iter().map(|e| {
+            (
+                e.token() as RawFd,
+                e.is_readable() || e.is_read_closed() || e.is_error(),
+                e.is_writable() || e.is_write_closed() || e.is_error(),
+            )
+        }));
+        for &(fd, readable, writable) in &ready {
             if readable {
                 self.retry(fd, Dir::Read);
             }
@@ -184,6 +209,8 @@ impl Fallback {
                 self.retry(fd, Dir::Write);
             }
         }
+        ready.clear();
+        self.scratch = ready;
         Ok(())
     }
 

@@ -80,6 +80,15 @@ pub(crate) enum Push {
     Full,
 }
 
+/// What [`Driver::submit`] did with an operation.
+pub(crate) enum Submitted {
+    /// In flight under this key.
+    InFlight(usize),
+    /// Finished during submission (a read served from the page cache): its final
+    /// completion, delivered at once through the same conversion as any other.
+    Done(Completion),
+}
+
 /// How long `enter` may sleep.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Wait {
@@ -116,6 +125,9 @@ pub struct Metrics {
     /// Operations run on the blocking pool: on the fallback backend, those readiness cannot
     /// serve (files, paths); on io_uring, those whose opcode the kernel lacks.
     pub ops_offloaded: u64,
+    /// Reads served straight from the page cache during submission (`preadv2` with
+    /// `RWF_NOWAIT`), without a trip through the ring or the pool.
+    pub ops_inline: u64,
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
@@ -152,6 +164,10 @@ impl Backend {
     fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         dispatch!(self, b => b.push(key, desc))
     }
+    /// Completes `desc` during submission if the backend can (a cached read).
+    fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
+        dispatch!(self, b => b.try_inline(desc))
+    }
     fn cancel(&mut self, key: usize) -> io::Result<Push> {
         dispatch!(self, b => b.cancel(key))
     }
@@ -172,6 +188,9 @@ impl Backend {
     }
     pub(crate) fn offloaded(&self) -> u64 {
         dispatch!(self, b => b.offloaded())
+    }
+    pub(crate) fn inline_completions(&self) -> u64 {
+        dispatch!(self, b => b.inline_completions())
     }
 }
 
@@ -231,13 +250,19 @@ impl Driver {
     /// [`Driver::orphan`].
     ///
     /// On error nothing was handed to the kernel and the caller still owns everything.
-    pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<usize> {
-        let key = self.ops.insert(Slot::InFlight(Some(waker.clone())));
+    pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
+        if let Some(c) = self.backend.try_inline(desc) {
+            self.metrics.ops_submitted += 1;
+            self.metrics.ops_completed += 1;
+            return Ok(Submitted::Done(c));
+        }
+        let key = self.ops.insert(Slot::InFlight(None));
         loop {
             match self.backend.push(key, desc) {
                 Ok(Push::Queued) => {
                     self.metrics.ops_submitted += 1;
-                    return Ok(key);
+                    self.ops[key] = Slot::InFlight(Some(waker.clone()));
+                    return Ok(Submitted::InFlight(key));
                 }
                 Ok(Push::Full) => {
                     if let Err(e) = self.make_room() {

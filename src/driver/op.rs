@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::{Completion, Driver, OpDesc, Orphan};
+use super::{Completion, Driver, OpDesc, Orphan, Submitted};
 use crate::runtime::context;
 use std::cell::RefCell;
 
@@ -72,15 +72,19 @@ impl<T: Operation> Future for Op<T> {
         let this = self.get_mut();
         match this.state {
             State::Unsubmitted => {
-                let driver = context::driver();
                 let data = this.data.as_mut().expect("coring: operation without data");
                 let desc = data.describe();
-                let submitted = driver.borrow_mut().submit(&desc, cx.waker());
+                let (submitted, driver) = context::submit(&desc, cx.waker());
                 match submitted {
-                    Ok(key) => {
+                    Ok(Submitted::InFlight(key)) => {
                         this.state = State::InFlight(key);
-                        this.driver = Some(driver);
+                        this.driver = driver;
                         Poll::Pending
+                    }
+                    Ok(Submitted::Done(c)) => {
+                        this.state = State::Done;
+                        let data = this.data.take().expect("coring: operation without data");
+                        Poll::Ready(data.complete(c))
                     }
                     Err(e) => {
                         // Nothing reached the kernel: complete with the error through the

@@ -92,3 +92,18 @@ pub(crate) unsafe fn rename(
 pub(crate) fn set_sockaddr_len(storage: &mut libc::sockaddr_storage, len: libc::socklen_t) {
     storage.ss_len = u8::try_from(len).unwrap_or(u8::MAX);
 }
+
+/// A positional read that only succeeds without waiting for IO. These kernels have no
+/// `RWF_NOWAIT`, so reads always take the blocking pool: `None`.
+///
+/// # Safety
+///
+/// No requirement beyond the Linux version's (`buf` valid for `len` bytes); nothing is read.
+pub(crate) unsafe fn read_nowait(
+    _fd: RawFd,
+    _buf: *mut u8,
+    _len: u32,
+    _offset: u64,
+) -> Option<i32> {
+    None
+}

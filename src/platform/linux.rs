@@ -128,3 +128,28 @@ pub(crate) fn socketpair(domain: i32, ty: i32) -> io::Result<[RawFd; 2]> {
 
 /// Linux socket addresses carry no length field: the length travels beside them.
 pub(crate) fn set_sockaddr_len(_storage: &mut libc::sockaddr_storage, _len: libc::socklen_t) {}
+
+/// A positional read that only succeeds if it needs no IO wait (the data is in the page
+/// cache): `preadv2(..., RWF_NOWAIT)`. `None` when it would block, or when the file (a
+/// pipe, a file system without RWF_NOWAIT) cannot answer that way.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn read_nowait(fd: RawFd, buf: *mut u8, len: u32, offset: u64) -> Option<i32> {
+    let off = libc::off_t::try_from(offset).ok()?;
+    let iov = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: len as usize,
+    };
+    // SAFETY: one iovec over the caller's buffer, valid for `len` bytes.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Some(n as i32);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ESPIPE | libc::ENOSYS | libc::EINVAL)
+        | None => None,
+        Some(e) => Some(-e),
+    }
+}

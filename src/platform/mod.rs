@@ -13,6 +13,7 @@
 //! | [`accept`], [`socket`], [`socketpair`] | `SOCK_CLOEXEC \| SOCK_NONBLOCK`, atomically | as Linux | `fcntl` after the call, plus `SO_NOSIGPIPE` |
 //! | [`SEND_FLAGS`] | `MSG_NOSIGNAL` | `MSG_NOSIGNAL` | none (`SO_NOSIGPIPE` is set on every socket) |
 //! | [`set_sockaddr_len`] | nothing (no length field) | `sa_len` (`bsd.rs`) | as FreeBSD |
+//! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //!
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
@@ -24,14 +25,16 @@ use std::io;
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    accept, file_stat, fsync, rename, set_sockaddr_len, socket, socketpair, stat, Stat, SEND_FLAGS,
-    SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    accept, file_stat, fsync, read_nowait, rename, set_sockaddr_len, socket, socketpair, stat,
+    Stat, SEND_FLAGS, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
-pub(crate) use bsd::{file_stat, rename, set_sockaddr_len, stat, Stat, STAT_EMPTY_PATH, STAT_MASK};
+pub(crate) use bsd::{
+    file_stat, read_nowait, rename, set_sockaddr_len, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
+};
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;

@@ -31,13 +31,27 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     Some(f(unsafe { &*p }))
 }
 
-/// The current runtime's driver, for an operation about to be submitted.
+/// Submits an operation on the current runtime's driver; returns the driver handle only
+/// when the operation is left in flight (the future keeps it for polling and drop), so
+/// an operation that completes during submission costs no reference-count traffic.
 #[track_caller]
-pub(crate) fn driver() -> Rc<RefCell<Driver>> {
+pub(crate) fn submit(
+    desc: &crate::driver::OpDesc,
+    waker: &std::task::Waker,
+) -> (
+    std::io::Result<crate::driver::Submitted>,
+    Option<Rc<RefCell<Driver>>>,
+) {
     with(
         "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
          task spawned on one",
-        |inner| inner.driver.clone(),
+        |inner| {
+            let r = inner.driver.borrow_mut().submit(desc, waker);
+            match r {
+                Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
+                _ => (r, None),
+            }
+        },
     )
 }
 

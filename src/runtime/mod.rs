@@ -426,6 +426,7 @@ impl Runtime {
         let mut m = driver.metrics;
         m.turns = self.inner.turns.get();
         m.ops_offloaded = driver.backend().offloaded();
+        m.ops_inline = driver.backend().inline_completions();
         m
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::offload::Offload;
+use super::sys::InlineReads;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 use crate::platform::linux::SOCKET_FLAGS;
 
@@ -42,6 +43,8 @@ pub(crate) struct Uring {
     wake_armed: bool,
     /// Runs operations whose opcode the kernel lacks.
     offload: Offload,
+    /// Serves page-cache reads during submission.
+    inline: InlineReads,
     /// Bit `n` set: opcode `n` is missing and goes to `offload`.
     missing: u128,
     /// Errors to return from the next `enter` calls instead of entering the kernel
@@ -105,6 +108,7 @@ impl Uring {
             ring,
             setup,
             offload: Offload::new(wake.clone()),
+            inline: InlineReads::default(),
             missing,
             wake,
             wake_buf: Box::leak(Box::new(0)),
@@ -225,6 +229,17 @@ impl Uring {
         self.offload.spawned()
     }
 
+    /// Reads completed inline from the page cache.
+    /// Completes a read from the page cache during submission, if it is there.
+    pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
+        // SAFETY: the op owning desc's memory is alive for the whole submission call.
+        unsafe { self.inline.try_complete(desc) }
+    }
+
+    pub(crate) fn inline_completions(&self) -> u64 {
+        self.inline.hits
+    }
+
     /// Makes the next `enter` calls fail with these errnos (test hook).
     pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
         self.injected.extend(errnos);
@@ -241,12 +256,12 @@ impl Uring {
         // SAFETY: `wake_buf` is leaked ('static) and the eventfd is kept open by the Arc
         // in `self.wake` for as long as the ring exists.
         match unsafe { self.push_entry(&entry) } {
+            // Retried on the next reap.
+            Push::Full => Ok(()),
             Push::Queued => {
                 self.wake_armed = true;
                 Ok(())
             }
-            // Retried on the next reap.
-            Push::Full => Ok(()),
         }
     }
 
