@@ -161,3 +161,33 @@ coring_test!(peer_closes_mid_write, async {
     );
     reader.join().unwrap();
 });
+
+// A socket closed after waiting once, and a new socket that gets the same descriptor
+// number: the new one must still be woken (the fallback registers per open file, not per
+// descriptor number, since closing removed the old registration).
+coring_test!(reused_descriptor_number_is_woken, async {
+    use std::os::fd::AsRawFd;
+    let mut last = None;
+    let mut reused = false;
+    for round in 0..20 {
+        let (a, b) = UnixStream::pair().unwrap();
+        if last == Some(a.as_raw_fd()) {
+            reused = true;
+        }
+        last = Some(a.as_raw_fd());
+        let reader = coring::spawn(async move { a.read(Vec::with_capacity(8)).await });
+        sleep(Duration::from_millis(2)).await; // the read parks: nothing written yet
+        let (r, _) = b.write_all(b"wake".to_vec()).await;
+        r.unwrap();
+        let (r, buf) = timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: read on a reused descriptor never woke"))
+            .unwrap();
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(buf, b"wake");
+    }
+    assert!(
+        reused,
+        "descriptor numbers were never reused; the test proved nothing"
+    );
+});

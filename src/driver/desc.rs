@@ -88,18 +88,27 @@ pub(crate) enum OpDesc {
     /// close-on-exec and non-blocking (see [`platform::accept`]).
     Accept {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         addr: *mut libc::sockaddr,
         addrlen: *mut libc::socklen_t,
     },
     /// `connect(fd, addr, addrlen)`.
     Connect {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         addr: *const libc::sockaddr,
         addrlen: libc::socklen_t,
     },
     /// `recv(fd, buf, len, flags)`.
     Recv {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         buf: *mut u8,
         len: u32,
         flags: i32,
@@ -107,6 +116,9 @@ pub(crate) enum OpDesc {
     /// `send(fd, buf, len, flags)`.
     Send {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         buf: *const u8,
         len: u32,
         flags: i32,
@@ -114,12 +126,18 @@ pub(crate) enum OpDesc {
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         msg: *mut libc::msghdr,
         flags: u32,
     },
     /// `sendmsg(fd, msg, flags)`.
     SendMsg {
         fd: RawFd,
+        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
+        /// keeps per-descriptor state can tell a reused descriptor number apart.
+        fd_id: u64,
         msg: *const libc::msghdr,
         flags: u32,
     },

@@ -58,6 +58,8 @@ pub(crate) struct Fallback {
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
     fds: HashMap<RawFd, Waiters>,
+    /// Which open file (by `SharedFd` id) each descriptor number was registered for.
+    registered: HashMap<RawFd, u64>,
     /// Where each parked operation waits, for cancel.
     parked: HashMap<usize, (RawFd, Dir)>,
     injected: VecDeque<i32>,
@@ -77,6 +79,7 @@ impl Fallback {
             unparker,
             ready: Vec::new(),
             fds: HashMap::new(),
+            registered: HashMap::new(),
             parked: HashMap::new(),
             injected: VecDeque::new(),
         })
@@ -144,12 +147,19 @@ impl Fallback {
             }
             // Make sure the fd is registered before we sleep; an edge that arrived since
             // the attempt is reported by the registration itself (or was already queued).
-            if let Err(e) = self.poller.register(fd, fd as usize) {
-                if e.raw_os_error() != Some(libc::EEXIST) {
-                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    self.ready.push((key, Completion::error(errno)));
-                    return Ok(());
+            // Registration lasts as long as the open file, so it happens once per file: the
+            // id tells a new file apart from a closed one that had the same number (closing
+            // removed that one from the poller).
+            let id = sys::socket_id(&desc);
+            if self.registered.get(&fd) != Some(&id) {
+                if let Err(e) = self.poller.register(fd, fd as usize) {
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        self.ready.push((key, Completion::error(errno)));
+                        return Ok(());
+                    }
                 }
+                self.registered.insert(fd, id);
             }
         }
         let w = self.fds.entry(fd).or_default();

@@ -168,13 +168,18 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
             OpDesc::MkdirAt { dirfd, path, mode } => {
                 ret(libc::mkdirat(dirfd, path, mode as libc::mode_t) as isize)
             }
-            OpDesc::Accept { fd, addr, addrlen } => res(platform::accept(fd, addr, addrlen)),
-            OpDesc::Connect { fd, addr, addrlen } => connect(fd, addr, addrlen),
+            OpDesc::Accept {
+                fd, addr, addrlen, ..
+            } => res(platform::accept(fd, addr, addrlen)),
+            OpDesc::Connect {
+                fd, addr, addrlen, ..
+            } => connect(fd, addr, addrlen),
             OpDesc::Recv {
                 fd,
                 buf,
                 len,
                 flags,
+                ..
             } => ret(libc::recv(
                 fd,
                 buf.cast(),
@@ -186,16 +191,17 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 buf,
                 len,
                 flags,
+                ..
             } => ret(libc::send(
                 fd,
                 buf.cast(),
                 len as usize,
                 flags | libc::MSG_DONTWAIT,
             )),
-            OpDesc::RecvMsg { fd, msg, flags } => {
+            OpDesc::RecvMsg { fd, msg, flags, .. } => {
                 ret(libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
             }
-            OpDesc::SendMsg { fd, msg, flags } => {
+            OpDesc::SendMsg { fd, msg, flags, .. } => {
                 ret(libc::sendmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
             }
             OpDesc::Shutdown { fd, how } => ret(libc::shutdown(fd, how) as isize),
@@ -289,6 +295,19 @@ pub(crate) fn socket_fd(desc: &OpDesc) -> libc::c_int {
         | OpDesc::Send { fd, .. }
         | OpDesc::SendMsg { fd, .. }
         | OpDesc::Connect { fd, .. } => fd,
+        _ => unreachable!("coring: only socket operations wait for readiness"),
+    }
+}
+
+/// The open-file identity (`SharedFd::id`) of a readiness-routed description.
+pub(crate) fn socket_id(desc: &OpDesc) -> u64 {
+    match *desc {
+        OpDesc::Recv { fd_id, .. }
+        | OpDesc::RecvMsg { fd_id, .. }
+        | OpDesc::Accept { fd_id, .. }
+        | OpDesc::Send { fd_id, .. }
+        | OpDesc::SendMsg { fd_id, .. }
+        | OpDesc::Connect { fd_id, .. } => fd_id,
         _ => unreachable!("coring: only socket operations wait for readiness"),
     }
 }

@@ -8,6 +8,8 @@ use std::task::{Poll, Waker};
 use crate::driver::op::Op;
 use crate::op::fs::Close;
 
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// A file descriptor shared by its owner (a `File`, a socket) and the operations using it.
 ///
 /// Every in-flight operation holds a clone, so the descriptor is not closed (and its number
@@ -19,6 +21,9 @@ pub(crate) struct SharedFd {
 
 struct Inner {
     fd: RawFd,
+    /// Unique for the process's lifetime: tells this open file apart from a later one that
+    /// reuses the descriptor number.
+    id: u64,
     /// Set once the descriptor was handed to an asynchronous close.
     closed: Cell<bool>,
     /// The task waiting in `close()` for the other holders to go away.
@@ -31,6 +36,7 @@ impl SharedFd {
         SharedFd {
             inner: Rc::new(Inner {
                 fd,
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 closed: Cell::new(false),
                 closer: Cell::new(None),
             }),
@@ -39,6 +45,11 @@ impl SharedFd {
 
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd
+    }
+
+    /// This open file's identity (never reused, unlike its descriptor number).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Gives up ownership of the descriptor without closing it, if no operation holds it.

@@ -150,6 +150,7 @@ impl Operation for Accept {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Accept {
             fd: self.fd.raw(),
+            fd_id: self.fd.id(),
             addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
             addrlen: &mut self.addr.len,
         }
@@ -182,6 +183,7 @@ impl Operation for Connect {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Connect {
             fd: self.fd.raw(),
+            fd_id: self.fd.id(),
             addr: self.addr.as_ptr(),
             addrlen: self.addr.len,
         }
@@ -248,6 +250,7 @@ impl<B: IoBuf> Operation for SendTo<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::SendMsg {
             fd: self.fd.raw(),
+            fd_id: self.fd.id(),
             msg: &self.msg.hdr,
             flags: platform::SEND_FLAGS as u32,
         }
@@ -285,6 +288,7 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::RecvMsg {
             fd: self.fd.raw(),
+            fd_id: self.fd.id(),
             msg: &mut self.msg.hdr,
             flags: 0,
         }

@@ -439,28 +439,32 @@ impl Uring {
             OpDesc::MkdirAt { dirfd, path, mode } => {
                 opcode::MkDirAt::new(Fd(dirfd), path).mode(mode).build()
             }
-            OpDesc::Accept { fd, addr, addrlen } => opcode::Accept::new(Fd(fd), addr, addrlen)
+            OpDesc::Accept {
+                fd, addr, addrlen, ..
+            } => opcode::Accept::new(Fd(fd), addr, addrlen)
                 .flags(SOCKET_FLAGS)
                 .build(),
-            OpDesc::Connect { fd, addr, addrlen } => {
-                opcode::Connect::new(Fd(fd), addr, addrlen).build()
-            }
+            OpDesc::Connect {
+                fd, addr, addrlen, ..
+            } => opcode::Connect::new(Fd(fd), addr, addrlen).build(),
             OpDesc::Recv {
                 fd,
                 buf,
                 len,
                 flags,
+                ..
             } => opcode::Recv::new(Fd(fd), buf, len).flags(flags).build(),
             OpDesc::Send {
                 fd,
                 buf,
                 len,
                 flags,
+                ..
             } => opcode::Send::new(Fd(fd), buf, len).flags(flags).build(),
-            OpDesc::RecvMsg { fd, msg, flags } => {
+            OpDesc::RecvMsg { fd, msg, flags, .. } => {
                 opcode::RecvMsg::new(Fd(fd), msg).flags(flags).build()
             }
-            OpDesc::SendMsg { fd, msg, flags } => {
+            OpDesc::SendMsg { fd, msg, flags, .. } => {
                 opcode::SendMsg::new(Fd(fd), msg).flags(flags).build()
             }
             OpDesc::Shutdown { fd, how } => opcode::Shutdown::new(Fd(fd), how).build(),
