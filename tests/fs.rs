@@ -302,3 +302,33 @@ coring_test!(cached_reads_complete_inline_pipes_do_not, |builder| {
         assert!(rt.metrics().ops_inline >= 7, "{:?}", rt.metrics());
     }
 });
+
+// A task whose reads all hit the page cache (and so complete inline, never Pending) must
+// still let other tasks run: a 10 ms sleeper wakes long before the reader gives up.
+coring_test!(inline_reads_do_not_starve_other_tasks, async {
+    let dir = TempDir::new("fs");
+    let p = dir.path("hot");
+    std::fs::write(&p, vec![1u8; 4096]).unwrap();
+    let f = File::open(&p).await.unwrap();
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let sleeper = {
+        let stop = stop.clone();
+        coring::spawn(async move {
+            coring::time::sleep(std::time::Duration::from_millis(10)).await;
+            stop.set(true);
+        })
+    };
+    let mut reads = 0u64;
+    let mut buf = Vec::with_capacity(4096);
+    while !stop.get() {
+        assert!(
+            reads < 20_000_000,
+            "the sleeper never ran: inline reads starved it"
+        );
+        let (r, b) = f.read_at(buf, 0).await;
+        assert_eq!(r.unwrap(), 4096);
+        buf = b;
+        reads += 1;
+    }
+    sleeper.await.unwrap();
+});

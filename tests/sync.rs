@@ -70,3 +70,14 @@ coring_test!(send_mpsc_and_oneshot_report_closing, async {
     drop(tx);
     assert_eq!(rx.await, Err(oneshot::RecvError));
 });
+
+// Blocking receives accept "no deadline" (Duration::MAX) without overflowing.
+#[test]
+fn blocking_receive_without_deadline() {
+    let (tx, mut rx) = oneshot::channel::<u8>();
+    std::thread::spawn(move || tx.send(5).unwrap());
+    assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(5));
+    let (tx, mut rx) = mpsc::channel::<u8>(1);
+    std::thread::spawn(move || drop(tx.try_send(6)));
+    assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(Some(6)));
+}

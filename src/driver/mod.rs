@@ -217,8 +217,13 @@ pub(crate) struct Driver {
     /// Orphans finished during reaping; dropped after the table is updated so that user
     /// `Drop` code never runs in the middle of table bookkeeping.
     finished: Vec<(Box<dyn Orphan>, Completion)>,
+    /// Inline completions left in this turn of the event loop.
+    inline_budget: u32,
     pub(crate) metrics: Metrics,
 }
+
+/// Inline completions allowed per turn of the event loop (see [`Driver::submit`]).
+const INLINE_BUDGET: u32 = 128;
 
 impl Driver {
     pub(crate) fn new(backend: Backend) -> Driver {
@@ -226,6 +231,7 @@ impl Driver {
             ops: Slab::with_capacity(64),
             backend,
             finished: Vec::new(),
+            inline_budget: INLINE_BUDGET,
             metrics: Metrics::default(),
         }
     }
@@ -251,10 +257,16 @@ impl Driver {
     ///
     /// On error nothing was handed to the kernel and the caller still owns everything.
     pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
-        if let Some(c) = self.backend.try_inline(desc) {
-            self.metrics.ops_submitted += 1;
-            self.metrics.ops_completed += 1;
-            return Ok(Submitted::Done(c));
+        // An inline completion never returns Pending, so a task looping over cached reads
+        // would never yield: after INLINE_BUDGET of them in one turn, operations take the
+        // asynchronous path (and the task yields) until the loop comes around again.
+        if self.inline_budget > 0 {
+            if let Some(c) = self.backend.try_inline(desc) {
+                self.inline_budget -= 1;
+                self.metrics.ops_submitted += 1;
+                self.metrics.ops_completed += 1;
+                return Ok(Submitted::Done(c));
+            }
         }
         let key = self.ops.insert(Slot::InFlight(None));
         loop {
@@ -346,6 +358,7 @@ impl Driver {
 
     /// One trip into the kernel: submit, maybe sleep, then collect every completion.
     pub(crate) fn turn(&mut self, wait: Wait) -> io::Result<()> {
+        self.inline_budget = INLINE_BUDGET;
         if let Wait::Park(_) = wait {
             self.metrics.parks += 1;
         }

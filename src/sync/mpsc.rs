@@ -184,7 +184,8 @@ impl<T> Receiver<T> {
     ///
     /// [`TryRecvError::Empty`] if the timeout passed first.
     pub fn recv_blocking(&mut self, timeout: Duration) -> Result<Option<T>, TryRecvError> {
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout too large to add to now (Duration::MAX) means no deadline.
+        let deadline = std::time::Instant::now().checked_add(timeout);
         let mut st = self.chan.lock();
         loop {
             match Self::take(&mut st) {
@@ -192,16 +193,20 @@ impl<T> Receiver<T> {
                 Err(TryRecvError::Closed) => return Ok(None),
                 Err(TryRecvError::Empty) => {}
             }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Err(TryRecvError::Empty);
-            }
-            st = self
-                .chan
-                .cond
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = match deadline {
+                None => self.chan.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return Err(TryRecvError::Empty);
+                    }
+                    self.chan
+                        .cond
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 

@@ -114,7 +114,8 @@ impl<T> Receiver<T> {
     ///
     /// `Err(None)` if the timeout passed, `Err(Some(RecvError))` if the sender was dropped.
     pub fn recv_blocking(&mut self, timeout: Duration) -> Result<T, Option<RecvError>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add to now (Duration::MAX) means no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut st = self.inner.lock();
         loop {
             if let Some(v) = st.value.take() {
@@ -123,16 +124,20 @@ impl<T> Receiver<T> {
             if !st.sender_alive {
                 return Err(Some(RecvError));
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(None);
-            }
-            st = self
-                .inner
-                .cond
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = match deadline {
+                None => self.inner.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(None);
+                    }
+                    self.inner
+                        .cond
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 

@@ -158,17 +158,19 @@ impl<F: Future + 'static> Task<F> {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let local = context::try_with(|inner| {
-            if inner.shared.id == self.shared.id {
-                inner.executor.push(self.clone());
-                true
-            } else {
-                false
+        // Move our reference into whichever queue takes it: no extra count traffic.
+        let mut task = Some(self);
+        context::try_with(|inner| {
+            if task
+                .as_ref()
+                .is_some_and(|t| inner.shared.id == t.shared.id)
+            {
+                inner.executor.push(task.take().expect("checked above"));
             }
         });
-        if local != Some(true) {
-            let shared = self.shared.clone();
-            shared.push_remote(self);
+        if let Some(task) = task {
+            let shared = task.shared.clone();
+            shared.push_remote(task);
         }
     }
 
