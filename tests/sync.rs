@@ -78,6 +78,6 @@ fn blocking_receive_without_deadline() {
     std::thread::spawn(move || tx.send(5).unwrap());
     assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(5));
     let (tx, mut rx) = mpsc::channel::<u8>(1);
-    std::thread::spawn(move || drop(tx.try_send(6)));
+    std::thread::spawn(move || tx.try_send(6).unwrap());
     assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(Some(6)));
 }
