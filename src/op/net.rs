@@ -257,10 +257,7 @@ impl<B: IoBuf> Operation for SendTo<B> {
     }
 
     fn complete(self, c: Completion) -> Self::Output {
-        let res = c
-            .result()
-            .and_then(|n| checked_len(n, self.buf.bytes_init()));
-        (res, self.buf)
+        crate::op::rw::written(c, self.buf)
     }
 }
 

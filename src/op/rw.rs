@@ -35,16 +35,8 @@ impl<B: IoBufMut> Operation for Read<B> {
         }
     }
 
-    fn complete(mut self, c: Completion) -> Self::Output {
-        let res = c
-            .result()
-            .and_then(|n| checked_len(n, self.buf.bytes_total()));
-        if let Ok(n) = res {
-            // SAFETY: the kernel wrote n bytes at the start of the buffer, and n was just
-            // checked against bytes_total().
-            unsafe { self.buf.set_init(n) };
-        }
-        (res, self.buf)
+    fn complete(self, c: Completion) -> Self::Output {
+        filled(c, self.buf)
     }
 }
 
@@ -78,11 +70,26 @@ impl<B: IoBuf> Operation for Write<B> {
     }
 
     fn complete(self, c: Completion) -> Self::Output {
-        let res = c
-            .result()
-            .and_then(|n| checked_len(n, self.buf.bytes_init()));
-        (res, self.buf)
+        written(c, self.buf)
     }
+}
+
+/// The result of a read into the start of `buf`: the byte count, checked against the
+/// buffer, becomes exactly that many more initialised bytes.
+pub(crate) fn filled<B: IoBufMut>(c: Completion, mut buf: B) -> BufResult<usize, B> {
+    let res = c.result().and_then(|n| checked_len(n, buf.bytes_total()));
+    if let Ok(n) = res {
+        // SAFETY: the kernel wrote n bytes at the start of the buffer, and n was just
+        // checked against bytes_total().
+        unsafe { buf.set_init(n) };
+    }
+    (res, buf)
+}
+
+/// The result of a write of `buf`'s initialised bytes, checked against them.
+pub(crate) fn written<B: IoBuf>(c: Completion, buf: B) -> BufResult<usize, B> {
+    let res = c.result().and_then(|n| checked_len(n, buf.bytes_init()));
+    (res, buf)
 }
 
 /// Builds the iovec array for a vectored operation; the array is heap memory owned by
@@ -224,15 +231,8 @@ impl<B: IoBufMut> Operation for Recv<B> {
         }
     }
 
-    fn complete(mut self, c: Completion) -> Self::Output {
-        let res = c
-            .result()
-            .and_then(|n| checked_len(n, self.buf.bytes_total()));
-        if let Ok(n) = res {
-            // SAFETY: the kernel wrote n bytes at the start; n <= bytes_total() (checked).
-            unsafe { self.buf.set_init(n) };
-        }
-        (res, self.buf)
+    fn complete(self, c: Completion) -> Self::Output {
+        filled(c, self.buf)
     }
 }
 
@@ -266,10 +266,7 @@ impl<B: IoBuf> Operation for Send<B> {
     }
 
     fn complete(self, c: Completion) -> Self::Output {
-        let res = c
-            .result()
-            .and_then(|n| checked_len(n, self.buf.bytes_init()));
-        (res, self.buf)
+        written(c, self.buf)
     }
 }
 
