@@ -112,6 +112,9 @@ pub(crate) enum OpDesc {
         buf: *mut u8,
         len: u32,
         flags: i32,
+        /// A stream socket: a receive shorter than `len` means nothing more is queued
+        /// (not true of datagrams, where each receive takes one datagram).
+        stream: bool,
     },
     /// `send(fd, buf, len, flags)`.
     Send {

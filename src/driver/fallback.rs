@@ -26,6 +26,43 @@ struct Waiters {
     write: VecDeque<(usize, OpDesc)>,
 }
 
+/// A registered open file and what the poller last said about it.
+struct FdState {
+    id: u64,
+    readable: bool,
+    writable: bool,
+    /// The peer closed its side, or the socket has an error: that state never sends
+    /// another edge, so the direction stays "ready" from then on (reads return 0 or the
+    /// error at once).
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl FdState {
+    fn ready(&self, dir: Dir) -> bool {
+        match dir {
+            Dir::Read => self.readable,
+            Dir::Write => self.writable,
+        }
+    }
+
+    fn set_ready(&mut self, dir: Dir, on: bool) {
+        match dir {
+            Dir::Read => self.readable = on || self.read_closed,
+            Dir::Write => self.writable = on || self.write_closed,
+        }
+    }
+}
+
+/// What one poller event said about a descriptor.
+#[derive(Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    read_closed: bool,
+    write_closed: bool,
+}
+
 /// Which queue of an fd an operation waits in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -52,14 +89,15 @@ pub(crate) struct Fallback {
     /// Serves page-cache reads during submission instead of the pool.
     inline: InlineReads,
     /// Ready fds of the last wait (reused, so a turn allocates nothing).
-    scratch: Vec<(RawFd, bool, bool)>,
+    scratch: Vec<(RawFd, Readiness)>,
     /// Turns since the poller was last asked, while completions were queued anyway.
     unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
     fds: HashMap<RawFd, Waiters>,
-    /// Which open file (by `SharedFd` id) each descriptor number was registered for.
-    registered: HashMap<RawFd, u64>,
+    /// Which open file (by `SharedFd` id) each descriptor number was registered for, and
+    /// its readiness as far as we know.
+    registered: HashMap<RawFd, FdState>,
     /// Where each parked operation waits, for cancel.
     parked: HashMap<usize, (RawFd, Dir)>,
     injected: VecDeque<i32>,
@@ -137,21 +175,34 @@ impl Fallback {
     /// so two reads on one socket complete in submission order).
     fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
         let fd = sys::socket_fd(&desc);
+        let id = sys::socket_id(&desc);
         let queue_empty = self.fds.get(&fd).is_none_or(|w| queue(w, dir).is_empty());
-        if queue_empty {
+        // What the poller last told us about this open file: after an EAGAIN (or a short
+        // stream read) it is not ready until an edge says so, and trying again would only
+        // cost a syscall that fails.
+        let known = self.registered.get(&fd).filter(|s| s.id == id);
+        let not_ready = known.is_some_and(|s| !s.ready(dir));
+        if queue_empty && !not_ready {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::execute(&desc) };
             if res != -libc::EAGAIN {
+                if sys::drained(&desc, res) {
+                    if let Some(s) = self.registered.get_mut(&fd).filter(|s| s.id == id) {
+                        s.set_ready(dir, false);
+                    }
+                }
                 self.ready.push((key, Completion { res, flags: 0 }));
                 return Ok(());
             }
-            // Make sure the fd is registered before we sleep; an edge that arrived since
-            // the attempt is reported by the registration itself (or was already queued).
-            // Registration lasts as long as the open file, so it happens once per file: the
-            // id tells a new file apart from a closed one that had the same number (closing
-            // removed that one from the poller).
-            let id = sys::socket_id(&desc);
-            if self.registered.get(&fd) != Some(&id) {
+        }
+        // Make sure the fd is registered before we sleep; an edge that arrived since the
+        // attempt is reported by the registration itself (or was already queued).
+        // Registration lasts as long as the open file, so it happens once per file: the id
+        // tells a new file apart from a closed one that had the same number (closing
+        // removed that one from the poller).
+        match self.registered.get_mut(&fd) {
+            Some(s) if s.id == id => s.set_ready(dir, false),
+            _ => {
                 if let Err(e) = self.poller.register(fd, fd as usize) {
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -159,7 +210,15 @@ impl Fallback {
                         return Ok(());
                     }
                 }
-                self.registered.insert(fd, id);
+                let mut s = FdState {
+                    id,
+                    readable: true,
+                    writable: true,
+                    read_closed: false,
+                    write_closed: false,
+                };
+                s.set_ready(dir, false);
+                self.registered.insert(fd, s);
             }
         }
         let w = self.fds.entry(fd).or_default();
@@ -207,15 +266,25 @@ impl Fallback {
         ready.extend(self.events.iter().map(|e| {
             (
                 e.token() as RawFd,
-                e.is_readable() || e.is_read_closed() || e.is_error(),
-                e.is_writable() || e.is_write_closed() || e.is_error(),
+                Readiness {
+                    readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+                    writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+                    read_closed: e.is_read_closed() || e.is_error(),
+                    write_closed: e.is_write_closed() || e.is_error(),
+                },
             )
         }));
-        for &(fd, readable, writable) in &ready {
-            if readable {
+        for &(fd, r) in &ready {
+            if let Some(s) = self.registered.get_mut(&fd) {
+                s.read_closed |= r.read_closed;
+                s.write_closed |= r.write_closed;
+                s.readable |= r.readable;
+                s.writable |= r.writable;
+            }
+            if r.readable {
                 self.retry(fd, Dir::Read);
             }
-            if writable {
+            if r.writable {
                 self.retry(fd, Dir::Write);
             }
         }
@@ -233,6 +302,12 @@ impl Fallback {
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::resume(&desc) };
+            let drained = res == -libc::EAGAIN || sys::drained(&desc, res);
+            if drained {
+                if let Some(s) = self.registered.get_mut(&fd) {
+                    s.set_ready(dir, false);
+                }
+            }
             if res == -libc::EAGAIN {
                 break;
             }

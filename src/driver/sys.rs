@@ -299,6 +299,19 @@ pub(crate) fn socket_fd(desc: &OpDesc) -> libc::c_int {
     }
 }
 
+/// Whether a successful socket transfer shows the socket has nothing more to give (a
+/// stream receive shorter than asked) or no more room (a send shorter than asked), so a
+/// readiness backend can wait for the next edge instead of trying again.
+pub(crate) fn drained(desc: &OpDesc, res: i32) -> bool {
+    match *desc {
+        OpDesc::Recv {
+            len, stream: true, ..
+        } => res > 0 && (res as u32) < len,
+        OpDesc::Send { len, .. } => res >= 0 && (res as u32) < len,
+        _ => false,
+    }
+}
+
 /// The open-file identity (`SharedFd::id`) of a readiness-routed description.
 pub(crate) fn socket_id(desc: &OpDesc) -> u64 {
     match *desc {

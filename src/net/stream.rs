@@ -41,7 +41,7 @@ pub(crate) struct Stream {
 
 impl Stream {
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Recv::new(&self.fd, buf)).await
+        Op::new(Recv::new(&self.fd, buf, true)).await
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {

@@ -60,7 +60,7 @@ impl UdpSocket {
 
     /// Receives a datagram from the connected address.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Recv::new(&self.fd, buf)).await
+        Op::new(Recv::new(&self.fd, buf, false)).await
     }
 
     /// The local address.

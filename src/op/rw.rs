@@ -207,13 +207,16 @@ impl<B: IoBuf> Operation for Writev<B> {
 pub(crate) struct Recv<B> {
     fd: SharedFd,
     buf: B,
+    stream: bool,
 }
 
 impl<B: IoBufMut> Recv<B> {
-    pub(crate) fn new(fd: &SharedFd, buf: B) -> Self {
+    /// `stream`: the socket is a byte stream (TCP, Unix stream), not datagrams.
+    pub(crate) fn new(fd: &SharedFd, buf: B, stream: bool) -> Self {
         Recv {
             fd: fd.clone(),
             buf,
+            stream,
         }
     }
 }
@@ -228,6 +231,7 @@ impl<B: IoBufMut> Operation for Recv<B> {
             buf: self.buf.stable_mut_ptr(),
             len: rw_len(self.buf.bytes_total()),
             flags: 0,
+            stream: self.stream,
         }
     }
 
