@@ -7,7 +7,7 @@
 //! way the result is queued as a completion and reported by `reap`, exactly like a CQE,
 //! so the driver's lifecycle (wakers, orphans, cancel, shutdown) is the same code.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -94,12 +94,12 @@ pub(crate) struct Fallback {
     unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
-    fds: HashMap<RawFd, Waiters>,
+    fds: DenseMap<Waiters>,
     /// Which open file (by `SharedFd` id) each descriptor number was registered for, and
     /// its readiness as far as we know.
-    registered: HashMap<RawFd, FdState>,
+    registered: DenseMap<FdState>,
     /// Where each parked operation waits, for cancel.
-    parked: HashMap<usize, (RawFd, Dir)>,
+    parked: DenseMap<(RawFd, Dir)>,
     injected: VecDeque<i32>,
 }
 
@@ -116,9 +116,9 @@ impl Fallback {
             unpolled_turns: 0,
             unparker,
             ready: Vec::new(),
-            fds: HashMap::new(),
-            registered: HashMap::new(),
-            parked: HashMap::new(),
+            fds: DenseMap::default(),
+            registered: DenseMap::default(),
+            parked: DenseMap::default(),
             injected: VecDeque::new(),
         })
     }
@@ -176,18 +176,21 @@ impl Fallback {
     fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
         let fd = sys::socket_fd(&desc);
         let id = sys::socket_id(&desc);
-        let queue_empty = self.fds.get(&fd).is_none_or(|w| queue(w, dir).is_empty());
+        let queue_empty = self
+            .fds
+            .get(fd as usize)
+            .is_none_or(|w| queue(w, dir).is_empty());
         // What the poller last told us about this open file: after an EAGAIN (or a short
         // stream read) it is not ready until an edge says so, and trying again would only
         // cost a syscall that fails.
-        let known = self.registered.get(&fd).filter(|s| s.id == id);
+        let known = self.registered.get(fd as usize).filter(|s| s.id == id);
         let not_ready = known.is_some_and(|s| !s.ready(dir));
         if queue_empty && !not_ready {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::execute(&desc) };
             if res != -libc::EAGAIN {
                 if sys::drained(&desc, res) {
-                    if let Some(s) = self.registered.get_mut(&fd).filter(|s| s.id == id) {
+                    if let Some(s) = self.registered.get_mut(fd as usize).filter(|s| s.id == id) {
                         s.set_ready(dir, false);
                     }
                 }
@@ -200,7 +203,7 @@ impl Fallback {
         // Registration lasts as long as the open file, so it happens once per file: the id
         // tells a new file apart from a closed one that had the same number (closing
         // removed that one from the poller).
-        match self.registered.get_mut(&fd) {
+        match self.registered.get_mut(fd as usize) {
             Some(s) if s.id == id => s.set_ready(dir, false),
             _ => {
                 if let Err(e) = self.poller.register(fd, fd as usize) {
@@ -218,18 +221,18 @@ impl Fallback {
                     write_closed: false,
                 };
                 s.set_ready(dir, false);
-                self.registered.insert(fd, s);
+                self.registered.insert(fd as usize, s);
             }
         }
-        let w = self.fds.entry(fd).or_default();
+        let w = self.fds.get_or_default(fd as usize);
         queue_mut(w, dir).push_back((key, desc));
         self.parked.insert(key, (fd, dir));
         Ok(())
     }
 
     pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
-        if let Some((fd, dir)) = self.parked.remove(&key) {
-            if let Some(w) = self.fds.get_mut(&fd) {
+        if let Some((fd, dir)) = self.parked.remove(key) {
+            if let Some(w) = self.fds.get_mut(fd as usize) {
                 queue_mut(w, dir).retain(|(k, _)| *k != key);
             }
             self.ready.push((key, Completion::error(libc::ECANCELED)));
@@ -275,7 +278,7 @@ impl Fallback {
             )
         }));
         for &(fd, r) in &ready {
-            if let Some(s) = self.registered.get_mut(&fd) {
+            if let Some(s) = self.registered.get_mut(fd as usize) {
                 s.read_closed |= r.read_closed;
                 s.write_closed |= r.write_closed;
                 s.readable |= r.readable;
@@ -295,7 +298,7 @@ impl Fallback {
 
     /// The fd is ready in `dir`: run its waiters in order until one would block again.
     fn retry(&mut self, fd: RawFd, dir: Dir) {
-        let Some(w) = self.fds.get_mut(&fd) else {
+        let Some(w) = self.fds.get_mut(fd as usize) else {
             return;
         };
         let q = queue_mut(w, dir);
@@ -304,7 +307,7 @@ impl Fallback {
             let res = unsafe { sys::resume(&desc) };
             let drained = res == -libc::EAGAIN || sys::drained(&desc, res);
             if drained {
-                if let Some(s) = self.registered.get_mut(&fd) {
+                if let Some(s) = self.registered.get_mut(fd as usize) {
                     s.set_ready(dir, false);
                 }
             }
@@ -312,12 +315,10 @@ impl Fallback {
                 break;
             }
             q.pop_front();
-            self.parked.remove(&key);
+            self.parked.remove(key);
             self.ready.push((key, Completion { res, flags: 0 }));
         }
-        if w.read.is_empty() && w.write.is_empty() {
-            self.fds.remove(&fd);
-        }
+        // The emptied queues stay, keeping their capacity for this descriptor's next wait.
     }
 
     pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
@@ -339,5 +340,64 @@ fn queue_mut(w: &mut Waiters, dir: Dir) -> &mut VecDeque<(usize, OpDesc)> {
     match dir {
         Dir::Read => &mut w.read,
         Dir::Write => &mut w.write,
+    }
+}
+
+/// A map from small integers (descriptor numbers, operation keys) to values, stored in a
+/// vector indexed by the key: no hashing on the per-operation path.
+struct DenseMap<V> {
+    slots: Vec<Option<V>>,
+    len: usize,
+}
+
+impl<V> Default for DenseMap<V> {
+    fn default() -> Self {
+        DenseMap {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V> DenseMap<V> {
+    fn get(&self, k: usize) -> Option<&V> {
+        self.slots.get(k).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, k: usize) -> Option<&mut V> {
+        self.slots.get_mut(k).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, k: usize, v: V) -> Option<V> {
+        if k >= self.slots.len() {
+            self.slots.resize_with(k + 1, || None);
+        }
+        let old = self.slots[k].replace(v);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    fn remove(&mut self, k: usize) -> Option<V> {
+        let old = self.slots.get_mut(k).and_then(Option::take);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    fn get_or_default(&mut self, k: usize) -> &mut V
+    where
+        V: Default,
+    {
+        if self.get(k).is_none() {
+            self.insert(k, V::default());
+        }
+        self.slots[k].as_mut().expect("just inserted")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
