@@ -2,6 +2,7 @@
 //! fallback backend for everything readiness cannot serve, and by the io_uring backend for
 //! opcodes the kernel lacks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,10 +24,24 @@ struct SendDesc(OpDesc);
 // only user of that memory meanwhile.
 unsafe impl Send for SendDesc {}
 
+/// Finished jobs, and a flag that spares the event loop the lock when there are none.
+#[derive(Default)]
+struct Done {
+    list: Mutex<Vec<(usize, Completion)>>,
+    any: AtomicBool,
+}
+
+impl Done {
+    fn push(&self, key: usize, c: Completion) {
+        lock(&self.list).push((key, c));
+        self.any.store(true, Ordering::Release);
+    }
+}
+
 /// A blocking pool whose results come back as completions.
 pub(crate) struct Offload {
     pool: BlockingPool,
-    done: Arc<Mutex<Vec<(usize, Completion)>>>,
+    done: Arc<Done>,
     unparker: Arc<dyn Unpark>,
     spawned: u64,
 }
@@ -36,7 +51,7 @@ impl Offload {
     pub(crate) fn new(unparker: Arc<dyn Unpark>) -> Offload {
         Offload {
             pool: BlockingPool::new(POOL_THREADS, POOL_IDLE),
-            done: Arc::new(Mutex::new(Vec::new())),
+            done: Arc::new(Done::default()),
             unparker,
             spawned: 0,
         }
@@ -54,23 +69,28 @@ impl Offload {
             // SAFETY: the driver keeps the op's memory alive until this completion has been
             // pushed and reaped (SendDesc's invariant).
             let res = unsafe { sys::execute_blocking(&job.0) };
-            lock(&done).push((key, Completion { res, flags: 0 }));
+            done.push(key, Completion { res, flags: 0 });
             unparker.unpark();
         });
         if let Err(e) = spawned {
             let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
-            lock(&self.done).push((key, Completion::error(errno)));
+            self.done.push(key, Completion::error(errno));
         }
     }
 
     /// Whether finished jobs wait to be reaped.
     pub(crate) fn has_completions(&self) -> bool {
-        !lock(&self.done).is_empty()
+        self.done.any.load(Ordering::Acquire)
     }
 
     /// Reports every finished job.
     pub(crate) fn drain(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
-        let done = std::mem::take(&mut *lock(&self.done));
+        // Cleared before taking the list: a job finishing in between sets it again, so
+        // nothing is left unannounced.
+        if !self.done.any.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let done = std::mem::take(&mut *lock(&self.done.list));
         for (key, c) in done {
             sink(key, c);
         }
