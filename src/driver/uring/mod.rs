@@ -12,6 +12,9 @@ use super::sys::InlineReads;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 use crate::platform::linux::SOCKET_FLAGS;
 
+/// Longest sleep while the wakeup read could not be armed (a full submission queue).
+const MAX_UNARMED_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// `user_data` of the setup round trip.
 const PROBE_TOKEN: u64 = u64::MAX - 2;
 
@@ -115,7 +118,12 @@ impl Uring {
             wake_armed: false,
             injected: VecDeque::new(),
         };
-        uring.arm_wake().map_err(at("wakeup read"))?;
+        if !uring.arm_wake() {
+            return Err((
+                "wakeup read",
+                unsupported("submission queue is full right after setup"),
+            ));
+        }
         uring.round_trip().map_err(at("first round trip"))?;
         Ok(uring)
     }
@@ -245,7 +253,9 @@ impl Uring {
         self.injected.extend(errnos);
     }
 
-    fn arm_wake(&mut self) -> io::Result<()> {
+    /// Queues the read on the wakeup eventfd; returns whether it was queued (a full queue
+    /// leaves it for the next reap, which retries).
+    fn arm_wake(&mut self) -> bool {
         let entry = opcode::Read::new(
             types::Fd(self.wake.0.as_raw_fd()),
             (self.wake_buf as *mut u64).cast(),
@@ -255,14 +265,8 @@ impl Uring {
         .user_data(WAKE_TOKEN);
         // SAFETY: `wake_buf` is leaked ('static) and the eventfd is kept open by the Arc
         // in `self.wake` for as long as the ring exists.
-        match unsafe { self.push_entry(&entry) } {
-            // Retried on the next reap.
-            Push::Full => Ok(()),
-            Push::Queued => {
-                self.wake_armed = true;
-                Ok(())
-            }
-        }
+        self.wake_armed = matches!(unsafe { self.push_entry(&entry) }, Push::Queued);
+        self.wake_armed
     }
 
     /// # Safety
@@ -298,11 +302,24 @@ impl Uring {
         Ok(unsafe { self.push_entry(&entry) })
     }
 
-    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
         if let Some(errno) = self.injected.pop_front() {
             return Err(super::classify_enter_error(io::Error::from_raw_os_error(
                 errno,
             )));
+        }
+        if self.offload.has_completions() {
+            // Offloaded results are waiting: do not sleep on the ring.
+            wait = Wait::No;
+        }
+        if let Wait::Park(t) = wait {
+            if !self.wake_armed && !self.arm_wake() {
+                // Without the eventfd read armed, a wake from another thread could not end
+                // the sleep: sleep briefly instead, and arm it on the next reap.
+                wait = Wait::Park(Some(
+                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
+                ));
+            }
         }
         if let Wait::No = wait {
             let mut sq = self.ring.submission();
@@ -354,8 +371,9 @@ impl Uring {
         }
         self.offload.drain(sink);
         if rearm || !self.wake_armed {
-            // A full queue leaves it unarmed; it is retried on the next reap.
-            let _ = self.arm_wake();
+            // A full queue leaves it unarmed (wake_armed stays false) and the next reap
+            // tries again; meanwhile remote wakes still land in the eventfd counter.
+            self.arm_wake();
         }
     }
 
