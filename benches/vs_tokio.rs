@@ -10,7 +10,13 @@
 //!      connection that reads into an owned 16 KiB buffer and `write_all`s what it read;
 //!    - tokio `current_thread`: `TcpListener` / `TcpStream`, a `tokio::spawn`ed task per
 //!      connection that reads into a 16 KiB buffer with `AsyncReadExt::read` and
-//!      `write_all`s it back.
+//!      `write_all`s it back;
+//!    - raw io_uring (Linux only), the practical limit: a plain single-threaded loop on the
+//!      `io-uring` crate, one ring set up as coring sets up its own, an accept SQE re-armed
+//!      after each connection, and per connection a recv into its own 16 KiB buffer, a send
+//!      of exactly the bytes received (again for the rest after a short send), then the recv
+//!      re-armed. Each loop turn is one `submit_and_wait(1)`: it submits the SQEs queued
+//!      while reaping the previous turn's CQEs, all of them.
 //!
 //!    After a warm-up, the server thread reads its own `CLOCK_THREAD_CPUTIME_ID` and its
 //!    echoed-byte counter at the start and the end of the measured window; CPU per request
@@ -35,7 +41,7 @@
 //!
 //! ```text
 //! cargo bench --bench vs_tokio
-//! cargo bench --bench vs_tokio -- --secs 3 --conns 16 --size 1024 --backends io_uring,fallback
+//! cargo bench --bench vs_tokio -- --secs 3 --conns 16 --size 1024 --backends io_uring,raw
 //! cargo bench --bench vs_tokio -- --only echo --backends fallback --no-tokio --reps 1 --secs 10
 //! ```
 
@@ -74,7 +80,9 @@ usage: cargo bench --bench vs_tokio -- [options]
   --secs S          measured seconds per run, after the warm-up (default 3)
   --warmup S        warm-up seconds per run, not counted (default 0.5)
   --reps N          runs per contender, interleaved; the median is reported (default 3)
-  --backends LIST   coring backends to run: io_uring,fallback (default both)
+  --backends LIST   servers to run: the coring backends io_uring and fallback, and raw
+                    (the plain io_uring echo loop; echo only, Linux only)
+                    (default io_uring,fallback,raw; raw only on Linux)
   --no-tokio        leave out the tokio baselines (for profiling coring alone)
   --only WHAT       run only the echo or the fread benchmark
   --conns N         echo: connections, each doing ping-pong (default 16)
@@ -96,6 +104,8 @@ struct Config {
     warmup: Duration,
     reps: usize,
     backends: Vec<BackendKind>,
+    /// Whether the echo benchmark runs the raw io_uring loop.
+    raw: bool,
     tokio: bool,
     echo: bool,
     fread: bool,
@@ -113,6 +123,7 @@ impl Default for Config {
             warmup: Duration::from_millis(500),
             reps: 3,
             backends: vec![BackendKind::IoUring, BackendKind::Fallback],
+            raw: cfg!(target_os = "linux"),
             tokio: true,
             echo: true,
             fread: true,
@@ -174,12 +185,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
             "--file-mb" => cfg.file_mb = parse_count(&flag, &value()) as u64,
             "--dir" => cfg.dir = PathBuf::from(value()),
             "--backends" => {
-                cfg.backends = value()
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
+                let list = value();
+                let names = list.split(',').filter(|s| !s.trim().is_empty());
+                cfg.raw = false;
+                cfg.backends = names
+                    .filter(|s| {
+                        let raw = s.trim().eq_ignore_ascii_case("raw");
+                        cfg.raw |= raw;
+                        !raw
+                    })
                     .map(|s| match BackendKind::parse(s) {
                         Ok(BackendKind::Auto) | Err(_) => usage_exit(&format!(
-                            "--backends takes io_uring and/or fallback, not '{s}'"
+                            "--backends takes io_uring, fallback and/or raw, not '{s}'"
                         )),
                         Ok(k) => k,
                     })
@@ -372,6 +389,8 @@ fn recv_or_exit<T>(rx: &Receiver<T>, budget: Duration, what: &str) -> T {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Server {
     Coring(BackendKind),
+    /// The plain io_uring loop (Linux only): the practical limit.
+    RawUring,
     Tokio,
 }
 
@@ -379,6 +398,7 @@ impl fmt::Display for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Server::Coring(kind) => f.pad(&format!("coring {kind}")),
+            Server::RawUring => f.pad("raw io_uring"),
             Server::Tokio => f.pad("tokio current_thread"),
         }
     }
@@ -481,6 +501,20 @@ impl fmt::Display for EchoResult {
 /// Runs the echo comparison and prints its table; returns whether anything failed.
 fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
     let mut servers: Vec<Server> = cfg.backends.iter().map(|&k| Server::Coring(k)).collect();
+    let raw_setup = if cfg.raw {
+        match raw_uring::probe() {
+            Ok(setup) => {
+                servers.push(Server::RawUring);
+                Some(setup)
+            }
+            Err(e) => {
+                eprintln!("vs_tokio: skipping the raw io_uring loop: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     if cfg.tokio {
         servers.push(Server::Tokio);
     }
@@ -497,6 +531,13 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
         core_name(server_core),
         core_name(client_core)
     );
+    if let Some(setup) = raw_setup {
+        println!(
+            "   raw io_uring: one ring ({setup}), accept / recv / send SQEs, a {} KiB buffer per \
+             connection, one submit_and_wait(1) per loop turn",
+            SERVER_BUF / 1024
+        );
+    }
     let runs = Runs::interleave(cfg.reps, &servers, |s| {
         run_echo(s, cfg, server_core, client_core)
     });
@@ -540,6 +581,27 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
             if fb <= tk { "met" } else { "MISSED" }
         );
     }
+    let uring = Server::Coring(BackendKind::IoUring);
+    if let Some(cu) = runs.median(uring, cpu) {
+        if let Some(raw) = runs.median(Server::RawUring, cpu) {
+            println!(
+                "target: coring io_uring server CPU/request <= 1.00x raw io_uring loop: {:.2}x \
+                 (paired {}), {}",
+                cu / raw,
+                fmt_x(runs.paired_ratio(uring, Server::RawUring, cpu)),
+                if cu <= raw { "met" } else { "MISSED" }
+            );
+        }
+        if let Some(tk) = tokio_cpu {
+            println!(
+                "target: coring io_uring server CPU/request <= 0.90x tokio current_thread: \
+                 {:.2}x (paired {}), {}",
+                cu / tk,
+                fmt_x(runs.paired_ratio(uring, Server::Tokio, cpu)),
+                if cu <= 0.9 * tk { "met" } else { "MISSED" }
+            );
+        }
+    }
     runs.failed
 }
 
@@ -562,6 +624,7 @@ fn run_echo(
             pin(server_core);
             let report = match server {
                 Server::Coring(kind) => coring_server(kind, conns, ready_tx, sched_rx),
+                Server::RawUring => raw_uring::server(conns, ready_tx, sched_rx),
                 Server::Tokio => tokio_server(conns, ready_tx, sched_rx),
             };
             let _ = report_tx.send(report);
@@ -816,6 +879,490 @@ fn finish_report(
         ));
     }
     ServerReport { start, end, errors }
+}
+
+/// The raw io_uring echo server: the loop a careful programmer would write by hand on the
+/// `io-uring` crate, which exists (like io_uring) only on Linux.
+#[cfg(target_os = "linux")]
+mod raw_uring {
+    use std::io;
+    use std::mem::ManuallyDrop;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    use std::ptr;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc::{Receiver, Sender};
+    use std::time::Instant;
+
+    use io_uring::{opcode, squeue, types, CompletionQueue, IoUring, SubmissionQueue, Submitter};
+
+    use super::{
+        finish_report, Schedule, ServerReport, ServerSample, ServerStats, DRAIN, SERVER_BUF,
+    };
+
+    /// Ring size: coring's default (`Builder::entries`), or more when more connections
+    /// could have an operation queued at once.
+    const MIN_ENTRIES: usize = 256;
+
+    // `user_data` is `connection index << KIND_BITS | kind`.
+    const KIND_BITS: u32 = 8;
+    const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
+    const ACCEPT: u64 = 1;
+    const RECV: u64 = 2;
+    const SEND: u64 = 3;
+    const TIMER: u64 = 4;
+    /// Cancellations at shutdown.
+    const CANCEL: u64 = 5;
+
+    fn token(conn: usize, kind: u64) -> u64 {
+        (conn as u64) << KIND_BITS | kind
+    }
+
+    /// The setups coring tries (src/driver/uring/mod.rs, `Uring::setup`), in the same
+    /// order, each falling back to the next on EINVAL (a flag this kernel does not know).
+    fn ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+        type Flavour = (&'static str, fn(&mut io_uring::Builder));
+        let flavours: [Flavour; 3] = [
+            ("single_issuer+defer_taskrun", |b| {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
+            }),
+            ("coop_taskrun", |b| {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }),
+            ("plain", |_| {}),
+        ];
+        let mut last = None;
+        for (name, apply) in flavours {
+            let mut b = IoUring::builder();
+            b.dontfork();
+            apply(&mut b);
+            match b.build(entries) {
+                Ok(ring) => return Ok((ring, name)),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    fn entries(conns: usize) -> u32 {
+        // One op per connection, plus the accept, the timer and a cancellation or two.
+        (conns + 4).next_power_of_two().max(MIN_ENTRIES) as u32
+    }
+
+    /// Whether a ring can be set up and entered here (seccomp may allow the one and not
+    /// the other); returns the setup it got.
+    pub(super) fn probe() -> Result<&'static str, String> {
+        let (mut ring, setup) = ring(entries(1)).map_err(|e| format!("io_uring setup: {e}"))?;
+        let nop = opcode::Nop::new().build();
+        // SAFETY: a NOP carries no pointers.
+        unsafe { ring.submission().push(&nop) }.map_err(|_| "the SQ is full".to_string())?;
+        ring.submit_and_wait(1)
+            .map_err(|e| format!("io_uring_enter: {e}"))?;
+        let completed = ring.completion().next().is_some();
+        if completed {
+            Ok(setup)
+        } else {
+            Err("a NOP did not complete".to_string())
+        }
+    }
+
+    /// The raw echo server thread's body.
+    pub(super) fn server(
+        conns: usize,
+        ready: Sender<Result<SocketAddr, String>>,
+        sched: Receiver<Schedule>,
+    ) -> Result<ServerReport, String> {
+        let setup = || -> io::Result<_> {
+            let (ring, _) = ring(entries(conns))?;
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            // As coring's listener, which is created non-blocking.
+            listener.set_nonblocking(true)?;
+            let addr = listener.local_addr()?;
+            Ok((ring, listener, addr))
+        };
+        let (mut ring, listener, addr) = match setup() {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("server setup: {e}");
+                let _ = ready.send(Err(msg.clone()));
+                return Err(msg);
+            }
+        };
+        let _ = ready.send(Ok(addr));
+        let sched = sched
+            .recv()
+            .map_err(|_| "no schedule from the main thread".to_string())?;
+        let stats = ServerStats::default();
+        let (submitter, sq, mut cq) = ring.split();
+        let mut echo = Echo {
+            submitter,
+            sq,
+            listener: listener.as_raw_fd(),
+            conns: ManuallyDrop::new(Vec::with_capacity(conns)),
+            timespec: Box::new(types::Timespec::new()),
+            in_flight: 0,
+            accepting: false,
+            timer: false,
+            stats: &stats,
+        };
+        let res = echo.serve(&mut cq, conns, sched);
+        let idle = echo.shutdown(&mut cq);
+        if idle {
+            // Nothing is in flight: the kernel holds no pointer into the buffers any more.
+            drop(ManuallyDrop::into_inner(echo.conns));
+        }
+        // Otherwise the connections (buffers and sockets) are leaked rather than freed
+        // while the kernel may still write into them.
+        let report = res.map_err(|e| format!("raw io_uring loop: {e}"))?;
+        Ok(finish_report(report, &stats, conns))
+    }
+
+    /// One accepted connection.
+    struct Conn {
+        /// `None` once closed.
+        stream: Option<TcpStream>,
+        fd: RawFd,
+        /// A heap block of its own: it does not move when the `Vec` of connections grows.
+        buf: Box<[u8]>,
+        /// Bytes the last recv returned, and how many of them have been sent back.
+        len: usize,
+        sent: usize,
+        /// The kind (RECV or SEND) of the operation in flight on this connection, or 0.
+        op: u64,
+    }
+
+    /// Where the loop is in the run's schedule.
+    #[derive(Clone, Copy)]
+    enum Phase {
+        Warmup,
+        Measure {
+            start: ServerSample,
+        },
+        Drain {
+            start: ServerSample,
+            end: ServerSample,
+            until: Instant,
+        },
+    }
+
+    struct Echo<'a> {
+        submitter: Submitter<'a>,
+        sq: SubmissionQueue<'a>,
+        listener: RawFd,
+        /// Freed only once nothing is in flight (see `server`).
+        conns: ManuallyDrop<Vec<Conn>>,
+        /// The timeout's duration, read by the kernel when the SQE is submitted.
+        timespec: Box<types::Timespec>,
+        /// SQEs queued or submitted whose CQE has not been reaped yet.
+        in_flight: usize,
+        accepting: bool,
+        timer: bool,
+        stats: &'a ServerStats,
+    }
+
+    impl Echo<'_> {
+        /// Queues `entry`; it is submitted with the next loop turn's `submit_and_wait`.
+        ///
+        /// # Safety
+        ///
+        /// Whatever `entry` points to must stay valid (and, for a buffer, untouched by
+        /// Rust) until its CQE is reaped.
+        unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+            // The ring is sized so this never loops (see `entries`); if it were full,
+            // submitting makes room.
+            // SAFETY: the caller's contract.
+            while unsafe { self.sq.push(&entry) }.is_err() {
+                self.sq.sync();
+                self.submitter.submit()?;
+                self.sq.sync();
+            }
+            self.in_flight += 1;
+            Ok(())
+        }
+
+        fn accept(&mut self) -> io::Result<()> {
+            let entry =
+                opcode::Accept::new(types::Fd(self.listener), ptr::null_mut(), ptr::null_mut())
+                    // As coring accepts.
+                    .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                    .build()
+                    .user_data(token(0, ACCEPT));
+            // SAFETY: no peer address is asked for, so the SQE carries no pointer; the
+            // listener outlives the ring's use of it (it is dropped after `server` returns).
+            unsafe { self.push(entry) }?;
+            self.accepting = true;
+            Ok(())
+        }
+
+        fn recv(&mut self, i: usize) -> io::Result<()> {
+            let c = &mut self.conns[i];
+            let entry = opcode::Recv::new(types::Fd(c.fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
+                .build()
+                .user_data(token(i, RECV));
+            c.op = RECV;
+            // SAFETY: `c.buf` is a heap block of its own, which nothing reads, writes, moves
+            // or frees until this recv's CQE is reaped: a connection has one operation in
+            // flight at a time, and the connections are freed only once nothing is in flight
+            // (leaked otherwise). The socket stays open until then as well.
+            unsafe { self.push(entry) }
+        }
+
+        fn send(&mut self, i: usize) -> io::Result<()> {
+            let c = &mut self.conns[i];
+            let rest = &c.buf[c.sent..c.len];
+            let entry = opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32)
+                // As coring sends.
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(token(i, SEND));
+            c.op = SEND;
+            // SAFETY: as for `recv`: `c.buf` is neither written, moved nor freed until this
+            // send's CQE is reaped.
+            unsafe { self.push(entry) }
+        }
+
+        fn arm_timer(&mut self, deadline: Instant) -> io::Result<()> {
+            // At most one timeout is queued at a time, so no queued SQE points to the old
+            // value.
+            *self.timespec = deadline.saturating_duration_since(Instant::now()).into();
+            let entry = opcode::Timeout::new(&*self.timespec)
+                .build()
+                .user_data(token(0, TIMER));
+            // SAFETY: the kernel copies the timespec when it takes the SQE; the box lives,
+            // unmoved, as long as the ring's use of it, and is rewritten only once this
+            // timeout has completed.
+            unsafe { self.push(entry) }?;
+            self.timer = true;
+            Ok(())
+        }
+
+        fn close(&mut self, i: usize) {
+            let c = &mut self.conns[i];
+            c.op = 0;
+            // Dropping the stream closes the socket.
+            c.stream = None;
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn fail(&mut self, i: usize, res: i32) {
+            self.stats.error(format!(
+                "server connection: {}",
+                io::Error::from_raw_os_error(-res)
+            ));
+            self.close(i);
+        }
+
+        /// Echoes until the schedule's end, then until every connection has closed or
+        /// `DRAIN` has passed; returns the samples at the edges of the measured window.
+        fn serve(
+            &mut self,
+            cq: &mut CompletionQueue<'_>,
+            conns: usize,
+            sched: Schedule,
+        ) -> io::Result<(ServerSample, ServerSample)> {
+            self.accept()?;
+            self.arm_timer(sched.warm_end)?;
+            let mut accepted = 0;
+            let mut phase = Phase::Warmup;
+            loop {
+                // Submits the SQEs the previous turn queued and waits for one CQE.
+                self.sq.sync();
+                match self.submitter.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                    Err(e) => return Err(e),
+                }
+                cq.sync();
+                for cqe in &mut *cq {
+                    self.in_flight -= 1;
+                    let (i, kind) = (
+                        (cqe.user_data() >> KIND_BITS) as usize,
+                        cqe.user_data() & KIND_MASK,
+                    );
+                    let res = cqe.result();
+                    match kind {
+                        ACCEPT => {
+                            self.accepting = false;
+                            if res >= 0 {
+                                accepted += 1;
+                                self.accepted(res)?;
+                                if accepted < conns {
+                                    self.accept()?;
+                                }
+                            } else if matches!(-res, libc::EAGAIN | libc::EINTR) {
+                                self.accept()?;
+                            } else {
+                                self.stats.error(format!(
+                                    "accept: {}",
+                                    io::Error::from_raw_os_error(-res)
+                                ));
+                            }
+                        }
+                        RECV => {
+                            self.conns[i].op = 0;
+                            match res {
+                                0 => self.close(i),
+                                n if n > 0 => {
+                                    let c = &mut self.conns[i];
+                                    (c.len, c.sent) = (n as usize, 0);
+                                    self.send(i)?;
+                                }
+                                e if matches!(-e, libc::EAGAIN | libc::EINTR) => self.recv(i)?,
+                                e => self.fail(i, e),
+                            }
+                        }
+                        SEND => {
+                            self.conns[i].op = 0;
+                            match res {
+                                n if n > 0 => {
+                                    let c = &mut self.conns[i];
+                                    c.sent += n as usize;
+                                    if c.sent < c.len {
+                                        self.send(i)?;
+                                    } else {
+                                        self.stats.bytes.fetch_add(c.len as u64, Ordering::Relaxed);
+                                        self.recv(i)?;
+                                    }
+                                }
+                                e if matches!(-e, libc::EAGAIN | libc::EINTR) => self.send(i)?,
+                                // A send of 0 bytes out of more: as `write_all`, an error.
+                                0 => self.fail(i, -libc::EPIPE),
+                                e => self.fail(i, e),
+                            }
+                        }
+                        TIMER => {
+                            self.timer = false;
+                            phase = self.tick(phase, sched)?;
+                        }
+                        _ => {}
+                    }
+                }
+                cq.sync();
+                if let Phase::Drain { start, end, until } = phase {
+                    let closed = self.stats.closed.load(Ordering::Relaxed);
+                    if closed >= conns || Instant::now() >= until {
+                        return Ok((start, end));
+                    }
+                }
+            }
+        }
+
+        /// A newly accepted socket: set up as coring's echo does it, then its first recv.
+        fn accepted(&mut self, fd: RawFd) -> io::Result<()> {
+            // SAFETY: `fd` was just returned by accept, is open, and is owned by nothing else.
+            let stream = unsafe { TcpStream::from_raw_fd(fd) };
+            self.conns.push(Conn {
+                stream: Some(stream),
+                fd,
+                buf: vec![0u8; SERVER_BUF].into_boxed_slice(),
+                len: 0,
+                sent: 0,
+                op: 0,
+            });
+            let i = self.conns.len() - 1;
+            let nodelay = self.conns[i].stream.as_ref().map(|s| s.set_nodelay(true));
+            if let Some(Err(e)) = nodelay {
+                self.stats.error(format!("server connection: {e}"));
+                self.close(i);
+                return Ok(());
+            }
+            self.recv(i)
+        }
+
+        /// The timer fired: samples at the edges of the measured window, then drains.
+        fn tick(&mut self, phase: Phase, sched: Schedule) -> io::Result<Phase> {
+            let now = Instant::now();
+            let next = match phase {
+                Phase::Warmup if now >= sched.warm_end => Phase::Measure {
+                    start: ServerSample::now(self.stats, None),
+                },
+                Phase::Measure { start } if now >= sched.end => Phase::Drain {
+                    start,
+                    end: ServerSample::now(self.stats, None),
+                    until: now + DRAIN,
+                },
+                other => other,
+            };
+            match next {
+                Phase::Warmup => self.arm_timer(sched.warm_end)?,
+                Phase::Measure { .. } => self.arm_timer(sched.end)?,
+                Phase::Drain { until, .. } if now < until => self.arm_timer(until)?,
+                Phase::Drain { .. } => {}
+            }
+            Ok(next)
+        }
+
+        /// Cancels whatever is still in flight and reaps every outstanding CQE; returns
+        /// whether nothing is left in flight (so the buffers may be freed).
+        fn shutdown(&mut self, cq: &mut CompletionQueue<'_>) -> bool {
+            let mut targets: Vec<u64> = (self.conns.iter().enumerate())
+                .filter(|(_, c)| c.op != 0)
+                .map(|(i, c)| token(i, c.op))
+                .collect();
+            if self.accepting {
+                targets.push(token(0, ACCEPT));
+            }
+            for target in targets {
+                let entry = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(token(0, CANCEL));
+                // SAFETY: a cancellation carries no pointer.
+                if unsafe { self.push(entry) }.is_err() {
+                    return false;
+                }
+            }
+            if self.timer {
+                let entry = opcode::TimeoutRemove::new(token(0, TIMER))
+                    .build()
+                    .user_data(token(0, CANCEL));
+                // SAFETY: a timeout removal carries no pointer.
+                if unsafe { self.push(entry) }.is_err() {
+                    return false;
+                }
+            }
+            while self.in_flight > 0 {
+                self.sq.sync();
+                match self.submitter.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                    Err(_) => return false,
+                }
+                cq.sync();
+                // Everything is being torn down: results do not matter, only that they came.
+                self.in_flight -= cq.by_ref().count();
+                cq.sync();
+            }
+            true
+        }
+    }
+}
+
+/// io_uring, and the io-uring crate, exist only on Linux.
+#[cfg(not(target_os = "linux"))]
+mod raw_uring {
+    use std::net::SocketAddr;
+    use std::sync::mpsc::{Receiver, Sender};
+
+    use super::{Schedule, ServerReport};
+
+    const UNSUPPORTED: &str = "the raw io_uring loop runs on Linux only";
+
+    pub(super) fn probe() -> Result<&'static str, String> {
+        Err(UNSUPPORTED.to_string())
+    }
+
+    pub(super) fn server(
+        _conns: usize,
+        ready: Sender<Result<SocketAddr, String>>,
+        _sched: Receiver<Schedule>,
+    ) -> Result<ServerReport, String> {
+        let _ = ready.send(Err(UNSUPPORTED.to_string()));
+        Err(UNSUPPORTED.to_string())
+    }
 }
 
 /// The load generator, the same for every server: a tokio `current_thread` runtime with one
