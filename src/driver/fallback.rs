@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use coring_fallback::{Events, Poller, PollerWaker};
 
+use super::dense::DenseMap;
 use super::offload::{Offload, POOL_THREADS};
 use super::sys::{self, InlineReads, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
@@ -340,64 +341,5 @@ fn queue_mut(w: &mut Waiters, dir: Dir) -> &mut VecDeque<(usize, OpDesc)> {
     match dir {
         Dir::Read => &mut w.read,
         Dir::Write => &mut w.write,
-    }
-}
-
-/// A map from small integers (descriptor numbers, operation keys) to values, stored in a
-/// vector indexed by the key: no hashing on the per-operation path.
-struct DenseMap<V> {
-    slots: Vec<Option<V>>,
-    len: usize,
-}
-
-impl<V> Default for DenseMap<V> {
-    fn default() -> Self {
-        DenseMap {
-            slots: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<V> DenseMap<V> {
-    fn get(&self, k: usize) -> Option<&V> {
-        self.slots.get(k).and_then(Option::as_ref)
-    }
-
-    fn get_mut(&mut self, k: usize) -> Option<&mut V> {
-        self.slots.get_mut(k).and_then(Option::as_mut)
-    }
-
-    fn insert(&mut self, k: usize, v: V) -> Option<V> {
-        if k >= self.slots.len() {
-            self.slots.resize_with(k + 1, || None);
-        }
-        let old = self.slots[k].replace(v);
-        if old.is_none() {
-            self.len += 1;
-        }
-        old
-    }
-
-    fn remove(&mut self, k: usize) -> Option<V> {
-        let old = self.slots.get_mut(k).and_then(Option::take);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
-    }
-
-    fn get_or_default(&mut self, k: usize) -> &mut V
-    where
-        V: Default,
-    {
-        if self.get(k).is_none() {
-            self.insert(k, V::default());
-        }
-        self.slots[k].as_mut().expect("just inserted")
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }

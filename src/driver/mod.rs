@@ -24,6 +24,7 @@
 //! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
 //! shutdown deadline) lives here so that backends cannot drift apart.
 
+pub(crate) mod dense;
 pub(crate) mod desc;
 pub(crate) mod fallback;
 pub(crate) mod offload;
