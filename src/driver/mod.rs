@@ -218,13 +218,22 @@ pub(crate) struct Driver {
     /// Orphans finished during reaping; dropped after the table is updated so that user
     /// `Drop` code never runs in the middle of table bookkeeping.
     finished: Vec<(Box<dyn Orphan>, Completion)>,
-    /// Inline completions left in this turn of the event loop.
-    inline_budget: u32,
     pub(crate) metrics: Metrics,
 }
 
-/// Inline completions allowed per turn of the event loop (see [`Driver::submit`]).
+/// Inline completions a task may have in one poll (see [`Driver::submit`]).
 const INLINE_BUDGET: u32 = 128;
+
+thread_local! {
+    /// Inline completions left to the task being polled on this thread.
+    static INLINE_LEFT: std::cell::Cell<u32> = const { std::cell::Cell::new(INLINE_BUDGET) };
+}
+
+/// Gives the next task (or the `block_on` future) its full inline budget; the executor
+/// calls it before every poll, like a cooperative-scheduling budget.
+pub(crate) fn reset_inline_budget() {
+    INLINE_LEFT.with(|c| c.set(INLINE_BUDGET));
+}
 
 impl Driver {
     pub(crate) fn new(backend: Backend) -> Driver {
@@ -232,7 +241,6 @@ impl Driver {
             ops: Slab::with_capacity(64),
             backend,
             finished: Vec::new(),
-            inline_budget: INLINE_BUDGET,
             metrics: Metrics::default(),
         }
     }
@@ -259,11 +267,12 @@ impl Driver {
     /// On error nothing was handed to the kernel and the caller still owns everything.
     pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
         // An inline completion never returns Pending, so a task looping over cached reads
-        // would never yield: after INLINE_BUDGET of them in one turn, operations take the
-        // asynchronous path (and the task yields) until the loop comes around again.
-        if self.inline_budget > 0 {
+        // would never yield: after INLINE_BUDGET of them in one poll, operations take the
+        // asynchronous path (and the task yields) until its next poll.
+        let left = INLINE_LEFT.with(|c| c.get());
+        if left > 0 {
             if let Some(c) = self.backend.try_inline(desc) {
-                self.inline_budget -= 1;
+                INLINE_LEFT.with(|cell| cell.set(left - 1));
                 self.metrics.ops_submitted += 1;
                 self.metrics.ops_completed += 1;
                 return Ok(Submitted::Done(c));
@@ -359,7 +368,6 @@ impl Driver {
 
     /// One trip into the kernel: submit, maybe sleep, then collect every completion.
     pub(crate) fn turn(&mut self, wait: Wait) -> io::Result<()> {
-        self.inline_budget = INLINE_BUDGET;
         if let Wait::Park(_) = wait {
             self.metrics.parks += 1;
         }

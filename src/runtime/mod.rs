@@ -372,6 +372,7 @@ impl Runtime {
         loop {
             inner.turns.set(inner.turns.get() + 1);
             if main.woken.swap(false, Ordering::AcqRel) {
+                crate::driver::reset_inline_budget();
                 if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
                     return v;
                 }

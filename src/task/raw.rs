@@ -421,7 +421,10 @@ impl Executor {
         for _ in 0..budget {
             let next = self.queue.borrow_mut().pop_front();
             match next {
-                Some(task) => task.run(),
+                Some(task) => {
+                    crate::driver::reset_inline_budget();
+                    task.run()
+                }
                 None => break,
             }
         }
