@@ -277,8 +277,8 @@ coring_test!(cached_reads_complete_inline_pipes_do_not, |builder| {
     let p = dir.path("cached");
     std::fs::write(&p, vec![7u8; 8192]).unwrap();
     let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fds has room for the two descriptors pipe writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let (rd, mut wr) = unsafe {
         (
