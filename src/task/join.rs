@@ -85,7 +85,7 @@ impl std::error::Error for JoinError {}
 /// The parts of a task a [`JoinHandle`] needs, independent of the future's type.
 pub(crate) trait Join<T> {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
-    fn abort(&self);
+    fn abort(self: Arc<Self>);
     fn is_finished(&self) -> bool;
     fn detach(&self);
 }
@@ -109,7 +109,7 @@ impl<T> JoinHandle<T> {
     /// and awaiting this handle yields a cancelled [`JoinError`] unless the task had
     /// already finished.
     pub fn abort(&self) {
-        self.task.abort();
+        self.task.clone().abort();
     }
 
     /// Whether the task has finished (completed, panicked or been cancelled).

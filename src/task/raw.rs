@@ -188,10 +188,15 @@ impl<F: Future + 'static> Task<F> {
         if let Some(w) = self.join_waker.take() {
             w.wake();
         }
-        let key = self.key.get();
-        context::try_with(|inner| inner.executor.deregister(key));
+        let key = self.key.replace(UNREGISTERED);
+        if key != UNREGISTERED {
+            context::try_with(|inner| inner.executor.deregister(key));
+        }
     }
 }
+
+/// `Task::key` of a task not in the executor's registry (not yet pending once, or done).
+const UNREGISTERED: usize = usize::MAX;
 
 /// The waker of a task is its `Arc`, with a vtable of our own so that the executor can
 /// lend a task its waker for one poll without touching the reference count.
@@ -273,7 +278,14 @@ impl<F: Future + 'static> Runnable for Task<F> {
         // it; it is dropped in place (by assigning another stage).
         let fut = unsafe { Pin::new_unchecked(fut) };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
+            Ok(Poll::Pending) => {
+                if self.key.get() == UNREGISTERED {
+                    // From now on wakers may be held anywhere, so the executor must own a
+                    // reference to drop the future on this thread at shutdown.
+                    let key = context::try_with(|inner| inner.executor.register(self.clone()));
+                    self.key.set(key.unwrap_or(UNREGISTERED));
+                }
+            }
             Ok(Poll::Ready(out)) => self.finish(Ok(out)),
             Err(payload) => {
                 // Drop the broken future now; a panic while dropping it is swallowed.
@@ -314,18 +326,13 @@ impl<F: Future + 'static> Join<F::Output> for Task<F> {
         }
     }
 
-    fn abort(&self) {
+    fn abort(self: Arc<Self>) {
         if self.complete.get() || self.aborted.replace(true) {
             return;
         }
-        // Reuse the waking path to get the task run (and dropped) by its executor.
-        // SAFETY-free: we only need an Arc; build a waker from the registry entry.
-        let key = self.key.get();
-        let found = context::try_with(|inner| inner.executor.wake_registered(key));
-        if found != Some(true) {
-            // Outside the runtime: drop the future right here (owning thread).
-            self.shutdown();
-        }
+        // Schedule it like a wake: its next run drops the future, on its own thread, and
+        // never while it is being polled (an abort from inside the task lands here too).
+        self.schedule();
     }
 
     fn is_finished(&self) -> bool {
@@ -371,10 +378,11 @@ impl Executor {
             aborted: Cell::new(false),
             join_interest: Cell::new(true),
             join_waker: Cell::new(None),
-            key: Cell::new(usize::MAX),
+            key: Cell::new(UNREGISTERED),
         });
-        let key = self.tasks.borrow_mut().insert(task.clone());
-        task.key.set(key);
+        // Registered in `tasks` only if its first poll returns Pending (see `run`): a task
+        // that finishes at once never needs it, and until its first poll it is reachable
+        // through the run queue, which shutdown also drains.
         self.queue.borrow_mut().push_back(task.clone());
         JoinHandle::new(task)
     }
@@ -388,15 +396,8 @@ impl Executor {
         drop(removed);
     }
 
-    fn wake_registered(&self, key: usize) -> bool {
-        let task = self.tasks.borrow().get(key).cloned();
-        match task {
-            Some(t) => {
-                self.push(t);
-                true
-            }
-            None => false,
-        }
+    fn register(&self, task: Arc<dyn Runnable>) -> usize {
+        self.tasks.borrow_mut().insert(task)
     }
 
     /// Whether any task is ready to run.
@@ -434,7 +435,9 @@ impl Executor {
     /// a future may spawn or wake others).
     pub(crate) fn shutdown(&self, shared: &Shared) {
         loop {
-            let tasks: Vec<_> = self.tasks.borrow_mut().drain().collect();
+            let mut tasks: Vec<_> = self.tasks.borrow_mut().drain().collect();
+            // Tasks never polled yet live only in the run queue.
+            tasks.extend(self.queue.borrow_mut().drain(..));
             if tasks.is_empty() {
                 break;
             }
@@ -442,7 +445,6 @@ impl Executor {
                 t.shutdown();
             }
         }
-        self.queue.borrow_mut().clear();
         drop(shared.close());
     }
 }
