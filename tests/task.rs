@@ -230,3 +230,39 @@ fn start_runs_a_future() {
         9
     );
 }
+
+// abort() before the task ever ran, and abort() of a task from inside its own poll: the
+// future is dropped on its thread at its next run, never mid-poll.
+coring_test!(abort_before_first_poll_and_self_abort, async {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let h = coring::spawn(async move { r.set(true) });
+    h.abort();
+    assert!(h.await.unwrap_err().is_cancelled());
+    assert!(!ran.get(), "an aborted task must not run");
+
+    let slot: Rc<RefCell<Option<coring::JoinHandle<()>>>> = Rc::new(RefCell::new(None));
+    let s = slot.clone();
+    let reached_end = Rc::new(Cell::new(false));
+    let end = reached_end.clone();
+    let h = coring::spawn(async move {
+        coring::task::yield_now().await;
+        if let Some(me) = s.borrow().as_ref() {
+            me.abort(); // aborting ourselves while being polled
+        }
+        coring::task::yield_now().await;
+        end.set(true);
+    });
+    let probe = coring::spawn(async {});
+    *slot.borrow_mut() = Some(probe); // placeholder so the borrow below is exercised
+                                      // Hand the task its own handle through the slot.
+    let own = std::mem::replace(&mut *slot.borrow_mut(), Some(h));
+    drop(own);
+    for _ in 0..10 {
+        coring::task::yield_now().await;
+    }
+    let h = slot.borrow_mut().take().unwrap();
+    assert!(h.is_finished());
+    assert!(h.await.unwrap_err().is_cancelled());
+    assert!(!reached_end.get(), "the self-aborted task kept running");
+});
