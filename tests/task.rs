@@ -253,11 +253,9 @@ coring_test!(abort_before_first_poll_and_self_abort, async {
         coring::task::yield_now().await;
         end.set(true);
     });
-    let probe = coring::spawn(async {});
-    *slot.borrow_mut() = Some(probe); // placeholder so the borrow below is exercised
-                                      // Hand the task its own handle through the slot.
-    let own = std::mem::replace(&mut *slot.borrow_mut(), Some(h));
-    drop(own);
+    // Hand the task its own handle (it has not run yet: spawned tasks start at the next
+    // yield).
+    *slot.borrow_mut() = Some(h);
     for _ in 0..10 {
         coring::task::yield_now().await;
     }
