@@ -20,6 +20,9 @@
 //!    `Completion::res` is the syscall's return value or `-errno`, as in a CQE.
 //! 5. **`unparker()`**: a thread-safe handle that makes a current or the next `enter(wait)`
 //!    return.
+//! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
+//!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`);
+//!    the driver rations this per task poll so a task cannot monopolise the thread.
 //!
 //! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
 //! shutdown deadline) lives here so that backends cannot drift apart.
