@@ -95,44 +95,66 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_init(&mut self, pos: usize);
 }
 
-// SAFETY: a Vec's heap pointer does not change when the Vec value moves; len <= capacity.
-unsafe impl IoBuf for Vec<u8> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
-}
-
-// SAFETY: as for IoBuf; as_mut_ptr is the same heap address, writable up to capacity.
-unsafe impl IoBufMut for Vec<u8> {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if self.len() < pos {
-            // SAFETY: the caller promises pos <= capacity and the bytes are initialised.
-            unsafe { self.set_len(pos) };
+/// `IoBuf` for a type whose bytes are all initialised and that derefs to `[u8]` at a stable
+/// address; the `SAFETY` argument for each type is given where the macro is used.
+macro_rules! full_buf {
+    ($($ty:ty),* $(,)?) => {$(
+        // SAFETY: see the invocation: the memory is heap-owned or 'static, does not move
+        // with the value, and is fully initialised.
+        unsafe impl IoBuf for $ty {
+            fn stable_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn bytes_init(&self) -> usize {
+                self.len()
+            }
+            fn bytes_total(&self) -> usize {
+                self.len()
+            }
         }
-    }
+    )*};
 }
 
-// SAFETY: a boxed slice's heap pointer is stable across moves; it is fully initialised.
-unsafe impl IoBuf for Box<[u8]> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
+// Box<[u8]>: a heap allocation, fully initialised. &'static [u8] / &'static str: static
+// memory never moves or goes away. Bytes: reference-counted heap (or 'static) memory that
+// does not move when the handle moves and is immutable while any handle exists.
+full_buf!(Box<[u8]>, &'static [u8], &'static str, bytes::Bytes);
+
+/// `IoBuf` + `IoBufMut` for a growable buffer: initialised = `len()`, total =
+/// `capacity()`, and reads grow `len` over bytes the kernel wrote.
+macro_rules! growable_buf {
+    ($($ty:ty),* $(,)?) => {$(
+        // SAFETY: the heap pointer does not change when the value moves (only a `&mut`
+        // method can reallocate), and len <= capacity.
+        unsafe impl IoBuf for $ty {
+            fn stable_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn bytes_init(&self) -> usize {
+                self.len()
+            }
+            fn bytes_total(&self) -> usize {
+                self.capacity()
+            }
+        }
+
+        // SAFETY: as above; the spare capacity is writable through the same pointer.
+        unsafe impl IoBufMut for $ty {
+            fn stable_mut_ptr(&mut self) -> *mut u8 {
+                self.as_mut_ptr()
+            }
+            unsafe fn set_init(&mut self, pos: usize) {
+                if self.len() < pos {
+                    // SAFETY: the caller promises pos <= capacity and the bytes are
+                    // initialised.
+                    unsafe { self.set_len(pos) };
+                }
+            }
+        }
+    )*};
 }
+
+growable_buf!(Vec<u8>, bytes::BytesMut);
 
 // SAFETY: the whole boxed slice is initialised and writable; set_init has nothing to record.
 unsafe impl IoBufMut for Box<[u8]> {
@@ -140,71 +162,4 @@ unsafe impl IoBufMut for Box<[u8]> {
         self.as_mut_ptr()
     }
     unsafe fn set_init(&mut self, _pos: usize) {}
-}
-
-// SAFETY: 'static memory never moves or goes away; it is fully initialised.
-unsafe impl IoBuf for &'static [u8] {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: 'static memory never moves or goes away; it is fully initialised.
-unsafe impl IoBuf for &'static str {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: Bytes points at reference-counted heap (or 'static) memory that does not move
-// when the handle moves, and it is immutable while any handle exists.
-unsafe impl IoBuf for bytes::Bytes {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: BytesMut owns its heap region uniquely; the pointer is stable across moves and
-// len <= capacity.
-unsafe impl IoBuf for bytes::BytesMut {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
-}
-
-// SAFETY: as above; the spare capacity is writable through the same pointer.
-unsafe impl IoBufMut for bytes::BytesMut {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if self.len() < pos {
-            // SAFETY: the caller promises pos <= capacity and the bytes are initialised.
-            unsafe { self.set_len(pos) };
-        }
-    }
 }
