@@ -26,6 +26,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             tx_wakers: Vec::new(),
             senders: 1,
             receiver_alive: true,
+            blocking: false,
         }),
         cond: Condvar::new(),
     });
@@ -40,6 +41,9 @@ struct State<T> {
     tx_wakers: Vec<Waker>,
     senders: usize,
     receiver_alive: bool,
+    /// Whether the receiver is blocked in `recv_blocking` (only then does a send need the
+    /// condition variable, whose notify is a syscall).
+    blocking: bool,
 }
 
 struct Chan<T> {
@@ -80,8 +84,11 @@ impl<T> Sender<T> {
             }
             st.queue.push_back(v);
             let w = st.rx_waker.take();
+            let blocking = st.blocking;
             drop(st);
-            self.chan.cond.notify_one();
+            if blocking {
+                self.chan.cond.notify_one();
+            }
             if let Some(w) = w {
                 w.wake();
             }
@@ -105,8 +112,11 @@ impl<T> Sender<T> {
         }
         st.queue.push_back(value);
         let w = st.rx_waker.take();
+        let blocking = st.blocking;
         drop(st);
-        self.chan.cond.notify_one();
+        if blocking {
+            self.chan.cond.notify_one();
+        }
         if let Some(w) = w {
             w.wake();
         }
@@ -134,8 +144,11 @@ impl<T> Drop for Sender<T> {
         st.senders -= 1;
         if st.senders == 0 {
             let w = st.rx_waker.take();
+            let blocking = st.blocking;
             drop(st);
-            self.chan.cond.notify_all();
+            if blocking {
+                self.chan.cond.notify_all();
+            }
             if let Some(w) = w {
                 w.wake();
             }
@@ -187,18 +200,19 @@ impl<T> Receiver<T> {
         // A timeout too large to add to now (Duration::MAX) means no deadline.
         let deadline = std::time::Instant::now().checked_add(timeout);
         let mut st = self.chan.lock();
-        loop {
+        let outcome = loop {
             match Self::take(&mut st) {
-                Ok(v) => return Ok(Some(v)),
-                Err(TryRecvError::Closed) => return Ok(None),
+                Ok(v) => break Ok(Some(v)),
+                Err(TryRecvError::Closed) => break Ok(None),
                 Err(TryRecvError::Empty) => {}
             }
+            st.blocking = true;
             st = match deadline {
                 None => self.chan.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let now = std::time::Instant::now();
                     if now >= deadline {
-                        return Err(TryRecvError::Empty);
+                        break Err(TryRecvError::Empty);
                     }
                     self.chan
                         .cond
@@ -207,7 +221,9 @@ impl<T> Receiver<T> {
                         .0
                 }
             };
-        }
+        };
+        st.blocking = false;
+        outcome
     }
 
     fn take(st: &mut State<T>) -> Result<T, TryRecvError> {

@@ -15,6 +15,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
             waker: None,
             sender_alive: true,
             receiver_alive: true,
+            blocking: false,
         }),
         cond: Condvar::new(),
     });
@@ -31,6 +32,9 @@ struct State<T> {
     waker: Option<Waker>,
     sender_alive: bool,
     receiver_alive: bool,
+    /// The receiver waits in `recv_blocking`: only then is the condition variable (whose
+    /// notify is a syscall) needed.
+    blocking: bool,
 }
 
 struct Inner<T> {
@@ -74,8 +78,11 @@ impl<T> Sender<T> {
         }
         st.value = Some(value);
         let w = st.waker.take();
+        let blocking = st.blocking;
         drop(st);
-        self.inner.cond.notify_all();
+        if blocking {
+            self.inner.cond.notify_all();
+        }
         if let Some(w) = w {
             w.wake();
         }
@@ -93,8 +100,11 @@ impl<T> Drop for Sender<T> {
         let mut st = self.inner.lock();
         st.sender_alive = false;
         let w = st.waker.take();
+        let blocking = st.blocking;
         drop(st);
-        self.inner.cond.notify_all();
+        if blocking {
+            self.inner.cond.notify_all();
+        }
         if let Some(w) = w {
             w.wake();
         }
@@ -117,19 +127,20 @@ impl<T> Receiver<T> {
         // A timeout too large to add to now (Duration::MAX) means no deadline.
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.inner.lock();
-        loop {
+        let outcome = loop {
             if let Some(v) = st.value.take() {
-                return Ok(v);
+                break Ok(v);
             }
             if !st.sender_alive {
-                return Err(Some(RecvError));
+                break Err(Some(RecvError));
             }
+            st.blocking = true;
             st = match deadline {
                 None => self.inner.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(None);
+                        break Err(None);
                     }
                     self.inner
                         .cond
@@ -138,7 +149,9 @@ impl<T> Receiver<T> {
                         .0
                 }
             };
-        }
+        };
+        st.blocking = false;
+        outcome
     }
 
     /// Takes the value if it has been sent.
