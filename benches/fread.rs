@@ -27,6 +27,10 @@
 // The raw contender is written on the io-uring crate, which (like io_uring) exists only on
 // Linux; elsewhere the bench only says so.
 #[cfg(target_os = "linux")]
+#[path = "common/raw_ring.rs"]
+mod raw_ring;
+
+#[cfg(target_os = "linux")]
 fn main() {
     linux::main();
 }
@@ -49,7 +53,7 @@ mod linux {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
-    use io_uring::{opcode, types, IoUring};
+    use io_uring::{opcode, types};
 
     /// Size of one read, and the alignment of every offset.
     const BLOCK: usize = 4096;
@@ -471,34 +475,7 @@ usage: cargo bench --bench fread -- [options]
     // ---------------------------------------------------------------------------------------
     // raw io_uring
 
-    /// The setups coring tries (src/driver/uring/mod.rs, `Uring::setup`), in the same order.
-    fn raw_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
-        type Flavour = (&'static str, fn(&mut io_uring::Builder));
-        let flavours: [Flavour; 3] = [
-            ("single_issuer+defer_taskrun", |b| {
-                b.setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_taskrun_flag()
-                    .setup_submit_all();
-            }),
-            ("coop_taskrun", |b| {
-                b.setup_coop_taskrun().setup_taskrun_flag();
-            }),
-            ("plain", |_| {}),
-        ];
-        let mut last = None;
-        for (name, apply) in flavours {
-            let mut b = IoUring::builder();
-            b.dontfork();
-            apply(&mut b);
-            match b.build(entries) {
-                Ok(ring) => return Ok((ring, name)),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
-    }
+    use crate::raw_ring::ring as raw_ring;
 
     #[inline(never)]
     fn run_raw(file: &StdFile, blocks: u64, qd: usize, d: Duration) -> Run {

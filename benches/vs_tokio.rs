@@ -45,6 +45,10 @@
 //! cargo bench --bench vs_tokio -- --only echo --backends fallback --no-tokio --reps 1 --secs 10
 //! ```
 
+#[cfg(target_os = "linux")]
+#[path = "common/raw_ring.rs"]
+mod raw_ring;
+
 use std::env;
 use std::fmt;
 use std::fs::File as StdFile;
@@ -894,7 +898,7 @@ mod raw_uring {
     use std::sync::mpsc::{Receiver, Sender};
     use std::time::Instant;
 
-    use io_uring::{opcode, squeue, types, CompletionQueue, IoUring, SubmissionQueue, Submitter};
+    use io_uring::{opcode, squeue, types, CompletionQueue, SubmissionQueue, Submitter};
 
     use super::{
         finish_report, Schedule, ServerReport, ServerSample, ServerStats, DRAIN, SERVER_BUF,
@@ -918,35 +922,7 @@ mod raw_uring {
         (conn as u64) << KIND_BITS | kind
     }
 
-    /// The setups coring tries (src/driver/uring/mod.rs, `Uring::setup`), in the same
-    /// order, each falling back to the next on EINVAL (a flag this kernel does not know).
-    fn ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
-        type Flavour = (&'static str, fn(&mut io_uring::Builder));
-        let flavours: [Flavour; 3] = [
-            ("single_issuer+defer_taskrun", |b| {
-                b.setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_taskrun_flag()
-                    .setup_submit_all();
-            }),
-            ("coop_taskrun", |b| {
-                b.setup_coop_taskrun().setup_taskrun_flag();
-            }),
-            ("plain", |_| {}),
-        ];
-        let mut last = None;
-        for (name, apply) in flavours {
-            let mut b = IoUring::builder();
-            b.dontfork();
-            apply(&mut b);
-            match b.build(entries) {
-                Ok(ring) => return Ok((ring, name)),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
-    }
+    use crate::raw_ring::ring;
 
     fn entries(conns: usize) -> u32 {
         // One op per connection, plus the accept, the timer and a cancellation or two.

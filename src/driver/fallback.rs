@@ -175,8 +175,7 @@ impl Fallback {
     /// Runs a socket op now, or queues it behind the fd's readiness (FIFO per direction,
     /// so two reads on one socket complete in submission order).
     fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
-        let fd = sys::socket_fd(&desc);
-        let id = sys::socket_id(&desc);
+        let (fd, id) = sys::socket_target(&desc);
         let queue_empty = self
             .fds
             .get(fd as usize)

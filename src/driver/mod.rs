@@ -51,7 +51,9 @@ pub(crate) use desc::OpDesc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Completion {
     pub(crate) res: i32,
-    #[allow(dead_code)] // read by multishot and provided-buffer ops
+    // CQE flags travel with every completion for multishot and provided-buffer ops;
+    // no operation reads them yet.
+    #[allow(dead_code)]
     pub(crate) flags: u32,
 }
 
@@ -324,21 +326,22 @@ impl Driver {
 
     /// Called when an operation's future is dropped before it collected its completion.
     ///
-    /// If the completion already arrived, it is returned with the data so the caller can
-    /// finish it; otherwise the driver keeps `data` until the completion and asks the
-    /// backend to cancel.
+    /// If the completion already arrived, the slot is freed and the completion returned, so
+    /// the caller finishes the operation itself (no allocation); otherwise the driver takes
+    /// the data from `orphan()` and keeps it until the completion, and asks the backend to
+    /// cancel.
     pub(crate) fn orphan(
         &mut self,
         key: usize,
-        data: Box<dyn Orphan>,
-    ) -> Option<(Box<dyn Orphan>, Completion)> {
+        orphan: impl FnOnce() -> Box<dyn Orphan>,
+    ) -> Option<Completion> {
         match self.ops[key] {
             Slot::Done(c) => {
                 self.ops.remove(key);
-                Some((data, c))
+                Some(c)
             }
             Slot::InFlight(_) => {
-                self.ops[key] = Slot::Orphaned(data);
+                self.ops[key] = Slot::Orphaned(orphan());
                 self.metrics.ops_orphaned += 1;
                 self.request_cancel(key);
                 None
@@ -484,25 +487,20 @@ impl Driver {
         }
         let leaked = self.in_flight();
         if leaked > 0 {
-            self.metrics.ops_leaked += leaked as u64;
             eprintln!(
                 "coring: {leaked} operation(s) did not finish within {deadline:?} of runtime \
                  shutdown; leaking their buffers instead of freeing memory the kernel may \
                  still write"
             );
-            for (_, slot) in self.ops.iter_mut() {
-                if let Slot::Orphaned(_) = slot {
-                    if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::InFlight(None)) {
-                        std::mem::forget(data);
-                    }
-                }
-            }
+            self.leak_in_flight();
         }
     }
 
-    /// Makes the table forget every in-flight operation without freeing it, so that a
+    /// Makes the table forget every orphaned operation without freeing it, so that a
     /// driver whose backend can no longer report completions never frees kernel-owned
-    /// memory. Used when the backend failed fatally.
+    /// memory. Used after a fatal backend error, after the shutdown deadline, and on drop.
+    /// (Operations whose futures still exist keep their data there; the future's drop
+    /// orphans them into this table, whose own drop leaks them.)
     pub(crate) fn leak_in_flight(&mut self) {
         for (_, slot) in self.ops.iter_mut() {
             if let Slot::Orphaned(_) = slot {

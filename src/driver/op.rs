@@ -122,10 +122,14 @@ impl<T: Operation> Drop for Op<T> {
         let (Some(driver), Some(data)) = (self.driver.take(), self.data.take()) else {
             return;
         };
-        let finished = driver.borrow_mut().orphan(key, Box::new(data));
-        if let Some((data, c)) = finished {
-            // The completion had already arrived: finish it now, outside the driver borrow.
-            data.finish(c);
+        let mut data = Some(data);
+        let finished = driver.borrow_mut().orphan(key, || {
+            Box::new(data.take().expect("coring: orphan data taken once"))
+        });
+        if let (Some(c), Some(data)) = (finished, data) {
+            // The completion had already arrived: finish it now, outside the driver borrow
+            // (dropping the output may close an fd or run user Drop code).
+            drop(data.complete(c));
         }
     }
 }

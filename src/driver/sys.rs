@@ -231,7 +231,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
             return res;
         }
         let mut pfd = libc::pollfd {
-            fd: socket_fd(desc),
+            fd: socket_target(desc).0,
             events,
             revents: 0,
         };
@@ -286,15 +286,16 @@ fn socket_error(fd: libc::c_int) -> i32 {
     }
 }
 
-/// The socket a readiness-routed description acts on.
-pub(crate) fn socket_fd(desc: &OpDesc) -> libc::c_int {
+/// The socket a readiness-routed description acts on, and its open-file identity
+/// (`SharedFd::id`, which tells a reused descriptor number apart).
+pub(crate) fn socket_target(desc: &OpDesc) -> (libc::c_int, u64) {
     match *desc {
-        OpDesc::Recv { fd, .. }
-        | OpDesc::RecvMsg { fd, .. }
-        | OpDesc::Accept { fd, .. }
-        | OpDesc::Send { fd, .. }
-        | OpDesc::SendMsg { fd, .. }
-        | OpDesc::Connect { fd, .. } => fd,
+        OpDesc::Recv { fd, fd_id, .. }
+        | OpDesc::RecvMsg { fd, fd_id, .. }
+        | OpDesc::Accept { fd, fd_id, .. }
+        | OpDesc::Send { fd, fd_id, .. }
+        | OpDesc::SendMsg { fd, fd_id, .. }
+        | OpDesc::Connect { fd, fd_id, .. } => (fd, fd_id),
         _ => unreachable!("coring: only socket operations wait for readiness"),
     }
 }
@@ -309,19 +310,6 @@ pub(crate) fn drained(desc: &OpDesc, res: i32) -> bool {
         } => res > 0 && (res as u32) < len,
         OpDesc::Send { len, .. } => res >= 0 && (res as u32) < len,
         _ => false,
-    }
-}
-
-/// The open-file identity (`SharedFd::id`) of a readiness-routed description.
-pub(crate) fn socket_id(desc: &OpDesc) -> u64 {
-    match *desc {
-        OpDesc::Recv { fd_id, .. }
-        | OpDesc::RecvMsg { fd_id, .. }
-        | OpDesc::Accept { fd_id, .. }
-        | OpDesc::Send { fd_id, .. }
-        | OpDesc::SendMsg { fd_id, .. }
-        | OpDesc::Connect { fd_id, .. } => fd_id,
-        _ => unreachable!("coring: only socket operations wait for readiness"),
     }
 }
 

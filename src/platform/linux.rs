@@ -15,13 +15,6 @@ pub(crate) const STAT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
 /// What every stat asks for: the basic fields and the birth time.
 pub(crate) const STAT_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
 
-/// Flags of every socket coring creates or accepts: close-on-exec, non-blocking (io_uring
-/// arms its own poll on EAGAIN; the readiness backend retries on it).
-pub(crate) const SOCKET_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-
-/// Flags of every send: a closed peer gives EPIPE, never SIGPIPE.
-pub(crate) const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
-
 /// The option that lets listeners share a port, the kernel spreading connections among
 /// them.
 pub(crate) const SO_REUSEPORT: i32 = libc::SO_REUSEPORT;
@@ -83,47 +76,6 @@ pub(crate) unsafe fn rename(
 ) -> io::Result<i32> {
     // SAFETY: both paths are valid per this function's contract.
     cvt(unsafe { libc::renameat2(olddirfd, oldpath, newdirfd, newpath, flags) })
-}
-
-/// `fdatasync(fd)` when `datasync`, else `fsync(fd)`.
-pub(crate) fn fsync(fd: RawFd, datasync: bool) -> io::Result<i32> {
-    // SAFETY: neither call takes a pointer; a bad fd is reported as EBADF.
-    cvt(unsafe {
-        if datasync {
-            libc::fdatasync(fd)
-        } else {
-            libc::fsync(fd)
-        }
-    })
-}
-
-/// `accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK)`; yields the new descriptor.
-///
-/// # Safety
-///
-/// `addr` must be valid for writes of `*addrlen` bytes and `addrlen` for reads and writes,
-/// for the whole call.
-pub(crate) unsafe fn accept(
-    fd: RawFd,
-    addr: *mut libc::sockaddr,
-    addrlen: *mut libc::socklen_t,
-) -> io::Result<RawFd> {
-    // SAFETY: addr and addrlen are valid per this function's contract.
-    cvt(unsafe { libc::accept4(fd, addr, addrlen, SOCKET_FLAGS) })
-}
-
-/// A new close-on-exec, non-blocking socket of `domain` and `ty`.
-pub(crate) fn socket(domain: i32, ty: i32) -> io::Result<RawFd> {
-    // SAFETY: socket() takes no pointers.
-    cvt(unsafe { libc::socket(domain, ty | SOCKET_FLAGS, 0) })
-}
-
-/// A connected pair of close-on-exec, non-blocking sockets.
-pub(crate) fn socketpair(domain: i32, ty: i32) -> io::Result<[RawFd; 2]> {
-    let mut fds = [-1; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    cvt(unsafe { libc::socketpair(domain, ty | SOCKET_FLAGS, 0, fds.as_mut_ptr()) })?;
-    Ok(fds)
 }
 
 /// Linux socket addresses carry no length field: the length travels beside them.

@@ -16,6 +16,9 @@
 //! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //!
+//! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
+//! one module, `sockflags.rs`, serves both.
+//!
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
 //! not depend on a platform's errno conventions either.
 
@@ -25,9 +28,16 @@ use std::io;
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    accept, file_stat, fsync, read_nowait, rename, set_sockaddr_len, socket, socketpair, stat,
-    Stat, SEND_FLAGS, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    file_stat, read_nowait, rename, set_sockaddr_len, stat, Stat, SO_REUSEPORT, STAT_EMPTY_PATH,
+    STAT_MASK,
 };
+
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+mod sockflags;
+#[cfg(target_os = "linux")]
+pub(crate) use sockflags::SOCKET_FLAGS;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 mod bsd;
@@ -39,7 +49,7 @@ pub(crate) use bsd::{
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
+pub(crate) use freebsd::SO_REUSEPORT;
 
 #[cfg(target_vendor = "apple")]
 mod apple;

@@ -10,7 +10,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use super::offload::Offload;
 use super::sys::InlineReads;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
-use crate::platform::linux::SOCKET_FLAGS;
+use crate::platform::SOCKET_FLAGS;
 
 /// Longest sleep while the wakeup read could not be armed (a full submission queue).
 const MAX_UNARMED_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
