@@ -264,3 +264,100 @@ coring_test!(abort_before_first_poll_and_self_abort, async {
     assert!(h.await.unwrap_err().is_cancelled());
     assert!(!reached_end.get(), "the self-aborted task kept running");
 });
+
+/// Counts drops of the values it is attached to.
+#[derive(Clone)]
+struct DropCount(Rc<Cell<usize>>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+// Task cells are recycled per runtime (size classes); every future and every output must
+// still be dropped exactly once, whatever the cell size, whether the output is joined,
+// detached before or after completion, or the task is aborted.
+coring_test!(task_cells_drop_futures_and_outputs_once, async {
+    let futs = Rc::new(Cell::new(0));
+    let outs = Rc::new(Cell::new(0));
+    async fn sized<const N: usize>(
+        f: DropCount,
+        o: DropCount,
+        yields: usize,
+    ) -> ([u8; N], DropCount) {
+        let _f = f;
+        for _ in 0..yields {
+            coring::task::yield_now().await;
+        }
+        ([7; N], o)
+    }
+    let mut expected = 0;
+    for round in 0..3 {
+        let mut joined = Vec::new();
+        for i in 0..300 {
+            let (f, o) = (DropCount(futs.clone()), DropCount(outs.clone()));
+            let yields = i % 3;
+            let h: coring::JoinHandle<Box<dyn std::any::Any>> = match i % 4 {
+                0 => coring::spawn(async move { Box::new(sized::<8>(f, o, yields).await) as _ }),
+                1 => coring::spawn(async move { Box::new(sized::<200>(f, o, yields).await) as _ }),
+                2 => coring::spawn(async move { Box::new(sized::<1500>(f, o, yields).await) as _ }),
+                _ => coring::spawn(async move { Box::new(sized::<9000>(f, o, yields).await) as _ }),
+            };
+            expected += 1;
+            match (i + round) % 5 {
+                0 => drop(h), // detached before it runs
+                1 => {
+                    // Before its first poll: the output value goes with the future.
+                    h.abort();
+                    joined.push(h);
+                }
+                _ => joined.push(h),
+            }
+        }
+        for _ in 0..5 {
+            coring::task::yield_now().await;
+        }
+        for h in joined {
+            // Some finished long ago, some are still yielding.
+            let _ = h.await;
+        }
+        for _ in 0..5 {
+            coring::task::yield_now().await;
+        }
+    }
+    assert_eq!(futs.get(), expected, "every future dropped exactly once");
+    assert_eq!(
+        outs.get(),
+        expected,
+        "every output (or its unspent input) dropped once"
+    );
+});
+
+// The last reference to a task may be a waker on another thread, dropped after the task
+// finished and after its runtime is gone: the cell is then freed there, not cached.
+coring_test!(last_task_reference_dropped_on_another_thread, |builder| {
+    let rt = builder.build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+    common::block_on_bounded(&rt, async move {
+        for _ in 0..100 {
+            let tx = tx.clone();
+            let h = coring::spawn(std::future::poll_fn(move |cx| {
+                tx.send(cx.waker().clone()).unwrap();
+                std::task::Poll::Ready(vec![1u8; 64])
+            }));
+            assert_eq!(h.await.unwrap().len(), 64);
+        }
+    });
+    drop(rt);
+    let t = std::thread::spawn(move || {
+        let wakers: Vec<_> = rx.iter().collect();
+        assert_eq!(wakers.len(), 100);
+        for (i, w) in wakers.into_iter().enumerate() {
+            if i % 2 == 0 {
+                w.wake(); // the runtime is closed: dropped, not run
+            }
+        }
+    });
+    t.join().unwrap();
+});

@@ -388,6 +388,7 @@ impl Runtime {
                 idle = !spin_for_wake(inner, &main.woken, self.park_spin);
             }
             let wait = if idle {
+                inner.executor.trim_cells();
                 Wait::Park(now.and_then(|now| inner.timers.borrow().next_timeout(now)))
             } else {
                 Wait::No

@@ -2,8 +2,9 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use super::raw::JoinRef;
 
 /// Why a task produced no output.
 pub struct JoinError {
@@ -82,14 +83,6 @@ impl fmt::Debug for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// The parts of a task a [`JoinHandle`] needs, independent of the future's type.
-pub(crate) trait Join<T> {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
-    fn abort(self: Arc<Self>);
-    fn is_finished(&self) -> bool;
-    fn detach(&self);
-}
-
 /// An owned permission to await a spawned task's output.
 ///
 /// Awaiting it yields `Ok(output)`, or a [`JoinError`] if the task panicked or was
@@ -97,11 +90,11 @@ pub(crate) trait Join<T> {
 /// lives on this thread.
 #[must_use = "dropping a JoinHandle detaches the task; await it or call abort()"]
 pub struct JoinHandle<T> {
-    task: Arc<dyn Join<T>>,
+    task: JoinRef<T>,
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(task: Arc<dyn Join<T>>) -> JoinHandle<T> {
+    pub(crate) fn new(task: JoinRef<T>) -> JoinHandle<T> {
         JoinHandle { task }
     }
 
@@ -109,7 +102,7 @@ impl<T> JoinHandle<T> {
     /// and awaiting this handle yields a cancelled [`JoinError`] unless the task had
     /// already finished.
     pub fn abort(&self) {
-        self.task.clone().abort();
+        self.task.abort();
     }
 
     /// Whether the task has finished (completed, panicked or been cancelled).

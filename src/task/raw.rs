@@ -1,24 +1,34 @@
 //! The task cell, its waker, and the per-thread executor.
 //!
-//! A task is one `Arc` holding its future. Wakers are that `Arc`, so waking never
+//! A task is one heap cell: a [`Header`] (reference count, flags, the owning runtime)
+//! followed by the future's stage. References to it ([`TaskRef`]) are counted like an
+//! `Arc`'s; the run queue, the registry of live tasks, the `JoinHandle` and every waker
+//! each own one. Wakers are that pointer with one static vtable, so waking never
 //! allocates. Wakers are `Send` (as `Waker` requires): a wake on the owning runtime's
 //! thread pushes onto the local run queue; a wake from any other thread goes through the
-//! runtime's remote queue and unparks its backend. The future itself is only ever
-//! touched on the owning thread.
+//! runtime's remote queue and unparks its backend. The future itself is only ever touched
+//! on the owning thread.
+//!
+//! Cells come from the runtime's [`CellCache`] and go back to it when their last reference
+//! is dropped on the owning thread (anywhere else, straight to the allocator).
 
+use std::alloc::Layout;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
-use super::join::{Join, JoinError, JoinHandle};
+use super::cells::{cell_layout, CellCache, KEEP_BYTES, TRIM_BATCH};
+use super::join::{JoinError, JoinHandle};
 use crate::driver::Unpark;
 use crate::runtime::context;
 
@@ -36,7 +46,7 @@ pub(crate) struct Shared {
 }
 
 struct Remote {
-    queue: Vec<Arc<dyn Runnable>>,
+    queue: Vec<TaskRef>,
     closed: bool,
 }
 
@@ -81,7 +91,7 @@ impl Shared {
         self.notified.load(Ordering::SeqCst)
     }
 
-    fn push_remote(&self, task: Arc<dyn Runnable>) {
+    fn push_remote(&self, task: TaskRef) {
         let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         if remote.closed {
             // The runtime is gone and has dropped every future; nothing left to run.
@@ -92,7 +102,7 @@ impl Shared {
         self.notify();
     }
 
-    fn take_remote(&self, into: &mut VecDeque<Arc<dyn Runnable>>) {
+    fn take_remote(&self, into: &mut VecDeque<TaskRef>) {
         // Pushers set `notified` after pushing, so a clear flag means nothing new arrived
         // since the last look (or its notify is still coming and will unpark us): skip
         // the lock on the common, purely local path.
@@ -103,19 +113,11 @@ impl Shared {
         into.extend(remote.queue.drain(..));
     }
 
-    fn close(&self) -> Vec<Arc<dyn Runnable>> {
+    fn close(&self) -> Vec<TaskRef> {
         let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         remote.closed = true;
         std::mem::take(&mut remote.queue)
     }
-}
-
-/// A spawned task as the executor sees it.
-pub(crate) trait Runnable: Send + Sync {
-    /// Polls the task once. Called on the owning thread only.
-    fn run(self: Arc<Self>);
-    /// Drops the future without finishing it (runtime shutdown). Owning thread only.
-    fn shutdown(&self);
 }
 
 enum Stage<F: Future> {
@@ -124,66 +126,180 @@ enum Stage<F: Future> {
     Consumed,
 }
 
-/// One spawned task.
+/// The type-independent start of every task cell.
 ///
-/// Everything but `shared` and `scheduled` is touched only on the owning runtime's thread:
-/// the executor runs it there, `JoinHandle` (which reaches it) is `!Send`, and the runtime
-/// drops every unfinished future on its thread before it goes away. That is what makes
-/// the `Send`/`Sync` impls below sound for a `!Send` future.
-struct Task<F: Future> {
-    shared: Arc<Shared>,
+/// Everything but `refs`, `scheduled`, `vtable` and `shared` is touched only on the owning
+/// runtime's thread: the executor runs the task there, `JoinHandle` (which reaches it) is
+/// `!Send`, and the runtime drops every unfinished future on its thread before it goes
+/// away. Other threads hold wakers, which only count references and schedule.
+#[repr(C)]
+struct Header {
+    /// Owned references: run queue entries, registry entry, `JoinHandle`, wakers.
+    refs: AtomicUsize,
     /// In a run queue (local or remote) already.
     scheduled: AtomicBool,
-    stage: UnsafeCell<Stage<F>>,
-    /// Set once `stage` holds `Finished` or `Consumed`; lets `JoinHandle` check without
-    /// touching `stage` while the future may be running.
+    /// Set once the stage holds `Finished` or `Consumed`; lets `JoinHandle` check without
+    /// touching the stage while the future may be running.
     complete: Cell<bool>,
     aborted: Cell<bool>,
     join_interest: Cell<bool>,
+    vtable: &'static Vtable,
+    shared: Arc<Shared>,
     join_waker: Cell<Option<Waker>>,
     /// Key in the executor's registry of live tasks.
     key: Cell<usize>,
 }
 
-// SAFETY: the non-thread-safe fields (stage, cells) are accessed only on the owning thread
-// (see the type's docs); other threads only touch `shared` (Sync) and `scheduled` (atomic),
-// and may drop the last reference only after the owning thread has dropped the future and
-// any output (stage is `Consumed` by then).
-unsafe impl<F: Future> Send for Task<F> {}
-// SAFETY: as above.
-unsafe impl<F: Future> Sync for Task<F> {}
+/// A task cell: the header, then the future's stage. `repr(C)` puts the header first, so
+/// a pointer to the cell is a pointer to its header.
+#[repr(C)]
+struct TaskCell<F: Future> {
+    header: Header,
+    stage: UnsafeCell<Stage<F>>,
+}
 
-impl<F: Future + 'static> Task<F> {
-    fn schedule(self: Arc<Self>) {
-        if self.scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Move our reference into whichever queue takes it: no extra count traffic.
-        let mut task = Some(self);
-        context::try_with(|inner| {
-            if task
-                .as_ref()
-                .is_some_and(|t| inner.shared.id == t.shared.id)
-            {
-                inner.executor.push(task.take().expect("checked above"));
-            }
-        });
-        if let Some(task) = task {
-            let shared = task.shared.clone();
-            shared.push_remote(task);
-        }
+/// The operations on a cell that depend on its future's type.
+struct Vtable {
+    /// Polls the future once (owning thread, task not complete).
+    poll: unsafe fn(&TaskRef),
+    /// Drops the future and finishes the task as cancelled (owning thread, not complete).
+    cancel: unsafe fn(NonNull<Header>),
+    /// Drops whatever the stage holds (owning thread, or `Consumed` already).
+    consume: unsafe fn(NonNull<Header>),
+    /// Drops the cell's contents in place.
+    drop_cell: unsafe fn(NonNull<Header>),
+    /// The layout the cell was allocated with.
+    layout: Layout,
+}
+
+impl<F: Future + 'static> TaskCell<F> {
+    const VTABLE: Vtable = Vtable {
+        poll: poll_cell::<F>,
+        cancel: cancel_cell::<F>,
+        consume: consume_cell::<F>,
+        drop_cell: drop_cell::<F>,
+        layout: cell_layout(Layout::new::<TaskCell<F>>()),
+    };
+
+    /// # Safety
+    ///
+    /// `h` is the header of a live `TaskCell<F>`.
+    unsafe fn from_header<'a>(h: NonNull<Header>) -> &'a TaskCell<F> {
+        // SAFETY: per the contract; the header is the cell's first field (repr(C)).
+        unsafe { h.cast::<TaskCell<F>>().as_ref() }
     }
 
-    /// Stores the output (or drops it if nobody will join) and wakes the joiner.
-    fn finish(&self, result: Result<F::Output, JoinError>) {
-        // SAFETY: owning thread, and the future is not running (it just returned or was
-        // dropped), so nothing else borrows `stage`.
-        let stage = unsafe { &mut *self.stage.get() };
-        *stage = if self.join_interest.get() {
+    /// The stage, mutably.
+    ///
+    /// # Safety
+    ///
+    /// Owning thread, and nothing else borrows the stage: the future is not being polled
+    /// (or this is the poll itself).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn stage(&self) -> &mut Stage<F> {
+        // SAFETY: per the contract.
+        unsafe { &mut *self.stage.get() }
+    }
+
+    /// Stores the output (or drops it if nobody will join) and completes the task.
+    ///
+    /// # Safety
+    ///
+    /// Owning thread; the future is not running.
+    unsafe fn finish(&self, result: Result<F::Output, JoinError>) {
+        // SAFETY: per the contract.
+        let stage = unsafe { self.stage() };
+        *stage = if self.header.join_interest.get() {
             Stage::Finished(result)
         } else {
             Stage::Consumed
         };
+        self.header.completed();
+    }
+}
+
+/// # Safety
+///
+/// `task` is a `TaskCell<F>`, on its owning thread, not complete, not being polled.
+unsafe fn poll_cell<F: Future + 'static>(task: &TaskRef) {
+    // SAFETY: per the contract.
+    let cell = unsafe { TaskCell::<F>::from_header(task.ptr) };
+    // The waker borrows `task`'s reference for this poll only (ManuallyDrop: never
+    // dropped, so the count is untouched); clones take their own reference.
+    // SAFETY: the pointer is a live task header, as the waker vtable expects.
+    let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(task.ptr)) });
+    let mut cx = Context::from_waker(&waker);
+    // SAFETY: owning thread; the only other code that reaches the stage (finish, cancel,
+    // JoinHandle) runs when the future is not being polled, and `JoinHandle` checks
+    // `complete` before touching it.
+    let Stage::Running(fut) = (unsafe { cell.stage() }) else {
+        return;
+    };
+    // SAFETY: the future lives in the cell and is never moved out of it; it is dropped in
+    // place (by assigning another stage).
+    let fut = unsafe { Pin::new_unchecked(fut) };
+    match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
+        Ok(Poll::Pending) => {
+            let h = task.header();
+            if h.key.get() == UNREGISTERED {
+                // From now on wakers may be held anywhere, so the executor must own a
+                // reference to drop the future on this thread at shutdown.
+                let key = context::try_with(|inner| inner.executor.register(task.clone()));
+                h.key.set(key.unwrap_or(UNREGISTERED));
+            }
+        }
+        // SAFETY: owning thread, and the poll is over.
+        Ok(Poll::Ready(out)) => unsafe { cell.finish(Ok(out)) },
+        Err(payload) => {
+            // Drop the broken future now; a panic while dropping it is swallowed.
+            // SAFETY: owning thread; the poll is over.
+            let drop_stage = catch_unwind(AssertUnwindSafe(|| unsafe {
+                *cell.stage() = Stage::Consumed;
+            }));
+            drop(drop_stage);
+            // SAFETY: as above.
+            unsafe { cell.finish(Err(JoinError::panic(payload))) };
+        }
+    }
+}
+
+/// # Safety
+///
+/// `h` is a `TaskCell<F>`, on its owning thread, not complete, not being polled.
+unsafe fn cancel_cell<F: Future + 'static>(h: NonNull<Header>) {
+    // SAFETY: per the contract.
+    let cell = unsafe { TaskCell::<F>::from_header(h) };
+    // SAFETY: owning thread, future not running.
+    let old = std::mem::replace(unsafe { cell.stage() }, Stage::Consumed);
+    // Dropping the future may drop in-flight operations (they become orphans) or run user
+    // code that panics; the panic must not take the runtime down.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+    // SAFETY: as above.
+    unsafe { cell.finish(Err(JoinError::cancelled())) };
+}
+
+/// # Safety
+///
+/// `h` is a `TaskCell<F>`; on its owning thread with the future not running, or with the
+/// stage `Consumed` already.
+unsafe fn consume_cell<F: Future + 'static>(h: NonNull<Header>) {
+    // SAFETY: per the contract.
+    unsafe { *TaskCell::<F>::from_header(h).stage() = Stage::Consumed };
+}
+
+/// # Safety
+///
+/// `h` is a `TaskCell<F>` nobody references any more; its stage is `Consumed` unless this
+/// runs on the owning thread.
+unsafe fn drop_cell<F: Future + 'static>(h: NonNull<Header>) {
+    // SAFETY: per the contract, the cell is unreferenced, so it can be dropped in place.
+    unsafe { std::ptr::drop_in_place(h.cast::<TaskCell<F>>().as_ptr()) };
+}
+
+impl Header {
+    /// Marks the task complete (its stage already says how), wakes the joiner and leaves
+    /// the registry. Owning thread.
+    fn completed(&self) {
         self.complete.set(true);
         if let Some(w) = self.join_waker.take() {
             w.wake();
@@ -195,165 +311,281 @@ impl<F: Future + 'static> Task<F> {
     }
 }
 
-/// `Task::key` of a task not in the executor's registry (not yet pending once, or done).
+/// `Header::key` of a task not in the executor's registry (not yet pending once, or done).
 const UNREGISTERED: usize = usize::MAX;
 
-/// The waker of a task is its `Arc`, with a vtable of our own so that the executor can
-/// lend a task its waker for one poll without touching the reference count.
-fn raw_waker<F: Future + 'static>(task: *const Task<F>) -> RawWaker {
-    RawWaker::new(task.cast(), vtable::<F>())
+/// Beyond this many references, counting aborts the process (as `Arc` does): the count
+/// must never wrap.
+const MAX_REFS: usize = isize::MAX as usize;
+
+/// One owned reference to a task cell.
+pub(crate) struct TaskRef {
+    ptr: NonNull<Header>,
 }
 
-fn vtable<F: Future + 'static>() -> &'static RawWakerVTable {
-    &RawWakerVTable::new(
-        waker_clone::<F>,
-        waker_wake::<F>,
-        waker_wake_by_ref::<F>,
-        waker_drop::<F>,
-    )
+// SAFETY: what other threads may do with a TaskRef (drop it, clone it, schedule it) touches
+// only the atomic count, the `scheduled` flag and `shared` (Sync); everything else is
+// touched on the owning thread (see `Header`). The last reference may be dropped on
+// another thread only after the owning thread consumed the stage (the runtime cancels
+// every unfinished task on its thread before it goes away).
+unsafe impl Send for TaskRef {}
+// SAFETY: as above.
+unsafe impl Sync for TaskRef {}
+
+impl TaskRef {
+    fn header(&self) -> &Header {
+        // SAFETY: a TaskRef keeps its cell alive.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Takes another reference to the task behind `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live task header (someone holds a reference for the whole call).
+    unsafe fn clone_raw(ptr: NonNull<Header>) -> TaskRef {
+        // SAFETY: per the contract.
+        let old = unsafe { ptr.as_ref() }.refs.fetch_add(1, Ordering::Relaxed);
+        if old > MAX_REFS {
+            std::process::abort();
+        }
+        TaskRef { ptr }
+    }
+
+    /// Queues the task to be polled, unless it is queued already.
+    fn schedule(self) {
+        let h = self.header();
+        if h.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let owner = h.shared.id;
+        // Move our reference into whichever queue takes it: no extra count traffic.
+        let mut task = Some(self);
+        context::try_with(|inner| {
+            if inner.shared.id == owner {
+                inner.executor.push(task.take().expect("taken once"));
+            }
+        });
+        if let Some(task) = task {
+            // Keep the runtime's shared part alive while it is being notified, even if the
+            // task is run and freed in the meantime.
+            let shared = task.header().shared.clone();
+            shared.push_remote(task);
+        }
+    }
+
+    /// Polls the task once (or cancels it if aborted). Owning thread.
+    fn run(self) {
+        let h = self.header();
+        h.scheduled.store(false, Ordering::Release);
+        if h.complete.get() {
+            return;
+        }
+        if h.aborted.get() {
+            self.cancel();
+            return;
+        }
+        // SAFETY: owning thread (run queues are per runtime), not complete, and the future
+        // is not being polled (a task is in at most one queue, and run is not re-entered
+        // for the same task).
+        unsafe { (h.vtable.poll)(&self) };
+    }
+
+    /// Drops the future without finishing it (runtime shutdown, abort). Owning thread.
+    fn cancel(&self) {
+        let h = self.header();
+        if h.complete.get() {
+            return;
+        }
+        // SAFETY: owning thread, not complete, not being polled (cancel runs from the run
+        // queue or at shutdown, never inside the task's own poll).
+        unsafe { (h.vtable.cancel)(self.ptr) };
+    }
+}
+
+impl Clone for TaskRef {
+    fn clone(&self) -> TaskRef {
+        // SAFETY: self holds a reference.
+        unsafe { TaskRef::clone_raw(self.ptr) }
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        let refs = &self.header().refs;
+        // A count of 1 is ours alone: no other reference exists to clone from, so the
+        // check needs no read-modify-write (the common case for the last of a short task's
+        // references). Acquire pairs with the Release decrements of other owners.
+        if refs.load(Ordering::Acquire) != 1 {
+            if refs.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            fence(Ordering::Acquire);
+        }
+        // SAFETY: that was the last reference.
+        unsafe { release(self.ptr) };
+    }
+}
+
+/// Drops a cell's contents and frees its memory: to its runtime's cache on the owning
+/// thread, to the allocator anywhere else.
+///
+/// # Safety
+///
+/// The last reference to the cell is gone.
+unsafe fn release(ptr: NonNull<Header>) {
+    // SAFETY: the cell is still intact until drop_cell below.
+    let (owner, vtable) = unsafe {
+        let h = ptr.as_ref();
+        (h.shared.id, h.vtable)
+    };
+    // Dropping the contents may run user code (a leftover output, a waker's drop) that
+    // spawns or drops other tasks; nothing of this runtime is borrowed here.
+    // SAFETY: unreferenced; the stage is Consumed unless on the owning thread (see
+    // `TaskRef`'s Send impl).
+    unsafe { (vtable.drop_cell)(ptr) };
+    let mut memory = Some(ptr.cast::<u8>());
+    context::try_with(|inner| {
+        if inner.shared.id == owner {
+            let p = memory.take().expect("taken once");
+            // SAFETY: allocated by this runtime's cache with the vtable's layout (any
+            // cell is a global allocation with it), contents dropped, unreferenced.
+            unsafe { inner.executor.cells.borrow_mut().free(p, vtable.layout) };
+        }
+    });
+    if let Some(p) = memory {
+        // SAFETY: every cell is one global allocation with the vtable's layout.
+        unsafe { std::alloc::dealloc(p.as_ptr(), vtable.layout) };
+    }
+}
+
+/// The waker of a task is a counted pointer to its header.
+fn raw_waker(ptr: NonNull<Header>) -> RawWaker {
+    RawWaker::new(ptr.as_ptr().cast(), &WAKER_VTABLE)
+}
+
+static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
+
+/// The header a waker's data pointer points to.
+fn waker_header(p: *const ()) -> NonNull<Header> {
+    // SAFETY: our wakers are made from non-null header pointers only (`raw_waker`).
+    unsafe { NonNull::new_unchecked(p.cast_mut().cast()) }
 }
 
 /// # Safety
 ///
-/// `p` comes from `Arc::<Task<F>>::as_ptr` or `into_raw` of a live task.
-unsafe fn waker_clone<F: Future + 'static>(p: *const ()) -> RawWaker {
-    // SAFETY: p points to a live Arc<Task<F>> (the waker holds or borrows a reference).
-    unsafe { Arc::increment_strong_count(p.cast::<Task<F>>()) };
-    raw_waker::<F>(p.cast())
+/// `p` comes from `raw_waker` and the waker being cloned holds or borrows a reference.
+unsafe fn waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: per the contract the task is live; the clone owns the new reference.
+    let task = ManuallyDrop::new(unsafe { TaskRef::clone_raw(waker_header(p)) });
+    raw_waker(task.ptr)
 }
 
 /// # Safety
 ///
-/// `p` is an owned reference (from `waker_clone` or `Arc::into_raw`).
-unsafe fn waker_wake<F: Future + 'static>(p: *const ()) {
-    // SAFETY: the waker owned one strong reference, which this consumes.
-    let task = unsafe { Arc::from_raw(p.cast::<Task<F>>()) };
-    task.schedule();
+/// `p` is an owned reference (from `waker_clone`).
+unsafe fn waker_wake(p: *const ()) {
+    // SAFETY: the waker owned one reference, which this consumes.
+    TaskRef {
+        ptr: waker_header(p),
+    }
+    .schedule();
 }
 
 /// # Safety
 ///
-/// `p` points to a live task.
-unsafe fn waker_wake_by_ref<F: Future + 'static>(p: *const ()) {
-    // SAFETY: p points to a live task for the duration of the call.
-    let task = unsafe { &*p.cast::<Task<F>>() };
-    if !task.scheduled.load(Ordering::Acquire) {
-        // SAFETY: as above; take a new strong reference for the run queue.
-        unsafe { Arc::increment_strong_count(p.cast::<Task<F>>()) };
-        // SAFETY: the reference just taken is owned by this Arc.
-        unsafe { Arc::from_raw(p.cast::<Task<F>>()) }.schedule();
+/// `p` points to a live task for the duration of the call.
+unsafe fn waker_wake_by_ref(p: *const ()) {
+    let ptr = waker_header(p);
+    // SAFETY: live for the call, per the contract.
+    if !unsafe { ptr.as_ref() }.scheduled.load(Ordering::Acquire) {
+        // SAFETY: as above; the new reference goes to the run queue.
+        unsafe { TaskRef::clone_raw(ptr) }.schedule();
     }
 }
 
 /// # Safety
 ///
 /// `p` is an owned reference.
-unsafe fn waker_drop<F: Future + 'static>(p: *const ()) {
-    // SAFETY: releases the strong reference the waker owned.
-    unsafe { Arc::decrement_strong_count(p.cast::<Task<F>>()) };
+unsafe fn waker_drop(p: *const ()) {
+    // SAFETY: releases the reference the waker owned.
+    drop(TaskRef {
+        ptr: waker_header(p),
+    });
 }
 
-impl<F: Future + 'static> Runnable for Task<F> {
-    fn run(self: Arc<Self>) {
-        self.scheduled.store(false, Ordering::Release);
-        if self.complete.get() {
-            return;
-        }
-        if self.aborted.get() {
-            self.shutdown();
-            return;
-        }
-        // SAFETY: the waker borrows `self`'s reference for this poll only (ManuallyDrop:
-        // never dropped, so the count is untouched); clones take their own reference.
-        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(Arc::as_ptr(&self))) });
-        let mut cx = Context::from_waker(&waker);
-        // SAFETY: owning thread; the only other code that reaches `stage` (finish,
-        // shutdown, JoinHandle) runs when the future is not being polled, and
-        // `JoinHandle` checks `complete` before touching it.
-        let stage = unsafe { &mut *self.stage.get() };
-        let Stage::Running(fut) = stage else {
-            return;
-        };
-        // SAFETY: the future lives inside the Arc allocation and is never moved out of
-        // it; it is dropped in place (by assigning another stage).
-        let fut = unsafe { Pin::new_unchecked(fut) };
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
-            Ok(Poll::Pending) => {
-                if self.key.get() == UNREGISTERED {
-                    // From now on wakers may be held anywhere, so the executor must own a
-                    // reference to drop the future on this thread at shutdown.
-                    let key = context::try_with(|inner| inner.executor.register(self.clone()));
-                    self.key.set(key.unwrap_or(UNREGISTERED));
-                }
-            }
-            Ok(Poll::Ready(out)) => self.finish(Ok(out)),
-            Err(payload) => {
-                // Drop the broken future now; a panic while dropping it is swallowed.
-                let drop_stage = catch_unwind(AssertUnwindSafe(|| {
-                    // SAFETY: as above; the poll is over.
-                    unsafe { *self.stage.get() = Stage::Consumed };
-                }));
-                drop(drop_stage);
-                self.finish(Err(JoinError::panic(payload)));
-            }
-        }
-    }
+/// `poll_join::<F>` for a future whose output is `T`.
+type PollJoin<T> = unsafe fn(NonNull<Header>, &mut Context<'_>) -> Poll<Result<T, JoinError>>;
 
-    fn shutdown(&self) {
-        if self.complete.get() {
-            return;
-        }
-        // SAFETY: owning thread, future not running.
-        let old = std::mem::replace(unsafe { &mut *self.stage.get() }, Stage::Consumed);
-        // Dropping the future may drop in-flight operations (they become orphans) or run
-        // user code that panics; the panic must not take the runtime down.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
-        self.finish(Err(JoinError::cancelled()));
+/// A `JoinHandle`'s reference: the task, and how to take its output of type `T`.
+pub(crate) struct JoinRef<T> {
+    task: TaskRef,
+    /// `poll_join::<F>` for the task's future type.
+    poll: PollJoin<T>,
+    /// The stage is reached without synchronisation: only on the owning thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// # Safety
+///
+/// `h` is a `TaskCell<F>` on its owning thread.
+unsafe fn poll_join<F: Future + 'static>(
+    h: NonNull<Header>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    // SAFETY: per the contract.
+    let cell = unsafe { TaskCell::<F>::from_header(h) };
+    if !cell.header.complete.get() {
+        cell.header.join_waker.set(Some(cx.waker().clone()));
+        return Poll::Pending;
+    }
+    // SAFETY: owning thread; complete, so the future is gone.
+    match std::mem::replace(unsafe { cell.stage() }, Stage::Consumed) {
+        Stage::Finished(result) => Poll::Ready(result),
+        _ => panic!("JoinHandle polled after it already returned the task's output"),
     }
 }
 
-impl<F: Future + 'static> Join<F::Output> for Task<F> {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
-        if !self.complete.get() {
-            self.join_waker.set(Some(cx.waker().clone()));
-            return Poll::Pending;
-        }
-        // SAFETY: owning thread (JoinHandle is !Send); complete, so the future is gone.
-        let stage = unsafe { &mut *self.stage.get() };
-        match std::mem::replace(stage, Stage::Consumed) {
-            Stage::Finished(result) => Poll::Ready(result),
-            _ => panic!("JoinHandle polled after it already returned the task's output"),
-        }
+impl<T> JoinRef<T> {
+    pub(crate) fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        // SAFETY: `poll` matches the cell's future type (set together in `spawn`), and a
+        // JoinRef is !Send, so this is the owning thread.
+        unsafe { (self.poll)(self.task.ptr, cx) }
     }
 
-    fn abort(self: Arc<Self>) {
-        if self.complete.get() || self.aborted.replace(true) {
+    pub(crate) fn abort(&self) {
+        let h = self.task.header();
+        if h.complete.get() || h.aborted.replace(true) {
             return;
         }
         // Schedule it like a wake: its next run drops the future, on its own thread, and
         // never while it is being polled (an abort from inside the task lands here too).
-        self.schedule();
+        self.task.clone().schedule();
     }
 
-    fn is_finished(&self) -> bool {
-        self.complete.get()
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.header().complete.get()
     }
 
-    fn detach(&self) {
-        self.join_interest.set(false);
-        if self.complete.get() {
-            // SAFETY: owning thread; the future is gone.
-            unsafe { *self.stage.get() = Stage::Consumed };
+    /// Gives up the output: the task runs on, and its output is dropped when it finishes.
+    pub(crate) fn detach(&self) {
+        let h = self.task.header();
+        h.join_interest.set(false);
+        if h.complete.get() {
+            // SAFETY: owning thread (JoinRef is !Send); complete, so the future is gone.
+            unsafe { (h.vtable.consume)(self.task.ptr) };
         }
     }
 }
 
-/// The local run queue and the registry of live tasks of one runtime.
+/// The local run queue, the registry of live tasks and the cell cache of one runtime.
 pub(crate) struct Executor {
-    queue: RefCell<VecDeque<Arc<dyn Runnable>>>,
-    tasks: RefCell<Slab<Arc<dyn Runnable>>>,
+    queue: RefCell<VecDeque<TaskRef>>,
+    tasks: RefCell<Slab<TaskRef>>,
     /// Reused buffer for the remote queue.
-    incoming: RefCell<VecDeque<Arc<dyn Runnable>>>,
+    incoming: RefCell<VecDeque<TaskRef>>,
+    cells: RefCell<CellCache>,
 }
 
 impl Executor {
@@ -362,6 +594,7 @@ impl Executor {
             queue: RefCell::new(VecDeque::with_capacity(256)),
             tasks: RefCell::new(Slab::with_capacity(256)),
             incoming: RefCell::new(VecDeque::new()),
+            cells: RefCell::new(CellCache::new()),
         }
     }
 
@@ -370,24 +603,40 @@ impl Executor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let task = Arc::new(Task {
-            shared: shared.clone(),
-            scheduled: AtomicBool::new(true),
+        let vtable = &TaskCell::<F>::VTABLE;
+        let mem = self.cells.borrow_mut().alloc(vtable.layout);
+        let cell = TaskCell {
+            header: Header {
+                // One for the run queue, one for the JoinHandle.
+                refs: AtomicUsize::new(2),
+                scheduled: AtomicBool::new(true),
+                complete: Cell::new(false),
+                aborted: Cell::new(false),
+                join_interest: Cell::new(true),
+                vtable,
+                shared: shared.clone(),
+                join_waker: Cell::new(None),
+                key: Cell::new(UNREGISTERED),
+            },
             stage: UnsafeCell::new(Stage::Running(future)),
-            complete: Cell::new(false),
-            aborted: Cell::new(false),
-            join_interest: Cell::new(true),
-            join_waker: Cell::new(None),
-            key: Cell::new(UNREGISTERED),
-        });
-        // Registered in `tasks` only if its first poll returns Pending (see `run`): a task
-        // that finishes at once never needs it, and until its first poll it is reachable
-        // through the run queue, which shutdown also drains.
-        self.queue.borrow_mut().push_back(task.clone());
-        JoinHandle::new(task)
+        };
+        let ptr = mem.cast::<TaskCell<F>>();
+        // SAFETY: fresh memory with the cell's (rounded) layout, so large and aligned
+        // enough for a TaskCell<F>.
+        unsafe { ptr.as_ptr().write(cell) };
+        let ptr = ptr.cast::<Header>();
+        // Registered in `tasks` only if its first poll returns Pending (see `poll_cell`):
+        // a task that finishes at once never needs it, and until its first poll it is
+        // reachable through the run queue, which shutdown also drains.
+        self.queue.borrow_mut().push_back(TaskRef { ptr });
+        JoinHandle::new(JoinRef {
+            task: TaskRef { ptr },
+            poll: poll_join::<F>,
+            _not_send: PhantomData,
+        })
     }
 
-    fn push(&self, task: Arc<dyn Runnable>) {
+    fn push(&self, task: TaskRef) {
         self.queue.borrow_mut().push_back(task);
     }
 
@@ -396,7 +645,7 @@ impl Executor {
         drop(removed);
     }
 
-    fn register(&self, task: Arc<dyn Runnable>) -> usize {
+    fn register(&self, task: TaskRef) -> usize {
         self.tasks.borrow_mut().insert(task)
     }
 
@@ -408,6 +657,15 @@ impl Executor {
     /// Live (spawned, unfinished) tasks.
     pub(crate) fn live(&self) -> usize {
         self.tasks.borrow().len()
+    }
+
+    /// Called before the runtime parks: returns part of the cached cells beyond a small
+    /// reserve to the allocator (see the `cells` module).
+    pub(crate) fn trim_cells(&self) {
+        let mut cells = self.cells.borrow_mut();
+        if cells.cached_bytes() > KEEP_BYTES {
+            cells.trim(KEEP_BYTES, TRIM_BATCH);
+        }
     }
 
     /// Runs up to `budget` ready tasks, after pulling in tasks woken by other threads.
@@ -442,7 +700,7 @@ impl Executor {
                 break;
             }
             for t in &tasks {
-                t.shutdown();
+                t.cancel();
             }
         }
         drop(shared.close());
