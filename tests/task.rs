@@ -361,3 +361,29 @@ coring_test!(last_task_reference_dropped_on_another_thread, |builder| {
     });
     t.join().unwrap();
 });
+
+// The timer wheel keeps deadlines to the microsecond across its levels: sleeps from a few
+// microseconds to tens of milliseconds never wake before their deadline, and a reset
+// sleep follows its new deadline.
+coring_test!(sleeps_never_wake_early_at_any_scale, async {
+    let hs: Vec<_> = (0..300u64)
+        .map(|i| {
+            coring::spawn(async move {
+                // 1 µs .. ~40 ms, spread over the wheel's lower levels.
+                let d = Duration::from_micros((i * i * 7919) % 40_000 + 1);
+                let deadline = Instant::now() + d;
+                sleep_until(deadline).await;
+                let now = Instant::now();
+                assert!(now >= deadline, "woke {:?} early", deadline - now);
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    let mut s = Box::pin(sleep(Duration::from_secs(60)));
+    let target = Instant::now() + Duration::from_millis(3);
+    s.as_mut().reset(target);
+    s.await;
+    assert!(Instant::now() >= target);
+});

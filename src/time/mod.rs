@@ -5,7 +5,7 @@
 
 mod timers;
 
-pub(crate) use timers::Timers;
+pub(crate) use timers::{EntryState, Timers};
 
 use std::cell::RefCell;
 use std::fmt;
@@ -57,7 +57,8 @@ fn far_future() -> Instant {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
-    entry: Option<(Rc<RefCell<Timers>>, u64)>,
+    /// The runtime's timers and this sleep's entry there, once polled.
+    entry: Option<(Rc<RefCell<Timers>>, usize)>,
 }
 
 impl Sleep {
@@ -78,8 +79,8 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
-        if let Some((timers, id)) = self.entry.take() {
-            timers.borrow_mut().remove(self.deadline, id);
+        if let Some((timers, key)) = self.entry.take() {
+            timers.borrow_mut().remove(key);
         }
     }
 }
@@ -90,15 +91,16 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         match &self.entry {
-            Some((timers, id)) => {
-                let mut t = timers.borrow_mut();
-                if t.update(deadline, *id, cx.waker()) {
-                    return Poll::Pending;
+            Some((timers, key)) => {
+                let state = timers.borrow_mut().poll_entry(*key, cx.waker());
+                match state {
+                    EntryState::Armed => Poll::Pending,
+                    EntryState::Fired => {
+                        // The entry is freed.
+                        self.entry = None;
+                        Poll::Ready(())
+                    }
                 }
-                drop(t);
-                // Fired: the entry is gone from the map.
-                self.entry = None;
-                Poll::Ready(())
             }
             None => {
                 if Instant::now() >= deadline {
@@ -109,8 +111,8 @@ impl Future for Sleep {
                      Runtime::block_on or a task",
                     |inner| inner.timers.clone(),
                 );
-                let id = timers.borrow_mut().insert(deadline, cx.waker().clone());
-                self.entry = Some((timers, id));
+                let key = timers.borrow_mut().insert(deadline, cx.waker());
+                self.entry = Some((timers, key));
                 Poll::Pending
             }
         }
