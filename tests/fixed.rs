@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use coring::buf::{FixedBufPool, IoBuf};
+use coring::buf::FixedBufPool;
 use coring::fs::{File, OpenOptions};
 use coring::time::{sleep, timeout};
 use coring::BackendKind;
@@ -72,7 +72,11 @@ coring_test!(registered_file_round_trip, |builder| {
         assert!(!f.is_registered());
         f.register().unwrap();
         f.register().unwrap(); // again on the same runtime: nothing changes
-        assert_eq!(f.is_registered(), uring, "registered only where a ring exists");
+        assert_eq!(
+            f.is_registered(),
+            uring,
+            "registered only where a ring exists"
+        );
         let (r, _) = f.write_all_at(data.clone(), 0).await;
         r.unwrap();
         let (r, _) = f
@@ -363,7 +367,10 @@ coring_test!(fixed_io_bad_inputs, async {
 coring_test!(pool_exhaustion_is_none_not_a_wait, async {
     let pool = FixedBufPool::new(2, 64);
     pool.register().unwrap();
-    assert_eq!((pool.count(), pool.buf_size(), pool.available()), (2, 64, 2));
+    assert_eq!(
+        (pool.count(), pool.buf_size(), pool.available()),
+        (2, 64, 2)
+    );
     let x = pool.try_take().unwrap();
     let y = pool.try_take().unwrap();
     assert_ne!(x.index(), y.index());
@@ -479,7 +486,11 @@ coring_test!(fixed_pipe_io_fills_the_named_buffer, |builder| {
         assert_eq!(&five[..], b"into buffer five");
         for b in &mut held {
             b.set_len(b.capacity());
-            assert!(b.iter().all(|&x| x == 0), "buffer {} was written", b.index());
+            assert!(
+                b.iter().all(|&x| x == 0),
+                "buffer {} was written",
+                b.index()
+            );
         }
         let mut out = held.remove(2);
         out.clear();
@@ -495,104 +506,170 @@ coring_test!(fixed_pipe_io_fills_the_named_buffer, |builder| {
 // Dropping the future of an in-flight fixed read leaves the buffer with the runtime until
 // the read's final completion (the cancel's, on io_uring; the data's, on the fallback,
 // whose pool thread a cancel cannot interrupt): only then is it back in the pool.
-coring_test!(dropped_fixed_read_returns_its_buffer_after_completion, |builder| {
-    let rt = builder.build().unwrap();
-    let uring = is_uring(&rt);
-    let (rd, wr) = pipe();
-    let mut wr = std::fs::File::from(wr);
-    let rd = File::from(rd);
-    common::block_on_bounded(&rt, async {
-        let pool = FixedBufPool::new(2, 64);
-        pool.register().unwrap();
-        rd.register().unwrap();
-        let buf = pool.try_take().unwrap();
-        let res = timeout(Duration::from_millis(20), rd.read_fixed_at(buf, 0)).await;
-        assert!(res.is_err(), "nothing was written: the read must still be pending");
-        assert_eq!(pool.available(), 1, "buffer back while the kernel owns the read");
-        if !uring {
-            sleep(Duration::from_millis(20)).await;
-            assert_eq!(pool.available(), 1, "back before the read completed");
-            wr.write_all(b"late").unwrap();
-        }
-        eventually("the orphaned read to complete", || pool.available() == 2).await;
-        // The pool and the file work as before.
-        wr.write_all(b"next").unwrap();
-        let (r, b) = rd.read_fixed_at(pool.try_take().unwrap(), 0).await;
-        let n = r.unwrap();
-        assert!(n > 0 && b"latenext".ends_with(&b[..n]), "{:?}", &b[..n]);
-    });
-    assert_eq!(rt.metrics().ops_orphaned, 1);
-    assert_eq!(rt.ops_in_flight(), 0);
-});
+coring_test!(
+    dropped_fixed_read_returns_its_buffer_after_completion,
+    |builder| {
+        let rt = builder.build().unwrap();
+        let uring = is_uring(&rt);
+        let (rd, wr) = pipe();
+        let mut wr = std::fs::File::from(wr);
+        let rd = File::from(rd);
+        common::block_on_bounded(&rt, async {
+            let pool = FixedBufPool::new(2, 64);
+            pool.register().unwrap();
+            rd.register().unwrap();
+            let buf = pool.try_take().unwrap();
+            let res = timeout(Duration::from_millis(20), rd.read_fixed_at(buf, 0)).await;
+            assert!(
+                res.is_err(),
+                "nothing was written: the read must still be pending"
+            );
+            assert_eq!(
+                pool.available(),
+                1,
+                "buffer back while the kernel owns the read"
+            );
+            if !uring {
+                sleep(Duration::from_millis(20)).await;
+                assert_eq!(pool.available(), 1, "back before the read completed");
+                wr.write_all(b"late").unwrap();
+            }
+            eventually("the orphaned read to complete", || pool.available() == 2).await;
+            // The pool and the file work as before.
+            wr.write_all(b"next").unwrap();
+            let (r, b) = rd.read_fixed_at(pool.try_take().unwrap(), 0).await;
+            let n = r.unwrap();
+            assert!(n > 0 && b"latenext".ends_with(&b[..n]), "{:?}", &b[..n]);
+        });
+        assert_eq!(rt.metrics().ops_orphaned, 1);
+        assert_eq!(rt.ops_in_flight(), 0);
+    }
+);
 
 // Where the kernel lacks READ_FIXED / WRITE_FIXED (emulated here), fixed operations run on
 // the blocking pool as plain reads and writes of the same memory.
-coring_test!(fixed_ops_without_kernel_support_run_on_the_pool, |builder| {
-    let rt = builder
-        .emulate_missing_opcodes(&["READ_FIXED", "WRITE_FIXED"])
-        .build()
-        .unwrap();
-    let (rd, wr) = pipe();
-    let mut peer = std::fs::File::from(wr);
-    let rd = File::from(rd);
-    let dir = TempDir::new("fixed");
-    let p = dir.path("emu");
-    common::block_on_bounded(&rt, async {
-        let pool = FixedBufPool::new(2, 64);
-        pool.register().unwrap();
-        let f = File::create(&p).await.unwrap();
-        let mut b = pool.try_take().unwrap();
-        b.extend_from_slice(b"pooled write");
-        let (r, b) = f.write_fixed_at(b, 0).await;
-        assert_eq!(r.unwrap(), 12);
-        drop(b);
-        peer.write_all(b"pooled read").unwrap();
-        let (r, b) = rd.read_fixed_at(pool.try_take().unwrap(), 0).await;
-        assert_eq!(r.unwrap(), 11);
-        assert_eq!(&b[..], b"pooled read");
-    });
-    assert_eq!(std::fs::read(&p).unwrap(), b"pooled write");
-    if is_uring(&rt) {
-        assert!(rt.metrics().ops_offloaded >= 2, "{:?}", rt.metrics());
+coring_test!(
+    fixed_ops_without_kernel_support_run_on_the_pool,
+    |builder| {
+        let rt = builder
+            .emulate_missing_opcodes(&["READ_FIXED", "WRITE_FIXED"])
+            .build()
+            .unwrap();
+        let (rd, wr) = pipe();
+        let mut peer = std::fs::File::from(wr);
+        let rd = File::from(rd);
+        let dir = TempDir::new("fixed");
+        let p = dir.path("emu");
+        common::block_on_bounded(&rt, async {
+            let pool = FixedBufPool::new(2, 64);
+            pool.register().unwrap();
+            let f = File::create(&p).await.unwrap();
+            let mut b = pool.try_take().unwrap();
+            b.extend_from_slice(b"pooled write");
+            let (r, b) = f.write_fixed_at(b, 0).await;
+            assert_eq!(r.unwrap(), 12);
+            drop(b);
+            peer.write_all(b"pooled read").unwrap();
+            let (r, b) = rd.read_fixed_at(pool.try_take().unwrap(), 0).await;
+            assert_eq!(r.unwrap(), 11);
+            assert_eq!(&b[..], b"pooled read");
+        });
+        assert_eq!(std::fs::read(&p).unwrap(), b"pooled write");
+        if is_uring(&rt) {
+            assert!(rt.metrics().ops_offloaded >= 2, "{:?}", rt.metrics());
+        }
     }
-});
+);
 
 // Registrations may outlive their runtime. The ring's descriptor number is then free and
 // is typically reused by the next runtime's ring: dropping the old registrations must not
 // touch that ring's tables, and the file and pool can be registered there afresh.
-coring_test!(registrations_outliving_their_runtime_touch_no_other_ring, |builder| {
-    let dir = TempDir::new("fixed");
-    let (px, py) = (dir.path("x"), dir.path("y"));
-    let rt = builder.clone().build().unwrap();
+coring_test!(
+    registrations_outliving_their_runtime_touch_no_other_ring,
+    |builder| {
+        let dir = TempDir::new("fixed");
+        let (px, py) = (dir.path("x"), dir.path("y"));
+        let rt = builder.clone().build().unwrap();
+        let uring = is_uring(&rt);
+        let pool = FixedBufPool::new(2, 64);
+        let x = common::block_on_bounded(&rt, async {
+            pool.register().unwrap();
+            let x = File::create(&px).await.unwrap();
+            x.register().unwrap();
+            x
+        });
+        drop(rt);
+        let rt2 = builder.build().unwrap();
+        common::block_on_bounded(&rt2, async {
+            assert!(!x.is_registered() && !pool.is_registered());
+            let y = File::create(&py).await.unwrap();
+            y.register().unwrap();
+            // x's stale registration goes now: it must not clear y's slot in the new ring.
+            drop(x);
+            let mut b = pool.try_take().unwrap();
+            b.extend_from_slice(b"to y");
+            let (r, b) = y.write_fixed_at(b, 0).await;
+            assert_eq!(r.unwrap(), 4);
+            drop(b);
+            // The pool's old registration is dead: it registers with this ring instead.
+            pool.register().unwrap();
+            assert_eq!(pool.is_registered(), uring);
+            let mut b = pool.try_take().unwrap();
+            b.extend_from_slice(b", again");
+            let (r, _) = y.write_fixed_at(b, 4).await;
+            assert_eq!(r.unwrap(), 7);
+            assert_eq!(y.is_registered(), uring);
+        });
+        assert_eq!(std::fs::read(&py).unwrap(), b"to y, again");
+    }
+);
+
+// Sockets register like files: accept, connect-side reads and writes, datagrams and
+// shutdown all work through the slot (io_uring) or the descriptor (fallback).
+coring_test!(registered_sockets, |builder| {
+    use coring::net::{TcpListener, TcpStream, UdpSocket};
+    let rt = builder.build().unwrap();
     let uring = is_uring(&rt);
-    let pool = FixedBufPool::new(2, 64);
-    let x = common::block_on_bounded(&rt, async {
-        pool.register().unwrap();
-        let x = File::create(&px).await.unwrap();
-        x.register().unwrap();
-        x
+    common::block_on_bounded(&rt, async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.register().unwrap();
+        assert_eq!(listener.is_registered(), uring);
+        let addr = listener.local_addr().unwrap();
+        let client = coring::spawn(async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            s.register().unwrap();
+            let (r, _) = s.write_all(b"ping".to_vec()).await;
+            r.unwrap();
+            let (r, buf) = s.read_exact(Vec::with_capacity(4)).await;
+            r.unwrap();
+            assert_eq!(buf, b"pong");
+            let (r, _) = s.read(Vec::with_capacity(4)).await;
+            assert_eq!(r.unwrap(), 0, "the server shut down its side");
+        });
+        let (conn, _) = listener.accept().await.unwrap();
+        conn.register().unwrap();
+        assert_eq!(conn.is_registered(), uring);
+        let (r, buf) = conn.read_exact(Vec::with_capacity(4)).await;
+        r.unwrap();
+        assert_eq!(buf, b"ping");
+        let (r, _) = conn.write_all(b"pong".to_vec()).await;
+        r.unwrap();
+        conn.shutdown(std::net::Shutdown::Write).await.unwrap();
+        client.await.unwrap();
+        conn.unregister().unwrap();
+        assert!(!conn.is_registered());
+
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.register().unwrap();
+        b.register().unwrap();
+        let (r, _) = a
+            .send_to(b"datagram".to_vec(), b.local_addr().unwrap())
+            .await;
+        assert_eq!(r.unwrap(), 8);
+        let (r, buf) = b.recv_from(Vec::with_capacity(16)).await;
+        let (n, from) = r.unwrap();
+        assert_eq!((n, from), (8, a.local_addr().unwrap()));
+        assert_eq!(buf, b"datagram");
     });
-    drop(rt);
-    let rt2 = builder.build().unwrap();
-    common::block_on_bounded(&rt2, async {
-        assert!(!x.is_registered() && !pool.is_registered());
-        let y = File::create(&py).await.unwrap();
-        y.register().unwrap();
-        // x's stale registration goes now: it must not clear y's slot in the new ring.
-        drop(x);
-        let mut b = pool.try_take().unwrap();
-        b.extend_from_slice(b"to y");
-        let (r, b) = y.write_fixed_at(b, 0).await;
-        assert_eq!(r.unwrap(), 4);
-        drop(b);
-        // The pool's old registration is dead: it registers with this ring instead.
-        pool.register().unwrap();
-        assert_eq!(pool.is_registered(), uring);
-        let mut b = pool.try_take().unwrap();
-        b.extend_from_slice(b", again");
-        let (r, _) = y.write_fixed_at(b, 4).await;
-        assert_eq!(r.unwrap(), 7);
-        assert_eq!(y.is_registered(), uring);
-    });
-    assert_eq!(std::fs::read(&py).unwrap(), b"to y, again");
 });

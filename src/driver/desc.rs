@@ -12,6 +12,8 @@ use crate::platform;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FdRef {
     pub(crate) raw: RawFd,
+    // Read by the io_uring backend only (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fixed: Option<Fixed>,
 }
 
@@ -37,6 +39,7 @@ pub(crate) enum OpDesc {
         buf: *mut u8,
         len: u32,
         offset: u64,
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
         buf_index: Option<Fixed>,
     },
     /// `pwrite(fd, buf, len, offset)`; `buf_index` as for [`OpDesc::Read`]
@@ -46,6 +49,7 @@ pub(crate) enum OpDesc {
         buf: *const u8,
         len: u32,
         offset: u64,
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
         buf_index: Option<Fixed>,
     },
     /// `preadv(fd, iov, iovcnt, offset)`.

@@ -90,6 +90,7 @@ impl Entries {
     fn created(size: u32) -> Entries {
         Entries {
             size,
+            #[allow(clippy::single_range_in_vec_init)] // one free range: the whole table
             free: vec![0..size],
         }
     }
@@ -361,9 +362,8 @@ impl Registry {
         loop {
             // SAFETY: the ring descriptor is open (detach() runs before it closes), and
             // arg is valid per this function's contract.
-            let r = unsafe {
-                libc::syscall(libc::SYS_io_uring_register, ring, opcode, arg, nr_args)
-            };
+            let r =
+                unsafe { libc::syscall(libc::SYS_io_uring_register, ring, opcode, arg, nr_args) };
             if r >= 0 {
                 return Ok(r as u32);
             }

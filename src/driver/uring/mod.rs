@@ -533,9 +533,9 @@ impl Uring {
             } => opcode::RenameAt::new(types::Fd(olddirfd), oldpath, types::Fd(newdirfd), newpath)
                 .flags(flags)
                 .build(),
-            OpDesc::MkdirAt { dirfd, path, mode } => {
-                opcode::MkDirAt::new(types::Fd(dirfd), path).mode(mode).build()
-            }
+            OpDesc::MkdirAt { dirfd, path, mode } => opcode::MkDirAt::new(types::Fd(dirfd), path)
+                .mode(mode)
+                .build(),
             OpDesc::Accept {
                 fd: f,
                 addr,
