@@ -144,9 +144,11 @@ impl FixedBufPool {
     }
 
     /// Registers the pool's buffers with the current runtime's io_uring
-    /// (IORING_REGISTER_BUFFERS, one table entry per buffer), so that fixed reads and
-    /// writes on this runtime use them by index. Calling it again on the same runtime does
-    /// nothing; on the fallback backend it succeeds and does nothing.
+    /// (`io_uring_register(2)`: one entry per buffer, consecutive, in the ring's sparse
+    /// registered-buffer table, created on first use), so that fixed reads and writes on
+    /// this runtime name them by index. Calling it again on the same runtime does nothing;
+    /// on the fallback backend it succeeds and does nothing. Several pools can be
+    /// registered with one runtime.
     ///
     /// # Errors
     ///

@@ -23,6 +23,12 @@
 //! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
 //!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`);
 //!    the driver rations this per task poll so a task cannot monopolise the thread.
+//! 7. **Registered files and buffers** ([`fixed`]): `ring_id()`, `register_file(fd)` and
+//!    `register_buffers(iovecs)`. A backend with tables hands out [`fixed::Registration`]s
+//!    that carry its ring id, and uses an entry named in a description (`FdRef::fixed`,
+//!    `buf_index`) only if it carries that id; any other entry, it ignores, using the raw
+//!    descriptor and memory, which every description also carries. A backend without
+//!    tables returns `None` and ignores every entry.
 //!
 //! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
 //! shutdown deadline) lives here so that backends cannot drift apart.

@@ -245,7 +245,7 @@ impl Registry {
             io::Error::new(
                 io::ErrorKind::QuotaExceeded,
                 format!(
-                    "the ring's registered-{} table ({} entries) has no {n} free entries left",
+                    "the ring's registered-{} table is full ({} entries; {n} more wanted)",
                     match table {
                         Table::Files => "file",
                         Table::Buffers => "buffer",
@@ -379,7 +379,10 @@ impl Tables for Registry {
     fn release(&self, table: Table, first: u32, count: u32) {
         if self.is_live() {
             let cleared = match table {
-                Table::Files => self.update_files(first, &vec![-1; count as usize]),
+                // One entry per file in practice: cleared without an allocation.
+                Table::Files => {
+                    (first..first + count).try_for_each(|i| self.update_files(i, &[-1]))
+                }
                 Table::Buffers => {
                     let empty = libc::iovec {
                         iov_base: std::ptr::null_mut(),
