@@ -11,9 +11,9 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::TempDir;
+use common::{eventually, TempDir};
 use coring::buf::FixedBufPool;
 use coring::fs::{File, OpenOptions};
 use coring::time::{sleep, timeout};
@@ -37,15 +37,6 @@ fn set_nonblocking(fd: &impl AsRawFd) {
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK),
             0
         );
-    }
-}
-
-/// Yields to the runtime until `cond` holds, failing after 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(1)).await;
     }
 }
 
