@@ -40,6 +40,18 @@ fn set_nonblocking(fd: &impl AsRawFd) {
     }
 }
 
+/// Creates (or truncates) `p` for reading and writing.
+async fn read_write(p: &std::path::Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)
+        .await
+        .unwrap()
+}
+
 fn is_uring(rt: &coring::Runtime) -> bool {
     rt.backend() == BackendKind::IoUring
 }
@@ -52,14 +64,7 @@ coring_test!(registered_file_round_trip, |builder| {
     let p = dir.path("rt");
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     common::block_on_bounded(&rt, async {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .await
-            .unwrap();
+        let f = read_write(&p).await;
         assert!(!f.is_registered());
         f.register().unwrap();
         f.register().unwrap(); // again on the same runtime: nothing changes
@@ -235,14 +240,7 @@ coring_test!(fixed_reads_and_writes_round_trip, |builder| {
         pool.register().unwrap();
         pool.register().unwrap();
         assert_eq!(pool.is_registered(), uring);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .await
-            .unwrap();
+        let f = read_write(&p).await;
         f.register().unwrap();
         for i in 0..4u8 {
             let mut b = pool.try_take().unwrap();
@@ -312,14 +310,7 @@ coring_test!(fixed_io_bad_inputs, async {
     let b = FixedBufPool::new(3, 1024);
     a.register().unwrap();
     b.register().unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&p)
-        .await
-        .unwrap();
+    let f = read_write(&p).await;
     f.register().unwrap();
     let mut x = a.try_take().unwrap();
     x.extend_from_slice(&[b'a'; 512]);
