@@ -1,10 +1,15 @@
 //! Random aligned 4 KiB reads from a page-cache-resident file, three ways, in one process:
 //!
-//! - **coring**: one runtime, `qd` tasks spawned with `coring::spawn`, each looping
-//!   `file.read_at(buf, offset).await` on a shared `Rc<File>` with its own reused buffer;
+//! - **coring**: one runtime, `qd` tasks spawned with `coring::spawn`, each looping on a
+//!   shared `Rc<File>` with its own reused buffer. At QD 1, `file.read_at(vec, offset)` (the
+//!   plain API, against `pread`); at QD > 1, like the raw loop, a registered file and
+//!   registered buffers: `file.register()`, a registered `FixedBufPool` of `qd` buffers and
+//!   `file.read_fixed_at(buf, offset)`. Reads the page cache answers still complete during
+//!   submission (`preadv2(RWF_NOWAIT)`), fixed or not; the `inline/op` column says how many;
 //! - **raw io_uring**: a hand-written loop on the `io-uring` crate with the setup flags coring
-//!   uses by default, keeping `qd` reads in flight (`submit_and_wait(1)`, reap all, refill):
-//!   the practical limit;
+//!   uses by default, the file registered (IOSQE_FIXED_FILE) and one registered buffer per
+//!   slot (IORING_OP_READ_FIXED), keeping `qd` reads in flight (`submit_and_wait(1)`, reap
+//!   all, refill): the practical limit of the ring, as the issue's baseline defines it;
 //! - **pread**: one thread calling `pread(2)` in a loop (no queue depth; shown on every row
 //!   as a baseline measured under the same conditions).
 //!
@@ -333,6 +338,8 @@ usage: cargo bench --bench fread -- [options]
         turns: u64,
         /// Times the loop slept in the kernel (coring only).
         parks: u64,
+        /// Reads completed during submission from the page cache (coring only).
+        inline: u64,
         /// CPU time the process used (user + system, every thread, io_uring workers included).
         cpu: Duration,
         /// Times the scheduler took the CPU away from the process.
@@ -383,6 +390,7 @@ usage: cargo bench --bench fread -- [options]
             self.enters += o.enters;
             self.turns += o.turns;
             self.parks += o.parks;
+            self.inline += o.inline;
             self.cpu += o.cpu;
             self.preempted += o.preempted;
         }
@@ -409,12 +417,35 @@ usage: cargo bench --bench fread -- [options]
     // ---------------------------------------------------------------------------------------
     // coring
 
+    /// The plain API (QD 1): `read_at` into a reused `Vec`.
     async fn coring_reader(file: Rc<coring::fs::File>, clock: Rc<Clock>, slot: usize, blocks: u64) {
         let mut rng = XorShift::for_slot(slot);
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
         while !clock.stopped() {
             let block = rng.block(blocks);
             let (res, b) = file.read_at(buf, block * BLOCK as u64).await;
+            buf = b;
+            let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
+            check_read("coring", n, &buf, block);
+            clock.tick();
+        }
+    }
+
+    /// Registered file and buffers (QD > 1): `read_fixed_at` into pool buffer `slot`.
+    async fn coring_fixed_reader(
+        file: Rc<coring::fs::File>,
+        pool: coring::buf::FixedBufPool,
+        clock: Rc<Clock>,
+        slot: usize,
+        blocks: u64,
+    ) {
+        let mut rng = XorShift::for_slot(slot);
+        let mut buf = pool
+            .check_out(slot)
+            .expect("coring: the pool has one buffer per slot");
+        while !clock.stopped() {
+            let block = rng.block(blocks);
+            let (res, b) = file.read_fixed_at(buf, block * BLOCK as u64).await;
             buf = b;
             let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
             check_read("coring", n, &buf, block);
@@ -432,13 +463,36 @@ usage: cargo bench --bench fread -- [options]
             .block_on(coring::fs::File::open(path))
             .unwrap_or_else(|e| panic!("coring: cannot open {}: {e}", path.display()));
         let file = Rc::new(file);
+        // QD > 1 competes with the raw loop on its terms: registered file and buffers.
+        let pool = (qd > 1).then(|| {
+            let pool = coring::buf::FixedBufPool::new(qd, BLOCK);
+            rt.block_on(async {
+                file.register()
+                    .unwrap_or_else(|e| panic!("coring: cannot register the file: {e}"));
+                pool.register()
+                    .unwrap_or_else(|e| panic!("coring: cannot register the buffers: {e}"));
+            });
+            pool
+        });
         let before = rt.metrics();
         let usage = Usage::now();
         let (ops, elapsed) = rt.block_on(async {
             let start = Instant::now();
             let clock = Rc::new(Clock::new(start, d));
             let tasks: Vec<_> = (0..qd)
-                .map(|slot| coring::spawn(coring_reader(file.clone(), clock.clone(), slot, blocks)))
+                .map(|slot| {
+                    let (file, clock) = (file.clone(), clock.clone());
+                    match &pool {
+                        Some(pool) => coring::spawn(coring_fixed_reader(
+                            file,
+                            pool.clone(),
+                            clock,
+                            slot,
+                            blocks,
+                        )),
+                        None => coring::spawn(coring_reader(file, clock, slot, blocks)),
+                    }
+                })
                 .collect();
             for t in tasks {
                 t.await.expect("coring: a reader task failed");
@@ -452,6 +506,7 @@ usage: cargo bench --bench fread -- [options]
             enters: after.enters - before.enters,
             turns: after.turns - before.turns,
             parks: after.parks - before.parks,
+            inline: after.ops_inline - before.ops_inline,
             ..Run::default()
         });
         let file = Rc::try_unwrap(file).expect("coring: every reader task has finished");
@@ -481,26 +536,43 @@ usage: cargo bench --bench fread -- [options]
     fn run_raw(file: &StdFile, blocks: u64, qd: usize, d: Duration) -> Run {
         let (mut ring, _) = raw_ring(ring_entries(qd))
             .unwrap_or_else(|e| panic!("raw: io_uring setup failed: {e}"));
-        let fd = types::Fd(file.as_raw_fd());
-        // Freed only once nothing is in flight: a panic in the loop leaks them rather than
-        // freeing memory the kernel may still write into.
+        // The file is registered at index 0 and named by it (IOSQE_FIXED_FILE).
+        ring.submitter()
+            .register_files(&[file.as_raw_fd()])
+            .unwrap_or_else(|e| panic!("raw: cannot register the file: {e}"));
+        let fd = types::Fixed(0);
+        // Freed only once nothing is in flight and they are unregistered: a panic in the
+        // loop leaks them rather than freeing memory the kernel may still write into.
         let mut bufs = ManuallyDrop::new((0..qd).map(|_| vec![0u8; BLOCK]).collect::<Vec<_>>());
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: every iovec describes a live BLOCK-byte heap buffer of `bufs`, which stays
+        // allocated until after unregister_buffers below (or forever, on a panic).
+        unsafe { ring.submitter().register_buffers(&iovecs) }
+            .unwrap_or_else(|e| panic!("raw: cannot register {qd} buffers: {e}"));
         let mut rngs: Vec<XorShift> = (0..qd).map(XorShift::for_slot).collect();
         let (submitter, mut sq, mut cq) = ring.split();
 
-        // Queues the next read of `slot`.
+        // Queues the next read of `slot`, into registered buffer `slot`.
         let mut push =
             |sq: &mut io_uring::SubmissionQueue<'_>, bufs: &mut Vec<Vec<u8>>, slot: usize| {
                 let block = rngs[slot].block(blocks);
-                let entry = opcode::Read::new(fd, bufs[slot].as_mut_ptr(), BLOCK as u32)
-                    .offset(block * BLOCK as u64)
-                    .build()
-                    // The block rides along so the completion can be checked.
-                    .user_data(block << 32 | slot as u64);
-                // SAFETY: `bufs[slot]` is neither touched nor freed until this read's completion
-                // has been reaped: every slot has at most one read in flight, the loop below runs
-                // until none is, and `bufs` is never dropped before that (leaked on a panic).
-                // `file` outlives the ring.
+                let entry =
+                    opcode::ReadFixed::new(fd, bufs[slot].as_mut_ptr(), BLOCK as u32, slot as u16)
+                        .offset(block * BLOCK as u64)
+                        .build()
+                        // The block rides along so the completion can be checked.
+                        .user_data(block << 32 | slot as u64);
+                // SAFETY: `bufs[slot]` (registered as buffer `slot`, which the read covers) is
+                // neither touched nor freed until this read's completion has been reaped: every
+                // slot has at most one read in flight, the loop below runs until none is, and
+                // `bufs` is never dropped before that (leaked on a panic). `file` outlives the
+                // ring.
                 unsafe { sq.push(&entry) }.expect("raw: the SQ holds at least qd entries");
             };
 
@@ -545,7 +617,11 @@ usage: cargo bench --bench fread -- [options]
             enters,
             ..Run::default()
         });
-        // SAFETY: every read has completed (in_flight is 0), so the kernel is done with them.
+        submitter
+            .unregister_buffers()
+            .unwrap_or_else(|e| panic!("raw: cannot unregister the buffers: {e}"));
+        // SAFETY: every read has completed (in_flight is 0) and the buffers are no longer
+        // registered, so the kernel is done with them.
         unsafe { ManuallyDrop::drop(&mut bufs) };
         run
     }
@@ -636,7 +712,7 @@ usage: cargo bench --bench fread -- [options]
          paired = median over repetitions of coring/raw"
         );
         println!(
-            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>11}",
+            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11}",
             "QD",
             "coring",
             "raw uring",
@@ -646,6 +722,7 @@ usage: cargo bench --bench fread -- [options]
             "coring ent/op",
             "coring turn/op",
             "coring park/op",
+            "coring inline/op",
             "raw ent/op"
         );
         for row in rows {
@@ -659,7 +736,7 @@ usage: cargo bench --bench fread -- [options]
                 fmt_opt(run, |x| format!("{:.4}", x.per_op(f(x))))
             };
             println!(
-                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>11}",
+                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11}",
                 row.qd,
                 fmt_opt(c, |x| format!("{:.0}", x.iops())),
                 fmt_opt(r, |x| format!("{:.0}", x.iops())),
@@ -669,6 +746,7 @@ usage: cargo bench --bench fread -- [options]
                 per_op(c, |x| x.enters),
                 per_op(c, |x| x.turns),
                 per_op(c, |x| x.parks),
+                per_op(c, |x| x.inline),
                 per_op(r, |x| x.enters),
             );
         }
@@ -752,8 +830,15 @@ usage: cargo bench --bench fread -- [options]
         );
         let raw_setup =
             raw_ring(256).map_or_else(|e| format!("unavailable: {e}"), |(_, n)| n.to_string());
-        println!("coring: {}", coring_backend());
-        println!("raw:    io_uring ({raw_setup})");
+        println!(
+            "coring: {} (QD 1: read_at into a Vec; QD > 1: registered file + FixedBufPool, \
+             read_fixed_at)",
+            coring_backend()
+        );
+        println!(
+            "raw:    io_uring ({raw_setup}; registered file + one registered buffer per slot, \
+             READ_FIXED)"
+        );
         println!(
             "{} s per run in {} slice(s), {} run(s) per contender and QD, interleaved; \
          random aligned {} B reads",

@@ -7,19 +7,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{DropFlagBuf, TempDir};
+use common::{eventually, DropFlagBuf, TempDir};
 use coring::fs::File;
 use coring::net::UnixStream;
 use coring::time::{sleep, timeout};
-
-/// Yields to the runtime until `cond` holds, failing after 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(1)).await;
-    }
-}
 
 // Dropping an in-flight read keeps its buffer until the kernel's final completion (the
 // cancel's ECANCELED here), and the cancel makes that completion come promptly.

@@ -4,9 +4,16 @@
 //! and gives the buffer back with the result as a [`BufResult`]. The traits here
 //! describe what the runtime needs from a buffer: a pointer that stays valid while the
 //! buffer value is moved around, how many bytes are initialised, and how many fit.
+//!
+//! [`FixedBufPool`] holds buffers a runtime's io_uring can register once
+//! ([`FixedBufPool::register`]), for
+//! [`File::read_fixed_at`](crate::fs::File::read_fixed_at) and
+//! [`write_fixed_at`](crate::fs::File::write_fixed_at).
 
+mod fixed;
 mod slice;
 
+pub use fixed::{FixedBuf, FixedBufPool};
 pub use slice::Slice;
 
 use std::io;

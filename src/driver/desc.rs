@@ -2,7 +2,20 @@
 
 use std::os::fd::RawFd;
 
+use super::fixed::Fixed;
 use crate::platform;
+
+/// The descriptor an operation acts on: the raw number, valid on every backend, and the
+/// entry it holds in one ring's registered-file table, if it was registered (see
+/// [`super::fixed`]). Only the io_uring translation looks at `fixed`, and only when the
+/// entry belongs to its own ring; everything else uses `raw`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdRef {
+    pub(crate) raw: RawFd,
+    // Read by the io_uring backend only (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fixed: Option<Fixed>,
+}
 
 /// What an operation asks the kernel to do, with raw pointers into memory the operation
 /// owns. Every backend translates this in one exhaustive `match`.
@@ -10,40 +23,51 @@ use crate::platform;
 /// The pointers stay valid from submission until the operation's completion has been
 /// handed back to the driver: the op layer guarantees it by keeping the owning value (the
 /// op struct, whose kernel-visible parts live on the heap) in the driver's table.
+///
+/// File offsets are positions: there is no "current file position" value. An offset above
+/// `i64::MAX` fails with EINVAL on every backend ([`OpDesc::check`]), where io_uring alone
+/// would have read `u64::MAX` as "the file position".
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum OpDesc {
     /// Does nothing; completes with 0. Used by tests and benchmarks of the op path itself.
     Nop,
-    /// `pread(fd, buf, len, offset)`; `offset == u64::MAX` means the file position.
+    /// `pread(fd, buf, len, offset)`. With `buf_index`, `buf..buf + len` lies in that
+    /// registered buffer, and the ring that owns it may read with IORING_OP_READ_FIXED;
+    /// to any other backend it is a plain read of the same memory.
     Read {
-        fd: RawFd,
+        fd: FdRef,
         buf: *mut u8,
         len: u32,
         offset: u64,
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        buf_index: Option<Fixed>,
     },
-    /// `pwrite(fd, buf, len, offset)`; `offset == u64::MAX` means the file position.
+    /// `pwrite(fd, buf, len, offset)`; `buf_index` as for [`OpDesc::Read`]
+    /// (IORING_OP_WRITE_FIXED).
     Write {
-        fd: RawFd,
+        fd: FdRef,
         buf: *const u8,
         len: u32,
         offset: u64,
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        buf_index: Option<Fixed>,
     },
     /// `preadv(fd, iov, iovcnt, offset)`.
     Readv {
-        fd: RawFd,
+        fd: FdRef,
         iov: *const libc::iovec,
         iovcnt: u32,
         offset: u64,
     },
     /// `pwritev(fd, iov, iovcnt, offset)`.
     Writev {
-        fd: RawFd,
+        fd: FdRef,
         iov: *const libc::iovec,
         iovcnt: u32,
         offset: u64,
     },
     /// `fsync(fd)` or `fdatasync(fd)`.
-    Fsync { fd: RawFd, datasync: bool },
+    Fsync { fd: FdRef, datasync: bool },
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
     OpenAt {
         dirfd: RawFd,
@@ -87,7 +111,7 @@ pub(crate) enum OpDesc {
     /// `accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK)`; yields a new fd, always
     /// close-on-exec and non-blocking (see [`platform::accept`]).
     Accept {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -96,7 +120,7 @@ pub(crate) enum OpDesc {
     },
     /// `connect(fd, addr, addrlen)`.
     Connect {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -105,7 +129,7 @@ pub(crate) enum OpDesc {
     },
     /// `recv(fd, buf, len, flags)`.
     Recv {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -118,7 +142,7 @@ pub(crate) enum OpDesc {
     },
     /// `send(fd, buf, len, flags)`.
     Send {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -128,7 +152,7 @@ pub(crate) enum OpDesc {
     },
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -137,7 +161,7 @@ pub(crate) enum OpDesc {
     },
     /// `sendmsg(fd, msg, flags)`.
     SendMsg {
-        fd: RawFd,
+        fd: FdRef,
         /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
         /// keeps per-descriptor state can tell a reused descriptor number apart.
         fd_id: u64,
@@ -145,5 +169,25 @@ pub(crate) enum OpDesc {
         flags: u32,
     },
     /// `shutdown(fd, how)`.
-    Shutdown { fd: RawFd, how: i32 },
+    Shutdown { fd: FdRef, how: i32 },
+}
+
+impl OpDesc {
+    /// The errno of a description no backend may run, checked once before submission so
+    /// that every backend answers alike: EINVAL for a file offset above `i64::MAX` (the
+    /// kernel's `loff_t` is signed; io_uring would take `u64::MAX` as "the file position",
+    /// a `pread` cannot express it).
+    pub(crate) fn check(&self) -> Result<(), i32> {
+        match *self {
+            OpDesc::Read { offset, .. }
+            | OpDesc::Write { offset, .. }
+            | OpDesc::Readv { offset, .. }
+            | OpDesc::Writev { offset, .. }
+                if offset > i64::MAX as u64 =>
+            {
+                Err(libc::EINVAL)
+            }
+            _ => Ok(()),
+        }
+    }
 }

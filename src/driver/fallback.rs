@@ -16,6 +16,7 @@ use std::time::Duration;
 use coring_fallback::{Events, Poller, PollerWaker};
 
 use super::dense::DenseMap;
+use super::fixed::Registration;
 use super::offload::{Offload, POOL_THREADS};
 use super::sys::{self, InlineReads, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
@@ -155,6 +156,25 @@ impl Fallback {
 
     pub(crate) fn inline_completions(&self) -> u64 {
         self.inline.hits
+    }
+
+    /// No ring, so no registered files or buffers: operations use plain descriptors and
+    /// memory, which is what a registration falls back to anyway.
+    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU64> {
+        None
+    }
+
+    /// Nothing to register (see [`Fallback::ring_id`]).
+    pub(crate) fn register_file(&self, _fd: RawFd) -> io::Result<Option<Registration>> {
+        Ok(None)
+    }
+
+    /// Nothing to register (see [`Fallback::ring_id`]).
+    pub(crate) fn register_buffers(
+        &self,
+        _bufs: &[libc::iovec],
+    ) -> io::Result<Option<Registration>> {
+        Ok(None)
     }
 
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {

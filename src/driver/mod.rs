@@ -23,6 +23,12 @@
 //! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
 //!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`);
 //!    the driver rations this per task poll so a task cannot monopolise the thread.
+//! 7. **Registered files and buffers** ([`fixed`]): `ring_id()`, `register_file(fd)` and
+//!    `register_buffers(iovecs)`. A backend with tables hands out [`fixed::Registration`]s
+//!    that carry its ring id, and uses an entry named in a description (`FdRef::fixed`,
+//!    `buf_index`) only if it carries that id; any other entry, it ignores, using the raw
+//!    descriptor and memory, which every description also carries. A backend without
+//!    tables returns `None` and ignores every entry.
 //!
 //! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
 //! shutdown deadline) lives here so that backends cannot drift apart.
@@ -30,6 +36,7 @@
 pub(crate) mod dense;
 pub(crate) mod desc;
 pub(crate) mod fallback;
+pub(crate) mod fixed;
 pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod sys;
@@ -38,6 +45,8 @@ pub(crate) mod sys;
 pub(crate) mod uring;
 
 use std::io;
+use std::num::NonZeroU64;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -45,6 +54,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub(crate) use desc::OpDesc;
+use fixed::Registration;
 
 /// What a backend reports when an operation finishes: the raw result (`>= 0`, or `-errno`)
 /// and backend flags (CQE flags on io_uring).
@@ -198,6 +208,24 @@ impl Backend {
     pub(crate) fn inline_completions(&self) -> u64 {
         dispatch!(self, b => b.inline_completions())
     }
+    /// The id of the ring whose tables registrations go to; `None` on a backend without
+    /// registered files and buffers (see [`fixed`]).
+    pub(crate) fn ring_id(&self) -> Option<NonZeroU64> {
+        dispatch!(self, b => b.ring_id())
+    }
+    /// Registers `fd` in the backend's file table; `Ok(None)` where there is none.
+    pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<Registration>> {
+        dispatch!(self, b => b.register_file(fd))
+    }
+    /// Registers buffers in the backend's buffer table; `Ok(None)` where there is none.
+    ///
+    /// The memory must stay allocated until the registration is dropped.
+    pub(crate) fn register_buffers(
+        &self,
+        bufs: &[libc::iovec],
+    ) -> io::Result<Option<Registration>> {
+        dispatch!(self, b => b.register_buffers(bufs))
+    }
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final
@@ -271,6 +299,7 @@ impl Driver {
     ///
     /// On error nothing was handed to the kernel and the caller still owns everything.
     pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
+        desc.check().map_err(io::Error::from_raw_os_error)?;
         // An inline completion never returns Pending, so a task looping over cached reads
         // would never yield: after INLINE_BUDGET of them in one poll, operations take the
         // asynchronous path (and the task yields) until its next poll.

@@ -7,6 +7,7 @@
 
 use std::io;
 
+use super::desc::FdRef;
 use super::{Completion, OpDesc};
 use crate::platform;
 
@@ -89,11 +90,13 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
     unsafe {
         match *desc {
             OpDesc::Nop => 0,
+            // A registered buffer is plain memory to a syscall (buf_index is io_uring's).
             OpDesc::Read {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 buf,
                 len,
                 offset: off,
+                ..
             } => match offset(off) {
                 Ok(off) => {
                     stream_fallback(ret(libc::pread(fd, buf.cast(), len as usize, off)), || {
@@ -103,10 +106,11 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 Err(e) => e,
             },
             OpDesc::Write {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 buf,
                 len,
                 offset: off,
+                ..
             } => match offset(off) {
                 Ok(off) => {
                     stream_fallback(ret(libc::pwrite(fd, buf.cast(), len as usize, off)), || {
@@ -116,7 +120,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 Err(e) => e,
             },
             OpDesc::Readv {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 iov,
                 iovcnt,
                 offset: off,
@@ -127,7 +131,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 _ => -libc::EINVAL,
             },
             OpDesc::Writev {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 iov,
                 iovcnt,
                 offset: off,
@@ -137,7 +141,10 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 }),
                 _ => -libc::EINVAL,
             },
-            OpDesc::Fsync { fd, datasync } => res(platform::fsync(fd, datasync)),
+            OpDesc::Fsync {
+                fd: FdRef { raw: fd, .. },
+                datasync,
+            } => res(platform::fsync(fd, datasync)),
             OpDesc::OpenAt {
                 dirfd,
                 path,
@@ -169,13 +176,19 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 ret(libc::mkdirat(dirfd, path, mode as libc::mode_t) as isize)
             }
             OpDesc::Accept {
-                fd, addr, addrlen, ..
+                fd: FdRef { raw: fd, .. },
+                addr,
+                addrlen,
+                ..
             } => res(platform::accept(fd, addr, addrlen)),
             OpDesc::Connect {
-                fd, addr, addrlen, ..
+                fd: FdRef { raw: fd, .. },
+                addr,
+                addrlen,
+                ..
             } => connect(fd, addr, addrlen),
             OpDesc::Recv {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 buf,
                 len,
                 flags,
@@ -187,7 +200,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 flags | libc::MSG_DONTWAIT,
             )),
             OpDesc::Send {
-                fd,
+                fd: FdRef { raw: fd, .. },
                 buf,
                 len,
                 flags,
@@ -198,13 +211,22 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 len as usize,
                 flags | libc::MSG_DONTWAIT,
             )),
-            OpDesc::RecvMsg { fd, msg, flags, .. } => {
-                ret(libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
-            }
-            OpDesc::SendMsg { fd, msg, flags, .. } => {
-                ret(libc::sendmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT))
-            }
-            OpDesc::Shutdown { fd, how } => ret(libc::shutdown(fd, how) as isize),
+            OpDesc::RecvMsg {
+                fd: FdRef { raw: fd, .. },
+                msg,
+                flags,
+                ..
+            } => ret(libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT)),
+            OpDesc::SendMsg {
+                fd: FdRef { raw: fd, .. },
+                msg,
+                flags,
+                ..
+            } => ret(libc::sendmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT)),
+            OpDesc::Shutdown {
+                fd: FdRef { raw: fd, .. },
+                how,
+            } => ret(libc::shutdown(fd, how) as isize),
         }
     }
 }
@@ -253,7 +275,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
 /// As [`execute`].
 pub(crate) unsafe fn resume(desc: &OpDesc) -> i32 {
     if let OpDesc::Connect { fd, .. } = *desc {
-        let err = socket_error(fd);
+        let err = socket_error(fd.raw);
         if err != 0 {
             return -err;
         }
@@ -295,7 +317,7 @@ pub(crate) fn socket_target(desc: &OpDesc) -> (libc::c_int, u64) {
         | OpDesc::Accept { fd, fd_id, .. }
         | OpDesc::Send { fd, fd_id, .. }
         | OpDesc::SendMsg { fd, fd_id, .. }
-        | OpDesc::Connect { fd, fd_id, .. } => (fd, fd_id),
+        | OpDesc::Connect { fd, fd_id, .. } => (fd.raw, fd_id),
         _ => unreachable!("coring: only socket operations wait for readiness"),
     }
 }
@@ -355,11 +377,14 @@ impl InlineReads {
     ///
     /// As [`execute`]: the pointers in `desc` are valid for the whole call.
     pub(crate) unsafe fn try_complete(&mut self, desc: &OpDesc) -> Option<Completion> {
+        // Registered files and buffers are read through the plain descriptor and memory,
+        // which stay valid whether registered or not.
         let OpDesc::Read {
             fd,
             buf,
             len,
             offset,
+            ..
         } = *desc
         else {
             return None;
@@ -372,7 +397,7 @@ impl InlineReads {
             return None;
         }
         // SAFETY: forwarded from the caller: buf is valid for len bytes.
-        match unsafe { platform::read_nowait(fd, buf, len, offset) } {
+        match unsafe { platform::read_nowait(fd.raw, buf, len, offset) } {
             Some(res) => {
                 self.misses = 0;
                 self.hits += 1;

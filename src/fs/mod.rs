@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::buf::{BufResult, FixedBuf, IoBuf, IoBufMut};
 use crate::driver::op::Op;
 use crate::op::fs::{cstring, Fsync, Mkdir, Open, Rename, Statx, Unlink};
 use crate::op::rw::{Read, Readv, Write, Writev};
@@ -22,6 +22,12 @@ use crate::op::{self, SharedFd};
 ///
 /// Dropping it closes the descriptor synchronously once no operation uses it any more;
 /// [`close`](File::close) closes it through the runtime and reports the error.
+///
+/// [`register`](File::register) gives the file a slot in the runtime's io_uring file
+/// table, after which its operations on that runtime skip the kernel's per-operation file
+/// lookup; with a [`FixedBufPool`](crate::buf::FixedBufPool),
+/// [`read_fixed_at`](File::read_fixed_at) and [`write_fixed_at`](File::write_fixed_at)
+/// skip pinning the buffer's pages too.
 pub struct File {
     fd: SharedFd,
 }
@@ -107,6 +113,101 @@ impl File {
     /// As `pwritev(2)`.
     pub async fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
         Op::new(Writev::new(&self.fd, bufs, pos)).await
+    }
+
+    /// Reads into a buffer of a [`FixedBufPool`](crate::buf::FixedBufPool) at file offset
+    /// `pos`, like [`read_at`](File::read_at): returns how many bytes were read (0 at or
+    /// past the end of the file) and the buffer, whose `len()` now covers them.
+    ///
+    /// If the buffer's pool is registered with this runtime's io_uring, the kernel reads
+    /// into it by index (IORING_OP_READ_FIXED); otherwise (fallback backend, unregistered
+    /// pool, another runtime) this is a plain read into the same memory. Page-cache hits
+    /// may complete during submission on every backend, as for `read_at`.
+    ///
+    /// The operation owns the buffer until the kernel is done with it: if this future is
+    /// dropped while the read is in flight, the buffer returns to its pool only after the
+    /// read's final completion.
+    ///
+    /// # Errors
+    ///
+    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`.
+    pub async fn read_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        Op::new(Read::fixed(&self.fd, buf, pos)).await
+    }
+
+    /// Writes a [`FixedBufPool`](crate::buf::FixedBufPool) buffer's content (`len()` bytes)
+    /// at file offset `pos`, like [`write_at`](File::write_at); returns how many bytes were
+    /// written (possibly fewer) and the buffer. IORING_OP_WRITE_FIXED when the pool is
+    /// registered with this runtime's io_uring, a plain write otherwise.
+    ///
+    /// # Errors
+    ///
+    /// As `pwrite(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`.
+    pub async fn write_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        Op::new(Write::fixed(&self.fd, buf, pos)).await
+    }
+
+    /// Registers the file with the current runtime's io_uring: gives it a slot in the
+    /// ring's registered-file table (a sparse table created on first use, with room for
+    /// up to 4096 files, fewer under a lower `RLIMIT_NOFILE`). From then on every operation
+    /// on the file submitted on this runtime names the slot (IOSQE_FIXED_FILE) instead of
+    /// the descriptor, which spares the kernel a file lookup and reference count per
+    /// operation. Calling it again on the same runtime does nothing.
+    ///
+    /// On the fallback backend it succeeds and does nothing, so code need not care which
+    /// backend runs it. On another runtime (another thread's, or a second one on this
+    /// thread) operations use the plain descriptor: a slot is only ever used with the ring
+    /// that owns it. The slot is released when the file is closed or dropped (after the
+    /// last operation using it has finished, and before the descriptor is closed), or by
+    /// [`unregister`](File::unregister).
+    ///
+    /// # Errors
+    ///
+    /// - `AlreadyExists` while the file is registered with another runtime that still
+    ///   exists;
+    /// - `QuotaExceeded` when every slot of the table is taken;
+    /// - the kernel's error from creating the table or filling the slot (EMFILE when
+    ///   `RLIMIT_NOFILE` is 0, EBADF for a descriptor that is not open).
+    ///
+    /// # Panics
+    ///
+    /// Outside a runtime (call it inside `Runtime::block_on` or a task).
+    ///
+    /// ```
+    /// use coring::fs::File;
+    ///
+    /// coring::start(async {
+    ///     let file = File::open("Cargo.toml").await?;
+    ///     file.register()?;
+    ///     // true on io_uring, false on the fallback backend: the code is the same.
+    ///     let _fixed = file.is_registered();
+    ///     let (res, _buf) = file.read_at(Vec::with_capacity(64), 0).await;
+    ///     res?;
+    ///     file.close().await // releases the slot, then closes the descriptor
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn register(&self) -> io::Result<()> {
+        self.fd.register("this File")
+    }
+
+    /// Releases the file's registered slot now (it is released on close anyway); does
+    /// nothing if the file is not registered.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceBusy` while an operation (for example a cancelled read the kernel has not
+    /// finished) still uses the file: it may name the slot, so the slot must not be given
+    /// to another file yet.
+    pub fn unregister(&self) -> io::Result<()> {
+        self.fd.unregister("File::unregister")
+    }
+
+    /// Whether operations on the file submitted now, on the runtime running on this
+    /// thread, use a registered slot: `false` on the fallback backend, outside a runtime,
+    /// and on any runtime but the one the file was registered with.
+    pub fn is_registered(&self) -> bool {
+        self.fd.is_registered()
     }
 
     /// Flushes data and metadata to the device (`fsync`; `F_FULLFSYNC` on Apple platforms).

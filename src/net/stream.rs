@@ -77,10 +77,45 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Implements the conversions every socket type shares, given its `fd` field and std twin.
+/// Implements the conversions every socket type shares, given its `fd` field and std twin,
+/// and registration with the runtime's io_uring (as for `File`).
 macro_rules! socket_conversions {
     ($ty:ident, $std:ty) => {
         impl $ty {
+            /// Registers the socket with the current runtime's io_uring, exactly as
+            /// [`File::register`](crate::fs::File::register) does for a file: its
+            /// operations on this runtime then name a slot of the ring's file table
+            /// instead of the descriptor. A no-op on the fallback backend; other runtimes
+            /// use the descriptor; the slot is released when the socket is closed.
+            ///
+            /// # Errors
+            ///
+            /// As [`File::register`](crate::fs::File::register).
+            ///
+            /// # Panics
+            ///
+            /// Outside a runtime.
+            pub fn register(&self) -> std::io::Result<()> {
+                self.shared().register(concat!("this ", stringify!($ty)))
+            }
+
+            /// Releases the socket's registered slot now (see
+            /// [`File::unregister`](crate::fs::File::unregister)).
+            ///
+            /// # Errors
+            ///
+            /// `ResourceBusy` while an operation still uses the socket.
+            pub fn unregister(&self) -> std::io::Result<()> {
+                self.shared()
+                    .unregister(concat!(stringify!($ty), "::unregister"))
+            }
+
+            /// Whether operations submitted now, on this thread's runtime, use a
+            /// registered slot (see [`File::is_registered`](crate::fs::File::is_registered)).
+            pub fn is_registered(&self) -> bool {
+                self.shared().is_registered()
+            }
+
             /// Adopts a standard library socket (switching it to non-blocking mode).
             ///
             /// # Errors

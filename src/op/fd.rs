@@ -5,6 +5,8 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use crate::driver::desc::FdRef;
+use crate::driver::fixed::FixedCell;
 use crate::driver::op::Op;
 use crate::op::fs::Close;
 
@@ -13,7 +15,10 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// A file descriptor shared by its owner (a `File`, a socket) and the operations using it.
 ///
 /// Every in-flight operation holds a clone, so the descriptor is not closed (and its number
-/// not reused) while the kernel may still act on it, even after the owner is dropped.
+/// not reused) while the kernel may still act on it, even after the owner is dropped. For
+/// the same reason a slot in a ring's registered-file table, if the descriptor has one, is
+/// released only when the last clone goes, and before the descriptor is closed (the table
+/// holds its own reference to the open file, which would otherwise keep it open).
 #[derive(Clone)]
 pub(crate) struct SharedFd {
     inner: Rc<Inner>,
@@ -28,6 +33,8 @@ struct Inner {
     closed: Cell<bool>,
     /// The task waiting in `close()` for the other holders to go away.
     closer: Cell<Option<Waker>>,
+    /// The slot this descriptor holds in a ring's registered-file table, if any.
+    fixed: FixedCell,
 }
 
 impl SharedFd {
@@ -39,12 +46,51 @@ impl SharedFd {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 closed: Cell::new(false),
                 closer: Cell::new(None),
+                fixed: FixedCell::default(),
             }),
         }
     }
 
+    /// The raw descriptor number.
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd
+    }
+
+    /// The descriptor as an operation names it: the raw number and the registered slot,
+    /// if any (which only the ring that owns it uses).
+    pub(crate) fn fd_ref(&self) -> FdRef {
+        FdRef {
+            raw: self.inner.fd,
+            fixed: self.inner.fixed.get(),
+        }
+    }
+
+    /// Registers the descriptor with the current runtime's ring; see `File::register`.
+    pub(crate) fn register(&self, what: &str) -> io::Result<()> {
+        let fd = self.inner.fd;
+        self.inner
+            .fixed
+            .register(what, &|backend| backend.register_file(fd))
+    }
+
+    /// Releases the registered slot, if no operation is using the descriptor.
+    pub(crate) fn unregister(&self, what: &str) -> io::Result<()> {
+        if Rc::strong_count(&self.inner) > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "{what}: an operation still uses the descriptor (and may name its \
+                     registered slot); unregister once it has finished"
+                ),
+            ));
+        }
+        self.inner.fixed.release();
+        Ok(())
+    }
+
+    /// Whether operations submitted on the current runtime use a registered slot.
+    pub(crate) fn is_registered(&self) -> bool {
+        self.inner.fixed.is_registered_here()
     }
 
     /// This open file's identity (never reused, unlike its descriptor number).
@@ -78,6 +124,9 @@ impl SharedFd {
             }
         })
         .await;
+        // No operation can name the slot any more: clear it before the close, so that the
+        // close really releases the open file.
+        self.inner.fixed.release();
         self.inner.closed.set(true);
         Op::new(Close::new(self.inner.fd)).await
     }
@@ -96,6 +145,10 @@ impl Drop for SharedFd {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Every holder is gone, so no operation names the slot: clear it first, so the
+        // ring's reference to the open file does not outlive the descriptor (this also
+        // runs when into_raw hands the descriptor on).
+        self.fixed.release();
         if !self.closed.get() {
             // The error of a synchronous close in Drop has nowhere to go; close().await
             // reports it.

@@ -94,7 +94,7 @@ impl Operation for Fsync {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Fsync {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             datasync: self.datasync,
         }
     }

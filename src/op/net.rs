@@ -149,7 +149,7 @@ impl Operation for Accept {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Accept {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
             addrlen: &mut self.addr.len,
@@ -182,7 +182,7 @@ impl Operation for Connect {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Connect {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             addr: self.addr.as_ptr(),
             addrlen: self.addr.len,
@@ -249,7 +249,7 @@ impl<B: IoBuf> Operation for SendTo<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::SendMsg {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             msg: &self.msg.hdr,
             flags: platform::SEND_FLAGS as u32,
@@ -284,7 +284,7 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::RecvMsg {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             msg: &mut self.msg.hdr,
             flags: 0,
@@ -330,7 +330,7 @@ impl Operation for Shutdown {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Shutdown {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             how: self.how,
         }
     }

@@ -1,6 +1,7 @@
 //! Reads and writes on files and sockets.
 
-use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::buf::{BufResult, FixedBuf, IoBuf, IoBufMut};
+use crate::driver::fixed::Fixed;
 use crate::driver::op::Operation;
 use crate::driver::{Completion, OpDesc};
 use crate::op::{checked_len, rw_len, SharedFd};
@@ -11,6 +12,8 @@ pub(crate) struct Read<B> {
     fd: SharedFd,
     buf: B,
     offset: u64,
+    /// The buffer's registered entry (a [`FixedBuf`] of a registered pool).
+    buf_index: Option<Fixed>,
 }
 
 impl<B: IoBufMut> Read<B> {
@@ -19,6 +22,18 @@ impl<B: IoBufMut> Read<B> {
             fd: fd.clone(),
             buf,
             offset,
+            buf_index: None,
+        }
+    }
+}
+
+impl Read<FixedBuf> {
+    /// A read into a pool buffer, naming its registered entry if it has one.
+    pub(crate) fn fixed(fd: &SharedFd, buf: FixedBuf, offset: u64) -> Self {
+        let buf_index = buf.fixed();
+        Read {
+            buf_index,
+            ..Read::new(fd, buf, offset)
         }
     }
 }
@@ -28,10 +43,11 @@ impl<B: IoBufMut> Operation for Read<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Read {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             buf: self.buf.stable_mut_ptr(),
             len: rw_len(self.buf.bytes_total()),
             offset: self.offset,
+            buf_index: self.buf_index,
         }
     }
 
@@ -45,6 +61,8 @@ pub(crate) struct Write<B> {
     fd: SharedFd,
     buf: B,
     offset: u64,
+    /// The buffer's registered entry (a [`FixedBuf`] of a registered pool).
+    buf_index: Option<Fixed>,
 }
 
 impl<B: IoBuf> Write<B> {
@@ -53,6 +71,18 @@ impl<B: IoBuf> Write<B> {
             fd: fd.clone(),
             buf,
             offset,
+            buf_index: None,
+        }
+    }
+}
+
+impl Write<FixedBuf> {
+    /// A write from a pool buffer, naming its registered entry if it has one.
+    pub(crate) fn fixed(fd: &SharedFd, buf: FixedBuf, offset: u64) -> Self {
+        let buf_index = buf.fixed();
+        Write {
+            buf_index,
+            ..Write::new(fd, buf, offset)
         }
     }
 }
@@ -62,10 +92,11 @@ impl<B: IoBuf> Operation for Write<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Write {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             buf: self.buf.stable_ptr(),
             len: rw_len(self.buf.bytes_init()),
             offset: self.offset,
+            buf_index: self.buf_index,
         }
     }
 
@@ -137,7 +168,7 @@ impl<B: IoBufMut> Operation for Readv<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Readv {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             iov: self.iov.as_ptr(),
             iovcnt: iovcnt(&self.iov),
             offset: self.offset,
@@ -189,7 +220,7 @@ impl<B: IoBuf> Operation for Writev<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Writev {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             iov: self.iov.as_ptr(),
             iovcnt: iovcnt(&self.iov),
             offset: self.offset,
@@ -226,7 +257,7 @@ impl<B: IoBufMut> Operation for Recv<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Recv {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             buf: self.buf.stable_mut_ptr(),
             len: rw_len(self.buf.bytes_total()),
@@ -261,7 +292,7 @@ impl<B: IoBuf> Operation for Send<B> {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Send {
-            fd: self.fd.raw(),
+            fd: self.fd.fd_ref(),
             fd_id: self.fd.id(),
             buf: self.buf.stable_ptr(),
             len: rw_len(self.buf.bytes_init()),

@@ -85,6 +85,18 @@ pub fn block_on_bounded<F: Future>(rt: &Runtime, fut: F) -> F::Output {
     })
 }
 
+/// Yields to the runtime until `cond` holds, failing after 5 s.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
+        coring::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A runtime for `kind` with default settings.
 pub fn runtime(kind: BackendKind) -> Runtime {
     Builder::new().backend(kind).build().expect("runtime")

@@ -1,12 +1,19 @@
-//! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap.
+//! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap, and the
+//! ring's registered-file and registered-buffer tables (`fixed.rs`).
+
+mod fixed;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroU64;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
+use super::desc::FdRef;
+use super::fixed::{Fixed, Registration};
 use super::offload::Offload;
 use super::sys::InlineReads;
 use super::{Completion, OpDesc, Push, Unpark, Wait};
@@ -53,6 +60,17 @@ pub(crate) struct Uring {
     /// Errors to return from the next `enter` calls instead of entering the kernel
     /// (test hook: proves that pushed work survives a failed `io_uring_enter`).
     injected: VecDeque<i32>,
+    /// The registered-file and registered-buffer tables.
+    registry: Rc<fixed::Registry>,
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Runs before the ring's descriptor closes (fields drop after this): registrations
+        // that outlive the ring must not call io_uring_register on a closed (or reused)
+        // descriptor number.
+        self.registry.detach();
+    }
 }
 
 /// Why a ring could not be set up: the step that failed and the error, as the kernel (or
@@ -107,7 +125,9 @@ impl Uring {
             }
         }
         let wake = Arc::new(EventFd::new().map_err(at("eventfd"))?);
+        let registry = fixed::Registry::new(ring.as_raw_fd());
         let mut uring = Uring {
+            registry,
             ring,
             setup,
             offload: Offload::new(wake.clone()),
@@ -248,6 +268,39 @@ impl Uring {
         self.inline.hits
     }
 
+    /// This ring's id, which registrations in its tables carry.
+    pub(crate) fn ring_id(&self) -> Option<NonZeroU64> {
+        Some(self.registry.id())
+    }
+
+    /// Puts `fd` into the ring's registered-file table.
+    ///
+    /// # Errors
+    ///
+    /// See [`fixed::Registry::register_file`].
+    pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<Registration>> {
+        self.registry.register_file(fd).map(Some)
+    }
+
+    /// Puts buffers into the ring's registered-buffer table.
+    ///
+    /// # Errors
+    ///
+    /// See [`fixed::Registry::register_buffers`].
+    pub(crate) fn register_buffers(
+        &self,
+        bufs: &[libc::iovec],
+    ) -> io::Result<Option<Registration>> {
+        self.registry.register_buffers(bufs).map(Some)
+    }
+
+    /// The index of a registered entry, if it is in this ring's tables.
+    fn own(&self, fixed: Option<Fixed>) -> Option<u32> {
+        fixed
+            .filter(|f| f.ring == self.registry.id())
+            .map(|f| f.index)
+    }
+
     /// Makes the next `enter` calls fail with these errnos (test hook).
     pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
         self.injected.extend(errnos);
@@ -381,69 +434,95 @@ impl Uring {
         self.wake.clone()
     }
 
-    /// Translates a description into an SQE: the only place that knows opcodes.
+    /// Translates a description into an SQE: the only place that knows opcodes, and the
+    /// only one that uses registered entries (those of this ring; any other is named by
+    /// its plain descriptor or memory).
     fn sqe(&self, desc: &OpDesc) -> squeue::Entry {
-        use types::Fd;
-        match *desc {
+        let mut sqe_flags = squeue::Flags::empty();
+        // A descriptor as the SQE names it: its registered slot (with IOSQE_FIXED_FILE)
+        // where it has one in this ring, else the raw number.
+        let mut fd = |f: FdRef| match self.own(f.fixed) {
+            Some(slot) => {
+                sqe_flags |= squeue::Flags::FIXED_FILE;
+                types::Fd(slot as RawFd)
+            }
+            None => types::Fd(f.raw),
+        };
+        let entry = match *desc {
             OpDesc::Nop => opcode::Nop::new().build(),
             OpDesc::Read {
-                fd,
+                fd: f,
                 buf,
                 len,
                 offset,
-            } => opcode::Read::new(Fd(fd), buf, len).offset(offset).build(),
+                buf_index,
+            } => match self.own(buf_index) {
+                // Table size <= MAX_BUFFERS (2^14), so the index fits the SQE's u16.
+                Some(i) => opcode::ReadFixed::new(fd(f), buf, len, i as u16)
+                    .offset(offset)
+                    .build(),
+                None => opcode::Read::new(fd(f), buf, len).offset(offset).build(),
+            },
             OpDesc::Write {
-                fd,
+                fd: f,
                 buf,
                 len,
                 offset,
-            } => opcode::Write::new(Fd(fd), buf, len).offset(offset).build(),
+                buf_index,
+            } => match self.own(buf_index) {
+                Some(i) => opcode::WriteFixed::new(fd(f), buf, len, i as u16)
+                    .offset(offset)
+                    .build(),
+                None => opcode::Write::new(fd(f), buf, len).offset(offset).build(),
+            },
             OpDesc::Readv {
-                fd,
+                fd: f,
                 iov,
                 iovcnt,
                 offset,
-            } => opcode::Readv::new(Fd(fd), iov, iovcnt)
+            } => opcode::Readv::new(fd(f), iov, iovcnt)
                 .offset(offset)
                 .build(),
             OpDesc::Writev {
-                fd,
+                fd: f,
                 iov,
                 iovcnt,
                 offset,
-            } => opcode::Writev::new(Fd(fd), iov, iovcnt)
+            } => opcode::Writev::new(fd(f), iov, iovcnt)
                 .offset(offset)
                 .build(),
-            OpDesc::Fsync { fd, datasync } => {
-                let flags = if datasync {
+            OpDesc::Fsync { fd: f, datasync } => {
+                let sync = if datasync {
                     types::FsyncFlags::DATASYNC
                 } else {
                     types::FsyncFlags::empty()
                 };
-                opcode::Fsync::new(Fd(fd)).flags(flags).build()
+                opcode::Fsync::new(fd(f)).flags(sync).build()
             }
             OpDesc::OpenAt {
                 dirfd,
                 path,
                 flags,
                 mode,
-            } => opcode::OpenAt::new(Fd(dirfd), path)
+            } => opcode::OpenAt::new(types::Fd(dirfd), path)
                 .flags(flags)
                 .mode(mode)
                 .build(),
-            OpDesc::Close { fd } => opcode::Close::new(Fd(fd)).build(),
+            OpDesc::Close { fd: raw } => opcode::Close::new(types::Fd(raw)).build(),
             OpDesc::Statx {
                 dirfd,
                 path,
                 flags,
                 mask,
                 buf,
-            } => opcode::Statx::new(Fd(dirfd), path, buf.cast::<types::statx>())
+            } => opcode::Statx::new(types::Fd(dirfd), path, buf.cast::<types::statx>())
                 .flags(flags)
                 .mask(mask)
                 .build(),
             OpDesc::UnlinkAt { dirfd, path, flags } => {
-                opcode::UnlinkAt::new(Fd(dirfd), path).flags(flags).build()
+                opcode::UnlinkAt::new(types::Fd(dirfd), path)
+                    .flags(flags)
+                    .build()
             }
             OpDesc::RenameAt {
                 olddirfd,
@@ -451,42 +530,55 @@ impl Uring {
                 newdirfd,
                 newpath,
                 flags,
-            } => opcode::RenameAt::new(Fd(olddirfd), oldpath, Fd(newdirfd), newpath)
+            } => opcode::RenameAt::new(types::Fd(olddirfd), oldpath, types::Fd(newdirfd), newpath)
                 .flags(flags)
                 .build(),
-            OpDesc::MkdirAt { dirfd, path, mode } => {
-                opcode::MkDirAt::new(Fd(dirfd), path).mode(mode).build()
-            }
+            OpDesc::MkdirAt { dirfd, path, mode } => opcode::MkDirAt::new(types::Fd(dirfd), path)
+                .mode(mode)
+                .build(),
             OpDesc::Accept {
-                fd, addr, addrlen, ..
-            } => opcode::Accept::new(Fd(fd), addr, addrlen)
+                fd: f,
+                addr,
+                addrlen,
+                ..
+            } => opcode::Accept::new(fd(f), addr, addrlen)
                 .flags(SOCKET_FLAGS)
                 .build(),
             OpDesc::Connect {
-                fd, addr, addrlen, ..
-            } => opcode::Connect::new(Fd(fd), addr, addrlen).build(),
+                fd: f,
+                addr,
+                addrlen,
+                ..
+            } => opcode::Connect::new(fd(f), addr, addrlen).build(),
             OpDesc::Recv {
-                fd,
+                fd: f,
                 buf,
                 len,
-                flags,
+                flags: msg_flags,
                 ..
-            } => opcode::Recv::new(Fd(fd), buf, len).flags(flags).build(),
+            } => opcode::Recv::new(fd(f), buf, len).flags(msg_flags).build(),
             OpDesc::Send {
-                fd,
+                fd: f,
                 buf,
                 len,
-                flags,
+                flags: msg_flags,
                 ..
-            } => opcode::Send::new(Fd(fd), buf, len).flags(flags).build(),
-            OpDesc::RecvMsg { fd, msg, flags, .. } => {
-                opcode::RecvMsg::new(Fd(fd), msg).flags(flags).build()
-            }
-            OpDesc::SendMsg { fd, msg, flags, .. } => {
-                opcode::SendMsg::new(Fd(fd), msg).flags(flags).build()
-            }
-            OpDesc::Shutdown { fd, how } => opcode::Shutdown::new(Fd(fd), how).build(),
-        }
+            } => opcode::Send::new(fd(f), buf, len).flags(msg_flags).build(),
+            OpDesc::RecvMsg {
+                fd: f,
+                msg,
+                flags: msg_flags,
+                ..
+            } => opcode::RecvMsg::new(fd(f), msg).flags(msg_flags).build(),
+            OpDesc::SendMsg {
+                fd: f,
+                msg,
+                flags: msg_flags,
+                ..
+            } => opcode::SendMsg::new(fd(f), msg).flags(msg_flags).build(),
+            OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
+        };
+        entry.flags(sqe_flags)
     }
 }
 
@@ -502,6 +594,8 @@ pub(crate) const USER_OPCODES: &[(u8, &str)] = &[
     (opcode::Nop::CODE, "NOP"),
     (opcode::Read::CODE, "READ"),
     (opcode::Write::CODE, "WRITE"),
+    (opcode::ReadFixed::CODE, "READ_FIXED"),
+    (opcode::WriteFixed::CODE, "WRITE_FIXED"),
     (opcode::Readv::CODE, "READV"),
     (opcode::Writev::CODE, "WRITEV"),
     (opcode::Fsync::CODE, "FSYNC"),

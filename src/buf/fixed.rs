@@ -1,0 +1,394 @@
+//! Registered ("fixed") buffers: a pool of equal buffers in one allocation, which a
+//! runtime's io_uring can register once so that reads and writes skip pinning the pages on
+//! every operation (IORING_OP_READ_FIXED / WRITE_FIXED).
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use super::{IoBuf, IoBufMut};
+use crate::driver::fixed::{Fixed, FixedCell};
+
+/// Alignment of a pool's memory: a page, so that buffers of page-multiple size suit
+/// `O_DIRECT` too.
+const ALIGN: usize = 4096;
+
+/// A pool of `count` buffers of `size` bytes each, in one page-aligned, zeroed allocation,
+/// which can be registered with the current runtime's io_uring
+/// ([`register`](FixedBufPool::register)).
+///
+/// Take a buffer with [`try_take`](FixedBufPool::try_take) or
+/// [`check_out`](FixedBufPool::check_out); pass it to
+/// [`File::read_fixed_at`](crate::fs::File::read_fixed_at) or
+/// [`write_fixed_at`](crate::fs::File::write_fixed_at) (or to any operation: a
+/// [`FixedBuf`] is an ordinary [`IoBuf`]/[`IoBufMut`]); dropping it returns it to the pool.
+///
+/// ```
+/// use coring::buf::FixedBufPool;
+/// use coring::fs::File;
+///
+/// coring::start(async {
+///     let pool = FixedBufPool::new(4, 4096);
+///     pool.register()?; // a no-op on the fallback backend
+///     let file = File::open("Cargo.toml").await?;
+///     file.register()?;
+///     let buf = pool.try_take().expect("a free buffer");
+///     let (res, buf) = file.read_fixed_at(buf, 0).await;
+///     assert_eq!(&buf[..res?.min(9)], b"[workspac");
+///     drop(buf); // back in the pool
+///     assert_eq!(pool.available(), 4);
+///     Ok::<(), std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+///
+/// # Backends and runtimes
+///
+/// Registration is an optimisation that never changes what an operation does. A buffer
+/// from a pool registered with this runtime's ring is read into with READ_FIXED; on the
+/// fallback backend (where `register` succeeds and does nothing), on another runtime, or
+/// before `register`, the same memory is read into with a plain read. The readiness
+/// backend's page-cache fast path (`preadv2(RWF_NOWAIT)` during submission) serves fixed
+/// reads like any other, on every backend.
+///
+/// # Lifetime of the memory
+///
+/// The pool handle may be dropped at any time, also while the runtime runs: the memory
+/// lives until the handle *and* every buffer are gone, and an operation owns its buffer
+/// until the kernel's final completion (a dropped future leaves it with the runtime until
+/// then). When the last of them goes, the registration is cleared in the kernel first and
+/// the memory freed after, so memory the kernel could still write is never freed. A
+/// runtime dropped first takes its ring's registrations with it; a buffer whose operation
+/// the kernel never finished (leaked at shutdown) keeps the whole allocation alive.
+///
+/// The pool is `!Send`: registrations belong to a ring, and a ring to its thread. Cloning
+/// the handle is cheap and shares the pool.
+#[derive(Clone)]
+pub struct FixedBufPool {
+    inner: Rc<Pool>,
+}
+
+struct Pool {
+    mem: NonNull<u8>,
+    layout: Layout,
+    count: usize,
+    size: usize,
+    /// Indices of the buffers in the pool, the next one handed out last.
+    free: std::cell::RefCell<Vec<u32>>,
+    /// The pool's entries in a ring's registered-buffer table, one per buffer, in order.
+    fixed: FixedCell,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Every buffer is back (each holds the pool), so no operation names the entries:
+        // clear them in the kernel, then free the memory it had registered.
+        self.fixed.release();
+        // SAFETY: mem was allocated in FixedBufPool::new with exactly this layout, and
+        // nothing refers to it any more (no buffer is out, the registration is gone).
+        unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };
+    }
+}
+
+impl fmt::Debug for FixedBufPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedBufPool")
+            .field("count", &self.inner.count)
+            .field("size", &self.inner.size)
+            .field("available", &self.available())
+            .field("registered", &self.inner.fixed.get().is_some())
+            .finish()
+    }
+}
+
+impl FixedBufPool {
+    /// Allocates `count` zeroed buffers of `size` bytes each, not yet registered.
+    ///
+    /// A ring registers at most 16384 buffers (across all pools) of at most 1 GiB each;
+    /// a larger pool works, unregistered ([`register`](FixedBufPool::register) says why).
+    ///
+    /// # Panics
+    ///
+    /// If `count` or `size` is zero, `count` exceeds `u32::MAX`, or `count * size`
+    /// overflows what one allocation can hold.
+    pub fn new(count: usize, size: usize) -> FixedBufPool {
+        assert!(
+            count > 0 && size > 0,
+            "FixedBufPool::new: count ({count}) and size ({size}) must both be positive"
+        );
+        let n = u32::try_from(count).unwrap_or_else(|_| {
+            panic!("FixedBufPool::new: {count} buffers; at most u32::MAX fit in one pool")
+        });
+        let layout = count
+            .checked_mul(size)
+            .and_then(|total| Layout::from_size_align(total, ALIGN).ok())
+            .unwrap_or_else(|| {
+                panic!("FixedBufPool::new: {count} buffers of {size} bytes overflow one allocation")
+            });
+        // SAFETY: the layout has a non-zero size (count and size are positive).
+        let mem = unsafe { alloc::alloc_zeroed(layout) };
+        let mem = NonNull::new(mem).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        FixedBufPool {
+            inner: Rc::new(Pool {
+                mem,
+                layout,
+                count,
+                size,
+                free: std::cell::RefCell::new((0..n).rev().collect()),
+                fixed: FixedCell::default(),
+            }),
+        }
+    }
+
+    /// Registers the pool's buffers with the current runtime's io_uring
+    /// (`io_uring_register(2)`: one entry per buffer, consecutive, in the ring's sparse
+    /// registered-buffer table, created on first use), so that fixed reads and writes on
+    /// this runtime name them by index. Calling it again on the same runtime does nothing;
+    /// on the fallback backend it succeeds and does nothing. Several pools can be
+    /// registered with one runtime.
+    ///
+    /// # Errors
+    ///
+    /// - `AlreadyExists` while the pool is registered with another runtime that still
+    ///   exists (a registration belongs to one ring);
+    /// - `InvalidInput` for a pool a ring cannot register (more than 16384 buffers, or
+    ///   buffers over 1 GiB);
+    /// - `QuotaExceeded` when the runtime's buffer table has no room left for the pool;
+    /// - `Unsupported` on kernels without sparse buffer tables (before Linux 5.19);
+    /// - the kernel's error, typically ENOMEM (`OutOfMemory`) when the pinned pages would
+    ///   exceed `RLIMIT_MEMLOCK`.
+    ///
+    /// After an error the pool works as before, unregistered.
+    ///
+    /// # Panics
+    ///
+    /// Outside a runtime (call it inside `Runtime::block_on` or a task).
+    pub fn register(&self) -> io::Result<()> {
+        let pool = &*self.inner;
+        pool.fixed.register("this FixedBufPool", &|backend| {
+            let iovecs: Vec<libc::iovec> = (0..pool.count)
+                .map(|i| libc::iovec {
+                    iov_base: pool.buf_ptr(i).cast(),
+                    iov_len: pool.size,
+                })
+                .collect();
+            backend.register_buffers(&iovecs)
+        })
+    }
+
+    /// Whether the pool is registered with the ring of the runtime running on this thread,
+    /// so that fixed operations submitted now use its table entries. Always `false` on the
+    /// fallback backend and outside a runtime.
+    pub fn is_registered(&self) -> bool {
+        self.inner.fixed.is_registered_here()
+    }
+
+    /// Takes any buffer from the pool; `None` if every buffer is out (nothing waits).
+    ///
+    /// The buffer starts empty (`len() == 0`) with `capacity() == size`.
+    pub fn try_take(&self) -> Option<FixedBuf> {
+        let index = self.inner.free.borrow_mut().pop()?;
+        Some(self.buf(index))
+    }
+
+    /// Takes buffer `index` (`0..count`); `None` if it is out, or no such buffer exists.
+    pub fn check_out(&self, index: usize) -> Option<FixedBuf> {
+        let mut free = self.inner.free.borrow_mut();
+        let at = free.iter().position(|&i| i as usize == index)?;
+        let index = free.swap_remove(at);
+        drop(free);
+        Some(self.buf(index))
+    }
+
+    fn buf(&self, index: u32) -> FixedBuf {
+        FixedBuf {
+            pool: self.inner.clone(),
+            index,
+            len: 0,
+        }
+    }
+
+    /// Buffers in the pool now (not taken, or given back: a buffer owned by an operation
+    /// in flight, even one whose future was dropped, is not back until it completes).
+    pub fn available(&self) -> usize {
+        self.inner.free.borrow().len()
+    }
+
+    /// How many buffers the pool has.
+    pub fn count(&self) -> usize {
+        self.inner.count
+    }
+
+    /// The size of each buffer in bytes.
+    pub fn buf_size(&self) -> usize {
+        self.inner.size
+    }
+}
+
+impl Pool {
+    fn buf_ptr(&self, index: usize) -> *mut u8 {
+        debug_assert!(index < self.count);
+        // SAFETY: index < count, so the offset is within the count * size allocation.
+        unsafe { self.mem.as_ptr().add(index * self.size) }
+    }
+}
+
+/// One buffer of a [`FixedBufPool`]: `capacity()` bytes of the pool's memory, of which the
+/// first `len()` are the buffer's contents (the rest holds whatever was there: zeroes, or
+/// an earlier user's data). Dropping it gives it back to the pool.
+///
+/// It is an [`IoBuf`]/[`IoBufMut`] like a `Vec<u8>` with fixed capacity: reads fill it from
+/// the start and grow `len()` to cover what they read; writes send its first `len()` bytes.
+/// It dereferences to those bytes.
+pub struct FixedBuf {
+    pool: Rc<Pool>,
+    index: u32,
+    len: usize,
+}
+
+impl FixedBuf {
+    /// The buffer's index in its pool.
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
+
+    /// Bytes of content.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer has no content.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer's size: its pool's `buf_size()`.
+    pub fn capacity(&self) -> usize {
+        self.pool.size
+    }
+
+    /// Empties the buffer (before reading into it again, as with a reused `Vec`).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Sets the content length. Safe because the pool's memory is always initialised
+    /// (zeroed at allocation); the bytes exposed are whatever was last written there.
+    ///
+    /// # Panics
+    ///
+    /// If `len > capacity()`.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.capacity(),
+            "FixedBuf::set_len: {len} is beyond the buffer's capacity of {}",
+            self.capacity()
+        );
+        self.len = len;
+    }
+
+    /// Appends `data` to the content.
+    ///
+    /// # Panics
+    ///
+    /// If it does not fit in the remaining capacity (the buffer cannot grow).
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let end = self
+            .len
+            .checked_add(data.len())
+            .filter(|&end| end <= self.capacity())
+            .unwrap_or_else(|| {
+                panic!(
+                    "FixedBuf::extend_from_slice: {} more bytes do not fit ({} of {} used)",
+                    data.len(),
+                    self.len,
+                    self.capacity()
+                )
+            });
+        let start = self.len;
+        self.full_mut()[start..end].copy_from_slice(data);
+        self.len = end;
+    }
+
+    /// The buffer's entry in a ring's registered-buffer table, if its pool is registered.
+    pub(crate) fn fixed(&self) -> Option<Fixed> {
+        self.pool.fixed.get().map(|first| Fixed {
+            index: first.index + self.index,
+            ..first
+        })
+    }
+
+    /// The buffer's whole capacity.
+    fn full_mut(&mut self) -> &mut [u8] {
+        // SAFETY: index < count, so the buffer's range lies within the pool's allocation;
+        // every byte was initialised (zeroed) at allocation, and no other FixedBuf shares
+        // the range (an index is handed out once until it is given back).
+        unsafe { std::slice::from_raw_parts_mut(self.pool.buf_ptr(self.index()), self.capacity()) }
+    }
+}
+
+impl Drop for FixedBuf {
+    fn drop(&mut self) {
+        self.pool.free.borrow_mut().push(self.index);
+    }
+}
+
+impl fmt::Debug for FixedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedBuf")
+            .field("index", &self.index)
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl Deref for FixedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the first len bytes of this buffer's range of the pool are initialised
+        // (everything is) and owned by this buffer; len <= capacity.
+        unsafe { std::slice::from_raw_parts(self.stable_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for FixedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.full_mut()[..len]
+    }
+}
+
+// SAFETY: the pointer is into the pool's heap allocation, which does not move with the
+// buffer and outlives it (the buffer holds the pool); len <= capacity always.
+unsafe impl IoBuf for FixedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.pool.buf_ptr(self.index())
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.pool.size
+    }
+}
+
+// SAFETY: as for IoBuf; the whole capacity is writable memory owned by this buffer, and
+// set_init only grows len, to at most the capacity (the caller's promise).
+unsafe impl IoBufMut for FixedBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.pool.buf_ptr(self.index())
+    }
+
+    unsafe fn set_init(&mut self, pos: usize) {
+        if pos > self.len {
+            self.len = pos;
+        }
+    }
+}
