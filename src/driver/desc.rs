@@ -144,11 +144,7 @@ pub(crate) enum OpDesc {
     /// completion (with `CQE_F_MORE`) per arrival, each naming the buffer it filled, until a
     /// final completion (EOF, an error, cancellation, or -ENOBUFS when no buffer is left).
     /// Only a backend whose `multishot_recv()` is true receives it.
-    RecvMulti {
-        fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`).
-        fd_id: u64,
-    },
+    RecvMulti { fd: FdRef },
     /// `send(fd, buf, len, flags)`.
     Send {
         fd: FdRef,

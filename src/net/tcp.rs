@@ -137,8 +137,8 @@ impl TcpListener {
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 
@@ -219,14 +219,14 @@ impl TcpStream {
 
     fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            inner: Stream { fd },
+            inner: Stream::new(fd),
         }
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.inner.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        self.inner.into_fd().map_err(|inner| Self { inner })
     }
 }
 

@@ -79,8 +79,8 @@ impl UdpSocket {
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 

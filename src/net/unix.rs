@@ -57,8 +57,8 @@ impl UnixListener {
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 
@@ -132,14 +132,14 @@ impl UnixStream {
 
     fn from_shared(fd: SharedFd) -> UnixStream {
         UnixStream {
-            inner: Stream { fd },
+            inner: Stream::new(fd),
         }
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.inner.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        self.inner.into_fd().map_err(|inner| Self { inner })
     }
 }
 
