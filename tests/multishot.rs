@@ -72,14 +72,20 @@ coring_test!(read_exact_across_chunks, async {
 coring_test!(dropped_read_loses_nothing, async {
     let (client, server) = tcp_pair().await;
     for round in 0..20u8 {
-        let res = timeout(Duration::from_millis(5), server.read(Vec::with_capacity(64))).await;
+        let res = timeout(
+            Duration::from_millis(5),
+            server.read(Vec::with_capacity(64)),
+        )
+        .await;
         assert!(res.is_err(), "nothing was sent yet");
         let msg = vec![round; 10 + round as usize];
         let (r, _) = client.write_all(msg.clone()).await;
         r.unwrap();
         // Let the arrival land (in the stream, on io_uring) before the next read.
         sleep(Duration::from_millis(1)).await;
-        let (r, buf) = server.read_exact(vec![0u8; msg.len()].into_boxed_slice()).await;
+        let (r, buf) = server
+            .read_exact(vec![0u8; msg.len()].into_boxed_slice())
+            .await;
         r.unwrap();
         assert_eq!(&buf[..], &msg[..], "round {round}");
     }
@@ -235,7 +241,9 @@ coring_test!(into_std_keeps_unread_data, async {
         }
     };
     // Nothing buffered any more: into_std succeeds.
-    let std_server = server.into_std().expect("nothing buffered, no operation in flight");
+    let std_server = server
+        .into_std()
+        .expect("nothing buffered, no operation in flight");
     drop(std_server);
 });
 

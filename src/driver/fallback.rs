@@ -187,7 +187,10 @@ impl Fallback {
     }
 
     pub(crate) fn recycle_buf(&mut self, _bid: u16) {
-        debug_assert!(false, "coring: the fallback backend has no provided buffers");
+        debug_assert!(
+            false,
+            "coring: the fallback backend has no provided buffers"
+        );
     }
 
     pub(crate) fn provided_in_use(&self) -> usize {

@@ -634,7 +634,9 @@ impl Driver {
                         }
                     }
                 }
-                Slot::Done { .. } => debug_assert!(false, "coring: completion after final for {key}"),
+                Slot::Done { .. } => {
+                    debug_assert!(false, "coring: completion after final for {key}")
+                }
             }
         });
         for bid in self.recycle.drain(..) {

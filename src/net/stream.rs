@@ -156,39 +156,49 @@ impl Stream {
         }
     }
 
-    /// Gives up the descriptor: cancels the multishot receive (synchronously where the
+    /// Cancels the armed multishot receive at once where the backend can, so that no
+    /// operation holds the descriptor any more; data it had received stays in the stream.
+    /// Best effort: a receive that cannot be cancelled synchronously, or that has data
+    /// queued, stays (cancelled) until reads drain it.
+    pub(crate) fn disarm(&self) {
+        let mut st = self.multi.borrow_mut();
+        let (Some(&(key, _)), Some(driver)) = (st.armed.as_ref(), st.driver.clone()) else {
+            return;
+        };
+        let mut d = driver.borrow_mut();
+        if !d.cancel_now(key) || d.has_queued_data(key) {
+            return;
+        }
+        // Only non-data completions are left: collect them, the final one last.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Poll::Ready(c) = d.poll_op(key, &mut cx) {
+            if let Some(bid) = c.buffer() {
+                d.recycle_buf(bid);
+            }
+            if !c.more() {
+                st.armed = None;
+                break;
+            }
+        }
+        drop(d);
+        st.settle();
+    }
+
+    /// Gives up the descriptor, cancelling the multishot receive (synchronously where the
     /// backend can). Gives `self` back, state intact, while it holds received data not yet
-    /// read (read it first); and if the receive could not be cancelled at once, the
-    /// driver keeps a handle to the descriptor until it finishes (`into_raw` then fails).
+    /// read (read it first); if the receive could not be cancelled at once, the driver
+    /// keeps a handle to the descriptor until it finishes (`into_raw` then fails).
     pub(crate) fn into_fd(self) -> Result<SharedFd, Stream> {
+        self.disarm();
         {
             let mut st = self.multi.borrow_mut();
-            if st.partial.is_some() {
+            let queued = match (&st.armed, &st.driver) {
+                (Some((key, _)), Some(d)) => d.borrow().has_queued_data(*key),
+                _ => false,
+            };
+            if st.partial.is_some() || queued {
                 drop(st);
                 return Err(self);
-            }
-            if let (Some((key, _)), Some(driver)) = (st.armed.as_ref(), st.driver.clone()) {
-                let key = *key;
-                let mut d = driver.borrow_mut();
-                let done = d.cancel_now(key);
-                if d.has_queued_data(key) {
-                    drop(d);
-                    drop(st);
-                    return Err(self);
-                }
-                if done {
-                    // Only non-data completions are left: collect them, final last.
-                    let mut cx = Context::from_waker(std::task::Waker::noop());
-                    while let Poll::Ready(c) = d.poll_op(key, &mut cx) {
-                        if let Some(bid) = c.buffer() {
-                            d.recycle_buf(bid);
-                        }
-                        if !c.more() {
-                            st.armed = None;
-                            break;
-                        }
-                    }
-                }
             }
             // Whatever is left (a receive still being cancelled) becomes an orphan.
             st.release();
@@ -380,6 +390,7 @@ macro_rules! socket_conversions {
             ///
             /// `ResourceBusy` while an operation still uses the socket.
             pub fn unregister(&self) -> std::io::Result<()> {
+                self.quiesce();
                 self.shared()
                     .unregister(concat!(stringify!($ty), "::unregister"))
             }

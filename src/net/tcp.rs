@@ -134,6 +134,8 @@ impl TcpListener {
     fn from_shared(fd: SharedFd) -> TcpListener {
         TcpListener { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
@@ -221,6 +223,11 @@ impl TcpStream {
         TcpStream {
             inner: Stream::new(fd),
         }
+    }
+    /// Lets go of operations holding the descriptor where it can (the stream's armed
+    /// receive), before it is unregistered.
+    fn quiesce(&self) {
+        self.inner.disarm();
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd

@@ -76,6 +76,8 @@ impl UdpSocket {
     fn from_shared(fd: SharedFd) -> UdpSocket {
         UdpSocket { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }

@@ -54,6 +54,8 @@ impl UnixListener {
     fn from_shared(fd: SharedFd) -> UnixListener {
         UnixListener { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
@@ -134,6 +136,11 @@ impl UnixStream {
         UnixStream {
             inner: Stream::new(fd),
         }
+    }
+    /// Lets go of operations holding the descriptor where it can (the stream's armed
+    /// receive), before it is unregistered.
+    fn quiesce(&self) {
+        self.inner.disarm();
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd

@@ -37,8 +37,11 @@ pub(crate) struct BufRing {
 }
 
 fn entries_layout() -> Layout {
-    Layout::from_size_align(usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(), PAGE)
-        .expect("coring: buffer ring layout")
+    Layout::from_size_align(
+        usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
+        PAGE,
+    )
+    .expect("coring: buffer ring layout")
 }
 
 fn bufs_layout() -> Layout {
@@ -75,8 +78,12 @@ impl BufRing {
         // allocated until it is unregistered or the ring is gone (see `Uring::drop`, which
         // leaks it when unsure).
         let r = unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(entries.as_ptr() as u64, BUF_COUNT, BUF_GROUP, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                BUF_COUNT,
+                BUF_GROUP,
+                0,
+            )
         };
         // On error `br` drops and frees the memory: the kernel never took it.
         r.map(|()| br)
@@ -113,7 +120,10 @@ impl BufRing {
 
     /// Hands buffer `bid` back to the kernel once its data has been copied out.
     pub(crate) fn recycle(&mut self, bid: u16) {
-        debug_assert!(bid < BUF_COUNT, "coring: provided buffer id {bid} out of range");
+        debug_assert!(
+            bid < BUF_COUNT,
+            "coring: provided buffer id {bid} out of range"
+        );
         if bid >= BUF_COUNT {
             return;
         }

@@ -409,12 +409,9 @@ impl Uring {
         // SAFETY: an enter with no submissions and no argument; GETEVENTS with
         // min_complete 0 runs pending task work and returns without waiting.
         unsafe {
-            self.ring.submitter().enter::<libc::sigset_t>(
-                0,
-                0,
-                ENTER_GETEVENTS,
-                None,
-            )?
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)?
         };
         Ok(())
     }
