@@ -1,4 +1,4 @@
-//! Random aligned 4 KiB reads from a page-cache-resident file, three ways, in one process:
+//! Random aligned 4 KiB reads from a page-cache-resident file, four ways, in one process:
 //!
 //! - **coring**: one runtime, `qd` tasks spawned with `coring::spawn`, each looping on a
 //!   shared `Rc<File>` with its own reused buffer. At QD 1, `file.read_at(vec, offset)` (the
@@ -11,13 +11,21 @@
 //!   slot (IORING_OP_READ_FIXED), keeping `qd` reads in flight (`submit_and_wait(1)`, reap
 //!   all, refill): the practical limit of the ring, as the issue's baseline defines it;
 //! - **pread**: one thread calling `pread(2)` in a loop (no queue depth; shown on every row
-//!   as a baseline measured under the same conditions).
+//!   as a baseline measured under the same conditions);
+//! - **preadv2**: the same loop calling `preadv2(fd, &iovec, 1, offset, RWF_NOWAIT)`, the
+//!   syscall coring's inline path makes (a read the page cache cannot answer, EAGAIN, falls
+//!   back to `pread` and counts as a miss; on a resident file there are none).
 //!
-//! Every measurement is repeated (default 3 times, interleaved coring, raw, pread, coring,
-//! ...) and the median is reported, because shared machines are noisy; `--slices N` cuts
-//! each run into N slices alternating with the other contenders' slices, so that a burst of
-//! background load hits all of them alike. IOPS per CPU-second are reported as well: they
-//! discount time the scheduler gave to other processes. Offsets come from a
+//! The preadv2 loop splits coring's distance to `pread` in two: `coring/preadv2` is the
+//! runtime's own overhead over the syscall it makes, `preadv2/pread` the cost of that
+//! syscall over `pread` (the iovec import and the RWF_NOWAIT path cost a few percent per
+//! call on some kernels), a floor coring's inline reads cannot go below.
+//!
+//! Every measurement is repeated (default 3 times, interleaved coring, raw, pread, preadv2,
+//! coring, ...) and the median is reported, because shared machines are noisy; `--slices N`
+//! cuts each run into N slices alternating with the other contenders' slices, so that a
+//! burst of background load hits all of them alike. IOPS per CPU-second are reported as
+//! well: they discount time the scheduler gave to other processes. Offsets come from a
 //! deterministic xorshift generator per in-flight slot, with the same seeds for every
 //! contender. Every read must return exactly 4096 bytes, and the block index stamped at the
 //! start of each block is checked, so a contender that reads the wrong offset fails loudly.
@@ -73,7 +81,7 @@ usage: cargo bench --bench fread -- [options]
   --qd A,B,C      queue depths (default 1,32,128)
   --file-mb N     test file size in MiB (default 256)
   --reps N        repetitions per contender and depth; the median is reported (default 3)
-  --only NAME     run only coring, raw or pread (for profiling)
+  --only NAME     run only coring, raw, pread or preadv2 (for profiling)
   --slices N      split each run into N slices alternating with the other contenders'
                   slices, so that all see the same background load (default 1)
   --cpu N         pin the benchmark thread to CPU N";
@@ -83,6 +91,7 @@ usage: cargo bench --bench fread -- [options]
         Coring,
         Raw,
         Pread,
+        Preadv2,
     }
 
     struct Config {
@@ -151,6 +160,7 @@ usage: cargo bench --bench fread -- [options]
                         Some("coring") => Contender::Coring,
                         Some("raw") => Contender::Raw,
                         Some("pread") => Contender::Pread,
+                        Some("preadv2") => Contender::Preadv2,
                         other => usage_exit(&format!("--only: unknown contender {other:?}")),
                     })
                 }
@@ -340,6 +350,8 @@ usage: cargo bench --bench fread -- [options]
         parks: u64,
         /// Reads completed during submission from the page cache (coring only).
         inline: u64,
+        /// Reads `preadv2(RWF_NOWAIT)` refused (EAGAIN) and `pread` did instead (preadv2 only).
+        misses: u64,
         /// CPU time the process used (user + system, every thread, io_uring workers included).
         cpu: Duration,
         /// Times the scheduler took the CPU away from the process.
@@ -391,6 +403,7 @@ usage: cargo bench --bench fread -- [options]
             self.turns += o.turns;
             self.parks += o.parks;
             self.inline += o.inline;
+            self.misses += o.misses;
             self.cpu += o.cpu;
             self.preempted += o.preempted;
         }
@@ -653,6 +666,54 @@ usage: cargo bench --bench fread -- [options]
     }
 
     // ---------------------------------------------------------------------------------------
+    // preadv2
+
+    /// The `pread` loop on `preadv2(RWF_NOWAIT)`, the syscall coring's inline reads make:
+    /// what that path costs with no runtime around it. A read the page cache cannot answer
+    /// (EAGAIN) is done by `pread` instead and counted as a miss.
+    #[inline(never)]
+    fn run_preadv2(file: &StdFile, blocks: u64, d: Duration) -> Run {
+        let fd = file.as_raw_fd();
+        let mut rng = XorShift::for_slot(0);
+        let mut buf = vec![0u8; BLOCK];
+        let mut misses = 0u64;
+        let usage = Usage::now();
+        let start = Instant::now();
+        let clock = Clock::new(start, d);
+        while !clock.stopped() {
+            let block = rng.block(blocks);
+            let offset = block * BLOCK as u64;
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: one iovec over `buf`, a live BLOCK-byte buffer that nothing else reads
+            // or writes during the call; `fd` belongs to `file`, which is open throughout.
+            let rc = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+            let n = if rc >= 0 {
+                rc as usize
+            } else {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EAGAIN) {
+                    panic!("preadv2: read of block {block} failed: {e}");
+                }
+                misses += 1;
+                file.read_at(&mut buf, offset)
+                    .unwrap_or_else(|e| panic!("preadv2: pread of block {block} failed: {e}"))
+            };
+            check_read("preadv2", n, &buf, block);
+            clock.tick();
+        }
+        usage.finish(Run {
+            ops: clock.done.get(),
+            elapsed: start.elapsed(),
+            enters: clock.done.get() + misses,
+            misses,
+            ..Run::default()
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
     // reporting
 
     /// The run with the median of `key` (the upper median for an even count).
@@ -684,16 +745,24 @@ usage: cargo bench --bench fread -- [options]
         format!("{:.3}", r[r.len() / 2])
     }
 
-    /// One line per repetition: wall IOPS (CPU IOPS, preemptions, operations) of a contender.
+    /// One line per repetition: wall IOPS (CPU IOPS, preemptions, operations, and page-cache
+    /// misses per operation if there were any) of a contender.
     fn fmt_rep(name: &str, r: Option<&Run>) -> String {
         match r {
-            Some(r) => format!(
-                "{name} {:>7.0} ({:>7.0}/cpu-s, {} preempt, {} ops)",
-                r.iops(),
-                r.cpu_iops(),
-                r.preempted,
-                r.ops
-            ),
+            Some(r) => {
+                let misses = if r.misses > 0 {
+                    format!(", {:.4} miss/op", r.per_op(r.misses))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{name} {:>7.0} ({:>7.0}/cpu-s, {} preempt, {} ops{misses})",
+                    r.iops(),
+                    r.cpu_iops(),
+                    r.preempted,
+                    r.ops
+                )
+            }
             None => format!("{name} -"),
         }
     }
@@ -703,16 +772,19 @@ usage: cargo bench --bench fread -- [options]
         coring: Vec<Run>,
         raw: Vec<Run>,
         pread: Vec<Run>,
+        preadv2: Vec<Run>,
     }
 
     fn print_tables(rows: &[Row]) {
         println!();
         println!(
             "IOPS = completed 4 KiB reads per wall-clock second, median of the runs; \
-         paired = median over repetitions of coring/raw"
+         paired = median over repetitions of coring/raw; coring/preadv2 and preadv2/pread \
+         are paired the same way"
         );
         println!(
-            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11}",
+            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11} \
+             {:>12} {:>14} {:>13}",
             "QD",
             "coring",
             "raw uring",
@@ -723,20 +795,25 @@ usage: cargo bench --bench fread -- [options]
             "coring turn/op",
             "coring park/op",
             "coring inline/op",
-            "raw ent/op"
+            "raw ent/op",
+            "preadv2",
+            "coring/preadv2",
+            "preadv2/pread"
         );
         for row in rows {
             let key = Run::iops;
-            let (c, r, p) = (
+            let (c, r, p, v) = (
                 median(&row.coring, key),
                 median(&row.raw, key),
                 median(&row.pread, key),
+                median(&row.preadv2, key),
             );
             let per_op = |run: Option<Run>, f: fn(&Run) -> u64| {
                 fmt_opt(run, |x| format!("{:.4}", x.per_op(f(x))))
             };
             println!(
-                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11}",
+                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11} \
+                 {:>12} {:>14} {:>13}",
                 row.qd,
                 fmt_opt(c, |x| format!("{:.0}", x.iops())),
                 fmt_opt(r, |x| format!("{:.0}", x.iops())),
@@ -748,6 +825,9 @@ usage: cargo bench --bench fread -- [options]
                 per_op(c, |x| x.parks),
                 per_op(c, |x| x.inline),
                 per_op(r, |x| x.enters),
+                fmt_opt(v, |x| format!("{:.0}", x.iops())),
+                paired_ratio(&row.coring, &row.preadv2, key),
+                paired_ratio(&row.preadv2, &row.pread, key),
             );
         }
         println!();
@@ -756,7 +836,7 @@ usage: cargo bench --bench fread -- [options]
          with the time the machine gave to other processes taken out"
     );
         println!(
-            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14}",
+            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12} {:>14} {:>13}",
             "QD",
             "coring",
             "raw uring",
@@ -765,18 +845,22 @@ usage: cargo bench --bench fread -- [options]
             "paired",
             "coring ns/op",
             "raw ns/op",
-            "pread ns/op"
+            "pread ns/op",
+            "preadv2",
+            "coring/preadv2",
+            "preadv2/pread"
         );
         for row in rows {
             let key = Run::cpu_iops;
-            let (c, r, p) = (
+            let (c, r, p, v) = (
                 median(&row.coring, key),
                 median(&row.raw, key),
                 median(&row.pread, key),
+                median(&row.preadv2, key),
             );
             let ns = |run: Option<Run>| fmt_opt(run, |x| format!("{:.0}", 1e9 / x.cpu_iops()));
             println!(
-                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14}",
+                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12} {:>14} {:>13}",
                 row.qd,
                 fmt_opt(c, |x| format!("{:.0}", x.cpu_iops())),
                 fmt_opt(r, |x| format!("{:.0}", x.cpu_iops())),
@@ -786,6 +870,9 @@ usage: cargo bench --bench fread -- [options]
                 ns(c),
                 ns(r),
                 ns(p),
+                fmt_opt(v, |x| format!("{:.0}", x.cpu_iops())),
+                paired_ratio(&row.coring, &row.preadv2, key),
+                paired_ratio(&row.preadv2, &row.pread, key),
             );
         }
     }
@@ -852,9 +939,15 @@ usage: cargo bench --bench fread -- [options]
                 coring: Vec::new(),
                 raw: Vec::new(),
                 pread: Vec::new(),
+                preadv2: Vec::new(),
             };
             for rep in 0..cfg.reps {
-                let (mut c, mut r, mut p) = (Run::default(), Run::default(), Run::default());
+                let (mut c, mut r, mut p, mut v) = (
+                    Run::default(),
+                    Run::default(),
+                    Run::default(),
+                    Run::default(),
+                );
                 for _ in 0..cfg.slices {
                     if cfg.runs(Contender::Coring) {
                         c.add(&run_coring(tf.path(), tf.blocks, qd, d));
@@ -865,22 +958,27 @@ usage: cargo bench --bench fread -- [options]
                     if cfg.runs(Contender::Pread) {
                         p.add(&run_pread(&file, tf.blocks, d));
                     }
+                    if cfg.runs(Contender::Preadv2) {
+                        v.add(&run_preadv2(&file, tf.blocks, d));
+                    }
                 }
                 for (runs, run, who) in [
                     (&mut row.coring, c, Contender::Coring),
                     (&mut row.raw, r, Contender::Raw),
                     (&mut row.pread, p, Contender::Pread),
+                    (&mut row.preadv2, v, Contender::Preadv2),
                 ] {
                     if cfg.runs(who) {
                         runs.push(run);
                     }
                 }
                 println!(
-                    "  qd {qd:>4} rep {}: {} | {} | {}",
+                    "  qd {qd:>4} rep {}: {} | {} | {} | {}",
                     rep + 1,
                     fmt_rep("coring", row.coring.get(rep)),
                     fmt_rep("raw", row.raw.get(rep)),
                     fmt_rep("pread", row.pread.get(rep)),
+                    fmt_rep("preadv2", row.preadv2.get(rep)),
                 );
                 let _ = io::stdout().flush();
             }

@@ -372,6 +372,33 @@ coring_test!(pool_exhaustion_is_none_not_a_wait, async {
     assert!(r.is_err(), "a pool of no buffers is refused");
 });
 
+// Buffer entries go back to the ring's table when a pool's last buffer does: pools adding
+// up to more buffers than the table holds (16384) register one after another on one
+// runtime, and a pool registered after a failed (too large) one still works. Without the
+// release, the 17th pool would find the table full.
+coring_test!(dropped_pools_give_their_entries_back, async {
+    for round in 0..20 {
+        let pool = FixedBufPool::new(1000, 64);
+        pool.register()
+            .unwrap_or_else(|e| panic!("pool {round}: {e}"));
+        let b = pool.try_take().unwrap();
+        drop(pool);
+        // The buffer keeps the registration until it comes back.
+        drop(b);
+    }
+    let too_many = FixedBufPool::new(20_000, 64);
+    let err = too_many.register().err();
+    if too_many.is_registered() {
+        panic!("a pool larger than the table was registered");
+    }
+    // io_uring refuses it; the fallback has no table and accepts (a no-op).
+    if let Some(e) = err {
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    }
+    let pool = FixedBufPool::new(16, 64);
+    pool.register().unwrap();
+});
+
 // Many fixed reads at once (QD 64), each into its own registered buffer, every byte
 // checked; afterwards every buffer is back. First from a cached file (where most reads
 // complete during submission), then from 64 pipes, so that all 64 are in flight together.

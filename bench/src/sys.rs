@@ -25,7 +25,7 @@ fn clock(id: libc::clockid_t) -> Option<Duration> {
 }
 
 /// How long the calling thread has sat runnable but waiting for a CPU, from
-/// `/proc/thread-self/schedstat` ("<ns on cpu> <ns waiting> <slices>"); `None` where the
+/// `/proc/thread-self/schedstat` (`"<ns on cpu> <ns waiting> <slices>"`); `None` where the
 /// kernel does not keep it.
 pub fn thread_run_wait() -> Option<Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;

@@ -160,7 +160,7 @@ impl Fallback {
 
     /// No ring, so no registered files or buffers: operations use plain descriptors and
     /// memory, which is what a registration falls back to anyway.
-    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU64> {
+    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU32> {
         None
     }
 

@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 
 use super::Backend;
@@ -30,7 +30,7 @@ use crate::runtime::context;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fixed {
     /// The ring whose table holds the entry; ring ids are never reused in a process.
-    pub(crate) ring: NonZeroU64,
+    pub(crate) ring: NonZeroU32,
     /// The index in that table.
     pub(crate) index: u32,
 }
@@ -112,7 +112,17 @@ impl FixedCell {
     /// Outside a runtime.
     pub(crate) fn register(&self, what: &str, register: RegisterFn<'_>) -> io::Result<()> {
         context::with(OUTSIDE_RUNTIME, |rt| {
-            let driver = rt.driver.borrow();
+            // Busy while the runtime finishes operations (user Drop code of an orphaned
+            // operation's output runs then).
+            let Ok(driver) = rt.driver.try_borrow() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{what}: register() called while the runtime is completing operations \
+                         (from a Drop run by the driver); call it from a task"
+                    ),
+                ));
+            };
             let backend = driver.backend();
             let Some(ring) = backend.ring_id() else {
                 return Ok(());

@@ -54,7 +54,7 @@ pub(crate) mod uring;
 
 use std::collections::VecDeque;
 use std::io;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -235,7 +235,7 @@ impl Backend {
     }
     /// The id of the ring whose tables registrations go to; `None` on a backend without
     /// registered files and buffers (see [`fixed`]).
-    pub(crate) fn ring_id(&self) -> Option<NonZeroU64> {
+    pub(crate) fn ring_id(&self) -> Option<NonZeroU32> {
         dispatch!(self, b => b.ring_id())
     }
     /// Registers `fd` in the backend's file table; `Ok(None)` where there is none.

@@ -86,8 +86,9 @@ impl Offload {
     /// Reports every finished job.
     pub(crate) fn drain(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
         // Cleared before taking the list: a job finishing in between sets it again, so
-        // nothing is left unannounced.
-        if !self.done.any.swap(false, Ordering::AcqRel) {
+        // nothing is left unannounced. A plain load first: this runs every turn, and the
+        // flag is almost always clear (a swap is a locked instruction even then).
+        if !self.done.any.load(Ordering::Acquire) || !self.done.any.swap(false, Ordering::AcqRel) {
             return;
         }
         let done = std::mem::take(&mut *lock(&self.done.list));

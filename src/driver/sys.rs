@@ -393,7 +393,7 @@ impl InlineReads {
         else {
             return None;
         };
-        if offset == u64::MAX || len == 0 {
+        if len == 0 {
             return None;
         }
         if self.skip > 0 {

@@ -349,7 +349,7 @@ fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<
     })
 }
 
-/// A set of pinned core threads, each running its own [`Runtime`].
+/// A set of pinned core threads, each running its own [`Runtime`](crate::Runtime).
 ///
 /// ```
 /// let pool = coring::Pool::builder().cores(1).pin(false).build().unwrap();

@@ -371,7 +371,9 @@ impl Runtime {
         let mut future = pin!(future);
         loop {
             inner.turns.set(inner.turns.get() + 1);
-            if main.woken.swap(false, Ordering::AcqRel) {
+            // Load before swap: the main future is usually not woken, and a swap is a
+            // locked instruction even then.
+            if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
                 crate::driver::reset_inline_budget();
                 if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
                     return v;

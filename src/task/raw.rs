@@ -106,7 +106,9 @@ impl Shared {
         // Pushers set `notified` after pushing, so a clear flag means nothing new arrived
         // since the last look (or its notify is still coming and will unpark us): skip
         // the lock on the common, purely local path.
-        if !self.notified.swap(false, Ordering::AcqRel) {
+        // A load first: this runs every turn and the flag is usually clear, and a swap is a
+        // locked instruction even then.
+        if !self.notified.load(Ordering::Acquire) || !self.notified.swap(false, Ordering::AcqRel) {
             return;
         }
         let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());

@@ -16,19 +16,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::driver::fixed::{Fixed, Registration, Table, Tables};
 
 /// Entries of the registered-file table, at most (the kernel also caps it at the
 /// `RLIMIT_NOFILE` soft limit).
 const FILE_ENTRIES: u32 = 4096;
-/// Entries of the registered-buffer table, unless the first pool needs more.
-const BUFFER_ENTRIES: u32 = 1024;
 /// The kernel's limit on registered buffers per ring (IORING_MAX_REG_BUFFERS).
 const MAX_BUFFERS: u32 = 1 << 14;
 /// The kernel's limit on the size of one registered buffer.
@@ -75,7 +73,7 @@ struct RsrcUpdate2 {
 
 /// Ring ids: never reused in a process, so a registration cannot be mistaken for an entry
 /// of a later ring.
-static NEXT_RING: AtomicU64 = AtomicU64::new(1);
+static NEXT_RING: AtomicU32 = AtomicU32::new(1);
 
 /// One table's free entries.
 #[derive(Debug, Default)]
@@ -132,7 +130,7 @@ impl Entries {
 
 /// A ring's registered-file and registered-buffer tables.
 pub(crate) struct Registry {
-    id: NonZeroU64,
+    id: NonZeroU32,
     /// The ring's descriptor; -1 once the ring is gone.
     ring: Cell<RawFd>,
     files: RefCell<Entries>,
@@ -141,9 +139,13 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(ring: RawFd) -> Rc<Registry> {
-        let id = NEXT_RING.fetch_add(1, Ordering::Relaxed);
+        // 32 bits keep `Fixed` (and so every operation's descriptor) small; a process that
+        // creates four billion rings stops here rather than reuse an id.
+        let id = NEXT_RING
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .unwrap_or_else(|_| panic!("coring: more than 2^32 io_uring rings in one process"));
         Rc::new(Registry {
-            id: NonZeroU64::new(id).expect("coring: ring ids start at 1"),
+            id: NonZeroU32::new(id).expect("coring: ring ids start at 1"),
             ring: Cell::new(ring),
             files: RefCell::default(),
             buffers: RefCell::default(),
@@ -151,7 +153,7 @@ impl Registry {
     }
 
     /// This ring's id, as registrations in it carry it.
-    pub(crate) fn id(&self) -> NonZeroU64 {
+    pub(crate) fn id(&self) -> NonZeroU32 {
         self.id
     }
 
@@ -291,7 +293,9 @@ impl Registry {
                 Ok(size)
             }
             Table::Buffers => {
-                let size = BUFFER_ENTRIES.max(need).min(MAX_BUFFERS);
+                // Sparse, so the full size costs the kernel only a table of pointers
+                // (128 KiB), and later pools never find it too small.
+                let size = MAX_BUFFERS;
                 let arg = RsrcRegister {
                     nr: size,
                     flags: IORING_RSRC_REGISTER_SPARSE,
@@ -330,8 +334,43 @@ impl Registry {
         partial(n, fds.len())
     }
 
-    /// Sets buffer entries `first..` to `bufs` (an empty iovec clears an entry).
+    /// Sets buffer entries `first..` to `bufs` (an empty iovec clears an entry). All or
+    /// nothing: if the kernel fills only some, those are cleared again and the error of the
+    /// first it could not fill is returned (ENOMEM when the pages exceed `RLIMIT_MEMLOCK`).
     fn update_buffers(&self, first: u32, bufs: &[libc::iovec]) -> io::Result<()> {
+        let n = self.update_buffers_raw(first, bufs)?;
+        if n as usize == bufs.len() {
+            return Ok(());
+        }
+        // The kernel stops at the first entry it cannot fill and reports only the count
+        // filled so far; filling that entry alone gives its error.
+        let (err, filled) = match self.update_buffers_raw(first + n, &bufs[n as usize..][..1]) {
+            Err(e) => (e, n),
+            Ok(_) => (
+                io::Error::other(format!(
+                    "io_uring filled {n} of {} registered buffer entries",
+                    bufs.len()
+                )),
+                n + 1,
+            ),
+        };
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        if let Err(e) = self.update_buffers_raw(first, &vec![empty; filled as usize]) {
+            // The entries stay pinned; the caller must not hand them out again.
+            log_release_failure("buffer", &e);
+            return Err(io::Error::new(
+                err.kind(),
+                format!("{err} (and clearing the entries filled before failed: {e})"),
+            ));
+        }
+        Err(err)
+    }
+
+    /// One BUFFERS_UPDATE call; returns how many entries the kernel filled.
+    fn update_buffers_raw(&self, first: u32, bufs: &[libc::iovec]) -> io::Result<u32> {
         let arg = RsrcUpdate2 {
             offset: first,
             data: bufs.as_ptr() as u64,
@@ -341,8 +380,7 @@ impl Registry {
         // SAFETY: BUFFERS_UPDATE reads arg.nr iovecs from arg.data, which points to
         // bufs.len() live iovecs for the whole call (no tags); the memory they describe
         // stays allocated while registered (the pool frees it only after clearing them).
-        let n = unsafe { self.register(IORING_REGISTER_BUFFERS_UPDATE, sized(&arg)) }?;
-        partial(n, bufs.len())
+        unsafe { self.register(IORING_REGISTER_BUFFERS_UPDATE, sized(&arg)) }
     }
 
     /// `io_uring_register(ring, opcode, arg, nr_args)`, retrying EINTR.
@@ -391,10 +429,17 @@ impl Tables for Registry {
                     self.update_buffers(first, &vec![empty; count as usize])
                 }
             };
-            if cleared.is_err() {
-                // Called from Drop, with nowhere to report to. The kernel may still hold
+            if let Err(e) = cleared {
+                // Called from Drop, with nowhere to return it to. The kernel may still hold
                 // the entries, so they are never handed out again (a buffer's memory is
                 // safe to free regardless: no operation can name it any more).
+                log_release_failure(
+                    match table {
+                        Table::Files => "file",
+                        Table::Buffers => "buffer",
+                    },
+                    &e,
+                );
                 return;
             }
         }
@@ -404,6 +449,19 @@ impl Tables for Registry {
     fn is_live(&self) -> bool {
         self.ring.get() >= 0
     }
+}
+
+/// Says once per process, on stderr, that a registered entry could not be cleared: a file
+/// then stays open in the ring (a socket sends no FIN, a pipe shows no end-of-file) until
+/// the runtime is dropped, and the entry is never reused.
+fn log_release_failure(what: &str, e: &io::Error) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        eprintln!(
+            "coring: could not clear a registered {what} entry of the ring ({e}); it stays \
+             registered until the runtime is dropped"
+        )
+    });
 }
 
 /// A register argument passed as one struct, whose size is `nr_args`.

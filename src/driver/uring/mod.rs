@@ -6,7 +6,7 @@ mod fixed;
 
 use std::collections::VecDeque;
 use std::io;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -304,7 +304,7 @@ impl Uring {
     }
 
     /// This ring's id, which registrations in its tables carry.
-    pub(crate) fn ring_id(&self) -> Option<NonZeroU64> {
+    pub(crate) fn ring_id(&self) -> Option<NonZeroU32> {
         Some(self.registry.id())
     }
 
