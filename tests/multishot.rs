@@ -247,6 +247,102 @@ coring_test!(into_std_keeps_unread_data, async {
     drop(std_server);
 });
 
+// Backpressure: a stream nobody reads does not empty its socket into the runtime's shared
+// provided-buffer ring. On io_uring its multishot receive is cancelled once a few arrivals
+// wait unread (the driver's cap, 8), so the rest stays in the socket and TCP flow control
+// throttles the writer, as with plain reads; the fallback has no provided buffers. Meanwhile
+// another connection's reads work, and afterwards the slow stream's reader gets every byte,
+// in order (the arrivals queued before the cancel first, then the rest through re-armed
+// receives).
+coring_test!(unread_stream_is_throttled, |builder| {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    /// The driver's cap on unread arrivals per multishot receive.
+    const CAP: usize = 8;
+    /// What may come on top of the cap: the arrival the stream is partly reading, and those
+    /// the kernel posts in the same batch of task work before the cancel is submitted (it
+    /// retries a receive up to 32 times per wakeup). Far below the ring's 256.
+    const MARGIN: usize = 40;
+    const LEN: usize = 2 << 20;
+    const CHUNK: usize = 64 << 10;
+    let rt = builder.build().unwrap();
+    let uring = rt.backend() == BackendKind::IoUring;
+    common::block_on_bounded(&rt, async {
+        let (client, server) = tcp_pair().await;
+        let (client2, server2) = tcp_pair().await;
+        // Arm the receive (on io_uring) with a read that gets nothing.
+        let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
+        assert!(res.is_err(), "nothing was sent yet");
+        let written = Rc::new(Cell::new(0usize));
+        let writer = coring::spawn({
+            let written = written.clone();
+            async move {
+                let data = pattern(LEN);
+                for part in data.chunks(CHUNK) {
+                    let (r, _) = client.write_all(part.to_vec()).await;
+                    r.unwrap();
+                    written.set(written.get() + part.len());
+                }
+                client
+            }
+        });
+        // Leave `server` unread until the writer stalls (for 30 ms) or 200 ms pass,
+        // checking the buffers it holds and that the other connection still reads.
+        let mut max_in_use = 0;
+        let (mut last, mut still) = (0, 0);
+        for round in 0..200u32 {
+            sleep(Duration::from_millis(1)).await;
+            max_in_use = max_in_use.max(rt.provided_buffers_in_use());
+            if round % 10 == 0 {
+                let msg = vec![round as u8; 100];
+                let (r, _) = client2.write_all(msg.clone()).await;
+                r.unwrap();
+                let (r, buf) = server2.read_exact(Vec::with_capacity(100)).await;
+                r.unwrap();
+                assert_eq!(buf, msg, "second connection, round {round}");
+            }
+            let now = written.get();
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            if still >= 30 {
+                break;
+            }
+        }
+        max_in_use = max_in_use.max(rt.provided_buffers_in_use());
+        assert!(
+            max_in_use <= CAP + MARGIN,
+            "an unread stream held {max_in_use} provided buffers (cap {CAP}); {}",
+            rt.backend_description()
+        );
+        if uring {
+            assert!(
+                rt.metrics().multishot_throttled > 0,
+                "2 MiB unread must reach the cap: {:?}",
+                rt.metrics()
+            );
+        }
+        let mut got = Vec::with_capacity(LEN);
+        while got.len() < LEN {
+            let (r, buf) = server.read(Vec::with_capacity(CHUNK)).await;
+            let n = r.unwrap();
+            assert!(n > 0, "unexpected EOF after {} bytes", got.len());
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got.len(), LEN);
+        assert!(got == pattern(LEN), "data corrupted");
+        drop(writer.await.unwrap());
+        // Once everything was read, no buffer is held.
+        common::eventually("every provided buffer back in the ring", || {
+            rt.provided_buffers_in_use() == 0
+        })
+        .await;
+        eprintln!(
+            "unread_stream_is_throttled: max in use {max_in_use}, {:?}",
+            rt.metrics()
+        );
+    });
+});
+
 // Only io_uring has provided buffers; the fallback backend never uses any.
 #[test]
 fn fallback_uses_no_provided_buffers() {

@@ -72,6 +72,28 @@ pub(crate) const CQE_F_MORE: u32 = 1 << 1;
 /// Where a CQE keeps the provided buffer's id.
 pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
 
+/// Most data arrivals a multishot receive may hold queued in its slot (received into
+/// provided buffers, not yet collected by the stream's reads) before the driver asks the
+/// kernel to cancel it.
+///
+/// Without a cap, a multishot receive empties the socket into the runtime's shared
+/// provided-buffer ring even while nobody reads the stream: the socket's receive buffer
+/// stays empty, TCP keeps the window open, and one slow reader can take every provided
+/// buffer, pushing all other streams off the multishot path (-ENOBUFS). With the cap,
+/// reaching it cancels the receive (an ordinary cancel by key, as for orphans, but the
+/// slot keeps its owner and its queue: nothing is lost), so further data stays in the
+/// socket and TCP flow control throttles the peer as with plain reads. The stream's reads
+/// drain the queue, then see the final `-ECANCELED` and re-arm on a later read.
+///
+/// A stream therefore holds at most this many buffers in its slot, plus the one it is
+/// partly reading, plus what the kernel receives between the reap that reaches the cap and
+/// the cancel taking effect (one batch of task work: Linux retries a multishot receive up
+/// to 32 times per wakeup, so a burst arriving at an idle stream can fill 32 buffers before
+/// any reap sees them; the cap bounds what follows). 8 × 4 KiB = 32 KiB keeps a busy
+/// stream's reads fed between trips into the kernel while leaving the 256-buffer ring to
+/// dozens of other streams.
+pub(crate) const MULTISHOT_QUEUE_CAP: usize = 8;
+
 /// What a backend reports when an operation finishes (or, for a multishot operation, makes
 /// progress): the raw result (`>= 0`, or `-errno`) and flags (CQE flags on io_uring; the
 /// fallback backend only ever reports 0).
@@ -169,6 +191,11 @@ pub struct Metrics {
     /// Reads served straight from the page cache during submission (`preadv2` with
     /// `RWF_NOWAIT`), without a trip through the ring or the pool.
     pub ops_inline: u64,
+    /// Multishot stream receives cancelled because their unread arrivals reached the
+    /// per-stream cap, so that a stream nobody reads leaves further data in the socket
+    /// (TCP flow control) instead of taking the shared provided buffers; the next read
+    /// arms the receive again.
+    pub multishot_throttled: u64,
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
@@ -324,6 +351,9 @@ pub(crate) struct Driver {
     /// Provided buffers named by completions no owner will see (orphans'), handed back to
     /// the backend after reaping.
     recycle: Vec<u16>,
+    /// Multishot receives whose queue of unread arrivals reached [`MULTISHOT_QUEUE_CAP`]
+    /// during reaping; cancelled (owner kept) once the reap is done.
+    throttle: Vec<usize>,
     pub(crate) metrics: Metrics,
 }
 
@@ -348,6 +378,7 @@ impl Driver {
             backend,
             finished: Vec::new(),
             recycle: Vec::new(),
+            throttle: Vec::new(),
             metrics: Metrics::default(),
         }
     }
@@ -595,11 +626,13 @@ impl Driver {
     }
 
     /// Collects every available completion into the table, waking futures, finishing
-    /// orphans and recycling the provided buffers of orphans' completions.
+    /// orphans, recycling the provided buffers of orphans' completions, and cancelling the
+    /// multishot receives that reached [`MULTISHOT_QUEUE_CAP`].
     fn reap(&mut self) {
         let ops = &mut self.ops;
         let finished = &mut self.finished;
         let recycle = &mut self.recycle;
+        let throttle = &mut self.throttle;
         let metrics = &mut self.metrics;
         self.backend.reap(&mut |key, c| {
             let Some(slot) = ops.get_mut(key) else {
@@ -612,6 +645,18 @@ impl Driver {
             match slot {
                 Slot::InFlight { waker, queued } if c.more() => {
                     queued.push_back(c);
+                    // The one place the backpressure cap is decided (see
+                    // MULTISHOT_QUEUE_CAP): a data arrival that brings the unread queue to
+                    // the cap gets the receive cancelled. Counting at the cap (not above)
+                    // asks once per fill, not for every arrival the kernel posts before
+                    // the cancel lands; a queue drained and refilled asks again, which is
+                    // harmless (cancelling a finished key only reports -ENOENT).
+                    if c.res > 0
+                        && c.buffer().is_some()
+                        && queued.iter().filter(|q| q.res > 0).count() == MULTISHOT_QUEUE_CAP
+                    {
+                        throttle.push(key);
+                    }
                     if let Some(w) = waker {
                         w.wake_by_ref();
                     }
@@ -644,6 +689,21 @@ impl Driver {
         }
         for (data, c) in self.finished.drain(..) {
             data.finish(c);
+        }
+        if !self.throttle.is_empty() {
+            // request_cancel may reap again (queue full): work on a taken list.
+            let mut throttle = std::mem::take(&mut self.throttle);
+            for key in throttle.drain(..) {
+                // Only a receive still running needs the cancel; the owner keeps the slot
+                // and every queued arrival, and collects the final -ECANCELED after them.
+                if matches!(self.ops.get(key), Some(Slot::InFlight { .. })) {
+                    self.metrics.multishot_throttled += 1;
+                    self.request_cancel(key);
+                }
+            }
+            if self.throttle.is_empty() {
+                self.throttle = throttle;
+            }
         }
     }
 

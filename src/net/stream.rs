@@ -50,8 +50,12 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// read copies from the oldest arrival into the caller's buffer; what does not fit stays in
 /// the stream (holding its provided buffer) for the next read. Nothing received is lost
 /// when a read future is dropped: arrivals wait in the driver's slot for the next read.
-/// When the multishot receive ends for lack of buffers (-ENOBUFS) or was cancelled, that
-/// read is a single-shot receive into the caller's buffer and a later read arms again.
+/// An unread stream holds at most a few arrivals: when its queue reaches the driver's cap
+/// (`MULTISHOT_QUEUE_CAP`, decided at reap), the driver cancels the receive so that further
+/// data waits in the socket and TCP flow control throttles the peer; reads drain what was
+/// queued first. When the multishot receive ends for lack of buffers (-ENOBUFS) or was
+/// cancelled (by that cap), that read is a single-shot receive into the caller's buffer
+/// and a later read arms again.
 /// Elsewhere (the fallback backend, a second read racing one in progress, a stream moved
 /// to another runtime) every read is a single-shot receive.
 pub(crate) struct Stream {
@@ -311,8 +315,11 @@ impl Stream {
                     }
                     match -res {
                         0 => st.eof = true,
-                        // Out of provided buffers, or cancelled (not by this stream, which
-                        // only cancels when it goes): this read receives directly, and a
+                        // Out of provided buffers, or cancelled: by the driver's cap on
+                        // unread arrivals, or by `disarm` (a dropped stream never reads
+                        // again; its orphan recycles whatever comes). Every
+                        // arrival queued before this final completion was collected above,
+                        // in order, so nothing is lost: this read receives directly, and a
                         // later read arms again.
                         libc::ENOBUFS | libc::ECANCELED if !c.more() => {
                             return Poll::Ready(Step::SingleShot);
