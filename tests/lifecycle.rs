@@ -9,17 +9,29 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, DropFlagBuf, TempDir};
 use coring::fs::File;
-use coring::net::UnixStream;
+use coring::net::{UdpSocket, UnixStream};
 use coring::time::{sleep, timeout};
+
+/// Two connected UDP sockets. The lifecycle tests below receive on them because a
+/// datagram receive lends the caller's buffer to the kernel on every backend; a stream
+/// read on io_uring does not (it copies from the runtime's provided buffers, see
+/// tests/multishot.rs), so it would prove nothing about buffer ownership.
+async fn udp_pair() -> (UdpSocket, UdpSocket) {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).await.unwrap();
+    b.connect(a.local_addr().unwrap()).await.unwrap();
+    (a, b)
+}
 
 // Dropping an in-flight read keeps its buffer until the kernel's final completion (the
 // cancel's ECANCELED here), and the cancel makes that completion come promptly.
 coring_test!(dropped_read_keeps_buffer_until_completion, |builder| {
     let rt = builder.build().unwrap();
-    let (a, _b) = UnixStream::pair().unwrap();
     let (buf, dropped) = DropFlagBuf::new(64);
     common::block_on_bounded(&rt, async {
-        let res = timeout(Duration::from_millis(20), a.read(buf)).await;
+        let (a, _b) = udp_pair().await;
+        let res = timeout(Duration::from_millis(20), a.recv(buf)).await;
         assert!(
             res.is_err(),
             "nothing was written, the read must still be pending"
@@ -38,7 +50,7 @@ coring_test!(dropped_read_keeps_buffer_until_completion, |builder| {
 
 // The same with many reads and no explicit timeout: aborting tasks drops their reads.
 coring_test!(aborted_tasks_release_buffers_after_completion, async {
-    let (a, _b) = UnixStream::pair().unwrap();
+    let (a, _b) = udp_pair().await;
     let a = Rc::new(a);
     let mut flags = Vec::new();
     let mut handles = Vec::new();
@@ -46,7 +58,7 @@ coring_test!(aborted_tasks_release_buffers_after_completion, async {
         let (buf, dropped) = DropFlagBuf::new(16);
         flags.push(dropped);
         let a = a.clone();
-        handles.push(coring::spawn(async move { a.read(buf).await.0 }));
+        handles.push(coring::spawn(async move { a.recv(buf).await.0 }));
     }
     coring::task::yield_now().await;
     sleep(Duration::from_millis(5)).await;
@@ -65,13 +77,13 @@ coring_test!(aborted_tasks_release_buffers_after_completion, async {
 // A read that completes with data after its future was dropped still fills its own buffer
 // (never someone else's memory) and is freed only then.
 coring_test!(late_completion_after_drop_is_cleaned_up, async {
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = udp_pair().await;
     let (buf, dropped) = DropFlagBuf::new(8);
     // Data is already there, so the read completes at submission; the drop happens before
     // the runtime reaps it.
-    let (r, _) = b.write_all(b"ready".to_vec()).await;
+    let (r, _) = b.send(b"ready".to_vec()).await;
     r.unwrap();
-    let res = timeout(Duration::ZERO, a.read(buf)).await;
+    let res = timeout(Duration::ZERO, a.recv(buf)).await;
     assert!(res.is_err());
     assert!(!dropped.get());
     eventually("orphaned read to be reaped", || dropped.get()).await;
@@ -84,13 +96,13 @@ coring_test!(submit_error_orphans_the_op, |builder| {
         .shutdown_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = rt.block_on(udp_pair());
     let (buf, dropped) = DropFlagBuf::new(64);
     let flag = dropped.clone();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(async {
             rt.inject_enter_errors(&[libc::EFAULT]);
-            a.read(buf).await.0
+            a.recv(buf).await.0
         })
     }));
     let msg = outcome.expect_err("a fatal enter error must panic block_on");

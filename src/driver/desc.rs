@@ -140,6 +140,15 @@ pub(crate) enum OpDesc {
         /// (not true of datagrams, where each receive takes one datagram).
         stream: bool,
     },
+    /// A multishot `recv` on a stream socket into the backend's provided buffers: one
+    /// completion (with `CQE_F_MORE`) per arrival, each naming the buffer it filled, until a
+    /// final completion (EOF, an error, cancellation, or -ENOBUFS when no buffer is left).
+    /// Only a backend whose `multishot_recv()` is true receives it.
+    RecvMulti {
+        // Read by the io_uring backend only (Linux).
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        fd: FdRef,
+    },
     /// `send(fd, buf, len, flags)`.
     Send {
         fd: FdRef,

@@ -177,6 +177,31 @@ impl Fallback {
         Ok(None)
     }
 
+    /// Readiness has no provided buffers: streams use single-shot receives here.
+    pub(crate) fn multishot_recv(&mut self) -> bool {
+        false
+    }
+
+    pub(crate) fn provided_buf(&self, _bid: u16, _len: usize) -> &[u8] {
+        unreachable!("coring: the fallback backend has no provided buffers")
+    }
+
+    pub(crate) fn recycle_buf(&mut self, _bid: u16) {
+        debug_assert!(
+            false,
+            "coring: the fallback backend has no provided buffers"
+        );
+    }
+
+    pub(crate) fn provided_in_use(&self) -> usize {
+        0
+    }
+
+    /// No synchronous cancel here: the driver falls back to [`Fallback::cancel`].
+    pub(crate) fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         match sys::route(desc) {
             Route::Inline => {

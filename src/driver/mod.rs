@@ -23,7 +23,15 @@
 //! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
 //!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`);
 //!    the driver rations this per task poll so a task cannot monopolise the thread.
-//! 7. **Registered files and buffers** ([`fixed`]): `ring_id()`, `register_file(fd)` and
+//! 7. **Multishot receives with provided buffers** (optional): a backend whose
+//!    `multishot_recv()` says yes accepts [`OpDesc::RecvMulti`], which reports any number
+//!    of completions carrying [`CQE_F_MORE`] and then one final completion without it;
+//!    data completions name a provided buffer ([`Completion::buffer`]) that stays the
+//!    driver's until `recycle_buf` hands it back, and `provided_buf` reads it meanwhile.
+//!    `cancel_sync` (best effort) cancels an operation before returning, so its owner can
+//!    give up the descriptor at once. A backend without it says no and never sees the
+//!    description.
+//! 8. **Registered files and buffers** ([`fixed`]): `ring_id()`, `register_file(fd)` and
 //!    `register_buffers(iovecs)`. A backend with tables hands out [`fixed::Registration`]s
 //!    that carry its ring id, and uses an entry named in a description (`FdRef::fixed`,
 //!    `buf_index`) only if it carries that id; any other entry, it ignores, using the raw
@@ -44,6 +52,7 @@ pub(crate) mod sys;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
+use std::collections::VecDeque;
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
@@ -56,14 +65,41 @@ use slab::Slab;
 pub(crate) use desc::OpDesc;
 use fixed::Registration;
 
-/// What a backend reports when an operation finishes: the raw result (`>= 0`, or `-errno`)
-/// and backend flags (CQE flags on io_uring).
+/// CQE flag: the completion names a provided buffer (id in the upper 16 bits).
+pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
+/// CQE flag: a multishot operation stays in flight; more completions follow.
+pub(crate) const CQE_F_MORE: u32 = 1 << 1;
+/// Where a CQE keeps the provided buffer's id.
+pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
+
+/// Most data arrivals a multishot receive may hold queued in its slot (received into
+/// provided buffers, not yet collected by the stream's reads) before the driver asks the
+/// kernel to cancel it.
+///
+/// Without a cap, a multishot receive empties the socket into the runtime's shared
+/// provided-buffer ring even while nobody reads the stream: the socket's receive buffer
+/// stays empty, TCP keeps the window open, and one slow reader can take every provided
+/// buffer, pushing all other streams off the multishot path (-ENOBUFS). With the cap,
+/// reaching it cancels the receive (an ordinary cancel by key, as for orphans, but the
+/// slot keeps its owner and its queue: nothing is lost), so further data stays in the
+/// socket and TCP flow control throttles the peer as with plain reads. The stream's reads
+/// drain the queue, then see the final `-ECANCELED` and re-arm on a later read.
+///
+/// A stream therefore holds at most this many buffers in its slot, plus the one it is
+/// partly reading, plus what the kernel receives between the reap that reaches the cap and
+/// the cancel taking effect (one batch of task work: Linux retries a multishot receive up
+/// to 32 times per wakeup, so a burst arriving at an idle stream can fill 32 buffers before
+/// any reap sees them; the cap bounds what follows). 8 × 4 KiB = 32 KiB keeps a busy
+/// stream's reads fed between trips into the kernel while leaving the 256-buffer ring to
+/// dozens of other streams.
+pub(crate) const MULTISHOT_QUEUE_CAP: usize = 8;
+
+/// What a backend reports when an operation finishes (or, for a multishot operation, makes
+/// progress): the raw result (`>= 0`, or `-errno`) and flags (CQE flags on io_uring; the
+/// fallback backend only ever reports 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Completion {
     pub(crate) res: i32,
-    // CQE flags travel with every completion for multishot and provided-buffer ops;
-    // no operation reads them yet.
-    #[allow(dead_code)]
     pub(crate) flags: u32,
 }
 
@@ -74,6 +110,17 @@ impl Completion {
             res: -errno,
             flags: 0,
         }
+    }
+
+    /// Whether more completions of the same (multishot) operation follow; the completion
+    /// without this flag is the operation's final one.
+    pub(crate) fn more(self) -> bool {
+        self.flags & CQE_F_MORE != 0
+    }
+
+    /// The provided buffer this completion filled, if it names one.
+    pub(crate) fn buffer(self) -> Option<u16> {
+        (self.flags & CQE_F_BUFFER != 0).then_some((self.flags >> CQE_BUFFER_SHIFT) as u16)
     }
 
     /// The one `-errno -> io::Error` conversion every completion goes through.
@@ -144,6 +191,11 @@ pub struct Metrics {
     /// Reads served straight from the page cache during submission (`preadv2` with
     /// `RWF_NOWAIT`), without a trip through the ring or the pool.
     pub ops_inline: u64,
+    /// Multishot stream receives cancelled because their unread arrivals reached the
+    /// per-stream cap, so that a stream nobody reads leaves further data in the socket
+    /// (TCP flow control) instead of taking the shared provided buffers; the next read
+    /// arms the receive again.
+    pub multishot_throttled: u64,
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
@@ -226,6 +278,29 @@ impl Backend {
     ) -> io::Result<Option<Registration>> {
         dispatch!(self, b => b.register_buffers(bufs))
     }
+    /// Whether the backend runs [`OpDesc::RecvMulti`] (setting up its buffer ring on first
+    /// call). The one place that decides between the multishot and the single-shot stream
+    /// read path.
+    pub(crate) fn multishot_recv(&mut self) -> bool {
+        dispatch!(self, b => b.multishot_recv())
+    }
+    /// The first `len` bytes of provided buffer `bid`, which a completion named.
+    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+        dispatch!(self, b => b.provided_buf(bid, len))
+    }
+    /// Hands provided buffer `bid` back to the kernel.
+    fn recycle_buf(&mut self, bid: u16) {
+        dispatch!(self, b => b.recycle_buf(bid))
+    }
+    /// Provided buffers filled by the kernel and not yet recycled.
+    pub(crate) fn provided_in_use(&self) -> usize {
+        dispatch!(self, b => b.provided_in_use())
+    }
+    /// Cancels operation `key` synchronously if the backend can; `Ok(())` means the kernel
+    /// no longer acts on it (its final completion may still wait to be reaped).
+    fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        dispatch!(self, b => b.cancel_sync(key))
+    }
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final
@@ -235,13 +310,35 @@ pub(crate) trait Orphan {
 }
 
 /// One entry of the operation table.
+///
+/// A multishot operation is the same lifecycle with a queue: its completions that carry
+/// [`CQE_F_MORE`] wait in `queued`, in order, until the owner collects them one by one
+/// ([`Driver::poll_op`]); the slot stays in flight until the completion without the flag,
+/// which is final. A single-shot operation never queues anything (and so never allocates).
 enum Slot {
-    /// Submitted; the future (if polled) waits with this waker.
-    InFlight(Option<Waker>),
-    /// The final completion arrived and the future has not collected it yet.
-    Done(Completion),
-    /// The future was dropped; the driver owns the operation until its completion.
+    /// Submitted; the owner (if it polled) waits with this waker.
+    InFlight {
+        waker: Option<Waker>,
+        queued: VecDeque<Completion>,
+    },
+    /// The final completion arrived; the owner has not collected it (nor, for a multishot
+    /// operation, the completions queued before it).
+    Done {
+        queued: VecDeque<Completion>,
+        last: Completion,
+    },
+    /// The owner was dropped; the driver owns the operation until its final completion,
+    /// and hands back the provided buffer of any completion it receives meanwhile.
     Orphaned(Box<dyn Orphan>),
+}
+
+impl Slot {
+    fn in_flight(waker: Option<Waker>) -> Slot {
+        Slot::InFlight {
+            waker,
+            queued: VecDeque::new(),
+        }
+    }
 }
 
 /// The driver: operation table plus backend.
@@ -251,6 +348,12 @@ pub(crate) struct Driver {
     /// Orphans finished during reaping; dropped after the table is updated so that user
     /// `Drop` code never runs in the middle of table bookkeeping.
     finished: Vec<(Box<dyn Orphan>, Completion)>,
+    /// Provided buffers named by completions no owner will see (orphans'), handed back to
+    /// the backend after reaping.
+    recycle: Vec<u16>,
+    /// Multishot receives whose queue of unread arrivals reached [`MULTISHOT_QUEUE_CAP`]
+    /// during reaping; cancelled (owner kept) once the reap is done.
+    throttle: Vec<usize>,
     pub(crate) metrics: Metrics,
 }
 
@@ -274,6 +377,8 @@ impl Driver {
             ops: Slab::with_capacity(64),
             backend,
             finished: Vec::new(),
+            recycle: Vec::new(),
+            throttle: Vec::new(),
             metrics: Metrics::default(),
         }
     }
@@ -290,7 +395,7 @@ impl Driver {
     pub(crate) fn in_flight(&self) -> usize {
         self.ops
             .iter()
-            .filter(|(_, s)| !matches!(s, Slot::Done(_)))
+            .filter(|(_, s)| !matches!(s, Slot::Done { .. }))
             .count()
     }
 
@@ -312,12 +417,12 @@ impl Driver {
                 return Ok(Submitted::Done(c));
             }
         }
-        let key = self.ops.insert(Slot::InFlight(None));
+        let key = self.ops.insert(Slot::in_flight(None));
         loop {
             match self.backend.push(key, desc) {
                 Ok(Push::Queued) => {
                     self.metrics.ops_submitted += 1;
-                    self.ops[key] = Slot::InFlight(Some(waker.clone()));
+                    self.ops[key] = Slot::in_flight(Some(waker.clone()));
                     return Ok(Submitted::InFlight(key));
                 }
                 Ok(Push::Full) => {
@@ -334,15 +439,23 @@ impl Driver {
         }
     }
 
-    /// Polls an in-flight operation for its completion.
+    /// Polls an in-flight operation for its next completion: a queued one of a multishot
+    /// operation (with [`Completion::more`]; the slot stays), else the final one (the slot
+    /// is freed and the key dead).
     pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         match &mut self.ops[key] {
-            Slot::Done(c) => {
-                let c = *c;
+            Slot::Done { queued, last } => {
+                if let Some(c) = queued.pop_front() {
+                    return Poll::Ready(c);
+                }
+                let c = *last;
                 self.ops.remove(key);
                 Poll::Ready(c)
             }
-            Slot::InFlight(waker) => {
+            Slot::InFlight { waker, queued } => {
+                if let Some(c) = queued.pop_front() {
+                    return Poll::Ready(c);
+                }
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
@@ -353,23 +466,48 @@ impl Driver {
         }
     }
 
-    /// Called when an operation's future is dropped before it collected its completion.
+    /// Whether a multishot operation has a queued completion that carries data (`res > 0`)
+    /// its owner has not collected.
+    pub(crate) fn has_queued_data(&self, key: usize) -> bool {
+        match &self.ops[key] {
+            Slot::InFlight { queued, .. } | Slot::Done { queued, .. } => {
+                queued.iter().any(|c| c.res > 0)
+            }
+            Slot::Orphaned(_) => false,
+        }
+    }
+
+    /// Called when an operation's owner is dropped before it collected its final
+    /// completion.
     ///
-    /// If the completion already arrived, the slot is freed and the completion returned, so
-    /// the caller finishes the operation itself (no allocation); otherwise the driver takes
-    /// the data from `orphan()` and keeps it until the completion, and asks the backend to
-    /// cancel.
+    /// If the final completion already arrived, the slot is freed and that completion
+    /// returned, so the caller finishes the operation itself (no allocation); otherwise the
+    /// driver takes the data from `orphan()` and keeps it until the final completion, and
+    /// asks the backend to cancel. Either way the provided buffers of completions the owner
+    /// never collected go back to the backend here.
     pub(crate) fn orphan(
         &mut self,
         key: usize,
         orphan: impl FnOnce() -> Box<dyn Orphan>,
     ) -> Option<Completion> {
-        match self.ops[key] {
-            Slot::Done(c) => {
+        match &mut self.ops[key] {
+            Slot::Done { queued, last } => {
+                let last = *last;
+                let queued = std::mem::take(queued);
                 self.ops.remove(key);
-                Some(c)
+                for c in queued.into_iter().chain([last]) {
+                    if let Some(bid) = c.buffer() {
+                        self.backend.recycle_buf(bid);
+                    }
+                }
+                Some(last)
             }
-            Slot::InFlight(_) => {
+            Slot::InFlight { queued, .. } => {
+                for c in std::mem::take(queued) {
+                    if let Some(bid) = c.buffer() {
+                        self.backend.recycle_buf(bid);
+                    }
+                }
                 self.ops[key] = Slot::Orphaned(orphan());
                 self.metrics.ops_orphaned += 1;
                 self.request_cancel(key);
@@ -377,6 +515,32 @@ impl Driver {
             }
             Slot::Orphaned(_) => unreachable!("coring: an operation was orphaned twice"),
         }
+    }
+
+    /// Cancels an in-flight operation and, where the backend can, waits in the kernel until
+    /// it no longer acts on it, then collects its completions. Returns whether its final
+    /// completion is now in the table (the key stays valid for [`Driver::poll_op`] either
+    /// way). Falls back to an asynchronous cancel.
+    pub(crate) fn cancel_now(&mut self, key: usize) -> bool {
+        if !matches!(self.ops[key], Slot::InFlight { .. }) {
+            return true;
+        }
+        match self.backend.cancel_sync(key) {
+            Ok(()) => self.reap(),
+            Err(_) => self.request_cancel(key),
+        }
+        matches!(self.ops[key], Slot::Done { .. })
+    }
+
+    /// Reads provided buffer `bid` (named by a completion collected from
+    /// [`Driver::poll_op`]).
+    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+        self.backend.provided_buf(bid, len)
+    }
+
+    /// Hands provided buffer `bid` back once its owner has copied the data out.
+    pub(crate) fn recycle_buf(&mut self, bid: u16) {
+        self.backend.recycle_buf(bid);
     }
 
     fn request_cancel(&mut self, key: usize) {
@@ -461,33 +625,85 @@ impl Driver {
         }
     }
 
-    /// Collects every available completion into the table, waking futures and finishing
-    /// orphans.
+    /// Collects every available completion into the table, waking futures, finishing
+    /// orphans, recycling the provided buffers of orphans' completions, and cancelling the
+    /// multishot receives that reached [`MULTISHOT_QUEUE_CAP`].
     fn reap(&mut self) {
         let ops = &mut self.ops;
         let finished = &mut self.finished;
+        let recycle = &mut self.recycle;
+        let throttle = &mut self.throttle;
         let metrics = &mut self.metrics;
         self.backend.reap(&mut |key, c| {
-            metrics.ops_completed += 1;
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
                 return;
             };
-            match std::mem::replace(slot, Slot::Done(c)) {
-                Slot::InFlight(waker) => {
+            if !c.more() {
+                metrics.ops_completed += 1;
+            }
+            match slot {
+                Slot::InFlight { waker, queued } if c.more() => {
+                    queued.push_back(c);
+                    // The one place the backpressure cap is decided (see
+                    // MULTISHOT_QUEUE_CAP): a data arrival that brings the unread queue to
+                    // the cap gets the receive cancelled. Counting at the cap (not above)
+                    // asks once per fill, not for every arrival the kernel posts before
+                    // the cancel lands; a queue drained and refilled asks again, which is
+                    // harmless (cancelling a finished key only reports -ENOENT).
+                    if c.res > 0
+                        && c.buffer().is_some()
+                        && queued.iter().filter(|q| q.res > 0).count() == MULTISHOT_QUEUE_CAP
+                    {
+                        throttle.push(key);
+                    }
+                    if let Some(w) = waker {
+                        w.wake_by_ref();
+                    }
+                }
+                Slot::InFlight { waker, queued } => {
+                    let waker = waker.take();
+                    let queued = std::mem::take(queued);
+                    *slot = Slot::Done { queued, last: c };
                     if let Some(w) = waker {
                         w.wake();
                     }
                 }
-                Slot::Orphaned(data) => {
-                    ops.remove(key);
-                    finished.push((data, c));
+                Slot::Orphaned(_) => {
+                    if let Some(bid) = c.buffer() {
+                        recycle.push(bid);
+                    }
+                    if !c.more() {
+                        if let Slot::Orphaned(data) = ops.remove(key) {
+                            finished.push((data, c));
+                        }
+                    }
                 }
-                Slot::Done(_) => debug_assert!(false, "coring: second completion for {key}"),
+                Slot::Done { .. } => {
+                    debug_assert!(false, "coring: completion after final for {key}")
+                }
             }
         });
+        for bid in self.recycle.drain(..) {
+            self.backend.recycle_buf(bid);
+        }
         for (data, c) in self.finished.drain(..) {
             data.finish(c);
+        }
+        if !self.throttle.is_empty() {
+            // request_cancel may reap again (queue full): work on a taken list.
+            let mut throttle = std::mem::take(&mut self.throttle);
+            for key in throttle.drain(..) {
+                // Only a receive still running needs the cancel; the owner keeps the slot
+                // and every queued arrival, and collects the final -ECANCELED after them.
+                if matches!(self.ops.get(key), Some(Slot::InFlight { .. })) {
+                    self.metrics.multishot_throttled += 1;
+                    self.request_cancel(key);
+                }
+            }
+            if self.throttle.is_empty() {
+                self.throttle = throttle;
+            }
         }
     }
 
@@ -498,7 +714,7 @@ impl Driver {
         let keys: Vec<usize> = self
             .ops
             .iter()
-            .filter(|(_, s)| matches!(s, Slot::InFlight(_)))
+            .filter(|(_, s)| matches!(s, Slot::InFlight { .. }))
             .map(|(k, _)| k)
             .collect();
         for key in keys {
@@ -533,7 +749,7 @@ impl Driver {
     pub(crate) fn leak_in_flight(&mut self) {
         for (_, slot) in self.ops.iter_mut() {
             if let Slot::Orphaned(_) = slot {
-                if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::InFlight(None)) {
+                if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::in_flight(None)) {
                     self.metrics.ops_leaked += 1;
                     std::mem::forget(data);
                 }

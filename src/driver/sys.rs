@@ -27,7 +27,9 @@ pub(crate) enum Route {
 /// Chooses how the fallback backend runs `desc`.
 pub(crate) fn route(desc: &OpDesc) -> Route {
     match desc {
-        OpDesc::Nop | OpDesc::Shutdown { .. } => Route::Inline,
+        // RecvMulti never reaches a backend without provided buffers; if it did, it would
+        // fail at once (see `execute`).
+        OpDesc::Nop | OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } => Route::Inline,
         OpDesc::Recv { .. } | OpDesc::RecvMsg { .. } | OpDesc::Accept { .. } => Route::Readable,
         OpDesc::Send { .. } | OpDesc::SendMsg { .. } | OpDesc::Connect { .. } => Route::Writable,
         OpDesc::Read { .. }
@@ -90,6 +92,8 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
     unsafe {
         match *desc {
             OpDesc::Nop => 0,
+            // No syscall receives into io_uring's provided buffers.
+            OpDesc::RecvMulti { .. } => -libc::EOPNOTSUPP,
             // A registered buffer is plain memory to a syscall (buf_index is io_uring's).
             OpDesc::Read {
                 fd: FdRef { raw: fd, .. },

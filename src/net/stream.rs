@@ -1,13 +1,18 @@
 //! What TCP and Unix streams share: socket creation, connect, read/write/shutdown, and
 //! borrowing the descriptor as a std type for synchronous queries.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
-use crate::op::net::{Connect, RawAddr, Shutdown};
+use crate::driver::{Driver, OpDesc, Submitted};
+use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
 use crate::platform;
@@ -35,13 +40,299 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 }
 
 /// A connected stream socket.
+///
+/// # Reads
+///
+/// Where the backend supports it (io_uring with a provided-buffer ring, see
+/// `Backend::multishot_recv`), the first read arms one multishot receive for the stream:
+/// the kernel keeps its poll armed and posts a completion per arrival into a provided
+/// buffer, instead of a receive failing, arming a poll and retrying for every read. Each
+/// read copies from the oldest arrival into the caller's buffer; what does not fit stays in
+/// the stream (holding its provided buffer) for the next read. Nothing received is lost
+/// when a read future is dropped: arrivals wait in the driver's slot for the next read.
+/// An unread stream holds at most a few arrivals: when its queue reaches the driver's cap
+/// (`MULTISHOT_QUEUE_CAP`, decided at reap), the driver cancels the receive so that further
+/// data waits in the socket and TCP flow control throttles the peer; reads drain what was
+/// queued first. When the multishot receive ends for lack of buffers (-ENOBUFS) or was
+/// cancelled (by that cap), that read is a single-shot receive into the caller's buffer
+/// and a later read arms again.
+/// Elsewhere (the fallback backend, a second read racing one in progress, a stream moved
+/// to another runtime) every read is a single-shot receive.
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
+    multi: RefCell<Multishot>,
+}
+
+/// A stream's multishot receive and the data it holds.
+#[derive(Default)]
+struct Multishot {
+    /// The driver the receive runs on; set while `armed` or `partial` is.
+    driver: Option<Rc<RefCell<Driver>>>,
+    /// The armed receive's key, and the descriptor handle it owns (given to the driver as
+    /// an orphan if the stream goes first).
+    armed: Option<(usize, SharedFd)>,
+    /// An arrival partly copied out: provided buffer id, next byte, end.
+    partial: Option<(u16, usize, usize)>,
+    /// The peer closed its side: reads return 0 from now on.
+    eof: bool,
+    /// The last receive ended for lack of buffers: the next read is single-shot.
+    single_next: bool,
+    /// A read is in progress on the multishot path (a second one goes single-shot).
+    reading: bool,
+}
+
+/// What a multishot-path read ended with.
+enum Step {
+    Done(io::Result<usize>),
+    /// Receive into the caller's buffer with a single-shot recv instead.
+    SingleShot,
+}
+
+/// Clears `reading` when a multishot-path read finishes or is dropped.
+struct Reading<'a>(&'a RefCell<Multishot>);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.borrow_mut();
+        st.reading = false;
+        st.settle();
+    }
+}
+
+impl Multishot {
+    /// Drops the driver handle once nothing needs it, so an idle stream does not keep a
+    /// finished runtime's ring alive.
+    fn settle(&mut self) {
+        if self.armed.is_none() && self.partial.is_none() {
+            self.driver = None;
+        }
+    }
+
+    /// Hands the held buffer back and cancels the armed receive (the driver keeps it, with
+    /// the descriptor handle, until its final completion, and recycles every buffer it
+    /// names).
+    fn release(&mut self) {
+        let Some(driver) = self.driver.take() else {
+            return;
+        };
+        // The driver is never borrowed while user code runs; if it were, leaking the
+        // buffer and the receive is the safe choice (both stay the kernel's or ours).
+        let Ok(mut d) = driver.try_borrow_mut() else {
+            std::mem::forget(self.armed.take());
+            return;
+        };
+        if let Some((bid, _, _)) = self.partial.take() {
+            d.recycle_buf(bid);
+        }
+        if let Some((key, fd)) = self.armed.take() {
+            let mut fd = Some(fd);
+            d.orphan(key, || {
+                Box::new(RecvMultiOrphan {
+                    fd: fd.take().expect("coring: orphan data taken once"),
+                })
+            });
+        }
+    }
+}
+
+impl Drop for Multishot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Copies as much of `data` as fits into the start of `buf` and marks it initialised.
+fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B) -> usize {
+    let n = data.len().min(buf.bytes_total());
+    // SAFETY: buf is writable for bytes_total() >= n bytes at stable_mut_ptr(); data is
+    // n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr(), n) };
+    // SAFETY: the first n bytes were just written, n <= bytes_total().
+    unsafe { buf.set_init(n) };
+    n
 }
 
 impl Stream {
+    pub(crate) fn new(fd: SharedFd) -> Stream {
+        Stream {
+            fd,
+            multi: RefCell::default(),
+        }
+    }
+
+    /// Cancels the armed multishot receive at once where the backend can, so that no
+    /// operation holds the descriptor any more; data it had received stays in the stream.
+    /// Best effort: a receive that cannot be cancelled synchronously, or that has data
+    /// queued, stays (cancelled) until reads drain it.
+    pub(crate) fn disarm(&self) {
+        let mut st = self.multi.borrow_mut();
+        let (Some(&(key, _)), Some(driver)) = (st.armed.as_ref(), st.driver.clone()) else {
+            return;
+        };
+        let mut d = driver.borrow_mut();
+        if !d.cancel_now(key) || d.has_queued_data(key) {
+            return;
+        }
+        // Only non-data completions are left: collect them, the final one last.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Poll::Ready(c) = d.poll_op(key, &mut cx) {
+            if let Some(bid) = c.buffer() {
+                d.recycle_buf(bid);
+            }
+            if !c.more() {
+                st.armed = None;
+                break;
+            }
+        }
+        drop(d);
+        st.settle();
+    }
+
+    /// Gives up the descriptor, cancelling the multishot receive (synchronously where the
+    /// backend can). Gives `self` back, state intact, while it holds received data not yet
+    /// read (read it first); if the receive could not be cancelled at once, the driver
+    /// keeps a handle to the descriptor until it finishes (`into_raw` then fails).
+    pub(crate) fn into_fd(self) -> Result<SharedFd, Stream> {
+        self.disarm();
+        {
+            let mut st = self.multi.borrow_mut();
+            let queued = match (&st.armed, &st.driver) {
+                (Some((key, _)), Some(d)) => d.borrow().has_queued_data(*key),
+                _ => false,
+            };
+            if st.partial.is_some() || queued {
+                drop(st);
+                return Err(self);
+            }
+            // Whatever is left (a receive still being cancelled) becomes an orphan.
+            st.release();
+        }
+        let Stream { fd, multi } = self;
+        drop(multi);
+        Ok(fd)
+    }
+
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Recv::new(&self.fd, buf, true)).await
+        if buf.bytes_total() == 0 {
+            return (Ok(0), buf);
+        }
+        let Some((reading, driver)) = self.begin_multishot() else {
+            return Op::new(Recv::new(&self.fd, buf, true)).await;
+        };
+        let mut buf = buf;
+        let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
+        let out = match step {
+            Step::Done(res) => (res, buf),
+            Step::SingleShot => Op::new(Recv::new(&self.fd, buf, true)).await,
+        };
+        drop(reading);
+        out
+    }
+
+    /// Starts a read on the multishot path, if it applies: the backend supports it, no
+    /// other read is in progress, and the stream is not tied to another runtime's driver.
+    fn begin_multishot(&self) -> Option<(Reading<'_>, Rc<RefCell<Driver>>)> {
+        let driver = crate::runtime::context::driver();
+        let mut st = self.multi.borrow_mut();
+        if st.reading {
+            return None;
+        }
+        if let Some(d) = &st.driver {
+            if !Rc::ptr_eq(d, &driver) {
+                return None;
+            }
+        } else if !driver.borrow_mut().backend_mut().multishot_recv() {
+            return None;
+        }
+        st.reading = true;
+        drop(st);
+        Some((Reading(&self.multi), driver))
+    }
+
+    fn poll_multishot<B: IoBufMut>(
+        &self,
+        cx: &mut Context<'_>,
+        driver: &Rc<RefCell<Driver>>,
+        buf: &mut B,
+    ) -> Poll<Step> {
+        let mut st = self.multi.borrow_mut();
+        loop {
+            if let Some((bid, start, end)) = st.partial {
+                let mut d = driver.borrow_mut();
+                let n = copy_out(&d.provided_buf(bid, end)[start..], buf);
+                if start + n == end {
+                    st.partial = None;
+                    d.recycle_buf(bid);
+                } else {
+                    st.partial = Some((bid, start + n, end));
+                }
+                return Poll::Ready(Step::Done(Ok(n)));
+            }
+            if st.eof {
+                return Poll::Ready(Step::Done(Ok(0)));
+            }
+            let key = match &st.armed {
+                Some((key, _)) => *key,
+                None if st.single_next => {
+                    st.single_next = false;
+                    return Poll::Ready(Step::SingleShot);
+                }
+                None => {
+                    let desc = OpDesc::RecvMulti {
+                        fd: self.fd.fd_ref(),
+                    };
+                    match driver.borrow_mut().submit(&desc, cx.waker()) {
+                        Ok(Submitted::InFlight(key)) => {
+                            st.armed = Some((key, self.fd.clone()));
+                            st.driver = Some(driver.clone());
+                            key
+                        }
+                        // Not accepted (or, impossibly, finished at once): read single-shot.
+                        Ok(Submitted::Done(_)) | Err(_) => return Poll::Ready(Step::SingleShot),
+                    }
+                }
+            };
+            let c = match driver.borrow_mut().poll_op(key, cx) {
+                Poll::Ready(c) => c,
+                Poll::Pending => return Poll::Pending,
+            };
+            if !c.more() {
+                // That was the final completion: the key is dead.
+                st.armed = None;
+            }
+            match c.res {
+                n if n > 0 => {
+                    let Some(bid) = c.buffer() else {
+                        return Poll::Ready(Step::Done(Err(io::Error::other(
+                            "coring: a multishot receive reported data without a buffer",
+                        ))));
+                    };
+                    st.partial = Some((bid, 0, n as usize));
+                }
+                res => {
+                    if let Some(bid) = c.buffer() {
+                        driver.borrow_mut().recycle_buf(bid);
+                    }
+                    match -res {
+                        0 => st.eof = true,
+                        // Out of provided buffers, or cancelled: by the driver's cap on
+                        // unread arrivals, or by `disarm` (a dropped stream never reads
+                        // again; its orphan recycles whatever comes). Every
+                        // arrival queued before this final completion was collected above,
+                        // in order, so nothing is lost: this read receives directly, and a
+                        // later read arms again.
+                        libc::ENOBUFS | libc::ECANCELED if !c.more() => {
+                            return Poll::Ready(Step::SingleShot);
+                        }
+                        errno => {
+                            return Poll::Ready(Step::Done(Err(io::Error::from_raw_os_error(
+                                errno,
+                            ))));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
@@ -106,6 +397,7 @@ macro_rules! socket_conversions {
             ///
             /// `ResourceBusy` while an operation still uses the socket.
             pub fn unregister(&self) -> std::io::Result<()> {
+                self.quiesce();
                 self.shared()
                     .unregister(concat!(stringify!($ty), "::unregister"))
             }
@@ -134,10 +426,15 @@ macro_rules! socket_conversions {
             /// # Errors
             ///
             /// Gives `self` back while an operation (for example one being cancelled) still
-            /// uses the descriptor.
+            /// uses the descriptor, or while a stream holds data it received but `read`
+            /// has not returned yet (read it first).
             pub fn into_std(self) -> Result<$std, $ty> {
                 use std::os::fd::FromRawFd;
-                match self.into_shared().into_raw() {
+                let shared = match self.into_shared() {
+                    Ok(shared) => shared,
+                    Err(this) => return Err(this),
+                };
+                match shared.into_raw() {
                     // SAFETY: into_raw gave us sole ownership of the descriptor.
                     Ok(fd) => Ok(unsafe { <$std>::from_raw_fd(fd) }),
                     Err(fd) => Err(Self::from_shared(fd)),
@@ -173,11 +470,12 @@ macro_rules! socket_conversions {
             ///
             /// If an operation still uses the descriptor; finish or drop it first.
             fn into_raw_fd(self) -> std::os::fd::RawFd {
-                match self.into_shared().into_raw() {
-                    Ok(fd) => fd,
-                    Err(_) => panic!(concat!(
+                match self.into_shared().map(|s| s.into_raw()) {
+                    Ok(Ok(fd)) => fd,
+                    _ => panic!(concat!(
                         stringify!($ty),
-                        "::into_raw_fd: an operation still uses the socket; let it finish first"
+                        "::into_raw_fd: an operation still uses the socket, or it holds \
+                         received data not yet read; let it finish (or read it) first"
                     )),
                 }
             }

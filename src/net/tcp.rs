@@ -134,11 +134,13 @@ impl TcpListener {
     fn from_shared(fd: SharedFd) -> TcpListener {
         TcpListener { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 
@@ -219,14 +221,19 @@ impl TcpStream {
 
     fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            inner: Stream { fd },
+            inner: Stream::new(fd),
         }
+    }
+    /// Lets go of operations holding the descriptor where it can (the stream's armed
+    /// receive), before it is unregistered.
+    fn quiesce(&self) {
+        self.inner.disarm();
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.inner.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        self.inner.into_fd().map_err(|inner| Self { inner })
     }
 }
 

@@ -76,11 +76,13 @@ impl UdpSocket {
     fn from_shared(fd: SharedFd) -> UdpSocket {
         UdpSocket { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 

@@ -54,11 +54,13 @@ impl UnixListener {
     fn from_shared(fd: SharedFd) -> UnixListener {
         UnixListener { fd }
     }
+    /// Nothing holds the descriptor between operations.
+    fn quiesce(&self) {}
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        Ok(self.fd)
     }
 }
 
@@ -132,14 +134,19 @@ impl UnixStream {
 
     fn from_shared(fd: SharedFd) -> UnixStream {
         UnixStream {
-            inner: Stream { fd },
+            inner: Stream::new(fd),
         }
+    }
+    /// Lets go of operations holding the descriptor where it can (the stream's armed
+    /// receive), before it is unregistered.
+    fn quiesce(&self) {
+        self.inner.disarm();
     }
     fn shared(&self) -> &SharedFd {
         &self.inner.fd
     }
-    fn into_shared(self) -> SharedFd {
-        self.inner.fd
+    fn into_shared(self) -> Result<SharedFd, Self> {
+        self.inner.into_fd().map_err(|inner| Self { inner })
     }
 }
 

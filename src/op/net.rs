@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Operation;
-use crate::driver::{Completion, OpDesc};
+use crate::driver::{Completion, OpDesc, Orphan};
 use crate::op::{checked_len, SharedFd};
 use crate::platform;
 
@@ -337,5 +337,21 @@ impl Operation for Shutdown {
 
     fn complete(self, c: Completion) -> Self::Output {
         c.result().map(drop)
+    }
+}
+
+/// What a stream's multishot receive owns once its stream is gone: only the descriptor
+/// (the buffers are the backend's ring). Kept by the driver until the final completion,
+/// so the descriptor number cannot be reused while the kernel may still resolve it; the
+/// driver hands back the provided buffers of every completion it receives meanwhile.
+pub(crate) struct RecvMultiOrphan {
+    // Held, never read: keeps the descriptor open until the final completion.
+    #[allow(dead_code)]
+    pub(crate) fd: SharedFd,
+}
+
+impl Orphan for RecvMultiOrphan {
+    fn finish(self: Box<Self>, _c: Completion) {
+        // Dropping the descriptor handle is all there is to do.
     }
 }

@@ -55,6 +55,17 @@ pub(crate) fn submit(
     )
 }
 
+/// The current runtime's driver (for owners of multishot operations, which poll it
+/// directly rather than through an `Op`).
+#[track_caller]
+pub(crate) fn driver() -> Rc<RefCell<Driver>> {
+    with(
+        "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
+         task spawned on one",
+        |inner| inner.driver.clone(),
+    )
+}
+
 /// Marks a runtime as running on this thread until dropped.
 pub(crate) struct Entered {
     prev: *const Inner,

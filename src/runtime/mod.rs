@@ -442,6 +442,13 @@ impl Runtime {
         self.inner.driver.borrow().in_flight()
     }
 
+    /// Provided buffers (io_uring's buffer ring, used by stream reads) the kernel has filled
+    /// and the runtime has not handed back yet: data received but not read, or waiting in
+    /// a stream. Always 0 on the fallback backend.
+    pub fn provided_buffers_in_use(&self) -> usize {
+        self.inner.driver.borrow().backend().provided_in_use()
+    }
+
     /// Spawned tasks that have not finished.
     pub fn live_tasks(&self) -> usize {
         self.inner.executor.live()

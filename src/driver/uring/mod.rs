@@ -1,6 +1,7 @@
 //! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap, and the
 //! ring's registered-file and registered-buffer tables (`fixed.rs`).
 
+mod bufring;
 mod fixed;
 
 use std::collections::VecDeque;
@@ -21,6 +22,9 @@ use crate::platform::SOCKET_FLAGS;
 
 /// Longest sleep while the wakeup read could not be armed (a full submission queue).
 const MAX_UNARMED_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// IORING_ENTER_GETEVENTS (the io-uring crate does not export its raw value).
+const ENTER_GETEVENTS: u32 = 1;
 
 /// `user_data` of the setup round trip.
 const PROBE_TOKEN: u64 = u64::MAX - 2;
@@ -62,6 +66,17 @@ pub(crate) struct Uring {
     injected: VecDeque<i32>,
     /// The registered-file and registered-buffer tables.
     registry: Rc<fixed::Registry>,
+    /// The provided-buffer ring of multishot receives, set up on first use.
+    bufring: Option<bufring::BufRing>,
+    /// Multishot receives are unavailable (old kernel, or the buffer ring could not be
+    /// registered): streams read single-shot.
+    no_multishot: bool,
+    /// `multishot[key]`: operation `key` is a multishot receive still in flight (its final
+    /// completion not reaped yet). Indexed by the driver's dense slab keys.
+    multishot: Vec<bool>,
+    /// How many of those there are: while any is in flight, the kernel may write into the
+    /// buffer ring, so its memory must not be freed.
+    multishot_live: usize,
 }
 
 impl Drop for Uring {
@@ -70,6 +85,22 @@ impl Drop for Uring {
         // that outlive the ring must not call io_uring_register on a closed (or reused)
         // descriptor number.
         self.registry.detach();
+        if let Some(br) = self.bufring.take() {
+            // Free the buffer memory only when no receive can write into it: none in flight
+            // and the ring unregistered. Otherwise leak it (1 MiB), as the driver leaks any
+            // memory the kernel may still own.
+            if self.multishot_live == 0
+                && self
+                    .ring
+                    .submitter()
+                    .unregister_buf_ring(bufring::BUF_GROUP)
+                    .is_ok()
+            {
+                drop(br);
+            } else {
+                std::mem::forget(br);
+            }
+        }
     }
 }
 
@@ -137,6 +168,10 @@ impl Uring {
             wake_buf: Box::leak(Box::new(0)),
             wake_armed: false,
             injected: VecDeque::new(),
+            bufring: None,
+            no_multishot: false,
+            multishot: Vec::new(),
+            multishot_live: 0,
         };
         if !uring.arm_wake() {
             return Err((
@@ -294,6 +329,93 @@ impl Uring {
         self.registry.register_buffers(bufs).map(Some)
     }
 
+    /// Whether streams may use multishot receives; sets up the buffer ring on first call.
+    ///
+    /// Multishot receive with a buffer ring dates from Linux 6.0; we require a feature bit
+    /// that proves a later kernel (IORING_FEAT_RECVSEND_BUNDLE, 6.10) rather than guess
+    /// from the version string, and RECV not being emulated.
+    pub(crate) fn multishot_recv(&mut self) -> bool {
+        if self.bufring.is_some() {
+            return true;
+        }
+        if self.no_multishot {
+            return false;
+        }
+        let recv_missing = self.missing & (1u128 << opcode::RecvMulti::CODE) != 0;
+        if recv_missing || !self.ring.params().is_feature_recvsend_bundle() {
+            self.no_multishot = true;
+            return false;
+        }
+        match bufring::BufRing::new(&self.ring) {
+            Ok(br) => {
+                self.bufring = Some(br);
+                true
+            }
+            Err(_) => {
+                self.no_multishot = true;
+                false
+            }
+        }
+    }
+
+    /// The first `len` bytes of provided buffer `bid`.
+    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+        self.bufring
+            .as_ref()
+            .expect("coring: a completion named a provided buffer but no buffer ring exists")
+            .data(bid, len)
+    }
+
+    /// Hands provided buffer `bid` back to the kernel.
+    pub(crate) fn recycle_buf(&mut self, bid: u16) {
+        if let Some(br) = &mut self.bufring {
+            br.recycle(bid);
+        }
+    }
+
+    /// Provided buffers filled and not yet recycled.
+    pub(crate) fn provided_in_use(&self) -> usize {
+        self.bufring.as_ref().map_or(0, |b| b.in_use())
+    }
+
+    /// Cancels operation `key` before returning: first hands every queued submission to
+    /// the kernel (a request still in the queue cannot be found), then
+    /// IORING_REGISTER_SYNC_CANCEL, then an enter with GETEVENTS so that deferred task
+    /// work posts the final completion.
+    ///
+    /// # Errors
+    ///
+    /// If the queue could not be emptied or the kernel refused; the caller then cancels
+    /// asynchronously.
+    pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        self.ring.submit()?;
+        let mut sq = self.ring.submission();
+        sq.sync();
+        if !sq.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        drop(sq);
+        let timeout = types::Timespec::new().sec(1);
+        match self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::user_data(key as u64))
+        {
+            Ok(()) => {}
+            // Already finished: its final completion is in the queue or being posted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        // SAFETY: an enter with no submissions and no argument; GETEVENTS with
+        // min_complete 0 runs pending task work and returns without waiting.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)?
+        };
+        Ok(())
+    }
+
     /// The index of a registered entry, if it is in this ring's tables.
     fn own(&self, fixed: Option<Fixed>) -> Option<u32> {
         fixed
@@ -342,9 +464,24 @@ impl Uring {
             self.offload.spawn(key, *desc);
             return Ok(Push::Queued);
         }
+        if let OpDesc::RecvMulti { .. } = desc {
+            if self.bufring.is_none() {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
+        }
         // SAFETY: the driver keeps the operation that owns every pointer in `desc` alive
-        // until the completion tagged `key` has been reaped (driver contract, point 1).
-        Ok(unsafe { self.push_entry(&entry) })
+        // until the completion tagged `key` has been reaped (driver contract, point 1);
+        // a multishot receive writes only into the buffer ring, which lives as long as
+        // the ring (or is leaked, see `Drop`).
+        let pushed = unsafe { self.push_entry(&entry) };
+        if let (Push::Queued, OpDesc::RecvMulti { .. }) = (&pushed, desc) {
+            if self.multishot.len() <= key {
+                self.multishot.resize(key + 1, false);
+            }
+            self.multishot[key] = true;
+            self.multishot_live += 1;
+        }
+        Ok(pushed)
     }
 
     pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
@@ -410,16 +547,27 @@ impl Uring {
                         self.wake_armed = false;
                         rearm = true;
                     }
-                    key => sink(
-                        key as usize,
-                        Completion {
-                            res: cqe.result(),
-                            flags: cqe.flags(),
-                        },
-                    ),
+                    key => {
+                        let key = key as usize;
+                        let flags = cqe.flags();
+                        if let (Some(br), Some(_)) =
+                            (&mut self.bufring, cqueue::buffer_select(flags))
+                        {
+                            br.taken();
+                        }
+                        if !cqueue::more(flags) && self.multishot.get(key) == Some(&true) {
+                            self.multishot[key] = false;
+                            self.multishot_live -= 1;
+                        }
+                        sink(
+                            key,
+                            Completion {
+                                res: cqe.result(),
+                                flags,
+                            },
+                        )
+                    }
                 }
-                // Multishot completions (cqueue::more) are not produced by any op yet.
-                debug_assert!(!cqueue::more(cqe.flags()) || cqe.user_data() >= WAKE_TOKEN);
             }
         }
         self.offload.drain(sink);
@@ -557,6 +705,9 @@ impl Uring {
                 flags: msg_flags,
                 ..
             } => opcode::Recv::new(fd(f), buf, len).flags(msg_flags).build(),
+            OpDesc::RecvMulti { fd: f, .. } => {
+                opcode::RecvMulti::new(fd(f), bufring::BUF_GROUP).build()
+            }
             OpDesc::Send {
                 fd: f,
                 buf,

@@ -1,0 +1,168 @@
+//! The ring's provided-buffer ring (IORING_REGISTER_PBUF_RING): one group of equal
+//! buffers the kernel picks from when a receive with buffer selection (the stream's
+//! multishot receive) gets data. A CQE names the buffer it filled (`flags >>
+//! IORING_CQE_BUFFER_SHIFT`); the buffer is the driver's until the data has been copied out
+//! and [`BufRing::recycle`] hands it back.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// The buffer group id of the ring (the only group this runtime registers).
+pub(crate) const BUF_GROUP: u16 = 0;
+/// Buffers in the ring. A power of two (the kernel requires it); 256 buffers let 256
+/// streams each hold one unread arrival before receives fall back to single-shot
+/// (-ENOBUFS), and cost 1 MiB per runtime.
+pub(crate) const BUF_COUNT: u16 = 256;
+/// Bytes per buffer: one page, as much as a typical TCP segment train delivers per wakeup;
+/// a larger arrival is posted as several completions.
+pub(crate) const BUF_SIZE: usize = 4096;
+/// Alignment of the ring's entry array (the kernel wants it page-aligned) and of the
+/// buffer memory.
+const PAGE: usize = 4096;
+
+/// The entry array and the buffer memory, both allocated here and registered once.
+pub(crate) struct BufRing {
+    entries: NonNull<BufRingEntry>,
+    bufs: NonNull<u8>,
+    /// The tail as we last published it; the kernel's head trails it.
+    tail: u16,
+    /// Buffers the kernel has filled and handed to us (counted at reap) that have not been
+    /// recycled yet.
+    in_use: usize,
+}
+
+fn entries_layout() -> Layout {
+    Layout::from_size_align(
+        usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
+        PAGE,
+    )
+    .expect("coring: buffer ring layout")
+}
+
+fn bufs_layout() -> Layout {
+    Layout::from_size_align(usize::from(BUF_COUNT) * BUF_SIZE, PAGE)
+        .expect("coring: provided buffer layout")
+}
+
+impl BufRing {
+    /// Allocates the ring, fills it with every buffer and registers it with `ring`.
+    ///
+    /// # Errors
+    ///
+    /// The registration's error (EINVAL before Linux 5.19, ENOMEM, ...); the memory is
+    /// freed then, since the kernel never saw it.
+    pub(crate) fn new(ring: &IoUring) -> io::Result<BufRing> {
+        // SAFETY: both layouts have a non-zero size.
+        let entries = unsafe { alloc::alloc_zeroed(entries_layout()) }.cast::<BufRingEntry>();
+        // SAFETY: as above.
+        let bufs = unsafe { alloc::alloc(bufs_layout()) };
+        let (Some(entries), Some(bufs)) = (NonNull::new(entries), NonNull::new(bufs)) else {
+            alloc::handle_alloc_error(bufs_layout());
+        };
+        let mut br = BufRing {
+            entries,
+            bufs,
+            tail: 0,
+            in_use: 0,
+        };
+        for bid in 0..BUF_COUNT {
+            br.write_entry(bid);
+        }
+        br.publish();
+        // SAFETY: the entry array is page-aligned, holds BUF_COUNT entries and stays
+        // allocated until it is unregistered or the ring is gone (see `Uring::drop`, which
+        // leaks it when unsure).
+        let r = unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                BUF_COUNT,
+                BUF_GROUP,
+                0,
+            )
+        };
+        // On error `br` drops and frees the memory: the kernel never took it.
+        r.map(|()| br)
+    }
+
+    /// Puts buffer `bid` at the tail slot (not yet visible to the kernel).
+    fn write_entry(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (BUF_COUNT - 1));
+        // SAFETY: idx < BUF_COUNT, the array's length; the slot is past the kernel's head
+        // (we never publish more than BUF_COUNT buffers), so the kernel does not read it.
+        // Setting addr/len/bid leaves `resv` alone, which in entry 0 is the shared tail.
+        let e = unsafe { &mut *self.entries.as_ptr().add(idx) };
+        // SAFETY: bid < BUF_COUNT, so the buffer lies inside the allocation.
+        e.set_addr(unsafe { self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE) } as u64);
+        e.set_len(BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every written entry visible to the kernel: a release store of the tail, so
+    /// the entries' contents are visible before the tail that covers them.
+    fn publish(&self) {
+        // SAFETY: entries points to the initialised first entry of the ring.
+        let tail = unsafe { BufRingEntry::tail(self.entries.as_ptr()) }.cast_mut();
+        // SAFETY: the tail is a u16 in memory we own, suitably aligned, that the kernel
+        // only reads; AtomicU16 has the same layout as u16.
+        unsafe { AtomicU16::from_ptr(tail) }.store(self.tail, Ordering::Release);
+    }
+
+    /// Counts a buffer the kernel filled and posted in a completion.
+    pub(crate) fn taken(&mut self) {
+        self.in_use += 1;
+    }
+
+    /// Hands buffer `bid` back to the kernel once its data has been copied out.
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        debug_assert!(
+            bid < BUF_COUNT,
+            "coring: provided buffer id {bid} out of range"
+        );
+        if bid >= BUF_COUNT {
+            return;
+        }
+        self.in_use = self.in_use.saturating_sub(1);
+        self.write_entry(bid);
+        self.publish();
+    }
+
+    /// The first `len` bytes of buffer `bid`, as the kernel filled them.
+    ///
+    /// # Panics
+    ///
+    /// If `bid` or `len` is out of range (a broken completion).
+    pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(
+            bid < BUF_COUNT && len <= BUF_SIZE,
+            "coring: provided buffer {bid} with {len} bytes is out of range"
+        );
+        // SAFETY: in range (checked); the kernel wrote these `len` bytes before posting the
+        // completion naming `bid`, and does not touch the buffer again until it is recycled.
+        unsafe {
+            std::slice::from_raw_parts(self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE), len)
+        }
+    }
+
+    /// Buffers filled by the kernel and not yet recycled.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // Only reached once the kernel cannot write here any more: the ring was
+        // unregistered with no receive in flight (`Uring::drop` leaks it otherwise).
+        // SAFETY: both blocks were allocated in `new` with these layouts.
+        unsafe {
+            alloc::dealloc(self.entries.as_ptr().cast(), entries_layout());
+            alloc::dealloc(self.bufs.as_ptr(), bufs_layout());
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Stream read semantics, run on both backends. On io_uring these exercise the multishot
+//! receive with provided buffers (one armed receive per stream, arrivals copied out,
+//! leftovers kept in the stream); on the fallback backend the same reads are single-shot,
+//! and must behave identically.
+
+mod common;
+
+use std::time::Duration;
+
+use coring::net::{TcpListener, TcpStream};
+use coring::time::{sleep, timeout};
+use coring::BackendKind;
+
+/// A connected TCP pair on loopback.
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = coring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+    let (server, _) = listener.accept().await.unwrap();
+    (connect.await.unwrap(), server)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+// 8 MiB through 100-byte reads: every arrival (up to 4 KiB on io_uring) is split over
+// many reads, byte-exact.
+coring_test!(large_transfer_through_small_reads, async {
+    const LEN: usize = 8 << 20;
+    let (client, server) = tcp_pair().await;
+    let data = pattern(LEN);
+    let writer = coring::spawn(async move {
+        let (r, _) = client.write_all(data).await;
+        r.unwrap();
+        client
+    });
+    let mut got = Vec::with_capacity(LEN);
+    while got.len() < LEN {
+        let (r, buf) = server.read(Vec::with_capacity(100)).await;
+        let n = r.unwrap();
+        assert!(n > 0, "unexpected EOF after {} bytes", got.len());
+        assert_eq!(buf.len(), n, "exactly n bytes marked initialised");
+        got.extend_from_slice(&buf);
+    }
+    assert!(got == pattern(LEN), "data corrupted");
+    drop(writer.await.unwrap());
+});
+
+// read_exact across arrival boundaries: 3 writes of odd sizes read back as 5-byte records.
+coring_test!(read_exact_across_chunks, async {
+    let (client, server) = tcp_pair().await;
+    let data = pattern(5 * 1000);
+    let (a, rest) = data.split_at(1234);
+    let (b, c) = rest.split_at(2001);
+    for part in [a, b, c] {
+        let (r, _) = client.write_all(part.to_vec()).await;
+        r.unwrap();
+        sleep(Duration::from_millis(2)).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..1000 {
+        let (r, buf) = server.read_exact(Vec::with_capacity(5)).await;
+        r.unwrap();
+        got.extend_from_slice(&buf);
+    }
+    assert_eq!(got, data);
+});
+
+// A read future dropped while waiting loses nothing: the data that arrives afterwards is
+// what the next read returns.
+coring_test!(dropped_read_loses_nothing, async {
+    let (client, server) = tcp_pair().await;
+    for round in 0..20u8 {
+        let res = timeout(
+            Duration::from_millis(5),
+            server.read(Vec::with_capacity(64)),
+        )
+        .await;
+        assert!(res.is_err(), "nothing was sent yet");
+        let msg = vec![round; 10 + round as usize];
+        let (r, _) = client.write_all(msg.clone()).await;
+        r.unwrap();
+        // Let the arrival land (in the stream, on io_uring) before the next read.
+        sleep(Duration::from_millis(1)).await;
+        let (r, buf) = server
+            .read_exact(vec![0u8; msg.len()].into_boxed_slice())
+            .await;
+        r.unwrap();
+        assert_eq!(&buf[..], &msg[..], "round {round}");
+    }
+});
+
+// EOF reads as 0, and keeps reading as 0; buffered data comes before it.
+coring_test!(eof_after_data, async {
+    let (client, server) = tcp_pair().await;
+    let (r, _) = client.write_all(b"last words".to_vec()).await;
+    r.unwrap();
+    drop(client);
+    let (r, buf) = server.read_exact(Vec::with_capacity(10)).await;
+    r.unwrap();
+    assert_eq!(buf, b"last words");
+    for _ in 0..3 {
+        let (r, buf) = server.read(Vec::with_capacity(10)).await;
+        assert_eq!(r.unwrap(), 0);
+        assert!(buf.is_empty());
+    }
+});
+
+// A peer reset (close with unread data and SO_LINGER 0) surfaces as an error.
+coring_test!(peer_reset_is_an_error, async {
+    let (client, server) = tcp_pair().await;
+    // Arm the receive first, so the reset reaches an armed multishot on io_uring.
+    let res = timeout(Duration::from_millis(5), server.read(Vec::with_capacity(8))).await;
+    assert!(res.is_err());
+    let std_client = client.into_std().unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a live linger struct and its size.
+    let r = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            std_client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(std_client);
+    let (r, _) = server.read(Vec::with_capacity(8)).await;
+    let e = r.expect_err("a reset must be an error");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e:?}");
+});
+
+// Many connections with unread data take more provided buffers than the ring has (256 on
+// io_uring): receives that find the ring empty end with ENOBUFS and the reads fall back to
+// single-shot; every byte still arrives, and every buffer comes back.
+coring_test!(buffer_ring_exhaustion_delivers_everything, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        const CONNS: usize = 80;
+        const MSGS: usize = 6;
+        const SIZE: usize = 1000;
+        let mut pairs = Vec::new();
+        for _ in 0..CONNS {
+            pairs.push(tcp_pair().await);
+        }
+        // Arm every receive, then send several separate arrivals to each: 480 arrivals
+        // for 256 buffers, none read yet.
+        for (_, server) in &pairs {
+            let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
+            assert!(res.is_err());
+        }
+        for m in 0..MSGS {
+            for (i, (client, _)) in pairs.iter().enumerate() {
+                let (r, _) = client.write_all(vec![(i + m) as u8; SIZE]).await;
+                r.unwrap();
+            }
+            sleep(Duration::from_millis(2)).await;
+        }
+        for (i, (_, server)) in pairs.iter().enumerate() {
+            let mut got = Vec::new();
+            while got.len() < MSGS * SIZE {
+                let (r, buf) = server.read(Vec::with_capacity(700)).await;
+                assert!(r.unwrap() > 0);
+                got.extend_from_slice(&buf);
+            }
+            let want: Vec<u8> = (0..MSGS).flat_map(|m| vec![(i + m) as u8; SIZE]).collect();
+            assert!(got == want, "connection {i}: data corrupted");
+        }
+        drop(pairs);
+        common::eventually("every provided buffer back in the ring", || {
+            rt.provided_buffers_in_use() == 0
+        })
+        .await;
+    });
+    assert_eq!(rt.provided_buffers_in_use(), 0);
+});
+
+// A stream dropped with its receive armed and data waiting in it: the receive is
+// cancelled, its buffers go back to the ring, its descriptor is closed, nothing hangs.
+coring_test!(drop_with_pending_data_leaks_nothing, |builder| {
+    let rt = builder.build().unwrap();
+    let baseline = common::fd_count();
+    common::block_on_bounded(&rt, async {
+        for _ in 0..50 {
+            let (client, server) = tcp_pair().await;
+            let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(4))).await;
+            assert!(res.is_err());
+            for _ in 0..3 {
+                let (r, _) = client.write_all(pattern(3000)).await;
+                r.unwrap();
+            }
+            sleep(Duration::from_millis(1)).await;
+            // Take part of one arrival so the stream also holds a partly read buffer.
+            let (r, _) = server.read(Vec::with_capacity(10)).await;
+            assert_eq!(r.unwrap(), 10);
+            drop(server);
+            drop(client);
+        }
+        common::eventually("cancelled receives to finish", || {
+            rt.ops_in_flight() == 0 && rt.provided_buffers_in_use() == 0
+        })
+        .await;
+    });
+    assert_eq!(rt.provided_buffers_in_use(), 0);
+    assert_eq!(rt.ops_in_flight(), 0);
+    // Other tests in this binary may open descriptors concurrently.
+    assert!(common::fd_count() <= baseline + 8);
+});
+
+// into_std after reads: the armed receive is cancelled at once so the descriptor can be
+// handed over; while the stream holds unread data, into_std gives it back instead of
+// losing the data.
+coring_test!(into_std_keeps_unread_data, async {
+    use std::io::Read;
+    let (client, server) = tcp_pair().await;
+    let (r, _) = client.write_all(b"0123456789".to_vec()).await;
+    r.unwrap();
+    let (r, _) = server.read_exact(Vec::with_capacity(4)).await;
+    r.unwrap();
+    // On io_uring the other 6 bytes are in the stream now (on the fallback backend, in the
+    // socket): either way they must reach whoever reads next.
+    let server = match server.into_std() {
+        Ok(std_server) => {
+            let mut rest = [0u8; 6];
+            std_server.set_nonblocking(false).unwrap();
+            (&std_server).read_exact(&mut rest).unwrap();
+            assert_eq!(&rest, b"456789");
+            TcpStream::from_std(std_server).unwrap()
+        }
+        Err(server) => {
+            let (r, rest) = server.read_exact(Vec::with_capacity(6)).await;
+            r.unwrap();
+            assert_eq!(rest, b"456789");
+            server
+        }
+    };
+    // Nothing buffered any more: into_std succeeds.
+    let std_server = server
+        .into_std()
+        .expect("nothing buffered, no operation in flight");
+    drop(std_server);
+});
+
+// Backpressure: a stream nobody reads does not empty its socket into the runtime's shared
+// provided-buffer ring. On io_uring its multishot receive is cancelled once a few arrivals
+// wait unread (the driver's cap, 8), so the rest stays in the socket and TCP flow control
+// throttles the writer, as with plain reads; the fallback has no provided buffers. Meanwhile
+// another connection's reads work, and afterwards the slow stream's reader gets every byte,
+// in order (the arrivals queued before the cancel first, then the rest through re-armed
+// receives).
+coring_test!(unread_stream_is_throttled, |builder| {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    /// The driver's cap on unread arrivals per multishot receive.
+    const CAP: usize = 8;
+    /// What may come on top of the cap: the arrival the stream is partly reading, and those
+    /// the kernel posts in the same batch of task work before the cancel is submitted (it
+    /// retries a receive up to 32 times per wakeup). Far below the ring's 256.
+    const MARGIN: usize = 40;
+    const LEN: usize = 2 << 20;
+    const CHUNK: usize = 64 << 10;
+    let rt = builder.build().unwrap();
+    let uring = rt.backend() == BackendKind::IoUring;
+    common::block_on_bounded(&rt, async {
+        let (client, server) = tcp_pair().await;
+        let (client2, server2) = tcp_pair().await;
+        // Arm the receive (on io_uring) with a read that gets nothing.
+        let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
+        assert!(res.is_err(), "nothing was sent yet");
+        let written = Rc::new(Cell::new(0usize));
+        let writer = coring::spawn({
+            let written = written.clone();
+            async move {
+                let data = pattern(LEN);
+                for part in data.chunks(CHUNK) {
+                    let (r, _) = client.write_all(part.to_vec()).await;
+                    r.unwrap();
+                    written.set(written.get() + part.len());
+                }
+                client
+            }
+        });
+        // Leave `server` unread until the writer stalls (for 30 ms) or 200 ms pass,
+        // checking the buffers it holds and that the other connection still reads.
+        let mut max_in_use = 0;
+        let (mut last, mut still) = (0, 0);
+        for round in 0..200u32 {
+            sleep(Duration::from_millis(1)).await;
+            max_in_use = max_in_use.max(rt.provided_buffers_in_use());
+            if round % 10 == 0 {
+                let msg = vec![round as u8; 100];
+                let (r, _) = client2.write_all(msg.clone()).await;
+                r.unwrap();
+                let (r, buf) = server2.read_exact(Vec::with_capacity(100)).await;
+                r.unwrap();
+                assert_eq!(buf, msg, "second connection, round {round}");
+            }
+            let now = written.get();
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            if still >= 30 {
+                break;
+            }
+        }
+        max_in_use = max_in_use.max(rt.provided_buffers_in_use());
+        assert!(
+            max_in_use <= CAP + MARGIN,
+            "an unread stream held {max_in_use} provided buffers (cap {CAP}); {}",
+            rt.backend_description()
+        );
+        if uring {
+            assert!(
+                rt.metrics().multishot_throttled > 0,
+                "2 MiB unread must reach the cap: {:?}",
+                rt.metrics()
+            );
+        }
+        let mut got = Vec::with_capacity(LEN);
+        while got.len() < LEN {
+            let (r, buf) = server.read(Vec::with_capacity(CHUNK)).await;
+            let n = r.unwrap();
+            assert!(n > 0, "unexpected EOF after {} bytes", got.len());
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got.len(), LEN);
+        assert!(got == pattern(LEN), "data corrupted");
+        drop(writer.await.unwrap());
+        // Once everything was read, no buffer is held.
+        common::eventually("every provided buffer back in the ring", || {
+            rt.provided_buffers_in_use() == 0
+        })
+        .await;
+        eprintln!(
+            "unread_stream_is_throttled: max in use {max_in_use}, {:?}",
+            rt.metrics()
+        );
+    });
+});
+
+// Only io_uring has provided buffers; the fallback backend never uses any.
+#[test]
+fn fallback_uses_no_provided_buffers() {
+    let rt = common::runtime(BackendKind::Fallback);
+    common::block_on_bounded(&rt, async {
+        let (client, server) = tcp_pair().await;
+        let (r, _) = client.write_all(b"abc".to_vec()).await;
+        r.unwrap();
+        let (r, _) = server.read_exact(Vec::with_capacity(3)).await;
+        r.unwrap();
+    });
+    assert_eq!(rt.provided_buffers_in_use(), 0);
+}
