@@ -40,6 +40,13 @@ pub mod task;
 pub mod time;
 
 pub use driver::Metrics;
+
+/// Test support: a backend whose operations complete when the test says so. Not API: no
+/// stability promise; see `Builder::backend(BackendKind::Mock)`.
+#[doc(hidden)]
+pub mod mock {
+    pub use crate::driver::mock::{MockHandle, MockOp};
+}
 pub use pool::{current_core, CoreInfo, Pool, PoolBuilder, PoolError, SpawnHandle};
 pub use runtime::{start, BackendKind, Builder, Runtime};
 pub use task::{spawn, JoinHandle};

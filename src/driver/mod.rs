@@ -45,6 +45,7 @@ pub(crate) mod dense;
 pub(crate) mod desc;
 pub(crate) mod fallback;
 pub(crate) mod fixed;
+pub(crate) mod mock;
 pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod sys;
@@ -206,6 +207,8 @@ pub(crate) enum Backend {
     #[cfg(target_os = "linux")]
     Uring(uring::Uring),
     Fallback(fallback::Fallback),
+    /// Completes operations when a test says so (see [`mock`]).
+    Mock(mock::Mock),
 }
 
 macro_rules! dispatch {
@@ -214,6 +217,7 @@ macro_rules! dispatch {
             #[cfg(target_os = "linux")]
             Backend::Uring($b) => $e,
             Backend::Fallback($b) => $e,
+            Backend::Mock($b) => $e,
         }
     };
 }

@@ -36,6 +36,10 @@ pub enum BackendKind {
     IoUring,
     /// The readiness (epoll/kqueue) backend with a blocking pool for files.
     Fallback,
+    /// Test support: operations complete when the test says so, through
+    /// [`Runtime::mock`]. Never chosen by `Auto` or `CORING_BACKEND`.
+    #[doc(hidden)]
+    Mock,
 }
 
 impl BackendKind {
@@ -63,6 +67,7 @@ impl fmt::Display for BackendKind {
             BackendKind::Auto => "auto",
             BackendKind::IoUring => "io_uring",
             BackendKind::Fallback => "fallback",
+            BackendKind::Mock => "mock",
         })
     }
 }
@@ -215,8 +220,17 @@ impl Builder {
     }
 
     /// Builds the backend and, when it is the fallback, says why.
-    #[cfg(target_os = "linux")]
     fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+        // A test asking for the mock gets it, whatever the environment says.
+        if self.backend == BackendKind::Mock {
+            return Ok((Backend::Mock(crate::driver::mock::Mock::new()), None));
+        }
+        self.select_platform_backend()
+    }
+
+    /// Builds the platform's backend and, when it is the fallback, says why.
+    #[cfg(target_os = "linux")]
+    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
         let cfg = uring::UringConfig {
             entries: self.entries,
             cq_entries: self.cq_entries,
@@ -242,13 +256,14 @@ impl Builder {
                 }
                 Err(e) => Err(e.error),
             },
+            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
         }
     }
 
     /// Builds the backend: without io_uring that is always the fallback; asking for
     /// io_uring is an error rather than a silent substitute.
     #[cfg(not(target_os = "linux"))]
-    fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
         let reason = match self.requested_backend()? {
             BackendKind::IoUring => {
                 return Err(io::Error::new(
@@ -261,6 +276,7 @@ impl Builder {
             }
             BackendKind::Fallback => "fallback requested (Builder::backend or CORING_BACKEND)",
             BackendKind::Auto => IO_URING_LINUX_ONLY,
+            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
         };
         Ok((
             Backend::Fallback(Fallback::new()?),
@@ -412,6 +428,7 @@ impl Runtime {
             #[cfg(target_os = "linux")]
             Backend::Uring(_) => BackendKind::IoUring,
             Backend::Fallback(_) => BackendKind::Fallback,
+            Backend::Mock(_) => BackendKind::Mock,
         }
     }
 
@@ -468,6 +485,25 @@ impl Runtime {
             .borrow_mut()
             .backend_mut()
             .inject_enter_errors(errnos);
+    }
+
+    /// Test support: the handle of a runtime built with `BackendKind::Mock`, through which
+    /// the test sees pending operations and completes them.
+    ///
+    /// # Panics
+    ///
+    /// On any other backend.
+    #[doc(hidden)]
+    #[track_caller]
+    pub fn mock(&self) -> crate::mock::MockHandle {
+        match self.inner.driver.borrow().backend() {
+            Backend::Mock(m) => m.handle(),
+            _ => panic!(
+                "Runtime::mock: this runtime runs on {}; build it with \
+                 Builder::new().backend(BackendKind::Mock)",
+                self.backend_description()
+            ),
+        }
     }
 }
 

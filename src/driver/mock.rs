@@ -1,0 +1,344 @@
+//! A backend driven by the test: operations stay pending until the test completes them,
+//! in any order, with any result, after writing any bytes into a read's buffer.
+//!
+//! This is where lifecycle edge cases are proven without depending on kernel timing: a
+//! completion arriving long after its future was dropped, a cancel racing the real
+//! result, short and zero-length reads and writes, results larger than the buffer, submit
+//! failures. The driver, the op layer and the user API above it are the production code;
+//! only the kernel is replaced. Reach it with `Builder::backend(BackendKind::Mock)` and
+//! [`Runtime::mock`](crate::Runtime::mock) (both hidden from the docs: test support, not
+//! API).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fixed::Registration;
+use super::{Completion, OpDesc, Push, Unpark, Wait};
+
+/// One operation the mock backend holds, as the test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockOp {
+    /// The driver's key for the operation: what [`MockHandle::complete`] takes.
+    pub key: usize,
+    /// The operation's kind: `"read"`, `"write"`, `"recv"`, `"send"`, `"accept"`, ...
+    pub kind: &'static str,
+    /// Bytes the operation may transfer (the buffer's length), 0 for others.
+    pub len: u32,
+    /// The driver asked to cancel it (its future was dropped, or a timeout fired).
+    pub cancel_requested: bool,
+}
+
+struct Pending {
+    desc: OpDesc,
+    cancel_requested: bool,
+}
+
+#[derive(Default)]
+struct State {
+    pending: BTreeMap<usize, Pending>,
+    ready: VecDeque<(usize, Completion)>,
+    push_errors: VecDeque<i32>,
+    enter_errors: VecDeque<i32>,
+}
+
+/// The test's handle on a mock runtime's backend. `!Send`, like the runtime.
+#[derive(Clone)]
+pub struct MockHandle {
+    state: Rc<RefCell<State>>,
+}
+
+impl fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockHandle")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl MockHandle {
+    /// Every operation submitted and not yet completed, in key order.
+    pub fn pending(&self) -> Vec<MockOp> {
+        self.state
+            .borrow()
+            .pending
+            .iter()
+            .map(|(&key, p)| MockOp {
+                key,
+                kind: kind(&p.desc),
+                len: len(&p.desc),
+                cancel_requested: p.cancel_requested,
+            })
+            .collect()
+    }
+
+    /// The one pending operation of `kind`.
+    ///
+    /// # Panics
+    ///
+    /// If there is none or more than one, naming what is pending.
+    #[track_caller]
+    pub fn only(&self, kind: &str) -> MockOp {
+        let all = self.pending();
+        let mut of_kind = all.iter().filter(|op| op.kind == kind);
+        match (of_kind.next(), of_kind.next()) {
+            (Some(op), None) => op.clone(),
+            _ => panic!("mock: expected exactly one pending {kind:?} operation, have {all:?}"),
+        }
+    }
+
+    /// Writes `data` (at most the operation's length) into the buffer of pending read or
+    /// receive `key`, as the kernel would before completing it; returns the bytes written.
+    /// Only what a later [`complete`](Self::complete) reports counts as initialised.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not a pending read or receive into one buffer.
+    #[track_caller]
+    pub fn fill(&self, key: usize, data: &[u8]) -> usize {
+        let st = self.state.borrow();
+        let p = st
+            .pending
+            .get(&key)
+            .unwrap_or_else(|| panic!("mock: no pending operation {key}"));
+        let (buf, cap) = match p.desc {
+            OpDesc::Read { buf, len, .. } | OpDesc::Recv { buf, len, .. } => (buf, len),
+            other => panic!("mock: fill needs a read or receive, operation {key} is {other:?}"),
+        };
+        let n = data.len().min(cap as usize);
+        // SAFETY: the operation is pending, so the driver keeps its owner (and the buffer
+        // its description points to, valid for `len` bytes) alive; n <= len.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, n) };
+        n
+    }
+
+    /// The bytes pending write or send `key` would transfer (its whole buffer).
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not a pending write or send from one buffer.
+    #[track_caller]
+    pub fn written(&self, key: usize) -> Vec<u8> {
+        let st = self.state.borrow();
+        let p = st
+            .pending
+            .get(&key)
+            .unwrap_or_else(|| panic!("mock: no pending operation {key}"));
+        match p.desc {
+            OpDesc::Write { buf, len, .. } | OpDesc::Send { buf, len, .. } => {
+                // SAFETY: pending, so the buffer is alive and len bytes long (see fill).
+                unsafe { std::slice::from_raw_parts(buf, len as usize) }.to_vec()
+            }
+            other => panic!("mock: written needs a write or send, operation {key} is {other:?}"),
+        }
+    }
+
+    /// Completes pending operation `key` with `res` (a byte count or other result, or
+    /// `-errno`), delivered at the runtime's next turn.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not pending (each operation completes once).
+    #[track_caller]
+    pub fn complete(&self, key: usize, res: i32) {
+        let mut st = self.state.borrow_mut();
+        if st.pending.remove(&key).is_none() {
+            panic!("mock: operation {key} is not pending (completed twice?)");
+        }
+        st.ready.push_back((key, Completion { res, flags: 0 }));
+    }
+
+    /// Makes the next `n` submissions fail with `errno`, as if the kernel refused them.
+    pub fn fail_next_pushes(&self, n: usize, errno: i32) {
+        self.state
+            .borrow_mut()
+            .push_errors
+            .extend(std::iter::repeat_n(errno, n));
+    }
+}
+
+/// The backend half of the mock.
+pub(crate) struct Mock {
+    state: Rc<RefCell<State>>,
+}
+
+/// Nothing to wake: the mock never sleeps in the kernel.
+struct NoUnpark;
+
+impl Unpark for NoUnpark {
+    fn unpark(&self) {}
+}
+
+impl Mock {
+    pub(crate) fn new() -> Mock {
+        Mock {
+            state: Rc::default(),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> MockHandle {
+        MockHandle {
+            state: self.state.clone(),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        "mock (operations complete when the test says so)".to_string()
+    }
+
+    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
+        self.state.borrow_mut().enter_errors.extend(errnos);
+    }
+
+    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
+        Arc::new(NoUnpark)
+    }
+
+    pub(crate) fn offloaded(&self) -> u64 {
+        0
+    }
+
+    /// Nothing completes during submission: every operation waits for the test.
+    pub(crate) fn try_inline(&mut self, _desc: &OpDesc) -> Option<Completion> {
+        None
+    }
+
+    pub(crate) fn inline_completions(&self) -> u64 {
+        0
+    }
+
+    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU32> {
+        None
+    }
+
+    pub(crate) fn register_file(&self, _fd: RawFd) -> io::Result<Option<Registration>> {
+        Ok(None)
+    }
+
+    pub(crate) fn register_buffers(
+        &self,
+        _bufs: &[libc::iovec],
+    ) -> io::Result<Option<Registration>> {
+        Ok(None)
+    }
+
+    pub(crate) fn multishot_recv(&mut self) -> bool {
+        false
+    }
+
+    pub(crate) fn provided_buf(&self, _bid: u16, _len: usize) -> &[u8] {
+        unreachable!("coring: the mock backend has no provided buffers")
+    }
+
+    pub(crate) fn recycle_buf(&mut self, _bid: u16) {
+        debug_assert!(false, "coring: the mock backend has no provided buffers");
+    }
+
+    pub(crate) fn provided_in_use(&self) -> usize {
+        0
+    }
+
+    pub(crate) fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        let mut st = self.state.borrow_mut();
+        if let Some(errno) = st.push_errors.pop_front() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        st.pending.insert(
+            key,
+            Pending {
+                desc: *desc,
+                cancel_requested: false,
+            },
+        );
+        Ok(Push::Queued)
+    }
+
+    /// Records the request; the test decides how the operation ends (`-ECANCELED`, or
+    /// its real result if the "kernel" finished it first).
+    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        if let Some(p) = self.state.borrow_mut().pending.get_mut(&key) {
+            p.cancel_requested = true;
+        }
+        Ok(Push::Queued)
+    }
+
+    /// Never sleeps in the kernel. With nothing to report and no timer to wait for, the
+    /// test awaits an operation it never completes: an error (fatal for the runtime)
+    /// says so instead of spinning until the test's watchdog fires.
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        if let Some(errno) = st.enter_errors.pop_front() {
+            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
+                errno,
+            )));
+        }
+        match wait {
+            Wait::Park(_) if !st.ready.is_empty() => Ok(()),
+            Wait::Park(Some(d)) => {
+                drop(st);
+                // A timer is due: let time pass as a kernel wait would.
+                std::thread::sleep(d.min(Duration::from_millis(50)));
+                Ok(())
+            }
+            Wait::Park(None) => Err(io::Error::other(format!(
+                "mock backend: the runtime would sleep forever: nothing to complete and no \
+                 timer; pending operations: {:?}",
+                st.pending.keys().collect::<Vec<_>>()
+            ))),
+            Wait::No => Ok(()),
+        }
+    }
+
+    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+        // Taken out first: finishing an orphan may submit (a cancel, a close).
+        let ready = std::mem::take(&mut self.state.borrow_mut().ready);
+        for (key, c) in ready {
+            sink(key, c);
+        }
+    }
+}
+
+/// The kind of operation a description is, for tests to find it.
+fn kind(desc: &OpDesc) -> &'static str {
+    match desc {
+        OpDesc::Nop => "nop",
+        OpDesc::Read { .. } => "read",
+        OpDesc::Write { .. } => "write",
+        OpDesc::Readv { .. } => "readv",
+        OpDesc::Writev { .. } => "writev",
+        OpDesc::Fsync { .. } => "fsync",
+        OpDesc::OpenAt { .. } => "open",
+        OpDesc::Close { .. } => "close",
+        OpDesc::Statx { .. } => "statx",
+        OpDesc::UnlinkAt { .. } => "unlink",
+        OpDesc::RenameAt { .. } => "rename",
+        OpDesc::MkdirAt { .. } => "mkdir",
+        OpDesc::Accept { .. } => "accept",
+        OpDesc::Connect { .. } => "connect",
+        OpDesc::Recv { .. } => "recv",
+        OpDesc::RecvMulti { .. } => "recv_multi",
+        OpDesc::Send { .. } => "send",
+        OpDesc::RecvMsg { .. } => "recvmsg",
+        OpDesc::SendMsg { .. } => "sendmsg",
+        OpDesc::Shutdown { .. } => "shutdown",
+    }
+}
+
+fn len(desc: &OpDesc) -> u32 {
+    match *desc {
+        OpDesc::Read { len, .. }
+        | OpDesc::Write { len, .. }
+        | OpDesc::Recv { len, .. }
+        | OpDesc::Send { len, .. } => len,
+        _ => 0,
+    }
+}

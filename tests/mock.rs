@@ -1,0 +1,257 @@
+//! Lifecycle edge cases on the mock backend, where the test plays the kernel: completions
+//! arrive late, out of order, short, empty, too large, after a cancel was requested, or
+//! never (a submit failure).
+//!
+//! These run on the mock backend only, on purpose: they need completions the real kernel
+//! will not produce on demand (a result racing a cancel, a short file write, a byte count
+//! beyond the buffer). The driver, op layer and user API under test are the same code
+//! every backend uses.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::IntoRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{with_watchdog, DropFlagBuf};
+use coring::fs::File;
+use coring::mock::MockHandle;
+use coring::net::TcpListener;
+use coring::task::yield_now;
+use coring::time::timeout;
+use coring::{BackendKind, Builder, Runtime};
+
+fn mock_runtime() -> (Runtime, MockHandle) {
+    // Short shutdown deadline: a test may leave an operation its "kernel" never finishes.
+    let rt = Builder::new()
+        .backend(BackendKind::Mock)
+        .shutdown_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mock = rt.mock();
+    (rt, mock)
+}
+
+/// A file whose descriptor the operations name (the mock never touches it).
+fn some_file() -> File {
+    File::from_std(std::fs::File::open("/dev/null").unwrap())
+}
+
+/// Lets spawned tasks run and the driver reap what the test completed.
+async fn turns(n: usize) {
+    for _ in 0..n {
+        yield_now().await;
+    }
+}
+
+// A read whose future is dropped keeps its buffer for as long as the "kernel" takes to
+// finish it, however many turns that is, and the driver asked for a cancel meanwhile.
+#[test]
+fn late_completion_after_drop_frees_the_buffer_only_then() {
+    with_watchdog("late_completion_after_drop", || {
+        let (rt, mock) = mock_runtime();
+        let (buf, dropped) = DropFlagBuf::new(64);
+        rt.block_on(async {
+            let file = some_file();
+            let r = timeout(Duration::from_millis(1), file.read_at(buf, 0)).await;
+            assert!(r.is_err(), "nothing completed the read");
+            turns(50).await;
+            let op = mock.only("read");
+            assert!(op.cancel_requested, "dropping the future asks for a cancel");
+            assert!(!dropped.get(), "buffer freed while the kernel owned it");
+            // The kernel ignores the cancel and finishes the read much later.
+            mock.fill(op.key, b"late data");
+            mock.complete(op.key, 9);
+            turns(2).await;
+            assert!(
+                dropped.get(),
+                "the orphan's buffer is released after completion"
+            );
+        });
+        let m = rt.metrics();
+        assert_eq!((m.ops_orphaned, rt.ops_in_flight()), (1, 0), "{m:?}");
+    });
+}
+
+// An accept whose future was dropped, but which the kernel completed anyway (the cancel
+// lost the race): the runtime closes the descriptor it got, so the peer sees end of file.
+#[test]
+fn cancel_losing_the_race_closes_the_accepted_descriptor() {
+    with_watchdog("cancel_losing_the_race", || {
+        let (rt, mock) = mock_runtime();
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let r = timeout(Duration::from_millis(1), listener.accept()).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let op = mock.only("accept");
+            assert!(op.cancel_requested);
+            // The "kernel" accepted a connection before it saw the cancel.
+            mock.complete(op.key, ours.into_raw_fd());
+            turns(2).await;
+        });
+        let mut b = [0u8; 1];
+        assert_eq!(
+            peer.read(&mut b).unwrap(),
+            0,
+            "accepted descriptor left open"
+        );
+        assert_eq!(rt.ops_in_flight(), 0);
+    });
+}
+
+// Completions in the reverse order of submission reach the futures they belong to, with
+// their own bytes.
+#[test]
+fn out_of_order_completions_reach_their_own_futures() {
+    with_watchdog("out_of_order_completions", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let file = Rc::new(some_file());
+            let handles: Vec<_> = (0..3u64)
+                .map(|i| {
+                    let file = file.clone();
+                    coring::spawn(async move { file.read_at(Vec::with_capacity(16), i).await })
+                })
+                .collect();
+            turns(2).await;
+            let ops = mock.pending();
+            assert_eq!(ops.len(), 3, "{ops:?}");
+            for (i, op) in ops.iter().enumerate().rev() {
+                let data = format!("reply {i}");
+                mock.fill(op.key, data.as_bytes());
+                mock.complete(op.key, data.len() as i32);
+                turns(1).await;
+            }
+            for (i, h) in handles.into_iter().enumerate() {
+                let (res, buf) = h.await.unwrap();
+                assert_eq!(res.unwrap(), 7);
+                assert_eq!(buf, format!("reply {i}").into_bytes());
+            }
+        });
+    });
+}
+
+// write_all goes on after a short write from where it stopped, and a write of zero bytes
+// is WriteZero, not a loop.
+#[test]
+fn short_then_zero_writes() {
+    with_watchdog("short_then_zero_writes", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let file = Rc::new(some_file());
+            let f = file.clone();
+            let h = coring::spawn(async move { f.write_all_at(b"0123456789".to_vec(), 100).await });
+            turns(2).await;
+            let op = mock.only("write");
+            assert_eq!(mock.written(op.key), b"0123456789");
+            mock.complete(op.key, 4);
+            turns(2).await;
+            let op = mock.only("write");
+            assert_eq!(
+                mock.written(op.key),
+                b"456789",
+                "the rest, after the short write"
+            );
+            mock.complete(op.key, 0);
+            let (res, buf) = h.await.unwrap();
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::WriteZero);
+            assert_eq!(buf, b"0123456789", "the buffer comes back whole");
+        });
+    });
+}
+
+// read_exact goes on after a short read, and end of file before the buffer is full is
+// UnexpectedEof; only bytes the completions reported count as read.
+#[test]
+fn short_read_then_eof_in_read_exact() {
+    with_watchdog("short_read_then_eof", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let file = Rc::new(some_file());
+            let f = file.clone();
+            let h = coring::spawn(async move { f.read_exact_at(Vec::with_capacity(10), 0).await });
+            turns(2).await;
+            let op = mock.only("read");
+            assert_eq!(op.len, 10);
+            // Five bytes written into the buffer, three reported.
+            mock.fill(op.key, b"abcde");
+            mock.complete(op.key, 3);
+            turns(2).await;
+            let op = mock.only("read");
+            assert_eq!(op.len, 7, "the unfilled rest");
+            mock.complete(op.key, 0);
+            let (res, buf) = h.await.unwrap();
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+            assert_eq!(buf, b"abc", "exactly the reported bytes are initialised");
+        });
+    });
+}
+
+// A byte count larger than the buffer (a broken kernel) is an error, and marks nothing
+// beyond the buffer as initialised.
+#[test]
+fn result_beyond_the_buffer_is_an_error() {
+    with_watchdog("result_beyond_the_buffer", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let file = Rc::new(some_file());
+            let f = file.clone();
+            let h = coring::spawn(async move { f.read_at(Vec::with_capacity(8), 0).await });
+            turns(2).await;
+            let op = mock.only("read");
+            mock.complete(op.key, 100);
+            let (res, buf) = h.await.unwrap();
+            let err = res.unwrap_err();
+            assert!(err.to_string().contains("100 bytes"), "{err}");
+            assert!(buf.is_empty());
+        });
+    });
+}
+
+// A submission the kernel refuses completes with that error at once; nothing stays in
+// flight and the next submission works.
+#[test]
+fn refused_submission_completes_with_its_error() {
+    with_watchdog("refused_submission", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let file = some_file();
+            mock.fail_next_pushes(1, libc::ENOMEM);
+            let (res, buf) = file.read_at(Vec::with_capacity(8), 0).await;
+            assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::ENOMEM));
+            assert_eq!(buf.capacity(), 8, "the buffer comes back");
+            assert_eq!(rt.ops_in_flight(), 0);
+            let file = Rc::new(file);
+            let f = file.clone();
+            let h = coring::spawn(async move { f.read_at(Vec::with_capacity(8), 0).await });
+            turns(2).await;
+            let op = mock.only("read");
+            mock.complete(op.key, 0);
+            assert_eq!(h.await.unwrap().0.unwrap(), 0);
+        });
+    });
+}
+
+// A test that awaits an operation nobody completes gets a panic naming the pending
+// operations, not a silent spin until the watchdog.
+#[test]
+fn waiting_for_nothing_panics_with_advice() {
+    with_watchdog("waiting_for_nothing", || {
+        let (rt, mock) = mock_runtime();
+        let file = some_file();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(async { file.read_at(Vec::with_capacity(8), 0).await })
+        }));
+        let msg = match r {
+            Ok(_) => panic!("the read completed without anyone completing it"),
+            Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        assert!(msg.contains("would sleep forever"), "{msg}");
+        assert_eq!(mock.pending().len(), 1);
+    });
+}
