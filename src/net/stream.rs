@@ -492,3 +492,39 @@ macro_rules! socket_conversions {
 }
 
 pub(crate) use socket_conversions;
+
+/// Implements the reads, writes and shutdown every stream type shares, on its `inner`
+/// [`Stream`].
+macro_rules! stream_io {
+    () => {
+        /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side
+        /// (or the buffer has no capacity).
+        pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+            self.inner.read(buf).await
+        }
+
+        /// Receives until the buffer's capacity is full; `UnexpectedEof` if the peer closes
+        /// first.
+        pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
+            self.inner.read_exact(buf).await
+        }
+
+        /// Sends the buffer's initialised bytes; may send fewer. A closed peer gives
+        /// `BrokenPipe` (never SIGPIPE).
+        pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+            self.inner.write(buf).await
+        }
+
+        /// Sends all of the buffer's initialised bytes, looping over short sends.
+        pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+            self.inner.write_all(buf).await
+        }
+
+        /// Shuts down the read half, the write half or both.
+        pub async fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+            self.inner.shutdown(how).await
+        }
+    };
+}
+
+pub(crate) use stream_io;

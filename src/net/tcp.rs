@@ -1,7 +1,7 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::stream::{self, socket, socket_conversions, with_std, Stream};
+use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
 use crate::op::net::{Accept, RawAddr};
@@ -165,32 +165,7 @@ impl TcpStream {
         .await
     }
 
-    /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side (or
-    /// the buffer has no capacity).
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        self.inner.read(buf).await
-    }
-
-    /// Receives until the buffer's capacity is full; `UnexpectedEof` if the peer closes first.
-    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
-        self.inner.read_exact(buf).await
-    }
-
-    /// Sends the buffer's initialised bytes; may send fewer. A closed peer gives
-    /// `BrokenPipe` (never SIGPIPE).
-    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        self.inner.write(buf).await
-    }
-
-    /// Sends all of the buffer's initialised bytes, looping over short sends.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        self.inner.write_all(buf).await
-    }
-
-    /// Shuts down the read half, the write half or both.
-    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how).await
-    }
+    stream_io!();
 
     /// Sets TCP_NODELAY (disables Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {

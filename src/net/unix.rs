@@ -3,7 +3,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
-use super::stream::{self, socket, socket_conversions, with_std, Stream};
+use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
 use crate::op::net::{Accept, RawAddr};
@@ -92,31 +92,7 @@ impl UnixStream {
         ))
     }
 
-    /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side.
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        self.inner.read(buf).await
-    }
-
-    /// Receives until the buffer's capacity is full; `UnexpectedEof` if the peer closes first.
-    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
-        self.inner.read_exact(buf).await
-    }
-
-    /// Sends the buffer's initialised bytes; may send fewer. `BrokenPipe` if the peer is
-    /// gone (never SIGPIPE).
-    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        self.inner.write(buf).await
-    }
-
-    /// Sends all of the buffer's initialised bytes.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        self.inner.write_all(buf).await
-    }
-
-    /// Shuts down the read half, the write half or both.
-    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how).await
-    }
+    stream_io!();
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
