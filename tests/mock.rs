@@ -255,3 +255,169 @@ fn waiting_for_nothing_panics_with_advice() {
         assert_eq!(mock.pending().len(), 1);
     });
 }
+
+/// A stream on the mock with multishot receives (8 provided buffers of 64 bytes).
+fn multishot_stream(
+    mock: &MockHandle,
+) -> (coring::net::UnixStream, std::os::unix::net::UnixStream) {
+    mock.enable_multishot(8, 64);
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    (coring::net::UnixStream::from_std(a).unwrap(), b)
+}
+
+/// Spawns one read of up to `cap` bytes and lets it submit.
+async fn spawn_read(
+    s: &Rc<coring::net::UnixStream>,
+    cap: usize,
+) -> coring::JoinHandle<(std::io::Result<usize>, Vec<u8>)> {
+    let s = s.clone();
+    let h = coring::spawn(async move { s.read(Vec::with_capacity(cap)).await });
+    turns(2).await;
+    h
+}
+
+// Arrivals are read in order; a final completion that still carries data (the kernel ended
+// the receive, e.g. on CQ overflow) is delivered like the others, and the next read arms a
+// new receive, whose end of file reads as 0.
+#[test]
+fn multishot_final_completion_with_data_then_rearm() {
+    with_watchdog("multishot_final_completion_with_data", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let s = Rc::new(s);
+            let h = spawn_read(&s, 100).await;
+            let op = mock.only("recv_multi");
+            mock.deliver(op.key, b"hello", true);
+            assert_eq!(h.await.unwrap().1, b"hello");
+            let h = spawn_read(&s, 100).await;
+            mock.deliver(op.key, b"last", false);
+            assert_eq!(h.await.unwrap().1, b"last");
+            assert!(
+                mock.pending().is_empty(),
+                "the final completion ended the receive"
+            );
+            let h = spawn_read(&s, 100).await;
+            let again = mock.only("recv_multi");
+            mock.complete(again.key, 0);
+            let (res, buf) = h.await.unwrap();
+            assert_eq!((res.unwrap(), buf.len()), (0, 0), "end of file");
+            assert_eq!(mock.provided_in_use(), 0, "every buffer handed back");
+        });
+    });
+}
+
+// Out of provided buffers (-ENOBUFS ends the receive): that read is a single-shot receive
+// into the caller's buffer, and the read after it arms a multishot receive again.
+#[test]
+fn multishot_enobufs_reads_once_single_shot() {
+    with_watchdog("multishot_enobufs", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let s = Rc::new(s);
+            let h = spawn_read(&s, 100).await;
+            let op = mock.only("recv_multi");
+            mock.complete(op.key, -libc::ENOBUFS);
+            turns(2).await;
+            let single = mock.only("recv");
+            mock.fill(single.key, b"direct");
+            mock.complete(single.key, 6);
+            assert_eq!(h.await.unwrap().1, b"direct");
+            let _h = spawn_read(&s, 100).await;
+            mock.only("recv_multi");
+        });
+    });
+}
+
+// Arrivals queued for a stream that is then dropped: the receive is cancelled, and every
+// provided buffer it filled (before and after the drop) goes back; nothing stays in flight.
+#[test]
+fn multishot_buffers_of_a_dropped_stream_go_back() {
+    with_watchdog("multishot_dropped_stream", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let s = Rc::new(s);
+            let h = spawn_read(&s, 3).await;
+            let op = mock.only("recv_multi");
+            mock.deliver(op.key, b"abcdef", true);
+            mock.deliver(op.key, b"ghi", true);
+            // A 3-byte read takes part of the first arrival; the rest stays in the stream.
+            assert_eq!(h.await.unwrap().1, b"abc");
+            assert_eq!(mock.provided_in_use(), 2);
+            drop(s);
+            turns(2).await;
+            assert!(mock.only("recv_multi").cancel_requested, "dropping cancels");
+            // An arrival racing the cancel, then the cancel's final completion.
+            mock.deliver(op.key, b"late", true);
+            mock.complete(op.key, -libc::ECANCELED);
+            turns(2).await;
+            assert_eq!(
+                mock.provided_in_use(),
+                0,
+                "buffers of the dropped stream leaked"
+            );
+        });
+        assert_eq!(rt.ops_in_flight(), 0);
+    });
+}
+
+// A stream nobody reads reaches the cap of queued arrivals: the driver cancels the
+// receive (data then waits in the socket). The reads that follow get every arrival in
+// order, then the cancel's end is invisible: the next read arms again.
+#[test]
+fn multishot_cap_cancels_and_nothing_is_lost() {
+    with_watchdog("multishot_cap", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let s = Rc::new(s);
+            let h = spawn_read(&s, 64).await;
+            let op = mock.only("recv_multi");
+            mock.deliver(op.key, b"arrival 0", true);
+            assert_eq!(h.await.unwrap().1, b"arrival 0");
+            for i in 1..=8 {
+                mock.deliver(op.key, format!("arrival {i}").as_bytes(), true);
+            }
+            turns(2).await;
+            assert!(
+                mock.only("recv_multi").cancel_requested,
+                "the cap asks for a cancel"
+            );
+            assert!(rt.metrics().multishot_throttled >= 1);
+            mock.complete(op.key, -libc::ECANCELED);
+            for i in 1..=8 {
+                let h = spawn_read(&s, 64).await;
+                assert_eq!(h.await.unwrap().1, format!("arrival {i}").into_bytes());
+            }
+            // The cancelled receive's end: this read goes single-shot, then re-arms.
+            let h = spawn_read(&s, 64).await;
+            let single = mock.only("recv");
+            mock.fill(single.key, b"after");
+            mock.complete(single.key, 5);
+            assert_eq!(h.await.unwrap().1, b"after");
+            assert_eq!(mock.provided_in_use(), 0);
+        });
+    });
+}
+
+// An error ends the receive after data: the data is read first, then the error.
+#[test]
+fn multishot_error_after_data() {
+    with_watchdog("multishot_error_after_data", || {
+        let (rt, mock) = mock_runtime();
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let s = Rc::new(s);
+            let h = spawn_read(&s, 64).await;
+            let op = mock.only("recv_multi");
+            mock.deliver(op.key, b"data", true);
+            mock.complete(op.key, -libc::ECONNRESET);
+            assert_eq!(h.await.unwrap().1, b"data");
+            let h = spawn_read(&s, 64).await;
+            let (res, _) = h.await.unwrap();
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+        });
+    });
+}

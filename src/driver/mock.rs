@@ -4,7 +4,8 @@
 //! This is where lifecycle edge cases are proven without depending on kernel timing: a
 //! completion arriving long after its future was dropped, a cancel racing the real
 //! result, short and zero-length reads and writes, results larger than the buffer, submit
-//! failures. The driver, the op layer and the user API above it are the production code;
+//! failures, and multishot receives (with provided buffers the test fills) that end with
+//! data, with -ENOBUFS, with an error, or after the driver's backpressure cancel. The driver, the op layer and the user API above it are the production code;
 //! only the kernel is replaced. Reach it with `Builder::backend(BackendKind::Mock)` and
 //! [`Runtime::mock`](crate::Runtime::mock) (both hidden from the docs: test support, not
 //! API).
@@ -14,12 +15,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::fixed::Registration;
-use super::{Completion, OpDesc, Push, Unpark, Wait};
+use super::{Completion, OpDesc, Push, Unpark, Wait, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
 
 /// One operation the mock backend holds, as the test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,54 @@ struct State {
     ready: VecDeque<(usize, Completion)>,
     push_errors: VecDeque<i32>,
     enter_errors: VecDeque<i32>,
+    provided: Option<Rc<Provided>>,
+}
+
+/// The mock's provided buffers, for multishot receives: `count` buffers of `size` bytes in
+/// one allocation, which the test fills (as the kernel would) and the driver reads and
+/// hands back.
+struct Provided {
+    mem: NonNull<u8>,
+    size: usize,
+    /// Per buffer: filled by the "kernel" and not yet handed back.
+    in_use: RefCell<Vec<bool>>,
+}
+
+impl Provided {
+    fn new(count: u16, size: usize) -> Provided {
+        assert!(
+            count > 0 && size > 0,
+            "mock: provided buffers need a count and a size"
+        );
+        let layout = std::alloc::Layout::array::<u8>(size * count as usize).expect("layout");
+        // SAFETY: non-zero size, checked above.
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+            .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Provided {
+            mem,
+            size,
+            in_use: RefCell::new(vec![false; count as usize]),
+        }
+    }
+
+    fn buf(&self, bid: u16) -> *mut u8 {
+        assert!(
+            (bid as usize) < self.in_use.borrow().len(),
+            "mock: no buffer {bid}"
+        );
+        // SAFETY: bid < count, so the offset stays inside the allocation.
+        unsafe { self.mem.as_ptr().add(bid as usize * self.size) }
+    }
+}
+
+impl Drop for Provided {
+    fn drop(&mut self) {
+        let count = self.in_use.borrow().len();
+        let layout = std::alloc::Layout::array::<u8>(self.size * count).expect("layout");
+        // SAFETY: allocated in `new` with this layout; the last Rc is gone, so no slice
+        // handed out by `provided_buf` (borrowing the backend that held an Rc) is alive.
+        unsafe { std::alloc::dealloc(self.mem.as_ptr(), layout) };
+    }
 }
 
 /// The test's handle on a mock runtime's backend. `!Send`, like the runtime.
@@ -153,6 +203,74 @@ impl MockHandle {
         st.ready.push_back((key, Completion { res, flags: 0 }));
     }
 
+    /// Gives the backend `count` provided buffers of `size` bytes: stream reads then use
+    /// multishot receives (kind `"recv_multi"`), fed with [`deliver`](Self::deliver).
+    /// Call before the first read.
+    pub fn enable_multishot(&self, count: u16, size: usize) {
+        self.state.borrow_mut().provided = Some(Rc::new(Provided::new(count, size)));
+    }
+
+    /// Delivers an arrival to pending multishot receive `key`: `data` goes into a free
+    /// provided buffer (whose id is returned), and the completion names it; with `more`
+    /// the receive stays pending, without it this is its final completion.
+    ///
+    /// # Panics
+    ///
+    /// Without provided buffers, with none free, with `data` longer than one, or if `key`
+    /// is not pending.
+    #[track_caller]
+    pub fn deliver(&self, key: usize, data: &[u8], more: bool) -> u16 {
+        let mut st = self.state.borrow_mut();
+        assert!(
+            st.pending.contains_key(&key),
+            "mock: operation {key} is not pending"
+        );
+        let provided = st
+            .provided
+            .clone()
+            .expect("mock: deliver needs enable_multishot first");
+        assert!(
+            data.len() <= provided.size,
+            "mock: arrival larger than a buffer"
+        );
+        let bid = {
+            let mut in_use = provided.in_use.borrow_mut();
+            let bid = in_use
+                .iter()
+                .position(|u| !u)
+                .expect("mock: every provided buffer is in use (complete with -ENOBUFS)");
+            in_use[bid] = true;
+            bid as u16
+        };
+        // SAFETY: the buffer was free, so neither the driver nor a stream reads it now;
+        // data fits (checked above); the allocation lives while `provided` does.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), provided.buf(bid), data.len()) };
+        if !more {
+            st.pending.remove(&key);
+        }
+        let mut flags = CQE_F_BUFFER | (u32::from(bid) << CQE_BUFFER_SHIFT);
+        if more {
+            flags |= CQE_F_MORE;
+        }
+        st.ready.push_back((
+            key,
+            Completion {
+                res: data.len() as i32,
+                flags,
+            },
+        ));
+        bid
+    }
+
+    /// Provided buffers delivered and not yet handed back by the driver.
+    pub fn provided_in_use(&self) -> usize {
+        self.state
+            .borrow()
+            .provided
+            .as_ref()
+            .map_or(0, |p| p.in_use.borrow().iter().filter(|u| **u).count())
+    }
+
     /// Makes the next `n` submissions fail with `errno`, as if the kernel refused them.
     pub fn fail_next_pushes(&self, n: usize, errno: i32) {
         self.state
@@ -165,6 +283,8 @@ impl MockHandle {
 /// The backend half of the mock.
 pub(crate) struct Mock {
     state: Rc<RefCell<State>>,
+    /// The provided buffers, once a stream asked for multishot receives.
+    provided: Option<Rc<Provided>>,
 }
 
 /// Nothing to wake: the mock never sleeps in the kernel.
@@ -178,6 +298,7 @@ impl Mock {
     pub(crate) fn new() -> Mock {
         Mock {
             state: Rc::default(),
+            provided: None,
         }
     }
 
@@ -227,20 +348,42 @@ impl Mock {
         Ok(None)
     }
 
+    /// Multishot receives once the test gave the backend provided buffers.
     pub(crate) fn multishot_recv(&mut self) -> bool {
-        false
+        if self.provided.is_none() {
+            self.provided = self.state.borrow().provided.clone();
+        }
+        self.provided.is_some()
     }
 
-    pub(crate) fn provided_buf(&self, _bid: u16, _len: usize) -> &[u8] {
-        unreachable!("coring: the mock backend has no provided buffers")
+    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+        let p = self
+            .provided
+            .as_ref()
+            .expect("coring: a completion named a provided buffer but the mock has none");
+        assert!(
+            len <= p.size,
+            "mock: {len} bytes asked of a {}-byte buffer",
+            p.size
+        );
+        // SAFETY: buffer bid is in use (a completion named it and it was not handed back),
+        // so the test does not write it; len <= size; the allocation lives as long as
+        // self holds its Rc.
+        unsafe { std::slice::from_raw_parts(p.buf(bid), len) }
     }
 
-    pub(crate) fn recycle_buf(&mut self, _bid: u16) {
-        debug_assert!(false, "coring: the mock backend has no provided buffers");
+    pub(crate) fn recycle_buf(&mut self, bid: u16) {
+        if let Some(p) = &self.provided {
+            let mut in_use = p.in_use.borrow_mut();
+            assert!(in_use[bid as usize], "mock: buffer {bid} handed back twice");
+            in_use[bid as usize] = false;
+        }
     }
 
     pub(crate) fn provided_in_use(&self) -> usize {
-        0
+        self.provided
+            .as_ref()
+            .map_or(0, |p| p.in_use.borrow().iter().filter(|u| **u).count())
     }
 
     pub(crate) fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
