@@ -321,6 +321,15 @@ pub(crate) struct Inner {
 /// It is `!Send`: the ring belongs to its thread. Dropping it cancels every task and
 /// in-flight operation, waits (up to the shutdown timeout) for the kernel to finish with
 /// their buffers, and leaks rather than frees anything the kernel still owns after that.
+///
+/// # fork
+///
+/// A child process created with `fork` (without `exec`) shares the parent's io_uring
+/// instance: it must neither use nor drop a runtime, or anything registered with one
+/// (files, buffer pools), that the parent created. Dropping such values in the child would
+/// cancel operations and clear registered entries of the parent's ring. `exec` right after
+/// `fork` (what `std::process::Command` does) is fine; build new runtimes in the child
+/// otherwise.
 pub struct Runtime {
     inner: Rc<Inner>,
     fallback_reason: Option<String>,
