@@ -16,12 +16,10 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
+use common::child::ChildOutput;
 use common::TempDir;
 use coring::fs::File;
 use coring::net::{TcpListener, TcpStream};
@@ -31,8 +29,6 @@ use coring::{BackendKind, Builder, Runtime};
 const CHILD_ENV: &str = "CORING_SECCOMP_CHILD";
 /// The name of the child-mode test, as libtest knows it.
 const CHILD_TEST: &str = "child_entry_point";
-/// How long a child may run before the parent kills it and fails.
-const CHILD_BOUND: Duration = Duration::from_secs(60);
 
 /// Prefixes of the lines the child prints for the parent.
 const OUT_REASON: &str = "coring-seccomp-child: fallback reason: ";
@@ -92,101 +88,9 @@ impl Mode {
 // Parent side
 // ---------------------------------------------------------------------------------------
 
-/// What a finished child printed.
-struct ChildOutput {
-    stdout: String,
-    stderr: String,
-}
-
-impl ChildOutput {
-    /// The rest of the single stdout line carrying `prefix`.
-    fn value(&self, prefix: &str) -> &str {
-        let found: Vec<&str> = self
-            .stdout
-            .lines()
-            .filter_map(|l| l.find(prefix).map(|i| &l[i + prefix.len()..]))
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected exactly one {prefix:?} line from the child\n{self}"
-        );
-        found[0]
-    }
-}
-
-impl std::fmt::Display for ChildOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- child stdout ---\n{}\n--- child stderr ---\n{}\n--- end ---",
-            self.stdout, self.stderr
-        )
-    }
-}
-
-/// Reads a child's pipe to the end on its own thread, so a chatty child cannot block on a
-/// full pipe while the parent polls for its exit.
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Re-executes this test binary running only [`child_entry_point`] in `mode`, waits for it
-/// (at most [`CHILD_BOUND`]) and fails unless it exited successfully after its last check.
+/// Runs [`child_entry_point`] in a child process in `mode` and prints its notes.
 fn run_child(mode: &str) -> ChildOutput {
-    assert!(
-        std::env::var_os(CHILD_ENV).is_none(),
-        "the parent tests must not run with {CHILD_ENV} set"
-    );
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut child = Command::new(&exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, mode)
-        // The child must exercise Auto selection, whatever backend this run forces.
-        .env_remove("CORING_BACKEND")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {} as the {mode} child: {e}", exe.display()));
-    let stdout = drain(child.stdout.take().expect("child stdout"));
-    let stderr = drain(child.stderr.take().expect("child stderr"));
-
-    let deadline = Instant::now() + CHILD_BOUND;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait on the child") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            // SIGKILL cannot be ignored: the wait after it is bounded.
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    // The child is gone, so its pipes are closed and the readers finish.
-    let out = ChildOutput {
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    match status {
-        None => panic!("the {mode} child did not exit within {CHILD_BOUND:?}; killed it\n{out}"),
-        Some(s) if !s.success() => panic!("the {mode} child failed: {s}\n{out}"),
-        Some(_) => {}
-    }
-    // libtest exits successfully when the filter matches no test: insist the child ran
-    // to its end.
-    assert!(
-        out.stdout.lines().any(|l| l.contains(OUT_OK)),
-        "the {mode} child exited successfully but did not reach its end \
-         (did `{CHILD_TEST}` run?)\n{out}"
-    );
+    let out = common::child::run_child(CHILD_ENV, mode, CHILD_TEST, OUT_OK);
     for note in out.stdout.lines().filter(|l| l.contains(OUT_NOTE)) {
         eprintln!("{note}");
     }

@@ -1,6 +1,8 @@
 //! Shared test harness: every integration test is written once and expanded per backend.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
