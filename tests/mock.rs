@@ -421,3 +421,29 @@ fn multishot_error_after_data() {
         });
     });
 }
+
+// A stream whose multishot receive (holding received data) runs on one runtime, read on
+// another: an InvalidInput error, not a single-shot read that would skip the held bytes;
+// back on the first runtime the bytes are all there, in order.
+#[test]
+fn multishot_stream_read_on_another_runtime_is_refused() {
+    with_watchdog("multishot_other_runtime", || {
+        let (rt1, mock1) = mock_runtime();
+        let (rt2, _mock2) = mock_runtime();
+        let (s, _peer) = multishot_stream(&mock1);
+        let s = Rc::new(s);
+        rt1.block_on(async {
+            let h = spawn_read(&s, 2).await;
+            let op = mock1.only("recv_multi");
+            mock1.deliver(op.key, b"abcd", true);
+            assert_eq!(h.await.unwrap().1, b"ab");
+        });
+        rt2.block_on(async {
+            let (res, _) = s.read(Vec::with_capacity(8)).await;
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+        });
+        rt1.block_on(async {
+            assert_eq!(s.read(Vec::with_capacity(8)).await.1, b"cd");
+        });
+    });
+}

@@ -387,3 +387,204 @@ coring_test!(sleeps_never_wake_early_at_any_scale, async {
     s.await;
     assert!(Instant::now() >= target);
 });
+
+// A wake from another thread that publishes data and then calls wake_by_ref while the task
+// is still queued must not be lost: the executor's clearing of the "scheduled" flag and a
+// waker's claim are both read-modify-writes, so either the waker enqueues the task or the
+// next poll sees the data. (With a plain load in wake_by_ref and a plain store before the
+// poll, this stalled after 40k-120k rounds on this machine.)
+coring_test!(wake_by_ref_from_another_thread_is_never_lost, async {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROUNDS: usize = 300_000;
+    struct Shared {
+        flag: AtomicBool,
+        got: AtomicUsize,
+        waker: Mutex<Option<std::task::Waker>>,
+        stop: AtomicBool,
+    }
+    let s = Arc::new(Shared {
+        flag: AtomicBool::new(false),
+        got: AtomicUsize::new(0),
+        waker: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let s2 = s.clone();
+    let waker_thread = std::thread::spawn(move || {
+        let w = loop {
+            if let Some(w) = s2.waker.lock().unwrap().clone() {
+                break w;
+            }
+            if s2.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::yield_now();
+        };
+        for i in 0..ROUNDS {
+            while s2.got.load(Ordering::Acquire) != i {
+                if s2.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            s2.flag.store(true, Ordering::Release);
+            w.wake_by_ref();
+        }
+    });
+    let s3 = s.clone();
+    let task = coring::spawn(std::future::poll_fn(move |cx| {
+        s3.waker
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| cx.waker().clone());
+        if s3.flag.swap(false, Ordering::Acquire) {
+            if s3.got.fetch_add(1, Ordering::Release) + 1 == ROUNDS {
+                return std::task::Poll::Ready(());
+            }
+            // Queued again at once: the next run is where a lost wake would hide.
+            cx.waker().wake_by_ref();
+        }
+        std::task::Poll::Pending
+    }));
+    // Progress watchdog: a lost wake leaves the task pending with the flag set forever.
+    let mut last = (0, Instant::now());
+    let mut task = std::pin::pin!(task);
+    let done = loop {
+        if let Ok(r) = timeout(Duration::from_millis(100), task.as_mut()).await {
+            break r;
+        }
+        let got = s.got.load(std::sync::atomic::Ordering::Relaxed);
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) {
+            s.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!(
+                "lost wake: stuck at round {got} of {ROUNDS} with the flag {}",
+                s.flag.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    };
+    done.unwrap();
+    waker_thread.join().unwrap();
+});
+
+/// Records the thread it is dropped on.
+struct DroppedOn(Rc<Cell<Option<std::thread::ThreadId>>>);
+
+impl Drop for DroppedOn {
+    fn drop(&mut self) {
+        self.0.set(Some(std::thread::current().id()));
+    }
+}
+
+// A task whose future owns its own JoinHandle: dropping the finished future drops the
+// handle, so nobody will collect the output. The output must then be dropped at once, on
+// the task's thread, not left in the cell for the last reference (here a waker held by
+// another thread) to drop there.
+coring_test!(
+    unclaimed_output_is_dropped_on_the_owning_thread,
+    |builder| {
+        let rt = builder.build().unwrap();
+        let dropped_on: Rc<Cell<Option<std::thread::ThreadId>>> = Rc::default();
+        let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let remote = std::thread::spawn(move || {
+            let w = rx.recv().unwrap();
+            go_rx.recv().unwrap();
+            drop(w);
+        });
+        let d = dropped_on.clone();
+        common::block_on_bounded(&rt, async move {
+            let own: Rc<RefCell<Option<coring::JoinHandle<DroppedOn>>>> = Rc::default();
+            let inner = Box::pin(async move {
+                std::future::poll_fn(|cx| {
+                    tx.send(cx.waker().clone()).unwrap();
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                coring::task::yield_now().await;
+                DroppedOn(d)
+            });
+            // The handle lives in the future's own field, so it goes when the future is
+            // dropped, after it returned Ready (not inside the poll, as an async block's
+            // locals would).
+            let h = coring::spawn(Holding {
+                _handle: own.clone(),
+                inner,
+            });
+            *own.borrow_mut() = Some(h);
+            drop(own);
+            for _ in 0..10 {
+                coring::task::yield_now().await;
+            }
+        });
+        assert_eq!(
+            dropped_on.get(),
+            Some(std::thread::current().id()),
+            "the output was not dropped on the task's thread"
+        );
+        go_tx.send(()).unwrap();
+        remote.join().unwrap();
+    }
+);
+
+/// A future that holds a value until the future itself is dropped.
+struct Holding<H, F> {
+    _handle: H,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<H: Unpin, F: std::future::Future> std::future::Future for Holding<H, F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.get_mut().inner.as_mut().poll(cx)
+    }
+}
+
+/// Panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("drop after Ready");
+    }
+}
+
+// A future that panics while being dropped after returning Ready: the task reports the
+// panic through its JoinHandle; the runtime and other tasks carry on.
+coring_test!(panic_dropping_a_finished_future_is_the_tasks_panic, async {
+    // The bomb is a field of the future, dropped after Ready (an async block's local
+    // would go off inside the poll).
+    let h = coring::spawn(Holding {
+        _handle: PanicsOnDrop,
+        inner: Box::pin(async {
+            coring::task::yield_now().await;
+            42
+        }),
+    });
+    let err = h.await.unwrap_err();
+    assert!(err.is_panic(), "{err:?}");
+    assert_eq!(coring::spawn(async { 7 }).await.unwrap(), 7);
+});
+
+// A sleep reset from outside the task awaiting it (shared through a RefCell) wakes that
+// task at the new deadline rather than forgetting it.
+coring_test!(reset_from_elsewhere_wakes_the_waiting_task, async {
+    let shared = Rc::new(RefCell::new(Box::pin(sleep(Duration::from_secs(3600)))));
+    let s = shared.clone();
+    let waiter = coring::spawn(std::future::poll_fn(move |cx| {
+        s.borrow_mut().as_mut().poll(cx)
+    }));
+    coring::task::yield_now().await; // the waiter registers its waker
+    let target = Instant::now() + Duration::from_millis(5);
+    shared.borrow_mut().as_mut().reset(target);
+    timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiting task was not woken at the new deadline")
+        .unwrap();
+    assert!(Instant::now() >= target);
+});

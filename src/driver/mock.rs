@@ -206,8 +206,18 @@ impl MockHandle {
     /// Gives the backend `count` provided buffers of `size` bytes: stream reads then use
     /// multishot receives (kind `"recv_multi"`), fed with [`deliver`](Self::deliver).
     /// Call before the first read.
+    ///
+    /// # Panics
+    ///
+    /// When called twice (the backend keeps the first set of buffers).
+    #[track_caller]
     pub fn enable_multishot(&self, count: u16, size: usize) {
-        self.state.borrow_mut().provided = Some(Rc::new(Provided::new(count, size)));
+        let mut st = self.state.borrow_mut();
+        assert!(
+            st.provided.is_none(),
+            "mock: enable_multishot called twice; call it once, before the first read"
+        );
+        st.provided = Some(Rc::new(Provided::new(count, size)));
     }
 
     /// Delivers an arrival to pending multishot receive `key`: `data` goes into a free
@@ -365,6 +375,10 @@ impl Mock {
             len <= p.size,
             "mock: {len} bytes asked of a {}-byte buffer",
             p.size
+        );
+        assert!(
+            p.in_use.borrow()[bid as usize],
+            "mock: buffer {bid} read while not in use"
         );
         // SAFETY: buffer bid is in use (a completion named it and it was not handed back),
         // so the test does not write it; len <= size; the allocation lives as long as

@@ -56,8 +56,10 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// queued first. When the multishot receive ends for lack of buffers (-ENOBUFS) or was
 /// cancelled (by that cap), that read is a single-shot receive into the caller's buffer
 /// and a later read arms again.
-/// Elsewhere (the fallback backend, a second read racing one in progress, a stream moved
-/// to another runtime) every read is a single-shot receive.
+/// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
+/// single-shot receive. A stream whose receive runs on another runtime (used there, then
+/// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
+/// data that runtime may hold for it.
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
     multi: RefCell<Multishot>,
@@ -79,6 +81,14 @@ struct Multishot {
     single_next: bool,
     /// A read is in progress on the multishot path (a second one goes single-shot).
     reading: bool,
+}
+
+/// How a read goes (see [`Stream::begin_multishot`]).
+enum Path<'a> {
+    Multishot(Reading<'a>, Rc<RefCell<Driver>>),
+    SingleShot,
+    /// The stream's multishot receive (and maybe data) lives on another runtime.
+    Elsewhere,
 }
 
 /// What a multishot-path read ended with.
@@ -216,8 +226,17 @@ impl Stream {
         if buf.bytes_total() == 0 {
             return (Ok(0), buf);
         }
-        let Some((reading, driver)) = self.begin_multishot() else {
-            return Op::new(Recv::new(&self.fd, buf, true)).await;
+        let (reading, driver) = match self.begin_multishot() {
+            Path::Multishot(reading, driver) => (reading, driver),
+            Path::SingleShot => return Op::new(Recv::new(&self.fd, buf, true)).await,
+            Path::Elsewhere => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this stream's multishot receive runs on another runtime, which may hold data \
+                     received for it: read it there (or move it with into_std() there)",
+                );
+                return (Err(e), buf);
+            }
         };
         let mut buf = buf;
         let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
@@ -229,24 +248,26 @@ impl Stream {
         out
     }
 
-    /// Starts a read on the multishot path, if it applies: the backend supports it, no
-    /// other read is in progress, and the stream is not tied to another runtime's driver.
-    fn begin_multishot(&self) -> Option<(Reading<'_>, Rc<RefCell<Driver>>)> {
+    /// Chooses a read's path: multishot if the backend supports it and no other read is in
+    /// progress; never single-shot past data another runtime's receive holds for the
+    /// stream (that would skip or reorder bytes).
+    fn begin_multishot(&self) -> Path<'_> {
         let driver = crate::runtime::context::driver();
         let mut st = self.multi.borrow_mut();
-        if st.reading {
-            return None;
-        }
         if let Some(d) = &st.driver {
             if !Rc::ptr_eq(d, &driver) {
-                return None;
+                return Path::Elsewhere;
             }
-        } else if !driver.borrow_mut().backend_mut().multishot_recv() {
-            return None;
+        }
+        if st.reading {
+            return Path::SingleShot;
+        }
+        if st.driver.is_none() && !driver.borrow_mut().backend_mut().multishot_recv() {
+            return Path::SingleShot;
         }
         st.reading = true;
         drop(st);
-        Some((Reading(&self.multi), driver))
+        Path::Multishot(Reading(&self.multi), driver)
     }
 
     fn poll_multishot<B: IoBufMut>(

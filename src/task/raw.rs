@@ -209,13 +209,32 @@ impl<F: Future + 'static> TaskCell<F> {
     ///
     /// Owning thread; the future is not running.
     unsafe fn finish(&self, result: Result<F::Output, JoinError>) {
+        // Drop the future (if still there) before deciding where the output goes: its drop
+        // may run user code that drops this task's own JoinHandle, and then nobody will
+        // collect the output, which must not be left in the cell for the last reference
+        // (maybe a waker on another thread) to drop. A panic in that drop is the task's
+        // panic, as in a poll; it never unwinds into the executor.
         // SAFETY: per the contract.
-        let stage = unsafe { self.stage() };
-        *stage = if self.header.join_interest.get() {
-            Stage::Finished(result)
-        } else {
-            Stage::Consumed
+        let old = std::mem::replace(unsafe { self.stage() }, Stage::Consumed);
+        let result = match (catch_unwind(AssertUnwindSafe(move || drop(old))), result) {
+            (Ok(()), result) => result,
+            // Already failed (a panic in poll, a cancel): that stays the reason.
+            (Err(payload), Err(e)) => {
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                Err(e)
+            }
+            (Err(payload), Ok(out)) => {
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(out)));
+                Err(JoinError::panic(payload))
+            }
         };
+        if self.header.join_interest.get() {
+            // SAFETY: as above; nothing borrows the stage (the drop is over).
+            *unsafe { self.stage() } = Stage::Finished(result);
+        } else {
+            // Dropped here, on the owning thread; its drop may panic, which is swallowed.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(result)));
+        }
         self.header.completed();
     }
 }
@@ -252,16 +271,10 @@ unsafe fn poll_cell<F: Future + 'static>(task: &TaskRef) {
         }
         // SAFETY: owning thread, and the poll is over.
         Ok(Poll::Ready(out)) => unsafe { cell.finish(Ok(out)) },
-        Err(payload) => {
-            // Drop the broken future now; a panic while dropping it is swallowed.
-            // SAFETY: owning thread; the poll is over.
-            let drop_stage = catch_unwind(AssertUnwindSafe(|| unsafe {
-                *cell.stage() = Stage::Consumed;
-            }));
-            drop(drop_stage);
-            // SAFETY: as above.
-            unsafe { cell.finish(Err(JoinError::panic(payload))) };
-        }
+        // The broken future is dropped by finish (a panic while dropping it is swallowed:
+        // the poll's panic stays the task's).
+        // SAFETY: owning thread; the poll is over.
+        Err(payload) => unsafe { cell.finish(Err(JoinError::panic(payload))) },
     }
 }
 
@@ -356,11 +369,16 @@ impl TaskRef {
 
     /// Queues the task to be polled, unless it is queued already.
     fn schedule(self) {
-        let h = self.header();
-        if h.scheduled.swap(true, Ordering::AcqRel) {
+        if self.header().scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let owner = h.shared.id;
+        self.enqueue();
+    }
+
+    /// Puts the task on its runtime's run queue; the caller has just set `scheduled`
+    /// (with a read-modify-write, see `run`).
+    fn enqueue(self) {
+        let owner = self.header().shared.id;
         // Move our reference into whichever queue takes it: no extra count traffic.
         let mut task = Some(self);
         context::try_with(|inner| {
@@ -379,7 +397,11 @@ impl TaskRef {
     /// Polls the task once (or cancels it if aborted). Owning thread.
     fn run(self) {
         let h = self.header();
-        h.scheduled.store(false, Ordering::Release);
+        // A read-modify-write, as every waker's claim is: a wake that finds the flag set
+        // must be ordered before this clear, so the poll below sees whatever the waker
+        // published before waking. (A plain store here and a plain load in a waker can
+        // both read stale values, store-buffer style, and lose the wake for good.)
+        h.scheduled.swap(false, Ordering::AcqRel);
         if h.complete.get() {
             return;
         }
@@ -500,10 +522,15 @@ unsafe fn waker_wake(p: *const ()) {
 /// `p` points to a live task for the duration of the call.
 unsafe fn waker_wake_by_ref(p: *const ()) {
     let ptr = waker_header(p);
+    // Claim with a swap, never a plain load (see `TaskRef::run`); only the claimant takes
+    // a reference for the run queue.
     // SAFETY: live for the call, per the contract.
-    if !unsafe { ptr.as_ref() }.scheduled.load(Ordering::Acquire) {
+    if !unsafe { ptr.as_ref() }
+        .scheduled
+        .swap(true, Ordering::AcqRel)
+    {
         // SAFETY: as above; the new reference goes to the run queue.
-        unsafe { TaskRef::clone_raw(ptr) }.schedule();
+        unsafe { TaskRef::clone_raw(ptr) }.enqueue();
     }
 }
 

@@ -72,15 +72,28 @@ impl Sleep {
         Instant::now() >= self.deadline
     }
 
-    /// Moves the deadline; the sleep can be awaited again afterwards.
+    /// Moves the deadline; the sleep can be awaited again afterwards. A task already
+    /// waiting on it (reset from elsewhere, e.g. through an `Rc<RefCell<..>>`) is woken at
+    /// the new deadline.
     pub fn reset(&mut self, deadline: Instant) {
-        self.unregister();
         self.deadline = deadline;
+        let Some((timers, key)) = self.entry.take() else {
+            return;
+        };
+        let waiting = timers.borrow_mut().remove(key);
+        if let Some(waker) = waiting {
+            let key = timers.borrow_mut().insert(deadline, &waker);
+            self.entry = Some((timers, key));
+            // Dropped outside the timers' borrow (a waker's drop may reach them).
+            drop(waker);
+        }
     }
 
     fn unregister(&mut self) {
         if let Some((timers, key)) = self.entry.take() {
-            timers.borrow_mut().remove(key);
+            let waker = timers.borrow_mut().remove(key);
+            // Dropped outside the timers' borrow (a waker's drop may reach them).
+            drop(waker);
         }
     }
 }
@@ -94,7 +107,11 @@ impl Future for Sleep {
             Some((timers, key)) => {
                 let state = timers.borrow_mut().poll_entry(*key, cx.waker());
                 match state {
-                    EntryState::Armed => Poll::Pending,
+                    // The replaced waker is dropped here, outside the timers' borrow.
+                    EntryState::Armed { replaced } => {
+                        drop(replaced);
+                        Poll::Pending
+                    }
                     EntryState::Fired => {
                         // The entry is freed.
                         self.entry = None;

@@ -71,10 +71,12 @@ impl Default for Timers {
 }
 
 /// What [`Timers::poll_entry`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum EntryState {
-    /// Still waiting; the stored waker is the caller's.
-    Armed,
+    /// Still waiting; the stored waker is the caller's. `replaced` is the waker it
+    /// replaced, for the caller to drop once it no longer borrows the timers (a waker's
+    /// drop may run code that reaches them).
+    Armed { replaced: Option<Waker> },
     /// Fired; the entry is freed.
     Fired,
 }
@@ -143,12 +145,10 @@ impl Timers {
     pub(crate) fn poll_entry(&mut self, key: usize, waker: &Waker) -> EntryState {
         let e = &mut self.entries[key];
         match &mut e.waker {
-            Some(w) => {
-                if !w.will_wake(waker) {
-                    w.clone_from(waker);
-                }
-                EntryState::Armed
-            }
+            Some(w) if w.will_wake(waker) => EntryState::Armed { replaced: None },
+            Some(w) => EntryState::Armed {
+                replaced: Some(std::mem::replace(w, waker.clone())),
+            },
             None => {
                 self.entries.remove(key);
                 EntryState::Fired
@@ -156,13 +156,15 @@ impl Timers {
         }
     }
 
-    /// Frees entry `key`, disarming it if it has not fired.
-    pub(crate) fn remove(&mut self, key: usize) {
+    /// Frees entry `key`, disarming it if it has not fired; returns its waker if it was
+    /// armed, for the caller to reuse or to drop once it no longer borrows the timers.
+    #[must_use = "drop the waker outside the timers' borrow"]
+    pub(crate) fn remove(&mut self, key: usize) -> Option<Waker> {
         if self.entries[key].waker.is_some() {
             self.unlink(key);
             self.armed -= 1;
         }
-        self.entries.remove(key);
+        self.entries.remove(key).waker
     }
 
     /// Puts an entry in the slot its tick belongs to, relative to `elapsed`.
@@ -328,7 +330,7 @@ mod tests {
             if round % 7 == 0 && !model.is_empty() {
                 let i = (rng(&mut seed) as usize) % model.len();
                 if model[i].3 && model[i].2 .0.load(Ordering::Relaxed) == 0 {
-                    t.remove(model[i].0);
+                    drop(t.remove(model[i].0));
                     model[i].3 = false;
                 }
             }
@@ -354,10 +356,10 @@ mod tests {
                 assert_eq!(fired == 1, due, "deadline {deadline:?} now {now:?}");
                 if fired == 1 {
                     fired_total += 1;
-                    assert_eq!(
+                    assert!(matches!(
                         t.poll_entry(*key, &Waker::noop().clone()),
                         EntryState::Fired
-                    );
+                    ));
                     *live = false;
                 }
             }
@@ -386,7 +388,7 @@ mod tests {
         assert_eq!(t.next_timeout(late), Some(Duration::ZERO));
         t.take_expired(late).into_iter().for_each(Waker::wake);
         assert_eq!(f.0.load(Ordering::Relaxed), 1);
-        assert_eq!(t.poll_entry(key, &w), EntryState::Fired);
+        assert!(matches!(t.poll_entry(key, &w), EntryState::Fired));
         // Rounded up to the end of its tick: never early.
         let soon = late + Duration::from_nanos(TICK_NS + 1);
         let key = t.insert(soon, &w);
@@ -396,10 +398,10 @@ mod tests {
             t.take_expired(soon + Duration::from_nanos(TICK_NS)).len(),
             1
         );
-        assert_eq!(t.poll_entry(key, &w), EntryState::Fired);
+        assert!(matches!(t.poll_entry(key, &w), EntryState::Fired));
         let key = t.insert(origin + Duration::from_secs(86400 * 365 * 1000), &w);
         assert!(t.next_timeout(origin).is_some());
-        t.remove(key);
+        drop(t.remove(key));
         assert_eq!((t.len(), t.next_timeout(origin)), (0, None));
     }
 }

@@ -18,6 +18,8 @@ pub(crate) const BUF_GROUP: u16 = 0;
 /// streams each hold one unread arrival before receives fall back to single-shot
 /// (-ENOBUFS), and cost 1 MiB per runtime.
 pub(crate) const BUF_COUNT: u16 = 256;
+// The held-buffer bitset is whole 64-bit words.
+const _: () = assert!(BUF_COUNT.is_multiple_of(64));
 /// Bytes per buffer: one page, as much as a typical TCP segment train delivers per wakeup;
 /// a larger arrival is posted as several completions.
 pub(crate) const BUF_SIZE: usize = 4096;
@@ -34,6 +36,9 @@ pub(crate) struct BufRing {
     /// Buffers the kernel has filled and handed to us (counted at reap) that have not been
     /// recycled yet.
     in_use: usize,
+    /// Per buffer: filled by the kernel and not yet handed back. Guards against handing a
+    /// buffer back twice, which would let the kernel fill it while a stream still reads it.
+    held: [u64; BUF_COUNT as usize / 64],
 }
 
 fn entries_layout() -> Layout {
@@ -69,6 +74,7 @@ impl BufRing {
             bufs,
             tail: 0,
             in_use: 0,
+            held: [0; BUF_COUNT as usize / 64],
         };
         for bid in 0..BUF_COUNT {
             br.write_entry(bid);
@@ -114,7 +120,10 @@ impl BufRing {
     }
 
     /// Counts a buffer the kernel filled and posted in a completion.
-    pub(crate) fn taken(&mut self) {
+    pub(crate) fn taken(&mut self, bid: u16) {
+        if bid < BUF_COUNT {
+            self.held[bid as usize / 64] |= 1 << (bid % 64);
+        }
         self.in_use += 1;
     }
 
@@ -127,7 +136,16 @@ impl BufRing {
         if bid >= BUF_COUNT {
             return;
         }
-        self.in_use = self.in_use.saturating_sub(1);
+        let bit = 1u64 << (bid % 64);
+        let word = &mut self.held[bid as usize / 64];
+        if *word & bit == 0 {
+            // Handed back already (or never filled): publishing it again could give the
+            // kernel a buffer some stream is reading. Refuse.
+            debug_assert!(false, "coring: provided buffer {bid} handed back twice");
+            return;
+        }
+        *word &= !bit;
+        self.in_use -= 1;
         self.write_entry(bid);
         self.publish();
     }

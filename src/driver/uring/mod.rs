@@ -550,10 +550,10 @@ impl Uring {
                     key => {
                         let key = key as usize;
                         let flags = cqe.flags();
-                        if let (Some(br), Some(_)) =
+                        if let (Some(br), Some(bid)) =
                             (&mut self.bufring, cqueue::buffer_select(flags))
                         {
-                            br.taken();
+                            br.taken(bid);
                         }
                         if !cqueue::more(flags) && self.multishot.get(key) == Some(&true) {
                             self.multishot[key] = false;
