@@ -46,6 +46,17 @@ async fn turns(n: usize) {
     }
 }
 
+/// Spawns `io` on a fresh file and lets it submit its first operation.
+async fn spawn_on_file<T, F>(io: impl FnOnce(File) -> F) -> coring::JoinHandle<T>
+where
+    F: std::future::Future<Output = T> + 'static,
+    T: 'static,
+{
+    let h = coring::spawn(io(some_file()));
+    turns(2).await;
+    h
+}
+
 // A read whose future is dropped keeps its buffer for as long as the "kernel" takes to
 // finish it, however many turns that is, and the driver asked for a cancel meanwhile.
 #[test]
@@ -143,10 +154,9 @@ fn short_then_zero_writes() {
     with_watchdog("short_then_zero_writes", || {
         let (rt, mock) = mock_runtime();
         rt.block_on(async {
-            let file = Rc::new(some_file());
-            let f = file.clone();
-            let h = coring::spawn(async move { f.write_all_at(b"0123456789".to_vec(), 100).await });
-            turns(2).await;
+            let h =
+                spawn_on_file(|f| async move { f.write_all_at(b"0123456789".to_vec(), 100).await })
+                    .await;
             let op = mock.only("write");
             assert_eq!(mock.written(op.key), b"0123456789");
             mock.complete(op.key, 4);
@@ -172,10 +182,9 @@ fn short_read_then_eof_in_read_exact() {
     with_watchdog("short_read_then_eof", || {
         let (rt, mock) = mock_runtime();
         rt.block_on(async {
-            let file = Rc::new(some_file());
-            let f = file.clone();
-            let h = coring::spawn(async move { f.read_exact_at(Vec::with_capacity(10), 0).await });
-            turns(2).await;
+            let h =
+                spawn_on_file(|f| async move { f.read_exact_at(Vec::with_capacity(10), 0).await })
+                    .await;
             let op = mock.only("read");
             assert_eq!(op.len, 10);
             // Five bytes written into the buffer, three reported.
@@ -199,10 +208,8 @@ fn result_beyond_the_buffer_is_an_error() {
     with_watchdog("result_beyond_the_buffer", || {
         let (rt, mock) = mock_runtime();
         rt.block_on(async {
-            let file = Rc::new(some_file());
-            let f = file.clone();
-            let h = coring::spawn(async move { f.read_at(Vec::with_capacity(8), 0).await });
-            turns(2).await;
+            let h =
+                spawn_on_file(|f| async move { f.read_at(Vec::with_capacity(8), 0).await }).await;
             let op = mock.only("read");
             mock.complete(op.key, 100);
             let (res, buf) = h.await.unwrap();

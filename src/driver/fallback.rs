@@ -16,7 +16,6 @@ use std::time::Duration;
 use coring_fallback::{Events, Poller, PollerWaker};
 
 use super::dense::DenseMap;
-use super::fixed::Registration;
 use super::offload::{Offload, POOL_THREADS};
 use super::sys::{self, InlineReads, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
@@ -105,6 +104,8 @@ pub(crate) struct Fallback {
     injected: VecDeque<i32>,
 }
 
+impl super::fixed::NoTables for Fallback {}
+
 impl Fallback {
     pub(crate) fn new() -> io::Result<Fallback> {
         let poller = Poller::new()?;
@@ -156,25 +157,6 @@ impl Fallback {
 
     pub(crate) fn inline_completions(&self) -> u64 {
         self.inline.hits
-    }
-
-    /// No ring, so no registered files or buffers: operations use plain descriptors and
-    /// memory, which is what a registration falls back to anyway.
-    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU32> {
-        None
-    }
-
-    /// Nothing to register (see [`Fallback::ring_id`]).
-    pub(crate) fn register_file(&self, _fd: RawFd) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
-
-    /// Nothing to register (see [`Fallback::ring_id`]).
-    pub(crate) fn register_buffers(
-        &self,
-        _bufs: &[libc::iovec],
-    ) -> io::Result<Option<Registration>> {
-        Ok(None)
     }
 
     /// Readiness has no provided buffers: streams use single-shot receives here.

@@ -53,6 +53,26 @@ pub(crate) trait Tables {
     fn is_live(&self) -> bool;
 }
 
+/// What a backend without registered-file and -buffer tables answers (the fallback, the
+/// mock): no ring, nothing to register, so operations use plain descriptors and memory,
+/// which is what a registration falls back to anyway.
+pub(crate) trait NoTables {
+    /// No ring whose tables an entry could name.
+    fn ring_id(&self) -> Option<std::num::NonZeroU32> {
+        None
+    }
+
+    /// Nothing to register.
+    fn register_file(&self, _fd: std::os::fd::RawFd) -> io::Result<Option<Registration>> {
+        Ok(None)
+    }
+
+    /// Nothing to register.
+    fn register_buffers(&self, _bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
+        Ok(None)
+    }
+}
+
 /// `count` consecutive entries of one table of one ring, held until dropped.
 pub(crate) struct Registration {
     first: Fixed,

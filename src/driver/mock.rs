@@ -14,13 +14,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fixed::Registration;
 use super::{Completion, OpDesc, Push, Unpark, Wait, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
 
 /// One operation the mock backend holds, as the test sees it.
@@ -304,6 +302,8 @@ impl Unpark for NoUnpark {
     fn unpark(&self) {}
 }
 
+impl super::fixed::NoTables for Mock {}
+
 impl Mock {
     pub(crate) fn new() -> Mock {
         Mock {
@@ -341,21 +341,6 @@ impl Mock {
 
     pub(crate) fn inline_completions(&self) -> u64 {
         0
-    }
-
-    pub(crate) fn ring_id(&self) -> Option<std::num::NonZeroU32> {
-        None
-    }
-
-    pub(crate) fn register_file(&self, _fd: RawFd) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
-
-    pub(crate) fn register_buffers(
-        &self,
-        _bufs: &[libc::iovec],
-    ) -> io::Result<Option<Registration>> {
-        Ok(None)
     }
 
     /// Multishot receives once the test gave the backend provided buffers.

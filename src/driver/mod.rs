@@ -64,7 +64,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub(crate) use desc::OpDesc;
-use fixed::Registration;
+// In scope for `dispatch!`: backends without tables answer through its defaults.
+use fixed::{NoTables, Registration};
 
 /// CQE flag: the completion names a provided buffer (id in the upper 16 bits).
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
