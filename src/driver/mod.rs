@@ -40,6 +40,10 @@
 //!
 //! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
 //! shutdown deadline) lives here so that backends cannot drift apart.
+//!
+//! Three backends implement the contract: `uring` (Linux), `fallback` (readiness + a
+//! blocking pool, everywhere) and `mock` (tests play the kernel: operations complete when
+//! and how the test says, see `tests/mock.rs`).
 
 pub(crate) mod dense;
 pub(crate) mod desc;
