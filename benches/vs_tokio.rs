@@ -21,7 +21,11 @@
 //!    After a warm-up, the server thread reads its own `CLOCK_THREAD_CPUTIME_ID` and its
 //!    echoed-byte counter at the start and the end of the measured window; CPU per request
 //!    is that CPU time divided by the requests echoed in the window. The client reports
-//!    requests/s and the p50/p99 round-trip latency over the same window.
+//!    requests/s and the p50/p99 round-trip latency over the same window, and its own
+//!    thread CPU time, so a second table shows server + client CPU per request: on
+//!    loopback part of each side's TCP receive work runs on whichever thread sends, so the
+//!    server's share swings from run to run while the sum (same client for every server)
+//!    is steadier.
 //!
 //! 2. **File reads.** Random aligned 4 KiB reads from a page-cache-resident temp file
 //!    (default 64 MiB), 32 reads in flight (32 tasks), on an unpinned thread:
@@ -463,6 +467,9 @@ struct ServerReport {
 struct ClientReport {
     /// Round-trip latencies, in nanoseconds, of requests started in the window; sorted.
     latencies: Vec<u64>,
+    /// The client thread's CPU time over the measured window (same schedule as the
+    /// server's samples).
+    cpu: Option<Duration>,
     errors: Vec<String>,
 }
 
@@ -470,6 +477,10 @@ struct ClientReport {
 struct EchoResult {
     req_per_sec: f64,
     cpu_us_per_req: f64,
+    /// Server plus client thread CPU per request: on loopback, part of each side's TCP
+    /// receive path runs on whichever thread sends, depending on timing, so the sum is the
+    /// steadier figure (the client is the same for every server).
+    total_cpu_us_per_req: Option<f64>,
     /// The server thread's share of one CPU over the window.
     cpu_share: f64,
     p50_us: f64,
@@ -573,6 +584,28 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
     println!(
         "(vs tokio: ratio of medians; paired: median of same-round ratios; wait ms: time the \
          server thread was runnable but waited for a CPU, i.e. other load)"
+    );
+    let total = |r: &EchoResult| r.total_cpu_us_per_req.unwrap_or(f64::NAN);
+    let tokio_total = runs.median(Server::Tokio, total);
+    println!(
+        "\n{:<22} {:>15} {:>9} {:>9}   server + client CPU µs/req of each run",
+        "server", "srv+cli µs/req", "vs tokio", "(paired)"
+    );
+    for &s in &servers {
+        let med = runs.median(s, total);
+        println!(
+            "{:<22} {:>15} {:>9} {:>9}   {}",
+            s.to_string(),
+            fmt_opt(med, 2),
+            fmt_ratio(med, tokio_total),
+            fmt_x(runs.paired_ratio(s, Server::Tokio, total)),
+            runs.each(s, total),
+        );
+    }
+    println!(
+        "(on loopback part of each side's TCP receive work runs on whichever thread sends, \
+         so the server's share swings from run to run; the sum over both threads, with the \
+         same client for every server, is the steadier comparison)"
     );
     let fallback = Server::Coring(BackendKind::Fallback);
     if let (Some(fb), Some(tk)) = (runs.median(fallback, cpu), tokio_cpu) {
@@ -691,6 +724,7 @@ fn run_echo(
     Ok(EchoResult {
         req_per_sec: lat.len() as f64 / cfg.secs.as_secs_f64(),
         cpu_us_per_req: cpu * 1e6 / served,
+        total_cpu_us_per_req: client.cpu.map(|c| (cpu + c.as_secs_f64()) * 1e6 / served),
         cpu_share: cpu / window,
         p50_us: percentile(lat, 0.50) as f64 / 1000.0,
         p99_us: percentile(lat, 0.99) as f64 / 1000.0,
@@ -1346,6 +1380,7 @@ mod raw_uring {
 fn client(addr: SocketAddr, conns: usize, size: usize, sched: Schedule) -> ClientReport {
     let mut report = ClientReport {
         latencies: Vec::new(),
+        cpu: None,
         errors: Vec::new(),
     };
     let rt = match tokio_runtime() {
@@ -1356,6 +1391,13 @@ fn client(addr: SocketAddr, conns: usize, size: usize, sched: Schedule) -> Clien
         }
     };
     rt.block_on(async {
+        // Samples this thread's CPU time at the edges of the measured window.
+        let usage = tokio::spawn(async move {
+            tokio::time::sleep_until(sched.warm_end.into()).await;
+            let start = ThreadUsage::now();
+            tokio::time::sleep_until(sched.end.into()).await;
+            ThreadUsage::now().since(start).cpu
+        });
         let tasks: Vec<_> = (0..conns)
             .map(|id| tokio::spawn(ping_pong(id, addr, size, sched)))
             .collect();
@@ -1370,6 +1412,7 @@ fn client(addr: SocketAddr, conns: usize, size: usize, sched: Schedule) -> Clien
                 Err(e) => report.errors.push(format!("client task {id}: {e}")),
             }
         }
+        report.cpu = usage.await.ok().flatten();
     });
     report.latencies.sort_unstable();
     report
