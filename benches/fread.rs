@@ -644,24 +644,8 @@ usage: cargo bench --bench fread -- [options]
 
     #[inline(never)]
     fn run_pread(file: &StdFile, blocks: u64, d: Duration) -> Run {
-        let mut rng = XorShift::for_slot(0);
-        let mut buf = vec![0u8; BLOCK];
-        let usage = Usage::now();
-        let start = Instant::now();
-        let clock = Clock::new(start, d);
-        while !clock.stopped() {
-            let block = rng.block(blocks);
-            let n = file
-                .read_at(&mut buf, block * BLOCK as u64)
-                .unwrap_or_else(|e| panic!("pread: read of block {block} failed: {e}"));
-            check_read("pread", n, &buf, block);
-            clock.tick();
-        }
-        usage.finish(Run {
-            ops: clock.done.get(),
-            elapsed: start.elapsed(),
-            enters: clock.done.get(),
-            ..Run::default()
+        run_sync("pread", blocks, d, |buf, offset| {
+            Ok((file.read_at(buf, offset)?, false))
         })
     }
 
@@ -671,9 +655,36 @@ usage: cargo bench --bench fread -- [options]
     /// The `pread` loop on `preadv2(RWF_NOWAIT)`, the syscall coring's inline reads make:
     /// what that path costs with no runtime around it. A read the page cache cannot answer
     /// (EAGAIN) is done by `pread` instead and counted as a miss.
-    #[inline(never)]
     fn run_preadv2(file: &StdFile, blocks: u64, d: Duration) -> Run {
         let fd = file.as_raw_fd();
+        run_sync("preadv2", blocks, d, |buf, offset| {
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: one iovec over `buf`, a live buffer that nothing else reads or writes
+            // during the call; `fd` belongs to `file`, which is open throughout.
+            let rc = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+            if rc >= 0 {
+                return Ok((rc as usize, false));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EAGAIN) {
+                return Err(e);
+            }
+            Ok((file.read_at(buf, offset)?, true))
+        })
+    }
+
+    /// One thread calling `read(buf, offset)` in a loop over the random blocks; `read`
+    /// returns the bytes read and whether it missed (took a second syscall).
+    #[inline(never)]
+    fn run_sync(
+        name: &str,
+        blocks: u64,
+        d: Duration,
+        mut read: impl FnMut(&mut [u8], u64) -> io::Result<(usize, bool)>,
+    ) -> Run {
         let mut rng = XorShift::for_slot(0);
         let mut buf = vec![0u8; BLOCK];
         let mut misses = 0u64;
@@ -682,26 +693,10 @@ usage: cargo bench --bench fread -- [options]
         let clock = Clock::new(start, d);
         while !clock.stopped() {
             let block = rng.block(blocks);
-            let offset = block * BLOCK as u64;
-            let iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            // SAFETY: one iovec over `buf`, a live BLOCK-byte buffer that nothing else reads
-            // or writes during the call; `fd` belongs to `file`, which is open throughout.
-            let rc = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
-            let n = if rc >= 0 {
-                rc as usize
-            } else {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EAGAIN) {
-                    panic!("preadv2: read of block {block} failed: {e}");
-                }
-                misses += 1;
-                file.read_at(&mut buf, offset)
-                    .unwrap_or_else(|e| panic!("preadv2: pread of block {block} failed: {e}"))
-            };
-            check_read("preadv2", n, &buf, block);
+            let (n, missed) = read(&mut buf, block * BLOCK as u64)
+                .unwrap_or_else(|e| panic!("{name}: read of block {block} failed: {e}"));
+            misses += u64::from(missed);
+            check_read(name, n, &buf, block);
             clock.tick();
         }
         usage.finish(Run {

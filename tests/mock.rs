@@ -34,6 +34,14 @@ fn mock_runtime() -> (Runtime, MockHandle) {
     (rt, mock)
 }
 
+/// Runs `test` on a fresh mock runtime, under the watchdog.
+fn with_mock(name: &str, test: impl FnOnce(Runtime, MockHandle)) {
+    with_watchdog(name, || {
+        let (rt, mock) = mock_runtime();
+        test(rt, mock)
+    })
+}
+
 /// A file whose descriptor the operations name (the mock never touches it).
 fn some_file() -> File {
     File::from_std(std::fs::File::open("/dev/null").unwrap())
@@ -61,8 +69,7 @@ where
 // finish it, however many turns that is, and the driver asked for a cancel meanwhile.
 #[test]
 fn late_completion_after_drop_frees_the_buffer_only_then() {
-    with_watchdog("late_completion_after_drop", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("late_completion_after_drop", |rt, mock| {
         let (buf, dropped) = DropFlagBuf::new(64);
         rt.block_on(async {
             let file = some_file();
@@ -90,8 +97,7 @@ fn late_completion_after_drop_frees_the_buffer_only_then() {
 // lost the race): the runtime closes the descriptor it got, so the peer sees end of file.
 #[test]
 fn cancel_losing_the_race_closes_the_accepted_descriptor() {
-    with_watchdog("cancel_losing_the_race", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("cancel_losing_the_race", |rt, mock| {
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         rt.block_on(async {
@@ -119,8 +125,7 @@ fn cancel_losing_the_race_closes_the_accepted_descriptor() {
 // their own bytes.
 #[test]
 fn out_of_order_completions_reach_their_own_futures() {
-    with_watchdog("out_of_order_completions", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("out_of_order_completions", |rt, mock| {
         rt.block_on(async {
             let file = Rc::new(some_file());
             let handles: Vec<_> = (0..3u64)
@@ -151,8 +156,7 @@ fn out_of_order_completions_reach_their_own_futures() {
 // is WriteZero, not a loop.
 #[test]
 fn short_then_zero_writes() {
-    with_watchdog("short_then_zero_writes", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("short_then_zero_writes", |rt, mock| {
         rt.block_on(async {
             let h =
                 spawn_on_file(|f| async move { f.write_all_at(b"0123456789".to_vec(), 100).await })
@@ -179,8 +183,7 @@ fn short_then_zero_writes() {
 // UnexpectedEof; only bytes the completions reported count as read.
 #[test]
 fn short_read_then_eof_in_read_exact() {
-    with_watchdog("short_read_then_eof", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("short_read_then_eof", |rt, mock| {
         rt.block_on(async {
             let h =
                 spawn_on_file(|f| async move { f.read_exact_at(Vec::with_capacity(10), 0).await })
@@ -205,8 +208,7 @@ fn short_read_then_eof_in_read_exact() {
 // beyond the buffer as initialised.
 #[test]
 fn result_beyond_the_buffer_is_an_error() {
-    with_watchdog("result_beyond_the_buffer", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("result_beyond_the_buffer", |rt, mock| {
         rt.block_on(async {
             let h =
                 spawn_on_file(|f| async move { f.read_at(Vec::with_capacity(8), 0).await }).await;
@@ -224,8 +226,7 @@ fn result_beyond_the_buffer_is_an_error() {
 // flight and the next submission works.
 #[test]
 fn refused_submission_completes_with_its_error() {
-    with_watchdog("refused_submission", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("refused_submission", |rt, mock| {
         rt.block_on(async {
             let file = some_file();
             mock.fail_next_pushes(1, libc::ENOMEM);
@@ -248,8 +249,7 @@ fn refused_submission_completes_with_its_error() {
 // operations, not a silent spin until the watchdog.
 #[test]
 fn waiting_for_nothing_panics_with_advice() {
-    with_watchdog("waiting_for_nothing", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("waiting_for_nothing", |rt, mock| {
         let file = some_file();
         let r = catch_unwind(AssertUnwindSafe(|| {
             rt.block_on(async { file.read_at(Vec::with_capacity(8), 0).await })
@@ -266,10 +266,10 @@ fn waiting_for_nothing_panics_with_advice() {
 /// A stream on the mock with multishot receives (8 provided buffers of 64 bytes).
 fn multishot_stream(
     mock: &MockHandle,
-) -> (coring::net::UnixStream, std::os::unix::net::UnixStream) {
+) -> (Rc<coring::net::UnixStream>, std::os::unix::net::UnixStream) {
     mock.enable_multishot(8, 64);
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    (coring::net::UnixStream::from_std(a).unwrap(), b)
+    (Rc::new(coring::net::UnixStream::from_std(a).unwrap()), b)
 }
 
 /// Spawns one read of up to `cap` bytes and lets it submit.
@@ -288,11 +288,9 @@ async fn spawn_read(
 // new receive, whose end of file reads as 0.
 #[test]
 fn multishot_final_completion_with_data_then_rearm() {
-    with_watchdog("multishot_final_completion_with_data", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("multishot_final_completion_with_data", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = multishot_stream(&mock);
-            let s = Rc::new(s);
             let h = spawn_read(&s, 100).await;
             let op = mock.only("recv_multi");
             mock.deliver(op.key, b"hello", true);
@@ -318,11 +316,9 @@ fn multishot_final_completion_with_data_then_rearm() {
 // into the caller's buffer, and the read after it arms a multishot receive again.
 #[test]
 fn multishot_enobufs_reads_once_single_shot() {
-    with_watchdog("multishot_enobufs", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("multishot_enobufs", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = multishot_stream(&mock);
-            let s = Rc::new(s);
             let h = spawn_read(&s, 100).await;
             let op = mock.only("recv_multi");
             mock.complete(op.key, -libc::ENOBUFS);
@@ -341,11 +337,9 @@ fn multishot_enobufs_reads_once_single_shot() {
 // provided buffer it filled (before and after the drop) goes back; nothing stays in flight.
 #[test]
 fn multishot_buffers_of_a_dropped_stream_go_back() {
-    with_watchdog("multishot_dropped_stream", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("multishot_dropped_stream", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = multishot_stream(&mock);
-            let s = Rc::new(s);
             let h = spawn_read(&s, 3).await;
             let op = mock.only("recv_multi");
             mock.deliver(op.key, b"abcdef", true);
@@ -375,11 +369,9 @@ fn multishot_buffers_of_a_dropped_stream_go_back() {
 // order, then the cancel's end is invisible: the next read arms again.
 #[test]
 fn multishot_cap_cancels_and_nothing_is_lost() {
-    with_watchdog("multishot_cap", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("multishot_cap", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = multishot_stream(&mock);
-            let s = Rc::new(s);
             let h = spawn_read(&s, 64).await;
             let op = mock.only("recv_multi");
             mock.deliver(op.key, b"arrival 0", true);
@@ -412,11 +404,9 @@ fn multishot_cap_cancels_and_nothing_is_lost() {
 // An error ends the receive after data: the data is read first, then the error.
 #[test]
 fn multishot_error_after_data() {
-    with_watchdog("multishot_error_after_data", || {
-        let (rt, mock) = mock_runtime();
+    with_mock("multishot_error_after_data", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = multishot_stream(&mock);
-            let s = Rc::new(s);
             let h = spawn_read(&s, 64).await;
             let op = mock.only("recv_multi");
             mock.deliver(op.key, b"data", true);
@@ -438,7 +428,6 @@ fn multishot_stream_read_on_another_runtime_is_refused() {
         let (rt1, mock1) = mock_runtime();
         let (rt2, _mock2) = mock_runtime();
         let (s, _peer) = multishot_stream(&mock1);
-        let s = Rc::new(s);
         rt1.block_on(async {
             let h = spawn_read(&s, 2).await;
             let op = mock1.only("recv_multi");
