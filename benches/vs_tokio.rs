@@ -490,6 +490,9 @@ struct EchoResult {
     /// coring only: kernel entries and parks per request.
     enters_per_req: Option<f64>,
     parks_per_req: Option<f64>,
+    /// coring only: operations submitted per request (1 with an armed multishot receive:
+    /// the send; more when receives fall back to single shots).
+    ops_per_req: Option<f64>,
 }
 
 impl fmt::Display for EchoResult {
@@ -505,6 +508,9 @@ impl fmt::Display for EchoResult {
         )?;
         if let (Some(e), Some(p)) = (self.enters_per_req, self.parks_per_req) {
             write!(f, "  {e:.2} enters/req {p:.2} parks/req")?;
+        }
+        if let Some(o) = self.ops_per_req {
+            write!(f, " {o:.2} ops/req")?;
         }
         if let Some(w) = self.server_run_wait_ms {
             write!(f, "  waited {w:.0} ms for CPU")?;
@@ -731,6 +737,7 @@ fn run_echo(
         server_run_wait_ms: usage.run_wait.map(|w| w.as_secs_f64() * 1000.0),
         enters_per_req: per_req(|m| m.enters),
         parks_per_req: per_req(|m| m.parks),
+        ops_per_req: per_req(|m| m.ops_submitted),
     })
 }
 
