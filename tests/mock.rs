@@ -366,7 +366,8 @@ fn multishot_buffers_of_a_dropped_stream_go_back() {
 
 // A stream nobody reads reaches the cap of queued arrivals: the driver cancels the
 // receive (data then waits in the socket). The reads that follow get every arrival in
-// order, then the cancel's end is invisible: the next read arms again.
+// order (each takes all the queued ones that fit), then the cancel's end is invisible: the
+// next read arms again.
 #[test]
 fn multishot_cap_cancels_and_nothing_is_lost() {
     with_mock("multishot_cap", |rt, mock| {
@@ -386,10 +387,16 @@ fn multishot_cap_cancels_and_nothing_is_lost() {
             );
             assert!(rt.metrics().multishot_throttled >= 1);
             mock.complete(op.key, -libc::ECANCELED);
-            for i in 1..=8 {
-                let h = spawn_read(&s, 64).await;
-                assert_eq!(h.await.unwrap().1, format!("arrival {i}").into_bytes());
-            }
+            let want: Vec<u8> = (1..=8)
+                .flat_map(|i| format!("arrival {i}").into_bytes())
+                .collect();
+            // 72 bytes: 64 in the first read (the eighth arrival split), 8 in the second.
+            let h = spawn_read(&s, 64).await;
+            let mut got = h.await.unwrap().1;
+            assert_eq!(got.len(), 64, "the first read fills its buffer");
+            let h = spawn_read(&s, 64).await;
+            got.extend(h.await.unwrap().1);
+            assert_eq!(got, want);
             // The cancelled receive's end: this read goes single-shot, then re-arms.
             let h = spawn_read(&s, 64).await;
             let single = mock.only("recv");
@@ -397,6 +404,119 @@ fn multishot_cap_cancels_and_nothing_is_lost() {
             mock.complete(single.key, 5);
             assert_eq!(h.await.unwrap().1, b"after");
             assert_eq!(mock.provided_in_use(), 0);
+        });
+    });
+}
+
+// A read takes every arrival already queued that fits (in order, the last maybe in part),
+// and returns without waiting for more.
+#[test]
+fn multishot_read_takes_every_queued_arrival_that_fits() {
+    with_mock("multishot_read_takes_queued", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let h = spawn_read(&s, 5).await;
+            let op = mock.only("recv_multi");
+            for part in [&b"ab"[..], b"cd", b"ef"] {
+                mock.deliver(op.key, part, true);
+            }
+            assert_eq!(h.await.unwrap().1, b"abcde");
+            assert_eq!(mock.provided_in_use(), 1, "\"f\" still held");
+            let h = spawn_read(&s, 10).await;
+            assert_eq!(h.await.unwrap().1, b"f", "no waiting for more");
+            let h = spawn_read(&s, 10).await;
+            assert!(!h.is_finished(), "nothing queued: the read waits");
+            mock.deliver(op.key, b"gh", true);
+            assert_eq!(h.await.unwrap().1, b"gh");
+            assert_eq!(mock.provided_in_use(), 0);
+        });
+    });
+}
+
+// Bulk traffic: after 4 reads in a row whose first arrival filled a whole provided buffer
+// while the caller's buffer was larger, the stream cancels its multishot receive, reads
+// what it queued (and what raced the cancel), then receives straight into the caller's
+// buffer. After 4 direct reads in a row shorter than a provided buffer it arms a multishot
+// receive again. Every byte arrives once, in order.
+#[test]
+fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
+    with_mock("bulk_switch", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock); // 64-byte provided buffers
+            let mut sent = Vec::new();
+            let mut got = Vec::new();
+            let mut next = |len: usize| -> Vec<u8> {
+                let part: Vec<u8> = (sent.len()..sent.len() + len).map(|i| i as u8).collect();
+                sent.extend_from_slice(&part);
+                part
+            };
+            let op = {
+                let h = spawn_read(&s, 256).await;
+                let op = mock.only("recv_multi");
+                mock.deliver(op.key, &next(64), true);
+                got.extend(h.await.unwrap().1);
+                op
+            };
+            for _ in 0..3 {
+                assert!(!mock.only("recv_multi").cancel_requested);
+                let h = spawn_read(&s, 256).await;
+                mock.deliver(op.key, &next(64), true);
+                got.extend(h.await.unwrap().1);
+            }
+            assert!(
+                mock.only("recv_multi").cancel_requested,
+                "4 full arrivals into larger buffers cancel the multishot receive"
+            );
+            // Arrivals racing the cancel, read one by one (full ones: they must not count
+            // towards a mode switch while the receive drains), then the cancel's end.
+            for len in [64, 64, 64, 64, 40] {
+                let h = spawn_read(&s, 256).await;
+                mock.deliver(op.key, &next(len), true);
+                got.extend(h.await.unwrap().1);
+            }
+            mock.complete(op.key, -libc::ECANCELED);
+            // From now on reads receive into the caller's 256-byte buffer directly.
+            for len in [200, 256, 10, 10, 10] {
+                let h = spawn_read(&s, 256).await;
+                let direct = mock.only("recv");
+                assert_eq!(direct.len, 256, "the caller's buffer, not a provided one");
+                mock.fill(direct.key, &next(len));
+                mock.complete(direct.key, len as i32);
+                got.extend(h.await.unwrap().1);
+            }
+            // One more short direct read (the fourth in a row) ends bulk mode.
+            let h = spawn_read(&s, 256).await;
+            let direct = mock.only("recv");
+            mock.fill(direct.key, &next(7));
+            mock.complete(direct.key, 7);
+            got.extend(h.await.unwrap().1);
+            let h = spawn_read(&s, 256).await;
+            let again = mock.only("recv_multi");
+            mock.deliver(again.key, &next(5), true);
+            got.extend(h.await.unwrap().1);
+            assert_eq!(got, sent, "bytes lost or reordered across the switches");
+            assert_eq!(mock.provided_in_use(), 0);
+        });
+    });
+}
+
+// Reads no larger than a provided buffer never leave multishot mode, however full the
+// arrivals: a direct read could not take more than one arrival holds.
+#[test]
+fn small_reads_stay_multishot() {
+    with_mock("small_reads_stay_multishot", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock);
+            let h = spawn_read(&s, 64).await;
+            let op = mock.only("recv_multi");
+            mock.deliver(op.key, &[1; 64], true);
+            assert_eq!(h.await.unwrap().1.len(), 64);
+            for _ in 0..10 {
+                let h = spawn_read(&s, 64).await;
+                mock.deliver(op.key, &[2; 64], true);
+                assert_eq!(h.await.unwrap().1.len(), 64);
+            }
+            assert!(!mock.only("recv_multi").cancel_requested);
         });
     });
 }

@@ -47,6 +47,63 @@ coring_test!(large_transfer_through_small_reads, async {
     drop(writer.await.unwrap());
 });
 
+// Bulk, then ping-pong of small messages, then bulk again, read with 64 KiB buffers: on
+// io_uring the stream moves from multishot receives to direct ones (bulk) and back (small
+// messages) and to direct again, with a cancel racing arrivals at each switch; every byte
+// arrives once, in order, and no provided buffer stays taken.
+coring_test!(bulk_small_bulk_keeps_every_byte_in_order, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        const BULK: usize = 4 << 20;
+        const SMALL: usize = 100;
+        const ROUNDS: usize = 50;
+        let total = 2 * BULK + ROUNDS * SMALL;
+        let data = pattern(total);
+        let (client, server) = tcp_pair().await;
+        let writer = coring::spawn({
+            let data = data.clone();
+            async move {
+                let (r, _) = client.write_all(data[..BULK].to_vec()).await;
+                r.unwrap();
+                for i in 0..ROUNDS {
+                    let at = BULK + i * SMALL;
+                    let (r, _) = client.write_all(data[at..at + SMALL].to_vec()).await;
+                    r.unwrap();
+                    // Wait for the reader's ack, so each message is its own arrival.
+                    let (r, ack) = client.read_exact(Vec::with_capacity(1)).await;
+                    r.unwrap();
+                    assert_eq!(ack, [i as u8]);
+                }
+                let (r, _) = client.write_all(data[total - BULK..].to_vec()).await;
+                r.unwrap();
+                client
+            }
+        });
+        let mut got = Vec::with_capacity(total);
+        let mut acked = 0;
+        while got.len() < total {
+            let (r, buf) = server.read(Vec::with_capacity(64 << 10)).await;
+            let n = r.unwrap();
+            assert!(n > 0, "unexpected EOF after {} bytes", got.len());
+            assert_eq!(buf.len(), n);
+            got.extend_from_slice(&buf);
+            // Ack every small message now complete.
+            while acked < ROUNDS && got.len() >= BULK + (acked + 1) * SMALL {
+                let (r, _) = server.write_all(vec![acked as u8]).await;
+                r.unwrap();
+                acked += 1;
+            }
+        }
+        assert!(got == data, "data lost, duplicated or reordered");
+        drop(writer.await.unwrap());
+    });
+    assert_eq!(
+        rt.provided_buffers_in_use(),
+        0,
+        "provided buffers still taken"
+    );
+});
+
 // read_exact across arrival boundaries: 3 writes of odd sizes read back as 5-byte records.
 coring_test!(read_exact_across_chunks, async {
     let (client, server) = tcp_pair().await;

@@ -164,6 +164,10 @@ impl Fallback {
         false
     }
 
+    pub(crate) fn provided_buf_size(&self) -> usize {
+        0
+    }
+
     pub(crate) fn provided_buf(&self, _bid: u16, _len: usize) -> &[u8] {
         unreachable!("coring: the fallback backend has no provided buffers")
     }

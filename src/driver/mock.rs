@@ -351,6 +351,10 @@ impl Mock {
         self.provided.is_some()
     }
 
+    pub(crate) fn provided_buf_size(&self) -> usize {
+        self.provided.as_ref().map_or(0, |p| p.size)
+    }
+
     pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
         let p = self
             .provided

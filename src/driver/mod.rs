@@ -297,6 +297,10 @@ impl Backend {
     pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
         dispatch!(self, b => b.provided_buf(bid, len))
     }
+    /// The size of each provided buffer (0 without multishot receives).
+    pub(crate) fn provided_buf_size(&self) -> usize {
+        dispatch!(self, b => b.provided_buf_size())
+    }
     /// Hands provided buffer `bid` back to the kernel.
     fn recycle_buf(&mut self, bid: u16) {
         dispatch!(self, b => b.recycle_buf(bid))
@@ -475,6 +479,25 @@ impl Driver {
         }
     }
 
+    /// Whether the next completion [`Driver::poll_op`] would return for a multishot
+    /// operation is already queued and carries data (`res > 0`).
+    pub(crate) fn next_is_data(&self, key: usize) -> bool {
+        match &self.ops[key] {
+            Slot::InFlight { queued, .. } | Slot::Done { queued, .. } => {
+                queued.front().is_some_and(|c| c.res > 0)
+            }
+            Slot::Orphaned(_) => false,
+        }
+    }
+
+    /// Asks the backend to cancel an in-flight operation, without waiting; its owner
+    /// collects the final completion (and any queued before it) as usual.
+    pub(crate) fn cancel(&mut self, key: usize) {
+        if matches!(self.ops[key], Slot::InFlight { .. }) {
+            self.request_cancel(key);
+        }
+    }
+
     /// Whether a multishot operation has a queued completion that carries data (`res > 0`)
     /// its owner has not collected.
     pub(crate) fn has_queued_data(&self, key: usize) -> bool {
@@ -550,6 +573,11 @@ impl Driver {
     /// Hands provided buffer `bid` back once its owner has copied the data out.
     pub(crate) fn recycle_buf(&mut self, bid: u16) {
         self.backend.recycle_buf(bid);
+    }
+
+    /// The size of each provided buffer (0 where streams have no multishot receives).
+    pub(crate) fn provided_buf_size(&self) -> usize {
+        self.backend.provided_buf_size()
     }
 
     fn request_cancel(&mut self, key: usize) {

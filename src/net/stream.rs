@@ -47,8 +47,9 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// `Backend::multishot_recv`), the first read arms one multishot receive for the stream:
 /// the kernel keeps its poll armed and posts a completion per arrival into a provided
 /// buffer, instead of a receive failing, arming a poll and retrying for every read. Each
-/// read copies from the oldest arrival into the caller's buffer; what does not fit stays in
-/// the stream (holding its provided buffer) for the next read. Nothing received is lost
+/// read copies the arrivals already queued, oldest first, into the caller's buffer until
+/// it is full (it never waits for more once it has some); what does not fit stays in the
+/// stream (holding its provided buffer) for the next read. Nothing received is lost
 /// when a read future is dropped: arrivals wait in the driver's slot for the next read.
 /// An unread stream holds at most a few arrivals: when its queue reaches the driver's cap
 /// (`MULTISHOT_QUEUE_CAP`, decided at reap), the driver cancels the receive so that further
@@ -56,6 +57,14 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// queued first. When the multishot receive ends for lack of buffers (-ENOBUFS) or was
 /// cancelled (by that cap), that read is a single-shot receive into the caller's buffer
 /// and a later read arms again.
+///
+/// Bulk traffic switches a stream to direct reads (see `Multishot::observe`): when 4 reads
+/// in a row each start with an arrival that filled a whole provided buffer while the
+/// caller's buffer was larger, the receive is cancelled, its arrivals are read out in
+/// order, and from then on each read is a single-shot receive straight into the caller's
+/// buffer (no copy, one receive per buffer-full instead of one completion per 4 KiB).
+/// After 4 direct reads in a row shorter than a provided buffer, the next read arms a
+/// multishot receive again.
 /// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
 /// single-shot receive. A stream whose receive runs on another runtime (used there, then
 /// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
@@ -81,12 +90,19 @@ struct Multishot {
     single_next: bool,
     /// A read is in progress on the multishot path (a second one goes single-shot).
     reading: bool,
+    /// Bulk mode: reads receive straight into the caller's buffer (single-shot, no copy)
+    /// instead of through the shared provided buffers; see [`Multishot::observe`].
+    direct: bool,
+    /// Consecutive reads that argued for leaving the current mode.
+    streak: u8,
 }
 
 /// How a read goes (see [`Stream::begin_multishot`]).
 enum Path<'a> {
     Multishot(Reading<'a>, Rc<RefCell<Driver>>),
     SingleShot,
+    /// Single-shot because the stream is in bulk mode; its result may end that mode.
+    Direct,
     /// The stream's multishot receive (and maybe data) lives on another runtime.
     Elsewhere,
 }
@@ -109,7 +125,37 @@ impl Drop for Reading<'_> {
     }
 }
 
+/// Reads in a row that must argue for the other mode before a stream switches between
+/// multishot and bulk (direct) reads: hysteresis, so that one odd read does not cost a
+/// cancel and a re-arm.
+const MODE_SWITCH_STREAK: u8 = 4;
+
 impl Multishot {
+    /// Tracks which read mode suits the stream's traffic and reports whether to switch.
+    ///
+    /// Multishot receives suit small arrivals: no buffer is pinned per stream and no
+    /// receive is submitted per read. Bulk traffic is better read straight into the
+    /// caller's buffer: one receive fills up to the whole buffer, with no copy out of 4 KiB
+    /// provided buffers (on loopback that copy and the per-buffer completions cost about
+    /// twice the receiver CPU per byte, `cargo bench --bench stream`). So, on the multishot
+    /// path, an arrival that filled a whole provided buffer while the caller's buffer was
+    /// larger (`argues` = true) counts towards bulk mode; in bulk mode, a read that returned
+    /// less than one provided buffer counts towards going back. Anything else resets the
+    /// count.
+    fn observe(&mut self, argues: bool) -> bool {
+        if !argues {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        if self.streak < MODE_SWITCH_STREAK {
+            return false;
+        }
+        self.streak = 0;
+        self.direct = !self.direct;
+        true
+    }
+
     /// Drops the driver handle once nothing needs it, so an idle stream does not keep a
     /// finished runtime's ring alive.
     fn settle(&mut self) {
@@ -151,14 +197,18 @@ impl Drop for Multishot {
     }
 }
 
-/// Copies as much of `data` as fits into the start of `buf` and marks it initialised.
-fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B) -> usize {
-    let n = data.len().min(buf.bytes_total());
-    // SAFETY: buf is writable for bytes_total() >= n bytes at stable_mut_ptr(); data is
-    // n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr(), n) };
-    // SAFETY: the first n bytes were just written, n <= bytes_total().
-    unsafe { buf.set_init(n) };
+/// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
+/// were filled by this read already) and marks the buffer initialised up to the end of
+/// the copy. Returns the bytes copied.
+fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
+    debug_assert!(at <= buf.bytes_total());
+    let n = data.len().min(buf.bytes_total() - at);
+    // SAFETY: buf is writable for bytes_total() >= at + n bytes at stable_mut_ptr(); data
+    // is n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr().add(at), n) };
+    // SAFETY: the first `at` bytes were written by this read before, the next n just now;
+    // at + n <= bytes_total().
+    unsafe { buf.set_init(at + n) };
     n
 }
 
@@ -229,6 +279,17 @@ impl Stream {
         let (reading, driver) = match self.begin_multishot() {
             Path::Multishot(reading, driver) => (reading, driver),
             Path::SingleShot => return Op::new(Recv::new(&self.fd, buf, true)).await,
+            Path::Direct => {
+                let (res, buf) = Op::new(Recv::new(&self.fd, buf, true)).await;
+                if let Ok(n) = res {
+                    let size = crate::runtime::context::driver()
+                        .borrow()
+                        .provided_buf_size();
+                    // A short read (not EOF) argues for going back to multishot receives.
+                    self.multi.borrow_mut().observe(n > 0 && n < size);
+                }
+                return (res, buf);
+            }
             Path::Elsewhere => {
                 let e = io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -262,6 +323,11 @@ impl Stream {
         if st.reading {
             return Path::SingleShot;
         }
+        if st.direct && st.armed.is_none() && st.partial.is_none() {
+            // Bulk mode, and the multishot receive (cancelled on entering it) has been
+            // drained: nothing received is held, so reading the socket keeps the order.
+            return Path::Direct;
+        }
         if st.driver.is_none() && !driver.borrow_mut().backend_mut().multishot_recv() {
             return Path::SingleShot;
         }
@@ -277,17 +343,31 @@ impl Stream {
         buf: &mut B,
     ) -> Poll<Step> {
         let mut st = self.multi.borrow_mut();
+        // Bytes this poll has put into `buf`: a read takes every arrival already queued
+        // that fits, then returns without waiting for more.
+        let mut filled = 0;
         loop {
             if let Some((bid, start, end)) = st.partial {
                 let mut d = driver.borrow_mut();
-                let n = copy_out(&d.provided_buf(bid, end)[start..], buf);
-                if start + n == end {
-                    st.partial = None;
-                    d.recycle_buf(bid);
-                } else {
+                let n = copy_out(&d.provided_buf(bid, end)[start..], buf, filled);
+                filled += n;
+                if start + n < end {
+                    // `buf` is full.
                     st.partial = Some((bid, start + n, end));
+                    return Poll::Ready(Step::Done(Ok(filled)));
                 }
-                return Poll::Ready(Step::Done(Ok(n)));
+                st.partial = None;
+                d.recycle_buf(bid);
+            }
+            if filled > 0 {
+                let more = filled < buf.bytes_total()
+                    && st
+                        .armed
+                        .as_ref()
+                        .is_some_and(|&(key, _)| driver.borrow().next_is_data(key));
+                if !more {
+                    return Poll::Ready(Step::Done(Ok(filled)));
+                }
             }
             if st.eof {
                 return Poll::Ready(Step::Done(Ok(0)));
@@ -328,7 +408,20 @@ impl Stream {
                             "coring: a multishot receive reported data without a buffer",
                         ))));
                     };
-                    st.partial = Some((bid, 0, n as usize));
+                    let n = n as usize;
+                    st.partial = Some((bid, 0, n));
+                    // One observation per read (its first arrival), and none while a
+                    // receive cancelled for bulk mode drains.
+                    let size = driver.borrow().provided_buf_size();
+                    let bulk = n == size && buf.bytes_total() > size;
+                    if filled == 0 && !st.direct && st.observe(bulk) {
+                        // Bulk mode: stop the multishot receive. Its queued arrivals
+                        // (and any racing the cancel) are read first, in order, then
+                        // its final completion sends reads to the socket directly.
+                        if let Some(&(key, _)) = st.armed.as_ref() {
+                            driver.borrow_mut().cancel(key);
+                        }
+                    }
                 }
                 res => {
                     if let Some(bid) = c.buffer() {

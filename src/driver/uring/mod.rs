@@ -358,6 +358,11 @@ impl Uring {
         }
     }
 
+    /// The size of each provided buffer.
+    pub(crate) fn provided_buf_size(&self) -> usize {
+        bufring::BUF_SIZE
+    }
+
     /// The first `len` bytes of provided buffer `bid`.
     pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
         self.bufring
