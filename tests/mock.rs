@@ -521,6 +521,130 @@ fn small_reads_stay_multishot() {
     });
 }
 
+/// A stream on the mock without multishot receives: every read is a single-shot recv.
+fn single_shot_stream() -> (Rc<coring::net::UnixStream>, std::os::unix::net::UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    (Rc::new(coring::net::UnixStream::from_std(a).unwrap()), b)
+}
+
+// A single-shot read dropped while the kernel owns its receive: the receive is not
+// cancelled but kept by the stream; the next read waits for it and returns what it got
+// (in parts if its buffer is smaller), and only then does a read submit a new receive.
+#[test]
+fn dropped_single_shot_read_is_kept_and_read_next() {
+    with_mock("dropped_single_shot_read_is_kept", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = single_shot_stream();
+            let r = timeout(Duration::from_millis(1), s.read(Vec::with_capacity(64))).await;
+            assert!(r.is_err(), "nothing completed the read");
+            turns(2).await;
+            let op = mock.only("recv");
+            assert!(
+                !op.cancel_requested,
+                "a dropped stream read is kept, not cancelled"
+            );
+            let h = spawn_read(&s, 4).await;
+            assert_eq!(
+                mock.pending().len(),
+                1,
+                "the next read waits for the kept receive"
+            );
+            mock.fill(op.key, b"kept data");
+            mock.complete(op.key, 9);
+            assert_eq!(h.await.unwrap().1, b"kept");
+            let h = spawn_read(&s, 64).await;
+            assert_eq!(h.await.unwrap().1, b" data");
+            let h = spawn_read(&s, 64).await;
+            // The kept receive is finished: this read submits its own.
+            let next = mock.only("recv");
+            mock.fill(next.key, b"new");
+            mock.complete(next.key, 3);
+            assert_eq!(h.await.unwrap().1, b"new");
+        });
+        assert_eq!(rt.ops_in_flight(), 0);
+    });
+}
+
+// A read whose receive completed but whose future was dropped before it collected the
+// result (a select that picked another branch): the bytes go to the next read; an end of
+// file or error it got is reported once, to the next read.
+#[test]
+fn completed_but_dropped_read_hands_its_result_to_the_next() {
+    with_mock("completed_but_dropped_read", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = single_shot_stream();
+            for (data, res) in [(&b"abc"[..], 3), (b"", 0), (b"", -libc::ECONNRESET)] {
+                let h = spawn_read(&s, 64).await;
+                let op = mock.only("recv");
+                mock.fill(op.key, data);
+                mock.complete(op.key, res);
+                // The completion is reaped, then the read is dropped before it runs.
+                h.abort();
+                turns(2).await;
+                let (r, buf) = spawn_read(&s, 64).await.await.unwrap();
+                match res {
+                    3 => assert_eq!((r.unwrap(), buf), (3, b"abc".to_vec())),
+                    0 => assert_eq!(r.unwrap(), 0, "end of file"),
+                    _ => assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset),
+                }
+                assert!(mock.pending().is_empty(), "served without a new receive");
+            }
+        });
+    });
+}
+
+// The stream dropped while it keeps a dropped read's receive: the receive is cancelled,
+// and its buffer is freed only when the "kernel" finishes it.
+#[test]
+fn stream_dropped_with_a_kept_receive_cancels_it() {
+    with_mock("stream_dropped_with_kept_receive", |rt, mock| {
+        let (buf, dropped) = DropFlagBuf::new(64);
+        rt.block_on(async {
+            let (s, _peer) = single_shot_stream();
+            let r = timeout(Duration::from_millis(1), s.read(buf)).await;
+            assert!(r.is_err());
+            turns(2).await;
+            assert!(!mock.only("recv").cancel_requested);
+            drop(s);
+            turns(2).await;
+            let op = mock.only("recv");
+            assert!(
+                op.cancel_requested,
+                "dropping the stream cancels the kept receive"
+            );
+            assert!(!dropped.get(), "buffer freed while the kernel owned it");
+            mock.complete(op.key, -libc::ECANCELED);
+            turns(2).await;
+            assert!(dropped.get(), "buffer released after the final completion");
+        });
+        assert_eq!(rt.ops_in_flight(), 0);
+    });
+}
+
+// into_std with a kept receive: the receive is cancelled and the descriptor handed over
+// when it got nothing; when it holds received bytes the stream comes back (read them
+// first), and after they are read into_std succeeds.
+#[test]
+fn into_std_with_a_kept_receive() {
+    with_mock("into_std_with_kept_receive", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = single_shot_stream();
+            let r = timeout(Duration::from_millis(1), s.read(Vec::with_capacity(8))).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let op = mock.only("recv");
+            mock.fill(op.key, b"held");
+            mock.complete(op.key, 4);
+            turns(2).await;
+            let s = Rc::into_inner(s).expect("one owner");
+            let s = s.into_std().expect_err("received data not read yet");
+            let (r, buf) = s.read(Vec::with_capacity(8)).await;
+            assert_eq!((r.unwrap(), buf), (4, b"held".to_vec()));
+            s.into_std().expect("nothing held any more");
+        });
+    });
+}
+
 // An error ends the receive after data: the data is read first, then the error.
 #[test]
 fn multishot_error_after_data() {

@@ -62,6 +62,23 @@ impl<T: Operation> Op<T> {
     }
 }
 
+impl<T: Operation> Op<T> {
+    /// Takes a submitted operation (in flight, or completed but not collected) out of this
+    /// future, which then drops without orphaning it. The caller owns the key, the data
+    /// and the duty this future had: collect the final completion with
+    /// [`Driver::poll_op`], or hand the data to [`Driver::orphan`], before dropping it.
+    pub(crate) fn detach(&mut self) -> Option<(usize, T, Rc<RefCell<Driver>>)> {
+        let State::InFlight(key) = self.state else {
+            return None;
+        };
+        let (Some(data), Some(driver)) = (self.data.take(), self.driver.take()) else {
+            return None;
+        };
+        self.state = State::Done;
+        Some((key, data, driver))
+    }
+}
+
 // Op holds no self-references: the kernel only sees heap memory owned by `data`.
 impl<T: Operation> Unpin for Op<T> {}
 

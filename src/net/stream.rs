@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
-use crate::driver::{Driver, OpDesc, Submitted};
+use crate::driver::{Driver, OpDesc, Orphan, Submitted};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
@@ -65,6 +65,12 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// buffer (no copy, one receive per buffer-full instead of one completion per 4 KiB).
 /// After 4 direct reads in a row shorter than a provided buffer, the next read arms a
 /// multishot receive again.
+///
+/// Single-shot reads (the fallback backend, bulk mode, the read after ENOBUFS) keep the
+/// same guarantee: a read future dropped after submitting its receive leaves the receive
+/// to the stream (`Adopted`), not cancelled, and the next read returns what it received
+/// before anything else; the stream cancels it only when dropped. (Two reads racing on one
+/// stream: only the first dropped one is kept, a second is cancelled like any operation.)
 /// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
 /// single-shot receive. A stream whose receive runs on another runtime (used there, then
 /// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
@@ -95,12 +101,85 @@ struct Multishot {
     direct: bool,
     /// Consecutive reads that argued for leaving the current mode.
     streak: u8,
+    /// A single-shot receive whose read future was dropped first (see [`Adopted`]).
+    /// Boxed: rare, and a stream stays small.
+    adopted: Option<Box<Adopted>>,
+}
+
+/// A single-shot receive whose read future was dropped while the kernel owned it, or
+/// before it collected the result: the stream keeps it instead of cancelling it, and the
+/// next read returns what it received, so a dropped read loses nothing on this path
+/// either (and no later receive can overtake it). Cancelled only when the stream goes.
+struct Adopted {
+    driver: Rc<RefCell<Driver>>,
+    /// The receive's key while its final completion is not collected.
+    key: Option<usize>,
+    recv: Box<dyn Held>,
+    /// Received bytes not read yet: `start..end` of the receive's buffer.
+    start: usize,
+    end: usize,
+}
+
+/// A receive's buffer, whatever its type, as an [`Adopted`] receive holds it.
+trait Held {
+    fn capacity(&self) -> usize;
+    fn received(&self, n: usize) -> &[u8];
+    fn into_orphan(self: Box<Self>) -> Box<dyn Orphan>;
+}
+
+impl<B: IoBufMut> Held for Recv<B> {
+    fn capacity(&self) -> usize {
+        Recv::capacity(self)
+    }
+    fn received(&self, n: usize) -> &[u8] {
+        Recv::received(self, n)
+    }
+    fn into_orphan(self: Box<Self>) -> Box<dyn Orphan> {
+        self
+    }
+}
+
+/// A single-shot stream receive into the caller's buffer; if its future is dropped after
+/// submission, the receive goes to the stream ([`Adopted`]) rather than being cancelled.
+/// Only one can be kept: a second read dropped meanwhile (reads racing on one stream) is
+/// cancelled like any operation.
+struct SingleRead<'a, B: IoBufMut + 'static> {
+    stream: &'a Stream,
+    op: Op<Recv<B>>,
+}
+
+impl<B: IoBufMut> std::future::Future for SingleRead<'_, B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
+        std::pin::Pin::new(&mut self.op).poll(cx)
+    }
+}
+
+impl<B: IoBufMut> Drop for SingleRead<'_, B> {
+    fn drop(&mut self) {
+        let mut st = self.stream.multi.borrow_mut();
+        if st.adopted.is_some() {
+            return;
+        }
+        if let Some((key, recv, driver)) = self.op.detach() {
+            st.adopted = Some(Box::new(Adopted {
+                driver,
+                key: Some(key),
+                recv: Box::new(recv),
+                start: 0,
+                end: 0,
+            }));
+        }
+    }
 }
 
 /// How a read goes (see [`Stream::begin_multishot`]).
 enum Path<'a> {
     Multishot(Reading<'a>, Rc<RefCell<Driver>>),
     SingleShot,
+    /// A dropped read's receive is kept: read what it got first.
+    Adopted,
     /// Single-shot because the stream is in bulk mode; its result may end that mode.
     Direct,
     /// The stream's multishot receive (and maybe data) lives on another runtime.
@@ -168,6 +247,9 @@ impl Multishot {
     /// the descriptor handle, until its final completion, and recycles every buffer it
     /// names).
     fn release(&mut self) {
+        if let Some(a) = self.adopted.take() {
+            a.release();
+        }
         let Some(driver) = self.driver.take() else {
             return;
         };
@@ -188,6 +270,29 @@ impl Multishot {
                 })
             });
         }
+    }
+}
+
+impl Adopted {
+    /// Gives the receive, if still the kernel's, to the driver as an orphan (cancelled).
+    fn release(self) {
+        let Some(key) = self.key else {
+            return;
+        };
+        // As in `Multishot::release`: never reached from driver-run code in coring.
+        let Ok(mut d) = self.driver.try_borrow_mut() else {
+            std::mem::forget(self.recv);
+            return;
+        };
+        let mut recv = Some(self.recv);
+        d.orphan(key, || {
+            recv.take()
+                .expect("coring: orphan data taken once")
+                .into_orphan()
+        });
+        drop(d);
+        // Already completed (the closure did not run): the buffer is ours to drop.
+        drop(recv);
     }
 }
 
@@ -248,19 +353,51 @@ impl Stream {
         st.settle();
     }
 
+    /// Cancels an adopted receive at once where the backend can, keeping what it received
+    /// for reads; an empty or failed result is dropped with it.
+    fn cancel_adopted(&self) {
+        let mut st = self.multi.borrow_mut();
+        let Some(a) = st.adopted.as_mut() else {
+            return;
+        };
+        let Some(key) = a.key else {
+            return;
+        };
+        let driver = a.driver.clone();
+        let mut d = driver.borrow_mut();
+        if !d.cancel_now(key) {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(c) = d.poll_op(key, &mut cx) else {
+            return;
+        };
+        drop(d);
+        a.key = None;
+        match c
+            .result()
+            .and_then(|n| op::checked_len(n, a.recv.capacity()))
+        {
+            Ok(n) if n > 0 => a.end = n,
+            _ => st.adopted = None,
+        }
+    }
+
     /// Gives up the descriptor, cancelling the multishot receive (synchronously where the
     /// backend can). Gives `self` back, state intact, while it holds received data not yet
     /// read (read it first); if the receive could not be cancelled at once, the driver
     /// keeps a handle to the descriptor until it finishes (`into_raw` then fails).
     pub(crate) fn into_fd(self) -> Result<SharedFd, Stream> {
         self.disarm();
+        self.cancel_adopted();
         {
             let mut st = self.multi.borrow_mut();
             let queued = match (&st.armed, &st.driver) {
                 (Some((key, _)), Some(d)) => d.borrow().has_queued_data(*key),
                 _ => false,
             };
-            if st.partial.is_some() || queued {
+            let adopted_data = st.adopted.as_ref().is_some_and(|a| a.key.is_none());
+            if st.partial.is_some() || queued || adopted_data {
                 drop(st);
                 return Err(self);
             }
@@ -278,9 +415,17 @@ impl Stream {
         }
         let (reading, driver) = match self.begin_multishot() {
             Path::Multishot(reading, driver) => (reading, driver),
-            Path::SingleShot => return Op::new(Recv::new(&self.fd, buf, true)).await,
+            Path::SingleShot => return self.single(buf).await,
+            Path::Adopted => {
+                let mut buf = buf;
+                return match poll_fn(|cx| self.poll_adopted(cx, &mut buf)).await {
+                    Some(res) => (res, buf),
+                    // A racing read took it: this one is concurrent, so single-shot.
+                    None => self.single(buf).await,
+                };
+            }
             Path::Direct => {
-                let (res, buf) = Op::new(Recv::new(&self.fd, buf, true)).await;
+                let (res, buf) = self.single(buf).await;
                 if let Ok(n) = res {
                     let size = crate::runtime::context::driver()
                         .borrow()
@@ -293,7 +438,7 @@ impl Stream {
             Path::Elsewhere => {
                 let e = io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "this stream's multishot receive runs on another runtime, which may hold data \
+                    "this stream's receive runs on another runtime, which may hold data \
                      received for it: read it there (or move it with into_std() there)",
                 );
                 return (Err(e), buf);
@@ -303,10 +448,55 @@ impl Stream {
         let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
         let out = match step {
             Step::Done(res) => (res, buf),
-            Step::SingleShot => Op::new(Recv::new(&self.fd, buf, true)).await,
+            Step::SingleShot => self.single(buf).await,
         };
         drop(reading);
         out
+    }
+
+    /// A single-shot receive into `buf` that the stream adopts if the read is dropped.
+    fn single<B: IoBufMut>(&self, buf: B) -> SingleRead<'_, B> {
+        SingleRead {
+            stream: self,
+            op: Op::new(Recv::new(&self.fd, buf, true)),
+        }
+    }
+
+    /// Reads from the adopted receive: waits for its completion, then copies what it
+    /// received (the rest stays for the next read). `None`: nothing is adopted any more.
+    fn poll_adopted<B: IoBufMut>(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut B,
+    ) -> Poll<Option<io::Result<usize>>> {
+        let mut st = self.multi.borrow_mut();
+        let Some(a) = st.adopted.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(key) = a.key {
+            let c = match a.driver.borrow_mut().poll_op(key, cx) {
+                Poll::Ready(c) => c,
+                Poll::Pending => return Poll::Pending,
+            };
+            a.key = None;
+            match c
+                .result()
+                .and_then(|n| op::checked_len(n, a.recv.capacity()))
+            {
+                Ok(n) if n > 0 => a.end = n,
+                // End of file or an error: the stream's, reported once here.
+                res => {
+                    st.adopted = None;
+                    return Poll::Ready(Some(res));
+                }
+            }
+        }
+        let n = copy_out(&a.recv.received(a.end)[a.start..], buf, 0);
+        a.start += n;
+        if a.start == a.end {
+            st.adopted = None;
+        }
+        Poll::Ready(Some(Ok(n)))
     }
 
     /// Chooses a read's path: multishot if the backend supports it and no other read is in
@@ -315,6 +505,12 @@ impl Stream {
     fn begin_multishot(&self) -> Path<'_> {
         let driver = crate::runtime::context::driver();
         let mut st = self.multi.borrow_mut();
+        if let Some(a) = &st.adopted {
+            if !Rc::ptr_eq(&a.driver, &driver) {
+                return Path::Elsewhere;
+            }
+            return Path::Adopted;
+        }
         if let Some(d) = &st.driver {
             if !Rc::ptr_eq(d, &driver) {
                 return Path::Elsewhere;

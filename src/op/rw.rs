@@ -252,6 +252,30 @@ impl<B: IoBufMut> Recv<B> {
     }
 }
 
+impl<B: IoBufMut> Recv<B> {
+    /// The buffer's capacity: the most a completion may report.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.bytes_total()
+    }
+
+    /// The first `n` bytes of the buffer, which the receive's completion reported filled.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds the buffer's capacity (check the completion with `checked_len`).
+    pub(crate) fn received(&self, n: usize) -> &[u8] {
+        assert!(
+            n <= self.buf.bytes_total(),
+            "coring: {n} bytes received into a buffer of {}",
+            self.buf.bytes_total()
+        );
+        // SAFETY: the kernel wrote the first n bytes (its completion said so, and the
+        // caller only asks once the receive completed); n <= bytes_total(); the buffer
+        // lives as long as &self and is not written while the kernel is done with it.
+        unsafe { std::slice::from_raw_parts(self.buf.stable_ptr(), n) }
+    }
+}
+
 impl<B: IoBufMut> Operation for Recv<B> {
     type Output = BufResult<usize, B>;
 
