@@ -57,6 +57,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coring::{BackendKind, Metrics};
+
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/runs.rs"]
+mod runs;
+use args::Flags;
+use runs::{
+    core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin, tokio_runtime, Runs,
+    ThreadUsage,
+};
 use tokio::io::AsyncReadExt;
 
 /// Bytes per sender `write_all`.
@@ -123,59 +133,28 @@ fn usage_exit(msg: &str) -> ! {
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
     let mut cfg = Config::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
+    let mut flags = Flags::new(args, USAGE, usage_exit);
+    while let Some((flag, inline)) = flags.next_flag() {
         match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                process::exit(0);
-            }
-            // `cargo bench` passes this to every bench target.
-            "--bench" => continue,
-            "--verify" => {
-                cfg.verify = true;
-                continue;
-            }
-            _ => {}
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
+            "--verify" => cfg.verify = true,
             "--mb" => {
-                cfg.mb = parse_count(&flag, &value()) as u64;
+                cfg.mb = flags.count(&flag, inline) as u64;
                 if cfg.mb > 1 << 20 {
                     usage_exit("--mb takes at most 1048576 (1 TiB)");
                 }
             }
             "--buf" => {
-                cfg.buf = parse_count(&flag, &value());
+                cfg.buf = flags.count(&flag, inline);
                 if cfg.buf > 1 << 30 {
                     usage_exit("--buf takes at most 1073741824 (1 GiB)");
                 }
             }
-            "--reps" => cfg.reps = parse_count(&flag, &value()),
-            "--only" => cfg.contenders = parse_contenders(&value()),
-            _ => usage_exit(&format!("unknown argument '{arg}'")),
+            "--reps" => cfg.reps = flags.count(&flag, inline),
+            "--only" => cfg.contenders = parse_contenders(&flags.value(&flag, inline)),
+            _ => usage_exit(&format!("unknown argument '{flag}'")),
         }
     }
     cfg
-}
-
-fn parse_count(flag: &str, value: &str) -> usize {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => n,
-        _ => usage_exit(&format!(
-            "{flag} takes a whole number greater than 0, not '{value}'"
-        )),
-    }
 }
 
 /// The receivers named in `list`, in the usual order (io_uring, fallback, tokio).
@@ -262,25 +241,6 @@ fn main() {
     }
 }
 
-/// A coring runtime on exactly `kind`.
-fn coring_runtime(kind: BackendKind) -> io::Result<coring::Runtime> {
-    let rt = coring::Builder::new().backend(kind).build()?;
-    if rt.backend() != kind {
-        return Err(io::Error::other(format!(
-            "asked for {kind}, got {}",
-            rt.backend_description()
-        )));
-    }
-    Ok(rt)
-}
-
-/// A tokio `current_thread` runtime with IO and timers.
-fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
 fn print_table(cfg: &Config, runs: &Runs<Contender, StreamResult>) {
     let cpu = |r: &StreamResult| r.recv_cpu_per_gib;
     let tokio_cpu = runs.median(Contender::Tokio, cpu);
@@ -303,7 +263,7 @@ fn print_table(cfg: &Config, runs: &Runs<Contender, StreamResult>) {
                 runs.median(c, |r| r.recv_run_wait_ms.unwrap_or(f64::NAN)),
                 0
             ),
-            runs.each(c, cpu),
+            runs.each(c, 3, cpu),
         );
     }
     println!(
@@ -751,173 +711,5 @@ fn metrics_since(m1: Metrics, m0: Metrics) -> Metrics {
         ops_submitted: m1.ops_submitted - m0.ops_submitted,
         multishot_throttled: m1.multishot_throttled - m0.multishot_throttled,
         ..Metrics::default()
-    }
-}
-
-// ----------------------------------------------------------------------------------------
-// Runs and statistics
-
-/// Every run's result, by contender and round: `by[contender][round]` (`None` where the
-/// run failed).
-struct Runs<C, R> {
-    contenders: Vec<C>,
-    by: Vec<Vec<Option<R>>>,
-    failed: bool,
-}
-
-impl<C: Copy + PartialEq + fmt::Display, R: fmt::Display> Runs<C, R> {
-    /// Runs each contender `reps` times, interleaved: one run of each per round, the order
-    /// rotating every round so no contender always runs first.
-    fn interleave(
-        reps: usize,
-        contenders: &[C],
-        mut run: impl FnMut(C) -> Result<R, String>,
-    ) -> Self {
-        let mut by: Vec<Vec<Option<R>>> = contenders.iter().map(|_| Vec::new()).collect();
-        let mut failed = false;
-        for rep in 0..reps {
-            for i in 0..contenders.len() {
-                let idx = (i + rep) % contenders.len();
-                let c = contenders[idx];
-                let r = match run(c) {
-                    Ok(r) => {
-                        println!("  run {}/{reps}  {c:<22} {r}", rep + 1);
-                        Some(r)
-                    }
-                    Err(e) => {
-                        eprintln!("  run {}/{reps}  {c:<22} ERROR: {e}", rep + 1);
-                        failed = true;
-                        None
-                    }
-                };
-                by[idx].push(r);
-            }
-        }
-        Runs {
-            contenders: contenders.to_vec(),
-            by,
-            failed,
-        }
-    }
-
-    fn runs_of(&self, c: C) -> &[Option<R>] {
-        self.contenders
-            .iter()
-            .position(|x| *x == c)
-            .map_or(&[], |i| &self.by[i])
-    }
-
-    /// The median of `f` over `c`'s successful runs.
-    fn median(&self, c: C, f: impl Fn(&R) -> f64) -> Option<f64> {
-        median(self.runs_of(c).iter().flatten().map(f))
-    }
-
-    /// `f` of each of `c`'s runs, in run order.
-    fn each(&self, c: C, f: impl Fn(&R) -> f64) -> String {
-        let values: Vec<String> = self
-            .runs_of(c)
-            .iter()
-            .flatten()
-            .map(|r| format!("{:.3}", f(r)))
-            .collect();
-        values.join(" ")
-    }
-
-    /// The median, over rounds where both ran, of `f(c) / f(base)` in the same round: less
-    /// sensitive than a ratio of medians to load that changes from one round to the next.
-    fn paired_ratio(&self, c: C, base: C, f: impl Fn(&R) -> f64) -> Option<f64> {
-        let pairs = self.runs_of(c).iter().zip(self.runs_of(base));
-        median(pairs.filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?))))
-    }
-}
-
-/// The median (the mean of the middle two for an even count); `None` when empty.
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
-}
-
-fn fmt_ratio(v: Option<f64>, base: Option<f64>) -> String {
-    match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => fmt_x(Some(v / b)),
-        _ => "-".to_string(),
-    }
-}
-
-fn fmt_x(ratio: Option<f64>) -> String {
-    ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
-}
-
-// ----------------------------------------------------------------------------------------
-// Measurement helpers
-
-/// Reads a CPU-time clock of this thread or process.
-fn cpu_clock(clock: libc::clockid_t) -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime only
-    // writes into it.
-    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
-    (r == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// The calling thread's CPU time, and how long it sat runnable waiting for a CPU (a sign
-/// that other processes competed for its core).
-#[derive(Debug, Clone, Copy)]
-struct ThreadUsage {
-    cpu: Option<Duration>,
-    run_wait: Option<Duration>,
-}
-
-impl ThreadUsage {
-    fn now() -> ThreadUsage {
-        // "<ns on cpu> <ns runnable but waiting> <timeslices>" (Linux, CONFIG_SCHED_INFO).
-        let run_wait = std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-            .map(Duration::from_nanos);
-        ThreadUsage {
-            cpu: cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID),
-            run_wait,
-        }
-    }
-
-    fn since(self, earlier: ThreadUsage) -> ThreadUsage {
-        let diff =
-            |b: Option<Duration>, a: Option<Duration>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
-        ThreadUsage {
-            cpu: diff(self.cpu, earlier.cpu),
-            run_wait: diff(self.run_wait, earlier.run_wait),
-        }
-    }
-}
-
-fn pin(core: Option<core_affinity::CoreId>) {
-    if let Some(core) = core {
-        if !core_affinity::set_for_current(core) {
-            eprintln!("stream: could not pin a thread to CPU {}", core.id);
-        }
-    }
-}
-
-fn core_name(core: Option<core_affinity::CoreId>) -> String {
-    match core {
-        Some(c) => format!("CPU {}", c.id),
-        None => "an unpinned thread".to_string(),
     }
 }

@@ -49,9 +49,18 @@
 //! cargo bench --bench vs_tokio -- --only echo --backends fallback --no-tokio --reps 1 --secs 10
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
 #[cfg(target_os = "linux")]
 #[path = "common/raw_ring.rs"]
 mod raw_ring;
+#[path = "common/runs.rs"]
+mod runs;
+use args::Flags;
+use runs::{
+    core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin, tokio_runtime, Runs,
+    ThreadUsage,
+};
 
 use std::env;
 use std::fmt;
@@ -158,42 +167,20 @@ fn usage_exit(msg: &str) -> ! {
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
     let mut cfg = Config::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
+    let mut flags = Flags::new(args, USAGE, usage_exit);
+    while let Some((flag, inline)) = flags.next_flag() {
         match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                process::exit(0);
-            }
-            // `cargo bench` passes this to every bench target.
-            "--bench" => continue,
-            "--no-tokio" => {
-                cfg.tokio = false;
-                continue;
-            }
-            _ => {}
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--secs" => cfg.secs = parse_secs(&flag, &value()),
-            "--warmup" => cfg.warmup = parse_secs(&flag, &value()),
-            "--reps" => cfg.reps = parse_count(&flag, &value()),
-            "--conns" => cfg.conns = parse_count(&flag, &value()),
-            "--size" => cfg.size = parse_count(&flag, &value()),
-            "--qd" => cfg.qd = parse_count(&flag, &value()),
-            "--file-mb" => cfg.file_mb = parse_count(&flag, &value()) as u64,
-            "--dir" => cfg.dir = PathBuf::from(value()),
+            "--no-tokio" => cfg.tokio = false,
+            "--secs" => cfg.secs = flags.secs(&flag, inline),
+            "--warmup" => cfg.warmup = flags.secs(&flag, inline),
+            "--reps" => cfg.reps = flags.count(&flag, inline),
+            "--conns" => cfg.conns = flags.count(&flag, inline),
+            "--size" => cfg.size = flags.count(&flag, inline),
+            "--qd" => cfg.qd = flags.count(&flag, inline),
+            "--file-mb" => cfg.file_mb = flags.count(&flag, inline) as u64,
+            "--dir" => cfg.dir = PathBuf::from(flags.value(&flag, inline)),
             "--backends" => {
-                let list = value();
+                let list = flags.value(&flag, inline);
                 let names = list.split(',').filter(|s| !s.trim().is_empty());
                 cfg.raw = false;
                 cfg.backends = names
@@ -210,37 +197,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
                     })
                     .collect();
             }
-            "--only" => match value().as_str() {
+            "--only" => match flags.value(&flag, inline).as_str() {
                 "echo" => (cfg.echo, cfg.fread) = (true, false),
                 "fread" => (cfg.echo, cfg.fread) = (false, true),
                 other => usage_exit(&format!("--only takes echo or fread, not '{other}'")),
             },
-            _ => usage_exit(&format!("unknown argument '{arg}'")),
+            _ => usage_exit(&format!("unknown argument '{flag}'")),
         }
     }
     cfg
-}
-
-fn parse_count(flag: &str, value: &str) -> usize {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => n,
-        _ => usage_exit(&format!(
-            "{flag} takes a whole number greater than 0, not '{value}'"
-        )),
-    }
-}
-
-fn parse_secs(flag: &str, value: &str) -> Duration {
-    value
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| *d <= Duration::from_secs(3600))
-        .unwrap_or_else(|| {
-            usage_exit(&format!(
-                "{flag} takes a number of seconds from 0 to 3600, not '{value}'"
-            ))
-        })
 }
 
 // ----------------------------------------------------------------------------------------
@@ -285,93 +250,6 @@ fn main() {
     if failed {
         eprintln!("vs_tokio: FAILED: see the errors above");
         process::exit(1);
-    }
-}
-
-/// A coring runtime on exactly `kind`.
-fn coring_runtime(kind: BackendKind) -> io::Result<coring::Runtime> {
-    let rt = coring::Builder::new().backend(kind).build()?;
-    if rt.backend() != kind {
-        return Err(io::Error::other(format!(
-            "asked for {kind}, got {}",
-            rt.backend_description()
-        )));
-    }
-    Ok(rt)
-}
-
-/// A tokio `current_thread` runtime with IO and timers.
-fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// Every run's result, by contender and round: `by[contender][round]` (`None` where the
-/// run failed).
-struct Runs<C, R> {
-    contenders: Vec<C>,
-    by: Vec<Vec<Option<R>>>,
-    failed: bool,
-}
-
-impl<C: Copy + PartialEq + fmt::Display, R: fmt::Display> Runs<C, R> {
-    /// Runs each contender `reps` times, interleaved: one run of each per round, the order
-    /// rotating every round so no contender always runs first.
-    fn interleave(
-        reps: usize,
-        contenders: &[C],
-        mut run: impl FnMut(C) -> Result<R, String>,
-    ) -> Self {
-        let mut by: Vec<Vec<Option<R>>> = contenders.iter().map(|_| Vec::new()).collect();
-        let mut failed = false;
-        for rep in 0..reps {
-            for i in 0..contenders.len() {
-                let idx = (i + rep) % contenders.len();
-                let c = contenders[idx];
-                let r = match run(c) {
-                    Ok(r) => {
-                        println!("  run {}/{reps}  {c:<26} {r}", rep + 1);
-                        Some(r)
-                    }
-                    Err(e) => {
-                        eprintln!("  run {}/{reps}  {c:<26} ERROR: {e}", rep + 1);
-                        failed = true;
-                        None
-                    }
-                };
-                by[idx].push(r);
-            }
-        }
-        Runs {
-            contenders: contenders.to_vec(),
-            by,
-            failed,
-        }
-    }
-
-    fn runs_of(&self, c: C) -> &[Option<R>] {
-        self.contenders
-            .iter()
-            .position(|x| *x == c)
-            .map_or(&[], |i| &self.by[i])
-    }
-
-    /// The median of `f` over `c`'s successful runs.
-    fn median(&self, c: C, f: impl Fn(&R) -> f64) -> Option<f64> {
-        median(self.runs_of(c).iter().flatten().map(f))
-    }
-
-    /// `f` of each of `c`'s runs, in run order.
-    fn each(&self, c: C, f: impl Fn(&R) -> f64) -> String {
-        each(self.runs_of(c).iter().flatten().map(f))
-    }
-
-    /// The median, over rounds where both ran, of `f(c) / f(base)` in the same round: less
-    /// sensitive than a ratio of medians to load that changes from one round to the next.
-    fn paired_ratio(&self, c: C, base: C, f: impl Fn(&R) -> f64) -> Option<f64> {
-        let pairs = self.runs_of(c).iter().zip(self.runs_of(base));
-        median(pairs.filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?))))
     }
 }
 
@@ -584,7 +462,7 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
             ),
             fmt_opt(runs.median(s, |r| r.p50_us), 1),
             fmt_opt(runs.median(s, |r| r.p99_us), 1),
-            runs.each(s, cpu),
+            runs.each(s, 2, cpu),
         );
     }
     println!(
@@ -605,7 +483,7 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
             fmt_opt(med, 2),
             fmt_ratio(med, tokio_total),
             fmt_x(runs.paired_ratio(s, Server::Tokio, total)),
-            runs.each(s, total),
+            runs.each(s, 2, total),
         );
     }
     println!(
@@ -1652,7 +1530,7 @@ fn bench_fread(cfg: &Config) -> bool {
             fmt_ratio(med, tokio_pread),
             fmt_opt(runs.median(r, |x| x.proc_cpu_us_per_read), 2),
             fmt_opt(runs.median(r, |x| x.rt_cpu_us_per_read), 2),
-            runs.each(r, iops),
+            runs.each(r, 2, iops),
         );
     }
     println!(
@@ -1910,64 +1788,6 @@ async fn tokio_pread_reader(file: Arc<StdFile>, task: usize, blocks: u64, stats:
 // ----------------------------------------------------------------------------------------
 // Measurement helpers
 
-/// Reads a CPU-time clock of this thread or process.
-fn cpu_clock(clock: libc::clockid_t) -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime only
-    // writes into it.
-    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
-    (r == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// The calling thread's CPU time, and how long it sat runnable waiting for a CPU (a sign
-/// that other processes competed for its core).
-#[derive(Debug, Clone, Copy)]
-struct ThreadUsage {
-    cpu: Option<Duration>,
-    run_wait: Option<Duration>,
-}
-
-impl ThreadUsage {
-    fn now() -> ThreadUsage {
-        // "<ns on cpu> <ns runnable but waiting> <timeslices>" (Linux, CONFIG_SCHED_INFO).
-        let run_wait = std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-            .map(Duration::from_nanos);
-        ThreadUsage {
-            cpu: cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID),
-            run_wait,
-        }
-    }
-
-    fn since(self, earlier: ThreadUsage) -> ThreadUsage {
-        let diff =
-            |b: Option<Duration>, a: Option<Duration>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
-        ThreadUsage {
-            cpu: diff(self.cpu, earlier.cpu),
-            run_wait: diff(self.run_wait, earlier.run_wait),
-        }
-    }
-}
-
-fn pin(core: Option<core_affinity::CoreId>) {
-    if let Some(core) = core {
-        if !core_affinity::set_for_current(core) {
-            eprintln!("vs_tokio: could not pin a thread to CPU {}", core.id);
-        }
-    }
-}
-
-fn core_name(core: Option<core_affinity::CoreId>) -> String {
-    match core {
-        Some(c) => format!("CPU {}", c.id),
-        None => "an unpinned thread".to_string(),
-    }
-}
-
 /// The `p`-quantile (0 < p <= 1) of sorted values, by the nearest-rank method.
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -1975,47 +1795,4 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The median (the mean of the middle two for an even count); `None` when empty.
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
-}
-
-fn fmt_ratio(v: Option<f64>, base: Option<f64>) -> String {
-    match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => fmt_x(Some(v / b)),
-        _ => "-".to_string(),
-    }
-}
-
-fn fmt_x(ratio: Option<f64>) -> String {
-    ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
-}
-
-fn each(values: impl Iterator<Item = f64>) -> String {
-    values
-        .map(|v| {
-            if v >= 1000.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.2}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
