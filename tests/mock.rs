@@ -93,11 +93,56 @@ fn late_completion_after_drop_frees_the_buffer_only_then() {
     });
 }
 
-// An accept whose future was dropped, but which the kernel completed anyway (the cancel
-// lost the race): the runtime closes the descriptor it got, so the peer sees end of file.
+// An accept whose future was dropped is kept by the listener, not cancelled: the
+// connection the "kernel" accepts for it is what the next accept returns.
 #[test]
-fn cancel_losing_the_race_closes_the_accepted_descriptor() {
-    with_mock("cancel_losing_the_race", |rt, mock| {
+fn dropped_accept_is_kept_and_its_connection_returned_next() {
+    with_mock("dropped_accept_is_kept", |rt, mock| {
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dir = std::env::temp_dir().join(format!("coring-mock-accept-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        rt.block_on(async {
+            let listener = coring::net::UnixListener::bind(&dir).unwrap();
+            let r = timeout(Duration::from_millis(1), listener.accept()).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let op = mock.only("accept");
+            assert!(
+                !op.cancel_requested,
+                "a dropped accept is kept, not cancelled"
+            );
+            let next = coring::spawn(async move {
+                let r = listener.accept().await;
+                (r, listener)
+            });
+            turns(2).await;
+            assert_eq!(
+                mock.pending().len(),
+                1,
+                "the next accept waits for the kept one"
+            );
+            let fd = ours.into_raw_fd();
+            mock.complete(op.key, fd);
+            let (r, _listener) = next.await.unwrap();
+            let (stream, _) = r.expect("the kept accept's connection");
+            use std::os::fd::AsRawFd;
+            assert_eq!(
+                stream.as_raw_fd(),
+                fd,
+                "the connection accepted for the dropped call"
+            );
+        });
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(rt.ops_in_flight(), 0);
+    });
+}
+
+// A listener dropped while it keeps a dropped accept: the accept is cancelled, and a
+// connection the "kernel" accepted anyway (the cancel lost the race) is closed, so the
+// peer sees end of file.
+#[test]
+fn listener_dropped_with_a_kept_accept_closes_what_it_accepted() {
+    with_mock("listener_dropped_with_kept_accept", |rt, mock| {
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         rt.block_on(async {
@@ -105,8 +150,14 @@ fn cancel_losing_the_race_closes_the_accepted_descriptor() {
             let r = timeout(Duration::from_millis(1), listener.accept()).await;
             assert!(r.is_err());
             turns(2).await;
+            assert!(!mock.only("accept").cancel_requested);
+            drop(listener);
+            turns(2).await;
             let op = mock.only("accept");
-            assert!(op.cancel_requested);
+            assert!(
+                op.cancel_requested,
+                "dropping the listener cancels the kept accept"
+            );
             // The "kernel" accepted a connection before it saw the cancel.
             mock.complete(op.key, ours.into_raw_fd());
             turns(2).await;

@@ -222,3 +222,74 @@ coring_test!(std_and_raw_fd_conversions, async {
         std_client.local_addr().unwrap()
     );
 });
+
+// An accept future dropped after a connection arrived for it but before it returned it
+// (what a select does when another branch wins): the listener keeps the accept, and the
+// next accept returns that connection, which works. Before, the accepted descriptor was
+// closed with the dropped future on io_uring.
+coring_test!(
+    accept_dropped_after_its_connection_arrived_loses_nothing,
+    async {
+        use std::future::Future;
+        use std::io::{Read, Write};
+        use std::time::Duration;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for round in 0..10u8 {
+            let mut accept = Box::pin(listener.accept());
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(accept.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "nobody connected yet");
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            // Let the driver see the connection (and accept it for the pending future).
+            coring::time::sleep(Duration::from_millis(2)).await;
+            drop(accept);
+            let (server, peer) = coring::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .expect("the dropped accept's connection was lost")
+                .unwrap();
+            assert_eq!(peer, client.local_addr().unwrap(), "round {round}");
+            let (r, _) = server.write_all(vec![round; 3]).await;
+            r.unwrap();
+            let mut got = [0u8; 3];
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(got, [round; 3]);
+            client.write_all(b"x").unwrap();
+        }
+    }
+);
+
+// A listener whose dropped accept is still waiting converts back to std (the accept is
+// cancelled), and one whose kept accept got a connection gives itself back until that
+// connection is accepted.
+coring_test!(listener_into_std_with_a_kept_accept, async {
+    use std::time::Duration;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nobody connects: the kept accept is cancelled at once and the conversion works.
+    let r = coring::time::timeout(Duration::from_millis(2), listener.accept()).await;
+    assert!(r.is_err(), "nobody connected");
+    let listener =
+        TcpListener::from_std(listener.into_std().expect("kept accept cancelled")).unwrap();
+    let r = coring::time::timeout(Duration::from_millis(2), listener.accept()).await;
+    assert!(r.is_err(), "nobody connected");
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    coring::time::sleep(Duration::from_millis(5)).await;
+    let listener = match listener.into_std() {
+        // The kept accept took the connection before it could be cancelled: accept it.
+        Err(listener) => {
+            let (_s, _) = listener.accept().await.unwrap();
+            listener
+        }
+        // Cancelled at once, the connection still in the backlog.
+        Ok(std_listener) => {
+            let l = TcpListener::from_std(std_listener).unwrap();
+            let (_s, _) = l.accept().await.unwrap();
+            l
+        }
+    };
+    listener.into_std().expect("nothing kept any more");
+});

@@ -184,8 +184,13 @@ impl Fallback {
     }
 
     /// No synchronous cancel here: the driver falls back to [`Fallback::cancel`].
-    pub(crate) fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    /// A socket op waiting for readiness is cancelled at once (its `-ECANCELED` is queued
+    /// for the reap that follows); a pool job cannot be stopped, and an inline op is done.
+    pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        if self.parked.get(key).is_none() {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        self.cancel(key).map(drop)
     }
 
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {

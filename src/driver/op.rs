@@ -38,6 +38,131 @@ impl<T: Operation> Orphan for T {
     }
 }
 
+/// Data the driver can keep as an orphan: an operation, or a type-erased one.
+pub(crate) trait IntoOrphan: 'static {
+    fn into_orphan(self) -> Box<dyn Orphan>;
+}
+
+impl<T: Operation> IntoOrphan for T {
+    fn into_orphan(self) -> Box<dyn Orphan> {
+        Box::new(self)
+    }
+}
+
+/// A submitted operation whose future was dropped, kept by the object it acts for (a
+/// stream's receive, a listener's accept) instead of being cancelled: the object's next
+/// call collects the completion, so what the kernel did for the dropped call (bytes
+/// received, a connection accepted) is not lost, and no later operation of that object
+/// overtakes it. Dropping a `Kept` whose completion is not collected orphans the
+/// operation (cancelled; the driver keeps the data until the final completion).
+pub(crate) struct Kept<T: IntoOrphan> {
+    driver: Rc<RefCell<Driver>>,
+    /// The key while the final completion is not collected.
+    key: Option<usize>,
+    /// The final completion, once collected.
+    done: Option<Completion>,
+    /// Always `Some` outside `Drop`.
+    data: Option<T>,
+}
+
+impl<T: IntoOrphan> Kept<T> {
+    /// Takes `op`'s submitted operation, if it has one, as `wrap(data)`.
+    pub(crate) fn detach<O: Operation>(op: &mut Op<O>, wrap: impl FnOnce(O) -> T) -> Option<Self> {
+        let (key, data, driver) = op.detach()?;
+        Some(Kept {
+            driver,
+            key: Some(key),
+            done: None,
+            data: Some(wrap(data)),
+        })
+    }
+
+    /// The driver the operation runs on.
+    pub(crate) fn driver(&self) -> &Rc<RefCell<Driver>> {
+        &self.driver
+    }
+
+    /// The operation's data (for a receive, its buffer).
+    pub(crate) fn data(&self) -> &T {
+        self.data
+            .as_ref()
+            .expect("coring: kept operation without data")
+    }
+
+    /// The final completion, if collected (the kernel is done with the data).
+    pub(crate) fn done(&self) -> Option<Completion> {
+        self.done
+    }
+
+    /// Waits for the final completion (at once if collected already).
+    pub(crate) fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
+        if let Some(c) = self.done {
+            return Poll::Ready(c);
+        }
+        let key = self
+            .key
+            .expect("coring: kept operation without key or completion");
+        let c = std::task::ready!(self.driver.borrow_mut().poll_op(key, cx));
+        self.key = None;
+        self.done = Some(c);
+        Poll::Ready(c)
+    }
+
+    /// Cancels the operation and collects its final completion at once where the backend
+    /// can; the completion (maybe a success that beat the cancel), or `None` if it could
+    /// not be collected (the operation then stays as it was).
+    pub(crate) fn cancel_now(&mut self) -> Option<Completion> {
+        if self.done.is_some() {
+            return self.done;
+        }
+        let key = self.key?;
+        if !self.driver.borrow_mut().cancel_now(key) {
+            return None;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_complete(&mut cx) {
+            Poll::Ready(c) => Some(c),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The data, once the final completion was collected.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel may still use it.
+    pub(crate) fn into_data(mut self) -> T {
+        assert!(self.key.is_none(), "coring: kept operation still in flight");
+        self.data
+            .take()
+            .expect("coring: kept operation without data")
+    }
+}
+
+impl<T: IntoOrphan> Drop for Kept<T> {
+    fn drop(&mut self) {
+        let (Some(key), Some(data)) = (self.key, self.data.take()) else {
+            return;
+        };
+        // As Multishot::release in net/stream.rs: never reached from driver-run code in
+        // coring; leaking is the safe choice if it were.
+        let Ok(mut d) = self.driver.try_borrow_mut() else {
+            std::mem::forget(data);
+            return;
+        };
+        let mut data = Some(data);
+        d.orphan(key, || {
+            data.take()
+                .expect("coring: orphan data taken once")
+                .into_orphan()
+        });
+        drop(d);
+        // Already completed (the closure did not run): the data is ours to drop, outside
+        // the driver borrow.
+        drop(data);
+    }
+}
+
 enum State {
     Unsubmitted,
     InFlight(usize),

@@ -3,6 +3,7 @@
 //! IO methods take `&self`, so one socket (for example in an `Rc`) can have a read and a
 //! write in flight at the same time from two tasks.
 
+mod accept;
 mod stream;
 mod tcp;
 mod udp;

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::Op;
+use crate::driver::op::{IntoOrphan, Kept, Op};
 use crate::driver::{Driver, OpDesc, Orphan, Submitted};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
@@ -111,20 +111,17 @@ struct Multishot {
 /// next read returns what it received, so a dropped read loses nothing on this path
 /// either (and no later receive can overtake it). Cancelled only when the stream goes.
 struct Adopted {
-    driver: Rc<RefCell<Driver>>,
-    /// The receive's key while its final completion is not collected.
-    key: Option<usize>,
-    recv: Box<dyn Held>,
-    /// Received bytes not read yet: `start..end` of the receive's buffer.
+    recv: Kept<Box<dyn Held>>,
+    /// Received bytes not read yet, once it completed: `start..end` of its buffer.
     start: usize,
     end: usize,
 }
 
-/// A receive's buffer, whatever its type, as an [`Adopted`] receive holds it.
+/// A receive, whatever its buffer type, as an [`Adopted`] one holds it.
 trait Held {
     fn capacity(&self) -> usize;
     fn received(&self, n: usize) -> &[u8];
-    fn into_orphan(self: Box<Self>) -> Box<dyn Orphan>;
+    fn into_orphan_box(self: Box<Self>) -> Box<dyn Orphan>;
 }
 
 impl<B: IoBufMut> Held for Recv<B> {
@@ -134,8 +131,14 @@ impl<B: IoBufMut> Held for Recv<B> {
     fn received(&self, n: usize) -> &[u8] {
         Recv::received(self, n)
     }
-    fn into_orphan(self: Box<Self>) -> Box<dyn Orphan> {
+    fn into_orphan_box(self: Box<Self>) -> Box<dyn Orphan> {
         self
+    }
+}
+
+impl IntoOrphan for Box<dyn Held> {
+    fn into_orphan(self) -> Box<dyn Orphan> {
+        self.into_orphan_box()
     }
 }
 
@@ -162,11 +165,9 @@ impl<B: IoBufMut> Drop for SingleRead<'_, B> {
         if st.adopted.is_some() {
             return;
         }
-        if let Some((key, recv, driver)) = self.op.detach() {
+        if let Some(recv) = Kept::detach(&mut self.op, |r| Box::new(r) as Box<dyn Held>) {
             st.adopted = Some(Box::new(Adopted {
-                driver,
-                key: Some(key),
-                recv: Box::new(recv),
+                recv,
                 start: 0,
                 end: 0,
             }));
@@ -247,9 +248,8 @@ impl Multishot {
     /// the descriptor handle, until its final completion, and recycles every buffer it
     /// names).
     fn release(&mut self) {
-        if let Some(a) = self.adopted.take() {
-            a.release();
-        }
+        // A kept receive still in flight is orphaned (cancelled) by its drop.
+        self.adopted = None;
         let Some(driver) = self.driver.take() else {
             return;
         };
@@ -274,25 +274,19 @@ impl Multishot {
 }
 
 impl Adopted {
-    /// Gives the receive, if still the kernel's, to the driver as an orphan (cancelled).
-    fn release(self) {
-        let Some(key) = self.key else {
-            return;
-        };
-        // As in `Multishot::release`: never reached from driver-run code in coring.
-        let Ok(mut d) = self.driver.try_borrow_mut() else {
-            std::mem::forget(self.recv);
-            return;
-        };
-        let mut recv = Some(self.recv);
-        d.orphan(key, || {
-            recv.take()
-                .expect("coring: orphan data taken once")
-                .into_orphan()
-        });
-        drop(d);
-        // Already completed (the closure did not run): the buffer is ours to drop.
-        drop(recv);
+    /// Takes the receive's final completion: its bytes become readable; `Err` carries an
+    /// end of file (`Ok(0)`) or error, which the caller reports and drops this for.
+    fn complete(&mut self, c: crate::driver::Completion) -> Result<(), io::Result<usize>> {
+        match c
+            .result()
+            .and_then(|n| op::checked_len(n, self.recv.data().capacity()))
+        {
+            Ok(n) if n > 0 => {
+                self.end = n;
+                Ok(())
+            }
+            res => Err(res),
+        }
     }
 }
 
@@ -360,26 +354,10 @@ impl Stream {
         let Some(a) = st.adopted.as_mut() else {
             return;
         };
-        let Some(key) = a.key else {
-            return;
-        };
-        let driver = a.driver.clone();
-        let mut d = driver.borrow_mut();
-        if !d.cancel_now(key) {
-            return;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let Poll::Ready(c) = d.poll_op(key, &mut cx) else {
-            return;
-        };
-        drop(d);
-        a.key = None;
-        match c
-            .result()
-            .and_then(|n| op::checked_len(n, a.recv.capacity()))
-        {
-            Ok(n) if n > 0 => a.end = n,
-            _ => st.adopted = None,
+        if let Some(c) = a.recv.cancel_now() {
+            if a.complete(c).is_err() {
+                st.adopted = None;
+            }
         }
     }
 
@@ -396,7 +374,7 @@ impl Stream {
                 (Some((key, _)), Some(d)) => d.borrow().has_queued_data(*key),
                 _ => false,
             };
-            let adopted_data = st.adopted.as_ref().is_some_and(|a| a.key.is_none());
+            let adopted_data = st.adopted.as_ref().is_some_and(|a| a.recv.done().is_some());
             if st.partial.is_some() || queued || adopted_data {
                 drop(st);
                 return Err(self);
@@ -473,25 +451,15 @@ impl Stream {
         let Some(a) = st.adopted.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(key) = a.key {
-            let c = match a.driver.borrow_mut().poll_op(key, cx) {
-                Poll::Ready(c) => c,
-                Poll::Pending => return Poll::Pending,
-            };
-            a.key = None;
-            match c
-                .result()
-                .and_then(|n| op::checked_len(n, a.recv.capacity()))
-            {
-                Ok(n) if n > 0 => a.end = n,
+        if a.end == 0 {
+            let c = std::task::ready!(a.recv.poll_complete(cx));
+            if let Err(res) = a.complete(c) {
                 // End of file or an error: the stream's, reported once here.
-                res => {
-                    st.adopted = None;
-                    return Poll::Ready(Some(res));
-                }
+                st.adopted = None;
+                return Poll::Ready(Some(res));
             }
         }
-        let n = copy_out(&a.recv.received(a.end)[a.start..], buf, 0);
+        let n = copy_out(&a.recv.data().received(a.end)[a.start..], buf, 0);
         a.start += n;
         if a.start == a.end {
             st.adopted = None;
@@ -506,7 +474,7 @@ impl Stream {
         let driver = crate::runtime::context::driver();
         let mut st = self.multi.borrow_mut();
         if let Some(a) = &st.adopted {
-            if !Rc::ptr_eq(&a.driver, &driver) {
+            if !Rc::ptr_eq(a.recv.driver(), &driver) {
                 return Path::Elsewhere;
             }
             return Path::Adopted;

@@ -1,10 +1,10 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use super::accept::Acceptor;
 use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::Op;
-use crate::op::net::{Accept, RawAddr};
+use crate::op::net::RawAddr;
 use crate::op::SharedFd;
 use crate::platform;
 
@@ -76,8 +76,12 @@ fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
 }
 
 /// A TCP socket listening for connections.
+///
+/// An accept whose future is dropped after it was submitted (a `select` that picked
+/// another branch, a timeout) is kept, and the next [`accept`](Self::accept) returns its
+/// connection: no connection the kernel accepted is closed unseen.
 pub struct TcpListener {
-    fd: SharedFd,
+    acceptor: Acceptor,
 }
 
 impl TcpListener {
@@ -108,7 +112,7 @@ impl TcpListener {
         let mut last = None;
         for a in addr.to_socket_addrs()? {
             match listen_on(a, reuseport) {
-                Ok(fd) => return Ok(TcpListener { fd }),
+                Ok(fd) => return Ok(TcpListener::from_shared(fd)),
                 Err(e) => last = Some(e),
             }
         }
@@ -122,25 +126,33 @@ impl TcpListener {
 
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (fd, addr) = Op::new(Accept::new(&self.fd)).await?;
+        let (fd, addr) = self.acceptor.accept().await?;
         Ok((TcpStream::from_shared(fd), addr.to_ip()?))
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        with_std(self.fd.raw(), |s: &std::net::TcpListener| s.local_addr())
+        with_std(self.shared().raw(), |s: &std::net::TcpListener| {
+            s.local_addr()
+        })
     }
 
     fn from_shared(fd: SharedFd) -> TcpListener {
-        TcpListener { fd }
+        TcpListener {
+            acceptor: Acceptor::new(fd),
+        }
     }
-    /// Nothing holds the descriptor between operations.
-    fn quiesce(&self) {}
+    /// Cancels a kept accept (see [`Acceptor`]).
+    fn quiesce(&self) {
+        self.acceptor.quiesce();
+    }
     fn shared(&self) -> &SharedFd {
-        &self.fd
+        self.acceptor.fd()
     }
     fn into_shared(self) -> Result<SharedFd, Self> {
-        Ok(self.fd)
+        self.acceptor
+            .into_fd()
+            .map_err(|acceptor| TcpListener { acceptor })
     }
 }
 

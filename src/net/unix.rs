@@ -3,16 +3,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
+use super::accept::Acceptor;
 use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::Op;
-use crate::op::net::{Accept, RawAddr};
+use crate::op::net::RawAddr;
 use crate::op::SharedFd;
 use crate::platform;
 
 /// A Unix domain socket listening for connections.
+///
+/// As with [`TcpListener`](crate::net::TcpListener), an accept whose future is dropped
+/// after it was submitted is kept, and the next [`accept`](Self::accept) returns its
+/// connection.
 pub struct UnixListener {
-    fd: SharedFd,
+    acceptor: Acceptor,
 }
 
 impl UnixListener {
@@ -33,12 +37,12 @@ impl UnixListener {
         if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(UnixListener { fd })
+        Ok(UnixListener::from_shared(fd))
     }
 
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (fd, _) = Op::new(Accept::new(&self.fd)).await?;
+        let (fd, _) = self.acceptor.accept().await?;
         let stream = UnixStream::from_shared(fd);
         let addr = stream.peer_addr()?;
         Ok((stream, addr))
@@ -46,21 +50,28 @@ impl UnixListener {
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        with_std(self.fd.raw(), |s: &std::os::unix::net::UnixListener| {
-            s.local_addr()
-        })
+        with_std(
+            self.shared().raw(),
+            |s: &std::os::unix::net::UnixListener| s.local_addr(),
+        )
     }
 
     fn from_shared(fd: SharedFd) -> UnixListener {
-        UnixListener { fd }
+        UnixListener {
+            acceptor: Acceptor::new(fd),
+        }
     }
-    /// Nothing holds the descriptor between operations.
-    fn quiesce(&self) {}
+    /// Cancels a kept accept (see [`Acceptor`]).
+    fn quiesce(&self) {
+        self.acceptor.quiesce();
+    }
     fn shared(&self) -> &SharedFd {
-        &self.fd
+        self.acceptor.fd()
     }
     fn into_shared(self) -> Result<SharedFd, Self> {
-        Ok(self.fd)
+        self.acceptor
+            .into_fd()
+            .map_err(|acceptor| UnixListener { acceptor })
     }
 }
 
