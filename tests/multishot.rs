@@ -467,3 +467,103 @@ fn fallback_uses_no_provided_buffers() {
     });
     assert_eq!(rt.provided_buffers_in_use(), 0);
 }
+
+// A tiny provided-buffer ring (8 buffers of 256 bytes, Builder::recv_buffers): arrivals
+// larger than a buffer take several, 6 streams with unread data exhaust the ring
+// (ENOBUFS, single-shot reads), and every byte still arrives in order through small and
+// large reads; every buffer comes back.
+coring_test!(tiny_recv_buffers_deliver_everything, |builder| {
+    let rt = builder.recv_buffers(8, 256).build().unwrap();
+    common::block_on_bounded(&rt, async {
+        const CONNS: usize = 6;
+        const LEN: usize = 64 << 10;
+        let mut pairs = Vec::new();
+        for _ in 0..CONNS {
+            pairs.push(tcp_pair().await);
+        }
+        for (_, server) in &pairs {
+            let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
+            assert!(res.is_err());
+        }
+        let mut writers = Vec::new();
+        let mut servers = Vec::new();
+        for (i, (client, server)) in pairs.into_iter().enumerate() {
+            writers.push(coring::spawn(async move {
+                let (r, _) = client.write_all(pattern(LEN + i)).await;
+                r.unwrap();
+                client
+            }));
+            servers.push(server);
+        }
+        for (i, server) in servers.iter().enumerate() {
+            let mut got = Vec::new();
+            let mut cap = 100;
+            while got.len() < LEN + i {
+                let (r, buf) = server.read(Vec::with_capacity(cap)).await;
+                assert!(r.unwrap() > 0);
+                got.extend_from_slice(&buf);
+                cap = if cap == 100 { 16 << 10 } else { 100 };
+            }
+            assert!(got == pattern(LEN + i), "connection {i}: data corrupted");
+        }
+        for w in writers {
+            drop(w.await.unwrap());
+        }
+        drop(servers);
+        common::eventually("every provided buffer back in the ring", || {
+            rt.provided_buffers_in_use() == 0
+        })
+        .await;
+    });
+});
+
+// Builder::multishot_reads(false): every read is its own receive, on both backends (so
+// 50 ping-pong rounds submit at least 50 receives and 50 sends on the reading side; with
+// multishot on, io_uring would submit one receive for all of them).
+coring_test!(multishot_reads_off_receives_per_read, |builder| {
+    let rt = builder.multishot_reads(false).build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let (client, server) = tcp_pair().await;
+        let echo = coring::spawn(async move {
+            for _ in 0..50 {
+                let (r, buf) = client.read_exact(Vec::with_capacity(8)).await;
+                r.unwrap();
+                let (r, _) = client.write_all(buf).await;
+                r.unwrap();
+            }
+        });
+        for i in 0..50u64 {
+            let (r, _) = server.write_all(i.to_le_bytes().to_vec()).await;
+            r.unwrap();
+            let (r, buf) = server.read_exact(Vec::with_capacity(8)).await;
+            r.unwrap();
+            assert_eq!(buf, i.to_le_bytes());
+        }
+        echo.await.unwrap();
+    });
+    let m = rt.metrics();
+    assert!(m.ops_submitted >= 200, "{m:?}");
+    assert_eq!(rt.provided_buffers_in_use(), 0);
+});
+
+// Builder::recv_buffers refuses shapes the kernel or a sane memory budget cannot take,
+// with a message naming the limit. (Builder validation only: no runtime, so no backend.)
+#[test]
+fn recv_buffers_out_of_range_panic_with_the_limit() {
+    let cases: [(u16, usize, &str); 5] = [
+        (3, 4096, "power of two"),
+        (0, 4096, "power of two"),
+        (256, 0, "from 1 byte to 1 MiB"),
+        (256, (1 << 20) + 1, "from 1 byte to 1 MiB"),
+        (32768, 1 << 20, "exceed 256 MiB"),
+    ];
+    for (count, size, want) in cases {
+        let r = std::panic::catch_unwind(|| coring::Builder::new().recv_buffers(count, size));
+        let msg = r.expect_err("an out-of-range shape must panic");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains(want), "({count}, {size}): {msg}");
+    }
+    // The largest accepted shapes build.
+    let _ = coring::Builder::new().recv_buffers(32768, 8192);
+    let _ = coring::Builder::new().recv_buffers(256, 1 << 20);
+}

@@ -72,6 +72,12 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// Multishot receives' provided buffers by default (count, bytes): 256 let 256 streams
+/// each hold one unread arrival before receives fall back to single-shot (ENOBUFS); 4 KiB,
+/// one page, is as much as a typical TCP segment train delivers per wakeup (a larger
+/// arrival takes several, and a bulk stream switches to direct reads). 1 MiB per runtime.
+const DEFAULT_RECV_BUFFERS: (u16, usize) = (256, 4096);
+
 /// Configures and builds a [`Runtime`].
 ///
 /// ```
@@ -89,6 +95,8 @@ pub struct Builder {
     backend: BackendKind,
     shutdown_timeout: Duration,
     park_spin: Duration,
+    /// Provided buffers of multishot stream receives: (count, size); `None`: off.
+    recv_buffers: Option<(u16, usize)>,
 }
 
 impl Default for Builder {
@@ -108,6 +116,7 @@ impl Builder {
             backend: BackendKind::Auto,
             shutdown_timeout: Duration::from_secs(5),
             park_spin: Duration::ZERO,
+            recv_buffers: Some(DEFAULT_RECV_BUFFERS),
         }
     }
 
@@ -167,6 +176,49 @@ impl Builder {
     /// services; leave it off when idle CPU matters.
     pub fn park_spin(mut self, d: Duration) -> Builder {
         self.park_spin = d;
+        self
+    }
+
+    /// The provided buffers multishot stream receives fill on io_uring (default 256 of
+    /// 4 KiB: 1 MiB per runtime, allocated on the first stream read, shared by all its
+    /// streams). With more streams
+    /// holding unread data at once than `count`, receives run out of buffers (ENOBUFS) and
+    /// those reads fall back to single-shot receives; a larger `size` lets one completion
+    /// carry more of a burst (a bulk stream switches to direct reads anyway). No effect on
+    /// the fallback backend.
+    ///
+    /// # Panics
+    ///
+    /// If `count` is not a power of two (the kernel requires one) or above 32768, if `size`
+    /// is 0 or above 1 MiB, or if together they exceed 256 MiB.
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Builder {
+        assert!(
+            count.is_power_of_two() && count <= 32768,
+            "Builder::recv_buffers: count must be a power of two from 1 to 32768, not {count}"
+        );
+        assert!(
+            (1..=1 << 20).contains(&size),
+            "Builder::recv_buffers: size must be from 1 byte to 1 MiB, not {size}"
+        );
+        assert!(
+            usize::from(count) * size <= 256 << 20,
+            "Builder::recv_buffers: {count} buffers of {size} bytes exceed 256 MiB"
+        );
+        self.recv_buffers = Some((count, size));
+        self
+    }
+
+    /// Whether stream reads on io_uring use multishot receives into provided buffers
+    /// (default `true`; see [`Builder::recv_buffers`]). Off, every read is a single-shot
+    /// receive straight into the caller's buffer, as on the fallback backend: no shared
+    /// buffer memory and no copy, but a receive submitted per read and, on an empty
+    /// socket, a poll armed per read.
+    pub fn multishot_reads(mut self, on: bool) -> Builder {
+        self.recv_buffers = match (on, self.recv_buffers) {
+            (false, _) => None,
+            (true, Some(shape)) => Some(shape),
+            (true, None) => Some(DEFAULT_RECV_BUFFERS),
+        };
         self
     }
 
@@ -236,6 +288,9 @@ impl Builder {
             cq_entries: self.cq_entries,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             emulate_missing: self.emulate_missing.clone(),
+            recv_buffers: self
+                .recv_buffers
+                .map(|(count, size)| uring::RecvBuffers { count, size }),
         };
         match self.requested_backend()? {
             BackendKind::IoUring => {

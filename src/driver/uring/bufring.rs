@@ -14,21 +14,37 @@ use io_uring::IoUring;
 
 /// The buffer group id of the ring (the only group this runtime registers).
 pub(crate) const BUF_GROUP: u16 = 0;
-/// Buffers in the ring. A power of two (the kernel requires it); 256 buffers let 256
-/// streams each hold one unread arrival before receives fall back to single-shot
-/// (-ENOBUFS), and cost 1 MiB per runtime.
-pub(crate) const BUF_COUNT: u16 = 256;
-// The held-buffer bitset is whole 64-bit words.
-const _: () = assert!(BUF_COUNT.is_multiple_of(64));
-/// Bytes per buffer: one page, as much as a typical TCP segment train delivers per wakeup;
-/// a larger arrival is posted as several completions.
-pub(crate) const BUF_SIZE: usize = 4096;
 /// Alignment of the ring's entry array (the kernel wants it page-aligned) and of the
 /// buffer memory.
 const PAGE: usize = 4096;
 
+/// How many provided buffers, of how many bytes (the limits are `Builder::recv_buffers`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecvBuffers {
+    /// A power of two (the kernel requires one; the tail wraps by masking).
+    pub(crate) count: u16,
+    /// At least 1 byte; fits an entry's u32 length.
+    pub(crate) size: usize,
+}
+
+impl RecvBuffers {
+    fn entries_layout(self) -> Layout {
+        Layout::from_size_align(
+            usize::from(self.count) * std::mem::size_of::<BufRingEntry>(),
+            PAGE,
+        )
+        .expect("coring: buffer ring layout")
+    }
+
+    fn bufs_layout(self) -> Layout {
+        Layout::from_size_align(usize::from(self.count) * self.size, PAGE)
+            .expect("coring: provided buffer layout")
+    }
+}
+
 /// The entry array and the buffer memory, both allocated here and registered once.
 pub(crate) struct BufRing {
+    shape: RecvBuffers,
     entries: NonNull<BufRingEntry>,
     bufs: NonNull<u8>,
     /// The tail as we last published it; the kernel's head trails it.
@@ -38,20 +54,7 @@ pub(crate) struct BufRing {
     in_use: usize,
     /// Per buffer: filled by the kernel and not yet handed back. Guards against handing a
     /// buffer back twice, which would let the kernel fill it while a stream still reads it.
-    held: [u64; BUF_COUNT as usize / 64],
-}
-
-fn entries_layout() -> Layout {
-    Layout::from_size_align(
-        usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
-        PAGE,
-    )
-    .expect("coring: buffer ring layout")
-}
-
-fn bufs_layout() -> Layout {
-    Layout::from_size_align(usize::from(BUF_COUNT) * BUF_SIZE, PAGE)
-        .expect("coring: provided buffer layout")
+    held: Vec<u64>,
 }
 
 impl BufRing {
@@ -61,32 +64,37 @@ impl BufRing {
     ///
     /// The registration's error (EINVAL before Linux 5.19, ENOMEM, ...); the memory is
     /// freed then, since the kernel never saw it.
-    pub(crate) fn new(ring: &IoUring) -> io::Result<BufRing> {
-        // SAFETY: both layouts have a non-zero size.
-        let entries = unsafe { alloc::alloc_zeroed(entries_layout()) }.cast::<BufRingEntry>();
+    pub(crate) fn new(ring: &IoUring, shape: RecvBuffers) -> io::Result<BufRing> {
+        assert!(
+            shape.count.is_power_of_two() && shape.size >= 1 && u32::try_from(shape.size).is_ok(),
+            "coring: provided buffer shape {shape:?} out of range (checked by the Builder)"
+        );
+        // SAFETY: both layouts have a non-zero size (count >= 1, size >= 1, checked).
+        let entries = unsafe { alloc::alloc_zeroed(shape.entries_layout()) }.cast::<BufRingEntry>();
         // SAFETY: as above.
-        let bufs = unsafe { alloc::alloc(bufs_layout()) };
+        let bufs = unsafe { alloc::alloc(shape.bufs_layout()) };
         let (Some(entries), Some(bufs)) = (NonNull::new(entries), NonNull::new(bufs)) else {
-            alloc::handle_alloc_error(bufs_layout());
+            alloc::handle_alloc_error(shape.bufs_layout());
         };
         let mut br = BufRing {
+            shape,
             entries,
             bufs,
             tail: 0,
             in_use: 0,
-            held: [0; BUF_COUNT as usize / 64],
+            held: vec![0; usize::from(shape.count).div_ceil(64)],
         };
-        for bid in 0..BUF_COUNT {
+        for bid in 0..shape.count {
             br.write_entry(bid);
         }
         br.publish();
-        // SAFETY: the entry array is page-aligned, holds BUF_COUNT entries and stays
+        // SAFETY: the entry array is page-aligned, holds `count` entries and stays
         // allocated until it is unregistered or the ring is gone (see `Uring::drop`, which
         // leaks it when unsure).
         let r = unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
-                BUF_COUNT,
+                shape.count,
                 BUF_GROUP,
                 0,
             )
@@ -95,16 +103,24 @@ impl BufRing {
         r.map(|()| br)
     }
 
+    /// The size of each buffer.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.shape.size
+    }
+
     /// Puts buffer `bid` at the tail slot (not yet visible to the kernel).
     fn write_entry(&mut self, bid: u16) {
-        let idx = usize::from(self.tail & (BUF_COUNT - 1));
-        // SAFETY: idx < BUF_COUNT, the array's length; the slot is past the kernel's head
-        // (we never publish more than BUF_COUNT buffers), so the kernel does not read it.
+        // count is a power of two, so the mask wraps the tail into the array.
+        let idx = usize::from(self.tail & (self.shape.count - 1));
+        // SAFETY: idx < count, the array's length; the slot is past the kernel's head (we
+        // never publish more than `count` buffers), so the kernel does not read it.
         // Setting addr/len/bid leaves `resv` alone, which in entry 0 is the shared tail.
         let e = unsafe { &mut *self.entries.as_ptr().add(idx) };
-        // SAFETY: bid < BUF_COUNT, so the buffer lies inside the allocation.
-        e.set_addr(unsafe { self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE) } as u64);
-        e.set_len(BUF_SIZE as u32);
+        // SAFETY: bid < count, so the buffer lies inside the allocation.
+        let addr = unsafe { self.bufs.as_ptr().add(usize::from(bid) * self.shape.size) };
+        e.set_addr(addr as u64);
+        // size fits the entry's u32 (checked in `new`).
+        e.set_len(self.shape.size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -121,7 +137,7 @@ impl BufRing {
 
     /// Counts a buffer the kernel filled and posted in a completion.
     pub(crate) fn taken(&mut self, bid: u16) {
-        if bid < BUF_COUNT {
+        if bid < self.shape.count {
             self.held[bid as usize / 64] |= 1 << (bid % 64);
         }
         self.in_use += 1;
@@ -130,10 +146,10 @@ impl BufRing {
     /// Hands buffer `bid` back to the kernel once its data has been copied out.
     pub(crate) fn recycle(&mut self, bid: u16) {
         debug_assert!(
-            bid < BUF_COUNT,
+            bid < self.shape.count,
             "coring: provided buffer id {bid} out of range"
         );
-        if bid >= BUF_COUNT {
+        if bid >= self.shape.count {
             return;
         }
         let bit = 1u64 << (bid % 64);
@@ -156,15 +172,14 @@ impl BufRing {
     ///
     /// If `bid` or `len` is out of range (a broken completion).
     pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
+        let RecvBuffers { count, size } = self.shape;
         assert!(
-            bid < BUF_COUNT && len <= BUF_SIZE,
+            bid < count && len <= size,
             "coring: provided buffer {bid} with {len} bytes is out of range"
         );
         // SAFETY: in range (checked); the kernel wrote these `len` bytes before posting the
         // completion naming `bid`, and does not touch the buffer again until it is recycled.
-        unsafe {
-            std::slice::from_raw_parts(self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(usize::from(bid) * size), len) }
     }
 
     /// Buffers filled by the kernel and not yet recycled.
@@ -179,8 +194,8 @@ impl Drop for BufRing {
         // unregistered with no receive in flight (`Uring::drop` leaks it otherwise).
         // SAFETY: both blocks were allocated in `new` with these layouts.
         unsafe {
-            alloc::dealloc(self.entries.as_ptr().cast(), entries_layout());
-            alloc::dealloc(self.bufs.as_ptr(), bufs_layout());
+            alloc::dealloc(self.entries.as_ptr().cast(), self.shape.entries_layout());
+            alloc::dealloc(self.bufs.as_ptr(), self.shape.bufs_layout());
         }
     }
 }

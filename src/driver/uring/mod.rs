@@ -2,6 +2,7 @@
 //! ring's registered-file and registered-buffer tables (`fixed.rs`).
 
 mod bufring;
+pub(crate) use bufring::RecvBuffers;
 mod fixed;
 
 use std::collections::VecDeque;
@@ -43,6 +44,9 @@ pub(crate) struct UringConfig {
     /// Opcodes to treat as missing even if the kernel has them (test hook for the
     /// per-opcode fallback), by name as in [`USER_OPCODES`] ("READ", "STATX", ...).
     pub(crate) emulate_missing: Vec<String>,
+    /// The provided buffers of multishot stream receives; `None`: streams read
+    /// single-shot.
+    pub(crate) recv_buffers: Option<RecvBuffers>,
 }
 
 /// The io_uring backend.
@@ -68,6 +72,8 @@ pub(crate) struct Uring {
     registry: Rc<fixed::Registry>,
     /// The provided-buffer ring of multishot receives, set up on first use.
     bufring: Option<bufring::BufRing>,
+    /// Its shape, from the configuration (`None`: multishot receives are off).
+    recv_buffers: Option<RecvBuffers>,
     /// Multishot receives are unavailable (old kernel, or the buffer ring could not be
     /// registered): streams read single-shot.
     no_multishot: bool,
@@ -169,7 +175,8 @@ impl Uring {
             wake_armed: false,
             injected: VecDeque::new(),
             bufring: None,
-            no_multishot: false,
+            recv_buffers: cfg.recv_buffers,
+            no_multishot: cfg.recv_buffers.is_none(),
             multishot: Vec::new(),
             multishot_live: 0,
         };
@@ -346,7 +353,11 @@ impl Uring {
             self.no_multishot = true;
             return false;
         }
-        match bufring::BufRing::new(&self.ring) {
+        let Some(shape) = self.recv_buffers else {
+            self.no_multishot = true;
+            return false;
+        };
+        match bufring::BufRing::new(&self.ring, shape) {
             Ok(br) => {
                 self.bufring = Some(br);
                 true
@@ -360,7 +371,7 @@ impl Uring {
 
     /// The size of each provided buffer.
     pub(crate) fn provided_buf_size(&self) -> usize {
-        bufring::BUF_SIZE
+        self.bufring.as_ref().map_or(0, |b| b.buf_size())
     }
 
     /// The first `len` bytes of provided buffer `bid`.
