@@ -137,6 +137,36 @@ fn dropped_accept_is_kept_and_its_connection_returned_next() {
     });
 }
 
+// unregister() on a listener with a kept accept, where the backend cannot cancel at once
+// (the mock, or io_uring without synchronous cancel): the accept is asked to cancel, and
+// its -ECANCELED is the listener's own doing, not the next accept's error: that accept
+// submits a new one.
+#[test]
+fn kept_accept_cancelled_by_unregister_is_no_error_of_the_next_accept() {
+    with_mock("kept_accept_cancelled_by_unregister", |rt, mock| {
+        let path = std::env::temp_dir().join(format!("coring-mock-unreg-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        rt.block_on(async {
+            let listener = coring::net::UnixListener::bind(&path).unwrap();
+            let r = timeout(Duration::from_millis(1), listener.accept()).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let _ = listener.unregister();
+            let op = mock.only("accept");
+            assert!(op.cancel_requested, "unregister cancels the kept accept");
+            mock.complete(op.key, -libc::ECANCELED);
+            turns(2).await;
+            let h = coring::spawn(async move { listener.accept().await.map(drop) });
+            turns(2).await;
+            assert!(!h.is_finished(), "the next accept must wait, not fail");
+            let next = mock.only("accept");
+            assert!(!next.cancel_requested, "a new accept");
+            h.abort();
+        });
+        let _ = std::fs::remove_file(&path);
+    });
+}
+
 // A listener dropped while it keeps a dropped accept: the accept is cancelled, and a
 // connection the "kernel" accepted anyway (the cancel lost the race) is closed, so the
 // peer sees end of file.

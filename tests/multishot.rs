@@ -567,3 +567,127 @@ fn recv_buffers_out_of_range_panic_with_the_limit() {
     let _ = coring::Builder::new().recv_buffers(32768, 8192);
     let _ = coring::Builder::new().recv_buffers(256, 1 << 20);
 }
+
+/// Polls `f` exactly once.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
+// into_std right after a read was polled once (data waiting in the socket) and dropped:
+// the bytes are neither lost nor skipped, whether the receive had completed unreaped,
+// was still queued for the kernel, or waited for readiness. Either the stream comes back
+// (read them there) or the std stream reads them.
+coring_test!(into_std_right_after_a_dropped_read_keeps_its_bytes, async {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    client.write_all(b"hello").unwrap();
+    sleep(Duration::from_millis(5)).await;
+    let mut read = Box::pin(server.read(Vec::with_capacity(16)));
+    if poll_once(&mut read).await.is_ready() {
+        // Served at once (nothing left to lose): the scenario needs a pending read.
+        return;
+    }
+    drop(read);
+    let got = match server.into_std() {
+        Err(s) => {
+            let (r, b) = timeout(Duration::from_secs(5), s.read(Vec::with_capacity(16)))
+                .await
+                .expect("the stream came back but its 5 received bytes are gone");
+            r.unwrap();
+            b
+        }
+        Ok(mut std_s) => {
+            std_s.set_nonblocking(false).unwrap();
+            std_s
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut b = [0u8; 16];
+            let n = std_s
+                .read(&mut b)
+                .expect("into_std succeeded but the bytes are gone");
+            b[..n].to_vec()
+        }
+    };
+    assert_eq!(got, b"hello");
+});
+
+// Two tasks reading at once from a stream with an adopted receive (a dropped single-shot
+// read's: on the fallback every read is one): one waits for it, the other reads on its
+// own; both finish, and between them they get every byte.
+coring_test!(
+    concurrent_reads_with_an_adopted_receive_both_finish,
+    async {
+        use std::io::Write;
+        use std::rc::Rc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let server = Rc::new(server);
+        let r = timeout(
+            Duration::from_millis(2),
+            server.read(Vec::with_capacity(16)),
+        )
+        .await;
+        assert!(r.is_err(), "nothing sent yet");
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let s = server.clone();
+                coring::spawn(async move { s.read(Vec::with_capacity(16)).await })
+            })
+            .collect();
+        for _ in 0..5 {
+            coring::task::yield_now().await;
+        }
+        client.write_all(b"abc").unwrap();
+        sleep(Duration::from_millis(20)).await;
+        client.write_all(b"def").unwrap();
+        let mut got = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (r, b) = timeout(Duration::from_secs(5), t)
+                .await
+                .unwrap_or_else(|_| panic!("reading task {i} never woke"))
+                .unwrap();
+            assert!(r.unwrap() > 0);
+            got.extend(b);
+        }
+        // Each read is whole arrivals here; which task got which is not defined.
+        got.sort_unstable();
+        assert_eq!(got, b"abcdef");
+    }
+);
+
+// A stream whose adopted receive belonged to a runtime since dropped (which cancelled it)
+// reads on a new runtime. (Two runtimes per backend, so no coring_test! runtime.)
+#[test]
+fn stream_with_an_adopted_receive_outlives_its_runtime() {
+    use std::io::Write;
+    for &kind in common::BACKENDS {
+        common::with_watchdog("stream_outlives_runtime", || {
+            let rt1 = common::runtime(kind);
+            let (server, mut client) = rt1.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                // io_uring: disable nothing; this read arms the multishot receive, which
+                // the dropped runtime cancels too.
+                let r = timeout(Duration::from_millis(2), server.read(Vec::with_capacity(8))).await;
+                assert!(r.is_err(), "nothing sent yet");
+                (server, client)
+            });
+            drop(rt1);
+            client.write_all(b"x").unwrap();
+            let rt2 = common::runtime(kind);
+            rt2.block_on(async {
+                let (r, b) = timeout(Duration::from_secs(5), server.read(Vec::with_capacity(8)))
+                    .await
+                    .unwrap_or_else(|_| panic!("{kind:?}: read on the new runtime hung"));
+                match r {
+                    Ok(n) => assert_eq!((n, b), (1, b"x".to_vec()), "{kind:?}"),
+                    Err(e) => panic!("{kind:?}: read on the new runtime: {e}"),
+                }
+            });
+        });
+    }
+}

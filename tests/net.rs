@@ -293,3 +293,134 @@ coring_test!(listener_into_std_with_a_kept_accept, async {
     };
     listener.into_std().expect("nothing kept any more");
 });
+
+/// Polls `f` exactly once.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
+// Two tasks accepting at once on a listener that keeps a dropped accept: one waits for the
+// kept accept, the other accepts on its own (the driver keeps one waker per operation, so
+// both waiting on the kept one would leave one asleep forever); both get a connection.
+coring_test!(concurrent_accepts_with_a_kept_accept_both_finish, async {
+    use std::time::Duration;
+    let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let r = coring::time::timeout(Duration::from_millis(2), listener.accept()).await;
+    assert!(r.is_err(), "nobody connected");
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let l = listener.clone();
+            coring::spawn(async move { l.accept().await.map(|_| ()) })
+        })
+        .collect();
+    for _ in 0..5 {
+        coring::task::yield_now().await;
+    }
+    let _c1 = std::net::TcpStream::connect(addr).unwrap();
+    let _c2 = std::net::TcpStream::connect(addr).unwrap();
+    for (i, t) in tasks.into_iter().enumerate() {
+        coring::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap_or_else(|_| panic!("accepting task {i} never woke"))
+            .unwrap()
+            .unwrap();
+    }
+});
+
+// A listener dropped while its kept accept holds a connection (accepted and reaped, not
+// returned yet): the connection is closed, not leaked.
+coring_test!(
+    listener_dropped_with_a_completed_kept_accept_closes_it,
+    |builder| {
+        use std::io::Read;
+        use std::time::Duration;
+        let rt = builder.build().unwrap();
+        common::block_on_bounded(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let r = coring::time::timeout(Duration::from_millis(2), listener.accept()).await;
+            assert!(r.is_err(), "nobody connected");
+            assert_eq!(rt.ops_in_flight(), 1, "the kept accept");
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            common::eventually("the kept accept to complete", || rt.ops_in_flight() == 0).await;
+            drop(listener);
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            let r = client.read(&mut b);
+            assert!(
+                matches!(r, Ok(0)),
+                "accepted connection never closed: {r:?}"
+            );
+        });
+    }
+);
+
+// into_std right after an accept was polled once (a connection waiting) and dropped: the
+// connection is neither lost nor closed, whether the accept had completed, was still
+// queued for the kernel, or waited for readiness.
+coring_test!(
+    listener_into_std_right_after_a_dropped_accept_keeps_the_connection,
+    async {
+        use std::io::{Read, Write};
+        use std::time::Duration;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        coring::time::sleep(Duration::from_millis(5)).await;
+        let mut accept = Box::pin(listener.accept());
+        assert!(poll_once(&mut accept).await.is_pending());
+        drop(accept);
+        let server: std::net::TcpStream = match listener.into_std() {
+            Err(listener) => {
+                let (s, _) = coring::time::timeout(Duration::from_secs(5), listener.accept())
+                    .await
+                    .expect("the kept accept's connection was lost")
+                    .unwrap();
+                s.into_std().unwrap()
+            }
+            Ok(std_listener) => {
+                std_listener.set_nonblocking(false).unwrap();
+                std_listener.accept().unwrap().0
+            }
+        };
+        server.set_nonblocking(false).unwrap();
+        (&server).write_all(b"ok").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 2];
+        client.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok");
+    }
+);
+
+// A listener whose kept accept belonged to a runtime since dropped (which cancelled it)
+// accepts on a new runtime. (Two runtimes per backend, so no coring_test! runtime.)
+#[test]
+fn listener_with_a_kept_accept_outlives_its_runtime() {
+    use std::time::Duration;
+    for &kind in common::BACKENDS {
+        common::with_watchdog("listener_outlives_runtime", || {
+            let rt1 = common::runtime(kind);
+            let listener = rt1.block_on(async {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let r = coring::time::timeout(Duration::from_millis(2), l.accept()).await;
+                assert!(r.is_err(), "nobody connected");
+                l
+            });
+            drop(rt1);
+            let addr = listener.local_addr().unwrap();
+            let rt2 = common::runtime(kind);
+            let _c = std::net::TcpStream::connect(addr).unwrap();
+            rt2.block_on(async {
+                coring::time::timeout(Duration::from_secs(5), listener.accept())
+                    .await
+                    .unwrap_or_else(|_| panic!("{kind:?}: accept on the new runtime hung"))
+                    .unwrap_or_else(|e| panic!("{kind:?}: accept on the new runtime: {e}"));
+            });
+        });
+    }
+}

@@ -479,6 +479,12 @@ impl Driver {
         }
     }
 
+    /// Whether operation `key`'s final completion has arrived (its owner may still have
+    /// queued completions to collect before it).
+    pub(crate) fn is_finished(&self, key: usize) -> bool {
+        matches!(self.ops[key], Slot::Done { .. })
+    }
+
     /// Whether the next completion [`Driver::poll_op`] would return for a multishot
     /// operation is already queued and carries data (`res > 0`).
     pub(crate) fn next_is_data(&self, key: usize) -> bool {
@@ -557,9 +563,13 @@ impl Driver {
         if !matches!(self.ops[key], Slot::InFlight { .. }) {
             return true;
         }
-        match self.backend.cancel_sync(key) {
-            Ok(()) => self.reap(),
-            Err(_) => self.request_cancel(key),
+        let synced = self.backend.cancel_sync(key).is_ok();
+        // Also when the backend could not cancel synchronously: the operation may have
+        // finished already, its completion waiting in the backend (a socket op done at
+        // submission on the fallback).
+        self.reap();
+        if !synced && !matches!(self.ops[key], Slot::Done { .. }) {
+            self.request_cancel(key);
         }
         matches!(self.ops[key], Slot::Done { .. })
     }

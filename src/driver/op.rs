@@ -55,12 +55,18 @@ impl<T: Operation> IntoOrphan for T {
 /// received, a connection accepted) is not lost, and no later operation of that object
 /// overtakes it. Dropping a `Kept` whose completion is not collected orphans the
 /// operation (cancelled; the driver keeps the data until the final completion).
+///
+/// One call at a time waits for it ([`Kept::claim`]): the driver keeps one waker per
+/// operation, so a second concurrent call must not wait on the same one (it would take the
+/// first's wake and leave it asleep); it starts an operation of its own instead.
 pub(crate) struct Kept<T: IntoOrphan> {
     driver: Rc<RefCell<Driver>>,
     /// The key while the final completion is not collected.
     key: Option<usize>,
     /// The final completion, once collected.
     done: Option<Completion>,
+    /// A call is waiting for it.
+    claimed: bool,
     /// Always `Some` outside `Drop`.
     data: Option<T>,
 }
@@ -73,13 +79,19 @@ impl<T: IntoOrphan> Kept<T> {
             driver,
             key: Some(key),
             done: None,
+            claimed: false,
             data: Some(wrap(data)),
         })
     }
 
-    /// The driver the operation runs on.
-    pub(crate) fn driver(&self) -> &Rc<RefCell<Driver>> {
-        &self.driver
+    /// Makes the calling operation the one that waits for this; `false` if another call
+    /// is waiting already. Pair with [`Kept::unclaim`] when the call ends or is dropped.
+    pub(crate) fn claim(&mut self) -> bool {
+        !std::mem::replace(&mut self.claimed, true)
+    }
+
+    pub(crate) fn unclaim(&mut self) {
+        self.claimed = false;
     }
 
     /// The operation's data (for a receive, its buffer).
@@ -89,13 +101,23 @@ impl<T: IntoOrphan> Kept<T> {
             .expect("coring: kept operation without data")
     }
 
-    /// The final completion, if collected (the kernel is done with the data).
-    pub(crate) fn done(&self) -> Option<Completion> {
-        self.done
+    /// Waits, on the current thread's runtime, for the final completion. An operation of
+    /// another runtime (the object moved) is collected only if complete already (that
+    /// runtime finished or cancelled it, e.g. when it was dropped); else `Err(())`: it must
+    /// be awaited there.
+    pub(crate) fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<Result<Completion, ()>> {
+        if self.done.is_none() && !Rc::ptr_eq(&self.driver, &context::driver()) {
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            return Poll::Ready(match self.poll_complete(&mut noop) {
+                Poll::Ready(c) => Ok(c),
+                Poll::Pending => Err(()),
+            });
+        }
+        self.poll_complete(cx).map(Ok)
     }
 
     /// Waits for the final completion (at once if collected already).
-    pub(crate) fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
+    fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
         if let Some(c) = self.done {
             return Poll::Ready(c);
         }
@@ -151,15 +173,17 @@ impl<T: IntoOrphan> Drop for Kept<T> {
             return;
         };
         let mut data = Some(data);
-        d.orphan(key, || {
+        let finished = d.orphan(key, || {
             data.take()
                 .expect("coring: orphan data taken once")
                 .into_orphan()
         });
         drop(d);
-        // Already completed (the closure did not run): the data is ours to drop, outside
-        // the driver borrow.
-        drop(data);
+        // Already completed (the closure did not run): finish it here, outside the driver
+        // borrow, as the driver would (closing an accepted descriptor, freeing a buffer).
+        if let (Some(c), Some(data)) = (finished, data) {
+            data.into_orphan().finish(c);
+        }
     }
 }
 

@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use crate::driver::op::{Kept, Op, Operation};
@@ -17,10 +16,22 @@ type Accepted = io::Result<(SharedFd, Box<RawAddr>)>;
 /// A listening socket's accepts. An accept whose future is dropped after submission (a
 /// select that picked another branch, a timeout) is kept, not cancelled, and the next
 /// accept returns its connection first: the kernel never accepts a connection that coring
-/// then closes unseen. The listener cancels a kept accept only when dropped.
+/// then closes unseen. The listener cancels a kept accept only when dropped (or converted
+/// or unregistered, keeping a connection it got).
 pub(crate) struct Acceptor {
     fd: SharedFd,
     kept: RefCell<Option<Kept<Accept>>>,
+}
+
+/// Releases the kept accept's claim when the accept that waits for it ends or is dropped.
+struct Claim<'a>(&'a Acceptor);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.0.kept.borrow_mut().as_mut() {
+            k.unclaim();
+        }
+    }
 }
 
 impl Acceptor {
@@ -35,10 +46,15 @@ impl Acceptor {
         &self.fd
     }
 
-    /// The next connection: the kept accept's if there is one, else a new accept's.
+    /// The next connection: the kept accept's if there is one (and no other accept waits
+    /// for it), else a new accept's.
     pub(crate) async fn accept(&self) -> Accepted {
-        if let Some(res) = poll_fn(|cx| self.poll_kept(cx)).await {
-            return res;
+        let claimed = self.kept.borrow_mut().as_mut().is_some_and(|k| k.claim());
+        if claimed {
+            let _claim = Claim(self);
+            if let Some(res) = poll_fn(|cx| self.poll_kept(cx)).await {
+                return res;
+            }
         }
         KeepOnDrop {
             acceptor: self,
@@ -47,21 +63,24 @@ impl Acceptor {
         .await
     }
 
-    /// Waits for the kept accept's result; `None` if there is none.
+    /// Waits for the kept accept's result; `None` if there is none, or it ended cancelled
+    /// (by `quiesce`: nothing to hand on, a new accept follows).
     fn poll_kept(&self, cx: &mut Context<'_>) -> Poll<Option<Accepted>> {
         let mut kept = self.kept.borrow_mut();
         let Some(k) = kept.as_mut() else {
             return Poll::Ready(None);
         };
-        if !Rc::ptr_eq(k.driver(), &crate::runtime::context::driver()) {
+        let Ok(c) = std::task::ready!(k.poll_here(cx)) else {
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "this listener's accept runs on another runtime, which may hold a connection \
-                 accepted for it: accept there",
+                "this listener's accept runs on another runtime, which may accept a \
+                 connection for it: accept there",
             ))));
-        }
-        let c = std::task::ready!(k.poll_complete(cx));
+        };
         let accept = kept.take().expect("coring: kept accept").into_data();
+        if c.res == -libc::ECANCELED {
+            return Poll::Ready(None);
+        }
         Poll::Ready(Some(accept.complete(c)))
     }
 
@@ -77,28 +96,22 @@ impl Acceptor {
         }
     }
 
-    /// Gives up the descriptor (see `socket_conversions!`): gives `self` back while a
-    /// kept accept holds a connection not returned yet; one still in flight is cancelled
-    /// (the driver then holds the descriptor until it ends).
+    /// Gives up the descriptor (see `socket_conversions!`): gives `self` back, state
+    /// intact, while a kept accept holds a connection not returned yet (accept it first)
+    /// or could not be cancelled at once (it is being cancelled; try again after the
+    /// runtime has run).
     pub(crate) fn into_fd(self) -> Result<SharedFd, Acceptor> {
         self.quiesce();
-        if self
-            .kept
-            .borrow()
-            .as_ref()
-            .is_some_and(|k| k.done().is_some())
-        {
+        if self.kept.borrow().is_some() {
             return Err(self);
         }
-        let Acceptor { fd, kept } = self;
-        drop(kept);
-        Ok(fd)
+        Ok(self.fd)
     }
 }
 
 /// An accept that, if its future is dropped after submission, leaves the operation to the
 /// listener ([`Acceptor`]). Only one is kept: a second dropped meanwhile (accepts racing
-/// on one listener) is cancelled like any operation.
+/// on one listener) is cancelled like any operation (a connection it got is closed).
 struct KeepOnDrop<'a> {
     acceptor: &'a Acceptor,
     op: Op<Accept>,

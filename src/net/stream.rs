@@ -92,8 +92,6 @@ struct Multishot {
     partial: Option<(u16, usize, usize)>,
     /// The peer closed its side: reads return 0 from now on.
     eof: bool,
-    /// The last receive ended for lack of buffers: the next read is single-shot.
-    single_next: bool,
     /// A read is in progress on the multishot path (a second one goes single-shot).
     reading: bool,
     /// Bulk mode: reads receive straight into the caller's buffer (single-shot, no copy)
@@ -180,7 +178,7 @@ enum Path<'a> {
     Multishot(Reading<'a>, Rc<RefCell<Driver>>),
     SingleShot,
     /// A dropped read's receive is kept: read what it got first.
-    Adopted,
+    Adopted(AdoptedClaim<'a>),
     /// Single-shot because the stream is in bulk mode; its result may end that mode.
     Direct,
     /// The stream's multishot receive (and maybe data) lives on another runtime.
@@ -192,6 +190,26 @@ enum Step {
     Done(io::Result<usize>),
     /// Receive into the caller's buffer with a single-shot recv instead.
     SingleShot,
+}
+
+/// Releases the adopted receive's claim when the read waiting for it ends or is dropped.
+struct AdoptedClaim<'a>(&'a RefCell<Multishot>);
+
+impl Drop for AdoptedClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.borrow_mut().adopted.as_mut() {
+            a.recv.unclaim();
+        }
+    }
+}
+
+/// The error of a read whose stream's receive lives on another runtime.
+fn elsewhere() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "this stream's receive runs on another runtime, which may hold data received for \
+         it: read it there (or move it with into_std() there)",
+    )
 }
 
 /// Clears `reading` when a multishot-path read finishes or is dropped.
@@ -319,11 +337,12 @@ impl Stream {
         }
     }
 
-    /// Cancels the armed multishot receive at once where the backend can, so that no
-    /// operation holds the descriptor any more; data it had received stays in the stream.
-    /// Best effort: a receive that cannot be cancelled synchronously, or that has data
-    /// queued, stays (cancelled) until reads drain it.
+    /// Cancels the armed multishot receive and an adopted receive at once where the
+    /// backend can, so that no operation holds the descriptor any more; data they had
+    /// received stays in the stream. Best effort: a receive that cannot be cancelled
+    /// synchronously, or that has data queued, stays (cancelled) until reads drain it.
     pub(crate) fn disarm(&self) {
+        self.cancel_adopted();
         let mut st = self.multi.borrow_mut();
         let (Some(&(key, _)), Some(driver)) = (st.armed.as_ref(), st.driver.clone()) else {
             return;
@@ -361,26 +380,19 @@ impl Stream {
         }
     }
 
-    /// Gives up the descriptor, cancelling the multishot receive (synchronously where the
-    /// backend can). Gives `self` back, state intact, while it holds received data not yet
-    /// read (read it first); if the receive could not be cancelled at once, the driver
-    /// keeps a handle to the descriptor until it finishes (`into_raw` then fails).
+    /// Gives up the descriptor, cancelling the stream's receives (synchronously where
+    /// the backend can). Gives `self` back, state intact, while it holds received data not
+    /// yet read (read it first) or a receive that could not be cancelled at once (it is
+    /// being cancelled: try again once the runtime has run; whatever it receives meanwhile
+    /// stays in the stream).
     pub(crate) fn into_fd(self) -> Result<SharedFd, Stream> {
         self.disarm();
-        self.cancel_adopted();
         {
-            let mut st = self.multi.borrow_mut();
-            let queued = match (&st.armed, &st.driver) {
-                (Some((key, _)), Some(d)) => d.borrow().has_queued_data(*key),
-                _ => false,
-            };
-            let adopted_data = st.adopted.as_ref().is_some_and(|a| a.recv.done().is_some());
-            if st.partial.is_some() || queued || adopted_data {
+            let st = self.multi.borrow();
+            if st.partial.is_some() || st.armed.is_some() || st.adopted.is_some() {
                 drop(st);
                 return Err(self);
             }
-            // Whatever is left (a receive still being cancelled) becomes an orphan.
-            st.release();
         }
         let Stream { fd, multi } = self;
         drop(multi);
@@ -391,38 +403,34 @@ impl Stream {
         if buf.bytes_total() == 0 {
             return (Ok(0), buf);
         }
-        let (reading, driver) = match self.begin_multishot() {
-            Path::Multishot(reading, driver) => (reading, driver),
-            Path::SingleShot => return self.single(buf).await,
-            Path::Adopted => {
-                let mut buf = buf;
-                return match poll_fn(|cx| self.poll_adopted(cx, &mut buf)).await {
-                    Some(res) => (res, buf),
-                    // A racing read took it: this one is concurrent, so single-shot.
-                    None => self.single(buf).await,
-                };
-            }
-            Path::Direct => {
-                let (res, buf) = self.single(buf).await;
-                if let Ok(n) = res {
-                    let size = crate::runtime::context::driver()
-                        .borrow()
-                        .provided_buf_size();
-                    // A short read (not EOF) argues for going back to multishot receives.
-                    self.multi.borrow_mut().observe(n > 0 && n < size);
+        let mut buf = buf;
+        let (reading, driver) = loop {
+            match self.begin_multishot() {
+                Path::Multishot(reading, driver) => break (reading, driver),
+                Path::SingleShot => return self.single(buf).await,
+                Path::Adopted(claim) => {
+                    let res = poll_fn(|cx| self.poll_adopted(cx, &mut buf)).await;
+                    drop(claim);
+                    match res {
+                        Some(res) => return (res, buf),
+                        // It ended cancelled, with nothing: read as if it never was.
+                        None => continue,
+                    }
                 }
-                return (res, buf);
-            }
-            Path::Elsewhere => {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "this stream's receive runs on another runtime, which may hold data \
-                     received for it: read it there (or move it with into_std() there)",
-                );
-                return (Err(e), buf);
+                Path::Direct => {
+                    let (res, buf) = self.single(buf).await;
+                    if let Ok(n) = res {
+                        let size = crate::runtime::context::driver()
+                            .borrow()
+                            .provided_buf_size();
+                        // A short read (not EOF) argues for going back to multishot.
+                        self.multi.borrow_mut().observe(n > 0 && n < size);
+                    }
+                    return (res, buf);
+                }
+                Path::Elsewhere => return (Err(elsewhere()), buf),
             }
         };
-        let mut buf = buf;
         let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
         let out = match step {
             Step::Done(res) => (res, buf),
@@ -441,7 +449,8 @@ impl Stream {
     }
 
     /// Reads from the adopted receive: waits for its completion, then copies what it
-    /// received (the rest stays for the next read). `None`: nothing is adopted any more.
+    /// received (the rest stays for the next read). `None`: nothing is adopted any more,
+    /// or it ended cancelled without data (by `disarm`), which is no error of the read.
     fn poll_adopted<B: IoBufMut>(
         &self,
         cx: &mut Context<'_>,
@@ -452,7 +461,13 @@ impl Stream {
             return Poll::Ready(None);
         };
         if a.end == 0 {
-            let c = std::task::ready!(a.recv.poll_complete(cx));
+            let Ok(c) = std::task::ready!(a.recv.poll_here(cx)) else {
+                return Poll::Ready(Some(Err(elsewhere())));
+            };
+            if c.res == -libc::ECANCELED {
+                st.adopted = None;
+                return Poll::Ready(None);
+            }
             if let Err(res) = a.complete(c) {
                 // End of file or an error: the stream's, reported once here.
                 st.adopted = None;
@@ -473,15 +488,28 @@ impl Stream {
     fn begin_multishot(&self) -> Path<'_> {
         let driver = crate::runtime::context::driver();
         let mut st = self.multi.borrow_mut();
-        if let Some(a) = &st.adopted {
-            if !Rc::ptr_eq(a.recv.driver(), &driver) {
-                return Path::Elsewhere;
+        if let Some(a) = st.adopted.as_mut() {
+            // One read waits for it; a concurrent one reads on its own.
+            if !a.recv.claim() {
+                return Path::SingleShot;
             }
-            return Path::Adopted;
+            return Path::Adopted(AdoptedClaim(&self.multi));
         }
-        if let Some(d) = &st.driver {
-            if !Rc::ptr_eq(d, &driver) {
-                return Path::Elsewhere;
+        if let Some(d) = st.driver.clone() {
+            if !Rc::ptr_eq(&d, &driver) {
+                // The receive (or data it got) is another runtime's. Once that runtime
+                // has finished it (for instance cancelled it when dropped), what it got is
+                // read from here, in order; until then it must be read there.
+                let finished = st
+                    .armed
+                    .as_ref()
+                    .is_none_or(|&(k, _)| d.borrow().is_finished(k));
+                if !finished || st.reading {
+                    return Path::Elsewhere;
+                }
+                st.reading = true;
+                drop(st);
+                return Path::Multishot(Reading(&self.multi), d);
             }
         }
         if st.reading {
@@ -538,8 +566,9 @@ impl Stream {
             }
             let key = match &st.armed {
                 Some((key, _)) => *key,
-                None if st.single_next => {
-                    st.single_next = false;
+                // Never arm on another runtime's driver (a finished receive read from here):
+                // this read receives directly, on this runtime.
+                None if !Rc::ptr_eq(driver, &crate::runtime::context::driver()) => {
                     return Poll::Ready(Step::SingleShot);
                 }
                 None => {
