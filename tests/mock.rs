@@ -548,6 +548,7 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
                 mock.only("recv_multi").cancel_requested,
                 "4 full arrivals into larger buffers cancel the multishot receive"
             );
+            assert_eq!(rt.metrics().bulk_switches, 1);
             // Arrivals racing the cancel, read one by one (full ones: they must not count
             // towards a mode switch while the receive drains), then the cancel's end.
             for len in [64, 64, 64, 64, 40] {

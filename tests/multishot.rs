@@ -102,6 +102,10 @@ coring_test!(bulk_small_bulk_keeps_every_byte_in_order, |builder| {
         0,
         "provided buffers still taken"
     );
+    if rt.backend() == BackendKind::IoUring {
+        // Into bulk mode twice (out of it in between): the switches this test is about.
+        assert!(rt.metrics().bulk_switches >= 2, "{:?}", rt.metrics());
+    }
 });
 
 // A read future dropped after its data arrived but before it returned it (what a select
@@ -116,7 +120,12 @@ coring_test!(read_dropped_after_its_data_arrived_loses_nothing, async {
 // The same in bulk mode: after a bulk transfer through 64 KiB reads, io_uring reads
 // receive straight into the caller's buffer (single-shot), and a dropped one's receive is
 // kept by the stream for the next read.
-coring_test!(read_dropped_in_bulk_mode_loses_nothing, async {
+coring_test!(read_dropped_in_bulk_mode_loses_nothing, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, read_dropped_in_bulk_mode(&rt));
+});
+
+async fn read_dropped_in_bulk_mode(rt: &coring::Runtime) {
     const BULK: usize = 1 << 20;
     let (client, server) = tcp_pair().await;
     let writer = coring::spawn(async move {
@@ -132,8 +141,11 @@ coring_test!(read_dropped_in_bulk_mode_loses_nothing, async {
     }
     assert!(got == pattern(BULK));
     let client = writer.await.unwrap();
+    if rt.backend() == BackendKind::IoUring {
+        assert!(rt.metrics().bulk_switches >= 1, "never reached bulk mode");
+    }
     drop_reads_after_arrival(&client, &server, 3, 64 << 10).await;
-});
+}
 
 /// `rounds` times: a read of up to `cap` bytes is polled once (nothing sent yet), the
 /// peer sends 10 bytes, the driver gets to run, the read is dropped; the next read must

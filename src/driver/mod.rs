@@ -202,6 +202,9 @@ pub struct Metrics {
     /// (TCP flow control) instead of taking the shared provided buffers; the next read
     /// arms the receive again.
     pub multishot_throttled: u64,
+    /// Streams switched to direct reads for bulk traffic (their multishot receive
+    /// cancelled; each read then receives straight into the caller's buffer).
+    pub bulk_switches: u64,
 }
 
 /// The backends the driver can run on. One of them per runtime, for its whole life, so
@@ -496,9 +499,10 @@ impl Driver {
         }
     }
 
-    /// Asks the backend to cancel an in-flight operation, without waiting; its owner
+    /// Cancels a stream's multishot receive for bulk mode, without waiting; the stream
     /// collects the final completion (and any queued before it) as usual.
-    pub(crate) fn cancel(&mut self, key: usize) {
+    pub(crate) fn cancel_for_bulk(&mut self, key: usize) {
+        self.metrics.bulk_switches += 1;
         if matches!(self.ops[key], Slot::InFlight { .. }) {
             self.request_cancel(key);
         }

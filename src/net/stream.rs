@@ -612,7 +612,7 @@ impl Stream {
                         // (and any racing the cancel) are read first, in order, then
                         // its final completion sends reads to the socket directly.
                         if let Some(&(key, _)) = st.armed.as_ref() {
-                            driver.borrow_mut().cancel(key);
+                            driver.borrow_mut().cancel_for_bulk(key);
                         }
                     }
                 }
