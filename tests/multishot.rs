@@ -20,6 +20,19 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (connect.await.unwrap(), server)
 }
 
+/// `n` connected pairs whose server side had one read time out (on io_uring: each with
+/// its multishot receive armed, waiting for data).
+async fn armed_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let (client, server) = tcp_pair().await;
+        let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
+        assert!(res.is_err(), "nothing sent yet");
+        pairs.push((client, server));
+    }
+    pairs
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -151,11 +164,12 @@ async fn read_dropped_in_bulk_mode(rt: &coring::Runtime) {
 /// peer sends 10 bytes, the driver gets to run, the read is dropped; the next read must
 /// return those 10 bytes.
 async fn drop_reads_after_arrival(client: &TcpStream, server: &TcpStream, rounds: u8, cap: usize) {
-    use std::future::Future;
     for round in 0..rounds {
         let mut read = Box::pin(server.read(Vec::with_capacity(cap)));
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "nothing was sent yet");
+        assert!(
+            common::poll_once(&mut read).await.is_pending(),
+            "nothing was sent yet"
+        );
         let (r, _) = client.write_all(vec![round; 10]).await;
         r.unwrap();
         // Let the driver see the data (and, on the fallback, receive it for the read).
@@ -266,16 +280,9 @@ coring_test!(buffer_ring_exhaustion_delivers_everything, |builder| {
         const CONNS: usize = 80;
         const MSGS: usize = 6;
         const SIZE: usize = 1000;
-        let mut pairs = Vec::new();
-        for _ in 0..CONNS {
-            pairs.push(tcp_pair().await);
-        }
-        // Arm every receive, then send several separate arrivals to each: 480 arrivals
-        // for 256 buffers, none read yet.
-        for (_, server) in &pairs {
-            let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
-            assert!(res.is_err());
-        }
+        // Then several separate arrivals to each: 480 arrivals for 256 buffers, none read
+        // yet.
+        let pairs = armed_pairs(CONNS).await;
         for m in 0..MSGS {
             for (i, (client, _)) in pairs.iter().enumerate() {
                 let (r, _) = client.write_all(vec![(i + m) as u8; SIZE]).await;
@@ -489,14 +496,7 @@ coring_test!(tiny_recv_buffers_deliver_everything, |builder| {
     common::block_on_bounded(&rt, async {
         const CONNS: usize = 6;
         const LEN: usize = 64 << 10;
-        let mut pairs = Vec::new();
-        for _ in 0..CONNS {
-            pairs.push(tcp_pair().await);
-        }
-        for (_, server) in &pairs {
-            let res = timeout(Duration::from_millis(1), server.read(Vec::with_capacity(1))).await;
-            assert!(res.is_err());
-        }
+        let pairs = armed_pairs(CONNS).await;
         let mut writers = Vec::new();
         let mut servers = Vec::new();
         for (i, (client, server)) in pairs.into_iter().enumerate() {
@@ -580,11 +580,6 @@ fn recv_buffers_out_of_range_panic_with_the_limit() {
     let _ = coring::Builder::new().recv_buffers(256, 1 << 20);
 }
 
-/// Polls `f` exactly once.
-async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
-}
-
 // into_std right after a read was polled once (data waiting in the socket) and dropped:
 // the bytes are neither lost nor skipped, whether the receive had completed unreaped,
 // was still queued for the kernel, or waited for readiness. Either the stream comes back
@@ -597,7 +592,7 @@ coring_test!(into_std_right_after_a_dropped_read_keeps_its_bytes, async {
     client.write_all(b"hello").unwrap();
     sleep(Duration::from_millis(5)).await;
     let mut read = Box::pin(server.read(Vec::with_capacity(16)));
-    if poll_once(&mut read).await.is_ready() {
+    if common::poll_once(&mut read).await.is_ready() {
         // Served at once (nothing left to lose): the scenario needs a pending read.
         return;
     }

@@ -294,11 +294,6 @@ coring_test!(listener_into_std_with_a_kept_accept, async {
     listener.into_std().expect("nothing kept any more");
 });
 
-/// Polls `f` exactly once.
-async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
-}
-
 // Two tasks accepting at once on a listener that keeps a dropped accept: one waits for the
 // kept accept, the other accepts on its own (the driver keeps one waker per operation, so
 // both waiting on the kept one would leave one asleep forever); both get a connection.
@@ -371,7 +366,7 @@ coring_test!(
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         coring::time::sleep(Duration::from_millis(5)).await;
         let mut accept = Box::pin(listener.accept());
-        assert!(poll_once(&mut accept).await.is_pending());
+        assert!(common::poll_once(&mut accept).await.is_pending());
         drop(accept);
         let server: std::net::TcpStream = match listener.into_std() {
             Err(listener) => {

@@ -74,7 +74,8 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
 /// single-shot receive. A stream whose receive runs on another runtime (used there, then
 /// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
-/// data that runtime may hold for it.
+/// data that runtime may hold for it, until that runtime has finished the receive (for
+/// instance cancelled it when dropped): then what it got is read from here, in order.
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
     multi: RefCell<Multishot>,

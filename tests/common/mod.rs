@@ -191,3 +191,8 @@ unsafe impl coring::buf::IoBufMut for DropFlagBuf {
         unsafe { coring::buf::IoBufMut::set_init(&mut self.vec, pos) }
     }
 }
+
+/// Polls `f` exactly once (to submit an operation, then drop it at a chosen moment).
+pub async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
