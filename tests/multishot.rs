@@ -584,84 +584,102 @@ fn recv_buffers_out_of_range_panic_with_the_limit() {
 // the bytes are neither lost nor skipped, whether the receive had completed unreaped,
 // was still queued for the kernel, or waited for readiness. Either the stream comes back
 // (read them there) or the std stream reads them.
-coring_test!(into_std_right_after_a_dropped_read_keeps_its_bytes, async {
-    use std::io::{Read, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    client.write_all(b"hello").unwrap();
-    sleep(Duration::from_millis(5)).await;
-    let mut read = Box::pin(server.read(Vec::with_capacity(16)));
-    if common::poll_once(&mut read).await.is_ready() {
-        // Served at once (nothing left to lose): the scenario needs a pending read.
-        return;
+coring_test!(
+    into_std_right_after_a_dropped_read_keeps_its_bytes,
+    |builder| {
+        // Multishot reads, and single-shot ones (which io_uring then adopts too).
+        for b in [builder.clone(), builder.multishot_reads(false)] {
+            let rt = b.build().unwrap();
+            common::block_on_bounded(&rt, async {
+                use std::io::{Read, Write};
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let mut client =
+                    std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                client.write_all(b"hello").unwrap();
+                sleep(Duration::from_millis(5)).await;
+                let mut read = Box::pin(server.read(Vec::with_capacity(16)));
+                if common::poll_once(&mut read).await.is_ready() {
+                    // Served at once (nothing left to lose): the scenario needs a pending read.
+                    return;
+                }
+                drop(read);
+                let got = match server.into_std() {
+                    Err(s) => {
+                        let (r, b) =
+                            timeout(Duration::from_secs(5), s.read(Vec::with_capacity(16)))
+                                .await
+                                .expect("the stream came back but its 5 received bytes are gone");
+                        r.unwrap();
+                        b
+                    }
+                    Ok(mut std_s) => {
+                        std_s.set_nonblocking(false).unwrap();
+                        std_s
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                        let mut b = [0u8; 16];
+                        let n = std_s
+                            .read(&mut b)
+                            .expect("into_std succeeded but the bytes are gone");
+                        b[..n].to_vec()
+                    }
+                };
+                assert_eq!(got, b"hello");
+            });
+        }
     }
-    drop(read);
-    let got = match server.into_std() {
-        Err(s) => {
-            let (r, b) = timeout(Duration::from_secs(5), s.read(Vec::with_capacity(16)))
-                .await
-                .expect("the stream came back but its 5 received bytes are gone");
-            r.unwrap();
-            b
-        }
-        Ok(mut std_s) => {
-            std_s.set_nonblocking(false).unwrap();
-            std_s
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut b = [0u8; 16];
-            let n = std_s
-                .read(&mut b)
-                .expect("into_std succeeded but the bytes are gone");
-            b[..n].to_vec()
-        }
-    };
-    assert_eq!(got, b"hello");
-});
+);
 
 // Two tasks reading at once from a stream with an adopted receive (a dropped single-shot
 // read's: on the fallback every read is one): one waits for it, the other reads on its
 // own; both finish, and between them they get every byte.
 coring_test!(
     concurrent_reads_with_an_adopted_receive_both_finish,
-    async {
-        use std::io::Write;
-        use std::rc::Rc;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let server = Rc::new(server);
-        let r = timeout(
-            Duration::from_millis(2),
-            server.read(Vec::with_capacity(16)),
-        )
-        .await;
-        assert!(r.is_err(), "nothing sent yet");
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let s = server.clone();
-                coring::spawn(async move { s.read(Vec::with_capacity(16)).await })
-            })
-            .collect();
-        for _ in 0..5 {
-            coring::task::yield_now().await;
+    |builder| {
+        // Multishot reads, and single-shot ones (which io_uring then adopts too).
+        for b in [builder.clone(), builder.multishot_reads(false)] {
+            let rt = b.build().unwrap();
+            common::block_on_bounded(&rt, async {
+                use std::io::Write;
+                use std::rc::Rc;
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let mut client =
+                    std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                let server = Rc::new(server);
+                let r = timeout(
+                    Duration::from_millis(2),
+                    server.read(Vec::with_capacity(16)),
+                )
+                .await;
+                assert!(r.is_err(), "nothing sent yet");
+                let tasks: Vec<_> = (0..2)
+                    .map(|_| {
+                        let s = server.clone();
+                        coring::spawn(async move { s.read(Vec::with_capacity(16)).await })
+                    })
+                    .collect();
+                for _ in 0..5 {
+                    coring::task::yield_now().await;
+                }
+                client.write_all(b"abc").unwrap();
+                sleep(Duration::from_millis(20)).await;
+                client.write_all(b"def").unwrap();
+                let mut got = Vec::new();
+                for (i, t) in tasks.into_iter().enumerate() {
+                    let (r, b) = timeout(Duration::from_secs(5), t)
+                        .await
+                        .unwrap_or_else(|_| panic!("reading task {i} never woke"))
+                        .unwrap();
+                    assert!(r.unwrap() > 0);
+                    got.extend(b);
+                }
+                // Each read is whole arrivals here; which task got which is not defined.
+                got.sort_unstable();
+                assert_eq!(got, b"abcdef");
+            });
         }
-        client.write_all(b"abc").unwrap();
-        sleep(Duration::from_millis(20)).await;
-        client.write_all(b"def").unwrap();
-        let mut got = Vec::new();
-        for (i, t) in tasks.into_iter().enumerate() {
-            let (r, b) = timeout(Duration::from_secs(5), t)
-                .await
-                .unwrap_or_else(|_| panic!("reading task {i} never woke"))
-                .unwrap();
-            assert!(r.unwrap() > 0);
-            got.extend(b);
-        }
-        // Each read is whole arrivals here; which task got which is not defined.
-        got.sort_unstable();
-        assert_eq!(got, b"abcdef");
     }
 );
 
@@ -670,15 +688,22 @@ coring_test!(
 #[test]
 fn stream_with_an_adopted_receive_outlives_its_runtime() {
     use std::io::Write;
-    for &kind in common::BACKENDS {
+    // Multishot reads (io_uring: a receive the dropped runtime cancelled, read from
+    // here), and single-shot ones (an adopted receive on every backend).
+    for (&kind, multishot) in common::BACKENDS
+        .iter()
+        .flat_map(|k| [(k, true), (k, false)])
+    {
         common::with_watchdog("stream_outlives_runtime", || {
-            let rt1 = common::runtime(kind);
+            let rt1 = coring::Builder::new()
+                .backend(kind)
+                .multishot_reads(multishot)
+                .build()
+                .unwrap();
             let (server, mut client) = rt1.block_on(async {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
                 let (server, _) = listener.accept().await.unwrap();
-                // io_uring: disable nothing; this read arms the multishot receive, which
-                // the dropped runtime cancels too.
                 let r = timeout(Duration::from_millis(2), server.read(Vec::with_capacity(8))).await;
                 assert!(r.is_err(), "nothing sent yet");
                 (server, client)
@@ -694,6 +719,106 @@ fn stream_with_an_adopted_receive_outlives_its_runtime() {
                     Ok(n) => assert_eq!((n, b), (1, b"x".to_vec()), "{kind:?}"),
                     Err(e) => panic!("{kind:?}: read on the new runtime: {e}"),
                 }
+            });
+        });
+    }
+}
+
+// A claim names the adopted receive it was taken on: reader A waits on adopted receive
+// K1; unregister() cancels K1; another dropped read leaves K2 adopted; reader D claims
+// K2. A must not wait on K2 unclaimed (stealing D's wake); it finds K1 gone and reads on
+// its own. Both finish, with every byte between them. Single-shot reads, so that io_uring
+// adopts receives too.
+coring_test!(
+    claim_on_a_replaced_adopted_receive_does_not_hang,
+    |builder| {
+        use coring::task::yield_now;
+        use std::io::Write;
+        use std::rc::Rc;
+        let rt = builder.multishot_reads(false).build().unwrap();
+        common::block_on_bounded(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let server = Rc::new(server);
+            let mut k1 = Box::pin(server.read(Vec::with_capacity(16)));
+            assert!(common::poll_once(&mut k1).await.is_pending());
+            drop(k1);
+            let s = server.clone();
+            let a = coring::spawn(async move { s.read(Vec::with_capacity(16)).await });
+            yield_now().await;
+            yield_now().await;
+            let _ = server.unregister();
+            let mut k2 = Box::pin(server.read(Vec::with_capacity(16)));
+            assert!(common::poll_once(&mut k2).await.is_pending());
+            drop(k2);
+            let s = server.clone();
+            let d = coring::spawn(async move { s.read(Vec::with_capacity(16)).await });
+            for _ in 0..5 {
+                yield_now().await;
+            }
+            client.write_all(b"hello").unwrap();
+            sleep(Duration::from_millis(20)).await;
+            client.write_all(b"world").unwrap();
+            let mut got = Vec::new();
+            for (name, h) in [("A", a), ("D", d)] {
+                let (r, b) = timeout(Duration::from_secs(5), h)
+                    .await
+                    .unwrap_or_else(|_| panic!("reader {name} never woke"))
+                    .unwrap();
+                assert!(r.unwrap() > 0);
+                got.extend(b);
+            }
+            got.sort_unstable();
+            let mut want = b"helloworld".to_vec();
+            want.sort_unstable();
+            assert_eq!(got, want);
+        });
+    }
+);
+
+// A read on another runtime while a read of the first runtime waits on the stream's
+// adopted receive: InvalidInput (the first runtime may hold bytes for the stream), not a
+// receive of its own that could take newer bytes first. (Two runtimes per backend, so no
+// coring_test! runtime.)
+#[test]
+fn read_elsewhere_while_a_claimed_adopted_receive_waits_is_refused() {
+    use coring::task::yield_now;
+    use std::rc::Rc;
+    for &kind in common::BACKENDS {
+        common::with_watchdog("read_elsewhere_claimed", || {
+            let rt1 = coring::Builder::new()
+                .backend(kind)
+                .multishot_reads(false)
+                .build()
+                .unwrap();
+            let (server, client, waiting) = rt1.block_on(async {
+                let (client, server) = tcp_pair().await;
+                let server = Rc::new(server);
+                let mut k1 = Box::pin(server.read(Vec::with_capacity(16)));
+                assert!(common::poll_once(&mut k1).await.is_pending());
+                drop(k1);
+                let s = server.clone();
+                let waiting = coring::spawn(async move { s.read(Vec::with_capacity(16)).await });
+                yield_now().await;
+                yield_now().await;
+                (server, client, waiting)
+            });
+            let rt2 = common::runtime(kind);
+            rt2.block_on(async {
+                let (r, _) = server.read(Vec::with_capacity(16)).await;
+                let e = r.expect_err("must not read around the other runtime's receive");
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{kind:?}: {e}");
+            });
+            // Back on the first runtime the waiting read gets the bytes.
+            rt1.block_on(async {
+                let (r, _) = client.write_all(b"AB".to_vec()).await;
+                r.unwrap();
+                let (r, b) = timeout(Duration::from_secs(5), waiting)
+                    .await
+                    .expect("the waiting read never woke")
+                    .unwrap();
+                assert_eq!((r.unwrap(), b), (2, b"AB".to_vec()), "{kind:?}");
             });
         });
     }

@@ -419,3 +419,84 @@ fn listener_with_a_kept_accept_outlives_its_runtime() {
         });
     }
 }
+
+// A claim names the kept accept it was taken on: task A waits on kept accept K1;
+// unregister() cancels K1; another dropped accept leaves K2 kept; task D claims K2. A must
+// not wait on K2 unclaimed (it would steal D's wake, and one of them would sleep forever):
+// it finds K1 gone and accepts on its own. Both finish.
+coring_test!(claim_on_a_replaced_kept_accept_does_not_hang, |builder| {
+    use coring::task::yield_now;
+    use std::time::Duration;
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let mut k1 = Box::pin(listener.accept());
+        assert!(common::poll_once(&mut k1).await.is_pending());
+        drop(k1);
+        let l = listener.clone();
+        let a = coring::spawn(async move { l.accept().await.map(drop) });
+        yield_now().await;
+        yield_now().await;
+        let _ = listener.unregister();
+        let mut k2 = Box::pin(listener.accept());
+        assert!(common::poll_once(&mut k2).await.is_pending());
+        drop(k2);
+        let l = listener.clone();
+        let d = coring::spawn(async move { l.accept().await.map(drop) });
+        for _ in 0..5 {
+            yield_now().await;
+        }
+        let _c1 = std::net::TcpStream::connect(addr).unwrap();
+        let _c2 = std::net::TcpStream::connect(addr).unwrap();
+        for (name, h) in [("A", a), ("D", d)] {
+            coring::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap_or_else(|_| panic!("accepting task {name} never woke"))
+                .unwrap()
+                .unwrap();
+        }
+    });
+});
+
+// Several accepts at once, two of them dropped after the kernel accepted connections for
+// them: every connection is handed out by later accepts, none is closed unseen.
+coring_test!(concurrent_accepts_dropped_lose_no_connection, async {
+    use std::io::Read;
+    use std::time::Duration;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut k1 = Box::pin(listener.accept());
+    assert!(common::poll_once(&mut k1).await.is_pending());
+    drop(k1);
+    // A waits on the kept accept; B, finding it claimed, submits its own.
+    let mut a = Box::pin(listener.accept());
+    assert!(common::poll_once(&mut a).await.is_pending());
+    let mut b = Box::pin(listener.accept());
+    assert!(common::poll_once(&mut b).await.is_pending());
+    let mut clients = [
+        std::net::TcpStream::connect(addr).unwrap(),
+        std::net::TcpStream::connect(addr).unwrap(),
+    ];
+    coring::time::sleep(Duration::from_millis(20)).await;
+    drop(b);
+    drop(a);
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let (s, _) = coring::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a connection accepted by the kernel was closed unseen")
+            .unwrap();
+        accepted.push(s);
+    }
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        let r = c.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the connection must be open and silent: {r:?}"
+        );
+    }
+});

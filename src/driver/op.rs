@@ -67,6 +67,8 @@ pub(crate) struct Kept<T: IntoOrphan> {
     done: Option<Completion>,
     /// A call is waiting for it.
     claimed: bool,
+    /// Tells kept operations apart (a claim names the one it was taken on).
+    id: u64,
     /// Always `Some` outside `Drop`.
     data: Option<T>,
 }
@@ -74,20 +76,34 @@ pub(crate) struct Kept<T: IntoOrphan> {
 impl<T: IntoOrphan> Kept<T> {
     /// Takes `op`'s submitted operation, if it has one, as `wrap(data)`.
     pub(crate) fn detach<O: Operation>(op: &mut Op<O>, wrap: impl FnOnce(O) -> T) -> Option<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let (key, data, driver) = op.detach()?;
         Some(Kept {
             driver,
             key: Some(key),
             done: None,
             claimed: false,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             data: Some(wrap(data)),
         })
     }
 
-    /// Makes the calling operation the one that waits for this; `false` if another call
-    /// is waiting already. Pair with [`Kept::unclaim`] when the call ends or is dropped.
-    pub(crate) fn claim(&mut self) -> bool {
-        !std::mem::replace(&mut self.claimed, true)
+    /// Makes the calling operation the one that waits for this: its id, or `None` if
+    /// another call waits already. Pair with [`Kept::unclaim`] when the call ends or is
+    /// dropped, and check the id before each poll: the object may have cancelled this op
+    /// and kept another meanwhile, which the claim does not cover.
+    pub(crate) fn claim(&mut self) -> Option<u64> {
+        (!std::mem::replace(&mut self.claimed, true)).then_some(self.id)
+    }
+
+    /// The id a claim names.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the operation runs on the current thread's runtime.
+    pub(crate) fn on_this_runtime(&self) -> bool {
+        Rc::ptr_eq(&self.driver, &context::driver())
     }
 
     pub(crate) fn unclaim(&mut self) {
@@ -106,7 +122,7 @@ impl<T: IntoOrphan> Kept<T> {
     /// runtime finished or cancelled it, e.g. when it was dropped); else `Err(())`: it must
     /// be awaited there.
     pub(crate) fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<Result<Completion, ()>> {
-        if self.done.is_none() && !Rc::ptr_eq(&self.driver, &context::driver()) {
+        if self.done.is_none() && !self.on_this_runtime() {
             let mut noop = Context::from_waker(std::task::Waker::noop());
             return Poll::Ready(match self.poll_complete(&mut noop) {
                 Poll::Ready(c) => Ok(c),

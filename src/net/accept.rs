@@ -1,6 +1,7 @@
 //! What TCP and Unix listeners share: accepts that a dropped future does not lose.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -14,21 +15,30 @@ use crate::op::SharedFd;
 type Accepted = io::Result<(SharedFd, Box<RawAddr>)>;
 
 /// A listening socket's accepts. An accept whose future is dropped after submission (a
-/// select that picked another branch, a timeout) is kept, not cancelled, and the next
+/// select that picked another branch, a timeout) is kept, not cancelled, and a later
 /// accept returns its connection first: the kernel never accepts a connection that coring
-/// then closes unseen. The listener cancels a kept accept only when dropped (or converted
-/// or unregistered, keeping a connection it got).
+/// then closes unseen, however many accepts run at once. Each kept accept is waited for by
+/// one call at a time (the driver keeps one waker per operation); a call that finds every
+/// kept accept claimed submits its own. The listener cancels kept accepts only when
+/// dropped (or converted or unregistered, keeping connections they got).
 pub(crate) struct Acceptor {
     fd: SharedFd,
-    kept: RefCell<Option<Kept<Accept>>>,
+    kept: RefCell<VecDeque<Kept<Accept>>>,
 }
 
-/// Releases the kept accept's claim when the accept that waits for it ends or is dropped.
-struct Claim<'a>(&'a Acceptor);
+/// Releases a kept accept's claim (by id) when the accept waiting for it ends or is
+/// dropped.
+struct Claim<'a>(&'a Acceptor, u64);
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.0.kept.borrow_mut().as_mut() {
+        if let Some(k) = self
+            .0
+            .kept
+            .borrow_mut()
+            .iter_mut()
+            .find(|k| k.id() == self.1)
+        {
             k.unclaim();
         }
     }
@@ -38,7 +48,7 @@ impl Acceptor {
     pub(crate) fn new(fd: SharedFd) -> Acceptor {
         Acceptor {
             fd,
-            kept: RefCell::new(None),
+            kept: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -46,15 +56,19 @@ impl Acceptor {
         &self.fd
     }
 
-    /// The next connection: the kept accept's if there is one (and no other accept waits
-    /// for it), else a new accept's.
+    /// The next connection: the oldest unclaimed kept accept's if there is one, else a
+    /// new accept's.
     pub(crate) async fn accept(&self) -> Accepted {
-        let claimed = self.kept.borrow_mut().as_mut().is_some_and(|k| k.claim());
-        if claimed {
-            let _claim = Claim(self);
-            if let Some(res) = poll_fn(|cx| self.poll_kept(cx)).await {
+        loop {
+            let id = self.kept.borrow_mut().iter_mut().find_map(|k| k.claim());
+            let Some(id) = id else {
+                break;
+            };
+            let _claim = Claim(self, id);
+            if let Some(res) = poll_fn(|cx| self.poll_kept(cx, id)).await {
                 return res;
             }
+            // Cancelled, or gone: try the next kept accept, if any.
         }
         KeepOnDrop {
             acceptor: self,
@@ -63,37 +77,35 @@ impl Acceptor {
         .await
     }
 
-    /// Waits for the kept accept's result; `None` if there is none, or it ended cancelled
-    /// (by `quiesce`: nothing to hand on, a new accept follows).
-    fn poll_kept(&self, cx: &mut Context<'_>) -> Poll<Option<Accepted>> {
+    /// Waits for kept accept `id`'s result; `None` if it is gone, or ended cancelled (by
+    /// `quiesce`: nothing to hand on).
+    fn poll_kept(&self, cx: &mut Context<'_>, id: u64) -> Poll<Option<Accepted>> {
         let mut kept = self.kept.borrow_mut();
-        let Some(k) = kept.as_mut() else {
+        let Some(i) = kept.iter().position(|k| k.id() == id) else {
             return Poll::Ready(None);
         };
-        let Ok(c) = std::task::ready!(k.poll_here(cx)) else {
+        let Ok(c) = std::task::ready!(kept[i].poll_here(cx)) else {
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "this listener's accept runs on another runtime, which may accept a \
                  connection for it: accept there",
             ))));
         };
-        let accept = kept.take().expect("coring: kept accept").into_data();
+        let accept = kept.remove(i).expect("coring: kept accept").into_data();
         if c.res == -libc::ECANCELED {
             return Poll::Ready(None);
         }
         Poll::Ready(Some(accept.complete(c)))
     }
 
-    /// Cancels a kept accept at once where the backend can; a connection it got before
-    /// the cancel stays for the next accept.
+    /// Cancels the kept accepts at once where the backend can; connections they got
+    /// before the cancel stay for later accepts.
     pub(crate) fn quiesce(&self) {
-        let mut kept = self.kept.borrow_mut();
-        if let Some(c) = kept.as_mut().and_then(|k| k.cancel_now()) {
-            if c.res < 0 {
-                // Cancelled (or failed): nothing to hand on.
-                *kept = None;
-            }
-        }
+        self.kept.borrow_mut().retain_mut(|k| match k.cancel_now() {
+            // Cancelled (or failed): nothing to hand on.
+            Some(c) if c.res < 0 => false,
+            _ => true,
+        });
     }
 
     /// Gives up the descriptor (see `socket_conversions!`): gives `self` back, state
@@ -102,7 +114,7 @@ impl Acceptor {
     /// runtime has run).
     pub(crate) fn into_fd(self) -> Result<SharedFd, Acceptor> {
         self.quiesce();
-        if self.kept.borrow().is_some() {
+        if !self.kept.borrow().is_empty() {
             return Err(self);
         }
         Ok(self.fd)
@@ -110,8 +122,7 @@ impl Acceptor {
 }
 
 /// An accept that, if its future is dropped after submission, leaves the operation to the
-/// listener ([`Acceptor`]). Only one is kept: a second dropped meanwhile (accepts racing
-/// on one listener) is cancelled like any operation (a connection it got is closed).
+/// listener ([`Acceptor`]).
 struct KeepOnDrop<'a> {
     acceptor: &'a Acceptor,
     op: Op<Accept>,
@@ -127,9 +138,8 @@ impl Future for KeepOnDrop<'_> {
 
 impl Drop for KeepOnDrop<'_> {
     fn drop(&mut self) {
-        let mut kept = self.acceptor.kept.borrow_mut();
-        if kept.is_none() {
-            *kept = Kept::detach(&mut self.op, |a| a);
+        if let Some(k) = Kept::detach(&mut self.op, |a| a) {
+            self.acceptor.kept.borrow_mut().push_back(k);
         }
     }
 }

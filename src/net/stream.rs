@@ -69,8 +69,10 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// Single-shot reads (the fallback backend, bulk mode, the read after ENOBUFS) keep the
 /// same guarantee: a read future dropped after submitting its receive leaves the receive
 /// to the stream (`Adopted`), not cancelled, and the next read returns what it received
-/// before anything else; the stream cancels it only when dropped. (Two reads racing on one
-/// stream: only the first dropped one is kept, a second is cancelled like any operation.)
+/// before anything else; the stream cancels it only when dropped. Two reads in flight at
+/// once on one stream race for its bytes anyway: only the first one dropped is kept, a
+/// second is cancelled like any operation (what it had received is lost), so read a stream
+/// from one task at a time.
 /// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
 /// single-shot receive. A stream whose receive runs on another runtime (used there, then
 /// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
@@ -193,13 +195,16 @@ enum Step {
     SingleShot,
 }
 
-/// Releases the adopted receive's claim when the read waiting for it ends or is dropped.
-struct AdoptedClaim<'a>(&'a RefCell<Multishot>);
+/// Releases the adopted receive's claim (by id: it may have been cancelled and another
+/// adopted meanwhile) when the read waiting for it ends or is dropped.
+struct AdoptedClaim<'a>(&'a RefCell<Multishot>, u64);
 
 impl Drop for AdoptedClaim<'_> {
     fn drop(&mut self) {
         if let Some(a) = self.0.borrow_mut().adopted.as_mut() {
-            a.recv.unclaim();
+            if a.recv.id() == self.1 {
+                a.recv.unclaim();
+            }
         }
     }
 }
@@ -410,11 +415,12 @@ impl Stream {
                 Path::Multishot(reading, driver) => break (reading, driver),
                 Path::SingleShot => return self.single(buf).await,
                 Path::Adopted(claim) => {
-                    let res = poll_fn(|cx| self.poll_adopted(cx, &mut buf)).await;
+                    let res = poll_fn(|cx| self.poll_adopted(cx, claim.1, &mut buf)).await;
                     drop(claim);
                     match res {
                         Some(res) => return (res, buf),
-                        // It ended cancelled, with nothing: read as if it never was.
+                        // It ended cancelled with nothing, or another replaced it: read
+                        // as if it never was.
                         None => continue,
                     }
                 }
@@ -449,16 +455,18 @@ impl Stream {
         }
     }
 
-    /// Reads from the adopted receive: waits for its completion, then copies what it
-    /// received (the rest stays for the next read). `None`: nothing is adopted any more,
-    /// or it ended cancelled without data (by `disarm`), which is no error of the read.
+    /// Reads from adopted receive `id`: waits for its completion, then copies what it
+    /// received (the rest stays for the next read). `None`: it is not the adopted one any
+    /// more, or it ended cancelled without data (by `disarm`), which is no error of the
+    /// read.
     fn poll_adopted<B: IoBufMut>(
         &self,
         cx: &mut Context<'_>,
+        id: u64,
         buf: &mut B,
     ) -> Poll<Option<io::Result<usize>>> {
         let mut st = self.multi.borrow_mut();
-        let Some(a) = st.adopted.as_mut() else {
+        let Some(a) = st.adopted.as_mut().filter(|a| a.recv.id() == id) else {
             return Poll::Ready(None);
         };
         if a.end == 0 {
@@ -490,11 +498,15 @@ impl Stream {
         let driver = crate::runtime::context::driver();
         let mut st = self.multi.borrow_mut();
         if let Some(a) = st.adopted.as_mut() {
-            // One read waits for it; a concurrent one reads on its own.
-            if !a.recv.claim() {
-                return Path::SingleShot;
+            if let Some(id) = a.recv.claim() {
+                return Path::Adopted(AdoptedClaim(&self.multi, id));
             }
-            return Path::Adopted(AdoptedClaim(&self.multi));
+            // A read waits for it already. This concurrent one reads on its own, unless
+            // the receive is another runtime's: then that runtime may hold bytes for it.
+            if !a.recv.on_this_runtime() {
+                return Path::Elsewhere;
+            }
+            return Path::SingleShot;
         }
         if let Some(d) = st.driver.clone() {
             if !Rc::ptr_eq(&d, &driver) {
@@ -807,6 +819,11 @@ macro_rules! stream_io {
     () => {
         /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side
         /// (or the buffer has no capacity).
+        ///
+        /// Cancel-safe: if the future is dropped (a `select` that picked another branch,
+        /// a timeout), nothing the kernel received for it is lost; the next read returns
+        /// it. This holds for one read at a time: of two reads in flight at once on one
+        /// stream that are both dropped, the second one's bytes may be lost.
         pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
             self.inner.read(buf).await
         }

@@ -125,6 +125,9 @@ impl TcpListener {
     }
 
     /// Waits for a connection.
+    ///
+    /// Cancel-safe: if the future is dropped after the kernel accepted a connection for
+    /// it, a later `accept` returns that connection (several accepts may run at once).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = self.acceptor.accept().await?;
         Ok((TcpStream::from_shared(fd), addr.to_ip()?))

@@ -41,6 +41,9 @@ impl UnixListener {
     }
 
     /// Waits for a connection.
+    ///
+    /// Cancel-safe: if the future is dropped after the kernel accepted a connection for
+    /// it, a later `accept` returns that connection (several accepts may run at once).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (fd, _) = self.acceptor.accept().await?;
         let stream = UnixStream::from_shared(fd);
