@@ -588,3 +588,90 @@ coring_test!(reset_from_elsewhere_wakes_the_waiting_task, async {
         .unwrap();
     assert!(Instant::now() >= target);
 });
+
+/// Lives in a task's future across an await and reports, when dropped, whether it is
+/// still where it was during the first poll: a future is pinned, so the runtime must drop
+/// it in place (an async block's borrows of its own locals point into that place).
+struct PinnedHome {
+    home: Cell<usize>,
+    report: Rc<Cell<Option<bool>>>,
+}
+
+impl PinnedHome {
+    fn new(report: &Rc<Cell<Option<bool>>>) -> PinnedHome {
+        PinnedHome {
+            home: Cell::new(0),
+            report: report.clone(),
+        }
+    }
+
+    /// Records where it lies now (call inside the future, before its first await).
+    fn settle(&self) {
+        self.home.set(self as *const PinnedHome as usize);
+    }
+}
+
+impl Drop for PinnedHome {
+    fn drop(&mut self) {
+        let in_place = self as *const PinnedHome as usize == self.home.get();
+        self.report.set(Some(in_place));
+    }
+}
+
+// Every way a task's unfinished future is dropped drops it in place: aborted through its
+// JoinHandle, cancelled when the runtime goes, dropped after its poll panicked. (Moving it
+// out first, as the runtime once did, left self-borrowing drop code reading the cell's
+// next contents: a listener's kept accept then panicked or leaked under ASAN.)
+coring_test!(unfinished_task_futures_are_dropped_in_place, |builder| {
+    let report = |r: &Rc<Cell<Option<bool>>>, how: &str| {
+        assert_eq!(
+            r.get(),
+            Some(true),
+            "{how}: future moved before it was dropped"
+        );
+    };
+    // Aborted.
+    let rt = builder.clone().build().unwrap();
+    let aborted = Rc::new(Cell::new(None));
+    rt.block_on(async {
+        let home = PinnedHome::new(&aborted);
+        let h = coring::spawn(async move {
+            home.settle();
+            std::future::pending::<()>().await;
+            drop(home);
+        });
+        coring::task::yield_now().await;
+        h.abort();
+        coring::task::yield_now().await;
+    });
+    report(&aborted, "abort");
+    // Cancelled by the runtime's drop.
+    let at_shutdown = Rc::new(Cell::new(None));
+    rt.block_on(async {
+        let home = PinnedHome::new(&at_shutdown);
+        drop(coring::spawn(async move {
+            home.settle();
+            std::future::pending::<()>().await;
+            drop(home);
+        }));
+        coring::task::yield_now().await;
+    });
+    drop(rt);
+    report(&at_shutdown, "runtime drop");
+    // Dropped after a panicking poll.
+    let rt = builder.build().unwrap();
+    let after_panic = Rc::new(Cell::new(None));
+    rt.block_on(async {
+        let home = PinnedHome::new(&after_panic);
+        let h = coring::spawn(async move {
+            home.settle();
+            coring::task::yield_now().await;
+            if home.home.get() != 0 {
+                panic!("on purpose: the future must then be dropped in place");
+            }
+            drop(home);
+        });
+        assert!(h.await.unwrap_err().is_panic());
+    });
+    report(&after_panic, "panic");
+});

@@ -203,6 +203,29 @@ impl<F: Future + 'static> TaskCell<F> {
         unsafe { &mut *self.stage.get() }
     }
 
+    /// Drops the stage where it lies and leaves `Consumed` there. The future is pinned in
+    /// the cell: moving it out to drop it elsewhere would break the promise `Pin` made to
+    /// it (an async block's drop glue reaches its own borrowed locals through pointers into
+    /// the cell; after a move they would point at whatever the cell holds next). A panic
+    /// in a drop is caught and returned; the rest of the stage is still dropped (drop glue
+    /// unwinds through the remaining fields) and never dropped again.
+    ///
+    /// # Safety
+    ///
+    /// Owning thread; the future is not running, and nothing else borrows the stage.
+    unsafe fn drop_stage_in_place(&self) -> std::thread::Result<()> {
+        let stage = self.stage.get();
+        // SAFETY: per the contract the stage is ours to drop; it is valid (not dropped
+        // yet) because every path that drops it writes `Consumed` right after.
+        let r = catch_unwind(AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(stage)
+        }));
+        // SAFETY: the old stage was dropped (completely, even after a panic), so it is
+        // overwritten without dropping it again.
+        unsafe { std::ptr::write(stage, Stage::Consumed) };
+        r
+    }
+
     /// Stores the output (or drops it if nobody will join) and completes the task.
     ///
     /// # Safety
@@ -215,8 +238,8 @@ impl<F: Future + 'static> TaskCell<F> {
         // (maybe a waker on another thread) to drop. A panic in that drop is the task's
         // panic, as in a poll; it never unwinds into the executor.
         // SAFETY: per the contract.
-        let old = std::mem::replace(unsafe { self.stage() }, Stage::Consumed);
-        let result = match (catch_unwind(AssertUnwindSafe(move || drop(old))), result) {
+        let dropped = unsafe { self.drop_stage_in_place() };
+        let result = match (dropped, result) {
             (Ok(()), result) => result,
             // Already failed (a panic in poll, a cancel): that stays the reason.
             (Err(payload), Err(e)) => {
@@ -284,11 +307,11 @@ unsafe fn poll_cell<F: Future + 'static>(task: &TaskRef) {
 unsafe fn cancel_cell<F: Future + 'static>(h: NonNull<Header>) {
     // SAFETY: per the contract.
     let cell = unsafe { TaskCell::<F>::from_header(h) };
+    // Dropping the future (in place: it is pinned) may drop in-flight operations (they
+    // become orphans) or run user code that panics; the panic must not take the runtime
+    // down.
     // SAFETY: owning thread, future not running.
-    let old = std::mem::replace(unsafe { cell.stage() }, Stage::Consumed);
-    // Dropping the future may drop in-flight operations (they become orphans) or run user
-    // code that panics; the panic must not take the runtime down.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+    let _ = unsafe { cell.drop_stage_in_place() };
     // SAFETY: as above.
     unsafe { cell.finish(Err(JoinError::cancelled())) };
 }
