@@ -675,3 +675,95 @@ coring_test!(unfinished_task_futures_are_dropped_in_place, |builder| {
     });
     report(&after_panic, "panic");
 });
+
+/// A panic payload whose own drop panics (unless already unwinding).
+struct PanickyPayload;
+
+impl Drop for PanickyPayload {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("on purpose: the panic payload's drop panics too");
+        }
+    }
+}
+
+/// Lives in a task's future; its drop panics with a [`PanickyPayload`].
+struct DropPanicsWithPanickyPayload;
+
+impl Drop for DropPanicsWithPanickyPayload {
+    fn drop(&mut self) {
+        std::panic::panic_any(PanickyPayload);
+    }
+}
+
+// A task whose future's drop panics with a payload whose drop panics as well: aborting it
+// does not unwind out of block_on, and dropping the runtime still cancels every other task
+// on its own thread (another task's future, whose last waker another thread holds, is
+// dropped here, not there).
+coring_test!(panicking_panic_payloads_stay_inside_the_task, |builder| {
+    use std::sync::{mpsc, Arc, Mutex};
+    let rt = builder.clone().build().unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let h = coring::spawn(async {
+                let _g = DropPanicsWithPanickyPayload;
+                std::future::pending::<()>().await;
+            });
+            coring::task::yield_now().await;
+            h.abort();
+            coring::task::yield_now().await;
+            coring::task::yield_now().await;
+        })
+    }));
+    assert!(r.is_ok(), "a task's drop panic unwound out of block_on");
+    drop(rt);
+
+    let dropped_on = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel::<std::task::Waker>();
+    let (release, released) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let w = rx.recv().unwrap();
+        // Keep the waker until the runtime is gone, then drop the last reference here.
+        let _ = released.recv_timeout(Duration::from_secs(10));
+        drop(w);
+    });
+    let rt = builder.build().unwrap();
+    let on = dropped_on.clone();
+    rt.block_on(async move {
+        drop(coring::spawn(async {
+            let _g = DropPanicsWithPanickyPayload;
+            std::future::pending::<()>().await;
+        }));
+        drop(coring::spawn(async move {
+            struct RecordThread(Arc<Mutex<Option<std::thread::ThreadId>>>);
+            impl Drop for RecordThread {
+                fn drop(&mut self) {
+                    *self.0.lock().unwrap() = Some(std::thread::current().id());
+                }
+            }
+            let _r = RecordThread(on);
+            let mut sent = false;
+            std::future::poll_fn(|cx| {
+                if !std::mem::replace(&mut sent, true) {
+                    tx.send(cx.waker().clone()).unwrap();
+                }
+                std::task::Poll::<()>::Pending
+            })
+            .await;
+        }));
+        coring::task::yield_now().await;
+        coring::task::yield_now().await;
+    });
+    let r = catch_unwind(AssertUnwindSafe(move || drop(rt)));
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(
+        r.is_ok(),
+        "a task's drop panic unwound out of the runtime's drop"
+    );
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id()),
+        "a task's future was dropped off the runtime's thread (or never)"
+    );
+});

@@ -243,11 +243,11 @@ impl<F: Future + 'static> TaskCell<F> {
             (Ok(()), result) => result,
             // Already failed (a panic in poll, a cancel): that stays the reason.
             (Err(payload), Err(e)) => {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                drop_quietly(payload);
                 Err(e)
             }
             (Err(payload), Ok(out)) => {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(out)));
+                drop_quietly(out);
                 Err(JoinError::panic(payload))
             }
         };
@@ -256,9 +256,21 @@ impl<F: Future + 'static> TaskCell<F> {
             *unsafe { self.stage() } = Stage::Finished(result);
         } else {
             // Dropped here, on the owning thread; its drop may panic, which is swallowed.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(result)));
+            drop_quietly(result);
         }
         self.header.completed();
+    }
+}
+
+/// Drops `v` here, swallowing a panic from its drop: nothing a task leaves behind may
+/// unwind into the executor (a half-finished shutdown would leave other tasks' futures to
+/// whichever thread drops their last waker). A panic payload whose own drop panics is
+/// leaked rather than dropped again.
+fn drop_quietly<T>(v: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) {
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(again);
+        }
     }
 }
 
@@ -311,7 +323,9 @@ unsafe fn cancel_cell<F: Future + 'static>(h: NonNull<Header>) {
     // become orphans) or run user code that panics; the panic must not take the runtime
     // down.
     // SAFETY: owning thread, future not running.
-    let _ = unsafe { cell.drop_stage_in_place() };
+    if let Err(payload) = unsafe { cell.drop_stage_in_place() } {
+        drop_quietly(payload);
+    }
     // SAFETY: as above.
     unsafe { cell.finish(Err(JoinError::cancelled())) };
 }
