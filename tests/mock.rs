@@ -514,16 +514,20 @@ fn multishot_read_takes_every_queued_arrival_that_fits() {
     });
 }
 
-// Bulk traffic: after 4 reads in a row whose first arrival filled a whole provided buffer
-// while the caller's buffer was larger, the stream cancels its multishot receive, reads
-// what it queued (and what raced the cancel), then receives straight into the caller's
-// buffer. After 4 direct reads in a row shorter than a provided buffer it arms a multishot
-// receive again. Every byte arrives once, in order.
+// Bulk traffic: after 4 reads in a row that each began with an arrival filling a whole
+// provided buffer and moved at least 4 KiB into a larger caller's buffer, the stream
+// cancels its multishot receive, reads what it queued (and what raced the cancel), then
+// receives straight into the caller's buffer. After 4 direct reads in a row shorter than
+// 4 KiB it arms a multishot receive again. Every byte arrives once, in order.
 #[test]
 fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
+    const B: usize = 4096; // provided buffer
+    const C: usize = 4 * B; // the caller's buffer
     with_mock("bulk_switch", |rt, mock| {
         rt.block_on(async {
-            let (s, _peer) = multishot_stream(&mock); // 64-byte provided buffers
+            mock.enable_multishot(8, B);
+            let (a, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let s = Rc::new(coring::net::UnixStream::from_std(a).unwrap());
             let mut sent = Vec::new();
             let mut got = Vec::new();
             let mut next = |len: usize| -> Vec<u8> {
@@ -532,16 +536,16 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
                 part
             };
             let op = {
-                let h = spawn_read(&s, 256).await;
+                let h = spawn_read(&s, C).await;
                 let op = mock.only("recv_multi");
-                mock.deliver(op.key, &next(64), true);
+                mock.deliver(op.key, &next(B), true);
                 got.extend(h.await.unwrap().1);
                 op
             };
             for _ in 0..3 {
                 assert!(!mock.only("recv_multi").cancel_requested);
-                let h = spawn_read(&s, 256).await;
-                mock.deliver(op.key, &next(64), true);
+                let h = spawn_read(&s, C).await;
+                mock.deliver(op.key, &next(B), true);
                 got.extend(h.await.unwrap().1);
             }
             assert!(
@@ -551,33 +555,62 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
             assert_eq!(rt.metrics().bulk_switches, 1);
             // Arrivals racing the cancel, read one by one (full ones: they must not count
             // towards a mode switch while the receive drains), then the cancel's end.
-            for len in [64, 64, 64, 64, 40] {
-                let h = spawn_read(&s, 256).await;
+            for len in [B, B, B, B, 40] {
+                let h = spawn_read(&s, C).await;
                 mock.deliver(op.key, &next(len), true);
                 got.extend(h.await.unwrap().1);
             }
             mock.complete(op.key, -libc::ECANCELED);
-            // From now on reads receive into the caller's 256-byte buffer directly.
-            for len in [200, 256, 10, 10, 10] {
-                let h = spawn_read(&s, 256).await;
+            // From now on reads receive into the caller's buffer directly.
+            for len in [2 * B, C, 10, 10, 10] {
+                let h = spawn_read(&s, C).await;
                 let direct = mock.only("recv");
-                assert_eq!(direct.len, 256, "the caller's buffer, not a provided one");
+                assert_eq!(
+                    direct.len as usize, C,
+                    "the caller's buffer, not a provided one"
+                );
                 mock.fill(direct.key, &next(len));
                 mock.complete(direct.key, len as i32);
                 got.extend(h.await.unwrap().1);
             }
             // One more short direct read (the fourth in a row) ends bulk mode.
-            let h = spawn_read(&s, 256).await;
+            let h = spawn_read(&s, C).await;
             let direct = mock.only("recv");
             mock.fill(direct.key, &next(7));
             mock.complete(direct.key, 7);
             got.extend(h.await.unwrap().1);
-            let h = spawn_read(&s, 256).await;
+            let h = spawn_read(&s, C).await;
             let again = mock.only("recv_multi");
             mock.deliver(again.key, &next(5), true);
             got.extend(h.await.unwrap().1);
-            assert_eq!(got, sent, "bytes lost or reordered across the switches");
+            assert!(got == sent, "bytes lost or reordered across the switches");
             assert_eq!(mock.provided_in_use(), 0);
+            assert_eq!(rt.metrics().bulk_switches, 1);
+        });
+    });
+}
+
+// Small provided buffers (Builder::recv_buffers) and messages a few buffers long: every
+// read begins with a full buffer, but moves far less than 4 KiB, so it is no bulk
+// traffic and the stream stays on its multishot receive (direct reads would never be
+// shorter than a buffer, so the stream would never come back).
+#[test]
+fn messages_over_small_provided_buffers_are_no_bulk() {
+    with_mock("small_buffers_no_bulk", |rt, mock| {
+        rt.block_on(async {
+            let (s, _peer) = multishot_stream(&mock); // 64-byte provided buffers
+            let mut op = None;
+            for round in 0..10u8 {
+                let h = spawn_read(&s, 1024).await;
+                let key = *op.get_or_insert_with(|| mock.only("recv_multi").key);
+                // A 300-byte message: four full buffers and a partial one.
+                for len in [64, 64, 64, 64, 44] {
+                    mock.deliver(key, &vec![round; len], true);
+                }
+                assert_eq!(h.await.unwrap().1, vec![round; 300]);
+            }
+            assert!(!mock.only("recv_multi").cancel_requested);
+            assert_eq!(rt.metrics().bulk_switches, 0);
         });
     });
 }

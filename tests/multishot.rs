@@ -533,7 +533,12 @@ coring_test!(tiny_recv_buffers_deliver_everything, |builder| {
 // 50 ping-pong rounds submit at least 50 receives and 50 sends on the reading side; with
 // multishot on, io_uring would submit one receive for all of them).
 coring_test!(multishot_reads_off_receives_per_read, |builder| {
-    let rt = builder.multishot_reads(false).build().unwrap();
+    // Off stays off whatever else is configured, in either order.
+    let rt = builder
+        .multishot_reads(false)
+        .recv_buffers(64, 4096)
+        .build()
+        .unwrap();
     common::block_on_bounded(&rt, async {
         let (client, server) = tcp_pair().await;
         let echo = coring::spawn(async move {

@@ -95,9 +95,10 @@ pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
 /// partly reading, plus what the kernel receives between the reap that reaches the cap and
 /// the cancel taking effect (one batch of task work: Linux retries a multishot receive up
 /// to 32 times per wakeup, so a burst arriving at an idle stream can fill 32 buffers before
-/// any reap sees them; the cap bounds what follows). 8 × 4 KiB = 32 KiB keeps a busy
-/// stream's reads fed between trips into the kernel while leaving the 256-buffer ring to
-/// dozens of other streams.
+/// any reap sees them; the cap bounds what follows). With the default ring (256 × 4 KiB,
+/// `Builder::recv_buffers`), 8 × 4 KiB = 32 KiB keeps a busy stream's reads fed between
+/// trips into the kernel while leaving the ring to dozens of other streams; a ring of
+/// fewer than 8 buffers runs out (ENOBUFS) before the cap.
 pub(crate) const MULTISHOT_QUEUE_CAP: usize = 8;
 
 /// What a backend reports when an operation finishes (or, for a multishot operation, makes

@@ -102,6 +102,8 @@ struct Multishot {
     direct: bool,
     /// Consecutive reads that argued for leaving the current mode.
     streak: u8,
+    /// The current multishot-path read's first arrival filled a whole provided buffer.
+    first_full: bool,
     /// A single-shot receive whose read future was dropped first (see [`Adopted`]).
     /// Boxed: rare, and a stream stays small.
     adopted: Option<Box<Adopted>>,
@@ -234,6 +236,14 @@ impl Drop for Reading<'_> {
 /// cancel and a re-arm.
 const MODE_SWITCH_STREAK: u8 = 4;
 
+/// What a read must move to count as bulk: a provided buffer, and at least 4 KiB. With
+/// small provided buffers (`Builder::recv_buffers`), messages larger than one buffer
+/// but small are not bulk: they would switch a stream to direct reads and, never shorter
+/// than a buffer, never switch it back.
+fn bulk_bytes(provided_buf_size: usize) -> usize {
+    provided_buf_size.max(4096)
+}
+
 impl Multishot {
     /// Tracks which read mode suits the stream's traffic and reports whether to switch.
     ///
@@ -242,10 +252,10 @@ impl Multishot {
     /// caller's buffer: one receive fills up to the whole buffer, with no copy out of 4 KiB
     /// provided buffers (on loopback that copy and the per-buffer completions cost about
     /// twice the receiver CPU per byte, `cargo bench --bench stream`). So, on the multishot
-    /// path, an arrival that filled a whole provided buffer while the caller's buffer was
-    /// larger (`argues` = true) counts towards bulk mode; in bulk mode, a read that returned
-    /// less than one provided buffer counts towards going back. Anything else resets the
-    /// count.
+    /// path, a read whose first arrival filled a whole provided buffer and which moved at
+    /// least [`bulk_bytes`] into a larger caller's buffer (`argues` = true) counts towards
+    /// bulk mode; in bulk mode, a read that returned less than that counts towards going
+    /// back. Anything else resets the count.
     fn observe(&mut self, argues: bool) -> bool {
         if !argues {
             self.streak = 0;
@@ -431,7 +441,9 @@ impl Stream {
                             .borrow()
                             .provided_buf_size();
                         // A short read (not EOF) argues for going back to multishot.
-                        self.multi.borrow_mut().observe(n > 0 && n < size);
+                        self.multi
+                            .borrow_mut()
+                            .observe(n > 0 && n < bulk_bytes(size));
                     }
                     return (res, buf);
                 }
@@ -440,11 +452,35 @@ impl Stream {
         };
         let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
         let out = match step {
-            Step::Done(res) => (res, buf),
+            Step::Done(res) => {
+                if let Ok(n) = res {
+                    self.observe_multishot(&driver, n, buf.bytes_total());
+                }
+                (res, buf)
+            }
             Step::SingleShot => self.single(buf).await,
         };
         drop(reading);
         out
+    }
+
+    /// After a multishot-path read of `n` bytes into a buffer of `cap`: whether it argues
+    /// for bulk mode (see [`Multishot::observe`]), and if the stream switches, the cancel
+    /// of its multishot receive. Its queued arrivals (and any racing the cancel) are read
+    /// first, in order; then its final completion sends reads to the socket directly. No
+    /// observation while a receive cancelled for bulk mode drains.
+    fn observe_multishot(&self, driver: &Rc<RefCell<Driver>>, n: usize, cap: usize) {
+        let mut st = self.multi.borrow_mut();
+        if st.direct {
+            return;
+        }
+        let big = bulk_bytes(driver.borrow().provided_buf_size());
+        let bulk = std::mem::take(&mut st.first_full) && n >= big && cap > big;
+        if st.observe(bulk) {
+            if let Some(&(key, _)) = st.armed.as_ref() {
+                driver.borrow_mut().cancel_for_bulk(key);
+            }
+        }
     }
 
     /// A single-shot receive into `buf` that the stream adopts if the read is dropped.
@@ -537,6 +573,7 @@ impl Stream {
             return Path::SingleShot;
         }
         st.reading = true;
+        st.first_full = false;
         drop(st);
         Path::Multishot(Reading(&self.multi), driver)
     }
@@ -616,17 +653,9 @@ impl Stream {
                     };
                     let n = n as usize;
                     st.partial = Some((bid, 0, n));
-                    // One observation per read (its first arrival), and none while a
-                    // receive cancelled for bulk mode drains.
-                    let size = driver.borrow().provided_buf_size();
-                    let bulk = n == size && buf.bytes_total() > size;
-                    if filled == 0 && !st.direct && st.observe(bulk) {
-                        // Bulk mode: stop the multishot receive. Its queued arrivals
-                        // (and any racing the cancel) are read first, in order, then
-                        // its final completion sends reads to the socket directly.
-                        if let Some(&(key, _)) = st.armed.as_ref() {
-                            driver.borrow_mut().cancel_for_bulk(key);
-                        }
+                    if filled == 0 {
+                        // Half of the bulk evidence (see `Stream::observe_multishot`).
+                        st.first_full = n == driver.borrow().provided_buf_size();
                     }
                 }
                 res => {

@@ -95,8 +95,10 @@ pub struct Builder {
     backend: BackendKind,
     shutdown_timeout: Duration,
     park_spin: Duration,
-    /// Provided buffers of multishot stream receives: (count, size); `None`: off.
-    recv_buffers: Option<(u16, usize)>,
+    /// Provided buffers of multishot stream receives: (count, size).
+    recv_buffers: (u16, usize),
+    /// Whether stream reads use multishot receives (io_uring).
+    multishot_reads: bool,
 }
 
 impl Default for Builder {
@@ -116,7 +118,8 @@ impl Builder {
             backend: BackendKind::Auto,
             shutdown_timeout: Duration::from_secs(5),
             park_spin: Duration::ZERO,
-            recv_buffers: Some(DEFAULT_RECV_BUFFERS),
+            recv_buffers: DEFAULT_RECV_BUFFERS,
+            multishot_reads: true,
         }
     }
 
@@ -204,7 +207,7 @@ impl Builder {
             usize::from(count) * size <= 256 << 20,
             "Builder::recv_buffers: {count} buffers of {size} bytes exceed 256 MiB"
         );
-        self.recv_buffers = Some((count, size));
+        self.recv_buffers = (count, size);
         self
     }
 
@@ -214,11 +217,7 @@ impl Builder {
     /// buffer memory and no copy, but a receive submitted per read and, on an empty
     /// socket, a poll armed per read.
     pub fn multishot_reads(mut self, on: bool) -> Builder {
-        self.recv_buffers = match (on, self.recv_buffers) {
-            (false, _) => None,
-            (true, Some(shape)) => Some(shape),
-            (true, None) => Some(DEFAULT_RECV_BUFFERS),
-        };
+        self.multishot_reads = on;
         self
     }
 
@@ -288,9 +287,10 @@ impl Builder {
             cq_entries: self.cq_entries,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             emulate_missing: self.emulate_missing.clone(),
-            recv_buffers: self
-                .recv_buffers
-                .map(|(count, size)| uring::RecvBuffers { count, size }),
+            recv_buffers: self.multishot_reads.then(|| {
+                let (count, size) = self.recv_buffers;
+                uring::RecvBuffers { count, size }
+            }),
         };
         match self.requested_backend()? {
             BackendKind::IoUring => {
