@@ -59,12 +59,12 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// and a later read arms again.
 ///
 /// Bulk traffic switches a stream to direct reads (see `Multishot::observe`): when 4 reads
-/// in a row each start with an arrival that filled a whole provided buffer while the
-/// caller's buffer was larger, the receive is cancelled, its arrivals are read out in
-/// order, and from then on each read is a single-shot receive straight into the caller's
-/// buffer (no copy, one receive per buffer-full instead of one completion per 4 KiB).
-/// After 4 direct reads in a row shorter than a provided buffer, the next read arms a
-/// multishot receive again.
+/// in a row each start with an arrival that filled a whole provided buffer and move at
+/// least [`bulk_bytes`] into a larger caller's buffer, the receive is cancelled, its
+/// arrivals are read out in order, and from then on each read is a single-shot receive
+/// straight into the caller's buffer (no copy, one receive per buffer-full instead of one
+/// completion per provided buffer). After 4 direct reads in a row shorter than that, the
+/// next read arms a multishot receive again.
 ///
 /// Single-shot reads (the fallback backend, bulk mode, the read after ENOBUFS) keep the
 /// same guarantee: a read future dropped after submitting its receive leaves the receive
