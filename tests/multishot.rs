@@ -33,6 +33,27 @@ async fn armed_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
     pairs
 }
 
+/// A coring stream accepted from a plain std client (the test writes from the std side,
+/// so what the coring side receives arrives on its own schedule).
+async fn std_client_pair() -> (std::net::TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// Runs `test` on a runtime from `builder` with multishot reads, then on one with
+/// single-shot reads (which io_uring then adopts too when dropped).
+fn with_both_read_modes<Fut: std::future::Future<Output = ()>>(
+    builder: coring::Builder,
+    test: impl Fn() -> Fut,
+) {
+    for b in [builder.clone(), builder.multishot_reads(false)] {
+        let rt = b.build().unwrap();
+        common::block_on_bounded(&rt, test());
+    }
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -592,47 +613,39 @@ fn recv_buffers_out_of_range_panic_with_the_limit() {
 coring_test!(
     into_std_right_after_a_dropped_read_keeps_its_bytes,
     |builder| {
-        // Multishot reads, and single-shot ones (which io_uring then adopts too).
-        for b in [builder.clone(), builder.multishot_reads(false)] {
-            let rt = b.build().unwrap();
-            common::block_on_bounded(&rt, async {
-                use std::io::{Read, Write};
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let mut client =
-                    std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-                let (server, _) = listener.accept().await.unwrap();
-                client.write_all(b"hello").unwrap();
-                sleep(Duration::from_millis(5)).await;
-                let mut read = Box::pin(server.read(Vec::with_capacity(16)));
-                if common::poll_once(&mut read).await.is_ready() {
-                    // Served at once (nothing left to lose): the scenario needs a pending read.
-                    return;
+        with_both_read_modes(builder, || async {
+            use std::io::{Read, Write};
+            let (mut client, server) = std_client_pair().await;
+            client.write_all(b"hello").unwrap();
+            sleep(Duration::from_millis(5)).await;
+            let mut read = Box::pin(server.read(Vec::with_capacity(16)));
+            if common::poll_once(&mut read).await.is_ready() {
+                // Served at once (nothing left to lose): the scenario needs a pending read.
+                return;
+            }
+            drop(read);
+            let got = match server.into_std() {
+                Err(s) => {
+                    let (r, b) = timeout(Duration::from_secs(5), s.read(Vec::with_capacity(16)))
+                        .await
+                        .expect("the stream came back but its 5 received bytes are gone");
+                    r.unwrap();
+                    b
                 }
-                drop(read);
-                let got = match server.into_std() {
-                    Err(s) => {
-                        let (r, b) =
-                            timeout(Duration::from_secs(5), s.read(Vec::with_capacity(16)))
-                                .await
-                                .expect("the stream came back but its 5 received bytes are gone");
-                        r.unwrap();
-                        b
-                    }
-                    Ok(mut std_s) => {
-                        std_s.set_nonblocking(false).unwrap();
-                        std_s
-                            .set_read_timeout(Some(Duration::from_secs(5)))
-                            .unwrap();
-                        let mut b = [0u8; 16];
-                        let n = std_s
-                            .read(&mut b)
-                            .expect("into_std succeeded but the bytes are gone");
-                        b[..n].to_vec()
-                    }
-                };
-                assert_eq!(got, b"hello");
-            });
-        }
+                Ok(mut std_s) => {
+                    std_s.set_nonblocking(false).unwrap();
+                    std_s
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut b = [0u8; 16];
+                    let n = std_s
+                        .read(&mut b)
+                        .expect("into_std succeeded but the bytes are gone");
+                    b[..n].to_vec()
+                }
+            };
+            assert_eq!(got, b"hello");
+        });
     }
 );
 
@@ -642,49 +655,42 @@ coring_test!(
 coring_test!(
     concurrent_reads_with_an_adopted_receive_both_finish,
     |builder| {
-        // Multishot reads, and single-shot ones (which io_uring then adopts too).
-        for b in [builder.clone(), builder.multishot_reads(false)] {
-            let rt = b.build().unwrap();
-            common::block_on_bounded(&rt, async {
-                use std::io::Write;
-                use std::rc::Rc;
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let mut client =
-                    std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-                let (server, _) = listener.accept().await.unwrap();
-                let server = Rc::new(server);
-                let r = timeout(
-                    Duration::from_millis(2),
-                    server.read(Vec::with_capacity(16)),
-                )
-                .await;
-                assert!(r.is_err(), "nothing sent yet");
-                let tasks: Vec<_> = (0..2)
-                    .map(|_| {
-                        let s = server.clone();
-                        coring::spawn(async move { s.read(Vec::with_capacity(16)).await })
-                    })
-                    .collect();
-                for _ in 0..5 {
-                    coring::task::yield_now().await;
-                }
-                client.write_all(b"abc").unwrap();
-                sleep(Duration::from_millis(20)).await;
-                client.write_all(b"def").unwrap();
-                let mut got = Vec::new();
-                for (i, t) in tasks.into_iter().enumerate() {
-                    let (r, b) = timeout(Duration::from_secs(5), t)
-                        .await
-                        .unwrap_or_else(|_| panic!("reading task {i} never woke"))
-                        .unwrap();
-                    assert!(r.unwrap() > 0);
-                    got.extend(b);
-                }
-                // Each read is whole arrivals here; which task got which is not defined.
-                got.sort_unstable();
-                assert_eq!(got, b"abcdef");
-            });
-        }
+        with_both_read_modes(builder, || async {
+            use std::io::Write;
+            use std::rc::Rc;
+            let (mut client, server) = std_client_pair().await;
+            let server = Rc::new(server);
+            let r = timeout(
+                Duration::from_millis(2),
+                server.read(Vec::with_capacity(16)),
+            )
+            .await;
+            assert!(r.is_err(), "nothing sent yet");
+            let tasks: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = server.clone();
+                    coring::spawn(async move { s.read(Vec::with_capacity(16)).await })
+                })
+                .collect();
+            for _ in 0..5 {
+                coring::task::yield_now().await;
+            }
+            client.write_all(b"abc").unwrap();
+            sleep(Duration::from_millis(20)).await;
+            client.write_all(b"def").unwrap();
+            let mut got = Vec::new();
+            for (i, t) in tasks.into_iter().enumerate() {
+                let (r, b) = timeout(Duration::from_secs(5), t)
+                    .await
+                    .unwrap_or_else(|_| panic!("reading task {i} never woke"))
+                    .unwrap();
+                assert!(r.unwrap() > 0);
+                got.extend(b);
+            }
+            // Each read is whole arrivals here; which task got which is not defined.
+            got.sort_unstable();
+            assert_eq!(got, b"abcdef");
+        });
     }
 );
 
@@ -706,9 +712,7 @@ fn stream_with_an_adopted_receive_outlives_its_runtime() {
                 .build()
                 .unwrap();
             let (server, mut client) = rt1.block_on(async {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-                let (server, _) = listener.accept().await.unwrap();
+                let (client, server) = std_client_pair().await;
                 let r = timeout(Duration::from_millis(2), server.read(Vec::with_capacity(8))).await;
                 assert!(r.is_err(), "nothing sent yet");
                 (server, client)
@@ -742,9 +746,7 @@ coring_test!(
         use std::rc::Rc;
         let rt = builder.multishot_reads(false).build().unwrap();
         common::block_on_bounded(&rt, async {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (server, _) = listener.accept().await.unwrap();
+            let (mut client, server) = std_client_pair().await;
             let server = Rc::new(server);
             let mut k1 = Box::pin(server.read(Vec::with_capacity(16)));
             assert!(common::poll_once(&mut k1).await.is_pending());
