@@ -40,6 +40,11 @@ impl UdpSocket {
 
     /// Receives one datagram into the start of the buffer; returns its length and sender.
     /// A datagram larger than the buffer is truncated.
+    ///
+    /// Not cancel-safe, unlike stream reads: if the future is dropped after the kernel
+    /// received a datagram for it (a `select` that picked another branch), that datagram
+    /// is dropped with the receive. Keep one receive running (for example in its own task)
+    /// rather than racing it against other futures.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
         Op::new(RecvFrom::new(&self.fd, buf)).await
     }
@@ -58,7 +63,8 @@ impl UdpSocket {
         Op::new(Send::new(&self.fd, buf)).await
     }
 
-    /// Receives a datagram from the connected address.
+    /// Receives a datagram from the connected address. Not cancel-safe: as
+    /// [`recv_from`](Self::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         Op::new(Recv::new(&self.fd, buf, false)).await
     }
