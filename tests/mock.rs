@@ -590,6 +590,40 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
     });
 }
 
+// A bulk stream read through a buffer one and a half provided buffers long: every other
+// read begins with the half arrival the previous one left; such reads do not vote, so the
+// full-start reads still make a streak and the stream reaches bulk mode.
+#[test]
+fn reads_starting_with_leftover_data_do_not_break_the_bulk_streak() {
+    const B: usize = 4096;
+    const C: usize = B + B / 2;
+    with_mock("bulk_one_and_a_half", |rt, mock| {
+        rt.block_on(async {
+            mock.enable_multishot(8, B);
+            let (a, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let s = Rc::new(coring::net::UnixStream::from_std(a).unwrap());
+            let h = spawn_read(&s, C).await;
+            let key = mock.only("recv_multi").key;
+            mock.deliver(key, &[1; B], true);
+            mock.deliver(key, &[1; B], true);
+            assert_eq!(h.await.unwrap().0.unwrap(), C);
+            for i in 1..16 {
+                if mock.only("recv_multi").cancel_requested {
+                    break;
+                }
+                // Alternately one and two new arrivals, so each read fills its buffer.
+                for _ in 0..(1 + i % 2) {
+                    mock.deliver(key, &[1; B], true);
+                }
+                turns(3).await;
+                let h = spawn_read(&s, C).await;
+                assert_eq!(h.await.unwrap().0.unwrap(), C, "read {i}");
+            }
+            assert_eq!(rt.metrics().bulk_switches, 1, "never reached bulk mode");
+        });
+    });
+}
+
 // Small provided buffers (Builder::recv_buffers) and messages a few buffers long: every
 // read begins with a full buffer, but moves far less than 4 KiB, so it is no bulk
 // traffic and the stream stays on its multishot receive (direct reads would never be

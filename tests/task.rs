@@ -767,3 +767,26 @@ coring_test!(panicking_panic_payloads_stay_inside_the_task, |builder| {
         "a task's future was dropped off the runtime's thread (or never)"
     );
 });
+
+// A detached task whose output's drop panics with a payload whose drop panics too: the
+// output is dropped on the runtime's thread without anything unwinding out of block_on.
+coring_test!(
+    output_drop_with_a_panicking_payload_stays_inside_the_task,
+    |builder| {
+        struct Output;
+        impl Drop for Output {
+            fn drop(&mut self) {
+                std::panic::panic_any(PanickyPayload);
+            }
+        }
+        let rt = builder.build().unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(async {
+                drop(coring::spawn(async { Output }));
+                coring::task::yield_now().await;
+                coring::task::yield_now().await;
+            })
+        }));
+        assert!(r.is_ok(), "an output's drop panic unwound out of block_on");
+    }
+);

@@ -102,8 +102,10 @@ struct Multishot {
     direct: bool,
     /// Consecutive reads that argued for leaving the current mode.
     streak: u8,
-    /// The current multishot-path read's first arrival filled a whole provided buffer.
-    first_full: bool,
+    /// Whether the current multishot-path read's first arrival filled a whole provided
+    /// buffer; `None` if the read began with data left from an earlier arrival (then it
+    /// does not vote on the read mode).
+    first_full: Option<bool>,
     /// A single-shot receive whose read future was dropped first (see [`Adopted`]).
     /// Boxed: rare, and a stream stays small.
     adopted: Option<Box<Adopted>>,
@@ -474,8 +476,13 @@ impl Stream {
         if st.direct {
             return;
         }
+        // A read that began with leftover data (a caller buffer not a multiple of the
+        // provided ones, in a bulk stream) is neutral: it neither votes nor breaks a streak.
+        let Some(first_full) = st.first_full.take() else {
+            return;
+        };
         let big = bulk_bytes(driver.borrow().provided_buf_size());
-        let bulk = std::mem::take(&mut st.first_full) && n >= big && cap > big;
+        let bulk = first_full && n >= big && cap > big;
         if st.observe(bulk) {
             if let Some(&(key, _)) = st.armed.as_ref() {
                 driver.borrow_mut().cancel_for_bulk(key);
@@ -573,7 +580,7 @@ impl Stream {
             return Path::SingleShot;
         }
         st.reading = true;
-        st.first_full = false;
+        st.first_full = None;
         drop(st);
         Path::Multishot(Reading(&self.multi), driver)
     }
@@ -655,7 +662,7 @@ impl Stream {
                     st.partial = Some((bid, 0, n));
                     if filled == 0 {
                         // Half of the bulk evidence (see `Stream::observe_multishot`).
-                        st.first_full = n == driver.borrow().provided_buf_size();
+                        st.first_full = Some(n == driver.borrow().provided_buf_size());
                     }
                 }
                 res => {

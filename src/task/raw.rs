@@ -264,8 +264,8 @@ impl<F: Future + 'static> TaskCell<F> {
 
 /// Drops `v` here, swallowing a panic from its drop: nothing a task leaves behind may
 /// unwind into the executor (a half-finished shutdown would leave other tasks' futures to
-/// whichever thread drops their last waker). A panic payload whose own drop panics is
-/// leaked rather than dropped again.
+/// whichever thread drops their last waker). The panic's payload is dropped the same way;
+/// if that panics too, the second payload is leaked (forgotten) rather than risk a third.
 fn drop_quietly<T>(v: T) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) {
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
