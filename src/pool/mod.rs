@@ -480,6 +480,8 @@ impl Pool {
                             .cloned()
                             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "non-string panic".into());
+                        // A payload whose drop panics must not abort the other cores' stop.
+                        crate::task::drop_quietly(p);
                         problems.push(format!("core {} panicked: {msg}", core.info.index));
                     }
                 }

@@ -5,7 +5,7 @@ mod join;
 mod raw;
 
 pub use join::{JoinError, JoinHandle};
-pub(crate) use raw::{Executor, Shared};
+pub(crate) use raw::{drop_quietly, Executor, Shared};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -266,7 +266,7 @@ impl<F: Future + 'static> TaskCell<F> {
 /// unwind into the executor (a half-finished shutdown would leave other tasks' futures to
 /// whichever thread drops their last waker). The panic's payload is dropped the same way;
 /// if that panics too, the second payload is leaked (forgotten) rather than risk a third.
-fn drop_quietly<T>(v: T) {
+pub(crate) fn drop_quietly<T>(v: T) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) {
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
