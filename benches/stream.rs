@@ -64,8 +64,8 @@ mod args;
 mod runs;
 use args::Flags;
 use runs::{
-    core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin, tokio_runtime, Runs,
-    ThreadUsage,
+    backend_usable, core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin,
+    reject_backend_override, tokio_runtime, usable_cores, Runs, ThreadUsage,
 };
 use tokio::io::AsyncReadExt;
 
@@ -184,33 +184,20 @@ fn parse_contenders(list: &str) -> Vec<Contender> {
 
 fn main() {
     let mut cfg = parse_args(env::args().skip(1));
-    if let Ok(v) = env::var("CORING_BACKEND") {
-        usage_exit(&format!(
-            "CORING_BACKEND={v} is set; it would override every coring contender's backend. \
-             Unset it and use --only instead."
-        ));
-    }
+    reject_backend_override(usage_exit, "--only");
     cfg.contenders.retain(|&c| match c {
-        Contender::Coring(kind) => match coring_runtime(kind) {
-            Ok(_) => true,
-            Err(e) => {
-                eprintln!("stream: skipping coring on {kind}: {e}");
-                false
-            }
-        },
+        Contender::Coring(kind) => backend_usable("stream", kind),
         Contender::Tokio => true,
     });
     if cfg.contenders.is_empty() {
         eprintln!("stream: no receiver left to run");
         process::exit(1);
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if cores.len() < 2 {
-        eprintln!(
-            "stream: fewer than 2 CPUs usable; the sender and the receiver share a CPU, so \
-             MiB/s and CPU per GiB are not comparable with other machines"
-        );
-    }
+    let cores = usable_cores(
+        "stream",
+        "the sender and the receiver",
+        "MiB/s and CPU per GiB",
+    );
     let recv_core = cores.first().copied();
     let send_core = cores.get(1).copied();
     println!(

@@ -58,8 +58,8 @@ mod raw_ring;
 mod runs;
 use args::Flags;
 use runs::{
-    core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin, tokio_runtime, Runs,
-    ThreadUsage,
+    backend_usable, core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin,
+    reject_backend_override, tokio_runtime, usable_cores, Runs, ThreadUsage,
 };
 
 use std::env;
@@ -213,26 +213,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
 
 fn main() {
     let mut cfg = parse_args(env::args().skip(1));
-    if let Ok(v) = env::var("CORING_BACKEND") {
-        usage_exit(&format!(
-            "CORING_BACKEND={v} is set; it would override every coring contender's backend. \
-             Unset it and use --backends instead."
-        ));
-    }
-    cfg.backends.retain(|&kind| match coring_runtime(kind) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("vs_tokio: skipping coring on {kind}: {e}");
-            false
-        }
-    });
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if cores.len() < 2 {
-        eprintln!(
-            "vs_tokio: fewer than 2 CPUs usable; the echo server and client share a CPU, \
-             so CPU per request and req/s are not comparable with other machines"
-        );
-    }
+    reject_backend_override(usage_exit, "--backends");
+    cfg.backends
+        .retain(|&kind| backend_usable("vs_tokio", kind));
+    let cores = usable_cores(
+        "vs_tokio",
+        "the echo server and client",
+        "CPU per request and req/s",
+    );
     println!(
         "coring vs tokio current_thread: {} run(s) per contender, interleaved, medians shown; \
          {:.1} s measured after {:.1} s warm-up per run",

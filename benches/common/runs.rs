@@ -204,3 +204,38 @@ pub fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+/// Exits through `fail` if `CORING_BACKEND` is set: it would override the backend each
+/// coring contender asks for. `instead` names the bench's own option.
+pub fn reject_backend_override(fail: fn(&str) -> !, instead: &str) {
+    if let Ok(v) = std::env::var("CORING_BACKEND") {
+        fail(&format!(
+            "CORING_BACKEND={v} is set; it would override every coring contender's backend. \
+             Unset it and use {instead} instead."
+        ));
+    }
+}
+
+/// Whether a coring runtime on exactly `kind` can be built here; says why not.
+pub fn backend_usable(bench: &str, kind: BackendKind) -> bool {
+    match coring_runtime(kind) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("{bench}: skipping coring on {kind}: {e}");
+            false
+        }
+    }
+}
+
+/// The CPUs this process may use; warns when there are fewer than 2, since then `sides`
+/// (the two threads a run pins apart) share one and `figures` do not compare.
+pub fn usable_cores(bench: &str, sides: &str, figures: &str) -> Vec<core_affinity::CoreId> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() < 2 {
+        eprintln!(
+            "{bench}: fewer than 2 CPUs usable; {sides} share a CPU, so {figures} are not \
+             comparable with other machines"
+        );
+    }
+    cores
+}

@@ -89,7 +89,7 @@ impl<T: IntoOrphan> Kept<T> {
     }
 
     /// Makes the calling operation the one that waits for this: its id, or `None` if
-    /// another call waits already. Pair with [`Kept::unclaim`] when the call ends or is
+    /// another call waits already. Pair with [`Kept::release`] when the call ends or is
     /// dropped, and check the id before each poll: the object may have cancelled this op
     /// and kept another meanwhile, which the claim does not cover.
     pub(crate) fn claim(&mut self) -> Option<u64> {
@@ -106,8 +106,11 @@ impl<T: IntoOrphan> Kept<T> {
         Rc::ptr_eq(&self.driver, &context::driver())
     }
 
-    pub(crate) fn unclaim(&mut self) {
-        self.claimed = false;
+    /// Ends claim `id`: a no-op unless this is the op it was taken on.
+    pub(crate) fn release(&mut self, id: u64) {
+        if self.id == id {
+            self.claimed = false;
+        }
     }
 
     /// The operation's data (for a receive, its buffer).

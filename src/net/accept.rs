@@ -32,14 +32,8 @@ struct Claim<'a>(&'a Acceptor, u64);
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self
-            .0
-            .kept
-            .borrow_mut()
-            .iter_mut()
-            .find(|k| k.id() == self.1)
-        {
-            k.unclaim();
+        for k in self.0.kept.borrow_mut().iter_mut() {
+            k.release(self.1);
         }
     }
 }

@@ -102,6 +102,9 @@ struct Multishot {
     direct: bool,
     /// Consecutive reads that argued for leaving the current mode.
     streak: u8,
+    /// The size of the provided buffers its multishot receives fill (read from the
+    /// backend when one is armed; fixed for a runtime's life), for the read-mode choice.
+    buf_size: usize,
     /// Whether the current multishot-path read's first arrival filled a whole provided
     /// buffer; `None` if the read began with data left from an earlier arrival (then it
     /// does not vote on the read mode).
@@ -206,9 +209,7 @@ struct AdoptedClaim<'a>(&'a RefCell<Multishot>, u64);
 impl Drop for AdoptedClaim<'_> {
     fn drop(&mut self) {
         if let Some(a) = self.0.borrow_mut().adopted.as_mut() {
-            if a.recv.id() == self.1 {
-                a.recv.unclaim();
-            }
+            a.recv.release(self.1);
         }
     }
 }
@@ -439,13 +440,10 @@ impl Stream {
                 Path::Direct => {
                     let (res, buf) = self.single(buf).await;
                     if let Ok(n) = res {
-                        let size = crate::runtime::context::driver()
-                            .borrow()
-                            .provided_buf_size();
+                        let mut st = self.multi.borrow_mut();
                         // A short read (not EOF) argues for going back to multishot.
-                        self.multi
-                            .borrow_mut()
-                            .observe(n > 0 && n < bulk_bytes(size));
+                        let short = n > 0 && n < bulk_bytes(st.buf_size);
+                        st.observe(short);
                     }
                     return (res, buf);
                 }
@@ -481,7 +479,7 @@ impl Stream {
         let Some(first_full) = st.first_full.take() else {
             return;
         };
-        let big = bulk_bytes(driver.borrow().provided_buf_size());
+        let big = bulk_bytes(st.buf_size);
         let bulk = first_full && n >= big && cap > big;
         if st.observe(bulk) {
             if let Some(&(key, _)) = st.armed.as_ref() {
@@ -632,9 +630,11 @@ impl Stream {
                     let desc = OpDesc::RecvMulti {
                         fd: self.fd.fd_ref(),
                     };
-                    match driver.borrow_mut().submit(&desc, cx.waker()) {
+                    let mut d = driver.borrow_mut();
+                    match d.submit(&desc, cx.waker()) {
                         Ok(Submitted::InFlight(key)) => {
                             st.armed = Some((key, self.fd.clone()));
+                            st.buf_size = d.provided_buf_size();
                             st.driver = Some(driver.clone());
                             key
                         }
@@ -662,7 +662,7 @@ impl Stream {
                     st.partial = Some((bid, 0, n));
                     if filled == 0 {
                         // Half of the bulk evidence (see `Stream::observe_multishot`).
-                        st.first_full = Some(n == driver.borrow().provided_buf_size());
+                        st.first_full = Some(n == st.buf_size);
                     }
                 }
                 res => {
