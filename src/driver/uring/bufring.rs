@@ -14,9 +14,17 @@ use io_uring::IoUring;
 
 /// The buffer group id of the ring (the only group this runtime registers).
 pub(crate) const BUF_GROUP: u16 = 0;
-/// Alignment of the ring's entry array (the kernel wants it page-aligned) and of the
-/// buffer memory.
-const PAGE: usize = 4096;
+/// Alignment of the ring's entry array (the kernel refuses one that is not page-aligned
+/// with EINVAL) and of the buffer memory: the kernel's page size, which is 16 or 64 KiB on
+/// some arm64 and ppc64 kernels, not always 4 KiB.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is a valid name.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
+}
 
 /// How many provided buffers, of how many bytes (the limits are `Builder::recv_buffers`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +39,13 @@ impl RecvBuffers {
     fn entries_layout(self) -> Layout {
         Layout::from_size_align(
             usize::from(self.count) * std::mem::size_of::<BufRingEntry>(),
-            PAGE,
+            page_size(),
         )
         .expect("coring: buffer ring layout")
     }
 
     fn bufs_layout(self) -> Layout {
-        Layout::from_size_align(usize::from(self.count) * self.size, PAGE)
+        Layout::from_size_align(usize::from(self.count) * self.size, page_size())
             .expect("coring: provided buffer layout")
     }
 }
