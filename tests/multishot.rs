@@ -86,6 +86,16 @@ coring_test!(large_transfer_through_small_reads, async {
 // messages) and to direct again, with a cancel racing arrivals at each switch; every byte
 // arrives once, in order, and no provided buffer stays taken.
 coring_test!(bulk_small_bulk_keeps_every_byte_in_order, |builder| {
+    bulk_small_bulk(builder)
+});
+
+// The same with provided buffers smaller than the bulk threshold (256 B; a read must still
+// move 4 KiB to count as bulk): the switches in both directions happen, nothing is lost.
+coring_test!(bulk_switches_with_small_provided_buffers, |builder| {
+    bulk_small_bulk(builder.recv_buffers(64, 256))
+});
+
+fn bulk_small_bulk(builder: coring::Builder) {
     let rt = builder.build().unwrap();
     common::block_on_bounded(&rt, async {
         const BULK: usize = 4 << 20;
@@ -140,7 +150,7 @@ coring_test!(bulk_small_bulk_keeps_every_byte_in_order, |builder| {
         // Into bulk mode twice (out of it in between): the switches this test is about.
         assert!(rt.metrics().bulk_switches >= 2, "{:?}", rt.metrics());
     }
-});
+}
 
 // A read future dropped after its data arrived but before it returned it (what a select
 // does when another branch wins): the bytes go to the next read. On the fallback the
