@@ -500,3 +500,155 @@ coring_test!(concurrent_accepts_dropped_lose_no_connection, async {
         );
     }
 });
+
+/// Reads until `want` bytes arrived, each read bounded: a read that waits for an edge that
+/// never comes fails the test instead of hanging it.
+async fn read_bounded(stream: &impl ReadSome, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let read = coring::time::timeout(
+            std::time::Duration::from_secs(3),
+            stream.read_some(Vec::with_capacity(100)),
+        )
+        .await;
+        let (r, b) = read.unwrap_or_else(|_| {
+            panic!("read hung after {got:?}: the rest was already queued in the socket")
+        });
+        let n = r.unwrap();
+        assert!(n > 0, "unexpected EOF after {got:?}");
+        got.extend_from_slice(&b[..n]);
+    }
+    got
+}
+
+/// The two stream types' `read`, for [`read_bounded`].
+trait ReadSome {
+    async fn read_some(&self, buf: Vec<u8>) -> coring::buf::BufResult<usize, Vec<u8>>;
+}
+
+impl ReadSome for TcpStream {
+    async fn read_some(&self, buf: Vec<u8>) -> coring::buf::BufResult<usize, Vec<u8>> {
+        self.read(buf).await
+    }
+}
+
+impl ReadSome for UnixStream {
+    async fn read_some(&self, buf: Vec<u8>) -> coring::buf::BufResult<usize, Vec<u8>> {
+        self.read(buf).await
+    }
+}
+
+// A TCP receive stops short at the urgent mark with ordinary data queued behind it. The
+// fallback used to take a short stream read as "socket drained" and wait for an edge,
+// which never came for data already queued: the next read hung (io_uring returned it).
+coring_test!(tcp_read_after_the_urgent_mark_does_not_hang, async {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.write_all(b"abc").unwrap();
+    // SAFETY: sends one byte from a live buffer on a live socket.
+    let sent = unsafe { libc::send(peer.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    peer.write_all(b"def").unwrap();
+    // Let the runtime see (and use up) the data's readiness edge before the first read.
+    coring::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Every byte but the urgent one, however the reads split them.
+    assert_eq!(read_bounded(&stream, 6).await, b"abcdef");
+});
+
+// The same for a Unix stream receive, which stops after a message that carried
+// descriptors (SCM_RIGHTS; a plain read discards them) with more data queued behind it.
+coring_test!(
+    unix_read_after_a_message_with_descriptors_does_not_hang,
+    async {
+        use std::os::fd::AsRawFd;
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let stream = UnixStream::from_std(ours).unwrap();
+        // A read that waits first, so the fallback watches the socket's readiness (a read
+        // dropped by its timeout is kept and its receive returns the first bytes).
+        let early = coring::time::timeout(
+            std::time::Duration::from_millis(5),
+            stream.read(Vec::with_capacity(100)),
+        )
+        .await;
+        assert!(early.is_err(), "nothing sent yet");
+        send_with_fd(&peer, b"abc", peer.as_raw_fd());
+        std::io::Write::write_all(&mut &peer, b"def").unwrap();
+        coring::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(read_bounded(&stream, 6).await, b"abcdef");
+    }
+);
+
+/// Sends `data` on `sock` with one descriptor attached (SCM_RIGHTS).
+fn send_with_fd(sock: &std::os::unix::net::UnixStream, data: &[u8], fd: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // Room for one cmsghdr carrying one int, aligned as the kernel wants (u64 alignment
+    // covers cmsghdr's).
+    let mut space = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let cmsg_space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) };
+    assert!(cmsg_space as usize <= std::mem::size_of_val(&space));
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg_space as _;
+    // SAFETY: msg_control points to cmsg_space writable bytes, enough for one header with
+    // one int, so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for the descriptor.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: msg and everything it points to live across the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// A Unix connect to a listener whose backlog is full fails with EAGAIN, not EINPROGRESS
+// (io_uring reports it as WouldBlock). The fallback used to wait for writability, which an
+// unconnected Unix socket reports once and never again: the connect hung even after the
+// listener accepted.
+coring_test!(unix_connect_to_a_full_backlog_answers, async {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("full-backlog");
+    let path = dir.path("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: listen on a live socket; backlog 0 admits one pending connection.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let first = UnixStream::connect(&path).await.unwrap();
+    let acceptor = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let accepted = listener.accept().unwrap().0;
+        (listener, accepted)
+    });
+    let second = coring::time::timeout(
+        std::time::Duration::from_secs(3),
+        UnixStream::connect(&path),
+    )
+    .await
+    .expect("connect hung although the listener accepted within 200 ms");
+    let (listener, _accepted) = acceptor.join().unwrap();
+    match &second {
+        // Connected: its connection is queued, so this accept does not block.
+        Ok(_) => drop(listener.accept().unwrap()),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+    }
+    drop((first, second));
+});

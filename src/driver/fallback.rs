@@ -19,6 +19,7 @@ use super::dense::DenseMap;
 use super::offload::{Offload, POOL_THREADS};
 use super::sys::{self, InlineReads, Route};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
+use crate::platform;
 
 /// Operations waiting for one descriptor to become ready, oldest first.
 #[derive(Default)]
@@ -37,6 +38,10 @@ struct FdState {
     /// error at once).
     read_closed: bool,
     write_closed: bool,
+    /// A stream receive shorter than asked proves the socket empty (`sys::drained`): a
+    /// TCP socket on Linux, until the poller reports urgent data (the receive stops short
+    /// at its mark), then never again.
+    reads_drain: bool,
 }
 
 impl FdState {
@@ -59,6 +64,8 @@ impl FdState {
 #[derive(Clone, Copy)]
 struct Readiness {
     readable: bool,
+    /// Urgent data is pending (TCP): short reads no longer prove the socket empty.
+    urgent: bool,
     writable: bool,
     read_closed: bool,
     write_closed: bool,
@@ -217,16 +224,16 @@ impl Fallback {
             .get(fd as usize)
             .is_none_or(|w| queue(w, dir).is_empty());
         // What the poller last told us about this open file: after an EAGAIN (or a short
-        // stream read) it is not ready until an edge says so, and trying again would only
-        // cost a syscall that fails.
+        // send) it is not ready until an edge says so, and trying again would only cost a
+        // syscall that fails.
         let known = self.registered.get(fd as usize).filter(|s| s.id == id);
         let not_ready = known.is_some_and(|s| !s.ready(dir));
         if queue_empty && !not_ready {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::execute(&desc) };
-            if res != -libc::EAGAIN {
-                if sys::drained(&desc, res) {
-                    if let Some(s) = self.registered.get_mut(fd as usize).filter(|s| s.id == id) {
+            if !sys::would_block(&desc, res) {
+                if let Some(s) = self.registered.get_mut(fd as usize).filter(|s| s.id == id) {
+                    if sys::drained(&desc, res, s.reads_drain) {
                         s.set_ready(dir, false);
                     }
                 }
@@ -255,6 +262,7 @@ impl Fallback {
                     writable: true,
                     read_closed: false,
                     write_closed: false,
+                    reads_drain: platform::short_read_drains(fd),
                 };
                 s.set_ready(dir, false);
                 self.registered.insert(fd as usize, s);
@@ -306,7 +314,11 @@ impl Fallback {
             (
                 e.token() as RawFd,
                 Readiness {
-                    readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+                    readable: e.is_readable()
+                        || e.is_read_closed()
+                        || e.is_error()
+                        || e.is_priority(),
+                    urgent: e.is_priority(),
                     writable: e.is_writable() || e.is_write_closed() || e.is_error(),
                     read_closed: e.is_read_closed() || e.is_error(),
                     write_closed: e.is_write_closed() || e.is_error(),
@@ -315,6 +327,7 @@ impl Fallback {
         }));
         for &(fd, r) in &ready {
             if let Some(s) = self.registered.get_mut(fd as usize) {
+                s.reads_drain &= !r.urgent;
                 s.read_closed |= r.read_closed;
                 s.write_closed |= r.write_closed;
                 s.readable |= r.readable;
@@ -341,13 +354,13 @@ impl Fallback {
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::resume(&desc) };
-            let drained = res == -libc::EAGAIN || sys::drained(&desc, res);
-            if drained {
-                if let Some(s) = self.registered.get_mut(fd as usize) {
+            let blocked = sys::would_block(&desc, res);
+            if let Some(s) = self.registered.get_mut(fd as usize) {
+                if blocked || sys::drained(&desc, res, s.reads_drain) {
                     s.set_ready(dir, false);
                 }
             }
-            if res == -libc::EAGAIN {
+            if blocked {
                 break;
             }
             q.pop_front();

@@ -253,7 +253,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
     // SAFETY: forwarded from the caller.
     let mut res = unsafe { execute(desc) };
     loop {
-        if res != -libc::EAGAIN {
+        if !would_block(desc, res) {
             return res;
         }
         let mut pfd = libc::pollfd {
@@ -326,21 +326,41 @@ pub(crate) fn socket_target(desc: &OpDesc) -> (libc::c_int, u64) {
     }
 }
 
-/// Whether a successful socket transfer shows the socket has nothing more to give (a
-/// stream receive shorter than asked) or no more room (a send shorter than asked), so a
-/// readiness backend can wait for the next edge instead of trying again.
-pub(crate) fn drained(desc: &OpDesc, res: i32) -> bool {
+/// Whether a successful socket transfer shows the socket has nothing more to give or no
+/// more room, so a readiness backend can wait for the next edge instead of trying again.
+///
+/// A send shorter than asked: the kernel stops a non-blocking send only when the send
+/// buffer is full, and freeing space sends a writability edge.
+///
+/// A stream receive shorter than asked, only if `reads_drain` (the backend's knowledge of
+/// the socket, from [`platform::short_read_drains`]): a TCP receive stops short at the
+/// urgent mark, and a Unix stream receive after a message that carried descriptors, with
+/// more data queued behind it that sends no new edge; waiting then would hang the read.
+pub(crate) fn drained(desc: &OpDesc, res: i32, reads_drain: bool) -> bool {
     match *desc {
         OpDesc::Recv {
             len, stream: true, ..
-        } => res > 0 && (res as u32) < len,
+        } => reads_drain && res > 0 && (res as u32) < len,
         OpDesc::Send { len, .. } => res >= 0 && (res as u32) < len,
         _ => false,
     }
 }
 
+/// Whether `res`, returned by [`execute`] or [`resume`] for a readiness-routed `desc`, means
+/// "not ready yet: wait for the descriptor and run it again" rather than a final result.
+/// That is EAGAIN for every socket operation except connect, which reports a connection
+/// still being made as EINPROGRESS (see [`connect`]): a connect's own EAGAIN (a Unix
+/// listener's full backlog) is its final answer, as it is on io_uring.
+pub(crate) fn would_block(desc: &OpDesc, res: i32) -> bool {
+    match desc {
+        OpDesc::Connect { .. } => res == -libc::EINPROGRESS,
+        _ => res == -libc::EAGAIN,
+    }
+}
+
 /// A non-blocking connect, resumable: the first call starts it; once the socket is
 /// writable and [`resume`] found no pending error, a second call reports success (EISCONN).
+/// Returns -EINPROGRESS while the connection is being made ([`would_block`]).
 ///
 /// # Safety
 ///
@@ -350,9 +370,9 @@ unsafe fn connect(fd: i32, addr: *const libc::sockaddr, addrlen: libc::socklen_t
     let r = ret(unsafe { libc::connect(fd, addr, addrlen) } as isize);
     match -r {
         libc::EISCONN => 0,
-        // Still connecting: wait for writability like any other EAGAIN. A failure is
-        // then read from SO_ERROR by `resume`.
-        libc::EINPROGRESS | libc::EALREADY => -libc::EAGAIN,
+        // Still connecting: wait for writability. A failure is then read from SO_ERROR by
+        // `resume`.
+        libc::EINPROGRESS | libc::EALREADY => -libc::EINPROGRESS,
         _ => r,
     }
 }

@@ -107,3 +107,10 @@ pub(crate) unsafe fn read_nowait(
 ) -> Option<i32> {
     None
 }
+
+/// Whether a short stream receive proves the socket drained (see the Linux version). Never
+/// here: a TCP receive stops short at the urgent mark too, and kqueue does not report
+/// urgent data, so the readiness backend always tries again.
+pub(crate) fn short_read_drains(_fd: RawFd) -> bool {
+    false
+}

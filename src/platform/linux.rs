@@ -105,3 +105,25 @@ pub(crate) unsafe fn read_nowait(fd: RawFd, buf: *mut u8, len: u32, offset: u64)
         Some(e) => Some(-e),
     }
 }
+
+/// Whether a stream receive on `fd` that returns fewer bytes than asked proves nothing more
+/// is queued, so a readiness backend can wait for the next edge instead of trying again.
+/// True for TCP (`SO_PROTOCOL`), whose receive stops short only at the urgent mark, which
+/// epoll reports as `EPOLLPRI` (the caller stops trusting short reads once it sees one).
+/// Not for Unix streams: a receive stops after a message that carried descriptors or
+/// credentials with more queued behind it, and nothing tells the poller.
+pub(crate) fn short_read_drains(fd: RawFd) -> bool {
+    let mut proto: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: proto and len are live locals; len holds proto's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && proto == libc::IPPROTO_TCP
+}

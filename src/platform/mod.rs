@@ -14,6 +14,7 @@
 //! | [`SEND_FLAGS`] | `MSG_NOSIGNAL` | `MSG_NOSIGNAL` | none (`SO_NOSIGPIPE` is set on every socket) |
 //! | [`set_sockaddr_len`] | nothing (no length field) | `sa_len` (`bsd.rs`) | as FreeBSD |
 //! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
+//! | [`short_read_drains`] (a short stream receive proves the socket empty) | TCP sockets (`SO_PROTOCOL`) | never (kqueue reports no urgent data) (`bsd.rs`) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
@@ -28,8 +29,8 @@ use std::io;
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    file_stat, read_nowait, rename, set_sockaddr_len, stat, Stat, SO_REUSEPORT, STAT_EMPTY_PATH,
-    STAT_MASK,
+    file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat, SO_REUSEPORT,
+    STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -43,7 +44,8 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    file_stat, read_nowait, rename, set_sockaddr_len, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
+    file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
+    STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]

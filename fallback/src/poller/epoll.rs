@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Event, ERROR, READABLE, READ_CLOSED, WAKER_TOKEN, WRITABLE, WRITE_CLOSED};
+use super::{Event, ERROR, PRIORITY, READABLE, READ_CLOSED, WAKER_TOKEN, WRITABLE, WRITE_CLOSED};
 
-/// Interest of every user registration: both directions, peer half-close,
-/// edge-triggered.
-const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// Interest of every user registration: both directions, peer half-close, exceptional
+/// conditions (TCP urgent data), edge-triggered.
+const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 
 /// Interest of the waker's eventfd.
 const WAKER_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
@@ -227,6 +228,9 @@ fn to_event(event: &libc::epoll_event) -> Event {
     if has(libc::EPOLLERR) {
         flags |= ERROR;
     }
+    if has(libc::EPOLLPRI) {
+        flags |= PRIORITY;
+    }
     if has(libc::EPOLLRDHUP) || has(libc::EPOLLHUP) {
         flags |= READ_CLOSED;
     }
@@ -350,5 +354,9 @@ mod tests {
 
         let socket_error = event(libc::EPOLLIN | libc::EPOLLERR);
         assert!(socket_error.is_error() && !socket_error.is_write_closed());
+        assert!(!socket_error.is_priority());
+
+        let urgent = event(libc::EPOLLIN | libc::EPOLLPRI);
+        assert!(urgent.is_priority() && urgent.is_readable() && !urgent.is_error());
     }
 }

@@ -44,6 +44,7 @@ const WRITABLE: u8 = 1 << 1;
 const ERROR: u8 = 1 << 2;
 const READ_CLOSED: u8 = 1 << 3;
 const WRITE_CLOSED: u8 = 1 << 4;
+const PRIORITY: u8 = 1 << 5;
 
 /// An edge-triggered readiness poller (epoll or kqueue) with a cross-thread waker.
 ///
@@ -70,7 +71,7 @@ impl Poller {
 
     /// Registers `fd` once, edge-triggered, for both read and write readiness.
     ///
-    /// On Linux this is `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`; on kqueue it
+    /// On Linux this is `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET`; on kqueue it
     /// is `EV_ADD | EV_CLEAR` for both `EVFILT_READ` and `EVFILT_WRITE`. A
     /// descriptor that is already ready reports an event at the next
     /// [`wait`](Poller::wait) (a fresh socket usually reports writable).
@@ -348,6 +349,13 @@ impl Event {
     pub fn is_write_closed(&self) -> bool {
         self.flags & WRITE_CLOSED != 0
     }
+
+    /// An exceptional condition (`EPOLLPRI`): on a TCP socket, urgent data is pending, and
+    /// an ordinary read stops short at the urgent mark with more data queued behind it.
+    /// Never set on kqueue.
+    pub fn is_priority(&self) -> bool {
+        self.flags & PRIORITY != 0
+    }
 }
 
 impl fmt::Debug for Event {
@@ -359,6 +367,7 @@ impl fmt::Debug for Event {
             .field("error", &self.is_error())
             .field("read_closed", &self.is_read_closed())
             .field("write_closed", &self.is_write_closed())
+            .field("priority", &self.is_priority())
             .finish()
     }
 }
