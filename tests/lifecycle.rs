@@ -65,34 +65,42 @@ coring_test!(dropped_write_keeps_buffer_until_completion, |builder| {
     assert_eq!(rt.ops_in_flight(), 0);
 });
 
-// The same with many writes and no explicit timeout: aborting tasks drops their writes.
-coring_test!(aborted_tasks_release_buffers_after_completion, async {
-    let (a, _b) = full_stream();
-    let a = Rc::new(a);
-    let mut flags = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..64 {
-        let (buf, dropped) = write_buf(16);
-        flags.push(dropped);
-        let a = a.clone();
-        handles.push(coring::spawn(async move { a.write(buf).await.0 }));
-    }
-    coring::task::yield_now().await;
-    sleep(Duration::from_millis(5)).await;
-    assert!(
-        flags.iter().all(|f| !f.get()),
-        "a pending write's buffer was freed"
-    );
-    for h in &handles {
-        h.abort();
-    }
-    for h in handles {
-        assert!(h.await.unwrap_err().is_cancelled());
-    }
-    eventually("all cancelled writes to complete", || {
-        flags.iter().all(|f| f.get())
-    })
-    .await;
+// The same with many writes and no explicit timeout: aborting tasks drops their writes,
+// which go to the driver as orphans (not freed at the drop) and are freed after their
+// completions.
+coring_test!(aborted_tasks_release_buffers_after_completion, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let (a, _b) = full_stream();
+        let a = Rc::new(a);
+        let mut flags = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (buf, dropped) = write_buf(16);
+            flags.push(dropped);
+            let a = a.clone();
+            handles.push(coring::spawn(async move { a.write(buf).await.0 }));
+        }
+        coring::task::yield_now().await;
+        sleep(Duration::from_millis(5)).await;
+        assert!(
+            flags.iter().all(|f| !f.get()),
+            "a pending write's buffer was freed"
+        );
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
+            assert!(h.await.unwrap_err().is_cancelled());
+        }
+        eventually("all cancelled writes to complete", || {
+            flags.iter().all(|f| f.get())
+        })
+        .await;
+    });
+    let m = rt.metrics();
+    assert_eq!(m.ops_orphaned, 64, "{m:?}");
+    assert_eq!(rt.ops_in_flight(), 0);
 });
 
 // A write that completes after its future was dropped (at submission, before the runtime
