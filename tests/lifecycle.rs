@@ -9,84 +9,114 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, DropFlagBuf, TempDir};
 use coring::fs::File;
-use coring::net::{UdpSocket, UnixStream};
+use coring::net::UnixStream;
 use coring::time::{sleep, timeout};
 
-/// Two connected UDP sockets. The lifecycle tests below receive on them because a
-/// datagram receive lends the caller's buffer to the kernel on every backend; a stream
-/// read on io_uring does not (it copies from the runtime's provided buffers, see
-/// tests/multishot.rs), so it would prove nothing about buffer ownership.
-async fn udp_pair() -> (UdpSocket, UdpSocket) {
-    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-    a.connect(b.local_addr().unwrap()).await.unwrap();
-    b.connect(a.local_addr().unwrap()).await.unwrap();
-    (a, b)
+/// A connected Unix stream pair whose first socket's send buffer is full (its peer never
+/// reads), so a write on it lends the caller's buffer to the kernel and stays pending on
+/// every backend until cancelled. (A UDP receive used to serve here, but a dropped one is
+/// now kept by its socket, not cancelled (tests/udp.rs); a stream read on io_uring copies
+/// from the runtime's provided buffers, see tests/multishot.rs.)
+fn full_stream() -> (UnixStream, UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    loop {
+        match std::io::Write::write(&mut &a, &chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the socket: {e}"),
+        }
+    }
+    (
+        UnixStream::from_std(a).unwrap(),
+        UnixStream::from_std(b).unwrap(),
+    )
 }
 
-// Dropping an in-flight read keeps its buffer until the kernel's final completion (the
+/// A buffer of `len` initialised bytes to write, that records when it is dropped.
+fn write_buf(len: usize) -> (DropFlagBuf, Rc<Cell<bool>>) {
+    let (mut buf, dropped) = DropFlagBuf::new(len);
+    buf.vec.resize(len, 1);
+    (buf, dropped)
+}
+
+// Dropping an in-flight write keeps its buffer until the kernel's final completion (the
 // cancel's ECANCELED here), and the cancel makes that completion come promptly.
-coring_test!(dropped_read_keeps_buffer_until_completion, |builder| {
+coring_test!(dropped_write_keeps_buffer_until_completion, |builder| {
     let rt = builder.build().unwrap();
-    let (buf, dropped) = DropFlagBuf::new(64);
+    let (buf, dropped) = write_buf(64);
     common::block_on_bounded(&rt, async {
-        let (a, _b) = udp_pair().await;
-        let res = timeout(Duration::from_millis(20), a.recv(buf)).await;
+        let (a, _b) = full_stream();
+        let res = timeout(Duration::from_millis(20), a.write(buf)).await;
         assert!(
             res.is_err(),
-            "nothing was written, the read must still be pending"
+            "the send buffer is full, the write must still be pending"
         );
-        // The future is gone, the kernel still owns the read: the buffer must live on.
+        // The future is gone, the kernel still owns the write: the buffer must live on.
         assert!(
             !dropped.get(),
             "buffer freed while the kernel still owned it"
         );
-        eventually("cancelled read to complete", || dropped.get()).await;
+        eventually("cancelled write to complete", || dropped.get()).await;
     });
     let m = rt.metrics();
     assert_eq!(m.ops_orphaned, 1, "{m:?}");
     assert_eq!(rt.ops_in_flight(), 0);
 });
 
-// The same with many reads and no explicit timeout: aborting tasks drops their reads.
-coring_test!(aborted_tasks_release_buffers_after_completion, async {
-    let (a, _b) = udp_pair().await;
-    let a = Rc::new(a);
-    let mut flags = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..64 {
-        let (buf, dropped) = DropFlagBuf::new(16);
-        flags.push(dropped);
-        let a = a.clone();
-        handles.push(coring::spawn(async move { a.recv(buf).await.0 }));
-    }
-    coring::task::yield_now().await;
-    sleep(Duration::from_millis(5)).await;
-    for h in &handles {
-        h.abort();
-    }
-    for h in handles {
-        assert!(h.await.unwrap_err().is_cancelled());
-    }
-    eventually("all cancelled reads to complete", || {
-        flags.iter().all(|f| f.get())
-    })
-    .await;
+// The same with many writes and no explicit timeout: aborting tasks drops their writes,
+// which go to the driver as orphans (not freed at the drop) and are freed after their
+// completions.
+coring_test!(aborted_tasks_release_buffers_after_completion, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let (a, _b) = full_stream();
+        let a = Rc::new(a);
+        let mut flags = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (buf, dropped) = write_buf(16);
+            flags.push(dropped);
+            let a = a.clone();
+            handles.push(coring::spawn(async move { a.write(buf).await.0 }));
+        }
+        coring::task::yield_now().await;
+        sleep(Duration::from_millis(5)).await;
+        assert!(
+            flags.iter().all(|f| !f.get()),
+            "a pending write's buffer was freed"
+        );
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
+            assert!(h.await.unwrap_err().is_cancelled());
+        }
+        eventually("all cancelled writes to complete", || {
+            flags.iter().all(|f| f.get())
+        })
+        .await;
+    });
+    let m = rt.metrics();
+    assert_eq!(m.ops_orphaned, 64, "{m:?}");
+    assert_eq!(rt.ops_in_flight(), 0);
 });
 
-// A read that completes with data after its future was dropped still fills its own buffer
-// (never someone else's memory) and is freed only then.
+// A write that completes after its future was dropped (at submission, before the runtime
+// reaped its completion) sends from its own buffer, which is freed only at the reap.
 coring_test!(late_completion_after_drop_is_cleaned_up, async {
-    let (a, b) = udp_pair().await;
-    let (buf, dropped) = DropFlagBuf::new(8);
-    // Data is already there, so the read completes at submission; the drop happens before
-    // the runtime reaps it.
-    let (r, _) = b.send(b"ready".to_vec()).await;
-    r.unwrap();
-    let res = timeout(Duration::ZERO, a.recv(buf)).await;
+    let (a, b) = UnixStream::pair().unwrap();
+    let (mut buf, dropped) = DropFlagBuf::new(8);
+    buf.vec.extend_from_slice(b"ready");
+    // The socket has room, so the write completes at once; the drop happens before the
+    // runtime reaps it.
+    let res = timeout(Duration::ZERO, a.write(buf)).await;
     assert!(res.is_err());
     assert!(!dropped.get());
-    eventually("orphaned read to be reaped", || dropped.get()).await;
+    eventually("orphaned write to be reaped", || dropped.get()).await;
+    let (r, got) = b.read(Vec::with_capacity(8)).await;
+    assert_eq!((r.unwrap(), &got[..]), (5, &b"ready"[..]));
 });
 
 // io_uring_enter failing after the SQE was pushed: the op is never freed early, not even
@@ -96,19 +126,19 @@ coring_test!(submit_error_orphans_the_op, |builder| {
         .shutdown_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (a, b) = rt.block_on(udp_pair());
-    let (buf, dropped) = DropFlagBuf::new(64);
+    let (a, b) = full_stream();
+    let (buf, dropped) = write_buf(64);
     let flag = dropped.clone();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(async {
             rt.inject_enter_errors(&[libc::EFAULT]);
-            a.recv(buf).await.0
+            a.write(buf).await.0
         })
     }));
     let msg = outcome.expect_err("a fatal enter error must panic block_on");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("cannot continue"), "panic message: {msg}");
-    // The future was dropped while unwinding; the read may still be in the kernel's hands.
+    // The future was dropped while unwinding; the write may still be in the kernel's hands.
     assert!(!flag.get(), "buffer freed after a failed submit");
     drop(b);
     // Shutdown cancels, waits for the completion, then frees.

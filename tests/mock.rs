@@ -167,6 +167,43 @@ fn kept_accept_cancelled_by_unregister_is_no_error_of_the_next_accept() {
     });
 }
 
+// The same for a UDP socket's kept receive: unregister() asks it to cancel, and its
+// -ECANCELED is the socket's own doing, not the next receive's error; a kept receive that
+// failed on its own (the "kernel" reports ECONNREFUSED) passes its error to the next
+// receive, which then submits no receive of its own.
+#[test]
+fn kept_udp_receive_cancelled_or_failed() {
+    with_mock("kept_udp_receive_cancelled_or_failed", |rt, mock| {
+        rt.block_on(async {
+            let sock = Rc::new(coring::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let r = timeout(Duration::from_millis(1), sock.recv(Vec::with_capacity(8))).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let _ = sock.unregister();
+            let op = mock.only("recvmsg");
+            assert!(op.cancel_requested, "unregister cancels the kept receive");
+            mock.complete(op.key, -libc::ECANCELED);
+            turns(2).await;
+            let s = sock.clone();
+            let h = coring::spawn(async move { s.recv_from(Vec::with_capacity(8)).await.0 });
+            turns(2).await;
+            assert!(!h.is_finished(), "the next receive must wait, not fail");
+            let next = mock.only("recvmsg");
+            assert!(!next.cancel_requested, "a new receive");
+            h.abort();
+            turns(2).await;
+            // That receive is kept too; the "kernel" fails it.
+            let kept = mock.only("recvmsg");
+            assert!(!kept.cancel_requested, "an aborted receive is kept");
+            mock.complete(kept.key, -libc::ECONNREFUSED);
+            turns(2).await;
+            let (r, _) = sock.recv_from(Vec::with_capacity(8)).await;
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+            assert!(mock.pending().is_empty(), "served without a new receive");
+        });
+    });
+}
+
 // A listener dropped while it keeps a dropped accept: the accept is cancelled, and a
 // connection the "kernel" accepted anyway (the cancel lost the race) is closed, so the
 // peer sees end of file.

@@ -343,6 +343,9 @@ enum Slot {
     Done {
         queued: VecDeque<Completion>,
         last: Completion,
+        /// The driver's count of final completions when this one was reaped: orders
+        /// operations by when they finished (see [`Driver::finished_seq`]).
+        seq: u64,
     },
     /// The owner was dropped; the driver owns the operation until its final completion,
     /// and hands back the provided buffer of any completion it receives meanwhile.
@@ -371,6 +374,8 @@ pub(crate) struct Driver {
     /// Multishot receives whose queue of unread arrivals reached [`MULTISHOT_QUEUE_CAP`]
     /// during reaping; cancelled (owner kept) once the reap is done.
     throttle: Vec<usize>,
+    /// Final completions reaped so far for owned operations (the next one's `seq`).
+    finished_seq: u64,
     pub(crate) metrics: Metrics,
 }
 
@@ -396,6 +401,7 @@ impl Driver {
             finished: Vec::new(),
             recycle: Vec::new(),
             throttle: Vec::new(),
+            finished_seq: 0,
             metrics: Metrics::default(),
         }
     }
@@ -461,7 +467,7 @@ impl Driver {
     /// is freed and the key dead).
     pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         match &mut self.ops[key] {
-            Slot::Done { queued, last } => {
+            Slot::Done { queued, last, .. } => {
                 if let Some(c) = queued.pop_front() {
                     return Poll::Ready(c);
                 }
@@ -487,6 +493,18 @@ impl Driver {
     /// queued completions to collect before it).
     pub(crate) fn is_finished(&self, key: usize) -> bool {
         matches!(self.ops[key], Slot::Done { .. })
+    }
+
+    /// Where operation `key`'s final completion, if it has arrived, came in the order
+    /// this driver reaped final completions: of two operations finished on one driver, the
+    /// one with the lower number finished first (for instance, of two receives pending on
+    /// one datagram socket, it holds the earlier datagram, whatever order they were
+    /// submitted in).
+    pub(crate) fn finished_seq(&self, key: usize) -> Option<u64> {
+        match self.ops[key] {
+            Slot::Done { seq, .. } => Some(seq),
+            _ => None,
+        }
     }
 
     /// Whether the next completion [`Driver::poll_op`] would return for a multishot
@@ -534,7 +552,7 @@ impl Driver {
         orphan: impl FnOnce() -> Box<dyn Orphan>,
     ) -> Option<Completion> {
         match &mut self.ops[key] {
-            Slot::Done { queued, last } => {
+            Slot::Done { queued, last, .. } => {
                 let last = *last;
                 let queued = std::mem::take(queued);
                 self.ops.remove(key);
@@ -686,6 +704,7 @@ impl Driver {
         let recycle = &mut self.recycle;
         let throttle = &mut self.throttle;
         let metrics = &mut self.metrics;
+        let finished_seq = &mut self.finished_seq;
         self.backend.reap(&mut |key, c| {
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
@@ -716,7 +735,12 @@ impl Driver {
                 Slot::InFlight { waker, queued } => {
                     let waker = waker.take();
                     let queued = std::mem::take(queued);
-                    *slot = Slot::Done { queued, last: c };
+                    *slot = Slot::Done {
+                        queued,
+                        last: c,
+                        seq: *finished_seq,
+                    };
+                    *finished_seq += 1;
                     if let Some(w) = waker {
                         w.wake();
                     }

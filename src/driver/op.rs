@@ -63,8 +63,9 @@ pub(crate) struct Kept<T: IntoOrphan> {
     driver: Rc<RefCell<Driver>>,
     /// The key while the final completion is not collected.
     key: Option<usize>,
-    /// The final completion, once collected.
-    done: Option<Completion>,
+    /// The final completion, once collected, and where it came in its driver's order of
+    /// final completions ([`Driver::finished_seq`]).
+    done: Option<(Completion, u64)>,
     /// A call is waiting for it.
     claimed: bool,
     /// Tells kept operations apart (a claim names the one it was taken on).
@@ -113,6 +114,13 @@ impl<T: IntoOrphan> Kept<T> {
         }
     }
 
+    /// Where the final completion, once collected, came in its driver's order of final
+    /// completions: of two kept operations finished on one runtime, the lower number
+    /// finished first.
+    pub(crate) fn finished_seq(&self) -> Option<u64> {
+        self.done.map(|(_, seq)| seq)
+    }
+
     /// The operation's data (for a receive, its buffer).
     pub(crate) fn data(&self) -> &T {
         self.data
@@ -137,15 +145,20 @@ impl<T: IntoOrphan> Kept<T> {
 
     /// Waits for the final completion (at once if collected already).
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
-        if let Some(c) = self.done {
+        if let Some((c, _)) = self.done {
             return Poll::Ready(c);
         }
         let key = self
             .key
             .expect("coring: kept operation without key or completion");
-        let c = std::task::ready!(self.driver.borrow_mut().poll_op(key, cx));
+        let mut d = self.driver.borrow_mut();
+        let seq = d.finished_seq(key);
+        let c = std::task::ready!(d.poll_op(key, cx));
+        // Kept operations are single-shot: the first completion is the final one.
+        let seq = seq.expect("coring: a kept operation had a completion before its final one");
+        drop(d);
         self.key = None;
-        self.done = Some(c);
+        self.done = Some((c, seq));
         Poll::Ready(c)
     }
 
@@ -153,8 +166,8 @@ impl<T: IntoOrphan> Kept<T> {
     /// can; the completion (maybe a success that beat the cancel), or `None` if it could
     /// not be collected (the operation then stays as it was).
     pub(crate) fn cancel_now(&mut self) -> Option<Completion> {
-        if self.done.is_some() {
-            return self.done;
+        if let Some((c, _)) = self.done {
+            return Some(c);
         }
         let key = self.key?;
         if !self.driver.borrow_mut().cancel_now(key) {
@@ -167,22 +180,35 @@ impl<T: IntoOrphan> Kept<T> {
         }
     }
 
-    /// The data, once the final completion was collected.
+    /// The data and the final completion, once collected (the caller now owns what the
+    /// completion carries, such as an accepted descriptor).
     ///
     /// # Panics
     ///
-    /// If the kernel may still use it.
-    pub(crate) fn into_data(mut self) -> T {
-        assert!(self.key.is_none(), "coring: kept operation still in flight");
-        self.data
+    /// If the kernel may still use the data.
+    pub(crate) fn into_done(mut self) -> (T, Completion) {
+        let (Some((c, _)), None) = (self.done, self.key) else {
+            panic!("coring: kept operation still in flight");
+        };
+        let data = self
+            .data
             .take()
-            .expect("coring: kept operation without data")
+            .expect("coring: kept operation without data");
+        (data, c)
     }
 }
 
 impl<T: IntoOrphan> Drop for Kept<T> {
     fn drop(&mut self) {
-        let (Some(key), Some(data)) = (self.key, self.data.take()) else {
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let Some(key) = self.key else {
+            // Collected (by `cancel_now`) but never handed on: finish it as the driver
+            // finishes an orphan, so that what it got (an accepted descriptor) is released.
+            if let Some((c, _)) = self.done {
+                data.into_orphan().finish(c);
+            }
             return;
         };
         // As Multishot::release in net/stream.rs: never reached from driver-run code in

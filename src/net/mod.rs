@@ -4,6 +4,7 @@
 //! write in flight at the same time from two tasks.
 
 mod accept;
+mod kept;
 mod stream;
 mod tcp;
 mod udp;

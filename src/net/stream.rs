@@ -9,9 +9,10 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use super::kept::Held;
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::{IntoOrphan, Kept, Op};
-use crate::driver::{Driver, OpDesc, Orphan, Submitted};
+use crate::driver::op::{Kept, Op};
+use crate::driver::{Driver, OpDesc, Submitted};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
@@ -123,31 +124,6 @@ struct Adopted {
     /// Received bytes not read yet, once it completed: `start..end` of its buffer.
     start: usize,
     end: usize,
-}
-
-/// A receive, whatever its buffer type, as an [`Adopted`] one holds it.
-trait Held {
-    fn capacity(&self) -> usize;
-    fn received(&self, n: usize) -> &[u8];
-    fn into_orphan_box(self: Box<Self>) -> Box<dyn Orphan>;
-}
-
-impl<B: IoBufMut> Held for Recv<B> {
-    fn capacity(&self) -> usize {
-        Recv::capacity(self)
-    }
-    fn received(&self, n: usize) -> &[u8] {
-        Recv::received(self, n)
-    }
-    fn into_orphan_box(self: Box<Self>) -> Box<dyn Orphan> {
-        self
-    }
-}
-
-impl IntoOrphan for Box<dyn Held> {
-    fn into_orphan(self) -> Box<dyn Orphan> {
-        self.into_orphan_box()
-    }
 }
 
 /// A single-shot stream receive into the caller's buffer; if its future is dropped after
@@ -336,7 +312,7 @@ impl Drop for Multishot {
 /// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
 /// were filled by this read already) and marks the buffer initialised up to the end of
 /// the copy. Returns the bytes copied.
-fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
+pub(crate) fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
     debug_assert!(at <= buf.bytes_total());
     let n = data.len().min(buf.bytes_total() - at);
     // SAFETY: buf is writable for bytes_total() >= at + n bytes at stable_mut_ptr(); data

@@ -1,17 +1,52 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::stream::{socket_conversions, with_std};
+use super::kept::{Held, KeptQueue};
+use super::stream::{copy_out, socket_conversions, with_std};
 use super::tcp::each_addr;
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::Op;
+use crate::driver::Completion;
 use crate::op::net::{Connect, RawAddr, RecvFrom, SendTo};
-use crate::op::rw::{Recv, Send};
-use crate::op::SharedFd;
+use crate::op::rw::Send;
+use crate::op::{checked_len, SharedFd};
 
 /// A UDP socket.
+///
+/// # Receives are cancel-safe
+///
+/// A [`recv_from`](Self::recv_from) or [`recv`](Self::recv) whose future is dropped after
+/// it submitted its receive (a `select` that picked another branch, a timeout) is kept by
+/// the socket, not cancelled: the datagram the kernel receives for it is what a later
+/// receive returns, before any newer one. Several dropped receives are kept at once, and
+/// their datagrams are returned in the order the kernel received them. The socket cancels
+/// the receives it keeps only when it is dropped (or converted with `into_std`, or
+/// unregistered, keeping the datagrams they got).
+///
+/// A kept receive holds the dropped call's buffer until a later receive copies its
+/// datagram out (or the socket is dropped): the datagram was truncated to that buffer, and
+/// is truncated again to the later call's buffer if that one is smaller.
 pub struct UdpSocket {
     fd: SharedFd,
+    /// Receives whose futures were dropped. Always `recvmsg`s, so that each knows its
+    /// sender whichever call reads it back.
+    kept: KeptQueue<Box<dyn Held>>,
+}
+
+/// A kept receive's datagram, copied into `buf` as a receive into `buf` would have put it:
+/// its first `buf.bytes_total()` bytes, the length reported being what was copied (as a
+/// direct receive reports the truncated length, on every backend). A kept receive's error
+/// is this call's.
+fn read_back<B: IoBufMut>(
+    held: &dyn Held,
+    c: Completion,
+    buf: &mut B,
+) -> io::Result<(usize, SocketAddr)> {
+    let n = checked_len(c.result()?, held.capacity())?;
+    let from = held
+        .sender()
+        .expect("coring: a UDP socket keeps only receives that record the sender")?;
+    Ok((copy_out(held.received(n), buf, 0), from))
 }
 
 impl UdpSocket {
@@ -39,14 +74,34 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into the start of the buffer; returns its length and sender.
-    /// A datagram larger than the buffer is truncated.
+    /// A datagram larger than the buffer is truncated to it, and the length returned is
+    /// the truncated one (what the buffer holds).
     ///
-    /// Not cancel-safe, unlike stream reads: if the future is dropped after the kernel
-    /// received a datagram for it (a `select` that picked another branch), that datagram
-    /// is dropped with the receive. Keep one receive running (for example in its own task)
-    /// rather than racing it against other futures.
+    /// Cancel-safe: if the future is dropped after it submitted its receive, the socket
+    /// keeps the receive, and the datagram the kernel receives for it is returned by a
+    /// later `recv_from` or [`recv`](Self::recv), in the order the datagrams arrived,
+    /// before any datagram received after it (see [`UdpSocket`]). Such a datagram was
+    /// truncated to the dropped call's buffer, and is truncated again to this call's.
+    /// A kept receive that failed (say `ConnectionRefused` after an ICMP error) passes its
+    /// error to the call that reads it back.
+    ///
+    /// # Errors
+    ///
+    /// As `recvmsg(2)`; `InvalidInput` while a kept receive runs on another runtime (the
+    /// socket was used there) that has not finished it: it may hold a datagram, which
+    /// must be received there (or once that runtime has cancelled it, say when dropped).
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        Op::new(RecvFrom::new(&self.fd, buf)).await
+        let mut buf = buf;
+        if let Some(res) = self.kept.next().await {
+            let res = res.and_then(|(held, c)| read_back(&*held, c, &mut buf));
+            return (res, buf);
+        }
+        // `recvmsg` also for `recv`: a kept receive knows its sender whoever reads it.
+        self.kept
+            .keep_on_drop(Op::new(RecvFrom::new(&self.fd, buf)), |r| {
+                Box::new(r) as Box<dyn Held>
+            })
+            .await
     }
 
     /// Sets the default destination for [`send`](Self::send) and the only source
@@ -63,10 +118,16 @@ impl UdpSocket {
         Op::new(Send::new(&self.fd, buf)).await
     }
 
-    /// Receives a datagram from the connected address. Not cancel-safe: as
-    /// [`recv_from`](Self::recv_from).
+    /// Receives a datagram from the connected address: as [`recv_from`](Self::recv_from)
+    /// (the same cancel-safety, the same truncation), without the sender's address. A
+    /// kept receive dropped from either method is read back by either.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](Self::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Recv::new(&self.fd, buf, false)).await
+        let (res, buf) = self.recv_from(buf).await;
+        (res.map(|(n, _)| n), buf)
     }
 
     /// The local address.
@@ -80,14 +141,28 @@ impl UdpSocket {
     }
 
     fn from_shared(fd: SharedFd) -> UdpSocket {
-        UdpSocket { fd }
+        UdpSocket {
+            fd,
+            kept: KeptQueue::new(
+                "this socket's receive runs on another runtime, which may receive a \
+                 datagram for it: receive it there",
+            ),
+        }
     }
-    /// Nothing holds the descriptor between operations.
-    fn quiesce(&self) {}
+    /// Cancels kept receives (see [`KeptQueue::quiesce`]); datagrams they got stay.
+    fn quiesce(&self) {
+        self.kept.quiesce();
+    }
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
+    /// Gives `self` back, state intact, while a kept receive holds a datagram not returned
+    /// yet (receive it first) or could not be cancelled at once (it is being cancelled:
+    /// try again once the runtime has run).
     fn into_shared(self) -> Result<SharedFd, Self> {
+        if !self.kept.settle() {
+            return Err(self);
+        }
         Ok(self.fd)
     }
 }

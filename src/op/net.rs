@@ -279,6 +279,29 @@ impl<B: IoBufMut> RecvFrom<B> {
     }
 }
 
+impl<B: IoBufMut> RecvFrom<B> {
+    /// The buffer's capacity: the most a completion may report.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.bytes_total()
+    }
+
+    /// The first `n` bytes of the buffer, which the receive's completion reported filled.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds the buffer's capacity (check the completion with `checked_len`).
+    pub(crate) fn received(&self, n: usize) -> &[u8] {
+        crate::op::rw::received(&self.buf, n)
+    }
+
+    /// The sender's address, once the receive completed.
+    pub(crate) fn sender(&self) -> io::Result<SocketAddr> {
+        // The kernel wrote the address and its length into the header; IP addresses are
+        // read by family.
+        self.msg.addr.to_ip()
+    }
+}
+
 impl<B: IoBufMut> Operation for RecvFrom<B> {
     type Output = BufResult<(usize, SocketAddr), B>;
 
@@ -298,8 +321,7 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
         let res = res.and_then(|n| {
             // SAFETY: the kernel wrote n bytes at the start; n <= bytes_total() (checked).
             unsafe { self.buf.set_init(n) };
-            self.msg.addr.len = self.msg.hdr.msg_namelen;
-            Ok((n, self.msg.addr.to_ip()?))
+            Ok((n, self.sender()?))
         });
         (res, self.buf)
     }

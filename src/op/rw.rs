@@ -264,16 +264,25 @@ impl<B: IoBufMut> Recv<B> {
     ///
     /// If `n` exceeds the buffer's capacity (check the completion with `checked_len`).
     pub(crate) fn received(&self, n: usize) -> &[u8] {
-        assert!(
-            n <= self.buf.bytes_total(),
-            "coring: {n} bytes received into a buffer of {}",
-            self.buf.bytes_total()
-        );
-        // SAFETY: the kernel wrote the first n bytes (its completion said so, and the
-        // caller only asks once the receive completed); n <= bytes_total(); the buffer
-        // lives as long as &self and is not written while the kernel is done with it.
-        unsafe { std::slice::from_raw_parts(self.buf.stable_ptr(), n) }
+        received(&self.buf, n)
     }
+}
+
+/// The first `n` bytes of a receive's buffer, which its completion reported filled.
+///
+/// # Panics
+///
+/// If `n` exceeds the buffer's capacity (check the completion with `checked_len`).
+pub(crate) fn received<B: IoBufMut>(buf: &B, n: usize) -> &[u8] {
+    assert!(
+        n <= buf.bytes_total(),
+        "coring: {n} bytes received into a buffer of {}",
+        buf.bytes_total()
+    );
+    // SAFETY: the kernel wrote the first n bytes (its completion said so, and the caller
+    // only asks once the receive completed); n <= bytes_total(); the buffer lives as long
+    // as the borrow and is not written while the kernel is done with it.
+    unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n) }
 }
 
 impl<B: IoBufMut> Operation for Recv<B> {
