@@ -332,3 +332,116 @@ coring_test!(inline_reads_do_not_starve_other_tasks, async {
     }
     sleeper.await.unwrap();
 });
+
+/// A pipe: (read end, write end), close-on-exec, both non-blocking if asked.
+fn pipe(nonblocking: bool) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor just created and owned here.
+        unsafe {
+            assert_eq!(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+            if nonblocking {
+                let fl = libc::fcntl(fd, libc::F_GETFL);
+                assert_eq!(libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK), 0);
+            }
+        }
+    }
+    // SAFETY: both descriptors were just created and are owned here, once each.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+// A read on a pipe through `File` that a timeout gives up on: io_uring cancels it; the
+// fallback used to block a pool thread in read(2), which no cancel reached, so the orphan
+// kept the descriptor and close() never finished. Now the pool job waits in poll(2) with a
+// cancel wake-up.
+coring_test!(a_cancelled_pipe_read_lets_close_finish, async {
+    let (rd, _wr) = pipe(false);
+    let rd = File::from_std(rd);
+    let read = coring::time::timeout(
+        std::time::Duration::from_millis(50),
+        rd.read_at(Vec::with_capacity(16), 0),
+    )
+    .await;
+    assert!(
+        read.is_err(),
+        "nothing was written: the read must still wait"
+    );
+    coring::time::timeout(std::time::Duration::from_secs(5), rd.close())
+        .await
+        .expect("close() hung: the cancelled pipe read still holds the descriptor")
+        .unwrap();
+});
+
+// The same for a write into a full pipe, and the pool thread is free again: a read of a
+// regular file still completes after many such writes were given up on.
+coring_test!(
+    cancelled_writes_into_a_full_pipe_free_their_threads,
+    async {
+        // Fill the pipe through the write end in non-blocking mode, then make it blocking:
+        // every write now waits, and a plain write(2) would block where no cancel reaches.
+        let (_rd, mut wr) = pipe(true);
+        loop {
+            match std::io::Write::write(&mut wr, &[7u8; 4096]) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the pipe: {e}"),
+            }
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&wr);
+        // SAFETY: fcntl on a descriptor owned by `wr`.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK), 0);
+        }
+        let wr = File::from_std(wr);
+        // More waiting writes than the pool has threads (16).
+        for _ in 0..20 {
+            let w = coring::time::timeout(
+                std::time::Duration::from_millis(5),
+                wr.write_at(vec![1u8; 16], 0),
+            )
+            .await;
+            assert!(w.is_err(), "the pipe is full: the write must wait");
+        }
+        let dir = TempDir::new("pipe-threads");
+        let p = dir.path("f");
+        std::fs::write(&p, b"still served").unwrap();
+        let f = File::open(&p).await.unwrap();
+        let read = coring::time::timeout(
+            std::time::Duration::from_secs(5),
+            f.read_at(Vec::with_capacity(32), 0),
+        )
+        .await
+        .expect("a file read waited behind cancelled pipe writes");
+        assert_eq!(read.1, b"still served");
+    }
+);
+
+// A read through `File` on a non-blocking pipe with no data yet waits for the data on
+// both backends (the fallback used to report the pool's EAGAIN as WouldBlock).
+coring_test!(a_read_on_a_nonblocking_pipe_waits_for_data, async {
+    let (rd, mut wr) = pipe(true);
+    let rd = File::from_std(rd);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::io::Write::write_all(&mut wr, b"hello").unwrap();
+        wr
+    });
+    let (r, b) = coring::time::timeout(
+        std::time::Duration::from_secs(5),
+        rd.read_at(Vec::with_capacity(16), 0),
+    )
+    .await
+    .expect("the read did not complete after the write");
+    assert_eq!(r.expect("read of a pipe that gets data 50 ms later"), 5);
+    assert_eq!(b, b"hello");
+    drop(writer.join().unwrap());
+});

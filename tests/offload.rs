@@ -63,3 +63,38 @@ coring_test!(missing_opcodes_run_on_the_pool, |builder| {
     let m = rt.metrics();
     assert!(m.ops_offloaded >= 10, "{m:?}");
 });
+
+// An offloaded socket operation waits for its socket in poll(2) on a pool thread (io_uring
+// with the opcode hidden; the fallback parks it on readiness instead). Cancelling it (the
+// listener is dropped with its timed-out accept kept) ends that wait, so the op finishes
+// and the listener's descriptor closes; before, the pool thread waited for a connection
+// forever and kept the port.
+coring_test!(
+    a_cancelled_offloaded_accept_releases_the_listener,
+    |builder| {
+        let rt = builder
+            .emulate_missing_opcodes(&["ACCEPT"])
+            .build()
+            .unwrap();
+        common::block_on_bounded(&rt, async {
+            use std::time::{Duration, Instant};
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accept = coring::time::timeout(Duration::from_millis(20), listener.accept()).await;
+            assert!(accept.is_err(), "nobody connects");
+            drop(listener);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match std::net::TcpListener::bind(addr) {
+                    Ok(_) => break,
+                    Err(_) if Instant::now() < deadline => {
+                        coring::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        panic!("the listener stayed open: its cancelled accept holds it: {e}")
+                    }
+                }
+            }
+        });
+    }
+);

@@ -192,7 +192,8 @@ impl Fallback {
 
     /// No synchronous cancel here: the driver falls back to [`Fallback::cancel`].
     /// A socket op waiting for readiness is cancelled at once (its `-ECANCELED` is queued
-    /// for the reap that follows); a pool job cannot be stopped, and an inline op is done.
+    /// for the reap that follows); a pool job finishes on its thread (at once if it was
+    /// waiting for a pipe), and an inline op is done.
     pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
         if self.parked.get(key).is_none() {
             return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
@@ -281,8 +282,10 @@ impl Fallback {
             }
             self.ready.push((key, Completion::error(libc::ECANCELED)));
         }
-        // Inline ops are already done; a pool job runs to its end and its result is then
-        // delivered to the orphan, which releases the op's resources.
+        // Inline ops are already done. A pool job waiting for its descriptor (a pipe
+        // read) stops with ECANCELED; any other runs to its end. Either way its result is
+        // then delivered to the orphan, which releases the op's resources.
+        self.offload.cancel(key);
         Ok(Push::Queued)
     }
 

@@ -2,12 +2,16 @@
 //! fallback backend for everything readiness cannot serve, and by the io_uring backend for
 //! opcodes the kernel lacks.
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coring_fallback::BlockingPool;
 
+use super::dense::DenseMap;
 use super::sys;
 use super::{Completion, OpDesc, Unpark};
 
@@ -38,12 +42,93 @@ impl Done {
     }
 }
 
+/// A pool job's cancellation, for the jobs that wait for a descriptor (IO on a pipe, socket
+/// operations): they wait in `poll(2)` on the descriptor and on a wake socket that
+/// [`JobCancel::cancel`] writes to. Jobs that only run one system call (a regular file's
+/// read, an open) cannot be interrupted and simply finish.
+#[derive(Default)]
+pub(crate) struct JobCancel {
+    state: Mutex<CancelState>,
+}
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: bool,
+    /// Created by the first wait (most jobs never wait): the end cancel writes to, and the
+    /// end the wait polls.
+    wake: Option<(UnixStream, UnixStream)>,
+}
+
+impl JobCancel {
+    /// Ends the job's wait (now or when it starts one) with ECANCELED.
+    fn cancel(&self) {
+        let mut s = lock(&self.state);
+        if std::mem::replace(&mut s.cancelled, true) {
+            return;
+        }
+        if let Some((tx, _)) = &s.wake {
+            // One byte into an empty socket buffer cannot block; if it failed, the socket
+            // is broken and the poll below reports that end as ready (hang-up) anyway.
+            let _ = (&*tx).write(&[1]);
+        }
+    }
+
+    /// Waits until `fd` reports `events` (or an error or hang-up, which the retried call
+    /// then reports), or the job is cancelled: `Err(ECANCELED)`. `Err(errno)` too if the
+    /// wait itself fails.
+    pub(crate) fn wait(&self, fd: libc::c_int, events: libc::c_short) -> Result<(), i32> {
+        let wake = {
+            let mut s = lock(&self.state);
+            if s.cancelled {
+                return Err(libc::ECANCELED);
+            }
+            if s.wake.is_none() {
+                let pair = UnixStream::pair().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+                s.wake = Some(pair);
+            }
+            // The pair lives as long as `self`, which the job holds while it waits.
+            s.wake.as_ref().map_or(-1, |(_, rx)| rx.as_raw_fd())
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: polls two live pollfds (the array's length).
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if r >= 0 {
+                break;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                e => return Err(e.unwrap_or(libc::EIO)),
+            }
+        }
+        // Set before the wake byte was written (under the lock), so a wake from cancel is
+        // always seen here.
+        if lock(&self.state).cancelled {
+            return Err(libc::ECANCELED);
+        }
+        Ok(())
+    }
+}
+
 /// A blocking pool whose results come back as completions.
 pub(crate) struct Offload {
     pool: BlockingPool,
     done: Arc<Done>,
     unparker: Arc<dyn Unpark>,
     spawned: u64,
+    /// Each running job's cancellation, by key, until its completion is drained.
+    cancels: DenseMap<Arc<JobCancel>>,
 }
 
 impl Offload {
@@ -54,6 +139,7 @@ impl Offload {
             done: Arc::new(Done::default()),
             unparker,
             spawned: 0,
+            cancels: DenseMap::default(),
         }
     }
 
@@ -63,18 +149,28 @@ impl Offload {
         let job = SendDesc(desc);
         let done = self.done.clone();
         let unparker = self.unparker.clone();
+        let cancel = Arc::new(JobCancel::default());
+        self.cancels.insert(key, cancel.clone());
         self.spawned += 1;
         let spawned = self.pool.spawn(move || {
             let job = job;
             // SAFETY: the driver keeps the op's memory alive until this completion has been
             // pushed and reaped (SendDesc's invariant).
-            let res = unsafe { sys::execute_blocking(&job.0) };
+            let res = unsafe { sys::execute_blocking(&job.0, &cancel) };
             done.push(key, Completion { res, flags: 0 });
             unparker.unpark();
         });
         if let Err(e) = spawned {
             let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
             self.done.push(key, Completion::error(errno));
+        }
+    }
+
+    /// Asks job `key`, if it is one of ours and still running, to stop waiting: a job
+    /// waiting for its descriptor completes with ECANCELED; any other runs to its end.
+    pub(crate) fn cancel(&mut self, key: usize) {
+        if let Some(c) = self.cancels.get(key) {
+            c.cancel();
         }
     }
 
@@ -93,6 +189,7 @@ impl Offload {
         }
         let done = std::mem::take(&mut *lock(&self.done.list));
         for (key, c) in done {
+            self.cancels.remove(key);
             sink(key, c);
         }
     }

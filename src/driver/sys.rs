@@ -8,6 +8,7 @@
 use std::io;
 
 use super::desc::FdRef;
+use super::offload::JobCancel;
 use super::{Completion, OpDesc};
 use crate::platform;
 
@@ -64,16 +65,6 @@ fn res(r: io::Result<i32>) -> i32 {
     }
 }
 
-/// Positional IO on a pipe, FIFO or character device fails with ESPIPE; io_uring ignores
-/// the offset for such files instead, and so do we, so both backends agree.
-fn stream_fallback(res: i32, plain: impl FnOnce() -> i32) -> i32 {
-    if res == -libc::ESPIPE {
-        plain()
-    } else {
-        res
-    }
-}
-
 /// An offset as `off_t`, or EINVAL for one the kernel cannot take.
 fn offset(off: u64) -> Result<libc::off_t, i32> {
     libc::off_t::try_from(off).map_err(|_| -libc::EINVAL)
@@ -102,11 +93,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 offset: off,
                 ..
             } => match offset(off) {
-                Ok(off) => {
-                    stream_fallback(ret(libc::pread(fd, buf.cast(), len as usize, off)), || {
-                        ret(libc::read(fd, buf.cast(), len as usize))
-                    })
-                }
+                Ok(off) => ret(libc::pread(fd, buf.cast(), len as usize, off)),
                 Err(e) => e,
             },
             OpDesc::Write {
@@ -116,11 +103,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 offset: off,
                 ..
             } => match offset(off) {
-                Ok(off) => {
-                    stream_fallback(ret(libc::pwrite(fd, buf.cast(), len as usize, off)), || {
-                        ret(libc::write(fd, buf.cast(), len as usize))
-                    })
-                }
+                Ok(off) => ret(libc::pwrite(fd, buf.cast(), len as usize, off)),
                 Err(e) => e,
             },
             OpDesc::Readv {
@@ -129,9 +112,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 iovcnt,
                 offset: off,
             } => match (offset(off), i32::try_from(iovcnt)) {
-                (Ok(off), Ok(n)) => stream_fallback(ret(libc::preadv(fd, iov, n, off)), || {
-                    ret(libc::readv(fd, iov, n))
-                }),
+                (Ok(off), Ok(n)) => ret(libc::preadv(fd, iov, n, off)),
                 _ => -libc::EINVAL,
             },
             OpDesc::Writev {
@@ -140,9 +121,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 iovcnt,
                 offset: off,
             } => match (offset(off), i32::try_from(iovcnt)) {
-                (Ok(off), Ok(n)) => stream_fallback(ret(libc::pwritev(fd, iov, n, off)), || {
-                    ret(libc::writev(fd, iov, n))
-                }),
+                (Ok(off), Ok(n)) => ret(libc::pwritev(fd, iov, n, off)),
                 _ => -libc::EINVAL,
             },
             OpDesc::Fsync {
@@ -235,36 +214,85 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
     }
 }
 
-/// Like [`execute`], but waits (in `poll(2)`) instead of returning EAGAIN for socket
-/// operations: for running a description on a pool thread.
+/// Like [`execute`], but waits instead of returning EAGAIN: for running a description on
+/// a pool thread. A socket operation waits for its socket's readiness, and so does IO on a
+/// file without positions (a pipe, a FIFO, a terminal: the positional call fails with
+/// ESPIPE, and the plain `read`/`write` follows, as io_uring ignores the offset for such
+/// files). Both wait in [`JobCancel::wait`], so cancelling the job ends the wait with
+/// -ECANCELED: a read on a pipe that never gets data does not hold a pool thread (and the
+/// descriptor) forever, and one on a non-blocking pipe waits for data instead of
+/// failing with EAGAIN.
 ///
 /// # Safety
 ///
 /// As [`execute`].
-pub(crate) unsafe fn execute_blocking(desc: &OpDesc) -> i32 {
-    let events = match route(desc) {
-        Route::Readable => libc::POLLIN,
-        Route::Writable => libc::POLLOUT,
-        Route::Inline | Route::Blocking => {
-            // SAFETY: forwarded from the caller.
-            return unsafe { execute(desc) };
-        }
-    };
+pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 {
     // SAFETY: forwarded from the caller.
     let mut res = unsafe { execute(desc) };
-    loop {
-        if !would_block(desc, res) {
-            return res;
-        }
-        let mut pfd = libc::pollfd {
-            fd: socket_target(desc).0,
-            events,
-            revents: 0,
+    let (fd, events, retry): (libc::c_int, libc::c_short, unsafe fn(&OpDesc) -> i32) =
+        match route(desc) {
+            Route::Readable => (socket_target(desc).0, libc::POLLIN, resume),
+            Route::Writable => (socket_target(desc).0, libc::POLLOUT, resume),
+            Route::Blocking if res == -libc::ESPIPE => match unpositioned(desc) {
+                Some((fd, events)) => {
+                    // Not tried yet: the descriptor may be in blocking mode, so a plain
+                    // read now could block where no cancel reaches it. Wait first.
+                    res = -libc::EAGAIN;
+                    (fd, events, execute_unpositioned)
+                }
+                None => return res,
+            },
+            Route::Inline | Route::Blocking => return res,
         };
-        // SAFETY: polls one live pollfd; EINTR simply loops.
-        unsafe { libc::poll(&mut pfd, 1, -1) };
+    while would_block(desc, res) {
+        if let Err(errno) = cancel.wait(fd, events) {
+            return -errno;
+        }
         // SAFETY: forwarded from the caller.
-        res = unsafe { resume(desc) };
+        res = unsafe { retry(desc) };
+    }
+    res
+}
+
+/// For positional IO, the descriptor and the poll events it waits for when the file has no
+/// positions.
+fn unpositioned(desc: &OpDesc) -> Option<(libc::c_int, libc::c_short)> {
+    match *desc {
+        OpDesc::Read { fd, .. } | OpDesc::Readv { fd, .. } => Some((fd.raw, libc::POLLIN)),
+        OpDesc::Write { fd, .. } | OpDesc::Writev { fd, .. } => Some((fd.raw, libc::POLLOUT)),
+        _ => None,
+    }
+}
+
+/// Positional IO without the position, for a file that has none (ESPIPE): `read`, `write`,
+/// `readv`, `writev`.
+///
+/// # Safety
+///
+/// As [`execute`].
+unsafe fn execute_unpositioned(desc: &OpDesc) -> i32 {
+    // SAFETY: the pointers come from the op that owns them and are valid per this
+    // function's contract; lengths are the ones the op computed for them.
+    unsafe {
+        match *desc {
+            OpDesc::Read { fd, buf, len, .. } => ret(libc::read(fd.raw, buf.cast(), len as usize)),
+            OpDesc::Write { fd, buf, len, .. } => {
+                ret(libc::write(fd.raw, buf.cast(), len as usize))
+            }
+            OpDesc::Readv {
+                fd, iov, iovcnt, ..
+            } => match i32::try_from(iovcnt) {
+                Ok(n) => ret(libc::readv(fd.raw, iov, n)),
+                Err(_) => -libc::EINVAL,
+            },
+            OpDesc::Writev {
+                fd, iov, iovcnt, ..
+            } => match i32::try_from(iovcnt) {
+                Ok(n) => ret(libc::writev(fd.raw, iov, n)),
+                Err(_) => -libc::EINVAL,
+            },
+            _ => unreachable!("coring: only positional IO runs without its position"),
+        }
     }
 }
 

@@ -501,6 +501,8 @@ impl Uring {
     }
 
     pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
+        self.offload.cancel(key);
         let entry = opcode::AsyncCancel::new(key as u64)
             .build()
             .user_data(CANCEL_TOKEN);
