@@ -6,6 +6,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use super::waiters::{wake, HasWaiters, WaitSlot, Waiters};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// A bounded single-core multi-producer, single-consumer channel.
@@ -24,7 +25,8 @@ struct State<T> {
     queue: VecDeque<T>,
     capacity: usize,
     rx_waker: Option<Waker>,
-    tx_wakers: Vec<Waker>,
+    /// Senders waiting for room (see [`Waiters`] for who is woken when).
+    tx_waiters: Waiters,
     senders: usize,
     receiver_alive: bool,
 }
@@ -43,7 +45,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         queue: VecDeque::with_capacity(capacity.min(1024)),
         capacity,
         rx_waker: None,
-        tx_wakers: Vec::new(),
+        tx_waiters: Waiters::new(),
         senders: 1,
         receiver_alive: true,
     }));
@@ -63,17 +65,23 @@ impl<T> Sender<T> {
     /// [`SendError`] with the value if the receiver is gone.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         let mut value = Some(value);
+        let mut slot = WaitSlot::new(&*self.st);
         poll_fn(|cx| {
             let v = value.take().expect("send polled after completion");
-            match self.try_send(v) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(TrySendError::Closed(v)) => Poll::Ready(Err(SendError(v))),
+            let sent = match self.try_send(v) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Closed(v)) => Err(SendError(v)),
                 Err(TrySendError::Full(v)) => {
                     value = Some(v);
-                    self.st.borrow_mut().tx_wakers.push(cx.waker().clone());
-                    Poll::Pending
+                    let mut st = self.st.borrow_mut();
+                    st.tx_waiters.wait(&mut slot.key, cx.waker());
+                    return Poll::Pending;
                 }
+            };
+            if let Some(key) = slot.key.take() {
+                self.st.borrow_mut().tx_waiters.finish(key);
             }
+            Poll::Ready(sent)
         })
         .await
     }
@@ -126,6 +134,12 @@ impl<T> Drop for Sender<T> {
     }
 }
 
+impl<T> HasWaiters for RefCell<State<T>> {
+    fn with_waiters<R>(&self, f: impl FnOnce(&mut Waiters) -> R) -> R {
+        f(&mut self.borrow_mut().tx_waiters)
+    }
+}
+
 /// The receiving half of a single-core channel.
 pub struct Receiver<T> {
     st: Rc<RefCell<State<T>>>,
@@ -154,15 +168,11 @@ impl<T> Receiver<T> {
         let mut st = self.st.borrow_mut();
         match st.queue.pop_front() {
             Some(v) => {
-                let wakers = if st.queue.len() + 1 == st.capacity {
-                    std::mem::take(&mut st.tx_wakers)
-                } else {
-                    Vec::new()
-                };
+                // One place freed: one waiting sender is woken (see `Waiters`), after the
+                // borrow ends, as its waker may use this channel.
+                let sender = st.tx_waiters.wake_one();
                 drop(st);
-                for w in wakers {
-                    w.wake();
-                }
+                wake(sender);
                 Ok(v)
             }
             None if st.senders == 0 => Err(TryRecvError::Closed),
@@ -176,7 +186,7 @@ impl<T> Drop for Receiver<T> {
         let mut st = self.st.borrow_mut();
         st.receiver_alive = false;
         let queued = std::mem::take(&mut st.queue);
-        let wakers = std::mem::take(&mut st.tx_wakers);
+        let wakers = st.tx_waiters.wake_all();
         drop(st);
         drop(queued);
         for w in wakers {

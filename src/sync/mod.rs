@@ -9,10 +9,16 @@
 //! Every channel reports a closed peer clearly: `recv` yields `None` (or
 //! [`oneshot::RecvError`]) once all senders are gone, and `send` gives the value back in a
 //! [`SendError`] once the receiver is gone.
+//!
+//! A `send` on a full bounded channel waits in line: each received value wakes one waiting
+//! sender, the longest-waiting first. A waiting send holds one waker in the channel however
+//! often it is polled, and dropping it (a lost `select!` branch, an elapsed `timeout`)
+//! takes it out of line and passes on a wake it had not used.
 
 pub mod local;
 pub mod mpsc;
 pub mod oneshot;
+mod waiters;
 
 use std::fmt;
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use super::waiters::{wake, HasWaiters, WaitSlot, Waiters};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// Creates a channel holding at most `capacity` values.
@@ -23,7 +24,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             queue: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             rx_waker: None,
-            tx_wakers: Vec::new(),
+            tx_waiters: Waiters::new(),
             senders: 1,
             receiver_alive: true,
             blocking: false,
@@ -37,8 +38,8 @@ struct State<T> {
     queue: VecDeque<T>,
     capacity: usize,
     rx_waker: Option<Waker>,
-    /// Senders waiting for room.
-    tx_wakers: Vec<Waker>,
+    /// Senders waiting for room (see [`Waiters`] for who is woken when).
+    tx_waiters: Waiters,
     senders: usize,
     receiver_alive: bool,
     /// Whether the receiver is blocked in `recv_blocking` (only then does a send need the
@@ -71,16 +72,22 @@ impl<T> Sender<T> {
     /// [`SendError`] with the value if the receiver is gone.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         let mut value = Some(value);
+        let mut slot = WaitSlot::new(&*self.chan);
         poll_fn(|cx| {
             let mut st = self.chan.lock();
             let v = value.take().expect("send polled after completion");
+            // Looking for room and registering happen under one lock, as does a receive's
+            // pop and wake: a receive cannot slip between them unseen.
+            if st.receiver_alive && st.queue.len() >= st.capacity {
+                value = Some(v);
+                st.tx_waiters.wait(&mut slot.key, cx.waker());
+                return Poll::Pending;
+            }
+            if let Some(key) = slot.key.take() {
+                st.tx_waiters.finish(key);
+            }
             if !st.receiver_alive {
                 return Poll::Ready(Err(SendError(v)));
-            }
-            if st.queue.len() >= st.capacity {
-                value = Some(v);
-                st.tx_wakers.push(cx.waker().clone());
-                return Poll::Pending;
             }
             st.queue.push_back(v);
             let w = st.rx_waker.take();
@@ -156,6 +163,12 @@ impl<T> Drop for Sender<T> {
     }
 }
 
+impl<T> HasWaiters for Chan<T> {
+    fn with_waiters<R>(&self, f: impl FnOnce(&mut Waiters) -> R) -> R {
+        f(&mut self.lock().tx_waiters)
+    }
+}
+
 /// The receiving half.
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
@@ -166,17 +179,20 @@ impl<T> Receiver<T> {
     pub async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| {
             let mut st = self.chan.lock();
-            match Self::take(&mut st) {
-                Ok(v) => Poll::Ready(Some(v)),
-                Err(TryRecvError::Closed) => Poll::Ready(None),
+            let (v, sender) = match Self::take(&mut st) {
+                Ok(got) => got,
+                Err(TryRecvError::Closed) => return Poll::Ready(None),
                 Err(TryRecvError::Empty) => {
                     match &st.rx_waker {
                         Some(w) if w.will_wake(cx.waker()) => {}
                         _ => st.rx_waker = Some(cx.waker().clone()),
                     }
-                    Poll::Pending
+                    return Poll::Pending;
                 }
-            }
+            };
+            drop(st);
+            wake(sender);
+            Poll::Ready(Some(v))
         })
         .await
     }
@@ -187,7 +203,10 @@ impl<T> Receiver<T> {
     ///
     /// [`TryRecvError::Empty`], or [`TryRecvError::Closed`] when every sender is gone.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        Self::take(&mut self.chan.lock())
+        // The guard is a temporary of this statement: the lock is released before the wake.
+        let (v, sender) = Self::take(&mut self.chan.lock())?;
+        wake(sender);
+        Ok(v)
     }
 
     /// Blocks the calling thread (outside any runtime) for the next value, at most
@@ -202,7 +221,7 @@ impl<T> Receiver<T> {
         let mut st = self.chan.lock();
         let outcome = loop {
             match Self::take(&mut st) {
-                Ok(v) => break Ok(Some(v)),
+                Ok(got) => break Ok(Some(got)),
                 Err(TryRecvError::Closed) => break Ok(None),
                 Err(TryRecvError::Empty) => {}
             }
@@ -223,20 +242,19 @@ impl<T> Receiver<T> {
             };
         };
         st.blocking = false;
-        outcome
+        drop(st);
+        Ok(outcome?.map(|(v, sender)| {
+            wake(sender);
+            v
+        }))
     }
 
-    fn take(st: &mut State<T>) -> Result<T, TryRecvError> {
+    /// Pops the next value and, since that frees a place, takes one waiting sender to wake
+    /// (see [`Waiters`]); the caller wakes it after releasing the lock, as a waker may
+    /// run code that uses this channel. No allocation: at most one waker per receive.
+    fn take(st: &mut State<T>) -> Result<(T, Option<Waker>), TryRecvError> {
         match st.queue.pop_front() {
-            Some(v) => {
-                if st.queue.len() + 1 == st.capacity {
-                    // It was full: every waiting sender gets a chance at the free slot.
-                    for w in st.tx_wakers.drain(..) {
-                        w.wake();
-                    }
-                }
-                Ok(v)
-            }
+            Some(v) => Ok((v, st.tx_waiters.wake_one())),
             None if st.senders == 0 => Err(TryRecvError::Closed),
             None => Err(TryRecvError::Empty),
         }
@@ -258,7 +276,7 @@ impl<T> Drop for Receiver<T> {
         let mut st = self.chan.lock();
         st.receiver_alive = false;
         let queued = std::mem::take(&mut st.queue);
-        let wakers = std::mem::take(&mut st.tx_wakers);
+        let wakers = st.tx_waiters.wake_all();
         drop(st);
         drop(queued);
         for w in wakers {
