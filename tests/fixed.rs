@@ -513,13 +513,14 @@ coring_test!(fixed_pipe_io_fills_the_named_buffer, |builder| {
 });
 
 // Dropping the future of an in-flight fixed read leaves the buffer with the runtime until
-// the read's final completion (the cancel's, on io_uring; the data's, on the fallback,
-// whose pool thread a cancel cannot interrupt): only then is it back in the pool.
+// the read's final completion (the cancel's, on both backends: the fallback's pool thread
+// waits for the pipe in poll(2), which the cancel interrupts): only then is it back in the
+// pool. (The "not before" half, a buffer freed at drop, is mutation-tested by
+// tests/lifecycle.rs; a pipe read is cancelled too quickly to see it here.)
 coring_test!(
     dropped_fixed_read_returns_its_buffer_after_completion,
     |builder| {
         let rt = builder.build().unwrap();
-        let uring = is_uring(&rt);
         let (rd, wr) = pipe();
         let mut wr = std::fs::File::from(wr);
         let rd = File::from(rd);
@@ -538,17 +539,11 @@ coring_test!(
                 1,
                 "buffer back while the kernel owns the read"
             );
-            if !uring {
-                sleep(Duration::from_millis(20)).await;
-                assert_eq!(pool.available(), 1, "back before the read completed");
-                wr.write_all(b"late").unwrap();
-            }
             eventually("the orphaned read to complete", || pool.available() == 2).await;
-            // The pool and the file work as before.
+            // The pool and the file work as before; the cancelled read took no bytes.
             wr.write_all(b"next").unwrap();
             let (r, b) = rd.read_fixed_at(pool.try_take().unwrap(), 0).await;
-            let n = r.unwrap();
-            assert!(n > 0 && b"latenext".ends_with(&b[..n]), "{:?}", &b[..n]);
+            assert_eq!(&b[..r.unwrap()], b"next");
         });
         assert_eq!(rt.metrics().ops_orphaned, 1);
         assert_eq!(rt.ops_in_flight(), 0);
