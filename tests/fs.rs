@@ -445,3 +445,24 @@ coring_test!(a_read_on_a_nonblocking_pipe_waits_for_data, async {
     assert_eq!(b, b"hello");
     drop(writer.join().unwrap());
 });
+
+// A slice's range is clamped to its buffer's current capacity: a read into a slice whose
+// Vec was shrunk through `get_mut` after slicing fills only what is left (it used to hand
+// the kernel the original range, past the end of the smaller allocation).
+coring_test!(a_read_into_a_slice_of_a_shrunk_vec_stays_inside_it, async {
+    let dir = TempDir::new("shrunk-slice");
+    let p = dir.path("f");
+    std::fs::write(&p, [9u8; 4096]).unwrap();
+    let f = File::open(&p).await.unwrap();
+    let mut s = Vec::<u8>::with_capacity(4096).slice(..);
+    s.get_mut().extend_from_slice(&[0u8; 16]);
+    s.get_mut().shrink_to_fit();
+    let cap = s.get_ref().capacity();
+    assert!(cap < 4096, "shrink_to_fit kept {cap}");
+    let (r, s) = f.read_at(s, 0).await;
+    let n = r.unwrap();
+    assert!(n <= cap, "read {n} bytes into a buffer of {cap}");
+    let v = s.into_inner();
+    assert!(v.len() <= v.capacity());
+    assert!(v.iter().all(|&b| b == 9));
+});
