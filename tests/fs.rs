@@ -466,3 +466,38 @@ coring_test!(a_read_into_a_slice_of_a_shrunk_vec_stays_inside_it, async {
     assert!(v.len() <= v.capacity());
     assert!(v.iter().all(|&b| b == 9));
 });
+
+// A write bigger than a blocking pipe's room is short on both backends, and a later one
+// into the full pipe can be given up on: the fallback used to follow poll(2) with a plain
+// write(2) that blocked until all of it fitted, where no cancel reached (close() hung).
+coring_test!(
+    a_big_write_into_a_blocking_pipe_is_short_and_cancellable,
+    async {
+        use std::time::Duration;
+        let (_rd, wr) = pipe(false);
+        let wr = File::from_std(wr);
+        let (r, _) =
+            coring::time::timeout(Duration::from_secs(5), wr.write_at(vec![1u8; 1 << 20], 0))
+                .await
+                .expect("a write into an empty pipe waited");
+        let n = r.unwrap();
+        assert!(
+            n > 0 && n < 1 << 20,
+            "wrote {n} bytes into a pipe nobody reads"
+        );
+        // Fill whatever room is left, then one more write must wait, and is given up on.
+        loop {
+            let w =
+                coring::time::timeout(Duration::from_millis(20), wr.write_at(vec![1u8; 4096], 0))
+                    .await;
+            match w {
+                Ok((r, _)) => assert!(r.unwrap() > 0),
+                Err(_) => break,
+            }
+        }
+        coring::time::timeout(Duration::from_secs(5), wr.close())
+            .await
+            .expect("close() hung: the cancelled pipe write still holds the descriptor")
+            .unwrap();
+    }
+);

@@ -652,3 +652,32 @@ coring_test!(unix_connect_to_a_full_backlog_answers, async {
     }
     drop((first, second));
 });
+
+// The same for listeners: a call with its own accept in flight is told when the call
+// holding the kept accepts is dropped, and returns the connection a kept accept gets.
+coring_test!(a_call_with_its_own_accept_takes_released_kept_ones, async {
+    let l = std::rc::Rc::new(coring::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = l.local_addr().unwrap();
+    let mut k0 = Box::pin(l.accept());
+    assert!(common::poll_once(&mut k0).await.is_pending());
+    drop(k0);
+    let mut a = Box::pin(l.accept());
+    assert!(common::poll_once(&mut a).await.is_pending()); // A claims k0
+    let b = coring::spawn({
+        let l = l.clone();
+        async move { l.accept().await.map(|(s, _)| s.peer_addr().unwrap()) }
+    });
+    coring::time::sleep(std::time::Duration::from_millis(10)).await;
+    let mut k1 = Box::pin(l.accept());
+    assert!(common::poll_once(&mut k1).await.is_pending());
+    drop(k1);
+    drop(a);
+    coring::time::sleep(std::time::Duration::from_millis(10)).await;
+    let c = std::net::TcpStream::connect(addr).unwrap();
+    let peer = coring::time::timeout(std::time::Duration::from_secs(3), b)
+        .await
+        .expect("the only live accept hangs: its connection went to a kept accept nobody waits on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(peer, c.local_addr().unwrap());
+});

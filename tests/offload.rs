@@ -98,3 +98,53 @@ coring_test!(
         });
     }
 );
+
+/// Retries a conversion that gives the object back while an operation is still being
+/// cancelled (as its docs tell the caller to), until it succeeds; bounded.
+async fn converted_eventually<T, S>(mut obj: T, convert: fn(T) -> Result<S, T>, what: &str) -> S {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match convert(obj) {
+            Ok(s) => return s,
+            Err(back) => obj = back,
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "into_std never succeeded: the kept {what} on the pool was never cancelled"
+        );
+        coring::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+// With the opcode hidden, an io_uring runtime runs a dropped receive, kept by its socket,
+// on the pool; into_std cancels it and must succeed once the runtime ran: the synchronous
+// cancel used to "succeed" with ENOENT (the op is not in the ring), and no cancel reached
+// the pool job. (The fallback parks the receive on readiness and cancels it at once.)
+coring_test!(into_std_with_a_kept_receive_on_the_pool, |builder| {
+    let rt = builder
+        .emulate_missing_opcodes(&["RECVMSG"])
+        .build()
+        .unwrap();
+    common::block_on_bounded(&rt, async {
+        let sock = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut r = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+        assert!(common::poll_once(&mut r).await.is_pending());
+        drop(r);
+        converted_eventually(sock, coring::net::UdpSocket::into_std, "receive").await;
+    });
+});
+
+// The same for a listener's kept accept.
+coring_test!(into_std_with_a_kept_accept_on_the_pool, |builder| {
+    let rt = builder
+        .emulate_missing_opcodes(&["ACCEPT"])
+        .build()
+        .unwrap();
+    common::block_on_bounded(&rt, async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = Box::pin(l.accept());
+        assert!(common::poll_once(&mut a).await.is_pending());
+        drop(a);
+        converted_eventually(l, TcpListener::into_std, "accept").await;
+    });
+});

@@ -404,3 +404,79 @@ coring_test!(
         eventually("the cancelled receive to complete", || dropped.get()).await;
     }
 );
+
+// A call waiting on the kept receives it claimed is told when another receive is kept
+// after its claim (it used to sleep while that one got the datagram). Two submission orders, so that whichever receive the kernel
+// (or the fallback's FIFO) serves first, one of them hands the datagram to the receive
+// the waiting call does not watch.
+async fn late_kept_receive(b_first: bool) {
+    let (sock, sender, to) = pair();
+    let sock = std::rc::Rc::new(sock);
+    let mut b = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+    if b_first {
+        assert!(poll_once(&mut b).await.is_pending()); // own op, submitted first
+    }
+    let mut k1 = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+    assert!(poll_once(&mut k1).await.is_pending());
+    drop(k1); // kept: k1
+              // A, in its own task: claims k1 and waits.
+    let a = coring::spawn({
+        let sock = sock.clone();
+        async move { sock.recv_from(Vec::with_capacity(16)).await }
+    });
+    sleep(Duration::from_millis(10)).await;
+    if !b_first {
+        assert!(poll_once(&mut b).await.is_pending()); // k1 claimed: own op
+    }
+    drop(b); // kept: k3, claimed by nobody; A does not know
+    sleep(Duration::from_millis(10)).await;
+    sender.send_to(b"only", to).unwrap();
+    let (r, buf) = timeout(Duration::from_secs(3), a)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("b_first={b_first}: a datagram was received (by a kept receive) but the waiting recv_from was never woken")
+        })
+        .unwrap();
+    r.unwrap();
+    assert_eq!(buf, b"only");
+}
+
+coring_test!(a_waiting_call_sees_receives_kept_after_its_claim, async {
+    late_kept_receive(true).await;
+    late_kept_receive(false).await;
+});
+
+// A call that found every kept receive claimed, and so submitted its own, is told when the
+// claiming call is dropped (its claims released): it claims them too, and returns the
+// datagram a kept receive gets (it used to hang, waiting for a second datagram).
+coring_test!(
+    a_call_with_its_own_receive_takes_released_kept_ones,
+    async {
+        let (sock, sender, to) = pair();
+        let sock = std::rc::Rc::new(sock);
+        let mut k0 = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+        assert!(poll_once(&mut k0).await.is_pending());
+        drop(k0); // kept k0
+        let mut a = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+        assert!(poll_once(&mut a).await.is_pending()); // A claims k0
+        let b = coring::spawn({
+            let sock = sock.clone();
+            async move { sock.recv_from(Vec::with_capacity(16)).await }
+        });
+        sleep(Duration::from_millis(10)).await; // B: k0 claimed -> own receive
+        let mut k1 = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+        assert!(poll_once(&mut k1).await.is_pending());
+        drop(k1); // kept k1 (own receive, since k0 is claimed)
+        drop(a); // k0 released: nobody waits on k0 or k1 now
+        sleep(Duration::from_millis(10)).await;
+        sender.send_to(b"only", to).unwrap();
+        let (r, buf) = timeout(Duration::from_secs(3), b)
+        .await
+        .expect(
+            "the only live recv_from hangs: its datagram went to a kept receive nobody waits on",
+        )
+        .unwrap();
+        r.unwrap();
+        assert_eq!(buf, b"only");
+    }
+);

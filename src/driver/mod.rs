@@ -522,6 +522,12 @@ impl Driver {
     /// collects the final completion (and any queued before it) as usual.
     pub(crate) fn cancel_for_bulk(&mut self, key: usize) {
         self.metrics.bulk_switches += 1;
+        self.cancel(key);
+    }
+
+    /// Asks the backend to cancel operation `key` if it is in flight, without waiting; its
+    /// owner collects the final completion as usual.
+    pub(crate) fn cancel(&mut self, key: usize) {
         if matches!(self.ops[key], Slot::InFlight { .. }) {
             self.request_cancel(key);
         }

@@ -79,15 +79,13 @@ impl JobCancel {
     pub(crate) fn wait(&self, fd: libc::c_int, events: libc::c_short) -> Result<(), i32> {
         let wake = {
             let mut s = lock(&self.state);
-            if s.cancelled {
-                return Err(libc::ECANCELED);
-            }
             if s.wake.is_none() {
-                let pair = UnixStream::pair().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-                s.wake = Some(pair);
+                // Without descriptors to spare (EMFILE), the wait below looks at the flag
+                // every 100 ms instead: the job's own call must not fail for it.
+                s.wake = UnixStream::pair().ok();
             }
             // The pair lives as long as `self`, which the job holds while it waits.
-            s.wake.as_ref().map_or(-1, |(_, rx)| rx.as_raw_fd())
+            s.wake.as_ref().map(|(_, rx)| rx.as_raw_fd())
         };
         let mut fds = [
             libc::pollfd {
@@ -96,24 +94,30 @@ impl JobCancel {
                 revents: 0,
             },
             libc::pollfd {
-                fd: wake,
+                fd: wake.unwrap_or(-1),
                 events: libc::POLLIN,
                 revents: 0,
             },
         ];
+        let (nfds, timeout_ms) = if wake.is_some() { (2, -1) } else { (1, 100) };
         loop {
-            // SAFETY: polls two live pollfds (the array's length).
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if r >= 0 {
+            // Set before the wake byte is written (both under the lock), so a cancel is
+            // seen here either before the poll or through the wake socket during it.
+            if lock(&self.state).cancelled {
+                return Err(libc::ECANCELED);
+            }
+            // SAFETY: polls the first `nfds` (<= 2) live pollfds of the array.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
+            if r > 0 {
                 break;
             }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                e => return Err(e.unwrap_or(libc::EIO)),
+            if r < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    e => return Err(e.unwrap_or(libc::EIO)),
+                }
             }
         }
-        // Set before the wake byte was written (under the lock), so a wake from cancel is
-        // always seen here.
         if lock(&self.state).cancelled {
             return Err(libc::ECANCELED);
         }
@@ -164,6 +168,12 @@ impl Offload {
             let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
             self.done.push(key, Completion::error(errno));
         }
+    }
+
+    /// Whether job `key` is ours and its completion not drained yet.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn has(&self, key: usize) -> bool {
+        self.cancels.get(key).is_some()
     }
 
     /// Asks job `key`, if it is one of ours and still running, to stop waiting: a job

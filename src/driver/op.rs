@@ -276,52 +276,76 @@ impl<T: Operation> Op<T> {
 // Op holds no self-references: the kernel only sees heap memory owned by `data`.
 impl<T: Operation> Unpin for Op<T> {}
 
-impl<T: Operation> Future for Op<T> {
-    type Output = T::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
-        let this = self.get_mut();
-        match this.state {
+impl<T: Operation> Op<T> {
+    /// Polls the operation (submitting it on the first poll) to its final completion, and
+    /// returns its data with the raw completion instead of building the output: for a
+    /// caller that decides what the completion means (see `net/kept.rs`).
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it returned `Ready`.
+    pub(crate) fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<(T, Completion)> {
+        let c = match self.state {
             State::Unsubmitted => {
-                let data = this.data.as_mut().expect("coring: operation without data");
+                let data = self.data.as_mut().expect("coring: operation without data");
                 let desc = data.describe();
                 let (submitted, driver) = context::submit(&desc, cx.waker());
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
-                        this.state = State::InFlight(key);
-                        this.driver = driver;
-                        Poll::Pending
+                        self.state = State::InFlight(key);
+                        self.driver = driver;
+                        return Poll::Pending;
                     }
-                    Ok(Submitted::Done(c)) => {
-                        this.state = State::Done;
-                        let data = this.data.take().expect("coring: operation without data");
-                        Poll::Ready(data.complete(c))
-                    }
-                    Err(e) => {
-                        // Nothing reached the kernel: complete with the error through the
-                        // same path a kernel error takes.
-                        this.state = State::Done;
-                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        let data = this.data.take().expect("coring: operation without data");
-                        Poll::Ready(data.complete(Completion::error(errno)))
-                    }
+                    Ok(Submitted::Done(c)) => c,
+                    // Nothing reached the kernel: complete with the error through the same
+                    // path a kernel error takes.
+                    Err(e) => Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),
                 }
             }
             State::InFlight(key) => {
-                let driver = this
+                let driver = self
                     .driver
                     .as_ref()
                     .expect("coring: in-flight op without driver");
-                let c = match driver.borrow_mut().poll_op(key, cx) {
-                    Poll::Ready(c) => c,
-                    Poll::Pending => return Poll::Pending,
-                };
-                this.state = State::Done;
-                let data = this.data.take().expect("coring: operation without data");
-                Poll::Ready(data.complete(c))
+                std::task::ready!(driver.borrow_mut().poll_op(key, cx))
             }
             State::Done => panic!("coring: operation future polled after completion"),
+        };
+        self.state = State::Done;
+        let data = self.data.take().expect("coring: operation without data");
+        Poll::Ready((data, c))
+    }
+
+    /// Whether the operation was submitted and its completion not collected yet (the
+    /// kernel may be using its data).
+    pub(crate) fn in_flight(&self) -> bool {
+        matches!(self.state, State::InFlight(_))
+    }
+
+    /// The data of an operation that was never submitted; `None` once it was.
+    pub(crate) fn into_unsubmitted(mut self) -> Option<T> {
+        match self.state {
+            State::Unsubmitted => self.data.take(),
+            _ => None,
         }
+    }
+
+    /// Asks the backend to cancel the operation if it is in flight, without waiting: its
+    /// final completion comes as usual (`-ECANCELED`, unless it finished first).
+    pub(crate) fn request_cancel(&self) {
+        if let (State::InFlight(key), Some(driver)) = (&self.state, &self.driver) {
+            driver.borrow_mut().cancel(*key);
+        }
+    }
+}
+
+impl<T: Operation> Future for Op<T> {
+    type Output = T::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
+        self.get_mut()
+            .poll_raw(cx)
+            .map(|(data, c)| data.complete(c))
     }
 }
 

@@ -244,7 +244,9 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 
             },
             Route::Inline | Route::Blocking => return res,
         };
-    while would_block(desc, res) {
+    // EINTR: a plain call on a descriptor in blocking mode, interrupted by a signal; wait
+    // and try again (io_uring never reports it either).
+    while would_block(desc, res) || res == -libc::EINTR {
         if let Err(errno) = cancel.wait(fd, events) {
             return -errno;
         }
@@ -252,6 +254,17 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 
         res = unsafe { retry(desc) };
     }
     res
+}
+
+/// `len`, or at most `PIPE_BUF` if `fd` is in blocking mode (see [`execute_unpositioned`]).
+fn write_cap(fd: libc::c_int, len: usize) -> usize {
+    // SAFETY: F_GETFL reads the descriptor's status flags; no pointer involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+        len.min(libc::PIPE_BUF)
+    } else {
+        len
+    }
 }
 
 /// For positional IO, the descriptor and the poll events it waits for when the file has no
@@ -265,19 +278,40 @@ fn unpositioned(desc: &OpDesc) -> Option<(libc::c_int, libc::c_short)> {
 }
 
 /// Positional IO without the position, for a file that has none (ESPIPE): `read`, `write`,
-/// `readv`, `writev`.
+/// `readv`, `writev`, run once the descriptor was reported ready.
+///
+/// A write to a descriptor in blocking mode writes at most `PIPE_BUF` bytes (of the first
+/// buffer, for `writev`): that much fits once a pipe reports writable, while a longer
+/// write would block until all of it fits, where no cancel reaches it. The caller sees a
+/// short write, as io_uring reports one. A read returns what is there once readable.
 ///
 /// # Safety
 ///
 /// As [`execute`].
 unsafe fn execute_unpositioned(desc: &OpDesc) -> i32 {
     // SAFETY: the pointers come from the op that owns them and are valid per this
-    // function's contract; lengths are the ones the op computed for them.
+    // function's contract; lengths are the ones the op computed for them (a capped length
+    // is shorter, and a capped iovec is a prefix of the op's first one).
     unsafe {
         match *desc {
             OpDesc::Read { fd, buf, len, .. } => ret(libc::read(fd.raw, buf.cast(), len as usize)),
             OpDesc::Write { fd, buf, len, .. } => {
-                ret(libc::write(fd.raw, buf.cast(), len as usize))
+                let len = write_cap(fd.raw, len as usize);
+                ret(libc::write(fd.raw, buf.cast(), len))
+            }
+            OpDesc::Writev {
+                fd, iov, iovcnt, ..
+            } if iovcnt > 0 && write_cap(fd.raw, usize::MAX) < usize::MAX => {
+                // Blocking mode: the first non-empty buffer's first PIPE_BUF bytes.
+                let iovs = std::slice::from_raw_parts(iov, iovcnt as usize);
+                match iovs.iter().find(|v| v.iov_len > 0) {
+                    Some(v) => ret(libc::write(
+                        fd.raw,
+                        v.iov_base,
+                        v.iov_len.min(libc::PIPE_BUF),
+                    )),
+                    None => 0,
+                }
             }
             OpDesc::Readv {
                 fd, iov, iovcnt, ..

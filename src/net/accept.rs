@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::kept::KeptQueue;
+use super::kept::{Got, KeptQueue};
 use crate::driver::op::{Op, Operation};
 use crate::op::net::{Accept, RawAddr};
 use crate::op::SharedFd;
@@ -34,15 +34,13 @@ impl Acceptor {
         &self.fd
     }
 
-    /// The next connection: a kept accept's if one is waiting to be claimed, else a new
-    /// accept's.
+    /// The next connection: the first a kept accept got, else this call's own accept's
+    /// (see [`KeptQueue`]).
     pub(crate) async fn accept(&self) -> Accepted {
-        if let Some(res) = self.kept.next().await {
-            return res.and_then(|(accept, c)| accept.complete(c));
+        match self.kept.call(Op::new(Accept::new(&self.fd)), |a| a).await {
+            Got::Own(accept, c) | Got::Kept(accept, c, _) => accept.complete(c),
+            Got::Elsewhere(e, _) => Err(e),
         }
-        self.kept
-            .keep_on_drop(Op::new(Accept::new(&self.fd)), |a| a)
-            .await
     }
 
     /// Cancels the kept accepts at once where the backend can; connections they got

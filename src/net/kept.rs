@@ -4,11 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use crate::buf::IoBufMut;
 use crate::driver::op::{IntoOrphan, Kept, Op, Operation};
@@ -20,33 +20,36 @@ use crate::op::rw::Recv;
 /// branch, a timeout), kept, not cancelled, so that what the kernel did for them (a
 /// connection accepted, a datagram received) goes to a later call instead of being lost.
 ///
-/// A call takes kept results in the order the operations finished, which need not be the
-/// order they were submitted in (Linux serves the receives pending on one socket in no
-/// set order). One call at a time waits for the kept operations: it claims every one no
-/// other call waits for (the driver keeps one waker per operation); a concurrent call
-/// finds them claimed and submits its own. The owner cancels kept operations only when it
-/// is dropped (or `quiesce`d: converted or unregistered, keeping the results they got).
+/// Every call is a [`Call`]: it claims every kept operation no other call waits for (the
+/// driver keeps one waker per operation, so each kept operation has one waiting call), and
+/// takes kept results in the order the operations finished, which need not be the order
+/// they were submitted in (Linux serves the receives pending on one socket in no set
+/// order). A call submits its own operation only while it has nothing kept to wait for.
+/// Every live call is told (woken) when an operation is kept or a dropped call's claims
+/// are released, and claims them, even while its own operation runs: a call that finds a
+/// kept result while its own operation is in flight cancels its own operation and returns
+/// the kept result (if its own operation got something first after all, it returns that,
+/// and the kept result goes to the next call). So no live call sleeps while a result waits
+/// in a kept operation. The owner cancels kept operations only when it is dropped (or
+/// `quiesce`d: converted or unregistered, keeping the results they got).
 pub(crate) struct KeptQueue<T: IntoOrphan> {
     kept: RefCell<VecDeque<Kept<T>>>,
+    /// The live calls' wakers, by call id: woken when there is something new to claim.
+    watchers: RefCell<Vec<(u64, Waker)>>,
     /// The error a call gets while a kept operation runs on another runtime.
     elsewhere: &'static str,
 }
 
-/// The kept operations one call waits for, by id; released when the call ends or is
-/// dropped.
-struct Claims<'a, T: IntoOrphan> {
-    queue: &'a KeptQueue<T>,
-    ids: Vec<u64>,
-}
-
-impl<T: IntoOrphan> Drop for Claims<'_, T> {
-    fn drop(&mut self) {
-        for k in self.queue.kept.borrow_mut().iter_mut() {
-            if self.ids.contains(&k.id()) {
-                k.release(k.id());
-            }
-        }
-    }
+/// What a [`Call`] got.
+pub(crate) enum Got<T, O> {
+    /// A kept operation's data and final completion, and the call's own operation's data
+    /// (never submitted, or cancelled by the call before the kernel used it).
+    Kept(T, Completion, O),
+    /// The call's own operation's data and final completion.
+    Own(O, Completion),
+    /// A kept operation runs on another runtime, which may get a result for it (the
+    /// object's `elsewhere` error), and the call's own operation's data, never submitted.
+    Elsewhere(io::Error, O),
 }
 
 impl<T: IntoOrphan> KeptQueue<T> {
@@ -55,87 +58,90 @@ impl<T: IntoOrphan> KeptQueue<T> {
     pub(crate) fn new(elsewhere: &'static str) -> KeptQueue<T> {
         KeptQueue {
             kept: RefCell::new(VecDeque::new()),
+            watchers: RefCell::new(Vec::new()),
             elsewhere,
         }
     }
 
-    /// The kept operation that finished first, with its final completion, for the caller
-    /// to hand on (its result, or its error: a kept operation's failure is the next call's).
-    /// Waits while the operations this call could claim are all in flight. `None` when
-    /// there are none (left): the caller submits its own operation. One that ended with
-    /// the owner's own cancel (`-ECANCELED`, from [`quiesce`](Self::quiesce)) has nothing
-    /// to hand on and is dropped. An error while a kept operation runs on another runtime
-    /// and has not finished there: its result must be collected there.
-    pub(crate) async fn next(&self) -> Option<io::Result<(T, Completion)>> {
-        let mut claims = Claims {
+    /// One call, with `op` as its own operation (submitted only if needed), kept as
+    /// `wrap(data)` if the call is dropped while it is in flight (or when a kept result
+    /// wins over it and it could not be cancelled in time; see [`KeptQueue`]).
+    pub(crate) fn call<O: Operation>(&self, op: Op<O>, wrap: fn(O) -> T) -> Call<'_, O, T> {
+        static NEXT_CALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Call {
             queue: self,
+            op: Some(op),
+            wrap,
             ids: Vec::new(),
-        };
-        poll_fn(|cx| self.poll_next(cx, &mut claims.ids)).await
-    }
-
-    fn poll_next(
-        &self,
-        cx: &mut Context<'_>,
-        ids: &mut Vec<u64>,
-    ) -> Poll<Option<io::Result<(T, Completion)>>> {
-        let mut kept = self.kept.borrow_mut();
-        loop {
-            // Claim what was kept since the last poll; forget what `quiesce` removed.
-            ids.extend(kept.iter_mut().filter_map(|k| k.claim()));
-            ids.retain(|id| kept.iter().any(|k| k.id() == *id));
-            if ids.is_empty() {
-                return Poll::Ready(None);
-            }
-            // The first finished: by runtime (one that finished on another runtime, before
-            // the owner came here, comes first), then in the order its driver reaped them.
-            // One still in flight finishes after every one that has.
-            let mut first: Option<(usize, (bool, u64))> = None;
-            for (i, k) in kept.iter_mut().enumerate() {
-                if !ids.contains(&k.id()) {
-                    continue;
-                }
-                match k.poll_here(cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Err(())) => {
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            self.elsewhere,
-                        ))));
-                    }
-                    Poll::Ready(Ok(_)) => {
-                        let seq = k.finished_seq().expect("coring: collected kept operation");
-                        let order = (k.on_this_runtime(), seq);
-                        if first.is_none_or(|(_, o)| order < o) {
-                            first = Some((i, order));
-                        }
-                    }
-                }
-            }
-            let Some((i, _)) = first else {
-                return Poll::Pending;
-            };
-            let k = kept.remove(i).expect("coring: kept operation");
-            ids.retain(|&id| id != k.id());
-            let (data, c) = k.into_done();
-            if c.res != -libc::ECANCELED {
-                return Poll::Ready(Some(Ok((data, c))));
-            }
-            // Cancelled by `quiesce`: nothing to hand on; look again.
+            id: NEXT_CALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cancelling: false,
         }
     }
 
-    /// `op`, as a future that, if dropped after submission, leaves its operation to this
-    /// queue (as `wrap(data)`).
-    pub(crate) fn keep_on_drop<O: Operation>(
+    /// Claims the kept operations no other call waits for (adding them to `ids`), forgets
+    /// claims on ones `quiesce` removed, and polls the claimed ones (so a completion wakes
+    /// this call). Returns the id of the one that finished first, if any: by runtime (one
+    /// finished on another runtime before the owner came here comes first), then in the
+    /// order its driver reaped them. `Err` if one runs on another runtime unfinished and
+    /// `elsewhere` says to report it (else it is skipped: it cannot finish while the
+    /// owner is used here).
+    fn poll_claimed(
         &self,
-        op: Op<O>,
-        wrap: fn(O) -> T,
-    ) -> KeepOnDrop<'_, O, T> {
-        KeepOnDrop {
-            queue: self,
-            op,
-            wrap,
+        cx: &mut Context<'_>,
+        ids: &mut Vec<u64>,
+        elsewhere: bool,
+    ) -> io::Result<Option<u64>> {
+        let mut kept = self.kept.borrow_mut();
+        ids.extend(kept.iter_mut().filter_map(|k| k.claim()));
+        ids.retain(|id| kept.iter().any(|k| k.id() == *id));
+        let mut first: Option<(u64, (bool, u64))> = None;
+        for k in kept.iter_mut().filter(|k| ids.contains(&k.id())) {
+            match k.poll_here(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Err(())) if elsewhere => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, self.elsewhere));
+                }
+                Poll::Ready(Err(())) => {}
+                Poll::Ready(Ok(_)) => {
+                    let seq = k.finished_seq().expect("coring: collected kept operation");
+                    let order = (k.on_this_runtime(), seq);
+                    if first.is_none_or(|(_, o)| order < o) {
+                        first = Some((k.id(), order));
+                    }
+                }
+            }
+        }
+        Ok(first.map(|(id, _)| id))
+    }
+
+    /// Takes finished kept operation `id` out of the queue, with its final completion.
+    fn take(&self, id: u64, ids: &mut Vec<u64>) -> Option<(T, Completion)> {
+        ids.retain(|&i| i != id);
+        let mut kept = self.kept.borrow_mut();
+        let i = kept.iter().position(|k| k.id() == id)?;
+        let k = kept.remove(i).expect("coring: kept operation");
+        drop(kept);
+        Some(k.into_done())
+    }
+
+    /// Keeps an operation whose call is gone, and tells the live calls.
+    fn keep(&self, k: Kept<T>) {
+        self.kept.borrow_mut().push_back(k);
+        self.wake_watchers();
+    }
+
+    fn wake_watchers(&self) {
+        let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
+        for (_, w) in watchers {
+            w.wake();
+        }
+    }
+
+    fn watch(&self, call: u64, waker: &Waker) {
+        let mut watchers = self.watchers.borrow_mut();
+        match watchers.iter_mut().find(|(id, _)| *id == call) {
+            Some((_, w)) => w.clone_from(waker),
+            None => watchers.push((call, waker.clone())),
         }
     }
 
@@ -158,26 +164,104 @@ impl<T: IntoOrphan> KeptQueue<T> {
     }
 }
 
-/// An operation that, if its future is dropped after submission, leaves the operation to
-/// a [`KeptQueue`].
-pub(crate) struct KeepOnDrop<'a, O: Operation, T: IntoOrphan> {
+/// One call on a [`KeptQueue`]'s owner (see there): the future of `KeptQueue::call`.
+pub(crate) struct Call<'a, O: Operation, T: IntoOrphan> {
     queue: &'a KeptQueue<T>,
-    op: Op<O>,
+    /// The call's own operation; `None` once the call returned.
+    op: Option<Op<O>>,
     wrap: fn(O) -> T,
+    /// The kept operations this call claimed.
+    ids: Vec<u64>,
+    /// This call's watcher id.
+    id: u64,
+    /// The own operation was asked to cancel because a kept result is waiting.
+    cancelling: bool,
 }
 
-impl<O: Operation, T: IntoOrphan> Future for KeepOnDrop<'_, O, T> {
-    type Output = O::Output;
+impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
+    type Output = Got<T, O>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.op).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Got<T, O>> {
+        let this = self.get_mut();
+        let queue = this.queue;
+        queue.watch(this.id, cx.waker());
+        loop {
+            let op = this
+                .op
+                .as_mut()
+                .expect("coring: call polled after it returned");
+            let in_flight = op.in_flight();
+            let first = match queue.poll_claimed(cx, &mut this.ids, !in_flight) {
+                Ok(first) => first,
+                Err(e) => {
+                    let op = this.op.take().expect("coring: own operation");
+                    let data = op.into_unsubmitted().expect("coring: own op not submitted");
+                    return Poll::Ready(Got::Elsewhere(e, data));
+                }
+            };
+            if in_flight {
+                let Poll::Ready((data, c)) = op.poll_raw(cx) else {
+                    if first.is_some() && !this.cancelling {
+                        // A kept result is waiting and comes first: stop our own.
+                        op.request_cancel();
+                        this.cancelling = true;
+                    }
+                    return Poll::Pending;
+                };
+                this.op = None;
+                if !(this.cancelling && c.res == -libc::ECANCELED) {
+                    // Our own operation's result (maybe one that beat our cancel).
+                    return Poll::Ready(Got::Own(data, c));
+                }
+                // Cancelled for a kept result: take it below with our data back; if it
+                // is gone meanwhile (`quiesce`), submit ours again.
+                this.cancelling = false;
+                this.op = Some(Op::new(data));
+                continue;
+            }
+            if let Some(id) = first {
+                let Some((t, c)) = queue.take(id, &mut this.ids) else {
+                    continue;
+                };
+                if c.res == -libc::ECANCELED {
+                    // Cancelled by `quiesce`: nothing to hand on; look again.
+                    drop(t);
+                    continue;
+                }
+                let op = this.op.take().expect("coring: own operation");
+                let data = op.into_unsubmitted().expect("coring: own op not submitted");
+                return Poll::Ready(Got::Kept(t, c, data));
+            }
+            if !this.ids.is_empty() {
+                // Kept operations in flight, claimed by us: one of them gets the result.
+                return Poll::Pending;
+            }
+            let Poll::Ready((data, c)) = op.poll_raw(cx) else {
+                return Poll::Pending;
+            };
+            this.op = None;
+            return Poll::Ready(Got::Own(data, c));
+        }
     }
 }
 
-impl<O: Operation, T: IntoOrphan> Drop for KeepOnDrop<'_, O, T> {
+impl<O: Operation, T: IntoOrphan> Drop for Call<'_, O, T> {
     fn drop(&mut self) {
-        if let Some(k) = Kept::detach(&mut self.op, self.wrap) {
-            self.queue.kept.borrow_mut().push_back(k);
+        let queue = self.queue;
+        queue.watchers.borrow_mut().retain(|(id, _)| *id != self.id);
+        let released = !self.ids.is_empty();
+        for k in queue.kept.borrow_mut().iter_mut() {
+            if self.ids.contains(&k.id()) {
+                k.release(k.id());
+            }
+        }
+        let kept = self.op.as_mut().and_then(|op| Kept::detach(op, self.wrap));
+        match kept {
+            // Our own operation goes to the queue (and the live calls are told).
+            Some(k) => queue.keep(k),
+            // Claims released: another live call may wait for them now.
+            None if released => queue.wake_watchers(),
+            None => {}
         }
     }
 }

@@ -1,11 +1,11 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::kept::{Held, KeptQueue};
+use super::kept::{Got, Held, KeptQueue};
 use super::stream::{copy_out, socket_conversions, with_std};
 use super::tcp::each_addr;
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::Op;
+use crate::driver::op::{Op, Operation};
 use crate::driver::Completion;
 use crate::op::net::{Connect, RawAddr, RecvFrom, SendTo};
 use crate::op::rw::Send;
@@ -91,17 +91,17 @@ impl UdpSocket {
     /// socket was used there) that has not finished it: it may hold a datagram, which
     /// must be received there (or once that runtime has cancelled it, say when dropped).
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        let mut buf = buf;
-        if let Some(res) = self.kept.next().await {
-            let res = res.and_then(|(held, c)| read_back(&*held, c, &mut buf));
-            return (res, buf);
-        }
         // `recvmsg` also for `recv`: a kept receive knows its sender whoever reads it.
-        self.kept
-            .keep_on_drop(Op::new(RecvFrom::new(&self.fd, buf)), |r| {
-                Box::new(r) as Box<dyn Held>
-            })
-            .await
+        let own = Op::new(RecvFrom::new(&self.fd, buf));
+        match self.kept.call(own, |r| Box::new(r) as Box<dyn Held>).await {
+            Got::Own(r, c) => r.complete(c),
+            Got::Kept(held, c, r) => {
+                let mut buf = r.into_buf();
+                let res = read_back(&*held, c, &mut buf);
+                (res, buf)
+            }
+            Got::Elsewhere(e, r) => (Err(e), r.into_buf()),
+        }
     }
 
     /// Sets the default destination for [`send`](Self::send) and the only source

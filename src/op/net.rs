@@ -294,6 +294,11 @@ impl<B: IoBufMut> RecvFrom<B> {
         crate::op::rw::received(&self.buf, n)
     }
 
+    /// The buffer back (for a receive that was never submitted, or has completed).
+    pub(crate) fn into_buf(self) -> B {
+        self.buf
+    }
+
     /// The sender's address, once the receive completed.
     pub(crate) fn sender(&self) -> io::Result<SocketAddr> {
         // The kernel wrote the address and its length into the header; IP addresses are

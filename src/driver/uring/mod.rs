@@ -404,6 +404,13 @@ impl Uring {
     /// If the queue could not be emptied or the kernel refused; the caller then cancels
     /// asynchronously.
     pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        if self.offload.has(key) {
+            // Not in the ring (the kernel lacks its opcode): the ring would answer ENOENT,
+            // "finished". Stop the pool job's wait instead; it completes with ECANCELED
+            // through a later reap, so this cancel is not synchronous.
+            self.offload.cancel(key);
+            return Err(io::Error::from_raw_os_error(libc::EINPROGRESS));
+        }
         self.ring.submit()?;
         let mut sq = self.ring.submission();
         sq.sync();
