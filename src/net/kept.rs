@@ -148,11 +148,20 @@ impl<T: IntoOrphan> KeptQueue<T> {
     /// Cancels the kept operations at once where the backend can; results they got before
     /// the cancel stay for later calls, failures are dropped (nothing to hand on).
     pub(crate) fn quiesce(&self) {
-        self.kept.borrow_mut().retain_mut(|k| match k.cancel_now() {
-            // Cancelled (or failed): nothing to hand on.
-            Some(c) if c.res < 0 => false,
-            _ => true,
-        });
+        let mut kept = self.kept.borrow_mut();
+        let mut gone = Vec::new();
+        for k in std::mem::take(&mut *kept) {
+            let mut k = k;
+            match k.cancel_now() {
+                // Cancelled (or failed): nothing to hand on.
+                Some(c) if c.res < 0 => gone.push(k),
+                _ => kept.push_back(k),
+            }
+        }
+        drop(kept);
+        // Dropped outside the borrow: a kept receive's buffer is the user's, and its Drop
+        // may use this object again.
+        drop(gone);
     }
 
     /// [`quiesce`](Self::quiesce), then whether nothing is kept any more: no result waits
