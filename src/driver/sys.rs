@@ -353,25 +353,8 @@ pub(crate) unsafe fn resume(desc: &OpDesc) -> i32 {
 /// Takes the socket's pending error (`SO_ERROR`): 0 if none, else the errno (that of
 /// `getsockopt` itself if it fails).
 fn socket_error(fd: libc::c_int) -> i32 {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: err and len are live locals; len holds err's size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
-    } else {
-        err
-    }
+    platform::socket_option(fd, libc::SO_ERROR)
+        .unwrap_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// The socket a readiness-routed description acts on, and its open-file identity

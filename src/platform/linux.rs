@@ -113,17 +113,5 @@ pub(crate) unsafe fn read_nowait(fd: RawFd, buf: *mut u8, len: u32, offset: u64)
 /// Not for Unix streams: a receive stops after a message that carried descriptors or
 /// credentials with more queued behind it, and nothing tells the poller.
 pub(crate) fn short_read_drains(fd: RawFd) -> bool {
-    let mut proto: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: proto and len are live locals; len holds proto's size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    r == 0 && proto == libc::IPPROTO_TCP
+    super::socket_option(fd, libc::SO_PROTOCOL).is_ok_and(|p| p == libc::IPPROTO_TCP)
 }

@@ -91,6 +91,23 @@ pub(crate) struct Timestamp {
     pub(crate) nsec: u32,
 }
 
+/// An `int` socket option of `fd` (`getsockopt(fd, SOL_SOCKET, name)`).
+pub(crate) fn socket_option(fd: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are live locals; len holds value's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    cvt(r).map(|_| value)
+}
+
 /// A C-style return value (`-1` and `errno` on failure) as a `Result`.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
