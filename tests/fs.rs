@@ -501,3 +501,29 @@ coring_test!(
             .unwrap();
     }
 );
+
+// A write through `File` to a datagram socket in blocking mode sends one whole datagram on
+// both backends: the fallback's pool job must not block past a cancel, and for a socket it
+// sends with MSG_DONTWAIT rather than capping the length (a cap at PIPE_BUF, right for
+// pipes, split the message in two).
+coring_test!(
+    a_write_to_a_blocking_datagram_socket_sends_one_whole_message,
+    async {
+        let (ours, peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let f = File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(ours)));
+        let (r, _) = coring::time::timeout(
+            std::time::Duration::from_secs(5),
+            f.write_at(vec![7u8; 8000], 0),
+        )
+        .await
+        .expect("the write waited");
+        assert_eq!(r.unwrap(), 8000);
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 16384];
+        assert_eq!(
+            peer.recv(&mut buf).unwrap(),
+            8000,
+            "one datagram of the whole write"
+        );
+    }
+);

@@ -204,6 +204,32 @@ fn kept_udp_receive_cancelled_or_failed() {
     });
 }
 
+// A kept receive that failed before `unregister` cancelled the kept receives keeps its
+// error for the next receive (unregister drops only what its cancel ended).
+#[test]
+fn kept_udp_receive_error_survives_unregister() {
+    with_mock("kept_udp_receive_error_survives_unregister", |rt, mock| {
+        rt.block_on(async {
+            let sock = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let r = timeout(Duration::from_millis(1), sock.recv(Vec::with_capacity(8))).await;
+            assert!(r.is_err());
+            turns(2).await;
+            let kept = mock.only("recvmsg");
+            mock.complete(kept.key, -libc::ECONNREFUSED);
+            turns(2).await;
+            // ResourceBusy: the kept receive still holds the descriptor (and its error).
+            assert!(sock.unregister().is_err());
+            let (r, _) = sock.recv_from(Vec::with_capacity(8)).await;
+            assert_eq!(
+                r.unwrap_err().kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "the kept receive's error goes to the next receive"
+            );
+            assert!(mock.pending().is_empty(), "served without a new receive");
+        });
+    });
+}
+
 // A listener dropped while it keeps a dropped accept: the accept is cancelled, and a
 // connection the "kernel" accepted anyway (the cancel lost the race) is closed, so the
 // peer sees end of file.

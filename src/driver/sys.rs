@@ -256,14 +256,37 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 
     res
 }
 
-/// `len`, or at most `PIPE_BUF` if `fd` is in blocking mode (see [`execute_unpositioned`]).
-fn write_cap(fd: libc::c_int, len: usize) -> usize {
+/// How a write to a file without positions can avoid blocking once the descriptor was
+/// reported writable (see [`execute_unpositioned`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteMode {
+    /// Non-blocking mode (EAGAIN comes back, and the job waits again), or a file we know
+    /// nothing better for (a terminal, a device): a plain `write`.
+    Plain,
+    /// A pipe or FIFO in blocking mode: at most `PIPE_BUF` bytes, which fit once it is
+    /// writable (a longer write would block until all of it fits).
+    PipeChunk,
+    /// A socket in blocking mode: `send` with `MSG_DONTWAIT`, the whole length (a stream
+    /// takes what fits; a datagram or packet goes whole, never split).
+    SocketNoWait,
+}
+
+fn write_mode(fd: libc::c_int) -> WriteMode {
     // SAFETY: F_GETFL reads the descriptor's status flags; no pointer involved.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
-        len.min(libc::PIPE_BUF)
-    } else {
-        len
+    if flags < 0 || flags & libc::O_NONBLOCK != 0 {
+        return WriteMode::Plain;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `struct stat` into st, which has room for one.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return WriteMode::Plain;
+    }
+    // SAFETY: fstat succeeded, so it initialised st.
+    match unsafe { st.assume_init() }.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => WriteMode::PipeChunk,
+        libc::S_IFSOCK => WriteMode::SocketNoWait,
+        _ => WriteMode::Plain,
     }
 }
 
@@ -280,10 +303,11 @@ fn unpositioned(desc: &OpDesc) -> Option<(libc::c_int, libc::c_short)> {
 /// Positional IO without the position, for a file that has none (ESPIPE): `read`, `write`,
 /// `readv`, `writev`, run once the descriptor was reported ready.
 ///
-/// A write to a descriptor in blocking mode writes at most `PIPE_BUF` bytes (of the first
-/// buffer, for `writev`): that much fits once a pipe reports writable, while a longer
-/// write would block until all of it fits, where no cancel reaches it. The caller sees a
-/// short write, as io_uring reports one. A read returns what is there once readable.
+/// A write must not block where no cancel reaches it ([`WriteMode`]): to a pipe in
+/// blocking mode it writes at most `PIPE_BUF` bytes (of the first buffer, for `writev`),
+/// a short write such as io_uring reports; to a socket in blocking mode it sends with
+/// `MSG_DONTWAIT`, so a message is never split. A read returns what is there once
+/// readable.
 ///
 /// # Safety
 ///
@@ -295,36 +319,53 @@ unsafe fn execute_unpositioned(desc: &OpDesc) -> i32 {
     unsafe {
         match *desc {
             OpDesc::Read { fd, buf, len, .. } => ret(libc::read(fd.raw, buf.cast(), len as usize)),
-            OpDesc::Write { fd, buf, len, .. } => {
-                let len = write_cap(fd.raw, len as usize);
-                ret(libc::write(fd.raw, buf.cast(), len))
-            }
-            OpDesc::Writev {
-                fd, iov, iovcnt, ..
-            } if iovcnt > 0 && write_cap(fd.raw, usize::MAX) < usize::MAX => {
-                // Blocking mode: the first non-empty buffer's first PIPE_BUF bytes.
-                let iovs = std::slice::from_raw_parts(iov, iovcnt as usize);
-                match iovs.iter().find(|v| v.iov_len > 0) {
-                    Some(v) => ret(libc::write(
-                        fd.raw,
-                        v.iov_base,
-                        v.iov_len.min(libc::PIPE_BUF),
-                    )),
-                    None => 0,
-                }
-            }
             OpDesc::Readv {
                 fd, iov, iovcnt, ..
             } => match i32::try_from(iovcnt) {
                 Ok(n) => ret(libc::readv(fd.raw, iov, n)),
                 Err(_) => -libc::EINVAL,
             },
+            OpDesc::Write { fd, buf, len, .. } => {
+                let len = len as usize;
+                match write_mode(fd.raw) {
+                    WriteMode::Plain => ret(libc::write(fd.raw, buf.cast(), len)),
+                    WriteMode::PipeChunk => {
+                        ret(libc::write(fd.raw, buf.cast(), len.min(libc::PIPE_BUF)))
+                    }
+                    WriteMode::SocketNoWait => {
+                        ret(libc::send(fd.raw, buf.cast(), len, libc::MSG_DONTWAIT))
+                    }
+                }
+            }
             OpDesc::Writev {
                 fd, iov, iovcnt, ..
-            } => match i32::try_from(iovcnt) {
-                Ok(n) => ret(libc::writev(fd.raw, iov, n)),
-                Err(_) => -libc::EINVAL,
-            },
+            } => {
+                let Ok(n) = i32::try_from(iovcnt) else {
+                    return -libc::EINVAL;
+                };
+                match write_mode(fd.raw) {
+                    WriteMode::Plain => ret(libc::writev(fd.raw, iov, n)),
+                    WriteMode::PipeChunk => {
+                        // The first non-empty buffer's first PIPE_BUF bytes.
+                        let iovs = std::slice::from_raw_parts(iov, iovcnt as usize);
+                        match iovs.iter().find(|v| v.iov_len > 0) {
+                            Some(v) => ret(libc::write(
+                                fd.raw,
+                                v.iov_base,
+                                v.iov_len.min(libc::PIPE_BUF),
+                            )),
+                            None => 0,
+                        }
+                    }
+                    WriteMode::SocketNoWait => {
+                        // SAFETY (of the zeroed header): all-zero is a valid empty msghdr.
+                        let mut msg: libc::msghdr = std::mem::zeroed();
+                        msg.msg_iov = iov.cast_mut();
+                        msg.msg_iovlen = iovcnt as _;
+                        ret(libc::sendmsg(fd.raw, &msg, libc::MSG_DONTWAIT))
+                    }
+                }
+            }
             _ => unreachable!("coring: only positional IO runs without its position"),
         }
     }

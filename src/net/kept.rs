@@ -29,8 +29,10 @@ use crate::op::rw::Recv;
 /// are released, and claims them, even while its own operation runs: a call that finds a
 /// kept result while its own operation is in flight cancels its own operation and returns
 /// the kept result (if its own operation got something first after all, it returns that,
-/// and the kept result goes to the next call). So no live call sleeps while a result waits
-/// in a kept operation. The owner cancels kept operations only when it is dropped (or
+/// and the kept result goes to the next call, out of order: only calls running at once
+/// reach that case, and their results have no order to keep; with one call at a time
+/// there is never an own operation and a kept one in flight together). So no live call
+/// sleeps while a result waits in a kept operation. The owner cancels kept operations only when it is dropped (or
 /// `quiesce`d: converted or unregistered, keeping the results they got).
 pub(crate) struct KeptQueue<T: IntoOrphan> {
     kept: RefCell<VecDeque<Kept<T>>>,
@@ -145,16 +147,16 @@ impl<T: IntoOrphan> KeptQueue<T> {
         }
     }
 
-    /// Cancels the kept operations at once where the backend can; results they got before
-    /// the cancel stay for later calls, failures are dropped (nothing to hand on).
+    /// Cancels the kept operations at once where the backend can; results (and errors)
+    /// they got before the cancel stay for later calls; the cancelled ones go.
     pub(crate) fn quiesce(&self) {
         let mut kept = self.kept.borrow_mut();
         let mut gone = Vec::new();
         for k in std::mem::take(&mut *kept) {
             let mut k = k;
             match k.cancel_now() {
-                // Cancelled (or failed): nothing to hand on.
-                Some(c) if c.res < 0 => gone.push(k),
+                // Cancelled: nothing to hand on. (A failure is handed on like a result.)
+                Some(c) if c.res == -libc::ECANCELED => gone.push(k),
                 _ => kept.push_back(k),
             }
         }

@@ -23,6 +23,13 @@ use crate::op::{checked_len, SharedFd};
 /// the receives it keeps only when it is dropped (or converted with `into_std`, or
 /// unregistered, keeping the datagrams they got).
 ///
+/// The order holds for one receiving call at a time (a loop, with `select` or timeouts
+/// around each receive). Receives running at once on one socket (from several tasks, or
+/// several futures polled together) take datagrams in an order the kernel chooses: a call
+/// whose own receive got a datagram returns it even if a receive dropped meanwhile by
+/// another call had got an earlier one, which then goes to the next call. Nothing is
+/// lost either way.
+///
 /// A kept receive holds the dropped call's buffer until a later receive copies its
 /// datagram out (or the socket is dropped): the datagram was truncated to that buffer, and
 /// is truncated again to the later call's buffer if that one is smaller.
@@ -156,8 +163,8 @@ impl UdpSocket {
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    /// Gives `self` back, state intact, while a kept receive holds a datagram not returned
-    /// yet (receive it first) or could not be cancelled at once (it is being cancelled:
+    /// Gives `self` back, state intact, while a kept receive holds a datagram (or an
+    /// error) not returned yet (receive it first) or could not be cancelled at once (it is being cancelled:
     /// try again once the runtime has run).
     fn into_shared(self) -> Result<SharedFd, Self> {
         if !self.kept.settle() {
