@@ -96,6 +96,11 @@ pub(crate) struct Fallback {
     offload: Offload,
     /// Serves page-cache reads during submission instead of the pool.
     inline: InlineReads,
+    /// Socket operations completed during submission.
+    socket_inline: u64,
+    /// The socket operation `try_inline` just tried, which would block: the `push` that
+    /// follows parks it at once.
+    tried_blocked: Option<(RawFd, u64, Dir)>,
     /// Ready fds of the last wait (reused, so a turn allocates nothing).
     scratch: Vec<(RawFd, Readiness)>,
     /// Turns since the poller was last asked, while completions were queued anyway.
@@ -122,6 +127,8 @@ impl Fallback {
             events: Events::with_capacity(256),
             offload: Offload::new(unparker.clone()),
             inline: InlineReads::default(),
+            socket_inline: 0,
+            tried_blocked: None,
             scratch: Vec::new(),
             unpolled_turns: 0,
             unparker,
@@ -156,14 +163,52 @@ impl Fallback {
         self.offload.spawned()
     }
 
-    /// Completes a read from the page cache during submission, if it is there.
+    /// Completes an operation during submission where that costs one syscall: a socket
+    /// operation that does not have to wait (as a readiness runtime tries the call before
+    /// waiting), or a read the page cache answers.
     pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
-        // SAFETY: the op owning desc's memory is alive for the whole submission call.
-        unsafe { self.inline.try_complete(desc) }
+        match sys::route(desc) {
+            Route::Readable => self.try_socket_now(desc, Dir::Read),
+            Route::Writable => self.try_socket_now(desc, Dir::Write),
+            // SAFETY: the op owning desc's memory is alive for the whole submission call.
+            Route::Blocking => unsafe { self.inline.try_complete(desc) },
+            Route::Inline => None,
+        }
+    }
+
+    /// Runs a socket operation now if nothing waits before it on its descriptor and the
+    /// descriptor is not known to be unready: its completion, unless it would block. Then
+    /// `None`, and the push that follows (the driver's next call) parks it without trying
+    /// the syscall a second time (`tried_blocked`).
+    fn try_socket_now(&mut self, desc: &OpDesc, dir: Dir) -> Option<Completion> {
+        let (fd, id) = sys::socket_target(desc);
+        let queue_empty = self
+            .fds
+            .get(fd as usize)
+            .is_none_or(|w| queue(w, dir).is_empty());
+        let mut known = self.registered.get_mut(fd as usize).filter(|s| s.id == id);
+        if !queue_empty || known.as_ref().is_some_and(|s| !s.ready(dir)) {
+            return None;
+        }
+        // SAFETY: the op owning desc's memory is alive for the whole submission call, and
+        // nothing keeps a pointer from it once the call returns.
+        let res = unsafe { sys::execute(desc) };
+        let blocked = sys::would_block(desc, res);
+        if let Some(s) = known.as_mut() {
+            if blocked || sys::drained(desc, res, s.reads_drain) {
+                s.set_ready(dir, false);
+            }
+        }
+        if blocked {
+            self.tried_blocked = Some((fd, id, dir));
+            return None;
+        }
+        self.socket_inline += 1;
+        Some(Completion { res, flags: 0 })
     }
 
     pub(crate) fn inline_completions(&self) -> u64 {
-        self.inline.hits
+        self.inline.hits + self.socket_inline
     }
 
     /// Readiness has no provided buffers: streams use single-shot receives here.
@@ -229,7 +274,8 @@ impl Fallback {
         // syscall that fails.
         let known = self.registered.get(fd as usize).filter(|s| s.id == id);
         let not_ready = known.is_some_and(|s| !s.ready(dir));
-        if queue_empty && !not_ready {
+        let tried = self.tried_blocked.take() == Some((fd, id, dir));
+        if queue_empty && !not_ready && !tried {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { sys::execute(&desc) };
             if !sys::would_block(&desc, res) {

@@ -21,8 +21,9 @@
 //! 5. **`unparker()`**: a thread-safe handle that makes a current or the next `enter(wait)`
 //!    return.
 //! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
-//!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`);
-//!    the driver rations this per task poll so a task cannot monopolise the thread.
+//!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`;
+//!    on the fallback also a socket operation that does not have to wait); the driver
+//!    rations this per task poll so a task cannot monopolise the thread.
 //! 7. **Multishot receives with provided buffers** (optional): a backend whose
 //!    `multishot_recv()` says yes accepts [`OpDesc::RecvMulti`], which reports any number
 //!    of completions carrying [`CQE_F_MORE`] and then one final completion without it;
@@ -195,8 +196,10 @@ pub struct Metrics {
     /// Operations run on the blocking pool: on the fallback backend, those readiness cannot
     /// serve (files, paths); on io_uring, those whose opcode the kernel lacks.
     pub ops_offloaded: u64,
-    /// Reads served straight from the page cache during submission (`preadv2` with
-    /// `RWF_NOWAIT`), without a trip through the ring or the pool.
+    /// Operations completed during submission, without a trip through the ring, the
+    /// poller or the pool: reads served straight from the page cache (`preadv2` with
+    /// `RWF_NOWAIT`), and on the fallback backend socket operations that did not have to
+    /// wait.
     pub ops_inline: u64,
     /// Multishot stream receives cancelled because their unread arrivals reached the
     /// per-stream cap, so that a stream nobody reads leaves further data in the socket
@@ -440,12 +443,13 @@ impl Driver {
                 return Ok(Submitted::Done(c));
             }
         }
-        let key = self.ops.insert(Slot::in_flight(None));
+        // The slot gets its waker now rather than after the push (one slot write per
+        // operation; if the push fails, removing the slot drops the clone).
+        let key = self.ops.insert(Slot::in_flight(Some(waker.clone())));
         loop {
             match self.backend.push(key, desc) {
                 Ok(Push::Queued) => {
                     self.metrics.ops_submitted += 1;
-                    self.ops[key] = Slot::in_flight(Some(waker.clone()));
                     return Ok(Submitted::InFlight(key));
                 }
                 Ok(Push::Full) => {
