@@ -527,3 +527,38 @@ coring_test!(
         );
     }
 );
+
+// Opening a FIFO never waits for its other end, the same on both backends: for reading it
+// succeeds at once; for writing with no reader it fails with ENXIO. (io_uring's inline
+// attempt behaved so, but its worker retry and the fallback's open(2) waited, where no
+// cancel reached, stalling runtime drop by the shutdown timeout.) The descriptor is left
+// in blocking mode unless O_NONBLOCK was asked for.
+coring_test!(opening_a_fifo_does_not_wait_for_the_other_end, async {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    let dir = TempDir::new("fifo-open");
+    let path = dir.path("fifo");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let w = coring::time::timeout(
+        Duration::from_secs(5),
+        OpenOptions::new().write(true).open(&path),
+    )
+    .await
+    .expect("a write-only open of a FIFO without a reader waited");
+    assert_eq!(w.err().and_then(|e| e.raw_os_error()), Some(libc::ENXIO));
+    let rd = coring::time::timeout(Duration::from_secs(5), File::open(&path))
+        .await
+        .expect("a read-only open of a FIFO without a writer waited")
+        .unwrap();
+    let fd = rd.as_raw_fd();
+    // SAFETY: F_GETFL on a live descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert_eq!(flags & libc::O_NONBLOCK, 0, "left non-blocking");
+    let mut wr = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut wr, b"hi").unwrap();
+    let (r, b) = rd.read_at(Vec::with_capacity(8), 0).await;
+    assert_eq!(r.unwrap(), 2);
+    assert_eq!(b, b"hi");
+});

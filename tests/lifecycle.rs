@@ -293,3 +293,90 @@ coring_test!(idle_runtime_sleeps_in_kernel, |builder| {
         "1 s idle sleep used {used:?} of CPU"
     );
 });
+
+// shutdown_timeout(Duration::MAX): dropping the runtime waits as long as it takes, and
+// must not overflow `Instant + Duration` (it used to panic in Drop, skipping the wait).
+coring_test!(an_unbounded_shutdown_timeout_does_not_overflow, |builder| {
+    let rt = builder.shutdown_timeout(Duration::MAX).build().unwrap();
+    rt.block_on(async {
+        // One operation the drop must cancel and wait for.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let a = Box::leak(Box::new(a));
+        drop(coring::spawn(
+            async move { a.read(Vec::with_capacity(8)).await },
+        ));
+        coring::task::yield_now().await;
+    });
+    let r = catch_unwind(AssertUnwindSafe(|| drop(rt)));
+    assert!(r.is_ok(), "dropping the runtime panicked");
+});
+
+// Ring sizes the kernel would refuse (or that leave no room for the runtime's own wake-up
+// read) are a panic naming the limit, not a silent "io_uring unavailable" fallback.
+#[test]
+fn bad_ring_sizes_panic_with_the_limit() {
+    let msg = |r: std::thread::Result<coring::Builder>| {
+        let e = r.map(drop).expect_err("accepted");
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let one = msg(catch_unwind(|| coring::Builder::new().entries(1)));
+    assert!(one.contains("2..=32768"), "{one}");
+    let big = msg(catch_unwind(|| coring::Builder::new().entries(65536)));
+    assert!(big.contains("2..=32768"), "{big}");
+    let cq = msg(catch_unwind(|| coring::Builder::new().cq_entries(1 << 17)));
+    assert!(cq.contains("65536"), "{cq}");
+    let small_cq = catch_unwind(|| {
+        let _ = coring::Builder::new().entries(64).cq_entries(8).build();
+    });
+    let small_cq = small_cq.expect_err("cq smaller than sq accepted");
+    let small_cq = small_cq
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(small_cq.contains("at least as large"), "{small_cq}");
+}
+
+// An operation submitted on one runtime and then awaited on another would never complete
+// (only its own runtime turns its driver): a panic that says so, instead of a silent hang.
+#[test]
+fn an_op_awaited_on_another_runtime_panics_with_advice() {
+    for &kind in common::BACKENDS {
+        common::with_watchdog("an_op_awaited_on_another_runtime", || {
+            let rt_a = coring::Builder::new().backend(kind).build().unwrap();
+            let rt_b = coring::Builder::new().backend(kind).build().unwrap();
+            let mut fds = [0; 2];
+            // SAFETY: fds has room for the two descriptors pipe returns.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: both descriptors were just created and are owned here, once each.
+            let (rd, _wr) = unsafe {
+                use std::os::fd::FromRawFd;
+                (
+                    std::fs::File::from_raw_fd(fds[0]),
+                    std::fs::File::from_raw_fd(fds[1]),
+                )
+            };
+            // A read of an empty pipe through File: a plain operation that waits (a stream
+            // read would be kept by its stream instead).
+            let rd: &'static File = Box::leak(Box::new(File::from_std(rd)));
+            let mut read = Box::pin(async move { rd.read_at(Vec::with_capacity(8), 0).await });
+            rt_a.block_on(async {
+                assert!(common::poll_once(&mut read).await.is_pending());
+            });
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                rt_b.block_on(async { coring::time::timeout(Duration::from_secs(5), read).await })
+            }));
+            let e = r
+                .map(drop)
+                .expect_err("awaiting it on another runtime did not panic");
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(
+                msg.contains("await it on the runtime that started it"),
+                "{msg}"
+            );
+        });
+    }
+}

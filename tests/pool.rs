@@ -258,3 +258,39 @@ fn thread_affinity() -> Option<Vec<usize>> {
 fn thread_affinity() -> Option<Vec<usize>> {
     None
 }
+
+// A closure handed to spawn_on that panics while building its future: that is the task's
+// panic (reported through its handle), and the core, with its other tasks, carries on. It
+// used to run outside any task and unwind out of the core's runtime, cancelling everything
+// on the core and closing its mailbox.
+pool_test!(a_panic_building_the_future_is_the_tasks_panic, |kind| {
+    let pool = pool(kind);
+    let long = pool.spawn_on(0, || async {
+        coring::time::sleep(Duration::from_millis(100)).await;
+        7
+    });
+    let bad = pool.spawn_on(0, || -> std::future::Ready<u32> {
+        panic!("building the future failed on purpose")
+    });
+    let err = bad.wait(WAIT).unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(
+        long.wait(WAIT).unwrap(),
+        7,
+        "an unrelated task on the core was lost"
+    );
+    assert_eq!(pool.spawn_on(0, || async { 1 }).wait(WAIT).unwrap(), 1);
+    pool.shutdown().unwrap();
+});
+
+// shutdown_timeout(Duration::MAX) means "wait as long as it takes": it used to overflow
+// `Instant + Duration` and panic in Pool::shutdown, then again in Drop (an abort).
+pool_test!(an_unbounded_shutdown_timeout_does_not_overflow, |kind| {
+    let pool = Pool::builder()
+        .backend(kind)
+        .shutdown_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(pool.spawn_on(0, || async { 2 }).wait(WAIT).unwrap(), 2);
+    pool.shutdown().unwrap();
+});

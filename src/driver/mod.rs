@@ -797,22 +797,28 @@ impl Driver {
     /// finish with it. Operations still running after the deadline are leaked, never freed:
     /// the kernel may still write into their buffers.
     pub(crate) fn shutdown(&mut self, deadline: Duration) {
+        // Orphans too: their cancel was requested when their futures were dropped, but a
+        // request that found the queue full three times was given up on.
         let keys: Vec<usize> = self
             .ops
             .iter()
-            .filter(|(_, s)| matches!(s, Slot::InFlight { .. }))
+            .filter(|(_, s)| !matches!(s, Slot::Done { .. }))
             .map(|(k, _)| k)
             .collect();
         for key in keys {
             self.request_cancel(key);
         }
-        let end = Instant::now() + deadline;
+        // `None`: no deadline (a timeout too large to add to now, such as Duration::MAX).
+        let end = Instant::now().checked_add(deadline);
         while self.in_flight() > 0 {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            if self.turn(Wait::Park(Some(end - now))).is_err() {
+            let left = match end {
+                Some(end) => match end.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break,
+                },
+                None => None,
+            };
+            if self.turn(Wait::Park(left)).is_err() {
                 break;
             }
         }

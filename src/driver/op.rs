@@ -307,7 +307,19 @@ impl<T: Operation> Op<T> {
                     .driver
                     .as_ref()
                     .expect("coring: in-flight op without driver");
-                std::task::ready!(driver.borrow_mut().poll_op(key, cx))
+                let polled = driver.borrow_mut().poll_op(key, cx);
+                let Poll::Ready(c) = polled else {
+                    // Only the runtime that submitted it turns its driver: awaited anywhere
+                    // else, it would never complete.
+                    assert!(
+                        context::is_current_driver(driver),
+                        "coring: an IO operation started on one coring runtime is awaited \
+                         outside it (on another runtime, or none); await it on the runtime \
+                         that started it"
+                    );
+                    return Poll::Pending;
+                };
+                c
             }
             State::Done => panic!("coring: operation future polled after completion"),
         };

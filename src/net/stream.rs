@@ -684,22 +684,6 @@ impl Stream {
     }
 }
 
-/// Sets O_NONBLOCK on a descriptor adopted from elsewhere.
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns; no pointers involved.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Implements the conversions every socket type shares, given its `fd` field and std twin,
 /// and registration with the runtime's io_uring (as for `File`).
 macro_rules! socket_conversions {
@@ -749,7 +733,7 @@ macro_rules! socket_conversions {
                 use std::os::fd::IntoRawFd;
                 let fd = socket.into_raw_fd();
                 let shared = $crate::op::SharedFd::new(fd);
-                $crate::net::stream::set_nonblocking(fd)?;
+                $crate::platform::set_nonblocking(fd)?;
                 Ok(Self::from_shared(shared))
             }
 

@@ -37,17 +37,35 @@ impl Operation for Open {
     type Output = io::Result<SharedFd>;
 
     fn describe(&mut self) -> OpDesc {
+        // Always opened non-blocking, so opening a FIFO never waits for its other end: on
+        // every backend, for reading it succeeds at once and for writing without a reader
+        // it fails with ENXIO. (io_uring adds O_NONBLOCK to its first, inline attempt
+        // anyway, but not when it retries in a worker, so without this the same open
+        // waited or not depending on the kernel's path cache; and the fallback's open(2)
+        // on the pool waited where no cancel reaches.) `complete` clears the flag again.
         OpDesc::OpenAt {
             dirfd: libc::AT_FDCWD,
             path: self.path.as_ptr(),
-            flags: self.flags | libc::O_CLOEXEC,
+            flags: self.flags | libc::O_CLOEXEC | libc::O_NONBLOCK,
             mode: self.mode,
         }
     }
 
     fn complete(self, c: Completion) -> Self::Output {
         // An orphaned open drops this SharedFd at once, closing the descriptor.
-        c.result().map(|fd| SharedFd::new(fd as i32))
+        let fd = SharedFd::new(c.result()? as i32);
+        if self.flags & libc::O_NONBLOCK == 0 {
+            // Not asked for: the descriptor's reads and writes block as the caller expects
+            // (coring's own IO never depends on the flag). F_SETFL takes the status flags
+            // the open was asked for (it ignores the access mode and creation flags), so one
+            // call restores exactly those.
+            // SAFETY: fcntl on the descriptor this op just opened; no pointers involved.
+            let r = unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, self.flags) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(fd)
     }
 }
 

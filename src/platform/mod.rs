@@ -91,6 +91,17 @@ pub(crate) struct Timestamp {
     pub(crate) nsec: u32,
 }
 
+/// Sets `O_NONBLOCK` on `fd` (a descriptor adopted from elsewhere), if it is not set yet.
+pub(crate) fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; no pointers involved.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
 /// An `int` socket option of `fd` (`getsockopt(fd, SOL_SOCKET, name)`).
 pub(crate) fn socket_option(fd: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;

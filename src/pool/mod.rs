@@ -425,7 +425,9 @@ impl Pool {
     {
         let (tx, rx) = oneshot::channel();
         self.core(index).mailbox.push(Box::new(move || {
-            let task = crate::spawn(f());
+            // `f` runs inside the task, so a panic building the future is the task's
+            // panic (reported through the handle), not the core's.
+            let task = crate::spawn(async move { f().await });
             drop(crate::spawn(async move {
                 let _ = tx.send(task.await);
             }));
@@ -465,14 +467,23 @@ impl Pool {
         for core in &self.cores {
             core.mailbox.close();
         }
-        let deadline = Instant::now() + self.shutdown_timeout;
+        // `None`: no deadline (a timeout too large to add to now, such as Duration::MAX).
+        let deadline = Instant::now().checked_add(self.shutdown_timeout);
         let mut problems = Vec::new();
         for core in &mut self.cores {
             let Some(thread) = core.thread.take() else {
                 continue;
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            match core.exited.recv_timeout(left) {
+            let exited = match deadline {
+                Some(d) => core
+                    .exited
+                    .recv_timeout(d.saturating_duration_since(Instant::now())),
+                None => core
+                    .exited
+                    .recv()
+                    .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+            };
+            match exited {
                 Err(std_mpsc::RecvTimeoutError::Disconnected) | Ok(()) => {
                     if let Err(p) = thread.join() {
                         let msg = p

@@ -31,6 +31,11 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     Some(f(unsafe { &*p }))
 }
 
+/// Whether `driver` is the current runtime's (false outside a runtime).
+pub(crate) fn is_current_driver(driver: &Rc<RefCell<Driver>>) -> bool {
+    try_with(|inner| Rc::ptr_eq(&inner.driver, driver)).unwrap_or(false)
+}
+
 /// Submits an operation on the current runtime's driver; returns the driver handle only
 /// when the operation is left in flight (the future keeps it for polling and drop), so
 /// an operation that completes during submission costs no reference-count traffic.

@@ -78,6 +78,11 @@ impl fmt::Display for BackendKind {
 /// arrival takes several, and a bulk stream switches to direct reads). 1 MiB per runtime.
 const DEFAULT_RECV_BUFFERS: (u16, usize) = (256, 4096);
 
+/// The kernel's limit on submission queue entries (`IORING_MAX_ENTRIES`).
+const MAX_SQ_ENTRIES: u32 = 32768;
+/// The kernel's limit on completion queue entries (`IORING_MAX_CQ_ENTRIES`).
+const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
+
 /// Configures and builds a [`Runtime`].
 ///
 /// ```
@@ -123,21 +128,36 @@ impl Builder {
         }
     }
 
-    /// Submission queue size (rounded up to a power of two by the kernel). Small rings work:
-    /// a full queue is flushed and completions beyond the completion queue are kept by the
-    /// kernel, so no operation is lost; they only cost more trips into the kernel.
+    /// Submission queue size, from 2 to 32768 (the kernel's limit), rounded up to a power
+    /// of two by the kernel. Small rings work: a full queue is flushed and completions
+    /// beyond the completion queue are kept by the kernel, so no operation is lost; they
+    /// only cost more trips into the kernel. (One entry is too few: the runtime keeps a
+    /// read of its wake-up eventfd queued.)
     ///
     /// # Panics
     ///
-    /// If `n` is zero.
+    /// If `n` is outside 2..=32768.
     pub fn entries(mut self, n: u32) -> Builder {
-        assert!(n > 0, "Builder::entries: the ring needs at least one entry");
+        assert!(
+            (2..=MAX_SQ_ENTRIES).contains(&n),
+            "Builder::entries: {n} is outside 2..={MAX_SQ_ENTRIES} (the runtime keeps one entry \
+             for its wake-up read; the kernel allows at most {MAX_SQ_ENTRIES})"
+        );
         self.entries = n;
         self
     }
 
-    /// Completion queue size (default: twice the submission queue).
+    /// Completion queue size (default: twice the submission queue), at most 65536 and at
+    /// least the submission queue's size (checked by [`build`](Self::build)).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is above 65536.
     pub fn cq_entries(mut self, n: u32) -> Builder {
+        assert!(
+            n <= MAX_CQ_ENTRIES,
+            "Builder::cq_entries: {n} is above the kernel's limit of {MAX_CQ_ENTRIES}"
+        );
         self.cq_entries = Some(n);
         self
     }
@@ -165,7 +185,8 @@ impl Builder {
     }
 
     /// How long dropping the runtime waits for the kernel to finish cancelled operations
-    /// before leaking (never freeing) their buffers. Default 5 s.
+    /// before leaking (never freeing) their buffers. Default 5 s; `Duration::MAX` waits
+    /// as long as it takes.
     pub fn shutdown_timeout(mut self, d: Duration) -> Builder {
         self.shutdown_timeout = d;
         self
@@ -176,9 +197,10 @@ impl Builder {
     /// no syscall and no thread wakeup on either side, which cuts cross-core round-trip
     /// latency by the wakeup cost (about 8 µs per hop on a 2-vCPU VM); the price is up to
     /// `d` of CPU each time the runtime goes idle. For latency-critical thread-per-core
-    /// services; leave it off when idle CPU matters.
+    /// services; leave it off when idle CPU matters. At most 1 s (longer is clamped: a
+    /// spin that long is a busy loop, not a latency trade).
     pub fn park_spin(mut self, d: Duration) -> Builder {
-        self.park_spin = d;
+        self.park_spin = d.min(Duration::from_secs(1));
         self
     }
 
@@ -239,7 +261,22 @@ impl Builder {
     /// without io_uring, ENOMEM under a low memlock limit) or `Unsupported` naming a missing
     /// io_uring feature (or, off Linux, saying io_uring is only available on Linux);
     /// `InvalidInput` for a bad `CORING_BACKEND`.
+    ///
+    /// # Panics
+    ///
+    /// If [`cq_entries`](Self::cq_entries) is smaller than [`entries`](Self::entries) (both
+    /// rounded up to powers of two, as the kernel does): a size error must not pass for
+    /// "io_uring unavailable" and select the fallback.
     pub fn build(&self) -> io::Result<Runtime> {
+        if let Some(cq) = self.cq_entries {
+            let (sq, cq_rounded) = (self.entries.next_power_of_two(), cq.next_power_of_two());
+            assert!(
+                cq_rounded >= sq,
+                "Builder::cq_entries: {cq} completion entries for {} submission entries; the \
+                 completion queue must be at least as large",
+                self.entries
+            );
+        }
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
         let inner = Rc::new(Inner {
@@ -466,8 +503,12 @@ impl Runtime {
                 fire_timers(inner, now);
             }
             let mut idle = !inner.executor.has_ready() && !main.woken.load(Ordering::Acquire);
+            let mut now = now;
             if idle && !self.park_spin.is_zero() {
                 idle = !spin_for_wake(inner, &main.woken, self.park_spin);
+                // The spin took time: the park must end at the next deadline, not that much
+                // after it.
+                now = now.map(|_| Instant::now());
             }
             let wait = if idle {
                 inner.executor.trim_cells();
