@@ -39,7 +39,8 @@ impl fmt::Debug for File {
 }
 
 impl File {
-    /// Opens a file for reading.
+    /// Opens a file for reading (a FIFO without waiting for a writer: see
+    /// [`OpenOptions::open`]).
     ///
     /// # Errors
     ///
@@ -411,10 +412,15 @@ impl OpenOptions {
 
     /// Opens `path` with these options.
     ///
+    /// The open itself never waits for another process: it runs with `O_NONBLOCK` (cleared
+    /// on the new descriptor again unless [`custom_flags`](Self::custom_flags) asked for
+    /// it), so opening a FIFO for reading succeeds at once, and for writing without a
+    /// reader fails with ENXIO, on every backend (as `open(2)` with `O_NONBLOCK` does).
+    ///
     /// # Errors
     ///
     /// `InvalidInput` for contradictory options or a path with a NUL byte; otherwise as
-    /// `open(2)`.
+    /// `open(2)` (ENXIO for a FIFO opened for writing with no reader).
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
