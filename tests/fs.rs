@@ -562,3 +562,58 @@ coring_test!(opening_a_fifo_does_not_wait_for_the_other_end, async {
     assert_eq!(r.unwrap(), 2);
     assert_eq!(b, b"hi");
 });
+
+// Linux only, by nature: O_PATH descriptors exist only there. An O_PATH open ignores
+// O_NONBLOCK and refuses F_SETFL (EBADF): restoring the caller's flags must not fail it.
+#[cfg(target_os = "linux")]
+coring_test!(an_o_path_open_still_works, async {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("opath");
+    let path = dir.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+        .await
+        .expect("an O_PATH open");
+    // SAFETY: F_GETFL on a live descriptor.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    assert_ne!(flags & libc::O_PATH, 0, "{flags:#x}");
+});
+
+// Linux only, by nature: file leases (F_SETLEASE) exist only there. Opening for writing a
+// file another descriptor holds a read lease on must wait for the lease to be broken, as
+// open(2) does; the non-blocking first attempt fails with EWOULDBLOCK, and the open is
+// tried again without O_NONBLOCK.
+#[cfg(target_os = "linux")]
+coring_test!(an_open_waits_for_a_lease_to_be_broken, async {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    let dir = TempDir::new("lease");
+    let path = dir.path("f");
+    std::fs::write(&path, b"x").unwrap();
+    // The lease break signals the holder (this process) with SIGIO, whose default action
+    // would end it.
+    // SAFETY: ignoring a signal nothing else in this test binary uses.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let holder = std::fs::File::open(&path).unwrap();
+    // SAFETY: F_SETLEASE on a live descriptor of a file this process owns.
+    if unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } != 0 {
+        eprintln!("skipped: F_SETLEASE: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: as above.
+        unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    });
+    let r = coring::time::timeout(
+        Duration::from_secs(10),
+        OpenOptions::new().write(true).open(&path),
+    )
+    .await
+    .expect("the open did not finish after the lease was released");
+    releaser.join().unwrap();
+    r.expect("opening a leased file for writing");
+});

@@ -356,7 +356,9 @@ coring_test!(
 // into_std right after an accept was polled once (a connection waiting) and dropped: the
 // connection is neither lost nor closed, whether the accept had completed, was still
 // queued for the kernel, or waited for readiness. (On the fallback the accept of a waiting
-// connection completes in that first poll, handing the connection over at once.)
+// connection would complete in that first poll, so the test first spends the task's
+// inline budget for the poll: the accept then runs at submission and its completion waits
+// for the reap, the case this test is about.)
 coring_test!(
     listener_into_std_right_after_a_dropped_accept_keeps_the_connection,
     async {
@@ -366,9 +368,13 @@ coring_test!(
         let addr = listener.local_addr().unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         coring::time::sleep(Duration::from_millis(5)).await;
-        let mut accept = Box::pin(listener.accept());
-        let first = common::poll_once(&mut accept).await;
-        drop(accept);
+        let (spend, _peer) = UnixStream::pair().unwrap();
+        let first = std::future::poll_fn(|cx| {
+            spend_inline_budget(&spend, cx);
+            let mut accept = Box::pin(listener.accept());
+            std::task::Poll::Ready(std::future::Future::poll(accept.as_mut(), cx))
+        })
+        .await;
         let server: std::net::TcpStream = match first {
             std::task::Poll::Ready(r) => r.unwrap().0.into_std().unwrap(),
             std::task::Poll::Pending => match listener.into_std() {
@@ -685,3 +691,21 @@ coring_test!(a_call_with_its_own_accept_takes_released_kept_ones, async {
         .unwrap();
     assert_eq!(peer, c.local_addr().unwrap());
 });
+
+/// Polls one-byte writes on `s` within the current poll of the task until one does not
+/// complete in its first poll (dropped then: it still sends its byte), so the poll's
+/// inline budget is spent (the fallback completes socket operations that need not wait
+/// during submission, up to a budget per poll) and the next operation in this poll goes
+/// through the backend's queue.
+fn spend_inline_budget(s: &UnixStream, cx: &mut std::task::Context<'_>) {
+    for _ in 0..10_000 {
+        let mut w = Box::pin(s.write(vec![b'.']));
+        match std::future::Future::poll(w.as_mut(), cx) {
+            std::task::Poll::Ready((r, _)) => {
+                r.unwrap();
+            }
+            std::task::Poll::Pending => return,
+        }
+    }
+    panic!("10,000 writes all completed in their first poll: no inline budget");
+}

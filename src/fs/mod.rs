@@ -412,10 +412,14 @@ impl OpenOptions {
 
     /// Opens `path` with these options.
     ///
-    /// The open itself never waits for another process: it runs with `O_NONBLOCK` (cleared
-    /// on the new descriptor again unless [`custom_flags`](Self::custom_flags) asked for
-    /// it), so opening a FIFO for reading succeeds at once, and for writing without a
-    /// reader fails with ENXIO, on every backend (as `open(2)` with `O_NONBLOCK` does).
+    /// Opening a FIFO does not wait for its other end: the open runs with `O_NONBLOCK`
+    /// (cleared on the new descriptor again unless [`custom_flags`](Self::custom_flags)
+    /// asked for it), so opening a FIFO for reading succeeds at once (reads then see end of
+    /// file until a writer opens it), and for writing without a reader fails with ENXIO,
+    /// on every backend (as `open(2)` with `O_NONBLOCK` does). A device that acts on
+    /// `O_NONBLOCK` at open (a serial line not waiting for carrier) opens that way too. An
+    /// open that would have to wait for a lease another process holds on the file is
+    /// tried again without `O_NONBLOCK` and waits, as `open(2)` does.
     ///
     /// # Errors
     ///
@@ -424,7 +428,12 @@ impl OpenOptions {
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
-        let fd = Op::new(Open::new(path, flags, self.mode)).await?;
+        let fd = match Op::new(Open::new(path.clone(), flags, self.mode)).await {
+            Err(e) if Open::would_wait(&e, flags) => {
+                Op::new(Open::waiting(path, flags, self.mode)).await?
+            }
+            r => r?,
+        };
         Ok(File { fd })
     }
 }

@@ -25,11 +25,44 @@ pub(crate) struct Open {
     path: CString,
     flags: i32,
     mode: u32,
+    /// Whether this attempt adds `O_NONBLOCK` (see [`Open::new`]).
+    nonblocking: bool,
 }
 
 impl Open {
+    /// An open that never waits for another process: it adds `O_NONBLOCK` (cleared on the
+    /// new descriptor again unless `flags` has it), so opening a FIFO does not wait for its
+    /// other end on any backend. (io_uring adds O_NONBLOCK to its own first attempt, but not
+    /// when it retries in a worker, and the fallback's `open(2)` runs on a pool thread no
+    /// cancel reaches; without this the same open waited or not by backend and path cache.)
+    /// An attempt that fails with EAGAIN for that reason (a lease another process holds)
+    /// is retried by the caller with [`Open::waiting`].
     pub(crate) fn new(path: CString, flags: i32, mode: u32) -> Open {
-        Open { path, flags, mode }
+        Open {
+            path,
+            flags,
+            mode,
+            nonblocking: true,
+        }
+    }
+
+    /// The same open without the added `O_NONBLOCK`: it waits as `open(2)` does (for a
+    /// lease to be broken, bounded by the kernel's lease-break time).
+    pub(crate) fn waiting(path: CString, flags: i32, mode: u32) -> Open {
+        Open {
+            nonblocking: false,
+            ..Open::new(path, flags, mode)
+        }
+    }
+
+    /// Whether `e`, from an attempt of [`Open::new`], means "would have waited": retry
+    /// with [`Open::waiting`]. Not when the caller asked for `O_NONBLOCK` itself.
+    pub(crate) fn would_wait(e: &io::Error, flags: i32) -> bool {
+        flags & libc::O_NONBLOCK == 0 && e.raw_os_error() == Some(libc::EAGAIN)
+    }
+
+    fn added_nonblock(&self) -> bool {
+        self.nonblocking && self.flags & libc::O_NONBLOCK == 0
     }
 }
 
@@ -37,16 +70,15 @@ impl Operation for Open {
     type Output = io::Result<SharedFd>;
 
     fn describe(&mut self) -> OpDesc {
-        // Always opened non-blocking, so opening a FIFO never waits for its other end: on
-        // every backend, for reading it succeeds at once and for writing without a reader
-        // it fails with ENXIO. (io_uring adds O_NONBLOCK to its first, inline attempt
-        // anyway, but not when it retries in a worker, so without this the same open
-        // waited or not depending on the kernel's path cache; and the fallback's open(2)
-        // on the pool waited where no cancel reaches.) `complete` clears the flag again.
+        let nonblock = if self.nonblocking {
+            libc::O_NONBLOCK
+        } else {
+            0
+        };
         OpDesc::OpenAt {
             dirfd: libc::AT_FDCWD,
             path: self.path.as_ptr(),
-            flags: self.flags | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            flags: self.flags | libc::O_CLOEXEC | nonblock,
             mode: self.mode,
         }
     }
@@ -54,15 +86,21 @@ impl Operation for Open {
     fn complete(self, c: Completion) -> Self::Output {
         // An orphaned open drops this SharedFd at once, closing the descriptor.
         let fd = SharedFd::new(c.result()? as i32);
-        if self.flags & libc::O_NONBLOCK == 0 {
-            // Not asked for: the descriptor's reads and writes block as the caller expects
-            // (coring's own IO never depends on the flag). F_SETFL takes the status flags
-            // the open was asked for (it ignores the access mode and creation flags), so one
-            // call restores exactly those.
+        if self.added_nonblock() {
+            // The descriptor's reads and writes block as the caller expects (coring's own IO
+            // never depends on the flag). Read back first: some descriptors ignore
+            // O_NONBLOCK at open and refuse F_SETFL (an O_PATH one, with EBADF).
             // SAFETY: fcntl on the descriptor this op just opened; no pointers involved.
-            let r = unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, self.flags) };
-            if r < 0 {
+            let flags = unsafe { libc::fcntl(fd.raw(), libc::F_GETFL) };
+            if flags < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if flags & libc::O_NONBLOCK != 0 {
+                // SAFETY: as above.
+                let r = unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
         }
         Ok(fd)
