@@ -623,6 +623,16 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Whether a head, parseable or not, starts with the HEAD method (after the blank lines
+/// a request may be preceded by).
+fn is_head_request(head: &[u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    head[start..].starts_with(b"HEAD ")
+}
+
 /// Parses a complete head (request line, headers, empty line).
 fn parse_request(head: &[u8]) -> Result<Request, Status> {
     if head.contains(&0) {
@@ -1131,7 +1141,9 @@ impl Conn {
                 HeadRead::Gone => return,
                 HeadRead::TooLarge(status) => {
                     let _busy = Busy::new(&self.core);
-                    if self.respond_error(status).await != Next::Abort {
+                    // 414/431: the head is incomplete, its method may be anything; the
+                    // short text body is fine even for a HEAD (the connection closes).
+                    if self.respond_error(status, false).await != Next::Abort {
                         self.linger().await;
                     }
                     return;
@@ -1139,11 +1151,14 @@ impl Conn {
             };
             let busy = Busy::new(&self.core);
             let parsed = parse_request(&self.inbuf[..end]);
+            // A HEAD answered with an error still gets no body (RFC 9110 9.3.2), even when
+            // the rest of its head could not be parsed.
+            let head_only = parsed.is_err() && is_head_request(&self.inbuf[..end]);
             self.inbuf.drain(..end);
             self.scanned = 0;
             let next = match parsed {
                 Ok(req) => self.respond(&req).await,
-                Err(status) => self.respond_error(status).await,
+                Err(status) => self.respond_error(status, head_only).await,
             };
             drop(busy);
             match next {
@@ -1228,9 +1243,11 @@ impl Conn {
     }
 
     /// Answers a request that could not be parsed (or was too large); always closes.
-    async fn respond_error(&mut self, status: Status) -> Next {
+    /// `head_only`: it was a HEAD, so the answer carries no body.
+    async fn respond_error(&mut self, status: Status, head_only: bool) -> Next {
         self.log(None, status.0, 0);
-        self.send_text(status.0, None, false, false, false).await
+        self.send_text(status.0, None, head_only, false, false)
+            .await
     }
 
     async fn send_text(

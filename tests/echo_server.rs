@@ -1,6 +1,7 @@
 //! Drives the real `echo_server` example: one SO_REUSEPORT shard per core, on both backends.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,4 +109,120 @@ fn echo_server_all_cores_io_uring() {
 #[test]
 fn echo_server_all_cores_fallback() {
     run("fallback");
+}
+
+/// Starts a binary through `sh -c` (so a `ulimit` can be applied), returns the child and
+/// the first stdout line.
+fn start(
+    backend: &str,
+    shell_prefix: &str,
+    args: &str,
+) -> (KillOnDrop, BufReader<std::process::ChildStdout>, String) {
+    let bin = example("echo_server");
+    let script = format!("{shell_prefix} exec '{}' {args}", bin.display());
+    let mut child = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("CORING_BACKEND", backend)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (child, out, line)
+}
+
+fn echo_addr(line: &str) -> String {
+    line.strip_prefix("listening on ")
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string()
+}
+
+fn echo_once(addr: &str, msg: &[u8]) -> std::io::Result<TcpStream> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(msg)?;
+    let mut back = vec![0u8; msg.len()];
+    c.read_exact(&mut back)?;
+    assert_eq!(back, msg);
+    Ok(c)
+}
+
+/// A failed accept (EMFILE under a connection flood) is logged and retried: it used to end
+/// the shard's accept loop, and with one core the whole server exited with status 1.
+fn survives_running_out_of_descriptors(backend: &str) {
+    let (mut child, _out, line) = start(backend, "ulimit -n 40;", "--addr 127.0.0.1:0 --cores 1");
+    let addr = echo_addr(&line);
+    // More connections than descriptors: the kernel completes them in the backlog, the
+    // server's accept fails with EMFILE.
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        match TcpStream::connect(&addr) {
+            Ok(s) => flood.push(s),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let exited = child.0.try_wait().unwrap();
+    let mut err = String::new();
+    if exited.is_some() {
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+    }
+    assert!(
+        exited.is_none(),
+        "echo_server died after a connection flood: {exited:?}, stderr: {err}"
+    );
+    echo_once(&addr, b"still serving").expect("echo after the flood");
+}
+
+/// `--secs` counts every echoed byte, also on a connection still open at the end: it used
+/// to count only connections that had ended with a clean EOF (here: 0 bytes).
+fn counts_bytes_of_connections_still_open(backend: &str) {
+    let (mut child, mut out, line) = start(backend, "", "--addr 127.0.0.1:0 --secs 2");
+    let addr = echo_addr(&line);
+    let c = echo_once(&addr, &[7u8; 1000]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "echo_server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("total: 1 connections, 1000 bytes echoed"),
+        "1000 bytes were echoed on the one connection, but:\n{rest}"
+    );
+}
+
+#[test]
+fn echo_server_survives_running_out_of_descriptors_io_uring() {
+    survives_running_out_of_descriptors("io_uring");
+}
+
+#[test]
+fn echo_server_survives_running_out_of_descriptors_fallback() {
+    survives_running_out_of_descriptors("fallback");
+}
+
+#[test]
+fn echo_server_counts_bytes_of_connections_still_open_io_uring() {
+    counts_bytes_of_connections_still_open("io_uring");
+}
+
+#[test]
+fn echo_server_counts_bytes_of_connections_still_open_fallback() {
+    counts_bytes_of_connections_still_open("fallback");
 }

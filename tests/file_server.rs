@@ -731,6 +731,22 @@ fn head_has_no_body(backend: &str) {
     assert_eq!(raw.response(true).code, 404);
     let next = raw.response(false);
     assert_eq!((next.code, next.body.as_slice()), (200, HELLO));
+    // Nor a HEAD whose head cannot be parsed (no Host; an unsupported version): the error
+    // head, then the connection closes (it used to carry the error text).
+    for bad in [
+        &b"HEAD /hello.txt HTTP/1.1\r\n\r\n"[..],
+        b"HEAD /hello.txt HTTP/2.0\r\nHost: t\r\n\r\n",
+    ] {
+        let mut raw = Raw::new(&server);
+        raw.send(bad);
+        let resp = raw.response(true);
+        assert!(resp.code == 400 || resp.code == 505, "{}", resp.code);
+        assert!(
+            raw.closed_cleanly(),
+            "a body after a HEAD error response: {:?}",
+            String::from_utf8_lossy(&raw.buf)
+        );
+    }
 }
 
 fn range_requests(backend: &str) {
