@@ -32,23 +32,8 @@ impl Drop for KillOnDrop {
 }
 
 fn run(backend: &str) {
-    let mut child = KillOnDrop(
-        Command::new(example("echo_server"))
-            .args(["--addr", "127.0.0.1:0", "--cores", "all", "--secs", "3"])
-            .env("CORING_BACKEND", backend)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
+    let (mut child, mut out, line) = start(backend, "", "--addr 127.0.0.1:0 --cores all --secs 3");
+    let addr = echo_addr(&line);
     let cores: usize = line
         .split(" with ")
         .nth(1)

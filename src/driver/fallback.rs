@@ -71,6 +71,14 @@ struct Readiness {
     write_closed: bool,
 }
 
+/// What [`Fallback::attempt`] did with a socket operation.
+enum Attempt {
+    /// It ran and did not have to wait: the syscall's result.
+    Done(i32),
+    /// It has to wait; `watched`: the descriptor is registered and marked unready.
+    Wait { watched: bool },
+}
+
 /// Which queue of an fd an operation waits in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -98,9 +106,6 @@ pub(crate) struct Fallback {
     inline: InlineReads,
     /// Socket operations completed during submission.
     socket_inline: u64,
-    /// The socket operation `try_inline` just tried, which would block: the `push` that
-    /// follows parks it at once.
-    tried_blocked: Option<(RawFd, u64, Dir)>,
     /// Ready fds of the last wait (reused, so a turn allocates nothing).
     scratch: Vec<(RawFd, Readiness)>,
     /// Turns since the poller was last asked, while completions were queued anyway.
@@ -128,7 +133,6 @@ impl Fallback {
             offload: Offload::new(unparker.clone()),
             inline: InlineReads::default(),
             socket_inline: 0,
-            tried_blocked: None,
             scratch: Vec::new(),
             unpolled_turns: 0,
             unparker,
@@ -176,33 +180,11 @@ impl Fallback {
         }
     }
 
-    /// Runs a socket operation now if nothing waits before it on its descriptor and the
-    /// descriptor is not known to be unready: its completion, unless it would block. Then
-    /// `None`, and the push that follows (the driver's next call) parks it without trying
-    /// the syscall a second time (`tried_blocked`).
+    /// A socket operation finished during submission ([`Fallback::attempt`]).
     fn try_socket_now(&mut self, desc: &OpDesc, dir: Dir) -> Option<Completion> {
-        let (fd, id) = sys::socket_target(desc);
-        let queue_empty = self
-            .fds
-            .get(fd as usize)
-            .is_none_or(|w| queue(w, dir).is_empty());
-        let mut known = self.registered.get_mut(fd as usize).filter(|s| s.id == id);
-        if !queue_empty || known.as_ref().is_some_and(|s| !s.ready(dir)) {
+        let Attempt::Done(res) = self.attempt(desc, dir) else {
             return None;
-        }
-        // SAFETY: the op owning desc's memory is alive for the whole submission call, and
-        // nothing keeps a pointer from it once the call returns.
-        let res = unsafe { sys::execute(desc) };
-        let blocked = sys::would_block(desc, res);
-        if let Some(s) = known.as_mut() {
-            if blocked || sys::drained(desc, res, s.reads_drain) {
-                s.set_ready(dir, false);
-            }
-        }
-        if blocked {
-            self.tried_blocked = Some((fd, id, dir));
-            return None;
-        }
+        };
         self.socket_inline += 1;
         Some(Completion { res, flags: 0 })
     }
@@ -264,7 +246,36 @@ impl Fallback {
     /// Runs a socket op now, or queues it behind the fd's readiness (FIFO per direction,
     /// so two reads on one socket complete in submission order).
     fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
+        let watched = match self.attempt(&desc, dir) {
+            Attempt::Done(res) => {
+                self.ready.push((key, Completion { res, flags: 0 }));
+                return Ok(());
+            }
+            Attempt::Wait { watched } => watched,
+        };
         let (fd, id) = sys::socket_target(&desc);
+        if !watched {
+            if let Err(e) = self.watch(fd, id, dir) {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.ready.push((key, Completion::error(errno)));
+                return Ok(());
+            }
+        }
+        let w = self.fds.get_or_default(fd as usize);
+        queue_mut(w, dir).push_back((key, desc));
+        self.parked.insert(key, (fd, dir));
+        Ok(())
+    }
+
+    /// Runs a socket op's syscall now, if nothing waits before it on its descriptor in that
+    /// direction and the descriptor is not known to be unready: `Done` with its result,
+    /// unless it would block. Else `Wait`, saying whether the descriptor is watched and
+    /// marked unready already (after a blocked attempt it is: registered on its first
+    /// wait), so the op parks (here or in the `push` after a failed inline attempt)
+    /// without a second syscall or lookup.
+    #[inline(always)]
+    fn attempt(&mut self, desc: &OpDesc, dir: Dir) -> Attempt {
+        let (fd, id) = sys::socket_target(desc);
         let queue_empty = self
             .fds
             .get(fd as usize)
@@ -272,35 +283,47 @@ impl Fallback {
         // What the poller last told us about this open file: after an EAGAIN (or a short
         // send) it is not ready until an edge says so, and trying again would only cost a
         // syscall that fails.
-        let known = self.registered.get(fd as usize).filter(|s| s.id == id);
-        let not_ready = known.is_some_and(|s| !s.ready(dir));
-        let tried = self.tried_blocked.take() == Some((fd, id, dir));
-        if queue_empty && !not_ready && !tried {
-            // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
-            let res = unsafe { sys::execute(&desc) };
-            if !sys::would_block(&desc, res) {
-                if let Some(s) = self.registered.get_mut(fd as usize).filter(|s| s.id == id) {
-                    if sys::drained(&desc, res, s.reads_drain) {
-                        s.set_ready(dir, false);
-                    }
-                }
-                self.ready.push((key, Completion { res, flags: 0 }));
-                return Ok(());
-            }
+        let known = self.registered.get_mut(fd as usize).filter(|s| s.id == id);
+        let unready = known.as_ref().is_some_and(|s| !s.ready(dir));
+        if !queue_empty || unready {
+            return Attempt::Wait { watched: unready };
         }
-        // Make sure the fd is registered before we sleep; an edge that arrived since the
-        // attempt is reported by the registration itself (or was already queued).
-        // Registration lasts as long as the open file, so it happens once per file: the id
-        // tells a new file apart from a closed one that had the same number (closing
-        // removed that one from the poller).
+        // SAFETY: the driver keeps the op's memory alive until its completion is reaped
+        // (or, for an inline completion, for the whole submission call).
+        let res = unsafe { sys::execute(desc) };
+        let blocked = sys::would_block(desc, res);
+        match known {
+            Some(s) => {
+                if blocked || sys::drained(desc, res, s.reads_drain) {
+                    s.set_ready(dir, false);
+                }
+                if blocked {
+                    return Attempt::Wait { watched: true };
+                }
+            }
+            // First wait of this open file: register it (a registration error is reported
+            // by the push that follows, which tries again).
+            None if blocked => {
+                let watched = self.watch(fd, id, dir).is_ok();
+                return Attempt::Wait { watched };
+            }
+            None => {}
+        }
+        Attempt::Done(res)
+    }
+
+    /// Makes sure the poller watches `fd` (open file `id`) and marks it unready in `dir`,
+    /// before an op waits for it; an edge that arrived since the last attempt is reported
+    /// by the registration itself (or was already queued). Registration lasts as long as
+    /// the open file, so it happens once per file: the id tells a new file apart from a
+    /// closed one that had the same number (closing removed that one from the poller).
+    fn watch(&mut self, fd: RawFd, id: u64, dir: Dir) -> io::Result<()> {
         match self.registered.get_mut(fd as usize) {
             Some(s) if s.id == id => s.set_ready(dir, false),
             _ => {
                 if let Err(e) = self.poller.register(fd, fd as usize) {
                     if e.raw_os_error() != Some(libc::EEXIST) {
-                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        self.ready.push((key, Completion::error(errno)));
-                        return Ok(());
+                        return Err(e);
                     }
                 }
                 let mut s = FdState {
@@ -315,9 +338,6 @@ impl Fallback {
                 self.registered.insert(fd as usize, s);
             }
         }
-        let w = self.fds.get_or_default(fd as usize);
-        queue_mut(w, dir).push_back((key, desc));
-        self.parked.insert(key, (fd, dir));
         Ok(())
     }
 

@@ -733,7 +733,7 @@ macro_rules! socket_conversions {
                 use std::os::fd::IntoRawFd;
                 let fd = socket.into_raw_fd();
                 let shared = $crate::op::SharedFd::new(fd);
-                $crate::platform::set_nonblocking(fd)?;
+                $crate::platform::set_nonblocking(fd, true)?;
                 Ok(Self::from_shared(shared))
             }
 

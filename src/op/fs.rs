@@ -88,20 +88,8 @@ impl Operation for Open {
         let fd = SharedFd::new(c.result()? as i32);
         if self.added_nonblock() {
             // The descriptor's reads and writes block as the caller expects (coring's own IO
-            // never depends on the flag). Read back first: some descriptors ignore
-            // O_NONBLOCK at open and refuse F_SETFL (an O_PATH one, with EBADF).
-            // SAFETY: fcntl on the descriptor this op just opened; no pointers involved.
-            let flags = unsafe { libc::fcntl(fd.raw(), libc::F_GETFL) };
-            if flags < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if flags & libc::O_NONBLOCK != 0 {
-                // SAFETY: as above.
-                let r = unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
-                if r < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            // never depends on the flag); an O_PATH descriptor ignored it and is left alone.
+            platform::set_nonblocking(fd.raw(), false)?;
         }
         Ok(fd)
     }

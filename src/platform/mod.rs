@@ -91,13 +91,20 @@ pub(crate) struct Timestamp {
     pub(crate) nsec: u32,
 }
 
-/// Sets `O_NONBLOCK` on `fd` (a descriptor adopted from elsewhere), if it is not set yet.
-pub(crate) fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+/// Sets or clears `O_NONBLOCK` on `fd`, reading the flags first and changing nothing if
+/// they already agree (so a descriptor that ignores the flag and refuses F_SETFL, such as
+/// an O_PATH one, is left alone).
+pub(crate) fn set_nonblocking(fd: libc::c_int, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor the caller owns; no pointers involved.
     let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    if flags & libc::O_NONBLOCK == 0 {
+    let want = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if want != flags {
         // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, want) })?;
     }
     Ok(())
 }
