@@ -463,24 +463,56 @@ unsafe fn connect(fd: i32, addr: *const libc::sockaddr, addrlen: libc::socklen_t
     }
 }
 
-/// Serves positional reads straight from the page cache when it can (`read_nowait`), so a
-/// cached read costs one syscall and no trip through the ring or the pool, and completes in
-/// the same poll that issued it. Adaptive: after a few reads in a row that would have
-/// blocked (data not cached, O_DIRECT, a pipe), it stops trying for a while so uncached
-/// workloads do not pay the extra syscall on every read.
+/// Whether inline attempts of one kind are worth a syscall: after [`Streak::MISSES`]
+/// attempts in a row that would have blocked, the next [`Streak::PAUSE`] skip the attempt
+/// and go straight to the backend, so a workload where attempts keep failing pays the
+/// extra syscall on a few operations in every 68 only.
 #[derive(Debug, Default)]
-pub(crate) struct InlineReads {
+struct Streak {
     misses: u32,
     skip: u32,
+}
+
+impl Streak {
+    /// Attempts that would block, in a row, before a pause.
+    const MISSES: u32 = 4;
+    /// Operations sent straight to the backend during a pause.
+    const PAUSE: u32 = 64;
+
+    /// Whether to attempt this operation inline (counts down a pause).
+    fn should_try(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn hit(&mut self) {
+        self.misses = 0;
+    }
+
+    fn miss(&mut self) {
+        self.misses += 1;
+        if self.misses >= Self::MISSES {
+            self.misses = 0;
+            self.skip = Self::PAUSE;
+        }
+    }
+}
+
+/// Serves positional reads straight from the page cache when it can (`read_nowait`), so a
+/// cached read costs one syscall and no trip through the ring or the pool, and completes in
+/// the same poll that issued it. Adaptive ([`Streak`]): after a few reads in a row that
+/// would have blocked (data not cached, O_DIRECT, a pipe), it stops trying for a while so
+/// uncached workloads do not pay the extra syscall on every read.
+#[derive(Debug, Default)]
+pub(crate) struct InlineReads {
+    streak: Streak,
     pub(crate) hits: u64,
 }
 
 impl InlineReads {
-    /// Reads that would block before inline attempts pause.
-    const MISSES: u32 = 4;
-    /// Reads sent straight to the backend during a pause.
-    const PAUSE: u32 = 64;
-
     /// The completion of `desc` if it is a positional read the page cache answered.
     ///
     /// # Safety
@@ -499,28 +531,93 @@ impl InlineReads {
         else {
             return None;
         };
-        if len == 0 {
-            return None;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
+        if len == 0 || !self.streak.should_try() {
             return None;
         }
         // SAFETY: forwarded from the caller: buf is valid for len bytes.
         match unsafe { platform::read_nowait(fd.raw, buf, len, offset) } {
             Some(res) => {
-                self.misses = 0;
+                self.streak.hit();
                 self.hits += 1;
                 Some(Completion { res, flags: 0 })
             }
             None => {
-                self.misses += 1;
-                if self.misses >= Self::MISSES {
-                    self.misses = 0;
-                    self.skip = Self::PAUSE;
-                }
+                self.streak.miss();
                 None
             }
         }
+    }
+}
+
+/// Runs socket sends as non-blocking syscalls during submission (io_uring backend): a send
+/// that finds room in the socket buffer, which is nearly every send of a request/response
+/// protocol, then completes in the poll that issued it, with no SQE, no CQE, no slot and
+/// no second poll of the task. One that would block (or has no attempt, see [`Streak`]:
+/// sends that keep finding the buffer full, as a bulk transfer's do) goes to the ring as
+/// before. A short send counts as a miss: the buffer is full now.
+///
+/// The readiness backend has its own version of this, which knows each socket's readiness
+/// (`Fallback::attempt`); both run the send through [`execute`].
+#[derive(Debug, Default)]
+pub(crate) struct InlineSends {
+    streak: Streak,
+    pub(crate) hits: u64,
+}
+
+impl InlineSends {
+    /// The completion of `desc` if it is a send (`send` or `sendmsg`) that did not have to
+    /// wait.
+    ///
+    /// # Safety
+    ///
+    /// As [`execute`]: the pointers in `desc` are valid for the whole call.
+    pub(crate) unsafe fn try_complete(&mut self, desc: &OpDesc) -> Option<Completion> {
+        match *desc {
+            OpDesc::Send { len, .. } if len > 0 => {}
+            OpDesc::SendMsg { .. } => {}
+            _ => return None,
+        }
+        if !self.streak.should_try() {
+            return None;
+        }
+        // SAFETY: forwarded from the caller.
+        let res = unsafe { execute(desc) };
+        if would_block(desc, res) {
+            self.streak.miss();
+            return None;
+        }
+        if drained(desc, res, false) {
+            self.streak.miss();
+        } else {
+            self.streak.hit();
+        }
+        self.hits += 1;
+        Some(Completion { res, flags: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Streak;
+
+    #[test]
+    fn streak_pauses_after_misses_in_a_row_and_resumes() {
+        let mut s = Streak::default();
+        // A hit between misses resets the count.
+        for _ in 0..Streak::MISSES - 1 {
+            assert!(s.should_try());
+            s.miss();
+        }
+        assert!(s.should_try());
+        s.hit();
+        for _ in 0..Streak::MISSES {
+            assert!(s.should_try());
+            s.miss();
+        }
+        // Paused: exactly PAUSE operations skip the attempt.
+        for _ in 0..Streak::PAUSE {
+            assert!(!s.should_try());
+        }
+        assert!(s.should_try());
     }
 }

@@ -17,7 +17,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use super::desc::FdRef;
 use super::fixed::{Fixed, Registration};
 use super::offload::Offload;
-use super::sys::InlineReads;
+use super::sys::{InlineReads, InlineSends};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 use crate::platform::SOCKET_FLAGS;
 
@@ -63,6 +63,8 @@ pub(crate) struct Uring {
     offload: Offload,
     /// Serves page-cache reads during submission.
     inline: InlineReads,
+    /// Runs socket sends that need not wait during submission.
+    sends: InlineSends,
     /// Bit `n` set: opcode `n` is missing and goes to `offload`.
     missing: u128,
     /// Errors to return from the next `enter` calls instead of entering the kernel
@@ -169,6 +171,7 @@ impl Uring {
             setup,
             offload: Offload::new(wake.clone()),
             inline: InlineReads::default(),
+            sends: InlineSends::default(),
             missing,
             wake,
             wake_buf: Box::leak(Box::new(0)),
@@ -299,15 +302,21 @@ impl Uring {
         self.offload.spawned()
     }
 
-    /// Reads completed inline from the page cache.
-    /// Completes a read from the page cache during submission, if it is there.
+    /// Completes during submission a read the page cache answers, or a send that finds
+    /// room in its socket buffer.
     pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
         // SAFETY: the op owning desc's memory is alive for the whole submission call.
-        unsafe { self.inline.try_complete(desc) }
+        unsafe {
+            match desc {
+                OpDesc::Read { .. } => self.inline.try_complete(desc),
+                _ => self.sends.try_complete(desc),
+            }
+        }
     }
 
+    /// Operations completed during submission (page-cache reads and sends).
     pub(crate) fn inline_completions(&self) -> u64 {
-        self.inline.hits
+        self.inline.hits + self.sends.hits
     }
 
     /// This ring's id, which registrations in its tables carry.
