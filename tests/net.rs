@@ -710,17 +710,6 @@ fn spend_inline_budget(s: &UnixStream, cx: &mut std::task::Context<'_>) {
     panic!("10,000 writes all completed in their first poll: no inline budget");
 }
 
-/// Polls `fut` once in the current task; `Some` if it finished in that poll.
-async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
-    std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(match std::pin::Pin::new(&mut *fut).poll(cx) {
-            std::task::Poll::Ready(v) => Some(v),
-            std::task::Poll::Pending => None,
-        })
-    })
-    .await
-}
-
 // A send that finds room in the socket buffer completes during submission, in the poll
 // that issued it, on every backend (io_uring runs it as a non-blocking syscall rather than
 // a trip through the ring); one that finds the buffer full waits, and then everything
@@ -736,7 +725,9 @@ coring_test!(sends_with_room_complete_in_their_first_poll, |builder| {
         let (s, _) = listener.accept().await.unwrap();
         for i in 0..10u8 {
             let mut w = Box::pin(c.write(vec![i; 100]));
-            let (r, _) = poll_once(&mut w).await.expect("a send with room waited");
+            let std::task::Poll::Ready((r, _)) = common::poll_once(&mut w).await else {
+                panic!("a send with room waited");
+            };
             assert_eq!(r.unwrap(), 100);
         }
         let (r, got) = s.read_exact(Vec::with_capacity(1000)).await;
@@ -748,7 +739,9 @@ coring_test!(sends_with_room_complete_in_their_first_poll, |builder| {
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = b.local_addr().unwrap();
         let mut w = Box::pin(a.send_to(b"datagram".to_vec(), to));
-        let (r, _) = poll_once(&mut w).await.expect("a datagram send waited");
+        let std::task::Poll::Ready((r, _)) = common::poll_once(&mut w).await else {
+            panic!("a datagram send waited");
+        };
         assert_eq!(r.unwrap(), 8);
         let (r, got) = b.recv_from(Vec::with_capacity(64)).await;
         assert_eq!(r.unwrap().0, 8);
