@@ -1,27 +1,64 @@
 #!/bin/bash
-# User-space instructions per echo request in the coring server thread, counted by
-# callgrind: a figure that, unlike CPU time, does not move with the machine's load.
-# The fallback backend only (valgrind does not run io_uring's shared rings); the layers
-# above the backend (tasks, ops, the driver's table) are the same code on both.
+# User-space instructions per echo request in the server thread, counted by callgrind: a
+# figure that, unlike CPU time, does not move with the machine's load.
+#
+# Three runs, 16 connections each:
+#  1. coring-bench's echo server, fallback backend (the figure tracked since 2026-11-28);
+#  2. and 3. the vs_tokio bench's coring (fallback) and tokio current_thread servers, the
+#     same harness and the same tokio client for both, so their ratio compares the two
+#     runtimes' user-space cost per request (kernel work is not counted).
+# The fallback backend only: valgrind does not run io_uring's shared rings. The layers
+# above the backend (tasks, ops, the driver's table) are the same code on both backends.
 #
 # usage: bench/scripts/callgrind-echo.sh [secs]   (from the workspace root; needs valgrind)
 set -euo pipefail
 secs=${1:-3}
 cargo build --release -q -p coring-bench
-bin=target/release/coring-bench
+vs_tokio=$(cargo bench --bench vs_tokio --no-run 2>&1 \
+    | grep -o 'target/release/deps/vs_tokio-[0-9a-f]*' | head -1)
+[[ -x $vs_tokio ]] || { echo "callgrind-echo: could not build the vs_tokio bench" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/cg.out" \
-    "$bin" echo --backend fallback --client-backend fallback --secs "$secs" --warmup 1 \
-    --conns 16 --no-progress >/dev/null 2>"$out/valgrind.log"
-for f in "$out"/cg.out-*; do
-    # The server thread's profile is the one that runs echo::server_thread.
-    inclusive=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null)
-    [[ $inclusive == *"echo::server_thread"* ]] || continue
-    total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    # One send per echoed request.
-    callers=$(callgrind_annotate --tree=caller "$f" 2>/dev/null)
-    sends=$(grep -B1 '\*.*send.c:send ' <<<"$callers" | head -1 \
-        | sed -E 's/.*\(([0-9,]+)x\).*/\1/' | tr -d ,)
-    echo "server thread: $total instructions, $sends requests, $((total / sends)) per request"
-done
+
+# per_request NAME PREFIX FUNCTION: total instructions of the thread whose profile runs
+# FUNCTION, divided by its `send` calls (one per echoed request).
+per_request() {
+    local name=$1 prefix=$2 func=$3 f inclusive total callers sends found=0
+    for f in "$prefix"-*; do
+        inclusive=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null)
+        [[ $inclusive == *"$func"* ]] || continue
+        total=$(callgrind_annotate "$f" 2>/dev/null \
+            | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+        callers=$(callgrind_annotate --tree=caller "$f" 2>/dev/null)
+        sends=$(grep -B1 '\*.*send.c:send ' <<<"$callers" | head -1 \
+            | sed -E 's/.*\(([0-9,]+)x\).*/\1/' | tr -d ,)
+        if [[ -z $sends || $sends == 0 ]]; then
+            echo "callgrind-echo: $name: no send calls found" >&2
+            exit 1
+        fi
+        printf '%-38s %12d instructions %8d requests %6d per request\n' \
+            "$name" "$total" "$sends" "$((total / sends))"
+        echo "$((total / sends))" >"$out/$name.per"
+        found=1
+    done
+    [[ $found == 1 ]] || { echo "callgrind-echo: $name: no thread ran $func" >&2; exit 1; }
+}
+
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/bench.out" \
+    target/release/coring-bench echo --backend fallback --client-backend fallback \
+    --secs "$secs" --warmup 1 --conns 16 --no-progress >/dev/null 2>"$out/valgrind.log"
+per_request "coring-bench echo, fallback" "$out/bench.out" "echo::server_thread"
+
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/coring.out" \
+    "$vs_tokio" --only echo --backends fallback --no-tokio --reps 1 --secs "$secs" \
+    --warmup 1 >/dev/null 2>>"$out/valgrind.log"
+per_request "vs_tokio: coring fallback" "$out/coring.out" "vs_tokio::coring_server"
+
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/tokio.out" \
+    "$vs_tokio" --only echo --backends "" --reps 1 --secs "$secs" \
+    --warmup 1 >/dev/null 2>>"$out/valgrind.log"
+per_request "vs_tokio: tokio current_thread" "$out/tokio.out" "vs_tokio::tokio_server"
+
+awk -v c="$(cat "$out/vs_tokio: coring fallback.per")" \
+    -v t="$(cat "$out/vs_tokio: tokio current_thread.per")" \
+    'BEGIN { printf "coring fallback / tokio, user-space instructions per request: %.2fx\n", c / t }'
