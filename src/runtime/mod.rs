@@ -634,6 +634,9 @@ fn spin_for_wake(inner: &Inner, main_woken: &AtomicBool, spin: Duration) -> bool
 }
 
 fn fire_timers(inner: &Inner, now: Instant) {
+    if !inner.timers.borrow().is_due(now) {
+        return;
+    }
     let expired = inner.timers.borrow_mut().take_expired(now);
     if expired.is_empty() {
         inner.timers.borrow_mut().recycle(expired);

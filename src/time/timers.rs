@@ -15,6 +15,7 @@
 //! firing unlinks an entry and hands its waker out, and the `Sleep` frees the entry when it
 //! next looks (or is dropped), so an entry key is never reused while a `Sleep` holds it.
 
+use std::cell::Cell;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,10 @@ pub(crate) struct Timers {
     /// Armed entries.
     armed: usize,
     expired: Vec<Waker>,
+    /// Where the wheel next needs to run ([`Timers::due`]): `Some` while valid, i.e. no
+    /// entry has been linked or unlinked since it was computed. The runtime asks every
+    /// turn, and a busy server turns many times between two changes of its timers.
+    due: Cell<Option<Option<Instant>>>,
 }
 
 impl Default for Timers {
@@ -93,6 +98,7 @@ impl Timers {
             entries: Slab::new(),
             armed: 0,
             expired: Vec::new(),
+            due: Cell::new(None),
         }
     }
 
@@ -169,6 +175,7 @@ impl Timers {
 
     /// Puts an entry in the slot its tick belongs to, relative to `elapsed`.
     fn link(&mut self, key: usize) {
+        self.due.set(None);
         let tick = self.entries[key].tick;
         // The highest bit in which the tick differs from now picks the level.
         let differing = (self.elapsed ^ tick) | (SLOTS as u64 - 1);
@@ -186,6 +193,7 @@ impl Timers {
     }
 
     fn unlink(&mut self, key: usize) {
+        self.due.set(None);
         let (prev, next, level, slot) = {
             let e = &self.entries[key];
             (e.prev, e.next, e.level as usize, e.slot as usize)
@@ -230,14 +238,39 @@ impl Timers {
     /// How long until the wheel next needs to run, from `now` (zero if already due). For
     /// an entry in a coarse level, that is when it moves down a level, not its deadline.
     pub(crate) fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        self.next_expiration()
-            .map(|(_, _, tick)| self.instant_of(tick).saturating_duration_since(now))
+        self.due().map(|at| at.saturating_duration_since(now))
+    }
+
+    /// When the wheel next needs to run (the start of its next occupied slot), or `None`
+    /// when no entry is armed; cached between changes of the wheel.
+    fn due(&self) -> Option<Instant> {
+        if let Some(due) = self.due.get() {
+            return due;
+        }
+        let due = self
+            .next_expiration()
+            .map(|(_, _, tick)| self.instant_of(tick));
+        self.due.set(Some(due));
+        due
+    }
+
+    /// Whether [`take_expired`](Self::take_expired) at `now` has anything to do: an entry
+    /// due, or a coarse slot to move down. Cheap (no clock arithmetic) while the wheel has
+    /// not changed since the last call, which is most turns of a busy runtime.
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.due().is_some_and(|at| at <= now)
     }
 
     /// Fires every entry due at `now` and returns their wakers, to be woken by the caller
     /// once it no longer borrows the timers.
     pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<Waker> {
         let mut out = std::mem::take(&mut self.expired);
+        if !self.is_due(now) {
+            // Nothing to fire or move. The wheel's tick stays where it is: entries are
+            // placed relative to it, which is correct for any tick not after now (one
+            // placed in a slot that has begun since is due at once, and moves down then).
+            return out;
+        }
         let now_tick = self.tick_floor(now);
         while let Some((level, slot, start)) = self.next_expiration() {
             if start > now_tick {
@@ -247,6 +280,7 @@ impl Timers {
             let lvl = &mut self.levels[level];
             let mut key = std::mem::replace(&mut lvl.heads[slot], NIL);
             lvl.occupied &= !(1 << slot);
+            self.due.set(None);
             while key != NIL {
                 let k = key as usize;
                 key = self.entries[k].next;
