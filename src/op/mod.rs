@@ -24,14 +24,20 @@ pub(crate) fn rw_len(len: usize) -> u32 {
 }
 
 /// Checks a byte count reported by the kernel against the buffer it filled.
+#[inline]
 pub(crate) fn checked_len(n: u32, cap: usize) -> io::Result<usize> {
     let n = n as usize;
     if n > cap {
-        return Err(io::Error::other(format!(
-            "kernel reported {n} bytes transferred into a buffer of {cap}"
-        )));
+        return Err(len_beyond_buffer(n, cap));
     }
     Ok(n)
+}
+
+#[cold]
+fn len_beyond_buffer(n: usize, cap: usize) -> io::Error {
+    io::Error::other(format!(
+        "kernel reported {n} bytes transferred into a buffer of {cap}"
+    ))
 }
 
 /// Fills the whole buffer by repeated reads: `read(slice, done)` reads into the unfilled

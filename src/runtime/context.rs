@@ -40,6 +40,7 @@ pub(crate) fn is_current_driver(driver: &Rc<RefCell<Driver>>) -> bool {
 /// when the operation is left in flight (the future keeps it for polling and drop), so
 /// an operation that completes during submission costs no reference-count traffic.
 #[track_caller]
+#[inline(always)]
 pub(crate) fn submit(
     desc: &crate::driver::OpDesc,
     waker: &std::task::Waker,
