@@ -13,14 +13,23 @@ thread_local! {
 
 /// Runs `f` with the current runtime, panicking with `misuse` outside one.
 #[track_caller]
+#[inline(always)]
 pub(crate) fn with<R>(misuse: &str, f: impl FnOnce(&Inner) -> R) -> R {
     match try_with(f) {
         Some(r) => r,
-        None => panic!("{misuse}"),
+        None => outside(misuse),
     }
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn outside(misuse: &str) -> ! {
+    panic!("{misuse}")
+}
+
 /// Runs `f` with the current runtime, if there is one.
+#[inline(always)]
 pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     let p = CURRENT.with(Cell::get);
     if p.is_null() {
