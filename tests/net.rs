@@ -776,3 +776,37 @@ coring_test!(sends_with_room_complete_in_their_first_poll, |builder| {
         rt.metrics()
     );
 });
+
+// A send still queued in the backend (here: issued after its task spent the poll's inline
+// budget, so it went to the ring unattempted) is not overtaken by a later send on the same
+// stream that could complete during submission: bytes arrive in the order the sends were
+// issued. (io_uring tries sends as syscalls first; before this rule a later send did
+// overtake an earlier one still in the submission queue.)
+coring_test!(a_later_send_does_not_overtake_a_queued_one, async {
+    let (a, b) = UnixStream::pair().unwrap();
+    let a = Rc::new(a);
+    let (spend, _peer) = UnixStream::pair().unwrap();
+    let mut first = Box::pin(a.write(b"first-".to_vec()));
+    let queued = std::future::poll_fn(|cx| {
+        spend_inline_budget(&spend, cx);
+        std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx).is_pending())
+    })
+    .await;
+    let second = {
+        let a = a.clone();
+        coring::spawn(async move { a.write(b"second".to_vec()).await.0.unwrap() })
+    };
+    // Let the second task run (and try its send) before the first send's completion is
+    // collected.
+    coring::task::yield_now().await;
+    let (r, _) = first.await;
+    assert_eq!(r.unwrap(), 6);
+    assert_eq!(second.await.unwrap(), 6);
+    let (r, got) = b.read_exact(Vec::with_capacity(12)).await;
+    r.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "first-second",
+        "first send queued: {queued}"
+    );
+});

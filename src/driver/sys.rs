@@ -6,7 +6,11 @@
 //! fsync) go through [`crate::platform`], so this file is the same on every Unix.
 
 use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::RawFd;
 
+#[cfg(target_os = "linux")]
+use super::dense::DenseMap;
 use super::desc::FdRef;
 use super::offload::JobCancel;
 use super::{Completion, OpDesc};
@@ -552,53 +556,166 @@ impl InlineReads {
 /// Runs socket sends as non-blocking syscalls during submission (io_uring backend): a send
 /// that finds room in the socket buffer, which is nearly every send of a request/response
 /// protocol, then completes in the poll that issued it, with no SQE, no CQE, no slot and
-/// no second poll of the task. One that would block (or has no attempt, see [`Streak`]:
-/// sends that keep finding the buffer full, as a bulk transfer's do) goes to the ring as
-/// before. A short send counts as a miss: the buffer is full now.
+/// no second poll of the task. One that would block goes to the ring as before.
+///
+/// Two rules, both per descriptor:
+/// - **Order.** No attempt while an earlier send or sendmsg on the same descriptor is in
+///   the ring (or on the pool): the later one would overtake it and reorder a stream's
+///   bytes. The backend reports each send it queues ([`InlineSends::queued`]) and each
+///   final completion ([`InlineSends::finished`]). An op in flight holds its descriptor
+///   open, so the number cannot name another file meanwhile.
+/// - **Cost** ([`Streak`]): sends that keep finding the buffer full (a bulk writer; a
+///   short send counts as a miss) pause this descriptor's attempts, not the others'.
 ///
 /// The readiness backend has its own version of this, which knows each socket's readiness
-/// (`Fallback::attempt`); both run the send through [`execute`].
-#[derive(Debug, Default)]
+/// and queue (`Fallback::attempt`); both run the send through [`execute`].
+#[cfg(target_os = "linux")]
+#[derive(Default)]
 pub(crate) struct InlineSends {
-    streak: Streak,
+    /// Per descriptor number.
+    fds: DenseMap<SendState>,
+    /// Descriptor of each queued send, by operation key.
+    keys: DenseMap<RawFd>,
     pub(crate) hits: u64,
 }
 
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+struct SendState {
+    /// Sends on this descriptor in the ring or on the pool.
+    queued: u32,
+    streak: Streak,
+}
+
+/// The descriptor of a send or sendmsg.
+#[cfg(target_os = "linux")]
+fn send_fd(desc: &OpDesc) -> Option<RawFd> {
+    match *desc {
+        OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => Some(fd.raw),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl InlineSends {
     /// The completion of `desc` if it is a send (`send` or `sendmsg`) that did not have to
-    /// wait.
+    /// wait and had no earlier send of its descriptor to wait behind.
     ///
     /// # Safety
     ///
     /// As [`execute`]: the pointers in `desc` are valid for the whole call.
     pub(crate) unsafe fn try_complete(&mut self, desc: &OpDesc) -> Option<Completion> {
-        match *desc {
-            OpDesc::Send { len, .. } if len > 0 => {}
-            OpDesc::SendMsg { .. } => {}
+        let fd = match *desc {
+            OpDesc::Send { len: 0, .. } => return None,
+            OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
             _ => return None,
-        }
-        if !self.streak.should_try() {
+        };
+        let st = self.fds.get_or_default(fd as usize);
+        if st.queued > 0 || !st.streak.should_try() {
             return None;
         }
         // SAFETY: forwarded from the caller.
         let res = unsafe { execute(desc) };
         if would_block(desc, res) {
-            self.streak.miss();
+            st.streak.miss();
             return None;
         }
         if drained(desc, res, false) {
-            self.streak.miss();
+            st.streak.miss();
         } else {
-            self.streak.hit();
+            st.streak.hit();
         }
         self.hits += 1;
         Some(Completion { res, flags: 0 })
+    }
+
+    /// Operation `key`, described by `desc`, went to the ring or the pool.
+    pub(crate) fn queued(&mut self, key: usize, desc: &OpDesc) {
+        if let Some(fd) = send_fd(desc) {
+            self.fds.get_or_default(fd as usize).queued += 1;
+            self.keys.insert(key, fd);
+        }
+    }
+
+    /// Operation `key`'s final completion arrived (a no-op unless it is a queued send).
+    pub(crate) fn finished(&mut self, key: usize) {
+        if let Some(fd) = self.keys.remove(key) {
+            if let Some(st) = self.fds.get_mut(fd as usize) {
+                st.queued -= 1;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Streak;
+
+    /// A connected non-blocking Unix stream pair.
+    #[cfg(target_os = "linux")]
+    fn pair() -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_desc(fd: std::os::fd::RawFd, buf: &[u8]) -> super::OpDesc {
+        super::OpDesc::Send {
+            fd: super::FdRef {
+                raw: fd,
+                fixed: None,
+            },
+            fd_id: 0,
+            buf: buf.as_ptr(),
+            len: buf.len() as u32,
+            flags: crate::platform::SEND_FLAGS,
+        }
+    }
+
+    // Per descriptor: a full socket's failed attempts pause its own attempts only, and a
+    // send queued in the backend holds back attempts on its descriptor until it finishes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn inline_sends_pause_and_wait_per_descriptor() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (full, mut full_peer) = pair();
+        let (other, mut other_peer) = pair();
+        let chunk = [7u8; 4096];
+        while (&full).write(&chunk).is_ok() {}
+        let mut sends = super::InlineSends::default();
+        let on_full = send_desc(full.as_raw_fd(), &chunk);
+        let on_other = send_desc(other.as_raw_fd(), b"hello");
+        for _ in 0..Streak::MISSES {
+            // SAFETY: the descriptions point to live buffers for the whole call.
+            assert!(unsafe { sends.try_complete(&on_full) }.is_none());
+        }
+        // SAFETY: as above.
+        let c = unsafe { sends.try_complete(&on_other) }.expect("another socket was paused");
+        assert_eq!(c.res, 5);
+        // The queued send on `other` holds back the next attempt there until it finishes.
+        sends.queued(9, &on_other);
+        // SAFETY: as above.
+        assert!(unsafe { sends.try_complete(&on_other) }.is_none());
+        sends.finished(9);
+        // SAFETY: as above.
+        let again = unsafe { sends.try_complete(&on_other) };
+        assert_eq!(again.map(|c| c.res), Some(5));
+        let mut got = [0u8; 10];
+        std::io::Read::read_exact(&mut other_peer, &mut got).unwrap();
+        assert_eq!(&got, b"hellohello");
+        // `full` is paused: emptied, its next send still skips the attempt.
+        full_peer.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 16];
+        while std::io::Read::read(&mut full_peer, &mut sink).is_ok_and(|n| n > 0) {}
+        // SAFETY: as above.
+        assert!(unsafe { sends.try_complete(&on_full) }.is_none());
+        assert_eq!(sends.hits, 2);
+    }
 
     #[test]
     fn streak_pauses_after_misses_in_a_row_and_resumes() {

@@ -494,6 +494,7 @@ impl Uring {
             // The kernel lacks this opcode: run the same description as a syscall on the
             // blocking pool; its completion comes back through `reap` like a CQE.
             self.offload.spawn(key, *desc);
+            self.sends.queued(key, desc);
             return Ok(Push::Queued);
         }
         if let OpDesc::RecvMulti { .. } = desc {
@@ -506,6 +507,9 @@ impl Uring {
         // a multishot receive writes only into the buffer ring, which lives as long as
         // the ring (or is leaked, see `Drop`).
         let pushed = unsafe { self.push_entry(&entry) };
+        if let Push::Queued = pushed {
+            self.sends.queued(key, desc);
+        }
         if let (Push::Queued, OpDesc::RecvMulti { .. }) = (&pushed, desc) {
             if self.multishot.len() <= key {
                 self.multishot.resize(key + 1, false);
@@ -589,9 +593,12 @@ impl Uring {
                         {
                             br.taken(bid);
                         }
-                        if !cqueue::more(flags) && self.multishot.get(key) == Some(&true) {
-                            self.multishot[key] = false;
-                            self.multishot_live -= 1;
+                        if !cqueue::more(flags) {
+                            if self.multishot.get(key) == Some(&true) {
+                                self.multishot[key] = false;
+                                self.multishot_live -= 1;
+                            }
+                            self.sends.finished(key);
                         }
                         sink(
                             key,
@@ -604,7 +611,11 @@ impl Uring {
                 }
             }
         }
-        self.offload.drain(sink);
+        let sends = &mut self.sends;
+        self.offload.drain(&mut |key, c| {
+            sends.finished(key);
+            sink(key, c);
+        });
         if rearm || !self.wake_armed {
             // A full queue leaves it unarmed (wake_armed stays false) and the next reap
             // tries again; meanwhile remote wakes still land in the eventfd counter.
