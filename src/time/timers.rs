@@ -375,8 +375,22 @@ mod tests {
                 _ => rng(&mut seed) % 30_000_000_000,
             };
             now += Duration::from_nanos(step);
-            for w in t.take_expired(now) {
-                w.wake();
+            // The cached next expiration matches the wheel, and says whether anything is
+            // due: an entry whose rounded-up deadline has come must make it true.
+            let fresh = t.next_expiration().map(|(_, _, tick)| t.instant_of(tick));
+            assert_eq!(t.due(), fresh, "stale due cache");
+            let any_due = model.iter().any(|m| {
+                m.3 && m.2 .0.load(Ordering::Relaxed) == 0 && t.tick_ceil(m.1) <= t.tick_floor(now)
+            });
+            assert!(
+                !any_due || t.is_due(now),
+                "an entry is due but is_due says no"
+            );
+            // Half the turns check first, as the runtime does.
+            if round % 2 == 0 || t.is_due(now) {
+                for w in t.take_expired(now) {
+                    w.wake();
+                }
             }
             for (key, deadline, flag, live) in &mut model {
                 let fired = flag.0.load(Ordering::Relaxed);
