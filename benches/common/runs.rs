@@ -66,6 +66,17 @@ impl<C: Copy + PartialEq + fmt::Display, R: fmt::Display> Runs<C, R> {
         median(self.runs_of(c).iter().flatten().map(f))
     }
 
+    /// The smallest `f` over `c`'s successful runs: for a cost (CPU per request) on a
+    /// shared machine, the run least disturbed by other load, since load only adds to it.
+    pub fn min(&self, c: C, f: impl Fn(&R) -> f64) -> Option<f64> {
+        self.runs_of(c)
+            .iter()
+            .flatten()
+            .map(f)
+            .filter(|x| !x.is_nan())
+            .min_by(f64::total_cmp)
+    }
+
     /// `f` of each of `c`'s runs, in run order, with `decimals` decimals (none from 1000 up).
     pub fn each(&self, c: C, decimals: usize, f: impl Fn(&R) -> f64) -> String {
         self.runs_of(c)
