@@ -2,7 +2,8 @@
 # User-space instructions per echo request in the server thread, counted by callgrind: a
 # figure that, unlike CPU time, does not move with the machine's load.
 #
-# Three runs, 16 connections each:
+# Three runs, 16 connections each (or the second argument: with 1 connection every request
+# is one loop turn and the count repeats to the instruction, the steadiest A/B figure):
 #  1. coring-bench's echo server, fallback backend (the figure tracked since 2026-11-28);
 #  2. and 3. the vs_tokio bench's coring (fallback) and tokio current_thread servers, the
 #     same harness and the same tokio client for both, so their ratio compares the two
@@ -10,9 +11,10 @@
 # The fallback backend only: valgrind does not run io_uring's shared rings. The layers
 # above the backend (tasks, ops, the driver's table) are the same code on both backends.
 #
-# usage: bench/scripts/callgrind-echo.sh [secs]   (from the workspace root; needs valgrind)
+# usage: bench/scripts/callgrind-echo.sh [secs] [conns]   (from the workspace root; needs valgrind)
 set -euo pipefail
 secs=${1:-3}
+conns=${2:-16}
 cargo build --release -q -p coring-bench
 vs_tokio=$(cargo bench --bench vs_tokio --no-run 2>&1 \
     | grep -o 'target/release/deps/vs_tokio-[0-9a-f]*' | head -1)
@@ -46,17 +48,17 @@ per_request() {
 
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/bench.out" \
     target/release/coring-bench echo --backend fallback --client-backend fallback \
-    --secs "$secs" --warmup 1 --conns 16 --no-progress >/dev/null 2>"$out/valgrind.log"
+    --secs "$secs" --warmup 1 --conns "$conns" --no-progress >/dev/null 2>"$out/valgrind.log"
 per_request "coring-bench echo, fallback" "$out/bench.out" "echo::server_thread"
 
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/coring.out" \
     "$vs_tokio" --only echo --backends fallback --no-tokio --reps 1 --secs "$secs" \
-    --warmup 1 >/dev/null 2>>"$out/valgrind.log"
+    --warmup 1 --conns "$conns" >/dev/null 2>>"$out/valgrind.log"
 per_request "vs_tokio: coring fallback" "$out/coring.out" "vs_tokio::coring_server"
 
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/tokio.out" \
     "$vs_tokio" --only echo --backends "" --reps 1 --secs "$secs" \
-    --warmup 1 >/dev/null 2>>"$out/valgrind.log"
+    --warmup 1 --conns "$conns" >/dev/null 2>>"$out/valgrind.log"
 per_request "vs_tokio: tokio current_thread" "$out/tokio.out" "vs_tokio::tokio_server"
 
 awk -v c="$(cat "$out/vs_tokio: coring fallback.per")" \
