@@ -60,17 +60,6 @@ impl FdState {
     }
 }
 
-/// What one poller event said about a descriptor.
-#[derive(Clone, Copy)]
-struct Readiness {
-    readable: bool,
-    /// Urgent data is pending (TCP): short reads no longer prove the socket empty.
-    urgent: bool,
-    writable: bool,
-    read_closed: bool,
-    write_closed: bool,
-}
-
 /// What [`Fallback::attempt`] did with a socket operation.
 enum Attempt {
     /// It ran and did not have to wait: the syscall's result.
@@ -106,8 +95,6 @@ pub(crate) struct Fallback {
     inline: InlineReads,
     /// Socket operations completed during submission.
     socket_inline: u64,
-    /// Ready fds of the last wait (reused, so a turn allocates nothing).
-    scratch: Vec<(RawFd, Readiness)>,
     /// Turns since the poller was last asked, while completions were queued anyway.
     unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
@@ -133,7 +120,6 @@ impl Fallback {
             offload: Offload::new(unparker.clone()),
             inline: InlineReads::default(),
             socket_inline: 0,
-            scratch: Vec::new(),
             unpolled_turns: 0,
             unparker,
             ready: Vec::new(),
@@ -378,39 +364,31 @@ impl Fallback {
         };
         self.unpolled_turns = 0;
         self.poller.wait(&mut self.events, timeout)?;
-        let mut ready = std::mem::take(&mut self.scratch);
-        ready.extend(self.events.iter().map(|e| {
-            (
-                e.token() as RawFd,
-                Readiness {
-                    readable: e.is_readable()
-                        || e.is_read_closed()
-                        || e.is_error()
-                        || e.is_priority(),
-                    urgent: e.is_priority(),
-                    writable: e.is_writable() || e.is_write_closed() || e.is_error(),
-                    read_closed: e.is_read_closed() || e.is_error(),
-                    write_closed: e.is_write_closed() || e.is_error(),
-                },
-            )
-        }));
-        for &(fd, r) in &ready {
+        // By index: retrying an fd's waiters needs `self` while the events stay put.
+        for i in 0..self.events.len() {
+            let Some(e) = self.events.get(i) else { break };
+            let fd = e.token() as RawFd;
+            let error = e.is_error();
+            // Urgent data is pending (TCP): short reads no longer prove the socket empty.
+            let urgent = e.is_priority();
+            let read_closed = e.is_read_closed() || error;
+            let write_closed = e.is_write_closed() || error;
+            let readable = e.is_readable() || read_closed || urgent;
+            let writable = e.is_writable() || write_closed;
             if let Some(s) = self.registered.get_mut(fd as usize) {
-                s.reads_drain &= !r.urgent;
-                s.read_closed |= r.read_closed;
-                s.write_closed |= r.write_closed;
-                s.readable |= r.readable;
-                s.writable |= r.writable;
+                s.reads_drain &= !urgent;
+                s.read_closed |= read_closed;
+                s.write_closed |= write_closed;
+                s.readable |= readable;
+                s.writable |= writable;
             }
-            if r.readable {
+            if readable {
                 self.retry(fd, Dir::Read);
             }
-            if r.writable {
+            if writable {
                 self.retry(fd, Dir::Write);
             }
         }
-        ready.clear();
-        self.scratch = ready;
         Ok(())
     }
 

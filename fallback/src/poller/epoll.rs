@@ -207,12 +207,14 @@ impl RawEvents {
         self.buf.clear();
     }
 
+    #[inline]
     pub(super) fn get(&self, index: usize) -> Option<Event> {
         self.buf.get(index).map(to_event)
     }
 }
 
 /// Translates epoll bits into the shared readiness flags.
+#[inline]
 fn to_event(event: &libc::epoll_event) -> Event {
     // Copies, not borrows: epoll_event is packed on x86_64.
     let bits = event.events;

@@ -290,6 +290,7 @@ impl RawEvents {
         self.buf.clear();
     }
 
+    #[inline]
     pub(super) fn get(&self, index: usize) -> Option<Event> {
         self.buf.get(index).map(to_event)
     }

@@ -230,6 +230,7 @@ impl Events {
     }
 
     /// How many events the last wait stored.
+    #[inline]
     pub fn len(&self) -> usize {
         self.raw.len()
     }
@@ -254,7 +255,14 @@ impl Events {
         self.woken = false;
     }
 
+    /// The stored event at `index` (`0..len()`), as [`Events::iter`] yields them.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<Event> {
+        self.raw.get(index)
+    }
+
     /// Iterates over the stored events, never including the waker's.
+    #[inline]
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             events: self,
@@ -291,6 +299,7 @@ pub struct Iter<'a> {
 impl Iterator for Iter<'_> {
     type Item = Event;
 
+    #[inline]
     fn next(&mut self) -> Option<Event> {
         let event = self.events.raw.get(self.pos)?;
         self.pos += 1;
@@ -317,22 +326,26 @@ pub struct Event {
 
 impl Event {
     /// The token the descriptor was registered with.
+    #[inline]
     pub fn token(&self) -> usize {
         self.token
     }
 
     /// Data (or a pending connection, or end of file) can be read.
+    #[inline]
     pub fn is_readable(&self) -> bool {
         self.flags & READABLE != 0
     }
 
     /// Data can be written (or a connect finished).
+    #[inline]
     pub fn is_writable(&self) -> bool {
         self.flags & WRITABLE != 0
     }
 
     /// The descriptor has a pending error (`EPOLLERR`; on kqueue, `EV_ERROR`
     /// or end of file with an error code). The next IO call reports it.
+    #[inline]
     pub fn is_error(&self) -> bool {
         self.flags & ERROR != 0
     }
@@ -340,12 +353,14 @@ impl Event {
     /// The peer will send nothing more: hang-up or read half closed
     /// (`EPOLLRDHUP`/`EPOLLHUP`; `EV_EOF` on the read filter). Buffered data
     /// may still be readable.
+    #[inline]
     pub fn is_read_closed(&self) -> bool {
         self.flags & READ_CLOSED != 0
     }
 
     /// Writes will fail: hang-up, or the reader of a pipe is gone (`EPOLLHUP`,
     /// or `EPOLLERR` alone or with `EPOLLOUT`; `EV_EOF` on the write filter).
+    #[inline]
     pub fn is_write_closed(&self) -> bool {
         self.flags & WRITE_CLOSED != 0
     }
@@ -353,6 +368,7 @@ impl Event {
     /// An exceptional condition (`EPOLLPRI`): on a TCP socket, urgent data is pending, and
     /// an ordinary read stops short at the urgent mark with more data queued behind it.
     /// Never set on kqueue.
+    #[inline]
     pub fn is_priority(&self) -> bool {
         self.flags & PRIORITY != 0
     }
