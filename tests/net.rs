@@ -810,3 +810,29 @@ coring_test!(a_later_send_does_not_overtake_a_queued_one, async {
         "first send queued: {queued}"
     );
 });
+
+// shutdown(Write) takes effect when it is issued: a send issued after it in the same poll
+// fails with BrokenPipe and the peer sees end-of-file, on both backends (io_uring used to
+// run the shutdown on a kernel worker thread, after such a send had gone out).
+coring_test!(a_send_after_shutdown_in_the_same_poll_fails, async {
+    let (a, b) = UnixStream::pair().unwrap();
+    let mut shut = Box::pin(a.shutdown(Shutdown::Write));
+    let mut late = Box::pin(a.write(b"late".to_vec()));
+    let (shut_res, late_res) = std::future::poll_fn(|cx| {
+        let shut_res = std::future::Future::poll(shut.as_mut(), cx);
+        std::task::Poll::Ready((shut_res, std::future::Future::poll(late.as_mut(), cx)))
+    })
+    .await;
+    match shut_res {
+        std::task::Poll::Ready(r) => r.unwrap(),
+        std::task::Poll::Pending => shut.await.unwrap(),
+    }
+    let (r, _) = match late_res {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => late.await,
+    };
+    let err = r.expect_err("a send after shutdown(Write) succeeded");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    let (r, got) = b.read(Vec::with_capacity(16)).await;
+    assert_eq!(r.unwrap(), 0, "peer got {got:?} after the shutdown");
+});

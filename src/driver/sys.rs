@@ -567,6 +567,9 @@ impl InlineReads {
 /// - **Cost** ([`Streak`]): sends that keep finding the buffer full (a bulk writer; a
 ///   short send counts as a miss) pause this descriptor's attempts, not the others'.
 ///
+/// `shutdown` runs here too (it never blocks; on the ring it would go to a worker thread),
+/// under the order rule, as the fallback runs it at submission.
+///
 /// The readiness backend has its own version of this, which knows each socket's readiness
 /// and queue (`Fallback::attempt`); both run the send through [`execute`].
 #[cfg(target_os = "linux")]
@@ -599,7 +602,8 @@ fn send_fd(desc: &OpDesc) -> Option<RawFd> {
 #[cfg(target_os = "linux")]
 impl InlineSends {
     /// The completion of `desc` if it is a send (`send` or `sendmsg`) that did not have to
-    /// wait and had no earlier send of its descriptor to wait behind.
+    /// wait and had no earlier send of its descriptor to wait behind, or a `shutdown` with
+    /// no earlier send to wait behind.
     ///
     /// # Safety
     ///
@@ -608,6 +612,22 @@ impl InlineSends {
         let fd = match *desc {
             OpDesc::Send { len: 0, .. } => return None,
             OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
+            // shutdown(2) never blocks; the ring would hand it to a worker thread. Run it
+            // here, after every send issued before it (one still queued keeps it in order:
+            // shutting the write side first would fail that send).
+            OpDesc::Shutdown { fd, .. } => {
+                if self
+                    .fds
+                    .get(fd.raw as usize)
+                    .is_some_and(|st| st.queued > 0)
+                {
+                    return None;
+                }
+                self.hits += 1;
+                // SAFETY: no pointers: a descriptor and a constant.
+                let res = unsafe { execute(desc) };
+                return Some(Completion { res, flags: 0 });
+            }
             _ => return None,
         };
         let st = self.fds.get_or_default(fd as usize);
@@ -701,6 +721,16 @@ mod tests {
         sends.queued(9, &on_other);
         // SAFETY: as above.
         assert!(unsafe { sends.try_complete(&on_other) }.is_none());
+        // A shutdown waits behind it too (it would fail the queued send).
+        let shut = super::OpDesc::Shutdown {
+            fd: super::FdRef {
+                raw: other.as_raw_fd(),
+                fixed: None,
+            },
+            how: libc::SHUT_WR,
+        };
+        // SAFETY: no pointers.
+        assert!(unsafe { sends.try_complete(&shut) }.is_none());
         sends.finished(9);
         // SAFETY: as above.
         let again = unsafe { sends.try_complete(&on_other) };
@@ -708,13 +738,17 @@ mod tests {
         let mut got = [0u8; 10];
         std::io::Read::read_exact(&mut other_peer, &mut got).unwrap();
         assert_eq!(&got, b"hellohello");
+        // Nothing queued: the shutdown runs at once, and the peer sees end-of-file.
+        // SAFETY: no pointers.
+        assert_eq!(unsafe { sends.try_complete(&shut) }.map(|c| c.res), Some(0));
+        assert_eq!(std::io::Read::read(&mut other_peer, &mut got).unwrap(), 0);
         // `full` is paused: emptied, its next send still skips the attempt.
         full_peer.set_nonblocking(true).unwrap();
         let mut sink = vec![0u8; 1 << 16];
         while std::io::Read::read(&mut full_peer, &mut sink).is_ok_and(|n| n > 0) {}
         // SAFETY: as above.
         assert!(unsafe { sends.try_complete(&on_full) }.is_none());
-        assert_eq!(sends.hits, 2);
+        assert_eq!(sends.hits, 3);
     }
 
     #[test]

@@ -302,8 +302,8 @@ impl Uring {
         self.offload.spawned()
     }
 
-    /// Completes during submission a read the page cache answers, or a send that finds
-    /// room in its socket buffer.
+    /// Completes during submission a read the page cache answers, a send that finds room
+    /// in its socket buffer, or a shutdown.
     pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
         // SAFETY: the op owning desc's memory is alive for the whole submission call.
         unsafe {
@@ -314,7 +314,7 @@ impl Uring {
         }
     }
 
-    /// Operations completed during submission (page-cache reads and sends).
+    /// Operations completed during submission (page-cache reads, sends, shutdowns).
     pub(crate) fn inline_completions(&self) -> u64 {
         self.inline.hits + self.sends.hits
     }
