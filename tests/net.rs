@@ -836,3 +836,191 @@ coring_test!(a_send_after_shutdown_in_the_same_poll_fails, async {
     let (r, got) = b.read(Vec::with_capacity(16)).await;
     assert_eq!(r.unwrap(), 0, "peer got {got:?} after the shutdown");
 });
+
+// As a_send_after_shutdown_in_the_same_poll_fails, after the task spent its poll's inline
+// budget: the shutdown is then submitted, not run during submission, and must still take
+// effect before the send issued after it (io_uring once ran it on a kernel worker thread,
+// after that send).
+coring_test!(
+    a_send_after_shutdown_fails_also_past_the_inline_budget,
+    async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (spend, _peer) = UnixStream::pair().unwrap();
+        let mut shut = Box::pin(a.shutdown(Shutdown::Write));
+        let mut late = Box::pin(a.write(b"late".to_vec()));
+        let (shut_res, late_res) = std::future::poll_fn(|cx| {
+            spend_inline_budget(&spend, cx);
+            let shut_res = std::future::Future::poll(shut.as_mut(), cx);
+            std::task::Poll::Ready((shut_res, std::future::Future::poll(late.as_mut(), cx)))
+        })
+        .await;
+        match shut_res {
+            std::task::Poll::Ready(r) => r.unwrap(),
+            std::task::Poll::Pending => shut.await.unwrap(),
+        }
+        let (r, _) = match late_res {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => late.await,
+        };
+        let err = r.expect_err("a send after shutdown(Write) succeeded");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+        let (r, got) = b.read(Vec::with_capacity(16)).await;
+        assert_eq!(r.unwrap(), 0, "peer got {got:?} after the shutdown");
+    }
+);
+
+/// A non-blocking std Unix stream pair whose first socket's buffers are full; returns the
+/// bytes written.
+fn full_unix_pair() -> (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+    usize,
+) {
+    use std::io::Write;
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 4096];
+    let mut filled = 0;
+    while let Ok(n) = (&a).write(&chunk) {
+        filled += n;
+    }
+    (a, b, filled)
+}
+
+/// Reads `b` (blocking, bounded) until `want` bytes arrived or end of file.
+fn read_all_std(b: &mut std::os::unix::net::UnixStream, want: usize) -> Vec<u8> {
+    use std::io::Read;
+    b.set_nonblocking(false).unwrap();
+    b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < want {
+        let n = b.read(&mut buf).expect("peer read timed out");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+// A send waiting for room in the kernel is not overtaken by a later send on the same
+// stream issued once room appeared, before the first one's retry ran (io_uring alone used
+// to send the later one first: the ring does not order operations on one file).
+coring_test!(a_send_waiting_for_room_is_not_overtaken, async {
+    use std::io::Read;
+    let (a_std, mut b_std, filled) = full_unix_pair();
+    let a = UnixStream::from_std(a_std).unwrap();
+    let mut first = Box::pin(a.write(b"first-".to_vec()));
+    assert!(common::poll_once(&mut first).await.is_pending());
+    // Let the loop hand it to the kernel, which finds the socket full and waits.
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(common::poll_once(&mut first).await.is_pending());
+    b_std.set_nonblocking(true).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let mut drained = 0;
+    while let Ok(n) = b_std.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+        drained += n;
+    }
+    let mut second = Box::pin(a.write(b"second".to_vec()));
+    let early = common::poll_once(&mut second).await;
+    assert_eq!(first.await.0.unwrap(), 6);
+    let (r, _) = match early {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => second.await,
+    };
+    assert_eq!(r.unwrap(), 6);
+    let rest = read_all_std(&mut b_std, filled - drained + 12);
+    assert_eq!(
+        String::from_utf8_lossy(&rest[rest.len() - 12..]),
+        "first-second",
+        "filled {filled}, drained {drained}"
+    );
+});
+
+// A shutdown(Write) issued while an earlier send of the stream waits takes effect after
+// that send: the send completes once the peer reads, its bytes arrive, then end of file;
+// a send issued after the shutdown fails. Both backends (the fallback used to shut the
+// socket at once, which left the waiting send to fail or hang).
+coring_test!(a_shutdown_takes_effect_after_the_sends_before_it, async {
+    let (a_std, mut b_std, filled) = full_unix_pair();
+    let a = std::rc::Rc::new(UnixStream::from_std(a_std).unwrap());
+    let mut first = Box::pin(a.write(b"first-".to_vec()));
+    assert!(common::poll_once(&mut first).await.is_pending());
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let later = {
+        let a = a.clone();
+        coring::spawn(async move {
+            let mut shut = Box::pin(a.shutdown(Shutdown::Write));
+            let mut late = Box::pin(a.write(b"late".to_vec()));
+            let (s, l) = std::future::poll_fn(|cx| {
+                let s = std::future::Future::poll(shut.as_mut(), cx);
+                std::task::Poll::Ready((s, std::future::Future::poll(late.as_mut(), cx)))
+            })
+            .await;
+            let shut_res = match s {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => shut.await,
+            };
+            let late_res = match l {
+                std::task::Poll::Ready(out) => out.0,
+                std::task::Poll::Pending => late.await.0,
+            };
+            (shut_res, late_res)
+        })
+    };
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(
+        !later.is_finished(),
+        "the shutdown did not wait for the send before it"
+    );
+    let reader = std::thread::spawn(move || read_all_std(&mut b_std, usize::MAX));
+    assert_eq!(first.await.0.unwrap(), 6);
+    let (shut_res, late_res) = later.await.unwrap();
+    shut_res.unwrap();
+    let err = late_res.expect_err("a send after shutdown(Write) succeeded");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    let got = reader.join().unwrap();
+    assert_eq!(
+        got.len(),
+        filled + 6,
+        "the peer did not get exactly the fill and the send"
+    );
+    assert_eq!(&got[filled..], b"first-");
+});
+
+// A send that waits behind an earlier one of its stream and is dropped (cancelled) before
+// its turn sends nothing, and the sends after it still go in order, on both backends.
+coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
+    use std::io::Read;
+    let (a_std, mut b_std, filled) = full_unix_pair();
+    let a = UnixStream::from_std(a_std).unwrap();
+    let mut first = Box::pin(a.write(b"first-".to_vec()));
+    assert!(common::poll_once(&mut first).await.is_pending());
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut dropped = Box::pin(a.write(b"dropped-".to_vec()));
+    assert!(common::poll_once(&mut dropped).await.is_pending());
+    drop(dropped);
+    let mut third = Box::pin(a.write(b"third".to_vec()));
+    assert!(common::poll_once(&mut third).await.is_pending());
+    b_std.set_nonblocking(true).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let mut drained = 0;
+    while let Ok(n) = b_std.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+        drained += n;
+    }
+    assert_eq!(first.await.0.unwrap(), 6);
+    assert_eq!(third.await.0.unwrap(), 5);
+    let rest = read_all_std(&mut b_std, filled - drained + 11);
+    assert_eq!(
+        String::from_utf8_lossy(&rest[rest.len() - 11..]),
+        "first-third"
+    );
+});

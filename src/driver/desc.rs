@@ -158,6 +158,11 @@ pub(crate) enum OpDesc {
         buf: *const u8,
         len: u32,
         flags: i32,
+        /// A stream socket: sends must reach it in the order they were issued (bytes of a
+        /// later send must not overtake an earlier one's).
+        // Read by the io_uring backend only (Linux).
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        stream: bool,
     },
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {

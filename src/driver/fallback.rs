@@ -217,6 +217,20 @@ impl Fallback {
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         match sys::route(desc) {
             Route::Inline => {
+                if let OpDesc::Shutdown { fd, .. } = *desc {
+                    let fd = fd.raw;
+                    if let Some(w) = self
+                        .fds
+                        .get_mut(fd as usize)
+                        .filter(|w| !w.write.is_empty())
+                    {
+                        // Sends issued before it wait for room: the shutdown takes effect
+                        // after them, in their queue (it would fail them), as on io_uring.
+                        w.write.push_back((key, *desc));
+                        self.parked.insert(key, (fd, Dir::Write));
+                        return Ok(Push::Queued);
+                    }
+                }
                 // SAFETY: the driver keeps the op's memory alive until its completion is
                 // reaped, which happens after this call.
                 let res = unsafe { sys::execute(desc) };

@@ -553,31 +553,39 @@ impl InlineReads {
     }
 }
 
-/// Runs socket sends as non-blocking syscalls during submission (io_uring backend): a send
-/// that finds room in the socket buffer, which is nearly every send of a request/response
-/// protocol, then completes in the poll that issued it, with no SQE, no CQE, no slot and
-/// no second poll of the task. One that would block goes to the ring as before.
+/// The io_uring backend's per-descriptor send state: sends run as non-blocking syscalls
+/// during submission where they can, and a stream's sends and shutdown stay in the order
+/// they were issued.
 ///
-/// Two rules, both per descriptor:
-/// - **Order.** No attempt while an earlier send or sendmsg on the same descriptor is in
-///   the ring (or on the pool): the later one would overtake it and reorder a stream's
-///   bytes. The backend reports each send it queues ([`InlineSends::queued`]) and each
-///   final completion ([`InlineSends::finished`]). An op in flight holds its descriptor
-///   open, so the number cannot name another file meanwhile.
-/// - **Cost** ([`Streak`]): sends that keep finding the buffer full (a bulk writer; a
-///   short send counts as a miss) pause this descriptor's attempts, not the others'.
+/// **Inline sends.** A send that finds room in the socket buffer, which is nearly every
+/// send of a request/response protocol, completes in the poll that issued it, with no
+/// SQE, no CQE, no slot and no second poll of the task. One that would block goes to the
+/// ring. Sends that keep finding the buffer full (a bulk writer; a short send counts as a
+/// miss) pause this descriptor's attempts ([`Streak`]), not the others'.
 ///
-/// `shutdown` runs here too (it never blocks; on the ring it would go to a worker thread),
-/// under the order rule, as the fallback runs it at submission.
+/// **Order.** The ring does not order operations on one file: a later send issued while an
+/// earlier one waits in the kernel for room can go first, and IORING_OP_SHUTDOWN runs on a
+/// kernel worker thread, after sends issued behind it. So, per descriptor:
+/// - no inline attempt while an earlier send of the descriptor is queued (in the ring or
+///   on the pool) or held;
+/// - a stream's send or shutdown issued while an earlier one is queued or held is *held*
+///   here, in order, and released when the one before it finishes
+///   ([`InlineSends::finished`] names the descriptor, [`InlineSends::release`] gives the
+///   next): at most one stream send of a descriptor is in the ring at a time;
+/// - a shutdown never goes to the ring: the backend runs `shutdown(2)` (which never
+///   blocks) when nothing is before it.
 ///
-/// The readiness backend has its own version of this, which knows each socket's readiness
-/// and queue (`Fallback::attempt`); both run the send through [`execute`].
+/// This is what the readiness backend guarantees with its per-descriptor queues
+/// (`Fallback::attempt`); both run the syscalls through [`execute`]. Datagram sends are
+/// not held (each datagram stands alone), only kept from overtaking by inline attempts.
+/// An op in flight or held holds its descriptor open, so the number names the same file
+/// until its entry here is gone.
 #[cfg(target_os = "linux")]
 #[derive(Default)]
 pub(crate) struct InlineSends {
     /// Per descriptor number.
     fds: DenseMap<SendState>,
-    /// Descriptor of each queued send, by operation key.
+    /// Descriptor of each queued or held operation, by operation key.
     keys: DenseMap<RawFd>,
     pub(crate) hits: u64,
 }
@@ -585,25 +593,46 @@ pub(crate) struct InlineSends {
 #[cfg(target_os = "linux")]
 #[derive(Default)]
 struct SendState {
-    /// Sends on this descriptor in the ring or on the pool.
+    /// Sends of this descriptor in the ring or on the pool.
     queued: u32,
+    /// A stream's sends and shutdowns waiting for the ones before them, in issue order.
+    held: std::collections::VecDeque<(usize, OpDesc)>,
     streak: Streak,
 }
 
-/// The descriptor of a send or sendmsg.
+#[cfg(target_os = "linux")]
+impl SendState {
+    fn busy(&self) -> bool {
+        self.queued > 0 || !self.held.is_empty()
+    }
+}
+
+/// The descriptor of an operation this state tracks: a send, sendmsg or shutdown.
 #[cfg(target_os = "linux")]
 fn send_fd(desc: &OpDesc) -> Option<RawFd> {
     match *desc {
-        OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => Some(fd.raw),
+        OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } | OpDesc::Shutdown { fd, .. } => {
+            Some(fd.raw)
+        }
         _ => None,
     }
+}
+
+/// Whether `desc` must wait behind the earlier sends of its descriptor: a stream send, or
+/// a shutdown.
+#[cfg(target_os = "linux")]
+fn ordered(desc: &OpDesc) -> bool {
+    matches!(
+        desc,
+        OpDesc::Send { stream: true, .. } | OpDesc::Shutdown { .. }
+    )
 }
 
 #[cfg(target_os = "linux")]
 impl InlineSends {
     /// The completion of `desc` if it is a send (`send` or `sendmsg`) that did not have to
-    /// wait and had no earlier send of its descriptor to wait behind, or a `shutdown` with
-    /// no earlier send to wait behind.
+    /// wait and had nothing of its descriptor queued or held before it, or a `shutdown`
+    /// with nothing before it.
     ///
     /// # Safety
     ///
@@ -612,15 +641,8 @@ impl InlineSends {
         let fd = match *desc {
             OpDesc::Send { len: 0, .. } => return None,
             OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
-            // shutdown(2) never blocks; the ring would hand it to a worker thread. Run it
-            // here, after every send issued before it (one still queued keeps it in order:
-            // shutting the write side first would fail that send).
             OpDesc::Shutdown { fd, .. } => {
-                if self
-                    .fds
-                    .get(fd.raw as usize)
-                    .is_some_and(|st| st.queued > 0)
-                {
+                if self.fds.get(fd.raw as usize).is_some_and(SendState::busy) {
                     return None;
                 }
                 self.hits += 1;
@@ -631,7 +653,7 @@ impl InlineSends {
             _ => return None,
         };
         let st = self.fds.get_or_default(fd as usize);
-        if st.queued > 0 || !st.streak.should_try() {
+        if st.busy() || !st.streak.should_try() {
             return None;
         }
         // SAFETY: forwarded from the caller.
@@ -649,6 +671,24 @@ impl InlineSends {
         Some(Completion { res, flags: 0 })
     }
 
+    /// Holds operation `key` if it must wait behind an earlier one of its descriptor
+    /// (`true`: the backend submits nothing now; [`InlineSends::release`] gives it back
+    /// in its turn, or [`InlineSends::unhold`] when it is cancelled first).
+    pub(crate) fn hold(&mut self, key: usize, desc: &OpDesc) -> bool {
+        if !ordered(desc) {
+            return false;
+        }
+        let Some(fd) = send_fd(desc) else {
+            return false;
+        };
+        let Some(st) = self.fds.get_mut(fd as usize).filter(|st| st.busy()) else {
+            return false;
+        };
+        st.held.push_back((key, *desc));
+        self.keys.insert(key, fd);
+        true
+    }
+
     /// Operation `key`, described by `desc`, went to the ring or the pool.
     pub(crate) fn queued(&mut self, key: usize, desc: &OpDesc) {
         if let Some(fd) = send_fd(desc) {
@@ -657,13 +697,49 @@ impl InlineSends {
         }
     }
 
-    /// Operation `key`'s final completion arrived (a no-op unless it is a queued send).
-    pub(crate) fn finished(&mut self, key: usize) {
-        if let Some(fd) = self.keys.remove(key) {
-            if let Some(st) = self.fds.get_mut(fd as usize) {
-                st.queued -= 1;
-            }
+    /// Operation `key`'s final completion arrived (a no-op unless it is a queued send);
+    /// the descriptor, if it now has a held operation free to go ([`InlineSends::release`]).
+    pub(crate) fn finished(&mut self, key: usize) -> Option<RawFd> {
+        let fd = self.keys.remove(key)?;
+        let st = self.fds.get_mut(fd as usize)?;
+        st.queued -= 1;
+        (st.queued == 0 && !st.held.is_empty()).then_some(fd)
+    }
+
+    /// The next held operation of `fd`, if nothing of `fd` is queued: the backend submits
+    /// it now (and reports it with [`InlineSends::queued`], or runs a shutdown at once).
+    pub(crate) fn release(&mut self, fd: RawFd) -> Option<(usize, OpDesc)> {
+        let st = self.fds.get_mut(fd as usize)?;
+        if st.queued > 0 {
+            return None;
         }
+        let (key, desc) = st.held.pop_front()?;
+        self.keys.remove(key);
+        Some((key, desc))
+    }
+
+    /// Puts back at the head of its descriptor's queue an operation [`InlineSends::release`]
+    /// gave out that could not be submitted (a full submission queue).
+    pub(crate) fn unrelease(&mut self, key: usize, desc: OpDesc) {
+        if let Some(fd) = send_fd(&desc) {
+            self.fds
+                .get_or_default(fd as usize)
+                .held
+                .push_front((key, desc));
+            self.keys.insert(key, fd);
+        }
+    }
+
+    /// Takes held operation `key` out of its queue (it is being cancelled): its
+    /// descriptor, or `None` if it is not held. The descriptor's next held operation may
+    /// be free to go now ([`InlineSends::release`] says).
+    pub(crate) fn unhold(&mut self, key: usize) -> Option<RawFd> {
+        let fd = *self.keys.get(key)?;
+        let st = self.fds.get_mut(fd as usize)?;
+        let i = st.held.iter().position(|&(k, _)| k == key)?;
+        st.held.remove(i);
+        self.keys.remove(key);
+        Some(fd)
     }
 }
 
@@ -693,6 +769,7 @@ mod tests {
             buf: buf.as_ptr(),
             len: buf.len() as u32,
             flags: crate::platform::SEND_FLAGS,
+            stream: true,
         }
     }
 
@@ -731,7 +808,24 @@ mod tests {
         };
         // SAFETY: no pointers.
         assert!(unsafe { sends.try_complete(&shut) }.is_none());
-        sends.finished(9);
+        // Submitted behind it, a stream send and the shutdown are held, in order; a
+        // cancelled held one leaves the queue.
+        assert!(sends.hold(10, &on_other));
+        assert!(sends.hold(11, &on_other));
+        assert!(sends.hold(12, &shut));
+        assert_eq!(sends.unhold(11), Some(other.as_raw_fd()));
+        assert_eq!(sends.unhold(11), None);
+        // Nothing goes while the queued send runs.
+        assert!(sends.release(other.as_raw_fd()).is_none());
+        assert_eq!(sends.finished(9), Some(other.as_raw_fd()));
+        let (key, next) = sends.release(other.as_raw_fd()).expect("the held send");
+        assert_eq!(key, 10);
+        sends.queued(key, &next);
+        assert!(sends.release(other.as_raw_fd()).is_none());
+        assert_eq!(sends.finished(10), Some(other.as_raw_fd()));
+        assert_eq!(sends.release(other.as_raw_fd()).map(|(k, _)| k), Some(12));
+        assert!(sends.release(other.as_raw_fd()).is_none());
+        // Nothing queued or held: the attempts are back.
         // SAFETY: as above.
         let again = unsafe { sends.try_complete(&on_other) };
         assert_eq!(again.map(|c| c.res), Some(5));

@@ -668,7 +668,7 @@ impl Stream {
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Send::new(&self.fd, buf)).await
+        Op::new(Send::new(&self.fd, buf, true)).await
     }
 
     pub(crate) async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {

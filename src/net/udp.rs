@@ -122,7 +122,7 @@ impl UdpSocket {
 
     /// Sends a datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        Op::new(Send::new(&self.fd, buf)).await
+        Op::new(Send::new(&self.fd, buf, false)).await
     }
 
     /// Receives a datagram from the connected address: as [`recv_from`](Self::recv_from)

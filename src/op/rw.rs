@@ -309,13 +309,17 @@ impl<B: IoBufMut> Operation for Recv<B> {
 pub(crate) struct Send<B> {
     fd: SharedFd,
     buf: B,
+    /// On a stream socket (see `OpDesc::Send::stream`).
+    stream: bool,
 }
 
 impl<B: IoBuf> Send<B> {
-    pub(crate) fn new(fd: &SharedFd, buf: B) -> Self {
+    /// A send of `buf` on `fd`; `stream`: a stream socket, whose sends stay in order.
+    pub(crate) fn new(fd: &SharedFd, buf: B, stream: bool) -> Self {
         Send {
             fd: fd.clone(),
             buf,
+            stream,
         }
     }
 }
@@ -330,6 +334,7 @@ impl<B: IoBuf> Operation for Send<B> {
             buf: self.buf.stable_ptr(),
             len: rw_len(self.buf.bytes_init()),
             flags: platform::SEND_FLAGS,
+            stream: self.stream,
         }
     }
 

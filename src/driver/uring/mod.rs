@@ -17,7 +17,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use super::desc::FdRef;
 use super::fixed::{Fixed, Registration};
 use super::offload::Offload;
-use super::sys::{InlineReads, InlineSends};
+use super::sys::{self, InlineReads, InlineSends};
 use super::{Completion, OpDesc, Push, Unpark, Wait};
 use crate::platform::SOCKET_FLAGS;
 
@@ -63,8 +63,14 @@ pub(crate) struct Uring {
     offload: Offload,
     /// Serves page-cache reads during submission.
     inline: InlineReads,
-    /// Runs socket sends that need not wait during submission.
+    /// Runs socket sends that need not wait during submission, and keeps each stream's
+    /// sends and shutdown in order (holding those that must wait).
     sends: InlineSends,
+    /// Completions made without the ring (shutdowns, cancelled held sends), for the next
+    /// reap.
+    synth: Vec<(usize, Completion)>,
+    /// Descriptors whose next held send found the submission queue full.
+    stalled: Vec<RawFd>,
     /// Bit `n` set: opcode `n` is missing and goes to `offload`.
     missing: u128,
     /// Errors to return from the next `enter` calls instead of entering the kernel
@@ -172,6 +178,8 @@ impl Uring {
             offload: Offload::new(wake.clone()),
             inline: InlineReads::default(),
             sends: InlineSends::default(),
+            synth: Vec::new(),
+            stalled: Vec::new(),
             missing,
             wake,
             wake_buf: Box::leak(Box::new(0)),
@@ -412,7 +420,21 @@ impl Uring {
     ///
     /// If the queue could not be emptied or the kernel refused; the caller then cancels
     /// asynchronously.
+    /// Cancels operation `key` if it is held (never submitted): it completes with
+    /// ECANCELED at the next reap, and what waited behind it may go.
+    fn cancel_held(&mut self, key: usize) -> bool {
+        let Some(fd) = self.sends.unhold(key) else {
+            return false;
+        };
+        self.synth.push((key, Completion::error(libc::ECANCELED)));
+        self.release_held(fd);
+        true
+    }
+
     pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        if self.cancel_held(key) {
+            return Ok(());
+        }
         if self.offload.has(key) {
             // Not in the ring (the kernel lacks its opcode): the ring would answer ENOENT,
             // "finished". Stop the pool job's wait instead; it completes with ECANCELED
@@ -489,6 +511,51 @@ impl Uring {
     }
 
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        // A stream send or shutdown behind an earlier one of its socket waits its turn.
+        if self.sends.hold(key, desc) {
+            return Ok(Push::Queued);
+        }
+        if let OpDesc::Shutdown { .. } = desc {
+            self.shutdown_now(key, desc);
+            return Ok(Push::Queued);
+        }
+        self.submit_op(key, desc)
+    }
+
+    /// Runs `shutdown(2)` for operation `key` (it never blocks; the ring would run it on a
+    /// worker thread, after sends issued behind it); its completion comes with the next
+    /// reap.
+    fn shutdown_now(&mut self, key: usize, desc: &OpDesc) {
+        // SAFETY: a shutdown carries no pointers.
+        let res = unsafe { sys::execute(desc) };
+        self.synth.push((key, Completion { res, flags: 0 }));
+    }
+
+    /// Submits the held operations of `fd` that are free to go: shutdowns run at once, and
+    /// the first send goes to the ring (the ones after it wait for its completion).
+    fn release_held(&mut self, fd: RawFd) {
+        while let Some((key, desc)) = self.sends.release(fd) {
+            if let OpDesc::Shutdown { .. } = desc {
+                self.shutdown_now(key, &desc);
+                continue;
+            }
+            match self.submit_op(key, &desc) {
+                Ok(Push::Queued) => {}
+                Ok(Push::Full) => {
+                    self.sends.unrelease(key, desc);
+                    self.stalled.push(fd);
+                    return;
+                }
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    self.synth.push((key, Completion::error(errno)));
+                }
+            }
+        }
+    }
+
+    /// Puts `desc` in the ring (or on the pool when the kernel lacks its opcode).
+    fn submit_op(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         let entry = self.sqe(desc).user_data(key as u64);
         if self.missing & (1u128 << entry.get_opcode()) != 0 {
             // The kernel lacks this opcode: run the same description as a syscall on the
@@ -521,6 +588,9 @@ impl Uring {
     }
 
     pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+        if self.cancel_held(key) {
+            return Ok(Push::Queued);
+        }
         // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
         self.offload.cancel(key);
         let entry = opcode::AsyncCancel::new(key as u64)
@@ -536,8 +606,11 @@ impl Uring {
                 errno,
             )));
         }
-        if self.offload.has_completions() {
-            // Offloaded results are waiting: do not sleep on the ring.
+        for fd in std::mem::take(&mut self.stalled) {
+            self.release_held(fd);
+        }
+        if self.offload.has_completions() || !self.synth.is_empty() {
+            // Results are waiting outside the ring: do not sleep on it.
             wait = Wait::No;
         }
         if let Wait::Park(t) = wait {
@@ -575,6 +648,8 @@ impl Uring {
 
     pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
         let mut rearm = false;
+        // Descriptors whose queued send finished with a held one behind it.
+        let mut freed: Vec<RawFd> = Vec::new();
         {
             let mut cq = self.ring.completion();
             cq.sync();
@@ -598,7 +673,9 @@ impl Uring {
                                 self.multishot[key] = false;
                                 self.multishot_live -= 1;
                             }
-                            self.sends.finished(key);
+                            if let Some(fd) = self.sends.finished(key) {
+                                freed.push(fd);
+                            }
                         }
                         sink(
                             key,
@@ -613,9 +690,17 @@ impl Uring {
         }
         let sends = &mut self.sends;
         self.offload.drain(&mut |key, c| {
-            sends.finished(key);
+            if let Some(fd) = sends.finished(key) {
+                freed.push(fd);
+            }
             sink(key, c);
         });
+        for fd in freed {
+            self.release_held(fd);
+        }
+        for (key, c) in std::mem::take(&mut self.synth) {
+            sink(key, c);
+        }
         if rearm || !self.wake_armed {
             // A full queue leaves it unarmed (wake_armed stays false) and the next reap
             // tries again; meanwhile remote wakes still land in the eventfd counter.
