@@ -411,15 +411,6 @@ impl Uring {
         self.bufring.as_ref().map_or(0, |b| b.in_use())
     }
 
-    /// Cancels operation `key` before returning: first hands every queued submission to
-    /// the kernel (a request still in the queue cannot be found), then
-    /// IORING_REGISTER_SYNC_CANCEL, then an enter with GETEVENTS so that deferred task
-    /// work posts the final completion.
-    ///
-    /// # Errors
-    ///
-    /// If the queue could not be emptied or the kernel refused; the caller then cancels
-    /// asynchronously.
     /// Cancels operation `key` if it is held (never submitted): it completes with
     /// ECANCELED at the next reap, and what waited behind it may go.
     fn cancel_held(&mut self, key: usize) -> bool {
@@ -431,6 +422,15 @@ impl Uring {
         true
     }
 
+    /// Cancels operation `key` before returning: a held one at once; otherwise first hands
+    /// every queued submission to the kernel (a request still in the queue cannot be
+    /// found), then IORING_REGISTER_SYNC_CANCEL, then an enter with GETEVENTS so that
+    /// deferred task work posts the final completion.
+    ///
+    /// # Errors
+    ///
+    /// If the queue could not be emptied or the kernel refused; the caller then cancels
+    /// asynchronously.
     pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
         if self.cancel_held(key) {
             return Ok(());
