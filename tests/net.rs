@@ -1024,3 +1024,128 @@ coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
         "first-third"
     );
 });
+
+// A shutdown(Write) waiting behind a send that is then dropped (cancelled) has nothing
+// before it any more: it completes without the peer reading (the fallback once left it
+// waiting for a writability edge that never came).
+coring_test!(a_shutdown_behind_a_dropped_waiting_send_completes, async {
+    let (a_std, _b_std, _) = full_unix_pair();
+    let a = UnixStream::from_std(a_std).unwrap();
+    let mut first = Box::pin(a.write(b"first-".to_vec()));
+    assert!(common::poll_once(&mut first).await.is_pending());
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut shut = Box::pin(a.shutdown(Shutdown::Write));
+    assert!(common::poll_once(&mut shut).await.is_pending());
+    drop(first);
+    coring::time::timeout(std::time::Duration::from_secs(5), shut)
+        .await
+        .expect("the shutdown hung after the send before it was dropped")
+        .unwrap();
+});
+
+// shutdown(Read) has nothing to do with sends, and shutdown(Both) aborts a writer stuck on
+// a peer that does not read (as with blocking sockets): neither waits behind the sends.
+coring_test!(shutdown_read_or_both_does_not_wait_for_sends, async {
+    let (a_std, _b_std, _) = full_unix_pair();
+    let a = std::rc::Rc::new(UnixStream::from_std(a_std).unwrap());
+    let writer = {
+        let a = a.clone();
+        coring::spawn(async move { a.write_all(vec![7u8; 1 << 20]).await.0 })
+    };
+    coring::time::sleep(std::time::Duration::from_millis(20)).await;
+    let bound = std::time::Duration::from_secs(5);
+    coring::time::timeout(bound, a.shutdown(Shutdown::Read))
+        .await
+        .expect("shutdown(Read) waited behind a send")
+        .unwrap();
+    assert!(!writer.is_finished());
+    coring::time::timeout(bound, a.shutdown(Shutdown::Both))
+        .await
+        .expect("shutdown(Both) waited behind the stuck writer")
+        .unwrap();
+    let err = coring::time::timeout(bound, writer)
+        .await
+        .expect("the writer is still stuck after shutdown(Both)")
+        .unwrap()
+        .expect_err("the aborted write succeeded");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+});
+
+// A tiny ring (2 entries): three streams each have a send waiting for room and a second
+// one held behind it; the three first sends are dropped in one poll, so the three held
+// sends are released in one reap, more than the submission queue holds. The last one's
+// peer reads from 100 ms on: its send must go then, not when some later timer happens to
+// wake the loop. (On the fallback, which has no submission queue, the same program must
+// simply work.)
+coring_test!(
+    held_sends_released_past_a_full_submission_queue_still_go,
+    |builder| {
+        let rt = builder.entries(2).build().unwrap();
+        common::block_on_bounded(&rt, async {
+            let (a_std, _a_peer, _) = full_unix_pair();
+            let (b_std, _b_peer, _) = full_unix_pair();
+            let (c_std, mut c_peer, _) = full_unix_pair();
+            let streams = [a_std, b_std, c_std].map(|s| UnixStream::from_std(s).unwrap());
+            let mut firsts: Vec<_> = streams
+                .iter()
+                .map(|s| Box::pin(s.write(b"first".to_vec())))
+                .collect();
+            for f in &mut firsts {
+                assert!(common::poll_once(f).await.is_pending());
+            }
+            coring::time::sleep(std::time::Duration::from_millis(5)).await;
+            let mut seconds: Vec<_> = streams
+                .iter()
+                .map(|s| Box::pin(s.write(b"second".to_vec())))
+                .collect();
+            for f in &mut seconds {
+                assert!(common::poll_once(f).await.is_pending());
+            }
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                read_all_std(&mut c_peer, usize::MAX)
+            });
+            drop(firsts);
+            let last = seconds.pop().unwrap();
+            let start = std::time::Instant::now();
+            let (r, _) = coring::time::timeout(std::time::Duration::from_secs(30), last)
+                .await
+                .expect("the released send never went");
+            assert_eq!(r.unwrap(), 6);
+            // Its peer read from 100 ms on; a stalled release waited for the 30 s timer.
+            let took = start.elapsed();
+            assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+            drop(seconds);
+            drop(streams);
+            let got = reader.join().unwrap();
+            assert!(got.ends_with(b"second"));
+        });
+    }
+);
+
+// With the send opcode missing (io_uring runs sends on its blocking pool, as on an old
+// kernel; the fallback runs socket sends on readiness anyway), a stream's sends, a dropped
+// one and a shutdown still keep their order.
+coring_test!(sends_on_the_pool_keep_their_order, |builder| {
+    let rt = builder.emulate_missing_opcodes(&["SEND"]).build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let (a_std, mut b_std, filled) = full_unix_pair();
+        let a = UnixStream::from_std(a_std).unwrap();
+        let mut first = Box::pin(a.write(b"first-".to_vec()));
+        assert!(common::poll_once(&mut first).await.is_pending());
+        coring::time::sleep(std::time::Duration::from_millis(5)).await;
+        let mut dropped = Box::pin(a.write(b"dropped-".to_vec()));
+        assert!(common::poll_once(&mut dropped).await.is_pending());
+        let mut second = Box::pin(a.write(b"second".to_vec()));
+        assert!(common::poll_once(&mut second).await.is_pending());
+        let mut shut = Box::pin(a.shutdown(Shutdown::Write));
+        assert!(common::poll_once(&mut shut).await.is_pending());
+        drop(dropped);
+        let reader = std::thread::spawn(move || read_all_std(&mut b_std, usize::MAX));
+        assert_eq!(first.await.0.unwrap(), 6);
+        assert_eq!(second.await.0.unwrap(), 6);
+        shut.await.unwrap();
+        let got = reader.join().unwrap();
+        assert_eq!(&got[filled..], b"first-second");
+    });
+});

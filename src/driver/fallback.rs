@@ -217,7 +217,7 @@ impl Fallback {
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         match sys::route(desc) {
             Route::Inline => {
-                if let OpDesc::Shutdown { fd, .. } = *desc {
+                if let (OpDesc::Shutdown { fd, .. }, true) = (*desc, sys::ordered(desc)) {
                     let fd = fd.raw;
                     if let Some(w) = self
                         .fds
@@ -347,6 +347,7 @@ impl Fallback {
                 queue_mut(w, dir).retain(|(k, _)| *k != key);
             }
             self.ready.push((key, Completion::error(libc::ECANCELED)));
+            self.run_leading_shutdowns(fd);
         }
         // Inline ops are already done. A pool job waiting for its descriptor (a pipe
         // read) stops with ECANCELED; any other runs to its end. Either way its result is
@@ -404,6 +405,21 @@ impl Fallback {
             }
         }
         Ok(())
+    }
+
+    /// Runs the shutdowns at the head of `fd`'s write queue (they waited for the sends
+    /// before them, and need no readiness themselves), after the op before them left it.
+    fn run_leading_shutdowns(&mut self, fd: RawFd) {
+        let Some(w) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        while let Some(&(key, desc @ OpDesc::Shutdown { .. })) = w.write.front() {
+            w.write.pop_front();
+            self.parked.remove(key);
+            // SAFETY: a shutdown carries no pointers.
+            let res = unsafe { sys::execute(&desc) };
+            self.ready.push((key, Completion { res, flags: 0 }));
+        }
     }
 
     /// The fd is ready in `dir`: run its waiters in order until one would block again.

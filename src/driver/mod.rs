@@ -199,8 +199,8 @@ pub struct Metrics {
     /// Operations completed during submission, without a trip through the ring, the
     /// poller or the pool: reads served straight from the page cache (`preadv2` with
     /// `RWF_NOWAIT`), sends that found room in their socket buffer, on io_uring shutdowns
-    /// (which never block), and on the fallback backend the other socket operations that
-    /// did not have to wait.
+    /// that had nothing to wait behind (shutdown never blocks), and on the fallback backend
+    /// the other socket operations that did not have to wait.
     pub ops_inline: u64,
     /// Multishot stream receives cancelled because their unread arrivals reached the
     /// per-stream cap, so that a stream nobody reads leaves further data in the socket

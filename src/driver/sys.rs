@@ -573,7 +573,7 @@ impl InlineReads {
 ///   ([`InlineSends::finished`] names the descriptor, [`InlineSends::release`] gives the
 ///   next): at most one stream send of a descriptor is in the ring at a time;
 /// - a shutdown never goes to the ring: the backend runs `shutdown(2)` (which never
-///   blocks) when nothing is before it.
+///   blocks) when nothing is before it, or at once if it is not [`ordered`].
 ///
 /// This is what the readiness backend guarantees with its per-descriptor queues
 /// (`Fallback::attempt`); both run the syscalls through [`execute`]. Datagram sends are
@@ -619,12 +619,17 @@ fn send_fd(desc: &OpDesc) -> Option<RawFd> {
 }
 
 /// Whether `desc` must wait behind the earlier sends of its descriptor: a stream send, or
-/// a shutdown.
-#[cfg(target_os = "linux")]
-fn ordered(desc: &OpDesc) -> bool {
+/// a shutdown of the write side only (a graceful end: what was sent before it goes
+/// first). A shutdown of the read side, or of both (which aborts a writer waiting for a
+/// peer that does not read, as with blocking sockets), takes effect at once.
+pub(crate) fn ordered(desc: &OpDesc) -> bool {
     matches!(
         desc,
-        OpDesc::Send { stream: true, .. } | OpDesc::Shutdown { .. }
+        OpDesc::Send { stream: true, .. }
+            | OpDesc::Shutdown {
+                how: libc::SHUT_WR,
+                ..
+            }
     )
 }
 
@@ -642,7 +647,7 @@ impl InlineSends {
             OpDesc::Send { len: 0, .. } => return None,
             OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
             OpDesc::Shutdown { fd, .. } => {
-                if self.fds.get(fd.raw as usize).is_some_and(SendState::busy) {
+                if ordered(desc) && self.fds.get(fd.raw as usize).is_some_and(SendState::busy) {
                     return None;
                 }
                 self.hits += 1;

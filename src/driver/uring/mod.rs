@@ -539,9 +539,16 @@ impl Uring {
                 self.shutdown_now(key, &desc);
                 continue;
             }
-            match self.submit_op(key, &desc) {
+            let mut pushed = self.submit_op(key, &desc);
+            if let Ok(Push::Full) = pushed {
+                // Hand the queued entries to the kernel to make room, then try once more.
+                let _ = self.ring.submit();
+                pushed = self.submit_op(key, &desc);
+            }
+            match pushed {
                 Ok(Push::Queued) => {}
                 Ok(Push::Full) => {
+                    // Retried by the next enter, which does not sleep long meanwhile.
                     self.sends.unrelease(key, desc);
                     self.stalled.push(fd);
                     return;
@@ -612,6 +619,15 @@ impl Uring {
         if self.offload.has_completions() || !self.synth.is_empty() {
             // Results are waiting outside the ring: do not sleep on it.
             wait = Wait::No;
+        }
+        if !self.stalled.is_empty() {
+            // A held send still finds no room in the queue (the kernel has not taken the
+            // entries yet, e.g. SQPOLL): come back soon rather than sleep past it.
+            if let Wait::Park(t) = wait {
+                wait = Wait::Park(Some(
+                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
+                ));
+            }
         }
         if let Wait::Park(t) = wait {
             if !self.wake_armed && !self.arm_wake() {
