@@ -832,16 +832,26 @@ macro_rules! stream_io {
 
         /// Sends the buffer's initialised bytes; may send fewer. A closed peer gives
         /// `BrokenPipe` (never SIGPIPE).
+        ///
+        /// Sends (and a `shutdown(Write)`) issued on one runtime take effect in the order
+        /// they were issued, also from several tasks at once; a send issued on another
+        /// runtime (the stream used from two runtimes of one thread) is not ordered with
+        /// them: finish a stream's writes on one runtime before writing on another.
         pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
             self.inner.write(buf).await
         }
 
-        /// Sends all of the buffer's initialised bytes, looping over short sends.
+        /// Sends all of the buffer's initialised bytes, looping over short sends. Not atomic
+        /// with respect to other writers of the stream: another task's send can land
+        /// between two parts of a short-sent buffer.
         pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
             self.inner.write_all(buf).await
         }
 
-        /// Shuts down the read half, the write half or both.
+        /// Shuts down the read half, the write half or both. `Write` takes effect after the
+        /// sends issued before it (a graceful end; sends issued after it fail with
+        /// `BrokenPipe`); `Read` and `Both` take effect at once (`Both` also fails a send
+        /// waiting for a peer that does not read).
         pub async fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
             self.inner.shutdown(how).await
         }
