@@ -811,61 +811,68 @@ coring_test!(a_later_send_does_not_overtake_a_queued_one, async {
     );
 });
 
-// shutdown(Write) takes effect when it is issued: a send issued after it in the same poll
-// fails with BrokenPipe and the peer sees end-of-file, on both backends (io_uring used to
-// run the shutdown on a kernel worker thread, after such a send had gone out).
-coring_test!(a_send_after_shutdown_in_the_same_poll_fails, async {
-    let (a, b) = UnixStream::pair().unwrap();
-    let mut shut = Box::pin(a.shutdown(Shutdown::Write));
-    let mut late = Box::pin(a.write(b"late".to_vec()));
-    let (shut_res, late_res) = std::future::poll_fn(|cx| {
-        let shut_res = std::future::Future::poll(shut.as_mut(), cx);
-        std::task::Poll::Ready((shut_res, std::future::Future::poll(late.as_mut(), cx)))
+/// Polls `first`, then `second`, in one poll of the task (after `before`, given that poll's
+/// context), then awaits whichever did not finish there: both outputs.
+async fn issue_both<A: std::future::Future, B: std::future::Future>(
+    first: A,
+    second: B,
+    mut before: impl FnMut(&mut std::task::Context<'_>),
+) -> (A::Output, B::Output) {
+    use std::task::Poll;
+    let (mut first, mut second) = (Box::pin(first), Box::pin(second));
+    let (f, s) = std::future::poll_fn(|cx| {
+        before(cx);
+        let f = first.as_mut().poll(cx);
+        Poll::Ready((f, second.as_mut().poll(cx)))
     })
     .await;
-    match shut_res {
-        std::task::Poll::Ready(r) => r.unwrap(),
-        std::task::Poll::Pending => shut.await.unwrap(),
-    }
-    let (r, _) = match late_res {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => late.await,
+    let f = match f {
+        Poll::Ready(v) => v,
+        Poll::Pending => first.await,
     };
-    let err = r.expect_err("a send after shutdown(Write) succeeded");
+    let s = match s {
+        Poll::Ready(v) => v,
+        Poll::Pending => second.await,
+    };
+    (f, s)
+}
+
+/// shutdown(Write), then a send, issued in one poll (after spending that poll's inline
+/// budget on `spend`, if given): the send fails with BrokenPipe and the peer sees
+/// end-of-file.
+async fn send_after_shutdown_fails(spend: Option<&UnixStream>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (shut, (late, _)) = issue_both(
+        a.shutdown(Shutdown::Write),
+        a.write(b"late".to_vec()),
+        |cx| {
+            if let Some(s) = spend {
+                spend_inline_budget(s, cx);
+            }
+        },
+    )
+    .await;
+    shut.unwrap();
+    let err = late.expect_err("a send after shutdown(Write) succeeded");
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
     let (r, got) = b.read(Vec::with_capacity(16)).await;
     assert_eq!(r.unwrap(), 0, "peer got {got:?} after the shutdown");
+}
+
+// shutdown(Write) takes effect when it is issued: a send issued after it in the same poll
+// fails, on both backends (io_uring used to run the shutdown on a kernel worker thread,
+// after such a send had gone out).
+coring_test!(a_send_after_shutdown_in_the_same_poll_fails, async {
+    send_after_shutdown_fails(None).await;
 });
 
-// As a_send_after_shutdown_in_the_same_poll_fails, after the task spent its poll's inline
-// budget: the shutdown is then submitted, not run during submission, and must still take
-// effect before the send issued after it (io_uring once ran it on a kernel worker thread,
-// after that send).
+// The same after the task spent its poll's inline budget: the shutdown is then submitted,
+// not run during submission, and must still take effect before the send issued after it.
 coring_test!(
     a_send_after_shutdown_fails_also_past_the_inline_budget,
     async {
-        let (a, b) = UnixStream::pair().unwrap();
         let (spend, _peer) = UnixStream::pair().unwrap();
-        let mut shut = Box::pin(a.shutdown(Shutdown::Write));
-        let mut late = Box::pin(a.write(b"late".to_vec()));
-        let (shut_res, late_res) = std::future::poll_fn(|cx| {
-            spend_inline_budget(&spend, cx);
-            let shut_res = std::future::Future::poll(shut.as_mut(), cx);
-            std::task::Poll::Ready((shut_res, std::future::Future::poll(late.as_mut(), cx)))
-        })
-        .await;
-        match shut_res {
-            std::task::Poll::Ready(r) => r.unwrap(),
-            std::task::Poll::Pending => shut.await.unwrap(),
-        }
-        let (r, _) = match late_res {
-            std::task::Poll::Ready(out) => out,
-            std::task::Poll::Pending => late.await,
-        };
-        let err = r.expect_err("a send after shutdown(Write) succeeded");
-        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
-        let (r, got) = b.read(Vec::with_capacity(16)).await;
-        assert_eq!(r.unwrap(), 0, "peer got {got:?} after the shutdown");
+        send_after_shutdown_fails(Some(&spend)).await;
     }
 );
 
@@ -955,22 +962,13 @@ coring_test!(a_shutdown_takes_effect_after_the_sends_before_it, async {
     let later = {
         let a = a.clone();
         coring::spawn(async move {
-            let mut shut = Box::pin(a.shutdown(Shutdown::Write));
-            let mut late = Box::pin(a.write(b"late".to_vec()));
-            let (s, l) = std::future::poll_fn(|cx| {
-                let s = std::future::Future::poll(shut.as_mut(), cx);
-                std::task::Poll::Ready((s, std::future::Future::poll(late.as_mut(), cx)))
-            })
+            let (shut, (late, _)) = issue_both(
+                a.shutdown(Shutdown::Write),
+                a.write(b"late".to_vec()),
+                |_| {},
+            )
             .await;
-            let shut_res = match s {
-                std::task::Poll::Ready(r) => r,
-                std::task::Poll::Pending => shut.await,
-            };
-            let late_res = match l {
-                std::task::Poll::Ready(out) => out.0,
-                std::task::Poll::Pending => late.await.0,
-            };
-            (shut_res, late_res)
+            (shut, late)
         })
     };
     coring::time::sleep(std::time::Duration::from_millis(5)).await;
