@@ -894,6 +894,21 @@ fn full_unix_pair() -> (
     (a, b, filled)
 }
 
+/// Reads what `b` has queued, without waiting: the byte count.
+fn drain_std(b: &mut std::os::unix::net::UnixStream) -> usize {
+    use std::io::Read;
+    b.set_nonblocking(true).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let mut drained = 0;
+    while let Ok(n) = b.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+        drained += n;
+    }
+    drained
+}
+
 /// Reads `b` (blocking, bounded) until `want` bytes arrived or end of file.
 fn read_all_std(b: &mut std::os::unix::net::UnixStream, want: usize) -> Vec<u8> {
     use std::io::Read;
@@ -916,7 +931,6 @@ fn read_all_std(b: &mut std::os::unix::net::UnixStream, want: usize) -> Vec<u8> 
 // stream issued once room appeared, before the first one's retry ran (io_uring alone used
 // to send the later one first: the ring does not order operations on one file).
 coring_test!(a_send_waiting_for_room_is_not_overtaken, async {
-    use std::io::Read;
     let (a_std, mut b_std, filled) = full_unix_pair();
     let a = UnixStream::from_std(a_std).unwrap();
     let mut first = Box::pin(a.write(b"first-".to_vec()));
@@ -924,15 +938,7 @@ coring_test!(a_send_waiting_for_room_is_not_overtaken, async {
     // Let the loop hand it to the kernel, which finds the socket full and waits.
     coring::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(common::poll_once(&mut first).await.is_pending());
-    b_std.set_nonblocking(true).unwrap();
-    let mut sink = vec![0u8; 1 << 16];
-    let mut drained = 0;
-    while let Ok(n) = b_std.read(&mut sink) {
-        if n == 0 {
-            break;
-        }
-        drained += n;
-    }
+    let drained = drain_std(&mut b_std);
     let mut second = Box::pin(a.write(b"second".to_vec()));
     let early = common::poll_once(&mut second).await;
     assert_eq!(first.await.0.unwrap(), 6);
@@ -994,7 +1000,6 @@ coring_test!(a_shutdown_takes_effect_after_the_sends_before_it, async {
 // A send that waits behind an earlier one of its stream and is dropped (cancelled) before
 // its turn sends nothing, and the sends after it still go in order, on both backends.
 coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
-    use std::io::Read;
     let (a_std, mut b_std, filled) = full_unix_pair();
     let a = UnixStream::from_std(a_std).unwrap();
     let mut first = Box::pin(a.write(b"first-".to_vec()));
@@ -1005,15 +1010,7 @@ coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
     drop(dropped);
     let mut third = Box::pin(a.write(b"third".to_vec()));
     assert!(common::poll_once(&mut third).await.is_pending());
-    b_std.set_nonblocking(true).unwrap();
-    let mut sink = vec![0u8; 1 << 16];
-    let mut drained = 0;
-    while let Ok(n) = b_std.read(&mut sink) {
-        if n == 0 {
-            break;
-        }
-        drained += n;
-    }
+    let drained = drain_std(&mut b_std);
     assert_eq!(first.await.0.unwrap(), 6);
     assert_eq!(third.await.0.unwrap(), 5);
     let rest = read_all_std(&mut b_std, filled - drained + 11);
