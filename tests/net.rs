@@ -1140,3 +1140,39 @@ coring_test!(sends_on_the_pool_keep_their_order, |builder| {
         assert_eq!(&got[filled..], b"first-second");
     });
 });
+
+// A stream used from two runtimes of one thread: while a send of it waits on the first
+// runtime, a send or shutdown(Write) issued on the second fails with InvalidInput (it
+// would overtake the waiting one; each runtime orders only its own), as a read does when
+// another runtime holds the stream's receive. Once the first completes, the second runtime
+// writes normally, and the bytes arrive in order.
+coring_test!(
+    writes_on_a_second_runtime_wait_for_the_first_runtimes,
+    |builder| {
+        let first_rt = builder.clone().build().unwrap();
+        let second_rt = builder.build().unwrap();
+        let (a_std, mut b_std, filled) = full_unix_pair();
+        let a = UnixStream::from_std(a_std).unwrap();
+        let mut first = Box::pin(a.write(b"first-".to_vec()));
+        common::block_on_bounded(&first_rt, async {
+            assert!(common::poll_once(&mut first).await.is_pending());
+        });
+        common::block_on_bounded(&second_rt, async {
+            let (r, _) = a.write(b"second".to_vec()).await;
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+            let err = a.shutdown(Shutdown::Write).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+            // The read side is not ordered with sends.
+            a.shutdown(Shutdown::Read).await.unwrap();
+        });
+        let reader = std::thread::spawn(move || read_all_std(&mut b_std, filled + 12));
+        common::block_on_bounded(&first_rt, async {
+            assert_eq!(first.await.0.unwrap(), 6);
+        });
+        common::block_on_bounded(&second_rt, async {
+            assert_eq!(a.write(b"second".to_vec()).await.0.unwrap(), 6);
+        });
+        let got = reader.join().unwrap();
+        assert_eq!(&got[filled..], b"first-second");
+    }
+);

@@ -30,6 +30,11 @@ pub(crate) trait Operation: 'static {
     /// Builds the output from the final completion. Also used for orphans, whose output is
     /// dropped at once (closing an fd the kernel opened for nobody, releasing a buffer).
     fn complete(self, c: Completion) -> Self::Output;
+
+    /// The operation was left in flight on the driver with identity `driver`
+    /// (`context::driver_id`) rather than completed during submission; `complete` follows
+    /// once, whatever happens to the future.
+    fn in_flight(&mut self, _driver: usize) {}
 }
 
 impl<T: Operation> Orphan for T {
@@ -292,6 +297,9 @@ impl<T: Operation> Op<T> {
                 let (submitted, driver) = context::submit(&desc, cx.waker());
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
+                        if let Some(d) = &driver {
+                            data.in_flight(Rc::as_ptr(d) as usize);
+                        }
                         self.state = State::InFlight(key);
                         self.driver = driver;
                         return Poll::Pending;

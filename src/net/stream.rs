@@ -668,6 +668,12 @@ impl Stream {
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        if let Err(e) = self
+            .fd
+            .check_write_order(crate::runtime::context::driver_id())
+        {
+            return (Err(e), buf);
+        }
         Op::new(Send::new(&self.fd, buf, true)).await
     }
 
@@ -680,6 +686,10 @@ impl Stream {
     }
 
     pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        if how == std::net::Shutdown::Write {
+            self.fd
+                .check_write_order(crate::runtime::context::driver_id())?;
+        }
         Op::new(Shutdown::new(&self.fd, how)).await
     }
 }
@@ -833,10 +843,11 @@ macro_rules! stream_io {
         /// Sends the buffer's initialised bytes; may send fewer. A closed peer gives
         /// `BrokenPipe` (never SIGPIPE).
         ///
-        /// Sends (and a `shutdown(Write)`) issued on one runtime take effect in the order
-        /// they were issued, also from several tasks at once; a send issued on another
-        /// runtime (the stream used from two runtimes of one thread) is not ordered with
-        /// them: finish a stream's writes on one runtime before writing on another.
+        /// Sends (and a `shutdown(Write)`) take effect in the order they were issued, also
+        /// from several tasks at once. While a send of the stream is in flight on one
+        /// runtime, a send or `shutdown(Write)` issued on another runtime of the thread fails
+        /// with `InvalidInput` (it could overtake it), as a read does when another runtime
+        /// holds the stream's receive.
         pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
             self.inner.write(buf).await
         }

@@ -35,6 +35,10 @@ struct Inner {
     closer: Cell<Option<Waker>>,
     /// The slot this descriptor holds in a ring's registered-file table, if any.
     fixed: FixedCell,
+    /// Ordered writes (a stream's sends and shutdown(Write)) in flight: the identity of
+    /// the runtime they run on (`context::driver_id`) and how many. Each runtime keeps its
+    /// own sends in order; one on another runtime could overtake them.
+    writes: Cell<(usize, u32)>,
 }
 
 impl SharedFd {
@@ -47,8 +51,35 @@ impl SharedFd {
                 closed: Cell::new(false),
                 closer: Cell::new(None),
                 fixed: FixedCell::default(),
+                writes: Cell::new((0, 0)),
             }),
         }
+    }
+
+    /// Fails if ordered writes of this descriptor are in flight on a runtime other than
+    /// `driver` (`context::driver_id`): a write issued here could overtake them.
+    pub(crate) fn check_write_order(&self, driver: usize) -> io::Result<()> {
+        match self.inner.writes.get() {
+            (owner, n) if n > 0 && owner != driver => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this stream has writes in flight on another runtime: finish them there \
+                 before writing or shutting down its write side here (they would be \
+                 overtaken)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// An ordered write of this descriptor went in flight on `driver`.
+    pub(crate) fn write_in_flight(&self, driver: usize) {
+        let (_, n) = self.inner.writes.get();
+        self.inner.writes.set((driver, n + 1));
+    }
+
+    /// An ordered write of this descriptor completed (its final completion arrived).
+    pub(crate) fn write_done(&self) {
+        let (owner, n) = self.inner.writes.get();
+        self.inner.writes.set((owner, n.saturating_sub(1)));
     }
 
     /// The raw descriptor number.

@@ -336,6 +336,8 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
 pub(crate) struct Shutdown {
     fd: SharedFd,
     how: i32,
+    /// Counted in the descriptor's ordered writes in flight (a shutdown(Write)).
+    counted: bool,
 }
 
 impl Shutdown {
@@ -348,6 +350,7 @@ impl Shutdown {
         Shutdown {
             fd: fd.clone(),
             how,
+            counted: false,
         }
     }
 }
@@ -363,7 +366,17 @@ impl Operation for Shutdown {
     }
 
     fn complete(self, c: Completion) -> Self::Output {
+        if self.counted {
+            self.fd.write_done();
+        }
         c.result().map(drop)
+    }
+
+    fn in_flight(&mut self, driver: usize) {
+        if self.how == libc::SHUT_WR {
+            self.fd.write_in_flight(driver);
+            self.counted = true;
+        }
     }
 }
 

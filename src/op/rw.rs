@@ -311,6 +311,8 @@ pub(crate) struct Send<B> {
     buf: B,
     /// On a stream socket (see `OpDesc::Send::stream`).
     stream: bool,
+    /// Counted in the descriptor's ordered writes in flight (`SharedFd::write_in_flight`).
+    counted: bool,
 }
 
 impl<B: IoBuf> Send<B> {
@@ -320,6 +322,7 @@ impl<B: IoBuf> Send<B> {
             fd: fd.clone(),
             buf,
             stream,
+            counted: false,
         }
     }
 }
@@ -339,7 +342,17 @@ impl<B: IoBuf> Operation for Send<B> {
     }
 
     fn complete(self, c: Completion) -> Self::Output {
+        if self.counted {
+            self.fd.write_done();
+        }
         written(c, self.buf)
+    }
+
+    fn in_flight(&mut self, driver: usize) {
+        if self.stream {
+            self.fd.write_in_flight(driver);
+            self.counted = true;
+        }
     }
 }
 

@@ -40,6 +40,12 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     Some(f(unsafe { &*p }))
 }
 
+/// The current runtime's driver as an identity (its address), or 0 outside a runtime: for
+/// telling runtimes apart without holding a reference.
+pub(crate) fn driver_id() -> usize {
+    try_with(|inner| Rc::as_ptr(&inner.driver) as usize).unwrap_or(0)
+}
+
 /// Whether `driver` is the current runtime's (false outside a runtime).
 pub(crate) fn is_current_driver(driver: &Rc<RefCell<Driver>>) -> bool {
     try_with(|inner| Rc::ptr_eq(&inner.driver, driver)).unwrap_or(false)
