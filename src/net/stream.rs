@@ -668,10 +668,7 @@ impl Stream {
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        if let Err(e) = self
-            .fd
-            .check_write_order(crate::runtime::context::driver_id())
-        {
+        if let Err(e) = self.fd.check_write_order() {
             return (Err(e), buf);
         }
         Op::new(Send::new(&self.fd, buf, true)).await
@@ -687,8 +684,7 @@ impl Stream {
 
     pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         if how == std::net::Shutdown::Write {
-            self.fd
-                .check_write_order(crate::runtime::context::driver_id())?;
+            self.fd.check_write_order()?;
         }
         Op::new(Shutdown::new(&self.fd, how)).await
     }

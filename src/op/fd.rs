@@ -56,16 +56,19 @@ impl SharedFd {
         }
     }
 
-    /// Fails if ordered writes of this descriptor are in flight on a runtime other than
-    /// `driver` (`context::driver_id`): a write issued here could overtake them.
-    pub(crate) fn check_write_order(&self, driver: usize) -> io::Result<()> {
+    /// Fails if ordered writes of this descriptor are in flight on a runtime other than the
+    /// current one: a write issued here could overtake them. (The current runtime is looked
+    /// up only when some are in flight.)
+    pub(crate) fn check_write_order(&self) -> io::Result<()> {
         match self.inner.writes.get() {
-            (owner, n) if n > 0 && owner != driver => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "this stream has writes in flight on another runtime: finish them there \
+            (owner, n) if n > 0 && owner != crate::runtime::context::driver_id() => {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this stream has writes in flight on another runtime: finish them there \
                  before writing or shutting down its write side here (they would be \
                  overtaken)",
-            )),
+                ))
+            }
             _ => Ok(()),
         }
     }
