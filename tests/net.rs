@@ -894,6 +894,20 @@ fn full_unix_pair() -> (
     (a, b, filled)
 }
 
+/// A send of `data` on `a`, whose socket buffer is full: polled once, then given time to
+/// reach the backend (on io_uring, the kernel), where it waits for room.
+async fn waiting_send<'a>(
+    a: &'a UnixStream,
+    data: &[u8],
+) -> std::pin::Pin<
+    Box<impl std::future::Future<Output = coring::buf::BufResult<usize, Vec<u8>>> + 'a>,
+> {
+    let mut send = Box::pin(a.write(data.to_vec()));
+    assert!(common::poll_once(&mut send).await.is_pending());
+    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    send
+}
+
 /// Reads what `b` has queued, without waiting: the byte count.
 fn drain_std(b: &mut std::os::unix::net::UnixStream) -> usize {
     use std::io::Read;
@@ -933,10 +947,7 @@ fn read_all_std(b: &mut std::os::unix::net::UnixStream, want: usize) -> Vec<u8> 
 coring_test!(a_send_waiting_for_room_is_not_overtaken, async {
     let (a_std, mut b_std, filled) = full_unix_pair();
     let a = UnixStream::from_std(a_std).unwrap();
-    let mut first = Box::pin(a.write(b"first-".to_vec()));
-    assert!(common::poll_once(&mut first).await.is_pending());
-    // Let the loop hand it to the kernel, which finds the socket full and waits.
-    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut first = waiting_send(&a, b"first-").await;
     assert!(common::poll_once(&mut first).await.is_pending());
     let drained = drain_std(&mut b_std);
     let mut second = Box::pin(a.write(b"second".to_vec()));
@@ -962,9 +973,7 @@ coring_test!(a_send_waiting_for_room_is_not_overtaken, async {
 coring_test!(a_shutdown_takes_effect_after_the_sends_before_it, async {
     let (a_std, mut b_std, filled) = full_unix_pair();
     let a = std::rc::Rc::new(UnixStream::from_std(a_std).unwrap());
-    let mut first = Box::pin(a.write(b"first-".to_vec()));
-    assert!(common::poll_once(&mut first).await.is_pending());
-    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let first = waiting_send(&a, b"first-").await;
     let later = {
         let a = a.clone();
         coring::spawn(async move {
@@ -1002,9 +1011,7 @@ coring_test!(a_shutdown_takes_effect_after_the_sends_before_it, async {
 coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
     let (a_std, mut b_std, filled) = full_unix_pair();
     let a = UnixStream::from_std(a_std).unwrap();
-    let mut first = Box::pin(a.write(b"first-".to_vec()));
-    assert!(common::poll_once(&mut first).await.is_pending());
-    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let first = waiting_send(&a, b"first-").await;
     let mut dropped = Box::pin(a.write(b"dropped-".to_vec()));
     assert!(common::poll_once(&mut dropped).await.is_pending());
     drop(dropped);
@@ -1026,9 +1033,7 @@ coring_test!(a_dropped_send_waiting_its_turn_sends_nothing, async {
 coring_test!(a_shutdown_behind_a_dropped_waiting_send_completes, async {
     let (a_std, _b_std, _) = full_unix_pair();
     let a = UnixStream::from_std(a_std).unwrap();
-    let mut first = Box::pin(a.write(b"first-".to_vec()));
-    assert!(common::poll_once(&mut first).await.is_pending());
-    coring::time::sleep(std::time::Duration::from_millis(5)).await;
+    let first = waiting_send(&a, b"first-").await;
     let mut shut = Box::pin(a.shutdown(Shutdown::Write));
     assert!(common::poll_once(&mut shut).await.is_pending());
     drop(first);
@@ -1122,9 +1127,7 @@ coring_test!(sends_on_the_pool_keep_their_order, |builder| {
     common::block_on_bounded(&rt, async {
         let (a_std, mut b_std, filled) = full_unix_pair();
         let a = UnixStream::from_std(a_std).unwrap();
-        let mut first = Box::pin(a.write(b"first-".to_vec()));
-        assert!(common::poll_once(&mut first).await.is_pending());
-        coring::time::sleep(std::time::Duration::from_millis(5)).await;
+        let first = waiting_send(&a, b"first-").await;
         let mut dropped = Box::pin(a.write(b"dropped-".to_vec()));
         assert!(common::poll_once(&mut dropped).await.is_pending());
         let mut second = Box::pin(a.write(b"second".to_vec()));

@@ -217,17 +217,16 @@ impl Fallback {
     pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
         match sys::route(desc) {
             Route::Inline => {
-                if let (OpDesc::Shutdown { fd, .. }, true) = (*desc, sys::ordered(desc)) {
+                if let OpDesc::Shutdown { fd, .. } = *desc {
                     let fd = fd.raw;
-                    if let Some(w) = self
+                    let behind = self
                         .fds
-                        .get_mut(fd as usize)
-                        .filter(|w| !w.write.is_empty())
-                    {
+                        .get(fd as usize)
+                        .is_some_and(|w| !w.write.is_empty());
+                    if behind && sys::ordered(desc) {
                         // Sends issued before it wait for room: the shutdown takes effect
                         // after them, in their queue (it would fail them), as on io_uring.
-                        w.write.push_back((key, *desc));
-                        self.parked.insert(key, (fd, Dir::Write));
+                        self.park(key, fd, Dir::Write, *desc);
                         return Ok(Push::Queued);
                     }
                 }
@@ -261,10 +260,15 @@ impl Fallback {
                 return Ok(());
             }
         }
+        self.park(key, fd, dir, desc);
+        Ok(())
+    }
+
+    /// Queues op `key` on `fd` behind the ones already waiting in direction `dir`.
+    fn park(&mut self, key: usize, fd: RawFd, dir: Dir, desc: OpDesc) {
         let w = self.fds.get_or_default(fd as usize);
         queue_mut(w, dir).push_back((key, desc));
         self.parked.insert(key, (fd, dir));
-        Ok(())
     }
 
     /// Runs a socket op's syscall now, if nothing waits before it on its descriptor in that

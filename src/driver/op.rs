@@ -31,10 +31,10 @@ pub(crate) trait Operation: 'static {
     /// dropped at once (closing an fd the kernel opened for nobody, releasing a buffer).
     fn complete(self, c: Completion) -> Self::Output;
 
-    /// The operation was left in flight on the driver with identity `driver`
-    /// (`context::driver_id`) rather than completed during submission; `complete` follows
-    /// once, whatever happens to the future.
-    fn in_flight(&mut self, _driver: usize) {}
+    /// The operation, described by `desc`, was left in flight on the driver with identity
+    /// `driver` (`context::driver_id`) rather than completed during submission; `complete`
+    /// (or, for a leaked operation, nothing) follows once, whatever happens to the future.
+    fn in_flight(&mut self, _desc: &OpDesc, _driver: usize) {}
 }
 
 impl<T: Operation> Orphan for T {
@@ -298,7 +298,7 @@ impl<T: Operation> Op<T> {
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
                         if let Some(d) = &driver {
-                            data.in_flight(Rc::as_ptr(d) as usize);
+                            data.in_flight(&desc, Rc::as_ptr(d) as usize);
                         }
                         self.state = State::InFlight(key);
                         self.driver = driver;

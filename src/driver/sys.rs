@@ -646,8 +646,8 @@ impl InlineSends {
         let fd = match *desc {
             OpDesc::Send { len: 0, .. } => return None,
             OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
-            OpDesc::Shutdown { fd, .. } => {
-                if ordered(desc) && self.fds.get(fd.raw as usize).is_some_and(SendState::busy) {
+            OpDesc::Shutdown { .. } => {
+                if self.must_wait(desc).is_some() {
                     return None;
                 }
                 self.hits += 1;
@@ -680,18 +680,25 @@ impl InlineSends {
     /// (`true`: the backend submits nothing now; [`InlineSends::release`] gives it back
     /// in its turn, or [`InlineSends::unhold`] when it is cancelled first).
     pub(crate) fn hold(&mut self, key: usize, desc: &OpDesc) -> bool {
-        if !ordered(desc) {
-            return false;
-        }
-        let Some(fd) = send_fd(desc) else {
+        let Some(fd) = self.must_wait(desc) else {
             return false;
         };
-        let Some(st) = self.fds.get_mut(fd as usize).filter(|st| st.busy()) else {
-            return false;
-        };
-        st.held.push_back((key, *desc));
+        self.fds
+            .get_or_default(fd as usize)
+            .held
+            .push_back((key, *desc));
         self.keys.insert(key, fd);
         true
+    }
+
+    /// The descriptor of `desc` if `desc` is [`ordered`] and an earlier operation of that
+    /// descriptor is queued or held: it must wait its turn.
+    fn must_wait(&self, desc: &OpDesc) -> Option<RawFd> {
+        let fd = send_fd(desc).filter(|_| ordered(desc))?;
+        self.fds
+            .get(fd as usize)
+            .is_some_and(SendState::busy)
+            .then_some(fd)
     }
 
     /// Operation `key`, described by `desc`, went to the ring or the pool.

@@ -683,6 +683,7 @@ impl Stream {
     }
 
     pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        // Only the write side is ordered behind sends (`sys::ordered`).
         if how == std::net::Shutdown::Write {
             self.fd.check_write_order()?;
         }

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use crate::driver::desc::FdRef;
+use crate::driver::desc::{FdRef, OpDesc};
 use crate::driver::fixed::FixedCell;
 use crate::driver::op::Op;
 use crate::op::fs::Close;
@@ -73,13 +73,22 @@ impl SharedFd {
         }
     }
 
-    /// An ordered write of this descriptor went in flight on `driver`.
-    pub(crate) fn write_in_flight(&self, driver: usize) {
+    /// For an operation of this descriptor described by `desc` that went in flight on
+    /// `driver`: counts it among the ordered writes in flight if it is one
+    /// ([`sys::ordered`]); `true` then, and the operation calls [`SharedFd::write_done`]
+    /// when it completes (its final completion, whatever happened to its future).
+    ///
+    /// [`sys::ordered`]: crate::driver::sys::ordered
+    pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: usize) -> bool {
+        if !crate::driver::sys::ordered(desc) {
+            return false;
+        }
         let (_, n) = self.inner.writes.get();
         self.inner.writes.set((driver, n + 1));
+        true
     }
 
-    /// An ordered write of this descriptor completed (its final completion arrived).
+    /// An ordered write counted by [`SharedFd::write_in_flight`] completed.
     pub(crate) fn write_done(&self) {
         let (owner, n) = self.inner.writes.get();
         self.inner.writes.set((owner, n.saturating_sub(1)));

@@ -336,7 +336,7 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
 pub(crate) struct Shutdown {
     fd: SharedFd,
     how: i32,
-    /// Counted in the descriptor's ordered writes in flight (a shutdown(Write)).
+    /// Counted among the stream's ordered writes in flight (`SharedFd::write_in_flight`).
     counted: bool,
 }
 
@@ -372,11 +372,8 @@ impl Operation for Shutdown {
         c.result().map(drop)
     }
 
-    fn in_flight(&mut self, driver: usize) {
-        if self.how == libc::SHUT_WR {
-            self.fd.write_in_flight(driver);
-            self.counted = true;
-        }
+    fn in_flight(&mut self, desc: &OpDesc, driver: usize) {
+        self.counted = self.fd.write_in_flight(desc, driver);
     }
 }
 

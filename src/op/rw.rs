@@ -311,7 +311,7 @@ pub(crate) struct Send<B> {
     buf: B,
     /// On a stream socket (see `OpDesc::Send::stream`).
     stream: bool,
-    /// Counted in the descriptor's ordered writes in flight (`SharedFd::write_in_flight`).
+    /// Counted among the stream's ordered writes in flight (`SharedFd::write_in_flight`).
     counted: bool,
 }
 
@@ -348,11 +348,8 @@ impl<B: IoBuf> Operation for Send<B> {
         written(c, self.buf)
     }
 
-    fn in_flight(&mut self, driver: usize) {
-        if self.stream {
-            self.fd.write_in_flight(driver);
-            self.counted = true;
-        }
+    fn in_flight(&mut self, desc: &OpDesc, driver: usize) {
+        self.counted = self.fd.write_in_flight(desc, driver);
     }
 }
 

@@ -873,6 +873,8 @@ impl Uring {
                 flags: msg_flags,
                 ..
             } => opcode::SendMsg::new(fd(f), msg).flags(msg_flags).build(),
+            // Not submitted by `push` (it runs shutdown(2) itself, see `shutdown_now`); the
+            // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
         };
         entry.flags(sqe_flags)
