@@ -1091,17 +1091,13 @@ coring_test!(
                 .iter()
                 .map(|s| Box::pin(s.write(b"first".to_vec())))
                 .collect();
-            for f in &mut firsts {
-                assert!(common::poll_once(f).await.is_pending());
-            }
+            common::poll_each_pending(&mut firsts).await;
             coring::time::sleep(std::time::Duration::from_millis(5)).await;
             let mut seconds: Vec<_> = streams
                 .iter()
                 .map(|s| Box::pin(s.write(b"second".to_vec())))
                 .collect();
-            for f in &mut seconds {
-                assert!(common::poll_once(f).await.is_pending());
-            }
+            common::poll_each_pending(&mut seconds).await;
             let reader = std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 read_all_std(&mut c_peer, usize::MAX)

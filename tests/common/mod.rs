@@ -196,3 +196,14 @@ unsafe impl coring::buf::IoBufMut for DropFlagBuf {
 pub async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
 }
+
+/// Polls each of `futs` once, in order, and asserts that none finished (each operation is
+/// now issued and waiting).
+pub async fn poll_each_pending<F: std::future::Future + Unpin>(futs: &mut [F]) {
+    for (i, f) in futs.iter_mut().enumerate() {
+        assert!(
+            poll_once(f).await.is_pending(),
+            "future {i} finished in its first poll"
+        );
+    }
+}
