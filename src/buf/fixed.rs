@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use super::{IoBuf, IoBufMut};
 use crate::driver::fixed::{Fixed, FixedCell};
+use crate::driver::Backend;
 
 /// Alignment of a pool's memory: a page, so that buffers of page-multiple size suit
 /// `O_DIRECT` too.

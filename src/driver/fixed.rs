@@ -23,6 +23,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 
+use super::AnyBackend;
 use super::Backend;
 use crate::runtime::context;
 
@@ -51,26 +52,6 @@ pub(crate) trait Tables {
     fn release(&self, table: Table, first: u32, count: u32);
     /// Whether the ring still exists.
     fn is_live(&self) -> bool;
-}
-
-/// What a backend without registered-file and -buffer tables answers (the fallback, the
-/// mock): no ring, nothing to register, so operations use plain descriptors and memory,
-/// which is what a registration falls back to anyway.
-pub(crate) trait NoTables {
-    /// No ring whose tables an entry could name.
-    fn ring_id(&self) -> Option<std::num::NonZeroU32> {
-        None
-    }
-
-    /// Nothing to register.
-    fn register_file(&self, _fd: std::os::fd::RawFd) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
-
-    /// Nothing to register.
-    fn register_buffers(&self, _bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
 }
 
 /// `count` consecutive entries of one table of one ring, held until dropped.
@@ -110,7 +91,7 @@ const OUTSIDE_RUNTIME: &str = "coring: register() needs the runtime whose ring i
                                with; call it inside Runtime::block_on or a task spawned on one";
 
 /// What registering with the current runtime asks of its backend.
-pub(crate) type RegisterFn<'a> = &'a dyn Fn(&Backend) -> io::Result<Option<Registration>>;
+pub(crate) type RegisterFn<'a> = &'a dyn Fn(&AnyBackend) -> io::Result<Option<Registration>>;
 
 impl FixedCell {
     /// The first entry held, for operations to name (the backend decides whether it is

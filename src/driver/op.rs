@@ -304,7 +304,7 @@ impl<T: Operation> Op<T> {
                         self.driver = driver;
                         return Poll::Pending;
                     }
-                    Ok(Submitted::Done(c)) => c,
+                    Ok(Submitted::Completed(c)) => c,
                     // Nothing reached the kernel: complete with the error through the same
                     // path a kernel error takes.
                     Err(e) => Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use super::kept::Held;
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::{Kept, Op};
+use crate::driver::Backend;
 use crate::driver::{Driver, OpDesc, Submitted};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
@@ -615,7 +616,9 @@ impl Stream {
                             key
                         }
                         // Not accepted (or, impossibly, finished at once): read single-shot.
-                        Ok(Submitted::Done(_)) | Err(_) => return Poll::Ready(Step::SingleShot),
+                        Ok(Submitted::Completed(_)) | Err(_) => {
+                            return Poll::Ready(Step::SingleShot)
+                        }
                     }
                 }
             };
@@ -683,7 +686,7 @@ impl Stream {
     }
 
     pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        // Only the write side is ordered behind sends (`sys::ordered`).
+        // Only the write side is ordered behind sends (`OpDesc::is_ordered_write`).
         if how == std::net::Shutdown::Write {
             self.fd.check_write_order()?;
         }

@@ -8,6 +8,7 @@ use std::task::{Poll, Waker};
 use crate::driver::desc::{FdRef, OpDesc};
 use crate::driver::fixed::FixedCell;
 use crate::driver::op::Op;
+use crate::driver::Backend;
 use crate::op::fs::Close;
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -75,12 +76,11 @@ impl SharedFd {
 
     /// For an operation of this descriptor described by `desc` that went in flight on
     /// `driver`: counts it among the ordered writes in flight if it is one
-    /// ([`sys::ordered`]); `true` then, and the operation calls [`SharedFd::write_done`]
-    /// when it completes (its final completion, whatever happened to its future).
-    ///
-    /// [`sys::ordered`]: crate::driver::sys::ordered
+    /// ([`OpDesc::is_ordered_write`]); `true` then, and the operation calls
+    /// [`SharedFd::write_done`] when it completes (its final completion, whatever happened
+    /// to its future).
     pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: usize) -> bool {
-        if !crate::driver::sys::ordered(desc) {
+        if !desc.is_ordered_write() {
             return false;
         }
         let (_, n) = self.inner.writes.get();

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::driver::fallback::Fallback;
+use crate::driver::backend::fallback::Fallback;
 #[cfg(target_os = "linux")]
-use crate::driver::uring;
-use crate::driver::{Backend, Driver, Metrics, Wait};
+use crate::driver::backend::uring;
+use crate::driver::{AnyBackend, Backend, Driver, Metrics, Wait};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
 
@@ -37,7 +37,8 @@ pub enum BackendKind {
     /// The readiness (epoll/kqueue) backend with a blocking pool for files.
     Fallback,
     /// Test support: operations complete when the test says so, through
-    /// [`Runtime::mock`]. Never chosen by `Auto` or `CORING_BACKEND`.
+    /// `Runtime::mock`. Never chosen by `Auto` or `CORING_BACKEND`; needs the `test-util`
+    /// feature (building a runtime with it fails with `Unsupported` otherwise).
     #[doc(hidden)]
     Mock,
 }
@@ -169,10 +170,11 @@ impl Builder {
         self
     }
 
-    /// Test hook: treats these io_uring opcodes (by name: "READ", "OPENAT", "STATX", ...)
+    /// Test hook: treats these io_uring opcodes (by name, any case: "READ", "OPENAT", "STATX", ...
     /// as missing, so their operations take the per-opcode fallback (the blocking pool), as
     /// on a kernel that lacks them.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     pub fn emulate_missing_opcodes(mut self, names: &[&str]) -> Builder {
         self.emulate_missing = names.iter().map(|n| n.to_string()).collect();
         self
@@ -308,17 +310,27 @@ impl Builder {
     }
 
     /// Builds the backend and, when it is the fallback, says why.
-    fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+    fn select_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
         // A test asking for the mock gets it, whatever the environment says.
         if self.backend == BackendKind::Mock {
-            return Ok((Backend::Mock(crate::driver::mock::Mock::new()), None));
+            #[cfg(feature = "test-util")]
+            return Ok((
+                AnyBackend::Mock(crate::driver::backend::mock::Mock::new()),
+                None,
+            ));
+            #[cfg(not(feature = "test-util"))]
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "coring: BackendKind::Mock is test support; enable coring's `test-util` \
+                 feature (as a dev-dependency) to use it",
+            ));
         }
         self.select_platform_backend()
     }
 
     /// Builds the platform's backend and, when it is the fallback, says why.
     #[cfg(target_os = "linux")]
-    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
+    fn select_platform_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
         let cfg = uring::UringConfig {
             entries: self.entries,
             cq_entries: self.cq_entries,
@@ -333,18 +345,18 @@ impl Builder {
             BackendKind::IoUring => {
                 // Forced: the kernel's error as is (errno intact), never a silent fallback.
                 let ring = uring::Uring::new(&cfg).map_err(|e| e.error)?;
-                Ok((Backend::Uring(ring), None))
+                Ok((AnyBackend::Uring(ring), None))
             }
             BackendKind::Fallback => Ok((
-                Backend::Fallback(Fallback::new()?),
+                AnyBackend::Fallback(Fallback::new()?),
                 Some("fallback requested (Builder::backend or CORING_BACKEND)".to_string()),
             )),
             BackendKind::Auto => match uring::Uring::new(&cfg) {
-                Ok(ring) => Ok((Backend::Uring(ring), None)),
+                Ok(ring) => Ok((AnyBackend::Uring(ring), None)),
                 Err(e) if io_uring_unavailable(&e.error) => {
                     let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
                     log_fallback_once(&reason);
-                    Ok((Backend::Fallback(Fallback::new()?), Some(reason)))
+                    Ok((AnyBackend::Fallback(Fallback::new()?), Some(reason)))
                 }
                 Err(e) => Err(e.error),
             },
@@ -355,7 +367,7 @@ impl Builder {
     /// Builds the backend: without io_uring that is always the fallback; asking for
     /// io_uring is an error rather than a silent substitute.
     #[cfg(not(target_os = "linux"))]
-    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
+    fn select_platform_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
         let reason = match self.requested_backend()? {
             BackendKind::IoUring => {
                 return Err(io::Error::new(
@@ -371,7 +383,7 @@ impl Builder {
             BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
         };
         Ok((
-            Backend::Fallback(Fallback::new()?),
+            AnyBackend::Fallback(Fallback::new()?),
             Some(reason.to_string()),
         ))
     }
@@ -529,12 +541,7 @@ impl Runtime {
 
     /// Which backend this runtime runs on.
     pub fn backend(&self) -> BackendKind {
-        match self.inner.driver.borrow().backend() {
-            #[cfg(target_os = "linux")]
-            Backend::Uring(_) => BackendKind::IoUring,
-            Backend::Fallback(_) => BackendKind::Fallback,
-            Backend::Mock(_) => BackendKind::Mock,
-        }
+        self.inner.driver.borrow().backend().kind()
     }
 
     /// Why this runtime runs on the fallback backend (`None` on io_uring), e.g.
@@ -555,7 +562,6 @@ impl Runtime {
         let mut m = driver.metrics;
         m.turns = self.inner.turns.get();
         m.ops_offloaded = driver.backend().offloaded();
-        m.ops_inline = driver.backend().inline_completions();
         m
     }
 
@@ -584,12 +590,9 @@ impl Runtime {
     /// Test hook: makes the next `io_uring_enter` calls fail with these errnos before the
     /// kernel sees them, as a signal, a full kernel queue, or a broken ring would.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     pub fn inject_enter_errors(&self, errnos: &[i32]) {
-        self.inner
-            .driver
-            .borrow_mut()
-            .backend_mut()
-            .inject_enter_errors(errnos);
+        self.inner.driver.borrow_mut().inject_enter_errors(errnos);
     }
 
     /// Test support: the handle of a runtime built with `BackendKind::Mock`, through which
@@ -599,10 +602,11 @@ impl Runtime {
     ///
     /// On any other backend.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     #[track_caller]
     pub fn mock(&self) -> crate::mock::MockHandle {
         match self.inner.driver.borrow().backend() {
-            Backend::Mock(m) => m.handle(),
+            AnyBackend::Mock(m) => m.handle(),
             _ => panic!(
                 "Runtime::mock: this runtime runs on {}; build it with \
                  Builder::new().backend(BackendKind::Mock)",
