@@ -87,7 +87,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         // Every buffer is back (each holds the pool), so no operation names the entries:
         // clear them in the kernel, then free the memory it had registered.
-        self.fixed.release();
+        self.fixed.unregister();
         // SAFETY: mem was allocated in FixedBufPool::new with exactly this layout, and
         // nothing refers to it any more (no buffer is out, the registration is gone).
         unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };

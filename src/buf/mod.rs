@@ -170,3 +170,18 @@ unsafe impl IoBufMut for Box<[u8]> {
     }
     unsafe fn set_init(&mut self, _pos: usize) {}
 }
+
+/// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
+/// were filled by this read already) and marks the buffer initialised up to the end of
+/// the copy. Returns the bytes copied.
+pub(crate) fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
+    debug_assert!(at <= buf.bytes_total());
+    let n = data.len().min(buf.bytes_total() - at);
+    // SAFETY: buf is writable for bytes_total() >= at + n bytes at stable_mut_ptr(); data
+    // is n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr().add(at), n) };
+    // SAFETY: the first `at` bytes were written by this read before, the next n just now;
+    // at + n <= bytes_total().
+    unsafe { buf.set_init(at + n) };
+    n
+}

@@ -49,7 +49,7 @@ pub(crate) enum Table {
 pub(crate) trait Tables {
     /// Clears entries `first..first + count` of `table` in the kernel, if the ring still
     /// exists, and makes them available again.
-    fn release(&self, table: Table, first: u32, count: u32);
+    fn clear(&self, table: Table, first: u32, count: u32);
     /// Whether the ring still exists.
     fn is_live(&self) -> bool;
 }
@@ -77,8 +77,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.tables
-            .release(self.table, self.first.index, self.count);
+        self.tables.clear(self.table, self.first.index, self.count);
     }
 }
 
@@ -166,8 +165,8 @@ impl FixedCell {
     }
 
     /// Drops the registration, clearing its entries in the kernel.
-    pub(crate) fn release(&self) {
-        // Taken out first, so that the release runs without the cell borrowed.
+    pub(crate) fn unregister(&self) {
+        // Taken out first, so that the clearing runs without the cell borrowed.
         let r = self.0.borrow_mut().take();
         drop(r);
     }

@@ -23,6 +23,7 @@ pub(crate) mod desc;
 pub(crate) mod fixed;
 pub(crate) mod offload;
 pub(crate) mod op;
+pub(crate) mod provided;
 pub(crate) mod syscall;
 
 use std::collections::VecDeque;
@@ -194,6 +195,8 @@ impl Slot {
 
 /// The driver: operation table plus backend.
 pub(crate) struct Driver {
+    /// Unique within the process (never reused, unlike an address).
+    id: u64,
     ops: Slab<Slot>,
     backend: AnyBackend,
     /// Orphans finished during reaping; dropped after the table is updated so that user
@@ -230,7 +233,9 @@ pub(crate) fn reset_inline_budget() {
 
 impl Driver {
     pub(crate) fn new(backend: AnyBackend) -> Driver {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Driver {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ops: Slab::with_capacity(64),
             backend,
             finished: Vec::new(),
@@ -258,6 +263,11 @@ impl Driver {
             return Err(backend::classify_enter_error(e));
         }
         self.backend.enter(wait)
+    }
+
+    /// The driver's identity: unique within the process, never 0.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The backend the driver runs on.
@@ -458,22 +468,6 @@ impl Driver {
             self.request_cancel(key);
         }
         matches!(self.ops[key], Slot::Finished { .. })
-    }
-
-    /// Reads provided buffer `bid` (named by a completion collected from
-    /// [`Driver::poll_op`]).
-    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
-        self.backend.provided_buf(bid, len)
-    }
-
-    /// Hands provided buffer `bid` back once its owner has copied the data out.
-    pub(crate) fn recycle_buf(&mut self, bid: u16) {
-        self.backend.recycle_buf(bid);
-    }
-
-    /// The size of each provided buffer (0 where streams have no multishot receives).
-    pub(crate) fn provided_buf_size(&self) -> usize {
-        self.backend.provided_buf_size()
     }
 
     fn request_cancel(&mut self, key: usize) {

@@ -4,7 +4,7 @@
 //! write in flight at the same time from two tasks.
 
 mod accept;
-mod kept;
+mod retained;
 mod stream;
 mod tcp;
 mod udp;

@@ -78,7 +78,7 @@ fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
 /// A TCP socket listening for connections.
 ///
 /// An accept whose future is dropped after it was submitted (a `select` that picked
-/// another branch, a timeout) is kept, and the next [`accept`](Self::accept) returns its
+/// another branch, a timeout) is retained, and the next [`accept`](Self::accept) returns its
 /// connection: no connection the kernel accepted is closed unseen.
 pub struct TcpListener {
     acceptor: Acceptor,
@@ -145,7 +145,7 @@ impl TcpListener {
             acceptor: Acceptor::new(fd),
         }
     }
-    /// Cancels a kept accept (see [`Acceptor`]).
+    /// Cancels a retained accept (see [`Acceptor`]).
     fn quiesce(&self) {
         self.acceptor.quiesce();
     }

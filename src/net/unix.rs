@@ -13,7 +13,7 @@ use crate::platform;
 /// A Unix domain socket listening for connections.
 ///
 /// As with [`TcpListener`](crate::net::TcpListener), an accept whose future is dropped
-/// after it was submitted is kept, and the next [`accept`](Self::accept) returns its
+/// after it was submitted is retained, and the next [`accept`](Self::accept) returns its
 /// connection.
 pub struct UnixListener {
     acceptor: Acceptor,
@@ -64,7 +64,7 @@ impl UnixListener {
             acceptor: Acceptor::new(fd),
         }
     }
-    /// Cancels a kept accept (see [`Acceptor`]).
+    /// Cancels a retained accept (see [`Acceptor`]).
     fn quiesce(&self) {
         self.acceptor.quiesce();
     }

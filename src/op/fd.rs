@@ -39,7 +39,7 @@ struct Inner {
     /// Ordered writes (a stream's sends and shutdown(Write)) in flight: the identity of
     /// the runtime they run on (`context::driver_id`) and how many. Each runtime keeps its
     /// own sends in order; one on another runtime could overtake them.
-    writes: Cell<(usize, u32)>,
+    writes: Cell<(u64, u32)>,
 }
 
 impl SharedFd {
@@ -79,7 +79,7 @@ impl SharedFd {
     /// ([`OpDesc::is_ordered_write`]); `true` then, and the operation calls
     /// [`SharedFd::write_done`] when it completes (its final completion, whatever happened
     /// to its future).
-    pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: usize) -> bool {
+    pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: u64) -> bool {
         if !desc.is_ordered_write() {
             return false;
         }
@@ -127,7 +127,7 @@ impl SharedFd {
                 ),
             ));
         }
-        self.inner.fixed.release();
+        self.inner.fixed.unregister();
         Ok(())
     }
 
@@ -169,7 +169,7 @@ impl SharedFd {
         .await;
         // No operation can name the slot any more: clear it before the close, so that the
         // close really releases the open file.
-        self.inner.fixed.release();
+        self.inner.fixed.unregister();
         self.inner.closed.set(true);
         Op::new(Close::new(self.inner.fd)).await
     }
@@ -191,7 +191,7 @@ impl Drop for Inner {
         // Every holder is gone, so no operation names the slot: clear it first, so the
         // ring's reference to the open file does not outlive the descriptor (this also
         // runs when into_raw hands the descriptor on).
-        self.fixed.release();
+        self.fixed.unregister();
         if !self.closed.get() {
             // The error of a synchronous close in Drop has nowhere to go; close().await
             // reports it.

@@ -281,8 +281,10 @@ impl Builder {
         }
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
+        let driver = Driver::new(backend);
         let inner = Rc::new(Inner {
-            driver: Rc::new(RefCell::new(Driver::new(backend))),
+            driver_id: driver.id(),
+            driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
             timers: Rc::new(RefCell::new(Timers::default())),
             shared,
@@ -413,6 +415,8 @@ fn log_fallback_once(reason: &str) {
 /// Everything one runtime owns, reachable from the thread-local context.
 pub(crate) struct Inner {
     pub(crate) driver: Rc<RefCell<Driver>>,
+    /// The driver's [`Driver::id`], readable without borrowing it.
+    pub(crate) driver_id: u64,
     pub(crate) executor: Executor,
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,

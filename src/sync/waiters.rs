@@ -96,7 +96,7 @@ impl Waiters {
         if let SlotState::Waiting(_) = self.slots[key].state {
             self.unlink(key);
         }
-        self.release(key);
+        self.free_slot(key);
     }
 
     /// Gives back the slot of a send future dropped before completing; if it had been
@@ -152,7 +152,7 @@ impl Waiters {
         k
     }
 
-    fn release(&mut self, k: usize) {
+    fn free_slot(&mut self, k: usize) {
         self.slots[k] = Slot {
             state: SlotState::Free,
             prev: NIL,

@@ -212,7 +212,7 @@ impl Fallback {
     }
 
     /// Runs a socket op's syscall now, if nothing waits before it on its descriptor in that
-    /// direction and the descriptor is not known to be unready: `Done` with its result,
+    /// direction and the descriptor is not known to be unready: `Ran` with its result,
     /// unless it would block. Else `Wait`, saying whether the descriptor is watched and
     /// marked unready already (after a blocked attempt it is: registered on its first
     /// wait), so the op parks (here or in the `push` after a failed inline attempt)
