@@ -14,19 +14,22 @@
 //!
 //! # Adding an operation
 //!
-//! One operation costs these places, and the compiler names each one after the first two:
+//! One operation costs these places, and the compiler names each one after the first two
+//! (every match over [`OpDesc`] is exhaustive):
 //!
 //! 1. the op struct (`src/op/`): owns the fd handle, buffer, path; implements
 //!    `Operation` (`describe` once, `complete` from the final completion);
 //! 2. its [`OpDesc`] variant (`src/driver/desc.rs`), with the raw pointers the kernel
-//!    uses, then the exhaustive matches of that file (`name`, `check`);
-//! 3. one arm per backend, each an exhaustive `match`: io_uring's SQE (`Uring::sqe` in
-//!    `uring/mod.rs`), the syscall (`syscall::execute`, which the readiness backend and
-//!    the blocking pool run, and `syscall::socket_target` for a socket operation), and the
-//!    readiness backend's route (`fallback::route`: at once, after readiness, or on the
-//!    pool). A kernel without the io_uring opcode needs nothing more: io_uring's probe says
-//!    the SQE's opcode is missing and the same description runs through
-//!    `syscall::execute` on the blocking pool;
+//!    uses, and its arms in that file's `name` and `check`;
+//! 3. one arm per backend: io_uring's SQE (`Uring::sqe` in `uring/mod.rs`); the syscall
+//!    (`syscall::execute`, which the readiness backend and the blocking pool run, and
+//!    `syscall::socket_target`, which says whether it waits for a socket's readiness),
+//!    with a function in `src/platform/` when kernels differ (one per platform module,
+//!    same signature); and the readiness backend's route (`fallback::route`: at once,
+//!    after readiness, or on the pool). A kernel without the io_uring opcode needs
+//!    nothing more: io_uring's probe says the SQE's opcode is missing and the same
+//!    description runs through `syscall::execute` on the blocking pool; the mock backend
+//!    knows the operation by its `name`;
 //! 4. the user API (`src/fs/`, `src/net/`) and its tests, run on every backend.
 //!
 //! # A completion-port backend (IOCP)
