@@ -68,6 +68,14 @@ pub(crate) enum OpDesc {
     },
     /// `fsync(fd)` or `fdatasync(fd)`.
     Fsync { fd: FdRef, datasync: bool },
+    /// `fallocate(fd, mode, offset, len)` (see [`platform::fallocate`] where there is no
+    /// `fallocate`).
+    Fallocate {
+        fd: FdRef,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
     OpenAt {
         dirfd: RawFd,
@@ -204,6 +212,7 @@ impl OpDesc {
             OpDesc::Readv { .. } => "readv",
             OpDesc::Writev { .. } => "writev",
             OpDesc::Fsync { .. } => "fsync",
+            OpDesc::Fallocate { .. } => "fallocate",
             OpDesc::OpenAt { .. } => "openat",
             OpDesc::Close { .. } => "close",
             OpDesc::Statx { .. } => "statx",
@@ -240,9 +249,9 @@ impl OpDesc {
     }
 
     /// The errno of a description no backend may run, checked once before submission so
-    /// that every backend answers alike: EINVAL for a file offset above `i64::MAX` (the
-    /// kernel's `loff_t` is signed; io_uring would take `u64::MAX` as "the file position",
-    /// a `pread` cannot express it).
+    /// that every backend answers alike: EINVAL for a file offset (or, for `fallocate`, a
+    /// length) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
+    /// `u64::MAX` as "the file position", a `pread` cannot express it).
     #[inline]
     pub(crate) fn check(&self) -> Result<(), i32> {
         // Exhaustive, so that a new description with a file offset is checked too.
@@ -251,6 +260,7 @@ impl OpDesc {
             | OpDesc::Write { offset, .. }
             | OpDesc::Readv { offset, .. }
             | OpDesc::Writev { offset, .. } => offset,
+            OpDesc::Fallocate { offset, len, .. } => offset.max(len),
             OpDesc::Nop
             | OpDesc::Fsync { .. }
             | OpDesc::OpenAt { .. }

@@ -61,6 +61,7 @@ pub(crate) fn socket_target(desc: &OpDesc) -> Option<SocketTarget> {
         | OpDesc::Readv { .. }
         | OpDesc::Writev { .. }
         | OpDesc::Fsync { .. }
+        | OpDesc::Fallocate { .. }
         | OpDesc::OpenAt { .. }
         | OpDesc::Close { .. }
         | OpDesc::Statx { .. }
@@ -154,6 +155,15 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 fd: FdRef { raw: fd, .. },
                 datasync,
             } => res(platform::fsync(fd, datasync)),
+            OpDesc::Fallocate {
+                fd: FdRef { raw: fd, .. },
+                mode,
+                offset: off,
+                len,
+            } => match (offset(off), offset(len)) {
+                (Ok(off), Ok(len)) => res(platform::fallocate(fd, mode, off, len)),
+                _ => -libc::EINVAL,
+            },
             OpDesc::OpenAt {
                 dirfd,
                 path,

@@ -50,6 +50,7 @@ fn route(desc: &OpDesc) -> Route {
         | OpDesc::Readv { .. }
         | OpDesc::Writev { .. }
         | OpDesc::Fsync { .. }
+        | OpDesc::Fallocate { .. }
         | OpDesc::OpenAt { .. }
         | OpDesc::Close { .. }
         | OpDesc::Statx { .. }

@@ -491,6 +491,15 @@ impl Uring {
                 };
                 opcode::Fsync::new(fd(f)).flags(sync).build()
             }
+            OpDesc::Fallocate {
+                fd: f,
+                mode,
+                offset,
+                len,
+            } => opcode::Fallocate::new(fd(f), len)
+                .offset(offset)
+                .mode(mode)
+                .build(),
             OpDesc::OpenAt {
                 dirfd,
                 path,
