@@ -625,7 +625,9 @@ fn run_echo(
     })
 }
 
-/// The coring echo server thread's body.
+/// The coring echo server thread's body. Never inlined: bench/scripts/callgrind-echo.sh
+/// finds the server thread by this symbol.
+#[inline(never)]
 fn coring_server(
     kind: BackendKind,
     conns: usize,
@@ -712,7 +714,9 @@ async fn coring_echo(stream: coring::net::TcpStream, stats: Arc<ServerStats>) {
     stats.closed.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The tokio echo server thread's body.
+/// The tokio echo server thread's body. Never inlined: bench/scripts/callgrind-echo.sh
+/// finds the server thread by this symbol.
+#[inline(never)]
 fn tokio_server(
     conns: usize,
     ready: Sender<Result<SocketAddr, String>>,

@@ -297,6 +297,8 @@ fn fill(res: &mut RunResult, p: &EchoParams, c: &ClientReport, s: &ServerReport)
 // ---------------------------------------------------------------------------------------
 // Server
 
+// Never inlined: bench/scripts/callgrind-echo.sh finds the server thread by this symbol.
+#[inline(never)]
 fn server_thread(
     core: Option<core_affinity::CoreId>,
     backend: BackendKind,
