@@ -1,9 +1,11 @@
 //! The few system calls and C types that differ between the Unix kernels coring runs on,
 //! behind one set of names and signatures.
 //!
-//! The op layer, the driver's syscall executor (`driver/sys.rs`) and the user types call
+//! The op layer, the driver's syscall executor (`driver/syscall.rs`) and the user types call
 //! only what this module exports; each platform module below provides every item of the
-//! list with the same signature, and nothing else in the crate needs a `cfg`:
+//! list with the same signature, so the code that calls them needs no `cfg` (the one other
+//! platform decision, which backends exist, is made in `driver::backend::select`, with
+//! `cfg` at module boundaries):
 //!
 //! | item | Linux (`linux.rs`) | FreeBSD (`freebsd.rs`) | Apple (`apple.rs`) |
 //! |------|--------------------|------------------------|--------------------|

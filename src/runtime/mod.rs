@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::driver::backend::fallback::Fallback;
-#[cfg(target_os = "linux")]
-use crate::driver::backend::uring;
+use crate::driver::backend::select::{self, BackendConfig};
 use crate::driver::{AnyBackend, Backend, Driver, Metrics, Wait};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
@@ -91,8 +89,6 @@ const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
 /// rt.block_on(async { /* ... */ });
 /// ```
 #[derive(Debug, Clone)]
-// The ring settings are read only where io_uring exists (Linux).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Builder {
     entries: u32,
     cq_entries: Option<u32>,
@@ -314,102 +310,19 @@ impl Builder {
     /// Builds the backend and, when it is the fallback, says why.
     fn select_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
         // A test asking for the mock gets it, whatever the environment says.
-        if self.backend == BackendKind::Mock {
-            #[cfg(feature = "test-util")]
-            return Ok((
-                AnyBackend::Mock(crate::driver::backend::mock::Mock::new()),
-                None,
-            ));
-            #[cfg(not(feature = "test-util"))]
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "coring: BackendKind::Mock is test support; enable coring's `test-util` \
-                 feature (as a dev-dependency) to use it",
-            ));
-        }
-        self.select_platform_backend()
-    }
-
-    /// Builds the platform's backend and, when it is the fallback, says why.
-    #[cfg(target_os = "linux")]
-    fn select_platform_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
-        let cfg = uring::UringConfig {
+        let kind = match self.backend {
+            BackendKind::Mock => BackendKind::Mock,
+            _ => self.requested_backend()?,
+        };
+        let cfg = BackendConfig {
             entries: self.entries,
             cq_entries: self.cq_entries,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             emulate_missing: self.emulate_missing.clone(),
-            recv_buffers: self.multishot_reads.then(|| {
-                let (count, size) = self.recv_buffers;
-                uring::RecvBuffers { count, size }
-            }),
+            recv_buffers: self.multishot_reads.then_some(self.recv_buffers),
         };
-        match self.requested_backend()? {
-            BackendKind::IoUring => {
-                // Forced: the kernel's error as is (errno intact), never a silent fallback.
-                let ring = uring::Uring::new(&cfg).map_err(|e| e.error)?;
-                Ok((AnyBackend::Uring(ring), None))
-            }
-            BackendKind::Fallback => Ok((
-                AnyBackend::Fallback(Fallback::new()?),
-                Some("fallback requested (Builder::backend or CORING_BACKEND)".to_string()),
-            )),
-            BackendKind::Auto => match uring::Uring::new(&cfg) {
-                Ok(ring) => Ok((AnyBackend::Uring(ring), None)),
-                Err(e) if io_uring_unavailable(&e.error) => {
-                    let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
-                    log_fallback_once(&reason);
-                    Ok((AnyBackend::Fallback(Fallback::new()?), Some(reason)))
-                }
-                Err(e) => Err(e.error),
-            },
-            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
-        }
+        select::build(kind, &cfg)
     }
-
-    /// Builds the backend: without io_uring that is always the fallback; asking for
-    /// io_uring is an error rather than a silent substitute.
-    #[cfg(not(target_os = "linux"))]
-    fn select_platform_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
-        let reason = match self.requested_backend()? {
-            BackendKind::IoUring => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "coring: {IO_URING_LINUX_ONLY}; use BackendKind::Auto or \
-                         BackendKind::Fallback"
-                    ),
-                ))
-            }
-            BackendKind::Fallback => "fallback requested (Builder::backend or CORING_BACKEND)",
-            BackendKind::Auto => IO_URING_LINUX_ONLY,
-            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
-        };
-        Ok((
-            AnyBackend::Fallback(Fallback::new()?),
-            Some(reason.to_string()),
-        ))
-    }
-}
-
-/// Why a runtime off Linux runs on the fallback backend.
-#[cfg(not(target_os = "linux"))]
-const IO_URING_LINUX_ONLY: &str = "io_uring is only available on Linux";
-
-/// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
-/// (out of descriptors) that the fallback would hit too.
-#[cfg(target_os = "linux")]
-fn io_uring_unavailable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPERM | libc::ENOSYS | libc::EACCES | libc::ENOMEM | libc::EINVAL)
-    ) || e.kind() == io::ErrorKind::Unsupported
-}
-
-/// Says once per process, on stderr, why the runtime fell back.
-#[cfg(target_os = "linux")]
-fn log_fallback_once(reason: &str) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
 }
 
 /// Everything one runtime owns, reachable from the thread-local context.

@@ -10,7 +10,8 @@
 //! Backends: `uring` (Linux's io_uring), `fallback` (readiness through epoll or kqueue,
 //! plus a blocking pool, everywhere) and, with the `test-util` feature, `mock` (tests play
 //! the kernel: operations complete when and how the test says). [`AnyBackend`] holds the
-//! one a runtime runs on; calls through it are a `match`, never a `dyn` call.
+//! one a runtime runs on; calls through it are a `match`, never a `dyn` call. `select`
+//! builds it: the one place that knows which backend exists on which platform.
 //!
 //! # Adding an operation
 //!
@@ -60,6 +61,7 @@
 pub(crate) mod fallback;
 #[cfg(feature = "test-util")]
 pub(crate) mod mock;
+pub(crate) mod select;
 // io_uring is a Linux interface; elsewhere the fallback backend is the only one.
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
