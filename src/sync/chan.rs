@@ -1,0 +1,388 @@
+//! The one channel behind all four in this module: what it holds, who waits on each side,
+//! who is still there, and every operation on that, written once.
+//!
+//! The channels differ only in
+//! - where the [`State`] lives: in a `RefCell` for [`super::local`], in a [`SyncChan`] (a
+//!   mutex, plus a condition variable for a receiver blocking a thread) for
+//!   [`super::mpsc`] and [`super::oneshot`]; the [`Chan`] trait is that difference;
+//! - what it holds ([`Queue`]): a `VecDeque` for an mpsc channel, an `Option` for a
+//!   oneshot, which is a channel of capacity one whose only sender sends once.
+//!
+//! Every operation decides under the lock and wakes after releasing it, since a waker may
+//! run code that uses the channel.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::ops::DerefMut;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::waiters::{wake, Waiters};
+use super::{SendError, TryRecvError, TrySendError};
+
+/// What a channel holds between send and receive.
+pub(super) trait Queue: Default {
+    type Item;
+    fn push(&mut self, value: Self::Item);
+    fn pop(&mut self) -> Option<Self::Item>;
+    fn len(&self) -> usize;
+}
+
+impl<T> Queue for VecDeque<T> {
+    type Item = T;
+    fn push(&mut self, value: T) {
+        self.push_back(value);
+    }
+    fn pop(&mut self) -> Option<T> {
+        self.pop_front()
+    }
+    fn len(&self) -> usize {
+        VecDeque::len(self)
+    }
+}
+
+/// A oneshot's value: [`State::push`] checks the capacity (one) before it stores.
+impl<T> Queue for Option<T> {
+    type Item = T;
+    fn push(&mut self, value: T) {
+        *self = Some(value);
+    }
+    fn pop(&mut self) -> Option<T> {
+        self.take()
+    }
+    fn len(&self) -> usize {
+        usize::from(self.is_some())
+    }
+}
+
+/// A channel's state, behind its lock (or `RefCell`).
+pub(super) struct State<Q> {
+    queue: Q,
+    capacity: usize,
+    /// The receiving task's waker, while it waits for a value.
+    rx_waker: Option<Waker>,
+    /// Whether the receiver blocks a thread in [`SyncChan::recv_blocking`]: only then does
+    /// a send need the condition variable, whose notify is a syscall.
+    rx_blocking: bool,
+    /// Senders waiting for room (see [`Waiters`] for who is woken when).
+    tx_waiters: Waiters,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+/// Whom to wake on the receiving side: taken under the lock, woken after it.
+#[must_use = "wake the receiver with RxWake::wake once the lock is released"]
+struct RxWake {
+    task: Option<Waker>,
+    thread: bool,
+}
+
+impl RxWake {
+    /// Wakes the receiver's task or thread; call it with the lock released.
+    fn wake<C: Chan + ?Sized>(self, chan: &C) {
+        if self.thread {
+            chan.notify_thread();
+        }
+        wake(self.task);
+    }
+}
+
+impl<Q: Queue> State<Q> {
+    /// A channel with one sender and one receiver, holding at most `capacity` values.
+    pub(super) fn new(queue: Q, capacity: usize) -> State<Q> {
+        State {
+            queue,
+            capacity,
+            rx_waker: None,
+            rx_blocking: false,
+            tx_waiters: Waiters::new(),
+            senders: 1,
+            receiver_alive: true,
+        }
+    }
+
+    /// Values queued right now.
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues `value` if the receiver is there and there is room.
+    fn push(&mut self, value: Q::Item) -> Result<RxWake, TrySendError<Q::Item>> {
+        if !self.receiver_alive {
+            return Err(TrySendError::Closed(value));
+        }
+        if self.queue.len() >= self.capacity {
+            return Err(TrySendError::Full(value));
+        }
+        self.queue.push(value);
+        Ok(self.take_receiver())
+    }
+
+    /// Pops the next value and, since that frees a place, takes one waiting sender to wake
+    /// (see [`Waiters`]). No allocation: at most one waker per receive.
+    fn pop(&mut self) -> Result<(Q::Item, Option<Waker>), TryRecvError> {
+        match self.queue.pop() {
+            Some(v) => Ok((v, self.tx_waiters.wake_one())),
+            None if self.senders == 0 => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Registers the receiving task, keeping the waker it has if that wakes the same task.
+    fn wait_for_value(&mut self, waker: &Waker) {
+        match &self.rx_waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.rx_waker = Some(waker.clone()),
+        }
+    }
+
+    fn take_receiver(&mut self) -> RxWake {
+        RxWake {
+            task: self.rx_waker.take(),
+            thread: self.rx_blocking,
+        }
+    }
+}
+
+/// A channel as its handles see it: its [`State`] behind a lock, and every operation on
+/// it (the provided methods), so that each is written once for all four channels.
+pub(super) trait Chan {
+    type Item;
+    type Queue: Queue<Item = Self::Item>;
+
+    /// Locks the state; the guard must be dropped before anything is woken.
+    fn lock(&self) -> impl DerefMut<Target = State<Self::Queue>> + '_;
+
+    /// Wakes a thread blocked in [`SyncChan::recv_blocking`].
+    fn notify_thread(&self);
+
+    /// Sends `value`, waiting in line while the channel is full; gives `value` back if
+    /// the receiver is gone.
+    async fn send(&self, value: Self::Item) -> Result<(), SendError<Self::Item>> {
+        let mut value = Some(value);
+        let mut slot = WaitSlot::new(self);
+        poll_fn(|cx| {
+            let mut st = self.lock();
+            let v = value.take().expect("send polled after completion");
+            // Looking for room and registering happen under one lock, as do a receive's
+            // pop and wake: a receive cannot slip between them unseen.
+            let sent = match st.push(v) {
+                Err(TrySendError::Full(v)) => {
+                    value = Some(v);
+                    st.tx_waiters.wait(&mut slot.key, cx.waker());
+                    return Poll::Pending;
+                }
+                sent => sent,
+            };
+            if let Some(key) = slot.key.take() {
+                st.tx_waiters.finish(key);
+            }
+            drop(st);
+            Poll::Ready(match sent {
+                Ok(rx) => {
+                    rx.wake(self);
+                    Ok(())
+                }
+                Err(e) => Err(SendError(e.into_inner())),
+            })
+        })
+        .await
+    }
+
+    /// Sends `value` if there is room right now.
+    fn try_send(&self, value: Self::Item) -> Result<(), TrySendError<Self::Item>> {
+        // The guard is a temporary of this statement: the lock is released before the wake.
+        let rx = self.lock().push(value)?;
+        rx.wake(self);
+        Ok(())
+    }
+
+    /// The next value, `Ready(None)` once the channel is empty and every sender is gone,
+    /// or `Pending` with the task registered to be woken.
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = self.lock();
+        let (v, sender) = match st.pop() {
+            Ok(got) => got,
+            Err(TryRecvError::Closed) => return Poll::Ready(None),
+            Err(TryRecvError::Empty) => {
+                st.wait_for_value(cx.waker());
+                return Poll::Pending;
+            }
+        };
+        drop(st);
+        wake(sender);
+        Poll::Ready(Some(v))
+    }
+
+    /// Takes a value if one is queued.
+    fn try_recv(&self) -> Result<Self::Item, TryRecvError> {
+        // The guard is a temporary of this statement: the lock is released before the wake.
+        let (v, sender) = self.lock().pop()?;
+        wake(sender);
+        Ok(v)
+    }
+
+    /// Whether the receiver is gone.
+    fn is_closed(&self) -> bool {
+        !self.lock().receiver_alive
+    }
+
+    /// Counts a new sender handle.
+    fn add_sender(&self) {
+        self.lock().senders += 1;
+    }
+
+    /// Counts a sender handle gone; the last one wakes the receiver to see the channel
+    /// closed.
+    fn drop_sender(&self) {
+        let mut st = self.lock();
+        st.senders -= 1;
+        if st.senders == 0 {
+            let rx = st.take_receiver();
+            drop(st);
+            rx.wake(self);
+        }
+    }
+
+    /// The receiver is gone: drops what was queued (outside the lock: a value's drop may
+    /// use the channel) and wakes every waiting sender to find the channel closed.
+    fn drop_receiver(&self) {
+        let mut st = self.lock();
+        st.receiver_alive = false;
+        let queued = std::mem::take(&mut st.queue);
+        let senders = st.tx_waiters.wake_all();
+        drop(st);
+        drop(queued);
+        for w in senders {
+            w.wake();
+        }
+    }
+}
+
+/// The local channels: a `RefCell` on one core, where no thread ever blocks.
+impl<Q: Queue> Chan for RefCell<State<Q>> {
+    type Item = Q::Item;
+    type Queue = Q;
+
+    fn lock(&self) -> impl DerefMut<Target = State<Q>> + '_ {
+        self.borrow_mut()
+    }
+
+    /// Never called: a local channel has no `recv_blocking`, so no thread waits on it.
+    fn notify_thread(&self) {}
+}
+
+/// The state of a channel used across threads, and what a receiver blocking a plain
+/// thread waits on.
+pub(super) struct SyncChan<Q> {
+    state: Mutex<State<Q>>,
+    cond: Condvar,
+}
+
+impl<Q: Queue> SyncChan<Q> {
+    pub(super) fn new(state: State<Q>) -> SyncChan<Q> {
+        SyncChan {
+            state: Mutex::new(state),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn guard(&self) -> MutexGuard<'_, State<Q>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks the calling thread (outside any runtime) for the next value, at most
+    /// `timeout`; `Ok(None)` once every sender is gone, `Err(Empty)` if the timeout passed
+    /// first.
+    pub(super) fn recv_blocking(&self, timeout: Duration) -> Result<Option<Q::Item>, TryRecvError> {
+        // A timeout too large to add to now (Duration::MAX) means no deadline.
+        let deadline = Instant::now().checked_add(timeout);
+        let mut st = self.guard();
+        let outcome = loop {
+            match st.pop() {
+                Ok(got) => break Ok(Some(got)),
+                Err(TryRecvError::Closed) => break Ok(None),
+                Err(TryRecvError::Empty) => {}
+            }
+            st.rx_blocking = true;
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break Err(TryRecvError::Empty);
+                    }
+                    self.cond
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        };
+        st.rx_blocking = false;
+        drop(st);
+        Ok(outcome?.map(|(v, sender)| {
+            wake(sender);
+            v
+        }))
+    }
+}
+
+impl<Q: Queue> Chan for SyncChan<Q> {
+    type Item = Q::Item;
+    type Queue = Q;
+
+    fn lock(&self) -> impl DerefMut<Target = State<Q>> + '_ {
+        self.guard()
+    }
+
+    fn notify_thread(&self) {
+        // One receiver, so at most one thread waits.
+        self.cond.notify_one();
+    }
+}
+
+/// A pending send's slot in its channel's [`Waiters`]: it gives the slot back (passing on
+/// a wake it had) when the send is dropped before completing. A completed send gives the
+/// slot back itself, with [`Waiters::finish`] under the lock it already holds.
+struct WaitSlot<'a, C: Chan + ?Sized> {
+    chan: &'a C,
+    /// The slot, once the send has had to wait.
+    key: Option<usize>,
+}
+
+impl<'a, C: Chan + ?Sized> WaitSlot<'a, C> {
+    fn new(chan: &'a C) -> Self {
+        WaitSlot { chan, key: None }
+    }
+}
+
+impl<C: Chan + ?Sized> Drop for WaitSlot<'_, C> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            // The guard is a temporary of this statement: released before the wake.
+            let next = self.chan.lock().tx_waiters.cancel(key);
+            wake(next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sync::{mpsc, oneshot};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The thread-safe channels' futures may move between threads, as before they shared
+    /// this code with the local channels.
+    #[test]
+    fn thread_safe_futures_are_send() {
+        let (tx, mut rx) = mpsc::channel::<u8>(1);
+        assert_send(&tx.send(1));
+        assert_send(&rx.recv());
+        let (_tx, rx) = oneshot::channel::<u8>();
+        assert_send(&rx);
+    }
+}
