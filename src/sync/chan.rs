@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -228,28 +228,65 @@ pub(super) trait Chan {
     fn is_closed(&self) -> bool {
         !self.lock().receiver_alive
     }
+}
 
-    /// Counts a new sender handle.
-    fn add_sender(&self) {
-        self.lock().senders += 1;
+/// Makes the handles of a new channel (whose [`State`] counts one sender): `chan` is an
+/// `Rc` or an `Arc` of it.
+pub(super) fn handles<P: Deref<Target: Chan> + Clone>(chan: P) -> (SenderRef<P>, ReceiverRef<P>) {
+    (SenderRef { chan: chan.clone() }, ReceiverRef { chan })
+}
+
+/// A sender handle's reference to its channel, counted from creation to drop: when the
+/// last one goes, the receiver is woken to find the channel closed.
+pub(super) struct SenderRef<P: Deref<Target: Chan>> {
+    chan: P,
+}
+
+impl<P: Deref<Target: Chan>> Deref for SenderRef<P> {
+    type Target = P::Target;
+    fn deref(&self) -> &P::Target {
+        &self.chan
     }
+}
 
-    /// Counts a sender handle gone; the last one wakes the receiver to see the channel
-    /// closed.
-    fn drop_sender(&self) {
-        let mut st = self.lock();
+impl<P: Deref<Target: Chan> + Clone> Clone for SenderRef<P> {
+    fn clone(&self) -> Self {
+        self.chan.lock().senders += 1;
+        SenderRef {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<P: Deref<Target: Chan>> Drop for SenderRef<P> {
+    fn drop(&mut self) {
+        let mut st = self.chan.lock();
         st.senders -= 1;
         if st.senders == 0 {
             let rx = st.take_receiver();
             drop(st);
-            rx.wake(self);
+            rx.wake(&*self.chan);
         }
     }
+}
 
-    /// The receiver is gone: drops what was queued (outside the lock: a value's drop may
-    /// use the channel) and wakes every waiting sender to find the channel closed.
-    fn drop_receiver(&self) {
-        let mut st = self.lock();
+/// The receiver handle's reference to its channel. When it goes, what was queued is
+/// dropped (outside the lock: a value's drop may use the channel) and every waiting sender
+/// is woken to find the channel closed.
+pub(super) struct ReceiverRef<P: Deref<Target: Chan>> {
+    chan: P,
+}
+
+impl<P: Deref<Target: Chan>> Deref for ReceiverRef<P> {
+    type Target = P::Target;
+    fn deref(&self) -> &P::Target {
+        &self.chan
+    }
+}
+
+impl<P: Deref<Target: Chan>> Drop for ReceiverRef<P> {
+    fn drop(&mut self) {
+        let mut st = self.chan.lock();
         st.receiver_alive = false;
         let queued = std::mem::take(&mut st.queue);
         let senders = st.tx_waiters.wake_all();

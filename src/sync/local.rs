@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::chan::{Chan, State};
+use super::chan::{handles, Chan, ReceiverRef, SenderRef, State};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// A bounded single-core multi-producer, single-consumer channel.
@@ -33,13 +33,13 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         "local::mpsc::channel: capacity must be at least 1"
     );
     let queue = VecDeque::with_capacity(capacity.min(1024));
-    let chan = Rc::new(RefCell::new(State::new(queue, capacity)));
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(queue, capacity))));
+    (Sender { chan: tx }, Receiver { chan: rx })
 }
 
 /// The sending half of a single-core channel.
 pub struct Sender<T> {
-    chan: Rc<RefCell<State<VecDeque<T>>>>,
+    chan: SenderRef<Rc<RefCell<State<VecDeque<T>>>>>,
 }
 
 impl<T> Sender<T> {
@@ -64,22 +64,15 @@ impl<T> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        self.chan.add_sender();
         Sender {
             chan: self.chan.clone(),
         }
     }
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
 /// The receiving half of a single-core channel.
 pub struct Receiver<T> {
-    chan: Rc<RefCell<State<VecDeque<T>>>>,
+    chan: ReceiverRef<Rc<RefCell<State<VecDeque<T>>>>>,
 }
 
 impl<T> Receiver<T> {
@@ -98,24 +91,15 @@ impl<T> Receiver<T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        self.chan.drop_receiver();
-    }
-}
-
 /// Creates a single-core one-value channel.
 pub fn oneshot_channel<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
-    let chan = Rc::new(RefCell::new(State::new(None, 1)));
-    (
-        OneshotSender { chan: chan.clone() },
-        OneshotReceiver { chan },
-    )
+    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(None, 1))));
+    (OneshotSender { chan: tx }, OneshotReceiver { chan: rx })
 }
 
 /// Sends the one value of a single-core oneshot.
 pub struct OneshotSender<T> {
-    chan: Rc<RefCell<State<Option<T>>>>,
+    chan: SenderRef<Rc<RefCell<State<Option<T>>>>>,
 }
 
 impl<T> OneshotSender<T> {
@@ -129,15 +113,9 @@ impl<T> OneshotSender<T> {
     }
 }
 
-impl<T> Drop for OneshotSender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
 /// Receives the one value of a single-core oneshot; await it.
 pub struct OneshotReceiver<T> {
-    chan: Rc<RefCell<State<Option<T>>>>,
+    chan: ReceiverRef<Rc<RefCell<State<Option<T>>>>>,
 }
 
 impl<T> Future for OneshotReceiver<T> {
@@ -147,11 +125,5 @@ impl<T> Future for OneshotReceiver<T> {
         self.chan
             .poll_recv(cx)
             .map(|v| v.ok_or(super::oneshot::RecvError))
-    }
-}
-
-impl<T> Drop for OneshotReceiver<T> {
-    fn drop(&mut self) {
-        self.chan.drop_receiver();
     }
 }

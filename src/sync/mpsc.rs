@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::chan::{Chan, State, SyncChan};
+use super::chan::{handles, Chan, ReceiverRef, SenderRef, State, SyncChan};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// Creates a channel holding at most `capacity` values.
@@ -19,13 +19,13 @@ use super::{SendError, TryRecvError, TrySendError};
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     assert!(capacity > 0, "mpsc::channel: capacity must be at least 1");
     let queue = VecDeque::with_capacity(capacity.min(1024));
-    let chan = Arc::new(SyncChan::new(State::new(queue, capacity)));
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(queue, capacity))));
+    (Sender { chan: tx }, Receiver { chan: rx })
 }
 
 /// The sending half; clone it for more producers.
 pub struct Sender<T> {
-    chan: Arc<SyncChan<VecDeque<T>>>,
+    chan: SenderRef<Arc<SyncChan<VecDeque<T>>>>,
 }
 
 impl<T> Sender<T> {
@@ -55,22 +55,15 @@ impl<T> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        self.chan.add_sender();
         Sender {
             chan: self.chan.clone(),
         }
     }
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
 /// The receiving half.
 pub struct Receiver<T> {
-    chan: Arc<SyncChan<VecDeque<T>>>,
+    chan: ReceiverRef<Arc<SyncChan<VecDeque<T>>>>,
 }
 
 impl<T> Receiver<T> {
@@ -106,12 +99,6 @@ impl<T> Receiver<T> {
     /// Whether nothing is queued right now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-impl<T> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        self.chan.drop_receiver();
     }
 }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::chan::{Chan, State, SyncChan};
+use super::chan::{handles, Chan, ReceiverRef, SenderRef, State, SyncChan};
 use super::TryRecvError;
 
 /// Creates a one-value channel.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let chan = Arc::new(SyncChan::new(State::new(None, 1)));
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(None, 1))));
+    (Sender { chan: tx }, Receiver { chan: rx })
 }
 
 /// The sender was dropped without sending.
@@ -30,7 +30,7 @@ impl std::error::Error for RecvError {}
 
 /// Sends the one value.
 pub struct Sender<T> {
-    chan: Arc<SyncChan<Option<T>>>,
+    chan: SenderRef<Arc<SyncChan<Option<T>>>>,
 }
 
 impl<T> Sender<T> {
@@ -49,16 +49,10 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
 /// Receives the one value: await it, or block a plain thread with
 /// [`recv_blocking`](Receiver::recv_blocking).
 pub struct Receiver<T> {
-    chan: Arc<SyncChan<Option<T>>>,
+    chan: ReceiverRef<Arc<SyncChan<Option<T>>>>,
 }
 
 impl<T> Receiver<T> {
@@ -90,12 +84,6 @@ impl<T> Future for Receiver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.chan.poll_recv(cx).map(|v| v.ok_or(RecvError))
-    }
-}
-
-impl<T> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        self.chan.drop_receiver();
     }
 }
 
