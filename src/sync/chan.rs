@@ -5,16 +5,18 @@
 //! - where the [`State`] lives: in a `RefCell` for [`super::local`], in a [`SyncChan`] (a
 //!   mutex, plus a condition variable for a receiver blocking a thread) for
 //!   [`super::mpsc`] and [`super::oneshot`]; the [`Chan`] trait is that difference;
-//! - what it holds ([`Queue`]): a `VecDeque` for an mpsc channel, an `Option` for a
-//!   oneshot, which is a channel of capacity one whose only sender sends once.
+//! - what it holds ([`Queue`]): a [`Bounded`] queue with a line of senders waiting for
+//!   room for an mpsc channel, an `Option` for a oneshot, whose only sender sends once
+//!   and never waits.
 //!
 //! Every operation decides under the lock and wakes after releasing it, since a waker may
 //! run code that uses the channel.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -22,52 +24,112 @@ use std::time::{Duration, Instant};
 use super::waiters::{wake, Waiters};
 use super::{SendError, TryRecvError, TrySendError};
 
-/// What a channel holds between send and receive.
-pub(super) trait Queue: Default {
+/// What a channel holds between send and receive, and the senders waiting for room.
+pub(super) trait Queue {
     type Item;
-    fn push(&mut self, value: Self::Item);
-    fn pop(&mut self) -> Option<Self::Item>;
-    fn len(&self) -> usize;
+    /// What [`close`](Queue::close) takes out, to be dropped once the lock is released.
+    type Drained;
+
+    /// Queues `value`, or gives it back when there is no room.
+    fn push(&mut self, value: Self::Item) -> Result<(), Self::Item>;
+
+    /// The next value and, since taking it frees a place, the waiting sender to wake.
+    fn pop(&mut self) -> Option<(Self::Item, Option<Waker>)>;
+
+    /// Empties the queue for good (the receiver is gone): what it held, and every waiting
+    /// sender, to be woken to find the channel closed.
+    fn close(&mut self) -> (Self::Drained, Vec<Waker>);
 }
 
-impl<T> Queue for VecDeque<T> {
+/// A queue whose senders may wait for room: an mpsc channel's ([`Bounded`]); a oneshot's
+/// only sender never waits.
+pub(super) trait SenderLine: Queue {
+    fn waiters(&mut self) -> &mut Waiters;
+}
+
+/// An mpsc channel's values, at most `capacity` of them, and the line of senders waiting
+/// for room (see [`Waiters`] for who is woken when).
+pub(super) struct Bounded<T> {
+    values: VecDeque<T>,
+    capacity: usize,
+    waiters: Waiters,
+}
+
+impl<T> Bounded<T> {
+    pub(super) fn new(capacity: usize) -> Bounded<T> {
+        Bounded {
+            values: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            waiters: Waiters::new(),
+        }
+    }
+
+    /// Values queued right now.
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+impl<T> Queue for Bounded<T> {
     type Item = T;
-    fn push(&mut self, value: T) {
-        self.push_back(value);
+    type Drained = VecDeque<T>;
+
+    fn push(&mut self, value: T) -> Result<(), T> {
+        if self.values.len() >= self.capacity {
+            return Err(value);
+        }
+        self.values.push_back(value);
+        Ok(())
     }
-    fn pop(&mut self) -> Option<T> {
-        self.pop_front()
+
+    /// No allocation: at most one waker per receive.
+    fn pop(&mut self) -> Option<(T, Option<Waker>)> {
+        let v = self.values.pop_front()?;
+        Some((v, self.waiters.wake_one()))
     }
-    fn len(&self) -> usize {
-        VecDeque::len(self)
+
+    fn close(&mut self) -> (VecDeque<T>, Vec<Waker>) {
+        (std::mem::take(&mut self.values), self.waiters.wake_all())
     }
 }
 
-/// A oneshot's value: [`State::push`] checks the capacity (one) before it stores.
+impl<T> SenderLine for Bounded<T> {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+}
+
+/// A oneshot's value: room for one, and no sender ever waits (its only send is a
+/// `try_send`).
 impl<T> Queue for Option<T> {
     type Item = T;
-    fn push(&mut self, value: T) {
+    type Drained = Option<T>;
+
+    fn push(&mut self, value: T) -> Result<(), T> {
+        if self.is_some() {
+            return Err(value);
+        }
         *self = Some(value);
+        Ok(())
     }
-    fn pop(&mut self) -> Option<T> {
-        self.take()
+
+    fn pop(&mut self) -> Option<(T, Option<Waker>)> {
+        self.take().map(|v| (v, None))
     }
-    fn len(&self) -> usize {
-        usize::from(self.is_some())
+
+    fn close(&mut self) -> (Option<T>, Vec<Waker>) {
+        (self.take(), Vec::new())
     }
 }
 
 /// A channel's state, behind its lock (or `RefCell`).
 pub(super) struct State<Q> {
     queue: Q,
-    capacity: usize,
     /// The receiving task's waker, while it waits for a value.
     rx_waker: Option<Waker>,
     /// Whether the receiver blocks a thread in [`SyncChan::recv_blocking`]: only then does
     /// a send need the condition variable, whose notify is a syscall.
     rx_blocking: bool,
-    /// Senders waiting for room (see [`Waiters`] for who is woken when).
-    tx_waiters: Waiters,
     senders: usize,
     receiver_alive: bool,
 }
@@ -90,22 +152,20 @@ impl RxWake {
 }
 
 impl<Q: Queue> State<Q> {
-    /// A channel with one sender and one receiver, holding at most `capacity` values.
-    pub(super) fn new(queue: Q, capacity: usize) -> State<Q> {
+    /// A channel with one sender and one receiver, holding `queue`.
+    pub(super) fn new(queue: Q) -> State<Q> {
         State {
             queue,
-            capacity,
             rx_waker: None,
             rx_blocking: false,
-            tx_waiters: Waiters::new(),
             senders: 1,
             receiver_alive: true,
         }
     }
 
-    /// Values queued right now.
-    pub(super) fn len(&self) -> usize {
-        self.queue.len()
+    /// What the channel holds.
+    pub(super) fn queue(&self) -> &Q {
+        &self.queue
     }
 
     /// Queues `value` if the receiver is there and there is room.
@@ -113,20 +173,24 @@ impl<Q: Queue> State<Q> {
         if !self.receiver_alive {
             return Err(TrySendError::Closed(value));
         }
-        if self.queue.len() >= self.capacity {
-            return Err(TrySendError::Full(value));
-        }
-        self.queue.push(value);
+        self.queue.push(value).map_err(TrySendError::Full)?;
         Ok(self.take_receiver())
     }
 
-    /// Pops the next value and, since that frees a place, takes one waiting sender to wake
-    /// (see [`Waiters`]). No allocation: at most one waker per receive.
+    /// The next value, and a waiting sender to wake (see [`Queue::pop`]).
     fn pop(&mut self) -> Result<(Q::Item, Option<Waker>), TryRecvError> {
         match self.queue.pop() {
-            Some(v) => Ok((v, self.tx_waiters.wake_one())),
+            Some(got) => Ok(got),
             None if self.senders == 0 => Err(TryRecvError::Closed),
             None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Takes the receiver's waker, for a send or the last sender's drop to wake it.
+    fn take_receiver(&mut self) -> RxWake {
+        RxWake {
+            task: self.rx_waker.take(),
+            thread: self.rx_blocking,
         }
     }
 
@@ -135,13 +199,6 @@ impl<Q: Queue> State<Q> {
         match &self.rx_waker {
             Some(w) if w.will_wake(waker) => {}
             _ => self.rx_waker = Some(waker.clone()),
-        }
-    }
-
-    fn take_receiver(&mut self) -> RxWake {
-        RxWake {
-            task: self.rx_waker.take(),
-            thread: self.rx_blocking,
         }
     }
 }
@@ -160,38 +217,19 @@ pub(super) trait Chan {
 
     /// Sends `value`, waiting in line while the channel is full; gives `value` back if
     /// the receiver is gone.
-    async fn send(&self, value: Self::Item) -> Result<(), SendError<Self::Item>> {
-        let mut value = Some(value);
-        let mut slot = WaitSlot::new(self);
-        poll_fn(|cx| {
-            let mut st = self.lock();
-            let v = value.take().expect("send polled after completion");
-            // Looking for room and registering happen under one lock, as do a receive's
-            // pop and wake: a receive cannot slip between them unseen.
-            let sent = match st.push(v) {
-                Err(TrySendError::Full(v)) => {
-                    value = Some(v);
-                    st.tx_waiters.wait(&mut slot.key, cx.waker());
-                    return Poll::Pending;
-                }
-                sent => sent,
-            };
-            if let Some(key) = slot.key.take() {
-                st.tx_waiters.finish(key);
-            }
-            drop(st);
-            Poll::Ready(match sent {
-                Ok(rx) => {
-                    rx.wake(self);
-                    Ok(())
-                }
-                Err(e) => Err(SendError(e.into_inner())),
-            })
-        })
-        .await
+    fn send(&self, value: Self::Item) -> SendFuture<'_, Self>
+    where
+        Self::Queue: SenderLine,
+    {
+        SendFuture {
+            chan: self,
+            value: Some(value),
+            key: None,
+        }
     }
 
     /// Sends `value` if there is room right now.
+    #[inline]
     fn try_send(&self, value: Self::Item) -> Result<(), TrySendError<Self::Item>> {
         // The guard is a temporary of this statement: the lock is released before the wake.
         let rx = self.lock().push(value)?;
@@ -201,6 +239,7 @@ pub(super) trait Chan {
 
     /// The next value, `Ready(None)` once the channel is empty and every sender is gone,
     /// or `Pending` with the task registered to be woken.
+    #[inline]
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut st = self.lock();
         let (v, sender) = match st.pop() {
@@ -217,6 +256,7 @@ pub(super) trait Chan {
     }
 
     /// Takes a value if one is queued.
+    #[inline]
     fn try_recv(&self) -> Result<Self::Item, TryRecvError> {
         // The guard is a temporary of this statement: the lock is released before the wake.
         let (v, sender) = self.lock().pop()?;
@@ -259,6 +299,7 @@ impl<P: Deref<Target: Chan> + Clone> Clone for SenderRef<P> {
 }
 
 impl<P: Deref<Target: Chan>> Drop for SenderRef<P> {
+    #[inline]
     fn drop(&mut self) {
         let mut st = self.chan.lock();
         st.senders -= 1;
@@ -285,11 +326,11 @@ impl<P: Deref<Target: Chan>> Deref for ReceiverRef<P> {
 }
 
 impl<P: Deref<Target: Chan>> Drop for ReceiverRef<P> {
+    #[inline]
     fn drop(&mut self) {
         let mut st = self.chan.lock();
         st.receiver_alive = false;
-        let queued = std::mem::take(&mut st.queue);
-        let senders = st.tx_waiters.wake_all();
+        let (queued, senders) = st.queue.close();
         drop(st);
         drop(queued);
         for w in senders {
@@ -381,26 +422,55 @@ impl<Q: Queue> Chan for SyncChan<Q> {
     }
 }
 
-/// A pending send's slot in its channel's [`Waiters`]: it gives the slot back (passing on
-/// a wake it had) when the send is dropped before completing. A completed send gives the
-/// slot back itself, with [`Waiters::finish`] under the lock it already holds.
-struct WaitSlot<'a, C: Chan + ?Sized> {
+/// A pending [`Chan::send`].
+pub(super) struct SendFuture<'a, C: Chan<Queue: SenderLine> + ?Sized> {
     chan: &'a C,
-    /// The slot, once the send has had to wait.
+    value: Option<C::Item>,
+    /// The send's slot in the channel's line of waiting senders ([`Waiters`]), once it
+    /// has had to wait. The send gives it back when it completes, under the lock it holds
+    /// then, or when it is dropped before completing, passing on a wake it had.
     key: Option<usize>,
 }
 
-impl<'a, C: Chan + ?Sized> WaitSlot<'a, C> {
-    fn new(chan: &'a C) -> Self {
-        WaitSlot { chan, key: None }
+/// Nothing is pinned: the value is only ever moved.
+impl<C: Chan<Queue: SenderLine> + ?Sized> Unpin for SendFuture<'_, C> {}
+
+impl<C: Chan<Queue: SenderLine> + ?Sized> Future for SendFuture<'_, C> {
+    type Output = Result<(), SendError<C::Item>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut st = this.chan.lock();
+        let v = this.value.take().expect("send polled after completion");
+        // Looking for room and registering happen under one lock, as do a receive's pop
+        // and wake: a receive cannot slip between them unseen.
+        let sent = match st.push(v) {
+            Err(TrySendError::Full(v)) => {
+                this.value = Some(v);
+                st.queue.waiters().wait(&mut this.key, cx.waker());
+                return Poll::Pending;
+            }
+            sent => sent,
+        };
+        if let Some(key) = this.key.take() {
+            st.queue.waiters().finish(key);
+        }
+        drop(st);
+        Poll::Ready(match sent {
+            Ok(rx) => {
+                rx.wake(this.chan);
+                Ok(())
+            }
+            Err(e) => Err(SendError(e.into_inner())),
+        })
     }
 }
 
-impl<C: Chan + ?Sized> Drop for WaitSlot<'_, C> {
+impl<C: Chan<Queue: SenderLine> + ?Sized> Drop for SendFuture<'_, C> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             // The guard is a temporary of this statement: released before the wake.
-            let next = self.chan.lock().tx_waiters.cancel(key);
+            let next = self.chan.lock().queue.waiters().cancel(key);
             wake(next);
         }
     }
@@ -412,8 +482,8 @@ mod tests {
 
     fn assert_send<T: Send>(_: &T) {}
 
-    /// The thread-safe channels' futures may move between threads, as before they shared
-    /// this code with the local channels.
+    /// The thread-safe channels' futures are `Send`, though they share their code with the
+    /// local channels.
     #[test]
     fn thread_safe_futures_are_send() {
         let (tx, mut rx) = mpsc::channel::<u8>(1);

@@ -1,13 +1,12 @@
 //! Channels for tasks of one core: no atomics or locks, `!Send` handles.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::chan::{handles, Chan, ReceiverRef, SenderRef, State};
+use super::chan::{handles, Bounded, Chan, ReceiverRef, SenderRef, State};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// A bounded single-core multi-producer, single-consumer channel.
@@ -32,14 +31,13 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         capacity > 0,
         "local::mpsc::channel: capacity must be at least 1"
     );
-    let queue = VecDeque::with_capacity(capacity.min(1024));
-    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(queue, capacity))));
+    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(Bounded::new(capacity)))));
     (Sender { chan: tx }, Receiver { chan: rx })
 }
 
 /// The sending half of a single-core channel.
 pub struct Sender<T> {
-    chan: SenderRef<Rc<RefCell<State<VecDeque<T>>>>>,
+    chan: SenderRef<Rc<RefCell<State<Bounded<T>>>>>,
 }
 
 impl<T> Sender<T> {
@@ -72,7 +70,7 @@ impl<T> Clone for Sender<T> {
 
 /// The receiving half of a single-core channel.
 pub struct Receiver<T> {
-    chan: ReceiverRef<Rc<RefCell<State<VecDeque<T>>>>>,
+    chan: ReceiverRef<Rc<RefCell<State<Bounded<T>>>>>,
 }
 
 impl<T> Receiver<T> {
@@ -93,7 +91,7 @@ impl<T> Receiver<T> {
 
 /// Creates a single-core one-value channel.
 pub fn oneshot_channel<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
-    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(None, 1))));
+    let (tx, rx) = handles(Rc::new(RefCell::new(State::new(None))));
     (OneshotSender { chan: tx }, OneshotReceiver { chan: rx })
 }
 

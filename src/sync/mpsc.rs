@@ -3,12 +3,11 @@
 //! `send` waits while the channel holds `capacity` values (backpressure); values from one
 //! sender arrive in the order sent, each exactly once.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::chan::{handles, Chan, ReceiverRef, SenderRef, State, SyncChan};
+use super::chan::{handles, Bounded, Chan, ReceiverRef, SenderRef, State, SyncChan};
 use super::{SendError, TryRecvError, TrySendError};
 
 /// Creates a channel holding at most `capacity` values.
@@ -18,14 +17,13 @@ use super::{SendError, TryRecvError, TrySendError};
 /// If `capacity` is zero.
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     assert!(capacity > 0, "mpsc::channel: capacity must be at least 1");
-    let queue = VecDeque::with_capacity(capacity.min(1024));
-    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(queue, capacity))));
+    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(Bounded::new(capacity)))));
     (Sender { chan: tx }, Receiver { chan: rx })
 }
 
 /// The sending half; clone it for more producers.
 pub struct Sender<T> {
-    chan: SenderRef<Arc<SyncChan<VecDeque<T>>>>,
+    chan: SenderRef<Arc<SyncChan<Bounded<T>>>>,
 }
 
 impl<T> Sender<T> {
@@ -63,7 +61,7 @@ impl<T> Clone for Sender<T> {
 
 /// The receiving half.
 pub struct Receiver<T> {
-    chan: ReceiverRef<Arc<SyncChan<VecDeque<T>>>>,
+    chan: ReceiverRef<Arc<SyncChan<Bounded<T>>>>,
 }
 
 impl<T> Receiver<T> {
@@ -93,7 +91,7 @@ impl<T> Receiver<T> {
 
     /// Values queued right now.
     pub fn len(&self) -> usize {
-        self.chan.lock().len()
+        self.chan.lock().queue().len()
     }
 
     /// Whether nothing is queued right now.

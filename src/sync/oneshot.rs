@@ -12,7 +12,7 @@ use super::TryRecvError;
 
 /// Creates a one-value channel.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(None, 1))));
+    let (tx, rx) = handles(Arc::new(SyncChan::new(State::new(None))));
     (Sender { chan: tx }, Receiver { chan: rx })
 }
 

@@ -1,5 +1,5 @@
-//! The senders waiting for room in a bounded channel: every channel's state
-//! ([`super::chan::State`]) keeps one, inside its lock or `RefCell`.
+//! The senders waiting for room in a bounded channel: every mpsc channel's queue
+//! ([`super::chan::Bounded`]) keeps one, inside the channel's lock or `RefCell`.
 //!
 //! Every pending `send` future owns at most one slot, named by the key it keeps: a re-poll
 //! replaces the waker in that slot (or keeps it when it `will_wake` the same task), and the
@@ -198,6 +198,7 @@ impl Waiters {
 
 /// Wakes the sender a receive or a cancel took from the line, if any; call it with the
 /// channel's lock released, as a waker may run code that uses the channel.
+#[inline]
 pub(super) fn wake(sender: Option<Waker>) {
     if let Some(w) = sender {
         w.wake();
