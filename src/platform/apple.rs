@@ -24,19 +24,10 @@ pub(crate) fn fsync(fd: RawFd, _datasync: bool) -> io::Result<i32> {
     cvt(unsafe { libc::fcntl(fd, libc::F_FULLFSYNC) })
 }
 
-/// Mode 0 `fallocate` (allocate `offset..offset + len`, growing the file if the range ends
-/// past it): Darwin has no `fallocate`, so `F_PREALLOCATE` reserves the blocks from the
-/// end of the file up to the range's end, then `ftruncate` grows the file to it. Any
-/// other mode is `EOPNOTSUPP`.
-pub(crate) fn fallocate(
-    fd: RawFd,
-    mode: i32,
-    offset: libc::off_t,
-    len: libc::off_t,
-) -> io::Result<i32> {
-    if mode != 0 {
-        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-    }
+/// Allocates `offset..offset + len` (mode 0 of [`fallocate`](super::fallocate), the only
+/// one): Darwin has no `fallocate`, so `F_PREALLOCATE` reserves the blocks from the end of
+/// the file up to the range's end, then `ftruncate` grows the file to it.
+pub(crate) fn preallocate(fd: RawFd, offset: libc::off_t, len: libc::off_t) -> io::Result<i32> {
     if len <= 0 || offset < 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }

@@ -3,17 +3,9 @@
 use std::io;
 use std::os::fd::RawFd;
 
-/// `posix_fallocate(fd, offset, len)`: FreeBSD has no `fallocate`; only mode 0 (allocate,
-/// growing the file if the range ends past it) exists, any other mode is `EOPNOTSUPP`.
-pub(crate) fn fallocate(
-    fd: RawFd,
-    mode: i32,
-    offset: libc::off_t,
-    len: libc::off_t,
-) -> io::Result<i32> {
-    if mode != 0 {
-        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-    }
+/// Allocates `offset..offset + len` (mode 0 of [`fallocate`](super::fallocate), the only
+/// one): `posix_fallocate(fd, offset, len)`, as FreeBSD has no `fallocate`.
+pub(crate) fn preallocate(fd: RawFd, offset: libc::off_t, len: libc::off_t) -> io::Result<i32> {
     // SAFETY: no pointers; posix_fallocate returns the error number instead of setting
     // errno.
     match unsafe { libc::posix_fallocate(fd, offset, len) } {

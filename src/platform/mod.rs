@@ -18,7 +18,7 @@
 //! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
 //! | [`short_read_drains`] (a short stream receive proves the socket empty) | TCP sockets (`SO_PROTOCOL`) | never (kqueue reports no urgent data) (`bsd.rs`) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
-//! | [`fallocate`] | `fallocate(2)` | `posix_fallocate(2)` (mode 0 only) | `F_PREALLOCATE` + `ftruncate` (mode 0 only) |
+//! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
 //! one module, `sockflags.rs`, serves both.
@@ -47,19 +47,23 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
+    fallocate, file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
     STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::{fallocate, SO_REUSEPORT};
+use freebsd::preallocate;
+#[cfg(target_os = "freebsd")]
+pub(crate) use freebsd::SO_REUSEPORT;
 
 #[cfg(target_vendor = "apple")]
 mod apple;
 #[cfg(target_vendor = "apple")]
-pub(crate) use apple::{accept, fallocate, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
+use apple::preallocate;
+#[cfg(target_vendor = "apple")]
+pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
 
 #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
 compile_error!(
