@@ -198,6 +198,8 @@ impl OpDesc {
     /// io_uring opcode it becomes, in lower case (`read_fixed` for a read into a
     /// registered buffer, `recv_multi` for the multishot form of `recv`), whichever
     /// backend runs it.
+    // Used by io_uring (Linux) and the mock backend (test-util).
+    #[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
     pub(crate) fn name(&self) -> &'static str {
         match self {
             OpDesc::Nop => "nop",

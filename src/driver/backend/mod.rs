@@ -120,6 +120,8 @@ pub(crate) trait Unpark: Send + Sync + 'static {
 
 /// Maps kernel-entry errors onto the driver's retry classes: EINTR is `Interrupted`,
 /// EAGAIN and EBUSY are `WouldBlock` (retry after reaping); the rest are fatal.
+// Used by io_uring (Linux) and the test hook that injects enter errors.
+#[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
 pub(crate) fn classify_enter_error(e: io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
