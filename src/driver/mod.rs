@@ -112,6 +112,9 @@ pub(crate) enum Submitted {
     /// Finished during submission (a read served from the page cache): its final
     /// completion, delivered at once through the same conversion as any other.
     Completed(Completion),
+    /// Not submitted: it would only wait for its descriptor's readiness, and the backend
+    /// wakes the waker when it may be ready; submit it again then ([`Push::NotReady`]).
+    NotReady,
 }
 
 /// Counters describing the work a runtime has done; see [`crate::Runtime::metrics`].
@@ -305,7 +308,7 @@ impl Driver {
             // The key the slot will have; the slot is made only for an operation left in
             // flight, so one completed during the push costs no slot and no waker clone.
             let key = self.ops.vacant_key();
-            match self.backend.push(key, desc, inline) {
+            match self.backend.push(key, desc, inline, waker) {
                 Ok(Push::Queued) => {
                     let slot = self.ops.insert(Slot::in_flight(Some(waker.clone())));
                     debug_assert_eq!(slot, key, "coring: the slab gave another key");
@@ -319,6 +322,7 @@ impl Driver {
                     self.metrics.ops_inline += 1;
                     return Ok(Submitted::Completed(c));
                 }
+                Ok(Push::NotReady) => return Ok(Submitted::NotReady),
                 Ok(Push::Full) => {
                     self.make_room()?;
                     // Tried already: pushed again, it goes to the queue.
@@ -612,11 +616,16 @@ impl Driver {
                 }
             }
         });
-        for bid in self.recycle.drain(..) {
-            self.backend.recycle_buf(bid);
+        // Checked first: most reaps have neither, and an empty drain still costs its setup.
+        if !self.recycle.is_empty() {
+            for bid in self.recycle.drain(..) {
+                self.backend.recycle_buf(bid);
+            }
         }
-        for (data, c) in self.finished.drain(..) {
-            data.finish(c);
+        if !self.finished.is_empty() {
+            for (data, c) in self.finished.drain(..) {
+                data.finish(c);
+            }
         }
         if !self.throttle.is_empty() {
             // request_cancel may reap again (queue full): work on a taken list.

@@ -24,7 +24,9 @@ pub(crate) trait Operation: 'static {
     /// What awaiting the operation yields.
     type Output;
 
-    /// The backend-neutral description; called once, at submission.
+    /// The backend-neutral description; called at submission (again if a readiness
+    /// backend had nothing to start yet, see `Push::NotReady`: it must describe the same
+    /// operation each time).
     fn describe(&mut self) -> OpDesc;
 
     /// Builds the output from the final completion. Also used for orphans, whose output is
@@ -304,6 +306,9 @@ impl<T: Operation> Op<T> {
                         return Poll::Pending;
                     }
                     Ok(Submitted::Completed(c)) => c,
+                    // Nothing submitted: the backend wakes us when the descriptor may be
+                    // ready, and the next poll submits again.
+                    Ok(Submitted::NotReady) => return Poll::Pending,
                     // Nothing reached the kernel: complete with the error through the same
                     // path a kernel error takes.
                     Err(e) => Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),

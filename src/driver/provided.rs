@@ -236,7 +236,7 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
                 Some(key)
             }
             // Not accepted (or, impossibly, finished at once): read single-shot.
-            Ok(Submitted::Completed(_)) | Err(_) => None,
+            Ok(Submitted::Completed(_) | Submitted::NotReady) | Err(_) => None,
         }
     }
 

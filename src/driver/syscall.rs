@@ -212,7 +212,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 len,
                 flags,
                 ..
-            } => ret(libc::recv(
+            } => ret(platform::recv(
                 fd,
                 buf.cast(),
                 len as usize,
@@ -224,7 +224,7 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 len,
                 flags,
                 ..
-            } => ret(libc::send(
+            } => ret(platform::send(
                 fd,
                 buf.cast(),
                 len as usize,
@@ -235,13 +235,21 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 msg,
                 flags,
                 ..
-            } => ret(libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT)),
+            } => ret(platform::recvmsg(
+                fd,
+                msg,
+                flags as i32 | libc::MSG_DONTWAIT,
+            )),
             OpDesc::SendMsg {
                 fd: FdRef { raw: fd, .. },
                 msg,
                 flags,
                 ..
-            } => ret(libc::sendmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT)),
+            } => ret(platform::sendmsg(
+                fd,
+                msg,
+                flags as i32 | libc::MSG_DONTWAIT,
+            )),
             OpDesc::Shutdown {
                 fd: FdRef { raw: fd, .. },
                 how,
@@ -368,7 +376,7 @@ unsafe fn execute_unpositioned(desc: &OpDesc) -> i32 {
                         ret(libc::write(fd.raw, buf.cast(), len.min(libc::PIPE_BUF)))
                     }
                     WriteMode::SocketNoWait => {
-                        ret(libc::send(fd.raw, buf.cast(), len, libc::MSG_DONTWAIT))
+                        ret(platform::send(fd.raw, buf.cast(), len, libc::MSG_DONTWAIT))
                     }
                 }
             }
@@ -397,7 +405,7 @@ unsafe fn execute_unpositioned(desc: &OpDesc) -> i32 {
                         let mut msg: libc::msghdr = std::mem::zeroed();
                         msg.msg_iov = iov.cast_mut();
                         msg.msg_iovlen = iovcnt as _;
-                        ret(libc::sendmsg(fd.raw, &msg, libc::MSG_DONTWAIT))
+                        ret(platform::sendmsg(fd.raw, &msg, libc::MSG_DONTWAIT))
                     }
                 }
             }

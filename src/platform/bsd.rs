@@ -124,6 +124,46 @@ pub(crate) unsafe fn read_nowait(
     None
 }
 
+/// `recv(fd, buf, len, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn recv(fd: RawFd, buf: *mut libc::c_void, len: usize, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::recv(fd, buf, len, flags) }
+}
+
+/// `send(fd, buf, len, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `len` bytes.
+pub(crate) unsafe fn send(fd: RawFd, buf: *const libc::c_void, len: usize, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::send(fd, buf, len, flags) }
+}
+
+/// `recvmsg(fd, msg, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `msg` must point to a valid header whose buffers are valid for the whole call.
+pub(crate) unsafe fn recvmsg(fd: RawFd, msg: *mut libc::msghdr, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::recvmsg(fd, msg, flags) }
+}
+
+/// `sendmsg(fd, msg, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `msg` must point to a valid header whose buffers are valid for the whole call.
+pub(crate) unsafe fn sendmsg(fd: RawFd, msg: *const libc::msghdr, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::sendmsg(fd, msg, flags) }
+}
+
 /// Whether a short stream receive proves the socket drained (see the Linux version). Never
 /// here: a TCP receive stops short at the urgent mark too, and kqueue does not report
 /// urgent data, so the readiness backend always tries again.

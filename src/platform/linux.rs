@@ -89,6 +89,64 @@ pub(crate) unsafe fn rename(
     cvt(unsafe { libc::renameat2(olddirfd, oldpath, newdirfd, newpath, flags) })
 }
 
+// The socket calls of the readiness backend and of io_uring's sends during submission, as
+// raw system calls. glibc's wrappers are cancellation points: in a multi-threaded process
+// (the blocking pool's threads) each one brackets the call with
+// `__pthread_{enable,disable}_asynccancel`, about 30 instructions that buy nothing here
+// (coring never cancels threads). The raw call returns -1 and sets errno like the wrapper.
+
+/// `recv(fd, buf, len, flags)`, returning what the syscall returns (-1 with errno set on
+/// error).
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+#[inline]
+pub(crate) unsafe fn recv(fd: RawFd, buf: *mut libc::c_void, len: usize, flags: i32) -> isize {
+    let (addr, addrlen) = (
+        std::ptr::null_mut::<libc::sockaddr>(),
+        std::ptr::null_mut::<libc::socklen_t>(),
+    );
+    // SAFETY: recvfrom with no address writes at most `len` bytes to `buf`, valid per this
+    // function's contract.
+    unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) as isize }
+}
+
+/// `send(fd, buf, len, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `len` bytes.
+#[inline]
+pub(crate) unsafe fn send(fd: RawFd, buf: *const libc::c_void, len: usize, flags: i32) -> isize {
+    let (addr, addrlen) = (std::ptr::null::<libc::sockaddr>(), 0 as libc::socklen_t);
+    // SAFETY: sendto with no address reads at most `len` bytes from `buf`, valid per this
+    // function's contract.
+    unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) as isize }
+}
+
+/// `recvmsg(fd, msg, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `msg` must point to a valid header whose buffers are valid for the whole call.
+#[inline]
+pub(crate) unsafe fn recvmsg(fd: RawFd, msg: *mut libc::msghdr, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::syscall(libc::SYS_recvmsg, fd, msg, flags) as isize }
+}
+
+/// `sendmsg(fd, msg, flags)` (-1 with errno set on error).
+///
+/// # Safety
+///
+/// `msg` must point to a valid header whose buffers are valid for the whole call.
+#[inline]
+pub(crate) unsafe fn sendmsg(fd: RawFd, msg: *const libc::msghdr, flags: i32) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as isize }
+}
+
 /// Linux socket addresses carry no length field: the length travels beside them.
 pub(crate) fn set_sockaddr_len(_storage: &mut libc::sockaddr_storage, _len: libc::socklen_t) {}
 
@@ -105,8 +163,15 @@ pub(crate) unsafe fn read_nowait(fd: RawFd, buf: *mut u8, len: u32, offset: u64)
         iov_base: buf.cast(),
         iov_len: len as usize,
     };
+    // The raw system call (see `recv`), with the offset split as the kernel's
+    // `pos_from_hilo` takes it: the low word, then the bits above it (none on 64-bit).
+    let lo = off as libc::c_ulong;
+    let hi = ((off as u64 as u128) >> libc::c_ulong::BITS) as libc::c_ulong;
+    let (iov, count) = (&iov as *const libc::iovec, 1 as libc::c_int);
     // SAFETY: one iovec over the caller's buffer, valid for `len` bytes.
-    let n = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
+    let n = unsafe {
+        libc::syscall(libc::SYS_preadv2, fd, iov, count, lo, hi, libc::RWF_NOWAIT) as isize
+    };
     if n >= 0 {
         return Some(n as i32);
     }

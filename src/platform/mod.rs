@@ -18,6 +18,7 @@
 //! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
 //! | [`short_read_drains`] (a short stream receive proves the socket empty) | TCP sockets (`SO_PROTOCOL`) | never (kqueue reports no urgent data) (`bsd.rs`) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
+//! | [`recv`], [`send`], [`recvmsg`], [`sendmsg`] (and [`read_nowait`]'s `preadv2`) | raw `syscall(2)`: glibc's wrappers are cancellation points, which cost ~30 instructions a call in a multi-threaded process | the libc functions (`bsd.rs`) | as FreeBSD |
 //! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
@@ -32,8 +33,8 @@ use std::io;
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    fallocate, file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
-    SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
+    short_read_drains, stat, Stat, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -47,8 +48,8 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    fallocate, file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
-    STAT_EMPTY_PATH, STAT_MASK,
+    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
+    short_read_drains, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]

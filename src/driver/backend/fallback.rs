@@ -1,16 +1,24 @@
 //! The fallback backend: io_uring-shaped completions on a readiness poller (epoll/kqueue)
 //! plus a blocking thread pool, for machines where io_uring is missing or blocked.
 //!
-//! Socket operations are tried at once, non-blocking; on EAGAIN they wait in a per-fd,
-//! per-direction FIFO until the poller reports readiness, then are retried. Everything
-//! that may block (regular files, path operations, fsync) runs on the blocking pool. Either
-//! way the result is queued as a completion and reported by `reap`, exactly like a CQE,
-//! so the driver's lifecycle (wakers, orphans, cancel, shutdown) is the same code.
+//! Socket operations are tried at once, non-blocking. On EAGAIN, most wait in a per-socket,
+//! per-direction FIFO until the poller reports readiness, then are retried (so a stream's
+//! writes take effect in issue order, and a dropped datagram receive or accept that was
+//! submitted is retained by its socket with whatever it gets). A stream receive is not
+//! submitted at all (`Push::NotReady`): the task's waker waits for the socket's next
+//! readable edge and the task submits it again then, so a read that has to wait costs no
+//! slot, no emulated completion and no second trip through the driver, and a read dropped
+//! meanwhile leaves nothing behind (there is nothing it could have received). Everything that may
+//! block (regular files, path operations, fsync) runs on the blocking pool. Every result is
+//! queued as a completion and reported by `reap`, exactly like a CQE (or returned at once,
+//! `Push::Completed`), so the driver's lifecycle (wakers, orphans, cancel, shutdown) is the
+//! same code.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use coring_fallback::{Events, Poller, PollerWaker};
@@ -66,11 +74,27 @@ fn route(desc: &OpDesc) -> Route {
     }
 }
 
-/// Operations waiting for one descriptor to become ready, oldest first.
+/// What waits for one descriptor to become ready.
 #[derive(Default)]
 struct Waiters {
+    /// Tasks whose stream receive found the socket empty: woken, oldest first, on its next
+    /// readable edge (after the parked reads); each then submits its receive again. A task
+    /// appears once.
+    readers: Vec<Waker>,
+    /// Datagram receives and accepts waiting for readability, oldest first.
     read: VecDeque<(usize, OpDesc)>,
+    /// Sends, connects and ordered shutdowns waiting for room, oldest first (the order a
+    /// stream's writes take effect in).
     write: VecDeque<(usize, OpDesc)>,
+}
+
+impl Waiters {
+    fn queue(&mut self, dir: Interest) -> &mut VecDeque<(usize, OpDesc)> {
+        match dir {
+            Interest::Read => &mut self.read,
+            Interest::Write => &mut self.write,
+        }
+    }
 }
 
 /// A registered open file and what the poller last said about it.
@@ -141,6 +165,8 @@ pub(crate) struct Fallback {
     registered: DenseMap<FdState>,
     /// Where each parked operation waits, for cancel.
     parked: DenseMap<(RawFd, Interest)>,
+    /// Wakers in all `Waiters::readers` lists.
+    readers: usize,
 }
 
 impl Fallback {
@@ -158,7 +184,13 @@ impl Fallback {
             fds: DenseMap::default(),
             registered: DenseMap::default(),
             parked: DenseMap::default(),
+            readers: 0,
         })
+    }
+
+    /// Whether anything waits for the poller: parked operations or tasks waiting to read.
+    fn waiting(&self) -> bool {
+        !self.parked.is_empty() || self.readers > 0
     }
 
     /// Runs an operation that never blocks (or needs nothing); its completion goes with
@@ -182,10 +214,18 @@ impl Fallback {
         self.ready.push((key, Completion { res, flags: 0 }));
     }
 
-    /// Runs a socket op now, or queues it behind the socket's readiness (FIFO per
-    /// direction, so two reads on one socket complete in submission order). One that ran
+    /// Runs a socket op now, or has it wait for the socket's readiness: a stream receive
+    /// as a waker ([`Push::NotReady`]), anything else in the socket's queue for its
+    /// direction (FIFO, so a stream's sends take effect in issue order). One that ran
     /// completes at once if `inline` allows, else with the next reap.
-    fn push_socket(&mut self, key: usize, desc: &OpDesc, t: SocketTarget, inline: bool) -> Push {
+    fn push_socket(
+        &mut self,
+        key: usize,
+        desc: &OpDesc,
+        t: SocketTarget,
+        inline: bool,
+        waker: &Waker,
+    ) -> Push {
         let watched = match self.attempt(desc, t) {
             Attempt::Ran(res) if inline => return Push::Completed(Completion { res, flags: 0 }),
             Attempt::Ran(res) => {
@@ -201,23 +241,40 @@ impl Fallback {
                 return Push::Queued;
             }
         }
+        if let OpDesc::Recv { stream: true, .. } = desc {
+            // Nothing to keep: submitted later, it reads what is there then, as it would
+            // have now (a datagram receive or an accept is parked instead, so that one
+            // whose call is dropped is retained by its socket with what it gets).
+            self.wait_readable(t.fd, waker);
+            return Push::NotReady;
+        }
         self.park(key, t.fd, t.interest, *desc);
         Push::Queued
     }
 
+    /// Has `waker` woken on `fd`'s next readable edge (once, however often its task asks).
+    fn wait_readable(&mut self, fd: RawFd, waker: &Waker) {
+        let readers = &mut self.fds.get_or_default(fd as usize).readers;
+        if !readers.iter().any(|w| w.will_wake(waker)) {
+            readers.push(waker.clone());
+            self.readers += 1;
+        }
+    }
+
     /// Queues op `key` on `fd` behind the ones already waiting in direction `dir`.
     fn park(&mut self, key: usize, fd: RawFd, dir: Interest, desc: OpDesc) {
-        let w = self.fds.get_or_default(fd as usize);
-        queue_mut(w, dir).push_back((key, desc));
+        self.fds
+            .get_or_default(fd as usize)
+            .queue(dir)
+            .push_back((key, desc));
         self.parked.insert(key, (fd, dir));
     }
 
-    /// Runs a socket op's syscall now, if nothing waits before it on its descriptor in that
-    /// direction and the descriptor is not known to be unready: `Ran` with its result,
-    /// unless it would block. Else `Wait`, saying whether the descriptor is watched and
-    /// marked unready already (after a blocked attempt it is: registered on its first
-    /// wait), so the op parks (here or in the `push` after a failed inline attempt)
-    /// without a second syscall or lookup.
+    /// Runs a socket op's syscall now, if no op is parked before it on its descriptor in
+    /// that direction and the descriptor is not known to be unready: `Ran` with its
+    /// result, unless it would block. Else `Wait`, saying whether the descriptor is watched
+    /// and marked unready already (after a blocked attempt it is: registered on its first
+    /// wait), so the op waits without a second syscall or lookup.
     #[inline(always)]
     fn attempt(&mut self, desc: &OpDesc, t: SocketTarget) -> Attempt {
         let SocketTarget {
@@ -225,10 +282,10 @@ impl Fallback {
             id,
             interest: dir,
         } = t;
-        let queue_empty = self
-            .fds
-            .get(fd as usize)
-            .is_none_or(|w| queue(w, dir).is_empty());
+        let queue_empty = self.fds.get(fd as usize).is_none_or(|w| match dir {
+            Interest::Read => w.read.is_empty(),
+            Interest::Write => w.write.is_empty(),
+        });
         // What the poller last told us about this open file: after an EAGAIN (or a short
         // send) it is not ready until an edge says so, and trying again would only cost a
         // syscall that fails.
@@ -275,6 +332,9 @@ impl Fallback {
                         return Err(e);
                     }
                 }
+                // Tasks still listed for a closed file that had this number: their
+                // operations went with it; wake them rather than keep them forever.
+                self.wake_readers(fd);
                 let mut s = FdState {
                     id,
                     readable: true,
@@ -305,12 +365,25 @@ impl Fallback {
         }
     }
 
-    /// The fd is ready in `dir`: run its waiters in order until one would block again.
+    /// Wakes the tasks waiting to read `fd`, oldest first.
+    fn wake_readers(&mut self, fd: RawFd) {
+        let Some(w) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        self.readers -= w.readers.len();
+        // Drained in place: the list keeps its capacity for this descriptor's next wait.
+        for waker in w.readers.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The fd is ready in `dir`: run its parked operations in order until one would block
+    /// again; then, if it is still readable, wake the tasks waiting to read it.
     fn retry(&mut self, fd: RawFd, dir: Interest) {
         let Some(w) = self.fds.get_mut(fd as usize) else {
             return;
         };
-        let q = queue_mut(w, dir);
+        let q = w.queue(dir);
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { syscall::resume(&desc) };
@@ -328,13 +401,16 @@ impl Fallback {
             self.ready.push((key, Completion { res, flags: 0 }));
         }
         // The emptied queues stay, keeping their capacity for this descriptor's next wait.
+        if dir == Interest::Read && q.is_empty() {
+            self.wake_readers(fd);
+        }
     }
 }
 
 impl Backend for Fallback {
-    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push> {
+    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool, waker: &Waker) -> io::Result<Push> {
         Ok(match route(desc) {
-            Route::Socket(t) => self.push_socket(key, desc, t, inline),
+            Route::Socket(t) => self.push_socket(key, desc, t, inline, waker),
             Route::Now => {
                 self.push_now(key, desc);
                 Push::Queued
@@ -361,12 +437,13 @@ impl Backend for Fallback {
     fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
         if let Some((fd, dir)) = self.parked.remove(key) {
             if let Some(w) = self.fds.get_mut(fd as usize) {
-                queue_mut(w, dir).retain(|(k, _)| *k != key);
+                w.queue(dir).retain(|(k, _)| *k != key);
             }
             self.ready.push((key, Completion::error(libc::ECANCELED)));
             self.run_leading_shutdowns(fd);
         }
-        // Inline ops are already done. A pool job waiting for its descriptor (a pipe
+        // Ops run at submission are already done (and a receive waiting for readiness was
+        // never submitted). A pool job waiting for its descriptor (a pipe
         // read) stops with ECANCELED; any other runs to its end. Either way its result is
         // then delivered to the orphan, which releases the op's resources.
         self.offload.cancel(key);
@@ -380,12 +457,12 @@ impl Backend for Fallback {
             // still look at readiness every few turns so sockets are not starved.
             _ if have_completions => {
                 self.unpolled_turns += 1;
-                if self.parked.is_empty() || self.unpolled_turns < 61 {
+                if !self.waiting() || self.unpolled_turns < 61 {
                     return Ok(());
                 }
                 Some(Duration::ZERO)
             }
-            Wait::No if self.parked.is_empty() => return Ok(()),
+            Wait::No if !self.waiting() => return Ok(()),
             Wait::No => Some(Duration::ZERO),
             Wait::Park(t) => t,
         };
@@ -420,8 +497,10 @@ impl Backend for Fallback {
     }
 
     fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {
-        for (key, c) in self.ready.drain(..) {
-            sink(key, c);
+        if !self.ready.is_empty() {
+            for (key, c) in self.ready.drain(..) {
+                sink(key, c);
+            }
         }
         self.offload.drain(sink);
     }
@@ -454,19 +533,5 @@ impl Backend for Fallback {
             return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
         }
         self.cancel(key).map(drop)
-    }
-}
-
-fn queue(w: &Waiters, dir: Interest) -> &VecDeque<(usize, OpDesc)> {
-    match dir {
-        Interest::Read => &w.read,
-        Interest::Write => &w.write,
-    }
-}
-
-fn queue_mut(w: &mut Waiters, dir: Interest) -> &mut VecDeque<(usize, OpDesc)> {
-    match dir {
-        Interest::Read => &mut w.read,
-        Interest::Write => &mut w.write,
     }
 }

@@ -321,7 +321,13 @@ impl Mock {
 
 impl Backend for Mock {
     /// Nothing completes during submission: every operation waits for the test.
-    fn push(&mut self, key: usize, desc: &OpDesc, _inline: bool) -> io::Result<Push> {
+    fn push(
+        &mut self,
+        key: usize,
+        desc: &OpDesc,
+        _inline: bool,
+        _waker: &std::task::Waker,
+    ) -> io::Result<Push> {
         let mut st = self.state.borrow_mut();
         if let Some(errno) = st.push_errors.pop_front() {
             return Err(io::Error::from_raw_os_error(errno));

@@ -70,6 +70,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use super::fixed::Registration;
@@ -85,6 +86,12 @@ pub(crate) enum Push {
     /// The operation finished while being started (only where the caller allowed it): its
     /// final completion, which the backend will not report again.
     Completed(Completion),
+    /// Nothing was started: the operation would only wait for its descriptor's readiness
+    /// (a receive on a socket known to be empty), so a readiness backend keeps the waker
+    /// instead and wakes it when the descriptor may be ready; the caller pushes the same
+    /// operation again then, as if for the first time. Completion-based backends never
+    /// answer this: waiting is the kernel's job there.
+    NotReady,
     /// The submission queue is full: the driver enters the kernel, reaps, and pushes
     /// again.
     // Only io_uring's bounded queue fills up.
@@ -147,12 +154,13 @@ pub(crate) trait Backend {
     /// return [`Push::Completed`]; without it (the task used up its budget of such
     /// completions and must yield), anything finished at once is reported by the next
     /// reap. A backend that never completes inline simply never returns `Completed`.
+    /// `waker` is the submitting task's, for [`Push::NotReady`].
     ///
     /// # Errors
     ///
     /// The operation could not be started and nothing of it reached the kernel; the
     /// driver completes it with this error.
-    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push>;
+    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool, waker: &Waker) -> io::Result<Push>;
 
     /// Asks for operation `key` to finish early. Best effort: the operation still reports
     /// exactly one final completion (with `-ECANCELED`, or its real result if it finished
@@ -302,13 +310,13 @@ impl AnyBackend {
 #[warn(clippy::missing_trait_methods)]
 impl Backend for AnyBackend {
     #[inline]
-    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push> {
+    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool, waker: &Waker) -> io::Result<Push> {
         match self {
             #[cfg(target_os = "linux")]
-            AnyBackend::Uring(b) => b.push(key, desc, inline),
-            AnyBackend::Fallback(b) => b.push(key, desc, inline),
+            AnyBackend::Uring(b) => b.push(key, desc, inline, waker),
+            AnyBackend::Fallback(b) => b.push(key, desc, inline, waker),
             #[cfg(feature = "test-util")]
-            AnyBackend::Mock(b) => b.push(key, desc, inline),
+            AnyBackend::Mock(b) => b.push(key, desc, inline, waker),
         }
     }
 

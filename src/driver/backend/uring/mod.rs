@@ -589,7 +589,13 @@ impl Uring {
 }
 
 impl Backend for Uring {
-    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push> {
+    fn push(
+        &mut self,
+        key: usize,
+        desc: &OpDesc,
+        inline: bool,
+        _waker: &std::task::Waker,
+    ) -> io::Result<Push> {
         if inline {
             // SAFETY: the op owning desc's memory is alive for the whole submission call.
             let done = unsafe {
