@@ -34,6 +34,19 @@ pub fn per_op(count: u64, ops: u64) -> Option<f64> {
     ratio(count as f64, ops as f64)
 }
 
+/// The median (the mean of the middle two for an even count), NaNs left out; `None` when
+/// nothing is left.
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// A compact number for a table: `1234567` -> `1.23M`, `85123` -> `85.1k`, `12.5` -> `12.5`.
 pub fn human(x: f64) -> String {
     let a = x.abs();
@@ -89,6 +102,16 @@ mod tests {
         assert_eq!(wait_fraction(None, Duration::from_secs(1)), None);
         assert_eq!(per_op(3, 4), Some(0.75));
         assert_eq!(per_op(3, 0), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(
+            median([4.0, 1.0, f64::NAN, 2.0, 3.0].into_iter()),
+            Some(2.5)
+        );
+        assert_eq!(median([f64::NAN].into_iter()), None);
     }
 
     #[test]

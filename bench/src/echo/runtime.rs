@@ -1,0 +1,110 @@
+//! What the echo harness needs from an async runtime. The server and the load generator are
+//! written once ([`super::server::serve`], [`super::client::load`]) on top of these traits;
+//! each runtime supplies only its runtime, sockets, timer and spawn. coring's are in
+//! [`super::coring`]; the comparison benches add tokio's and monoio's.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use coring::{BackendKind, Metrics};
+
+use super::client::{ConnResult, Load};
+use super::server::ServerStats;
+use crate::load::{Clock, Timeline};
+
+/// A runtime the echo harness can run a server or a load generator on.
+pub trait BenchRuntime {
+    /// The runtime itself (`coring::Runtime`, a tokio `Runtime`, ...), built and run on one
+    /// thread.
+    type Rt;
+
+    /// Builds the runtime on the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// The runtime's setup error.
+    fn build(&self) -> io::Result<Self::Rt>;
+
+    /// Runs `f` to completion on `rt`.
+    fn block_on<F: Future>(rt: &Self::Rt, f: F) -> F::Output;
+
+    /// The runtime's clock, with time 0 at `start`.
+    fn clock(start: Instant) -> impl Clock;
+
+    /// What the tables call it, e.g. `tokio current_thread` or coring's backend description.
+    fn describe(rt: &Self::Rt) -> String;
+
+    /// The coring backend it runs on (`None` for other runtimes).
+    fn backend(_rt: &Self::Rt) -> Option<BackendKind> {
+        None
+    }
+}
+
+/// A runtime the echo server can run on.
+pub trait ServerRuntime: BenchRuntime {
+    /// A listening TCP socket.
+    type Listener;
+    /// An accepted connection.
+    type Stream;
+
+    /// Binds a listener to an ephemeral port of 127.0.0.1 (inside `rt`, where the runtime
+    /// wants that), and says where.
+    ///
+    /// # Errors
+    ///
+    /// `bind(2)`/`listen(2)`'s error.
+    fn bind(rt: &Self::Rt) -> io::Result<(Self::Listener, SocketAddr)>;
+
+    /// Accepts the next connection.
+    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>>;
+
+    /// Spawns, detached, a task that echoes on `stream` until the peer closes (the echo loop
+    /// is the runtime's own: [`ServerStats::echo`] counts what it does).
+    fn spawn_echo(stream: Self::Stream, stats: Arc<ServerStats>);
+
+    /// The runtime's counters now (coring only).
+    fn metrics(_rt: &Self::Rt) -> Option<Metrics> {
+        None
+    }
+}
+
+/// A runtime the load generator can run on.
+pub trait ClientRuntime: BenchRuntime {
+    /// Spawns the task of client connection `conn`: it connects to `addr` and runs
+    /// [`Load::connection`] on the runtime's socket. The task starts at once; the returned
+    /// future waits for it.
+    fn spawn_connection(
+        load: &Load,
+        conn: usize,
+        addr: SocketAddr,
+        tl: &Timeline,
+    ) -> impl Future<Output = ConnResult>;
+}
+
+/// A connection whose reads and writes take the buffer by value and give it back with the
+/// result, as coring's and monoio's do; [`ServerStats::echo_owned`] is their echo loop.
+pub trait OwnedStream {
+    /// Reads once into `buf`, from its start (`buf` arrives empty); gives back the count.
+    fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+}
+
+/// Runs `main` to completion while also polling `side` until it finishes; whatever `side`
+/// has not done when `main` finishes is dropped with it. (A server's accept loop runs this
+/// way beside its schedule, without a spawn, so that it needs no `Send` on any runtime.)
+pub async fn alongside<M: Future, S: Future<Output = ()>>(main: M, side: S) -> M::Output {
+    let (mut main, mut side) = (pin!(main), pin!(side));
+    let mut side_done = false;
+    poll_fn(|cx| {
+        if !side_done {
+            side_done = side.as_mut().poll(cx).is_ready();
+        }
+        main.as_mut().poll(cx)
+    })
+    .await
+}
