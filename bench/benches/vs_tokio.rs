@@ -1,31 +1,36 @@
-//! coring (io_uring and fallback backends) against tokio's `current_thread` runtime, in one
-//! process, interleaved, each measurement repeated (default 3 times) and the median reported.
+//! coring (io_uring and fallback backends) against tokio's `current_thread` runtime,
+//! monoio and a raw io_uring loop, in one process, interleaved, each measurement repeated
+//! (default 3 times) and the median reported. Built on the `coring_bench` harness.
 //!
 //! 1. **Echo server CPU per request.** The server runs on one thread pinned to the first
 //!    CPU; the load generator on another thread pinned to the second. The load generator is
 //!    the same for every server: a tokio `current_thread` runtime with one task per
 //!    connection doing closed-loop ping-pong (`write_all` a message, `read_exact` the reply,
-//!    compare). Only the server differs:
-//!    - coring on io_uring, and coring on the fallback backend (epoll): a task per
-//!      connection that reads into an owned 16 KiB buffer and `write_all`s what it read;
-//!    - tokio `current_thread`: `TcpListener` / `TcpStream`, a `tokio::spawn`ed task per
-//!      connection that reads into a 16 KiB buffer with `AsyncReadExt::read` and
-//!      `write_all`s it back;
+//!    compare), on the harness's load loop. Only the server differs, and every one but the
+//!    raw loop is the harness's echo server ([`coring_bench::echo::server::serve`]) on that
+//!    runtime: it accepts the connections and echoes each in a task of its own that reads
+//!    into a 16 KiB buffer and writes back what it read:
+//!    - coring on io_uring, and coring on the fallback backend (epoll): an owned buffer
+//!      (`stream.read(vec)`, `stream.write_all(vec)`);
+//!    - tokio `current_thread`: `tokio::spawn`ed tasks, `AsyncReadExt::read` into a buffer
+//!      and `write_all` of what was read;
+//!    - monoio 0.2 (Linux only) on its io_uring driver with the timer enabled, its defaults
+//!      otherwise: `monoio::spawn`ed tasks, owned buffers as coring;
 //!    - raw io_uring (Linux only), the practical limit: a plain single-threaded loop on the
-//!      `io-uring` crate, one ring set up as coring sets up its own, an accept SQE re-armed
-//!      after each connection, and per connection a recv into its own 16 KiB buffer, a send
-//!      of exactly the bytes received (again for the rest after a short send), then the recv
-//!      re-armed. Each loop turn is one `submit_and_wait(1)`: it submits the SQEs queued
-//!      while reaping the previous turn's CQEs, all of them.
+//!      `io-uring` crate ([`coring_bench::raw::echo`]), one ring set up as coring sets up
+//!      its own, an accept SQE re-armed after each connection, and per connection a recv
+//!      into its own 16 KiB buffer, a send of exactly the bytes received, then the recv
+//!      re-armed; one `submit_and_wait(1)` per loop turn.
 //!
-//!    After a warm-up, the server thread reads its own `CLOCK_THREAD_CPUTIME_ID` and its
-//!    echoed-byte counter at the start and the end of the measured window; CPU per request
-//!    is that CPU time divided by the requests echoed in the window. The client reports
-//!    requests/s and the p50/p99 round-trip latency over the same window, and its own
-//!    thread CPU time, so a second table shows server + client CPU per request: on
-//!    loopback part of each side's TCP receive work runs on whichever thread sends, so the
-//!    server's share swings from run to run while the sum (same client for every server)
-//!    is steadier.
+//!    After a warm-up (during which the connections open), the server thread reads its own
+//!    `CLOCK_THREAD_CPUTIME_ID` and its echoed-byte counter at the start and the end of the
+//!    measured window; CPU per request is that CPU time divided by the requests echoed in
+//!    the window. The client reports requests/s and the p50/p99 round-trip latency (HDR
+//!    histogram) over the same window, and its own thread CPU time, so a second table
+//!    shows server + client CPU per request: on loopback part of each side's TCP receive
+//!    work runs on whichever thread sends, so the server's share swings from run to run
+//!    while the sum (same client for every server) is steadier. `--conns 16,64,256` runs
+//!    the comparison at each connection count in turn and ends with a summary table.
 //!
 //! 2. **File reads.** Random aligned 4 KiB reads from a page-cache-resident temp file
 //!    (default 64 MiB), 32 reads in flight (32 tasks), on an unpinned thread:
@@ -44,65 +49,58 @@
 //! runs are interleaved and medians are shown, with each run's value beside them.
 //!
 //! ```text
-//! cargo bench --bench vs_tokio
-//! cargo bench --bench vs_tokio -- --secs 3 --conns 16 --size 1024 --backends io_uring,raw
-//! cargo bench --bench vs_tokio -- --only echo --backends fallback --no-tokio --reps 1 --secs 10
+//! cargo bench -p coring-bench --bench vs_tokio
+//! cargo bench -p coring-bench --bench vs_tokio -- --only echo --conns 16,64,256 --reps 3
+//! cargo bench -p coring-bench --bench vs_tokio -- --secs 3 --size 1024 --backends io_uring,raw
+//! cargo bench -p coring-bench --bench vs_tokio -- --only echo --backends fallback --no-tokio
 //! ```
-
-#[path = "common/args.rs"]
-mod args;
-#[cfg(target_os = "linux")]
-#[path = "common/raw_ring.rs"]
-mod raw_ring;
-#[path = "common/runs.rs"]
-mod runs;
-use args::Flags;
-use runs::{
-    backend_usable, core_name, coring_runtime, cpu_clock, fmt_opt, fmt_ratio, fmt_x, pin,
-    reject_backend_override, tokio_runtime, usable_cores, Runs, ThreadUsage,
-};
 
 use std::env;
 use std::fmt;
 use std::fs::File as StdFile;
 use std::future::Future;
-use std::io::{self, Read, SeekFrom, Write};
+use std::io::{self, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use coring::{BackendKind, Metrics};
+use coring::BackendKind;
+use coring_bench::args::{or_exit, ArgError, Flags};
+use coring_bench::contender::{backend_usable, coring_runtime, refuse_backend_override};
+use coring_bench::echo::client::{self, ConnResult, Load, Message};
+use coring_bench::echo::coring::Coring;
+use coring_bench::echo::pair::{run_pair, Handshake, Pair};
+use coring_bench::echo::runtime::{BenchRuntime, ClientRuntime, EchoConn, ServerRuntime};
+use coring_bench::echo::server::{self, ServerReport, ServerStats, SERVER_BUF};
+use coring_bench::fread::{check_block, TestFile, XorShift, BLOCK};
+use coring_bench::load::{Clock, RoundTrip, Timeline, WallClock};
+use coring_bench::progress::Progress;
+use coring_bench::runs::{fmt_opt, fmt_ratio, fmt_x, Runs};
+use coring_bench::sys::{self, core_name, usable_cores};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-/// Bytes each server connection reads at most at once (every server uses the same).
-const SERVER_BUF: usize = 16 * 1024;
-/// Size of one file read, and the alignment of every offset.
-const BLOCK: usize = 4096;
-/// Seed of the offset generators; task `i` of every file contender uses the same stream.
-const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
-/// How long, after the measured window, a server waits for the client to close.
-const DRAIN: Duration = Duration::from_secs(5);
-/// Extra time, beyond warm-up and measurement, before a run is declared hung.
+/// Extra time, beyond warm-up and measurement, before a file-read run is declared hung.
 const HANG_SLACK: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "\
-usage: cargo bench --bench vs_tokio -- [options]
+usage: cargo bench -p coring-bench --bench vs_tokio -- [options]
   --secs S          measured seconds per run, after the warm-up (default 3)
   --warmup S        warm-up seconds per run, not counted (default 0.5)
   --reps N          runs per contender, interleaved; the median is reported (default 3)
-  --backends LIST   servers to run: the coring backends io_uring and fallback, and raw
-                    (the plain io_uring echo loop; echo only, Linux only)
-                    (default io_uring,fallback,raw; raw only on Linux)
+  --backends LIST   servers to run: the coring backends io_uring and fallback, raw (the
+                    plain io_uring echo loop) and monoio (echo only, Linux only)
+                    (default io_uring,fallback,raw,monoio; raw and monoio only on Linux)
   --no-tokio        leave out the tokio baselines (for profiling coring alone)
   --only WHAT       run only the echo or the fread benchmark
-  --conns N         echo: connections, each doing ping-pong (default 16)
+  --conns N[,N..]   echo: connections, each doing ping-pong; a list runs the comparison
+                    once per count, then prints a summary (default 16)
   --size BYTES      echo: message size (default 1024)
   --qd N            fread: reads in flight, one task each (default 32)
   --file-mb N       fread: size of the temp file in MiB (default 64)
@@ -123,10 +121,12 @@ struct Config {
     backends: Vec<BackendKind>,
     /// Whether the echo benchmark runs the raw io_uring loop.
     raw: bool,
+    /// Whether the echo benchmark runs monoio's server.
+    monoio: bool,
     tokio: bool,
     echo: bool,
     fread: bool,
-    conns: usize,
+    conns: Vec<usize>,
     size: usize,
     qd: usize,
     file_mb: u64,
@@ -141,10 +141,11 @@ impl Default for Config {
             reps: 3,
             backends: vec![BackendKind::IoUring, BackendKind::Fallback],
             raw: cfg!(target_os = "linux"),
+            monoio: cfg!(target_os = "linux"),
             tokio: true,
             echo: true,
             fread: true,
-            conns: 16,
+            conns: vec![16],
             size: 1024,
             qd: 32,
             file_mb: 64,
@@ -154,83 +155,94 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The longest a single run may take before the program gives up on it.
+    /// The longest a file-read run may take before the program gives up on it.
     fn run_budget(&self) -> Duration {
-        self.warmup + self.secs + DRAIN + HANG_SLACK
+        self.warmup + self.secs + HANG_SLACK
     }
 }
 
-fn usage_exit(msg: &str) -> ! {
-    eprintln!("vs_tokio: {msg}\n{USAGE}");
-    process::exit(2);
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
     let mut cfg = Config::default();
-    let mut flags = Flags::new(args, USAGE, usage_exit);
-    while let Some((flag, inline)) = flags.next_flag() {
-        match flag.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
             "--no-tokio" => cfg.tokio = false,
-            "--secs" => cfg.secs = flags.secs(&flag, inline),
-            "--warmup" => cfg.warmup = flags.secs(&flag, inline),
-            "--reps" => cfg.reps = flags.count(&flag, inline),
-            "--conns" => cfg.conns = flags.count(&flag, inline),
-            "--size" => cfg.size = flags.count(&flag, inline),
-            "--qd" => cfg.qd = flags.count(&flag, inline),
-            "--file-mb" => cfg.file_mb = flags.count(&flag, inline) as u64,
-            "--dir" => cfg.dir = PathBuf::from(flags.value(&flag, inline)),
-            "--backends" => {
-                let list = flags.value(&flag, inline);
-                let names = list.split(',').filter(|s| !s.trim().is_empty());
-                cfg.raw = false;
-                cfg.backends = names
-                    .filter(|s| {
-                        let raw = s.trim().eq_ignore_ascii_case("raw");
-                        cfg.raw |= raw;
-                        !raw
-                    })
-                    .map(|s| match BackendKind::parse(s) {
-                        Ok(BackendKind::Auto) | Err(_) => usage_exit(&format!(
-                            "--backends takes io_uring, fallback and/or raw, not '{s}'"
-                        )),
-                        Ok(k) => k,
-                    })
-                    .collect();
-            }
-            "--only" => match flags.value(&flag, inline).as_str() {
+            "--secs" => cfg.secs = flags.secs(&flag, false)?,
+            "--warmup" => cfg.warmup = flags.secs(&flag, true)?,
+            "--reps" => cfg.reps = flags.count(&flag)?,
+            "--conns" => cfg.conns = flags.counts(&flag)?,
+            "--size" => cfg.size = flags.count(&flag)?,
+            "--qd" => cfg.qd = flags.count(&flag)?,
+            "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
+            "--dir" => cfg.dir = PathBuf::from(flags.value(&flag)?),
+            "--backends" => parse_servers(&flags.value(&flag)?, &mut cfg)?,
+            "--only" => match flags.value(&flag)?.as_str() {
                 "echo" => (cfg.echo, cfg.fread) = (true, false),
                 "fread" => (cfg.echo, cfg.fread) = (false, true),
-                other => usage_exit(&format!("--only takes echo or fread, not '{other}'")),
+                other => return Err(format!("--only takes echo or fread, not '{other}'").into()),
             },
-            _ => usage_exit(&format!("unknown argument '{flag}'")),
+            _ => return Err(format!("unknown argument '{}'", flag.name).into()),
         }
     }
-    cfg
+    Ok(cfg)
+}
+
+/// `--backends`: coring backends, and the raw loop and monoio by name.
+fn parse_servers(list: &str, cfg: &mut Config) -> Result<(), String> {
+    (cfg.raw, cfg.monoio, cfg.backends) = (false, false, Vec::new());
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match name.to_ascii_lowercase().as_str() {
+            "raw" => cfg.raw = true,
+            "monoio" => cfg.monoio = true,
+            _ => match BackendKind::parse(name) {
+                Ok(k @ (BackendKind::IoUring | BackendKind::Fallback)) => cfg.backends.push(k),
+                _ => {
+                    return Err(format!(
+                        "--backends takes io_uring, fallback, raw and/or monoio, not '{name}'"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 // ----------------------------------------------------------------------------------------
 // Main
 
 fn main() {
-    let mut cfg = parse_args(env::args().skip(1));
-    reject_backend_override(usage_exit, "--backends");
+    let mut cfg = or_exit(parse_args(env::args().skip(1)), "vs_tokio", USAGE);
+    or_exit(
+        refuse_backend_override("--backends").map_err(ArgError::Bad),
+        "vs_tokio",
+        USAGE,
+    );
     cfg.backends
         .retain(|&kind| backend_usable("vs_tokio", kind));
-    let cores = usable_cores(
+    usable_cores(
         "vs_tokio",
         "the echo server and client",
         "CPU per request and req/s",
     );
     println!(
-        "coring vs tokio current_thread: {} run(s) per contender, interleaved, medians shown; \
-         {:.1} s measured after {:.1} s warm-up per run",
+        "coring vs tokio current_thread, monoio and raw io_uring: {} run(s) per contender, \
+         interleaved, medians shown; {:.1} s measured after {:.1} s warm-up per run",
         cfg.reps,
         cfg.secs.as_secs_f64(),
         cfg.warmup.as_secs_f64()
     );
     let mut failed = false;
     if cfg.echo {
-        failed |= bench_echo(&cfg, &cores);
+        let servers = echo_servers(&cfg);
+        let mut tables = Vec::new();
+        for &conns in &cfg.conns {
+            let runs = bench_echo(&cfg, &servers, conns);
+            failed |= runs.failed;
+            tables.push((conns, runs));
+        }
+        if tables.len() > 1 {
+            print_echo_summary(&servers, &tables);
+        }
     }
     if cfg.fread {
         failed |= bench_fread(&cfg);
@@ -241,22 +253,6 @@ fn main() {
     }
 }
 
-/// Waits for a worker's answer until `budget` runs out; a worker that does not answer in
-/// time is stuck (perhaps in the kernel), so the program says so and exits.
-fn recv_or_exit<T>(rx: &Receiver<T>, budget: Duration, what: &str) -> T {
-    match rx.recv_timeout(budget) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Timeout) => {
-            eprintln!("vs_tokio: gave up after {budget:?} waiting for {what}");
-            process::exit(1);
-        }
-        Err(RecvTimeoutError::Disconnected) => {
-            eprintln!("vs_tokio: a thread exited (panicked?) while waiting for {what}");
-            process::exit(1);
-        }
-    }
-}
-
 // ----------------------------------------------------------------------------------------
 // Echo
 
@@ -264,7 +260,9 @@ fn recv_or_exit<T>(rx: &Receiver<T>, budget: Duration, what: &str) -> T {
 enum Server {
     Coring(BackendKind),
     /// The plain io_uring loop (Linux only): the practical limit.
-    RawUring,
+    Raw,
+    /// monoio on its io_uring driver (Linux only).
+    Monoio,
     Tokio,
 }
 
@@ -272,71 +270,49 @@ impl fmt::Display for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Server::Coring(kind) => f.pad(&format!("coring {kind}")),
-            Server::RawUring => f.pad("raw io_uring"),
+            Server::Raw => f.pad("raw io_uring"),
+            Server::Monoio => f.pad("monoio"),
             Server::Tokio => f.pad("tokio current_thread"),
         }
     }
 }
 
-/// The shared timeline of one run: work between `warm_end` and `end` is measured.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    warm_end: Instant,
-    end: Instant,
-}
-
-/// Counters shared by a server's tasks.
-#[derive(Default)]
-struct ServerStats {
-    bytes: AtomicU64,
-    closed: AtomicUsize,
-    errors: Mutex<Vec<String>>,
-}
-
-impl ServerStats {
-    fn error(&self, e: String) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
-    }
-}
-
-/// What a server thread sees at one edge of the measured window.
-#[derive(Clone, Copy)]
-struct ServerSample {
-    at: Instant,
-    usage: ThreadUsage,
-    bytes: u64,
-    metrics: Option<Metrics>,
-}
-
-impl ServerSample {
-    fn now(stats: &ServerStats, metrics: Option<Metrics>) -> ServerSample {
-        ServerSample {
-            at: Instant::now(),
-            usage: ThreadUsage::now(),
-            bytes: stats.bytes.load(Ordering::Relaxed),
-            metrics,
+/// The servers `cfg` asks for that can run here, with what they run on in words.
+fn echo_servers(cfg: &Config) -> Vec<Server> {
+    let mut servers: Vec<Server> = cfg.backends.iter().map(|&k| Server::Coring(k)).collect();
+    if cfg.raw {
+        match raw_probe() {
+            Ok(setup) => {
+                println!(
+                    "raw io_uring: one ring ({setup}), accept / recv / send SQEs, a {} KiB \
+                     buffer per connection, one submit_and_wait(1) per loop turn",
+                    SERVER_BUF / 1024
+                );
+                servers.push(Server::Raw);
+            }
+            Err(e) => eprintln!("vs_tokio: skipping the raw io_uring loop: {e}"),
         }
     }
+    if cfg.monoio {
+        match monoio_rt::probe() {
+            Ok(()) => servers.push(Server::Monoio),
+            Err(e) => eprintln!("vs_tokio: skipping monoio: {e}"),
+        }
+    }
+    if cfg.tokio {
+        servers.push(Server::Tokio);
+    }
+    servers
 }
 
-/// What a server thread reports: its samples at both edges, and any errors.
-struct ServerReport {
-    start: ServerSample,
-    end: ServerSample,
-    errors: Vec<String>,
+#[cfg(target_os = "linux")]
+fn raw_probe() -> Result<&'static str, String> {
+    coring_bench::raw::probe().map(|s| s.name())
 }
 
-/// What the client thread reports.
-struct ClientReport {
-    /// Round-trip latencies, in nanoseconds, of requests started in the window; sorted.
-    latencies: Vec<u64>,
-    /// The client thread's CPU time over the measured window (same schedule as the
-    /// server's samples).
-    cpu: Option<Duration>,
-    errors: Vec<String>,
+#[cfg(not(target_os = "linux"))]
+fn raw_probe() -> Result<&'static str, String> {
+    Err("io_uring exists only on Linux".to_string())
 }
 
 /// One echo run's numbers.
@@ -385,51 +361,30 @@ impl fmt::Display for EchoResult {
     }
 }
 
-/// Runs the echo comparison and prints its table; returns whether anything failed.
-fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
-    let mut servers: Vec<Server> = cfg.backends.iter().map(|&k| Server::Coring(k)).collect();
-    let raw_setup = if cfg.raw {
-        match raw_uring::probe() {
-            Ok(setup) => {
-                servers.push(Server::RawUring);
-                Some(setup)
-            }
-            Err(e) => {
-                eprintln!("vs_tokio: skipping the raw io_uring loop: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if cfg.tokio {
-        servers.push(Server::Tokio);
-    }
-    if servers.is_empty() {
-        return false;
-    }
-    let server_core = cores.first().copied();
-    let client_core = cores.get(1).copied();
-    println!(
-        "\n== echo: {} connections, {} B messages, closed loop; server on {}, client \
-         (tokio current_thread, the same for every server) on {}",
-        cfg.conns,
-        cfg.size,
-        core_name(server_core),
-        core_name(client_core)
-    );
-    if let Some(setup) = raw_setup {
-        println!(
-            "   raw io_uring: one ring ({setup}), accept / recv / send SQEs, a {} KiB buffer per \
-             connection, one submit_and_wait(1) per loop turn",
-            SERVER_BUF / 1024
-        );
-    }
-    let runs = Runs::interleave(cfg.reps, &servers, |s| {
-        run_echo(s, cfg, server_core, client_core)
-    });
+type EchoRuns = Runs<Server, EchoResult>;
 
-    let cpu = |r: &EchoResult| r.cpu_us_per_req;
+/// The server's CPU microseconds per request, which the tables compare.
+fn cpu(r: &EchoResult) -> f64 {
+    r.cpu_us_per_req
+}
+
+/// Runs the echo comparison at `conns` connections and prints its table.
+fn bench_echo(cfg: &Config, servers: &[Server], conns: usize) -> EchoRuns {
+    let cores = sys::cpus();
+    println!(
+        "\n== echo: {conns} connections, {} B messages, closed loop; server on {}, client \
+         (tokio current_thread, the same for every server) on {}",
+        cfg.size,
+        core_name(cores.first().copied()),
+        core_name(cores.get(1).copied())
+    );
+    let runs = Runs::interleave(cfg.reps, servers, |s| run_echo(s, cfg, conns));
+    print_echo_table(servers, &runs);
+    print_targets(&runs);
+    runs
+}
+
+fn print_echo_table(servers: &[Server], runs: &EchoRuns) {
     let tokio_cpu = runs.median(Server::Tokio, cpu);
     let tokio_min = runs.min(Server::Tokio, cpu);
     println!(
@@ -445,7 +400,7 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
         "p50 µs",
         "p99 µs"
     );
-    for &s in &servers {
+    for &s in servers {
         let med = runs.median(s, cpu);
         let min = runs.min(s, cpu);
         println!(
@@ -478,7 +433,7 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
         "\n{:<22} {:>15} {:>9} {:>9}   server + client CPU µs/req of each run",
         "server", "srv+cli µs/req", "vs tokio", "(paired)"
     );
-    for &s in &servers {
+    for &s in servers {
         let med = runs.median(s, total);
         println!(
             "{:<22} {:>15} {:>9} {:>9}   {}",
@@ -494,130 +449,131 @@ fn bench_echo(cfg: &Config, cores: &[core_affinity::CoreId]) -> bool {
          so the server's share swings from run to run; the sum over both threads, with the \
          same client for every server, is the steadier comparison)"
     );
-    let fallback = Server::Coring(BackendKind::Fallback);
-    if let (Some(fb), Some(tk)) = (runs.median(fallback, cpu), tokio_cpu) {
-        let paired = runs.paired_ratio(fallback, Server::Tokio, cpu);
-        println!(
-            "target: coring fallback server CPU/request <= 1.00x tokio current_thread: {:.2}x \
-             (paired {}, min {}), {}",
-            fb / tk,
-            fmt_x(paired),
-            fmt_ratio(runs.min(fallback, cpu), tokio_min),
-            if fb <= tk { "met" } else { "MISSED" }
-        );
-    }
-    let uring = Server::Coring(BackendKind::IoUring);
-    if let Some(cu) = runs.median(uring, cpu) {
-        if let Some(raw) = runs.median(Server::RawUring, cpu) {
-            println!(
-                "target: coring io_uring server CPU/request <= 1.00x raw io_uring loop: {:.2}x \
-                 (paired {}, min {}), {}",
-                cu / raw,
-                fmt_x(runs.paired_ratio(uring, Server::RawUring, cpu)),
-                fmt_ratio(runs.min(uring, cpu), runs.min(Server::RawUring, cpu)),
-                if cu <= raw { "met" } else { "MISSED" }
-            );
-        }
-        if let Some(tk) = tokio_cpu {
-            println!(
-                "target: coring io_uring server CPU/request <= 0.90x tokio current_thread: \
-                 {:.2}x (paired {}, min {}), {}",
-                cu / tk,
-                fmt_x(runs.paired_ratio(uring, Server::Tokio, cpu)),
-                fmt_ratio(runs.min(uring, cpu), tokio_min),
-                if cu <= 0.9 * tk { "met" } else { "MISSED" }
-            );
-        }
-    }
-    runs.failed
 }
 
-/// One echo run: a server of kind `server` on `server_core`, the tokio load generator on
-/// `client_core`.
-fn run_echo(
-    server: Server,
-    cfg: &Config,
-    server_core: Option<core_affinity::CoreId>,
-    client_core: Option<core_affinity::CoreId>,
-) -> Result<EchoResult, String> {
-    let budget = cfg.run_budget();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (sched_tx, sched_rx) = mpsc::channel();
-    let (report_tx, report_rx) = mpsc::channel();
-    let conns = cfg.conns;
-    let server_thread = thread::Builder::new()
-        .name("echo-server".into())
-        .spawn(move || {
-            pin(server_core);
-            let report = match server {
-                Server::Coring(kind) => coring_server(kind, conns, ready_tx, sched_rx),
-                Server::RawUring => raw_uring::server(conns, ready_tx, sched_rx),
-                Server::Tokio => tokio_server(conns, ready_tx, sched_rx),
-            };
-            let _ = report_tx.send(report);
-        })
-        .map_err(|e| format!("cannot start the server thread: {e}"))?;
-    let addr = recv_or_exit(&ready_rx, budget, "the server to listen")?;
+/// The targets the project holds coring's echo server to: server CPU per request of
+/// `server` at most `factor` times `base`'s.
+const TARGETS: [(Server, Server, f64); 5] = [
+    (URING, Server::Monoio, 1.0),
+    (URING, FALLBACK, 1.0),
+    (URING, Server::Raw, 1.0),
+    (FALLBACK, Server::Tokio, 1.0),
+    (URING, Server::Tokio, 0.9),
+];
+const URING: Server = Server::Coring(BackendKind::IoUring);
+const FALLBACK: Server = Server::Coring(BackendKind::Fallback);
 
-    let start = Instant::now();
-    let sched = Schedule {
-        warm_end: start + cfg.warmup,
-        end: start + cfg.warmup + cfg.secs,
+fn print_targets(runs: &EchoRuns) {
+    for (server, base, factor) in TARGETS {
+        let (Some(s), Some(b)) = (runs.median(server, cpu), runs.median(base, cpu)) else {
+            continue;
+        };
+        println!(
+            "target: {server} server CPU/request <= {factor:.2}x {base}: {:.2}x (paired {}, \
+             min {}), {}",
+            s / b,
+            fmt_x(runs.paired_ratio(server, base, cpu)),
+            fmt_ratio(runs.min(server, cpu), runs.min(base, cpu)),
+            if s <= factor * b { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// One line per connection count: each server's median CPU per request, and coring
+/// io_uring's paired ratio to each other server.
+fn print_echo_summary(servers: &[Server], tables: &[(usize, EchoRuns)]) {
+    let others: Vec<Server> = servers.iter().copied().filter(|&s| s != URING).collect();
+    println!("\n== summary: server CPU µs/request (median), and coring io_uring / each (paired)");
+    let mut head = format!("{:>6}", "conns");
+    for s in servers {
+        head += &format!(" {:>22}", s.to_string());
+    }
+    for s in &others {
+        head += &format!(" {:>14}", format!("/ {}", short(*s)));
+    }
+    println!("{head}");
+    for (conns, runs) in tables {
+        let mut line = format!("{conns:>6}");
+        for &s in servers {
+            line += &format!(" {:>22}", fmt_opt(runs.median(s, cpu), 2));
+        }
+        for &s in &others {
+            line += &format!(" {:>14}", fmt_x(runs.paired_ratio(URING, s, cpu)));
+        }
+        println!("{line}");
+    }
+}
+
+/// A server's name in a narrow column.
+fn short(s: Server) -> String {
+    match s {
+        Server::Coring(kind) => kind.to_string(),
+        Server::Raw => "raw".to_string(),
+        Server::Monoio => "monoio".to_string(),
+        Server::Tokio => "tokio".to_string(),
+    }
+}
+
+/// One echo run: a server of kind `server` on the first CPU, the tokio load generator on
+/// the second.
+fn run_echo(server: Server, cfg: &Config, conns: usize) -> Result<EchoResult, String> {
+    let load = Load::closed(conns, cfg.size);
+    let counter = load.counter.clone();
+    let serve = move |conns: usize, hs: Handshake| -> Result<ServerReport, String> {
+        match server {
+            Server::Coring(backend) => server::serve(&Coring { backend }, conns, hs),
+            Server::Raw => raw_server(conns, hs),
+            Server::Monoio => monoio_rt::server(conns, hs),
+            Server::Tokio => server::serve(&Tokio, conns, hs),
+        }
     };
-    sched_tx
-        .send(sched)
-        .map_err(|_| "the server thread exited before the run".to_string())?;
-    let (client_tx, client_rx) = mpsc::channel();
-    let (size, conns) = (cfg.size, cfg.conns);
-    let client_thread = thread::Builder::new()
-        .name("echo-client".into())
-        .spawn(move || {
-            pin(client_core);
-            let _ = client_tx.send(client(addr, conns, size, sched));
-        })
-        .map_err(|e| format!("cannot start the client thread: {e}"))?;
-    let client = recv_or_exit(&client_rx, budget, "the load generator");
-    let server_report = recv_or_exit(&report_rx, budget, "the server to finish")?;
-    client_thread
-        .join()
-        .map_err(|_| "the client thread panicked".to_string())?;
-    server_thread
-        .join()
-        .map_err(|_| "the server thread panicked".to_string())?;
+    let mut progress = Progress::new(false, String::new(), "req/s");
+    let pair = run_pair(
+        conns,
+        (cfg.warmup, cfg.secs),
+        serve,
+        move |addr, tl| client::load(&Tokio, addr, &load, tl),
+        &mut progress,
+        &counter,
+    )?;
+    echo_result(&pair, cfg)
+}
 
-    let errors: Vec<String> = client
-        .errors
-        .iter()
-        .chain(&server_report.errors)
-        .cloned()
-        .collect();
+#[cfg(target_os = "linux")]
+fn raw_server(conns: usize, hs: Handshake) -> Result<ServerReport, String> {
+    coring_bench::raw::echo::server(conns, hs)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raw_server(_conns: usize, hs: Handshake) -> Result<ServerReport, String> {
+    hs.refuse("the raw io_uring loop runs on Linux only".to_string())
+}
+
+/// The run's numbers, once both sides reported without errors.
+fn echo_result(pair: &Pair, cfg: &Config) -> Result<EchoResult, String> {
+    let (c, s) = (&pair.client, &pair.server);
+    let errors: Vec<String> = c.errors.iter().chain(&s.errors).cloned().collect();
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
-    let (s0, s1) = (server_report.start, server_report.end);
-    let window = s1.at.duration_since(s0.at).as_secs_f64();
-    let served = (s1.bytes - s0.bytes) as f64 / cfg.size as f64;
+    let served = s.requests(cfg.size);
     if served < 1.0 {
         return Err("the server echoed nothing in the measured window".to_string());
     }
-    let usage = s1.usage.since(s0.usage);
+    let usage = s.usage();
     let cpu = usage
         .cpu
         .ok_or("CLOCK_THREAD_CPUTIME_ID is unavailable")?
         .as_secs_f64();
-    let lat = &client.latencies;
-    let per_req = |f: fn(&Metrics) -> u64| {
-        s1.metrics
-            .zip(s0.metrics)
-            .map(|(m1, m0)| f(&m1).saturating_sub(f(&m0)) as f64 / served)
-    };
+    let hist = c.rec.histogram();
+    let per_req = |f: fn(&coring::Metrics) -> u64| s.counter(f).map(|n| n as f64 / served);
     Ok(EchoResult {
-        req_per_sec: lat.len() as f64 / cfg.secs.as_secs_f64(),
+        req_per_sec: c.rec.requests() as f64 / cfg.secs.as_secs_f64(),
         cpu_us_per_req: cpu * 1e6 / served,
-        total_cpu_us_per_req: client.cpu.map(|c| (cpu + c.as_secs_f64()) * 1e6 / served),
-        cpu_share: cpu / window,
-        p50_us: percentile(lat, 0.50) as f64 / 1000.0,
-        p99_us: percentile(lat, 0.99) as f64 / 1000.0,
+        total_cpu_us_per_req: c.usage.cpu.map(|c| (cpu + c.as_secs_f64()) * 1e6 / served),
+        cpu_share: cpu / s.window().as_secs_f64(),
+        p50_us: hist.quantile_ns(0.50) as f64 / 1000.0,
+        p99_us: hist.quantile_ns(0.99) as f64 / 1000.0,
         server_run_wait_ms: usage.run_wait.map(|w| w.as_secs_f64() * 1000.0),
         enters_per_req: per_req(|m| m.enters),
         parks_per_req: per_req(|m| m.parks),
@@ -625,733 +581,240 @@ fn run_echo(
     })
 }
 
-/// The coring echo server thread's body.
-fn coring_server(
-    kind: BackendKind,
-    conns: usize,
-    ready: Sender<Result<SocketAddr, String>>,
-    sched: Receiver<Schedule>,
-) -> Result<ServerReport, String> {
-    let setup = || -> io::Result<_> {
-        let rt = coring_runtime(kind)?;
-        let listener = coring::net::TcpListener::bind("127.0.0.1:0")?;
+/// A tokio `current_thread` runtime with IO and timers.
+fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// tokio's clock, with time 0 at `start`.
+fn tokio_clock(start: Instant) -> WallClock<fn(Instant) -> tokio::time::Sleep> {
+    WallClock::new(start, |t| tokio::time::sleep_until(t.into()))
+}
+
+/// tokio `current_thread` under the echo harness: the load generator of every run, and a
+/// server.
+struct Tokio;
+
+impl BenchRuntime for Tokio {
+    type Rt = tokio::runtime::Runtime;
+
+    fn build(&self) -> io::Result<Self::Rt> {
+        tokio_runtime()
+    }
+
+    fn block_on<F: Future>(rt: &Self::Rt, f: F) -> F::Output {
+        rt.block_on(f)
+    }
+
+    fn clock(start: Instant) -> impl Clock {
+        tokio_clock(start)
+    }
+
+    fn describe(_rt: &Self::Rt) -> String {
+        "tokio current_thread".to_string()
+    }
+}
+
+impl ServerRuntime for Tokio {
+    type Listener = tokio::net::TcpListener;
+    type Stream = tokio::net::TcpStream;
+
+    fn bind(rt: &Self::Rt) -> io::Result<(Self::Listener, SocketAddr)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        Ok((rt, listener, addr))
-    };
-    let (rt, listener, addr) = match setup() {
-        Ok(v) => v,
-        Err(e) => {
-            let msg = format!("server setup: {e}");
-            let _ = ready.send(Err(msg.clone()));
-            return Err(msg);
-        }
-    };
-    let _ = ready.send(Ok(addr));
-    let sched = sched
-        .recv()
-        .map_err(|_| "no schedule from the main thread".to_string())?;
-    let stats = Arc::new(ServerStats::default());
-    let report = rt.block_on(async {
-        let acceptor = coring::spawn(coring_accept(listener, conns, stats.clone()));
-        coring::time::sleep_until(sched.warm_end).await;
-        let start = ServerSample::now(&stats, Some(rt.metrics()));
-        coring::time::sleep_until(sched.end).await;
-        let end = ServerSample::now(&stats, Some(rt.metrics()));
-        // Let the client finish its last round trips and close; bounded.
-        let drain_end = Instant::now() + DRAIN;
-        while stats.closed.load(Ordering::Relaxed) < conns && Instant::now() < drain_end {
-            coring::time::sleep(Duration::from_millis(2)).await;
-        }
-        acceptor.abort();
-        (start, end)
-    });
-    // Dropping the runtime cancels whatever is left.
-    drop(rt);
-    Ok(finish_report(report, &stats, conns))
-}
+        let _guard = rt.enter();
+        Ok((tokio::net::TcpListener::from_std(listener)?, addr))
+    }
 
-async fn coring_accept(listener: coring::net::TcpListener, conns: usize, stats: Arc<ServerStats>) {
-    for _ in 0..conns {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Detached: the handler reports through `stats`.
-                drop(coring::spawn(coring_echo(stream, stats.clone())));
-            }
-            Err(e) => {
-                stats.error(format!("accept: {e}"));
-                return;
-            }
-        }
+    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
+        Ok(listener.accept().await?.0)
+    }
+
+    fn spawn_echo(stream: Self::Stream, stats: Arc<ServerStats>) {
+        // Detached: the loop reports through `stats`.
+        drop(tokio::spawn(async move {
+            let setup = stream.set_nodelay(true);
+            let conn = TokioEcho {
+                stream,
+                buf: vec![0u8; SERVER_BUF],
+            };
+            stats.echo(setup, conn).await;
+        }));
     }
 }
 
-/// Echoes until the peer closes: read into an owned buffer, write back what was read.
-async fn coring_echo(stream: coring::net::TcpStream, stats: Arc<ServerStats>) {
-    let res: io::Result<()> = async {
+/// A tokio server connection: reads into a buffer, `write_all`s what it read.
+struct TokioEcho {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl EchoConn for TokioEcho {
+    async fn echo_once(&mut self) -> io::Result<usize> {
+        let n = self.stream.read(&mut self.buf).await?;
+        self.stream.write_all(&self.buf[..n]).await?;
+        Ok(n)
+    }
+}
+
+impl ClientRuntime for Tokio {
+    fn spawn_connection(
+        load: &Load,
+        conn: usize,
+        addr: SocketAddr,
+        tl: &Timeline,
+    ) -> impl Future<Output = ConnResult> {
+        let connect = TokioConn::connect(addr, conn, load.size);
+        // The concrete clock, not `Self::clock`'s opaque one: `tokio::spawn` must see that
+        // its sleeps are `Send`.
+        let task = tokio::spawn(load.connection(conn, tl, tokio_clock(tl.start), connect));
+        async move { task.await.map_err(|e| e.to_string()) }
+    }
+}
+
+/// One client connection: `write_all` the message, `read_exact` the reply, compare.
+struct TokioConn {
+    stream: tokio::net::TcpStream,
+    msg: Message,
+    reply: Vec<u8>,
+}
+
+impl TokioConn {
+    async fn connect(addr: SocketAddr, conn: usize, size: usize) -> io::Result<TokioConn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut buf = Vec::with_capacity(SERVER_BUF);
-        loop {
-            // A read fills the Vec from its start and sets its length to what it read.
-            buf.clear();
-            let (res, b) = stream.read(buf).await;
-            buf = b;
-            let n = res?;
-            if n == 0 {
-                return Ok(());
-            }
-            let (res, b) = stream.write_all(buf).await;
-            buf = b;
-            res?;
-            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-    .await;
-    if let Err(e) = res {
-        stats.error(format!("server connection: {e}"));
-    }
-    stats.closed.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The tokio echo server thread's body.
-fn tokio_server(
-    conns: usize,
-    ready: Sender<Result<SocketAddr, String>>,
-    sched: Receiver<Schedule>,
-) -> Result<ServerReport, String> {
-    let setup = || -> io::Result<_> {
-        let rt = tokio_runtime()?;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
-        Ok((rt, listener, addr))
-    };
-    let (rt, listener, addr) = match setup() {
-        Ok(v) => v,
-        Err(e) => {
-            let msg = format!("server setup: {e}");
-            let _ = ready.send(Err(msg.clone()));
-            return Err(msg);
-        }
-    };
-    let _ = ready.send(Ok(addr));
-    let sched = sched
-        .recv()
-        .map_err(|_| "no schedule from the main thread".to_string())?;
-    let stats = Arc::new(ServerStats::default());
-    let report = rt.block_on(async {
-        let acceptor = tokio::spawn(tokio_accept(listener, conns, stats.clone()));
-        tokio::time::sleep_until(sched.warm_end.into()).await;
-        let start = ServerSample::now(&stats, None);
-        tokio::time::sleep_until(sched.end.into()).await;
-        let end = ServerSample::now(&stats, None);
-        let drain_end = Instant::now() + DRAIN;
-        while stats.closed.load(Ordering::Relaxed) < conns && Instant::now() < drain_end {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        acceptor.abort();
-        (start, end)
-    });
-    drop(rt);
-    Ok(finish_report(report, &stats, conns))
-}
-
-async fn tokio_accept(listener: tokio::net::TcpListener, conns: usize, stats: Arc<ServerStats>) {
-    for _ in 0..conns {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Detached: the handler reports through `stats`.
-                drop(tokio::spawn(tokio_echo(stream, stats.clone())));
-            }
-            Err(e) => {
-                stats.error(format!("accept: {e}"));
-                return;
-            }
-        }
+        Ok(TokioConn {
+            stream,
+            msg: Message::new(conn, size),
+            reply: vec![0u8; size],
+        })
     }
 }
 
-/// Echoes until the peer closes: read into a buffer, `write_all` what was read.
-async fn tokio_echo(mut stream: tokio::net::TcpStream, stats: Arc<ServerStats>) {
-    let res: io::Result<()> = async {
-        stream.set_nodelay(true)?;
-        let mut buf = vec![0u8; SERVER_BUF];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            stream.write_all(&buf[..n]).await?;
-            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        }
+impl RoundTrip for TokioConn {
+    async fn round_trip(&mut self) -> io::Result<()> {
+        self.msg.stamp();
+        self.stream.write_all(&self.msg.request).await?;
+        self.stream.read_exact(&mut self.reply).await?;
+        self.msg.check(&self.reply)
     }
-    .await;
-    if let Err(e) = res {
-        stats.error(format!("server connection: {e}"));
-    }
-    stats.closed.fetch_add(1, Ordering::Relaxed);
 }
 
-fn finish_report(
-    (start, end): (ServerSample, ServerSample),
-    stats: &ServerStats,
-    conns: usize,
-) -> ServerReport {
-    let mut errors = std::mem::take(&mut *stats.errors.lock().unwrap_or_else(|p| p.into_inner()));
-    let closed = stats.closed.load(Ordering::Relaxed);
-    if closed < conns {
-        errors.push(format!(
-            "only {closed} of {conns} server connections closed within {DRAIN:?} of the end"
-        ));
-    }
-    ServerReport { start, end, errors }
-}
-
-/// The raw io_uring echo server: the loop a careful programmer would write by hand on the
-/// `io-uring` crate, which exists (like io_uring) only on Linux.
+/// monoio under the echo harness (Linux only: its io_uring driver).
 #[cfg(target_os = "linux")]
-mod raw_uring {
+mod monoio_rt {
+    use std::cell::RefCell;
+    use std::future::Future;
     use std::io;
-    use std::mem::ManuallyDrop;
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-    use std::ptr;
-    use std::sync::atomic::Ordering;
-    use std::sync::mpsc::{Receiver, Sender};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
     use std::time::Instant;
 
-    use io_uring::{opcode, squeue, types, CompletionQueue, SubmissionQueue, Submitter};
+    use coring_bench::echo::pair::Handshake;
+    use coring_bench::echo::runtime::{BenchRuntime, Owned, OwnedStream, ServerRuntime};
+    use coring_bench::echo::server::{self, ServerReport, ServerStats};
+    use coring_bench::load::{Clock, WallClock};
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
 
-    use super::{
-        finish_report, Schedule, ServerReport, ServerSample, ServerStats, DRAIN, SERVER_BUF,
-    };
+    type Runtime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
 
-    /// Ring size: coring's default (`Builder::entries`), or more when more connections
-    /// could have an operation queued at once.
-    const MIN_ENTRIES: usize = 256;
+    /// monoio on its io_uring driver, with the timer and otherwise its defaults.
+    pub struct Monoio;
 
-    // `user_data` is `connection index << KIND_BITS | kind`.
-    const KIND_BITS: u32 = 8;
-    const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
-    const ACCEPT: u64 = 1;
-    const RECV: u64 = 2;
-    const SEND: u64 = 3;
-    const TIMER: u64 = 4;
-    /// Cancellations at shutdown.
-    const CANCEL: u64 = 5;
-
-    fn token(conn: usize, kind: u64) -> u64 {
-        (conn as u64) << KIND_BITS | kind
+    /// Whether monoio's io_uring runtime can be built here.
+    pub fn probe() -> Result<(), String> {
+        Monoio.build().map(drop).map_err(|e| e.to_string())
     }
 
-    use crate::raw_ring::ring;
-
-    fn entries(conns: usize) -> u32 {
-        // One op per connection, plus the accept, the timer and a cancellation or two.
-        (conns + 4).next_power_of_two().max(MIN_ENTRIES) as u32
+    /// The monoio echo server thread's body.
+    pub fn server(conns: usize, hs: Handshake) -> Result<ServerReport, String> {
+        server::serve(&Monoio, conns, hs)
     }
 
-    /// Whether a ring can be set up and entered here (seccomp may allow the one and not
-    /// the other); returns the setup it got.
-    pub(super) fn probe() -> Result<&'static str, String> {
-        let (mut ring, setup) = ring(entries(1)).map_err(|e| format!("io_uring setup: {e}"))?;
-        let nop = opcode::Nop::new().build();
-        // SAFETY: a NOP carries no pointers.
-        unsafe { ring.submission().push(&nop) }.map_err(|_| "the SQ is full".to_string())?;
-        ring.submit_and_wait(1)
-            .map_err(|e| format!("io_uring_enter: {e}"))?;
-        let completed = ring.completion().next().is_some();
-        if completed {
-            Ok(setup)
-        } else {
-            Err("a NOP did not complete".to_string())
+    impl BenchRuntime for Monoio {
+        // monoio's block_on takes the runtime by `&mut`.
+        type Rt = RefCell<Runtime>;
+
+        fn build(&self) -> io::Result<Self::Rt> {
+            let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .build()?;
+            Ok(RefCell::new(rt))
+        }
+
+        fn block_on<F: Future>(rt: &Self::Rt, f: F) -> F::Output {
+            rt.borrow_mut().block_on(f)
+        }
+
+        fn clock(start: Instant) -> impl Clock {
+            WallClock::new(start, |t: Instant| monoio::time::sleep_until(t.into()))
+        }
+
+        fn describe(_rt: &Self::Rt) -> String {
+            "monoio 0.2 (io_uring driver)".to_string()
         }
     }
 
-    /// The raw echo server thread's body.
-    pub(super) fn server(
-        conns: usize,
-        ready: Sender<Result<SocketAddr, String>>,
-        sched: Receiver<Schedule>,
-    ) -> Result<ServerReport, String> {
-        let setup = || -> io::Result<_> {
-            let (ring, _) = ring(entries(conns))?;
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            // As coring's listener, which is created non-blocking.
-            listener.set_nonblocking(true)?;
-            let addr = listener.local_addr()?;
-            Ok((ring, listener, addr))
-        };
-        let (mut ring, listener, addr) = match setup() {
-            Ok(v) => v,
-            Err(e) => {
-                let msg = format!("server setup: {e}");
-                let _ = ready.send(Err(msg.clone()));
-                return Err(msg);
-            }
-        };
-        let _ = ready.send(Ok(addr));
-        let sched = sched
-            .recv()
-            .map_err(|_| "no schedule from the main thread".to_string())?;
-        let stats = ServerStats::default();
-        let (submitter, sq, mut cq) = ring.split();
-        let mut echo = Echo {
-            submitter,
-            sq,
-            listener: listener.as_raw_fd(),
-            conns: ManuallyDrop::new(Vec::with_capacity(conns)),
-            timespec: Box::new(types::Timespec::new()),
-            in_flight: 0,
-            accepting: false,
-            timer: false,
-            stats: &stats,
-        };
-        let res = echo.serve(&mut cq, conns, sched);
-        let idle = echo.shutdown(&mut cq);
-        if idle {
-            // Nothing is in flight: the kernel holds no pointer into the buffers any more.
-            drop(ManuallyDrop::into_inner(echo.conns));
+    impl ServerRuntime for Monoio {
+        type Listener = TcpListener;
+        type Stream = TcpStream;
+
+        fn bind(rt: &Self::Rt) -> io::Result<(TcpListener, SocketAddr)> {
+            // Inside the runtime, where monoio wants its sockets made.
+            Self::block_on(rt, async {
+                let listener = TcpListener::bind("127.0.0.1:0")?;
+                let addr = listener.local_addr()?;
+                Ok((listener, addr))
+            })
         }
-        // Otherwise the connections (buffers and sockets) are leaked rather than freed
-        // while the kernel may still write into them.
-        let report = res.map_err(|e| format!("raw io_uring loop: {e}"))?;
-        Ok(finish_report(report, &stats, conns))
+
+        async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+            Ok(listener.accept().await?.0)
+        }
+
+        fn spawn_echo(stream: TcpStream, stats: Arc<ServerStats>) {
+            // Detached: the loop reports through `stats`.
+            drop(monoio::spawn(async move {
+                let setup = stream.set_nodelay(true);
+                stats.echo(setup, Owned::new(MonoioStream(stream))).await;
+            }));
+        }
     }
 
-    /// One accepted connection.
-    struct Conn {
-        /// `None` once closed.
-        stream: Option<TcpStream>,
-        fd: RawFd,
-        /// A heap block of its own: it does not move when the `Vec` of connections grows.
-        buf: Box<[u8]>,
-        /// Bytes the last recv returned, and how many of them have been sent back.
-        len: usize,
-        sent: usize,
-        /// The kind (RECV or SEND) of the operation in flight on this connection, or 0.
-        op: u64,
-    }
+    /// monoio's stream as the harness's owned-buffer stream.
+    struct MonoioStream(TcpStream);
 
-    /// Where the loop is in the run's schedule.
-    #[derive(Clone, Copy)]
-    enum Phase {
-        Warmup,
-        Measure {
-            start: ServerSample,
-        },
-        Drain {
-            start: ServerSample,
-            end: ServerSample,
-            until: Instant,
-        },
-    }
-
-    struct Echo<'a> {
-        submitter: Submitter<'a>,
-        sq: SubmissionQueue<'a>,
-        listener: RawFd,
-        /// Freed only once nothing is in flight (see `server`).
-        conns: ManuallyDrop<Vec<Conn>>,
-        /// The timeout's duration, read by the kernel when the SQE is submitted.
-        timespec: Box<types::Timespec>,
-        /// SQEs queued or submitted whose CQE has not been reaped yet.
-        in_flight: usize,
-        accepting: bool,
-        timer: bool,
-        stats: &'a ServerStats,
-    }
-
-    impl Echo<'_> {
-        /// Queues `entry`; it is submitted with the next loop turn's `submit_and_wait`.
-        ///
-        /// # Safety
-        ///
-        /// Whatever `entry` points to must stay valid (and, for a buffer, untouched by
-        /// Rust) until its CQE is reaped.
-        unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-            // The ring is sized so this never loops (see `entries`); if it were full,
-            // submitting makes room.
-            // SAFETY: the caller's contract.
-            while unsafe { self.sq.push(&entry) }.is_err() {
-                self.sq.sync();
-                self.submitter.submit()?;
-                self.sq.sync();
-            }
-            self.in_flight += 1;
-            Ok(())
+    impl OwnedStream for MonoioStream {
+        async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+            self.0.read(buf).await
         }
 
-        fn accept(&mut self) -> io::Result<()> {
-            let entry =
-                opcode::Accept::new(types::Fd(self.listener), ptr::null_mut(), ptr::null_mut())
-                    // As coring accepts.
-                    .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                    .build()
-                    .user_data(token(0, ACCEPT));
-            // SAFETY: no peer address is asked for, so the SQE carries no pointer; the
-            // listener outlives the ring's use of it (it is dropped after `server` returns).
-            unsafe { self.push(entry) }?;
-            self.accepting = true;
-            Ok(())
-        }
-
-        fn recv(&mut self, i: usize) -> io::Result<()> {
-            let c = &mut self.conns[i];
-            let entry = opcode::Recv::new(types::Fd(c.fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
-                .build()
-                .user_data(token(i, RECV));
-            c.op = RECV;
-            // SAFETY: `c.buf` is a heap block of its own, which nothing reads, writes, moves
-            // or frees until this recv's CQE is reaped: a connection has one operation in
-            // flight at a time, and the connections are freed only once nothing is in flight
-            // (leaked otherwise). The socket stays open until then as well.
-            unsafe { self.push(entry) }
-        }
-
-        fn send(&mut self, i: usize) -> io::Result<()> {
-            let c = &mut self.conns[i];
-            let rest = &c.buf[c.sent..c.len];
-            let entry = opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32)
-                // As coring sends.
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token(i, SEND));
-            c.op = SEND;
-            // SAFETY: as for `recv`: `c.buf` is neither written, moved nor freed until this
-            // send's CQE is reaped.
-            unsafe { self.push(entry) }
-        }
-
-        fn arm_timer(&mut self, deadline: Instant) -> io::Result<()> {
-            // At most one timeout is queued at a time, so no queued SQE points to the old
-            // value.
-            *self.timespec = deadline.saturating_duration_since(Instant::now()).into();
-            let entry = opcode::Timeout::new(&*self.timespec)
-                .build()
-                .user_data(token(0, TIMER));
-            // SAFETY: the kernel copies the timespec when it takes the SQE; the box lives,
-            // unmoved, as long as the ring's use of it, and is rewritten only once this
-            // timeout has completed.
-            unsafe { self.push(entry) }?;
-            self.timer = true;
-            Ok(())
-        }
-
-        fn close(&mut self, i: usize) {
-            let c = &mut self.conns[i];
-            c.op = 0;
-            // Dropping the stream closes the socket.
-            c.stream = None;
-            self.stats.closed.fetch_add(1, Ordering::Relaxed);
-        }
-
-        fn fail(&mut self, i: usize, res: i32) {
-            self.stats.error(format!(
-                "server connection: {}",
-                io::Error::from_raw_os_error(-res)
-            ));
-            self.close(i);
-        }
-
-        /// Echoes until the schedule's end, then until every connection has closed or
-        /// `DRAIN` has passed; returns the samples at the edges of the measured window.
-        fn serve(
-            &mut self,
-            cq: &mut CompletionQueue<'_>,
-            conns: usize,
-            sched: Schedule,
-        ) -> io::Result<(ServerSample, ServerSample)> {
-            self.accept()?;
-            self.arm_timer(sched.warm_end)?;
-            let mut accepted = 0;
-            let mut phase = Phase::Warmup;
-            loop {
-                // Submits the SQEs the previous turn queued and waits for one CQE.
-                self.sq.sync();
-                match self.submitter.submit_and_wait(1) {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                    Err(e) => return Err(e),
-                }
-                cq.sync();
-                for cqe in &mut *cq {
-                    self.in_flight -= 1;
-                    let (i, kind) = (
-                        (cqe.user_data() >> KIND_BITS) as usize,
-                        cqe.user_data() & KIND_MASK,
-                    );
-                    let res = cqe.result();
-                    match kind {
-                        ACCEPT => {
-                            self.accepting = false;
-                            if res >= 0 {
-                                accepted += 1;
-                                self.accepted(res)?;
-                                if accepted < conns {
-                                    self.accept()?;
-                                }
-                            } else if matches!(-res, libc::EAGAIN | libc::EINTR) {
-                                self.accept()?;
-                            } else {
-                                self.stats.error(format!(
-                                    "accept: {}",
-                                    io::Error::from_raw_os_error(-res)
-                                ));
-                            }
-                        }
-                        RECV => {
-                            self.conns[i].op = 0;
-                            match res {
-                                0 => self.close(i),
-                                n if n > 0 => {
-                                    let c = &mut self.conns[i];
-                                    (c.len, c.sent) = (n as usize, 0);
-                                    self.send(i)?;
-                                }
-                                e if matches!(-e, libc::EAGAIN | libc::EINTR) => self.recv(i)?,
-                                e => self.fail(i, e),
-                            }
-                        }
-                        SEND => {
-                            self.conns[i].op = 0;
-                            match res {
-                                n if n > 0 => {
-                                    let c = &mut self.conns[i];
-                                    c.sent += n as usize;
-                                    if c.sent < c.len {
-                                        self.send(i)?;
-                                    } else {
-                                        self.stats.bytes.fetch_add(c.len as u64, Ordering::Relaxed);
-                                        self.recv(i)?;
-                                    }
-                                }
-                                e if matches!(-e, libc::EAGAIN | libc::EINTR) => self.send(i)?,
-                                // A send of 0 bytes out of more: as `write_all`, an error.
-                                0 => self.fail(i, -libc::EPIPE),
-                                e => self.fail(i, e),
-                            }
-                        }
-                        TIMER => {
-                            self.timer = false;
-                            phase = self.tick(phase, sched)?;
-                        }
-                        _ => {}
-                    }
-                }
-                cq.sync();
-                if let Phase::Drain { start, end, until } = phase {
-                    let closed = self.stats.closed.load(Ordering::Relaxed);
-                    if closed >= conns || Instant::now() >= until {
-                        return Ok((start, end));
-                    }
-                }
-            }
-        }
-
-        /// A newly accepted socket: set up as coring's echo does it, then its first recv.
-        fn accepted(&mut self, fd: RawFd) -> io::Result<()> {
-            // SAFETY: `fd` was just returned by accept, is open, and is owned by nothing else.
-            let stream = unsafe { TcpStream::from_raw_fd(fd) };
-            self.conns.push(Conn {
-                stream: Some(stream),
-                fd,
-                buf: vec![0u8; SERVER_BUF].into_boxed_slice(),
-                len: 0,
-                sent: 0,
-                op: 0,
-            });
-            let i = self.conns.len() - 1;
-            let nodelay = self.conns[i].stream.as_ref().map(|s| s.set_nodelay(true));
-            if let Some(Err(e)) = nodelay {
-                self.stats.error(format!("server connection: {e}"));
-                self.close(i);
-                return Ok(());
-            }
-            self.recv(i)
-        }
-
-        /// The timer fired: samples at the edges of the measured window, then drains.
-        fn tick(&mut self, phase: Phase, sched: Schedule) -> io::Result<Phase> {
-            let now = Instant::now();
-            let next = match phase {
-                Phase::Warmup if now >= sched.warm_end => Phase::Measure {
-                    start: ServerSample::now(self.stats, None),
-                },
-                Phase::Measure { start } if now >= sched.end => Phase::Drain {
-                    start,
-                    end: ServerSample::now(self.stats, None),
-                    until: now + DRAIN,
-                },
-                other => other,
-            };
-            match next {
-                Phase::Warmup => self.arm_timer(sched.warm_end)?,
-                Phase::Measure { .. } => self.arm_timer(sched.end)?,
-                Phase::Drain { until, .. } if now < until => self.arm_timer(until)?,
-                Phase::Drain { .. } => {}
-            }
-            Ok(next)
-        }
-
-        /// Cancels whatever is still in flight and reaps every outstanding CQE; returns
-        /// whether nothing is left in flight (so the buffers may be freed).
-        fn shutdown(&mut self, cq: &mut CompletionQueue<'_>) -> bool {
-            let mut targets: Vec<u64> = (self.conns.iter().enumerate())
-                .filter(|(_, c)| c.op != 0)
-                .map(|(i, c)| token(i, c.op))
-                .collect();
-            if self.accepting {
-                targets.push(token(0, ACCEPT));
-            }
-            for target in targets {
-                let entry = opcode::AsyncCancel::new(target)
-                    .build()
-                    .user_data(token(0, CANCEL));
-                // SAFETY: a cancellation carries no pointer.
-                if unsafe { self.push(entry) }.is_err() {
-                    return false;
-                }
-            }
-            if self.timer {
-                let entry = opcode::TimeoutRemove::new(token(0, TIMER))
-                    .build()
-                    .user_data(token(0, CANCEL));
-                // SAFETY: a timeout removal carries no pointer.
-                if unsafe { self.push(entry) }.is_err() {
-                    return false;
-                }
-            }
-            while self.in_flight > 0 {
-                self.sq.sync();
-                match self.submitter.submit_and_wait(1) {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                    Err(_) => return false,
-                }
-                cq.sync();
-                // Everything is being torn down: results do not matter, only that they came.
-                self.in_flight -= cq.by_ref().count();
-                cq.sync();
-            }
-            true
+        async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+            let (res, buf) = self.0.write_all(buf).await;
+            (res.map(drop), buf)
         }
     }
 }
 
-/// io_uring, and the io-uring crate, exist only on Linux.
+/// monoio runs on Linux only (its io_uring driver).
 #[cfg(not(target_os = "linux"))]
-mod raw_uring {
-    use std::net::SocketAddr;
-    use std::sync::mpsc::{Receiver, Sender};
+mod monoio_rt {
+    use coring_bench::echo::pair::Handshake;
+    use coring_bench::echo::server::ServerReport;
 
-    use super::{Schedule, ServerReport};
+    const UNSUPPORTED: &str = "monoio's io_uring driver runs on Linux only";
 
-    const UNSUPPORTED: &str = "the raw io_uring loop runs on Linux only";
-
-    pub(super) fn probe() -> Result<&'static str, String> {
+    pub fn probe() -> Result<(), String> {
         Err(UNSUPPORTED.to_string())
     }
 
-    pub(super) fn server(
-        _conns: usize,
-        ready: Sender<Result<SocketAddr, String>>,
-        _sched: Receiver<Schedule>,
-    ) -> Result<ServerReport, String> {
-        let _ = ready.send(Err(UNSUPPORTED.to_string()));
-        Err(UNSUPPORTED.to_string())
+    pub fn server(_conns: usize, hs: Handshake) -> Result<ServerReport, String> {
+        hs.refuse(UNSUPPORTED.to_string())
     }
-}
-
-/// The load generator, the same for every server: a tokio `current_thread` runtime with one
-/// closed-loop ping-pong task per connection.
-fn client(addr: SocketAddr, conns: usize, size: usize, sched: Schedule) -> ClientReport {
-    let mut report = ClientReport {
-        latencies: Vec::new(),
-        cpu: None,
-        errors: Vec::new(),
-    };
-    let rt = match tokio_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            report.errors.push(format!("client runtime: {e}"));
-            return report;
-        }
-    };
-    rt.block_on(async {
-        // Samples this thread's CPU time at the edges of the measured window.
-        let usage = tokio::spawn(async move {
-            tokio::time::sleep_until(sched.warm_end.into()).await;
-            let start = ThreadUsage::now();
-            tokio::time::sleep_until(sched.end.into()).await;
-            ThreadUsage::now().since(start).cpu
-        });
-        let tasks: Vec<_> = (0..conns)
-            .map(|id| tokio::spawn(ping_pong(id, addr, size, sched)))
-            .collect();
-        for (id, task) in tasks.into_iter().enumerate() {
-            match task.await {
-                Ok((lat, res)) => {
-                    report.latencies.extend_from_slice(&lat);
-                    if let Err(e) = res {
-                        report.errors.push(format!("client connection {id}: {e}"));
-                    }
-                }
-                Err(e) => report.errors.push(format!("client task {id}: {e}")),
-            }
-        }
-        report.cpu = usage.await.ok().flatten();
-    });
-    report.latencies.sort_unstable();
-    report
-}
-
-/// Closed-loop ping-pong until `sched.end`; returns the latencies (ns) of round trips that
-/// started in the measured window, and how it ended.
-async fn ping_pong(
-    id: usize,
-    addr: SocketAddr,
-    size: usize,
-    sched: Schedule,
-) -> (Vec<u64>, io::Result<()>) {
-    let mut lat = Vec::with_capacity(1 << 16);
-    let res = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        // A per-connection pattern with a sequence number in front, so a reply from another
-        // connection or an older request does not compare equal.
-        let mut msg: Vec<u8> = (0..size)
-            .map(|i| (i as u8).wrapping_add(id as u8))
-            .collect();
-        let mut reply = vec![0u8; size];
-        for seq in 0u64.. {
-            let started = Instant::now();
-            if started >= sched.end {
-                break;
-            }
-            let stamp = seq.to_le_bytes();
-            let k = stamp.len().min(size);
-            msg[..k].copy_from_slice(&stamp[..k]);
-            stream.write_all(&msg).await?;
-            stream.read_exact(&mut reply).await?;
-            let rtt = started.elapsed();
-            if reply != msg {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("echo mismatch on request {seq}"),
-                ));
-            }
-            if started >= sched.warm_end {
-                lat.push(rtt.as_nanos() as u64);
-            }
-        }
-        Ok(())
-    }
-    .await;
-    (lat, res)
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1410,89 +873,6 @@ impl ReadStats {
     }
 }
 
-/// The page-cache-resident test file; removed on drop.
-struct TestFile {
-    path: PathBuf,
-    blocks: u64,
-}
-
-impl TestFile {
-    /// Writes `mb` MiB, each 4 KiB block starting with its index, syncs it (so writeback
-    /// does not run during the measurement) and reads it back once (so it is cached).
-    fn create(dir: &Path, mb: u64) -> io::Result<TestFile> {
-        let path = dir.join(format!("coring-vs-tokio-{}.dat", process::id()));
-        let blocks = mb * 1024 * 1024 / BLOCK as u64;
-        let file = TestFile { path, blocks };
-        let mut f = StdFile::create(&file.path)?;
-        let mut chunk = vec![0u8; 256 * BLOCK];
-        let mut block = 0u64;
-        while block < blocks {
-            let n = (blocks - block).min(256) as usize;
-            for (i, b) in chunk.chunks_mut(BLOCK).take(n).enumerate() {
-                b.fill((block + i as u64) as u8);
-                b[..8].copy_from_slice(&(block + i as u64).to_le_bytes());
-            }
-            f.write_all(&chunk[..n * BLOCK])?;
-            block += n as u64;
-        }
-        f.sync_all()?;
-        drop(f);
-        let mut sink = Vec::new();
-        StdFile::open(&file.path)?.read_to_end(&mut sink)?;
-        Ok(file)
-    }
-}
-
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            eprintln!("vs_tokio: cannot remove {}: {e}", self.path.display());
-        }
-    }
-}
-
-/// A deterministic stream of block-aligned offsets, the same for task `i` of every contender.
-struct Offsets {
-    state: u64,
-    blocks: u64,
-}
-
-impl Offsets {
-    fn new(task: usize, blocks: u64) -> Offsets {
-        Offsets {
-            state: SEED ^ (task as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
-            blocks,
-        }
-    }
-
-    /// The next offset, and the block index expected at its start.
-    fn next_block(&mut self) -> (u64, u64) {
-        // xorshift64
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        let block = x % self.blocks;
-        (block * BLOCK as u64, block)
-    }
-}
-
-/// Checks that a read returned block `block`.
-fn check_block(buf: &[u8], block: u64) -> io::Result<()> {
-    if buf.len() != BLOCK || buf[..8] != block.to_le_bytes() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "read of block {block} returned {} bytes starting with {:?}",
-                buf.len(),
-                &buf[..buf.len().min(8)]
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Runs the file-read comparison and prints its table; returns whether anything failed.
 fn bench_fread(cfg: &Config) -> bool {
     let mut readers: Vec<Reader> = cfg.backends.iter().map(|&k| Reader::Coring(k)).collect();
@@ -1502,7 +882,7 @@ fn bench_fread(cfg: &Config) -> bool {
     if readers.is_empty() {
         return false;
     }
-    let file = match TestFile::create(&cfg.dir, cfg.file_mb) {
+    let file = match TestFile::create_in(&cfg.dir, cfg.file_mb) {
         Ok(f) => f,
         Err(e) => {
             eprintln!(
@@ -1569,13 +949,9 @@ fn bench_fread(cfg: &Config) -> bool {
 /// One file-read run on a fresh, unpinned thread.
 fn run_fread(reader: Reader, cfg: &Config, file: &TestFile) -> Result<FreadResult, String> {
     let (tx, rx) = mpsc::channel();
-    let path = file.path.clone();
-    let (blocks, qd) = (file.blocks, cfg.qd);
-    let start = Instant::now();
-    let sched = Schedule {
-        warm_end: start + cfg.warmup,
-        end: start + cfg.warmup + cfg.secs,
-    };
+    let path = file.path().to_path_buf();
+    let (blocks, qd) = (file.blocks(), cfg.qd);
+    let sched = Timeline::starting_now(cfg.warmup, cfg.secs);
     let worker = thread::Builder::new()
         .name("fread".into())
         .spawn(move || {
@@ -1631,8 +1007,8 @@ impl ReadSample {
         ReadSample {
             at: Instant::now(),
             reads: stats.reads.load(Ordering::Relaxed),
-            thread_cpu: cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID),
-            process_cpu: cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID),
+            thread_cpu: sys::thread_cpu(),
+            process_cpu: sys::process_cpu(),
         }
     }
 }
@@ -1640,7 +1016,7 @@ impl ReadSample {
 type Window = (ReadSample, ReadSample);
 
 /// Samples at the window's edges, then raises `stop` and waits for the readers (`join`).
-async fn measure<S, J>(sched: Schedule, stats: &ReadStats, sleep_until: S, join: J) -> Window
+async fn measure<S, J>(sched: Timeline, stats: &ReadStats, sleep_until: S, join: J) -> Window
 where
     S: Fn(Instant) -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
     J: Future<Output = ()>,
@@ -1659,7 +1035,7 @@ fn fread_coring(
     path: &Path,
     blocks: u64,
     qd: usize,
-    sched: Schedule,
+    sched: Timeline,
     stats: &Arc<ReadStats>,
 ) -> Result<Window, String> {
     let rt = coring_runtime(kind).map_err(|e| format!("runtime: {e}"))?;
@@ -1691,14 +1067,16 @@ async fn coring_reader(
     blocks: u64,
     stats: Arc<ReadStats>,
 ) {
-    let mut offsets = Offsets::new(task, blocks);
+    let mut offsets = XorShift::for_slot(task);
     let mut buf = Vec::with_capacity(BLOCK);
     while !stats.stop.load(Ordering::Relaxed) {
-        let (off, block) = offsets.next_block();
+        let block = offsets.block(blocks);
+        let off = block * BLOCK as u64;
         buf.clear();
         let (res, b) = file.read_at(buf, off).await;
         buf = b;
-        if let Err(e) = res.and_then(|_| check_block(&buf, block)) {
+        let checked = res.map_err(|e| e.to_string());
+        if let Err(e) = checked.and_then(|n| check_block(&buf, n, block)) {
             stats.error(format!("coring read_at({off}): {e}"));
             return;
         }
@@ -1711,7 +1089,7 @@ fn fread_tokio(
     path: &Path,
     blocks: u64,
     qd: usize,
-    sched: Schedule,
+    sched: Timeline,
     stats: &Arc<ReadStats>,
 ) -> Result<Window, String> {
     let rt = tokio_runtime().map_err(|e| format!("runtime: {e}"))?;
@@ -1747,16 +1125,18 @@ async fn tokio_fs_reader(path: PathBuf, task: usize, blocks: u64, stats: Arc<Rea
         Ok(f) => f,
         Err(e) => return stats.error(format!("tokio::fs open: {e}")),
     };
-    let mut offsets = Offsets::new(task, blocks);
+    let mut offsets = XorShift::for_slot(task);
     let mut buf = vec![0u8; BLOCK];
     while !stats.stop.load(Ordering::Relaxed) {
-        let (off, block) = offsets.next_block();
+        let block = offsets.block(blocks);
+        let off = block * BLOCK as u64;
         let res = async {
             file.seek(SeekFrom::Start(off)).await?;
-            file.read_exact(&mut buf).await?;
-            check_block(&buf, block)
+            file.read_exact(&mut buf).await
         }
-        .await;
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|n| check_block(&buf, n, block));
         if let Err(e) = res {
             return stats.error(format!("tokio::fs read at {off}: {e}"));
         }
@@ -1767,10 +1147,11 @@ async fn tokio_fs_reader(path: PathBuf, task: usize, blocks: u64, stats: Arc<Rea
 /// One shared `std::fs::File`; each read is a `pread` in `spawn_blocking`, the buffer moved
 /// in and back out so it is reused.
 async fn tokio_pread_reader(file: Arc<StdFile>, task: usize, blocks: u64, stats: Arc<ReadStats>) {
-    let mut offsets = Offsets::new(task, blocks);
+    let mut offsets = XorShift::for_slot(task);
     let mut buf = vec![0u8; BLOCK];
     while !stats.stop.load(Ordering::Relaxed) {
-        let (off, block) = offsets.next_block();
+        let block = offsets.block(blocks);
+        let off = block * BLOCK as u64;
         let f = file.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let res = f.read_exact_at(&mut buf, off);
@@ -1780,7 +1161,8 @@ async fn tokio_pread_reader(file: Arc<StdFile>, task: usize, blocks: u64, stats:
         let res = match joined {
             Ok((res, b)) => {
                 buf = b;
-                res.and_then(|()| check_block(&buf, block))
+                res.map_err(|e| e.to_string())
+                    .and_then(|()| check_block(&buf, BLOCK, block))
             }
             Err(e) => return stats.error(format!("spawn_blocking: {e}")),
         };
@@ -1791,14 +1173,18 @@ async fn tokio_pread_reader(file: Arc<StdFile>, task: usize, blocks: u64, stats:
     }
 }
 
-// ----------------------------------------------------------------------------------------
-// Measurement helpers
-
-/// The `p`-quantile (0 < p <= 1) of sorted values, by the nearest-rank method.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
+/// Waits for a worker's answer until `budget` runs out; a worker that does not answer in
+/// time is stuck (perhaps in the kernel), so the program says so and exits.
+fn recv_or_exit<T>(rx: &Receiver<T>, budget: Duration, what: &str) -> T {
+    match rx.recv_timeout(budget) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => {
+            eprintln!("vs_tokio: gave up after {budget:?} waiting for {what}");
+            process::exit(1);
+        }
+        Err(RecvTimeoutError::Disconnected) => {
+            eprintln!("vs_tokio: a thread exited (panicked?) while waiting for {what}");
+            process::exit(1);
+        }
     }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }

@@ -13,7 +13,7 @@ use coring::time::timeout;
 use coring::{BackendKind, Metrics, Runtime};
 
 use super::client::{ConnResult, Load, Message};
-use super::runtime::{BenchRuntime, ClientRuntime, OwnedStream, ServerRuntime};
+use super::runtime::{BenchRuntime, ClientRuntime, Owned, OwnedStream, ServerRuntime};
 use super::server::ServerStats;
 use crate::load::{Clock, RoundTrip, Timeline, WallClock};
 
@@ -71,7 +71,7 @@ impl ServerRuntime for Coring {
         // Detached: the loop reports through `stats`.
         drop(coring::spawn(async move {
             let setup = stream.set_nodelay(true);
-            stats.echo_owned(setup, stream).await;
+            stats.echo(setup, Owned::new(stream)).await;
         }));
     }
 

@@ -53,6 +53,18 @@ impl Handshake {
     }
 }
 
+impl Handshake {
+    /// Tells the main thread the server cannot run, and why.
+    ///
+    /// # Errors
+    ///
+    /// Always: `why`.
+    pub fn refuse<T>(self, why: String) -> Result<T, String> {
+        let _ = self.ready.send(Err(why.clone()));
+        Err(why)
+    }
+}
+
 /// What one run gives back.
 #[derive(Debug)]
 pub struct Pair {

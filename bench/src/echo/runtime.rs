@@ -13,7 +13,7 @@ use std::time::Instant;
 use coring::{BackendKind, Metrics};
 
 use super::client::{ConnResult, Load};
-use super::server::ServerStats;
+use super::server::{ServerStats, SERVER_BUF};
 use crate::load::{Clock, Timeline};
 
 /// A runtime the echo harness can run a server or a load generator on.
@@ -62,8 +62,8 @@ pub trait ServerRuntime: BenchRuntime {
     /// Accepts the next connection.
     fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>>;
 
-    /// Spawns, detached, a task that echoes on `stream` until the peer closes (the echo loop
-    /// is the runtime's own: [`ServerStats::echo`] counts what it does).
+    /// Spawns, detached, a task that echoes on `stream` until the peer closes, with
+    /// [`ServerStats::echo`].
     fn spawn_echo(stream: Self::Stream, stats: Arc<ServerStats>);
 
     /// The runtime's counters now (coring only).
@@ -85,13 +85,55 @@ pub trait ClientRuntime: BenchRuntime {
     ) -> impl Future<Output = ConnResult>;
 }
 
+/// A server connection, one turn of the echo loop at a time ([`ServerStats::echo`] runs
+/// the loop).
+pub trait EchoConn {
+    /// Reads once and writes back what it read; returns the count, 0 once the peer has
+    /// closed.
+    fn echo_once(&mut self) -> impl Future<Output = io::Result<usize>>;
+}
+
 /// A connection whose reads and writes take the buffer by value and give it back with the
-/// result, as coring's and monoio's do; [`ServerStats::echo_owned`] is their echo loop.
+/// result, as coring's and monoio's do; [`Owned`] is its echo loop.
 pub trait OwnedStream {
     /// Reads once into `buf`, from its start (`buf` arrives empty); gives back the count.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+}
+
+/// The echo loop of an [`OwnedStream`]: reads into an owned [`SERVER_BUF`]-byte buffer
+/// and writes back what it read, reusing the buffer.
+#[derive(Debug)]
+pub struct Owned<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S> Owned<S> {
+    /// The echo loop of `stream`.
+    pub fn new(stream: S) -> Owned<S> {
+        Owned {
+            stream,
+            buf: Vec::with_capacity(SERVER_BUF),
+        }
+    }
+}
+
+impl<S: OwnedStream> EchoConn for Owned<S> {
+    async fn echo_once(&mut self) -> io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let (res, buf) = self.stream.read(buf).await;
+        self.buf = buf;
+        let n = res?;
+        if n > 0 {
+            let (res, buf) = self.stream.write_all(std::mem::take(&mut self.buf)).await;
+            self.buf = buf;
+            res?;
+        }
+        Ok(n)
+    }
 }
 
 /// Runs `main` to completion while also polling `side` until it finishes; whatever `side`

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use coring::{BackendKind, Metrics};
 
 use super::pair::Handshake;
-use super::runtime::{alongside, OwnedStream, ServerRuntime};
+use super::runtime::{alongside, EchoConn, ServerRuntime};
 use crate::load::{Clock, Timeline};
 use crate::sys::ThreadUsage;
 
@@ -65,18 +65,13 @@ impl ServerStats {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// One connection's echo loop, after `setup` (e.g. `set_nodelay`): `turn` reads once,
-    /// writes back what it read, and returns the count, 0 once the peer has closed. Counts
-    /// the bytes, records the error that ends the loop, and the close.
-    pub async fn echo(
-        &self,
-        setup: io::Result<()>,
-        mut turn: impl AsyncFnMut() -> io::Result<usize>,
-    ) {
+    /// One connection's echo loop, after `setup` (e.g. `set_nodelay`): echoes until the peer
+    /// closes. Counts the bytes, records the error that ends the loop, and the close.
+    pub async fn echo(&self, setup: io::Result<()>, mut conn: impl EchoConn) {
         let res: io::Result<()> = async {
             setup?;
             loop {
-                match turn().await? {
+                match conn.echo_once().await? {
                     0 => return Ok(()),
                     n => self.echoed(n),
                 }
@@ -87,25 +82,6 @@ impl ServerStats {
             self.error(format!("server connection: {e}"));
         }
         self.close();
-    }
-
-    /// [`ServerStats::echo`] for a runtime with owned-buffer IO: reads into an owned
-    /// [`SERVER_BUF`]-byte buffer and writes back what it read, reusing the buffer.
-    pub async fn echo_owned<S: OwnedStream>(&self, setup: io::Result<()>, mut stream: S) {
-        let mut buf = Vec::with_capacity(SERVER_BUF);
-        self.echo(setup, async || {
-            buf.clear();
-            let (res, b) = stream.read(std::mem::take(&mut buf)).await;
-            buf = b;
-            let n = res?;
-            if n > 0 {
-                let (res, b) = stream.write_all(std::mem::take(&mut buf)).await;
-                buf = b;
-                res?;
-            }
-            Ok(n)
-        })
-        .await;
     }
 
     /// The report of a run whose window's edges were `start` and `end`: the errors
