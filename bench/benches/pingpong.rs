@@ -1,193 +1,295 @@
 //! Cross-core ping-pong through channels: coring's `sync::mpsc` between two pinned cores of
-//! a `Pool`, against tokio's multi-thread runtime (2 workers) with `tokio::sync::mpsc`.
+//! a `Pool`, against tokio with `tokio::sync::mpsc`.
 //!
 //! ```text
-//! cargo bench --bench pingpong                  # defaults: 200000 round trips, 3 runs each
-//! cargo bench --bench pingpong -- --trips 50000 --runs 5
+//! cargo bench -p coring-bench --bench pingpong              # 200000 round trips, 3 runs each
+//! cargo bench -p coring-bench --bench pingpong -- --trips 50000 --runs 5
 //! ```
 //!
 //! Contenders: coring (parks in the kernel when idle), coring with `park_spin(50 µs)`,
 //! two pinned tokio current_thread runtimes (every message crosses threads, like coring),
-//! and tokio's multi-thread runtime.
+//! and tokio's multi-thread runtime (2 workers).
 //!
-//! Reports, per contender (median of the runs, interleaved):
-//! - round trip: one message core 0 -> core 1 and one back, awaited each time
-//!   (p50 / p99 latency, round trips per second);
-//! - stream: core 0 sends `trips` messages one way through a 1024-slot channel and core 1
-//!   receives them (messages per second).
+//! Reports, per contender (median of the runs, interleaved, the order rotating per round):
+//! - round trip: one message side A -> side B and one back, awaited each time
+//!   (p50 / p99 latency from an HDR histogram, round trips per second);
+//! - stream: side A sends `trips` messages one way through a 1024-slot channel and side B
+//!   receives them (messages per second, from the first send to the last receive).
 //!
-//! Tokio's scheduler decides where its two tasks run (it may run both on one worker);
-//! coring's are pinned to CPUs 0 and 1, so every message crosses cores.
+//! The ping, pong, source and sink tasks are written once, over the two channel APIs
+//! (`Tx`, `Rx`); each contender only says where side A and side B run (`Sides`).
+//! Tokio's multi-thread scheduler decides where its two tasks run (it may run both on one
+//! worker); coring's are pinned to CPUs 0 and 1, so every message crosses cores.
 
+use std::fmt;
+use std::future::Future;
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use coring::sync::mpsc;
 use coring::Pool;
+use coring_bench::args::{or_exit, ArgError, Flags};
+use coring_bench::hist::LatencyHist;
+use coring_bench::runs::{fmt_opt, Runs};
+
+/// The longest any one task may take.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+const USAGE: &str = "\
+usage: cargo bench -p coring-bench --bench pingpong -- [options]
+  --trips N    round trips, and stream messages, per run (default 200000)
+  --runs N     runs per contender, interleaved; the median is reported (default 3)
+  -h, --help   this help";
 
 struct Args {
     trips: usize,
     runs: usize,
 }
 
-fn args() -> Args {
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
     let mut a = Args {
         trips: 200_000,
         runs: 3,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(f) = it.next() {
-        match f.as_str() {
-            "--trips" => a.trips = it.next().and_then(|v| v.parse().ok()).expect("--trips N"),
-            "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
-            "--bench" => {}
-            other => panic!("unknown argument {other}; use --trips N --runs N"),
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--trips" => a.trips = flags.count(&flag)?,
+            "--runs" => a.runs = flags.count(&flag)?,
+            _ => return Err(format!("unknown argument '{}'", flag.name).into()),
         }
     }
-    a
+    Ok(a)
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Result {
+/// One run's numbers.
+#[derive(Clone, Copy, Debug)]
+struct PingResult {
     p50_us: f64,
     p99_us: f64,
     trips_per_s: f64,
     stream_msgs_per_s: f64,
 }
 
-fn percentiles(mut lat: Vec<u64>) -> (f64, f64) {
-    lat.sort_unstable();
-    let at = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
-    (at(0.50), at(0.99))
-}
-
-fn coring_run(pool: &Pool, trips: usize) -> Result {
-    let (to_b, mut from_a) = mpsc::channel::<u64>(1);
-    let (to_a, mut from_b) = mpsc::channel::<u64>(1);
-    let ponger = pool.spawn_on(1, move || async move {
-        while let Some(v) = from_a.recv().await {
-            if to_a.send(v).await.is_err() {
-                break;
-            }
-        }
-    });
-    let pinger = pool.spawn_on(0, move || async move {
-        let mut lat = Vec::with_capacity(trips);
-        let start = Instant::now();
-        for i in 0..trips as u64 {
-            let t = Instant::now();
-            to_b.send(i).await.unwrap();
-            assert_eq!(from_b.recv().await, Some(i));
-            lat.push(t.elapsed().as_nanos() as u64);
-        }
-        (lat, start.elapsed())
-    });
-    let (lat, elapsed) = pinger.wait(Duration::from_secs(300)).unwrap();
-    ponger.wait(Duration::from_secs(30)).unwrap();
-    let (tx, mut rx) = mpsc::channel::<u64>(1024);
-    let sink = pool.spawn_on(1, move || async move {
-        let mut n = 0u64;
-        while rx.recv().await.is_some() {
-            n += 1;
-        }
-        n
-    });
-    let source = pool.spawn_on(0, move || async move {
-        let start = Instant::now();
-        for i in 0..trips as u64 {
-            tx.send(i).await.unwrap();
-        }
-        drop(tx);
-        start
-    });
-    let start = source.wait(Duration::from_secs(300)).unwrap();
-    let n = sink.wait(Duration::from_secs(300)).unwrap();
-    let stream = start.elapsed();
-    assert_eq!(n, trips as u64);
-    let (p50, p99) = percentiles(lat);
-    Result {
-        p50_us: p50,
-        p99_us: p99,
-        trips_per_s: trips as f64 / elapsed.as_secs_f64(),
-        stream_msgs_per_s: trips as f64 / stream.as_secs_f64(),
+impl fmt::Display for PingResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rtt p50 {:>7.2} µs  p99 {:>7.2} µs  {:>8.0} round trips/s  {:>9.0} stream msgs/s",
+            self.p50_us, self.p99_us, self.trips_per_s, self.stream_msgs_per_s
+        )
     }
 }
 
-fn tokio_run(rt: &tokio::runtime::Runtime, trips: usize) -> Result {
-    rt.block_on(async move {
-        let (to_b, mut from_a) = tokio::sync::mpsc::channel::<u64>(1);
-        let (to_a, mut from_b) = tokio::sync::mpsc::channel::<u64>(1);
-        let ponger = tokio::spawn(async move {
-            while let Some(v) = from_a.recv().await {
-                if to_a.send(v).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let pinger = tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(trips);
-            let start = Instant::now();
-            for i in 0..trips as u64 {
-                let t = Instant::now();
-                to_b.send(i).await.unwrap();
-                assert_eq!(from_b.recv().await, Some(i));
-                lat.push(t.elapsed().as_nanos() as u64);
-            }
-            (lat, start.elapsed())
-        });
-        let (lat, elapsed) = pinger.await.unwrap();
-        ponger.await.unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1024);
-        let sink = tokio::spawn(async move {
-            let mut n = 0u64;
-            while rx.recv().await.is_some() {
-                n += 1;
-            }
-            n
-        });
-        let start = Instant::now();
-        let source = tokio::spawn(async move {
-            for i in 0..trips as u64 {
-                tx.send(i).await.unwrap();
-            }
-        });
-        source.await.unwrap();
-        let n = sink.await.unwrap();
-        let stream = start.elapsed();
-        assert_eq!(n, trips as u64);
-        let (p50, p99) = percentiles(lat);
-        Result {
-            p50_us: p50,
-            p99_us: p99,
-            trips_per_s: trips as f64 / elapsed.as_secs_f64(),
-            stream_msgs_per_s: trips as f64 / stream.as_secs_f64(),
-        }
-    })
+// ----------------------------------------------------------------------------------------
+// The tasks, written once
+
+/// The sending end of a channel of `u64`.
+trait Tx: Send + 'static {
+    /// Sends `v`; false once the receiver is gone.
+    fn send(&self, v: u64) -> impl Future<Output = bool> + Send;
 }
+
+/// The receiving end of a channel of `u64`.
+trait Rx: Send + 'static {
+    /// The next value; `None` once every sender is gone.
+    fn recv(&mut self) -> impl Future<Output = Option<u64>> + Send;
+}
+
+/// A kind of channel.
+trait Channel {
+    type Tx: Tx;
+    type Rx: Rx;
+    /// A channel of `cap` slots.
+    fn channel(cap: usize) -> (Self::Tx, Self::Rx);
+}
+
+/// Side A of the round trips: sends `i`, awaits it back, `trips` times; the latency of each
+/// and the time of all.
+async fn ping(tx: impl Tx, mut rx: impl Rx, trips: usize) -> (LatencyHist, Duration) {
+    let mut hist = LatencyHist::new();
+    let start = Instant::now();
+    for i in 0..trips as u64 {
+        let t = Instant::now();
+        assert!(tx.send(i).await, "the pong side went away");
+        assert_eq!(rx.recv().await, Some(i));
+        hist.record(t.elapsed().as_nanos() as u64);
+    }
+    (hist, start.elapsed())
+}
+
+/// Side B of the round trips: sends back what it receives until the ping side is done.
+async fn pong(tx: impl Tx, mut rx: impl Rx) {
+    while let Some(v) = rx.recv().await {
+        if !tx.send(v).await {
+            break;
+        }
+    }
+}
+
+/// Side A of the stream: sends `n` messages; when it started.
+async fn source(tx: impl Tx, n: usize) -> Instant {
+    let start = Instant::now();
+    for i in 0..n as u64 {
+        assert!(tx.send(i).await, "the sink went away");
+    }
+    start
+}
+
+/// Side B of the stream: counts messages until the source is done; when it got the last.
+async fn sink(mut rx: impl Rx) -> (u64, Instant) {
+    let mut n = 0u64;
+    while rx.recv().await.is_some() {
+        n += 1;
+    }
+    (n, Instant::now())
+}
+
+/// Where a contender runs its two sides.
+trait Sides {
+    /// Starts `make()`'s future on side `side` (0 or 1); the returned closure waits for its
+    /// output.
+    fn start<T, F>(
+        &self,
+        side: usize,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> Box<dyn FnOnce() -> T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static;
+}
+
+/// One run on `sides` with channels of kind `C`: the round trips, then the stream.
+fn run<C: Channel>(sides: &impl Sides, trips: usize) -> PingResult {
+    let ((to_b, from_a), (to_a, from_b)) = (C::channel(1), C::channel(1));
+    let ponger = sides.start(1, move || pong(to_a, from_a));
+    let pinger = sides.start(0, move || ping(to_b, from_b, trips));
+    let (hist, elapsed) = pinger();
+    ponger();
+    let (tx, rx) = C::channel(1024);
+    let sink = sides.start(1, move || sink(rx));
+    let source = sides.start(0, move || source(tx, trips));
+    let start = source();
+    let (n, end) = sink();
+    assert_eq!(n, trips as u64);
+    let secs = |d: Duration| d.as_secs_f64();
+    PingResult {
+        p50_us: hist.quantile_ns(0.50) as f64 / 1000.0,
+        p99_us: hist.quantile_ns(0.99) as f64 / 1000.0,
+        trips_per_s: trips as f64 / secs(elapsed),
+        stream_msgs_per_s: trips as f64 / secs(end.duration_since(start)),
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// coring
+
+struct CoringChannel;
+
+impl Channel for CoringChannel {
+    type Tx = coring::sync::mpsc::Sender<u64>;
+    type Rx = coring::sync::mpsc::Receiver<u64>;
+
+    fn channel(cap: usize) -> (Self::Tx, Self::Rx) {
+        coring::sync::mpsc::channel(cap)
+    }
+}
+
+impl Tx for coring::sync::mpsc::Sender<u64> {
+    async fn send(&self, v: u64) -> bool {
+        coring::sync::mpsc::Sender::send(self, v).await.is_ok()
+    }
+}
+
+impl Rx for coring::sync::mpsc::Receiver<u64> {
+    async fn recv(&mut self) -> Option<u64> {
+        coring::sync::mpsc::Receiver::recv(self).await
+    }
+}
+
+/// Side A on the pool's core 0, side B on core 1.
+impl Sides for Pool {
+    fn start<T, F>(
+        &self,
+        side: usize,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> Box<dyn FnOnce() -> T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self.spawn_on(side, make);
+        Box::new(move || handle.wait(TIMEOUT).expect("a coring ping-pong task"))
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// tokio
+
+struct TokioChannel;
+
+impl Channel for TokioChannel {
+    type Tx = tokio::sync::mpsc::Sender<u64>;
+    type Rx = tokio::sync::mpsc::Receiver<u64>;
+
+    fn channel(cap: usize) -> (Self::Tx, Self::Rx) {
+        tokio::sync::mpsc::channel(cap)
+    }
+}
+
+impl Tx for tokio::sync::mpsc::Sender<u64> {
+    async fn send(&self, v: u64) -> bool {
+        tokio::sync::mpsc::Sender::send(self, v).await.is_ok()
+    }
+}
+
+impl Rx for tokio::sync::mpsc::Receiver<u64> {
+    async fn recv(&mut self) -> Option<u64> {
+        tokio::sync::mpsc::Receiver::recv(self).await
+    }
+}
+
+/// tokio's multi-thread runtime: its scheduler decides where each side runs.
+impl Sides for tokio::runtime::Runtime {
+    fn start<T, F>(
+        &self,
+        _side: usize,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> Box<dyn FnOnce() -> T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.spawn(make());
+        let handle = self.handle().clone();
+        Box::new(move || handle.block_on(task).expect("a tokio ping-pong task"))
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Two tokio current_thread runtimes on two pinned threads: every message crosses threads,
 /// as coring's do (the like-for-like comparison for thread-per-core).
-struct TokioPair {
-    a: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
-    b: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+struct PinnedTokio {
+    sides: [std_mpsc::Sender<Job>; 2],
 }
 
-impl TokioPair {
-    fn new() -> TokioPair {
+impl PinnedTokio {
+    fn new() -> PinnedTokio {
         let start = |cpu: usize| {
-            let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+            let (tx, rx) = std_mpsc::channel::<Job>();
             std::thread::spawn(move || {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .unwrap();
+                    .expect("a tokio current_thread runtime");
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     loop {
                         // Poll the job queue without blocking the runtime thread for long.
                         match rx.try_recv() {
                             Ok(job) => job(),
-                            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                            Err(std_mpsc::TryRecvError::Empty) => {
                                 tokio::time::sleep(Duration::from_millis(1)).await
                             }
                             Err(_) => return,
@@ -197,96 +299,60 @@ impl TokioPair {
             });
             tx
         };
-        TokioPair {
-            a: start(0),
-            b: start(1),
-        }
-    }
-
-    fn run(&self, trips: usize) -> Result {
-        let (to_b, mut from_a) = tokio::sync::mpsc::channel::<u64>(1);
-        let (to_a, mut from_b) = tokio::sync::mpsc::channel::<u64>(1);
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        self.b
-            .send(Box::new(move || {
-                tokio::task::spawn_local(async move {
-                    while let Some(v) = from_a.recv().await {
-                        if to_a.send(v).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }))
-            .unwrap();
-        self.a
-            .send(Box::new(move || {
-                tokio::task::spawn_local(async move {
-                    let mut lat = Vec::with_capacity(trips);
-                    let start = Instant::now();
-                    for i in 0..trips as u64 {
-                        let t = Instant::now();
-                        to_b.send(i).await.unwrap();
-                        assert_eq!(from_b.recv().await, Some(i));
-                        lat.push(t.elapsed().as_nanos() as u64);
-                    }
-                    let _ = done_tx.send((lat, start.elapsed()));
-                });
-            }))
-            .unwrap();
-        let (lat, elapsed) = done_rx.recv_timeout(Duration::from_secs(300)).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1024);
-        let (n_tx, n_rx) = std::sync::mpsc::channel();
-        self.b
-            .send(Box::new(move || {
-                tokio::task::spawn_local(async move {
-                    let mut n = 0u64;
-                    while rx.recv().await.is_some() {
-                        n += 1;
-                    }
-                    let _ = n_tx.send(n);
-                });
-            }))
-            .unwrap();
-        let start = Instant::now();
-        self.a
-            .send(Box::new(move || {
-                tokio::task::spawn_local(async move {
-                    for i in 0..trips as u64 {
-                        tx.send(i).await.unwrap();
-                    }
-                });
-            }))
-            .unwrap();
-        let n = n_rx.recv_timeout(Duration::from_secs(300)).unwrap();
-        let stream = start.elapsed();
-        assert_eq!(n, trips as u64);
-        let (p50, p99) = percentiles(lat);
-        Result {
-            p50_us: p50,
-            p99_us: p99,
-            trips_per_s: trips as f64 / elapsed.as_secs_f64(),
-            stream_msgs_per_s: trips as f64 / stream.as_secs_f64(),
+        PinnedTokio {
+            sides: [start(0), start(1)],
         }
     }
 }
 
-fn median(mut v: Vec<Result>) -> Result {
-    let mid = v.len() / 2;
-    let pick = |v: &mut Vec<Result>, f: fn(&Result) -> f64| {
-        v.sort_by(|a, b| f(a).total_cmp(&f(b)));
-        f(&v[mid])
-    };
-    Result {
-        p50_us: pick(&mut v, |r| r.p50_us),
-        p99_us: pick(&mut v, |r| r.p99_us),
-        trips_per_s: pick(&mut v, |r| r.trips_per_s),
-        stream_msgs_per_s: pick(&mut v, |r| r.stream_msgs_per_s),
+impl Sides for PinnedTokio {
+    fn start<T, F>(
+        &self,
+        side: usize,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> Box<dyn FnOnce() -> T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = std_mpsc::channel();
+        let job: Job = Box::new(move || {
+            tokio::task::spawn_local(async move {
+                let _ = tx.send(make().await);
+            });
+        });
+        self.sides[side]
+            .send(job)
+            .expect("the tokio side thread runs");
+        Box::new(move || rx.recv_timeout(TIMEOUT).expect("a tokio ping-pong task"))
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Main
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Coring,
+    CoringSpin,
+    TokioPair,
+    TokioMt,
+}
+
+impl fmt::Display for Contender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Contender::Coring => "coring",
+            Contender::CoringSpin => "coring+spin",
+            Contender::TokioPair => "tokio 2x1",
+            Contender::TokioMt => "tokio mt",
+        })
     }
 }
 
 fn main() {
-    let a = args();
-    let cpus = core_affinity::get_core_ids().map_or(0, |c| c.len());
+    let a = or_exit(parse_args(std::env::args().skip(1)), "pingpong", USAGE);
+    let cpus = coring_bench::sys::cpus().len();
     if cpus < 2 {
         println!("pingpong needs 2 CPUs; this machine has {cpus}");
         return;
@@ -303,8 +369,8 @@ fn main() {
     let tokio_mt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
-        .unwrap();
-    let tokio_pair = TokioPair::new();
+        .expect("a tokio multi_thread runtime");
+    let tokio_pair = PinnedTokio::new();
     println!(
         "cross-core ping-pong, {} round trips and a {}-message stream per run, {} runs (median)",
         a.trips, a.trips, a.runs
@@ -314,33 +380,37 @@ fn main() {
         pool.core_info(0).backend_description
     );
     println!("coring+spin:   the same with Builder::park_spin(50 µs)");
-    println!("tokio 2x1:     two tokio current_thread runtimes pinned to CPUs 0 and 1, tokio::sync::mpsc");
+    println!(
+        "tokio 2x1:     two tokio current_thread runtimes pinned to CPUs 0 and 1, \
+         tokio::sync::mpsc"
+    );
     println!(
         "tokio mt:      tokio multi_thread, 2 workers (its scheduler may keep both tasks on one)\n"
     );
-    let mut rows: Vec<(&str, Vec<Result>)> = vec![
-        ("coring", Vec::new()),
-        ("coring+spin", Vec::new()),
-        ("tokio 2x1", Vec::new()),
-        ("tokio mt", Vec::new()),
-    ];
-    for _ in 0..a.runs {
-        rows[0].1.push(coring_run(&pool, a.trips));
-        rows[1].1.push(coring_run(&spin, a.trips));
-        rows[2].1.push(tokio_pair.run(a.trips));
-        rows[3].1.push(tokio_run(&tokio_mt, a.trips));
-    }
+    use Contender::*;
+    let contenders = [Coring, CoringSpin, TokioPair, TokioMt];
+    let runs = Runs::interleave(a.runs, &contenders, |c| {
+        Ok::<_, String>(match c {
+            Coring => run::<CoringChannel>(&pool, a.trips),
+            CoringSpin => run::<CoringChannel>(&spin, a.trips),
+            TokioPair => run::<TokioChannel>(&tokio_pair, a.trips),
+            TokioMt => run::<TokioChannel>(&tokio_mt, a.trips),
+        })
+    });
     println!(
-        "{:<13} {:>12} {:>12} {:>16} {:>18}",
+        "\n{:<13} {:>12} {:>12} {:>16} {:>18}",
         "", "rtt p50 µs", "rtt p99 µs", "round trips/s", "stream msgs/s"
     );
-    for (name, runs) in rows {
-        let r = median(runs);
+    for c in contenders {
         println!(
-            "{name:<13} {:>12.2} {:>12.2} {:>16.0} {:>18.0}",
-            r.p50_us, r.p99_us, r.trips_per_s, r.stream_msgs_per_s
+            "{:<13} {:>12} {:>12} {:>16} {:>18}",
+            c.to_string(),
+            fmt_opt(runs.median(c, |r| r.p50_us), 2),
+            fmt_opt(runs.median(c, |r| r.p99_us), 2),
+            fmt_opt(runs.median(c, |r| r.trips_per_s), 0),
+            fmt_opt(runs.median(c, |r| r.stream_msgs_per_s), 0),
         );
     }
-    pool.shutdown().unwrap();
-    spin.shutdown().unwrap();
+    pool.shutdown().expect("the pool shuts down");
+    spin.shutdown().expect("the pool shuts down");
 }

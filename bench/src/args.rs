@@ -85,6 +85,18 @@ impl<I: Iterator<Item = String>> Flags<I> {
             .ok_or_else(|| format!("{} needs a value", flag.name))
     }
 
+    /// `flag`'s value, parsed.
+    ///
+    /// # Errors
+    ///
+    /// A missing value, or one that does not parse.
+    pub fn parse<T: std::str::FromStr>(&mut self, flag: &Flag) -> Result<T, String> {
+        let value = self.value(flag)?;
+        value
+            .parse()
+            .map_err(|_| format!("{}: cannot parse '{value}'", flag.name))
+    }
+
     /// `flag`'s value as a whole number greater than 0.
     ///
     /// # Errors
