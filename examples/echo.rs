@@ -116,7 +116,11 @@ fn parse(args: &[String]) -> Result<(usize, usize, Duration), String> {
             Some(v) => format!("{flag} takes a number greater than 0, not '{v}'"),
             None => format!("{flag} needs a value"),
         };
-        let count = || value.and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0);
+        let count = || {
+            value
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+        };
         match flag.as_str() {
             "--conns" => conns = count().ok_or_else(bad)?,
             "--size" => size = count().ok_or_else(bad)?,
@@ -154,7 +158,10 @@ fn main() -> ExitCode {
         }
     };
     // Bounded: a client stuck on a lost echo ends the run instead of hanging it.
-    let res = rt.block_on(timeout(secs + Duration::from_secs(10), run(conns, size, secs)));
+    let res = rt.block_on(timeout(
+        secs + Duration::from_secs(10),
+        run(conns, size, secs),
+    ));
     match res {
         Ok(Ok(trips)) => {
             println!("backend: {}", rt.backend_description());

@@ -61,7 +61,7 @@ mod linux {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
-    use coring_bench::args::{or_exit, ArgError, Flags};
+    use coring_bench::args::{self, or_exit, ArgError};
     use coring_bench::fread::{check_block, TestFile, XorShift, BLOCK};
     use coring_bench::raw::ring as raw_ring;
     use coring_bench::sys;
@@ -111,7 +111,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
     }
 
     fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
-        let mut cfg = Config {
+        let defaults = Config {
             secs: Duration::from_secs(2),
             qds: vec![1, 32, 128],
             file_mb: 256,
@@ -120,8 +120,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
             slices: 1,
             cpu: None,
         };
-        let mut flags = Flags::new(args);
-        while let Some(flag) = flags.next_flag()? {
+        args::parse(args, defaults, |cfg, flag, flags| {
             match flag.name.as_str() {
                 "--secs" => cfg.secs = flags.secs(&flag, false)?,
                 "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
@@ -138,10 +137,10 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                         other => return Err(format!("--only: unknown contender '{other}'").into()),
                     })
                 }
-                _ => return Err(format!("unknown argument '{}'", flag.name).into()),
+                _ => return Ok(false),
             }
-        }
-        Ok(cfg)
+            Ok(true)
+        })
     }
 
     /// Counts completed operations and decides, every `CHECK_EVERY` of them, whether the
@@ -294,35 +293,20 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
     // ---------------------------------------------------------------------------------------
     // coring
 
-    /// The plain API (QD 1): `read_at` into a reused `Vec`.
-    async fn coring_reader(file: Rc<coring::fs::File>, clock: Rc<Clock>, slot: usize, blocks: u64) {
-        let mut rng = XorShift::for_slot(slot);
-        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-        while !clock.stopped() {
-            let block = rng.block(blocks);
-            let (res, b) = file.read_at(buf, block * BLOCK as u64).await;
-            buf = b;
-            let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
-            check_read("coring", n, &buf, block);
-            clock.tick();
-        }
-    }
-
-    /// Registered file and buffers (QD > 1): `read_fixed_at` into pool buffer `slot`.
-    async fn coring_fixed_reader(
-        file: Rc<coring::fs::File>,
-        pool: coring::buf::FixedBufPool,
+    /// One coring reader: reads of random blocks into `buf` (reused) with `read`, until the
+    /// clock stops. At QD 1 `read` is `read_at` into a `Vec` (the plain API); at QD > 1 it
+    /// is `read_fixed_at` into registered buffer `slot` of a `FixedBufPool`.
+    async fn coring_reader<B: std::ops::Deref<Target = [u8]>>(
         clock: Rc<Clock>,
         slot: usize,
         blocks: u64,
+        mut buf: B,
+        mut read: impl AsyncFnMut(B, u64) -> (io::Result<usize>, B),
     ) {
         let mut rng = XorShift::for_slot(slot);
-        let mut buf = pool
-            .check_out(slot)
-            .expect("coring: the pool has one buffer per slot");
         while !clock.stopped() {
             let block = rng.block(blocks);
-            let (res, b) = file.read_fixed_at(buf, block * BLOCK as u64).await;
+            let (res, b) = read(buf, block * BLOCK as u64).await;
             buf = b;
             let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
             check_read("coring", n, &buf, block);
@@ -360,14 +344,18 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                 .map(|slot| {
                     let (file, clock) = (file.clone(), clock.clone());
                     match &pool {
-                        Some(pool) => coring::spawn(coring_fixed_reader(
-                            file,
-                            pool.clone(),
-                            clock,
-                            slot,
-                            blocks,
-                        )),
-                        None => coring::spawn(coring_reader(file, clock, slot, blocks)),
+                        Some(pool) => {
+                            let buf = pool
+                                .check_out(slot)
+                                .expect("coring: the pool has one buffer per slot");
+                            let read = async move |b, off| file.read_fixed_at(b, off).await;
+                            coring::spawn(coring_reader(clock, slot, blocks, buf, read))
+                        }
+                        None => {
+                            let buf = Vec::with_capacity(BLOCK);
+                            let read = async move |b, off| file.read_at(b, off).await;
+                            coring::spawn(coring_reader(clock, slot, blocks, buf, read))
+                        }
                     }
                 })
                 .collect();

@@ -23,11 +23,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use coring::Pool;
-use coring_bench::args::{or_exit, ArgError, Flags};
+use coring_bench::args::{self, or_exit, ArgError};
 use coring_bench::hist::LatencyHist;
 use coring_bench::runs::{fmt_opt, Runs};
 
@@ -46,19 +47,18 @@ struct Args {
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
-    let mut a = Args {
+    let defaults = Args {
         trips: 200_000,
         runs: 3,
     };
-    let mut flags = Flags::new(args);
-    while let Some(flag) = flags.next_flag()? {
+    args::parse(args, defaults, |a, flag, flags| {
         match flag.name.as_str() {
             "--trips" => a.trips = flags.count(&flag)?,
             "--runs" => a.runs = flags.count(&flag)?,
-            _ => return Err(format!("unknown argument '{}'", flag.name).into()),
+            _ => return Ok(false),
         }
-    }
-    Ok(a)
+        Ok(true)
+    })
 }
 
 /// One run's numbers.
@@ -144,18 +144,38 @@ async fn sink(mut rx: impl Rx) -> (u64, Instant) {
     (n, Instant::now())
 }
 
+/// A task for one side: builds its future there (it may hold what cannot cross threads).
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// Where a contender runs its two sides.
 trait Sides {
-    /// Starts `make()`'s future on side `side` (0 or 1); the returned closure waits for its
-    /// output.
+    /// Runs `job`'s future on side `side` (0 or 1), detached.
+    fn spawn(&self, side: usize, job: Job);
+
+    /// Starts `make()`'s future on side `side`; the returned closure waits for its output.
     fn start<T, F>(
         &self,
         side: usize,
         make: impl FnOnce() -> F + Send + 'static,
-    ) -> Box<dyn FnOnce() -> T>
+    ) -> impl FnOnce() -> T
     where
         F: Future<Output = T> + Send + 'static,
-        T: Send + 'static;
+        T: Send + 'static,
+    {
+        let (tx, rx) = std_mpsc::channel();
+        self.spawn(
+            side,
+            Box::new(move || {
+                Box::pin(async move {
+                    let _ = tx.send(make().await);
+                })
+            }),
+        );
+        move || {
+            rx.recv_timeout(TIMEOUT)
+                .expect("a ping-pong task finished in time")
+        }
+    }
 }
 
 /// One run on `sides` with channels of kind `C`: the round trips, then the stream.
@@ -183,89 +203,55 @@ fn run<C: Channel>(sides: &impl Sides, trips: usize) -> PingResult {
 // ----------------------------------------------------------------------------------------
 // coring
 
-struct CoringChannel;
+/// `Channel`, `Tx` and `Rx` for a bounded mpsc module with tokio's API (`channel(cap)`,
+/// `Sender::send(v).await`, `Receiver::recv().await`), which coring's `sync::mpsc` shares.
+macro_rules! mpsc_channel {
+    ($name:ident, $($module:ident)::+) => {
+        struct $name;
 
-impl Channel for CoringChannel {
-    type Tx = coring::sync::mpsc::Sender<u64>;
-    type Rx = coring::sync::mpsc::Receiver<u64>;
+        impl Channel for $name {
+            type Tx = $($module)::+::Sender<u64>;
+            type Rx = $($module)::+::Receiver<u64>;
 
-    fn channel(cap: usize) -> (Self::Tx, Self::Rx) {
-        coring::sync::mpsc::channel(cap)
-    }
+            fn channel(cap: usize) -> (Self::Tx, Self::Rx) {
+                $($module)::+::channel(cap)
+            }
+        }
+
+        impl Tx for $($module)::+::Sender<u64> {
+            async fn send(&self, v: u64) -> bool {
+                $($module)::+::Sender::send(self, v).await.is_ok()
+            }
+        }
+
+        impl Rx for $($module)::+::Receiver<u64> {
+            async fn recv(&mut self) -> Option<u64> {
+                $($module)::+::Receiver::recv(self).await
+            }
+        }
+    };
 }
 
-impl Tx for coring::sync::mpsc::Sender<u64> {
-    async fn send(&self, v: u64) -> bool {
-        coring::sync::mpsc::Sender::send(self, v).await.is_ok()
-    }
-}
-
-impl Rx for coring::sync::mpsc::Receiver<u64> {
-    async fn recv(&mut self) -> Option<u64> {
-        coring::sync::mpsc::Receiver::recv(self).await
-    }
-}
+mpsc_channel!(CoringChannel, coring::sync::mpsc);
 
 /// Side A on the pool's core 0, side B on core 1.
 impl Sides for Pool {
-    fn start<T, F>(
-        &self,
-        side: usize,
-        make: impl FnOnce() -> F + Send + 'static,
-    ) -> Box<dyn FnOnce() -> T>
-    where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let handle = self.spawn_on(side, make);
-        Box::new(move || handle.wait(TIMEOUT).expect("a coring ping-pong task"))
+    fn spawn(&self, side: usize, job: Job) {
+        drop(self.spawn_on(side, job));
     }
 }
 
 // ----------------------------------------------------------------------------------------
 // tokio
 
-struct TokioChannel;
-
-impl Channel for TokioChannel {
-    type Tx = tokio::sync::mpsc::Sender<u64>;
-    type Rx = tokio::sync::mpsc::Receiver<u64>;
-
-    fn channel(cap: usize) -> (Self::Tx, Self::Rx) {
-        tokio::sync::mpsc::channel(cap)
-    }
-}
-
-impl Tx for tokio::sync::mpsc::Sender<u64> {
-    async fn send(&self, v: u64) -> bool {
-        tokio::sync::mpsc::Sender::send(self, v).await.is_ok()
-    }
-}
-
-impl Rx for tokio::sync::mpsc::Receiver<u64> {
-    async fn recv(&mut self) -> Option<u64> {
-        tokio::sync::mpsc::Receiver::recv(self).await
-    }
-}
+mpsc_channel!(TokioChannel, tokio::sync::mpsc);
 
 /// tokio's multi-thread runtime: its scheduler decides where each side runs.
 impl Sides for tokio::runtime::Runtime {
-    fn start<T, F>(
-        &self,
-        _side: usize,
-        make: impl FnOnce() -> F + Send + 'static,
-    ) -> Box<dyn FnOnce() -> T>
-    where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let task = self.spawn(make());
-        let handle = self.handle().clone();
-        Box::new(move || handle.block_on(task).expect("a tokio ping-pong task"))
+    fn spawn(&self, _side: usize, job: Job) {
+        drop(tokio::runtime::Runtime::spawn(self, job()));
     }
 }
-
-type Job = Box<dyn FnOnce() + Send>;
 
 /// Two tokio current_thread runtimes on two pinned threads: every message crosses threads,
 /// as coring's do (the like-for-like comparison for thread-per-core).
@@ -288,7 +274,7 @@ impl PinnedTokio {
                     loop {
                         // Poll the job queue without blocking the runtime thread for long.
                         match rx.try_recv() {
-                            Ok(job) => job(),
+                            Ok(job) => drop(tokio::task::spawn_local(job())),
                             Err(std_mpsc::TryRecvError::Empty) => {
                                 tokio::time::sleep(Duration::from_millis(1)).await
                             }
@@ -306,25 +292,10 @@ impl PinnedTokio {
 }
 
 impl Sides for PinnedTokio {
-    fn start<T, F>(
-        &self,
-        side: usize,
-        make: impl FnOnce() -> F + Send + 'static,
-    ) -> Box<dyn FnOnce() -> T>
-    where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let (tx, rx) = std_mpsc::channel();
-        let job: Job = Box::new(move || {
-            tokio::task::spawn_local(async move {
-                let _ = tx.send(make().await);
-            });
-        });
+    fn spawn(&self, side: usize, job: Job) {
         self.sides[side]
             .send(job)
             .expect("the tokio side thread runs");
-        Box::new(move || rx.recv_timeout(TIMEOUT).expect("a tokio ping-pong task"))
     }
 }
 

@@ -82,8 +82,8 @@ use std::time::{Duration, Instant};
 
 use coring::{BackendKind, Metrics};
 
-use coring_bench::args::{or_exit, ArgError, Flags};
-use coring_bench::contender::{backend_usable, coring_runtime, refuse_backend_override};
+use coring_bench::args::{self, or_exit, ArgError};
+use coring_bench::contender::{self, backend_usable, refuse_backend_override};
 use coring_bench::runs::{fmt_opt, fmt_ratio, fmt_x, Runs};
 use coring_bench::sys::{core_name, pin_or_warn, usable_cores, ThreadUsage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,10 +153,10 @@ impl Config {
     }
 }
 
+/// The command line, checked; `CORING_BACKEND` must not be set (it would override the
+/// backend each coring contender asks for).
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
-    let mut cfg = Config::default();
-    let mut flags = Flags::new(args);
-    while let Some(flag) = flags.next_flag()? {
+    let cfg = args::parse(args, Config::default(), |cfg, flag, flags| {
         match flag.name.as_str() {
             "--verify" => cfg.verify = true,
             "--direction" => {
@@ -174,9 +174,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError
             "--buf" => cfg.buf = bytes(flags.count(&flag)?, &flag.name)?,
             "--reps" => cfg.reps = flags.count(&flag)?,
             "--only" => cfg.contenders = parse_contenders(&flags.value(&flag)?)?,
-            _ => return Err(format!("unknown argument '{}'", flag.name).into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
+    refuse_backend_override("--only")?;
     Ok(cfg)
 }
 
@@ -224,11 +226,6 @@ fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
 
 fn main() {
     let mut cfg = or_exit(parse_args(env::args().skip(1)), "stream", USAGE);
-    or_exit(
-        refuse_backend_override("--only").map_err(ArgError::Bad),
-        "stream",
-        USAGE,
-    );
     cfg.contenders.retain(|&c| match c {
         Contender::Coring(kind) => backend_usable("stream", kind),
         Contender::Tokio => true,
@@ -1005,12 +1002,11 @@ fn on_coring(
     addr: SocketAddr,
     body: impl AsyncFnOnce(&coring::Runtime, coring::net::TcpStream) -> Result<Report, String>,
 ) -> Result<Report, String> {
-    let rt = coring_runtime(kind).map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
+    contender::on_coring(kind, async |rt| {
         let stream = coring::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        body(&rt, stream).await
+        body(rt, stream).await
     })
 }
 

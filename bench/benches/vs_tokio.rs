@@ -62,7 +62,7 @@ use std::future::Future;
 use std::io::{self, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,13 +72,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coring::BackendKind;
-use coring_bench::args::{or_exit, ArgError, Flags};
-use coring_bench::contender::{backend_usable, coring_runtime, refuse_backend_override};
-use coring_bench::echo::client::{self, ConnResult, Load, Message};
+use coring_bench::args::{self, or_exit, ArgError};
+use coring_bench::contender::{backend_usable, on_coring, refuse_backend_override};
+use coring_bench::echo::client::{self, ConnResult, Connection, Load, Message};
 use coring_bench::echo::coring::Coring;
 use coring_bench::echo::pair::{run_pair, Handshake, Pair};
 use coring_bench::echo::runtime::{BenchRuntime, ClientRuntime, EchoConn, ServerRuntime};
-use coring_bench::echo::server::{self, ServerReport, ServerStats, SERVER_BUF};
+use coring_bench::echo::server::{self, at_edges, ServerReport, ServerStats, SERVER_BUF};
 use coring_bench::fread::{check_block, TestFile, XorShift, BLOCK};
 use coring_bench::load::{Clock, RoundTrip, Timeline, WallClock};
 use coring_bench::progress::Progress;
@@ -161,10 +161,10 @@ impl Config {
     }
 }
 
+/// The command line, checked; `CORING_BACKEND` must not be set (it would override the
+/// backend each coring contender asks for).
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
-    let mut cfg = Config::default();
-    let mut flags = Flags::new(args);
-    while let Some(flag) = flags.next_flag()? {
+    let cfg = args::parse(args, Config::default(), |cfg, flag, flags| {
         match flag.name.as_str() {
             "--no-tokio" => cfg.tokio = false,
             "--secs" => cfg.secs = flags.secs(&flag, false)?,
@@ -175,15 +175,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError
             "--qd" => cfg.qd = flags.count(&flag)?,
             "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
             "--dir" => cfg.dir = PathBuf::from(flags.value(&flag)?),
-            "--backends" => parse_servers(&flags.value(&flag)?, &mut cfg)?,
+            "--backends" => parse_servers(&flags.value(flag)?, cfg)?,
             "--only" => match flags.value(&flag)?.as_str() {
                 "echo" => (cfg.echo, cfg.fread) = (true, false),
                 "fread" => (cfg.echo, cfg.fread) = (false, true),
                 other => return Err(format!("--only takes echo or fread, not '{other}'").into()),
             },
-            _ => return Err(format!("unknown argument '{}'", flag.name).into()),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
+    refuse_backend_override("--backends")?;
     Ok(cfg)
 }
 
@@ -212,11 +214,6 @@ fn parse_servers(list: &str, cfg: &mut Config) -> Result<(), String> {
 
 fn main() {
     let mut cfg = or_exit(parse_args(env::args().skip(1)), "vs_tokio", USAGE);
-    or_exit(
-        refuse_backend_override("--backends").map_err(ArgError::Bad),
-        "vs_tokio",
-        USAGE,
-    );
     cfg.backends
         .retain(|&kind| backend_usable("vs_tokio", kind));
     usable_cores(
@@ -621,28 +618,18 @@ impl ServerRuntime for Tokio {
     type Listener = tokio::net::TcpListener;
     type Stream = tokio::net::TcpStream;
 
-    fn bind(rt: &Self::Rt) -> io::Result<(Self::Listener, SocketAddr)> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    fn bind(rt: &Self::Rt, addr: SocketAddr) -> io::Result<Self::Listener> {
+        let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let _guard = rt.enter();
-        Ok((tokio::net::TcpListener::from_std(listener)?, addr))
+        tokio::net::TcpListener::from_std(listener)
     }
 
-    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
-        Ok(listener.accept().await?.0)
-    }
+    coring_bench::listener_methods!();
 
     fn spawn_echo(stream: Self::Stream, stats: Arc<ServerStats>) {
         // Detached: the loop reports through `stats`.
-        drop(tokio::spawn(async move {
-            let setup = stream.set_nodelay(true);
-            let conn = TokioEcho {
-                stream,
-                buf: vec![0u8; SERVER_BUF],
-            };
-            stats.echo(setup, conn).await;
-        }));
+        drop(tokio::spawn(stats.echo(TokioEcho::new(stream))));
     }
 }
 
@@ -650,6 +637,16 @@ impl ServerRuntime for Tokio {
 struct TokioEcho {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
+}
+
+impl TokioEcho {
+    fn new(stream: tokio::net::TcpStream) -> io::Result<TokioEcho> {
+        stream.set_nodelay(true)?;
+        Ok(TokioEcho {
+            stream,
+            buf: vec![0u8; SERVER_BUF],
+        })
+    }
 }
 
 impl EchoConn for TokioEcho {
@@ -661,16 +658,11 @@ impl EchoConn for TokioEcho {
 }
 
 impl ClientRuntime for Tokio {
-    fn spawn_connection(
-        load: &Load,
-        conn: usize,
-        addr: SocketAddr,
-        tl: &Timeline,
-    ) -> impl Future<Output = ConnResult> {
-        let connect = TokioConn::connect(addr, conn, load.size);
+    fn spawn_connection(c: Connection<'_>) -> impl Future<Output = ConnResult> {
+        let connect = TokioConn::connect(c.addr, c.conn, c.load.size);
         // The concrete clock, not `Self::clock`'s opaque one: `tokio::spawn` must see that
         // its sleeps are `Send`.
-        let task = tokio::spawn(load.connection(conn, tl, tokio_clock(tl.start), connect));
+        let task = tokio::spawn(c.task(tokio_clock(c.tl.start), connect));
         async move { task.await.map_err(|e| e.to_string()) }
     }
 }
@@ -714,7 +706,7 @@ mod monoio_rt {
     use std::time::Instant;
 
     use coring_bench::echo::pair::Handshake;
-    use coring_bench::echo::runtime::{BenchRuntime, Owned, OwnedStream, ServerRuntime};
+    use coring_bench::echo::runtime::{BenchRuntime, OwnedStream, ServerRuntime};
     use coring_bench::echo::server::{self, ServerReport, ServerStats};
     use coring_bench::load::{Clock, WallClock};
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -763,25 +755,16 @@ mod monoio_rt {
         type Listener = TcpListener;
         type Stream = TcpStream;
 
-        fn bind(rt: &Self::Rt) -> io::Result<(TcpListener, SocketAddr)> {
+        fn bind(rt: &Self::Rt, addr: SocketAddr) -> io::Result<TcpListener> {
             // Inside the runtime, where monoio wants its sockets made.
-            Self::block_on(rt, async {
-                let listener = TcpListener::bind("127.0.0.1:0")?;
-                let addr = listener.local_addr()?;
-                Ok((listener, addr))
-            })
+            Self::block_on(rt, async { TcpListener::bind(addr) })
         }
 
-        async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
-            Ok(listener.accept().await?.0)
-        }
+        coring_bench::listener_methods!();
 
         fn spawn_echo(stream: TcpStream, stats: Arc<ServerStats>) {
             // Detached: the loop reports through `stats`.
-            drop(monoio::spawn(async move {
-                let setup = stream.set_nodelay(true);
-                stats.echo(setup, Owned::new(MonoioStream(stream))).await;
-            }));
+            drop(monoio::spawn(stats.echo_owned(MonoioStream(stream))));
         }
     }
 
@@ -789,6 +772,10 @@ mod monoio_rt {
     struct MonoioStream(TcpStream);
 
     impl OwnedStream for MonoioStream {
+        fn set_nodelay(&self) -> io::Result<()> {
+            self.0.set_nodelay(true)
+        }
+
         async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
             self.0.read(buf).await
         }
@@ -829,11 +816,13 @@ enum Reader {
 
 impl fmt::Display for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reader::Coring(kind) => f.pad(&format!("coring {kind}")),
-            Reader::TokioFs => f.pad("tokio::fs seek+read_exact"),
-            Reader::TokioPread => f.pad("tokio spawn_blocking pread"),
-        }
+        let name = match *self {
+            // Named as the echo servers are.
+            Reader::Coring(kind) => return Server::Coring(kind).fmt(f),
+            Reader::TokioFs => "tokio::fs seek+read_exact",
+            Reader::TokioPread => "tokio spawn_blocking pread",
+        };
+        f.pad(name)
     }
 }
 
@@ -949,21 +938,22 @@ fn bench_fread(cfg: &Config) -> bool {
 /// One file-read run on a fresh, unpinned thread.
 fn run_fread(reader: Reader, cfg: &Config, file: &TestFile) -> Result<FreadResult, String> {
     let (tx, rx) = mpsc::channel();
-    let path = file.path().to_path_buf();
-    let (blocks, qd) = (file.blocks(), cfg.qd);
-    let sched = Timeline::starting_now(cfg.warmup, cfg.secs);
+    let plan = ReadPlan {
+        path: file.path().to_path_buf(),
+        blocks: file.blocks(),
+        qd: cfg.qd,
+        sched: Timeline::starting_now(cfg.warmup, cfg.secs),
+        stats: Arc::new(ReadStats::default()),
+    };
     let worker = thread::Builder::new()
         .name("fread".into())
         .spawn(move || {
-            let stats = Arc::new(ReadStats::default());
             let res = match reader {
-                Reader::Coring(kind) => fread_coring(kind, &path, blocks, qd, sched, &stats),
-                Reader::TokioFs | Reader::TokioPread => {
-                    fread_tokio(reader, &path, blocks, qd, sched, &stats)
-                }
+                Reader::Coring(kind) => fread_coring(kind, &plan),
+                Reader::TokioFs | Reader::TokioPread => fread_tokio(reader, &plan),
             };
             let errors =
-                std::mem::take(&mut *stats.errors.lock().unwrap_or_else(|p| p.into_inner()));
+                std::mem::take(&mut *plan.stats.errors.lock().unwrap_or_else(|p| p.into_inner()));
             let res = match res {
                 Ok(_) if !errors.is_empty() => Err(errors.join("; ")),
                 other => other,
@@ -1015,49 +1005,48 @@ impl ReadSample {
 
 type Window = (ReadSample, ReadSample);
 
-/// Samples at the window's edges, then raises `stop` and waits for the readers (`join`).
-async fn measure<S, J>(sched: Timeline, stats: &ReadStats, sleep_until: S, join: J) -> Window
-where
-    S: Fn(Instant) -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
-    J: Future<Output = ()>,
-{
-    sleep_until(sched.warm_end).await;
-    let s0 = ReadSample::now(stats);
-    sleep_until(sched.end).await;
-    let s1 = ReadSample::now(stats);
+/// Samples at the window's edges (on `clock`, the readers' runtime's), then raises `stop`
+/// and waits for the readers' `tasks`.
+async fn measure<E: fmt::Debug>(
+    clock: &impl Clock,
+    tl: &Timeline,
+    stats: &ReadStats,
+    tasks: Vec<impl Future<Output = Result<(), E>>>,
+) -> Window {
+    let edges = at_edges(clock, tl, || ReadSample::now(stats)).await;
     stats.stop.store(true, Ordering::Relaxed);
-    join.await;
-    (s0, s1)
+    for t in tasks {
+        if let Err(e) = t.await {
+            stats.error(format!("reader task: {e:?}"));
+        }
+    }
+    edges
 }
 
-fn fread_coring(
-    kind: BackendKind,
-    path: &Path,
+/// What one file-read run does, whichever the reader.
+struct ReadPlan {
+    path: PathBuf,
     blocks: u64,
+    /// Reads in flight, one task each.
     qd: usize,
     sched: Timeline,
-    stats: &Arc<ReadStats>,
-) -> Result<Window, String> {
-    let rt = coring_runtime(kind).map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
-        let file = coring::fs::File::open(path)
+    stats: Arc<ReadStats>,
+}
+
+fn fread_coring(kind: BackendKind, plan: &ReadPlan) -> Result<Window, String> {
+    on_coring(kind, async |_rt| {
+        let file = coring::fs::File::open(&plan.path)
             .await
             .map_err(|e| format!("open: {e}"))?;
         let file = Rc::new(file);
-        let tasks: Vec<_> = (0..qd)
-            .map(|i| coring::spawn(coring_reader(file.clone(), i, blocks, stats.clone())))
+        let tasks: Vec<_> = (0..plan.qd)
+            .map(|i| {
+                let reader = coring_reader(file.clone(), i, plan.blocks, plan.stats.clone());
+                coring::spawn(reader)
+            })
             .collect();
-        let join = async {
-            for t in tasks {
-                if let Err(e) = t.await {
-                    stats.error(format!("reader task: {e:?}"));
-                }
-            }
-        };
-        let sleep = |t: Instant| -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-            Box::pin(coring::time::sleep_until(t))
-        };
-        Ok(measure(sched, stats, sleep, join).await)
+        let clock = WallClock::new(plan.sched.start, coring::time::sleep_until);
+        Ok(measure(&clock, &plan.sched, &plan.stats, tasks).await)
     })
 }
 
@@ -1084,38 +1073,27 @@ async fn coring_reader(
     }
 }
 
-fn fread_tokio(
-    reader: Reader,
-    path: &Path,
-    blocks: u64,
-    qd: usize,
-    sched: Timeline,
-    stats: &Arc<ReadStats>,
-) -> Result<Window, String> {
+fn fread_tokio(reader: Reader, plan: &ReadPlan) -> Result<Window, String> {
     let rt = tokio_runtime().map_err(|e| format!("runtime: {e}"))?;
-    let shared = Arc::new(StdFile::open(path).map_err(|e| format!("open: {e}"))?);
+    let shared = Arc::new(StdFile::open(&plan.path).map_err(|e| format!("open: {e}"))?);
     rt.block_on(async {
-        let tasks: Vec<_> = (0..qd)
+        let tasks: Vec<_> = (0..plan.qd)
             .map(|i| {
-                let stats = stats.clone();
+                let (blocks, stats) = (plan.blocks, plan.stats.clone());
                 if reader == Reader::TokioFs {
-                    tokio::spawn(tokio_fs_reader(path.to_path_buf(), i, blocks, stats))
+                    tokio::spawn(tokio_fs_reader(plan.path.clone(), i, blocks, stats))
                 } else {
                     tokio::spawn(tokio_pread_reader(shared.clone(), i, blocks, stats))
                 }
             })
             .collect();
-        let join = async {
-            for t in tasks {
-                if let Err(e) = t.await {
-                    stats.error(format!("reader task: {e}"));
-                }
-            }
-        };
-        let sleep = |t: Instant| -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-            Box::pin(tokio::time::sleep_until(t.into()))
-        };
-        Ok(measure(sched, stats, sleep, join).await)
+        Ok(measure(
+            &tokio_clock(plan.sched.start),
+            &plan.sched,
+            &plan.stats,
+            tasks,
+        )
+        .await)
     })
 }
 

@@ -161,6 +161,26 @@ impl<I: Iterator<Item = String>> Flags<I> {
     }
 }
 
+/// Parses `args` (without the program name) into `cfg`, one flag at a time: `apply` handles
+/// a flag, taking its value from `flags` when it has one, and says whether it knew it.
+///
+/// # Errors
+///
+/// `--help`, an error from `apply`, or a flag `apply` does not know.
+pub fn parse<C, I: IntoIterator<Item = String>>(
+    args: I,
+    mut cfg: C,
+    mut apply: impl FnMut(&mut C, &Flag, &mut Flags<I::IntoIter>) -> Result<bool, String>,
+) -> Result<C, ArgError> {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag()? {
+        if !apply(&mut cfg, &flag, &mut flags)? {
+            return Err(format!("unknown argument '{}'", flag.name).into());
+        }
+    }
+    Ok(cfg)
+}
+
 /// A whole number greater than 0.
 pub fn positive(s: &str) -> Option<usize> {
     s.parse().ok().filter(|&n| n > 0)

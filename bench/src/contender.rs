@@ -21,6 +21,19 @@ pub fn coring_runtime(kind: BackendKind) -> io::Result<coring::Runtime> {
     Ok(rt)
 }
 
+/// Runs `body` on a coring runtime on exactly `kind`.
+///
+/// # Errors
+///
+/// The runtime's setup error, or `body`'s.
+pub fn on_coring<T>(
+    kind: BackendKind,
+    body: impl AsyncFnOnce(&coring::Runtime) -> Result<T, String>,
+) -> Result<T, String> {
+    let rt = coring_runtime(kind).map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(body(&rt))
+}
+
 /// Whether a coring runtime on exactly `kind` can be built here; says why not on stderr.
 pub fn backend_usable(bench: &str, kind: BackendKind) -> bool {
     match coring_runtime(kind) {

@@ -220,13 +220,7 @@ pub fn run(
                 );
                 o.insert("offloaded_ops".into(), json!(m.offloaded));
             }
-            if let Some(f) = res.run_wait.filter(|&f| f > crate::echo::NOISY_WAIT) {
-                res.notes.push(format!(
-                    "the benchmark thread waited for a CPU {:.0}% of the window (other processes, or \
-                     this run's own helper threads, had it)",
-                    f * 100.0
-                ));
-            }
+            res.note_cpu_wait();
         }
         Err(e) => res.error = Some(e),
     }

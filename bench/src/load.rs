@@ -367,8 +367,28 @@ mod tests {
         }
     }
 
-    /// Runs the load loop to completion on the virtual clock (nothing in it ever waits).
-    fn run(pacing: Pacing, window: Window, service: u64, stall_at: u64, stall: u64) -> Recorder {
+    /// Warm-up until `warm_end` ms, measured until `end` ms.
+    fn window_ms(warm_end: u64, end: u64) -> Window {
+        Window {
+            warm_end_ns: warm_end * MS,
+            end_ns: end * MS,
+        }
+    }
+
+    /// Open loop, one connection, a request every millisecond.
+    fn one_per_ms() -> Pacing {
+        Pacing::Open(ConnSchedule::new(1000.0, 1, 0))
+    }
+
+    /// Runs the load loop to completion on the virtual clock (nothing in it ever waits),
+    /// recording into `rec`.
+    fn run_into(
+        rec: &mut Recorder,
+        (pacing, window): (Pacing, Window),
+        service: u64,
+        stall_at: u64,
+        stall: u64,
+    ) {
         let clock = VClock(Cell::new(0));
         let mut conn = Fake {
             clock: &clock,
@@ -377,15 +397,18 @@ mod tests {
             stall,
             n: 0,
         };
-        let mut rec = Recorder::keeping_samples(Arc::new(AtomicU64::new(0)));
-        {
-            let fut = pin!(drive(&clock, &mut conn, pacing, window, &mut rec));
-            let mut cx = Context::from_waker(Waker::noop());
-            match fut.poll(&mut cx) {
-                Poll::Ready(res) => res.unwrap(),
-                Poll::Pending => panic!("the virtual-clock load loop never waits"),
-            }
+        let fut = pin!(drive(&clock, &mut conn, pacing, window, rec));
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.poll(&mut cx) {
+            Poll::Ready(res) => res.unwrap(),
+            Poll::Pending => panic!("the virtual-clock load loop never waits"),
         }
+    }
+
+    /// [`run_into`] a recorder that keeps every sample.
+    fn run(pacing: Pacing, window: Window, service: u64, stall_at: u64, stall: u64) -> Recorder {
+        let mut rec = Recorder::keeping_samples(Arc::new(AtomicU64::new(0)));
+        run_into(&mut rec, (pacing, window), service, stall_at, stall);
         rec
     }
 
@@ -435,12 +458,7 @@ mod tests {
     #[test]
     fn open_loop_charges_a_stall_to_every_request_it_delayed() {
         // 1000 req/s on one connection, 100 µs service, and request 10 stalls 50 ms.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 200 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 100 * US, 10, 50 * MS);
+        let rec = run(one_per_ms(), window_ms(0, 200), 100 * US, 10, 50 * MS);
         let samples = rec.samples();
         assert_eq!(rec.requests(), 200);
         assert_eq!(rec.unsent(), 0);
@@ -469,10 +487,7 @@ mod tests {
     #[test]
     fn closed_loop_sees_the_same_stall_only_once() {
         // The uncorrected view of the same server: one slow sample, the rest fast.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 200 * MS,
-        };
+        let window = window_ms(0, 200);
         let rec = run(Pacing::Closed, window, 100 * US, 10, 50 * MS);
         let samples = rec.samples();
         assert_eq!(samples.iter().filter(|s| s.1 > MS).count(), 1);
@@ -486,16 +501,10 @@ mod tests {
     fn open_loop_above_capacity_counts_unsent_requests() {
         // Due every 1 ms, served in 2 ms: request k is sent at 2k ms and is k + 2 ms late
         // by its reply; at 100 ms, 50 were sent and 50 more were due.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 100 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 2 * MS, u64::MAX, 0);
-        assert_eq!(rec.requests(), 50);
-        assert_eq!(rec.unsent(), 50);
-        let samples = rec.samples();
-        for (k, &(_, latency)) in samples.iter().enumerate() {
+        let rec = run(one_per_ms(), window_ms(0, 100), 2 * MS, u64::MAX, 0);
+        // (measured, unsent)
+        assert_eq!((rec.requests(), rec.unsent()), (50, 50));
+        for (k, &(_, latency)) in rec.samples().iter().enumerate() {
             assert_eq!(latency, (k as u64 + 2) * MS);
         }
     }
@@ -504,43 +513,22 @@ mod tests {
     fn overload_after_the_warm_up_is_measured_not_hidden() {
         // Due every 1 ms, served in 2 ms, warm-up until 50 ms: the backlog built during the
         // warm-up is served in the window, and those replies carry their full delay.
-        let window = Window {
-            warm_end_ns: 50 * MS,
-            end_ns: 100 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 2 * MS, u64::MAX, 0);
+        let rec = run(one_per_ms(), window_ms(50, 100), 2 * MS, u64::MAX, 0);
         // Request k is sent at 2k ms and answered at 2k + 2 ms: k = 24..=49 in the window.
-        assert_eq!(rec.warmup(), 24);
-        assert_eq!(rec.requests(), 26);
+        // (warm-up, measured, unsent)
+        assert_eq!((rec.warmup(), rec.requests(), rec.unsent()), (24, 26, 50));
         let samples = rec.samples();
         assert_eq!(samples[0], (24 * MS, 26 * MS));
         assert_eq!(samples[25], (49 * MS, 51 * MS));
-        assert_eq!(rec.unsent(), 50);
     }
 
     #[test]
     fn warm_up_requests_are_not_measured() {
-        let window = Window {
-            warm_end_ns: 10 * MS,
-            end_ns: 30 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
+        let window = window_ms(10, 30);
+        let pacing = one_per_ms();
         let progress = Arc::new(AtomicU64::new(0));
-        let clock = VClock(Cell::new(0));
-        let mut conn = Fake {
-            clock: &clock,
-            service: 10 * US,
-            stall_at: u64::MAX,
-            stall: 0,
-            n: 0,
-        };
         let mut rec = Recorder::new(progress.clone());
-        {
-            let fut = pin!(drive(&clock, &mut conn, pacing, window, &mut rec));
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(fut.poll(&mut cx).is_ready());
-        }
+        run_into(&mut rec, (pacing, window), 10 * US, u64::MAX, 0);
         assert_eq!(rec.warmup(), 10);
         assert_eq!(rec.requests(), 20);
         assert_eq!(progress.load(Ordering::Relaxed), 30);
@@ -549,10 +537,7 @@ mod tests {
 
     #[test]
     fn merged_recorders_add_up() {
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 100 * MS,
-        };
+        let window = window_ms(0, 100);
         let progress = Arc::new(AtomicU64::new(0));
         let (mut a, mut b) = (
             Recorder::new(progress.clone()),

@@ -116,12 +116,16 @@ mod tests {
 
     #[test]
     fn human_numbers() {
-        assert_eq!(human(1_234_567.0), "1.23M");
-        assert_eq!(human(85_123.0), "85.1k");
-        assert_eq!(human(9_999.0), "9999");
-        assert_eq!(human(12.54), "12.5");
-        assert_eq!(human(1.234), "1.23");
-        assert_eq!(human(2.5e9), "2.50G");
-        assert_eq!(human(f64::NAN), "-");
+        for (x, shown) in [
+            (1_234_567.0, "1.23M"),
+            (85_123.0, "85.1k"),
+            (9_999.0, "9999"),
+            (12.54, "12.5"),
+            (1.234, "1.23"),
+            (2.5e9, "2.50G"),
+            (f64::NAN, "-"),
+        ] {
+            assert_eq!(human(x), shown, "{x}");
+        }
     }
 }

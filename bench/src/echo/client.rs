@@ -100,18 +100,31 @@ impl Load {
             Some(r) => Pacing::Open(ConnSchedule::new(r, self.conns, conn)),
         }
     }
+}
 
-    /// Connection `conn`'s task: `connect`, then the load loop until the window ends. Owns
-    /// everything it uses, so the runtime may spawn it.
-    pub fn connection<C: Clock, T: RoundTrip>(
+/// One client connection of a run, for [`ClientRuntime::spawn_connection`] to start.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// The load it is part of.
+    pub load: &'a Load,
+    /// Its index among the load's connections.
+    pub conn: usize,
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The run's timeline.
+    pub tl: &'a Timeline,
+}
+
+impl Connection<'_> {
+    /// The connection's task: `connect`, then the load loop on `clock` until the window
+    /// ends. Owns everything it uses, so the runtime may spawn it.
+    pub fn task<C: Clock, T: RoundTrip>(
         &self,
-        conn: usize,
-        tl: &Timeline,
         clock: C,
         connect: impl Future<Output = io::Result<T>>,
     ) -> impl Future<Output = (Recorder, io::Result<()>)> {
-        let (pacing, window) = (self.pacing(conn), tl.window());
-        let mut rec = Recorder::new(self.counter.clone());
+        let (pacing, window) = (self.load.pacing(self.conn), self.tl.window());
+        let mut rec = Recorder::new(self.load.counter.clone());
         async move {
             let res = match connect.await {
                 Ok(mut stream) => drive(&clock, &mut stream, pacing, window, &mut rec).await,
@@ -155,7 +168,15 @@ pub fn load<R: ClientRuntime>(
     let clock = R::clock(tl.start);
     let (usage, conns) = R::block_on(&rt, async {
         let tasks: Vec<_> = (0..load.conns)
-            .map(|i| R::spawn_connection(load, i, addr, &tl))
+            .map(|conn| {
+                let tl = &tl;
+                R::spawn_connection(Connection {
+                    load,
+                    conn,
+                    addr,
+                    tl,
+                })
+            })
             .collect();
         let (u0, u1) = at_edges(&clock, &tl, ThreadUsage::now).await;
         let mut conns = Vec::with_capacity(tasks.len());
@@ -185,4 +206,41 @@ pub fn load<R: ClientRuntime>(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_must_be_the_request_just_sent() {
+        let mut m = Message::new(3, 16);
+        m.stamp();
+        let first = m.request.clone();
+        assert_eq!(first[..8], 0u64.to_le_bytes());
+        assert_eq!(first[8], 8 + 3);
+        assert!(m.check(&first).is_ok());
+        m.stamp();
+        // The previous request's echo, a short echo, and another connection's echo fail.
+        let err = m.check(&first).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("request 1"), "{err}");
+        assert!(m.check(&m.request.clone()[..15]).is_err());
+        let mut other = Message::new(4, 16);
+        other.stamp();
+        assert!(m.check(&other.request).is_err());
+    }
+
+    #[test]
+    fn open_loop_load_paces_each_connection() {
+        let load = Load {
+            rate: Some(1000.0),
+            ..Load::closed(4, 64)
+        };
+        assert_eq!(Load::closed(4, 64).pacing(1), Pacing::Closed);
+        match load.pacing(1) {
+            Pacing::Open(s) => assert_eq!(s.intended_ns(0), 1_000_000),
+            Pacing::Closed => panic!("a rate means open loop"),
+        }
+    }
 }

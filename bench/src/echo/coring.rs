@@ -12,10 +12,10 @@ use coring::net::{TcpListener, TcpStream};
 use coring::time::timeout;
 use coring::{BackendKind, Metrics, Runtime};
 
-use super::client::{ConnResult, Load, Message};
-use super::runtime::{BenchRuntime, ClientRuntime, Owned, OwnedStream, ServerRuntime};
+use super::client::{ConnResult, Connection, Message};
+use super::runtime::{BenchRuntime, ClientRuntime, OwnedStream, ServerRuntime};
 use super::server::ServerStats;
-use crate::load::{Clock, RoundTrip, Timeline, WallClock};
+use crate::load::{Clock, RoundTrip, WallClock};
 
 /// A round trip that takes longer than this ends its connection with an error.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,22 +57,15 @@ impl ServerRuntime for Coring {
     type Listener = TcpListener;
     type Stream = TcpStream;
 
-    fn bind(_rt: &Runtime) -> io::Result<(TcpListener, SocketAddr)> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        Ok((listener, addr))
+    fn bind(_rt: &Runtime, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr)
     }
 
-    async fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
-        Ok(listener.accept().await?.0)
-    }
+    crate::listener_methods!();
 
     fn spawn_echo(stream: TcpStream, stats: Arc<ServerStats>) {
         // Detached: the loop reports through `stats`.
-        drop(coring::spawn(async move {
-            let setup = stream.set_nodelay(true);
-            stats.echo(setup, Owned::new(stream)).await;
-        }));
+        drop(coring::spawn(stats.echo_owned(stream)));
     }
 
     fn metrics(rt: &Runtime) -> Option<Metrics> {
@@ -81,6 +74,10 @@ impl ServerRuntime for Coring {
 }
 
 impl OwnedStream for TcpStream {
+    fn set_nodelay(&self) -> io::Result<()> {
+        TcpStream::set_nodelay(self, true)
+    }
+
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         // A read fills the Vec from its start and sets its length to what it read.
         TcpStream::read(self, buf).await
@@ -92,14 +89,9 @@ impl OwnedStream for TcpStream {
 }
 
 impl ClientRuntime for Coring {
-    fn spawn_connection(
-        load: &Load,
-        conn: usize,
-        addr: SocketAddr,
-        tl: &Timeline,
-    ) -> impl Future<Output = ConnResult> {
-        let connect = CoringConn::connect(addr, conn, load.size);
-        let task = coring::spawn(load.connection(conn, tl, Self::clock(tl.start), connect));
+    fn spawn_connection(c: Connection<'_>) -> impl Future<Output = ConnResult> {
+        let connect = CoringConn::connect(c.addr, c.conn, c.load.size);
+        let task = coring::spawn(c.task(Self::clock(c.tl.start), connect));
         async move { task.await.map_err(|e| format!("{e:?}")) }
     }
 }

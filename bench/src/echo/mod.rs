@@ -25,12 +25,8 @@ use self::coring::Coring;
 use self::pair::{run_pair, Pair};
 use crate::cli::backend_name;
 use crate::progress::Progress;
-use crate::report::{Mode, RunResult};
+use crate::report::{Mode, RunResult, NOISY_WAIT};
 use crate::stats;
-
-/// Above this fraction of the window spent waiting for a CPU, a note says the machine was
-/// busy with something else.
-pub const NOISY_WAIT: f64 = 0.05;
 
 /// What one echo run does.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use super::client::ClientReport;
@@ -14,6 +13,7 @@ use super::server::{Ready, ServerReport, DRAIN};
 use crate::load::Timeline;
 use crate::progress::{wait_with_progress, Progress};
 use crate::sys;
+use crate::thread::spawn_pinned;
 
 /// Time allowed for thread setup and teardown, beyond the run itself.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,27 +104,15 @@ pub fn run_pair(
         ready: ready_tx,
         timeline: tl_rx,
     };
-    let (server_tx, server_rx) = mpsc::channel();
-    let server_thread = thread::Builder::new()
-        .name("echo-server".into())
-        .spawn(move || {
-            sys::pin_or_warn(server_core);
-            let _ = server_tx.send(server(conns, hs));
-        })
-        .map_err(|e| format!("cannot start the server thread: {e}"))?;
+    let (server_thread, server_rx) =
+        spawn_pinned("echo-server", server_core, move || server(conns, hs))?;
     let ready = within(&ready_rx, SETUP_TIMEOUT, "the server to listen")??;
 
     let tl = Timeline::starting_now(warmup, secs);
     let _ = tl_tx.send(tl);
-    let (client_tx, client_rx) = mpsc::channel();
     let addr = ready.addr;
-    let client_thread = thread::Builder::new()
-        .name("echo-client".into())
-        .spawn(move || {
-            sys::pin_or_warn(client_core);
-            let _ = client_tx.send(client(addr, tl));
-        })
-        .map_err(|e| format!("cannot start the load generator thread: {e}"))?;
+    let (client_thread, client_rx) =
+        spawn_pinned("echo-client", client_core, move || client(addr, tl))?;
     let client = wait_with_progress(
         &client_rx,
         progress,

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use coring::{BackendKind, Metrics};
 
-use super::client::{ConnResult, Load};
+use super::client::{ConnResult, Connection};
 use super::server::{ServerStats, SERVER_BUF};
-use crate::load::{Clock, Timeline};
+use crate::load::Clock;
 
 /// A runtime the echo harness can run a server or a load generator on.
 pub trait BenchRuntime {
@@ -51,19 +51,25 @@ pub trait ServerRuntime: BenchRuntime {
     /// An accepted connection.
     type Stream;
 
-    /// Binds a listener to an ephemeral port of 127.0.0.1 (inside `rt`, where the runtime
-    /// wants that), and says where.
+    /// Binds a listener to `addr` (inside `rt`, where the runtime wants that).
     ///
     /// # Errors
     ///
     /// `bind(2)`/`listen(2)`'s error.
-    fn bind(rt: &Self::Rt) -> io::Result<(Self::Listener, SocketAddr)>;
+    fn bind(rt: &Self::Rt, addr: SocketAddr) -> io::Result<Self::Listener>;
+
+    /// Where `listener` listens.
+    ///
+    /// # Errors
+    ///
+    /// `getsockname(2)`'s error.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
 
     /// Accepts the next connection.
     fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>>;
 
-    /// Spawns, detached, a task that echoes on `stream` until the peer closes, with
-    /// [`ServerStats::echo`].
+    /// Spawns, detached, a task that echoes on `stream` until the peer closes:
+    /// [`ServerStats::echo`] (or [`ServerStats::echo_owned`]) on the runtime's spawn.
     fn spawn_echo(stream: Self::Stream, stats: Arc<ServerStats>);
 
     /// The runtime's counters now (coring only).
@@ -72,17 +78,28 @@ pub trait ServerRuntime: BenchRuntime {
     }
 }
 
+/// [`ServerRuntime::local_addr`] and [`ServerRuntime::accept`] for a runtime whose listener
+/// has `local_addr()` and an `async fn accept() -> io::Result<(Stream, SocketAddr)>`, as
+/// coring's, tokio's and monoio's do. A macro, since what they share is the methods'
+/// names and signatures, not a trait; use it inside the `impl ServerRuntime` block.
+#[macro_export]
+macro_rules! listener_methods {
+    () => {
+        fn local_addr(listener: &Self::Listener) -> ::std::io::Result<::std::net::SocketAddr> {
+            listener.local_addr()
+        }
+
+        async fn accept(listener: &Self::Listener) -> ::std::io::Result<Self::Stream> {
+            Ok(listener.accept().await?.0)
+        }
+    };
+}
+
 /// A runtime the load generator can run on.
 pub trait ClientRuntime: BenchRuntime {
-    /// Spawns the task of client connection `conn`: it connects to `addr` and runs
-    /// [`Load::connection`] on the runtime's socket. The task starts at once; the returned
-    /// future waits for it.
-    fn spawn_connection(
-        load: &Load,
-        conn: usize,
-        addr: SocketAddr,
-        tl: &Timeline,
-    ) -> impl Future<Output = ConnResult>;
+    /// Spawns the task of client connection `c`: [`Connection::task`] with the runtime's
+    /// clock and socket. The task starts at once; the returned future waits for it.
+    fn spawn_connection(c: Connection<'_>) -> impl Future<Output = ConnResult>;
 }
 
 /// A server connection, one turn of the echo loop at a time ([`ServerStats::echo`] runs
@@ -96,6 +113,8 @@ pub trait EchoConn {
 /// A connection whose reads and writes take the buffer by value and give it back with the
 /// result, as coring's and monoio's do; [`Owned`] is its echo loop.
 pub trait OwnedStream {
+    /// Sets `TCP_NODELAY`, as every echo server does.
+    fn set_nodelay(&self) -> io::Result<()>;
     /// Reads once into `buf`, from its start (`buf` arrives empty); gives back the count.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
@@ -149,4 +168,56 @@ pub async fn alongside<M: Future, S: Future<Output = ()>>(main: M, side: S) -> M
         main.as_mut().poll(cx)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::task::{Context, Poll, Waker};
+
+    /// Pending `n` times (waking itself), then ready; counts its polls.
+    async fn pending_times(n: u32, polls: &Cell<u32>) {
+        poll_fn(|cx| {
+            polls.set(polls.get() + 1);
+            if polls.get() > n {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    #[test]
+    fn the_side_future_runs_until_main_is_done() {
+        let (main_polls, side_polls) = (Cell::new(0), Cell::new(0));
+        let both = alongside(
+            async {
+                pending_times(3, &main_polls).await;
+                7
+            },
+            pending_times(10, &side_polls),
+        );
+        let mut both = pin!(both);
+        let mut cx = Context::from_waker(Waker::noop());
+        let out = loop {
+            if let Poll::Ready(v) = both.as_mut().poll(&mut cx) {
+                break v;
+            }
+        };
+        assert_eq!(out, 7);
+        // Polled alongside main each time, and dropped unfinished with it.
+        assert_eq!((main_polls.get(), side_polls.get()), (4, 4));
+
+        let (main_polls, side_polls) = (Cell::new(0), Cell::new(0));
+        let mut both = pin!(alongside(
+            pending_times(3, &main_polls),
+            pending_times(1, &side_polls)
+        ));
+        while both.as_mut().poll(&mut cx).is_pending() {}
+        // Once finished, the side future is not polled again.
+        assert_eq!((main_polls.get(), side_polls.get()), (4, 2));
+    }
 }

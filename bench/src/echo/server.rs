@@ -2,6 +2,7 @@
 //! server shares, the raw io_uring loop's included: counters, the samples at the edges of
 //! the measured window, and the report.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use coring::{BackendKind, Metrics};
 
 use super::pair::Handshake;
-use super::runtime::{alongside, EchoConn, ServerRuntime};
+use super::runtime::{alongside, EchoConn, Owned, OwnedStream, ServerRuntime};
 use crate::load::{Clock, Timeline};
 use crate::sys::ThreadUsage;
 
@@ -65,11 +66,11 @@ impl ServerStats {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// One connection's echo loop, after `setup` (e.g. `set_nodelay`): echoes until the peer
+    /// One connection's echo loop: echoes on `conn` (if it could be set up) until the peer
     /// closes. Counts the bytes, records the error that ends the loop, and the close.
-    pub async fn echo(&self, setup: io::Result<()>, mut conn: impl EchoConn) {
+    pub async fn echo(self: Arc<Self>, conn: io::Result<impl EchoConn>) {
         let res: io::Result<()> = async {
-            setup?;
+            let mut conn = conn?;
             loop {
                 match conn.echo_once().await? {
                     0 => return Ok(()),
@@ -82,6 +83,13 @@ impl ServerStats {
             self.error(format!("server connection: {e}"));
         }
         self.close();
+    }
+
+    /// [`ServerStats::echo`] on a stream with owned-buffer IO: `TCP_NODELAY`, then the
+    /// [`Owned`] echo loop.
+    pub fn echo_owned<S: OwnedStream>(self: Arc<Self>, stream: S) -> impl Future<Output = ()> {
+        let conn = stream.set_nodelay().map(|()| Owned::new(stream));
+        self.echo(conn)
     }
 
     /// The report of a run whose window's edges were `start` and `end`: the errors
@@ -187,9 +195,9 @@ pub fn serve<R: ServerRuntime>(
     hs: Handshake,
 ) -> Result<ServerReport, String> {
     let setup = runtime.build().and_then(|rt| {
-        let (listener, addr) = R::bind(&rt)?;
+        let listener = R::bind(&rt, SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let ready = Ready {
-            addr,
+            addr: R::local_addr(&listener)?,
             backend: R::backend(&rt),
             description: R::describe(&rt),
         };

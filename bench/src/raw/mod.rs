@@ -94,3 +94,21 @@ pub fn probe() -> Result<Setup, String> {
         Err("a NOP did not complete".to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setups_are_tried_strongest_first() {
+        assert_eq!(
+            Setup::ALL.map(Setup::name),
+            ["single_issuer+defer_taskrun", "coop_taskrun", "plain"]
+        );
+        // Where io_uring is blocked (seccomp, sysctl) there is nothing more to check.
+        if let Ok((ring, setup)) = ring(8) {
+            assert!(ring.params().sq_entries() >= 8);
+            assert!(Setup::ALL.contains(&setup));
+        }
+    }
+}
