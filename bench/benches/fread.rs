@@ -122,19 +122,19 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         };
         args::parse(args, defaults, |cfg, flag, flags| {
             match flag.name.as_str() {
-                "--secs" => cfg.secs = flags.secs(&flag, false)?,
-                "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
-                "--reps" => cfg.reps = flags.count(&flag)?,
-                "--cpu" => cfg.cpu = Some(flags.parse(&flag)?),
-                "--slices" => cfg.slices = flags.count(&flag)? as u32,
-                "--qd" => cfg.qds = flags.counts(&flag)?,
+                "--secs" => cfg.secs = flags.secs(flag, false)?,
+                "--file-mb" => cfg.file_mb = flags.count(flag)? as u64,
+                "--reps" => cfg.reps = flags.count(flag)?,
+                "--cpu" => cfg.cpu = Some(flags.parse(flag)?),
+                "--slices" => cfg.slices = flags.count(flag)? as u32,
+                "--qd" => cfg.qds = flags.counts(flag)?,
                 "--only" => {
-                    cfg.only = Some(match flags.value(&flag)?.as_str() {
+                    cfg.only = Some(match flags.value(flag)?.as_str() {
                         "coring" => Contender::Coring,
                         "raw" => Contender::Raw,
                         "pread" => Contender::Pread,
                         "preadv2" => Contender::Preadv2,
-                        other => return Err(format!("--only: unknown contender '{other}'").into()),
+                        other => return Err(format!("--only: unknown contender '{other}'")),
                     })
                 }
                 _ => return Ok(false),

@@ -53,8 +53,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> 
     };
     args::parse(args, defaults, |a, flag, flags| {
         match flag.name.as_str() {
-            "--trips" => a.trips = flags.count(&flag)?,
-            "--runs" => a.runs = flags.count(&flag)?,
+            "--trips" => a.trips = flags.count(flag)?,
+            "--runs" => a.runs = flags.count(flag)?,
             _ => return Ok(false),
         }
         Ok(true)

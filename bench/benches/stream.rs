@@ -160,20 +160,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError
         match flag.name.as_str() {
             "--verify" => cfg.verify = true,
             "--direction" => {
-                let value = flags.value(&flag)?;
+                let value = flags.value(flag)?;
                 cfg.direction = Direction::parse(&value)
                     .ok_or_else(|| format!("--direction takes recv or send, not '{value}'"))?;
             }
             "--mb" => {
-                cfg.mb = flags.count(&flag)? as u64;
+                cfg.mb = flags.count(flag)? as u64;
                 if cfg.mb > 1 << 20 {
-                    return Err("--mb takes at most 1048576 (1 TiB)".to_string().into());
+                    return Err("--mb takes at most 1048576 (1 TiB)".to_string());
                 }
             }
-            "--chunk" => cfg.chunk = bytes(flags.count(&flag)?, &flag.name)?,
-            "--buf" => cfg.buf = bytes(flags.count(&flag)?, &flag.name)?,
-            "--reps" => cfg.reps = flags.count(&flag)?,
-            "--only" => cfg.contenders = parse_contenders(&flags.value(&flag)?)?,
+            "--chunk" => cfg.chunk = bytes(flags.count(flag)?, &flag.name)?,
+            "--buf" => cfg.buf = bytes(flags.count(flag)?, &flag.name)?,
+            "--reps" => cfg.reps = flags.count(flag)?,
+            "--only" => cfg.contenders = parse_contenders(&flags.value(flag)?)?,
             _ => return Ok(false),
         }
         Ok(true)

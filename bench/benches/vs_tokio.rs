@@ -167,19 +167,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError
     let cfg = args::parse(args, Config::default(), |cfg, flag, flags| {
         match flag.name.as_str() {
             "--no-tokio" => cfg.tokio = false,
-            "--secs" => cfg.secs = flags.secs(&flag, false)?,
-            "--warmup" => cfg.warmup = flags.secs(&flag, true)?,
-            "--reps" => cfg.reps = flags.count(&flag)?,
-            "--conns" => cfg.conns = flags.counts(&flag)?,
-            "--size" => cfg.size = flags.count(&flag)?,
-            "--qd" => cfg.qd = flags.count(&flag)?,
-            "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
-            "--dir" => cfg.dir = PathBuf::from(flags.value(&flag)?),
+            "--secs" => cfg.secs = flags.secs(flag, false)?,
+            "--warmup" => cfg.warmup = flags.secs(flag, true)?,
+            "--reps" => cfg.reps = flags.count(flag)?,
+            "--conns" => cfg.conns = flags.counts(flag)?,
+            "--size" => cfg.size = flags.count(flag)?,
+            "--qd" => cfg.qd = flags.count(flag)?,
+            "--file-mb" => cfg.file_mb = flags.count(flag)? as u64,
+            "--dir" => cfg.dir = PathBuf::from(flags.value(flag)?),
             "--backends" => parse_servers(&flags.value(flag)?, cfg)?,
-            "--only" => match flags.value(&flag)?.as_str() {
+            "--only" => match flags.value(flag)?.as_str() {
                 "echo" => (cfg.echo, cfg.fread) = (true, false),
                 "fread" => (cfg.echo, cfg.fread) = (false, true),
-                other => return Err(format!("--only takes echo or fread, not '{other}'").into()),
+                other => return Err(format!("--only takes echo or fread, not '{other}'")),
             },
             _ => return Ok(false),
         }
