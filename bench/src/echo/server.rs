@@ -218,7 +218,10 @@ pub fn serve<R: ServerRuntime>(
             }
             edges
         };
-        alongside(schedule, accept_each::<R>(&listener, conns, &stats)).await
+        let edges = alongside(schedule, accept_each::<R>(&listener, conns, &stats)).await;
+        // Closed inside the runtime, as a server would close it.
+        drop(listener);
+        edges
     });
     // Dropping the runtime cancels whatever is left.
     drop(rt);
