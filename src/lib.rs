@@ -42,10 +42,12 @@ pub mod time;
 pub use driver::Metrics;
 
 /// Test support: a backend whose operations complete when the test says so. Not API: no
-/// stability promise; see `Builder::backend(BackendKind::Mock)`.
+/// stability promise; see `Builder::backend(BackendKind::Mock)`. Needs the `test-util`
+/// feature.
 #[doc(hidden)]
+#[cfg(feature = "test-util")]
 pub mod mock {
-    pub use crate::driver::mock::{MockHandle, MockOp};
+    pub use crate::driver::backend::mock::{MockHandle, MockOp};
 }
 pub use pool::{current_core, CoreInfo, Pool, PoolBuilder, PoolError, SpawnHandle};
 pub use runtime::{start, BackendKind, Builder, Runtime};

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use super::{IoBuf, IoBufMut};
 use crate::driver::fixed::{Fixed, FixedCell};
+use crate::driver::Backend;
 
 /// Alignment of a pool's memory: a page, so that buffers of page-multiple size suit
 /// `O_DIRECT` too.
@@ -86,7 +87,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         // Every buffer is back (each holds the pool), so no operation names the entries:
         // clear them in the kernel, then free the memory it had registered.
-        self.fixed.release();
+        self.fixed.unregister();
         // SAFETY: mem was allocated in FixedBufPool::new with exactly this layout, and
         // nothing refers to it any more (no buffer is out, the registration is gone).
         unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };

@@ -102,12 +102,13 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_init(&mut self, pos: usize);
 }
 
-/// `IoBuf` for a type whose bytes are all initialised and that derefs to `[u8]` at a stable
-/// address; the `SAFETY` argument for each type is given where the macro is used.
-macro_rules! full_buf {
-    ($($ty:ty),* $(,)?) => {$(
-        // SAFETY: see the invocation: the memory is heap-owned or 'static, does not move
-        // with the value, and is fully initialised.
+/// `IoBuf` for a type that derefs to `[u8]` at a stable address: initialised = `len()`,
+/// total = `$total()` (`len` for a buffer of fixed size, `capacity` for a growable one).
+/// The `SAFETY` argument for each type is given where the macro is used.
+macro_rules! io_buf {
+    ($total:ident: $($ty:ty),* $(,)?) => {$(
+        // SAFETY: see the invocation: the memory does not move with the value, its first
+        // `len()` bytes are initialised, and `len()` is at most the total.
         unsafe impl IoBuf for $ty {
             fn stable_ptr(&self) -> *const u8 {
                 self.as_ptr()
@@ -116,7 +117,7 @@ macro_rules! full_buf {
                 self.len()
             }
             fn bytes_total(&self) -> usize {
-                self.len()
+                self.$total()
             }
         }
     )*};
@@ -125,27 +126,18 @@ macro_rules! full_buf {
 // Box<[u8]>: a heap allocation, fully initialised. &'static [u8] / &'static str: static
 // memory never moves or goes away. Bytes: reference-counted heap (or 'static) memory that
 // does not move when the handle moves and is immutable while any handle exists.
-full_buf!(Box<[u8]>, &'static [u8], &'static str, bytes::Bytes);
+io_buf!(len: Box<[u8]>, &'static [u8], &'static str, bytes::Bytes);
 
-/// `IoBuf` + `IoBufMut` for a growable buffer: initialised = `len()`, total =
-/// `capacity()`, and reads grow `len` over bytes the kernel wrote.
+// Vec<u8>, BytesMut: the heap pointer does not change when the value moves (only a `&mut`
+// method can reallocate), and len <= capacity.
+io_buf!(capacity: Vec<u8>, bytes::BytesMut);
+
+/// `IoBufMut` for a growable buffer (its `IoBuf` has total = `capacity()`): reads grow
+/// `len` over bytes the kernel wrote.
 macro_rules! growable_buf {
     ($($ty:ty),* $(,)?) => {$(
-        // SAFETY: the heap pointer does not change when the value moves (only a `&mut`
-        // method can reallocate), and len <= capacity.
-        unsafe impl IoBuf for $ty {
-            fn stable_ptr(&self) -> *const u8 {
-                self.as_ptr()
-            }
-            fn bytes_init(&self) -> usize {
-                self.len()
-            }
-            fn bytes_total(&self) -> usize {
-                self.capacity()
-            }
-        }
-
-        // SAFETY: as above; the spare capacity is writable through the same pointer.
+        // SAFETY: the heap pointer does not change when the value moves, and the spare
+        // capacity is writable through it.
         unsafe impl IoBufMut for $ty {
             fn stable_mut_ptr(&mut self) -> *mut u8 {
                 self.as_mut_ptr()
@@ -169,4 +161,19 @@ unsafe impl IoBufMut for Box<[u8]> {
         self.as_mut_ptr()
     }
     unsafe fn set_init(&mut self, _pos: usize) {}
+}
+
+/// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
+/// were filled by this read already) and marks the buffer initialised up to the end of
+/// the copy. Returns the bytes copied.
+pub(crate) fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
+    debug_assert!(at <= buf.bytes_total());
+    let n = data.len().min(buf.bytes_total() - at);
+    // SAFETY: buf is writable for bytes_total() >= at + n bytes at stable_mut_ptr(); data
+    // is n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr().add(at), n) };
+    // SAFETY: the first `at` bytes were written by this read before, the next n just now;
+    // at + n <= bytes_total().
+    unsafe { buf.set_init(at + n) };
+    n
 }

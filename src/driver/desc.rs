@@ -68,6 +68,14 @@ pub(crate) enum OpDesc {
     },
     /// `fsync(fd)` or `fdatasync(fd)`.
     Fsync { fd: FdRef, datasync: bool },
+    /// `fallocate(fd, mode, offset, len)` (see [`platform::fallocate`] where there is no
+    /// `fallocate`).
+    Fallocate {
+        fd: FdRef,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
     OpenAt {
         dirfd: RawFd,
@@ -159,9 +167,7 @@ pub(crate) enum OpDesc {
         len: u32,
         flags: i32,
         /// A stream socket: sends must reach it in the order they were issued (bytes of a
-        /// later send must not overtake an earlier one's).
-        // Read by the io_uring backend only (Linux).
-        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        /// later send must not overtake an earlier one's; see [`OpDesc::is_ordered_write`]).
         stream: bool,
     },
     /// `recvmsg(fd, msg, flags)`.
@@ -187,21 +193,96 @@ pub(crate) enum OpDesc {
 }
 
 impl OpDesc {
+    /// The operation's name, for diagnostics, the mock backend's test handle and the
+    /// io_uring test hook that hides opcodes (`Builder::emulate_missing_opcodes`): the
+    /// io_uring opcode it becomes, in lower case (`read_fixed` for a read into a
+    /// registered buffer, `recv_multi` for the multishot form of `recv`), whichever
+    /// backend runs it.
+    // Used by io_uring (Linux) and the mock backend (test-util).
+    #[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            OpDesc::Nop => "nop",
+            OpDesc::Read {
+                buf_index: None, ..
+            } => "read",
+            OpDesc::Read { .. } => "read_fixed",
+            OpDesc::Write {
+                buf_index: None, ..
+            } => "write",
+            OpDesc::Write { .. } => "write_fixed",
+            OpDesc::Readv { .. } => "readv",
+            OpDesc::Writev { .. } => "writev",
+            OpDesc::Fsync { .. } => "fsync",
+            OpDesc::Fallocate { .. } => "fallocate",
+            OpDesc::OpenAt { .. } => "openat",
+            OpDesc::Close { .. } => "close",
+            OpDesc::Statx { .. } => "statx",
+            OpDesc::UnlinkAt { .. } => "unlinkat",
+            OpDesc::RenameAt { .. } => "renameat",
+            OpDesc::MkdirAt { .. } => "mkdirat",
+            OpDesc::Accept { .. } => "accept",
+            OpDesc::Connect { .. } => "connect",
+            OpDesc::Recv { .. } => "recv",
+            OpDesc::RecvMulti { .. } => "recv_multi",
+            OpDesc::Send { .. } => "send",
+            OpDesc::RecvMsg { .. } => "recvmsg",
+            OpDesc::SendMsg { .. } => "sendmsg",
+            OpDesc::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    /// Whether this is an ordered write: one that must take effect after the earlier
+    /// ordered writes of its descriptor, in issue order, on every backend. That is a stream
+    /// send (bytes of a later send must not overtake an earlier one's), or a shutdown of
+    /// the write side only (a graceful end: what was sent before it goes first). A shutdown
+    /// of the read side, or of both (which aborts a writer waiting for a peer that does not
+    /// read, as with blocking sockets), takes effect at once; each datagram stands alone.
+    #[inline]
+    pub(crate) fn is_ordered_write(&self) -> bool {
+        matches!(
+            self,
+            OpDesc::Send { stream: true, .. }
+                | OpDesc::Shutdown {
+                    how: libc::SHUT_WR,
+                    ..
+                }
+        )
+    }
+
     /// The errno of a description no backend may run, checked once before submission so
-    /// that every backend answers alike: EINVAL for a file offset above `i64::MAX` (the
-    /// kernel's `loff_t` is signed; io_uring would take `u64::MAX` as "the file position",
-    /// a `pread` cannot express it).
+    /// that every backend answers alike: EINVAL for a file offset (or, for `fallocate`, a
+    /// length) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
+    /// `u64::MAX` as "the file position", a `pread` cannot express it).
+    #[inline]
     pub(crate) fn check(&self) -> Result<(), i32> {
-        match *self {
+        // Exhaustive, so that a new description with a file offset is checked too.
+        let offset = match *self {
             OpDesc::Read { offset, .. }
             | OpDesc::Write { offset, .. }
             | OpDesc::Readv { offset, .. }
-            | OpDesc::Writev { offset, .. }
-                if offset > i64::MAX as u64 =>
-            {
-                Err(libc::EINVAL)
-            }
-            _ => Ok(()),
+            | OpDesc::Writev { offset, .. } => offset,
+            OpDesc::Fallocate { offset, len, .. } => offset.max(len),
+            OpDesc::Nop
+            | OpDesc::Fsync { .. }
+            | OpDesc::OpenAt { .. }
+            | OpDesc::Close { .. }
+            | OpDesc::Statx { .. }
+            | OpDesc::UnlinkAt { .. }
+            | OpDesc::RenameAt { .. }
+            | OpDesc::MkdirAt { .. }
+            | OpDesc::Accept { .. }
+            | OpDesc::Connect { .. }
+            | OpDesc::Recv { .. }
+            | OpDesc::RecvMulti { .. }
+            | OpDesc::Send { .. }
+            | OpDesc::RecvMsg { .. }
+            | OpDesc::SendMsg { .. }
+            | OpDesc::Shutdown { .. } => return Ok(()),
+        };
+        if offset > i64::MAX as u64 {
+            return Err(libc::EINVAL);
         }
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 
+use super::AnyBackend;
 use super::Backend;
 use crate::runtime::context;
 
@@ -48,29 +49,9 @@ pub(crate) enum Table {
 pub(crate) trait Tables {
     /// Clears entries `first..first + count` of `table` in the kernel, if the ring still
     /// exists, and makes them available again.
-    fn release(&self, table: Table, first: u32, count: u32);
+    fn clear(&self, table: Table, first: u32, count: u32);
     /// Whether the ring still exists.
     fn is_live(&self) -> bool;
-}
-
-/// What a backend without registered-file and -buffer tables answers (the fallback, the
-/// mock): no ring, nothing to register, so operations use plain descriptors and memory,
-/// which is what a registration falls back to anyway.
-pub(crate) trait NoTables {
-    /// No ring whose tables an entry could name.
-    fn ring_id(&self) -> Option<std::num::NonZeroU32> {
-        None
-    }
-
-    /// Nothing to register.
-    fn register_file(&self, _fd: std::os::fd::RawFd) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
-
-    /// Nothing to register.
-    fn register_buffers(&self, _bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
-        Ok(None)
-    }
 }
 
 /// `count` consecutive entries of one table of one ring, held until dropped.
@@ -96,8 +77,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.tables
-            .release(self.table, self.first.index, self.count);
+        self.tables.clear(self.table, self.first.index, self.count);
     }
 }
 
@@ -110,7 +90,7 @@ const OUTSIDE_RUNTIME: &str = "coring: register() needs the runtime whose ring i
                                with; call it inside Runtime::block_on or a task spawned on one";
 
 /// What registering with the current runtime asks of its backend.
-pub(crate) type RegisterFn<'a> = &'a dyn Fn(&Backend) -> io::Result<Option<Registration>>;
+pub(crate) type RegisterFn<'a> = &'a dyn Fn(&AnyBackend) -> io::Result<Option<Registration>>;
 
 impl FixedCell {
     /// The first entry held, for operations to name (the backend decides whether it is
@@ -185,8 +165,8 @@ impl FixedCell {
     }
 
     /// Drops the registration, clearing its entries in the kernel.
-    pub(crate) fn release(&self) {
-        // Taken out first, so that the release runs without the cell borrowed.
+    pub(crate) fn unregister(&self) {
+        // Taken out first, so that the clearing runs without the cell borrowed.
         let r = self.0.borrow_mut().take();
         drop(r);
     }

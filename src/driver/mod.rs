@@ -1,76 +1,40 @@
 //! The driver: the operation table, its lifecycle, cancellation and orphans, written once
 //! for every backend.
 //!
-//! # The backend contract
+//! The driver owns every operation from submission to its final completion, whatever
+//! happens to the operation's future: dropped, forgotten, or the runtime shut down. It
+//! runs on one of the backends of [`backend`], whose contract is the [`Backend`] trait;
+//! everything that decides what a completion means lives here, once: the
+//! `-errno -> io::Error` conversion ([`Completion::result`]), wakers, orphans and their
+//! clean-up, the shutdown deadline, and the cap on a multishot receive's unread arrivals.
 //!
-//! A backend turns [`OpDesc`]s into kernel work and reports completions. It owns no
-//! operation state: the driver's table (a slab keyed by `usize`) does. A backend must:
-//!
-//! 1. **`push(key, desc)`**: start the described operation, tagged with `key`, or report
-//!    [`Push::Full`] (the driver then calls `enter` without waiting, reaps, and pushes
-//!    again). The memory `desc` points to stays valid until the backend has reported a
-//!    completion for `key`: the driver keeps its owner alive until then.
-//! 2. **`cancel(key)`**: ask for the operation to finish early. Best effort; the operation
-//!    still reports exactly one final completion (with `-ECANCELED` or its real result).
-//! 3. **`enter(wait)`**: hand pushed work to the kernel and, if `wait` asks for it, sleep
-//!    until at least one completion, an unpark, or the timeout. An idle backend sleeps in
-//!    the kernel: it never spins. Transient failures are reported as `ErrorKind::WouldBlock`
-//!    or `Interrupted`, and the driver retries; anything else is fatal for the runtime.
-//! 4. **`reap(sink)`**: pass every available completion to `sink(key, Completion)`, where
-//!    `Completion::res` is the syscall's return value or `-errno`, as in a CQE.
-//! 5. **`unparker()`**: a thread-safe handle that makes a current or the next `enter(wait)`
-//!    return.
-//! 6. **`try_inline(desc)`**: optionally finish an operation during submission, without
-//!    the kernel queue (a positional read the page cache answers, `preadv2(RWF_NOWAIT)`;
-//!    on the fallback also a socket operation that does not have to wait); the driver
-//!    rations this per task poll so a task cannot monopolise the thread.
-//! 7. **Multishot receives with provided buffers** (optional): a backend whose
-//!    `multishot_recv()` says yes accepts [`OpDesc::RecvMulti`], which reports any number
-//!    of completions carrying [`CQE_F_MORE`] and then one final completion without it;
-//!    data completions name a provided buffer ([`Completion::buffer`]) that stays the
-//!    driver's until `recycle_buf` hands it back, and `provided_buf` reads it meanwhile.
-//!    `cancel_sync` (best effort) cancels an operation before returning, so its owner can
-//!    give up the descriptor at once. A backend without it says no and never sees the
-//!    description.
-//! 8. **Registered files and buffers** ([`fixed`]): `ring_id()`, `register_file(fd)` and
-//!    `register_buffers(iovecs)`. A backend with tables hands out [`fixed::Registration`]s
-//!    that carry its ring id, and uses an entry named in a description (`FdRef::fixed`,
-//!    `buf_index`) only if it carries that id; any other entry, it ignores, using the raw
-//!    descriptor and memory, which every description also carries. A backend without
-//!    tables returns `None` and ignores every entry.
-//!
-//! Everything else (the `-errno -> io::Error` conversion, wakers, orphan clean-up, the
-//! shutdown deadline) lives here so that backends cannot drift apart.
-//!
-//! Three backends implement the contract: `uring` (Linux), `fallback` (readiness + a
-//! blocking pool, everywhere) and `mock` (tests play the kernel: operations complete when
-//! and how the test says, see `tests/mock.rs`).
+//! Beside the table: `desc` (the backend-neutral description of an operation), `op` (the
+//! `Op<T>` future and the operation trait), `syscall` (a description run as plain system
+//! calls, for the readiness backend and the blocking pool), `offload` (the blocking pool),
+//! `cached_read` and `backoff` (completing reads during submission, and rationing such
+//! attempts), `fixed` (registered files and buffers) and `provided` (a stream's multishot
+//! receive into the backend's provided buffers).
 
+pub(crate) mod backend;
+pub(crate) mod backoff;
+pub(crate) mod cached_read;
 pub(crate) mod dense;
 pub(crate) mod desc;
-pub(crate) mod fallback;
 pub(crate) mod fixed;
-pub(crate) mod mock;
 pub(crate) mod offload;
 pub(crate) mod op;
-pub(crate) mod sys;
-// io_uring is a Linux interface; elsewhere the fallback backend is the only one.
-#[cfg(target_os = "linux")]
-pub(crate) mod uring;
+pub(crate) mod provided;
+pub(crate) mod syscall;
 
 use std::collections::VecDeque;
 use std::io;
-use std::num::NonZeroU32;
-use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub(crate) use backend::{AnyBackend, Backend, Enqueued, Push, Unpark, Wait};
 pub(crate) use desc::OpDesc;
-// In scope for `dispatch!`: backends without tables answer through its defaults.
-use fixed::{NoTables, Registration};
 
 /// CQE flag: the completion names a provided buffer (id in the upper 16 bits).
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
@@ -141,37 +105,13 @@ impl Completion {
     }
 }
 
-/// Whether [`Backend::push`] took the operation.
-pub(crate) enum Push {
-    /// The operation is queued for the kernel.
-    Queued,
-    /// The submission queue is full: enter, reap, and push again.
-    // Only io_uring's bounded queue fills up; the fallback backend never reports it.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    Full,
-}
-
 /// What [`Driver::submit`] did with an operation.
 pub(crate) enum Submitted {
     /// In flight under this key.
     InFlight(usize),
     /// Finished during submission (a read served from the page cache): its final
     /// completion, delivered at once through the same conversion as any other.
-    Done(Completion),
-}
-
-/// How long `enter` may sleep.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Wait {
-    /// Submit and return at once.
-    No,
-    /// Sleep until a completion or an unpark, at most this long (`None`: no limit).
-    Park(Option<Duration>),
-}
-
-/// Makes a parked runtime thread return from its wait; callable from any thread.
-pub(crate) trait Unpark: Send + Sync + 'static {
-    fn unpark(&self);
+    Completed(Completion),
 }
 
 /// Counters describing the work a runtime has done; see [`crate::Runtime::metrics`].
@@ -212,118 +152,6 @@ pub struct Metrics {
     pub bulk_switches: u64,
 }
 
-/// The backends the driver can run on. One of them per runtime, for its whole life, so
-/// the size difference between variants costs nothing worth a box. io_uring exists only
-/// on Linux.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Backend {
-    #[cfg(target_os = "linux")]
-    Uring(uring::Uring),
-    Fallback(fallback::Fallback),
-    /// Completes operations when a test says so (see [`mock`]).
-    Mock(mock::Mock),
-}
-
-macro_rules! dispatch {
-    ($self:expr, $b:ident => $e:expr) => {
-        match $self {
-            #[cfg(target_os = "linux")]
-            Backend::Uring($b) => $e,
-            Backend::Fallback($b) => $e,
-            Backend::Mock($b) => $e,
-        }
-    };
-}
-
-/// Maps kernel-entry errors onto the driver's retry classes: EINTR is `Interrupted`,
-/// EAGAIN and EBUSY are `WouldBlock` (retry after reaping); the rest are fatal.
-pub(crate) fn classify_enter_error(e: io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
-        Some(libc::EAGAIN) | Some(libc::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
-        _ => e,
-    }
-}
-
-impl Backend {
-    fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
-        dispatch!(self, b => b.push(key, desc))
-    }
-    /// Completes `desc` during submission if the backend can (a cached read).
-    fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
-        dispatch!(self, b => b.try_inline(desc))
-    }
-    fn cancel(&mut self, key: usize) -> io::Result<Push> {
-        dispatch!(self, b => b.cancel(key))
-    }
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
-        dispatch!(self, b => b.enter(wait))
-    }
-    fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
-        dispatch!(self, b => b.reap(sink))
-    }
-    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
-        dispatch!(self, b => b.unparker())
-    }
-    pub(crate) fn describe(&self) -> String {
-        dispatch!(self, b => b.describe())
-    }
-    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
-        dispatch!(self, b => b.inject_enter_errors(errnos))
-    }
-    pub(crate) fn offloaded(&self) -> u64 {
-        dispatch!(self, b => b.offloaded())
-    }
-    pub(crate) fn inline_completions(&self) -> u64 {
-        dispatch!(self, b => b.inline_completions())
-    }
-    /// The id of the ring whose tables registrations go to; `None` on a backend without
-    /// registered files and buffers (see [`fixed`]).
-    pub(crate) fn ring_id(&self) -> Option<NonZeroU32> {
-        dispatch!(self, b => b.ring_id())
-    }
-    /// Registers `fd` in the backend's file table; `Ok(None)` where there is none.
-    pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<Registration>> {
-        dispatch!(self, b => b.register_file(fd))
-    }
-    /// Registers buffers in the backend's buffer table; `Ok(None)` where there is none.
-    ///
-    /// The memory must stay allocated until the registration is dropped.
-    pub(crate) fn register_buffers(
-        &self,
-        bufs: &[libc::iovec],
-    ) -> io::Result<Option<Registration>> {
-        dispatch!(self, b => b.register_buffers(bufs))
-    }
-    /// Whether the backend runs [`OpDesc::RecvMulti`] (setting up its buffer ring on first
-    /// call). The one place that decides between the multishot and the single-shot stream
-    /// read path.
-    pub(crate) fn multishot_recv(&mut self) -> bool {
-        dispatch!(self, b => b.multishot_recv())
-    }
-    /// The first `len` bytes of provided buffer `bid`, which a completion named.
-    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
-        dispatch!(self, b => b.provided_buf(bid, len))
-    }
-    /// The size of each provided buffer (0 without multishot receives).
-    pub(crate) fn provided_buf_size(&self) -> usize {
-        dispatch!(self, b => b.provided_buf_size())
-    }
-    /// Hands provided buffer `bid` back to the kernel.
-    fn recycle_buf(&mut self, bid: u16) {
-        dispatch!(self, b => b.recycle_buf(bid))
-    }
-    /// Provided buffers filled by the kernel and not yet recycled.
-    pub(crate) fn provided_in_use(&self) -> usize {
-        dispatch!(self, b => b.provided_in_use())
-    }
-    /// Cancels operation `key` synchronously if the backend can; `Ok(())` means the kernel
-    /// no longer acts on it (its final completion may still wait to be reaped).
-    fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
-        dispatch!(self, b => b.cancel_sync(key))
-    }
-}
-
 /// Something that finishes an operation whose future is gone: it receives the final
 /// completion, builds the output and drops it (closing a returned fd, freeing a buffer).
 pub(crate) trait Orphan {
@@ -344,7 +172,7 @@ enum Slot {
     },
     /// The final completion arrived; the owner has not collected it (nor, for a multishot
     /// operation, the completions queued before it).
-    Done {
+    Finished {
         queued: VecDeque<Completion>,
         last: Completion,
         /// The driver's count of final completions when this one was reaped: orders
@@ -367,8 +195,10 @@ impl Slot {
 
 /// The driver: operation table plus backend.
 pub(crate) struct Driver {
+    /// Unique within the process (never reused, unlike an address).
+    id: u64,
     ops: Slab<Slot>,
-    backend: Backend,
+    backend: AnyBackend,
     /// Orphans finished during reaping; dropped after the table is updated so that user
     /// `Drop` code never runs in the middle of table bookkeeping.
     finished: Vec<(Box<dyn Orphan>, Completion)>,
@@ -381,6 +211,10 @@ pub(crate) struct Driver {
     /// Final completions reaped so far for owned operations (the next one's `seq`).
     finished_seq: u64,
     pub(crate) metrics: Metrics,
+    /// Errors the next kernel entries return instead of entering (test hook: proves that
+    /// pushed work survives a failed `io_uring_enter`).
+    #[cfg(feature = "test-util")]
+    injected: VecDeque<i32>,
 }
 
 /// Inline completions a task may have in one poll (see [`Driver::submit`]).
@@ -398,8 +232,10 @@ pub(crate) fn reset_inline_budget() {
 }
 
 impl Driver {
-    pub(crate) fn new(backend: Backend) -> Driver {
+    pub(crate) fn new(backend: AnyBackend) -> Driver {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Driver {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ops: Slab::with_capacity(64),
             backend,
             finished: Vec::new(),
@@ -407,14 +243,41 @@ impl Driver {
             throttle: Vec::new(),
             finished_seq: 0,
             metrics: Metrics::default(),
+            #[cfg(feature = "test-util")]
+            injected: VecDeque::new(),
         }
     }
 
-    pub(crate) fn backend(&self) -> &Backend {
+    /// Makes the next kernel entries fail with these errnos, without entering (test hook).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
+        self.injected.extend(errnos);
+    }
+
+    /// One call of the backend's `enter` (or an injected failure, in tests).
+    fn enter_once(&mut self, wait: Wait) -> io::Result<()> {
+        self.metrics.enters += 1;
+        #[cfg(feature = "test-util")]
+        if let Some(errno) = self.injected.pop_front() {
+            let e = io::Error::from_raw_os_error(errno);
+            return Err(backend::classify_enter_error(e));
+        }
+        self.backend.enter(wait)
+    }
+
+    /// The driver's identity: unique within the process, never 0.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The backend the driver runs on.
+    pub(crate) fn backend(&self) -> &AnyBackend {
         &self.backend
     }
 
-    pub(crate) fn backend_mut(&mut self) -> &mut Backend {
+    /// The backend the driver runs on, for calls that change it (registration tables,
+    /// setting up provided buffers).
+    pub(crate) fn backend_mut(&mut self) -> &mut AnyBackend {
         &mut self.backend
     }
 
@@ -422,47 +285,46 @@ impl Driver {
     pub(crate) fn in_flight(&self) -> usize {
         self.ops
             .iter()
-            .filter(|(_, s)| !matches!(s, Slot::Done { .. }))
+            .filter(|(_, s)| !matches!(s, Slot::Finished { .. }))
             .count()
     }
 
-    /// Submits an operation; the returned key names it until [`Driver::take`] or
-    /// [`Driver::orphan`].
+    /// Submits an operation; the returned key names it until its final completion is
+    /// collected ([`Driver::poll_op`]) or it is handed to [`Driver::orphan`].
     ///
     /// On error nothing was handed to the kernel and the caller still owns everything.
+    #[inline]
     pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
         desc.check().map_err(io::Error::from_raw_os_error)?;
         // An inline completion never returns Pending, so a task looping over cached reads
         // would never yield: after INLINE_BUDGET of them in one poll, operations take the
         // asynchronous path (and the task yields) until its next poll.
         let left = INLINE_LEFT.with(|c| c.get());
-        if left > 0 {
-            if let Some(c) = self.backend.try_inline(desc) {
-                INLINE_LEFT.with(|cell| cell.set(left - 1));
-                self.metrics.ops_submitted += 1;
-                self.metrics.ops_completed += 1;
-                return Ok(Submitted::Done(c));
-            }
-        }
-        // The slot gets its waker now rather than after the push (one slot write per
-        // operation; if the push fails, removing the slot drops the clone).
-        let key = self.ops.insert(Slot::in_flight(Some(waker.clone())));
+        let mut inline = left > 0;
         loop {
-            match self.backend.push(key, desc) {
+            // The key the slot will have; the slot is made only for an operation left in
+            // flight, so one completed during the push costs no slot and no waker clone.
+            let key = self.ops.vacant_key();
+            match self.backend.push(key, desc, inline) {
                 Ok(Push::Queued) => {
+                    let slot = self.ops.insert(Slot::in_flight(Some(waker.clone())));
+                    debug_assert_eq!(slot, key, "coring: the slab gave another key");
                     self.metrics.ops_submitted += 1;
                     return Ok(Submitted::InFlight(key));
                 }
+                Ok(Push::Completed(c)) => {
+                    INLINE_LEFT.with(|cell| cell.set(left - 1));
+                    self.metrics.ops_submitted += 1;
+                    self.metrics.ops_completed += 1;
+                    self.metrics.ops_inline += 1;
+                    return Ok(Submitted::Completed(c));
+                }
                 Ok(Push::Full) => {
-                    if let Err(e) = self.make_room() {
-                        self.ops.remove(key);
-                        return Err(e);
-                    }
+                    self.make_room()?;
+                    // Tried already: pushed again, it goes to the queue.
+                    inline = false;
                 }
-                Err(e) => {
-                    self.ops.remove(key);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -472,7 +334,7 @@ impl Driver {
     /// is freed and the key dead).
     pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion> {
         match &mut self.ops[key] {
-            Slot::Done { queued, last, .. } => {
+            Slot::Finished { queued, last, .. } => {
                 if let Some(c) = queued.pop_front() {
                     return Poll::Ready(c);
                 }
@@ -497,7 +359,7 @@ impl Driver {
     /// Whether operation `key`'s final completion has arrived (its owner may still have
     /// queued completions to collect before it).
     pub(crate) fn is_finished(&self, key: usize) -> bool {
-        matches!(self.ops[key], Slot::Done { .. })
+        matches!(self.ops[key], Slot::Finished { .. })
     }
 
     /// Where operation `key`'s final completion, if it has arrived, came in the order
@@ -507,7 +369,7 @@ impl Driver {
     /// submitted in).
     pub(crate) fn finished_seq(&self, key: usize) -> Option<u64> {
         match self.ops[key] {
-            Slot::Done { seq, .. } => Some(seq),
+            Slot::Finished { seq, .. } => Some(seq),
             _ => None,
         }
     }
@@ -516,7 +378,7 @@ impl Driver {
     /// operation is already queued and carries data (`res > 0`).
     pub(crate) fn next_is_data(&self, key: usize) -> bool {
         match &self.ops[key] {
-            Slot::InFlight { queued, .. } | Slot::Done { queued, .. } => {
+            Slot::InFlight { queued, .. } | Slot::Finished { queued, .. } => {
                 queued.front().is_some_and(|c| c.res > 0)
             }
             Slot::Orphaned(_) => false,
@@ -542,7 +404,7 @@ impl Driver {
     /// its owner has not collected.
     pub(crate) fn has_queued_data(&self, key: usize) -> bool {
         match &self.ops[key] {
-            Slot::InFlight { queued, .. } | Slot::Done { queued, .. } => {
+            Slot::InFlight { queued, .. } | Slot::Finished { queued, .. } => {
                 queued.iter().any(|c| c.res > 0)
             }
             Slot::Orphaned(_) => false,
@@ -563,7 +425,7 @@ impl Driver {
         orphan: impl FnOnce() -> Box<dyn Orphan>,
     ) -> Option<Completion> {
         match &mut self.ops[key] {
-            Slot::Done { queued, last, .. } => {
+            Slot::Finished { queued, last, .. } => {
                 let last = *last;
                 let queued = std::mem::take(queued);
                 self.ops.remove(key);
@@ -602,26 +464,10 @@ impl Driver {
         // finished already, its completion waiting in the backend (a socket op done at
         // submission on the fallback).
         self.reap();
-        if !synced && !matches!(self.ops[key], Slot::Done { .. }) {
+        if !synced && !matches!(self.ops[key], Slot::Finished { .. }) {
             self.request_cancel(key);
         }
-        matches!(self.ops[key], Slot::Done { .. })
-    }
-
-    /// Reads provided buffer `bid` (named by a completion collected from
-    /// [`Driver::poll_op`]).
-    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
-        self.backend.provided_buf(bid, len)
-    }
-
-    /// Hands provided buffer `bid` back once its owner has copied the data out.
-    pub(crate) fn recycle_buf(&mut self, bid: u16) {
-        self.backend.recycle_buf(bid);
-    }
-
-    /// The size of each provided buffer (0 where streams have no multishot receives).
-    pub(crate) fn provided_buf_size(&self) -> usize {
-        self.backend.provided_buf_size()
+        matches!(self.ops[key], Slot::Finished { .. })
     }
 
     fn request_cancel(&mut self, key: usize) {
@@ -629,8 +475,8 @@ impl Driver {
         // completes on its own, and the table keeps it until then.
         for _ in 0..3 {
             match self.backend.cancel(key) {
-                Ok(Push::Queued) | Err(_) => return,
-                Ok(Push::Full) => {
+                Ok(Enqueued::Yes) | Err(_) => return,
+                Ok(Enqueued::QueueFull) => {
                     if self.make_room().is_err() {
                         return;
                     }
@@ -661,8 +507,7 @@ impl Driver {
     fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
         let mut busy = 0u32;
         loop {
-            self.metrics.enters += 1;
-            match self.backend.enter(wait) {
+            match self.enter_once(wait) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     self.metrics.enter_retries += 1;
@@ -682,11 +527,7 @@ impl Driver {
                     wait = Wait::No;
                     busy += 1;
                     if busy > 3 {
-                        self.metrics.enters += 1;
-                        match self
-                            .backend
-                            .enter(Wait::Park(Some(Duration::from_millis(1))))
-                        {
+                        match self.enter_once(Wait::Park(Some(Duration::from_millis(1)))) {
                             Ok(()) => {}
                             Err(e)
                                 if matches!(
@@ -716,7 +557,7 @@ impl Driver {
         let throttle = &mut self.throttle;
         let metrics = &mut self.metrics;
         let finished_seq = &mut self.finished_seq;
-        self.backend.reap(&mut |key, c| {
+        self.backend.reap(|key, c| {
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
                 return;
@@ -746,7 +587,7 @@ impl Driver {
                 Slot::InFlight { waker, queued } => {
                     let waker = waker.take();
                     let queued = std::mem::take(queued);
-                    *slot = Slot::Done {
+                    *slot = Slot::Finished {
                         queued,
                         last: c,
                         seq: *finished_seq,
@@ -766,7 +607,7 @@ impl Driver {
                         }
                     }
                 }
-                Slot::Done { .. } => {
+                Slot::Finished { .. } => {
                     debug_assert!(false, "coring: completion after final for {key}")
                 }
             }
@@ -803,7 +644,7 @@ impl Driver {
         let keys: Vec<usize> = self
             .ops
             .iter()
-            .filter(|(_, s)| !matches!(s, Slot::Done { .. }))
+            .filter(|(_, s)| !matches!(s, Slot::Finished { .. }))
             .map(|(k, _)| k)
             .collect();
         for key in keys {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use coring_fallback::BlockingPool;
 
 use super::dense::DenseMap;
-use super::sys;
+use super::syscall;
 use super::{Completion, OpDesc, Unpark};
 
 /// Most threads one runtime's blocking pool runs at once.
@@ -30,12 +30,12 @@ unsafe impl Send for SendDesc {}
 
 /// Finished jobs, and a flag that spares the event loop the lock when there are none.
 #[derive(Default)]
-struct Done {
+struct FinishedJobs {
     list: Mutex<Vec<(usize, Completion)>>,
     any: AtomicBool,
 }
 
-impl Done {
+impl FinishedJobs {
     fn push(&self, key: usize, c: Completion) {
         lock(&self.list).push((key, c));
         self.any.store(true, Ordering::Release);
@@ -128,7 +128,7 @@ impl JobCancel {
 /// A blocking pool whose results come back as completions.
 pub(crate) struct Offload {
     pool: BlockingPool,
-    done: Arc<Done>,
+    done: Arc<FinishedJobs>,
     unparker: Arc<dyn Unpark>,
     spawned: u64,
     /// Each running job's cancellation, by key, until its completion is drained.
@@ -140,7 +140,7 @@ impl Offload {
     pub(crate) fn new(unparker: Arc<dyn Unpark>) -> Offload {
         Offload {
             pool: BlockingPool::new(POOL_THREADS, POOL_IDLE),
-            done: Arc::new(Done::default()),
+            done: Arc::new(FinishedJobs::default()),
             unparker,
             spawned: 0,
             cancels: DenseMap::default(),
@@ -160,7 +160,7 @@ impl Offload {
             let job = job;
             // SAFETY: the driver keeps the op's memory alive until this completion has been
             // pushed and reaped (SendDesc's invariant).
-            let res = unsafe { sys::execute_blocking(&job.0, &cancel) };
+            let res = unsafe { syscall::execute_blocking(&job.0, &cancel) };
             done.push(key, Completion { res, flags: 0 });
             unparker.unpark();
         });
@@ -190,7 +190,7 @@ impl Offload {
     }
 
     /// Reports every finished job.
-    pub(crate) fn drain(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+    pub(crate) fn drain(&mut self, mut sink: impl FnMut(usize, Completion)) {
         // Cleared before taking the list: a job finishing in between sets it again, so
         // nothing is left unannounced. A plain load first: this runs every turn, and the
         // flag is almost always clear (a swap is a locked instruction even then).

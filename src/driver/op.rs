@@ -1,6 +1,6 @@
 //! `Op<T>`: the future every IO call awaits.
 //!
-//! Lifecycle: `Unsubmitted -> InFlight(key) -> Done`. While in flight, the operation's data
+//! Lifecycle: `Unsubmitted -> InFlight(key) -> Collected`. While in flight, the operation's data
 //! (fd handle, buffer, path, address) is referenced by the kernel through the pointers in
 //! its [`OpDesc`]; those pointers target heap memory owned by the data, so moving the data
 //! into the driver's table on drop keeps them valid. Drop never frees early: an in-flight
@@ -34,7 +34,7 @@ pub(crate) trait Operation: 'static {
     /// The operation, described by `desc`, was left in flight on the driver with identity
     /// `driver` (`context::driver_id`) rather than completed during submission; `complete`
     /// (or, for a leaked operation, nothing) follows once, whatever happens to the future.
-    fn in_flight(&mut self, _desc: &OpDesc, _driver: usize) {}
+    fn in_flight(&mut self, _desc: &OpDesc, _driver: u64) {}
 }
 
 impl<T: Operation> Orphan for T {
@@ -54,17 +54,17 @@ impl<T: Operation> IntoOrphan for T {
     }
 }
 
-/// A submitted operation whose future was dropped, kept by the object it acts for (a
+/// A submitted operation whose future was dropped, retained by the object it acts for (a
 /// stream's receive, a listener's accept) instead of being cancelled: the object's next
 /// call collects the completion, so what the kernel did for the dropped call (bytes
 /// received, a connection accepted) is not lost, and no later operation of that object
-/// overtakes it. Dropping a `Kept` whose completion is not collected orphans the
+/// overtakes it. Dropping a `Retained` whose completion is not collected orphans the
 /// operation (cancelled; the driver keeps the data until the final completion).
 ///
-/// One call at a time waits for it ([`Kept::claim`]): the driver keeps one waker per
+/// One call at a time waits for it ([`Retained::claim`]): the driver keeps one waker per
 /// operation, so a second concurrent call must not wait on the same one (it would take the
 /// first's wake and leave it asleep); it starts an operation of its own instead.
-pub(crate) struct Kept<T: IntoOrphan> {
+pub(crate) struct Retained<T: IntoOrphan> {
     driver: Rc<RefCell<Driver>>,
     /// The key while the final completion is not collected.
     key: Option<usize>,
@@ -73,18 +73,18 @@ pub(crate) struct Kept<T: IntoOrphan> {
     done: Option<(Completion, u64)>,
     /// A call is waiting for it.
     claimed: bool,
-    /// Tells kept operations apart (a claim names the one it was taken on).
+    /// Tells retained operations apart (a claim names the one it was taken on).
     id: u64,
     /// Always `Some` outside `Drop`.
     data: Option<T>,
 }
 
-impl<T: IntoOrphan> Kept<T> {
+impl<T: IntoOrphan> Retained<T> {
     /// Takes `op`'s submitted operation, if it has one, as `wrap(data)`.
     pub(crate) fn detach<O: Operation>(op: &mut Op<O>, wrap: impl FnOnce(O) -> T) -> Option<Self> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let (key, data, driver) = op.detach()?;
-        Some(Kept {
+        Some(Retained {
             driver,
             key: Some(key),
             done: None,
@@ -95,9 +95,9 @@ impl<T: IntoOrphan> Kept<T> {
     }
 
     /// Makes the calling operation the one that waits for this: its id, or `None` if
-    /// another call waits already. Pair with [`Kept::release`] when the call ends or is
+    /// another call waits already. Pair with [`Retained::unclaim`] when the call ends or is
     /// dropped, and check the id before each poll: the object may have cancelled this op
-    /// and kept another meanwhile, which the claim does not cover.
+    /// and retained another meanwhile, which the claim does not cover.
     pub(crate) fn claim(&mut self) -> Option<u64> {
         (!std::mem::replace(&mut self.claimed, true)).then_some(self.id)
     }
@@ -113,14 +113,14 @@ impl<T: IntoOrphan> Kept<T> {
     }
 
     /// Ends claim `id`: a no-op unless this is the op it was taken on.
-    pub(crate) fn release(&mut self, id: u64) {
+    pub(crate) fn unclaim(&mut self, id: u64) {
         if self.id == id {
             self.claimed = false;
         }
     }
 
     /// Where the final completion, once collected, came in its driver's order of final
-    /// completions: of two kept operations finished on one runtime, the lower number
+    /// completions: of two retained operations finished on one runtime, the lower number
     /// finished first.
     pub(crate) fn finished_seq(&self) -> Option<u64> {
         self.done.map(|(_, seq)| seq)
@@ -130,7 +130,7 @@ impl<T: IntoOrphan> Kept<T> {
     pub(crate) fn data(&self) -> &T {
         self.data
             .as_ref()
-            .expect("coring: kept operation without data")
+            .expect("coring: retained operation without data")
     }
 
     /// Waits, on the current thread's runtime, for the final completion. An operation of
@@ -155,12 +155,12 @@ impl<T: IntoOrphan> Kept<T> {
         }
         let key = self
             .key
-            .expect("coring: kept operation without key or completion");
+            .expect("coring: retained operation without key or completion");
         let mut d = self.driver.borrow_mut();
         let seq = d.finished_seq(key);
         let c = std::task::ready!(d.poll_op(key, cx));
-        // Kept operations are single-shot: the first completion is the final one.
-        let seq = seq.expect("coring: a kept operation had a completion before its final one");
+        // Retained operations are single-shot: the first completion is the final one.
+        let seq = seq.expect("coring: a retained operation had a completion before its final one");
         drop(d);
         self.key = None;
         self.done = Some((c, seq));
@@ -193,17 +193,17 @@ impl<T: IntoOrphan> Kept<T> {
     /// If the kernel may still use the data.
     pub(crate) fn into_done(mut self) -> (T, Completion) {
         let (Some((c, _)), None) = (self.done, self.key) else {
-            panic!("coring: kept operation still in flight");
+            panic!("coring: retained operation still in flight");
         };
         let data = self
             .data
             .take()
-            .expect("coring: kept operation without data");
+            .expect("coring: retained operation without data");
         (data, c)
     }
 }
 
-impl<T: IntoOrphan> Drop for Kept<T> {
+impl<T: IntoOrphan> Drop for Retained<T> {
     fn drop(&mut self) {
         let Some(data) = self.data.take() else {
             return;
@@ -216,8 +216,8 @@ impl<T: IntoOrphan> Drop for Kept<T> {
             }
             return;
         };
-        // As Multishot::release in net/stream.rs: never reached from driver-run code in
-        // coring; leaking is the safe choice if it were.
+        // As the drop of a `ProvidedRecv` (driver/provided.rs): never reached from code the
+        // driver runs; leaking is the safe choice if it were.
         let Ok(mut d) = self.driver.try_borrow_mut() else {
             std::mem::forget(data);
             return;
@@ -240,7 +240,8 @@ impl<T: IntoOrphan> Drop for Kept<T> {
 enum State {
     Unsubmitted,
     InFlight(usize),
-    Done,
+    /// The final completion was taken (or the operation detached).
+    Collected,
 }
 
 /// The future of one operation.
@@ -273,7 +274,7 @@ impl<T: Operation> Op<T> {
         let (Some(data), Some(driver)) = (self.data.take(), self.driver.take()) else {
             return None;
         };
-        self.state = State::Done;
+        self.state = State::Collected;
         Some((key, data, driver))
     }
 }
@@ -284,7 +285,7 @@ impl<T: Operation> Unpin for Op<T> {}
 impl<T: Operation> Op<T> {
     /// Polls the operation (submitting it on the first poll) to its final completion, and
     /// returns its data with the raw completion instead of building the output: for a
-    /// caller that decides what the completion means (see `net/kept.rs`).
+    /// caller that decides what the completion means (see `net/retained.rs`).
     ///
     /// # Panics
     ///
@@ -297,14 +298,12 @@ impl<T: Operation> Op<T> {
                 let (submitted, driver) = context::submit(&desc, cx.waker());
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
-                        if let Some(d) = &driver {
-                            data.in_flight(&desc, Rc::as_ptr(d) as usize);
-                        }
+                        data.in_flight(&desc, context::driver_id());
                         self.state = State::InFlight(key);
                         self.driver = driver;
                         return Poll::Pending;
                     }
-                    Ok(Submitted::Done(c)) => c,
+                    Ok(Submitted::Completed(c)) => c,
                     // Nothing reached the kernel: complete with the error through the same
                     // path a kernel error takes.
                     Err(e) => Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),
@@ -329,9 +328,9 @@ impl<T: Operation> Op<T> {
                 };
                 c
             }
-            State::Done => panic!("coring: operation future polled after completion"),
+            State::Collected => panic!("coring: operation future polled after completion"),
         };
-        self.state = State::Done;
+        self.state = State::Collected;
         let data = self.data.take().expect("coring: operation without data");
         Poll::Ready((data, c))
     }

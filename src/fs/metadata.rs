@@ -132,49 +132,43 @@ impl fmt::Debug for Metadata {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileType(libc::mode_t);
 
-impl FileType {
-    /// A directory.
-    pub fn is_dir(&self) -> bool {
-        self.0 == libc::S_IFDIR
-    }
-    /// A regular file.
-    pub fn is_file(&self) -> bool {
-        self.0 == libc::S_IFREG
-    }
-    /// A symbolic link.
-    pub fn is_symlink(&self) -> bool {
-        self.0 == libc::S_IFLNK
-    }
-    /// A named pipe.
-    pub fn is_fifo(&self) -> bool {
-        self.0 == libc::S_IFIFO
-    }
-    /// A Unix socket.
-    pub fn is_socket(&self) -> bool {
-        self.0 == libc::S_IFSOCK
-    }
-    /// A block device.
-    pub fn is_block_device(&self) -> bool {
-        self.0 == libc::S_IFBLK
-    }
-    /// A character device.
-    pub fn is_char_device(&self) -> bool {
-        self.0 == libc::S_IFCHR
-    }
+/// The kinds of file, each with its predicate, its mode bits and its name in `Debug`.
+macro_rules! file_kinds {
+    ($($(#[$doc:meta])* $is:ident: $mode:path => $name:literal,)*) => {
+        impl FileType {
+            $(
+                $(#[$doc])*
+                pub fn $is(&self) -> bool {
+                    self.0 == $mode
+                }
+            )*
+        }
+
+        impl fmt::Debug for FileType {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = match self.0 {
+                    $($mode => $name,)*
+                    _ => "unknown",
+                };
+                write!(f, "FileType({name})")
+            }
+        }
+    };
 }
 
-impl fmt::Debug for FileType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.0 {
-            libc::S_IFDIR => "dir",
-            libc::S_IFREG => "file",
-            libc::S_IFLNK => "symlink",
-            libc::S_IFIFO => "fifo",
-            libc::S_IFSOCK => "socket",
-            libc::S_IFBLK => "block_device",
-            libc::S_IFCHR => "char_device",
-            _ => "unknown",
-        };
-        write!(f, "FileType({name})")
-    }
+file_kinds! {
+    /// A directory.
+    is_dir: libc::S_IFDIR => "dir",
+    /// A regular file.
+    is_file: libc::S_IFREG => "file",
+    /// A symbolic link.
+    is_symlink: libc::S_IFLNK => "symlink",
+    /// A named pipe.
+    is_fifo: libc::S_IFIFO => "fifo",
+    /// A Unix socket.
+    is_socket: libc::S_IFSOCK => "socket",
+    /// A block device.
+    is_block_device: libc::S_IFBLK => "block_device",
+    /// A character device.
+    is_char_device: libc::S_IFCHR => "char_device",
 }

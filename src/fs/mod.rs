@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::buf::{BufResult, FixedBuf, IoBuf, IoBufMut};
 use crate::driver::op::Op;
-use crate::op::fs::{cstring, Fsync, Mkdir, Open, Rename, Statx, Unlink};
+use crate::op::fs::{cstring, Fallocate, Fsync, Mkdir, Open, Rename, Statx, Unlink};
 use crate::op::rw::{Read, Readv, Write, Writev};
 use crate::op::{self, SharedFd};
 
@@ -220,6 +220,23 @@ impl File {
     /// platforms, which lack it, `F_FULLFSYNC`).
     pub async fn sync_data(&self) -> io::Result<()> {
         Op::new(Fsync::new(&self.fd, true)).await
+    }
+
+    /// Allocates disk space for `len` bytes from `offset` (`fallocate(2)` with mode 0), so
+    /// that later writes there do not fail for lack of space; the file grows to
+    /// `offset + len` if that is past its end, and bytes it did not have read as zeros.
+    ///
+    /// On FreeBSD this is `posix_fallocate`; on Apple platforms `F_PREALLOCATE` up to the
+    /// range's end followed by `ftruncate`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (EINVAL) for `len == 0` or an `offset` or `len` above `i64::MAX`;
+    /// `FileTooLarge` (EFBIG) past the file system's limit; `StorageFull` (ENOSPC); EBADF
+    /// if the file is not open for writing; `Unsupported` (EOPNOTSUPP) where the file
+    /// system cannot preallocate.
+    pub async fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        Op::new(Fallocate::new(&self.fd, 0, offset, len)).await
     }
 
     /// The file's metadata (`statx` on the open descriptor; `fstat` where there is no statx).

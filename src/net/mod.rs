@@ -4,7 +4,8 @@
 //! write in flight at the same time from two tasks.
 
 mod accept;
-mod kept;
+mod retained;
+mod socket;
 mod stream;
 mod tcp;
 mod udp;

@@ -9,14 +9,16 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::kept::Held;
-use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::{Kept, Op};
-use crate::driver::{Driver, OpDesc, Submitted};
+use super::retained::AnyRecv;
+use crate::buf::{copy_out, BufResult, IoBuf, IoBufMut};
+use crate::driver::op::{Op, Retained};
+use crate::driver::provided::{Location, ProvidedRead, ProvidedRecv};
+use crate::driver::{Backend, Driver};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
 use crate::platform;
+use crate::runtime::context;
 
 /// Creates a close-on-exec, non-blocking socket. Non-blocking mode is what every backend
 /// needs (io_uring arms its own poll on EAGAIN; a readiness backend retries on it); for the
@@ -45,23 +47,23 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// # Reads
 ///
 /// Where the backend supports it (io_uring with a provided-buffer ring, see
-/// `Backend::multishot_recv`), the first read arms one multishot receive for the stream:
-/// the kernel keeps its poll armed and posts a completion per arrival into a provided
-/// buffer, instead of a receive failing, arming a poll and retrying for every read. Each
-/// read copies the arrivals already queued, oldest first, into the caller's buffer until
-/// it is full (it never waits for more once it has some); what does not fit stays in the
-/// stream (holding its provided buffer) for the next read. Nothing received is lost
-/// when a read future is dropped: arrivals wait in the driver's slot for the next read.
-/// An unread stream holds at most a few arrivals: when its queue reaches the driver's cap
-/// (`MULTISHOT_QUEUE_CAP`, decided at reap), the driver cancels the receive so that further
-/// data waits in the socket and TCP flow control throttles the peer; reads drain what was
-/// queued first. When the multishot receive ends for lack of buffers (-ENOBUFS) or was
-/// cancelled (by that cap), that read is a single-shot receive into the caller's buffer
-/// and a later read arms again.
+/// `Backend::multishot_recv`), the first read arms one multishot receive for the stream
+/// (`driver::provided::ProvidedRecv`): the kernel keeps its poll armed and posts a
+/// completion per arrival into a provided buffer, instead of a receive failing, arming a
+/// poll and retrying for every read. Each read copies the arrivals already queued, oldest
+/// first, into the caller's buffer until it is full (it never waits for more once it has
+/// some); what does not fit stays in the stream (holding its provided buffer) for the next
+/// read. Nothing received is lost when a read future is dropped: arrivals wait in the
+/// driver's slot for the next read. An unread stream holds at most a few arrivals: when
+/// its queue reaches the driver's cap (`MULTISHOT_QUEUE_CAP`, decided at reap), the driver
+/// cancels the receive so that further data waits in the socket and TCP flow control
+/// throttles the peer; reads drain what was queued first. When the multishot receive ends
+/// for lack of buffers (-ENOBUFS) or was cancelled (by that cap), that read is a
+/// single-shot receive into the caller's buffer and a later read arms again.
 ///
-/// Bulk traffic switches a stream to direct reads (see `Multishot::observe`): when 4 reads
-/// in a row each start with an arrival that filled a whole provided buffer and move at
-/// least [`bulk_bytes`] into a larger caller's buffer, the receive is cancelled, its
+/// Bulk traffic switches a stream to direct reads (see `ReadState::observe`): when 4
+/// reads in a row each start with an arrival that filled a whole provided buffer and move
+/// at least [`bulk_bytes`] into a larger caller's buffer, the receive is cancelled, its
 /// arrivals are read out in order, and from then on each read is a single-shot receive
 /// straight into the caller's buffer (no copy, one receive per buffer-full instead of one
 /// completion per provided buffer). After 4 direct reads in a row shorter than that, the
@@ -69,11 +71,11 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 ///
 /// Single-shot reads (the fallback backend, bulk mode, the read after ENOBUFS) keep the
 /// same guarantee: a read future dropped after submitting its receive leaves the receive
-/// to the stream (`Adopted`), not cancelled, and the next read returns what it received
-/// before anything else; the stream cancels it only when dropped. Two reads in flight at
-/// once on one stream race for its bytes anyway: only the first one dropped is kept, a
-/// second is cancelled like any operation (what it had received is lost), so read a stream
-/// from one task at a time.
+/// to the stream (`RetainedRecv`), not cancelled, and the next read returns what it
+/// received before anything else; the stream cancels it only when dropped. Two reads in
+/// flight at once on one stream race for its bytes anyway: only the first one dropped is
+/// retained, a second is cancelled like any operation (what it had received is lost), so
+/// read a stream from one task at a time.
 /// Elsewhere (the fallback backend, a second read racing one in progress) every read is a
 /// single-shot receive. A stream whose receive runs on another runtime (used there, then
 /// read on this one) fails its reads with `InvalidInput` rather than skip or reorder the
@@ -81,55 +83,46 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 /// instance cancelled it when dropped): then what it got is read from here, in order.
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
-    multi: RefCell<Multishot>,
+    read: RefCell<ReadState>,
 }
 
-/// A stream's multishot receive and the data it holds.
+/// How a stream reads: its multishot receive, a retained single-shot receive, and the
+/// read mode.
 #[derive(Default)]
-struct Multishot {
-    /// The driver the receive runs on; set while `armed` or `partial` is.
-    driver: Option<Rc<RefCell<Driver>>>,
-    /// The armed receive's key, and the descriptor handle it owns (given to the driver as
-    /// an orphan if the stream goes first).
-    armed: Option<(usize, SharedFd)>,
-    /// An arrival partly copied out: provided buffer id, next byte, end.
-    partial: Option<(u16, usize, usize)>,
-    /// The peer closed its side: reads return 0 from now on.
-    eof: bool,
+struct ReadState {
+    /// A single-shot receive whose read future was dropped first (see [`RetainedRecv`]).
+    /// Boxed: rare, and a stream stays small. Declared first: dropped before the
+    /// multishot receive, as when the stream goes.
+    retained: Option<Box<RetainedRecv>>,
+    /// The multishot receive into the backend's provided buffers, and what it holds.
+    provided: ProvidedRecv<RecvMultiOrphan>,
     /// A read is in progress on the multishot path (a second one goes single-shot).
     reading: bool,
     /// Bulk mode: reads receive straight into the caller's buffer (single-shot, no copy)
-    /// instead of through the shared provided buffers; see [`Multishot::observe`].
+    /// instead of through the shared provided buffers; see [`ReadState::observe`].
     direct: bool,
     /// Consecutive reads that argued for leaving the current mode.
     streak: u8,
-    /// The size of the provided buffers its multishot receives fill (read from the
-    /// backend when one is armed; fixed for a runtime's life), for the read-mode choice.
-    buf_size: usize,
-    /// Whether the current multishot-path read's first arrival filled a whole provided
-    /// buffer; `None` if the read began with data left from an earlier arrival (then it
-    /// does not vote on the read mode).
-    first_full: Option<bool>,
-    /// A single-shot receive whose read future was dropped first (see [`Adopted`]).
-    /// Boxed: rare, and a stream stays small.
-    adopted: Option<Box<Adopted>>,
+    /// The runtime (`context::driver_id`) found to have no multishot receives, so that
+    /// reads there go single-shot without asking it again; 0: none known.
+    single_shot_runtime: u64,
 }
 
 /// A single-shot receive whose read future was dropped while the kernel owned it, or
-/// before it collected the result: the stream keeps it instead of cancelling it, and the
+/// before it collected the result: the stream retains it instead of cancelling it, and the
 /// next read returns what it received, so a dropped read loses nothing on this path
 /// either (and no later receive can overtake it). Cancelled only when the stream goes.
-struct Adopted {
-    recv: Kept<Box<dyn Held>>,
+struct RetainedRecv {
+    recv: Retained<Box<dyn AnyRecv>>,
     /// Received bytes not read yet, once it completed: `start..end` of its buffer.
     start: usize,
     end: usize,
 }
 
 /// A single-shot stream receive into the caller's buffer; if its future is dropped after
-/// submission, the receive goes to the stream ([`Adopted`]) rather than being cancelled.
-/// Only one can be kept: a second read dropped meanwhile (reads racing on one stream) is
-/// cancelled like any operation.
+/// submission, the receive goes to the stream ([`RetainedRecv`]) rather than being
+/// cancelled. Only one can be retained: a second read dropped meanwhile (reads racing on
+/// one stream) is cancelled like any operation.
 struct SingleRead<'a, B: IoBufMut + 'static> {
     stream: &'a Stream,
     op: Op<Recv<B>>,
@@ -145,12 +138,12 @@ impl<B: IoBufMut> std::future::Future for SingleRead<'_, B> {
 
 impl<B: IoBufMut> Drop for SingleRead<'_, B> {
     fn drop(&mut self) {
-        let mut st = self.stream.multi.borrow_mut();
-        if st.adopted.is_some() {
+        let mut st = self.stream.read.borrow_mut();
+        if st.retained.is_some() {
             return;
         }
-        if let Some(recv) = Kept::detach(&mut self.op, |r| Box::new(r) as Box<dyn Held>) {
-            st.adopted = Some(Box::new(Adopted {
+        if let Some(recv) = Retained::detach(&mut self.op, |r| Box::new(r) as Box<dyn AnyRecv>) {
+            st.retained = Some(Box::new(RetainedRecv {
                 recv,
                 start: 0,
                 end: 0,
@@ -159,33 +152,28 @@ impl<B: IoBufMut> Drop for SingleRead<'_, B> {
     }
 }
 
-/// How a read goes (see [`Stream::begin_multishot`]).
+/// How a read goes (see [`Stream::choose_path`]).
 enum Path<'a> {
+    /// Through the multishot receive, on this driver (the current runtime's, or another's
+    /// that finished the receive and still holds what it got).
     Multishot(Reading<'a>, Rc<RefCell<Driver>>),
     SingleShot,
-    /// A dropped read's receive is kept: read what it got first.
-    Adopted(AdoptedClaim<'a>),
+    /// A dropped read's receive is retained: read what it got first.
+    Retained(RetainedClaim<'a>),
     /// Single-shot because the stream is in bulk mode; its result may end that mode.
     Direct,
     /// The stream's multishot receive (and maybe data) lives on another runtime.
     Elsewhere,
 }
 
-/// What a multishot-path read ended with.
-enum Step {
-    Done(io::Result<usize>),
-    /// Receive into the caller's buffer with a single-shot recv instead.
-    SingleShot,
-}
+/// Ends the retained receive's claim (by id: it may have been cancelled and another
+/// retained meanwhile) when the read waiting for it ends or is dropped.
+struct RetainedClaim<'a>(&'a RefCell<ReadState>, u64);
 
-/// Releases the adopted receive's claim (by id: it may have been cancelled and another
-/// adopted meanwhile) when the read waiting for it ends or is dropped.
-struct AdoptedClaim<'a>(&'a RefCell<Multishot>, u64);
-
-impl Drop for AdoptedClaim<'_> {
+impl Drop for RetainedClaim<'_> {
     fn drop(&mut self) {
-        if let Some(a) = self.0.borrow_mut().adopted.as_mut() {
-            a.recv.release(self.1);
+        if let Some(a) = self.0.borrow_mut().retained.as_mut() {
+            a.recv.unclaim(self.1);
         }
     }
 }
@@ -200,13 +188,13 @@ fn elsewhere() -> io::Error {
 }
 
 /// Clears `reading` when a multishot-path read finishes or is dropped.
-struct Reading<'a>(&'a RefCell<Multishot>);
+struct Reading<'a>(&'a RefCell<ReadState>);
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {
         let mut st = self.0.borrow_mut();
         st.reading = false;
-        st.settle();
+        st.provided.settle();
     }
 }
 
@@ -223,7 +211,7 @@ fn bulk_bytes(provided_buf_size: usize) -> usize {
     provided_buf_size.max(4096)
 }
 
-impl Multishot {
+impl ReadState {
     /// Tracks which read mode suits the stream's traffic and reports whether to switch.
     ///
     /// Multishot receives suit small arrivals: no buffer is pinned per stream and no
@@ -248,45 +236,9 @@ impl Multishot {
         self.direct = !self.direct;
         true
     }
-
-    /// Drops the driver handle once nothing needs it, so an idle stream does not keep a
-    /// finished runtime's ring alive.
-    fn settle(&mut self) {
-        if self.armed.is_none() && self.partial.is_none() {
-            self.driver = None;
-        }
-    }
-
-    /// Hands the held buffer back and cancels the armed receive (the driver keeps it, with
-    /// the descriptor handle, until its final completion, and recycles every buffer it
-    /// names).
-    fn release(&mut self) {
-        // A kept receive still in flight is orphaned (cancelled) by its drop.
-        self.adopted = None;
-        let Some(driver) = self.driver.take() else {
-            return;
-        };
-        // The driver is never borrowed while user code runs; if it were, leaking the
-        // buffer and the receive is the safe choice (both stay the kernel's or ours).
-        let Ok(mut d) = driver.try_borrow_mut() else {
-            std::mem::forget(self.armed.take());
-            return;
-        };
-        if let Some((bid, _, _)) = self.partial.take() {
-            d.recycle_buf(bid);
-        }
-        if let Some((key, fd)) = self.armed.take() {
-            let mut fd = Some(fd);
-            d.orphan(key, || {
-                Box::new(RecvMultiOrphan {
-                    fd: fd.take().expect("coring: orphan data taken once"),
-                })
-            });
-        }
-    }
 }
 
-impl Adopted {
+impl RetainedRecv {
     /// Takes the receive's final completion: its bytes become readable; `Err` carries an
     /// end of file (`Ok(0)`) or error, which the caller reports and drops this for.
     fn complete(&mut self, c: crate::driver::Completion) -> Result<(), io::Result<usize>> {
@@ -303,74 +255,33 @@ impl Adopted {
     }
 }
 
-impl Drop for Multishot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
-/// were filled by this read already) and marks the buffer initialised up to the end of
-/// the copy. Returns the bytes copied.
-pub(crate) fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usize {
-    debug_assert!(at <= buf.bytes_total());
-    let n = data.len().min(buf.bytes_total() - at);
-    // SAFETY: buf is writable for bytes_total() >= at + n bytes at stable_mut_ptr(); data
-    // is n readable bytes in the provided buffer, which cannot overlap the caller's buffer.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr().add(at), n) };
-    // SAFETY: the first `at` bytes were written by this read before, the next n just now;
-    // at + n <= bytes_total().
-    unsafe { buf.set_init(at + n) };
-    n
-}
-
 impl Stream {
     pub(crate) fn new(fd: SharedFd) -> Stream {
         Stream {
             fd,
-            multi: RefCell::default(),
+            read: RefCell::default(),
         }
     }
 
-    /// Cancels the armed multishot receive and an adopted receive at once where the
+    /// Cancels the armed multishot receive and a retained receive at once where the
     /// backend can, so that no operation holds the descriptor any more; data they had
     /// received stays in the stream. Best effort: a receive that cannot be cancelled
     /// synchronously, or that has data queued, stays (cancelled) until reads drain it.
     pub(crate) fn disarm(&self) {
-        self.cancel_adopted();
-        let mut st = self.multi.borrow_mut();
-        let (Some(&(key, _)), Some(driver)) = (st.armed.as_ref(), st.driver.clone()) else {
-            return;
-        };
-        let mut d = driver.borrow_mut();
-        if !d.cancel_now(key) || d.has_queued_data(key) {
-            return;
-        }
-        // Only non-data completions are left: collect them, the final one last.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        while let Poll::Ready(c) = d.poll_op(key, &mut cx) {
-            if let Some(bid) = c.buffer() {
-                d.recycle_buf(bid);
-            }
-            if !c.more() {
-                st.armed = None;
-                break;
-            }
-        }
-        drop(d);
-        st.settle();
+        self.cancel_retained();
+        self.read.borrow_mut().provided.cancel_now();
     }
 
-    /// Cancels an adopted receive at once where the backend can, keeping what it received
+    /// Cancels a retained receive at once where the backend can, keeping what it received
     /// for reads; an empty or failed result is dropped with it.
-    fn cancel_adopted(&self) {
-        let mut st = self.multi.borrow_mut();
-        let Some(a) = st.adopted.as_mut() else {
+    fn cancel_retained(&self) {
+        let mut st = self.read.borrow_mut();
+        let Some(a) = st.retained.as_mut() else {
             return;
         };
         if let Some(c) = a.recv.cancel_now() {
             if a.complete(c).is_err() {
-                st.adopted = None;
+                st.retained = None;
             }
         }
     }
@@ -383,14 +294,14 @@ impl Stream {
     pub(crate) fn into_fd(self) -> Result<SharedFd, Stream> {
         self.disarm();
         {
-            let st = self.multi.borrow();
-            if st.partial.is_some() || st.armed.is_some() || st.adopted.is_some() {
+            let st = self.read.borrow();
+            if !st.provided.is_idle() || st.retained.is_some() {
                 drop(st);
                 return Err(self);
             }
         }
-        let Stream { fd, multi } = self;
-        drop(multi);
+        let Stream { fd, read } = self;
+        drop(read);
         Ok(fd)
     }
 
@@ -400,11 +311,11 @@ impl Stream {
         }
         let mut buf = buf;
         let (reading, driver) = loop {
-            match self.begin_multishot() {
+            match self.choose_path() {
                 Path::Multishot(reading, driver) => break (reading, driver),
                 Path::SingleShot => return self.single(buf).await,
-                Path::Adopted(claim) => {
-                    let res = poll_fn(|cx| self.poll_adopted(cx, claim.1, &mut buf)).await;
+                Path::Retained(claim) => {
+                    let res = poll_fn(|cx| self.poll_retained(cx, claim.1, &mut buf)).await;
                     drop(claim);
                     match res {
                         Some(res) => return (res, buf),
@@ -416,9 +327,9 @@ impl Stream {
                 Path::Direct => {
                     let (res, buf) = self.single(buf).await;
                     if let Ok(n) = res {
-                        let mut st = self.multi.borrow_mut();
+                        let mut st = self.read.borrow_mut();
                         // A short read (not EOF) argues for going back to multishot.
-                        let short = n > 0 && n < bulk_bytes(st.buf_size);
+                        let short = n > 0 && n < bulk_bytes(st.provided.buf_size());
                         st.observe(short);
                     }
                     return (res, buf);
@@ -426,45 +337,51 @@ impl Stream {
                 Path::Elsewhere => return (Err(elsewhere()), buf),
             }
         };
-        let step = poll_fn(|cx| self.poll_multishot(cx, &driver, &mut buf)).await;
-        let out = match step {
-            Step::Done(res) => {
+        let fd = self.fd.fd_ref();
+        let read = poll_fn(|cx| {
+            let hold = || RecvMultiOrphan {
+                fd: self.fd.clone(),
+            };
+            let mut st = self.read.borrow_mut();
+            st.provided.poll_read(cx, &driver, fd, hold, &mut buf)
+        })
+        .await;
+        let out = match read {
+            ProvidedRead::Read(res) => {
                 if let Ok(n) = res {
-                    self.observe_multishot(&driver, n, buf.bytes_total());
+                    self.observe_multishot(n, buf.bytes_total());
                 }
                 (res, buf)
             }
-            Step::SingleShot => self.single(buf).await,
+            ProvidedRead::Direct => self.single(buf).await,
         };
         drop(reading);
         out
     }
 
     /// After a multishot-path read of `n` bytes into a buffer of `cap`: whether it argues
-    /// for bulk mode (see [`Multishot::observe`]), and if the stream switches, the cancel
+    /// for bulk mode (see [`ReadState::observe`]), and if the stream switches, the cancel
     /// of its multishot receive. Its queued arrivals (and any racing the cancel) are read
     /// first, in order; then its final completion sends reads to the socket directly. No
     /// observation while a receive cancelled for bulk mode drains.
-    fn observe_multishot(&self, driver: &Rc<RefCell<Driver>>, n: usize, cap: usize) {
-        let mut st = self.multi.borrow_mut();
+    fn observe_multishot(&self, n: usize, cap: usize) {
+        let mut st = self.read.borrow_mut();
         if st.direct {
             return;
         }
         // A read that began with leftover data (a caller buffer not a multiple of the
         // provided ones, in a bulk stream) is neutral: it neither votes nor breaks a streak.
-        let Some(first_full) = st.first_full.take() else {
+        let Some(first_full) = st.provided.take_first_full() else {
             return;
         };
-        let big = bulk_bytes(st.buf_size);
+        let big = bulk_bytes(st.provided.buf_size());
         let bulk = first_full && n >= big && cap > big;
         if st.observe(bulk) {
-            if let Some(&(key, _)) = st.armed.as_ref() {
-                driver.borrow_mut().cancel_for_bulk(key);
-            }
+            st.provided.cancel_for_bulk();
         }
     }
 
-    /// A single-shot receive into `buf` that the stream adopts if the read is dropped.
+    /// A single-shot receive into `buf` that the stream retains if the read is dropped.
     fn single<B: IoBufMut>(&self, buf: B) -> SingleRead<'_, B> {
         SingleRead {
             stream: self,
@@ -472,18 +389,18 @@ impl Stream {
         }
     }
 
-    /// Reads from adopted receive `id`: waits for its completion, then copies what it
-    /// received (the rest stays for the next read). `None`: it is not the adopted one any
+    /// Reads from retained receive `id`: waits for its completion, then copies what it
+    /// received (the rest stays for the next read). `None`: it is not the retained one any
     /// more, or it ended cancelled without data (by `disarm`), which is no error of the
     /// read.
-    fn poll_adopted<B: IoBufMut>(
+    fn poll_retained<B: IoBufMut>(
         &self,
         cx: &mut Context<'_>,
         id: u64,
         buf: &mut B,
     ) -> Poll<Option<io::Result<usize>>> {
-        let mut st = self.multi.borrow_mut();
-        let Some(a) = st.adopted.as_mut().filter(|a| a.recv.id() == id) else {
+        let mut st = self.read.borrow_mut();
+        let Some(a) = st.retained.as_mut().filter(|a| a.recv.id() == id) else {
             return Poll::Ready(None);
         };
         if a.end == 0 {
@@ -491,19 +408,19 @@ impl Stream {
                 return Poll::Ready(Some(Err(elsewhere())));
             };
             if c.res == -libc::ECANCELED {
-                st.adopted = None;
+                st.retained = None;
                 return Poll::Ready(None);
             }
             if let Err(res) = a.complete(c) {
                 // End of file or an error: the stream's, reported once here.
-                st.adopted = None;
+                st.retained = None;
                 return Poll::Ready(Some(res));
             }
         }
         let n = copy_out(&a.recv.data().received(a.end)[a.start..], buf, 0);
         a.start += n;
         if a.start == a.end {
-            st.adopted = None;
+            st.retained = None;
         }
         Poll::Ready(Some(Ok(n)))
     }
@@ -511,12 +428,11 @@ impl Stream {
     /// Chooses a read's path: multishot if the backend supports it and no other read is in
     /// progress; never single-shot past data another runtime's receive holds for the
     /// stream (that would skip or reorder bytes).
-    fn begin_multishot(&self) -> Path<'_> {
-        let driver = crate::runtime::context::driver();
-        let mut st = self.multi.borrow_mut();
-        if let Some(a) = st.adopted.as_mut() {
+    fn choose_path(&self) -> Path<'_> {
+        let mut st = self.read.borrow_mut();
+        if let Some(a) = st.retained.as_mut() {
             if let Some(id) = a.recv.claim() {
-                return Path::Adopted(AdoptedClaim(&self.multi, id));
+                return Path::Retained(RetainedClaim(&self.read, id));
             }
             // A read waits for it already. This concurrent one reads on its own, unless
             // the receive is another runtime's: then that runtime may hold bytes for it.
@@ -525,146 +441,48 @@ impl Stream {
             }
             return Path::SingleShot;
         }
-        if let Some(d) = st.driver.clone() {
-            if !Rc::ptr_eq(&d, &driver) {
-                // The receive (or data it got) is another runtime's. Once that runtime
-                // has finished it (for instance cancelled it when dropped), what it got is
-                // read from here, in order; until then it must be read there.
-                let finished = st
-                    .armed
-                    .as_ref()
-                    .is_none_or(|&(k, _)| d.borrow().is_finished(k));
-                if !finished || st.reading {
-                    return Path::Elsewhere;
-                }
+        // A runtime without multishot receives, known from an earlier read, and nothing
+        // held: the answer without reaching for the runtime's driver.
+        if st.provided.is_idle()
+            && st.single_shot_runtime != 0
+            && st.single_shot_runtime == context::driver_id()
+        {
+            return if st.direct && !st.reading {
+                Path::Direct
+            } else {
+                Path::SingleShot
+            };
+        }
+        let driver = context::driver();
+        match st.provided.location(&driver) {
+            // The receive (or data it got) is another runtime's. Once that runtime has
+            // finished it (for instance cancelled it when dropped), what it got is read
+            // from here, in order; until then it must be read there.
+            Location::RunningElsewhere => return Path::Elsewhere,
+            Location::FinishedElsewhere(_) if st.reading => return Path::Elsewhere,
+            Location::FinishedElsewhere(d) => {
                 st.reading = true;
                 drop(st);
-                return Path::Multishot(Reading(&self.multi), d);
+                return Path::Multishot(Reading(&self.read), d);
             }
+            Location::Here | Location::Idle => {}
         }
         if st.reading {
             return Path::SingleShot;
         }
-        if st.direct && st.armed.is_none() && st.partial.is_none() {
+        if st.direct && st.provided.is_idle() {
             // Bulk mode, and the multishot receive (cancelled on entering it) has been
             // drained: nothing received is held, so reading the socket keeps the order.
             return Path::Direct;
         }
-        if st.driver.is_none() && !driver.borrow_mut().backend_mut().multishot_recv() {
+        if st.provided.is_idle() && !driver.borrow_mut().backend_mut().multishot_recv() {
+            st.single_shot_runtime = context::driver_id();
             return Path::SingleShot;
         }
         st.reading = true;
-        st.first_full = None;
+        st.provided.begin_read();
         drop(st);
-        Path::Multishot(Reading(&self.multi), driver)
-    }
-
-    fn poll_multishot<B: IoBufMut>(
-        &self,
-        cx: &mut Context<'_>,
-        driver: &Rc<RefCell<Driver>>,
-        buf: &mut B,
-    ) -> Poll<Step> {
-        let mut st = self.multi.borrow_mut();
-        // Bytes this poll has put into `buf`: a read takes every arrival already queued
-        // that fits, then returns without waiting for more.
-        let mut filled = 0;
-        loop {
-            if let Some((bid, start, end)) = st.partial {
-                let mut d = driver.borrow_mut();
-                let n = copy_out(&d.provided_buf(bid, end)[start..], buf, filled);
-                filled += n;
-                if start + n < end {
-                    // `buf` is full.
-                    st.partial = Some((bid, start + n, end));
-                    return Poll::Ready(Step::Done(Ok(filled)));
-                }
-                st.partial = None;
-                d.recycle_buf(bid);
-            }
-            if filled > 0 {
-                let more = filled < buf.bytes_total()
-                    && st
-                        .armed
-                        .as_ref()
-                        .is_some_and(|&(key, _)| driver.borrow().next_is_data(key));
-                if !more {
-                    return Poll::Ready(Step::Done(Ok(filled)));
-                }
-            }
-            if st.eof {
-                return Poll::Ready(Step::Done(Ok(0)));
-            }
-            let key = match &st.armed {
-                Some((key, _)) => *key,
-                // Never arm on another runtime's driver (a finished receive read from here):
-                // this read receives directly, on this runtime.
-                None if !Rc::ptr_eq(driver, &crate::runtime::context::driver()) => {
-                    return Poll::Ready(Step::SingleShot);
-                }
-                None => {
-                    let desc = OpDesc::RecvMulti {
-                        fd: self.fd.fd_ref(),
-                    };
-                    let mut d = driver.borrow_mut();
-                    match d.submit(&desc, cx.waker()) {
-                        Ok(Submitted::InFlight(key)) => {
-                            st.armed = Some((key, self.fd.clone()));
-                            st.buf_size = d.provided_buf_size();
-                            st.driver = Some(driver.clone());
-                            key
-                        }
-                        // Not accepted (or, impossibly, finished at once): read single-shot.
-                        Ok(Submitted::Done(_)) | Err(_) => return Poll::Ready(Step::SingleShot),
-                    }
-                }
-            };
-            let c = match driver.borrow_mut().poll_op(key, cx) {
-                Poll::Ready(c) => c,
-                Poll::Pending => return Poll::Pending,
-            };
-            if !c.more() {
-                // That was the final completion: the key is dead.
-                st.armed = None;
-            }
-            match c.res {
-                n if n > 0 => {
-                    let Some(bid) = c.buffer() else {
-                        return Poll::Ready(Step::Done(Err(io::Error::other(
-                            "coring: a multishot receive reported data without a buffer",
-                        ))));
-                    };
-                    let n = n as usize;
-                    st.partial = Some((bid, 0, n));
-                    if filled == 0 {
-                        // Half of the bulk evidence (see `Stream::observe_multishot`).
-                        st.first_full = Some(n == st.buf_size);
-                    }
-                }
-                res => {
-                    if let Some(bid) = c.buffer() {
-                        driver.borrow_mut().recycle_buf(bid);
-                    }
-                    match -res {
-                        0 => st.eof = true,
-                        // Out of provided buffers, or cancelled: by the driver's cap on
-                        // unread arrivals, or by `disarm` (a dropped stream never reads
-                        // again; its orphan recycles whatever comes). Every
-                        // arrival queued before this final completion was collected above,
-                        // in order, so nothing is lost: this read receives directly, and a
-                        // later read arms again.
-                        libc::ENOBUFS | libc::ECANCELED if !c.more() => {
-                            return Poll::Ready(Step::SingleShot);
-                        }
-                        errno => {
-                            return Poll::Ready(Step::Done(Err(io::Error::from_raw_os_error(
-                                errno,
-                            ))));
-                        }
-                    }
-                }
-            }
-        }
+        Path::Multishot(Reading(&self.read), driver)
     }
 
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
@@ -683,7 +501,7 @@ impl Stream {
     }
 
     pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        // Only the write side is ordered behind sends (`sys::ordered`).
+        // Only the write side is ordered behind sends (`OpDesc::is_ordered_write`).
         if how == std::net::Shutdown::Write {
             self.fd.check_write_order()?;
         }

@@ -2,6 +2,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::accept::Acceptor;
+use super::socket::{listen, wraps_fd_owner};
 use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::op::net::RawAddr;
@@ -63,22 +64,14 @@ fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
     if reuseport {
         setsockopt_int(&fd, libc::SOL_SOCKET, platform::SO_REUSEPORT, 1)?;
     }
-    let raw = RawAddr::from_ip(&addr);
-    // SAFETY: raw holds a valid sockaddr of raw.len bytes.
-    if unsafe { libc::bind(fd.raw(), raw.as_ptr(), raw.len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: listen on a socket we own.
-    if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    listen(&fd, &RawAddr::from_ip(&addr))?;
     Ok(fd)
 }
 
 /// A TCP socket listening for connections.
 ///
 /// An accept whose future is dropped after it was submitted (a `select` that picked
-/// another branch, a timeout) is kept, and the next [`accept`](Self::accept) returns its
+/// another branch, a timeout) is retained, and the next [`accept`](Self::accept) returns its
 /// connection: no connection the kernel accepted is closed unseen.
 pub struct TcpListener {
     acceptor: Acceptor,
@@ -139,26 +132,9 @@ impl TcpListener {
             s.local_addr()
         })
     }
-
-    fn from_shared(fd: SharedFd) -> TcpListener {
-        TcpListener {
-            acceptor: Acceptor::new(fd),
-        }
-    }
-    /// Cancels a kept accept (see [`Acceptor`]).
-    fn quiesce(&self) {
-        self.acceptor.quiesce();
-    }
-    fn shared(&self) -> &SharedFd {
-        self.acceptor.fd()
-    }
-    fn into_shared(self) -> Result<SharedFd, Self> {
-        self.acceptor
-            .into_fd()
-            .map_err(|acceptor| TcpListener { acceptor })
-    }
 }
 
+wraps_fd_owner!(TcpListener, acceptor);
 socket_conversions!(TcpListener, std::net::TcpListener);
 
 /// A TCP connection.
@@ -208,23 +184,7 @@ impl TcpStream {
             s.local_addr()
         })
     }
-
-    fn from_shared(fd: SharedFd) -> TcpStream {
-        TcpStream {
-            inner: Stream::new(fd),
-        }
-    }
-    /// Lets go of operations holding the descriptor where it can (the stream's armed
-    /// receive), before it is unregistered.
-    fn quiesce(&self) {
-        self.inner.disarm();
-    }
-    fn shared(&self) -> &SharedFd {
-        &self.inner.fd
-    }
-    fn into_shared(self) -> Result<SharedFd, Self> {
-        self.inner.into_fd().map_err(|inner| Self { inner })
-    }
 }
 
+wraps_fd_owner!(TcpStream, inner);
 socket_conversions!(TcpStream, std::net::TcpStream);

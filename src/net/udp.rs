@@ -1,9 +1,10 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::kept::{Got, Held, KeptQueue};
-use super::stream::{copy_out, socket_conversions, with_std};
+use super::retained::{AnyRecv, Outcome, RetainedOps};
+use super::stream::{socket_conversions, with_std};
 use super::tcp::each_addr;
+use crate::buf::copy_out;
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::{Op, Operation};
 use crate::driver::Completion;
@@ -16,9 +17,9 @@ use crate::op::{checked_len, SharedFd};
 /// # Receives are cancel-safe
 ///
 /// A [`recv_from`](Self::recv_from) or [`recv`](Self::recv) whose future is dropped after
-/// it submitted its receive (a `select` that picked another branch, a timeout) is kept by
+/// it submitted its receive (a `select` that picked another branch, a timeout) is retained by
 /// the socket, not cancelled: the datagram the kernel receives for it is what a later
-/// receive returns, before any newer one. Several dropped receives are kept at once, and
+/// receive returns, before any newer one. Several dropped receives are retained at once, and
 /// their datagrams are returned in the order the kernel received them. The socket cancels
 /// the receives it keeps only when it is dropped (or converted with `into_std`, or
 /// unregistered, keeping the datagrams they got).
@@ -30,22 +31,22 @@ use crate::op::{checked_len, SharedFd};
 /// another call had got an earlier one, which then goes to the next call. Nothing is
 /// lost either way.
 ///
-/// A kept receive holds the dropped call's buffer until a later receive copies its
+/// A retained receive holds the dropped call's buffer until a later receive copies its
 /// datagram out (or the socket is dropped): the datagram was truncated to that buffer, and
 /// is truncated again to the later call's buffer if that one is smaller.
 pub struct UdpSocket {
     fd: SharedFd,
     /// Receives whose futures were dropped. Always `recvmsg`s, so that each knows its
     /// sender whichever call reads it back.
-    kept: KeptQueue<Box<dyn Held>>,
+    retained: RetainedOps<Box<dyn AnyRecv>>,
 }
 
-/// A kept receive's datagram, copied into `buf` as a receive into `buf` would have put it:
+/// A retained receive's datagram, copied into `buf` as a receive into `buf` would have put it:
 /// its first `buf.bytes_total()` bytes, the length reported being what was copied (as a
-/// direct receive reports the truncated length, on every backend). A kept receive's error
+/// direct receive reports the truncated length, on every backend). A retained receive's error
 /// is this call's.
 fn read_back<B: IoBufMut>(
-    held: &dyn Held,
+    held: &dyn AnyRecv,
     c: Completion,
     buf: &mut B,
 ) -> io::Result<(usize, SocketAddr)> {
@@ -89,25 +90,29 @@ impl UdpSocket {
     /// later `recv_from` or [`recv`](Self::recv), in the order the datagrams arrived,
     /// before any datagram received after it (see [`UdpSocket`]). Such a datagram was
     /// truncated to the dropped call's buffer, and is truncated again to this call's.
-    /// A kept receive that failed (say `ConnectionRefused` after an ICMP error) passes its
+    /// A retained receive that failed (say `ConnectionRefused` after an ICMP error) passes its
     /// error to the call that reads it back.
     ///
     /// # Errors
     ///
-    /// As `recvmsg(2)`; `InvalidInput` while a kept receive runs on another runtime (the
+    /// As `recvmsg(2)`; `InvalidInput` while a retained receive runs on another runtime (the
     /// socket was used there) that has not finished it: it may hold a datagram, which
     /// must be received there (or once that runtime has cancelled it, say when dropped).
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        // `recvmsg` also for `recv`: a kept receive knows its sender whoever reads it.
+        // `recvmsg` also for `recv`: a retained receive knows its sender whoever reads it.
         let own = Op::new(RecvFrom::new(&self.fd, buf));
-        match self.kept.call(own, |r| Box::new(r) as Box<dyn Held>).await {
-            Got::Own(r, c) => r.complete(c),
-            Got::Kept(held, c, r) => {
+        match self
+            .retained
+            .call(own, |r| Box::new(r) as Box<dyn AnyRecv>)
+            .await
+        {
+            Outcome::Own(r, c) => r.complete(c),
+            Outcome::Retained(held, c, r) => {
                 let mut buf = r.into_buf();
                 let res = read_back(&*held, c, &mut buf);
                 (res, buf)
             }
-            Got::Elsewhere(e, r) => (Err(e), r.into_buf()),
+            Outcome::Elsewhere(e, r) => (Err(e), r.into_buf()),
         }
     }
 
@@ -127,7 +132,7 @@ impl UdpSocket {
 
     /// Receives a datagram from the connected address: as [`recv_from`](Self::recv_from)
     /// (the same cancel-safety, the same truncation), without the sender's address. A
-    /// kept receive dropped from either method is read back by either.
+    /// retained receive dropped from either method is read back by either.
     ///
     /// # Errors
     ///
@@ -150,24 +155,24 @@ impl UdpSocket {
     fn from_shared(fd: SharedFd) -> UdpSocket {
         UdpSocket {
             fd,
-            kept: KeptQueue::new(
+            retained: RetainedOps::new(
                 "this socket's receive runs on another runtime, which may receive a \
                  datagram for it: receive it there",
             ),
         }
     }
-    /// Cancels kept receives (see [`KeptQueue::quiesce`]); datagrams they got stay.
+    /// Cancels retained receives (see [`RetainedOps::quiesce`]); datagrams they got stay.
     fn quiesce(&self) {
-        self.kept.quiesce();
+        self.retained.quiesce();
     }
     fn shared(&self) -> &SharedFd {
         &self.fd
     }
-    /// Gives `self` back, state intact, while a kept receive holds a datagram (or an
-    /// error) not returned yet (receive it first) or could not be cancelled at once (it is being cancelled:
-    /// try again once the runtime has run).
+    /// Gives `self` back, state intact, while a retained receive holds a datagram (or an
+    /// error) not returned yet (receive it first) or could not be cancelled at once (it is
+    /// being cancelled: try again once the runtime has run).
     fn into_shared(self) -> Result<SharedFd, Self> {
-        if !self.kept.settle() {
+        if !self.retained.settle() {
             return Err(self);
         }
         Ok(self.fd)

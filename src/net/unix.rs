@@ -4,6 +4,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
 use super::accept::Acceptor;
+use super::socket::{listen, wraps_fd_owner};
 use super::stream::{self, socket, socket_conversions, stream_io, with_std, Stream};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::op::net::RawAddr;
@@ -13,7 +14,7 @@ use crate::platform;
 /// A Unix domain socket listening for connections.
 ///
 /// As with [`TcpListener`](crate::net::TcpListener), an accept whose future is dropped
-/// after it was submitted is kept, and the next [`accept`](Self::accept) returns its
+/// after it was submitted is retained, and the next [`accept`](Self::accept) returns its
 /// connection.
 pub struct UnixListener {
     acceptor: Acceptor,
@@ -29,14 +30,7 @@ impl UnixListener {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let raw = RawAddr::from_unix_path(path.as_ref().as_os_str().as_bytes())?;
         let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
-        // SAFETY: raw holds a valid sockaddr_un of raw.len bytes.
-        if unsafe { libc::bind(fd.raw(), raw.as_ptr(), raw.len) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: listen on a socket we own.
-        if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        listen(&fd, &raw)?;
         Ok(UnixListener::from_shared(fd))
     }
 
@@ -58,26 +52,9 @@ impl UnixListener {
             |s: &std::os::unix::net::UnixListener| s.local_addr(),
         )
     }
-
-    fn from_shared(fd: SharedFd) -> UnixListener {
-        UnixListener {
-            acceptor: Acceptor::new(fd),
-        }
-    }
-    /// Cancels a kept accept (see [`Acceptor`]).
-    fn quiesce(&self) {
-        self.acceptor.quiesce();
-    }
-    fn shared(&self) -> &SharedFd {
-        self.acceptor.fd()
-    }
-    fn into_shared(self) -> Result<SharedFd, Self> {
-        self.acceptor
-            .into_fd()
-            .map_err(|acceptor| UnixListener { acceptor })
-    }
 }
 
+wraps_fd_owner!(UnixListener, acceptor);
 socket_conversions!(UnixListener, std::os::unix::net::UnixListener);
 
 /// A connected Unix domain stream socket.
@@ -121,23 +98,7 @@ impl UnixStream {
             s.local_addr()
         })
     }
-
-    fn from_shared(fd: SharedFd) -> UnixStream {
-        UnixStream {
-            inner: Stream::new(fd),
-        }
-    }
-    /// Lets go of operations holding the descriptor where it can (the stream's armed
-    /// receive), before it is unregistered.
-    fn quiesce(&self) {
-        self.inner.disarm();
-    }
-    fn shared(&self) -> &SharedFd {
-        &self.inner.fd
-    }
-    fn into_shared(self) -> Result<SharedFd, Self> {
-        self.inner.into_fd().map_err(|inner| Self { inner })
-    }
 }
 
+wraps_fd_owner!(UnixStream, inner);
 socket_conversions!(UnixStream, std::os::unix::net::UnixStream);

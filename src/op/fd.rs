@@ -8,6 +8,7 @@ use std::task::{Poll, Waker};
 use crate::driver::desc::{FdRef, OpDesc};
 use crate::driver::fixed::FixedCell;
 use crate::driver::op::Op;
+use crate::driver::Backend;
 use crate::op::fs::Close;
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -38,7 +39,7 @@ struct Inner {
     /// Ordered writes (a stream's sends and shutdown(Write)) in flight: the identity of
     /// the runtime they run on (`context::driver_id`) and how many. Each runtime keeps its
     /// own sends in order; one on another runtime could overtake them.
-    writes: Cell<(usize, u32)>,
+    writes: Cell<(u64, u32)>,
 }
 
 impl SharedFd {
@@ -75,12 +76,11 @@ impl SharedFd {
 
     /// For an operation of this descriptor described by `desc` that went in flight on
     /// `driver`: counts it among the ordered writes in flight if it is one
-    /// ([`sys::ordered`]); `true` then, and the operation calls [`SharedFd::write_done`]
-    /// when it completes (its final completion, whatever happened to its future).
-    ///
-    /// [`sys::ordered`]: crate::driver::sys::ordered
-    pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: usize) -> bool {
-        if !crate::driver::sys::ordered(desc) {
+    /// ([`OpDesc::is_ordered_write`]); `true` then, and the operation calls
+    /// [`SharedFd::write_done`] when it completes (its final completion, whatever happened
+    /// to its future).
+    pub(crate) fn write_in_flight(&self, desc: &OpDesc, driver: u64) -> bool {
+        if !desc.is_ordered_write() {
             return false;
         }
         let (_, n) = self.inner.writes.get();
@@ -127,7 +127,7 @@ impl SharedFd {
                 ),
             ));
         }
-        self.inner.fixed.release();
+        self.inner.fixed.unregister();
         Ok(())
     }
 
@@ -169,7 +169,7 @@ impl SharedFd {
         .await;
         // No operation can name the slot any more: clear it before the close, so that the
         // close really releases the open file.
-        self.inner.fixed.release();
+        self.inner.fixed.unregister();
         self.inner.closed.set(true);
         Op::new(Close::new(self.inner.fd)).await
     }
@@ -191,7 +191,7 @@ impl Drop for Inner {
         // Every holder is gone, so no operation names the slot: clear it first, so the
         // ring's reference to the open file does not outlive the descriptor (this also
         // runs when into_raw hands the descriptor on).
-        self.fixed.release();
+        self.fixed.unregister();
         if !self.closed.get() {
             // The error of a synchronous close in Drop has nowhere to go; close().await
             // reports it.

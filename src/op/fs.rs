@@ -148,6 +148,42 @@ impl Operation for Fsync {
     }
 }
 
+/// `fallocate(fd, mode, offset, len)`: space for a range of the file.
+pub(crate) struct Fallocate {
+    fd: SharedFd,
+    mode: i32,
+    offset: u64,
+    len: u64,
+}
+
+impl Fallocate {
+    pub(crate) fn new(fd: &SharedFd, mode: i32, offset: u64, len: u64) -> Fallocate {
+        Fallocate {
+            fd: fd.clone(),
+            mode,
+            offset,
+            len,
+        }
+    }
+}
+
+impl Operation for Fallocate {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Fallocate {
+            fd: self.fd.fd_ref(),
+            mode: self.mode,
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
 /// `statx` (Linux) or `fstatat`/`fstat` (elsewhere) of an open descriptor (empty path) or
 /// of a path.
 pub(crate) struct Statx {

@@ -5,7 +5,7 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::driver::op::Operation;
+use crate::driver::op::{IntoOrphan, Operation};
 use crate::driver::{Completion, OpDesc, Orphan};
 use crate::op::{checked_len, SharedFd};
 use crate::platform;
@@ -372,17 +372,17 @@ impl Operation for Shutdown {
         c.result().map(drop)
     }
 
-    fn in_flight(&mut self, desc: &OpDesc, driver: usize) {
+    fn in_flight(&mut self, desc: &OpDesc, driver: u64) {
         self.counted = self.fd.write_in_flight(desc, driver);
     }
 }
 
 /// What a stream's multishot receive owns once its stream is gone: only the descriptor
-/// (the buffers are the backend's ring). Kept by the driver until the final completion,
+/// (the buffers are the backend's ring). Owned by the driver until the final completion,
 /// so the descriptor number cannot be reused while the kernel may still resolve it; the
 /// driver hands back the provided buffers of every completion it receives meanwhile.
 pub(crate) struct RecvMultiOrphan {
-    // Held, never read: keeps the descriptor open until the final completion.
+    // Owned, never read: keeps the descriptor open until the final completion.
     #[allow(dead_code)]
     pub(crate) fd: SharedFd,
 }
@@ -390,5 +390,11 @@ pub(crate) struct RecvMultiOrphan {
 impl Orphan for RecvMultiOrphan {
     fn finish(self: Box<Self>, _c: Completion) {
         // Dropping the descriptor handle is all there is to do.
+    }
+}
+
+impl IntoOrphan for RecvMultiOrphan {
+    fn into_orphan(self) -> Box<dyn Orphan> {
+        Box::new(self)
     }
 }

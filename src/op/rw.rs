@@ -348,7 +348,7 @@ impl<B: IoBuf> Operation for Send<B> {
         written(c, self.buf)
     }
 
-    fn in_flight(&mut self, desc: &OpDesc, driver: usize) {
+    fn in_flight(&mut self, desc: &OpDesc, driver: u64) {
         self.counted = self.fd.write_in_flight(desc, driver);
     }
 }

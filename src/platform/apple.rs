@@ -24,6 +24,38 @@ pub(crate) fn fsync(fd: RawFd, _datasync: bool) -> io::Result<i32> {
     cvt(unsafe { libc::fcntl(fd, libc::F_FULLFSYNC) })
 }
 
+/// Allocates `offset..offset + len` (mode 0 of [`fallocate`](super::fallocate), the only
+/// one): Darwin has no `fallocate`, so `F_PREALLOCATE` reserves the blocks from the end of
+/// the file up to the range's end, then `ftruncate` grows the file to it.
+pub(crate) fn preallocate(fd: RawFd, offset: libc::off_t, len: libc::off_t) -> io::Result<i32> {
+    if len <= 0 || offset < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let end = offset
+        .checked_add(len)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into st.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it initialised st.
+    let size = unsafe { st.assume_init() }.st_size;
+    if end <= size {
+        return Ok(0);
+    }
+    let mut store = libc::fstore_t {
+        fst_flags: libc::F_ALLOCATEALL,
+        fst_posmode: libc::F_PEOFPOSMODE,
+        fst_offset: 0,
+        fst_length: end - size,
+        fst_bytesalloc: 0,
+    };
+    // SAFETY: F_PREALLOCATE reads and updates the fstore_t it is given, which lives for
+    // the whole call.
+    cvt(unsafe { libc::fcntl(fd, libc::F_PREALLOCATE, &mut store as *mut libc::fstore_t) })?;
+    // SAFETY: no pointers.
+    cvt(unsafe { libc::ftruncate(fd, end) })
+}
+
 /// `accept(fd, addr, addrlen)`, then the new socket is made close-on-exec, non-blocking
 /// and SIGPIPE-free; yields the new descriptor (closed again if that fails).
 ///

@@ -1,10 +1,11 @@
 //! What FreeBSD and the Apple platforms share: `struct stat` from `fstatat`/`fstat`,
-//! `renameat` without flags, and socket addresses with a length byte.
+//! `renameat` without flags, `fallocate` of mode 0 only, and socket addresses with a
+//! length byte.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{cvt, FileStat, Timestamp};
+use super::{cvt, preallocate, FileStat, Timestamp};
 
 /// The buffer a stat operation fills.
 pub(crate) type Stat = libc::stat;
@@ -66,6 +67,21 @@ pub(crate) fn file_stat(st: &Stat) -> FileStat {
         accessed: Some(time(st.st_atime, st.st_atime_nsec)),
         created: (st.st_birthtime != -1).then_some(created),
     }
+}
+
+/// `fallocate(fd, mode, offset, len)` for mode 0 (allocate the range, growing the file if
+/// it ends past it), the only mode these kernels have, through [`preallocate`]; any other
+/// mode is `EOPNOTSUPP`.
+pub(crate) fn fallocate(
+    fd: RawFd,
+    mode: i32,
+    offset: libc::off_t,
+    len: libc::off_t,
+) -> io::Result<i32> {
+    if mode != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    preallocate(fd, offset, len)
 }
 
 /// `renameat(olddirfd, oldpath, newdirfd, newpath)`; these kernels have no rename flags,

@@ -62,6 +62,17 @@ pub(crate) fn file_stat(stx: &Stat) -> FileStat {
     }
 }
 
+/// `fallocate(fd, mode, offset, len)`.
+pub(crate) fn fallocate(
+    fd: RawFd,
+    mode: i32,
+    offset: libc::off_t,
+    len: libc::off_t,
+) -> io::Result<i32> {
+    // SAFETY: no pointers; a bad descriptor or range is reported as an errno.
+    cvt(unsafe { libc::fallocate(fd, mode, offset, len) })
+}
+
 /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`.
 ///
 /// # Safety

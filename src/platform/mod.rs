@@ -1,9 +1,11 @@
 //! The few system calls and C types that differ between the Unix kernels coring runs on,
 //! behind one set of names and signatures.
 //!
-//! The op layer, the driver's syscall executor (`driver/sys.rs`) and the user types call
+//! The op layer, the driver's syscall executor (`driver/syscall.rs`) and the user types call
 //! only what this module exports; each platform module below provides every item of the
-//! list with the same signature, and nothing else in the crate needs a `cfg`:
+//! list with the same signature, so the code that calls them needs no `cfg` (the one other
+//! platform decision, which backends exist, is made in `driver::backend::select`, with
+//! `cfg` at module boundaries):
 //!
 //! | item | Linux (`linux.rs`) | FreeBSD (`freebsd.rs`) | Apple (`apple.rs`) |
 //! |------|--------------------|------------------------|--------------------|
@@ -16,6 +18,7 @@
 //! | [`read_nowait`] (a read served from the page cache without waiting) | `preadv2(RWF_NOWAIT)` | none (`None`: reads go to the pool) | as FreeBSD |
 //! | [`short_read_drains`] (a short stream receive proves the socket empty) | TCP sockets (`SO_PROTOCOL`) | never (kqueue reports no urgent data) (`bsd.rs`) | as FreeBSD |
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
+//! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
 //! one module, `sockflags.rs`, serves both.
@@ -29,8 +32,8 @@ use std::io;
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat, SO_REUSEPORT,
-    STAT_EMPTY_PATH, STAT_MASK,
+    fallocate, file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
+    SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -44,17 +47,21 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
+    fallocate, file_stat, read_nowait, rename, set_sockaddr_len, short_read_drains, stat, Stat,
     STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
+use freebsd::preallocate;
+#[cfg(target_os = "freebsd")]
 pub(crate) use freebsd::SO_REUSEPORT;
 
 #[cfg(target_vendor = "apple")]
 mod apple;
+#[cfg(target_vendor = "apple")]
+use apple::preallocate;
 #[cfg(target_vendor = "apple")]
 pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
 

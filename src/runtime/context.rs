@@ -40,10 +40,11 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     Some(f(unsafe { &*p }))
 }
 
-/// The current runtime's driver as an identity (its address), or 0 outside a runtime: for
-/// telling runtimes apart without holding a reference.
-pub(crate) fn driver_id() -> usize {
-    try_with(|inner| Rc::as_ptr(&inner.driver) as usize).unwrap_or(0)
+/// The current runtime's identity ([`Driver::id`]), or 0 outside a runtime: for telling
+/// runtimes apart without holding a reference. Never reused within a process.
+#[inline]
+pub(crate) fn driver_id() -> u64 {
+    try_with(|inner| inner.driver_id).unwrap_or(0)
 }
 
 /// Whether `driver` is the current runtime's (false outside a runtime).

@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::driver::fallback::Fallback;
-#[cfg(target_os = "linux")]
-use crate::driver::uring;
-use crate::driver::{Backend, Driver, Metrics, Wait};
+use crate::driver::backend::select::{self, BackendConfig};
+use crate::driver::{AnyBackend, Backend, Driver, Metrics, Wait};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
 
@@ -37,7 +35,8 @@ pub enum BackendKind {
     /// The readiness (epoll/kqueue) backend with a blocking pool for files.
     Fallback,
     /// Test support: operations complete when the test says so, through
-    /// [`Runtime::mock`]. Never chosen by `Auto` or `CORING_BACKEND`.
+    /// `Runtime::mock`. Never chosen by `Auto` or `CORING_BACKEND`; needs the `test-util`
+    /// feature (building a runtime with it fails with `Unsupported` otherwise).
     #[doc(hidden)]
     Mock,
 }
@@ -90,8 +89,6 @@ const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
 /// rt.block_on(async { /* ... */ });
 /// ```
 #[derive(Debug, Clone)]
-// The ring settings are read only where io_uring exists (Linux).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Builder {
     entries: u32,
     cq_entries: Option<u32>,
@@ -169,10 +166,11 @@ impl Builder {
         self
     }
 
-    /// Test hook: treats these io_uring opcodes (by name: "READ", "OPENAT", "STATX", ...)
+    /// Test hook: treats these io_uring opcodes (by name, any case: "READ", "OPENAT", "STATX", ...
     /// as missing, so their operations take the per-opcode fallback (the blocking pool), as
     /// on a kernel that lacks them.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     pub fn emulate_missing_opcodes(mut self, names: &[&str]) -> Builder {
         self.emulate_missing = names.iter().map(|n| n.to_string()).collect();
         self
@@ -279,8 +277,10 @@ impl Builder {
         }
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
+        let driver = Driver::new(backend);
         let inner = Rc::new(Inner {
-            driver: Rc::new(RefCell::new(Driver::new(backend))),
+            driver_id: driver.id(),
+            driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
             timers: Rc::new(RefCell::new(Timers::default())),
             shared,
@@ -308,99 +308,28 @@ impl Builder {
     }
 
     /// Builds the backend and, when it is the fallback, says why.
-    fn select_backend(&self) -> io::Result<(Backend, Option<String>)> {
+    fn select_backend(&self) -> io::Result<(AnyBackend, Option<String>)> {
         // A test asking for the mock gets it, whatever the environment says.
-        if self.backend == BackendKind::Mock {
-            return Ok((Backend::Mock(crate::driver::mock::Mock::new()), None));
-        }
-        self.select_platform_backend()
-    }
-
-    /// Builds the platform's backend and, when it is the fallback, says why.
-    #[cfg(target_os = "linux")]
-    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
-        let cfg = uring::UringConfig {
+        let kind = match self.backend {
+            BackendKind::Mock => BackendKind::Mock,
+            _ => self.requested_backend()?,
+        };
+        let cfg = BackendConfig {
             entries: self.entries,
             cq_entries: self.cq_entries,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             emulate_missing: self.emulate_missing.clone(),
-            recv_buffers: self.multishot_reads.then(|| {
-                let (count, size) = self.recv_buffers;
-                uring::RecvBuffers { count, size }
-            }),
+            recv_buffers: self.multishot_reads.then_some(self.recv_buffers),
         };
-        match self.requested_backend()? {
-            BackendKind::IoUring => {
-                // Forced: the kernel's error as is (errno intact), never a silent fallback.
-                let ring = uring::Uring::new(&cfg).map_err(|e| e.error)?;
-                Ok((Backend::Uring(ring), None))
-            }
-            BackendKind::Fallback => Ok((
-                Backend::Fallback(Fallback::new()?),
-                Some("fallback requested (Builder::backend or CORING_BACKEND)".to_string()),
-            )),
-            BackendKind::Auto => match uring::Uring::new(&cfg) {
-                Ok(ring) => Ok((Backend::Uring(ring), None)),
-                Err(e) if io_uring_unavailable(&e.error) => {
-                    let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
-                    log_fallback_once(&reason);
-                    Ok((Backend::Fallback(Fallback::new()?), Some(reason)))
-                }
-                Err(e) => Err(e.error),
-            },
-            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
-        }
+        select::build(kind, &cfg)
     }
-
-    /// Builds the backend: without io_uring that is always the fallback; asking for
-    /// io_uring is an error rather than a silent substitute.
-    #[cfg(not(target_os = "linux"))]
-    fn select_platform_backend(&self) -> io::Result<(Backend, Option<String>)> {
-        let reason = match self.requested_backend()? {
-            BackendKind::IoUring => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "coring: {IO_URING_LINUX_ONLY}; use BackendKind::Auto or \
-                         BackendKind::Fallback"
-                    ),
-                ))
-            }
-            BackendKind::Fallback => "fallback requested (Builder::backend or CORING_BACKEND)",
-            BackendKind::Auto => IO_URING_LINUX_ONLY,
-            BackendKind::Mock => unreachable!("coring: select_backend builds the mock itself"),
-        };
-        Ok((
-            Backend::Fallback(Fallback::new()?),
-            Some(reason.to_string()),
-        ))
-    }
-}
-
-/// Why a runtime off Linux runs on the fallback backend.
-#[cfg(not(target_os = "linux"))]
-const IO_URING_LINUX_ONLY: &str = "io_uring is only available on Linux";
-
-/// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
-/// (out of descriptors) that the fallback would hit too.
-#[cfg(target_os = "linux")]
-fn io_uring_unavailable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPERM | libc::ENOSYS | libc::EACCES | libc::ENOMEM | libc::EINVAL)
-    ) || e.kind() == io::ErrorKind::Unsupported
-}
-
-/// Says once per process, on stderr, why the runtime fell back.
-#[cfg(target_os = "linux")]
-fn log_fallback_once(reason: &str) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
 }
 
 /// Everything one runtime owns, reachable from the thread-local context.
 pub(crate) struct Inner {
     pub(crate) driver: Rc<RefCell<Driver>>,
+    /// The driver's [`Driver::id`], readable without borrowing it.
+    pub(crate) driver_id: u64,
     pub(crate) executor: Executor,
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
@@ -529,12 +458,7 @@ impl Runtime {
 
     /// Which backend this runtime runs on.
     pub fn backend(&self) -> BackendKind {
-        match self.inner.driver.borrow().backend() {
-            #[cfg(target_os = "linux")]
-            Backend::Uring(_) => BackendKind::IoUring,
-            Backend::Fallback(_) => BackendKind::Fallback,
-            Backend::Mock(_) => BackendKind::Mock,
-        }
+        self.inner.driver.borrow().backend().kind()
     }
 
     /// Why this runtime runs on the fallback backend (`None` on io_uring), e.g.
@@ -555,7 +479,6 @@ impl Runtime {
         let mut m = driver.metrics;
         m.turns = self.inner.turns.get();
         m.ops_offloaded = driver.backend().offloaded();
-        m.ops_inline = driver.backend().inline_completions();
         m
     }
 
@@ -584,12 +507,9 @@ impl Runtime {
     /// Test hook: makes the next `io_uring_enter` calls fail with these errnos before the
     /// kernel sees them, as a signal, a full kernel queue, or a broken ring would.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     pub fn inject_enter_errors(&self, errnos: &[i32]) {
-        self.inner
-            .driver
-            .borrow_mut()
-            .backend_mut()
-            .inject_enter_errors(errnos);
+        self.inner.driver.borrow_mut().inject_enter_errors(errnos);
     }
 
     /// Test support: the handle of a runtime built with `BackendKind::Mock`, through which
@@ -599,10 +519,11 @@ impl Runtime {
     ///
     /// On any other backend.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     #[track_caller]
     pub fn mock(&self) -> crate::mock::MockHandle {
         match self.inner.driver.borrow().backend() {
-            Backend::Mock(m) => m.handle(),
+            AnyBackend::Mock(m) => m.handle(),
             _ => panic!(
                 "Runtime::mock: this runtime runs on {}; build it with \
                  Builder::new().backend(BackendKind::Mock)",

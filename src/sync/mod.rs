@@ -15,6 +15,7 @@
 //! often it is polled, and dropping it (a lost `select!` branch, an elapsed `timeout`)
 //! takes it out of line and passes on a wake it had not used.
 
+mod chan;
 pub mod local;
 pub mod mpsc;
 pub mod oneshot;

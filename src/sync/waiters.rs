@@ -1,5 +1,5 @@
-//! The senders waiting for room in a bounded channel, shared by [`super::mpsc`] and
-//! [`super::local`] (each keeps one inside its lock or `RefCell`).
+//! The senders waiting for room in a bounded channel: every mpsc channel's queue
+//! ([`super::chan::Bounded`]) keeps one, inside the channel's lock or `RefCell`.
 //!
 //! Every pending `send` future owns at most one slot, named by the key it keeps: a re-poll
 //! replaces the waker in that slot (or keeps it when it `will_wake` the same task), and the
@@ -96,7 +96,7 @@ impl Waiters {
         if let SlotState::Waiting(_) = self.slots[key].state {
             self.unlink(key);
         }
-        self.release(key);
+        self.free_slot(key);
     }
 
     /// Gives back the slot of a send future dropped before completing; if it had been
@@ -152,7 +152,7 @@ impl Waiters {
         k
     }
 
-    fn release(&mut self, k: usize) {
+    fn free_slot(&mut self, k: usize) {
         self.slots[k] = Slot {
             state: SlotState::Free,
             prev: NIL,
@@ -196,37 +196,9 @@ impl Waiters {
     }
 }
 
-/// A channel state that keeps a [`Waiters`], reached through its lock or `RefCell`.
-pub(super) trait HasWaiters {
-    /// Runs `f` on the waiters, holding the lock (or borrow) only for the call.
-    fn with_waiters<R>(&self, f: impl FnOnce(&mut Waiters) -> R) -> R;
-}
-
-/// A pending send's slot in its channel's [`Waiters`]: it gives the slot back (passing on
-/// a wake it had) when the send is dropped before completing. A completed send gives the
-/// slot back itself, with [`Waiters::finish`] under the lock it already holds.
-pub(super) struct WaitSlot<'a, C: HasWaiters> {
-    chan: &'a C,
-    /// The slot, once the send has had to wait.
-    pub(super) key: Option<usize>,
-}
-
-impl<'a, C: HasWaiters> WaitSlot<'a, C> {
-    pub(super) fn new(chan: &'a C) -> Self {
-        WaitSlot { chan, key: None }
-    }
-}
-
-impl<C: HasWaiters> Drop for WaitSlot<'_, C> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key {
-            wake(self.chan.with_waiters(|w| w.cancel(key)));
-        }
-    }
-}
-
 /// Wakes the sender a receive or a cancel took from the line, if any; call it with the
 /// channel's lock released, as a waker may run code that uses the channel.
+#[inline]
 pub(super) fn wake(sender: Option<Waker>) {
     if let Some(w) = sender {
         w.wake();

@@ -484,7 +484,7 @@ impl Drop for TaskRef {
             fence(Ordering::Acquire);
         }
         // SAFETY: that was the last reference.
-        unsafe { release(self.ptr) };
+        unsafe { free_cell(self.ptr) };
     }
 }
 
@@ -494,7 +494,7 @@ impl Drop for TaskRef {
 /// # Safety
 ///
 /// The last reference to the cell is gone.
-unsafe fn release(ptr: NonNull<Header>) {
+unsafe fn free_cell(ptr: NonNull<Header>) {
     // SAFETY: the cell is still intact until drop_cell below.
     let (owner, vtable) = unsafe {
         let h = ptr.as_ref();

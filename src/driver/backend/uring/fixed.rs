@@ -414,7 +414,7 @@ impl Registry {
 }
 
 impl Tables for Registry {
-    fn release(&self, table: Table, first: u32, count: u32) {
+    fn clear(&self, table: Table, first: u32, count: u32) {
         if self.is_live() {
             let cleared = match table {
                 // One entry per file in practice: cleared without an allocation.

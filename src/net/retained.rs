@@ -1,6 +1,6 @@
-//! What sockets share to keep the operations of dropped calls: a queue of kept operations
+//! What sockets share to keep the operations of dropped calls: a queue of retained operations
 //! (a listener's accepts, a datagram socket's receives) and the type-erased receives a
-//! kept receive holds.
+//! retained receive holds.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -11,63 +11,64 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::buf::IoBufMut;
-use crate::driver::op::{IntoOrphan, Kept, Op, Operation};
+use crate::driver::op::{IntoOrphan, Op, Operation, Retained};
 use crate::driver::{Completion, Orphan};
 use crate::op::net::RecvFrom;
 use crate::op::rw::Recv;
 
 /// Operations whose calls were dropped after submission (a select that picked another
-/// branch, a timeout), kept, not cancelled, so that what the kernel did for them (a
+/// branch, a timeout), retained, not cancelled, so that what the kernel did for them (a
 /// connection accepted, a datagram received) goes to a later call instead of being lost.
 ///
-/// Every call is a [`Call`]: it claims every kept operation no other call waits for (the
-/// driver keeps one waker per operation, so each kept operation has one waiting call), and
-/// takes kept results in the order the operations finished, which need not be the order
-/// they were submitted in (Linux serves the receives pending on one socket in no set
-/// order). A call submits its own operation only while it has nothing kept to wait for.
-/// Every live call is told (woken) when an operation is kept or a dropped call's claims
-/// are released, and claims them, even while its own operation runs: a call that finds a
-/// kept result while its own operation is in flight cancels its own operation and returns
-/// the kept result (if its own operation got something first after all, it returns that,
-/// and the kept result goes to the next call, out of order: only calls running at once
-/// reach that case, and their results have no order to keep; with one call at a time
-/// there is never an own operation and a kept one in flight together). So no live call
-/// sleeps while a result waits in a kept operation. The owner cancels kept operations only when it is dropped (or
-/// `quiesce`d: converted or unregistered, keeping the results they got).
-pub(crate) struct KeptQueue<T: IntoOrphan> {
-    kept: RefCell<VecDeque<Kept<T>>>,
+/// Every call is a [`Call`]: it claims every retained operation no other call waits for
+/// (the driver keeps one waker per operation, so each retained operation has one waiting
+/// call), and takes retained results in the order the operations finished, which need not
+/// be the order they were submitted in (Linux serves the receives pending on one socket in
+/// no set order). A call submits its own operation only while it has nothing retained to
+/// wait for. Every live call is told (woken) when an operation is retained or a dropped
+/// call's claims end, and claims them, even while its own operation runs: a call that
+/// finds a retained result while its own operation is in flight cancels its own operation
+/// and returns the retained result (if its own operation got something first after all,
+/// it returns that, and the retained result goes to the next call, out of order: only
+/// calls running at once reach that case, and their results have no order to keep; with
+/// one call at a time there is never an own operation and a retained one in flight
+/// together). So no live call sleeps while a result waits in a retained operation. The
+/// owner cancels retained operations only when it is dropped (or `quiesce`d: converted or
+/// unregistered, keeping the results they got).
+pub(crate) struct RetainedOps<T: IntoOrphan> {
+    retained: RefCell<VecDeque<Retained<T>>>,
     /// The live calls' wakers, by call id: woken when there is something new to claim.
     watchers: RefCell<Vec<(u64, Waker)>>,
-    /// The error a call gets while a kept operation runs on another runtime.
+    /// The error a call gets while a retained operation runs on another runtime.
     elsewhere: &'static str,
 }
 
 /// What a [`Call`] got.
-pub(crate) enum Got<T, O> {
-    /// A kept operation's data and final completion, and the call's own operation's data
+pub(crate) enum Outcome<T, O> {
+    /// A retained operation's data and final completion, and the call's own operation's data
     /// (never submitted, or cancelled by the call before the kernel used it).
-    Kept(T, Completion, O),
+    Retained(T, Completion, O),
     /// The call's own operation's data and final completion.
     Own(O, Completion),
-    /// A kept operation runs on another runtime, which may get a result for it (the
+    /// A retained operation runs on another runtime, which may get a result for it (the
     /// object's `elsewhere` error), and the call's own operation's data, never submitted.
     Elsewhere(io::Error, O),
 }
 
-impl<T: IntoOrphan> KeptQueue<T> {
+impl<T: IntoOrphan> RetainedOps<T> {
     /// An empty queue; `elsewhere` is the `InvalidInput` message of a call made while a
-    /// kept operation runs on another runtime (which may get a result for it).
-    pub(crate) fn new(elsewhere: &'static str) -> KeptQueue<T> {
-        KeptQueue {
-            kept: RefCell::new(VecDeque::new()),
+    /// retained operation runs on another runtime (which may get a result for it).
+    pub(crate) fn new(elsewhere: &'static str) -> RetainedOps<T> {
+        RetainedOps {
+            retained: RefCell::new(VecDeque::new()),
             watchers: RefCell::new(Vec::new()),
             elsewhere,
         }
     }
 
-    /// One call, with `op` as its own operation (submitted only if needed), kept as
-    /// `wrap(data)` if the call is dropped while it is in flight (or when a kept result
-    /// wins over it and it could not be cancelled in time; see [`KeptQueue`]).
+    /// One call, with `op` as its own operation (submitted only if needed), retained as
+    /// `wrap(data)` if the call is dropped while it is in flight (or when a retained result
+    /// wins over it and it could not be cancelled in time; see [`RetainedOps`]).
     pub(crate) fn call<O: Operation>(&self, op: Op<O>, wrap: fn(O) -> T) -> Call<'_, O, T> {
         static NEXT_CALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Call {
@@ -80,7 +81,7 @@ impl<T: IntoOrphan> KeptQueue<T> {
         }
     }
 
-    /// Claims the kept operations no other call waits for (adding them to `ids`), forgets
+    /// Claims the retained operations no other call waits for (adding them to `ids`), forgets
     /// claims on ones `quiesce` removed, and polls the claimed ones (so a completion wakes
     /// this call). Returns the id of the one that finished first, if any: by runtime (one
     /// finished on another runtime before the owner came here comes first), then in the
@@ -93,11 +94,11 @@ impl<T: IntoOrphan> KeptQueue<T> {
         ids: &mut Vec<u64>,
         elsewhere: bool,
     ) -> io::Result<Option<u64>> {
-        let mut kept = self.kept.borrow_mut();
-        ids.extend(kept.iter_mut().filter_map(|k| k.claim()));
-        ids.retain(|id| kept.iter().any(|k| k.id() == *id));
+        let mut retained = self.retained.borrow_mut();
+        ids.extend(retained.iter_mut().filter_map(|k| k.claim()));
+        ids.retain(|id| retained.iter().any(|k| k.id() == *id));
         let mut first: Option<(u64, (bool, u64))> = None;
-        for k in kept.iter_mut().filter(|k| ids.contains(&k.id())) {
+        for k in retained.iter_mut().filter(|k| ids.contains(&k.id())) {
             match k.poll_here(cx) {
                 Poll::Pending => {}
                 Poll::Ready(Err(())) if elsewhere => {
@@ -105,7 +106,9 @@ impl<T: IntoOrphan> KeptQueue<T> {
                 }
                 Poll::Ready(Err(())) => {}
                 Poll::Ready(Ok(_)) => {
-                    let seq = k.finished_seq().expect("coring: collected kept operation");
+                    let seq = k
+                        .finished_seq()
+                        .expect("coring: collected retained operation");
                     let order = (k.on_this_runtime(), seq);
                     if first.is_none_or(|(_, o)| order < o) {
                         first = Some((k.id(), order));
@@ -116,19 +119,19 @@ impl<T: IntoOrphan> KeptQueue<T> {
         Ok(first.map(|(id, _)| id))
     }
 
-    /// Takes finished kept operation `id` out of the queue, with its final completion.
+    /// Takes finished retained operation `id` out of the queue, with its final completion.
     fn take(&self, id: u64, ids: &mut Vec<u64>) -> Option<(T, Completion)> {
         ids.retain(|&i| i != id);
-        let mut kept = self.kept.borrow_mut();
-        let i = kept.iter().position(|k| k.id() == id)?;
-        let k = kept.remove(i).expect("coring: kept operation");
-        drop(kept);
+        let mut retained = self.retained.borrow_mut();
+        let i = retained.iter().position(|k| k.id() == id)?;
+        let k = retained.remove(i).expect("coring: retained operation");
+        drop(retained);
         Some(k.into_done())
     }
 
     /// Keeps an operation whose call is gone, and tells the live calls.
-    fn keep(&self, k: Kept<T>) {
-        self.kept.borrow_mut().push_back(k);
+    fn add(&self, k: Retained<T>) {
+        self.retained.borrow_mut().push_back(k);
         self.wake_watchers();
     }
 
@@ -147,52 +150,52 @@ impl<T: IntoOrphan> KeptQueue<T> {
         }
     }
 
-    /// Cancels the kept operations at once where the backend can; results (and errors)
+    /// Cancels the retained operations at once where the backend can; results (and errors)
     /// they got before the cancel stay for later calls; the cancelled ones go.
     pub(crate) fn quiesce(&self) {
-        let mut kept = self.kept.borrow_mut();
+        let mut retained = self.retained.borrow_mut();
         let mut gone = Vec::new();
-        for k in std::mem::take(&mut *kept) {
+        for k in std::mem::take(&mut *retained) {
             let mut k = k;
             match k.cancel_now() {
                 // Cancelled: nothing to hand on. (A failure is handed on like a result.)
                 Some(c) if c.res == -libc::ECANCELED => gone.push(k),
-                _ => kept.push_back(k),
+                _ => retained.push_back(k),
             }
         }
-        drop(kept);
-        // Dropped outside the borrow: a kept receive's buffer is the user's, and its Drop
+        drop(retained);
+        // Dropped outside the borrow: a retained receive's buffer is the user's, and its Drop
         // may use this object again.
         drop(gone);
     }
 
-    /// [`quiesce`](Self::quiesce), then whether nothing is kept any more: no result waits
+    /// [`quiesce`](Self::quiesce), then whether nothing is retained any more: no result waits
     /// to be handed on and no operation still uses the descriptor (one that could not be
     /// cancelled at once is being cancelled: ask again after the runtime has run).
     pub(crate) fn settle(&self) -> bool {
         self.quiesce();
-        self.kept.borrow().is_empty()
+        self.retained.borrow().is_empty()
     }
 }
 
-/// One call on a [`KeptQueue`]'s owner (see there): the future of `KeptQueue::call`.
+/// One call on a [`RetainedOps`]'s owner (see there): the future of `RetainedOps::call`.
 pub(crate) struct Call<'a, O: Operation, T: IntoOrphan> {
-    queue: &'a KeptQueue<T>,
+    queue: &'a RetainedOps<T>,
     /// The call's own operation; `None` once the call returned.
     op: Option<Op<O>>,
     wrap: fn(O) -> T,
-    /// The kept operations this call claimed.
+    /// The retained operations this call claimed.
     ids: Vec<u64>,
     /// This call's watcher id.
     id: u64,
-    /// The own operation was asked to cancel because a kept result is waiting.
+    /// The own operation was asked to cancel because a retained result is waiting.
     cancelling: bool,
 }
 
 impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
-    type Output = Got<T, O>;
+    type Output = Outcome<T, O>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Got<T, O>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, O>> {
         let this = self.get_mut();
         let queue = this.queue;
         queue.watch(this.id, cx.waker());
@@ -207,13 +210,13 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 Err(e) => {
                     let op = this.op.take().expect("coring: own operation");
                     let data = op.into_unsubmitted().expect("coring: own op not submitted");
-                    return Poll::Ready(Got::Elsewhere(e, data));
+                    return Poll::Ready(Outcome::Elsewhere(e, data));
                 }
             };
             if in_flight {
                 let Poll::Ready((data, c)) = op.poll_raw(cx) else {
                     if first.is_some() && !this.cancelling {
-                        // A kept result is waiting and comes first: stop our own.
+                        // A retained result is waiting and comes first: stop our own.
                         op.request_cancel();
                         this.cancelling = true;
                     }
@@ -222,9 +225,9 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 this.op = None;
                 if !(this.cancelling && c.res == -libc::ECANCELED) {
                     // Our own operation's result (maybe one that beat our cancel).
-                    return Poll::Ready(Got::Own(data, c));
+                    return Poll::Ready(Outcome::Own(data, c));
                 }
-                // Cancelled for a kept result: take it below with our data back; if it
+                // Cancelled for a retained result: take it below with our data back; if it
                 // is gone meanwhile (`quiesce`), submit ours again.
                 this.cancelling = false;
                 this.op = Some(Op::new(data));
@@ -241,17 +244,17 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 }
                 let op = this.op.take().expect("coring: own operation");
                 let data = op.into_unsubmitted().expect("coring: own op not submitted");
-                return Poll::Ready(Got::Kept(t, c, data));
+                return Poll::Ready(Outcome::Retained(t, c, data));
             }
             if !this.ids.is_empty() {
-                // Kept operations in flight, claimed by us: one of them gets the result.
+                // Retained operations in flight, claimed by us: one of them gets the result.
                 return Poll::Pending;
             }
             let Poll::Ready((data, c)) = op.poll_raw(cx) else {
                 return Poll::Pending;
             };
             this.op = None;
-            return Poll::Ready(Got::Own(data, c));
+            return Poll::Ready(Outcome::Own(data, c));
         }
     }
 }
@@ -261,15 +264,18 @@ impl<O: Operation, T: IntoOrphan> Drop for Call<'_, O, T> {
         let queue = self.queue;
         queue.watchers.borrow_mut().retain(|(id, _)| *id != self.id);
         let released = !self.ids.is_empty();
-        for k in queue.kept.borrow_mut().iter_mut() {
+        for k in queue.retained.borrow_mut().iter_mut() {
             if self.ids.contains(&k.id()) {
-                k.release(k.id());
+                k.unclaim(k.id());
             }
         }
-        let kept = self.op.as_mut().and_then(|op| Kept::detach(op, self.wrap));
-        match kept {
+        let retained = self
+            .op
+            .as_mut()
+            .and_then(|op| Retained::detach(op, self.wrap));
+        match retained {
             // Our own operation goes to the queue (and the live calls are told).
-            Some(k) => queue.keep(k),
+            Some(k) => queue.add(k),
             // Claims released: another live call may wait for them now.
             None if released => queue.wake_watchers(),
             None => {}
@@ -277,8 +283,8 @@ impl<O: Operation, T: IntoOrphan> Drop for Call<'_, O, T> {
     }
 }
 
-/// A receive into a caller's buffer, whatever the buffer type, as a kept receive holds it.
-pub(crate) trait Held {
+/// A receive into a caller's buffer, whatever the buffer type, as a retained receive holds it.
+pub(crate) trait AnyRecv {
     /// The buffer's capacity: the most a completion may report.
     fn capacity(&self) -> usize;
     /// The first `n` bytes of the buffer, once the receive completed with `n`.
@@ -289,7 +295,7 @@ pub(crate) trait Held {
     fn into_orphan_box(self: Box<Self>) -> Box<dyn Orphan>;
 }
 
-impl<B: IoBufMut> Held for Recv<B> {
+impl<B: IoBufMut> AnyRecv for Recv<B> {
     fn capacity(&self) -> usize {
         Recv::capacity(self)
     }
@@ -304,7 +310,7 @@ impl<B: IoBufMut> Held for Recv<B> {
     }
 }
 
-impl<B: IoBufMut> Held for RecvFrom<B> {
+impl<B: IoBufMut> AnyRecv for RecvFrom<B> {
     fn capacity(&self) -> usize {
         RecvFrom::capacity(self)
     }
@@ -319,7 +325,7 @@ impl<B: IoBufMut> Held for RecvFrom<B> {
     }
 }
 
-impl IntoOrphan for Box<dyn Held> {
+impl IntoOrphan for Box<dyn AnyRecv> {
     fn into_orphan(self) -> Box<dyn Orphan> {
         self.into_orphan_box()
     }

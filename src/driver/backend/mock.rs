@@ -5,10 +5,11 @@
 //! completion arriving long after its future was dropped, a cancel racing the real
 //! result, short and zero-length reads and writes, results larger than the buffer, submit
 //! failures, and multishot receives (with provided buffers the test fills) that end with
-//! data, with -ENOBUFS, with an error, or after the driver's backpressure cancel. The driver, the op layer and the user API above it are the production code;
-//! only the kernel is replaced. Reach it with `Builder::backend(BackendKind::Mock)` and
+//! data, with -ENOBUFS, with an error, or after the driver's backpressure cancel. The
+//! driver, the op layer and the user API above it are the production code; only the kernel
+//! is replaced. Reach it with `Builder::backend(BackendKind::Mock)` and
 //! [`Runtime::mock`](crate::Runtime::mock) (both hidden from the docs: test support, not
-//! API).
+//! API), with the `test-util` feature.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -19,14 +20,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Completion, OpDesc, Push, Unpark, Wait, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
+use super::{Backend, Enqueued, Push, Unpark, Wait};
+use crate::driver::{Completion, OpDesc, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
 
 /// One operation the mock backend holds, as the test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockOp {
     /// The driver's key for the operation: what [`MockHandle::complete`] takes.
     pub key: usize,
-    /// The operation's kind: `"read"`, `"write"`, `"recv"`, `"send"`, `"accept"`, ...
+    /// The operation's kind, its name as the driver gives it: `"read"`, `"write"`,
+    /// `"recv"`, `"send"`, `"accept"`, `"openat"`, `"recv_multi"`, ...
     pub kind: &'static str,
     /// Bytes the operation may transfer (the buffer's length), 0 for others.
     pub len: u32,
@@ -44,7 +47,6 @@ struct State {
     pending: BTreeMap<usize, Pending>,
     ready: VecDeque<(usize, Completion)>,
     push_errors: VecDeque<i32>,
-    enter_errors: VecDeque<i32>,
     provided: Option<Rc<Provided>>,
 }
 
@@ -118,7 +120,7 @@ impl MockHandle {
             .iter()
             .map(|(&key, p)| MockOp {
                 key,
-                kind: kind(&p.desc),
+                kind: p.desc.name(),
                 len: len(&p.desc),
                 cancel_requested: p.cancel_requested,
             })
@@ -302,8 +304,6 @@ impl Unpark for NoUnpark {
     fn unpark(&self) {}
 }
 
-impl super::fixed::NoTables for Mock {}
-
 impl Mock {
     pub(crate) fn new() -> Mock {
         Mock {
@@ -317,45 +317,85 @@ impl Mock {
             state: self.state.clone(),
         }
     }
+}
 
-    pub(crate) fn describe(&self) -> String {
-        "mock (operations complete when the test says so)".to_string()
+impl Backend for Mock {
+    /// Nothing completes during submission: every operation waits for the test.
+    fn push(&mut self, key: usize, desc: &OpDesc, _inline: bool) -> io::Result<Push> {
+        let mut st = self.state.borrow_mut();
+        if let Some(errno) = st.push_errors.pop_front() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        st.pending.insert(
+            key,
+            Pending {
+                desc: *desc,
+                cancel_requested: false,
+            },
+        );
+        Ok(Push::Queued)
     }
 
-    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
-        self.state.borrow_mut().enter_errors.extend(errnos);
+    /// Records the request; the test decides how the operation ends (`-ECANCELED`, or
+    /// its real result if the "kernel" finished it first).
+    fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
+        if let Some(p) = self.state.borrow_mut().pending.get_mut(&key) {
+            p.cancel_requested = true;
+        }
+        Ok(Enqueued::Yes)
     }
 
-    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
+    /// Never sleeps in the kernel. With nothing to report and no timer to wait for, the
+    /// test awaits an operation it never completes: an error (fatal for the runtime)
+    /// says so instead of spinning until the test's watchdog fires.
+    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+        let st = self.state.borrow();
+        match wait {
+            Wait::Park(_) if !st.ready.is_empty() => Ok(()),
+            Wait::Park(Some(d)) => {
+                drop(st);
+                // A timer is due: let time pass as a kernel wait would.
+                std::thread::sleep(d.min(Duration::from_millis(50)));
+                Ok(())
+            }
+            Wait::Park(None) => Err(io::Error::other(format!(
+                "mock backend: the runtime would sleep forever: nothing to complete and no \
+                 timer; pending operations: {:?}",
+                st.pending.keys().collect::<Vec<_>>()
+            ))),
+            Wait::No => Ok(()),
+        }
+    }
+
+    fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {
+        // Taken out first: finishing an orphan may submit (a cancel, a close).
+        let ready = std::mem::take(&mut self.state.borrow_mut().ready);
+        for (key, c) in ready {
+            sink(key, c);
+        }
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
         Arc::new(NoUnpark)
     }
 
-    pub(crate) fn offloaded(&self) -> u64 {
-        0
-    }
-
-    /// Nothing completes during submission: every operation waits for the test.
-    pub(crate) fn try_inline(&mut self, _desc: &OpDesc) -> Option<Completion> {
-        None
-    }
-
-    pub(crate) fn inline_completions(&self) -> u64 {
-        0
+    fn describe(&self) -> String {
+        "mock (operations complete when the test says so)".to_string()
     }
 
     /// Multishot receives once the test gave the backend provided buffers.
-    pub(crate) fn multishot_recv(&mut self) -> bool {
+    fn multishot_recv(&mut self) -> bool {
         if self.provided.is_none() {
             self.provided = self.state.borrow().provided.clone();
         }
         self.provided.is_some()
     }
 
-    pub(crate) fn provided_buf_size(&self) -> usize {
+    fn provided_buf_size(&self) -> usize {
         self.provided.as_ref().map_or(0, |p| p.size)
     }
 
-    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+    fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
         let p = self
             .provided
             .as_ref()
@@ -375,7 +415,7 @@ impl Mock {
         unsafe { std::slice::from_raw_parts(p.buf(bid), len) }
     }
 
-    pub(crate) fn recycle_buf(&mut self, bid: u16) {
+    fn recycle_buf(&mut self, bid: u16) {
         if let Some(p) = &self.provided {
             let mut in_use = p.in_use.borrow_mut();
             assert!(in_use[bid as usize], "mock: buffer {bid} handed back twice");
@@ -383,99 +423,10 @@ impl Mock {
         }
     }
 
-    pub(crate) fn provided_in_use(&self) -> usize {
+    fn provided_in_use(&self) -> usize {
         self.provided
             .as_ref()
             .map_or(0, |p| p.in_use.borrow().iter().filter(|u| **u).count())
-    }
-
-    pub(crate) fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
-    }
-
-    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
-        let mut st = self.state.borrow_mut();
-        if let Some(errno) = st.push_errors.pop_front() {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-        st.pending.insert(
-            key,
-            Pending {
-                desc: *desc,
-                cancel_requested: false,
-            },
-        );
-        Ok(Push::Queued)
-    }
-
-    /// Records the request; the test decides how the operation ends (`-ECANCELED`, or
-    /// its real result if the "kernel" finished it first).
-    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
-        if let Some(p) = self.state.borrow_mut().pending.get_mut(&key) {
-            p.cancel_requested = true;
-        }
-        Ok(Push::Queued)
-    }
-
-    /// Never sleeps in the kernel. With nothing to report and no timer to wait for, the
-    /// test awaits an operation it never completes: an error (fatal for the runtime)
-    /// says so instead of spinning until the test's watchdog fires.
-    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
-        let mut st = self.state.borrow_mut();
-        if let Some(errno) = st.enter_errors.pop_front() {
-            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
-                errno,
-            )));
-        }
-        match wait {
-            Wait::Park(_) if !st.ready.is_empty() => Ok(()),
-            Wait::Park(Some(d)) => {
-                drop(st);
-                // A timer is due: let time pass as a kernel wait would.
-                std::thread::sleep(d.min(Duration::from_millis(50)));
-                Ok(())
-            }
-            Wait::Park(None) => Err(io::Error::other(format!(
-                "mock backend: the runtime would sleep forever: nothing to complete and no \
-                 timer; pending operations: {:?}",
-                st.pending.keys().collect::<Vec<_>>()
-            ))),
-            Wait::No => Ok(()),
-        }
-    }
-
-    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
-        // Taken out first: finishing an orphan may submit (a cancel, a close).
-        let ready = std::mem::take(&mut self.state.borrow_mut().ready);
-        for (key, c) in ready {
-            sink(key, c);
-        }
-    }
-}
-
-/// The kind of operation a description is, for tests to find it.
-fn kind(desc: &OpDesc) -> &'static str {
-    match desc {
-        OpDesc::Nop => "nop",
-        OpDesc::Read { .. } => "read",
-        OpDesc::Write { .. } => "write",
-        OpDesc::Readv { .. } => "readv",
-        OpDesc::Writev { .. } => "writev",
-        OpDesc::Fsync { .. } => "fsync",
-        OpDesc::OpenAt { .. } => "open",
-        OpDesc::Close { .. } => "close",
-        OpDesc::Statx { .. } => "statx",
-        OpDesc::UnlinkAt { .. } => "unlink",
-        OpDesc::RenameAt { .. } => "rename",
-        OpDesc::MkdirAt { .. } => "mkdir",
-        OpDesc::Accept { .. } => "accept",
-        OpDesc::Connect { .. } => "connect",
-        OpDesc::Recv { .. } => "recv",
-        OpDesc::RecvMulti { .. } => "recv_multi",
-        OpDesc::Send { .. } => "send",
-        OpDesc::RecvMsg { .. } => "recvmsg",
-        OpDesc::SendMsg { .. } => "sendmsg",
-        OpDesc::Shutdown { .. } => "shutdown",
     }
 }
 

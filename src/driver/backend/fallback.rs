@@ -15,11 +15,56 @@ use std::time::Duration;
 
 use coring_fallback::{Events, Poller, PollerWaker};
 
-use super::dense::DenseMap;
-use super::offload::{Offload, POOL_THREADS};
-use super::sys::{self, InlineReads, Route};
-use super::{Completion, OpDesc, Push, Unpark, Wait};
+use super::{Backend, Enqueued, Push, Unpark, Wait};
+use crate::driver::cached_read::CachedReads;
+use crate::driver::dense::DenseMap;
+use crate::driver::offload::{Offload, POOL_THREADS};
+use crate::driver::syscall::{self, socket_target, Interest, SocketTarget};
+use crate::driver::{Completion, OpDesc};
 use crate::platform;
+
+/// How this backend runs a description.
+enum Route {
+    /// Runs at once (no syscall, or one that never blocks); reported by the next reap.
+    Now,
+    /// A socket operation: tried non-blocking, and on EAGAIN queued behind the socket's
+    /// readiness, then tried again.
+    Socket(SocketTarget),
+    /// May block (regular files, path lookups, fsync): runs on the blocking pool, unless
+    /// it is a read the page cache answers during submission.
+    Pool,
+}
+
+/// Chooses how this backend runs `desc`: the one place that decides it, per description.
+#[inline]
+fn route(desc: &OpDesc) -> Route {
+    if let Some(t) = socket_target(desc) {
+        return Route::Socket(t);
+    }
+    match desc {
+        // RecvMulti never reaches a backend without provided buffers; if it did, it would
+        // fail at once (see `syscall::execute`).
+        OpDesc::Nop | OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } => Route::Now,
+        OpDesc::Read { .. }
+        | OpDesc::Write { .. }
+        | OpDesc::Readv { .. }
+        | OpDesc::Writev { .. }
+        | OpDesc::Fsync { .. }
+        | OpDesc::Fallocate { .. }
+        | OpDesc::OpenAt { .. }
+        | OpDesc::Close { .. }
+        | OpDesc::Statx { .. }
+        | OpDesc::UnlinkAt { .. }
+        | OpDesc::RenameAt { .. }
+        | OpDesc::MkdirAt { .. } => Route::Pool,
+        OpDesc::Recv { .. }
+        | OpDesc::RecvMsg { .. }
+        | OpDesc::Accept { .. }
+        | OpDesc::Send { .. }
+        | OpDesc::SendMsg { .. }
+        | OpDesc::Connect { .. } => unreachable!("coring: socket operations have a target"),
+    }
+}
 
 /// Operations waiting for one descriptor to become ready, oldest first.
 #[derive(Default)]
@@ -38,24 +83,24 @@ struct FdState {
     /// error at once).
     read_closed: bool,
     write_closed: bool,
-    /// A stream receive shorter than asked proves the socket empty (`sys::drained`): a
+    /// A stream receive shorter than asked proves the socket empty (`syscall::drained`): a
     /// TCP socket on Linux, until the poller reports urgent data (the receive stops short
     /// at its mark), then never again.
     reads_drain: bool,
 }
 
 impl FdState {
-    fn ready(&self, dir: Dir) -> bool {
+    fn ready(&self, dir: Interest) -> bool {
         match dir {
-            Dir::Read => self.readable,
-            Dir::Write => self.writable,
+            Interest::Read => self.readable,
+            Interest::Write => self.writable,
         }
     }
 
-    fn set_ready(&mut self, dir: Dir, on: bool) {
+    fn set_ready(&mut self, dir: Interest, on: bool) {
         match dir {
-            Dir::Read => self.readable = on || self.read_closed,
-            Dir::Write => self.writable = on || self.write_closed,
+            Interest::Read => self.readable = on || self.read_closed,
+            Interest::Write => self.writable = on || self.write_closed,
         }
     }
 }
@@ -63,16 +108,9 @@ impl FdState {
 /// What [`Fallback::attempt`] did with a socket operation.
 enum Attempt {
     /// It ran and did not have to wait: the syscall's result.
-    Done(i32),
+    Ran(i32),
     /// It has to wait; `watched`: the descriptor is registered and marked unready.
     Wait { watched: bool },
-}
-
-/// Which queue of an fd an operation waits in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Read,
-    Write,
 }
 
 struct WakerUnpark(PollerWaker);
@@ -92,9 +130,7 @@ pub(crate) struct Fallback {
     /// Everything that may block runs here.
     offload: Offload,
     /// Serves page-cache reads during submission instead of the pool.
-    inline: InlineReads,
-    /// Socket operations completed during submission.
-    socket_inline: u64,
+    cached: CachedReads,
     /// Turns since the poller was last asked, while completions were queued anyway.
     unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
@@ -104,11 +140,8 @@ pub(crate) struct Fallback {
     /// its readiness as far as we know.
     registered: DenseMap<FdState>,
     /// Where each parked operation waits, for cancel.
-    parked: DenseMap<(RawFd, Dir)>,
-    injected: VecDeque<i32>,
+    parked: DenseMap<(RawFd, Interest)>,
 }
-
-impl super::fixed::NoTables for Fallback {}
 
 impl Fallback {
     pub(crate) fn new() -> io::Result<Fallback> {
@@ -118,168 +151,80 @@ impl Fallback {
             poller,
             events: Events::with_capacity(256),
             offload: Offload::new(unparker.clone()),
-            inline: InlineReads::default(),
-            socket_inline: 0,
+            cached: CachedReads::default(),
             unpolled_turns: 0,
             unparker,
             ready: Vec::new(),
             fds: DenseMap::default(),
             registered: DenseMap::default(),
             parked: DenseMap::default(),
-            injected: VecDeque::new(),
         })
     }
 
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "fallback ({} + blocking pool of up to {POOL_THREADS} threads)",
-            if cfg!(target_os = "linux") {
-                "epoll"
-            } else {
-                "kqueue"
+    /// Runs an operation that never blocks (or needs nothing); its completion goes with
+    /// the next reap. A shutdown of the write side issued while sends of its socket wait
+    /// for room waits behind them, in their queue (it would fail them), as on io_uring.
+    fn push_now(&mut self, key: usize, desc: &OpDesc) {
+        if let OpDesc::Shutdown { fd, .. } = *desc {
+            let fd = fd.raw;
+            let behind = self
+                .fds
+                .get(fd as usize)
+                .is_some_and(|w| !w.write.is_empty());
+            if behind && desc.is_ordered_write() {
+                self.park(key, fd, Interest::Write, *desc);
+                return;
             }
-        )
-    }
-
-    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
-        self.injected.extend(errnos);
-    }
-
-    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
-        self.unparker.clone()
-    }
-
-    pub(crate) fn offloaded(&self) -> u64 {
-        self.offload.spawned()
-    }
-
-    /// Completes an operation during submission where that costs one syscall: a socket
-    /// operation that does not have to wait (as a readiness runtime tries the call before
-    /// waiting), or a read the page cache answers.
-    pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
-        match sys::route(desc) {
-            Route::Readable => self.try_socket_now(desc, Dir::Read),
-            Route::Writable => self.try_socket_now(desc, Dir::Write),
-            // SAFETY: the op owning desc's memory is alive for the whole submission call.
-            Route::Blocking => unsafe { self.inline.try_complete(desc) },
-            Route::Inline => None,
         }
+        // SAFETY: the driver keeps the op's memory alive until its completion is reaped,
+        // which happens after this call.
+        let res = unsafe { syscall::execute(desc) };
+        self.ready.push((key, Completion { res, flags: 0 }));
     }
 
-    /// A socket operation finished during submission ([`Fallback::attempt`]).
-    fn try_socket_now(&mut self, desc: &OpDesc, dir: Dir) -> Option<Completion> {
-        let Attempt::Done(res) = self.attempt(desc, dir) else {
-            return None;
-        };
-        self.socket_inline += 1;
-        Some(Completion { res, flags: 0 })
-    }
-
-    pub(crate) fn inline_completions(&self) -> u64 {
-        self.inline.hits + self.socket_inline
-    }
-
-    /// Readiness has no provided buffers: streams use single-shot receives here.
-    pub(crate) fn multishot_recv(&mut self) -> bool {
-        false
-    }
-
-    pub(crate) fn provided_buf_size(&self) -> usize {
-        0
-    }
-
-    pub(crate) fn provided_buf(&self, _bid: u16, _len: usize) -> &[u8] {
-        unreachable!("coring: the fallback backend has no provided buffers")
-    }
-
-    pub(crate) fn recycle_buf(&mut self, _bid: u16) {
-        debug_assert!(
-            false,
-            "coring: the fallback backend has no provided buffers"
-        );
-    }
-
-    pub(crate) fn provided_in_use(&self) -> usize {
-        0
-    }
-
-    /// No synchronous cancel here: the driver falls back to [`Fallback::cancel`].
-    /// A socket op waiting for readiness is cancelled at once (its `-ECANCELED` is queued
-    /// for the reap that follows); a pool job finishes on its thread (at once if it was
-    /// waiting for a pipe), and an inline op is done.
-    pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
-        if self.parked.get(key).is_none() {
-            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-        }
-        self.cancel(key).map(drop)
-    }
-
-    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
-        match sys::route(desc) {
-            Route::Inline => {
-                if let OpDesc::Shutdown { fd, .. } = *desc {
-                    let fd = fd.raw;
-                    let behind = self
-                        .fds
-                        .get(fd as usize)
-                        .is_some_and(|w| !w.write.is_empty());
-                    if behind && sys::ordered(desc) {
-                        // Sends issued before it wait for room: the shutdown takes effect
-                        // after them, in their queue (it would fail them), as on io_uring.
-                        self.park(key, fd, Dir::Write, *desc);
-                        return Ok(Push::Queued);
-                    }
-                }
-                // SAFETY: the driver keeps the op's memory alive until its completion is
-                // reaped, which happens after this call.
-                let res = unsafe { sys::execute(desc) };
+    /// Runs a socket op now, or queues it behind the socket's readiness (FIFO per
+    /// direction, so two reads on one socket complete in submission order). One that ran
+    /// completes at once if `inline` allows, else with the next reap.
+    fn push_socket(&mut self, key: usize, desc: &OpDesc, t: SocketTarget, inline: bool) -> Push {
+        let watched = match self.attempt(desc, t) {
+            Attempt::Ran(res) if inline => return Push::Completed(Completion { res, flags: 0 }),
+            Attempt::Ran(res) => {
                 self.ready.push((key, Completion { res, flags: 0 }));
-            }
-            Route::Readable => self.try_or_park(key, *desc, Dir::Read)?,
-            Route::Writable => self.try_or_park(key, *desc, Dir::Write)?,
-            Route::Blocking => self.offload.spawn(key, *desc),
-        }
-        Ok(Push::Queued)
-    }
-
-    /// Runs a socket op now, or queues it behind the fd's readiness (FIFO per direction,
-    /// so two reads on one socket complete in submission order).
-    fn try_or_park(&mut self, key: usize, desc: OpDesc, dir: Dir) -> io::Result<()> {
-        let watched = match self.attempt(&desc, dir) {
-            Attempt::Done(res) => {
-                self.ready.push((key, Completion { res, flags: 0 }));
-                return Ok(());
+                return Push::Queued;
             }
             Attempt::Wait { watched } => watched,
         };
-        let (fd, id) = sys::socket_target(&desc);
         if !watched {
-            if let Err(e) = self.watch(fd, id, dir) {
+            if let Err(e) = self.watch(t.fd, t.id, t.interest) {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 self.ready.push((key, Completion::error(errno)));
-                return Ok(());
+                return Push::Queued;
             }
         }
-        self.park(key, fd, dir, desc);
-        Ok(())
+        self.park(key, t.fd, t.interest, *desc);
+        Push::Queued
     }
 
     /// Queues op `key` on `fd` behind the ones already waiting in direction `dir`.
-    fn park(&mut self, key: usize, fd: RawFd, dir: Dir, desc: OpDesc) {
+    fn park(&mut self, key: usize, fd: RawFd, dir: Interest, desc: OpDesc) {
         let w = self.fds.get_or_default(fd as usize);
         queue_mut(w, dir).push_back((key, desc));
         self.parked.insert(key, (fd, dir));
     }
 
     /// Runs a socket op's syscall now, if nothing waits before it on its descriptor in that
-    /// direction and the descriptor is not known to be unready: `Done` with its result,
+    /// direction and the descriptor is not known to be unready: `Ran` with its result,
     /// unless it would block. Else `Wait`, saying whether the descriptor is watched and
     /// marked unready already (after a blocked attempt it is: registered on its first
     /// wait), so the op parks (here or in the `push` after a failed inline attempt)
     /// without a second syscall or lookup.
     #[inline(always)]
-    fn attempt(&mut self, desc: &OpDesc, dir: Dir) -> Attempt {
-        let (fd, id) = sys::socket_target(desc);
+    fn attempt(&mut self, desc: &OpDesc, t: SocketTarget) -> Attempt {
+        let SocketTarget {
+            fd,
+            id,
+            interest: dir,
+        } = t;
         let queue_empty = self
             .fds
             .get(fd as usize)
@@ -294,11 +239,11 @@ impl Fallback {
         }
         // SAFETY: the driver keeps the op's memory alive until its completion is reaped
         // (or, for an inline completion, for the whole submission call).
-        let res = unsafe { sys::execute(desc) };
-        let blocked = sys::would_block(desc, res);
+        let res = unsafe { syscall::execute(desc) };
+        let blocked = syscall::would_block(desc, res);
         match known {
             Some(s) => {
-                if blocked || sys::drained(desc, res, s.reads_drain) {
+                if blocked || syscall::drained(desc, res, s.reads_drain) {
                     s.set_ready(dir, false);
                 }
                 if blocked {
@@ -313,7 +258,7 @@ impl Fallback {
             }
             None => {}
         }
-        Attempt::Done(res)
+        Attempt::Ran(res)
     }
 
     /// Makes sure the poller watches `fd` (open file `id`) and marks it unready in `dir`,
@@ -321,7 +266,7 @@ impl Fallback {
     /// by the registration itself (or was already queued). Registration lasts as long as
     /// the open file, so it happens once per file: the id tells a new file apart from a
     /// closed one that had the same number (closing removed that one from the poller).
-    fn watch(&mut self, fd: RawFd, id: u64, dir: Dir) -> io::Result<()> {
+    fn watch(&mut self, fd: RawFd, id: u64, dir: Interest) -> io::Result<()> {
         match self.registered.get_mut(fd as usize) {
             Some(s) if s.id == id => s.set_ready(dir, false),
             _ => {
@@ -345,7 +290,75 @@ impl Fallback {
         Ok(())
     }
 
-    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
+    /// Runs the shutdowns at the head of `fd`'s write queue (they waited for the sends
+    /// before them, and need no readiness themselves), after the op before them left it.
+    fn run_leading_shutdowns(&mut self, fd: RawFd) {
+        let Some(w) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        while let Some(&(key, desc @ OpDesc::Shutdown { .. })) = w.write.front() {
+            w.write.pop_front();
+            self.parked.remove(key);
+            // SAFETY: a shutdown carries no pointers.
+            let res = unsafe { syscall::execute(&desc) };
+            self.ready.push((key, Completion { res, flags: 0 }));
+        }
+    }
+
+    /// The fd is ready in `dir`: run its waiters in order until one would block again.
+    fn retry(&mut self, fd: RawFd, dir: Interest) {
+        let Some(w) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        let q = queue_mut(w, dir);
+        while let Some(&(key, desc)) = q.front() {
+            // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
+            let res = unsafe { syscall::resume(&desc) };
+            let blocked = syscall::would_block(&desc, res);
+            if let Some(s) = self.registered.get_mut(fd as usize) {
+                if blocked || syscall::drained(&desc, res, s.reads_drain) {
+                    s.set_ready(dir, false);
+                }
+            }
+            if blocked {
+                break;
+            }
+            q.pop_front();
+            self.parked.remove(key);
+            self.ready.push((key, Completion { res, flags: 0 }));
+        }
+        // The emptied queues stay, keeping their capacity for this descriptor's next wait.
+    }
+}
+
+impl Backend for Fallback {
+    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push> {
+        Ok(match route(desc) {
+            Route::Socket(t) => self.push_socket(key, desc, t, inline),
+            Route::Now => {
+                self.push_now(key, desc);
+                Push::Queued
+            }
+            Route::Pool => {
+                let cached = if inline {
+                    // SAFETY: the op owning desc's memory is alive for the whole
+                    // submission call.
+                    unsafe { self.cached.try_complete(desc) }
+                } else {
+                    None
+                };
+                match cached {
+                    Some(c) => Push::Completed(c),
+                    None => {
+                        self.offload.spawn(key, *desc);
+                        Push::Queued
+                    }
+                }
+            }
+        })
+    }
+
+    fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
         if let Some((fd, dir)) = self.parked.remove(key) {
             if let Some(w) = self.fds.get_mut(fd as usize) {
                 queue_mut(w, dir).retain(|(k, _)| *k != key);
@@ -357,15 +370,10 @@ impl Fallback {
         // read) stops with ECANCELED; any other runs to its end. Either way its result is
         // then delivered to the orphan, which releases the op's resources.
         self.offload.cancel(key);
-        Ok(Push::Queued)
+        Ok(Enqueued::Yes)
     }
 
-    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
-        if let Some(errno) = self.injected.pop_front() {
-            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
-                errno,
-            )));
-        }
+    fn enter(&mut self, wait: Wait) -> io::Result<()> {
         let have_completions = !self.ready.is_empty() || self.offload.has_completions();
         let timeout = match wait {
             // Completions are queued already: report them without asking the kernel, but
@@ -402,73 +410,63 @@ impl Fallback {
                 s.writable |= writable;
             }
             if readable {
-                self.retry(fd, Dir::Read);
+                self.retry(fd, Interest::Read);
             }
             if writable {
-                self.retry(fd, Dir::Write);
+                self.retry(fd, Interest::Write);
             }
         }
         Ok(())
     }
 
-    /// Runs the shutdowns at the head of `fd`'s write queue (they waited for the sends
-    /// before them, and need no readiness themselves), after the op before them left it.
-    fn run_leading_shutdowns(&mut self, fd: RawFd) {
-        let Some(w) = self.fds.get_mut(fd as usize) else {
-            return;
-        };
-        while let Some(&(key, desc @ OpDesc::Shutdown { .. })) = w.write.front() {
-            w.write.pop_front();
-            self.parked.remove(key);
-            // SAFETY: a shutdown carries no pointers.
-            let res = unsafe { sys::execute(&desc) };
-            self.ready.push((key, Completion { res, flags: 0 }));
-        }
-    }
-
-    /// The fd is ready in `dir`: run its waiters in order until one would block again.
-    fn retry(&mut self, fd: RawFd, dir: Dir) {
-        let Some(w) = self.fds.get_mut(fd as usize) else {
-            return;
-        };
-        let q = queue_mut(w, dir);
-        while let Some(&(key, desc)) = q.front() {
-            // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
-            let res = unsafe { sys::resume(&desc) };
-            let blocked = sys::would_block(&desc, res);
-            if let Some(s) = self.registered.get_mut(fd as usize) {
-                if blocked || sys::drained(&desc, res, s.reads_drain) {
-                    s.set_ready(dir, false);
-                }
-            }
-            if blocked {
-                break;
-            }
-            q.pop_front();
-            self.parked.remove(key);
-            self.ready.push((key, Completion { res, flags: 0 }));
-        }
-        // The emptied queues stay, keeping their capacity for this descriptor's next wait.
-    }
-
-    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
+    fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {
         for (key, c) in self.ready.drain(..) {
             sink(key, c);
         }
         self.offload.drain(sink);
     }
-}
 
-fn queue(w: &Waiters, dir: Dir) -> &VecDeque<(usize, OpDesc)> {
-    match dir {
-        Dir::Read => &w.read,
-        Dir::Write => &w.write,
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        self.unparker.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "fallback ({} + blocking pool of up to {POOL_THREADS} threads)",
+            if cfg!(target_os = "linux") {
+                "epoll"
+            } else {
+                "kqueue"
+            }
+        )
+    }
+
+    fn offloaded(&self) -> u64 {
+        self.offload.spawned()
+    }
+
+    /// A socket op waiting for readiness is cancelled at once (its `-ECANCELED` is queued
+    /// for the reap that follows); anything else has no synchronous cancel here: a pool
+    /// job finishes on its thread (at once if it was waiting for a pipe), and an op run at
+    /// submission is done. The driver then cancels asynchronously.
+    fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        if self.parked.get(key).is_none() {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        self.cancel(key).map(drop)
     }
 }
 
-fn queue_mut(w: &mut Waiters, dir: Dir) -> &mut VecDeque<(usize, OpDesc)> {
+fn queue(w: &Waiters, dir: Interest) -> &VecDeque<(usize, OpDesc)> {
     match dir {
-        Dir::Read => &mut w.read,
-        Dir::Write => &mut w.write,
+        Interest::Read => &w.read,
+        Interest::Write => &w.write,
+    }
+}
+
+fn queue_mut(w: &mut Waiters, dir: Interest) -> &mut VecDeque<(usize, OpDesc)> {
+    match dir {
+        Interest::Read => &mut w.read,
+        Interest::Write => &mut w.write,
     }
 }

@@ -1,11 +1,12 @@
-//! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap, and the
-//! ring's registered-file and registered-buffer tables (`fixed.rs`).
+//! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap, the
+//! ring's registered-file and registered-buffer tables (`fixed.rs`), its provided-buffer
+//! ring (`bufring.rs`), and the order of a stream's sends (`send_order.rs`).
 
 mod bufring;
 pub(crate) use bufring::RecvBuffers;
 mod fixed;
+mod send_order;
 
-use std::collections::VecDeque;
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,11 +15,14 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
-use super::desc::FdRef;
-use super::fixed::{Fixed, Registration};
-use super::offload::Offload;
-use super::sys::{self, InlineReads, InlineSends};
-use super::{Completion, OpDesc, Push, Unpark, Wait};
+use self::send_order::SendOrder;
+use super::{classify_enter_error, Backend, Enqueued, Push, Unpark, Wait};
+use crate::driver::cached_read::CachedReads;
+use crate::driver::desc::FdRef;
+use crate::driver::fixed::{Fixed, Registration};
+use crate::driver::offload::Offload;
+use crate::driver::syscall;
+use crate::driver::{Completion, OpDesc};
 use crate::platform::SOCKET_FLAGS;
 
 /// Longest sleep while the wakeup read could not be armed (a full submission queue).
@@ -41,8 +45,9 @@ pub(crate) struct UringConfig {
     pub(crate) entries: u32,
     pub(crate) cq_entries: Option<u32>,
     pub(crate) sqpoll_idle_ms: Option<u32>,
-    /// Opcodes to treat as missing even if the kernel has them (test hook for the
-    /// per-opcode fallback), by name as in [`USER_OPCODES`] ("READ", "STATX", ...).
+    /// Operations to treat as if the kernel lacked their opcode (test hook for the
+    /// per-opcode fallback), by name, in any case ("READ", "statx", ...: see
+    /// `OpDesc::name`).
     pub(crate) emulate_missing: Vec<String>,
     /// The provided buffers of multishot stream receives; `None`: streams read
     /// single-shot.
@@ -62,20 +67,21 @@ pub(crate) struct Uring {
     /// Runs operations whose opcode the kernel lacks.
     offload: Offload,
     /// Serves page-cache reads during submission.
-    inline: InlineReads,
+    cached: CachedReads,
     /// Runs socket sends that need not wait during submission, and keeps each stream's
-    /// sends and shutdown in order (holding those that must wait).
-    sends: InlineSends,
-    /// Completions made without the ring (shutdowns, cancelled held sends), for the next
-    /// reap.
-    synth: Vec<(usize, Completion)>,
-    /// Descriptors whose next held send found the submission queue full.
-    stalled: Vec<RawFd>,
-    /// Bit `n` set: opcode `n` is missing and goes to `offload`.
+    /// sends and shutdown in order (deferring those that must wait their turn).
+    sends: SendOrder,
+    /// Completions made without the ring (shutdowns, cancelled deferred sends), for the
+    /// next reap.
+    completed_here: Vec<(usize, Completion)>,
+    /// Descriptors whose next deferred send found the submission queue full.
+    blocked_on_full_sq: Vec<RawFd>,
+    /// Bit `n` set: the kernel lacks opcode `n` (its probe says so); operations whose SQE
+    /// has it go to `offload`.
     missing: u128,
-    /// Errors to return from the next `enter` calls instead of entering the kernel
-    /// (test hook: proves that pushed work survives a failed `io_uring_enter`).
-    injected: VecDeque<i32>,
+    /// Names of operations sent to `offload` as if their opcode were missing (test hook),
+    /// lower case.
+    hidden: Vec<String>,
     /// The registered-file and registered-buffer tables.
     registry: Rc<fixed::Registry>,
     /// The provided-buffer ring of multishot receives, set up on first use.
@@ -159,16 +165,11 @@ impl Uring {
                 ));
             }
         }
-        let mut missing = 0u128;
-        for (code, name) in USER_OPCODES {
-            let emulated = cfg
-                .emulate_missing
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(name));
-            if emulated || !probe.is_supported(*code) {
-                missing |= 1u128 << code;
-            }
-        }
+        // Every opcode the kernel does not know: an operation finds out whether its own SQE
+        // can go to the ring from this, whatever the operation is.
+        let missing = (0..128u8)
+            .filter(|&code| !probe.is_supported(code))
+            .fold(0u128, |m, code| m | 1u128 << code);
         let wake = Arc::new(EventFd::new().map_err(at("eventfd"))?);
         let registry = fixed::Registry::new(ring.as_raw_fd());
         let mut uring = Uring {
@@ -176,15 +177,19 @@ impl Uring {
             ring,
             setup,
             offload: Offload::new(wake.clone()),
-            inline: InlineReads::default(),
-            sends: InlineSends::default(),
-            synth: Vec::new(),
-            stalled: Vec::new(),
+            cached: CachedReads::default(),
+            sends: SendOrder::default(),
+            completed_here: Vec::new(),
+            blocked_on_full_sq: Vec::new(),
             missing,
+            hidden: cfg
+                .emulate_missing
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             wake,
             wake_buf: Box::leak(Box::new(0)),
             wake_armed: false,
-            injected: VecDeque::new(),
             bufring: None,
             recv_buffers: cfg.recv_buffers,
             no_multishot: cfg.recv_buffers.is_none(),
@@ -271,7 +276,7 @@ impl Uring {
     fn round_trip(&mut self) -> io::Result<()> {
         let nop = opcode::Nop::new().build().user_data(PROBE_TOKEN);
         // SAFETY: a NOP carries no pointers.
-        if let Push::Full = unsafe { self.push_entry(&nop) } {
+        if let Enqueued::QueueFull = unsafe { self.push_entry(&nop) } {
             return Err(unsupported("submission queue is full right after setup"));
         }
         for _ in 0..100 {
@@ -294,180 +299,23 @@ impl Uring {
         Err(unsupported("did not complete a NOP round trip"))
     }
 
-    /// A description of the ring for diagnostics.
-    pub(crate) fn describe(&self) -> String {
-        let p = self.ring.params();
-        format!(
-            "io_uring ({} sq / {} cq entries, {})",
-            p.sq_entries(),
-            p.cq_entries(),
-            self.setup
-        )
-    }
-
-    /// Operations run on the blocking pool because their opcode is missing.
-    pub(crate) fn offloaded(&self) -> u64 {
-        self.offload.spawned()
-    }
-
-    /// Completes during submission a read the page cache answers, a send that finds room
-    /// in its socket buffer, or a shutdown.
-    pub(crate) fn try_inline(&mut self, desc: &OpDesc) -> Option<Completion> {
-        // SAFETY: the op owning desc's memory is alive for the whole submission call.
-        unsafe {
-            match desc {
-                OpDesc::Read { .. } => self.inline.try_complete(desc),
-                _ => self.sends.try_complete(desc),
-            }
-        }
-    }
-
-    /// Operations completed during submission (page-cache reads, sends, shutdowns).
-    pub(crate) fn inline_completions(&self) -> u64 {
-        self.inline.hits + self.sends.hits
-    }
-
-    /// This ring's id, which registrations in its tables carry.
-    pub(crate) fn ring_id(&self) -> Option<NonZeroU32> {
-        Some(self.registry.id())
-    }
-
-    /// Puts `fd` into the ring's registered-file table.
-    ///
-    /// # Errors
-    ///
-    /// See [`fixed::Registry::register_file`].
-    pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<Registration>> {
-        self.registry.register_file(fd).map(Some)
-    }
-
-    /// Puts buffers into the ring's registered-buffer table.
-    ///
-    /// # Errors
-    ///
-    /// See [`fixed::Registry::register_buffers`].
-    pub(crate) fn register_buffers(
-        &self,
-        bufs: &[libc::iovec],
-    ) -> io::Result<Option<Registration>> {
-        self.registry.register_buffers(bufs).map(Some)
-    }
-
-    /// Whether streams may use multishot receives; sets up the buffer ring on first call.
-    ///
-    /// Multishot receive with a buffer ring dates from Linux 6.0; we require a feature bit
-    /// that proves a later kernel (IORING_FEAT_RECVSEND_BUNDLE, 6.10) rather than guess
-    /// from the version string, and RECV not being emulated.
-    pub(crate) fn multishot_recv(&mut self) -> bool {
-        if self.bufring.is_some() {
-            return true;
-        }
-        if self.no_multishot {
-            return false;
-        }
-        let recv_missing = self.missing & (1u128 << opcode::RecvMulti::CODE) != 0;
-        if recv_missing || !self.ring.params().is_feature_recvsend_bundle() {
-            self.no_multishot = true;
-            return false;
-        }
-        let Some(shape) = self.recv_buffers else {
-            self.no_multishot = true;
-            return false;
-        };
-        match bufring::BufRing::new(&self.ring, shape) {
-            Ok(br) => {
-                self.bufring = Some(br);
-                true
-            }
-            Err(_) => {
-                self.no_multishot = true;
-                false
-            }
-        }
-    }
-
-    /// The size of each provided buffer.
-    pub(crate) fn provided_buf_size(&self) -> usize {
-        self.bufring.as_ref().map_or(0, |b| b.buf_size())
-    }
-
-    /// The first `len` bytes of provided buffer `bid`.
-    pub(crate) fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
-        self.bufring
-            .as_ref()
-            .expect("coring: a completion named a provided buffer but no buffer ring exists")
-            .data(bid, len)
-    }
-
-    /// Hands provided buffer `bid` back to the kernel.
-    pub(crate) fn recycle_buf(&mut self, bid: u16) {
-        if let Some(br) = &mut self.bufring {
-            br.recycle(bid);
-        }
-    }
-
-    /// Provided buffers filled and not yet recycled.
-    pub(crate) fn provided_in_use(&self) -> usize {
-        self.bufring.as_ref().map_or(0, |b| b.in_use())
-    }
-
-    /// Cancels operation `key` if it is held (never submitted): it completes with
+    /// Cancels operation `key` if it is deferred (never submitted): it completes with
     /// ECANCELED at the next reap, and what waited behind it may go.
-    fn cancel_held(&mut self, key: usize) -> bool {
-        let Some(fd) = self.sends.unhold(key) else {
+    fn cancel_deferred(&mut self, key: usize) -> bool {
+        let Some(fd) = self.sends.undefer(key) else {
             return false;
         };
-        self.synth.push((key, Completion::error(libc::ECANCELED)));
-        self.release_held(fd);
+        self.completed_here
+            .push((key, Completion::error(libc::ECANCELED)));
+        self.submit_next_in_turn(fd);
         true
     }
 
-    /// Cancels operation `key` before returning: a held one at once; otherwise first hands
-    /// every queued submission to the kernel (a request still in the queue cannot be
-    /// found), then IORING_REGISTER_SYNC_CANCEL, then an enter with GETEVENTS so that
-    /// deferred task work posts the final completion.
-    ///
-    /// # Errors
-    ///
-    /// If the queue could not be emptied or the kernel refused; the caller then cancels
-    /// asynchronously.
-    pub(crate) fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
-        if self.cancel_held(key) {
-            return Ok(());
-        }
-        if self.offload.has(key) {
-            // Not in the ring (the kernel lacks its opcode): the ring would answer ENOENT,
-            // "finished". Stop the pool job's wait instead; it completes with ECANCELED
-            // through a later reap, so this cancel is not synchronous.
-            self.offload.cancel(key);
-            return Err(io::Error::from_raw_os_error(libc::EINPROGRESS));
-        }
-        self.ring.submit()?;
-        let mut sq = self.ring.submission();
-        sq.sync();
-        if !sq.is_empty() {
-            return Err(io::Error::from_raw_os_error(libc::EBUSY));
-        }
-        drop(sq);
-        let timeout = types::Timespec::new().sec(1);
-        match self
-            .ring
-            .submitter()
-            .register_sync_cancel(Some(timeout), types::CancelBuilder::user_data(key as u64))
-        {
-            Ok(()) => {}
-            // Already finished: its final completion is in the queue or being posted.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e),
-        }
-        // SAFETY: an enter with no submissions and no argument; GETEVENTS with
-        // min_complete 0 runs pending task work and returns without waiting.
-        unsafe {
-            self.ring
-                .submitter()
-                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)?
-        };
-        Ok(())
+    /// Whether the test hook sends operation `name` to the pool as if its opcode were
+    /// missing.
+    #[inline]
+    fn hides(&self, name: &str) -> bool {
+        !self.hidden.is_empty() && self.hidden.iter().any(|h| h == name)
     }
 
     /// The index of a registered entry, if it is in this ring's tables.
@@ -475,11 +323,6 @@ impl Uring {
         fixed
             .filter(|f| f.ring == self.registry.id())
             .map(|f| f.index)
-    }
-
-    /// Makes the next `enter` calls fail with these errnos (test hook).
-    pub(crate) fn inject_enter_errors(&mut self, errnos: &[i32]) {
-        self.injected.extend(errnos);
     }
 
     /// Queues the read on the wakeup eventfd; returns whether it was queued (a full queue
@@ -494,32 +337,20 @@ impl Uring {
         .user_data(WAKE_TOKEN);
         // SAFETY: `wake_buf` is leaked ('static) and the eventfd is kept open by the Arc
         // in `self.wake` for as long as the ring exists.
-        self.wake_armed = matches!(unsafe { self.push_entry(&entry) }, Push::Queued);
+        self.wake_armed = matches!(unsafe { self.push_entry(&entry) }, Enqueued::Yes);
         self.wake_armed
     }
 
     /// # Safety
     ///
     /// Every pointer in `entry` must stay valid until its completion is reaped.
-    unsafe fn push_entry(&mut self, entry: &squeue::Entry) -> Push {
+    unsafe fn push_entry(&mut self, entry: &squeue::Entry) -> Enqueued {
         let mut sq = self.ring.submission();
         // SAFETY: forwarded from the caller.
         match unsafe { sq.push(entry) } {
-            Ok(()) => Push::Queued,
-            Err(_) => Push::Full,
+            Ok(()) => Enqueued::Yes,
+            Err(_) => Enqueued::QueueFull,
         }
-    }
-
-    pub(crate) fn push(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
-        // A stream send or shutdown behind an earlier one of its socket waits its turn.
-        if self.sends.hold(key, desc) {
-            return Ok(Push::Queued);
-        }
-        if let OpDesc::Shutdown { .. } = desc {
-            self.shutdown_now(key, desc);
-            return Ok(Push::Queued);
-        }
-        self.submit_op(key, desc)
     }
 
     /// Runs `shutdown(2)` for operation `key` (it never blocks; the ring would run it on a
@@ -527,49 +358,50 @@ impl Uring {
     /// reap.
     fn shutdown_now(&mut self, key: usize, desc: &OpDesc) {
         // SAFETY: a shutdown carries no pointers.
-        let res = unsafe { sys::execute(desc) };
-        self.synth.push((key, Completion { res, flags: 0 }));
+        let res = unsafe { syscall::execute(desc) };
+        self.completed_here
+            .push((key, Completion { res, flags: 0 }));
     }
 
-    /// Submits the held operations of `fd` that are free to go: shutdowns run at once, and
-    /// the first send goes to the ring (the ones after it wait for its completion).
-    fn release_held(&mut self, fd: RawFd) {
-        while let Some((key, desc)) = self.sends.release(fd) {
+    /// Submits the deferred operations of `fd` that are free to go: shutdowns run at once,
+    /// and the first send goes to the ring (the ones after it wait for its completion).
+    fn submit_next_in_turn(&mut self, fd: RawFd) {
+        while let Some((key, desc)) = self.sends.next_in_turn(fd) {
             if let OpDesc::Shutdown { .. } = desc {
                 self.shutdown_now(key, &desc);
                 continue;
             }
             let mut pushed = self.submit_op(key, &desc);
-            if let Ok(Push::Full) = pushed {
+            if let Ok(Enqueued::QueueFull) = pushed {
                 // Hand the queued entries to the kernel to make room, then try once more.
                 let _ = self.ring.submit();
                 pushed = self.submit_op(key, &desc);
             }
             match pushed {
-                Ok(Push::Queued) => {}
-                Ok(Push::Full) => {
+                Ok(Enqueued::Yes) => {}
+                Ok(Enqueued::QueueFull) => {
                     // Retried by the next enter, which does not sleep long meanwhile.
-                    self.sends.unrelease(key, desc);
-                    self.stalled.push(fd);
+                    self.sends.put_back(key, desc);
+                    self.blocked_on_full_sq.push(fd);
                     return;
                 }
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    self.synth.push((key, Completion::error(errno)));
+                    self.completed_here.push((key, Completion::error(errno)));
                 }
             }
         }
     }
 
     /// Puts `desc` in the ring (or on the pool when the kernel lacks its opcode).
-    fn submit_op(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+    fn submit_op(&mut self, key: usize, desc: &OpDesc) -> io::Result<Enqueued> {
         let entry = self.sqe(desc).user_data(key as u64);
-        if self.missing & (1u128 << entry.get_opcode()) != 0 {
+        if self.missing & (1u128 << entry.get_opcode()) != 0 || self.hides(desc.name()) {
             // The kernel lacks this opcode: run the same description as a syscall on the
             // blocking pool; its completion comes back through `reap` like a CQE.
             self.offload.spawn(key, *desc);
-            self.sends.queued(key, desc);
-            return Ok(Push::Queued);
+            self.sends.submitted(key, desc);
+            return Ok(Enqueued::Yes);
         }
         if let OpDesc::RecvMulti { .. } = desc {
             if self.bufring.is_none() {
@@ -581,10 +413,10 @@ impl Uring {
         // a multishot receive writes only into the buffer ring, which lives as long as
         // the ring (or is leaked, see `Drop`).
         let pushed = unsafe { self.push_entry(&entry) };
-        if let Push::Queued = pushed {
-            self.sends.queued(key, desc);
+        if let Enqueued::Yes = pushed {
+            self.sends.submitted(key, desc);
         }
-        if let (Push::Queued, OpDesc::RecvMulti { .. }) = (&pushed, desc) {
+        if let (Enqueued::Yes, OpDesc::RecvMulti { .. }) = (&pushed, desc) {
             if self.multishot.len() <= key {
                 self.multishot.resize(key + 1, false);
             }
@@ -592,140 +424,6 @@ impl Uring {
             self.multishot_live += 1;
         }
         Ok(pushed)
-    }
-
-    pub(crate) fn cancel(&mut self, key: usize) -> io::Result<Push> {
-        if self.cancel_held(key) {
-            return Ok(Push::Queued);
-        }
-        // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
-        self.offload.cancel(key);
-        let entry = opcode::AsyncCancel::new(key as u64)
-            .build()
-            .user_data(CANCEL_TOKEN);
-        // SAFETY: a cancel request carries no pointers.
-        Ok(unsafe { self.push_entry(&entry) })
-    }
-
-    pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
-        if let Some(errno) = self.injected.pop_front() {
-            return Err(super::classify_enter_error(io::Error::from_raw_os_error(
-                errno,
-            )));
-        }
-        for fd in std::mem::take(&mut self.stalled) {
-            self.release_held(fd);
-        }
-        if self.offload.has_completions() || !self.synth.is_empty() {
-            // Results are waiting outside the ring: do not sleep on it.
-            wait = Wait::No;
-        }
-        if !self.stalled.is_empty() {
-            // A held send still finds no room in the queue (the kernel has not taken the
-            // entries yet, e.g. SQPOLL): come back soon rather than sleep past it.
-            if let Wait::Park(t) = wait {
-                wait = Wait::Park(Some(
-                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
-                ));
-            }
-        }
-        if let Wait::Park(t) = wait {
-            if !self.wake_armed && !self.arm_wake() {
-                // Without the eventfd read armed, a wake from another thread could not end
-                // the sleep: sleep briefly instead, and arm it on the next reap.
-                wait = Wait::Park(Some(
-                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
-                ));
-            }
-        }
-        if let Wait::No = wait {
-            let mut sq = self.ring.submission();
-            sq.sync();
-            if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
-                return Ok(());
-            }
-        }
-        let submitter = self.ring.submitter();
-        let res = match wait {
-            Wait::No => submitter.submit(),
-            Wait::Park(None) => submitter.submit_and_wait(1),
-            Wait::Park(Some(d)) => {
-                let ts = types::Timespec::from(d);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(1, &args)
-            }
-        };
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
-            Err(e) => Err(super::classify_enter_error(e)),
-        }
-    }
-
-    pub(crate) fn reap(&mut self, sink: &mut dyn FnMut(usize, Completion)) {
-        let mut rearm = false;
-        // Descriptors whose queued send finished with a held one behind it.
-        let mut freed: Vec<RawFd> = Vec::new();
-        {
-            let mut cq = self.ring.completion();
-            cq.sync();
-            for cqe in &mut cq {
-                match cqe.user_data() {
-                    CANCEL_TOKEN | PROBE_TOKEN => {}
-                    WAKE_TOKEN => {
-                        self.wake_armed = false;
-                        rearm = true;
-                    }
-                    key => {
-                        let key = key as usize;
-                        let flags = cqe.flags();
-                        if let (Some(br), Some(bid)) =
-                            (&mut self.bufring, cqueue::buffer_select(flags))
-                        {
-                            br.taken(bid);
-                        }
-                        if !cqueue::more(flags) {
-                            if self.multishot.get(key) == Some(&true) {
-                                self.multishot[key] = false;
-                                self.multishot_live -= 1;
-                            }
-                            if let Some(fd) = self.sends.finished(key) {
-                                freed.push(fd);
-                            }
-                        }
-                        sink(
-                            key,
-                            Completion {
-                                res: cqe.result(),
-                                flags,
-                            },
-                        )
-                    }
-                }
-            }
-        }
-        let sends = &mut self.sends;
-        self.offload.drain(&mut |key, c| {
-            if let Some(fd) = sends.finished(key) {
-                freed.push(fd);
-            }
-            sink(key, c);
-        });
-        for fd in freed {
-            self.release_held(fd);
-        }
-        for (key, c) in std::mem::take(&mut self.synth) {
-            sink(key, c);
-        }
-        if rearm || !self.wake_armed {
-            // A full queue leaves it unarmed (wake_armed stays false) and the next reap
-            // tries again; meanwhile remote wakes still land in the eventfd counter.
-            self.arm_wake();
-        }
-    }
-
-    pub(crate) fn unparker(&self) -> Arc<dyn Unpark> {
-        self.wake.clone()
     }
 
     /// Translates a description into an SQE: the only place that knows opcodes, and the
@@ -793,6 +491,15 @@ impl Uring {
                 };
                 opcode::Fsync::new(fd(f)).flags(sync).build()
             }
+            OpDesc::Fallocate {
+                fd: f,
+                mode,
+                offset,
+                len,
+            } => opcode::Fallocate::new(fd(f), len)
+                .offset(offset)
+                .mode(mode)
+                .build(),
             OpDesc::OpenAt {
                 dirfd,
                 path,
@@ -881,36 +588,316 @@ impl Uring {
     }
 }
 
+impl Backend for Uring {
+    fn push(&mut self, key: usize, desc: &OpDesc, inline: bool) -> io::Result<Push> {
+        if inline {
+            // SAFETY: the op owning desc's memory is alive for the whole submission call.
+            let done = unsafe {
+                match desc {
+                    OpDesc::Read { .. } => self.cached.try_complete(desc),
+                    _ => self.sends.try_complete(desc),
+                }
+            };
+            if let Some(c) = done {
+                return Ok(Push::Completed(c));
+            }
+        }
+        // A stream send or shutdown behind an earlier one of its socket waits its turn.
+        if self.sends.defer(key, desc) {
+            return Ok(Push::Queued);
+        }
+        if let OpDesc::Shutdown { .. } = desc {
+            self.shutdown_now(key, desc);
+            return Ok(Push::Queued);
+        }
+        Ok(match self.submit_op(key, desc)? {
+            Enqueued::Yes => Push::Queued,
+            Enqueued::QueueFull => Push::Full,
+        })
+    }
+
+    fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
+        if self.cancel_deferred(key) {
+            return Ok(Enqueued::Yes);
+        }
+        // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
+        self.offload.cancel(key);
+        let entry = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_TOKEN);
+        // SAFETY: a cancel request carries no pointers.
+        Ok(unsafe { self.push_entry(&entry) })
+    }
+
+    fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        for fd in std::mem::take(&mut self.blocked_on_full_sq) {
+            self.submit_next_in_turn(fd);
+        }
+        if self.offload.has_completions() || !self.completed_here.is_empty() {
+            // Results are waiting outside the ring: do not sleep on it.
+            wait = Wait::No;
+        }
+        if !self.blocked_on_full_sq.is_empty() {
+            // A deferred send still finds no room in the queue (the kernel has not taken the
+            // entries yet, e.g. SQPOLL): come back soon rather than sleep past it.
+            if let Wait::Park(t) = wait {
+                wait = Wait::Park(Some(
+                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
+                ));
+            }
+        }
+        if let Wait::Park(t) = wait {
+            if !self.wake_armed && !self.arm_wake() {
+                // Without the eventfd read armed, a wake from another thread could not end
+                // the sleep: sleep briefly instead, and arm it on the next reap.
+                wait = Wait::Park(Some(
+                    t.map_or(MAX_UNARMED_SLEEP, |t| t.min(MAX_UNARMED_SLEEP)),
+                ));
+            }
+        }
+        if let Wait::No = wait {
+            let mut sq = self.ring.submission();
+            sq.sync();
+            if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
+                return Ok(());
+            }
+        }
+        let submitter = self.ring.submitter();
+        let res = match wait {
+            Wait::No => submitter.submit(),
+            Wait::Park(None) => submitter.submit_and_wait(1),
+            Wait::Park(Some(d)) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(e) => Err(classify_enter_error(e)),
+        }
+    }
+
+    fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {
+        let mut rearm = false;
+        // Descriptors whose submitted send finished with a deferred one behind it.
+        let mut freed: Vec<RawFd> = Vec::new();
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                match cqe.user_data() {
+                    CANCEL_TOKEN | PROBE_TOKEN => {}
+                    WAKE_TOKEN => {
+                        self.wake_armed = false;
+                        rearm = true;
+                    }
+                    key => {
+                        let key = key as usize;
+                        let flags = cqe.flags();
+                        if let (Some(br), Some(bid)) =
+                            (&mut self.bufring, cqueue::buffer_select(flags))
+                        {
+                            br.taken(bid);
+                        }
+                        if !cqueue::more(flags) {
+                            if self.multishot.get(key) == Some(&true) {
+                                self.multishot[key] = false;
+                                self.multishot_live -= 1;
+                            }
+                            if let Some(fd) = self.sends.finished(key) {
+                                freed.push(fd);
+                            }
+                        }
+                        sink(
+                            key,
+                            Completion {
+                                res: cqe.result(),
+                                flags,
+                            },
+                        )
+                    }
+                }
+            }
+        }
+        let sends = &mut self.sends;
+        self.offload.drain(&mut |key, c| {
+            if let Some(fd) = sends.finished(key) {
+                freed.push(fd);
+            }
+            sink(key, c);
+        });
+        for fd in freed {
+            self.submit_next_in_turn(fd);
+        }
+        for (key, c) in std::mem::take(&mut self.completed_here) {
+            sink(key, c);
+        }
+        if rearm || !self.wake_armed {
+            // A full queue leaves it unarmed (wake_armed stays false) and the next reap
+            // tries again; meanwhile remote wakes still land in the eventfd counter.
+            self.arm_wake();
+        }
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        self.wake.clone()
+    }
+
+    /// A description of the ring for diagnostics.
+    fn describe(&self) -> String {
+        let p = self.ring.params();
+        format!(
+            "io_uring ({} sq / {} cq entries, {})",
+            p.sq_entries(),
+            p.cq_entries(),
+            self.setup
+        )
+    }
+
+    /// Operations run on the blocking pool because their opcode is missing.
+    fn offloaded(&self) -> u64 {
+        self.offload.spawned()
+    }
+
+    /// Cancels operation `key` before returning: a deferred one at once; otherwise first hands
+    /// every queued submission to the kernel (a request still in the queue cannot be
+    /// found), then IORING_REGISTER_SYNC_CANCEL, then an enter with GETEVENTS so that
+    /// deferred task work posts the final completion.
+    ///
+    /// # Errors
+    ///
+    /// If the queue could not be emptied or the kernel refused; the caller then cancels
+    /// asynchronously.
+    fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
+        if self.cancel_deferred(key) {
+            return Ok(());
+        }
+        if self.offload.has(key) {
+            // Not in the ring (the kernel lacks its opcode): the ring would answer ENOENT,
+            // "finished". Stop the pool job's wait instead; it completes with ECANCELED
+            // through a later reap, so this cancel is not synchronous.
+            self.offload.cancel(key);
+            return Err(io::Error::from_raw_os_error(libc::EINPROGRESS));
+        }
+        self.ring.submit()?;
+        let mut sq = self.ring.submission();
+        sq.sync();
+        if !sq.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        drop(sq);
+        let timeout = types::Timespec::new().sec(1);
+        match self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::user_data(key as u64))
+        {
+            Ok(()) => {}
+            // Already finished: its final completion is in the queue or being posted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        // SAFETY: an enter with no submissions and no argument; GETEVENTS with
+        // min_complete 0 runs pending task work and returns without waiting.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)?
+        };
+        Ok(())
+    }
+
+    /// This ring's id, which registrations in its tables carry.
+    fn ring_id(&self) -> Option<NonZeroU32> {
+        Some(self.registry.id())
+    }
+
+    /// Puts `fd` into the ring's registered-file table.
+    ///
+    /// # Errors
+    ///
+    /// See [`fixed::Registry::register_file`].
+    fn register_file(&self, fd: RawFd) -> io::Result<Option<Registration>> {
+        self.registry.register_file(fd).map(Some)
+    }
+
+    /// Puts buffers into the ring's registered-buffer table.
+    ///
+    /// # Errors
+    ///
+    /// See [`fixed::Registry::register_buffers`].
+    fn register_buffers(&self, bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
+        self.registry.register_buffers(bufs).map(Some)
+    }
+
+    /// Whether streams may use multishot receives; sets up the buffer ring on first call.
+    ///
+    /// Multishot receive with a buffer ring dates from Linux 6.0; we require a feature bit
+    /// that proves a later kernel (IORING_FEAT_RECVSEND_BUNDLE, 6.10) rather than guess
+    /// from the version string, and RECV not being hidden by the test hook.
+    fn multishot_recv(&mut self) -> bool {
+        if self.bufring.is_some() {
+            return true;
+        }
+        if self.no_multishot {
+            return false;
+        }
+        let recv_missing = self.missing & (1u128 << opcode::RecvMulti::CODE) != 0
+            || self.hides("recv")
+            || self.hides("recv_multi");
+        if recv_missing || !self.ring.params().is_feature_recvsend_bundle() {
+            self.no_multishot = true;
+            return false;
+        }
+        let Some(shape) = self.recv_buffers else {
+            self.no_multishot = true;
+            return false;
+        };
+        match bufring::BufRing::new(&self.ring, shape) {
+            Ok(br) => {
+                self.bufring = Some(br);
+                true
+            }
+            Err(_) => {
+                self.no_multishot = true;
+                false
+            }
+        }
+    }
+
+    /// The size of each provided buffer.
+    fn provided_buf_size(&self) -> usize {
+        self.bufring.as_ref().map_or(0, |b| b.buf_size())
+    }
+
+    /// The first `len` bytes of provided buffer `bid`.
+    fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {
+        self.bufring
+            .as_ref()
+            .expect("coring: a completion named a provided buffer but no buffer ring exists")
+            .data(bid, len)
+    }
+
+    /// Hands provided buffer `bid` back to the kernel.
+    fn recycle_buf(&mut self, bid: u16) {
+        if let Some(br) = &mut self.bufring {
+            br.recycle(bid);
+        }
+    }
+
+    /// Provided buffers filled and not yet recycled.
+    fn provided_in_use(&self) -> usize {
+        self.bufring.as_ref().map_or(0, |b| b.in_use())
+    }
+}
+
 /// Opcodes the ring itself needs (wakeups, cancellation, the setup round trip).
 const CORE_OPCODES: &[(u8, &str)] = &[
     (opcode::Nop::CODE, "NOP"),
     (opcode::Read::CODE, "READ"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-];
-
-/// Opcodes of the operations; any the kernel lacks runs on the blocking pool instead.
-pub(crate) const USER_OPCODES: &[(u8, &str)] = &[
-    (opcode::Nop::CODE, "NOP"),
-    (opcode::Read::CODE, "READ"),
-    (opcode::Write::CODE, "WRITE"),
-    (opcode::ReadFixed::CODE, "READ_FIXED"),
-    (opcode::WriteFixed::CODE, "WRITE_FIXED"),
-    (opcode::Readv::CODE, "READV"),
-    (opcode::Writev::CODE, "WRITEV"),
-    (opcode::Fsync::CODE, "FSYNC"),
-    (opcode::OpenAt::CODE, "OPENAT"),
-    (opcode::Close::CODE, "CLOSE"),
-    (opcode::Statx::CODE, "STATX"),
-    (opcode::UnlinkAt::CODE, "UNLINKAT"),
-    (opcode::RenameAt::CODE, "RENAMEAT"),
-    (opcode::MkDirAt::CODE, "MKDIRAT"),
-    (opcode::Accept::CODE, "ACCEPT"),
-    (opcode::Connect::CODE, "CONNECT"),
-    (opcode::Recv::CODE, "RECV"),
-    (opcode::Send::CODE, "SEND"),
-    (opcode::RecvMsg::CODE, "RECVMSG"),
-    (opcode::SendMsg::CODE, "SENDMSG"),
-    (opcode::Shutdown::CODE, "SHUTDOWN"),
 ];
 
 /// The eventfd other threads write to wake a parked ring.

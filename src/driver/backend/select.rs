@@ -1,0 +1,125 @@
+//! Choosing and building the backend a runtime runs on: the one place that knows which
+//! backends exist on which platform, and why a runtime runs on the fallback.
+
+use std::io;
+
+use super::fallback::Fallback;
+#[cfg(target_os = "linux")]
+use super::uring;
+use super::AnyBackend;
+use crate::runtime::BackendKind;
+
+/// What the builder asks of the backend.
+#[derive(Debug, Clone)]
+// The ring settings are read only where io_uring exists (Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) struct BackendConfig {
+    /// Submission queue entries (io_uring).
+    pub(crate) entries: u32,
+    /// Completion queue entries (io_uring; `None`: twice the submission queue).
+    pub(crate) cq_entries: Option<u32>,
+    /// SQPOLL with this idle time (io_uring).
+    pub(crate) sqpoll_idle_ms: Option<u32>,
+    /// Operations to run on the blocking pool as if io_uring lacked their opcode (test
+    /// hook), by name.
+    pub(crate) emulate_missing: Vec<String>,
+    /// Provided buffers of multishot stream receives, (count, size); `None`: streams read
+    /// single-shot.
+    pub(crate) recv_buffers: Option<(u16, usize)>,
+}
+
+/// What a fallback chosen on request says about itself.
+const REQUESTED: &str = "fallback requested (Builder::backend or CORING_BACKEND)";
+
+/// Builds the backend of kind `kind` and, when it is the fallback, says why.
+///
+/// # Errors
+///
+/// With io_uring forced, the kernel's error as is (errno intact), never a silent fallback;
+/// `Unsupported` for a backend this platform (or build) does not have; the fallback's own
+/// setup error.
+pub(crate) fn build(
+    kind: BackendKind,
+    cfg: &BackendConfig,
+) -> io::Result<(AnyBackend, Option<String>)> {
+    match kind {
+        BackendKind::Mock => mock(),
+        BackendKind::Fallback => Ok((
+            AnyBackend::Fallback(Fallback::new()?),
+            Some(REQUESTED.to_string()),
+        )),
+        BackendKind::IoUring | BackendKind::Auto => platform(kind, cfg),
+    }
+}
+
+#[cfg(feature = "test-util")]
+fn mock() -> io::Result<(AnyBackend, Option<String>)> {
+    Ok((AnyBackend::Mock(super::mock::Mock::new()), None))
+}
+
+#[cfg(not(feature = "test-util"))]
+fn mock() -> io::Result<(AnyBackend, Option<String>)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "coring: BackendKind::Mock is test support; enable coring's `test-util` feature \
+         (as a dev-dependency) to use it",
+    ))
+}
+
+/// io_uring, forced or automatic; with `Auto`, the fallback where the kernel does not let
+/// io_uring serve (logged once per process).
+#[cfg(target_os = "linux")]
+fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
+    let ring_cfg = uring::UringConfig {
+        entries: cfg.entries,
+        cq_entries: cfg.cq_entries,
+        sqpoll_idle_ms: cfg.sqpoll_idle_ms,
+        emulate_missing: cfg.emulate_missing.clone(),
+        recv_buffers: cfg
+            .recv_buffers
+            .map(|(count, size)| uring::RecvBuffers { count, size }),
+    };
+    match uring::Uring::new(&ring_cfg) {
+        Ok(ring) => Ok((AnyBackend::Uring(ring), None)),
+        Err(e) if kind == BackendKind::Auto && io_uring_unavailable(&e.error) => {
+            let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
+            log_fallback_once(&reason);
+            Ok((AnyBackend::Fallback(Fallback::new()?), Some(reason)))
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+/// Without io_uring, `Auto` is the fallback; asking for io_uring is an error rather than a
+/// silent substitute.
+#[cfg(not(target_os = "linux"))]
+fn platform(kind: BackendKind, _cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
+    const LINUX_ONLY: &str = "io_uring is only available on Linux";
+    if kind == BackendKind::IoUring {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("coring: {LINUX_ONLY}; use BackendKind::Auto or BackendKind::Fallback"),
+        ));
+    }
+    Ok((
+        AnyBackend::Fallback(Fallback::new()?),
+        Some(LINUX_ONLY.to_string()),
+    ))
+}
+
+/// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
+/// (out of descriptors) that the fallback would hit too.
+#[cfg(target_os = "linux")]
+fn io_uring_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::ENOSYS | libc::EACCES | libc::ENOMEM | libc::EINVAL)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Says once per process, on stderr, why the runtime fell back.
+#[cfg(target_os = "linux")]
+fn log_fallback_once(reason: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
+}
