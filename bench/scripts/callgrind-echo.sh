@@ -8,6 +8,8 @@
 #  2. and 3. the vs_tokio bench's coring (fallback) and tokio current_thread servers, the
 #     same harness and the same tokio client for both, so their ratio compares the two
 #     runtimes' user-space cost per request (kernel work is not counted).
+# Every one of these servers is the harness's echo server (`coring_bench::echo::server::serve`,
+# written once for every runtime), which is how the server thread's profile is found.
 # The fallback backend only: valgrind does not run io_uring's shared rings. The layers
 # above the backend (tasks, ops, the driver's table) are the same code on both backends.
 #
@@ -16,9 +18,11 @@ set -euo pipefail
 secs=${1:-3}
 conns=${2:-16}
 cargo build --release -q -p coring-bench
-vs_tokio=$(cargo bench --bench vs_tokio --no-run 2>&1 \
+vs_tokio=$(cargo bench -p coring-bench --bench vs_tokio --no-run 2>&1 \
     | grep -o 'target/release/deps/vs_tokio-[0-9a-f]*' | head -1)
 [[ -x $vs_tokio ]] || { echo "callgrind-echo: could not build the vs_tokio bench" >&2; exit 1; }
+# The function every echo server thread runs (and no client thread does).
+server=coring_bench::echo::server::serve
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -49,17 +53,17 @@ per_request() {
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/bench.out" \
     target/release/coring-bench echo --backend fallback --client-backend fallback \
     --secs "$secs" --warmup 1 --conns "$conns" --no-progress >/dev/null 2>"$out/valgrind.log"
-per_request "coring-bench echo, fallback" "$out/bench.out" "echo::server_thread"
+per_request "coring-bench echo, fallback" "$out/bench.out" "$server"
 
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/coring.out" \
     "$vs_tokio" --only echo --backends fallback --no-tokio --reps 1 --secs "$secs" \
     --warmup 1 --conns "$conns" >/dev/null 2>>"$out/valgrind.log"
-per_request "vs_tokio: coring fallback" "$out/coring.out" "vs_tokio::coring_server"
+per_request "vs_tokio: coring fallback" "$out/coring.out" "$server"
 
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/tokio.out" \
     "$vs_tokio" --only echo --backends "" --reps 1 --secs "$secs" \
     --warmup 1 --conns "$conns" >/dev/null 2>>"$out/valgrind.log"
-per_request "vs_tokio: tokio current_thread" "$out/tokio.out" "vs_tokio::tokio_server"
+per_request "vs_tokio: tokio current_thread" "$out/tokio.out" "$server"
 
 awk -v c="$(cat "$out/vs_tokio: coring fallback.per")" \
     -v t="$(cat "$out/vs_tokio: tokio current_thread.per")" \

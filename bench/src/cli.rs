@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use coring::BackendKind;
 
+use crate::args::{ArgError, Flags};
 use crate::report::Mode;
 
 /// The help text.
@@ -143,28 +144,6 @@ fn parse_backends(v: &str) -> Result<Vec<BackendKind>, String> {
     }
 }
 
-fn parse_list<T>(flag: &str, v: &str, one: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    let items: Option<Vec<T>> = v.split(',').map(|s| one(s.trim())).collect();
-    match items {
-        Some(items) if !items.is_empty() => Ok(items),
-        _ => Err(format!("{flag}: cannot parse '{v}'")),
-    }
-}
-
-fn positive(s: &str) -> Option<usize> {
-    s.parse().ok().filter(|&n| n > 0)
-}
-
-fn secs(flag: &str, v: &str, allow_zero: bool) -> Result<Duration, String> {
-    let bad = || format!("{flag} takes a number of seconds, not '{v}'");
-    let s: f64 = v.parse().map_err(|_| bad())?;
-    let d = Duration::try_from_secs_f64(s).map_err(|_| bad())?;
-    if (d.is_zero() && !allow_zero) || d > Duration::from_secs(3600) {
-        return Err(format!("{flag} must be in (0, 3600] seconds, not '{v}'"));
-    }
-    Ok(d)
-}
-
 /// Parses the arguments (without the program name). `env_backend` is `CORING_BACKEND`,
 /// which picks the default backend and must agree with an explicit `--backend`.
 ///
@@ -180,20 +159,15 @@ pub fn parse(
     let mut backends = None;
     let mut secs_given = None;
     let mut warmup_given = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
+    let mut flags = Flags::new(args);
+    loop {
+        let flag = match flags.next_flag() {
+            Ok(Some(flag)) => flag,
+            Ok(None) => break,
+            Err(ArgError::Help) => return Ok(Command::Help),
+            Err(ArgError::Bad(msg)) => return Err(msg),
         };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
+        match flag.name.as_str() {
             "echo" => modes.push(Mode::Echo),
             "fread" => modes.push(Mode::Fread),
             "spawn" => modes.push(Mode::Spawn),
@@ -201,16 +175,17 @@ pub fn parse(
             "--json" => cfg.json = true,
             "--linear-y" => cfg.log_y = false,
             "--no-progress" => cfg.progress = false,
-            "--backend" => backends = Some(parse_backends(&value()?)?),
+            "--backend" => backends = Some(parse_backends(&flags.value(&flag)?)?),
             "--client-backend" => {
-                let v = value()?;
-                cfg.client_backend = BackendKind::parse(&v).map_err(|e| format!("{flag}: {e}"))?;
+                let v = flags.value(&flag)?;
+                cfg.client_backend =
+                    BackendKind::parse(&v).map_err(|e| format!("{}: {e}", flag.name))?;
             }
-            "--conns" => cfg.conns = parse_list(&flag, &value()?, positive)?,
-            "--size" => cfg.sizes = parse_list(&flag, &value()?, positive)?,
-            "--qd" => cfg.qds = parse_list(&flag, &value()?, positive)?,
+            "--conns" => cfg.conns = flags.counts(&flag)?,
+            "--size" => cfg.sizes = flags.counts(&flag)?,
+            "--qd" => cfg.qds = flags.counts(&flag)?,
             "--rate" => {
-                cfg.rates = parse_list(&flag, &value()?, |s| match s {
+                cfg.rates = flags.list(&flag, |s| match s {
                     "closed" => Some(None),
                     s => s
                         .parse::<f64>()
@@ -219,13 +194,13 @@ pub fn parse(
                         .map(Some),
                 })?
             }
-            "--secs" => secs_given = Some(secs(&flag, &value()?, false)?),
-            "--warmup" => warmup_given = Some(secs(&flag, &value()?, true)?),
-            "--file-mb" => cfg.file_mb = parse_list(&flag, &value()?, positive)?[0] as u64,
-            "--tasks" => cfg.tasks = parse_list(&flag, &value()?, positive)?[0] as u64,
-            "--timers" => cfg.timers = parse_list(&flag, &value()?, positive)?[0] as u64,
-            "--plot" => cfg.plot = Some(PathBuf::from(value()?)),
-            _ => return Err(format!("unknown argument '{arg}'")),
+            "--secs" => secs_given = Some(flags.secs(&flag, false)?),
+            "--warmup" => warmup_given = Some(flags.secs(&flag, true)?),
+            "--file-mb" => cfg.file_mb = flags.count(&flag)? as u64,
+            "--tasks" => cfg.tasks = flags.count(&flag)? as u64,
+            "--timers" => cfg.timers = flags.count(&flag)? as u64,
+            "--plot" => cfg.plot = Some(PathBuf::from(flags.value(&flag)?)),
+            _ => return Err(format!("unknown argument '{}'", flag.name)),
         }
     }
     let env = match env_backend.map(str::trim) {

@@ -26,7 +26,7 @@ use crate::thread::on_pinned_thread;
 pub const BLOCK: usize = 4096;
 
 /// The test file: every 4 KiB block starts with its index (little endian), so a read of
-/// the wrong offset is caught. Removed on drop.
+/// the wrong offset is caught ([`check_block`]). Removed on drop.
 #[derive(Debug)]
 pub struct TestFile {
     path: PathBuf,
@@ -34,14 +34,23 @@ pub struct TestFile {
 }
 
 impl TestFile {
-    /// Writes a `mb` MiB file in the temporary directory, syncs it and reads it once so
-    /// that every page is in the page cache.
+    /// [`TestFile::create_in`] the temporary directory.
     ///
     /// # Errors
     ///
     /// Any error creating, writing or reading the file.
     pub fn create(mb: u64) -> io::Result<TestFile> {
-        let path = std::env::temp_dir().join(format!("coring-bench-{}.dat", std::process::id()));
+        TestFile::create_in(&std::env::temp_dir(), mb)
+    }
+
+    /// Writes a `mb` MiB file in `dir`, syncs it (so that writeback does not run during the
+    /// measurements) and reads it once, so that every page is in the page cache.
+    ///
+    /// # Errors
+    ///
+    /// Any error creating, writing or reading the file.
+    pub fn create_in(dir: &Path, mb: u64) -> io::Result<TestFile> {
+        let path = dir.join(format!("coring-bench-{}.dat", std::process::id()));
         let tf = TestFile {
             path,
             blocks: mb * 1024 * 1024 / BLOCK as u64,
@@ -57,11 +66,22 @@ impl TestFile {
             }
             f.write_all(&chunk)?;
         }
-        // Written back now, so that writeback does not run during the measurements.
         f.sync_all()?;
         drop(f);
         let mut f = StdFile::open(&tf.path)?;
-        while f.read(&mut chunk)? > 0 {}
+        let mut total = 0;
+        loop {
+            match f.read(&mut chunk)? {
+                0 => break,
+                n => total += n as u64,
+            }
+        }
+        if total != tf.blocks * BLOCK as u64 {
+            return Err(io::Error::other(format!(
+                "read back {total} bytes of {}",
+                tf.blocks * BLOCK as u64
+            )));
+        }
         Ok(tf)
     }
 
@@ -78,8 +98,26 @@ impl TestFile {
 
 impl Drop for TestFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            eprintln!("cannot remove the test file {}: {e}", self.path.display());
+        }
     }
+}
+
+/// Checks a read of block `block` that returned `n` bytes into `buf`: a whole block, and
+/// the block asked for.
+///
+/// # Errors
+///
+/// What is wrong, in words.
+pub fn check_block(buf: &[u8], n: usize, block: u64) -> Result<(), String> {
+    if n != BLOCK || buf.len() < 8 || buf[..8] != block.to_le_bytes() {
+        return Err(format!(
+            "read of block {block} returned {n} bytes starting with {:?}",
+            &buf[..buf.len().min(8)]
+        ));
+    }
+    Ok(())
 }
 
 /// xorshift64: deterministic offsets, cheap next to a syscall.
@@ -182,13 +220,7 @@ pub fn run(
                 );
                 o.insert("offloaded_ops".into(), json!(m.offloaded));
             }
-            if let Some(f) = res.run_wait.filter(|&f| f > crate::echo::NOISY_WAIT) {
-                res.notes.push(format!(
-                    "the benchmark thread waited for a CPU {:.0}% of the window (other processes, or \
-                     this run's own helper threads, had it)",
-                    f * 100.0
-                ));
-            }
+            res.note_cpu_wait();
         }
         Err(e) => res.error = Some(e),
     }
@@ -279,11 +311,7 @@ async fn reader(file: Rc<coring::fs::File>, sh: Rc<Shared>, slot: usize) -> Resu
         buf = b;
         let t1 = Instant::now();
         let n = res.map_err(|e| format!("read of block {block}: {e}"))?;
-        if n != BLOCK || buf[..8] != block.to_le_bytes() {
-            return Err(format!(
-                "read of block {block} returned {n} bytes of the wrong content"
-            ));
-        }
+        check_block(&buf, n, block)?;
         sh.counter.fetch_add(1, Ordering::Relaxed);
         if t0 >= sh.warm_end {
             sh.hist.borrow_mut().record((t1 - t0).as_nanos() as u64);

@@ -1,6 +1,23 @@
 //! # coring-bench
 //!
-//! coring's latency benchmark tool. Every benchmark runs on the io_uring backend and on the
+//! coring's benchmark harness, and its latency benchmark tool. One home for benchmark code:
+//! the `coring-bench` binary and the comparison benches (`bench/benches/*.rs`: `vs_tokio`,
+//! `fread`, `stream`, `pingpong`, run with `cargo bench -p coring-bench --bench NAME`) are
+//! built from the same pieces:
+//!
+//! - [`args`]: command-line scanning;
+//! - [`sys`]: thread and process CPU clocks, run-queue wait, preemptions, CPU pinning;
+//! - [`hist`]: latency histograms (HDR) and percentiles; [`stats`]: rates, ratios, medians;
+//! - [`runs`]: interleaved rounds of contenders with medians and paired ratios;
+//! - [`load`]: the load generator's loop (closed or open loop, coordinated-omission
+//!   corrected) and the timeline a run's threads share;
+//! - [`echo`]: the echo server and load generator, written once for any runtime, and the
+//!   orchestration of an echo run on two pinned CPUs;
+//! - [`raw`] (Linux): the hand-written io_uring loops (ring setup, the raw echo server);
+//! - [`fread`]: the page-cache test file and its offsets; [`contender`]: coring contenders
+//!   on an exact backend.
+//!
+//! The tool, `coring-bench`, runs every benchmark on the io_uring backend and on the
 //! fallback (epoll) backend, back to back, so that one table compares them:
 //!
 //! - **echo**: a coring TCP echo server on one pinned CPU and a coring load generator on
@@ -28,14 +45,19 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod args;
 pub mod cli;
+pub mod contender;
 pub mod echo;
 pub mod fread;
 pub mod hist;
 pub mod load;
 pub mod micro;
 pub mod progress;
+#[cfg(target_os = "linux")]
+pub mod raw;
 pub mod report;
+pub mod runs;
 pub mod stats;
 pub mod svg;
 pub mod sys;

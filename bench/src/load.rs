@@ -1,6 +1,7 @@
 //! The load generator's per-connection loop, closed-loop or open-loop, written against a
-//! clock and a transport so that the same code runs on coring sockets and, in the tests,
-//! on a virtual clock with synthetic stalls.
+//! clock and a transport so that the same code runs on any runtime's sockets (coring's in
+//! `coring-bench`, tokio's in the `vs_tokio` bench) and, in the tests, on a virtual clock
+//! with synthetic stalls; and the timeline every thread of a run shares.
 //!
 //! Open loop follows wrk2: requests have a fixed schedule (request `k` of the whole run is
 //! due at `k / rate`, dealt round-robin over the connections), each connection has at most
@@ -9,13 +10,46 @@
 //! shows up in the latency of every request it delayed, not only in the one that was in
 //! flight (coordinated omission correction).
 
-use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::hist::LatencyHist;
+
+/// The timeline of one run, shared by every thread of it: warm-up from `start` to
+/// `warm_end`, then the measured window until `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    /// When the run starts (time 0 of its [`Window`]).
+    pub start: Instant,
+    /// End of the warm-up, start of the measured window.
+    pub warm_end: Instant,
+    /// End of the measured window.
+    pub end: Instant,
+}
+
+impl Timeline {
+    /// A run that starts now: `warmup`, then `secs` measured.
+    pub fn starting_now(warmup: Duration, secs: Duration) -> Timeline {
+        let start = Instant::now();
+        Timeline {
+            start,
+            warm_end: start + warmup,
+            end: start + warmup + secs,
+        }
+    }
+
+    /// The measured window in nanoseconds since `start`, as the load loop counts time.
+    pub fn window(&self) -> Window {
+        let ns = |t: Instant| t.duration_since(self.start).as_nanos() as u64;
+        Window {
+            warm_end_ns: ns(self.warm_end),
+            end_ns: ns(self.end),
+        }
+    }
+}
 
 /// The measured part of a run, in nanoseconds since the run's start. Nothing is sent at or
 /// after `end_ns`; every reply that arrives at or after `warm_end_ns` is measured, earlier
@@ -101,32 +135,73 @@ pub trait Clock {
     fn sleep_until_ns(&self, t_ns: u64) -> impl Future<Output = ()>;
 }
 
+/// The real clock, on any runtime: time since `start`, and that runtime's
+/// `sleep_until(Instant)` (a function or a closure that captures nothing, so the clock is
+/// `Copy`, `Send` and `Sync` wherever the runtime's sleep future is).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock<S> {
+    start: Instant,
+    sleep_until: S,
+}
+
+impl<S> WallClock<S> {
+    /// Time 0 at `start`; waits with `sleep_until`.
+    pub fn new(start: Instant, sleep_until: S) -> WallClock<S> {
+        WallClock { start, sleep_until }
+    }
+
+    /// Waits until `t` with the runtime's own timer.
+    pub fn sleep_until<F>(&self, t: Instant) -> F
+    where
+        S: Fn(Instant) -> F,
+    {
+        (self.sleep_until)(t)
+    }
+}
+
+impl<S, F> Clock for WallClock<S>
+where
+    S: Fn(Instant) -> F,
+    F: Future<Output = ()>,
+{
+    fn now_ns(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.start)
+            .as_nanos() as u64
+    }
+
+    fn sleep_until_ns(&self, t_ns: u64) -> impl Future<Output = ()> {
+        (self.sleep_until)(self.start + Duration::from_nanos(t_ns))
+    }
+}
+
 /// One request and its reply.
 pub trait RoundTrip {
     /// Sends a request and waits for the whole reply.
     fn round_trip(&mut self) -> impl Future<Output = io::Result<()>>;
 }
 
-/// What the connections of one load generator measured; shared by its connections (one
-/// thread, so cells suffice).
+/// What one connection measured. Each connection owns its recorder (so a connection's
+/// task is `Send` wherever its socket is); a load generator merges them at the end.
 #[derive(Debug)]
 pub struct Recorder {
-    hist: RefCell<LatencyHist>,
-    requests: Cell<u64>,
-    warmup: Cell<u64>,
-    unsent: Cell<u64>,
+    hist: LatencyHist,
+    requests: u64,
+    warmup: u64,
+    unsent: u64,
     progress: Arc<AtomicU64>,
-    samples: Option<RefCell<Vec<(u64, u64)>>>,
+    samples: Option<Vec<(u64, u64)>>,
 }
 
 impl Recorder {
-    /// An empty recorder that also counts every completed request into `progress`.
+    /// An empty recorder that also counts every completed request into `progress` (shared
+    /// by the run's connections, read by the progress line).
     pub fn new(progress: Arc<AtomicU64>) -> Recorder {
         Recorder {
-            hist: RefCell::new(LatencyHist::new()),
-            requests: Cell::new(0),
-            warmup: Cell::new(0),
-            unsent: Cell::new(0),
+            hist: LatencyHist::new(),
+            requests: 0,
+            warmup: 0,
+            unsent: 0,
             progress,
             samples: None,
         }
@@ -136,59 +211,67 @@ impl Recorder {
     /// too (for tests and debugging; memory grows with the run).
     pub fn keeping_samples(progress: Arc<AtomicU64>) -> Recorder {
         Recorder {
-            samples: Some(RefCell::new(Vec::new())),
+            samples: Some(Vec::new()),
             ..Recorder::new(progress)
         }
     }
 
     /// Records a request due (or sent) at `intended_ns` whose reply arrived at `done_ns`.
-    pub fn record(&self, intended_ns: u64, done_ns: u64, window: Window) {
+    pub fn record(&mut self, intended_ns: u64, done_ns: u64, window: Window) {
         self.progress.fetch_add(1, Ordering::Relaxed);
         if done_ns < window.warm_end_ns {
-            self.warmup.set(self.warmup.get() + 1);
+            self.warmup += 1;
             return;
         }
         let latency = done_ns.saturating_sub(intended_ns);
-        self.hist.borrow_mut().record(latency);
-        self.requests.set(self.requests.get() + 1);
-        if let Some(s) = &self.samples {
-            s.borrow_mut().push((intended_ns, latency));
+        self.hist.record(latency);
+        self.requests += 1;
+        if let Some(s) = &mut self.samples {
+            s.push((intended_ns, latency));
         }
     }
 
     /// Counts requests of the measured window that were due but never sent.
-    pub fn add_unsent(&self, n: u64) {
-        self.unsent.set(self.unsent.get() + n);
+    pub fn add_unsent(&mut self, n: u64) {
+        self.unsent += n;
+    }
+
+    /// Adds everything `other` measured (another connection of the same run).
+    pub fn merge(&mut self, other: &Recorder) {
+        self.hist.merge(&other.hist);
+        self.requests += other.requests;
+        self.warmup += other.warmup;
+        self.unsent += other.unsent;
+        if let (Some(mine), Some(theirs)) = (&mut self.samples, &other.samples) {
+            mine.extend_from_slice(theirs);
+        }
     }
 
     /// Requests measured.
     pub fn requests(&self) -> u64 {
-        self.requests.get()
+        self.requests
     }
 
     /// Requests completed during the warm-up (not measured).
     pub fn warmup(&self) -> u64 {
-        self.warmup.get()
+        self.warmup
     }
 
     /// Open loop: requests due in the window that were never sent because the connection
     /// was behind when the run ended. Non-zero means the target rate was not reached.
     pub fn unsent(&self) -> u64 {
-        self.unsent.get()
+        self.unsent
     }
 
-    /// A copy of the latency histogram.
-    pub fn histogram(&self) -> LatencyHist {
-        self.hist.borrow().clone()
+    /// The latency histogram.
+    pub fn histogram(&self) -> &LatencyHist {
+        &self.hist
     }
 
     /// The kept `(intended_ns, latency_ns)` pairs (empty unless made by
     /// [`Recorder::keeping_samples`]).
-    pub fn samples(&self) -> Vec<(u64, u64)> {
-        self.samples
-            .as_ref()
-            .map(|s| s.borrow().clone())
-            .unwrap_or_default()
+    pub fn samples(&self) -> &[(u64, u64)] {
+        self.samples.as_deref().unwrap_or_default()
     }
 }
 
@@ -202,7 +285,7 @@ pub async fn drive<C: Clock, T: RoundTrip>(
     conn: &mut T,
     pacing: Pacing,
     window: Window,
-    rec: &Recorder,
+    rec: &mut Recorder,
 ) -> io::Result<()> {
     let mut i = 0u64;
     loop {
@@ -241,6 +324,7 @@ pub async fn drive<C: Clock, T: RoundTrip>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
@@ -283,8 +367,28 @@ mod tests {
         }
     }
 
-    /// Runs the load loop to completion on the virtual clock (nothing in it ever waits).
-    fn run(pacing: Pacing, window: Window, service: u64, stall_at: u64, stall: u64) -> Recorder {
+    /// Warm-up until `warm_end` ms, measured until `end` ms.
+    fn window_ms(warm_end: u64, end: u64) -> Window {
+        Window {
+            warm_end_ns: warm_end * MS,
+            end_ns: end * MS,
+        }
+    }
+
+    /// Open loop, one connection, a request every millisecond.
+    fn one_per_ms() -> Pacing {
+        Pacing::Open(ConnSchedule::new(1000.0, 1, 0))
+    }
+
+    /// Runs the load loop to completion on the virtual clock (nothing in it ever waits),
+    /// recording into `rec`.
+    fn run_into(
+        rec: &mut Recorder,
+        (pacing, window): (Pacing, Window),
+        service: u64,
+        stall_at: u64,
+        stall: u64,
+    ) {
         let clock = VClock(Cell::new(0));
         let mut conn = Fake {
             clock: &clock,
@@ -293,15 +397,18 @@ mod tests {
             stall,
             n: 0,
         };
-        let rec = Recorder::keeping_samples(Arc::new(AtomicU64::new(0)));
-        {
-            let fut = pin!(drive(&clock, &mut conn, pacing, window, &rec));
-            let mut cx = Context::from_waker(Waker::noop());
-            match fut.poll(&mut cx) {
-                Poll::Ready(res) => res.unwrap(),
-                Poll::Pending => panic!("the virtual-clock load loop never waits"),
-            }
+        let fut = pin!(drive(&clock, &mut conn, pacing, window, rec));
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.poll(&mut cx) {
+            Poll::Ready(res) => res.unwrap(),
+            Poll::Pending => panic!("the virtual-clock load loop never waits"),
         }
+    }
+
+    /// [`run_into`] a recorder that keeps every sample.
+    fn run(pacing: Pacing, window: Window, service: u64, stall_at: u64, stall: u64) -> Recorder {
+        let mut rec = Recorder::keeping_samples(Arc::new(AtomicU64::new(0)));
+        run_into(&mut rec, (pacing, window), service, stall_at, stall);
         rec
     }
 
@@ -351,12 +458,7 @@ mod tests {
     #[test]
     fn open_loop_charges_a_stall_to_every_request_it_delayed() {
         // 1000 req/s on one connection, 100 µs service, and request 10 stalls 50 ms.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 200 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 100 * US, 10, 50 * MS);
+        let rec = run(one_per_ms(), window_ms(0, 200), 100 * US, 10, 50 * MS);
         let samples = rec.samples();
         assert_eq!(rec.requests(), 200);
         assert_eq!(rec.unsent(), 0);
@@ -385,10 +487,7 @@ mod tests {
     #[test]
     fn closed_loop_sees_the_same_stall_only_once() {
         // The uncorrected view of the same server: one slow sample, the rest fast.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 200 * MS,
-        };
+        let window = window_ms(0, 200);
         let rec = run(Pacing::Closed, window, 100 * US, 10, 50 * MS);
         let samples = rec.samples();
         assert_eq!(samples.iter().filter(|s| s.1 > MS).count(), 1);
@@ -402,16 +501,10 @@ mod tests {
     fn open_loop_above_capacity_counts_unsent_requests() {
         // Due every 1 ms, served in 2 ms: request k is sent at 2k ms and is k + 2 ms late
         // by its reply; at 100 ms, 50 were sent and 50 more were due.
-        let window = Window {
-            warm_end_ns: 0,
-            end_ns: 100 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 2 * MS, u64::MAX, 0);
-        assert_eq!(rec.requests(), 50);
-        assert_eq!(rec.unsent(), 50);
-        let samples = rec.samples();
-        for (k, &(_, latency)) in samples.iter().enumerate() {
+        let rec = run(one_per_ms(), window_ms(0, 100), 2 * MS, u64::MAX, 0);
+        // (measured, unsent)
+        assert_eq!((rec.requests(), rec.unsent()), (50, 50));
+        for (k, &(_, latency)) in rec.samples().iter().enumerate() {
             assert_eq!(latency, (k as u64 + 2) * MS);
         }
     }
@@ -420,44 +513,42 @@ mod tests {
     fn overload_after_the_warm_up_is_measured_not_hidden() {
         // Due every 1 ms, served in 2 ms, warm-up until 50 ms: the backlog built during the
         // warm-up is served in the window, and those replies carry their full delay.
-        let window = Window {
-            warm_end_ns: 50 * MS,
-            end_ns: 100 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
-        let rec = run(pacing, window, 2 * MS, u64::MAX, 0);
+        let rec = run(one_per_ms(), window_ms(50, 100), 2 * MS, u64::MAX, 0);
         // Request k is sent at 2k ms and answered at 2k + 2 ms: k = 24..=49 in the window.
-        assert_eq!(rec.warmup(), 24);
-        assert_eq!(rec.requests(), 26);
+        // (warm-up, measured, unsent)
+        assert_eq!((rec.warmup(), rec.requests(), rec.unsent()), (24, 26, 50));
         let samples = rec.samples();
         assert_eq!(samples[0], (24 * MS, 26 * MS));
         assert_eq!(samples[25], (49 * MS, 51 * MS));
-        assert_eq!(rec.unsent(), 50);
     }
 
     #[test]
     fn warm_up_requests_are_not_measured() {
-        let window = Window {
-            warm_end_ns: 10 * MS,
-            end_ns: 30 * MS,
-        };
-        let pacing = Pacing::Open(ConnSchedule::new(1000.0, 1, 0));
+        let window = window_ms(10, 30);
+        let pacing = one_per_ms();
         let progress = Arc::new(AtomicU64::new(0));
-        let clock = VClock(Cell::new(0));
-        let mut conn = Fake {
-            clock: &clock,
-            service: 10 * US,
-            stall_at: u64::MAX,
-            stall: 0,
-            n: 0,
-        };
-        let rec = Recorder::new(progress.clone());
-        let fut = pin!(drive(&clock, &mut conn, pacing, window, &rec));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(fut.poll(&mut cx).is_ready());
+        let mut rec = Recorder::new(progress.clone());
+        run_into(&mut rec, (pacing, window), 10 * US, u64::MAX, 0);
         assert_eq!(rec.warmup(), 10);
         assert_eq!(rec.requests(), 20);
         assert_eq!(progress.load(Ordering::Relaxed), 30);
         assert!(rec.samples().is_empty());
+    }
+
+    #[test]
+    fn merged_recorders_add_up() {
+        let window = window_ms(0, 100);
+        let progress = Arc::new(AtomicU64::new(0));
+        let (mut a, mut b) = (
+            Recorder::new(progress.clone()),
+            Recorder::new(progress.clone()),
+        );
+        a.record(0, 10 * US, window);
+        b.record(0, 30 * US, window);
+        b.add_unsent(2);
+        a.merge(&b);
+        assert_eq!((a.requests(), a.unsent()), (2, 2));
+        assert_eq!(a.histogram().len(), 2);
+        assert_eq!(progress.load(Ordering::Relaxed), 2);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coring::time::sleep_until;
-use coring::{BackendKind, Runtime};
+use coring::BackendKind;
 use serde_json::json;
 
 use crate::cli::backend_name;
@@ -38,11 +38,13 @@ struct Measured {
     hist: Option<LatencyHist>,
 }
 
-fn runtime(backend: BackendKind) -> Result<Runtime, String> {
-    coring::Builder::new()
-        .backend(backend)
-        .build()
-        .map_err(|e| format!("runtime on {}: {e}", backend_name(backend)))
+/// Which micro benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Micro {
+    /// No-op tasks.
+    Spawn,
+    /// Tasks that each sleep [`TIMER_SLEEP`] and record how late they woke.
+    Timers,
 }
 
 /// Spawns `tasks` no-op tasks and awaits them all, on `backend`.
@@ -54,48 +56,10 @@ pub fn run_spawn(tasks: u64, backend: BackendKind, progress: &mut Progress) -> R
         "task",
     );
     res.params = json!({ "tasks": tasks });
-    let counter = Arc::new(AtomicU64::new(0));
-    let c = counter.clone();
     let budget = Duration::from_secs(30) + Duration::from_micros(tasks * 10);
-    let measured = on_pinned_thread("bench-spawn", progress, None, &counter, budget, move || {
-        let rt = runtime(backend)?;
-        let m = rt.block_on(async {
-            spawn_batch(tasks, &AtomicU64::new(0)).await?;
-            let (u0, c0) = (sys::ThreadUsage::now(), sys::process_cpu());
-            let (total, spawning) = spawn_batch(tasks, &c).await?;
-            let (u1, c1) = (sys::ThreadUsage::now(), sys::process_cpu());
-            Ok::<_, String>(Measured {
-                backend: rt.backend(),
-                description: rt.backend_description(),
-                total,
-                spawning,
-                cpu: c1.zip(c0).map(|(b, a)| b.saturating_sub(a)),
-                run_wait: u1.since(u0).run_wait,
-                hist: None,
-            })
-        });
-        drop(rt);
-        m
-    });
+    let measured = measure(Micro::Spawn, tasks, backend, budget, progress);
     fill(&mut res, tasks, measured);
     res
-}
-
-/// Spawns `n` no-op tasks, then awaits them in order; returns (total, spawning) time.
-async fn spawn_batch(n: u64, counter: &AtomicU64) -> Result<(Duration, Duration), String> {
-    let mut handles = Vec::with_capacity(n as usize);
-    let t0 = Instant::now();
-    for _ in 0..n {
-        handles.push(coring::spawn(async {}));
-    }
-    let spawned = t0.elapsed();
-    for (i, h) in handles.into_iter().enumerate() {
-        h.await.map_err(|e| format!("task {i}: {e:?}"))?;
-        if (i as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
-            counter.store(i as u64 + 1, Ordering::Relaxed);
-        }
-    }
-    Ok((t0.elapsed(), spawned))
 }
 
 /// Sets `timers` concurrent 1 ms sleeps (one task each) and waits for all, on `backend`.
@@ -107,68 +71,87 @@ pub fn run_timers(timers: u64, backend: BackendKind, progress: &mut Progress) ->
         "timer",
     );
     res.params = json!({ "timers": timers, "sleep_ms": TIMER_SLEEP.as_secs_f64() * 1e3 });
-    let counter = Arc::new(AtomicU64::new(0));
-    let c = counter.clone();
     let budget = Duration::from_secs(30) + Duration::from_micros(timers * 20);
-    let measured = on_pinned_thread(
-        "bench-timers",
-        progress,
-        None,
-        &counter,
-        budget,
-        move || {
-            let rt = runtime(backend)?;
-            let m = rt.block_on(async {
-                let discard = Rc::new(RefCell::new(LatencyHist::new()));
-                timer_batch(timers, &discard, &AtomicU64::new(0)).await?;
-                let hist = Rc::new(RefCell::new(LatencyHist::new()));
-                let (u0, c0) = (sys::ThreadUsage::now(), sys::process_cpu());
-                let (total, spawning) = timer_batch(timers, &hist, &c).await?;
-                let (u1, c1) = (sys::ThreadUsage::now(), sys::process_cpu());
-                let hist = hist.borrow().clone();
-                Ok::<_, String>(Measured {
-                    backend: rt.backend(),
-                    description: rt.backend_description(),
-                    total,
-                    spawning,
-                    cpu: c1.zip(c0).map(|(b, a)| b.saturating_sub(a)),
-                    run_wait: u1.since(u0).run_wait,
-                    hist: Some(hist),
-                })
-            });
-            drop(rt);
-            m
-        },
-    );
+    let measured = measure(Micro::Timers, timers, backend, budget, progress);
     fill(&mut res, timers, measured);
     res
 }
 
-/// `n` tasks each sleeping 1 ms and recording how late it woke; returns (total, spawning).
-async fn timer_batch(
+/// On a pinned thread with a fresh runtime on `backend`: an unmeasured batch of `n` tasks of
+/// kind `micro`, then the measured one.
+fn measure(
+    micro: Micro,
     n: u64,
-    hist: &Rc<RefCell<LatencyHist>>,
+    backend: BackendKind,
+    budget: Duration,
+    progress: &mut Progress,
+) -> Result<Measured, String> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let c = counter.clone();
+    let name = match micro {
+        Micro::Spawn => "bench-spawn",
+        Micro::Timers => "bench-timers",
+    };
+    on_pinned_thread(name, progress, None, &counter, budget, move || {
+        let rt = coring::Builder::new()
+            .backend(backend)
+            .build()
+            .map_err(|e| format!("runtime on {}: {e}", backend_name(backend)))?;
+        let m = rt.block_on(async {
+            batch(micro, n, &AtomicU64::new(0)).await?;
+            let (u0, c0) = (sys::ThreadUsage::now(), sys::process_cpu());
+            let (total, spawning, hist) = batch(micro, n, &c).await?;
+            let (u1, c1) = (sys::ThreadUsage::now(), sys::process_cpu());
+            Ok::<_, String>(Measured {
+                backend: rt.backend(),
+                description: rt.backend_description(),
+                total,
+                spawning,
+                cpu: c1.zip(c0).map(|(b, a)| b.saturating_sub(a)),
+                run_wait: u1.since(u0).run_wait,
+                hist: (micro == Micro::Timers).then_some(hist),
+            })
+        });
+        drop(rt);
+        m
+    })
+}
+
+/// Spawns `n` tasks of kind `micro`, then awaits them in order, publishing progress into
+/// `counter`; returns the total time, the time spent spawning, and the timers' lateness.
+async fn batch(
+    micro: Micro,
+    n: u64,
     counter: &AtomicU64,
-) -> Result<(Duration, Duration), String> {
+) -> Result<(Duration, Duration, LatencyHist), String> {
+    let hist = Rc::new(RefCell::new(LatencyHist::new()));
     let mut handles = Vec::with_capacity(n as usize);
     let t0 = Instant::now();
     for _ in 0..n {
-        let hist = hist.clone();
-        handles.push(coring::spawn(async move {
-            let deadline = Instant::now() + TIMER_SLEEP;
-            sleep_until(deadline).await;
-            let late = Instant::now().saturating_duration_since(deadline);
-            hist.borrow_mut().record(late.as_nanos() as u64);
-        }));
+        let task = match micro {
+            Micro::Spawn => coring::spawn(async {}),
+            Micro::Timers => coring::spawn(sleep_once(hist.clone())),
+        };
+        handles.push(task);
     }
     let spawned = t0.elapsed();
     for (i, h) in handles.into_iter().enumerate() {
-        h.await.map_err(|e| format!("timer task {i}: {e:?}"))?;
+        h.await.map_err(|e| format!("task {i}: {e:?}"))?;
         if (i as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
             counter.store(i as u64 + 1, Ordering::Relaxed);
         }
     }
-    Ok((t0.elapsed(), spawned))
+    let total = t0.elapsed();
+    let hist = hist.borrow().clone();
+    Ok((total, spawned, hist))
+}
+
+/// Sleeps [`TIMER_SLEEP`] and records into `hist` how late it woke.
+async fn sleep_once(hist: Rc<RefCell<LatencyHist>>) {
+    let deadline = Instant::now() + TIMER_SLEEP;
+    sleep_until(deadline).await;
+    let late = Instant::now().saturating_duration_since(deadline);
+    hist.borrow_mut().record(late.as_nanos() as u64);
 }
 
 fn fill(res: &mut RunResult, n: u64, measured: Result<Measured, String>) {
@@ -189,13 +172,7 @@ fn fill(res: &mut RunResult, n: u64, measured: Result<Measured, String>) {
                     json!((m.total - m.spawning).as_secs_f64() * 1e3),
                 );
             }
-            if let Some(f) = res.run_wait.filter(|&f| f > crate::echo::NOISY_WAIT) {
-                res.notes.push(format!(
-                    "the benchmark thread waited for a CPU {:.0}% of the time (other processes, or \
-                     this run's own helper threads, had it)",
-                    f * 100.0
-                ));
-            }
+            res.note_cpu_wait();
         }
         Err(e) => res.error = Some(e),
     }

@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 use crate::hist::{us, LatencyHist, Summary};
 use crate::stats;
 
+/// Above this fraction of the window spent waiting for a CPU, a note says the machine was
+/// busy with something else.
+pub const NOISY_WAIT: f64 = 0.05;
+
 /// The benchmark a run belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -115,6 +119,18 @@ impl RunResult {
             unsent: 0,
             notes: Vec::new(),
             error: None,
+        }
+    }
+
+    /// Adds a note if the benchmark thread waited for a CPU more than [`NOISY_WAIT`] of the
+    /// window ([`RunResult::run_wait`]).
+    pub fn note_cpu_wait(&mut self) {
+        if let Some(f) = self.run_wait.filter(|&f| f > NOISY_WAIT) {
+            self.notes.push(format!(
+                "the benchmark thread waited for a CPU {:.0}% of the window (other processes, \
+                 or this run's own helper threads, had it)",
+                f * 100.0
+            ));
         }
     }
 
@@ -344,12 +360,16 @@ mod tests {
         vec![echo, spawn, failed]
     }
 
-    #[test]
-    fn json_has_one_object_per_run_with_the_figures() {
-        let host = Host {
+    fn host() -> Host {
+        Host {
             cpus: 2,
             kernel: "6.1".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn json_has_one_object_per_run_with_the_figures() {
+        let host = host();
         let doc = json_document(&host, &sample_runs());
         // Round-trips through text as valid JSON.
         let doc: Value = serde_json::from_str(&doc.to_string()).unwrap();
@@ -390,10 +410,7 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_run_and_the_notes() {
-        let host = Host {
-            cpus: 2,
-            kernel: "6.1".into(),
-        };
+        let host = host();
         let t = table(&host, &sample_runs());
         let rows: Vec<&str> = t
             .lines()

@@ -34,6 +34,19 @@ pub fn per_op(count: u64, ops: u64) -> Option<f64> {
     ratio(count as f64, ops as f64)
 }
 
+/// The median (the mean of the middle two for an even count), NaNs left out; `None` when
+/// nothing is left.
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// A compact number for a table: `1234567` -> `1.23M`, `85123` -> `85.1k`, `12.5` -> `12.5`.
 pub fn human(x: f64) -> String {
     let a = x.abs();
@@ -92,13 +105,27 @@ mod tests {
     }
 
     #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(
+            median([4.0, 1.0, f64::NAN, 2.0, 3.0].into_iter()),
+            Some(2.5)
+        );
+        assert_eq!(median([f64::NAN].into_iter()), None);
+    }
+
+    #[test]
     fn human_numbers() {
-        assert_eq!(human(1_234_567.0), "1.23M");
-        assert_eq!(human(85_123.0), "85.1k");
-        assert_eq!(human(9_999.0), "9999");
-        assert_eq!(human(12.54), "12.5");
-        assert_eq!(human(1.234), "1.23");
-        assert_eq!(human(2.5e9), "2.50G");
-        assert_eq!(human(f64::NAN), "-");
+        for (x, shown) in [
+            (1_234_567.0, "1.23M"),
+            (85_123.0, "85.1k"),
+            (9_999.0, "9999"),
+            (12.54, "12.5"),
+            (1.234, "1.23"),
+            (2.5e9, "2.50G"),
+            (f64::NAN, "-"),
+        ] {
+            assert_eq!(human(x), shown, "{x}");
+        }
     }
 }

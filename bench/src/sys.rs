@@ -80,6 +80,45 @@ pub fn pin(core: Option<core_affinity::CoreId>) -> bool {
     core.is_some_and(core_affinity::set_for_current)
 }
 
+/// Pins the calling thread to `core` (when there is one); says so on stderr when it cannot.
+pub fn pin_or_warn(core: Option<core_affinity::CoreId>) {
+    if let Some(c) = core.filter(|&c| !pin(Some(c))) {
+        eprintln!("could not pin a thread to CPU {}", c.id);
+    }
+}
+
+/// "CPU n", or what an unpinned thread is called in the tables.
+pub fn core_name(core: Option<core_affinity::CoreId>) -> String {
+    match core {
+        Some(c) => format!("CPU {}", c.id),
+        None => "an unpinned thread".to_string(),
+    }
+}
+
+/// The CPUs this process may use, for a bench that pins two threads apart (`sides`); warns
+/// when there are fewer than 2, since the two then share one and `figures` do not compare
+/// with other machines.
+pub fn usable_cores(bench: &str, sides: &str, figures: &str) -> Vec<core_affinity::CoreId> {
+    let cores = cpus();
+    if cores.len() < 2 {
+        eprintln!(
+            "{bench}: fewer than 2 CPUs usable; {sides} share a CPU, so {figures} are not \
+             comparable with other machines"
+        );
+    }
+    cores
+}
+
+/// How often the scheduler has taken a CPU away from this process so far (involuntary
+/// context switches, `getrusage`); `None` if the kernel would not say.
+pub fn preemptions() -> Option<u64> {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage that outlives the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (rc == 0).then_some(ru.ru_nivcsw as u64)
+}
+
 /// The running kernel's release, e.g. `6.8.0-45-generic`.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

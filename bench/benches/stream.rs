@@ -62,11 +62,11 @@
 //! runs are interleaved and medians are shown, with each run's value beside them.
 //!
 //! ```text
-//! cargo bench --bench stream
-//! cargo bench --bench stream -- --buf 16384 --mb 4096 --reps 5
-//! cargo bench --bench stream -- --only io_uring --reps 1 --mb 8192   # for perf
-//! cargo bench --bench stream -- --direction send --chunk 1024 --mb 512
-//! cargo bench --bench stream -- --direction send --mb 4096
+//! cargo bench -p coring-bench --bench stream
+//! cargo bench -p coring-bench --bench stream -- --buf 16384 --mb 4096 --reps 5
+//! cargo bench -p coring-bench --bench stream -- --only io_uring --reps 1 --mb 8192   # for perf
+//! cargo bench -p coring-bench --bench stream -- --direction send --chunk 1024 --mb 512
+//! cargo bench -p coring-bench --bench stream -- --direction send --mb 4096
 //! ```
 
 use std::env;
@@ -82,15 +82,10 @@ use std::time::{Duration, Instant};
 
 use coring::{BackendKind, Metrics};
 
-#[path = "common/args.rs"]
-mod args;
-#[path = "common/runs.rs"]
-mod runs;
-use args::Flags;
-use runs::{
-    backend_usable, core_name, coring_runtime, fmt_opt, fmt_ratio, fmt_x, pin,
-    reject_backend_override, tokio_runtime, usable_cores, Runs, ThreadUsage,
-};
+use coring_bench::args::{self, or_exit, ArgError};
+use coring_bench::contender::{self, backend_usable, refuse_backend_override};
+use coring_bench::runs::{fmt_opt, fmt_ratio, fmt_x, Runs};
+use coring_bench::sys::{core_name, pin_or_warn, usable_cores, ThreadUsage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Default bytes per sender `write_all` (`--chunk`).
@@ -106,7 +101,7 @@ const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
 
 const USAGE: &str = "\
-usage: cargo bench --bench stream -- [options]
+usage: cargo bench -p coring-bench --bench stream -- [options]
   --direction D   recv: the contenders receive from a std sender (default); send: they
                   send to a std receiver
   --mb N          MiB the sender writes per run (default 2048)
@@ -158,54 +153,45 @@ impl Config {
     }
 }
 
-fn usage_exit(msg: &str) -> ! {
-    eprintln!("stream: {msg}\n{USAGE}");
-    process::exit(2);
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Config {
-    let mut cfg = Config::default();
-    let mut flags = Flags::new(args, USAGE, usage_exit);
-    while let Some((flag, inline)) = flags.next_flag() {
-        match flag.as_str() {
+/// The command line, checked; `CORING_BACKEND` must not be set (it would override the
+/// backend each coring contender asks for).
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
+    let cfg = args::parse(args, Config::default(), |cfg, flag, flags| {
+        match flag.name.as_str() {
             "--verify" => cfg.verify = true,
             "--direction" => {
-                let value = flags.value(&flag, inline);
-                cfg.direction = Direction::parse(&value).unwrap_or_else(|| {
-                    usage_exit(&format!("--direction takes recv or send, not '{value}'"))
-                });
+                let value = flags.value(flag)?;
+                cfg.direction = Direction::parse(&value)
+                    .ok_or_else(|| format!("--direction takes recv or send, not '{value}'"))?;
             }
             "--mb" => {
-                cfg.mb = flags.count(&flag, inline) as u64;
+                cfg.mb = flags.count(flag)? as u64;
                 if cfg.mb > 1 << 20 {
-                    usage_exit("--mb takes at most 1048576 (1 TiB)");
+                    return Err("--mb takes at most 1048576 (1 TiB)".to_string());
                 }
             }
-            "--chunk" => cfg.chunk = bytes(&mut flags, &flag, inline),
-            "--buf" => cfg.buf = bytes(&mut flags, &flag, inline),
-            "--reps" => cfg.reps = flags.count(&flag, inline),
-            "--only" => cfg.contenders = parse_contenders(&flags.value(&flag, inline)),
-            _ => usage_exit(&format!("unknown argument '{flag}'")),
+            "--chunk" => cfg.chunk = bytes(flags.count(flag)?, &flag.name)?,
+            "--buf" => cfg.buf = bytes(flags.count(flag)?, &flag.name)?,
+            "--reps" => cfg.reps = flags.count(flag)?,
+            "--only" => cfg.contenders = parse_contenders(&flags.value(flag)?)?,
+            _ => return Ok(false),
         }
-    }
-    cfg
+        Ok(true)
+    })?;
+    refuse_backend_override("--only")?;
+    Ok(cfg)
 }
 
-/// `flag`'s value as a buffer size: from 1 byte to 1 GiB.
-fn bytes<I: Iterator<Item = String>>(
-    flags: &mut Flags<I>,
-    flag: &str,
-    inline: Option<String>,
-) -> usize {
-    let n = flags.count(flag, inline);
+/// A buffer size `n` given to `flag`: at most 1 GiB.
+fn bytes(n: usize, flag: &str) -> Result<usize, String> {
     if n > 1 << 30 {
-        usage_exit(&format!("{flag} takes at most 1073741824 (1 GiB)"));
+        return Err(format!("{flag} takes at most 1073741824 (1 GiB)"));
     }
-    n
+    Ok(n)
 }
 
 /// The contenders named in `list`, in the usual order (io_uring, fallback, tokio).
-fn parse_contenders(list: &str) -> Vec<Contender> {
+fn parse_contenders(list: &str) -> Result<Vec<Contender>, String> {
     let mut wanted = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let c = if name.eq_ignore_ascii_case("tokio") {
@@ -213,25 +199,33 @@ fn parse_contenders(list: &str) -> Vec<Contender> {
         } else {
             match BackendKind::parse(name) {
                 Ok(k @ (BackendKind::IoUring | BackendKind::Fallback)) => Contender::Coring(k),
-                _ => usage_exit(&format!(
-                    "--only takes io_uring, fallback and/or tokio, not '{name}'"
-                )),
+                _ => {
+                    return Err(format!(
+                        "--only takes io_uring, fallback and/or tokio, not '{name}'"
+                    ))
+                }
             }
         };
         wanted.push(c);
     }
     if wanted.is_empty() {
-        usage_exit("--only needs at least one of io_uring, fallback and tokio");
+        return Err("--only needs at least one of io_uring, fallback and tokio".to_string());
     }
-    ALL.iter().copied().filter(|c| wanted.contains(c)).collect()
+    Ok(ALL.iter().copied().filter(|c| wanted.contains(c)).collect())
+}
+
+/// A tokio `current_thread` runtime with IO and timers.
+fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 // ----------------------------------------------------------------------------------------
 // Main
 
 fn main() {
-    let mut cfg = parse_args(env::args().skip(1));
-    reject_backend_override(usage_exit, "--only");
+    let mut cfg = or_exit(parse_args(env::args().skip(1)), "stream", USAGE);
     cfg.contenders.retain(|&c| match c {
         Contender::Coring(kind) => backend_usable("stream", kind),
         Contender::Tokio => true,
@@ -603,7 +597,7 @@ fn run_stream(
     let peer = thread::Builder::new()
         .name(format!("stream-{}", dir.other().name()))
         .spawn(move || {
-            pin(peer_core);
+            pin_or_warn(peer_core);
             let _ = peer_tx.send(run_peer(listener, &conf, &p));
         })
         .map_err(|e| format!("cannot start the {peer_role} thread: {e}"))?;
@@ -613,7 +607,7 @@ fn run_stream(
     let contender = thread::Builder::new()
         .name(format!("stream-{}", dir.name()))
         .spawn(move || {
-            pin(contender_core);
+            pin_or_warn(contender_core);
             let _ = tx.send(run_contender(c, addr, &conf, &p));
         });
     let contender = match contender {
@@ -1008,12 +1002,11 @@ fn on_coring(
     addr: SocketAddr,
     body: impl AsyncFnOnce(&coring::Runtime, coring::net::TcpStream) -> Result<Report, String>,
 ) -> Result<Report, String> {
-    let rt = coring_runtime(kind).map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
+    contender::on_coring(kind, async |rt| {
         let stream = coring::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        body(&rt, stream).await
+        body(rt, stream).await
     })
 }
 

@@ -31,18 +31,14 @@
 //! start of each block is checked, so a contender that reads the wrong offset fails loudly.
 //!
 //! ```text
-//! cargo bench --bench fread
-//! cargo bench --bench fread -- --secs 2 --qd 1,32,128 --file-mb 256 --reps 3
-//! cargo bench --bench fread -- --reps 5 --slices 10                      # noisy host
-//! cargo bench --bench fread -- --only coring --qd 32 --reps 1 --secs 10   # for perf
+//! cargo bench -p coring-bench --bench fread
+//! cargo bench -p coring-bench --bench fread -- --secs 2 --qd 1,32,128 --file-mb 256 --reps 3
+//! cargo bench -p coring-bench --bench fread -- --reps 5 --slices 10                      # noisy host
+//! cargo bench -p coring-bench --bench fread -- --only coring --qd 32 --reps 1 --secs 10   # for perf
 //! ```
 
 // The raw contender is written on the io-uring crate, which (like io_uring) exists only on
 // Linux; elsewhere the bench only says so.
-#[cfg(target_os = "linux")]
-#[path = "common/raw_ring.rs"]
-mod raw_ring;
-
 #[cfg(target_os = "linux")]
 fn main() {
     linux::main();
@@ -57,26 +53,25 @@ fn main() {
 mod linux {
     use std::cell::Cell;
     use std::fs::File as StdFile;
-    use std::io::{self, Read, Write};
+    use std::io::{self, Write};
     use std::mem::ManuallyDrop;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
-    use std::path::{Path, PathBuf};
-    use std::process;
+    use std::path::Path;
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
+    use coring_bench::args::{self, or_exit, ArgError};
+    use coring_bench::fread::{check_block, TestFile, XorShift, BLOCK};
+    use coring_bench::raw::ring as raw_ring;
+    use coring_bench::sys;
     use io_uring::{opcode, types};
 
-    /// Size of one read, and the alignment of every offset.
-    const BLOCK: usize = 4096;
-    /// Seed of the offset generators; slot `i` of every contender uses the same stream.
-    const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
     /// Operations between two looks at the clock.
     const CHECK_EVERY: u64 = 64;
 
     const USAGE: &str = "\
-usage: cargo bench --bench fread -- [options]
+usage: cargo bench -p coring-bench --bench fread -- [options]
   --secs S        seconds per measurement (default 2)
   --qd A,B,C      queue depths (default 1,32,128)
   --file-mb N     test file size in MiB (default 256)
@@ -95,7 +90,7 @@ usage: cargo bench --bench fread -- [options]
     }
 
     struct Config {
-        secs: f64,
+        secs: Duration,
         qds: Vec<usize>,
         file_mb: u64,
         reps: usize,
@@ -111,24 +106,13 @@ usage: cargo bench --bench fread -- [options]
 
         /// The length of one slice of a run.
         fn slice(&self) -> Duration {
-            Duration::from_secs_f64(self.secs / f64::from(self.slices))
+            self.secs / self.slices
         }
     }
 
-    fn usage_exit(msg: &str) -> ! {
-        eprintln!("fread: {msg}\n{USAGE}");
-        process::exit(2);
-    }
-
-    fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> T {
-        let v = v.unwrap_or_else(|| usage_exit(&format!("{flag} needs a value")));
-        v.parse()
-            .unwrap_or_else(|_| usage_exit(&format!("{flag}: cannot parse {v:?}")))
-    }
-
-    fn parse_args() -> Config {
-        let mut cfg = Config {
-            secs: 2.0,
+    fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, ArgError> {
+        let defaults = Config {
+            secs: Duration::from_secs(2),
             qds: vec![1, 32, 128],
             file_mb: 256,
             reps: 3,
@@ -136,78 +120,27 @@ usage: cargo bench --bench fread -- [options]
             slices: 1,
             cpu: None,
         };
-        let mut args = std::env::args().skip(1);
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                // `cargo bench` passes --bench to every bench binary.
-                "--bench" => {}
-                "--secs" => cfg.secs = parse_num("--secs", args.next()),
-                "--file-mb" => cfg.file_mb = parse_num("--file-mb", args.next()),
-                "--reps" => cfg.reps = parse_num("--reps", args.next()),
-                "--cpu" => cfg.cpu = Some(parse_num("--cpu", args.next())),
-                "--slices" => cfg.slices = parse_num("--slices", args.next()),
-                "--qd" => {
-                    let v = args
-                        .next()
-                        .unwrap_or_else(|| usage_exit("--qd needs a value"));
-                    cfg.qds = v
-                        .split(',')
-                        .map(|s| parse_num("--qd", Some(s.trim().to_string())))
-                        .collect();
-                }
+        args::parse(args, defaults, |cfg, flag, flags| {
+            match flag.name.as_str() {
+                "--secs" => cfg.secs = flags.secs(flag, false)?,
+                "--file-mb" => cfg.file_mb = flags.count(flag)? as u64,
+                "--reps" => cfg.reps = flags.count(flag)?,
+                "--cpu" => cfg.cpu = Some(flags.parse(flag)?),
+                "--slices" => cfg.slices = flags.count(flag)? as u32,
+                "--qd" => cfg.qds = flags.counts(flag)?,
                 "--only" => {
-                    cfg.only = Some(match args.next().as_deref() {
-                        Some("coring") => Contender::Coring,
-                        Some("raw") => Contender::Raw,
-                        Some("pread") => Contender::Pread,
-                        Some("preadv2") => Contender::Preadv2,
-                        other => usage_exit(&format!("--only: unknown contender {other:?}")),
+                    cfg.only = Some(match flags.value(flag)?.as_str() {
+                        "coring" => Contender::Coring,
+                        "raw" => Contender::Raw,
+                        "pread" => Contender::Pread,
+                        "preadv2" => Contender::Preadv2,
+                        other => return Err(format!("--only: unknown contender '{other}'")),
                     })
                 }
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    process::exit(0);
-                }
-                other => usage_exit(&format!("unknown argument {other:?}")),
+                _ => return Ok(false),
             }
-        }
-        if cfg.secs.is_nan()
-            || cfg.secs <= 0.0
-            || cfg.file_mb == 0
-            || cfg.reps == 0
-            || cfg.slices == 0
-        {
-            usage_exit("--secs, --file-mb, --reps and --slices must be positive");
-        }
-        if cfg.qds.is_empty() || cfg.qds.contains(&0) {
-            usage_exit("--qd needs positive queue depths");
-        }
-        cfg
-    }
-
-    /// xorshift64: deterministic and cheap enough not to show up next to a syscall.
-    struct XorShift(u64);
-
-    impl XorShift {
-        /// The generator of in-flight slot `slot`; identical for every contender.
-        fn for_slot(slot: usize) -> XorShift {
-            let s = SEED ^ (slot as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            XorShift(if s == 0 { SEED } else { s })
-        }
-
-        fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A block index in `0..blocks`.
-        fn block(&mut self, blocks: u64) -> u64 {
-            self.next_u64() % blocks
-        }
+            Ok(true)
+        })
     }
 
     /// Counts completed operations and decides, every `CHECK_EVERY` of them, whether the
@@ -243,66 +176,8 @@ usage: cargo bench --bench fread -- [options]
 
     /// Checks one read: exactly a block, and the block we asked for.
     fn check_read(who: &str, n: usize, buf: &[u8], block: u64) {
-        assert_eq!(n, BLOCK, "{who}: short read at block {block}");
-        let stamp = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-        assert_eq!(stamp, block, "{who}: read returned the wrong block");
-    }
-
-    /// The test file: every 4 KiB block starts with its index (little endian). Removed on drop.
-    struct TestFile {
-        path: PathBuf,
-        blocks: u64,
-    }
-
-    impl TestFile {
-        fn create(mb: u64) -> io::Result<TestFile> {
-            let path = std::env::temp_dir().join(format!("coring-fread-{}.dat", process::id()));
-            let tf = TestFile {
-                path,
-                blocks: mb * 1024 * 1024 / BLOCK as u64,
-            };
-            let mut f = StdFile::create(&tf.path)?;
-            let mut chunk = vec![0u8; 1024 * 1024];
-            let per_chunk = (chunk.len() / BLOCK) as u64;
-            for c in 0..tf.blocks / per_chunk {
-                for (i, blk) in chunk.chunks_mut(BLOCK).enumerate() {
-                    let idx = c * per_chunk + i as u64;
-                    blk.fill(idx as u8);
-                    blk[..8].copy_from_slice(&idx.to_le_bytes());
-                }
-                f.write_all(&chunk)?;
-            }
-            // Flush now so that writeback does not run during the measurements.
-            f.sync_all()?;
-            drop(f);
-            // Read it once, fully, to make sure every page is in the page cache.
-            let mut f = StdFile::open(&tf.path)?;
-            let mut total = 0u64;
-            loop {
-                let n = f.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
-            assert_eq!(
-                total,
-                tf.blocks * BLOCK as u64,
-                "test file has the wrong size"
-            );
-            Ok(tf)
-        }
-
-        fn path(&self) -> &Path {
-            &self.path
-        }
-    }
-
-    impl Drop for TestFile {
-        fn drop(&mut self) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                eprintln!("fread: could not remove {}: {e}", self.path.display());
-            }
+        if let Err(e) = check_block(buf, n, block) {
+            panic!("{who}: {e}");
         }
     }
 
@@ -367,21 +242,9 @@ usage: cargo bench --bench fread -- [options]
 
     impl Usage {
         fn now() -> Usage {
-            // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: `ru` is a valid, writable rusage.
-            let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-            assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid, writable timespec.
-            let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-            assert_eq!(rc, 0, "clock_gettime: {}", io::Error::last_os_error());
             Usage {
-                cpu: Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
-                preempted: ru.ru_nivcsw as u64,
+                cpu: sys::process_cpu().expect("CLOCK_PROCESS_CPUTIME_ID is available"),
+                preempted: sys::preemptions().expect("getrusage works"),
             }
         }
 
@@ -430,35 +293,20 @@ usage: cargo bench --bench fread -- [options]
     // ---------------------------------------------------------------------------------------
     // coring
 
-    /// The plain API (QD 1): `read_at` into a reused `Vec`.
-    async fn coring_reader(file: Rc<coring::fs::File>, clock: Rc<Clock>, slot: usize, blocks: u64) {
-        let mut rng = XorShift::for_slot(slot);
-        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-        while !clock.stopped() {
-            let block = rng.block(blocks);
-            let (res, b) = file.read_at(buf, block * BLOCK as u64).await;
-            buf = b;
-            let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
-            check_read("coring", n, &buf, block);
-            clock.tick();
-        }
-    }
-
-    /// Registered file and buffers (QD > 1): `read_fixed_at` into pool buffer `slot`.
-    async fn coring_fixed_reader(
-        file: Rc<coring::fs::File>,
-        pool: coring::buf::FixedBufPool,
+    /// One coring reader: reads of random blocks into `buf` (reused) with `read`, until the
+    /// clock stops. At QD 1 `read` is `read_at` into a `Vec` (the plain API); at QD > 1 it
+    /// is `read_fixed_at` into registered buffer `slot` of a `FixedBufPool`.
+    async fn coring_reader<B: std::ops::Deref<Target = [u8]>>(
         clock: Rc<Clock>,
         slot: usize,
         blocks: u64,
+        mut buf: B,
+        mut read: impl AsyncFnMut(B, u64) -> (io::Result<usize>, B),
     ) {
         let mut rng = XorShift::for_slot(slot);
-        let mut buf = pool
-            .check_out(slot)
-            .expect("coring: the pool has one buffer per slot");
         while !clock.stopped() {
             let block = rng.block(blocks);
-            let (res, b) = file.read_fixed_at(buf, block * BLOCK as u64).await;
+            let (res, b) = read(buf, block * BLOCK as u64).await;
             buf = b;
             let n = res.unwrap_or_else(|e| panic!("coring: read of block {block} failed: {e}"));
             check_read("coring", n, &buf, block);
@@ -496,14 +344,18 @@ usage: cargo bench --bench fread -- [options]
                 .map(|slot| {
                     let (file, clock) = (file.clone(), clock.clone());
                     match &pool {
-                        Some(pool) => coring::spawn(coring_fixed_reader(
-                            file,
-                            pool.clone(),
-                            clock,
-                            slot,
-                            blocks,
-                        )),
-                        None => coring::spawn(coring_reader(file, clock, slot, blocks)),
+                        Some(pool) => {
+                            let buf = pool
+                                .check_out(slot)
+                                .expect("coring: the pool has one buffer per slot");
+                            let read = async move |b, off| file.read_fixed_at(b, off).await;
+                            coring::spawn(coring_reader(clock, slot, blocks, buf, read))
+                        }
+                        None => {
+                            let buf = Vec::with_capacity(BLOCK);
+                            let read = async move |b, off| file.read_at(b, off).await;
+                            coring::spawn(coring_reader(clock, slot, blocks, buf, read))
+                        }
                     }
                 })
                 .collect();
@@ -542,8 +394,6 @@ usage: cargo bench --bench fread -- [options]
 
     // ---------------------------------------------------------------------------------------
     // raw io_uring
-
-    use crate::raw_ring::ring as raw_ring;
 
     #[inline(never)]
     fn run_raw(file: &StdFile, blocks: u64, qd: usize, d: Duration) -> Run {
@@ -770,126 +620,120 @@ usage: cargo bench --bench fread -- [options]
         preadv2: Vec<Run>,
     }
 
-    fn print_tables(rows: &[Row]) {
-        println!();
-        println!(
-            "IOPS = completed 4 KiB reads per wall-clock second, median of the runs; \
-         paired = median over repetitions of coring/raw; coring/preadv2 and preadv2/pread \
-         are paired the same way"
-        );
-        println!(
-            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11} \
-             {:>12} {:>14} {:>13}",
-            "QD",
-            "coring",
-            "raw uring",
-            "pread",
-            "coring/raw",
-            "paired",
-            "coring ent/op",
-            "coring turn/op",
-            "coring park/op",
-            "coring inline/op",
-            "raw ent/op",
-            "preadv2",
-            "coring/preadv2",
-            "preadv2/pread"
-        );
-        for row in rows {
-            let key = Run::iops;
-            let (c, r, p, v) = (
-                median(&row.coring, key),
-                median(&row.raw, key),
-                median(&row.pread, key),
-                median(&row.preadv2, key),
-            );
-            let per_op = |run: Option<Run>, f: fn(&Run) -> u64| {
-                fmt_opt(run, |x| format!("{:.4}", x.per_op(f(x))))
-            };
-            println!(
-                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>16} {:>11} \
-                 {:>12} {:>14} {:>13}",
-                row.qd,
-                fmt_opt(c, |x| format!("{:.0}", x.iops())),
-                fmt_opt(r, |x| format!("{:.0}", x.iops())),
-                fmt_opt(p, |x| format!("{:.0}", x.iops())),
-                fmt_ratio(c, r, key),
-                paired_ratio(&row.coring, &row.raw, key),
-                per_op(c, |x| x.enters),
-                per_op(c, |x| x.turns),
-                per_op(c, |x| x.parks),
-                per_op(c, |x| x.inline),
-                per_op(r, |x| x.enters),
-                fmt_opt(v, |x| format!("{:.0}", x.iops())),
-                paired_ratio(&row.coring, &row.preadv2, key),
-                paired_ratio(&row.preadv2, &row.pread, key),
-            );
-        }
-        println!();
-        println!(
-        "IOPS per CPU-second (ops / process CPU time), median of the runs: the same comparison \
-         with the time the machine gave to other processes taken out"
-    );
-        println!(
-            "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12} {:>14} {:>13}",
-            "QD",
-            "coring",
-            "raw uring",
-            "pread",
-            "coring/raw",
-            "paired",
-            "coring ns/op",
-            "raw ns/op",
-            "pread ns/op",
-            "preadv2",
-            "coring/preadv2",
-            "preadv2/pread"
-        );
-        for row in rows {
-            let key = Run::cpu_iops;
-            let (c, r, p, v) = (
-                median(&row.coring, key),
-                median(&row.raw, key),
-                median(&row.pread, key),
-                median(&row.preadv2, key),
-            );
-            let ns = |run: Option<Run>| fmt_opt(run, |x| format!("{:.0}", 1e9 / x.cpu_iops()));
-            println!(
-                "{:>5} {:>12} {:>12} {:>12} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12} {:>14} {:>13}",
-                row.qd,
-                fmt_opt(c, |x| format!("{:.0}", x.cpu_iops())),
-                fmt_opt(r, |x| format!("{:.0}", x.cpu_iops())),
-                fmt_opt(p, |x| format!("{:.0}", x.cpu_iops())),
-                fmt_ratio(c, r, key),
-                paired_ratio(&row.coring, &row.raw, key),
-                ns(c),
-                ns(r),
-                ns(p),
-                fmt_opt(v, |x| format!("{:.0}", x.cpu_iops())),
-                paired_ratio(&row.coring, &row.preadv2, key),
-                paired_ratio(&row.preadv2, &row.pread, key),
-            );
+    impl Row {
+        /// `c`'s runs at this queue depth.
+        fn runs(&self, c: Contender) -> &[Run] {
+            match c {
+                Contender::Coring => &self.coring,
+                Contender::Raw => &self.raw,
+                Contender::Pread => &self.pread,
+                Contender::Preadv2 => &self.preadv2,
+            }
         }
     }
 
-    fn pin_to(cpu: usize) -> io::Result<()> {
-        // SAFETY: an all-zero cpu_set_t is a valid empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: CPU_SET writes one bit of the set we own; `cpu` is bounds-checked by it.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: passes a valid, initialised cpu_set_t of the size we state.
-        let rc =
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+    /// A column of a table: its heading, and a row's cell.
+    struct Column {
+        head: &'static str,
+        cell: Box<dyn Fn(&Row) -> String>,
+    }
+
+    fn col(head: &'static str, cell: impl Fn(&Row) -> String + 'static) -> Column {
+        Column {
+            head,
+            cell: Box::new(cell),
         }
-        Ok(())
+    }
+
+    /// A table's columns: the three contenders' medians of `key` and coring's ratio to raw
+    /// (of the medians, and paired), then the table's own `middle` columns, then preadv2's
+    /// median and the two paired ratios that split coring's distance to pread.
+    fn columns(key: fn(&Run) -> f64, middle: Vec<Column>) -> Vec<Column> {
+        use Contender::*;
+        let figure = move |c| {
+            move |row: &Row| fmt_opt(median(row.runs(c), key), |x| format!("{:.0}", key(x)))
+        };
+        let paired = move |a, b| move |row: &Row| paired_ratio(row.runs(a), row.runs(b), key);
+        let mut cols = vec![
+            col("QD", |row| row.qd.to_string()),
+            col("coring", figure(Coring)),
+            col("raw uring", figure(Raw)),
+            col("pread", figure(Pread)),
+            col("coring/raw", move |row| {
+                fmt_ratio(median(&row.coring, key), median(&row.raw, key), key)
+            }),
+            col("paired", paired(Coring, Raw)),
+        ];
+        cols.extend(middle);
+        cols.extend([
+            col("preadv2", figure(Preadv2)),
+            col("coring/preadv2", paired(Coring, Preadv2)),
+            col("preadv2/pread", paired(Preadv2, Pread)),
+        ]);
+        cols
+    }
+
+    /// Prints `rows` under `cols`, each column as wide as its heading (at least 8).
+    fn print_table(rows: &[Row], cols: &[Column]) {
+        let line = |cell: &dyn Fn(&Column) -> String| {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{:>w$}", cell(c), w = c.head.len().max(8)))
+                .collect();
+            println!("{}", cells.join(" "));
+        };
+        line(&|c| c.head.to_string());
+        for row in rows {
+            line(&|c| (c.cell)(row));
+        }
+    }
+
+    fn print_tables(rows: &[Row]) {
+        use Contender::*;
+        println!(
+            "\nIOPS = completed 4 KiB reads per wall-clock second, median of the runs; \
+             paired = median over repetitions of coring/raw; coring/preadv2 and preadv2/pread \
+             are paired the same way; x/op = per read, of the median run"
+        );
+        let per_op = |head, c, count: fn(&Run) -> u64| {
+            col(head, move |row: &Row| {
+                let m = median(row.runs(c), Run::iops);
+                fmt_opt(m, |x| format!("{:.4}", x.per_op(count(x))))
+            })
+        };
+        let middle = vec![
+            per_op("coring ent/op", Coring, |x| x.enters),
+            per_op("coring turn/op", Coring, |x| x.turns),
+            per_op("coring park/op", Coring, |x| x.parks),
+            per_op("coring inline/op", Coring, |x| x.inline),
+            per_op("raw ent/op", Raw, |x| x.enters),
+        ];
+        print_table(rows, &columns(Run::iops, middle));
+        println!(
+            "\nIOPS per CPU-second (ops / process CPU time), median of the runs: the same \
+             comparison with the time the machine gave to other processes taken out"
+        );
+        let ns = |head, c| {
+            col(head, move |row: &Row| {
+                let m = median(row.runs(c), Run::cpu_iops);
+                fmt_opt(m, |x| format!("{:.0}", 1e9 / x.cpu_iops()))
+            })
+        };
+        let middle = vec![
+            ns("coring ns/op", Coring),
+            ns("raw ns/op", Raw),
+            ns("pread ns/op", Pread),
+        ];
+        print_table(rows, &columns(Run::cpu_iops, middle));
     }
 
     pub(super) fn main() {
-        let cfg = parse_args();
+        let cfg = or_exit(parse_args(std::env::args().skip(1)), "fread", USAGE);
         if let Some(cpu) = cfg.cpu {
-            pin_to(cpu).unwrap_or_else(|e| usage_exit(&format!("--cpu {cpu}: {e}")));
+            if !sys::pin(Some(core_affinity::CoreId { id: cpu })) {
+                let why = format!("--cpu {cpu}: cannot pin the thread to it");
+                or_exit::<()>(Err(ArgError::Bad(why)), "fread", USAGE);
+            }
         }
         let d = cfg.slice();
 
@@ -898,7 +742,7 @@ usage: cargo bench --bench fread -- [options]
             .unwrap_or_else(|e| panic!("fread: cannot create the test file: {e}"));
         let file = StdFile::open(tf.path())
             .unwrap_or_else(|e| panic!("fread: cannot open {}: {e}", tf.path().display()));
-        let resident = resident_fraction(&file, (tf.blocks * BLOCK as u64) as usize).map_or_else(
+        let resident = resident_fraction(&file, (tf.blocks() * BLOCK as u64) as usize).map_or_else(
             |e| format!("unknown ({e})"),
             |f| format!("{:.1}%", f * 100.0),
         );
@@ -906,12 +750,14 @@ usage: cargo bench --bench fread -- [options]
             "fread: {} MiB test file {} ({} blocks, {} resident in the page cache, made in {:.1?})",
             cfg.file_mb,
             tf.path().display(),
-            tf.blocks,
+            tf.blocks(),
             resident,
             t0.elapsed()
         );
-        let raw_setup =
-            raw_ring(256).map_or_else(|e| format!("unavailable: {e}"), |(_, n)| n.to_string());
+        let raw_setup = raw_ring(256).map_or_else(
+            |e| format!("unavailable: {e}"),
+            |(_, s)| s.name().to_string(),
+        );
         println!(
             "coring: {} (QD 1: read_at into a Vec; QD > 1: registered file + FixedBufPool, \
              read_fixed_at)",
@@ -924,7 +770,10 @@ usage: cargo bench --bench fread -- [options]
         println!(
             "{} s per run in {} slice(s), {} run(s) per contender and QD, interleaved; \
          random aligned {} B reads",
-            cfg.secs, cfg.slices, cfg.reps, BLOCK
+            cfg.secs.as_secs_f64(),
+            cfg.slices,
+            cfg.reps,
+            BLOCK
         );
 
         let mut rows = Vec::new();
@@ -945,16 +794,16 @@ usage: cargo bench --bench fread -- [options]
                 );
                 for _ in 0..cfg.slices {
                     if cfg.runs(Contender::Coring) {
-                        c.add(&run_coring(tf.path(), tf.blocks, qd, d));
+                        c.add(&run_coring(tf.path(), tf.blocks(), qd, d));
                     }
                     if cfg.runs(Contender::Raw) {
-                        r.add(&run_raw(&file, tf.blocks, qd, d));
+                        r.add(&run_raw(&file, tf.blocks(), qd, d));
                     }
                     if cfg.runs(Contender::Pread) {
-                        p.add(&run_pread(&file, tf.blocks, d));
+                        p.add(&run_pread(&file, tf.blocks(), d));
                     }
                     if cfg.runs(Contender::Preadv2) {
-                        v.add(&run_preadv2(&file, tf.blocks, d));
+                        v.add(&run_preadv2(&file, tf.blocks(), d));
                     }
                 }
                 for (runs, run, who) in [
