@@ -27,7 +27,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 # per_request NAME PREFIX FUNCTION: total instructions of the thread whose profile runs
-# FUNCTION, divided by its `send` calls (one per echoed request).
+# FUNCTION, divided by its calls of `ServerStats::echoed` (one per echoed request, whatever
+# the runtime's send path: coring sends through a raw syscall, tokio through libc's send).
 per_request() {
     local name=$1 prefix=$2 func=$3 f inclusive total callers sends found=0
     for f in "$prefix"-*; do
@@ -35,11 +36,11 @@ per_request() {
         [[ $inclusive == *"$func"* ]] || continue
         total=$(callgrind_annotate "$f" 2>/dev/null \
             | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-        callers=$(callgrind_annotate --tree=caller "$f" 2>/dev/null)
-        sends=$(grep -B1 '\*.*send.c:send ' <<<"$callers" | head -1 \
+        callers=$(callgrind_annotate --threshold=100 --tree=caller "$f" 2>/dev/null)
+        sends=$(grep -B1 '\*.*ServerStats::echoed ' <<<"$callers" | head -1 \
             | sed -E 's/.*\(([0-9,]+)x\).*/\1/' | tr -d ,)
         if [[ -z $sends || $sends == 0 ]]; then
-            echo "callgrind-echo: $name: no send calls found" >&2
+            echo "callgrind-echo: $name: no ServerStats::echoed calls found" >&2
             exit 1
         fi
         printf '%-38s %12d instructions %8d requests %6d per request\n' \

@@ -51,7 +51,10 @@ impl ServerStats {
             .push(e);
     }
 
-    /// Counts `n` bytes echoed.
+    /// Counts `n` bytes echoed: called once per echoed request, by every server, and
+    /// never inlined, so that `bench/scripts/callgrind-echo.sh` counts requests by its
+    /// calls (a runtime's own send path, libc wrapper or raw syscall, is no measure).
+    #[inline(never)]
     pub fn echoed(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
