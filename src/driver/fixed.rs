@@ -95,6 +95,7 @@ pub(crate) type RegisterFn<'a> = &'a dyn Fn(&AnyBackend) -> io::Result<Option<Re
 impl FixedCell {
     /// The first entry held, for operations to name (the backend decides whether it is
     /// its own ring's).
+    #[inline]
     pub(crate) fn get(&self) -> Option<Fixed> {
         self.0.borrow().as_ref().map(|r| r.first)
     }

@@ -220,20 +220,6 @@ pub(crate) struct Driver {
     injected: VecDeque<i32>,
 }
 
-/// Inline completions a task may have in one poll (see [`Driver::submit`]).
-const INLINE_BUDGET: u32 = 128;
-
-thread_local! {
-    /// Inline completions left to the task being polled on this thread.
-    static INLINE_LEFT: std::cell::Cell<u32> = const { std::cell::Cell::new(INLINE_BUDGET) };
-}
-
-/// Gives the next task (or the `block_on` future) its full inline budget; the executor
-/// calls it before every poll, like a cooperative-scheduling budget.
-pub(crate) fn reset_inline_budget() {
-    INLINE_LEFT.with(|c| c.set(INLINE_BUDGET));
-}
-
 impl Driver {
     pub(crate) fn new(backend: AnyBackend) -> Driver {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -293,17 +279,21 @@ impl Driver {
     }
 
     /// Submits an operation; the returned key names it until its final completion is
-    /// collected ([`Driver::poll_op`]) or it is handed to [`Driver::orphan`].
+    /// collected ([`Driver::poll_op`]) or it is handed to [`Driver::orphan`]. With
+    /// `inline`, the backend may complete it at once ([`Submitted::Completed`]); the
+    /// runtime rations that per task poll (an inline completion never returns Pending, so
+    /// a task looping over cached reads would never yield).
     ///
     /// On error nothing was handed to the kernel and the caller still owns everything.
     #[inline]
-    pub(crate) fn submit(&mut self, desc: &OpDesc, waker: &Waker) -> io::Result<Submitted> {
+    pub(crate) fn submit(
+        &mut self,
+        desc: &OpDesc,
+        waker: &Waker,
+        inline: bool,
+    ) -> io::Result<Submitted> {
         desc.check().map_err(io::Error::from_raw_os_error)?;
-        // An inline completion never returns Pending, so a task looping over cached reads
-        // would never yield: after INLINE_BUDGET of them in one poll, operations take the
-        // asynchronous path (and the task yields) until its next poll.
-        let left = INLINE_LEFT.with(|c| c.get());
-        let mut inline = left > 0;
+        let mut inline = inline;
         loop {
             // The key the slot will have; the slot is made only for an operation left in
             // flight, so one completed during the push costs no slot and no waker clone.
@@ -316,7 +306,6 @@ impl Driver {
                     return Ok(Submitted::InFlight(key));
                 }
                 Ok(Push::Completed(c)) => {
-                    INLINE_LEFT.with(|cell| cell.set(left - 1));
                     self.metrics.ops_submitted += 1;
                     self.metrics.ops_completed += 1;
                     self.metrics.ops_inline += 1;

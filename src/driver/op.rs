@@ -342,6 +342,7 @@ impl<T: Operation> Op<T> {
 
     /// Whether the operation was submitted and its completion not collected yet (the
     /// kernel may be using its data).
+    #[inline]
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, State::InFlight(_))
     }

@@ -227,7 +227,7 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
         if !d.backend_mut().multishot_recv() {
             return None;
         }
-        match d.submit(&OpDesc::RecvMulti { fd }, waker) {
+        match d.submit(&OpDesc::RecvMulti { fd }, waker, false) {
             Ok(Submitted::InFlight(key)) => {
                 let hold = hold.take().expect("coring: a read arms its receive once");
                 self.armed = Some((key, hold()));

@@ -138,6 +138,11 @@ impl<B: IoBufMut> std::future::Future for SingleRead<'_, B> {
 
 impl<B: IoBufMut> Drop for SingleRead<'_, B> {
     fn drop(&mut self) {
+        // The common case first: the receive completed (or was never submitted), so there
+        // is nothing the stream could retain.
+        if !self.op.in_flight() {
+            return;
+        }
         let mut st = self.stream.read.borrow_mut();
         if st.retained.is_some() {
             return;

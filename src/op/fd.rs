@@ -101,6 +101,7 @@ impl SharedFd {
 
     /// The descriptor as an operation names it: the raw number and the registered slot,
     /// if any (which only the ring that owns it uses).
+    #[inline]
     pub(crate) fn fd_ref(&self) -> FdRef {
         FdRef {
             raw: self.inner.fd,

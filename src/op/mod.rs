@@ -19,6 +19,7 @@ pub(crate) use fd::SharedFd;
 pub(crate) const MAX_RW: usize = 0x7fff_f000;
 
 /// Clamps a buffer length to what one operation transfers.
+#[inline]
 pub(crate) fn rw_len(len: usize) -> u32 {
     len.min(MAX_RW) as u32
 }

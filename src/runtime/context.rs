@@ -68,9 +68,14 @@ pub(crate) fn submit(
         "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
          task spawned on one",
         |inner| {
-            let r = inner.driver.borrow_mut().submit(desc, waker);
+            let left = inner.inline_left.get();
+            let r = inner.driver.borrow_mut().submit(desc, waker, left > 0);
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
+                Ok(crate::driver::Submitted::Completed(_)) => {
+                    inner.inline_left.set(left - 1);
+                    (r, None)
+                }
                 _ => (r, None),
             }
         },

@@ -22,6 +22,12 @@ use crate::time::Timers;
 /// How many tasks run between two looks at IO completions and timers.
 const TASK_BUDGET: usize = 256;
 
+/// Operations a task (or the `block_on` future) may have completed during submission in one
+/// poll: an inline completion never returns Pending, so a task looping over cached reads
+/// would never yield; past this many, operations take the asynchronous path (and the task
+/// yields) until its next poll, like a cooperative-scheduling budget.
+const INLINE_BUDGET: u32 = 128;
+
 /// Which backend a runtime uses, or should use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -280,6 +286,7 @@ impl Builder {
         let driver = Driver::new(backend);
         let inner = Rc::new(Inner {
             driver_id: driver.id(),
+            inline_left: std::cell::Cell::new(INLINE_BUDGET),
             driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
             timers: Rc::new(RefCell::new(Timers::default())),
@@ -330,6 +337,8 @@ pub(crate) struct Inner {
     pub(crate) driver: Rc<RefCell<Driver>>,
     /// The driver's [`Driver::id`], readable without borrowing it.
     pub(crate) driver_id: u64,
+    /// Inline completions left to the task being polled ([`INLINE_BUDGET`]).
+    pub(crate) inline_left: std::cell::Cell<u32>,
     pub(crate) executor: Executor,
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
@@ -420,12 +429,14 @@ impl Runtime {
             // Load before swap: the main future is usually not woken, and a swap is a
             // locked instruction even then.
             if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
-                crate::driver::reset_inline_budget();
+                inner.inline_left.set(INLINE_BUDGET);
                 if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
                     return v;
                 }
             }
-            inner.executor.run_ready(&inner.shared, TASK_BUDGET);
+            inner.executor.run_ready(&inner.shared, TASK_BUDGET, || {
+                inner.inline_left.set(INLINE_BUDGET)
+            });
             // Timers cost a clock read and a map lookup per turn; skip both when none wait.
             let now = (inner.timers.borrow().len() > 0).then(Instant::now);
             if let Some(now) = now {

@@ -735,7 +735,9 @@ impl Executor {
     }
 
     /// Runs up to `budget` ready tasks, after pulling in tasks woken by other threads.
-    pub(crate) fn run_ready(&self, shared: &Shared, budget: usize) {
+    /// Runs up to `budget` ready tasks; before each poll, `before_poll` (the runtime's
+    /// per-poll budgets).
+    pub(crate) fn run_ready(&self, shared: &Shared, budget: usize, before_poll: impl Fn()) {
         {
             let mut incoming = self.incoming.borrow_mut();
             shared.take_remote(&mut incoming);
@@ -747,7 +749,7 @@ impl Executor {
             let next = self.queue.borrow_mut().pop_front();
             match next {
                 Some(task) => {
-                    crate::driver::reset_inline_budget();
+                    before_poll();
                     task.run()
                 }
                 None => break,

@@ -378,7 +378,7 @@ impl Fallback {
     }
 
     /// The fd is ready in `dir`: run its parked operations in order until one would block
-    /// again; then, if it is still readable, wake the tasks waiting to read it.
+    /// again.
     fn retry(&mut self, fd: RawFd, dir: Interest) {
         let Some(w) = self.fds.get_mut(fd as usize) else {
             return;
@@ -401,9 +401,6 @@ impl Fallback {
             self.ready.push((key, Completion { res, flags: 0 }));
         }
         // The emptied queues stay, keeping their capacity for this descriptor's next wait.
-        if dir == Interest::Read && q.is_empty() {
-            self.wake_readers(fd);
-        }
     }
 }
 
@@ -486,10 +483,25 @@ impl Backend for Fallback {
                 s.readable |= readable;
                 s.writable |= writable;
             }
-            if readable {
+            // What waits on the descriptor, looked at once: on most edges (a stream's
+            // readable edge, with writability reported beside it) only readers wait.
+            let Some(w) = self.fds.get(fd as usize) else {
+                continue;
+            };
+            let (reads, readers, writes) = (
+                readable && !w.read.is_empty(),
+                readable && !w.readers.is_empty(),
+                writable && !w.write.is_empty(),
+            );
+            if reads {
                 self.retry(fd, Interest::Read);
             }
-            if writable {
+            // Tasks waiting to read go after the parked reads, and only if those left
+            // the socket readable.
+            if readers && self.fds.get(fd as usize).is_some_and(|w| w.read.is_empty()) {
+                self.wake_readers(fd);
+            }
+            if writes {
                 self.retry(fd, Interest::Write);
             }
         }
