@@ -284,7 +284,8 @@ impl Driver {
     /// runtime rations that per task poll (an inline completion never returns Pending, so
     /// a task looping over cached reads would never yield).
     ///
-    /// On error nothing was handed to the kernel and the caller still owns everything.
+    /// The caller has checked `desc` ([`OpDesc::check`]). On error nothing was handed to
+    /// the kernel and the caller still owns everything.
     #[inline]
     pub(crate) fn submit(
         &mut self,
@@ -292,7 +293,6 @@ impl Driver {
         waker: &Waker,
         inline: bool,
     ) -> io::Result<Submitted> {
-        desc.check().map_err(io::Error::from_raw_os_error)?;
         let mut inline = inline;
         loop {
             // The key the slot will have; the slot is made only for an operation left in

@@ -7,6 +7,7 @@
 //! operation is handed to the driver as an orphan and a cancel is submitted.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -297,7 +298,12 @@ impl<T: Operation> Op<T> {
             State::Unsubmitted => {
                 let data = self.data.as_mut().expect("coring: operation without data");
                 let desc = data.describe();
-                let (submitted, driver) = context::submit(&desc, cx.waker());
+                // Checked here, where the description's variant is known to the compiler:
+                // for an operation without a file offset the check costs nothing.
+                let (submitted, driver) = match desc.check() {
+                    Ok(()) => context::submit(&desc, cx.waker()),
+                    Err(errno) => (Err(io::Error::from_raw_os_error(errno)), None),
+                };
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
                         data.in_flight(&desc, context::driver_id());

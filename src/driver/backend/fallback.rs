@@ -74,9 +74,12 @@ fn route(desc: &OpDesc) -> Route {
     }
 }
 
-/// What waits for one descriptor to become ready.
+/// What this backend knows of one descriptor number: the open file registered with the
+/// poller under it and its readiness, and what waits for it to become ready.
 #[derive(Default)]
-struct Waiters {
+struct PerFd {
+    /// Set once the descriptor waited for readiness (registered with the poller).
+    state: Option<FdState>,
     /// Tasks whose stream receive found the socket empty: woken, oldest first, on its next
     /// readable edge (after the parked reads); each then submits its receive again. A task
     /// appears once.
@@ -88,12 +91,18 @@ struct Waiters {
     write: VecDeque<(usize, OpDesc)>,
 }
 
-impl Waiters {
+impl PerFd {
     fn queue(&mut self, dir: Interest) -> &mut VecDeque<(usize, OpDesc)> {
         match dir {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
         }
+    }
+
+    /// The registered state, if it is open file `id`'s (not a closed file's that had the
+    /// same number).
+    fn known(&mut self, id: u64) -> Option<&mut FdState> {
+        self.state.as_mut().filter(|s| s.id == id)
     }
 }
 
@@ -159,10 +168,9 @@ pub(crate) struct Fallback {
     unpolled_turns: u32,
     /// Completions produced on this thread, reported at the next reap.
     ready: Vec<(usize, Completion)>,
-    fds: DenseMap<Waiters>,
-    /// Which open file (by `SharedFd` id) each descriptor number was registered for, and
-    /// its readiness as far as we know.
-    registered: DenseMap<FdState>,
+    /// Per descriptor number: which open file (by `SharedFd` id) it was registered for, its
+    /// readiness as far as we know, and what waits for it.
+    fds: DenseMap<PerFd>,
     /// Where each parked operation waits, for cancel.
     parked: DenseMap<(RawFd, Interest)>,
     /// Wakers in all `Waiters::readers` lists.
@@ -182,7 +190,6 @@ impl Fallback {
             unparker,
             ready: Vec::new(),
             fds: DenseMap::default(),
-            registered: DenseMap::default(),
             parked: DenseMap::default(),
             readers: 0,
         })
@@ -282,14 +289,13 @@ impl Fallback {
             id,
             interest: dir,
         } = t;
-        let queue_empty = self.fds.get(fd as usize).is_none_or(|w| match dir {
-            Interest::Read => w.read.is_empty(),
-            Interest::Write => w.write.is_empty(),
-        });
         // What the poller last told us about this open file: after an EAGAIN (or a short
         // send) it is not ready until an edge says so, and trying again would only cost a
         // syscall that fails.
-        let known = self.registered.get_mut(fd as usize).filter(|s| s.id == id);
+        let (queue_empty, known) = match self.fds.get_mut(fd as usize) {
+            Some(e) => (e.queue(dir).is_empty(), e.known(id)),
+            None => (true, None),
+        };
         let unready = known.as_ref().is_some_and(|s| !s.ready(dir));
         if !queue_empty || unready {
             return Attempt::Wait { watched: unready };
@@ -324,29 +330,28 @@ impl Fallback {
     /// the open file, so it happens once per file: the id tells a new file apart from a
     /// closed one that had the same number (closing removed that one from the poller).
     fn watch(&mut self, fd: RawFd, id: u64, dir: Interest) -> io::Result<()> {
-        match self.registered.get_mut(fd as usize) {
-            Some(s) if s.id == id => s.set_ready(dir, false),
-            _ => {
-                if let Err(e) = self.poller.register(fd, fd as usize) {
-                    if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(e);
-                    }
-                }
-                // Tasks still listed for a closed file that had this number: their
-                // operations went with it; wake them rather than keep them forever.
-                self.wake_readers(fd);
-                let mut s = FdState {
-                    id,
-                    readable: true,
-                    writable: true,
-                    read_closed: false,
-                    write_closed: false,
-                    reads_drain: platform::short_read_drains(fd),
-                };
-                s.set_ready(dir, false);
-                self.registered.insert(fd as usize, s);
+        if let Some(s) = self.fds.get_mut(fd as usize).and_then(|e| e.known(id)) {
+            s.set_ready(dir, false);
+            return Ok(());
+        }
+        if let Err(e) = self.poller.register(fd, fd as usize) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
             }
         }
+        // Tasks still listed for a closed file that had this number: their operations
+        // went with it; wake them rather than keep them forever.
+        self.wake_readers(fd);
+        let mut s = FdState {
+            id,
+            readable: true,
+            writable: true,
+            read_closed: false,
+            write_closed: false,
+            reads_drain: platform::short_read_drains(fd),
+        };
+        s.set_ready(dir, false);
+        self.fds.get_or_default(fd as usize).state = Some(s);
         Ok(())
     }
 
@@ -383,12 +388,18 @@ impl Fallback {
         let Some(w) = self.fds.get_mut(fd as usize) else {
             return;
         };
-        let q = w.queue(dir);
+        let PerFd {
+            state, read, write, ..
+        } = w;
+        let q = match dir {
+            Interest::Read => read,
+            Interest::Write => write,
+        };
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { syscall::resume(&desc) };
             let blocked = syscall::would_block(&desc, res);
-            if let Some(s) = self.registered.get_mut(fd as usize) {
+            if let Some(s) = state.as_mut() {
                 if blocked || syscall::drained(&desc, res, s.reads_drain) {
                     s.set_ready(dir, false);
                 }
@@ -476,7 +487,10 @@ impl Backend for Fallback {
             let write_closed = e.is_write_closed() || error;
             let readable = e.is_readable() || read_closed || urgent;
             let writable = e.is_writable() || write_closed;
-            if let Some(s) = self.registered.get_mut(fd as usize) {
+            let Some(w) = self.fds.get_mut(fd as usize) else {
+                continue;
+            };
+            if let Some(s) = w.state.as_mut() {
                 s.reads_drain &= !urgent;
                 s.read_closed |= read_closed;
                 s.write_closed |= write_closed;
@@ -485,9 +499,6 @@ impl Backend for Fallback {
             }
             // What waits on the descriptor, looked at once: on most edges (a stream's
             // readable edge, with writability reported beside it) only readers wait.
-            let Some(w) = self.fds.get(fd as usize) else {
-                continue;
-            };
             let (reads, readers, writes) = (
                 readable && !w.read.is_empty(),
                 readable && !w.readers.is_empty(),
