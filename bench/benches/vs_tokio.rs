@@ -776,8 +776,12 @@ mod monoio_rt {
             self.0.set_nodelay(true)
         }
 
-        async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-            self.0.read(buf).await
+        // monoio's read future itself, as coring's and tokio's servers await theirs.
+        fn read(
+            &mut self,
+            buf: Vec<u8>,
+        ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)> {
+            self.0.read(buf)
         }
 
         async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
