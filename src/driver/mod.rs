@@ -28,6 +28,7 @@ pub(crate) mod syscall;
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -320,6 +321,14 @@ impl Driver {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether descriptor `fd` (open file `id`) may have something to read: `Pending` (and
+    /// `waker` woken later) only on a readiness backend that knows it has nothing (see
+    /// [`Backend::poll_readable`]).
+    #[inline]
+    pub(crate) fn poll_readable(&mut self, fd: RawFd, id: u64, waker: &Waker) -> Poll<()> {
+        self.backend.poll_readable(fd, id, waker)
     }
 
     /// Polls an in-flight operation for its next completion: a queued one of a multishot

@@ -123,15 +123,26 @@ struct RetainedRecv {
 /// submission, the receive goes to the stream ([`RetainedRecv`]) rather than being
 /// cancelled. Only one can be retained: a second read dropped meanwhile (reads racing on
 /// one stream) is cancelled like any operation.
+///
+/// On a readiness backend (`wait_readable`), the receive is built only once the socket may
+/// have something to read ([`context::poll_readable`]): a read that has to wait costs no
+/// operation.
 struct SingleRead<'a, B: IoBufMut + 'static> {
     stream: &'a Stream,
     op: Op<Recv<B>>,
+    wait_readable: bool,
 }
 
 impl<B: IoBufMut> std::future::Future for SingleRead<'_, B> {
     type Output = BufResult<usize, B>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
+        if self.wait_readable {
+            let fd = &self.stream.fd;
+            std::task::ready!(context::poll_readable(fd.raw(), fd.id(), cx.waker()));
+            // Readable: from now on the receive's own submission decides.
+            self.wait_readable = false;
+        }
         std::pin::Pin::new(&mut self.op).poll(cx)
     }
 }
@@ -186,6 +197,9 @@ enum Path<'a> {
     /// that finished the receive and still holds what it got).
     Multishot(Reading<'a>, Rc<RefCell<Driver>>),
     SingleShot,
+    /// Single-shot on a runtime without multishot receives (a readiness backend, or
+    /// io_uring with them turned off): wait for readability before building the receive.
+    SingleShotReadiness,
     /// A dropped read's receive is retained: read what it got first.
     Retained(RetainedClaim<'a>),
     /// Single-shot because the stream is in bulk mode; its result may end that mode.
@@ -342,6 +356,11 @@ impl Stream {
             match self.choose_path() {
                 Path::Multishot(reading, driver) => break (reading, driver),
                 Path::SingleShot => return self.single(buf).await,
+                Path::SingleShotReadiness => {
+                    let mut read = self.single(buf);
+                    read.wait_readable = true;
+                    return read.await;
+                }
                 Path::Retained(claim) => {
                     let res = poll_fn(|cx| self.poll_retained(cx, claim.1, &mut buf)).await;
                     drop(claim);
@@ -414,6 +433,7 @@ impl Stream {
         SingleRead {
             stream: self,
             op: Op::new(Recv::new(&self.fd, buf, true)),
+            wait_readable: false,
         }
     }
 
@@ -478,7 +498,7 @@ impl Stream {
             return if st.direct && !st.reading {
                 Path::Direct
             } else {
-                Path::SingleShot
+                Path::SingleShotReadiness
             };
         }
         let driver = context::driver();

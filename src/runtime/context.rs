@@ -82,6 +82,22 @@ pub(crate) fn submit(
     )
 }
 
+/// Whether descriptor `fd` (open file `id`) may have something to read, on the current
+/// runtime ([`Driver::poll_readable`]).
+#[track_caller]
+#[inline]
+pub(crate) fn poll_readable(
+    fd: std::os::fd::RawFd,
+    id: u64,
+    waker: &std::task::Waker,
+) -> std::task::Poll<()> {
+    with(
+        "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
+         task spawned on one",
+        |inner| inner.driver.borrow_mut().poll_readable(fd, id, waker),
+    )
+}
+
 /// The current runtime's driver (for owners of multishot operations, which poll it
 /// directly rather than through an `Op`).
 #[track_caller]

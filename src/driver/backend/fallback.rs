@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use coring_fallback::{Events, Poller, PollerWaker};
@@ -545,6 +545,22 @@ impl Backend for Fallback {
 
     fn offloaded(&self) -> u64 {
         self.offload.spawned()
+    }
+
+    #[inline]
+    fn poll_readable(&mut self, fd: RawFd, id: u64, waker: &Waker) -> Poll<()> {
+        let Some(e) = self.fds.get_mut(fd as usize) else {
+            return Poll::Ready(());
+        };
+        let empty = e.known(id).is_some_and(|s| !s.ready(Interest::Read));
+        if !empty || !e.read.is_empty() {
+            return Poll::Ready(());
+        }
+        if !e.readers.iter().any(|w| w.will_wake(waker)) {
+            e.readers.push(waker.clone());
+            self.readers += 1;
+        }
+        Poll::Pending
     }
 
     /// A socket op waiting for readiness is cancelled at once (its `-ECANCELED` is queued

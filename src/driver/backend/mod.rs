@@ -70,7 +70,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use super::fixed::Registration;
@@ -198,6 +198,16 @@ pub(crate) trait Backend {
     /// Operations run on the blocking pool so far (0 for a backend without one).
     fn offloaded(&self) -> u64 {
         0
+    }
+
+    /// Readiness backends: `Pending` if descriptor `fd` (open file `id`) is known to have
+    /// nothing to read, in which case `waker` is woken on its next readable edge; else
+    /// `Ready`. A stream's read asks this before building its receive, so a read that
+    /// would only wait costs neither an operation nor a trip through [`Backend::push`]
+    /// (which would answer [`Push::NotReady`] for it). A completion backend keeps the
+    /// default: the kernel does the waiting there.
+    fn poll_readable(&mut self, _fd: RawFd, _id: u64, _waker: &Waker) -> Poll<()> {
+        Poll::Ready(())
     }
 
     /// Cancels operation `key` before returning, where the backend can: `Ok(())` means
@@ -379,6 +389,17 @@ impl Backend for AnyBackend {
             AnyBackend::Fallback(b) => b.offloaded(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.offloaded(),
+        }
+    }
+
+    #[inline]
+    fn poll_readable(&mut self, fd: RawFd, id: u64, waker: &Waker) -> Poll<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.poll_readable(fd, id, waker),
+            AnyBackend::Fallback(b) => b.poll_readable(fd, id, waker),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.poll_readable(fd, id, waker),
         }
     }
 
