@@ -138,10 +138,12 @@ impl<B: IoBufMut> std::future::Future for SingleRead<'_, B> {
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
         if self.wait_readable {
+            // Asked once: the wake that follows a `Pending` is the readable edge, and from
+            // then on the receive's own submission decides (a spurious wake costs it one
+            // `NotReady`).
+            self.wait_readable = false;
             let fd = &self.stream.fd;
             std::task::ready!(context::poll_readable(fd.raw(), fd.id(), cx.waker()));
-            // Readable: from now on the receive's own submission decides.
-            self.wait_readable = false;
         }
         std::pin::Pin::new(&mut self.op).poll(cx)
     }
