@@ -6,7 +6,7 @@
 //! accept, fsync) go through [`crate::platform`], so this file is the same on every Unix.
 //! Besides [`execute`], it knows the syscalls' own semantics that every user of them needs:
 //! which socket operations wait for which readiness ([`socket_target`]), what "not ready
-//! yet" looks like ([`would_block`]), and how to run a description on a pool thread
+//! yet" looks like ([`outcome`]), and how to run a description on a pool thread
 //! without blocking where no cancel reaches ([`execute_blocking`]).
 
 use std::io;
@@ -441,36 +441,55 @@ fn socket_error(fd: libc::c_int) -> i32 {
         .unwrap_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Whether a successful socket transfer shows the socket has nothing more to give or no
-/// more room, so a readiness backend can wait for the next edge instead of trying again.
+/// What the result of a readiness-routed socket syscall says ([`outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Not ready yet: wait for the descriptor and run the operation again.
+    Wait,
+    /// Done, and the socket has nothing more to give or no more room: another operation
+    /// can wait for the next edge instead of trying first.
+    Drained,
+    /// Done; the socket may still be ready.
+    Ready,
+}
+
+/// Whether `res`, returned by [`execute`] or [`resume`] for a readiness-routed `desc`,
+/// means "not ready yet" rather than a final result, and if final, whether it shows the
+/// socket drained. One match for both questions: this runs on every socket operation.
 ///
-/// A send shorter than asked: the kernel stops a non-blocking send only when the send
-/// buffer is full, and freeing space sends a writability edge.
+/// Not ready is EAGAIN for every socket operation except connect, which reports a
+/// connection still being made as EINPROGRESS (see [`connect`]): a connect's own EAGAIN
+/// (a Unix listener's full backlog) is its final answer, as it is on io_uring.
 ///
-/// A stream receive shorter than asked, only if `reads_drain` (the backend's knowledge of
-/// the socket, from [`platform::short_read_drains`]): a TCP receive stops short at the
-/// urgent mark, and a Unix stream receive after a message that carried descriptors, with
-/// more data queued behind it that sends no new edge; waiting then would hang the read.
-pub(crate) fn drained(desc: &OpDesc, res: i32, reads_drain: bool) -> bool {
-    match *desc {
+/// Drained: a send shorter than asked (the kernel stops a non-blocking send only when the
+/// send buffer is full, and freeing space sends a writability edge); a stream receive
+/// shorter than asked, only if `reads_drain` (the backend's knowledge of the socket, from
+/// [`platform::short_read_drains`]): a TCP receive stops short at the urgent mark, and a
+/// Unix stream receive after a message that carried descriptors, with more data queued
+/// behind it that sends no new edge; waiting then would hang the read.
+#[inline]
+pub(crate) fn outcome(desc: &OpDesc, res: i32, reads_drain: bool) -> Outcome {
+    let (wait, drained) = match *desc {
+        OpDesc::Connect { .. } => (res == -libc::EINPROGRESS, false),
         OpDesc::Recv {
             len, stream: true, ..
-        } => reads_drain && res > 0 && (res as u32) < len,
-        OpDesc::Send { len, .. } => res >= 0 && (res as u32) < len,
-        _ => false,
+        } => (
+            res == -libc::EAGAIN,
+            reads_drain && res > 0 && (res as u32) < len,
+        ),
+        OpDesc::Send { len, .. } => (res == -libc::EAGAIN, res >= 0 && (res as u32) < len),
+        _ => (res == -libc::EAGAIN, false),
+    };
+    match (wait, drained) {
+        (true, _) => Outcome::Wait,
+        (false, true) => Outcome::Drained,
+        (false, false) => Outcome::Ready,
     }
 }
 
-/// Whether `res`, returned by [`execute`] or [`resume`] for a readiness-routed `desc`, means
-/// "not ready yet: wait for the descriptor and run it again" rather than a final result.
-/// That is EAGAIN for every socket operation except connect, which reports a connection
-/// still being made as EINPROGRESS (see [`connect`]): a connect's own EAGAIN (a Unix
-/// listener's full backlog) is its final answer, as it is on io_uring.
+/// Whether `res` means "not ready yet" for a readiness-routed `desc` (see [`outcome`]).
 pub(crate) fn would_block(desc: &OpDesc, res: i32) -> bool {
-    match desc {
-        OpDesc::Connect { .. } => res == -libc::EINPROGRESS,
-        _ => res == -libc::EAGAIN,
-    }
+    outcome(desc, res, false) == Outcome::Wait
 }
 
 /// A non-blocking connect, resumable: the first call starts it; once the socket is

@@ -27,7 +27,7 @@ use super::{Backend, Enqueued, Push, Unpark, Wait};
 use crate::driver::cached_read::CachedReads;
 use crate::driver::dense::DenseMap;
 use crate::driver::offload::{Offload, POOL_THREADS};
-use crate::driver::syscall::{self, socket_target, Interest, SocketTarget};
+use crate::driver::syscall::{self, socket_target, Interest, Outcome, SocketTarget};
 use crate::driver::{Completion, OpDesc};
 use crate::platform;
 
@@ -83,12 +83,62 @@ struct PerFd {
     /// Tasks whose stream receive found the socket empty: woken, oldest first, on its next
     /// readable edge (after the parked reads); each then submits its receive again. A task
     /// appears once.
-    readers: Vec<Waker>,
+    readers: Readers,
     /// Datagram receives and accepts waiting for readability, oldest first.
     read: VecDeque<(usize, OpDesc)>,
     /// Sends, connects and ordered shutdowns waiting for room, oldest first (the order a
     /// stream's writes take effect in).
     write: VecDeque<(usize, OpDesc)>,
+}
+
+/// Tasks waiting for a descriptor to become readable, oldest first, each once. Nearly
+/// always one (a stream is read by one task at a time): it is kept inline, and the vector
+/// is touched only when there are more.
+#[derive(Default)]
+struct Readers {
+    first: Option<Waker>,
+    /// Non-empty only while `first` is set.
+    rest: Vec<Waker>,
+}
+
+impl Readers {
+    /// Adds `waker` unless its task waits already; whether it was added.
+    #[inline]
+    fn add(&mut self, waker: &Waker) -> bool {
+        match &self.first {
+            None => {
+                self.first = Some(waker.clone());
+                true
+            }
+            Some(w) if w.will_wake(waker) => false,
+            Some(_) if self.rest.iter().any(|w| w.will_wake(waker)) => false,
+            Some(_) => {
+                self.rest.push(waker.clone());
+                true
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Wakes every waiting task, oldest first; how many there were.
+    fn wake_all(&mut self) -> usize {
+        let Some(first) = self.first.take() else {
+            return 0;
+        };
+        first.wake();
+        if self.rest.is_empty() {
+            return 1;
+        }
+        let n = 1 + self.rest.len();
+        // Drained in place: the vector keeps its capacity for this descriptor's next wait.
+        for waker in self.rest.drain(..) {
+            waker.wake();
+        }
+        n
+    }
 }
 
 impl PerFd {
@@ -116,7 +166,7 @@ struct FdState {
     /// error at once).
     read_closed: bool,
     write_closed: bool,
-    /// A stream receive shorter than asked proves the socket empty (`syscall::drained`): a
+    /// A stream receive shorter than asked proves the socket empty (`syscall::outcome`): a
     /// TCP socket on Linux, until the poller reports urgent data (the receive stops short
     /// at its mark), then never again.
     reads_drain: bool,
@@ -261,9 +311,7 @@ impl Fallback {
 
     /// Has `waker` woken on `fd`'s next readable edge (once, however often its task asks).
     fn wait_readable(&mut self, fd: RawFd, waker: &Waker) {
-        let readers = &mut self.fds.get_or_default(fd as usize).readers;
-        if !readers.iter().any(|w| w.will_wake(waker)) {
-            readers.push(waker.clone());
+        if self.fds.get_or_default(fd as usize).readers.add(waker) {
             self.readers += 1;
         }
     }
@@ -303,19 +351,18 @@ impl Fallback {
         // SAFETY: the driver keeps the op's memory alive until its completion is reaped
         // (or, for an inline completion, for the whole submission call).
         let res = unsafe { syscall::execute(desc) };
-        let blocked = syscall::would_block(desc, res);
         match known {
-            Some(s) => {
-                if blocked || syscall::drained(desc, res, s.reads_drain) {
+            Some(s) => match syscall::outcome(desc, res, s.reads_drain) {
+                Outcome::Wait => {
                     s.set_ready(dir, false);
-                }
-                if blocked {
                     return Attempt::Wait { watched: true };
                 }
-            }
+                Outcome::Drained => s.set_ready(dir, false),
+                Outcome::Ready => {}
+            },
             // First wait of this open file: register it (a registration error is reported
             // by the push that follows, which tries again).
-            None if blocked => {
+            None if syscall::would_block(desc, res) => {
                 let watched = self.watch(fd, id, dir).is_ok();
                 return Attempt::Wait { watched };
             }
@@ -375,11 +422,7 @@ impl Fallback {
         let Some(w) = self.fds.get_mut(fd as usize) else {
             return;
         };
-        self.readers -= w.readers.len();
-        // Drained in place: the list keeps its capacity for this descriptor's next wait.
-        for waker in w.readers.drain(..) {
-            waker.wake();
-        }
+        self.readers -= w.readers.wake_all();
     }
 
     /// The fd is ready in `dir`: run its parked operations in order until one would block
@@ -398,13 +441,14 @@ impl Fallback {
         while let Some(&(key, desc)) = q.front() {
             // SAFETY: the driver keeps the op's memory alive until its completion is reaped.
             let res = unsafe { syscall::resume(&desc) };
-            let blocked = syscall::would_block(&desc, res);
-            if let Some(s) = state.as_mut() {
-                if blocked || syscall::drained(&desc, res, s.reads_drain) {
+            let reads_drain = state.as_ref().is_some_and(|s| s.reads_drain);
+            let outcome = syscall::outcome(&desc, res, reads_drain);
+            if outcome != Outcome::Ready {
+                if let Some(s) = state.as_mut() {
                     s.set_ready(dir, false);
                 }
             }
-            if blocked {
+            if outcome == Outcome::Wait {
                 break;
             }
             q.pop_front();
@@ -556,8 +600,7 @@ impl Backend for Fallback {
         if !empty || !e.read.is_empty() {
             return Poll::Ready(());
         }
-        if !e.readers.iter().any(|w| w.will_wake(waker)) {
-            e.readers.push(waker.clone());
+        if e.readers.add(waker) {
             self.readers += 1;
         }
         Poll::Pending

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use crate::driver::backoff::AttemptBackoff;
 use crate::driver::dense::DenseMap;
-use crate::driver::syscall::{drained, execute, would_block};
+use crate::driver::syscall::{execute, outcome, Outcome};
 use crate::driver::{Completion, OpDesc};
 
 /// Per descriptor: sends that run as non-blocking syscalls during submission, and the
@@ -97,14 +97,14 @@ impl SendOrder {
         }
         // SAFETY: forwarded from the caller.
         let res = unsafe { execute(desc) };
-        if would_block(desc, res) {
-            st.backoff.miss();
-            return None;
-        }
-        if drained(desc, res, false) {
-            st.backoff.miss();
-        } else {
-            st.backoff.hit();
+        match outcome(desc, res, false) {
+            Outcome::Wait => {
+                st.backoff.miss();
+                return None;
+            }
+            // A short send: the buffer is full, the next send will likely have to wait.
+            Outcome::Drained => st.backoff.miss(),
+            Outcome::Ready => st.backoff.hit(),
         }
         Some(Completion { res, flags: 0 })
     }
