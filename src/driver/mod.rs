@@ -114,7 +114,9 @@ pub(crate) enum Submitted {
     /// completion, delivered at once through the same conversion as any other.
     Completed(Completion),
     /// Not submitted: it would only wait for its descriptor's readiness, and the backend
-    /// wakes the waker when it may be ready; submit it again then ([`Push::NotReady`]).
+    /// wakes the waker when it may be ready ([`Push::NotReady`]); or the task used up its
+    /// inline completions for this poll and yields (woken at once). Submit it again when
+    /// polled.
     NotReady,
 }
 

@@ -313,7 +313,7 @@ impl<T: Operation> Op<T> {
                     }
                     Ok(Submitted::Completed(c)) => c,
                     // Nothing submitted: the backend wakes us when the descriptor may be
-                    // ready, and the next poll submits again.
+                    // ready (or the task yields its turn), and the next poll submits again.
                     Ok(Submitted::NotReady) => return Poll::Pending,
                     // Nothing reached the kernel: complete with the error through the same
                     // path a kernel error takes.

@@ -69,6 +69,15 @@ pub(crate) fn submit(
          task spawned on one",
         |inner| {
             let left = inner.inline_left.get();
+            if left == 0 && !desc.is_ordered_write() {
+                // The task used up its inline completions for this poll: it yields instead
+                // (woken at once, polled again after the other ready tasks, with a fresh
+                // budget) rather than send the operation the slow way (the ring and a park,
+                // or the blocking pool) only because it came late. An ordered write is
+                // submitted anyway: yielding could let a later one overtake it.
+                waker.wake_by_ref();
+                return (Ok(crate::driver::Submitted::NotReady), None);
+            }
             let r = inner.driver.borrow_mut().submit(desc, waker, left > 0);
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
