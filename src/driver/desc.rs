@@ -192,6 +192,43 @@ pub(crate) enum OpDesc {
     Shutdown { fd: FdRef, how: i32 },
 }
 
+/// The readiness a socket operation waits for when its syscall would block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// The socket a description acts on, when it is a socket operation that waits for
+/// readiness if its non-blocking syscall cannot complete yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketTarget {
+    pub(crate) fd: RawFd,
+    /// The identity of the open file behind `fd` (`SharedFd::id`), which tells a reused
+    /// descriptor number apart.
+    pub(crate) id: u64,
+    pub(crate) interest: Interest,
+}
+
+/// What an operation acts on, for the decisions that depend only on that: whether it
+/// waits for a socket's readiness, whether it carries a file position that must fit the
+/// kernel's, whether its syscall may block. Said once per description, by
+/// [`OpDesc::target`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// A socket operation that waits for readiness when its non-blocking syscall cannot
+    /// complete yet.
+    Socket(SocketTarget),
+    /// IO at a file position: `max`, the largest value the call passes as a position (or,
+    /// for `fallocate`, a length), must fit the kernel's signed `loff_t`. May block.
+    File { max: u64 },
+    /// Anything else that may block: path lookups, opens, closes, fsync, stat.
+    Blocking,
+    /// Never blocks: no syscall, or one that returns at once (shutdown), or a multishot
+    /// receive (run only by io_uring).
+    Immediate,
+}
+
 impl OpDesc {
     /// The operation's name, for diagnostics, the mock backend's test handle and the
     /// io_uring test hook that hides opcodes (`Builder::emulate_missing_opcodes`): the
@@ -250,35 +287,51 @@ impl OpDesc {
         )
     }
 
+    /// What the operation acts on ([`Target`]): the one exhaustive match that sorts
+    /// descriptions for the readiness backend, the blocking pool and [`OpDesc::check`].
+    #[inline]
+    pub(crate) fn target(&self) -> Target {
+        match *self {
+            OpDesc::Recv { fd, fd_id, .. }
+            | OpDesc::RecvMsg { fd, fd_id, .. }
+            | OpDesc::Accept { fd, fd_id, .. } => Target::Socket(SocketTarget {
+                fd: fd.raw,
+                id: fd_id,
+                interest: Interest::Read,
+            }),
+            OpDesc::Send { fd, fd_id, .. }
+            | OpDesc::SendMsg { fd, fd_id, .. }
+            | OpDesc::Connect { fd, fd_id, .. } => Target::Socket(SocketTarget {
+                fd: fd.raw,
+                id: fd_id,
+                interest: Interest::Write,
+            }),
+            OpDesc::Read { offset, .. }
+            | OpDesc::Write { offset, .. }
+            | OpDesc::Readv { offset, .. }
+            | OpDesc::Writev { offset, .. } => Target::File { max: offset },
+            OpDesc::Fallocate { offset, len, .. } => Target::File {
+                max: offset.max(len),
+            },
+            OpDesc::Fsync { .. }
+            | OpDesc::OpenAt { .. }
+            | OpDesc::Close { .. }
+            | OpDesc::Statx { .. }
+            | OpDesc::UnlinkAt { .. }
+            | OpDesc::RenameAt { .. }
+            | OpDesc::MkdirAt { .. } => Target::Blocking,
+            OpDesc::Nop | OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } => Target::Immediate,
+        }
+    }
+
     /// The errno of a description no backend may run, checked once before submission so
     /// that every backend answers alike: EINVAL for a file offset (or, for `fallocate`, a
     /// length) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
     /// `u64::MAX` as "the file position", a `pread` cannot express it).
     #[inline]
     pub(crate) fn check(&self) -> Result<(), i32> {
-        // Exhaustive, so that a new description with a file offset is checked too.
-        let offset = match *self {
-            OpDesc::Read { offset, .. }
-            | OpDesc::Write { offset, .. }
-            | OpDesc::Readv { offset, .. }
-            | OpDesc::Writev { offset, .. } => offset,
-            OpDesc::Fallocate { offset, len, .. } => offset.max(len),
-            OpDesc::Nop
-            | OpDesc::Fsync { .. }
-            | OpDesc::OpenAt { .. }
-            | OpDesc::Close { .. }
-            | OpDesc::Statx { .. }
-            | OpDesc::UnlinkAt { .. }
-            | OpDesc::RenameAt { .. }
-            | OpDesc::MkdirAt { .. }
-            | OpDesc::Accept { .. }
-            | OpDesc::Connect { .. }
-            | OpDesc::Recv { .. }
-            | OpDesc::RecvMulti { .. }
-            | OpDesc::Send { .. }
-            | OpDesc::RecvMsg { .. }
-            | OpDesc::SendMsg { .. }
-            | OpDesc::Shutdown { .. } => return Ok(()),
+        let Target::File { max: offset } = self.target() else {
+            return Ok(());
         };
         if offset > i64::MAX as u64 {
             return Err(libc::EINVAL);

@@ -5,23 +5,16 @@
 //! carry: the result, or `-errno`. The calls that differ between kernels (stat, rename,
 //! accept, fsync) go through [`crate::platform`], so this file is the same on every Unix.
 //! Besides [`execute`], it knows the syscalls' own semantics that every user of them needs:
-//! which socket operations wait for which readiness ([`socket_target`]), what "not ready
-//! yet" looks like ([`outcome`]), and how to run a description on a pool thread
-//! without blocking where no cancel reaches ([`execute_blocking`]).
+//! what "not ready yet" looks like ([`outcome`]), and how to run a description on a pool
+//! thread without blocking where no cancel reaches ([`execute_blocking`]). Which socket
+//! operations wait for which readiness is the description's own fact (`OpDesc::target`).
 
 use std::io;
 
-use super::desc::FdRef;
+use super::desc::{FdRef, Interest, Target};
 use super::offload::JobCancel;
 use super::OpDesc;
 use crate::platform;
-
-/// The readiness a socket operation waits for when its syscall would block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Interest {
-    Read,
-    Write,
-}
 
 impl Interest {
     /// The `poll(2)` events of this readiness.
@@ -31,47 +24,6 @@ impl Interest {
             Interest::Write => libc::POLLOUT,
         }
     }
-}
-
-/// The socket a description acts on, when it is a socket operation that waits for
-/// readiness if its non-blocking syscall cannot complete yet.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SocketTarget {
-    pub(crate) fd: libc::c_int,
-    /// The identity of the open file behind `fd` (`SharedFd::id`), which tells a reused
-    /// descriptor number apart.
-    pub(crate) id: u64,
-    pub(crate) interest: Interest,
-}
-
-/// The socket `desc` waits on and the readiness it waits for; `None` for an operation that
-/// never waits for readiness (files, paths, and the operations that never block).
-#[inline]
-pub(crate) fn socket_target(desc: &OpDesc) -> Option<SocketTarget> {
-    let (fd, id, interest) = match *desc {
-        OpDesc::Recv { fd, fd_id, .. }
-        | OpDesc::RecvMsg { fd, fd_id, .. }
-        | OpDesc::Accept { fd, fd_id, .. } => (fd.raw, fd_id, Interest::Read),
-        OpDesc::Send { fd, fd_id, .. }
-        | OpDesc::SendMsg { fd, fd_id, .. }
-        | OpDesc::Connect { fd, fd_id, .. } => (fd.raw, fd_id, Interest::Write),
-        OpDesc::Nop
-        | OpDesc::Read { .. }
-        | OpDesc::Write { .. }
-        | OpDesc::Readv { .. }
-        | OpDesc::Writev { .. }
-        | OpDesc::Fsync { .. }
-        | OpDesc::Fallocate { .. }
-        | OpDesc::OpenAt { .. }
-        | OpDesc::Close { .. }
-        | OpDesc::Statx { .. }
-        | OpDesc::UnlinkAt { .. }
-        | OpDesc::RenameAt { .. }
-        | OpDesc::MkdirAt { .. }
-        | OpDesc::RecvMulti { .. }
-        | OpDesc::Shutdown { .. } => return None,
-    };
-    Some(SocketTarget { fd, id, interest })
 }
 
 fn ret(r: isize) -> i32 {
@@ -274,9 +226,9 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 
     // SAFETY: forwarded from the caller.
     let mut res = unsafe { execute(desc) };
     let (fd, events, retry): (libc::c_int, libc::c_short, unsafe fn(&OpDesc) -> i32) =
-        match socket_target(desc) {
-            Some(t) => (t.fd, t.interest.poll_events(), resume),
-            None if res == -libc::ESPIPE => match unpositioned(desc) {
+        match desc.target() {
+            Target::Socket(t) => (t.fd, t.interest.poll_events(), resume),
+            _ if res == -libc::ESPIPE => match unpositioned(desc) {
                 Some((fd, events)) => {
                     // Not tried yet: the descriptor may be in blocking mode, so a plain
                     // read now could block where no cancel reaches it. Wait first.
@@ -285,7 +237,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 
                 }
                 None => return res,
             },
-            None => return res,
+            _ => return res,
         };
     // EINTR: a plain call on a descriptor in blocking mode, interrupted by a signal; wait
     // and try again (io_uring never reports it either).

@@ -26,8 +26,9 @@ use coring_fallback::{Events, Poller, PollerWaker};
 use super::{Backend, Enqueued, Push, Unpark, Wait};
 use crate::driver::cached_read::CachedReads;
 use crate::driver::dense::DenseMap;
+use crate::driver::desc::{Interest, SocketTarget, Target};
 use crate::driver::offload::{Offload, POOL_THREADS};
-use crate::driver::syscall::{self, socket_target, Interest, Outcome, SocketTarget};
+use crate::driver::syscall::{self, Outcome};
 use crate::driver::{Completion, OpDesc};
 use crate::platform;
 
@@ -43,34 +44,15 @@ enum Route {
     Pool,
 }
 
-/// Chooses how this backend runs `desc`: the one place that decides it, per description.
+/// Chooses how this backend runs `desc`, from what it acts on.
 #[inline]
 fn route(desc: &OpDesc) -> Route {
-    if let Some(t) = socket_target(desc) {
-        return Route::Socket(t);
-    }
-    match desc {
+    match desc.target() {
+        Target::Socket(t) => Route::Socket(t),
+        Target::File { .. } | Target::Blocking => Route::Pool,
         // RecvMulti never reaches a backend without provided buffers; if it did, it would
         // fail at once (see `syscall::execute`).
-        OpDesc::Nop | OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } => Route::Now,
-        OpDesc::Read { .. }
-        | OpDesc::Write { .. }
-        | OpDesc::Readv { .. }
-        | OpDesc::Writev { .. }
-        | OpDesc::Fsync { .. }
-        | OpDesc::Fallocate { .. }
-        | OpDesc::OpenAt { .. }
-        | OpDesc::Close { .. }
-        | OpDesc::Statx { .. }
-        | OpDesc::UnlinkAt { .. }
-        | OpDesc::RenameAt { .. }
-        | OpDesc::MkdirAt { .. } => Route::Pool,
-        OpDesc::Recv { .. }
-        | OpDesc::RecvMsg { .. }
-        | OpDesc::Accept { .. }
-        | OpDesc::Send { .. }
-        | OpDesc::SendMsg { .. }
-        | OpDesc::Connect { .. } => unreachable!("coring: socket operations have a target"),
+        Target::Immediate => Route::Now,
     }
 }
 

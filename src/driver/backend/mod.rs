@@ -21,16 +21,17 @@
 //! 1. the op struct (`src/op/`): owns the fd handle, buffer, path; implements
 //!    `Operation` (`describe` once, `complete` from the final completion);
 //! 2. its [`OpDesc`] variant (`src/driver/desc.rs`), with the raw pointers the kernel
-//!    uses, and its arms in that file's `name` and `check`;
-//! 3. one arm per backend: io_uring's SQE (`Uring::sqe` in `uring/mod.rs`); the syscall
-//!    (`syscall::execute`, which the readiness backend and the blocking pool run, and
-//!    `syscall::socket_target`, which says whether it waits for a socket's readiness),
-//!    with a function in `src/platform/` when kernels differ (one per platform module,
-//!    same signature); and the readiness backend's route (`fallback::route`: at once,
-//!    after readiness, or on the pool). A kernel without the io_uring opcode needs
-//!    nothing more: io_uring's probe says the SQE's opcode is missing and the same
-//!    description runs through `syscall::execute` on the blocking pool; the mock backend
-//!    knows the operation by its `name`;
+//!    uses, and its arms in that file's `name` and `target` (what it acts on: a socket
+//!    and the readiness it waits for, a file position, something that may block, or
+//!    nothing that blocks; the readiness backend's route, the blocking pool and the
+//!    offset check follow from it);
+//! 3. one arm per backend: io_uring's SQE (`Uring::sqe` in `uring/mod.rs`) and the
+//!    syscall (`syscall::execute`, which the readiness backend and the blocking pool
+//!    run), with a function in `src/platform/` when kernels differ (one per platform
+//!    module, same signature). A kernel without the io_uring opcode needs nothing more:
+//!    io_uring's probe says the SQE's opcode is missing and the same description runs
+//!    through `syscall::execute` on the blocking pool; the mock backend knows the
+//!    operation by its `name`;
 //! 4. the user API (`src/fs/`, `src/net/`) and its tests, run on every backend.
 //!
 //! # A completion-port backend (IOCP)
