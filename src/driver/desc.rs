@@ -5,13 +5,17 @@ use std::os::fd::RawFd;
 use super::fixed::Fixed;
 use crate::platform;
 
-/// The descriptor an operation acts on: the raw number, valid on every backend, and the
-/// entry it holds in one ring's registered-file table, if it was registered (see
-/// [`super::fixed`]). Only the io_uring translation looks at `fixed`, and only when the
-/// entry belongs to its own ring; everything else uses `raw`.
+/// The descriptor an operation acts on: the raw number, valid on every backend, the
+/// identity of the open file behind it, and the entry it holds in one ring's
+/// registered-file table, if it was registered (see [`super::fixed`]). Only the io_uring
+/// translation looks at `fixed`, and only when the entry belongs to its own ring;
+/// everything else uses `raw`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FdRef {
     pub(crate) raw: RawFd,
+    /// Identity of the open file behind `raw` (`SharedFd::id`), so a backend that keeps
+    /// per-descriptor state can tell a reused descriptor number apart.
+    pub(crate) id: u64,
     // Read by the io_uring backend only (Linux).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fixed: Option<Fixed>,
@@ -120,27 +124,18 @@ pub(crate) enum OpDesc {
     /// close-on-exec and non-blocking (see [`platform::accept`]).
     Accept {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         addr: *mut libc::sockaddr,
         addrlen: *mut libc::socklen_t,
     },
     /// `connect(fd, addr, addrlen)`.
     Connect {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         addr: *const libc::sockaddr,
         addrlen: libc::socklen_t,
     },
     /// `recv(fd, buf, len, flags)`.
     Recv {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         buf: *mut u8,
         len: u32,
         flags: i32,
@@ -160,9 +155,6 @@ pub(crate) enum OpDesc {
     /// `send(fd, buf, len, flags)`.
     Send {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         buf: *const u8,
         len: u32,
         flags: i32,
@@ -173,18 +165,12 @@ pub(crate) enum OpDesc {
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         msg: *mut libc::msghdr,
         flags: u32,
     },
     /// `sendmsg(fd, msg, flags)`.
     SendMsg {
         fd: FdRef,
-        /// Identity of the open file behind `fd` (see `SharedFd::id`), so a backend that
-        /// keeps per-descriptor state can tell a reused descriptor number apart.
-        fd_id: u64,
         msg: *const libc::msghdr,
         flags: u32,
     },
@@ -292,20 +278,20 @@ impl OpDesc {
     #[inline]
     pub(crate) fn target(&self) -> Target {
         match *self {
-            OpDesc::Recv { fd, fd_id, .. }
-            | OpDesc::RecvMsg { fd, fd_id, .. }
-            | OpDesc::Accept { fd, fd_id, .. } => Target::Socket(SocketTarget {
-                fd: fd.raw,
-                id: fd_id,
-                interest: Interest::Read,
-            }),
-            OpDesc::Send { fd, fd_id, .. }
-            | OpDesc::SendMsg { fd, fd_id, .. }
-            | OpDesc::Connect { fd, fd_id, .. } => Target::Socket(SocketTarget {
-                fd: fd.raw,
-                id: fd_id,
-                interest: Interest::Write,
-            }),
+            OpDesc::Recv { fd, .. } | OpDesc::RecvMsg { fd, .. } | OpDesc::Accept { fd, .. } => {
+                Target::Socket(SocketTarget {
+                    fd: fd.raw,
+                    id: fd.id,
+                    interest: Interest::Read,
+                })
+            }
+            OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } | OpDesc::Connect { fd, .. } => {
+                Target::Socket(SocketTarget {
+                    fd: fd.raw,
+                    id: fd.id,
+                    interest: Interest::Write,
+                })
+            }
             OpDesc::Read { offset, .. }
             | OpDesc::Write { offset, .. }
             | OpDesc::Readv { offset, .. }

@@ -105,6 +105,7 @@ impl SharedFd {
     pub(crate) fn fd_ref(&self) -> FdRef {
         FdRef {
             raw: self.inner.fd,
+            id: self.inner.id,
             fixed: self.inner.fixed.get(),
         }
     }

@@ -150,7 +150,6 @@ impl Operation for Accept {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Accept {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
             addrlen: &mut self.addr.len,
         }
@@ -183,7 +182,6 @@ impl Operation for Connect {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Connect {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             addr: self.addr.as_ptr(),
             addrlen: self.addr.len,
         }
@@ -250,7 +248,6 @@ impl<B: IoBuf> Operation for SendTo<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::SendMsg {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             msg: &self.msg.hdr,
             flags: platform::SEND_FLAGS as u32,
         }
@@ -313,7 +310,6 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::RecvMsg {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             msg: &mut self.msg.hdr,
             flags: 0,
         }

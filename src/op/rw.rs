@@ -291,7 +291,6 @@ impl<B: IoBufMut> Operation for Recv<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Recv {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             buf: self.buf.stable_mut_ptr(),
             len: rw_len(self.buf.bytes_total()),
             flags: 0,
@@ -333,7 +332,6 @@ impl<B: IoBuf> Operation for Send<B> {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Send {
             fd: self.fd.fd_ref(),
-            fd_id: self.fd.id(),
             buf: self.buf.stable_ptr(),
             len: rw_len(self.buf.bytes_init()),
             flags: platform::SEND_FLAGS,

@@ -212,9 +212,9 @@ mod tests {
         OpDesc::Send {
             fd: FdRef {
                 raw: fd,
+                id: 0,
                 fixed: None,
             },
-            fd_id: 0,
             buf: buf.as_ptr(),
             len: buf.len() as u32,
             flags: crate::platform::SEND_FLAGS,
@@ -250,6 +250,7 @@ mod tests {
         let shut = OpDesc::Shutdown {
             fd: FdRef {
                 raw: other.as_raw_fd(),
+                id: 0,
                 fixed: None,
             },
             how: libc::SHUT_WR,
