@@ -14,6 +14,7 @@ mod scenario;
 mod summary;
 mod sys;
 mod watchdog;
+mod workload;
 
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
