@@ -451,3 +451,67 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Every action once, in order, each bounded: a quick proof that a runtime works (used in
+/// children under low resource limits). Errors are tallied, not raised.
+pub async fn smoke(dir: PathBuf, seed: u64, bound: Duration) -> Tally {
+    let listener = match TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            let mut t = Tally::default();
+            t.error("bind", &e);
+            return t;
+        }
+    };
+    let udp = match UdpSocket::bind("127.0.0.1:0") {
+        Ok(u) => u,
+        Err(e) => {
+            let mut t = Tally::default();
+            t.error("udp bind", &e);
+            return t;
+        }
+    };
+    let data_path = dir.join(format!("smoke-data-{seed}"));
+    if let Err(e) = std::fs::write(&data_path, vec![7u8; 8192]) {
+        let mut t = Tally::default();
+        t.error("data file", &e);
+        return t;
+    }
+    let shared = Rc::new(Shared {
+        tcp: listener.local_addr().expect("addr"),
+        udp: udp.local_addr().expect("addr"),
+        data_path,
+        tally: RefCell::new(Tally::default()),
+        plan: Plan {
+            clients: 1,
+            until: Instant::now(),
+            cancel: 0.0,
+            dir,
+            seed,
+        },
+    });
+    let server = coring::spawn(echo_server(listener, shared.clone()));
+    let udp_server = coring::spawn(udp_echo(udp));
+    let mut rng = Rng::new(seed);
+    for (i, &action) in ACTIONS.iter().enumerate() {
+        let r = match timeout(bound, act(&shared, action, &mut rng, 0, i as u64)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{action:?} did not finish within {bound:?}"),
+            )),
+        };
+        let mut t = shared.tally.borrow_mut();
+        t.actions += 1;
+        if let Err(e) = r {
+            t.error(&format!("{action:?}"), &e);
+        }
+    }
+    server.abort();
+    udp_server.abort();
+    let _ = server.await;
+    let _ = udp_server.await;
+    let _ = std::fs::remove_file(&shared.data_path);
+    let t = shared.tally.borrow().clone();
+    t
+}
