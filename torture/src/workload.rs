@@ -308,7 +308,10 @@ async fn act(shared: &Shared, action: Action, rng: &mut Rng, id: usize, n: u64) 
                     Err(e) => return Err(io::Error::other(format!("writer task: {e}"))),
                 }
                 if back != data {
-                    corrupt(shared, format!("tcp echo of {len} bytes came back different"));
+                    corrupt(
+                        shared,
+                        format!("tcp echo of {len} bytes came back different"),
+                    );
                 }
                 verified(shared, len);
             }
@@ -339,7 +342,10 @@ async fn act(shared: &Shared, action: Action, rng: &mut Rng, id: usize, n: u64) 
             Ok(())
         }
         Action::FileCycle => {
-            let path = shared.plan.dir.join(format!("wl-{}-{id}-{n}", shared.plan.seed));
+            let path = shared
+                .plan
+                .dir
+                .join(format!("wl-{}-{id}-{n}", shared.plan.seed));
             let _cleanup = RemoveOnDrop(path.clone());
             let f = OpenOptions::new()
                 .read(true)
@@ -361,11 +367,17 @@ async fn act(shared: &Shared, action: Action, rng: &mut Rng, id: usize, n: u64) 
             let (r, back) = f.read_exact_at(Vec::with_capacity(len), pos).await;
             r?;
             if back != data {
-                corrupt(shared, format!("file read back {len} bytes at {pos} different"));
+                corrupt(
+                    shared,
+                    format!("file read back {len} bytes at {pos} different"),
+                );
             }
             let m = f.metadata().await?;
             if m.len() != pos + len as u64 {
-                corrupt(shared, format!("file length {} after writing {len} at {pos}", m.len()));
+                corrupt(
+                    shared,
+                    format!("file length {} after writing {len} at {pos}", m.len()),
+                );
             }
             verified(shared, len);
             f.close().await?;

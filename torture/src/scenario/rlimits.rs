@@ -45,15 +45,22 @@ fn run_child(ctx: &mut Ctx, name: &str) {
         }
     };
     let report = Report::from_lines(&fin.stdout);
-    let clean_exit = fin.status.is_some_and(|s| s.code() == Some(0) || s.code() == Some(1));
-    ctx.check(&format!("{name}-child"), None, clean_exit && report.is_some(), || {
-        format!(
-            "the {name} child ended {} without finishing its report (a panic or a hang under \
+    let clean_exit = fin
+        .status
+        .is_some_and(|s| s.code() == Some(0) || s.code() == Some(1));
+    ctx.check(
+        &format!("{name}-child"),
+        None,
+        clean_exit && report.is_some(),
+        || {
+            format!(
+                "the {name} child ended {} without finishing its report (a panic or a hang under \
              the limit); stderr: {}",
-            fin.how(),
-            fin.stderr_tail(8)
-        )
-    });
+                fin.how(),
+                fin.stderr_tail(8)
+            )
+        },
+    );
     ctx.check(
         &format!("{name}-no-panic"),
         None,
@@ -71,7 +78,9 @@ fn run_child(ctx: &mut Ctx, name: &str) {
             });
         }
         ctx.report.checks += r.checks;
-        ctx.report.skipped.extend(r.skipped.into_iter().map(|s| format!("rlimits/{name}.{s}")));
+        ctx.report
+            .skipped
+            .extend(r.skipped.into_iter().map(|s| format!("rlimits/{name}.{s}")));
     }
 }
 
@@ -176,14 +185,22 @@ mod nofile {
             let step = catch(|| match ctx.builder().build() {
                 Err(e) => format!("+{extra}: build failed ({e})"),
                 Ok(rt) => {
-                    let t = rt.block_on(workload::smoke(dir.0.clone(), extra, Duration::from_secs(3)));
+                    let t = rt.block_on(workload::smoke(
+                        dir.0.clone(),
+                        extra,
+                        Duration::from_secs(3),
+                    ));
                     drop(rt);
                     if has_hang(&t) {
                         format!("+{extra}: HANG {}", t.errors_line())
                     } else if t.actions == 0 {
                         format!("+{extra}: no server ({})", t.errors_line())
                     } else {
-                        format!("+{extra}: {} of {} actions failed", t.errors.values().sum::<u64>(), t.actions)
+                        format!(
+                            "+{extra}: {} of {} actions failed",
+                            t.errors.values().sum::<u64>(),
+                            t.actions
+                        )
                     }
                 }
             });
@@ -193,7 +210,11 @@ mod nofile {
                     r.check("sweep-no-hang", None, !s.contains("HANG"), || s.clone());
                     sweep.push(s);
                 }
-                Err(p) => r.fail("sweep-no-panic", None, format!("+{extra} descriptors free: panicked: {p}")),
+                Err(p) => r.fail(
+                    "sweep-no-panic",
+                    None,
+                    format!("+{extra} descriptors free: panicked: {p}"),
+                ),
             }
         }
         r.figure("sweep", sweep.join(", "));
@@ -207,10 +228,12 @@ mod nofile {
         let original = sys::raise_nofile().expect("RLIMIT_NOFILE");
         soft_limit(64).expect("RLIMIT_NOFILE 64");
         let out = catch(|| {
-            let rt = ctx.builder().build().map_err(|e| format!("build under 64: {e}"))?;
-            let res = rt.block_on(async {
-                timeout(Duration::from_secs(60), exhaust(&data, dir)).await
-            });
+            let rt = ctx
+                .builder()
+                .build()
+                .map_err(|e| format!("build under 64: {e}"))?;
+            let res =
+                rt.block_on(async { timeout(Duration::from_secs(60), exhaust(&data, dir)).await });
             drop(rt);
             res.map_err(|_| "the exhaustion steps hung for 60 s".to_string())
         });
@@ -261,29 +284,65 @@ mod nofile {
                 Ok(f) => files.push(f),
                 Err(e) => {
                     s.first_error = format!("{e}");
-                    s.check("open-error-clean", emfile(&e), format!("opening past the limit: {e} (expected EMFILE)"));
+                    s.check(
+                        "open-error-clean",
+                        emfile(&e),
+                        format!("opening past the limit: {e} (expected EMFILE)"),
+                    );
                     break;
                 }
             }
             if files.len() > 1000 {
-                s.check("open-error-clean", false, "1000 files opened under a limit of 64".into());
+                s.check(
+                    "open-error-clean",
+                    false,
+                    "1000 files opened under a limit of 64".into(),
+                );
                 break;
             }
         }
         s.opened = files.len();
         let bound = Duration::from_secs(5);
         match timeout(bound, TcpStream::connect(addr)).await {
-            Ok(Err(e)) => s.check("connect-exhausted", emfile(&e), format!("connect while exhausted: {e}")),
-            Ok(Ok(_)) => s.check("connect-exhausted", false, "connect succeeded with no descriptor free".into()),
-            Err(_) => s.check("connect-exhausted", false, "connect while exhausted hung 5 s".into()),
+            Ok(Err(e)) => s.check(
+                "connect-exhausted",
+                emfile(&e),
+                format!("connect while exhausted: {e}"),
+            ),
+            Ok(Ok(_)) => s.check(
+                "connect-exhausted",
+                false,
+                "connect succeeded with no descriptor free".into(),
+            ),
+            Err(_) => s.check(
+                "connect-exhausted",
+                false,
+                "connect while exhausted hung 5 s".into(),
+            ),
         }
         match UdpSocket::bind("127.0.0.1:0") {
-            Err(e) => s.check("udp-exhausted", emfile(&e), format!("UDP bind while exhausted: {e}")),
-            Ok(_) => s.check("udp-exhausted", false, "UDP bind succeeded with no descriptor free".into()),
+            Err(e) => s.check(
+                "udp-exhausted",
+                emfile(&e),
+                format!("UDP bind while exhausted: {e}"),
+            ),
+            Ok(_) => s.check(
+                "udp-exhausted",
+                false,
+                "UDP bind succeeded with no descriptor free".into(),
+            ),
         }
         match timeout(bound, listener.accept()).await {
-            Ok(Err(e)) => s.check("accept-exhausted", emfile(&e), format!("accept while exhausted: {e}")),
-            Ok(Ok(_)) => s.check("accept-exhausted", false, "accept succeeded with no descriptor free".into()),
+            Ok(Err(e)) => s.check(
+                "accept-exhausted",
+                emfile(&e),
+                format!("accept while exhausted: {e}"),
+            ),
+            Ok(Ok(_)) => s.check(
+                "accept-exhausted",
+                false,
+                "accept succeeded with no descriptor free".into(),
+            ),
             Err(_) => s.check(
                 "accept-exhausted",
                 false,
@@ -293,12 +352,19 @@ mod nofile {
             ),
         }
         let stat = timeout(bound, coring::fs::metadata(data)).await;
-        s.check("statx-exhausted", matches!(stat, Ok(Ok(_))), format!("statx while exhausted: {stat:?}"));
+        s.check(
+            "statx-exhausted",
+            matches!(stat, Ok(Ok(_))),
+            format!("statx while exhausted: {stat:?}"),
+        );
         let read = timeout(bound, files[0].read_at(Vec::with_capacity(16), 0)).await;
         s.check(
             "read-exhausted",
             matches!(read, Ok((Ok(16), _))),
-            format!("reading an open file while exhausted: {:?}", read.map(|(r, _)| r)),
+            format!(
+                "reading an open file while exhausted: {:?}",
+                read.map(|(r, _)| r)
+            ),
         );
         // Free some descriptors: the queued connections must still be there.
         files.truncate(files.len().saturating_sub(16));
@@ -411,20 +477,36 @@ mod memlock {
         let (auto, forced) = match zero {
             Ok(x) => x,
             Err(p) => {
-                r.fail("zero-no-panic", None, format!("building runtimes under memlock 0 panicked: {p}"));
+                r.fail(
+                    "zero-no-panic",
+                    None,
+                    format!("building runtimes under memlock 0 panicked: {p}"),
+                );
                 return;
             }
         };
         match &auto {
-            Err(e) => r.fail("zero-auto-builds", None, format!("Auto under memlock 0: {e}")),
+            Err(e) => r.fail(
+                "zero-auto-builds",
+                None,
+                format!("Auto under memlock 0: {e}"),
+            ),
             Ok(rt) => {
                 let reason = rt.fallback_reason().unwrap_or("(none)").to_string();
                 r.figure("zero_auto", format!("{} ({reason})", rt.backend()));
                 if ctx.backend == BackendKind::IoUring {
                     if rt.backend() == BackendKind::IoUring {
-                        r.skip("zero-auto-falls-back", "this kernel does not charge the ring to RLIMIT_MEMLOCK");
+                        r.skip(
+                            "zero-auto-falls-back",
+                            "this kernel does not charge the ring to RLIMIT_MEMLOCK",
+                        );
                     } else {
-                        r.check("zero-auto-falls-back", None, rt.backend() == BackendKind::Fallback, String::new);
+                        r.check(
+                            "zero-auto-falls-back",
+                            None,
+                            rt.backend() == BackendKind::Fallback,
+                            String::new,
+                        );
                         let lower = reason.to_ascii_lowercase();
                         r.check("zero-reason-names-memlock", Some(10), lower.contains("memlock"), || {
                             format!("the fallback reason under RLIMIT_MEMLOCK=0 does not name memlock: {reason:?}")
@@ -444,7 +526,11 @@ mod memlock {
                     format!("forced io_uring under memlock 0 failed with {:?} ({e}), not OutOfMemory", e.kind())
                 });
             }
-            (Err(e), _) => r.fail("zero-forced", None, format!("the fallback under memlock 0: {e}")),
+            (Err(e), _) => r.fail(
+                "zero-forced",
+                None,
+                format!("the fallback under memlock 0: {e}"),
+            ),
             (Ok(rt), _) => {
                 r.figure("zero_forced", rt.backend_description());
                 let t = rt.block_on(workload::smoke(dir.0.clone(), 2, Duration::from_secs(10)));
@@ -486,7 +572,9 @@ mod memlock {
                 r.check(
                     "small-register-clean",
                     None,
-                    reg.as_ref().err().is_none_or(|e| e.kind() == io::ErrorKind::OutOfMemory),
+                    reg.as_ref()
+                        .err()
+                        .is_none_or(|e| e.kind() == io::ErrorKind::OutOfMemory),
                     || format!("registering 1 MiB under 256 KiB: {reg:?}"),
                 );
             }

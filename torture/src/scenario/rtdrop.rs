@@ -232,7 +232,7 @@ fn one_round(ctx: &mut Ctx, round: usize, totals: &mut Totals) {
                 let s = rt_side.clone();
                 let buf = CountedBuf::from_vec(vec![0x42; 512], 2);
                 drop(coring::spawn(async move {
-                polled();
+                    polled();
                     let _ = s.full[i].write(buf).await;
                 }));
                 spawned += 1;
@@ -251,7 +251,7 @@ fn one_round(ctx: &mut Ctx, round: usize, totals: &mut Totals) {
             for _ in 0..ACCEPTS_PER_LISTENER {
                 let s = rt_side.clone();
                 drop(coring::spawn(async move {
-                polled();
+                    polled();
                     let _ = s.listeners[i].accept().await;
                 }));
                 spawned += 1;
@@ -262,7 +262,7 @@ fn one_round(ctx: &mut Ctx, round: usize, totals: &mut Totals) {
                 let s = rt_side.clone();
                 let buf = CountedBuf::with_capacity(2048, 4);
                 drop(coring::spawn(async move {
-                polled();
+                    polled();
                     let _ = s.udp[i].recv_from(buf).await;
                 }));
                 spawned += 1;
@@ -312,7 +312,10 @@ fn one_round(ctx: &mut Ctx, round: usize, totals: &mut Totals) {
     let tally = Ledger::tally();
     totals.leaked_buffers += tally.live;
     for (tag, n) in Ledger::live_by_tag() {
-        *totals.leaked_by_kind.entry(TAGS[usize::from(tag)]).or_default() += n;
+        *totals
+            .leaked_by_kind
+            .entry(TAGS[usize::from(tag)])
+            .or_default() += n;
     }
     // A buffer lent to the kernel is leaked, not dropped; every other one is dropped.
     ctx.check("leak-bounded", None, tally.live <= in_flight as u64, || {
@@ -338,14 +341,24 @@ fn one_round(ctx: &mut Ctx, round: usize, totals: &mut Totals) {
 }
 
 /// Writes a byte into each pipe and checks that no read whose buffer was dropped takes it.
-fn freed_early_probe(ctx: &mut Ctx, round: usize, std_side: &StdSide, ids: &[u32], totals: &mut Totals) {
+fn freed_early_probe(
+    ctx: &mut Ctx,
+    round: usize,
+    std_side: &StdSide,
+    ids: &[u32],
+    totals: &mut Totals,
+) {
     let mut open = Vec::new();
     for (i, w) in std_side.pipe_writers.iter().enumerate() {
         match (&*w).write(&[0xEE]) {
             Ok(1) => open.push(i),
             // The read end is closed: the read and its descriptor are gone.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
-            other => ctx.fail("probe", None, format!("round {round}: writing pipe {i}: {other:?}")),
+            other => ctx.fail(
+                "probe",
+                None,
+                format!("round {round}: writing pipe {i}: {other:?}"),
+            ),
         }
     }
     // A read still alive takes its byte asynchronously; give it time to (the check can
@@ -355,7 +368,8 @@ fn freed_early_probe(ctx: &mut Ctx, round: usize, std_side: &StdSide, ids: &[u32
     for &i in &open {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int into a live local; the descriptor is open.
-        let rc = unsafe { libc::ioctl(std_side.pipe_writers[i].as_raw_fd(), libc::FIONREAD, &mut n) };
+        let rc =
+            unsafe { libc::ioctl(std_side.pipe_writers[i].as_raw_fd(), libc::FIONREAD, &mut n) };
         if rc != 0 {
             continue;
         }
@@ -462,7 +476,11 @@ fn stale_write_count(ctx: &mut Ctx) {
 fn moved_futures(ctx: &mut Ctx) {
     stage("runtime-drop: futures moved between runtimes (defect 7)");
     for keep_first in [true, false] {
-        let name = if keep_first { "moved-sleep-first-alive" } else { "moved-sleep-first-dropped" };
+        let name = if keep_first {
+            "moved-sleep-first-alive"
+        } else {
+            "moved-sleep-first-dropped"
+        };
         let r = catch(|| {
             let rt1 = ctx.runtime();
             let mut s = Box::pin(sleep(Duration::from_millis(50)));
@@ -477,7 +495,11 @@ fn moved_futures(ctx: &mut Ctx) {
         });
         match r {
             Ok(true) => ctx.check(name, Some(7), true, String::new),
-            Ok(false) => ctx.fail(name, Some(7), "a Sleep polled on one runtime and awaited on another never fired (3 s)"),
+            Ok(false) => ctx.fail(
+                name,
+                Some(7),
+                "a Sleep polled on one runtime and awaited on another never fired (3 s)",
+            ),
             // A panic that says what to do is the documented outcome.
             Err(msg) => ctx.check(name, Some(7), msg.contains("runtime"), || {
                 format!("panicked without advice: {msg}")
@@ -499,7 +521,11 @@ fn moved_futures(ctx: &mut Ctx) {
     let name = "moved-stream-read";
     match r {
         Ok(Ok(true)) => ctx.check(name, Some(7), true, String::new),
-        Ok(Ok(false)) => ctx.fail(name, Some(7), "a stream read polled on one runtime and awaited on another hung (3 s)"),
+        Ok(Ok(false)) => ctx.fail(
+            name,
+            Some(7),
+            "a stream read polled on one runtime and awaited on another hung (3 s)",
+        ),
         Ok(Err(e)) => ctx.fail(name, Some(7), format!("setup: {e}")),
         Err(msg) => ctx.check(name, Some(7), msg.contains("runtime"), || {
             format!("panicked without advice: {msg}")

@@ -92,7 +92,8 @@ mod linux {
                         }
                         // SAFETY: tgkill sends a signal whose handler is installed; a
                         // thread that exited meanwhile gives ESRCH, nothing else happens.
-                        let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+                        let rc =
+                            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
                         if rc == 0 {
                             sent += 1;
                         }
@@ -178,14 +179,20 @@ mod linux {
         {
             Ok(p) => p,
             Err(e) => {
-                ctx.fail("setup", None, format!("building a {}-core pool: {e}", cores));
+                ctx.fail(
+                    "setup",
+                    None,
+                    format!("building a {}-core pool: {e}", cores),
+                );
                 return;
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
         let delivered_before = DELIVERED.load(Ordering::SeqCst);
         let stormer = storm(stop.clone(), Duration::from_micros(300));
-        stage(format!("signals: {secs} s of mixed IO on {cores} cores under a signal storm"));
+        stage(format!(
+            "signals: {secs} s of mixed IO on {cores} cores under a signal storm"
+        ));
         let until = Instant::now() + Duration::from_secs(secs);
         let mut handles = Vec::new();
         for core in 0..cores {
@@ -227,7 +234,10 @@ mod linux {
         ctx.figure("signals_sent", sent);
         ctx.figure("signals_delivered", delivered);
         ctx.figure("storm_rounds", rounds);
-        ctx.figure("signal_rate_hz", format!("{:.0}", delivered as f64 / secs as f64));
+        ctx.figure(
+            "signal_rate_hz",
+            format!("{:.0}", delivered as f64 / secs as f64),
+        );
         ctx.figure("ops", tally.actions);
         ctx.figure("bytes_verified", tally.bytes_verified);
         ctx.figure("connections", tally.connections);
@@ -243,12 +253,20 @@ mod linux {
             )
         });
         ctx.check("no-errors", None, tally.errors.is_empty(), || {
-            format!("operations failed under the signal storm: {}", tally.errors_line())
+            format!(
+                "operations failed under the signal storm: {}",
+                tally.errors_line()
+            )
         });
-        ctx.check("data", None, tally.corrupt.is_empty(), || tally.corrupt.join("; "));
-        ctx.check("server-errors", None, tally.server_errors.is_empty(), || {
-            format!("echo server errors: {:?}", tally.server_errors)
+        ctx.check("data", None, tally.corrupt.is_empty(), || {
+            tally.corrupt.join("; ")
         });
+        ctx.check(
+            "server-errors",
+            None,
+            tally.server_errors.is_empty(),
+            || format!("echo server errors: {:?}", tally.server_errors),
+        );
         ctx.check("pool-shutdown", None, joined && shutdown.is_ok(), || {
             format!("pool shutdown: {shutdown:?}")
         });
@@ -273,7 +291,11 @@ mod linux {
                 }
             }
             Ok(Err(e)) => ctx.fail("lease-open", None, format!("the lease task failed: {e}")),
-            Err(p) => ctx.fail("lease-open", None, format!("waiting for the lease task: {p}")),
+            Err(p) => ctx.fail(
+                "lease-open",
+                None,
+                format!("waiting for the lease task: {p}"),
+            ),
         }
     }
 }
