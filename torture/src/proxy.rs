@@ -298,9 +298,8 @@ fn forward(
                 return false;
             }
         }
-        for d in 0..2 {
+        for (d, dir) in dirs.iter_mut().enumerate() {
             let (src, dst) = (d, 1 - d);
-            let dir = &mut dirs[d];
             if fds[src].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && !dir.eof {
                 match (&socks[src]).read(&mut chunk) {
                     Ok(0) => dir.eof = true,

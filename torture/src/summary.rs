@@ -86,8 +86,8 @@ pub fn summary(
     );
     let _ = writeln!(
         s,
-        "{:<13} {:<9} {:>7} {:>6}  {}",
-        "scenario", "backend", "result", "secs", "key figures"
+        "{:<13} {:<9} {:>7} {:>6}  key figures",
+        "scenario", "backend", "result", "secs"
     );
     for r in results {
         let result = if r.report.failures.is_empty() {
@@ -136,18 +136,33 @@ pub fn summary(
     for (r, f) in &failures {
         let tag = f
             .defect
-            .map_or("NEW".to_string(), |d| format!("known defect {d}"));
+            .map_or("NEW".to_string(), |d| format!("defect {d}"));
         let _ = writeln!(s, "  [{tag}] {} on {}: {}", f.check, r.backend, f.message);
-        if let Some(d) = f.defect {
-            let _ = writeln!(s, "      defect {d}: {}", defect_title(d));
+    }
+    let mut defects: Vec<u8> = failures.iter().filter_map(|(_, f)| f.defect).collect();
+    defects.sort_unstable();
+    defects.dedup();
+    if !defects.is_empty() {
+        let _ = writeln!(s, "known defects hit (issue 14):");
+        for d in defects {
+            let _ = writeln!(s, "  {d}: {}", defect_title(d));
         }
-        let _ = writeln!(
-            s,
-            "      replay: coring-torture {} --backend {} --seed {seed:#x}{}",
-            r.scenario,
-            r.backend,
-            if profile == "long" { " --long" } else { "" }
-        );
+    }
+    let mut runs: Vec<String> = failures
+        .iter()
+        .map(|(r, _)| {
+            format!(
+                "coring-torture {} --backend {} --seed {seed:#x}{}",
+                r.scenario,
+                r.backend,
+                if profile == "long" { " --long" } else { "" }
+            )
+        })
+        .collect();
+    runs.dedup();
+    let _ = writeln!(s, "replay:");
+    for r in runs {
+        let _ = writeln!(s, "  {r}");
     }
     s
 }

@@ -92,20 +92,9 @@ pub fn raise_nofile() -> io::Result<u64> {
             return Err(io::Error::last_os_error());
         }
     }
+    // rlim_t is u64 on Linux and macOS, i64 on FreeBSD.
+    #[allow(clippy::unnecessary_cast)]
     Ok(lim.rlim_cur as u64)
-}
-
-/// Sets both limits of `RLIMIT_NOFILE` to `n`.
-pub fn set_nofile(n: u64) -> io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: n as libc::rlim_t,
-        rlim_max: n as libc::rlim_t,
-    };
-    // SAFETY: setrlimit reads one rlimit from a live local.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Sets `SO_LINGER` to zero seconds, so that closing the socket sends a reset (RST)

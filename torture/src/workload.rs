@@ -464,6 +464,8 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+// Used by the Linux-only rlimits children.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 /// Every action once, in order, each bounded: a quick proof that a runtime works (used in
 /// children under low resource limits). Errors are tallied, not raised.
 pub async fn smoke(dir: PathBuf, seed: u64, bound: Duration) -> Tally {

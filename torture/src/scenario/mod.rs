@@ -85,10 +85,13 @@ pub const SCENARIOS: &[Scenario] = &[
 
 /// Hidden child workloads (`coring-torture --child NAME ...`), run in a process of their
 /// own because they change process state that cannot be undone (resource limits).
-pub const CHILDREN: &[(&str, fn(&Ctx) -> i32)] = &[
+pub const CHILDREN: &[(&str, ChildWorkload)] = &[
     ("nofile", rlimits::child_nofile),
     ("memlock", rlimits::child_memlock),
 ];
+
+/// A hidden child workload: returns the process's exit status.
+pub type ChildWorkload = fn(&Ctx) -> i32;
 
 /// The scenario named `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -101,8 +104,6 @@ pub struct Ctx {
     pub backend: BackendKind,
     /// The seed of this scenario on this backend (see [`crate::rng::derive`]).
     pub seed: u64,
-    /// The run's seed as given (`--seed`), for reproduction lines and child processes.
-    pub run_seed: u64,
     pub long: bool,
     /// Leave out checks that exercise a known defect (`--skip-known`).
     pub skip_known: bool,
@@ -124,17 +125,11 @@ impl Ctx {
             scenario,
             backend,
             seed,
-            run_seed,
             long,
             skip_known,
             rng: Rng::new(seed),
             report: Report::default(),
         }
-    }
-
-    /// The backend's name as the command line spells it.
-    pub fn backend_name(&self) -> String {
-        self.backend.to_string()
     }
 
     /// A builder forced to this run's backend.

@@ -112,9 +112,11 @@ fn server(
                                 }));
                             }
                             Err(e) => {
-                                let mut o = c.others.lock().unwrap();
-                                if o.len() < 8 {
-                                    o.push(format!("accept: {e}"));
+                                {
+                                    let mut o = c.others.lock().unwrap();
+                                    if o.len() < 8 {
+                                        o.push(format!("accept: {e}"));
+                                    }
                                 }
                                 c.ended_other.fetch_add(1, Ordering::SeqCst);
                                 coring::time::sleep(Duration::from_millis(5)).await;

@@ -93,35 +93,32 @@ fn finish(r: &Report) -> i32 {
 
 /// `--child nofile`.
 pub fn child_nofile(ctx: &Ctx) -> i32 {
-    let mut r = Report::default();
     #[cfg(target_os = "linux")]
-    nofile::run(ctx, &mut r);
+    {
+        let mut r = Report::default();
+        nofile::run(ctx, &mut r);
+        finish(&r)
+    }
     #[cfg(not(target_os = "linux"))]
-    let _ = ctx;
-    finish(&r)
+    {
+        let _ = ctx;
+        finish(&Report::default())
+    }
 }
 
 /// `--child memlock`.
 pub fn child_memlock(ctx: &Ctx) -> i32 {
-    let mut r = Report::default();
     #[cfg(target_os = "linux")]
-    memlock::run(ctx, &mut r);
+    {
+        let mut r = Report::default();
+        memlock::run(ctx, &mut r);
+        finish(&r)
+    }
     #[cfg(not(target_os = "linux"))]
-    let _ = ctx;
-    finish(&r)
-}
-
-/// Whether a smoke run's errors include a hang (an operation that did not finish) that
-/// the limit does not explain: an echo exchange whose server could not accept (no
-/// descriptor free for the connection) waits for ever by design of the smoke test.
-fn has_hang(t: &crate::workload::Tally) -> bool {
-    let server_starved = t
-        .server_errors
-        .keys()
-        .any(|e| e.starts_with("accept") && e.contains("os error 24"));
-    t.errors
-        .keys()
-        .any(|e| e.contains("did not finish") && !(server_starved && e.starts_with("TcpEcho")))
+    {
+        let _ = ctx;
+        finish(&Report::default())
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -132,11 +129,23 @@ mod nofile {
     use coring::net::{TcpListener, TcpStream, UdpSocket};
     use coring::time::timeout;
 
-    use super::has_hang;
     use crate::report::Report;
     use crate::scenario::{catch, Ctx};
     use crate::sys;
     use crate::workload;
+
+    /// Whether a smoke run's errors include a hang (an operation that did not finish) that
+    /// the limit does not explain: an echo exchange whose server could not accept (no
+    /// descriptor free for the connection) waits for ever by design of the smoke test.
+    fn has_hang(t: &crate::workload::Tally) -> bool {
+        let server_starved = t
+            .server_errors
+            .keys()
+            .any(|e| e.starts_with("accept") && e.contains("os error 24"));
+        t.errors
+            .keys()
+            .any(|e| e.contains("did not finish") && !(server_starved && e.starts_with("TcpEcho")))
+    }
 
     /// The lowest limit that leaves exactly `free` descriptor numbers free (a new
     /// descriptor takes the lowest free number below the limit, so holes count).

@@ -125,9 +125,9 @@ const TAGS: [&str; 5] = ["?", "pipe-read", "stream-write", "stream-read", "udp-r
 struct StdSide {
     pipe_writers: Vec<std::fs::File>,
     /// Peers of the full streams and of the read streams (never read, never written).
-    peers: Vec<std::os::unix::net::UnixStream>,
+    _peers: Vec<std::os::unix::net::UnixStream>,
     /// The stalled listener and its queue fillers.
-    stalled: (std::net::TcpListener, Vec<std::net::TcpStream>),
+    _stalled: (std::net::TcpListener, Vec<std::net::TcpStream>),
 }
 
 /// The runtime's side, handed to the tasks (and leaked with them).
@@ -184,8 +184,8 @@ fn fixtures() -> std::io::Result<(StdSide, RtSide)> {
     Ok((
         StdSide {
             pipe_writers,
-            peers,
-            stalled: (l, fillers),
+            _peers: peers,
+            _stalled: (l, fillers),
         },
         RtSide {
             pipe_readers,

@@ -231,7 +231,8 @@ struct Stats {
     interval_panic_msg: RefCell<Option<String>>,
     stream_bytes: Cell<u64>,
     datagrams: Cell<u64>,
-    accepted: Cell<u64>,
+    /// Connections accepted, shared with the connector thread (which paces itself).
+    accepted: Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -318,7 +319,11 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
                 .await
                 .expect("storm fixtures"),
         );
-        let (connector, connected) = connector(fx.acceptor.local_addr().unwrap(), stop.clone());
+        let (connector, connected) = connector(
+            fx.acceptor.local_addr().unwrap(),
+            stop.clone(),
+            fx.stats.accepted.clone(),
+        );
         let helpers = spawn_helpers(&fx, &mut rng);
         stage(format!(
             "storm: {target} ops, {WORKERS} workers (seed {seed_note:#x})"
@@ -342,9 +347,11 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
         }
         stage("storm: draining accepts");
         let made = connected.load(Ordering::SeqCst);
-        while fx.stats.accepted.get() < made {
+        while fx.stats.accepted.load(Ordering::SeqCst) < made {
             match timeout(Duration::from_secs(5), fx.acceptor.accept()).await {
-                Ok(Ok(_)) => fx.stats.accepted.set(fx.stats.accepted.get() + 1),
+                Ok(Ok(_)) => {
+                    fx.stats.accepted.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(Err(e)) => fx.stats.anomaly(format!("accept while draining: {e}")),
                 Err(_) => break,
             }
@@ -462,7 +469,7 @@ impl Summary {
             interval_panic_msg: s.interval_panic_msg.borrow().clone(),
             stream_bytes: s.stream_bytes.get(),
             datagrams: s.datagrams.get(),
-            accepted: s.accepted.get(),
+            accepted: s.accepted.load(Ordering::SeqCst),
             connected,
             connector_ok,
         }
@@ -542,17 +549,24 @@ fn fifo_reader(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
 }
 
 /// A thread that connects to `addr` again and again (closing each connection at once),
-/// counting the connections made; each must come out of `accept` exactly once.
+/// counting the connections made; each must come out of `accept` exactly once. It keeps
+/// at most 64 connections waiting to be accepted (`accepted` is the storm's count), so
+/// the accept queue never fills (a connect to a full queue waits for minutes).
 fn connector(
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
 ) -> (std::thread::JoinHandle<()>, Arc<AtomicU64>) {
     let made = Arc::new(AtomicU64::new(0));
     let count = made.clone();
     let h = std::thread::spawn(move || {
         let mut rng = Rng::new(addr.port().into());
         while !stop.load(Ordering::SeqCst) {
-            match std::net::TcpStream::connect(addr) {
+            if count.load(Ordering::SeqCst) >= accepted.load(Ordering::SeqCst) + 64 {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                 Ok(s) => {
                     count.fetch_add(1, Ordering::SeqCst);
                     drop(s);
@@ -966,7 +980,7 @@ fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
         Kind::Accept => Box::pin(async move {
             let (s, _) = fx.acceptor.accept().await?;
             drop(s);
-            fx.stats.accepted.set(fx.stats.accepted.get() + 1);
+            fx.stats.accepted.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }),
         Kind::Connect => Box::pin(async move {
