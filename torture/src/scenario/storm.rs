@@ -39,6 +39,8 @@ use crate::rng::Rng;
 use crate::sys;
 use crate::watchdog::stage;
 
+/// Buffers of the storm's registered pool.
+const FIXED_BUFS: usize = 32;
 /// Size of the file the storm reads.
 const DATA_LEN: u64 = 256 * 1024;
 /// Concurrent worker tasks issuing operations.
@@ -75,6 +77,12 @@ enum Kind {
     OpenFifo,
     Statx,
     Nop,
+    ReadvAt,
+    WritevAt,
+    FixedRead,
+    FixedWrite,
+    UnixConnect,
+    MkdirRmdir,
 }
 
 const KINDS: &[Kind] = &[
@@ -98,6 +106,12 @@ const KINDS: &[Kind] = &[
     Kind::OpenFifo,
     Kind::Statx,
     Kind::Nop,
+    Kind::ReadvAt,
+    Kind::WritevAt,
+    Kind::FixedRead,
+    Kind::FixedWrite,
+    Kind::UnixConnect,
+    Kind::MkdirRmdir,
 ];
 
 impl Kind {
@@ -116,6 +130,12 @@ impl Kind {
                 | Kind::OpenFifo
                 | Kind::Statx
                 | Kind::Nop
+                | Kind::ReadvAt
+                | Kind::WritevAt
+                | Kind::FixedRead
+                | Kind::FixedWrite
+                | Kind::UnixConnect
+                | Kind::MkdirRmdir
         )
     }
 
@@ -280,13 +300,53 @@ struct Fx {
     udp_next: Cell<u32>,
     udp_out: UdpSocket,
     udp_sink_addr: SocketAddr,
+    /// Registered (on io_uring) buffers for fixed reads and writes.
+    fixed: coring::buf::FixedBufPool,
+    unix_path: PathBuf,
+    /// Where directory operations create and remove their directories.
+    dir: PathBuf,
+    /// Numbers directory operations' names.
+    dirs_made: Cell<u64>,
     stats: Stats,
 }
 
-/// Runs the storm, then the two hostile-user checks.
+/// One pass of the storm: a runtime configuration and how many operations it gets.
+struct Pass {
+    name: &'static str,
+    builder: coring::Builder,
+    target: u64,
+}
+
+/// Runs the storm (on io_uring also with an 8-entry ring, where the submission queue is
+/// full all the time, and with single-shot stream reads), then the two hostile-user
+/// checks.
 pub fn run(ctx: &mut Ctx) {
     let target = ctx.pick(50_000u64, 1_000_000);
-    main_storm(ctx, target);
+    let mut passes = vec![Pass {
+        name: "default",
+        builder: ctx.builder(),
+        target,
+    }];
+    if ctx.backend == coring::BackendKind::IoUring {
+        passes.push(Pass {
+            name: "small-ring",
+            builder: ctx.builder().entries(8),
+            target: target / 2,
+        });
+        passes.push(Pass {
+            name: "single-shot",
+            builder: ctx.builder().multishot_reads(false),
+            target: target / 2,
+        });
+    }
+    let (mut ops, mut cancelled) = (0, 0);
+    for pass in passes {
+        let (o, c) = main_storm(ctx, &pass);
+        ops += o;
+        cancelled += c;
+    }
+    ctx.figure("ops", ops);
+    ctx.figure("ops_cancelled", cancelled);
     if ctx.wants_known("forgotten-claims", 2) {
         forgotten_claims(ctx);
     }
@@ -295,8 +355,19 @@ pub fn run(ctx: &mut Ctx) {
     }
 }
 
-fn main_storm(ctx: &mut Ctx, target: u64) {
-    stage("storm: setup");
+/// One pass; returns (operations issued, operations cancelled).
+fn main_storm(ctx: &mut Ctx, pass: &Pass) -> (u64, u64) {
+    let target = pass.target;
+    let name = pass.name;
+    // Check and figure names of a pass other than the default one carry its name.
+    let key = |k: &str| -> String {
+        if name == "default" {
+            k.to_string()
+        } else {
+            format!("{name}.{k}")
+        }
+    };
+    stage(format!("storm ({name}): setup"));
     Ledger::reset();
     let fd_base = sys::fd_count();
     let fd_list = sys::fd_targets();
@@ -309,7 +380,7 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let fifo_thread = fifo_reader(fifo_path.clone(), stop.clone());
 
-    let rt = ctx.runtime();
+    let rt = pass.builder.build().expect("storm runtime");
     let fd_runtime = sys::fd_count();
     let mut rng = ctx.rng.fork();
     let seed_note = ctx.seed;
@@ -325,8 +396,9 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
             fx.stats.accepted.clone(),
         );
         let helpers = spawn_helpers(&fx, &mut rng);
+        let fixed = fx.fixed.clone();
         stage(format!(
-            "storm: {target} ops, {WORKERS} workers (seed {seed_note:#x})"
+            "storm ({name}): {target} ops, {WORKERS} workers (seed {seed_note:#x})"
         ));
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| coring::spawn(worker(fx.clone(), rng.fork(), target)))
@@ -336,7 +408,7 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
                 fx.stats.anomaly(format!("a worker task failed: {e}"));
             }
         }
-        stage("storm: stopping helpers");
+        stage(format!("storm ({name}): stopping helpers"));
         stop.store(true, Ordering::SeqCst);
         let connector_result = connector.join();
         for h in &helpers {
@@ -345,7 +417,7 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
         for h in helpers {
             let _ = h.await;
         }
-        stage("storm: draining accepts");
+        stage(format!("storm ({name}): draining accepts"));
         let made = connected.load(Ordering::SeqCst);
         while fx.stats.accepted.load(Ordering::SeqCst) < made {
             match timeout(Duration::from_secs(5), fx.acceptor.accept()).await {
@@ -358,32 +430,43 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
         }
         let fx = Rc::try_unwrap(fx).unwrap_or_else(|_| panic!("a task still holds the fixtures"));
         let stats = Summary::of(&fx.stats, made, connector_result.is_ok());
-        stage("storm: closing fixtures, waiting for cancelled ops");
+        stage(format!(
+            "storm ({name}): closing fixtures, waiting for cancelled ops"
+        ));
         drop(fx);
         let settled = eventually(Duration::from_secs(20), || rt.ops_in_flight() == 0).await;
         let in_flight = rt.ops_in_flight();
         // Close-on-drop is synchronous for idle descriptors; give anything the runtime
         // closes asynchronously one more turn.
         coring::task::yield_now().await;
-        (stats, settled, in_flight, sys::fd_count())
+        let fixed_back = fixed.available();
+        drop(fixed);
+        (stats, settled, in_flight, sys::fd_count(), fixed_back)
     });
     let metrics = rt.metrics();
-    stage("storm: dropping the runtime");
+    stage(format!("storm ({name}): dropping the runtime"));
     drop(rt);
     stop.store(true, Ordering::SeqCst);
     let _ = fifo_thread.join();
     drop(dir);
 
-    let Some((s, settled, in_flight, fd_in_runtime)) = outcome else {
-        ctx.fail("progress", None, "the storm did not finish within 600 s");
-        return;
+    let Some((s, settled, in_flight, fd_in_runtime, fixed_back)) = outcome else {
+        ctx.fail(
+            &key("progress"),
+            None,
+            "the storm did not finish within 600 s",
+        );
+        return (0, 0);
     };
-    report_storm(ctx, &s, target);
-    ctx.check("settle", None, settled, || {
+    report_storm(ctx, &s, target, &key);
+    ctx.check(&key("fixed-buffers-back"), None, fixed_back == FIXED_BUFS, || {
+        format!("{fixed_back} of {FIXED_BUFS} registered buffers back in their pool after every op settled")
+    });
+    ctx.check(&key("settle"), None, settled, || {
         format!("{in_flight} operations still in flight 20 s after every future was dropped")
     });
     ctx.figure(
-        "driver",
+        &key("driver"),
         format!(
             "submitted={} inline={} offloaded={} orphaned={} leaked={}",
             metrics.ops_submitted,
@@ -395,13 +478,13 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
     );
     let t = Ledger::tally();
     ctx.figure(
-        "buffers",
+        &key("buffers"),
         format!("{} created, {} dropped", t.created, t.dropped),
     );
-    ctx.check("buffers-dropped-once", None, t.double == 0, || {
+    ctx.check(&key("buffers-dropped-once"), None, t.double == 0, || {
         format!("{} buffer drops of a buffer already dropped", t.double)
     });
-    ctx.check("buffers-all-dropped", None, t.live == 0, || {
+    ctx.check(&key("buffers-all-dropped"), None, t.live == 0, || {
         let by: Vec<String> = Ledger::live_by_tag()
             .into_iter()
             .map(|(tag, n)| format!("{:?}: {n}", Kind::from_tag(tag)))
@@ -415,22 +498,28 @@ fn main_storm(ctx: &mut Ctx, target: u64) {
     });
     let fd_after = sys::fd_count();
     ctx.figure(
-        "fds",
+        &key("fds"),
         format!("base={fd_base} runtime={fd_runtime} before-drop={fd_in_runtime} after={fd_after}"),
     );
-    ctx.check("fds-in-runtime", None, fd_in_runtime <= fd_runtime, || {
-        format!(
-            "{fd_in_runtime} descriptors open after the fixtures were closed and every op \
+    ctx.check(
+        &key("fds-in-runtime"),
+        None,
+        fd_in_runtime <= fd_runtime,
+        || {
+            format!(
+                "{fd_in_runtime} descriptors open after the fixtures were closed and every op \
              settled, {fd_runtime} right after the runtime was built"
-        )
-    });
-    ctx.check("fds-baseline", None, fd_after == fd_base, || {
+            )
+        },
+    );
+    ctx.check(&key("fds-baseline"), None, fd_after == fd_base, || {
         format!(
             "{fd_after} descriptors open after the runtime was dropped, {fd_base} before it \
              was built; extra: {}",
             sys::fd_diff(&fd_list, &sys::fd_targets())
         )
     });
+    (s.started, s.unpolled + s.in_flight)
 }
 
 /// The storm's figures, copied out of the fixtures before they are dropped.
@@ -476,29 +565,39 @@ impl Summary {
     }
 }
 
-fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64) {
-    ctx.figure("ops", s.started);
-    ctx.figure("ops_cancelled", s.unpolled + s.in_flight);
-    ctx.figure("cancelled_unpolled", s.unpolled);
-    ctx.figure("cancelled_in_flight", s.in_flight);
-    ctx.figure("completed", s.completed);
-    ctx.figure("errors", s.errors);
+fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64, key: &dyn Fn(&str) -> String) {
+    // The totals over every pass are the scenario's "ops" and "ops_cancelled".
+    ctx.figure(&format!("{}.ops", key("pass")), s.started);
+    ctx.figure(
+        &format!("{}.ops_cancelled", key("pass")),
+        s.unpolled + s.in_flight,
+    );
+    ctx.figure(&key("cancelled_unpolled"), s.unpolled);
+    ctx.figure(&key("cancelled_in_flight"), s.in_flight);
+    ctx.figure(&key("completed"), s.completed);
+    ctx.figure(&key("errors"), s.errors);
     let kinds: Vec<String> = s
         .per_kind
         .iter()
         .map(|(k, n)| format!("{k:?}:{n}"))
         .collect();
-    ctx.figure("kinds", kinds.join(","));
-    ctx.figure("stream_bytes_verified", s.stream_bytes);
-    ctx.figure("datagrams_verified", s.datagrams);
-    ctx.figure("accepts", format!("{} of {}", s.accepted, s.connected));
-    ctx.check("ops-issued", None, s.started >= target, || {
+    ctx.figure(&key("kinds"), kinds.join(","));
+    ctx.figure(&key("stream_bytes_verified"), s.stream_bytes);
+    ctx.figure(&key("datagrams_verified"), s.datagrams);
+    ctx.figure(
+        &key("accepts"),
+        format!("{} of {}", s.accepted, s.connected),
+    );
+    ctx.check(&key("ops-issued"), None, s.started >= target, || {
         format!("only {} of {target} operations issued", s.started)
     });
-    ctx.check("every-kind", None, s.per_kind.len() == KINDS.len(), || {
-        format!("only {} of {} kinds issued", s.per_kind.len(), KINDS.len())
-    });
-    ctx.check("op-errors", None, s.error_kinds.is_empty(), || {
+    ctx.check(
+        &key("every-kind"),
+        None,
+        s.per_kind.len() == KINDS.len(),
+        || format!("only {} of {} kinds issued", s.per_kind.len(), KINDS.len()),
+    );
+    ctx.check(&key("op-errors"), None, s.error_kinds.is_empty(), || {
         let v: Vec<String> = s
             .error_kinds
             .iter()
@@ -506,7 +605,7 @@ fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64) {
             .collect();
         format!("operations failed unexpectedly: {}", v.join("; "))
     });
-    ctx.check("data", None, s.anomaly_count == 0, || {
+    ctx.check(&key("data"), None, s.anomaly_count == 0, || {
         format!("{} anomalies: {}", s.anomaly_count, s.anomalies.join("; "))
     });
     ctx.check(
@@ -520,14 +619,19 @@ fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64) {
             )
         },
     );
-    if ctx.wants_known("interval-max", 6) {
-        ctx.check("interval-max", Some(6), s.interval_panics == 0, || {
-            format!(
-                "{} interval tasks panicked, e.g. {:?}",
-                s.interval_panics,
-                s.interval_panic_msg.as_deref().unwrap_or("?")
-            )
-        });
+    if ctx.wants_known(&key("interval-max"), 6) {
+        ctx.check(
+            &key("interval-max"),
+            Some(6),
+            s.interval_panics == 0,
+            || {
+                format!(
+                    "{} interval tasks panicked, e.g. {:?}",
+                    s.interval_panics,
+                    s.interval_panic_msg.as_deref().unwrap_or("?")
+                )
+            },
+        );
     }
 }
 
@@ -672,6 +776,11 @@ async fn fixtures(data_path: &std::path::Path, fifo_path: &std::path::Path) -> i
     let udp_out = UdpSocket::bind("127.0.0.1:0")?;
     let udp_sink = UdpSocket::bind("127.0.0.1:0")?;
     let udp_sink_addr = udp_sink.local_addr()?;
+    let fixed = coring::buf::FixedBufPool::new(FIXED_BUFS, 4096);
+    fixed.register()?;
+    data.register()?;
+    let unix_path = data_path.with_extension("sock");
+    let unix_listener = coring::net::UnixListener::bind(&unix_path)?;
     PEERS.with(|p| {
         *p.borrow_mut() = Some(Peers {
             streams: peers,
@@ -679,6 +788,7 @@ async fn fixtures(data_path: &std::path::Path, fifo_path: &std::path::Path) -> i
             stalled,
             _fillers: fillers,
             udp_sink,
+            unix_listener,
         })
     });
     Ok(Fx {
@@ -699,6 +809,10 @@ async fn fixtures(data_path: &std::path::Path, fifo_path: &std::path::Path) -> i
         udp_next: Cell::new(0),
         udp_out,
         udp_sink_addr,
+        fixed,
+        unix_path,
+        dir: data_path.parent().expect("a directory").to_path_buf(),
+        dirs_made: Cell::new(0),
         stats: Stats::default(),
     })
 }
@@ -711,6 +825,7 @@ struct Peers {
     stalled: std::net::TcpListener,
     _fillers: Vec<std::net::TcpStream>,
     udp_sink: UdpSocket,
+    unix_listener: coring::net::UnixListener,
 }
 
 thread_local! {
@@ -731,6 +846,7 @@ fn spawn_helpers(fx: &Rc<Fx>, rng: &mut Rng) -> Vec<coring::JoinHandle<()>> {
         stalled,
         _fillers,
         udp_sink,
+        unix_listener,
     } = peers;
     for (i, peer) in streams.into_iter().enumerate() {
         let mut r = rng.fork();
@@ -765,6 +881,14 @@ fn spawn_helpers(fx: &Rc<Fx>, rng: &mut Rng) -> Vec<coring::JoinHandle<()>> {
     handles.push(coring::spawn(async move {
         loop {
             match open_listener.accept().await {
+                Ok((s, _)) => drop(s),
+                Err(_) => sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }));
+    handles.push(coring::spawn(async move {
+        loop {
+            match unix_listener.accept().await {
                 Ok((s, _)) => drop(s),
                 Err(_) => sleep(Duration::from_millis(1)).await,
             }
@@ -1076,6 +1200,69 @@ fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
             Ok(())
         }),
         Kind::Nop => Box::pin(coring::nop()),
+        Kind::ReadvAt => {
+            let pos = rng.below(DATA_LEN);
+            let bufs = vec![
+                CountedBuf::with_capacity(small(rng), tag),
+                CountedBuf::with_capacity(small(rng), tag),
+            ];
+            Box::pin(async move {
+                let (r, b) = fx.data.readv_at(bufs, pos).await;
+                let mut left = r?;
+                let mut at = pos;
+                for buf in &b {
+                    let n = left.min(buf.bytes().len());
+                    let want: Vec<u8> = (at..at + n as u64).map(pattern).collect();
+                    if buf.bytes()[..n] != want[..] {
+                        fx.stats
+                            .anomaly(format!("readv at {pos} returned wrong bytes"));
+                    }
+                    at += n as u64;
+                    left -= n;
+                }
+                Ok(())
+            })
+        }
+        Kind::WritevAt => {
+            let bufs = vec![write_buf(kind, rng), write_buf(kind, rng)];
+            let pos = rng.below(1 << 20);
+            Box::pin(async move { fx.scratch.writev_at(bufs, pos).await.0.map(drop) })
+        }
+        Kind::FixedRead => {
+            let buf = fx.fixed.try_take()?;
+            let pos = rng.below(DATA_LEN);
+            Box::pin(async move {
+                let (r, b) = fx.data.read_fixed_at(buf, pos).await;
+                let n = r?;
+                let want: Vec<u8> = (pos..pos + n as u64).map(pattern).collect();
+                if b[..n] != want[..] {
+                    fx.stats
+                        .anomaly(format!("fixed read at {pos} returned wrong bytes"));
+                }
+                Ok(())
+            })
+        }
+        Kind::FixedWrite => {
+            let mut buf = fx.fixed.try_take()?;
+            buf.clear();
+            buf.extend_from_slice(&vec![rng.below(256) as u8; small(rng).min(4096)]);
+            let pos = rng.below(1 << 20);
+            Box::pin(async move { fx.scratch.write_fixed_at(buf, pos).await.0.map(drop) })
+        }
+        Kind::UnixConnect => Box::pin(async move {
+            drop(UnixStream::connect(&fx.unix_path).await?);
+            Ok(())
+        }),
+        Kind::MkdirRmdir => {
+            let n = fx.dirs_made.get();
+            fx.dirs_made.set(n + 1);
+            let path = fx.dir.join(format!("d{n}"));
+            Box::pin(async move {
+                coring::fs::create_dir(&path).await?;
+                coring::fs::rename(&path, path.with_extension("moved")).await?;
+                coring::fs::remove_dir(path.with_extension("moved")).await
+            })
+        }
     })
 }
 
