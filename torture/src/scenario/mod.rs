@@ -1,6 +1,7 @@
 //! The scenarios, each a function of a [`Ctx`] (backend, seed, profile) that records
 //! figures and checks in the context's [`Report`].
 
+pub mod channels;
 pub mod proxy;
 pub mod reset;
 pub mod rlimits;

@@ -659,7 +659,7 @@ fn file_server(ctx: &mut Ctx, bin: &Path, faults: Faults) -> u64 {
     let root = dir.0.display().to_string();
     let mut server = match Server::start(
         bin,
-        &["--root", &root, "--addr", "127.0.0.1:0"],
+        &["--root", &root, "--addr", "127.0.0.1:0", "--cores", "2"],
         &ctx.backend.to_string(),
     ) {
         Ok(s) => s,

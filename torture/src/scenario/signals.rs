@@ -225,11 +225,12 @@ mod linux {
             }
         }
         let leases = super::super::catch(|| leases.wait(bound));
+        // The pool shuts down under the storm too.
+        stage("signals: shutting the pool down");
+        let shutdown = pool.shutdown();
         stop.store(true, Ordering::SeqCst);
         let (sent, rounds) = stormer.join().unwrap_or((0, 0));
         let delivered = DELIVERED.load(Ordering::SeqCst) - delivered_before;
-        stage("signals: shutting the pool down");
-        let shutdown = pool.shutdown();
         ctx.figure("storm_secs", secs);
         ctx.figure("signals_sent", sent);
         ctx.figure("signals_delivered", delivered);

@@ -83,6 +83,7 @@ enum Kind {
     FixedWrite,
     UnixConnect,
     MkdirRmdir,
+    SleepReset,
 }
 
 const KINDS: &[Kind] = &[
@@ -112,6 +113,7 @@ const KINDS: &[Kind] = &[
     Kind::FixedWrite,
     Kind::UnixConnect,
     Kind::MkdirRmdir,
+    Kind::SleepReset,
 ];
 
 impl Kind {
@@ -136,6 +138,7 @@ impl Kind {
                 | Kind::FixedWrite
                 | Kind::UnixConnect
                 | Kind::MkdirRmdir
+                | Kind::SleepReset
         )
     }
 
@@ -347,6 +350,7 @@ pub fn run(ctx: &mut Ctx) {
     }
     ctx.figure("ops", ops);
     ctx.figure("ops_cancelled", cancelled);
+    super::channels::run(ctx, ctx.pick(2_000, 20_000));
     if ctx.wants_known("forgotten-claims", 2) {
         forgotten_claims(ctx);
     }
@@ -1140,7 +1144,36 @@ fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
         Kind::Sleep => {
             let d = Duration::from_micros(rng.below(3000));
             Box::pin(async move {
-                sleep(d).await;
+                let s = sleep(d);
+                let deadline = s.deadline();
+                s.await;
+                let now = std::time::Instant::now();
+                if now < deadline {
+                    fx.stats.anomaly(format!(
+                        "a sleep of {d:?} fired {:?} before its deadline",
+                        deadline - now
+                    ));
+                }
+                Ok(())
+            })
+        }
+        Kind::SleepReset => {
+            let first = Duration::from_micros(rng.below(3000));
+            let second = Duration::from_micros(rng.below(3000));
+            Box::pin(async move {
+                let mut s = sleep(first);
+                let _ = poll_once(&mut s).await;
+                coring::task::yield_now().await;
+                let deadline = std::time::Instant::now() + second;
+                s.reset(deadline);
+                s.await;
+                let now = std::time::Instant::now();
+                if now < deadline {
+                    fx.stats.anomaly(format!(
+                        "a sleep reset to {second:?} fired {:?} before its new deadline",
+                        deadline - now
+                    ));
+                }
                 Ok(())
             })
         }
