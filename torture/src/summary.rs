@@ -113,6 +113,7 @@ pub fn summary(
         );
     }
     let _ = writeln!(s, "totals: {}", totals(results));
+    s.push_str(&record(results, seed, profile));
     let failures: Vec<_> = results
         .iter()
         .flat_map(|r| r.report.failures.iter().map(move |f| (r, f)))
@@ -199,4 +200,167 @@ fn totals(results: &[RunResult]) -> String {
         parts.push(format!("{key}={shown}"));
     }
     parts.join(" ")
+}
+
+/// Adds `key` over the runs of `scenario` (all backends).
+fn sum(results: &[RunResult], scenario: &str, key: &str) -> f64 {
+    results
+        .iter()
+        .filter(|r| r.scenario == scenario)
+        .filter_map(|r| r.report.number(key))
+        .sum()
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// " - all checks passed", or how many failed: the known defects they exercise, and the
+/// new ones by name.
+fn verdict(results: &[RunResult], scenario: &str) -> String {
+    let mut known: Vec<u8> = Vec::new();
+    let mut new = Vec::new();
+    let mut n = 0;
+    for r in results.iter().filter(|r| r.scenario == scenario) {
+        for f in &r.report.failures {
+            n += 1;
+            match f.defect {
+                Some(d) => known.push(d),
+                None => new.push(format!("{} on {}", f.check, r.backend)),
+            }
+        }
+    }
+    if n == 0 {
+        return " - all checks passed".to_string();
+    }
+    known.sort_unstable();
+    known.dedup();
+    let known: Vec<String> = known.iter().map(|d| d.to_string()).collect();
+    let mut parts = Vec::new();
+    if !known.is_empty() {
+        let word = if known.len() == 1 {
+            "defect"
+        } else {
+            "defects"
+        };
+        parts.push(format!("known {word} {}", known.join(", ")));
+    }
+    if !new.is_empty() {
+        parts.push(format!("NEW: {}", new.join(", ")));
+    }
+    format!(" - {n} checks failed ({})", parts.join("; "))
+}
+
+/// A paragraph to quote (issue 14's closing note): the figures per scenario, in words.
+fn record(results: &[RunResult], seed: u64, profile: &str) -> String {
+    let ran = |name: &str| results.iter().any(|r| r.scenario == name);
+    let per = |name: &str, key: &str, fmt: &dyn Fn(f64) -> String| -> String {
+        let v: Vec<String> = results
+            .iter()
+            .filter(|r| r.scenario == name)
+            .filter_map(|r| {
+                r.report
+                    .number(key)
+                    .map(|x| format!("{} {}", r.backend, fmt(x)))
+            })
+            .collect();
+        v.join(", ")
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| format!("Linux {}", k.trim()))
+        .unwrap_or_else(|_| std::env::consts::OS.to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut s =
+        format!("for the record (profile {profile}, seed {seed:#x}, {kernel}, {cpus} CPUs):\n");
+    if ran("storm") {
+        let _ = writeln!(
+            s,
+            "  cancellation storm: {} operations ({}), {} of them dropped before completing{}",
+            thousands(sum(results, "storm", "ops")),
+            per("storm", "ops", &|x| thousands(x)),
+            thousands(sum(results, "storm", "ops_cancelled")),
+            verdict(results, "storm")
+        );
+    }
+    if ran("runtime-drop") {
+        let _ = writeln!(
+            s,
+            "  runtime drop, shutdown_timeout(0): {} tasks with an operation or sleep in flight, {} of them operations the kernel held, {} buffers leaked{}",
+            thousands(sum(results, "runtime-drop", "ops")),
+            thousands(sum(results, "runtime-drop", "ops_cancelled")),
+            thousands(sum(results, "runtime-drop", "leaked_buffers")),
+            verdict(results, "runtime-drop")
+        );
+    }
+    if ran("signals") {
+        let _ = writeln!(
+            s,
+            "  signal storm (no SA_RESTART, every thread): {} signals delivered ({}) during {} operations{}",
+            thousands(sum(results, "signals", "signals_delivered")),
+            per("signals", "signal_rate_hz", &|x| format!("{} Hz", thousands(x))),
+            thousands(sum(results, "signals", "ops")),
+            verdict(results, "signals")
+        );
+    }
+    if ran("rlimits") {
+        let _ = writeln!(
+            s,
+            "  low RLIMIT_NOFILE and RLIMIT_MEMLOCK in children{}",
+            verdict(results, "rlimits")
+        );
+    }
+    if ran("reset") || ran("proxy") {
+        let _ = writeln!(
+            s,
+            "  connections reset: {} at once in rounds of 2,000{}, {} by the fault proxy{}",
+            thousands(sum(results, "reset", "connections_reset")),
+            if ran("reset") {
+                verdict(results, "reset")
+            } else {
+                String::new()
+            },
+            thousands(sum(results, "proxy", "connections_reset")),
+            if ran("proxy") {
+                verdict(results, "proxy")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if ran("soak") {
+        let ranges = |lo: &str, hi: &str, unit: &dyn Fn(f64) -> String| -> String {
+            let v: Vec<String> = results
+                .iter()
+                .filter(|r| r.scenario == "soak")
+                .filter_map(|r| {
+                    let (a, b) = (r.report.number(lo)?, r.report.number(hi)?);
+                    Some(format!("{} {}-{}", r.backend, unit(a), unit(b)))
+                })
+                .collect();
+            v.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "  churn soak: {} s ({}); RSS {} MiB; fds {}{}",
+            thousands(sum(results, "soak", "soak_secs")),
+            per("soak", "soak_secs", &|x| format!("{} s", thousands(x))),
+            ranges("rss_min_kib", "rss_max_kib", &|x| format!(
+                "{:.1}",
+                x / 1024.0
+            )),
+            ranges("fd_min", "fd_max", &|x| thousands(x)),
+            verdict(results, "soak")
+        );
+    }
+    s
 }
