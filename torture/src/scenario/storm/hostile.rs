@@ -201,3 +201,101 @@ pub(super) fn panicking_drop(ctx: &mut Ctx) {
         );
     }
 }
+
+/// Found by the storm's `--long` run (not in issue 14): `UnixStream::connect` to a
+/// listener whose accept queue is full. `connect(2)` on a blocking Unix socket waits for
+/// room; an async connect must wait too (or fail only with a real error), on every
+/// backend. The queue is filled with std connections, a coring connect is started, then
+/// one connection is accepted: the connect must complete then, and never fail with
+/// `WouldBlock`.
+pub(super) fn unix_connect_full_backlog(ctx: &mut Ctx) {
+    stage("storm: Unix connect to a full accept queue");
+    let dir = sys::TempDir::new("unix-backlog").expect("temp dir");
+    let path = dir.path("sock");
+    let rt = ctx.runtime();
+    let out = rt.block_on(async {
+        let listener = coring::net::UnixListener::bind(&path)?;
+        // Fill the accept queue: non-blocking std connects until EAGAIN.
+        let mut queued = Vec::new();
+        loop {
+            let s = socket2_unix_nonblocking()?;
+            match connect_unix(&s, &path) {
+                Ok(()) => queued.push(s),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+                Err(e) => return Err(e),
+            }
+            if queued.len() > 100_000 {
+                return Err(io::Error::other("the accept queue never filled"));
+            }
+        }
+        let n = queued.len();
+        let mut connect = Box::pin(UnixStream::connect(&path));
+        let first = timeout(Duration::from_millis(200), &mut connect).await;
+        let early = match first {
+            Ok(Err(e)) => Some(format!("{:?} ({e})", e.kind())),
+            Ok(Ok(_)) => Some("connected at once with the queue full".to_string()),
+            Err(_) => None,
+        };
+        if let Some(early) = early {
+            return Ok(format!(
+                "with {n} connections queued, the connect returned {early}"
+            ));
+        }
+        // Room in the queue: the pending connect must now complete.
+        let _ = listener.accept().await?;
+        match timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(_)) => Ok(String::new()),
+            Ok(Err(e)) => Ok(format!("after room was made, the connect failed: {e}")),
+            Err(_) => Ok("after room was made, the connect did not complete within 5 s".into()),
+        }
+    });
+    drop(rt);
+    match out {
+        Ok(msg) => ctx.check("unix-connect-full-backlog", None, msg.is_empty(), || msg),
+        Err(e) => ctx.fail("unix-connect-full-backlog", None, format!("setup: {e}")),
+    }
+}
+
+/// A non-blocking Unix stream socket (std has no unconnected UnixStream).
+fn socket2_unix_nonblocking() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket() returns a new descriptor or -1; we own it from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn connect_unix(fd: &std::os::fd::OwnedFd, path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a zeroed sockaddr_un is valid; we fill family and a NUL-terminated path.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path too long"));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: connect reads a sockaddr_un of the size passed from a live local.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

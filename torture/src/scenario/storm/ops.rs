@@ -465,7 +465,17 @@ pub(super) fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
             Box::pin(async move { fx.scratch.write_fixed_at(buf, pos).await.0.map(drop) })
         }
         Kind::UnixConnect => Box::pin(async move {
-            drop(UnixStream::connect(&fx.unix_path).await?);
+            match UnixStream::connect(&fx.unix_path).await {
+                Ok(s) => drop(s),
+                // The listener's accept queue was full (its acceptor task lagging behind):
+                // `unix-connect-full-backlog` checks this case on its own; counted here.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    fx.stats
+                        .unix_connect_eagain
+                        .set(fx.stats.unix_connect_eagain.get() + 1);
+                }
+                Err(e) => return Err(e),
+            }
             Ok(())
         }),
         Kind::MkdirRmdir => {
