@@ -320,22 +320,22 @@ fn record(results: &[RunResult], seed: u64, profile: &str) -> String {
         );
     }
     if ran("reset") || ran("proxy") {
-        let _ = writeln!(
-            s,
-            "  connections reset: {} at once in rounds of 2,000{}, {} by the fault proxy{}",
-            thousands(sum(results, "reset", "connections_reset")),
-            if ran("reset") {
+        let mut parts = Vec::new();
+        if ran("reset") {
+            parts.push(format!(
+                "{} at once in rounds of 2,000{}",
+                thousands(sum(results, "reset", "connections_reset")),
                 verdict(results, "reset")
-            } else {
-                String::new()
-            },
-            thousands(sum(results, "proxy", "connections_reset")),
-            if ran("proxy") {
+            ));
+        }
+        if ran("proxy") {
+            parts.push(format!(
+                "{} by the fault proxy in front of the example servers{}",
+                thousands(sum(results, "proxy", "connections_reset")),
                 verdict(results, "proxy")
-            } else {
-                String::new()
-            }
-        );
+            ));
+        }
+        let _ = writeln!(s, "  connections reset: {}", parts.join("; "));
     }
     if ran("soak") {
         let ranges = |lo: &str, hi: &str, unit: &dyn Fn(f64) -> String| -> String {
