@@ -36,7 +36,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "storm",
         about: "cancellation storm: >= 50,000 ops of every kind dropped at random points; \
-                buffer drops exact, fds back to baseline; forgotten claims; panicking drops",
+                buffer drops exact, fds back to baseline; channels; forgotten claims; \
+                panicking drops",
         bound: (Duration::from_secs(120), Duration::from_secs(1800)),
         run: storm::run,
     },
