@@ -74,7 +74,11 @@ pub struct Stats {
 pub struct Proxy {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
-    reset_ports: Arc<Mutex<HashMap<u16, bool>>>,
+    /// By client port: `None` while the connection is forwarded, then whether the proxy
+    /// reset it. Set to `None` when a connection is accepted (a port is reused by later
+    /// connections) and to the outcome before the proxy closes its sockets, so a client
+    /// that sees the close never reads a stale outcome.
+    reset_ports: Arc<Mutex<HashMap<u16, Option<bool>>>>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -109,15 +113,29 @@ impl Proxy {
                                 let (stats, reset_ports, stop) =
                                     (stats.clone(), reset_ports.clone(), stop.clone());
                                 stats.connections.fetch_add(1, Ordering::SeqCst);
+                                reset_ports.lock().unwrap().insert(peer.port(), None);
                                 let h = std::thread::spawn(move || {
-                                    let reset = match TcpStream::connect(upstream) {
-                                        Ok(up) => forward(client, up, fate, &mut r, &stats, &stop),
+                                    let record = |reset: bool| {
+                                        reset_ports
+                                            .lock()
+                                            .unwrap()
+                                            .insert(peer.port(), Some(reset));
+                                    };
+                                    match TcpStream::connect(upstream) {
+                                        Ok(up) => {
+                                            let socks = [client, up];
+                                            let reset =
+                                                forward(&socks, fate, &mut r, &stats, &stop);
+                                            // Recorded before the sockets close.
+                                            record(reset);
+                                            drop(socks);
+                                        }
                                         Err(_) => {
                                             stats.upstream_errors.fetch_add(1, Ordering::SeqCst);
-                                            false
+                                            record(false);
+                                            drop(client);
                                         }
-                                    };
-                                    reset_ports.lock().unwrap().insert(peer.port(), reset);
+                                    }
                                 });
                                 conns.lock().unwrap().push(h);
                             }
@@ -142,7 +160,12 @@ impl Proxy {
     /// Whether the proxy reset the connection whose client port is `port`; `None` while it
     /// is still forwarding it (it records the outcome when the connection ends).
     pub fn was_reset(&self, port: u16) -> Option<bool> {
-        self.reset_ports.lock().unwrap().get(&port).copied()
+        self.reset_ports
+            .lock()
+            .unwrap()
+            .get(&port)
+            .copied()
+            .flatten()
     }
 
     /// Waits (up to `bound`) until the proxy has recorded the connection of `port`.
@@ -218,24 +241,24 @@ struct Dir {
     stalled: bool,
 }
 
-/// Forwards until both directions ended, or a reset; returns whether it reset.
+/// Forwards between `socks` (client, upstream) until both directions ended, or a reset;
+/// returns whether it reset (after setting `SO_LINGER` 0 on both: the caller's close
+/// sends the resets).
 fn forward(
-    client: TcpStream,
-    upstream: TcpStream,
+    socks: &[TcpStream; 2],
     mut fate: Fate,
     rng: &mut Rng,
     stats: &Stats,
     stop: &AtomicBool,
 ) -> bool {
-    let socks = [client, upstream];
-    for s in &socks {
+    for s in socks {
         let _ = s.set_nonblocking(true);
         let _ = s.set_nodelay(true);
     }
     // Direction 0: client -> upstream; direction 1: upstream -> client.
     let mut dirs = [Dir::default(), Dir::default()];
     let reset_both = |stats: &Stats| {
-        for s in &socks {
+        for s in socks {
             let _ = sys::set_linger_zero(s.as_raw_fd());
         }
         stats.resets.fetch_add(1, Ordering::SeqCst);
