@@ -154,6 +154,7 @@ pub fn run(ctx: &mut Ctx) {
     if ctx.wants_known("panicking-drop", 1) {
         panicking_drop(ctx);
     }
+    #[cfg(target_os = "linux")]
     unix_connect_full_backlog(ctx);
 }
 
