@@ -202,7 +202,6 @@ pub(super) fn panicking_drop(ctx: &mut Ctx) {
     }
 }
 
-#[cfg(target_os = "linux")]
 /// Linux only (the accept-queue behaviour of Unix sockets differs elsewhere).
 ///
 /// Found by the storm's `--long` run (not in issue 14): `UnixStream::connect` to a
@@ -211,6 +210,7 @@ pub(super) fn panicking_drop(ctx: &mut Ctx) {
 /// backend. The queue is filled with std connections, a coring connect is started, then
 /// one connection is accepted: the connect must complete then, and never fail with
 /// `WouldBlock`.
+#[cfg(target_os = "linux")]
 pub(super) fn unix_connect_full_backlog(ctx: &mut Ctx) {
     stage("storm: Unix connect to a full accept queue");
     let dir = sys::TempDir::new("unix-backlog").expect("temp dir");
@@ -259,8 +259,8 @@ pub(super) fn unix_connect_full_backlog(ctx: &mut Ctx) {
     }
 }
 
-#[cfg(target_os = "linux")]
 /// A non-blocking Unix stream socket (std has no unconnected UnixStream).
+#[cfg(target_os = "linux")]
 fn socket2_unix_nonblocking() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: socket() returns a new descriptor or -1; we own it from here on.
