@@ -137,6 +137,18 @@ coring_test!(interval_ticks, async {
     assert!(start.elapsed() >= Duration::from_millis(25));
 });
 
+// Durations too long for an Instant (Duration::MAX) mean "never", not a panic: the first
+// tick of such an interval is immediate, the second never comes (issue 14, defect 6).
+coring_test!(huge_durations_saturate_instead_of_panicking, async {
+    let mut iv = interval(Duration::MAX);
+    iv.tick().await;
+    assert!(timeout(Duration::from_millis(20), iv.tick()).await.is_err());
+    assert!(timeout(Duration::from_millis(1), sleep(Duration::MAX))
+        .await
+        .is_err());
+    assert!(timeout(Duration::MAX, async { 7 }).await == Ok(7));
+});
+
 // Timers and sleeps dropped before firing leave nothing behind.
 coring_test!(dropped_timers_are_removed, |builder| {
     let rt = builder.build().unwrap();

@@ -34,10 +34,7 @@ use crate::runtime::context;
 /// });
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    let deadline = Instant::now()
-        .checked_add(duration)
-        .unwrap_or_else(far_future);
-    sleep_until(deadline)
+    sleep_until(later(Instant::now(), duration))
 }
 
 /// Waits until `deadline`.
@@ -51,6 +48,12 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 /// About thirty years from now: what "never" means for a duration that overflows.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+/// `t + d`, or [`far_future`] where that does not fit an `Instant`: every deadline the
+/// crate computes goes through here, so no duration (`Duration::MAX` included) panics.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or_else(far_future)
 }
 
 /// Future returned by [`sleep`] and [`sleep_until`].
@@ -236,14 +239,14 @@ impl Interval {
         let due = self.next;
         sleep_until(due).await;
         let now = Instant::now();
-        let mut next = due + self.period;
+        let mut next = later(due, self.period);
         if next <= now {
             // Skip every missed tick: the next one is the first multiple of the period
             // after now. Computed in u128 nanoseconds so a long stall cannot overflow.
             let period = self.period.as_nanos();
             let ticks = (now - due).as_nanos() / period + 1;
             let ahead = (ticks * period).min(u64::MAX as u128) as u64;
-            next = due + Duration::from_nanos(ahead);
+            next = later(due, Duration::from_nanos(ahead));
         }
         self.next = next;
         due
