@@ -802,3 +802,25 @@ coring_test!(
         assert!(r.is_ok(), "an output's drop panic unwound out of block_on");
     }
 );
+
+// live_tasks() counts every spawned task that has not finished, polled yet or not (issue
+// 14, defect 9): those that finish at their first poll, those aborted before it, and those
+// still waiting.
+coring_test!(live_tasks_counts_tasks_not_polled_yet, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let quick: Vec<_> = (0..10).map(|_| coring::spawn(async {})).collect();
+        let waiting = coring::spawn(sleep(Duration::from_secs(60)));
+        let aborted = coring::spawn(sleep(Duration::from_secs(60)));
+        assert_eq!(rt.live_tasks(), 12, "spawned, none polled yet");
+        aborted.abort();
+        for h in quick {
+            h.await.unwrap();
+        }
+        assert!(aborted.await.is_err());
+        assert_eq!(rt.live_tasks(), 1, "only the sleeping task is left");
+        waiting.abort();
+        assert!(waiting.await.is_err());
+        assert_eq!(rt.live_tasks(), 0);
+    });
+});

@@ -505,7 +505,7 @@ impl Runtime {
         self.inner.driver.borrow().backend().provided_in_use()
     }
 
-    /// Spawned tasks that have not finished.
+    /// Spawned tasks that have not finished, whether polled yet or not.
     pub fn live_tasks(&self) -> usize {
         self.inner.executor.live()
     }

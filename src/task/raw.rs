@@ -357,9 +357,12 @@ impl Header {
             w.wake();
         }
         let key = self.key.replace(UNREGISTERED);
-        if key != UNREGISTERED {
-            context::try_with(|inner| inner.executor.deregister(key));
-        }
+        context::try_with(|inner| {
+            if key != UNREGISTERED {
+                inner.executor.deregister(key);
+            }
+            inner.executor.live.set(inner.executor.live.get() - 1);
+        });
     }
 }
 
@@ -649,6 +652,8 @@ impl<T> JoinRef<T> {
 pub(crate) struct Executor {
     queue: RefCell<VecDeque<TaskRef>>,
     tasks: RefCell<Slab<TaskRef>>,
+    /// Spawned tasks not finished yet (the registry holds only those pending once).
+    live: Cell<usize>,
     /// Reused buffer for the remote queue.
     incoming: RefCell<VecDeque<TaskRef>>,
     cells: RefCell<CellCache>,
@@ -659,6 +664,7 @@ impl Executor {
         Executor {
             queue: RefCell::new(VecDeque::with_capacity(256)),
             tasks: RefCell::new(Slab::with_capacity(256)),
+            live: Cell::new(0),
             incoming: RefCell::new(VecDeque::new()),
             cells: RefCell::new(CellCache::new()),
         }
@@ -695,6 +701,7 @@ impl Executor {
         // a task that finishes at once never needs it, and until its first poll it is
         // reachable through the run queue, which shutdown also drains.
         self.queue.borrow_mut().push_back(TaskRef { ptr });
+        self.live.set(self.live.get() + 1);
         JoinHandle::new(JoinRef {
             task: TaskRef { ptr },
             poll: poll_join::<F>,
@@ -720,9 +727,9 @@ impl Executor {
         !self.queue.borrow().is_empty()
     }
 
-    /// Live (spawned, unfinished) tasks.
+    /// Live (spawned, unfinished) tasks, polled or not.
     pub(crate) fn live(&self) -> usize {
-        self.tasks.borrow().len()
+        self.live.get()
     }
 
     /// Called before the runtime parks: returns part of the cached cells beyond a small
