@@ -225,20 +225,32 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
 pub(crate) unsafe fn execute_blocking(desc: &OpDesc, cancel: &JobCancel) -> i32 {
     // SAFETY: forwarded from the caller.
     let mut res = unsafe { execute(desc) };
-    let (fd, events, retry): (libc::c_int, libc::c_short, unsafe fn(&OpDesc) -> i32) =
-        match desc.target() {
-            Target::Socket(t) => (t.fd, t.interest.poll_events(), resume),
-            _ if res == -libc::ESPIPE => match unpositioned(desc) {
-                Some((fd, events)) => {
-                    // Not tried yet: the descriptor may be in blocking mode, so a plain
-                    // read now could block where no cancel reaches it. Wait first.
-                    res = -libc::EAGAIN;
-                    (fd, events, execute_unpositioned)
-                }
-                None => return res,
-            },
-            _ => return res,
-        };
+    let target = desc.target();
+    // A signal (without SA_RESTART) interrupted a call that blocks in the kernel: an open
+    // waiting for a lease break or for a FIFO's other end, an fsync, a read of a slow
+    // device. Run it again, as std does and as io_uring does (its workers never report
+    // EINTR). Never close(2): the descriptor is gone whatever it reports. Socket calls and
+    // IO on files without positions wait and retry below.
+    if !matches!(target, Target::Socket(_)) && !matches!(desc, OpDesc::Close { .. }) {
+        while res == -libc::EINTR {
+            // SAFETY: forwarded from the caller.
+            res = unsafe { execute(desc) };
+        }
+    }
+    let (fd, events, retry): (libc::c_int, libc::c_short, unsafe fn(&OpDesc) -> i32) = match target
+    {
+        Target::Socket(t) => (t.fd, t.interest.poll_events(), resume),
+        _ if res == -libc::ESPIPE => match unpositioned(desc) {
+            Some((fd, events)) => {
+                // Not tried yet: the descriptor may be in blocking mode, so a plain
+                // read now could block where no cancel reaches it. Wait first.
+                res = -libc::EAGAIN;
+                (fd, events, execute_unpositioned)
+            }
+            None => return res,
+        },
+        _ => return res,
+    };
     // EINTR: a plain call on a descriptor in blocking mode, interrupted by a signal; wait
     // and try again (io_uring never reports it either).
     while would_block(desc, res) || res == -libc::EINTR {
