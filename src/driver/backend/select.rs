@@ -82,7 +82,12 @@ fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, O
     match uring::Uring::new(&ring_cfg) {
         Ok(ring) => Ok((AnyBackend::Uring(ring), None)),
         Err(e) if kind == BackendKind::Auto && io_uring_unavailable(&e.error) => {
-            let reason = format!("io_uring unavailable ({}): {}", e.step, e.error);
+            let reason = format!(
+                "io_uring unavailable ({}): {}{}",
+                e.step,
+                e.error,
+                memlock_hint(&e.error)
+            );
             log_fallback_once(&reason);
             Ok((AnyBackend::Fallback(Fallback::new()?), Some(reason)))
         }
@@ -115,6 +120,31 @@ fn io_uring_unavailable(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EPERM | libc::ENOSYS | libc::EACCES | libc::ENOMEM | libc::EINVAL)
     ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// For ENOMEM, which under a low `RLIMIT_MEMLOCK` is the kernel's way of saying "the
+/// ring's memory would exceed the limit": the limit, and how to raise it.
+#[cfg(target_os = "linux")]
+fn memlock_hint(e: &io::Error) -> String {
+    if e.raw_os_error() != Some(libc::ENOMEM) {
+        return String::new();
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return String::new();
+    }
+    let limit = match lim.rlim_cur {
+        libc::RLIM_INFINITY => "unlimited".to_string(),
+        n => format!("{n} bytes"),
+    };
+    format!(
+        "; RLIMIT_MEMLOCK is {limit}, and the ring's memory may count against it (raise it \
+         with `ulimit -l`, or run with CAP_IPC_LOCK)"
+    )
 }
 
 /// Says once per process, on stderr, why the runtime fell back.
