@@ -380,3 +380,85 @@ fn an_op_awaited_on_another_runtime_panics_with_advice() {
         });
     }
 }
+
+/// A buffer whose `Drop` panics: a user bug the runtime must contain.
+struct PanicBuf(Vec<u8>);
+
+impl Drop for PanicBuf {
+    fn drop(&mut self) {
+        panic!("PanicBuf dropped (a user Drop that panics, on purpose)");
+    }
+}
+
+// SAFETY: delegates to the inner Vec, whose heap pointer is stable across moves.
+unsafe impl coring::buf::IoBuf for PanicBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+// SAFETY: delegates to the inner Vec.
+unsafe impl coring::buf::IoBufMut for PanicBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { coring::buf::IoBufMut::set_init(&mut self.0, pos) }
+    }
+}
+
+/// A pipe as two std files: the read end for a coring `File`, the write end kept open so
+/// the read waits.
+fn pipe_files() -> (File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            File::from(std::os::fd::OwnedFd::from_raw_fd(fds[0])),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+// A cancelled read whose buffer's `Drop` panics, finished by the runtime after the kernel's
+// final completion: the panic is contained (as a task's is), the other orphans of the
+// batch are finished all the same (their buffers dropped), `block_on` returns and the
+// runtime keeps working (issue 14, defect 1).
+coring_test!(
+    panicking_drop_of_an_orphans_buffer_is_contained,
+    |builder| {
+        let rt = builder.build().unwrap();
+        let (p1, _w1) = pipe_files();
+        let (p2, _w2) = pipe_files();
+        let (other, other_dropped) = DropFlagBuf::new(16);
+        common::block_on_bounded(&rt, async {
+            let a = coring::spawn(async move {
+                let buf = PanicBuf(Vec::with_capacity(16));
+                let r = timeout(Duration::from_millis(10), p1.read_at(buf, 0)).await;
+                assert!(r.is_err(), "nothing was written: the read times out");
+            });
+            let b = coring::spawn(async move {
+                let r = timeout(Duration::from_millis(10), p2.read_at(other, 0)).await;
+                assert!(r.is_err(), "nothing was written: the read times out");
+            });
+            a.await.unwrap();
+            b.await.unwrap();
+            eventually("the orphans to be finished", || {
+                other_dropped.get() && rt.ops_in_flight() == 0
+            })
+            .await;
+            coring::nop().await.unwrap();
+        });
+        assert_eq!(rt.ops_in_flight(), 0);
+    }
+);

@@ -26,6 +26,7 @@ pub(crate) mod op;
 pub(crate) mod provided;
 pub(crate) mod syscall;
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
@@ -205,8 +206,9 @@ pub(crate) struct Driver {
     id: u64,
     ops: Slab<Slot>,
     backend: AnyBackend,
-    /// Orphans finished during reaping; dropped after the table is updated so that user
-    /// `Drop` code never runs in the middle of table bookkeeping.
+    /// Orphans whose final completion was reaped, waiting to be finished
+    /// ([`Driver::finish_orphans`]) outside the driver's borrow: finishing one runs user
+    /// `Drop` code (a buffer, an accepted connection's descriptor).
     finished: Vec<(Box<dyn Orphan>, Completion)>,
     /// Provided buffers named by completions no owner will see (orphans'), handed back to
     /// the backend after reaping.
@@ -622,11 +624,7 @@ impl Driver {
                 self.backend.recycle_buf(bid);
             }
         }
-        if !self.finished.is_empty() {
-            for (data, c) in self.finished.drain(..) {
-                data.finish(c);
-            }
-        }
+
         if !self.throttle.is_empty() {
             // request_cancel may reap again (queue full): work on a taken list.
             let mut throttle = std::mem::take(&mut self.throttle);
@@ -641,6 +639,30 @@ impl Driver {
             if self.throttle.is_empty() {
                 self.throttle = throttle;
             }
+        }
+    }
+
+    /// Finishes the orphans whose final completion has been reaped (closing a descriptor the
+    /// kernel opened for nobody, dropping a buffer), outside `driver`'s borrow, each on its
+    /// own: a `Drop` that panics is contained (the panic hook has reported it) and the
+    /// others are finished all the same, as a task's panic is contained by its task.
+    /// Called by the event loop after every turn; user code that runs meanwhile may use
+    /// the runtime again.
+    pub(crate) fn finish_orphans(driver: &RefCell<Driver>) {
+        let mut batch = {
+            let mut d = driver.borrow_mut();
+            if d.finished.is_empty() {
+                return;
+            }
+            std::mem::take(&mut d.finished)
+        };
+        for (data, c) in batch.drain(..) {
+            finish_contained(data, c);
+        }
+        // Give the (empty) vector back for its capacity, unless more arrived meanwhile.
+        let mut d = driver.borrow_mut();
+        if d.finished.is_empty() {
+            d.finished = batch;
         }
     }
 
@@ -701,8 +723,26 @@ impl Driver {
     }
 }
 
+/// Finishes one orphan, containing a panic of its `Drop` code: the unwinding stops here and
+/// the payload is dropped (and if dropping the payload panics too, it is leaked).
+fn finish_contained(data: Box<dyn Orphan>, c: Completion) {
+    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || data.finish(c)));
+    if let Err(payload) = finished {
+        if let Err(again) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+        {
+            std::mem::forget(again);
+        }
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
+        // Reaped but not finished yet (the runtime normally finishes them after each
+        // turn): finish them, so what they hold (an accepted descriptor) is released.
+        for (data, c) in std::mem::take(&mut self.finished) {
+            finish_contained(data, c);
+        }
         // Whatever is still orphaned here was never completed: the kernel may still own
         // its memory, so it is leaked rather than freed.
         self.leak_in_flight();

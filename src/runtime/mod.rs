@@ -457,6 +457,7 @@ impl Runtime {
                 Wait::No
             };
             let turn = inner.driver.borrow_mut().turn(wait);
+            Driver::finish_orphans(&inner.driver);
             if let Err(e) = turn {
                 inner.driver.borrow_mut().leak_in_flight();
                 panic!(
@@ -591,6 +592,7 @@ impl Drop for Runtime {
             .driver
             .borrow_mut()
             .shutdown(self.shutdown_timeout);
+        Driver::finish_orphans(&self.inner.driver);
     }
 }
 
