@@ -1175,3 +1175,48 @@ coring_test!(
         assert_eq!(&got[filled..], b"first-second");
     }
 );
+
+// A stream whose send was still waiting when its runtime was dropped (with no shutdown
+// grace: the send is leaked, never completed), or whose send future was forgotten before
+// its runtime was dropped, is usable on a new runtime: writes counted on a runtime that no
+// longer exists are not in flight (issue 14, defect 3). Before, the stale count refused
+// every write and shutdown(Write) of the stream for good.
+coring_test!(
+    writes_of_a_dropped_runtime_do_not_block_a_new_one,
+    |builder| {
+        for forget in [false, true] {
+            let (a_std, mut b_std, filled) = full_unix_pair();
+            let a = {
+                let first_rt = builder
+                    .clone()
+                    .shutdown_timeout(std::time::Duration::ZERO)
+                    .build()
+                    .unwrap();
+                let a = first_rt.block_on(async { UnixStream::from_std(a_std).unwrap() });
+                let mut send = Box::pin(a.write(b"lost-".to_vec()));
+                common::block_on_bounded(&first_rt, async {
+                    assert!(common::poll_once(&mut send).await.is_pending());
+                });
+                if forget {
+                    std::mem::forget(send);
+                } else {
+                    drop(send);
+                }
+                a
+            };
+            let second_rt = builder.clone().build().unwrap();
+            let reader = std::thread::spawn(move || read_all_std(&mut b_std, filled + 4));
+            common::block_on_bounded(&second_rt, async {
+                let (r, _) = a.write(b"next".to_vec()).await;
+                assert_eq!(r.expect("the dropped runtime's send is not in flight"), 4);
+                a.shutdown(Shutdown::Write).await.unwrap();
+            });
+            let got = reader.join().unwrap();
+            assert!(
+                got.ends_with(b"next"),
+                "forget {forget}: {:?}",
+                &got[filled..]
+            );
+        }
+    }
+);

@@ -59,10 +59,18 @@ impl SharedFd {
 
     /// Fails if ordered writes of this descriptor are in flight on a runtime other than the
     /// current one: a write issued here could overtake them. (The current runtime is looked
-    /// up only when some are in flight.)
+    /// up only when some are in flight.) Writes counted on a runtime that has been dropped
+    /// since are not in flight any more (it cancelled or leaked them, and none of them can
+    /// complete now): they are forgotten, whether their futures were dropped, leaked with
+    /// the runtime, or `mem::forget`ed.
     pub(crate) fn check_write_order(&self) -> io::Result<()> {
+        use crate::runtime::context;
         match self.inner.writes.get() {
-            (owner, n) if n > 0 && owner != crate::runtime::context::driver_id() => {
+            (owner, n) if n > 0 && owner != context::driver_id() => {
+                if !context::runtime_alive(owner) {
+                    self.inner.writes.set((0, 0));
+                    return Ok(());
+                }
                 Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "this stream has writes in flight on another runtime: finish them there \

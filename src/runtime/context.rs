@@ -40,6 +40,27 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Inner) -> R) -> Option<R> {
     Some(f(unsafe { &*p }))
 }
 
+thread_local! {
+    /// The identities of this thread's runtimes that have not been dropped.
+    static LIVE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records that runtime `id` exists on this thread (until [`runtime_dropped`]).
+pub(crate) fn runtime_built(id: u64) {
+    LIVE.with(|l| l.borrow_mut().push(id));
+}
+
+/// Records that runtime `id` is gone: whatever it had in flight will never complete.
+pub(crate) fn runtime_dropped(id: u64) {
+    LIVE.with(|l| l.borrow_mut().retain(|&x| x != id));
+}
+
+/// Whether runtime `id` still exists on this thread. (Runtimes are `!Send`, and what they
+/// drive is thread-bound: a runtime of another thread is never this thread's concern.)
+pub(crate) fn runtime_alive(id: u64) -> bool {
+    LIVE.with(|l| l.borrow().contains(&id))
+}
+
 /// The current runtime's identity ([`Driver::id`]), or 0 outside a runtime: for telling
 /// runtimes apart without holding a reference. Never reused within a process.
 #[inline]

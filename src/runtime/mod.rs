@@ -285,7 +285,10 @@ impl Builder {
         let shared = Arc::new(Shared::new(backend.unparker()));
         let driver = Driver::new(backend);
         let inner = Rc::new(Inner {
-            driver_id: driver.id(),
+            driver_id: {
+                context::runtime_built(driver.id());
+                driver.id()
+            },
             inline_left: std::cell::Cell::new(INLINE_BUDGET),
             driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
@@ -593,6 +596,7 @@ impl Drop for Runtime {
             .borrow_mut()
             .shutdown(self.shutdown_timeout);
         Driver::finish_orphans(&self.inner.driver);
+        context::runtime_dropped(self.inner.driver_id);
     }
 }
 
