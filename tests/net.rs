@@ -1220,3 +1220,31 @@ coring_test!(
         }
     }
 );
+
+// unregister() while a retained accept has its connection (accepted, not returned yet): not
+// busy (issue 14, defect 4); the connection is still the next accept's.
+coring_test!(
+    unregister_with_a_finished_retained_accept_succeeds,
+    |builder| {
+        use std::time::Duration;
+        let rt = builder.build().unwrap();
+        common::block_on_bounded(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            listener.register().unwrap();
+            let r = coring::time::timeout(Duration::from_millis(2), listener.accept()).await;
+            assert!(r.is_err(), "nobody connected");
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            common::eventually("the retained accept to complete", || {
+                rt.ops_in_flight() == 0
+            })
+            .await;
+            listener
+                .unregister()
+                .expect("a finished retained accept does not keep the descriptor busy");
+            let (conn, from) = listener.accept().await.unwrap();
+            assert_eq!(from, client.local_addr().unwrap());
+            drop(conn);
+        });
+    }
+);

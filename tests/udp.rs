@@ -478,3 +478,23 @@ coring_test!(
         assert_eq!(buf, b"only");
     }
 );
+
+// unregister() while a retained receive has finished (its datagram waits to be handed on):
+// the kernel no longer uses the descriptor for it, so it is not "busy" (issue 14, defect
+// 4); the datagram is still returned afterwards.
+coring_test!(
+    unregister_with_a_finished_retained_receive_succeeds,
+    |builder| {
+        let rt = builder.build().unwrap();
+        common::block_on_bounded(&rt, async {
+            let (sock, sender, _to) = pair();
+            sock.register().unwrap();
+            drop_recv_from_holding(&rt, &sock, &sender, b"held", 16).await;
+            sock.unregister()
+                .expect("a finished retained receive does not keep the descriptor busy");
+            assert!(!sock.is_registered());
+            let (n, _, buf) = recv_from(&sock, 16).await;
+            assert_eq!(&buf[..n], b"held");
+        });
+    }
+);

@@ -105,6 +105,12 @@ impl<T: IntoOrphan> Retained<T> {
         (!std::mem::replace(&mut self.claimed, true)).then_some(self.id)
     }
 
+    /// Whether the final completion has been collected (the kernel is done with the
+    /// operation; its result waits to be handed on).
+    pub(crate) fn is_collected(&self) -> bool {
+        self.done.is_some()
+    }
+
     /// The id a claim names.
     pub(crate) fn id(&self) -> u64 {
         self.id

@@ -201,7 +201,7 @@ impl File {
     /// finished) still uses the file: it may name the slot, so the slot must not be given
     /// to another file yet.
     pub fn unregister(&self) -> io::Result<()> {
-        self.fd.unregister("File::unregister")
+        self.fd.unregister("File::unregister", 0)
     }
 
     /// Whether operations on the file submitted now, on the runtime running on this

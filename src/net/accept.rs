@@ -49,8 +49,8 @@ impl Acceptor {
 
     /// Cancels the retained accepts at once where the backend can; connections they got
     /// before the cancel stay for later accepts.
-    pub(crate) fn quiesce(&self) {
-        self.retained.quiesce();
+    pub(crate) fn quiesce(&self) -> usize {
+        self.retained.quiesce()
     }
 
     /// Gives up the descriptor (see `socket_conversions!`): gives `self` back, state

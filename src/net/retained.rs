@@ -151,8 +151,10 @@ impl<T: IntoOrphan> RetainedOps<T> {
     }
 
     /// Cancels the retained operations at once where the backend can; results (and errors)
-    /// they got before the cancel stay for later calls; the cancelled ones go.
-    pub(crate) fn quiesce(&self) {
+    /// they got before the cancel stay for later calls; the cancelled ones go. Returns how
+    /// many of those that stay have finished (they hold the descriptor, but the kernel no
+    /// longer uses it for them).
+    pub(crate) fn quiesce(&self) -> usize {
         let mut retained = self.retained.borrow_mut();
         let mut gone = Vec::new();
         for k in std::mem::take(&mut *retained) {
@@ -163,10 +165,12 @@ impl<T: IntoOrphan> RetainedOps<T> {
                 _ => retained.push_back(k),
             }
         }
+        let finished = retained.iter().filter(|k| k.is_collected()).count();
         drop(retained);
         // Dropped outside the borrow: a retained receive's buffer is the user's, and its Drop
         // may use this object again.
         drop(gone);
+        finished
     }
 
     /// [`quiesce`](Self::quiesce), then whether nothing is retained any more: no result waits

@@ -17,8 +17,9 @@ pub(crate) trait FdOwner: Sized {
     fn fd(&self) -> &SharedFd;
 
     /// Lets go of the operations holding the descriptor where it can, before it is
-    /// unregistered or given up.
-    fn quiesce(&self);
+    /// unregistered or given up; returns how many of those still holding it have finished
+    /// (their results wait to be handed on; the kernel no longer uses the descriptor).
+    fn quiesce(&self) -> usize;
 
     /// Gives up the descriptor; gives `self` back, state intact, while an operation (or
     /// what one got and nobody has taken yet) still needs it.
@@ -33,8 +34,8 @@ impl FdOwner for Acceptor {
     fn fd(&self) -> &SharedFd {
         Acceptor::fd(self)
     }
-    fn quiesce(&self) {
-        Acceptor::quiesce(self);
+    fn quiesce(&self) -> usize {
+        Acceptor::quiesce(self)
     }
     fn into_fd(self) -> Result<SharedFd, Acceptor> {
         Acceptor::into_fd(self)
@@ -49,8 +50,8 @@ impl FdOwner for Stream {
     fn fd(&self) -> &SharedFd {
         &self.fd
     }
-    fn quiesce(&self) {
-        self.disarm();
+    fn quiesce(&self) -> usize {
+        self.disarm()
     }
     fn into_fd(self) -> Result<SharedFd, Stream> {
         Stream::into_fd(self)
@@ -68,8 +69,8 @@ macro_rules! wraps_fd_owner {
                     $field: $crate::net::socket::FdOwner::new(fd),
                 }
             }
-            fn quiesce(&self) {
-                $crate::net::socket::FdOwner::quiesce(&self.$field);
+            fn quiesce(&self) -> usize {
+                $crate::net::socket::FdOwner::quiesce(&self.$field)
             }
             fn shared(&self) -> &$crate::op::SharedFd {
                 $crate::net::socket::FdOwner::fd(&self.$field)

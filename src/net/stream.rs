@@ -311,9 +311,14 @@ impl Stream {
     /// backend can, so that no operation holds the descriptor any more; data they had
     /// received stays in the stream. Best effort: a receive that cannot be cancelled
     /// synchronously, or that has data queued, stays (cancelled) until reads drain it.
-    pub(crate) fn disarm(&self) {
+    /// Returns 1 if a retained receive that has finished still holds the descriptor (for
+    /// its data, not for the kernel), else 0.
+    pub(crate) fn disarm(&self) -> usize {
         self.cancel_retained();
-        self.read.borrow_mut().provided.cancel_now();
+        let mut st = self.read.borrow_mut();
+        st.provided.cancel_now();
+        // A retained receive that finished holds the descriptor, but not for the kernel.
+        usize::from(st.retained.as_ref().is_some_and(|a| a.recv.is_collected()))
     }
 
     /// Cancels a retained receive at once where the backend can, keeping what it received
@@ -594,9 +599,9 @@ macro_rules! socket_conversions {
             ///
             /// `ResourceBusy` while an operation still uses the socket.
             pub fn unregister(&self) -> std::io::Result<()> {
-                self.quiesce();
+                let finished = self.quiesce();
                 self.shared()
-                    .unregister(concat!(stringify!($ty), "::unregister"))
+                    .unregister(concat!(stringify!($ty), "::unregister"), finished)
             }
 
             /// Whether operations submitted now, on this thread's runtime, use a

@@ -162,8 +162,8 @@ impl UdpSocket {
         }
     }
     /// Cancels retained receives (see [`RetainedOps::quiesce`]); datagrams they got stay.
-    fn quiesce(&self) {
-        self.retained.quiesce();
+    fn quiesce(&self) -> usize {
+        self.retained.quiesce()
     }
     fn shared(&self) -> &SharedFd {
         &self.fd

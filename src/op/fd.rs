@@ -127,8 +127,11 @@ impl SharedFd {
     }
 
     /// Releases the registered slot, if no operation is using the descriptor.
-    pub(crate) fn unregister(&self, what: &str) -> io::Result<()> {
-        if Rc::strong_count(&self.inner) > 1 {
+    /// `finished` holders are operations that have finished but still hold the descriptor
+    /// (a retained accept or receive whose result waits to be handed on): the kernel no
+    /// longer uses it for them, so they do not keep it busy.
+    pub(crate) fn unregister(&self, what: &str, finished: usize) -> io::Result<()> {
+        if Rc::strong_count(&self.inner) > 1 + finished {
             return Err(io::Error::new(
                 io::ErrorKind::ResourceBusy,
                 format!(
