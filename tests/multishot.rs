@@ -862,3 +862,31 @@ fn read_elsewhere_while_a_claimed_adopted_receive_waits_is_refused() {
         });
     }
 }
+
+// A stream read polled on one runtime (its multishot receive armed there) and then awaited
+// on another panics with advice instead of hanging (issue 14, defect 7). io_uring only:
+// multishot receives exist only there; on the fallback a read that waits holds nothing
+// and reads on whichever runtime polls it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_multishot_read_moved_to_another_runtime_panics_with_advice() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    common::with_watchdog("moved multishot read", || {
+        let first = common::runtime(coring::BackendKind::IoUring);
+        let second = common::runtime(coring::BackendKind::IoUring);
+        let (client, server) = first.block_on(tcp_pair());
+        let mut read = Box::pin(server.read(Vec::with_capacity(16)));
+        first.block_on(async {
+            assert!(common::poll_once(&mut read).await.is_pending());
+        });
+        let r = catch_unwind(AssertUnwindSafe(|| second.block_on(read)));
+        let payload = r.expect_err("the moved read must not be awaited");
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(msg.contains("awaited outside it"), "{msg}");
+        drop((client, server));
+    });
+}

@@ -824,3 +824,31 @@ coring_test!(live_tasks_counts_tasks_not_polled_yet, |builder| {
         assert_eq!(rt.live_tasks(), 0);
     });
 });
+
+// A Sleep polled on one runtime (armed in its timers) and then awaited on another, or after
+// the first is gone, panics with advice instead of never firing (issue 14, defect 7).
+#[test]
+fn a_sleep_moved_to_another_runtime_panics_with_advice() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    for &kind in common::BACKENDS {
+        for drop_first in [false, true] {
+            common::with_watchdog("moved sleep", || {
+                let first = common::runtime(kind);
+                let second = common::runtime(kind);
+                let mut s = Box::pin(sleep(Duration::from_millis(50)));
+                first.block_on(async {
+                    assert!(common::poll_once(&mut s).await.is_pending());
+                });
+                if drop_first {
+                    drop(first);
+                }
+                let r = catch_unwind(AssertUnwindSafe(|| second.block_on(s)));
+                let msg = panic_message(r.expect_err("the moved sleep must not be awaited"));
+                assert!(
+                    msg.contains("awaited outside it"),
+                    "{kind:?}, first dropped {drop_first}: {msg}"
+                );
+            });
+        }
+    }
+}

@@ -164,7 +164,19 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
                     None => return Poll::Ready(ProvidedRead::Direct),
                 },
             };
-            let c = std::task::ready!(driver.borrow_mut().poll_op(key, cx));
+            let polled = driver.borrow_mut().poll_op(key, cx);
+            let Poll::Ready(c) = polled else {
+                // Only the runtime that armed the receive turns its driver: awaited
+                // anywhere else (a read future moved to another runtime), it would never
+                // complete.
+                assert!(
+                    context::is_current_driver(driver),
+                    "coring: an IO operation started on one coring runtime is awaited \
+                     outside it (on another runtime, or none); await it on the runtime \
+                     that started it"
+                );
+                return Poll::Pending;
+            };
             if !c.more() {
                 // That was the final completion: the key is dead.
                 self.armed = None;

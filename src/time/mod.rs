@@ -113,6 +113,15 @@ impl Future for Sleep {
                     // The replaced waker is dropped here, outside the timers' borrow.
                     EntryState::Armed { replaced } => {
                         drop(replaced);
+                        // Only the runtime whose timers hold the entry fires it: awaited
+                        // anywhere else, it would never complete.
+                        let here = context::try_with(|inner| Rc::ptr_eq(&inner.timers, timers));
+                        assert!(
+                            here == Some(true),
+                            "coring: a Sleep started on one coring runtime is awaited \
+                             outside it (on another runtime, or none); await it on the \
+                             runtime that started it"
+                        );
                         Poll::Pending
                     }
                     EntryState::Fired => {
