@@ -1248,3 +1248,30 @@ coring_test!(
         });
     }
 );
+
+// A stream dropped after a read (on io_uring, with its multishot receive armed) closes at
+// once: its peer sees end of file while the dropping thread stays blocked, before the loop
+// turns again (issue 14, defect 8). Before, the socket closed only when the receive's
+// cancel completed and was reaped, on the next turn.
+coring_test!(a_dropped_stream_closes_before_the_loop_turns, |builder| {
+    use std::io::{Read, Write};
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(b"x").unwrap();
+        let (r, _) = server.read(Vec::with_capacity(16)).await;
+        assert_eq!(r.unwrap(), 1);
+        drop(server);
+        // The runtime's thread is blocked in this read from here on: no loop turn.
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let n = client
+            .read(&mut buf)
+            .expect("end of file before the dropping thread's loop turns again");
+        assert_eq!(n, 0);
+    });
+});

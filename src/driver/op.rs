@@ -231,6 +231,9 @@ impl<T: IntoOrphan> Drop for Retained<T> {
             std::mem::forget(data);
             return;
         };
+        // Cancelled at once where the backend can, so that what the operation holds (the
+        // descriptor, for one) is released now, not when the loop next turns.
+        d.cancel_now(key);
         let mut data = Some(data);
         let finished = d.orphan(key, || {
             data.take()

@@ -297,9 +297,11 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
 }
 
 impl<H: IntoOrphan> Drop for ProvidedRecv<H> {
-    /// Hands the held buffer back and gives the armed receive to the driver as an orphan
-    /// (cancelled; the driver keeps the descriptor open until the final completion and
-    /// recycles every buffer it names).
+    /// Hands the held buffer back and cancels the armed receive: at once where the backend
+    /// can (io_uring's synchronous cancel), so that the descriptor `H` keeps open closes now
+    /// rather than when the loop next turns (a server that drops a connection and then
+    /// blocks its thread still gives the peer its end of file); else the driver keeps it as
+    /// an orphan until the final completion, recycling every buffer it names.
     fn drop(&mut self) {
         let Some(driver) = self.driver.take() else {
             return;
@@ -314,12 +316,17 @@ impl<H: IntoOrphan> Drop for ProvidedRecv<H> {
             d.backend_mut().recycle_buf(bid);
         }
         if let Some((key, hold)) = self.armed.take() {
+            d.cancel_now(key);
             let mut hold = Some(hold);
+            // Finished (the closure did not run): the completions' buffers are recycled,
+            // and `hold` is dropped below, outside the driver's borrow.
             d.orphan(key, || {
                 hold.take()
                     .expect("coring: orphan data taken once")
                     .into_orphan()
             });
+            drop(d);
+            drop(hold);
         }
     }
 }
