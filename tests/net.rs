@@ -1275,3 +1275,58 @@ coring_test!(a_dropped_stream_closes_before_the_loop_turns, |builder| {
         assert_eq!(n, 0);
     });
 });
+
+// A call forgotten (`mem::forget`) while it waits on a retained accept holds nothing back:
+// the next accept gets the connection (issue 14, defect 2).
+coring_test!(a_forgotten_accept_holds_nothing_back, async {
+    use std::time::Duration;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut first = Box::pin(listener.accept());
+    assert!(common::poll_once(&mut first).await.is_pending());
+    drop(first);
+    let mut forgotten = Box::pin(listener.accept());
+    assert!(common::poll_once(&mut forgotten).await.is_pending());
+    std::mem::forget(forgotten);
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (conn, from) = coring::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the connection was held back by a forgotten accept")
+        .unwrap();
+    assert_eq!(from, client.local_addr().unwrap());
+    drop(conn);
+});
+
+// A read forgotten (`mem::forget`) while it waits on a stream's retained receive holds
+// nothing back: the bytes the retained receive got come first, then the rest, in order
+// (issue 14, defect 2). Single-shot reads, where a dropped read's receive is retained.
+coring_test!(a_forgotten_read_holds_nothing_back, |builder| {
+    use std::io::Write;
+    use std::time::Duration;
+    let rt = builder.multishot_reads(false).build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut first = Box::pin(server.read(Vec::with_capacity(16)));
+        assert!(common::poll_once(&mut first).await.is_pending());
+        drop(first);
+        let mut forgotten = Box::pin(server.read(Vec::with_capacity(16)));
+        assert!(common::poll_once(&mut forgotten).await.is_pending());
+        std::mem::forget(forgotten);
+        client.write_all(b"hello").unwrap();
+        coring::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(b"world").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let (r, buf) =
+                coring::time::timeout(Duration::from_secs(5), server.read(Vec::with_capacity(16)))
+                    .await
+                    .expect("bytes held back by a forgotten read");
+            let n = r.unwrap();
+            assert!(n > 0, "end of file after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"helloworld");
+    });
+});

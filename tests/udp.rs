@@ -499,3 +499,19 @@ coring_test!(
         });
     }
 );
+
+// A call forgotten (`mem::forget`) while it waits on a retained receive holds nothing back:
+// the next receive gets the datagram (issue 14, defect 2). Before, the forgotten call's
+// claim kept every later receive from waiting on the retained one, so its datagram was
+// never returned.
+coring_test!(a_forgotten_receive_holds_nothing_back, async {
+    let (sock, sender, to) = pair();
+    drop_waiting(Box::pin(sock.recv_from(Vec::with_capacity(16)))).await;
+    let mut forgotten = Box::pin(sock.recv_from(Vec::with_capacity(16)));
+    assert!(poll_once(&mut forgotten).await.is_pending());
+    std::mem::forget(forgotten);
+    sender.send_to(b"A", to).unwrap();
+    assert_eq!(recv_from(&sock, 16).await.2, b"A");
+    sender.send_to(b"B", to).unwrap();
+    assert_eq!(recv_from(&sock, 16).await.2, b"B");
+});

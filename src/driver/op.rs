@@ -64,9 +64,9 @@ impl<T: Operation> IntoOrphan for T {
 /// overtakes it. Dropping a `Retained` whose completion is not collected orphans the
 /// operation (cancelled; the driver keeps the data until the final completion).
 ///
-/// One call at a time waits for it ([`Retained::claim`]): the driver keeps one waker per
-/// operation, so a second concurrent call must not wait on the same one (it would take the
-/// first's wake and leave it asleep); it starts an operation of its own instead.
+/// The driver keeps one waker per operation, so calls that wait for a retained operation
+/// poll it with a waker that wakes all of them (`net/retained.rs` `Watchers`): none has it
+/// to itself, and a call that is forgotten holds nothing back.
 pub(crate) struct Retained<T: IntoOrphan> {
     driver: Rc<RefCell<Driver>>,
     /// The key while the final completion is not collected.
@@ -74,9 +74,7 @@ pub(crate) struct Retained<T: IntoOrphan> {
     /// The final completion, once collected, and where it came in its driver's order of
     /// final completions ([`Driver::finished_seq`]).
     done: Option<(Completion, u64)>,
-    /// A call is waiting for it.
-    claimed: bool,
-    /// Tells retained operations apart (a claim names the one it was taken on).
+    /// Tells retained operations apart.
     id: u64,
     /// Always `Some` outside `Drop`.
     data: Option<T>,
@@ -91,18 +89,9 @@ impl<T: IntoOrphan> Retained<T> {
             driver,
             key: Some(key),
             done: None,
-            claimed: false,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             data: Some(wrap(data)),
         })
-    }
-
-    /// Makes the calling operation the one that waits for this: its id, or `None` if
-    /// another call waits already. Pair with [`Retained::unclaim`] when the call ends or is
-    /// dropped, and check the id before each poll: the object may have cancelled this op
-    /// and retained another meanwhile, which the claim does not cover.
-    pub(crate) fn claim(&mut self) -> Option<u64> {
-        (!std::mem::replace(&mut self.claimed, true)).then_some(self.id)
     }
 
     /// Whether the final completion has been collected (the kernel is done with the
@@ -111,7 +100,7 @@ impl<T: IntoOrphan> Retained<T> {
         self.done.is_some()
     }
 
-    /// The id a claim names.
+    /// This retained operation's id (unique in the process).
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
@@ -119,13 +108,6 @@ impl<T: IntoOrphan> Retained<T> {
     /// Whether the operation runs on the current thread's runtime.
     pub(crate) fn on_this_runtime(&self) -> bool {
         Rc::ptr_eq(&self.driver, &context::driver())
-    }
-
-    /// Ends claim `id`: a no-op unless this is the op it was taken on.
-    pub(crate) fn unclaim(&mut self, id: u64) {
-        if self.id == id {
-            self.claimed = false;
-        }
     }
 
     /// Where the final completion, once collected, came in its driver's order of final
@@ -148,6 +130,14 @@ impl<T: IntoOrphan> Retained<T> {
     /// be awaited there.
     pub(crate) fn poll_here(&mut self, cx: &mut Context<'_>) -> Poll<Result<Completion, ()>> {
         if self.done.is_none() && !self.on_this_runtime() {
+            // Looked at without polling: a poll would put this call's waker (or none) in
+            // place of the one the operation's own runtime waits with.
+            let finished = self
+                .key
+                .is_some_and(|key| self.driver.borrow().is_finished(key));
+            if !finished {
+                return Poll::Ready(Err(()));
+            }
             let mut noop = Context::from_waker(std::task::Waker::noop());
             return Poll::Ready(match self.poll_complete(&mut noop) {
                 Poll::Ready(c) => Ok(c),

@@ -8,7 +8,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::buf::IoBufMut;
 use crate::driver::op::{IntoOrphan, Op, Operation, Retained};
@@ -20,25 +21,25 @@ use crate::op::rw::Recv;
 /// branch, a timeout), retained, not cancelled, so that what the kernel did for them (a
 /// connection accepted, a datagram received) goes to a later call instead of being lost.
 ///
-/// Every call is a [`Call`]: it claims every retained operation no other call waits for
-/// (the driver keeps one waker per operation, so each retained operation has one waiting
-/// call), and takes retained results in the order the operations finished, which need not
-/// be the order they were submitted in (Linux serves the receives pending on one socket in
-/// no set order). A call submits its own operation only while it has nothing retained to
-/// wait for. Every live call is told (woken) when an operation is retained or a dropped
-/// call's claims end, and claims them, even while its own operation runs: a call that
-/// finds a retained result while its own operation is in flight cancels its own operation
-/// and returns the retained result (if its own operation got something first after all,
-/// it returns that, and the retained result goes to the next call, out of order: only
-/// calls running at once reach that case, and their results have no order to keep; with
-/// one call at a time there is never an own operation and a retained one in flight
-/// together). So no live call sleeps while a result waits in a retained operation. The
+/// Every call is a [`Call`]. No call has a retained operation to itself: every live call
+/// polls all of them, with one waker that wakes every live call ([`Watchers`]), so the
+/// driver's single waker per operation wakes them all, whichever finishes, and the first
+/// call to look takes the result (by the order the operations finished, which need not be
+/// the order they were submitted in: Linux serves the receives pending on one socket in
+/// no set order). A call that is dropped, or forgotten (`mem::forget`), therefore holds
+/// nothing back. A call submits its own operation only while nothing retained on its
+/// runtime is still running; a call whose own operation runs when a retained result comes
+/// in cancels its own and returns the retained one (if its own got something first after
+/// all, it returns that, and the retained result goes to the next call, out of order: only
+/// calls running at once reach that case, and their results have no order to keep). The
 /// owner cancels retained operations only when it is dropped (or `quiesce`d: converted or
 /// unregistered, keeping the results they got).
 pub(crate) struct RetainedOps<T: IntoOrphan> {
     retained: RefCell<VecDeque<Retained<T>>>,
-    /// The live calls' wakers, by call id: woken when there is something new to claim.
-    watchers: RefCell<Vec<(u64, Waker)>>,
+    /// The live calls, woken when a retained operation finishes or is added.
+    watchers: Arc<Watchers>,
+    /// The waker the retained operations are polled with: it wakes every watcher.
+    wake_all: Waker,
     /// The error a call gets while a retained operation runs on another runtime.
     elsewhere: &'static str,
 }
@@ -59,9 +60,11 @@ impl<T: IntoOrphan> RetainedOps<T> {
     /// An empty queue; `elsewhere` is the `InvalidInput` message of a call made while a
     /// retained operation runs on another runtime (which may get a result for it).
     pub(crate) fn new(elsewhere: &'static str) -> RetainedOps<T> {
+        let watchers = Arc::new(Watchers::default());
         RetainedOps {
             retained: RefCell::new(VecDeque::new()),
-            watchers: RefCell::new(Vec::new()),
+            wake_all: Waker::from(watchers.clone()),
+            watchers,
             elsewhere,
         }
     }
@@ -70,37 +73,29 @@ impl<T: IntoOrphan> RetainedOps<T> {
     /// `wrap(data)` if the call is dropped while it is in flight (or when a retained result
     /// wins over it and it could not be cancelled in time; see [`RetainedOps`]).
     pub(crate) fn call<O: Operation>(&self, op: Op<O>, wrap: fn(O) -> T) -> Call<'_, O, T> {
-        static NEXT_CALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Call {
             queue: self,
             op: Some(op),
             wrap,
-            ids: Vec::new(),
-            id: NEXT_CALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: next_watcher_id(),
             cancelling: false,
         }
     }
 
-    /// Claims the retained operations no other call waits for (adding them to `ids`), forgets
-    /// claims on ones `quiesce` removed, and polls the claimed ones (so a completion wakes
-    /// this call). Returns the id of the one that finished first, if any: by runtime (one
-    /// finished on another runtime before the owner came here comes first), then in the
-    /// order its driver reaped them. `Err` if one runs on another runtime unfinished and
-    /// `elsewhere` says to report it (else it is skipped: it cannot finish while the
-    /// owner is used here).
-    fn poll_claimed(
-        &self,
-        cx: &mut Context<'_>,
-        ids: &mut Vec<u64>,
-        elsewhere: bool,
-    ) -> io::Result<Option<u64>> {
+    /// Polls every retained operation (with the waker that wakes every live call, so a
+    /// completion wakes them all). Returns the id of the one that finished first, if any:
+    /// by runtime (one finished on another runtime before the owner came here comes
+    /// first), then in the order its driver reaped them; and whether one still runs on this
+    /// runtime. `Err` if one runs on another runtime unfinished and `elsewhere` says to
+    /// report it (else it is skipped: it cannot finish while the owner is used here).
+    fn poll_retained(&self, elsewhere: bool) -> io::Result<(Option<u64>, bool)> {
+        let mut cx = Context::from_waker(&self.wake_all);
         let mut retained = self.retained.borrow_mut();
-        ids.extend(retained.iter_mut().filter_map(|k| k.claim()));
-        ids.retain(|id| retained.iter().any(|k| k.id() == *id));
         let mut first: Option<(u64, (bool, u64))> = None;
-        for k in retained.iter_mut().filter(|k| ids.contains(&k.id())) {
-            match k.poll_here(cx) {
-                Poll::Pending => {}
+        let mut running = false;
+        for k in retained.iter_mut() {
+            match k.poll_here(&mut cx) {
+                Poll::Pending => running = true,
                 Poll::Ready(Err(())) if elsewhere => {
                     return Err(io::Error::new(io::ErrorKind::InvalidInput, self.elsewhere));
                 }
@@ -116,12 +111,11 @@ impl<T: IntoOrphan> RetainedOps<T> {
                 }
             }
         }
-        Ok(first.map(|(id, _)| id))
+        Ok((first.map(|(id, _)| id), running))
     }
 
     /// Takes finished retained operation `id` out of the queue, with its final completion.
-    fn take(&self, id: u64, ids: &mut Vec<u64>) -> Option<(T, Completion)> {
-        ids.retain(|&i| i != id);
+    fn take(&self, id: u64) -> Option<(T, Completion)> {
         let mut retained = self.retained.borrow_mut();
         let i = retained.iter().position(|k| k.id() == id)?;
         let k = retained.remove(i).expect("coring: retained operation");
@@ -132,22 +126,7 @@ impl<T: IntoOrphan> RetainedOps<T> {
     /// Keeps an operation whose call is gone, and tells the live calls.
     fn add(&self, k: Retained<T>) {
         self.retained.borrow_mut().push_back(k);
-        self.wake_watchers();
-    }
-
-    fn wake_watchers(&self) {
-        let watchers = std::mem::take(&mut *self.watchers.borrow_mut());
-        for (_, w) in watchers {
-            w.wake();
-        }
-    }
-
-    fn watch(&self, call: u64, waker: &Waker) {
-        let mut watchers = self.watchers.borrow_mut();
-        match watchers.iter_mut().find(|(id, _)| *id == call) {
-            Some((_, w)) => w.clone_from(waker),
-            None => watchers.push((call, waker.clone())),
-        }
+        self.watchers.wake_all();
     }
 
     /// Cancels the retained operations at once where the backend can; results (and errors)
@@ -182,14 +161,65 @@ impl<T: IntoOrphan> RetainedOps<T> {
     }
 }
 
+/// The tasks waiting for any of an object's retained operations: the retained operations
+/// are polled with a waker that wakes all of them (`Waker::from` this), and each live call
+/// (or read) registers its own waker here whenever it polls. Waking drains the list, so a
+/// call forgotten with `mem::forget` stays in it only until the next wake.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    list: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Watchers {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Waker)>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or refreshes) the waker of watcher `id`.
+    pub(crate) fn watch(&self, id: u64, waker: &Waker) {
+        let mut list = self.list();
+        match list.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, w)) => w.clone_from(waker),
+            None => list.push((id, waker.clone())),
+        }
+    }
+
+    /// Forgets watcher `id` (its call or read is over).
+    pub(crate) fn unwatch(&self, id: u64) {
+        self.list().retain(|(i, _)| *i != id);
+    }
+
+    /// Wakes every watcher (each registers again when it polls).
+    pub(crate) fn wake_all(&self) {
+        let list = std::mem::take(&mut *self.list());
+        for (_, w) in list {
+            w.wake();
+        }
+    }
+}
+
+impl Wake for Watchers {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
+}
+
+/// Watcher ids, unique in the process.
+pub(crate) fn next_watcher_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One call on a [`RetainedOps`]'s owner (see there): the future of `RetainedOps::call`.
 pub(crate) struct Call<'a, O: Operation, T: IntoOrphan> {
     queue: &'a RetainedOps<T>,
     /// The call's own operation; `None` once the call returned.
     op: Option<Op<O>>,
     wrap: fn(O) -> T,
-    /// The retained operations this call claimed.
-    ids: Vec<u64>,
     /// This call's watcher id.
     id: u64,
     /// The own operation was asked to cancel because a retained result is waiting.
@@ -202,15 +232,15 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, O>> {
         let this = self.get_mut();
         let queue = this.queue;
-        queue.watch(this.id, cx.waker());
+        queue.watchers.watch(this.id, cx.waker());
         loop {
             let op = this
                 .op
                 .as_mut()
                 .expect("coring: call polled after it returned");
             let in_flight = op.in_flight();
-            let first = match queue.poll_claimed(cx, &mut this.ids, !in_flight) {
-                Ok(first) => first,
+            let (first, running) = match queue.poll_retained(!in_flight) {
+                Ok(polled) => polled,
                 Err(e) => {
                     let op = this.op.take().expect("coring: own operation");
                     let data = op.into_unsubmitted().expect("coring: own op not submitted");
@@ -231,14 +261,14 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                     // Our own operation's result (maybe one that beat our cancel).
                     return Poll::Ready(Outcome::Own(data, c));
                 }
-                // Cancelled for a retained result: take it below with our data back; if it
-                // is gone meanwhile (`quiesce`), submit ours again.
+                // Cancelled for a retained result: take it below with our data back; if
+                // another call took it meanwhile (or `quiesce` removed it), submit ours again.
                 this.cancelling = false;
                 this.op = Some(Op::new(data));
                 continue;
             }
             if let Some(id) = first {
-                let Some((t, c)) = queue.take(id, &mut this.ids) else {
+                let Some((t, c)) = queue.take(id) else {
                     continue;
                 };
                 if c.res == -libc::ECANCELED {
@@ -250,8 +280,8 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 let data = op.into_unsubmitted().expect("coring: own op not submitted");
                 return Poll::Ready(Outcome::Retained(t, c, data));
             }
-            if !this.ids.is_empty() {
-                // Retained operations in flight, claimed by us: one of them gets the result.
+            if running {
+                // Retained operations still run here: one of them gets the next result.
                 return Poll::Pending;
             }
             let Poll::Ready((data, c)) = op.poll_raw(cx) else {
@@ -266,23 +296,14 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
 impl<O: Operation, T: IntoOrphan> Drop for Call<'_, O, T> {
     fn drop(&mut self) {
         let queue = self.queue;
-        queue.watchers.borrow_mut().retain(|(id, _)| *id != self.id);
-        let released = !self.ids.is_empty();
-        for k in queue.retained.borrow_mut().iter_mut() {
-            if self.ids.contains(&k.id()) {
-                k.unclaim(k.id());
-            }
-        }
+        queue.watchers.unwatch(self.id);
         let retained = self
             .op
             .as_mut()
             .and_then(|op| Retained::detach(op, self.wrap));
-        match retained {
+        if let Some(k) = retained {
             // Our own operation goes to the queue (and the live calls are told).
-            Some(k) => queue.add(k),
-            // Claims released: another live call may wait for them now.
-            None if released => queue.wake_watchers(),
-            None => {}
+            queue.add(k);
         }
     }
 }

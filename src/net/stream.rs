@@ -7,9 +7,10 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use super::retained::AnyRecv;
+use super::retained::{next_watcher_id, AnyRecv, Watchers};
 use crate::buf::{copy_out, BufResult, IoBuf, IoBufMut};
 use crate::driver::op::{Op, Retained};
 use crate::driver::provided::{Location, ProvidedRead, ProvidedRecv};
@@ -112,11 +113,17 @@ struct ReadState {
 /// before it collected the result: the stream retains it instead of cancelling it, and the
 /// next read returns what it received, so a dropped read loses nothing on this path
 /// either (and no later receive can overtake it). Cancelled only when the stream goes.
+/// Every read that waits for it polls it with one waker that wakes them all
+/// ([`Watchers`]): none has it to itself, so a read that is forgotten (`mem::forget`)
+/// holds nothing back.
 struct RetainedRecv {
     recv: Retained<Box<dyn AnyRecv>>,
     /// Received bytes not read yet, once it completed: `start..end` of its buffer.
     start: usize,
     end: usize,
+    /// The reads waiting for it, and the waker that wakes them all.
+    watchers: Arc<Watchers>,
+    wake_all: Waker,
 }
 
 /// A single-shot stream receive into the caller's buffer; if its future is dropped after
@@ -161,10 +168,13 @@ impl<B: IoBufMut> Drop for SingleRead<'_, B> {
             return;
         }
         if let Some(recv) = Retained::detach(&mut self.op, |r| Box::new(r) as Box<dyn AnyRecv>) {
+            let watchers = Arc::new(Watchers::default());
             st.retained = Some(Box::new(RetainedRecv {
                 recv,
                 start: 0,
                 end: 0,
+                wake_all: Waker::from(watchers.clone()),
+                watchers,
             }));
         }
     }
@@ -203,21 +213,21 @@ enum Path<'a> {
     /// io_uring with them turned off): wait for readability before building the receive.
     SingleShotReadiness,
     /// A dropped read's receive is retained: read what it got first.
-    Retained(RetainedClaim<'a>),
+    Retained(RetainedWait<'a>),
     /// Single-shot because the stream is in bulk mode; its result may end that mode.
     Direct,
     /// The stream's multishot receive (and maybe data) lives on another runtime.
     Elsewhere,
 }
 
-/// Ends the retained receive's claim (by id: it may have been cancelled and another
-/// retained meanwhile) when the read waiting for it ends or is dropped.
-struct RetainedClaim<'a>(&'a RefCell<ReadState>, u64);
+/// A read waiting for the retained receive, as watcher `.1` of it: unregistered when the
+/// read ends or is dropped.
+struct RetainedWait<'a>(&'a RefCell<ReadState>, u64);
 
-impl Drop for RetainedClaim<'_> {
+impl Drop for RetainedWait<'_> {
     fn drop(&mut self) {
-        if let Some(a) = self.0.borrow_mut().retained.as_mut() {
-            a.recv.unclaim(self.1);
+        if let Some(a) = self.0.borrow_mut().retained.as_ref() {
+            a.watchers.unwatch(self.1);
         }
     }
 }
@@ -368,9 +378,9 @@ impl Stream {
                     read.wait_readable = true;
                     return read.await;
                 }
-                Path::Retained(claim) => {
-                    let res = poll_fn(|cx| self.poll_retained(cx, claim.1, &mut buf)).await;
-                    drop(claim);
+                Path::Retained(wait) => {
+                    let res = poll_fn(|cx| self.poll_retained(cx, wait.1, &mut buf)).await;
+                    drop(wait);
                     match res {
                         Some(res) => return (res, buf),
                         // It ended cancelled with nothing, or another replaced it: read
@@ -444,22 +454,24 @@ impl Stream {
         }
     }
 
-    /// Reads from retained receive `id`: waits for its completion, then copies what it
-    /// received (the rest stays for the next read). `None`: it is not the retained one any
-    /// more, or it ended cancelled without data (by `disarm`), which is no error of the
-    /// read.
+    /// Reads from the retained receive, as its watcher `watcher`: waits for its
+    /// completion, then copies what it received (the rest stays for the next read).
+    /// `None`: there is none any more (another read took all it had), or it ended
+    /// cancelled without data (by `disarm`), which is no error of the read.
     fn poll_retained<B: IoBufMut>(
         &self,
         cx: &mut Context<'_>,
-        id: u64,
+        watcher: u64,
         buf: &mut B,
     ) -> Poll<Option<io::Result<usize>>> {
         let mut st = self.read.borrow_mut();
-        let Some(a) = st.retained.as_mut().filter(|a| a.recv.id() == id) else {
+        let Some(a) = st.retained.as_mut() else {
             return Poll::Ready(None);
         };
         if a.end == 0 {
-            let Ok(c) = std::task::ready!(a.recv.poll_here(cx)) else {
+            a.watchers.watch(watcher, cx.waker());
+            let mut all = Context::from_waker(&a.wake_all);
+            let Ok(c) = std::task::ready!(a.recv.poll_here(&mut all)) else {
                 return Poll::Ready(Some(Err(elsewhere())));
             };
             if c.res == -libc::ECANCELED {
@@ -485,16 +497,10 @@ impl Stream {
     /// stream (that would skip or reorder bytes).
     fn choose_path(&self) -> Path<'_> {
         let mut st = self.read.borrow_mut();
-        if let Some(a) = st.retained.as_mut() {
-            if let Some(id) = a.recv.claim() {
-                return Path::Retained(RetainedClaim(&self.read, id));
-            }
-            // A read waits for it already. This concurrent one reads on its own, unless
-            // the receive is another runtime's: then that runtime may hold bytes for it.
-            if !a.recv.on_this_runtime() {
-                return Path::Elsewhere;
-            }
-            return Path::SingleShot;
+        if st.retained.is_some() {
+            // Every read waits for it (it is not any one read's), and reads what it got
+            // first; one on another runtime that has not finished it gets `Elsewhere`.
+            return Path::Retained(RetainedWait(&self.read, next_watcher_id()));
         }
         // A runtime without multishot receives, known from an earlier read, and nothing
         // held: the answer without reaching for the runtime's driver.
