@@ -28,6 +28,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod buf;
+pub mod cancel;
 mod driver;
 pub mod fs;
 pub mod net;

@@ -418,8 +418,8 @@ unsafe impl coring::buf::IoBufMut for PanicBuf {
 /// the read waits.
 fn pipe_files() -> (File, std::fs::File) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe writes two descriptors into the array. (Not pipe2: macOS lacks it.)
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // SAFETY: both descriptors were just created and are owned by nobody else.
     unsafe {
         use std::os::fd::FromRawFd;

@@ -1,6 +1,11 @@
 //! Signals without SA_RESTART never reach the user as `Interrupted` (issue 14, defect 5).
 //! A test file of its own: the handler it installs makes every interruptible syscall of the
 //! process return EINTR, which other tests need not put up with.
+//!
+//! Linux only: the open that waits is one blocked on a file lease (`F_SETLEASE`), and the
+//! storm targets each thread with `tgkill`; neither exists on the BSDs or macOS. Both
+//! backends run it on Linux.
+#![cfg(target_os = "linux")]
 
 mod common;
 

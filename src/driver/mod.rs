@@ -172,10 +172,13 @@ pub(crate) trait Orphan {
 /// ([`Driver::poll_op`]); the slot stays in flight until the completion without the flag,
 /// which is final. A single-shot operation never queues anything (and so never allocates).
 enum Slot {
-    /// Submitted; the owner (if it polled) waits with this waker.
+    /// Submitted; the owner (if it polled) waits with this waker. `group` is the
+    /// [`CancelToken`](crate::cancel::CancelToken) group it was started under (0: none),
+    /// which [`Driver::cancel_group`] cancels.
     InFlight {
         waker: Option<Waker>,
         queued: VecDeque<Completion>,
+        group: u32,
     },
     /// The final completion arrived; the owner has not collected it (nor, for a multishot
     /// operation, the completions queued before it).
@@ -192,10 +195,11 @@ enum Slot {
 }
 
 impl Slot {
-    fn in_flight(waker: Option<Waker>) -> Slot {
+    fn in_flight(waker: Option<Waker>, group: u32) -> Slot {
         Slot::InFlight {
             waker,
             queued: VecDeque::new(),
+            group,
         }
     }
 }
@@ -290,13 +294,15 @@ impl Driver {
     /// a task looping over cached reads would never yield).
     ///
     /// The caller has checked `desc` ([`OpDesc::check`]). On error nothing was handed to
-    /// the kernel and the caller still owns everything.
+    /// the kernel and the caller still owns everything. `group` is the cancel group the
+    /// operation belongs to ([`Driver::cancel_group`]; 0: none).
     #[inline]
     pub(crate) fn submit(
         &mut self,
         desc: &OpDesc,
         waker: &Waker,
         inline: bool,
+        group: u32,
     ) -> io::Result<Submitted> {
         let mut inline = inline;
         loop {
@@ -305,7 +311,7 @@ impl Driver {
             let key = self.ops.vacant_key();
             match self.backend.push(key, desc, inline, waker) {
                 Ok(Push::Queued) => {
-                    let slot = self.ops.insert(Slot::in_flight(Some(waker.clone())));
+                    let slot = self.ops.insert(Slot::in_flight(Some(waker.clone()), group));
                     debug_assert_eq!(slot, key, "coring: the slab gave another key");
                     self.metrics.ops_submitted += 1;
                     return Ok(Submitted::InFlight(key));
@@ -348,7 +354,7 @@ impl Driver {
                 self.ops.remove(key);
                 Poll::Ready(c)
             }
-            Slot::InFlight { waker, queued } => {
+            Slot::InFlight { waker, queued, .. } => {
                 if let Some(c) = queued.pop_front() {
                     return Poll::Ready(c);
                 }
@@ -402,6 +408,21 @@ impl Driver {
     /// owner collects the final completion as usual.
     pub(crate) fn cancel(&mut self, key: usize) {
         if matches!(self.ops[key], Slot::InFlight { .. }) {
+            self.request_cancel(key);
+        }
+    }
+
+    /// Asks the backend to cancel every in-flight operation of cancel group `group` (a
+    /// [`CancelToken`](crate::cancel::CancelToken)'s), without waiting; their owners
+    /// collect the final completions as usual (`-ECANCELED`, unless they finished first).
+    pub(crate) fn cancel_group(&mut self, group: u32) {
+        let keys: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::InFlight { group: g, .. } if *g == group))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
             self.request_cancel(key);
         }
     }
@@ -572,7 +593,7 @@ impl Driver {
                 metrics.ops_completed += 1;
             }
             match slot {
-                Slot::InFlight { waker, queued } if c.more() => {
+                Slot::InFlight { waker, queued, .. } if c.more() => {
                     queued.push_back(c);
                     // The one place the backpressure cap is decided (see
                     // MULTISHOT_QUEUE_CAP): a data arrival that brings the unread queue to
@@ -590,7 +611,7 @@ impl Driver {
                         w.wake_by_ref();
                     }
                 }
-                Slot::InFlight { waker, queued } => {
+                Slot::InFlight { waker, queued, .. } => {
                     let waker = waker.take();
                     let queued = std::mem::take(queued);
                     *slot = Slot::Finished {
@@ -714,7 +735,7 @@ impl Driver {
     pub(crate) fn leak_in_flight(&mut self) {
         for (_, slot) in self.ops.iter_mut() {
             if let Slot::Orphaned(_) = slot {
-                if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::in_flight(None)) {
+                if let Slot::Orphaned(data) = std::mem::replace(slot, Slot::in_flight(None, 0)) {
                     self.metrics.ops_leaked += 1;
                     std::mem::forget(data);
                 }

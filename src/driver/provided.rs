@@ -159,6 +159,11 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
             }
             let key = match &self.armed {
                 Some((key, _)) => *key,
+                // A read started under a cancelled token arms nothing (nothing was queued
+                // for it: `filled` is 0).
+                None if context::cancel_requested(cx.waker()) => {
+                    return Poll::Ready(ProvidedRead::Read(Err(context::cancelled())));
+                }
                 None => match self.arm(cx.waker(), driver, fd, &mut hold) {
                     Some(key) => key,
                     None => return Poll::Ready(ProvidedRead::Direct),
@@ -175,6 +180,12 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
                      outside it (on another runtime, or none); await it on the runtime \
                      that started it"
                 );
+                // The read's cancel token: the receive is the stream's and goes on; the
+                // read ends with what it has (nothing: `filled` is 0 when the queue is
+                // empty, as the loop above only continues while data is queued).
+                if context::cancel_requested(cx.waker()) {
+                    return Poll::Ready(ProvidedRead::Read(Err(context::cancelled())));
+                }
                 return Poll::Pending;
             };
             if !c.more() {
@@ -239,7 +250,9 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
         if !d.backend_mut().multishot_recv() {
             return None;
         }
-        match d.submit(&OpDesc::RecvMulti { fd }, waker, false) {
+        // Group 0: the receive is the stream's, not the read's, so no read's cancel token
+        // reaches it.
+        match d.submit(&OpDesc::RecvMulti { fd }, waker, false, 0) {
             Ok(Submitted::InFlight(key)) => {
                 let hold = hold.take().expect("coring: a read arms its receive once");
                 self.armed = Some((key, hold()));

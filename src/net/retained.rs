@@ -16,6 +16,7 @@ use crate::driver::op::{IntoOrphan, Op, Operation, Retained};
 use crate::driver::{Completion, Orphan};
 use crate::op::net::RecvFrom;
 use crate::op::rw::Recv;
+use crate::runtime::context;
 
 /// Operations whose calls were dropped after submission (a select that picked another
 /// branch, a timeout), retained, not cancelled, so that what the kernel did for them (a
@@ -280,10 +281,12 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 let data = op.into_unsubmitted().expect("coring: own op not submitted");
                 return Poll::Ready(Outcome::Retained(t, c, data));
             }
-            if running {
+            if running && !context::cancel_requested(cx.waker()) {
                 // Retained operations still run here: one of them gets the next result.
                 return Poll::Pending;
             }
+            // Nothing retained runs, or the call's cancel token was cancelled: its own
+            // operation then ends at submission, with `ECANCELED`.
             let Poll::Ready((data, c)) = op.poll_raw(cx) else {
                 return Poll::Pending;
             };

@@ -471,8 +471,14 @@ impl Stream {
         if a.end == 0 {
             a.watchers.watch(watcher, cx.waker());
             let mut all = Context::from_waker(&a.wake_all);
-            let Ok(c) = std::task::ready!(a.recv.poll_here(&mut all)) else {
-                return Poll::Ready(Some(Err(elsewhere())));
+            let c = match a.recv.poll_here(&mut all) {
+                Poll::Ready(Ok(c)) => c,
+                Poll::Ready(Err(())) => return Poll::Ready(Some(Err(elsewhere()))),
+                // Cancelled by the read's token: the receive stays for the next read.
+                Poll::Pending if context::cancel_requested(cx.waker()) => {
+                    return Poll::Ready(Some(Err(context::cancelled())));
+                }
+                Poll::Pending => return Poll::Pending,
             };
             if c.res == -libc::ECANCELED {
                 st.retained = None;

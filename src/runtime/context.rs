@@ -5,6 +5,7 @@ use std::ptr;
 use std::rc::Rc;
 
 use super::Inner;
+use crate::cancel::Token;
 use crate::driver::Driver;
 
 thread_local! {
@@ -99,17 +100,86 @@ pub(crate) fn submit(
                 waker.wake_by_ref();
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
-            let r = inner.driver.borrow_mut().submit(desc, waker, left > 0);
+            let group = match inner.cancel_token() {
+                Some(token) if token.is_cancelled() => {
+                    // Started under a cancelled token: it ends at once, as if the kernel
+                    // had cancelled it, without reaching the kernel.
+                    let c = crate::driver::Completion::error(libc::ECANCELED);
+                    return (Ok(crate::driver::Submitted::Completed(c)), None);
+                }
+                Some(token) => token.group_on(&inner.driver),
+                None => 0,
+            };
+            let r = inner
+                .driver
+                .borrow_mut()
+                .submit(desc, waker, left > 0, group);
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
                 Ok(crate::driver::Submitted::Completed(_)) => {
                     inner.inline_left.set(left - 1);
                     (r, None)
                 }
-                _ => (r, None),
+                Ok(crate::driver::Submitted::NotReady) => {
+                    // Waiting for readiness with nothing in the kernel: a cancel must
+                    // wake the task, whose next poll then ends the operation.
+                    if let Some(token) = inner.cancel_token() {
+                        token.wake_on_cancel(waker);
+                    }
+                    (r, None)
+                }
+                Err(_) => (r, None),
             }
         },
     )
+}
+
+/// Whether the operation being polled was cancelled by its
+/// [`CancelToken`](crate::cancel::CancelToken), for a future about to wait with nothing
+/// of its own in the kernel (a read waiting for a stream's multishot receive or for a
+/// retained operation): `true` means end now with `ECANCELED`; otherwise `waker` is woken
+/// when the token is cancelled. False outside a bound future or a runtime.
+pub(crate) fn cancel_requested(waker: &std::task::Waker) -> bool {
+    try_with(|inner| match inner.cancel_token() {
+        Some(token) if token.is_cancelled() => true,
+        Some(token) => {
+            token.wake_on_cancel(waker);
+            false
+        }
+        None => false,
+    })
+    .unwrap_or(false)
+}
+
+/// The `ECANCELED` error an operation ends with when its token was cancelled.
+pub(crate) fn cancelled() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+/// Makes `token` the current runtime's cancel scope until the guard drops (which restores
+/// the enclosing one): operations polled meanwhile belong to it.
+pub(crate) fn enter_cancel_scope(token: &Rc<Token>) -> CancelScope<'_> {
+    let prev = try_with(|inner| inner.cancel_scope.replace(Rc::as_ptr(token)));
+    CancelScope {
+        prev,
+        _token: std::marker::PhantomData,
+    }
+}
+
+/// The guard of [`enter_cancel_scope`].
+pub(crate) struct CancelScope<'a> {
+    /// The enclosing scope, or `None` outside a runtime (nothing was entered).
+    prev: Option<*const Token>,
+    /// The scope's token must outlive the guard: the runtime points at it meanwhile.
+    _token: std::marker::PhantomData<&'a Token>,
+}
+
+impl Drop for CancelScope<'_> {
+    fn drop(&mut self) {
+        if let Some(prev) = self.prev {
+            try_with(|inner| inner.cancel_scope.set(prev));
+        }
+    }
 }
 
 /// Whether descriptor `fd` (open file `id`) may have something to read, on the current
@@ -124,7 +194,21 @@ pub(crate) fn poll_readable(
     with(
         "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
          task spawned on one",
-        |inner| inner.driver.borrow_mut().poll_readable(fd, id, waker),
+        |inner| {
+            let polled = inner.driver.borrow_mut().poll_readable(fd, id, waker);
+            match inner.cancel_token() {
+                // Cancelled while waiting: go on to the operation, whose submission under
+                // the cancelled token ends it.
+                Some(token) if polled.is_pending() && token.is_cancelled() => {
+                    std::task::Poll::Ready(())
+                }
+                Some(token) if polled.is_pending() => {
+                    token.wake_on_cancel(waker);
+                    polled
+                }
+                _ => polled,
+            }
+        },
     )
 }
 

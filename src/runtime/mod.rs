@@ -290,6 +290,7 @@ impl Builder {
                 driver.id()
             },
             inline_left: std::cell::Cell::new(INLINE_BUDGET),
+            cancel_scope: std::cell::Cell::new(std::ptr::null()),
             driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
             timers: Rc::new(RefCell::new(Timers::default())),
@@ -342,10 +343,26 @@ pub(crate) struct Inner {
     pub(crate) driver_id: u64,
     /// Inline completions left to the task being polled ([`INLINE_BUDGET`]).
     pub(crate) inline_left: std::cell::Cell<u32>,
+    /// The token of the innermost [`Cancellable`](crate::cancel::Cancellable) being
+    /// polled, or null ([`context::enter_cancel_scope`]).
+    pub(crate) cancel_scope: std::cell::Cell<*const crate::cancel::Token>,
     pub(crate) executor: Executor,
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
     turns: std::cell::Cell<u64>,
+}
+
+impl Inner {
+    /// The token of the innermost bound future being polled, if any.
+    #[inline]
+    pub(crate) fn cancel_token(&self) -> Option<&crate::cancel::Token> {
+        let p = self.cancel_scope.get();
+        // SAFETY: `cancel_scope` is non-null only while a `CancelScope` guard lives, and
+        // the guard borrows the `Rc<Token>` it points into (see
+        // `context::enter_cancel_scope`); the reference does not outlive `&self`'s use in
+        // the caller's closure, which runs inside the guarded poll.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
 }
 
 /// A single-threaded runtime: a task queue, timers and one io_uring, driven by
