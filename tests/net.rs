@@ -1330,3 +1330,79 @@ coring_test!(a_forgotten_read_holds_nothing_back, |builder| {
         assert_eq!(got, b"helloworld");
     });
 });
+
+/// A non-blocking connect of a raw Unix stream socket to `path`: `Ok(Some(fd))` once
+/// queued, `Ok(None)` when the listener's accept queue is full (EAGAIN).
+#[cfg(target_os = "linux")]
+fn queue_unix_connection(path: &std::path::Path) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: socket() returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nothing else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zeroes is a valid sockaddr_un; family and path are filled below.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: connect reads a sockaddr_un of the size given from a live local.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(Some(fd)),
+        _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+// A connect to a listener whose accept queue is full waits, as a blocking connect(2)
+// does, and completes once the listener accepts one (it failed at once with WouldBlock
+// before, found by coring-torture). Linux only: the BSDs and macOS refuse such a connect
+// (ECONNREFUSED) rather than queue it.
+#[cfg(target_os = "linux")]
+coring_test!(unix_connect_waits_for_room_in_a_full_accept_queue, async {
+    use std::time::Duration;
+    let dir = TempDir::new("unix-backlog");
+    let path = dir.path("sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut queued = Vec::new();
+    while let Some(fd) = queue_unix_connection(&path).unwrap() {
+        queued.push(fd);
+        assert!(queued.len() < 100_000, "the accept queue never filled");
+    }
+    let mut connect = Box::pin(UnixStream::connect(&path));
+    let early = coring::time::timeout(Duration::from_millis(100), &mut connect).await;
+    assert!(
+        early.is_err(),
+        "with {} connections queued the connect did not wait: {:?}",
+        queued.len(),
+        early.map(|r| r.map(drop))
+    );
+    let _first = listener.accept().await.unwrap();
+    let stream = coring::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .expect("the connect did not complete once there was room")
+        .unwrap();
+    // Connected to the listener (not, say, to a stale path).
+    assert_eq!(
+        stream.peer_addr().unwrap().as_pathname(),
+        Some(path.as_path())
+    );
+    drop(queued);
+});

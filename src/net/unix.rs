@@ -57,6 +57,10 @@ impl UnixListener {
 wraps_fd_owner!(UnixListener, acceptor);
 socket_conversions!(UnixListener, std::os::unix::net::UnixListener);
 
+/// The longest pause between a [`UnixStream::connect`]'s attempts while the listener's
+/// accept queue is full: how late, at most, a connect notices room made in it.
+const UNIX_CONNECT_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A connected Unix domain stream socket.
 pub struct UnixStream {
     inner: Stream,
@@ -65,13 +69,31 @@ pub struct UnixStream {
 impl UnixStream {
     /// Connects to the socket at `path`.
     ///
+    /// Like a blocking `connect(2)`, it waits while the listener's accept queue is full,
+    /// until the listener accepts (or closes: `ConnectionRefused`). The kernel reports no
+    /// readiness for room in another socket's queue, so the wait is a retry: after 1 ms,
+    /// then pauses doubling up to 50 ms. Bound it with [`crate::time::timeout`] if the
+    /// listener may never accept.
+    ///
     /// # Errors
     ///
     /// As `connect(2)`: `NotFound`, `ConnectionRefused`; `InvalidInput` for a bad path.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        let raw = RawAddr::from_unix_path(path.as_ref().as_os_str().as_bytes())?;
-        let fd = stream::connect(libc::AF_UNIX, libc::SOCK_STREAM, raw).await?;
-        Ok(UnixStream::from_shared(fd))
+        let path = path.as_ref().as_os_str().as_bytes();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let raw = RawAddr::from_unix_path(path)?;
+            match stream::connect(libc::AF_UNIX, libc::SOCK_STREAM, raw).await {
+                Ok(fd) => return Ok(UnixStream::from_shared(fd)),
+                // The accept queue is full (EAGAIN of a non-blocking connect on every
+                // backend): wait for the listener to make room.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::time::sleep(pause).await;
+                    pause = (pause * 2).min(UNIX_CONNECT_MAX_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A connected pair of sockets.

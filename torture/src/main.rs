@@ -38,7 +38,7 @@ duration, RSS and fd ranges, failed checks). Exit status 0 only if every check p
   --seed N        seed of every random choice (decimal or 0x hex; default: from the clock,
                   printed so that a failing run can be replayed)
   --long          the release-check profile: minutes per scenario instead of seconds
-  --skip-known    leave out the checks that exercise defects already known (issue 14)
+  --skip-known    leave out the checks of issue 14's defects (fixed; for older commits)
   --in-process    run one scenario on one backend in this process (for debuggers)
   --verbose       copy children's stderr through and print each stage
   --list          list the scenarios and exit

@@ -1,13 +1,14 @@
 //! What a scenario run found: figures to quote and failed checks, printed as tagged lines
 //! (`@torture ...`) that the parent process collects into the summary.
 //!
-//! A check that exercises a defect already known (issue 14) carries its number, so the
-//! summary can tell regressions of known defects from new findings, and `--skip-known`
-//! can leave those checks out.
+//! A check that exercises one of issue 14's defects (all fixed since) carries its number,
+//! so the summary tells a regression of a fixed defect from a new finding, and
+//! `--skip-known` can leave those checks out (to run the suite against a commit from
+//! before the fixes).
 
 use std::fmt::Write as _;
 
-/// The defects of issue 14 that checks of this suite exercise, by number.
+/// The defects of issue 14 (fixed) that checks of this suite exercise, by number.
 pub const KNOWN_DEFECTS: &[(u8, &str)] = &[
     (
         1,

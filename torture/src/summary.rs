@@ -36,7 +36,7 @@ pub fn run_block(r: &RunResult) -> String {
     for f in &r.report.failures {
         let tag = f
             .defect
-            .map_or(String::new(), |d| format!(" [known defect {d}]"));
+            .map_or(String::new(), |d| format!(" [issue 14 defect {d}]"));
         let _ = writeln!(s, "     FAIL {}{tag}: {}", f.check, f.message);
     }
     for k in &r.report.skipped {
@@ -130,7 +130,7 @@ pub fn summary(
     let known = failures.iter().filter(|(_, f)| f.defect.is_some()).count();
     let _ = writeln!(
         s,
-        "result: FAIL: {} of {checks} checks failed ({known} exercise known defects of issue 14, {} do not)",
+        "result: FAIL: {} of {checks} checks failed ({known} are regressions of issue 14's fixed defects, {} new findings)",
         failures.len(),
         failures.len() - known
     );
@@ -144,7 +144,7 @@ pub fn summary(
     defects.sort_unstable();
     defects.dedup();
     if !defects.is_empty() {
-        let _ = writeln!(s, "known defects hit (issue 14):");
+        let _ = writeln!(s, "issue 14 defects regressed:");
         for d in defects {
             let _ = writeln!(s, "  {d}: {}", defect_title(d));
         }
@@ -170,7 +170,7 @@ pub fn summary(
 
 fn skipped_note(skip_known: bool) -> &'static str {
     if skip_known {
-        "; checks of known defects skipped"
+        "; checks of issue 14's defects skipped"
     } else {
         ""
     }

@@ -107,7 +107,7 @@ pub struct Ctx {
     /// The seed of this scenario on this backend (see [`crate::rng::derive`]).
     pub seed: u64,
     pub long: bool,
-    /// Leave out checks that exercise a known defect (`--skip-known`).
+    /// Leave out checks that exercise an issue 14 defect (`--skip-known`).
     pub skip_known: bool,
     pub rng: Rng,
     pub report: Report,
@@ -188,7 +188,7 @@ impl Ctx {
         if self.skip_known {
             let name = format!("{}/{check}", self.scenario);
             self.report
-                .skip(&name, &format!("known defect {n} (--skip-known)"));
+                .skip(&name, &format!("issue 14 defect {n} (--skip-known)"));
             false
         } else {
             true

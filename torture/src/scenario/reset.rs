@@ -6,7 +6,7 @@
 //! and on stuck writes. The server must see only "peer gone" errors, end every
 //! connection, give its descriptors back, and keep serving new connections.
 //!
-//! Then known defect 8 (io_uring): a server task that drops a stream after reading from
+//! Then issue 14 defect 8 (io_uring): a server task that drops a stream after reading from
 //! it, then blocks its thread; the peer must see end-of-file meanwhile.
 
 use std::io::{Read, Write};

@@ -10,7 +10,7 @@
 //! still alive may take it, into its leaked buffer.
 //!
 //! Then the objects and futures of a dropped runtime are used on new ones: a stream whose
-//! send was leaked (known defect 3), a `Sleep` and a stream read moved between runtimes
+//! send was leaked (issue 14 defect 3), a `Sleep` and a stream read moved between runtimes
 //! (defect 7), and `live_tasks()` right after spawning (defect 9).
 
 use std::io::Write;

@@ -6,7 +6,7 @@
 //!
 //! One more waiter rides along: opens that wait for a lease break (a read lease held on the
 //! file, released after a moment), which on the fallback backend run on blocking-pool
-//! threads (known defect 5: their EINTR escapes).
+//! threads (issue 14 defect 5: their EINTR escapes).
 //!
 //! Linux only (`/proc/self/task`, `tgkill`, leases); elsewhere the scenario is skipped.
 

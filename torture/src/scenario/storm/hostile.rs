@@ -1,4 +1,4 @@
-//! Hostile-user checks of known defects: `mem::forget`ed claims (defect 2) and a buffer
+//! Hostile-user checks of issue 14's defects: `mem::forget`ed claims (defect 2) and a buffer
 //! whose `Drop` panics in the driver (defect 1).
 
 use super::*;

@@ -87,8 +87,6 @@ struct Stats {
     datagrams: Cell<u64>,
     /// Connections accepted, shared with the connector thread (which paces itself).
     accepted: Arc<AtomicU64>,
-    /// Unix connects that failed with WouldBlock (a full accept queue).
-    unix_connect_eagain: Cell<u64>,
 }
 
 impl Stats {
@@ -343,7 +341,6 @@ struct Summary {
     accepted: u64,
     connected: u64,
     connector_ok: bool,
-    unix_connect_eagain: u64,
 }
 
 impl Summary {
@@ -365,7 +362,6 @@ impl Summary {
             accepted: s.accepted.load(Ordering::SeqCst),
             connected,
             connector_ok,
-            unix_connect_eagain: s.unix_connect_eagain.get(),
         }
     }
 }
@@ -393,9 +389,6 @@ fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64, key: &dyn Fn(&str) -> S
         &key("accepts"),
         format!("{} of {}", s.accepted, s.connected),
     );
-    if s.unix_connect_eagain > 0 {
-        ctx.figure(&key("unix_connect_wouldblock"), s.unix_connect_eagain);
-    }
     ctx.check(&key("ops-issued"), None, s.started >= target, || {
         format!("only {} of {target} operations issued", s.started)
     });

@@ -371,7 +371,7 @@ pub(super) fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
                 _ => Duration::MAX,
             };
             Box::pin(async move {
-                // Its own task: a panic in `tick` (known defect 6) is contained there and
+                // Its own task: a panic in `tick` (issue 14 defect 6) is contained there and
                 // counted, and the storm goes on.
                 let h = coring::spawn(async move {
                     let mut iv = coring::time::interval(period);
@@ -464,20 +464,11 @@ pub(super) fn make_op(fx: &Rc<Fx>, kind: Kind, rng: &mut Rng) -> Option<OpFut> {
             let pos = rng.below(1 << 20);
             Box::pin(async move { fx.scratch.write_fixed_at(buf, pos).await.0.map(drop) })
         }
-        Kind::UnixConnect => Box::pin(async move {
-            match UnixStream::connect(&fx.unix_path).await {
-                Ok(s) => drop(s),
-                // The listener's accept queue was full (its acceptor task lagging behind):
-                // `unix-connect-full-backlog` checks this case on its own; counted here.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    fx.stats
-                        .unix_connect_eagain
-                        .set(fx.stats.unix_connect_eagain.get() + 1);
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(())
-        }),
+        // A full accept queue (the acceptor task lagging) makes the connect wait, as a
+        // blocking connect(2) does (`unix-connect-full-backlog` checks that on its own).
+        Kind::UnixConnect => {
+            Box::pin(async move { UnixStream::connect(&fx.unix_path).await.map(drop) })
+        }
         Kind::MkdirRmdir => {
             let n = fx.dirs_made.get();
             fx.dirs_made.set(n + 1);
