@@ -47,8 +47,10 @@ use crate::runtime::context;
 ///
 /// A token covers the operations a bound future polls itself (reads, writes, accepts,
 /// connects, file and path operations, however deeply nested in `async` code), not those of
-/// tasks it spawns, and not timers. Once cancelled, it stays cancelled: operations a bound
-/// future starts afterwards end at once with `ECANCELED`, without reaching the kernel.
+/// tasks it spawns, and not timers, and never a close (`File::close`): that gives up a
+/// descriptor the caller no longer holds, so it always runs. Once cancelled, a token stays
+/// cancelled: operations a bound future starts afterwards end at once with `ECANCELED`,
+/// without reaching the kernel.
 /// Clones share the token. `!Send`: a token belongs to the thread whose runtime runs its
 /// futures.
 ///

@@ -459,3 +459,31 @@ coring_test!(the_token_covers_what_its_future_polls, async {
     b.write_all(b"x").unwrap();
     assert_eq!(read_n(&a, 1).await, b"x");
 });
+
+// A close is not the token's to stop: it gives up a descriptor the caller no longer holds,
+// so under a cancelled token it still closes (found by coring-torture's storm: files
+// opened by a cancelled future and then closed under its token leaked their descriptors).
+coring_test!(a_close_under_a_cancelled_token_still_closes, async {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (mut rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            File::from_std(std::fs::File::from_raw_fd(fds[1])),
+        )
+    };
+    let token = CancelToken::new();
+    token.cancel();
+    token.bind(wr.close()).await.unwrap();
+    // The write end is gone: the read end sees end of file (with the write end leaked,
+    // this non-blocking read would fail with WouldBlock).
+    // SAFETY: fcntl on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) },
+        0
+    );
+    let mut byte = [0u8; 1];
+    assert_eq!(rd.read(&mut byte).expect("the write end was not closed"), 0);
+});

@@ -273,6 +273,14 @@ impl OpDesc {
         )
     }
 
+    /// Whether a [`CancelToken`](crate::cancel::CancelToken) may stop the operation. Not
+    /// a close: it gives up a descriptor its caller no longer holds, so skipping it would
+    /// leak the descriptor (and the kernel runs a close at once anyway).
+    #[inline]
+    pub(crate) fn is_cancellable(&self) -> bool {
+        !matches!(self, OpDesc::Close { .. })
+    }
+
     /// What the operation acts on ([`Target`]): the one exhaustive match that sorts
     /// descriptions for the readiness backend, the blocking pool and [`OpDesc::check`].
     #[inline]

@@ -101,6 +101,7 @@ pub(crate) fn submit(
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
             let group = match inner.cancel_token() {
+                Some(_) if !desc.is_cancellable() => 0,
                 Some(token) if token.is_cancelled() => {
                     // Started under a cancelled token: it ends at once, as if the kernel
                     // had cancelled it, without reaching the kernel.

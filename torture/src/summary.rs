@@ -285,7 +285,7 @@ fn record(results: &[RunResult], seed: u64, profile: &str) -> String {
     if ran("storm") {
         let _ = writeln!(
             s,
-            "  cancellation storm: {} operations ({}), {} of them dropped before completing{}",
+            "  cancellation storm: {} operations ({}), {} of them dropped or cancelled (CancelToken) before completing{}",
             thousands(sum(results, "storm", "ops")),
             per("storm", "ops", &|x| thousands(x)),
             thousands(sum(results, "storm", "ops_cancelled")),

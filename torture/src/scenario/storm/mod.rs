@@ -2,7 +2,8 @@
 //! writes, vectored and fixed-buffer IO, pipe IO, stream reads and writes, accept,
 //! connect, UDP receive and send, timers, open, statx, fsync, directory operations, nop),
 //! each dropped at a seeded random point: before its first poll, right after it, after a
-//! few yields, by a timeout, by aborting its task, or not at all. Every buffer is a
+//! few yields, by a timeout, by aborting its task, or not at all; or cancelled through a
+//! `CancelToken` and awaited to its end (`ECANCELED` or its real result). Every buffer is a
 //! [`CountedBuf`]: after the runtime is gone each must have been dropped exactly once,
 //! and the process's descriptors must be back at their count before the runtime was
 //! built. On io_uring the storm runs again on an 8-entry ring and with single-shot
@@ -74,6 +75,8 @@ struct Stats {
     errors: Cell<u64>,
     cancelled_unpolled: Cell<u64>,
     cancelled_in_flight: Cell<u64>,
+    /// Operations that ended with `ECANCELED` after their `CancelToken` was cancelled.
+    cancelled_by_token: Cell<u64>,
     per_kind: RefCell<BTreeMap<Kind, u64>>,
     /// Unexpected errors, by `kind: error`.
     error_kinds: RefCell<BTreeMap<String, u64>>,
@@ -320,7 +323,7 @@ fn main_storm(ctx: &mut Ctx, pass: &Pass) -> (u64, u64) {
             sys::fd_diff(&fd_list, &sys::fd_targets())
         )
     });
-    (s.started, s.unpolled + s.in_flight)
+    (s.started, s.unpolled + s.in_flight + s.by_token)
 }
 
 /// The storm's figures, copied out of the fixtures before they are dropped.
@@ -330,6 +333,7 @@ struct Summary {
     errors: u64,
     unpolled: u64,
     in_flight: u64,
+    by_token: u64,
     per_kind: BTreeMap<Kind, u64>,
     error_kinds: BTreeMap<String, u64>,
     anomalies: Vec<String>,
@@ -351,6 +355,7 @@ impl Summary {
             errors: s.errors.get(),
             unpolled: s.cancelled_unpolled.get(),
             in_flight: s.cancelled_in_flight.get(),
+            by_token: s.cancelled_by_token.get(),
             per_kind: s.per_kind.borrow().clone(),
             error_kinds: s.error_kinds.borrow().clone(),
             anomalies: s.anomalies.borrow().clone(),
@@ -371,10 +376,11 @@ fn report_storm(ctx: &mut Ctx, s: &Summary, target: u64, key: &dyn Fn(&str) -> S
     ctx.figure(&format!("{}.ops", key("pass")), s.started);
     ctx.figure(
         &format!("{}.ops_cancelled", key("pass")),
-        s.unpolled + s.in_flight,
+        s.unpolled + s.in_flight + s.by_token,
     );
     ctx.figure(&key("cancelled_unpolled"), s.unpolled);
     ctx.figure(&key("cancelled_in_flight"), s.in_flight);
+    ctx.figure(&key("cancelled_by_token"), s.by_token);
     ctx.figure(&key("completed"), s.completed);
     ctx.figure(&key("errors"), s.errors);
     let kinds: Vec<String> = s

@@ -111,15 +111,20 @@ pub(super) enum DropAt {
     Await,
     /// Its task aborted after this many yields.
     Abort(u32),
+    /// Bound to a `CancelToken`, polled this many times (yielding in between; 0: never
+    /// before the cancel), the token cancelled, then awaited: it must end (with its
+    /// result, or `ECANCELED`), except a sleep, which the token does not cover.
+    Token(u32),
 }
 
 pub(super) fn pick_drop(rng: &mut Rng) -> DropAt {
     match rng.below(100) {
         0..=9 => DropAt::Unpolled,
-        10..=34 => DropAt::FirstPoll,
-        35..=49 => DropAt::Yields(rng.range(1, 4) as u32),
-        50..=69 => DropAt::Timeout(rng.below(3000)),
-        70..=84 => DropAt::Await,
+        10..=29 => DropAt::FirstPoll,
+        30..=44 => DropAt::Yields(rng.range(1, 4) as u32),
+        45..=59 => DropAt::Timeout(rng.below(3000)),
+        60..=74 => DropAt::Token(rng.below(4) as u32),
+        75..=87 => DropAt::Await,
         _ => DropAt::Abort(rng.below(4) as u32),
     }
 }
@@ -186,6 +191,41 @@ pub(super) async fn drive(stats: &Stats, kind: Kind, mut fut: OpFut, at: DropAt)
                 Ok(r) => done(r),
                 Err(_) if kind.completes() => {
                     stats.anomaly(format!("a {kind:?} did not complete within {bound:?}"));
+                    in_flight();
+                }
+                Err(_) => in_flight(),
+            }
+        }
+        DropAt::Token(polls) => {
+            let token = coring::cancel::CancelToken::new();
+            let mut fut = token.bind(fut);
+            for i in 0..polls {
+                if i > 0 {
+                    coring::task::yield_now().await;
+                }
+                if let Poll::Ready(r) = poll_once(&mut fut).await {
+                    return done(r);
+                }
+            }
+            token.cancel();
+            // Only a long sleep outlives the cancel (timers are not the token's).
+            let ends = kind != Kind::SleepLong;
+            let bound = if ends {
+                MUST_COMPLETE
+            } else {
+                Duration::from_millis(5)
+            };
+            match timeout(bound, fut).await {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                    stats
+                        .cancelled_by_token
+                        .set(stats.cancelled_by_token.get() + 1);
+                }
+                Ok(r) => done(r),
+                Err(_) if ends => {
+                    stats.anomaly(format!(
+                        "a {kind:?} did not end within {bound:?} after its token was cancelled"
+                    ));
                     in_flight();
                 }
                 Err(_) => in_flight(),
