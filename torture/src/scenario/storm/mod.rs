@@ -182,10 +182,12 @@ fn main_storm(ctx: &mut Ctx, pass: &Pass) -> (u64, u64) {
     let fifo_path = dir.path("fifo");
     sys::mkfifo(&fifo_path).expect("mkfifo");
     let stop = Arc::new(AtomicBool::new(false));
-    let fifo_thread = fifo_reader(fifo_path.clone(), stop.clone());
 
     let rt = pass.builder.build().expect("storm runtime");
     let fd_runtime = sys::fd_count();
+    // Started after the count and joined before the next one: the thread holds the FIFO
+    // open two thirds of the time, which would make either count one too high.
+    let fifo_thread = fifo_reader(fifo_path.clone(), stop.clone());
     let mut rng = ctx.rng.fork();
     let seed_note = ctx.seed;
     let outcome = super::block_on_bounded(&rt, Duration::from_secs(600), async {
@@ -215,6 +217,8 @@ fn main_storm(ctx: &mut Ctx, pass: &Pass) -> (u64, u64) {
         stage(format!("storm ({name}): stopping helpers"));
         stop.store(true, Ordering::SeqCst);
         let connector_result = connector.join();
+        // Ends within one open-sleep-close cycle (3 ms) of the stop.
+        let _ = fifo_thread.join();
         for h in &helpers {
             h.abort();
         }
@@ -251,7 +255,6 @@ fn main_storm(ctx: &mut Ctx, pass: &Pass) -> (u64, u64) {
     stage(format!("storm ({name}): dropping the runtime"));
     drop(rt);
     stop.store(true, Ordering::SeqCst);
-    let _ = fifo_thread.join();
     drop(dir);
 
     let Some((s, settled, in_flight, fd_in_runtime, fixed_back)) = outcome else {
