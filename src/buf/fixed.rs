@@ -2,6 +2,7 @@
 //! runtime's io_uring can register once so that reads and writes skip pinning the pages on
 //! every operation (IORING_OP_READ_FIXED / WRITE_FIXED).
 
+use crate::platform::c;
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::io;
@@ -170,8 +171,8 @@ impl FixedBufPool {
     pub fn register(&self) -> io::Result<()> {
         let pool = &*self.inner;
         pool.fixed.register("this FixedBufPool", &|backend| {
-            let iovecs: Vec<libc::iovec> = (0..pool.count)
-                .map(|i| libc::iovec {
+            let iovecs: Vec<c::iovec> = (0..pool.count)
+                .map(|i| c::iovec {
                     iov_base: pool.buf_ptr(i).cast(),
                     iov_len: pool.size,
                 })

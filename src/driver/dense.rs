@@ -21,6 +21,8 @@ impl<V> DenseMap<V> {
         self.slots.get(k).and_then(Option::as_ref)
     }
 
+    // Per-descriptor state of the readiness backend (Unix).
+    #[cfg_attr(windows, allow(dead_code))]
     pub(crate) fn get_mut(&mut self, k: usize) -> Option<&mut V> {
         self.slots.get_mut(k).and_then(Option::as_mut)
     }
@@ -44,6 +46,7 @@ impl<V> DenseMap<V> {
         old
     }
 
+    #[cfg_attr(windows, allow(dead_code))]
     pub(crate) fn get_or_default(&mut self, k: usize) -> &mut V
     where
         V: Default,
@@ -56,5 +59,12 @@ impl<V> DenseMap<V> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Takes every value out, leaving the map empty.
+    #[cfg(windows)]
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.len = 0;
+        self.slots.drain(..).flatten()
     }
 }

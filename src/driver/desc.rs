@@ -1,6 +1,7 @@
 //! The backend-neutral description of an operation.
 
-use std::os::fd::RawFd;
+use crate::platform::c;
+use crate::platform::RawFd;
 
 use super::fixed::Fixed;
 use crate::platform;
@@ -59,19 +60,24 @@ pub(crate) enum OpDesc {
     /// `preadv(fd, iov, iovcnt, offset)`.
     Readv {
         fd: FdRef,
-        iov: *const libc::iovec,
+        iov: *const c::iovec,
         iovcnt: u32,
         offset: u64,
     },
     /// `pwritev(fd, iov, iovcnt, offset)`.
     Writev {
         fd: FdRef,
-        iov: *const libc::iovec,
+        iov: *const c::iovec,
         iovcnt: u32,
         offset: u64,
     },
     /// `fsync(fd)` or `fdatasync(fd)`.
-    Fsync { fd: FdRef, datasync: bool },
+    Fsync {
+        fd: FdRef,
+        // Windows has one flush (FlushFileBuffers).
+        #[cfg_attr(windows, allow(dead_code))]
+        datasync: bool,
+    },
     /// `fallocate(fd, mode, offset, len)` (see [`platform::fallocate`] where there is no
     /// `fallocate`).
     Fallocate {
@@ -83,7 +89,7 @@ pub(crate) enum OpDesc {
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
     OpenAt {
         dirfd: RawFd,
-        path: *const libc::c_char,
+        path: *const c::c_char,
         flags: i32,
         mode: u32,
     },
@@ -94,44 +100,48 @@ pub(crate) enum OpDesc {
     /// `dirfd` itself.
     Statx {
         dirfd: RawFd,
-        path: *const libc::c_char,
+        path: *const c::c_char,
         flags: i32,
+        // Linux's statx mask; other platforms report everything.
+        #[cfg_attr(windows, allow(dead_code))]
         mask: u32,
         buf: *mut platform::Stat,
     },
     /// `unlinkat(dirfd, path, flags)`.
     UnlinkAt {
         dirfd: RawFd,
-        path: *const libc::c_char,
+        path: *const c::c_char,
         flags: i32,
     },
     /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)` (`renameat` where the kernel
     /// has no rename flags).
     RenameAt {
         olddirfd: RawFd,
-        oldpath: *const libc::c_char,
+        oldpath: *const c::c_char,
         newdirfd: RawFd,
-        newpath: *const libc::c_char,
+        newpath: *const c::c_char,
         flags: u32,
     },
     /// `mkdirat(dirfd, path, mode)`.
     MkdirAt {
         dirfd: RawFd,
-        path: *const libc::c_char,
+        path: *const c::c_char,
+        // Windows directories have no mode bits.
+        #[cfg_attr(windows, allow(dead_code))]
         mode: u32,
     },
     /// `accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK)`; yields a new fd, always
     /// close-on-exec and non-blocking (see [`platform::accept`]).
     Accept {
         fd: FdRef,
-        addr: *mut libc::sockaddr,
-        addrlen: *mut libc::socklen_t,
+        addr: *mut c::sockaddr,
+        addrlen: *mut c::socklen_t,
     },
     /// `connect(fd, addr, addrlen)`.
     Connect {
         fd: FdRef,
-        addr: *const libc::sockaddr,
-        addrlen: libc::socklen_t,
+        addr: *const c::sockaddr,
+        addrlen: c::socklen_t,
     },
     /// `recv(fd, buf, len, flags)`.
     Recv {
@@ -141,6 +151,8 @@ pub(crate) enum OpDesc {
         flags: i32,
         /// A stream socket: a receive shorter than `len` means nothing more is queued
         /// (not true of datagrams, where each receive takes one datagram).
+        // Read by the readiness backend (Unix).
+        #[cfg_attr(windows, allow(dead_code))]
         stream: bool,
     },
     /// A multishot `recv` on a stream socket into the backend's provided buffers: one
@@ -165,13 +177,13 @@ pub(crate) enum OpDesc {
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
         fd: FdRef,
-        msg: *mut libc::msghdr,
+        msg: *mut c::msghdr,
         flags: u32,
     },
     /// `sendmsg(fd, msg, flags)`.
     SendMsg {
         fd: FdRef,
-        msg: *const libc::msghdr,
+        msg: *const c::msghdr,
         flags: u32,
     },
     /// `shutdown(fd, how)`.
@@ -188,6 +200,8 @@ pub(crate) enum Interest {
 /// The socket a description acts on, when it is a socket operation that waits for
 /// readiness if its non-blocking syscall cannot complete yet.
 #[derive(Debug, Clone, Copy)]
+// Read by the readiness backend (Unix); completion ports wait in the kernel.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) struct SocketTarget {
     pub(crate) fd: RawFd,
     /// The identity of the open file behind `fd` (`SharedFd::id`), which tells a reused
@@ -204,7 +218,7 @@ pub(crate) struct SocketTarget {
 pub(crate) enum Target {
     /// A socket operation that waits for readiness when its non-blocking syscall cannot
     /// complete yet.
-    Socket(SocketTarget),
+    Socket(#[cfg_attr(windows, allow(dead_code))] SocketTarget),
     /// IO at a file position: `max`, the largest value the call passes as a position (or,
     /// for `fallocate`, a length), must fit the kernel's signed `loff_t`. May block.
     File { max: u64 },
@@ -267,7 +281,7 @@ impl OpDesc {
             self,
             OpDesc::Send { stream: true, .. }
                 | OpDesc::Shutdown {
-                    how: libc::SHUT_WR,
+                    how: c::SHUT_WR,
                     ..
                 }
         )
@@ -328,7 +342,7 @@ impl OpDesc {
             return Ok(());
         };
         if offset > i64::MAX as u64 {
-            return Err(libc::EINVAL);
+            return Err(c::EINVAL);
         }
         Ok(())
     }

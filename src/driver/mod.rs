@@ -16,7 +16,11 @@
 //! receive into the backend's provided buffers).
 
 pub(crate) mod backend;
+// Completing reads during submission and rationing it: the io_uring and readiness
+// backends (Unix).
+#[cfg(unix)]
 pub(crate) mod backoff;
+#[cfg(unix)]
 pub(crate) mod cached_read;
 pub(crate) mod dense;
 pub(crate) mod desc;
@@ -24,12 +28,17 @@ pub(crate) mod fixed;
 pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod provided;
+// A description run as plain system calls: Unix's, or Windows' (for the blocking pool).
+#[cfg(unix)]
+pub(crate) mod syscall;
+#[cfg(windows)]
+#[path = "syscall_windows.rs"]
 pub(crate) mod syscall;
 
+use crate::platform::RawFd;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 

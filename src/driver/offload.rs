@@ -2,8 +2,11 @@
 //! fallback backend for everything readiness cannot serve, and by the io_uring backend for
 //! opcodes the kernel lacks.
 
+#[cfg(unix)]
 use std::io::Write;
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,7 +58,8 @@ pub(crate) struct JobCancel {
 struct CancelState {
     cancelled: bool,
     /// Created by the first wait (most jobs never wait): the end cancel writes to, and the
-    /// end the wait polls.
+    /// end the wait polls. (On Windows no job waits for a descriptor: files and paths only.)
+    #[cfg(unix)]
     wake: Option<(UnixStream, UnixStream)>,
 }
 
@@ -66,6 +70,7 @@ impl JobCancel {
         if std::mem::replace(&mut s.cancelled, true) {
             return;
         }
+        #[cfg(unix)]
         if let Some((tx, _)) = &s.wake {
             // One byte into an empty socket buffer cannot block; if it failed, the socket
             // is broken and the poll below reports that end as ready (hang-up) anyway.
@@ -73,6 +78,7 @@ impl JobCancel {
         }
     }
 
+    #[cfg(unix)]
     /// Waits until `fd` reports `events` (or an error or hang-up, which the retried call
     /// then reports), or the job is cancelled: `Err(ECANCELED)`. `Err(errno)` too if the
     /// wait itself fails.
@@ -165,7 +171,7 @@ impl Offload {
             unparker.unpark();
         });
         if let Err(e) = spawned {
-            let errno = e.raw_os_error().unwrap_or(libc::EAGAIN);
+            let errno = e.raw_os_error().unwrap_or(crate::platform::c::EAGAIN);
             self.done.push(key, Completion::error(errno));
         }
     }

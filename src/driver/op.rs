@@ -6,6 +6,7 @@
 //! into the driver's table on drop keeps them valid. Drop never frees early: an in-flight
 //! operation is handed to the driver as an orphan and a cancel is submitted.
 
+use crate::platform::c;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -316,7 +317,7 @@ impl<T: Operation> Op<T> {
                     Ok(Submitted::NotReady) => return Poll::Pending,
                     // Nothing reached the kernel: complete with the error through the same
                     // path a kernel error takes.
-                    Err(e) => Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),
+                    Err(e) => Completion::error(e.raw_os_error().unwrap_or(c::EIO)),
                 }
             }
             State::InFlight(key) => {

@@ -6,6 +6,7 @@
 //! the driver's side of it, the only code outside the driver's table that names provided
 //! buffers.
 
+use crate::platform::c;
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -217,7 +218,7 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
                         // queued before this final completion was collected above, in
                         // order, so nothing is lost: this read receives directly, and a
                         // later read arms again.
-                        libc::ENOBUFS | libc::ECANCELED if !c.more() => {
+                        c::ENOBUFS | c::ECANCELED if !c.more() => {
                             self.settle();
                             return Poll::Ready(ProvidedRead::Direct);
                         }

@@ -1,6 +1,6 @@
+use crate::platform::c;
 use std::fmt;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use crate::platform::{FileStat, Timestamp};
@@ -48,7 +48,7 @@ impl Metadata {
 
     /// Permission bits.
     pub fn permissions(&self) -> std::fs::Permissions {
-        std::fs::Permissions::from_mode(self.st.perm)
+        permissions(self.st.perm)
     }
 
     /// Inode number.
@@ -130,7 +130,7 @@ impl fmt::Debug for Metadata {
 
 /// The kind of a file.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileType(libc::mode_t);
+pub struct FileType(c::mode_t);
 
 /// The kinds of file, each with its predicate, its mode bits and its name in `Debug`.
 macro_rules! file_kinds {
@@ -158,17 +158,43 @@ macro_rules! file_kinds {
 
 file_kinds! {
     /// A directory.
-    is_dir: libc::S_IFDIR => "dir",
+    is_dir: c::S_IFDIR => "dir",
     /// A regular file.
-    is_file: libc::S_IFREG => "file",
+    is_file: c::S_IFREG => "file",
     /// A symbolic link.
-    is_symlink: libc::S_IFLNK => "symlink",
+    is_symlink: c::S_IFLNK => "symlink",
     /// A named pipe.
-    is_fifo: libc::S_IFIFO => "fifo",
+    is_fifo: c::S_IFIFO => "fifo",
     /// A Unix socket.
-    is_socket: libc::S_IFSOCK => "socket",
+    is_socket: c::S_IFSOCK => "socket",
     /// A block device.
-    is_block_device: libc::S_IFBLK => "block_device",
+    is_block_device: c::S_IFBLK => "block_device",
     /// A character device.
-    is_char_device: libc::S_IFCHR => "char_device",
+    is_char_device: c::S_IFCHR => "char_device",
+}
+
+/// Permissions from mode bits.
+#[cfg(unix)]
+fn permissions(mode: u32) -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(mode)
+}
+
+/// Permissions from mode bits: Windows keeps only "read-only" (no write bit set). std has
+/// no constructor for them, so a value is taken once from an existing file's metadata (the
+/// running executable's, which always exists) and adjusted.
+#[cfg(windows)]
+fn permissions(mode: u32) -> std::fs::Permissions {
+    static BASE: std::sync::OnceLock<std::fs::Permissions> = std::sync::OnceLock::new();
+    let mut p = BASE
+        .get_or_init(|| {
+            std::env::current_exe()
+                .and_then(std::fs::metadata)
+                .or_else(|_| std::fs::metadata(std::env::temp_dir()))
+                .map(|m| m.permissions())
+                .expect("coring: neither the executable nor the temporary directory can be stat'ed")
+        })
+        .clone();
+    p.set_readonly(mode & 0o222 == 0);
+    p
 }

@@ -7,8 +7,10 @@ mod metadata;
 
 pub use metadata::{FileType, Metadata};
 
+use crate::platform::c;
 use std::fmt;
 use std::io;
+#[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -255,7 +257,7 @@ impl File {
     /// Wraps a standard library file.
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            fd: SharedFd::new(file.into_raw_fd()),
+            fd: SharedFd::new(crate::platform::FromRaw::into_raw(file)),
         }
     }
 
@@ -268,7 +270,7 @@ impl File {
     pub fn into_std(self) -> Result<std::fs::File, File> {
         match self.fd.into_raw() {
             // SAFETY: into_raw gave us sole ownership of the descriptor.
-            Ok(fd) => Ok(unsafe { std::fs::File::from_raw_fd(fd) }),
+            Ok(fd) => Ok(unsafe { <std::fs::File as crate::platform::FromRaw>::from_raw(fd) }),
             Err(fd) => Err(File { fd }),
         }
     }
@@ -280,6 +282,7 @@ impl From<std::fs::File> for File {
     }
 }
 
+#[cfg(unix)]
 impl From<OwnedFd> for File {
     fn from(fd: OwnedFd) -> File {
         File {
@@ -288,12 +291,14 @@ impl From<OwnedFd> for File {
     }
 }
 
+#[cfg(unix)]
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.raw()
     }
 }
 
+#[cfg(unix)]
 impl AsFd for File {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the descriptor stays open for as long as `self` is borrowed.
@@ -301,6 +306,7 @@ impl AsFd for File {
     }
 }
 
+#[cfg(unix)]
 impl FromRawFd for File {
     /// # Safety
     ///
@@ -309,6 +315,45 @@ impl FromRawFd for File {
         File {
             fd: SharedFd::new(fd),
         }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsRawHandle for File {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+        crate::platform::windows::handle(self.fd.raw())
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsHandle for File {
+    fn as_handle(&self) -> std::os::windows::io::BorrowedHandle<'_> {
+        // SAFETY: the handle stays open for as long as `self` is borrowed.
+        unsafe {
+            std::os::windows::io::BorrowedHandle::borrow_raw(crate::platform::windows::handle(
+                self.fd.raw(),
+            ))
+        }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::FromRawHandle for File {
+    /// # Safety
+    ///
+    /// `handle` must be an open file handle that the caller owns and gives up.
+    unsafe fn from_raw_handle(handle: std::os::windows::io::RawHandle) -> File {
+        // Handle values fit 32 bits (see `platform::windows`).
+        File {
+            fd: SharedFd::new(handle as isize as i32),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl From<std::os::windows::io::OwnedHandle> for File {
+    fn from(handle: std::os::windows::io::OwnedHandle) -> File {
+        File::from_std(std::fs::File::from(handle))
     }
 }
 
@@ -396,11 +441,11 @@ impl OpenOptions {
 
     fn flags(&self) -> io::Result<i32> {
         let access = match (self.read, self.write, self.append) {
-            (true, false, false) => libc::O_RDONLY,
-            (false, true, false) => libc::O_WRONLY,
-            (true, true, false) => libc::O_RDWR,
-            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
-            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (true, false, false) => c::O_RDONLY,
+            (false, true, false) => c::O_WRONLY,
+            (true, true, false) => c::O_RDWR,
+            (false, _, true) => c::O_WRONLY | c::O_APPEND,
+            (true, _, true) => c::O_RDWR | c::O_APPEND,
             (false, false, false) => {
                 return Err(invalid(
                     "OpenOptions: set at least one of read, write or append",
@@ -419,12 +464,12 @@ impl OpenOptions {
             ));
         }
         let creation = if self.create_new {
-            libc::O_CREAT | libc::O_EXCL
+            c::O_CREAT | c::O_EXCL
         } else {
-            (if self.create { libc::O_CREAT } else { 0 })
-                | (if self.truncate { libc::O_TRUNC } else { 0 })
+            (if self.create { c::O_CREAT } else { 0 })
+                | (if self.truncate { c::O_TRUNC } else { 0 })
         };
-        Ok(access | creation | (self.custom_flags & !libc::O_ACCMODE))
+        Ok(access | creation | (self.custom_flags & !c::O_ACCMODE))
     }
 
     /// Opens `path` with these options.

@@ -2,6 +2,7 @@
 //! (a listener's accepts, a datagram socket's receives) and the type-erased receives a
 //! retained receive holds.
 
+use crate::platform::c;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -141,7 +142,7 @@ impl<T: IntoOrphan> RetainedOps<T> {
             let mut k = k;
             match k.cancel_now() {
                 // Cancelled: nothing to hand on. (A failure is handed on like a result.)
-                Some(c) if c.res == -libc::ECANCELED => gone.push(k),
+                Some(c) if c.res == -c::ECANCELED => gone.push(k),
                 _ => retained.push_back(k),
             }
         }
@@ -258,7 +259,7 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                     return Poll::Pending;
                 };
                 this.op = None;
-                if !(this.cancelling && c.res == -libc::ECANCELED) {
+                if !(this.cancelling && c.res == -c::ECANCELED) {
                     // Our own operation's result (maybe one that beat our cancel).
                     return Poll::Ready(Outcome::Own(data, c));
                 }
@@ -272,7 +273,7 @@ impl<O: Operation, T: IntoOrphan> Future for Call<'_, O, T> {
                 let Some((t, c)) = queue.take(id) else {
                     continue;
                 };
-                if c.res == -libc::ECANCELED {
+                if c.res == -c::ECANCELED {
                     // Cancelled by `quiesce`: nothing to hand on; look again.
                     drop(t);
                     continue;

@@ -9,6 +9,7 @@ use super::accept::Acceptor;
 use super::stream::Stream;
 use crate::op::net::RawAddr;
 use crate::op::SharedFd;
+use crate::platform;
 
 /// The value that owns a socket type's descriptor and the operations in flight on it.
 pub(crate) trait FdOwner: Sized {
@@ -86,13 +87,5 @@ pub(crate) use wraps_fd_owner;
 
 /// Binds `fd` to `addr` and listens, with a backlog of 1024.
 pub(crate) fn listen(fd: &SharedFd, addr: &RawAddr) -> io::Result<()> {
-    // SAFETY: addr holds a valid sockaddr of addr.len bytes.
-    if unsafe { libc::bind(fd.raw(), addr.as_ptr(), addr.len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: listen on a socket the caller owns; no pointers.
-    if unsafe { libc::listen(fd.raw(), 1024) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    platform::bind_listen(fd.raw(), addr.as_ptr(), addr.len)
 }

@@ -1,11 +1,11 @@
 //! What TCP and Unix streams share: socket creation, connect, read/write/shutdown, and
 //! borrowing the descriptor as a std type for synchronous queries.
 
+use crate::platform::c;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -18,7 +18,7 @@ use crate::driver::{Backend, Driver};
 use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
-use crate::platform;
+use crate::platform::{self, FromRaw, RawFd};
 use crate::runtime::context;
 
 /// Creates a close-on-exec, non-blocking socket. Non-blocking mode is what every backend
@@ -29,10 +29,10 @@ pub(crate) fn socket(domain: i32, ty: i32) -> io::Result<SharedFd> {
 }
 
 /// Runs `f` on a std view of `fd` without taking ownership of it.
-pub(crate) fn with_std<S: FromRawFd, R>(fd: RawFd, f: impl FnOnce(&S) -> R) -> R {
+pub(crate) fn with_std<S: FromRaw, R>(fd: RawFd, f: impl FnOnce(&S) -> R) -> R {
     // SAFETY: fd is open for the duration of the call (the caller holds its owner), and
     // ManuallyDrop keeps the temporary std value from closing it.
-    let s = ManuallyDrop::new(unsafe { S::from_raw_fd(fd) });
+    let s = ManuallyDrop::new(unsafe { S::from_raw(fd) });
     f(&s)
 }
 
@@ -480,7 +480,7 @@ impl Stream {
                 }
                 Poll::Pending => return Poll::Pending,
             };
-            if c.res == -libc::ECANCELED {
+            if c.res == -c::ECANCELED {
                 st.retained = None;
                 return Poll::Ready(None);
             }
@@ -628,8 +628,7 @@ macro_rules! socket_conversions {
             ///
             /// If the descriptor's flags cannot be changed.
             pub fn from_std(socket: $std) -> std::io::Result<$ty> {
-                use std::os::fd::IntoRawFd;
-                let fd = socket.into_raw_fd();
+                let fd = $crate::platform::FromRaw::into_raw(socket);
                 let shared = $crate::op::SharedFd::new(fd);
                 $crate::platform::set_nonblocking(fd, true)?;
                 Ok(Self::from_shared(shared))
@@ -643,19 +642,36 @@ macro_rules! socket_conversions {
             /// uses the descriptor, or while a stream holds data it received but `read`
             /// has not returned yet (read it first).
             pub fn into_std(self) -> Result<$std, $ty> {
-                use std::os::fd::FromRawFd;
                 let shared = match self.into_shared() {
                     Ok(shared) => shared,
                     Err(this) => return Err(this),
                 };
                 match shared.into_raw() {
                     // SAFETY: into_raw gave us sole ownership of the descriptor.
-                    Ok(fd) => Ok(unsafe { <$std>::from_raw_fd(fd) }),
+                    Ok(fd) => Ok(unsafe { <$std as $crate::platform::FromRaw>::from_raw(fd) }),
                     Err(fd) => Err(Self::from_shared(fd)),
                 }
             }
         }
 
+        $crate::net::stream::raw_conversions!($ty);
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("fd", &self.shared().raw())
+                    .finish()
+            }
+        }
+    };
+}
+
+pub(crate) use socket_conversions;
+
+/// The raw-descriptor traits of a socket type: `AsRawFd`, `AsFd`, `FromRawFd`, `IntoRawFd`.
+#[cfg(unix)]
+macro_rules! raw_conversions {
+    ($ty:ident) => {
         impl std::os::fd::AsRawFd for $ty {
             fn as_raw_fd(&self) -> std::os::fd::RawFd {
                 self.shared().raw()
@@ -694,18 +710,61 @@ macro_rules! socket_conversions {
                 }
             }
         }
+    };
+}
 
-        impl std::fmt::Debug for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($ty))
-                    .field("fd", &self.shared().raw())
-                    .finish()
+/// The raw-socket traits of a socket type: `AsRawSocket`, `AsSocket`, `FromRawSocket`,
+/// `IntoRawSocket`.
+#[cfg(windows)]
+macro_rules! raw_conversions {
+    ($ty:ident) => {
+        impl std::os::windows::io::AsRawSocket for $ty {
+            fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+                $crate::platform::windows::socket_of(self.shared().raw()) as u64
+            }
+        }
+
+        impl std::os::windows::io::AsSocket for $ty {
+            fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+                // SAFETY: the descriptor stays open while `self` is borrowed.
+                unsafe {
+                    std::os::windows::io::BorrowedSocket::borrow_raw(
+                        $crate::platform::windows::socket_of(self.shared().raw()) as u64,
+                    )
+                }
+            }
+        }
+
+        impl std::os::windows::io::FromRawSocket for $ty {
+            /// # Safety
+            ///
+            /// `socket` must be an open socket of the right kind that the caller owns and gives
+            /// up; it should be in non-blocking mode.
+            unsafe fn from_raw_socket(socket: std::os::windows::io::RawSocket) -> $ty {
+                // Socket values fit 32 bits (see `platform::windows`).
+                Self::from_shared($crate::op::SharedFd::new(socket as isize as i32))
+            }
+        }
+
+        impl std::os::windows::io::IntoRawSocket for $ty {
+            /// # Panics
+            ///
+            /// If an operation still uses the descriptor; finish or drop it first.
+            fn into_raw_socket(self) -> std::os::windows::io::RawSocket {
+                match self.into_shared().map(|s| s.into_raw()) {
+                    Ok(Ok(fd)) => $crate::platform::windows::socket_of(fd) as u64,
+                    _ => panic!(concat!(
+                        stringify!($ty),
+                        "::into_raw_socket: an operation still uses the socket, or it holds \
+                         received data not yet read; let it finish (or read it) first"
+                    )),
+                }
             }
         }
     };
 }
 
-pub(crate) use socket_conversions;
+pub(crate) use raw_conversions;
 
 /// Implements the reads, writes and shutdown every stream type shares, on its `inner`
 /// [`Stream`].

@@ -7,7 +7,7 @@ use super::stream::{self, socket, socket_conversions, stream_io, with_std, Strea
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::op::net::RawAddr;
 use crate::op::SharedFd;
-use crate::platform;
+use crate::platform::{self, c};
 
 /// Resolves `addr` and tries `f` on each address in turn, returning the first success or
 /// the last error.
@@ -34,36 +34,16 @@ where
 
 fn domain(addr: &SocketAddr) -> i32 {
     match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
+        SocketAddr::V4(_) => c::AF_INET,
+        SocketAddr::V6(_) => c::AF_INET6,
     }
 }
 
-fn setsockopt_int(fd: &SharedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live i32 and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.raw(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Binds and listens on a new socket; `reuseport` adds SO_REUSEPORT (SO_REUSEPORT_LB on
-/// FreeBSD, see [`platform::SO_REUSEPORT`]).
+/// Binds and listens on a new socket; `reuseport` lets listeners share the port (see
+/// [`platform::prepare_listener`]; refused on Windows).
 fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
-    let fd = socket(domain(&addr), libc::SOCK_STREAM)?;
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if reuseport {
-        setsockopt_int(&fd, libc::SOL_SOCKET, platform::SO_REUSEPORT, 1)?;
-    }
+    let fd = socket(domain(&addr), c::SOCK_STREAM)?;
+    platform::prepare_listener(fd.raw(), reuseport)?;
     listen(&fd, &RawAddr::from_ip(&addr))?;
     Ok(fd)
 }
@@ -150,7 +130,7 @@ impl TcpStream {
     /// The last address's error, e.g. `ConnectionRefused`.
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         each_addr(addr, |a| async move {
-            let fd = stream::connect(domain(&a), libc::SOCK_STREAM, RawAddr::from_ip(&a)).await?;
+            let fd = stream::connect(domain(&a), c::SOCK_STREAM, RawAddr::from_ip(&a)).await?;
             Ok(TcpStream::from_shared(fd))
         })
         .await
@@ -160,12 +140,7 @@ impl TcpStream {
 
     /// Sets TCP_NODELAY (disables Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        setsockopt_int(
-            &self.inner.fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            i32::from(on),
-        )
+        platform::set_nodelay(self.inner.fd.raw(), on)
     }
 
     /// Whether TCP_NODELAY is set.

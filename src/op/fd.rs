@@ -1,7 +1,7 @@
+use crate::platform::RawFd;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -208,9 +208,9 @@ impl Drop for Inner {
         if !self.closed.get() {
             // The error of a synchronous close in Drop has nowhere to go; close().await
             // reports it.
-            // SAFETY: fd is owned by this value and no operation references it (all
-            // holders are gone).
-            unsafe { libc::close(self.fd) };
+            // fd is owned by this value and no operation references it (all holders are
+            // gone).
+            crate::platform::close(self.fd);
         }
     }
 }

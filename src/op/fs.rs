@@ -1,8 +1,8 @@
 //! File-system operations: open, close, fsync, stat, unlink, rename, mkdir.
 
+use crate::platform::c;
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::driver::op::Operation;
@@ -12,7 +12,7 @@ use crate::platform::{self, FileStat};
 
 /// Converts a path for the kernel, refusing interior NUL bytes with a clear error.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("path contains an interior NUL byte: {path:?}"),
@@ -58,11 +58,11 @@ impl Open {
     /// Whether `e`, from an attempt of [`Open::new`], means "would have waited": retry
     /// with [`Open::waiting`]. Not when the caller asked for `O_NONBLOCK` itself.
     pub(crate) fn would_wait(e: &io::Error, flags: i32) -> bool {
-        flags & libc::O_NONBLOCK == 0 && e.raw_os_error() == Some(libc::EAGAIN)
+        flags & c::O_NONBLOCK == 0 && e.raw_os_error() == Some(c::EAGAIN)
     }
 
     fn added_nonblock(&self) -> bool {
-        self.nonblocking && self.flags & libc::O_NONBLOCK == 0
+        self.nonblocking && self.flags & c::O_NONBLOCK == 0
     }
 }
 
@@ -70,15 +70,11 @@ impl Operation for Open {
     type Output = io::Result<SharedFd>;
 
     fn describe(&mut self) -> OpDesc {
-        let nonblock = if self.nonblocking {
-            libc::O_NONBLOCK
-        } else {
-            0
-        };
+        let nonblock = if self.nonblocking { c::O_NONBLOCK } else { 0 };
         OpDesc::OpenAt {
-            dirfd: libc::AT_FDCWD,
+            dirfd: c::AT_FDCWD,
             path: self.path.as_ptr(),
-            flags: self.flags | libc::O_CLOEXEC | nonblock,
+            flags: self.flags | c::O_CLOEXEC | nonblock,
             mode: self.mode,
         }
     }
@@ -200,7 +196,7 @@ impl Statx {
             fd: Some(fd.clone()),
             path: CString::default(),
             flags: platform::STAT_EMPTY_PATH,
-            buf: Box::new(zeroed_stat()),
+            buf: Box::new(platform::empty_stat()),
         }
     }
 
@@ -209,16 +205,10 @@ impl Statx {
         Statx {
             fd: None,
             path,
-            flags: if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW },
-            buf: Box::new(zeroed_stat()),
+            flags: if follow { 0 } else { c::AT_SYMLINK_NOFOLLOW },
+            buf: Box::new(platform::empty_stat()),
         }
     }
-}
-
-fn zeroed_stat() -> platform::Stat {
-    // SAFETY: Stat (struct statx or struct stat) is a plain C struct of integers, for
-    // which all-zeroes is valid.
-    unsafe { std::mem::zeroed() }
 }
 
 impl Operation for Statx {
@@ -226,7 +216,7 @@ impl Operation for Statx {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Statx {
-            dirfd: self.fd.as_ref().map_or(libc::AT_FDCWD, SharedFd::raw),
+            dirfd: self.fd.as_ref().map_or(c::AT_FDCWD, SharedFd::raw),
             path: self.path.as_ptr(),
             flags: self.flags,
             mask: platform::STAT_MASK,
@@ -249,7 +239,7 @@ impl Unlink {
     pub(crate) fn new(path: CString, dir: bool) -> Unlink {
         Unlink {
             path,
-            flags: if dir { libc::AT_REMOVEDIR } else { 0 },
+            flags: if dir { c::AT_REMOVEDIR } else { 0 },
         }
     }
 }
@@ -259,7 +249,7 @@ impl Operation for Unlink {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::UnlinkAt {
-            dirfd: libc::AT_FDCWD,
+            dirfd: c::AT_FDCWD,
             path: self.path.as_ptr(),
             flags: self.flags,
         }
@@ -287,9 +277,9 @@ impl Operation for Rename {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::RenameAt {
-            olddirfd: libc::AT_FDCWD,
+            olddirfd: c::AT_FDCWD,
             oldpath: self.from.as_ptr(),
-            newdirfd: libc::AT_FDCWD,
+            newdirfd: c::AT_FDCWD,
             newpath: self.to.as_ptr(),
             flags: 0,
         }
@@ -317,7 +307,7 @@ impl Operation for Mkdir {
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::MkdirAt {
-            dirfd: libc::AT_FDCWD,
+            dirfd: c::AT_FDCWD,
             path: self.path.as_ptr(),
             mode: self.mode,
         }

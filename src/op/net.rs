@@ -1,8 +1,9 @@
 //! Socket operations: accept, connect, sendmsg/recvmsg (for addressed datagrams), shutdown.
 
+use crate::platform::c;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::op::{IntoOrphan, Operation};
@@ -12,8 +13,8 @@ use crate::platform;
 
 /// A socket address in kernel form, in heap memory the kernel may read or fill.
 pub(crate) struct RawAddr {
-    pub(crate) storage: libc::sockaddr_storage,
-    pub(crate) len: libc::socklen_t,
+    pub(crate) storage: c::sockaddr_storage,
+    pub(crate) len: c::socklen_t,
 }
 
 impl RawAddr {
@@ -22,48 +23,24 @@ impl RawAddr {
         RawAddr {
             // SAFETY: sockaddr_storage is plain integers; all-zeroes is a valid value.
             storage: unsafe { mem::zeroed() },
-            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            len: mem::size_of::<c::sockaddr_storage>() as c::socklen_t,
         }
     }
 
     /// The kernel form of an IP socket address.
     pub(crate) fn from_ip(addr: &SocketAddr) -> RawAddr {
         let mut raw = RawAddr::empty();
-        let p = &mut raw.storage as *mut libc::sockaddr_storage;
-        match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-                let sin = unsafe { &mut *p.cast::<libc::sockaddr_in>() };
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                };
-                raw.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-                let sin6 = unsafe { &mut *p.cast::<libc::sockaddr_in6>() };
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_flowinfo = a.flowinfo();
-                sin6.sin6_addr = libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                };
-                sin6.sin6_scope_id = a.scope_id();
-                raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            }
-        }
-        platform::set_sockaddr_len(&mut raw.storage, raw.len);
+        raw.len = platform::ip_to_raw(addr, &mut raw.storage);
         raw
     }
 
     /// The kernel form of a Unix socket path (abstract names start with a NUL byte).
+    #[cfg(unix)]
     pub(crate) fn from_unix_path(path: &[u8]) -> io::Result<RawAddr> {
         let mut raw = RawAddr::empty();
         // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_un.
         let sun = unsafe {
-            &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>()
+            &mut *(&mut raw.storage as *mut c::sockaddr_storage).cast::<c::sockaddr_un>()
         };
         if path.len() >= sun.sun_path.len() {
             return Err(io::Error::new(
@@ -81,50 +58,25 @@ impl RawAddr {
                 "unix socket path contains an interior NUL byte",
             ));
         }
-        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        sun.sun_family = c::AF_UNIX as c::sa_family_t;
         for (dst, src) in sun.sun_path.iter_mut().zip(path) {
-            *dst = *src as libc::c_char;
+            *dst = *src as c::c_char;
         }
-        let base = mem::offset_of!(libc::sockaddr_un, sun_path);
+        let base = mem::offset_of!(c::sockaddr_un, sun_path);
         // Pathnames include their terminating NUL; abstract names are counted exactly.
         let extra = usize::from(path.first() != Some(&0));
-        raw.len = (base + path.len() + extra) as libc::socklen_t;
+        raw.len = (base + path.len() + extra) as c::socklen_t;
         platform::set_sockaddr_len(&mut raw.storage, raw.len);
         Ok(raw)
     }
 
-    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
-        (&self.storage as *const libc::sockaddr_storage).cast()
+    pub(crate) fn as_ptr(&self) -> *const c::sockaddr {
+        (&self.storage as *const c::sockaddr_storage).cast()
     }
 
     /// Reads an IP socket address back.
     pub(crate) fn to_ip(&self) -> io::Result<SocketAddr> {
-        let p = &self.storage as *const libc::sockaddr_storage;
-        match self.storage.ss_family as i32 {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in.
-                let sin = unsafe { &*p.cast::<libc::sockaddr_in>() };
-                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-                Ok(SocketAddr::V4(SocketAddrV4::new(
-                    ip,
-                    u16::from_be(sin.sin_port),
-                )))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the family says the storage holds a sockaddr_in6.
-                let sin6 = unsafe { &*p.cast::<libc::sockaddr_in6>() };
-                Ok(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )))
-            }
-            family => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected address family {family} for an IP socket"),
-            )),
-        }
+        platform::ip_from_raw(&self.storage)
     }
 }
 
@@ -150,7 +102,7 @@ impl Operation for Accept {
     fn describe(&mut self) -> OpDesc {
         OpDesc::Accept {
             fd: self.fd.fd_ref(),
-            addr: (&mut self.addr.storage as *mut libc::sockaddr_storage).cast(),
+            addr: (&mut self.addr.storage as *mut c::sockaddr_storage).cast(),
             addrlen: &mut self.addr.len,
         }
     }
@@ -194,18 +146,18 @@ impl Operation for Connect {
 
 /// The heap block a sendmsg/recvmsg points the kernel at: header, one iovec, address.
 struct Msg {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
+    hdr: c::msghdr,
+    iov: c::iovec,
     addr: RawAddr,
 }
 
 impl Msg {
     fn new(ptr: *mut u8, len: usize, addr: RawAddr) -> Box<Msg> {
         // SAFETY: msghdr is plain integers and pointers; all-zeroes (null pointers) is valid.
-        let hdr: libc::msghdr = unsafe { mem::zeroed() };
+        let hdr: c::msghdr = unsafe { mem::zeroed() };
         let mut msg = Box::new(Msg {
             hdr,
-            iov: libc::iovec {
+            iov: c::iovec {
                 iov_base: ptr.cast(),
                 iov_len: len,
             },
@@ -214,7 +166,7 @@ impl Msg {
         // The header points into the same heap block, which never moves.
         msg.hdr.msg_iov = &mut msg.iov;
         msg.hdr.msg_iovlen = 1;
-        msg.hdr.msg_name = (&mut msg.addr.storage as *mut libc::sockaddr_storage).cast();
+        msg.hdr.msg_name = (&mut msg.addr.storage as *mut c::sockaddr_storage).cast();
         msg.hdr.msg_namelen = msg.addr.len;
         msg
     }
@@ -339,9 +291,9 @@ pub(crate) struct Shutdown {
 impl Shutdown {
     pub(crate) fn new(fd: &SharedFd, how: std::net::Shutdown) -> Shutdown {
         let how = match how {
-            std::net::Shutdown::Read => libc::SHUT_RD,
-            std::net::Shutdown::Write => libc::SHUT_WR,
-            std::net::Shutdown::Both => libc::SHUT_RDWR,
+            std::net::Shutdown::Read => c::SHUT_RD,
+            std::net::Shutdown::Write => c::SHUT_WR,
+            std::net::Shutdown::Both => c::SHUT_RDWR,
         };
         Shutdown {
             fd: fd.clone(),

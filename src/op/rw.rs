@@ -6,6 +6,7 @@ use crate::driver::op::Operation;
 use crate::driver::{Completion, OpDesc};
 use crate::op::{checked_len, rw_len, SharedFd};
 use crate::platform;
+use crate::platform::c;
 
 /// `pread` into the start of an owned buffer.
 pub(crate) struct Read<B> {
@@ -125,16 +126,16 @@ pub(crate) fn written<B: IoBuf>(c: Completion, buf: B) -> BufResult<usize, B> {
 
 /// Builds the iovec array for a vectored operation; the array is heap memory owned by
 /// the op, so its address is stable.
-fn iovecs(parts: impl Iterator<Item = (*mut u8, usize)>) -> Vec<libc::iovec> {
+fn iovecs(parts: impl Iterator<Item = (*mut u8, usize)>) -> Vec<c::iovec> {
     parts
-        .map(|(ptr, len)| libc::iovec {
+        .map(|(ptr, len)| c::iovec {
             iov_base: ptr.cast(),
             iov_len: len,
         })
         .collect()
 }
 
-fn iovcnt(iov: &[libc::iovec]) -> u32 {
+fn iovcnt(iov: &[c::iovec]) -> u32 {
     // More than u32::MAX entries cannot be built in practice; the kernel rejects more than
     // IOV_MAX (1024) with EINVAL, which reaches the caller as an io::Error.
     iov.len().min(u32::MAX as usize) as u32
@@ -144,7 +145,7 @@ fn iovcnt(iov: &[libc::iovec]) -> u32 {
 pub(crate) struct Readv<B> {
     fd: SharedFd,
     bufs: Vec<B>,
-    iov: Vec<libc::iovec>,
+    iov: Vec<c::iovec>,
     offset: u64,
 }
 
@@ -196,7 +197,7 @@ impl<B: IoBufMut> Operation for Readv<B> {
 pub(crate) struct Writev<B> {
     fd: SharedFd,
     bufs: Vec<B>,
-    iov: Vec<libc::iovec>,
+    iov: Vec<c::iovec>,
     offset: u64,
 }
 

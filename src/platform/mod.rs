@@ -27,7 +27,27 @@
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
 //! not depend on a platform's errno conventions either.
 
-use std::io;
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix::cvt;
+#[cfg(unix)]
+pub(crate) use unix::{
+    bind_listen, c, close, empty_stat, ip_from_raw, ip_to_raw, prepare_listener, set_nodelay,
+    set_nonblocking, FromRaw, RawFd,
+};
+// Read by the fallback backend's readiness checks (Unix only).
+#[cfg(unix)]
+pub(crate) use unix::socket_option;
+
+#[cfg(windows)]
+pub(crate) mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{
+    bind_listen, c, close, empty_stat, file_stat, ip_from_raw, ip_to_raw, prepare_listener,
+    set_nodelay, set_nonblocking, socket, FromRaw, RawFd, Stat, SEND_FLAGS, STAT_EMPTY_PATH,
+    STAT_MASK,
+};
 
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
@@ -66,10 +86,15 @@ use apple::preallocate;
 #[cfg(target_vendor = "apple")]
 pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
 
-#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_vendor = "apple",
+    windows
+)))]
 compile_error!(
-    "coring runs on Linux (io_uring or epoll), FreeBSD and Apple platforms (kqueue); \
-     src/platform/ has no module for this target yet"
+    "coring runs on Linux (io_uring or epoll), FreeBSD and Apple platforms (kqueue) and \
+     Windows (IOCP); src/platform/ has no module for this target yet"
 );
 
 /// What a stat call reports, in the same shape on every platform; `fs::Metadata` wraps it.
@@ -77,7 +102,7 @@ compile_error!(
 pub(crate) struct FileStat {
     pub(crate) size: u64,
     /// The file-type bits of the mode (`mode & S_IFMT`).
-    pub(crate) kind: libc::mode_t,
+    pub(crate) kind: c::mode_t,
     /// The permission bits of the mode (`mode & 0o7777`).
     pub(crate) perm: u32,
     pub(crate) ino: u64,
@@ -97,48 +122,4 @@ pub(crate) struct FileStat {
 pub(crate) struct Timestamp {
     pub(crate) sec: i64,
     pub(crate) nsec: u32,
-}
-
-/// Sets or clears `O_NONBLOCK` on `fd`, reading the flags first and changing nothing if
-/// they already agree (so a descriptor that ignores the flag and refuses F_SETFL, such as
-/// an O_PATH one, is left alone).
-pub(crate) fn set_nonblocking(fd: libc::c_int, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns; no pointers involved.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let want = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    if want != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, want) })?;
-    }
-    Ok(())
-}
-
-/// An `int` socket option of `fd` (`getsockopt(fd, SOL_SOCKET, name)`).
-pub(crate) fn socket_option(fd: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: value and len are live locals; len holds value's size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    cvt(r).map(|_| value)
-}
-
-/// A C-style return value (`-1` and `errno` on failure) as a `Result`.
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }

@@ -1,5 +1,6 @@
 //! The thread-local pointer to the runtime running on this thread.
 
+use crate::platform::c;
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::rc::Rc;
@@ -105,7 +106,7 @@ pub(crate) fn submit(
                 Some(token) if token.is_cancelled() => {
                     // Started under a cancelled token: it ends at once, as if the kernel
                     // had cancelled it, without reaching the kernel.
-                    let c = crate::driver::Completion::error(libc::ECANCELED);
+                    let c = crate::driver::Completion::error(c::ECANCELED);
                     return (Ok(crate::driver::Submitted::Completed(c)), None);
                 }
                 Some(token) => token.group_on(&inner.driver),
@@ -154,7 +155,7 @@ pub(crate) fn cancel_requested(waker: &std::task::Waker) -> bool {
 
 /// The `ECANCELED` error an operation ends with when its token was cancelled.
 pub(crate) fn cancelled() -> std::io::Error {
-    std::io::Error::from_raw_os_error(libc::ECANCELED)
+    std::io::Error::from_raw_os_error(c::ECANCELED)
 }
 
 /// Makes `token` the current runtime's cancel scope until the guard drops (which restores
@@ -188,7 +189,7 @@ impl Drop for CancelScope<'_> {
 #[track_caller]
 #[inline]
 pub(crate) fn poll_readable(
-    fd: std::os::fd::RawFd,
+    fd: crate::platform::RawFd,
     id: u64,
     waker: &std::task::Waker,
 ) -> std::task::Poll<()> {

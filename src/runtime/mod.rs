@@ -32,14 +32,20 @@ const INLINE_BUDGET: u32 = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BackendKind {
-    /// Pick the best available: io_uring where it works (Linux), else the fallback.
+    /// Pick the best available: io_uring where it works (Linux), IOCP on Windows, else
+    /// the fallback.
     #[default]
     Auto,
     /// io_uring; building the runtime fails if the kernel does not allow it, and always
     /// (with `Unsupported`) on platforms other than Linux.
     IoUring,
-    /// The readiness (epoll/kqueue) backend with a blocking pool for files.
+    /// The readiness (epoll/kqueue) backend with a blocking pool for files; building the
+    /// runtime fails with `Unsupported` on Windows, which has no readiness interface for
+    /// files and pipes (IOCP serves it).
     Fallback,
+    /// Windows' I/O completion ports; building the runtime fails with `Unsupported`
+    /// elsewhere.
+    Iocp,
     /// Test support: operations complete when the test says so, through
     /// `Runtime::mock`. Never chosen by `Auto` or `CORING_BACKEND`; needs the `test-util`
     /// feature (building a runtime with it fails with `Unsupported` otherwise).
@@ -58,9 +64,12 @@ impl BackendKind {
             "auto" | "" => Ok(BackendKind::Auto),
             "io_uring" | "iouring" | "uring" => Ok(BackendKind::IoUring),
             "fallback" | "epoll" | "kqueue" | "readiness" => Ok(BackendKind::Fallback),
+            "iocp" => Ok(BackendKind::Iocp),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown coring backend {other:?}; expected io_uring, fallback or auto"),
+                format!(
+                    "unknown coring backend {other:?}; expected io_uring, fallback, iocp or auto"
+                ),
             )),
         }
     }
@@ -72,6 +81,7 @@ impl fmt::Display for BackendKind {
             BackendKind::Auto => "auto",
             BackendKind::IoUring => "io_uring",
             BackendKind::Fallback => "fallback",
+            BackendKind::Iocp => "iocp",
             BackendKind::Mock => "mock",
         })
     }

@@ -13,15 +13,18 @@ use coring::{BackendKind, Builder, Runtime};
 #[cfg(target_os = "linux")]
 pub const BACKENDS: &[BackendKind] = &[BackendKind::IoUring, BackendKind::Fallback];
 /// The backends every test runs on (io_uring exists only on Linux).
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 pub const BACKENDS: &[BackendKind] = &[BackendKind::Fallback];
+/// The backends every test runs on (Windows has completion ports only).
+#[cfg(windows)]
+pub const BACKENDS: &[BackendKind] = &[BackendKind::Iocp];
 
 /// How long one test may run before the watchdog fails it.
 pub const TEST_BOUND: Duration = Duration::from_secs(60);
 
 /// Expands `fn name() { ... }` bodies (with `rt` and `backend` in scope as a runtime
 /// builder argument) into one `#[test]` per backend, each bounded by a watchdog. The
-/// io_uring test exists only on Linux.
+/// io_uring test exists only on Linux, the fallback one on Unix, the IOCP one on Windows.
 ///
 /// ```ignore
 /// coring_test!(reads_file, async {
@@ -44,10 +47,20 @@ macro_rules! coring_test {
                 })
             }
 
+            #[cfg(unix)]
             #[test]
             fn fallback() {
                 $crate::common::with_watchdog(stringify!($name), || {
                     let $builder = coring::Builder::new().backend(coring::BackendKind::Fallback);
+                    $body
+                })
+            }
+
+            #[cfg(windows)]
+            #[test]
+            fn iocp() {
+                $crate::common::with_watchdog(stringify!($name), || {
+                    let $builder = coring::Builder::new().backend(coring::BackendKind::Iocp);
                     $body
                 })
             }

@@ -59,7 +59,11 @@
 //! - Registered tables and provided-buffer receives are io_uring's: an IOCP backend keeps
 //!   the defaults (registration succeeds and changes nothing; streams read single-shot).
 
+// Readiness (epoll, kqueue) exists on Unix; completion ports on Windows.
+#[cfg(unix)]
 pub(crate) mod fallback;
+#[cfg(windows)]
+pub(crate) mod iocp;
 #[cfg(feature = "test-util")]
 pub(crate) mod mock;
 pub(crate) mod select;
@@ -67,9 +71,10 @@ pub(crate) mod select;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
+use crate::platform::c;
+use crate::platform::RawFd;
 use std::io;
 use std::num::NonZeroU32;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -92,6 +97,8 @@ pub(crate) enum Push {
     /// instead and wakes it when the descriptor may be ready; the caller pushes the same
     /// operation again then, as if for the first time. Completion-based backends never
     /// answer this: waiting is the kernel's job there.
+    // Only the readiness backend (Unix) waits this way.
+    #[cfg_attr(windows, allow(dead_code))]
     NotReady,
     /// The submission queue is full: the driver enters the kernel, reaps, and pushes
     /// again.
@@ -132,8 +139,8 @@ pub(crate) trait Unpark: Send + Sync + 'static {
 #[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
 pub(crate) fn classify_enter_error(e: io::Error) -> io::Error {
     match e.raw_os_error() {
-        Some(libc::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
-        Some(libc::EAGAIN) | Some(libc::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
+        Some(c::EINTR) => io::Error::new(io::ErrorKind::Interrupted, e),
+        Some(c::EAGAIN) | Some(c::EBUSY) => io::Error::new(io::ErrorKind::WouldBlock, e),
         _ => e,
     }
 }
@@ -220,7 +227,7 @@ pub(crate) trait Backend {
     /// The backend cannot cancel synchronously (the default); the driver cancels
     /// asynchronously instead.
     fn cancel_sync(&mut self, _key: usize) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        Err(io::Error::from_raw_os_error(c::EOPNOTSUPP))
     }
 
     // Registered files and buffers (see `super::fixed`). A backend with tables hands out
@@ -249,7 +256,7 @@ pub(crate) trait Backend {
     /// # Errors
     ///
     /// The kernel refused the registration.
-    fn register_buffers(&self, _bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
+    fn register_buffers(&self, _bufs: &[c::iovec]) -> io::Result<Option<Registration>> {
         Ok(None)
     }
 
@@ -296,7 +303,10 @@ pub(crate) trait Backend {
 pub(crate) enum AnyBackend {
     #[cfg(target_os = "linux")]
     Uring(uring::Uring),
+    #[cfg(unix)]
     Fallback(fallback::Fallback),
+    #[cfg(windows)]
+    Iocp(iocp::Iocp),
     /// Completes operations when a test says so.
     #[cfg(feature = "test-util")]
     Mock(mock::Mock),
@@ -308,7 +318,10 @@ impl AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(_) => BackendKind::IoUring,
+            #[cfg(unix)]
             AnyBackend::Fallback(_) => BackendKind::Fallback,
+            #[cfg(windows)]
+            AnyBackend::Iocp(_) => BackendKind::Iocp,
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(_) => BackendKind::Mock,
         }
@@ -325,7 +338,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.push(key, desc, inline, waker),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.push(key, desc, inline, waker),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.push(key, desc, inline, waker),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.push(key, desc, inline, waker),
         }
@@ -335,7 +351,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.cancel(key),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.cancel(key),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.cancel(key),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.cancel(key),
         }
@@ -346,7 +365,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.enter(wait),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.enter(wait),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.enter(wait),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.enter(wait),
         }
@@ -357,7 +379,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.reap(sink),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.reap(sink),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.reap(sink),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.reap(sink),
         }
@@ -367,7 +392,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.unparker(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.unparker(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.unparker(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.unparker(),
         }
@@ -377,7 +405,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.describe(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.describe(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.describe(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.describe(),
         }
@@ -387,7 +418,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.offloaded(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.offloaded(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.offloaded(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.offloaded(),
         }
@@ -398,7 +432,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.poll_readable(fd, id, waker),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.poll_readable(fd, id, waker),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.poll_readable(fd, id, waker),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.poll_readable(fd, id, waker),
         }
@@ -408,7 +445,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.cancel_sync(key),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.cancel_sync(key),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.cancel_sync(key),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.cancel_sync(key),
         }
@@ -418,7 +458,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.ring_id(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.ring_id(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.ring_id(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.ring_id(),
         }
@@ -428,17 +471,23 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.register_file(fd),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.register_file(fd),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.register_file(fd),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.register_file(fd),
         }
     }
 
-    fn register_buffers(&self, bufs: &[libc::iovec]) -> io::Result<Option<Registration>> {
+    fn register_buffers(&self, bufs: &[c::iovec]) -> io::Result<Option<Registration>> {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.register_buffers(bufs),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.register_buffers(bufs),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.register_buffers(bufs),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.register_buffers(bufs),
         }
@@ -448,7 +497,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.multishot_recv(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.multishot_recv(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.multishot_recv(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.multishot_recv(),
         }
@@ -458,7 +510,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.provided_buf_size(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.provided_buf_size(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.provided_buf_size(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.provided_buf_size(),
         }
@@ -468,7 +523,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.provided_buf(bid, len),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.provided_buf(bid, len),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.provided_buf(bid, len),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.provided_buf(bid, len),
         }
@@ -478,7 +536,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.recycle_buf(bid),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.recycle_buf(bid),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.recycle_buf(bid),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.recycle_buf(bid),
         }
@@ -488,7 +549,10 @@ impl Backend for AnyBackend {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.provided_in_use(),
+            #[cfg(unix)]
             AnyBackend::Fallback(b) => b.provided_in_use(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.provided_in_use(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.provided_in_use(),
         }

@@ -3,6 +3,7 @@
 
 use std::io;
 
+#[cfg(unix)]
 use super::fallback::Fallback;
 #[cfg(target_os = "linux")]
 use super::uring;
@@ -29,6 +30,7 @@ pub(crate) struct BackendConfig {
 }
 
 /// What a fallback chosen on request says about itself.
+#[cfg(unix)]
 const REQUESTED: &str = "fallback requested (Builder::backend or CORING_BACKEND)";
 
 /// Builds the backend of kind `kind` and, when it is the fallback, says why.
@@ -44,12 +46,41 @@ pub(crate) fn build(
 ) -> io::Result<(AnyBackend, Option<String>)> {
     match kind {
         BackendKind::Mock => mock(),
-        BackendKind::Fallback => Ok((
-            AnyBackend::Fallback(Fallback::new()?),
-            Some(REQUESTED.to_string()),
-        )),
+        BackendKind::Fallback => fallback(),
+        BackendKind::Iocp => iocp(),
         BackendKind::IoUring | BackendKind::Auto => platform(kind, cfg),
     }
+}
+
+#[cfg(unix)]
+fn fallback() -> io::Result<(AnyBackend, Option<String>)> {
+    Ok((
+        AnyBackend::Fallback(Fallback::new()?),
+        Some(REQUESTED.to_string()),
+    ))
+}
+
+#[cfg(windows)]
+fn fallback() -> io::Result<(AnyBackend, Option<String>)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "coring: the readiness fallback (epoll/kqueue) does not exist on Windows; use \
+         BackendKind::Auto or BackendKind::Iocp",
+    ))
+}
+
+#[cfg(windows)]
+fn iocp() -> io::Result<(AnyBackend, Option<String>)> {
+    Ok((AnyBackend::Iocp(super::iocp::Iocp::new()?), None))
+}
+
+#[cfg(not(windows))]
+fn iocp() -> io::Result<(AnyBackend, Option<String>)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "coring: I/O completion ports (BackendKind::Iocp) exist only on Windows; use \
+         BackendKind::Auto",
+    ))
 }
 
 #[cfg(feature = "test-util")]
@@ -95,9 +126,9 @@ fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, O
     }
 }
 
-/// Without io_uring, `Auto` is the fallback; asking for io_uring is an error rather than a
-/// silent substitute.
-#[cfg(not(target_os = "linux"))]
+/// Without io_uring (other Unix platforms), `Auto` is the fallback; asking for io_uring is
+/// an error rather than a silent substitute.
+#[cfg(all(unix, not(target_os = "linux")))]
 fn platform(kind: BackendKind, _cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
     const LINUX_ONLY: &str = "io_uring is only available on Linux";
     if kind == BackendKind::IoUring {
@@ -110,6 +141,19 @@ fn platform(kind: BackendKind, _cfg: &BackendConfig) -> io::Result<(AnyBackend, 
         AnyBackend::Fallback(Fallback::new()?),
         Some(LINUX_ONLY.to_string()),
     ))
+}
+
+/// On Windows, `Auto` is IOCP; asking for io_uring is an error.
+#[cfg(windows)]
+fn platform(kind: BackendKind, _cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
+    if kind == BackendKind::IoUring {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "coring: io_uring is only available on Linux; on Windows use BackendKind::Auto \
+             (I/O completion ports)",
+        ));
+    }
+    iocp()
 }
 
 /// Errors that mean "io_uring cannot be used here", as opposed to a transient failure
