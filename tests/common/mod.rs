@@ -117,8 +117,42 @@ pub fn runtime(kind: BackendKind) -> Runtime {
     Builder::new().backend(kind).build().expect("runtime")
 }
 
+/// The error code an operation stopped by a cancel ends with: `ECANCELED`, or on Windows
+/// `ERROR_OPERATION_ABORTED` (what `CancelIoEx` gives).
+#[cfg(unix)]
+pub const ECANCELED: i32 = libc::ECANCELED;
+/// The error code an operation stopped by a cancel ends with: `ECANCELED`, or on Windows
+/// `ERROR_OPERATION_ABORTED` (what `CancelIoEx` gives).
+#[cfg(windows)]
+pub const ECANCELED: i32 = 995;
+
+/// The error code of an invalid argument: `EINVAL`, or on Windows
+/// `ERROR_INVALID_PARAMETER`.
+#[cfg(unix)]
+pub const EINVAL: i32 = libc::EINVAL;
+/// The error code of an invalid argument: `EINVAL`, or on Windows
+/// `ERROR_INVALID_PARAMETER`.
+#[cfg(windows)]
+pub const EINVAL: i32 = 87;
+
+/// Number of open handles of this process (`GetProcessHandleCount`).
+#[cfg(windows)]
+pub fn fd_count() -> usize {
+    let mut n = 0u32;
+    // SAFETY: writes one u32 into a live local, for the current process's pseudo-handle.
+    let ok = unsafe {
+        windows_sys::Win32::System::Threading::GetProcessHandleCount(
+            windows_sys::Win32::System::Threading::GetCurrentProcess(),
+            &mut n,
+        )
+    };
+    assert!(ok != 0, "GetProcessHandleCount failed");
+    n as usize
+}
+
 /// Number of open descriptors of this process (from `/proc/self/fd` on Linux, `/dev/fd`
 /// elsewhere; on FreeBSD that lists every descriptor only with fdescfs mounted).
+#[cfg(unix)]
 pub fn fd_count() -> usize {
     let dir = if cfg!(target_os = "linux") {
         "/proc/self/fd"
