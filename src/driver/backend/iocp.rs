@@ -24,8 +24,10 @@
 //! Windows binds a handle to one completion port, for good, the first time coring does IO
 //! on it ([`Iocp::attach`]); `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` is set then, so a call
 //! that succeeds at once posts no packet and completes during the push. A handle already
-//! bound to another runtime's port is refused with an error that says so: Windows cannot
-//! move it.
+//! bound to another runtime's port is refused: its operations end with
+//! `ERROR_INVALID_PARAMETER` (`InvalidInput`), what `CreateIoCompletionPort` says, even
+//! after that runtime is dropped (the binding outlives the port). Each runtime's handles
+//! are its own on Windows; hand a socket to another runtime before doing IO on it.
 //!
 //! # Results
 //!
@@ -298,12 +300,9 @@ impl Iocp {
                     self.attached.insert(fd.raw, (fd.id, skip));
                     Ok(skip)
                 }
-                (true, None) => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "coring: this handle is bound to another runtime's completion port \
-                     (Windows binds a handle to the first port it does IO through, for good); \
-                     use it on the runtime that first did IO on it",
-                )),
+                // Bound to another runtime's port (the operation's error travels as a
+                // code: ERROR_INVALID_PARAMETER, an `InvalidInput`).
+                (true, None) => Err(io::Error::from_raw_os_error(e)),
                 _ => Err(io::Error::from_raw_os_error(e)),
             };
         }
@@ -777,6 +776,18 @@ impl Backend for Iocp {
             Started::Done => {
                 // SAFETY: the call succeeded at once and posts no packet.
                 let res = unsafe { self.finish(&mut op) };
+                Ok(self.now(key, res, inline))
+            }
+            // A datagram longer than the buffer, received at once: the buffers are full and
+            // no packet follows (seen on Wine; libuv relies on the same on Windows). It is
+            // truncated, as recvmsg(2) does.
+            Started::Failed(ws::WSAEMSGSIZE) if matches!(op.extra, Extra::RecvFrom { .. }) => {
+                let Extra::RecvFrom { bufs, .. } = &op.extra else {
+                    unreachable!()
+                };
+                let full: u64 = bufs.iter().map(|b| u64::from(b.len)).sum();
+                // SAFETY: the call has finished (at once, without a packet).
+                let res = unsafe { self.after(&mut op, full.min(i32::MAX as u64) as i32) };
                 Ok(self.now(key, res, inline))
             }
             Started::Failed(code) => Ok(self.now(key, -code, inline)),
