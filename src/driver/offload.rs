@@ -67,11 +67,11 @@ impl JobCancel {
     /// Ends the job's wait (now or when it starts one) with ECANCELED.
     fn cancel(&self) {
         let mut s = lock(&self.state);
-        if std::mem::replace(&mut s.cancelled, true) {
-            return;
-        }
+        // Set once; the wake byte is written by the first cancel only.
+        #[cfg_attr(windows, allow(unused_variables))]
+        let already = std::mem::replace(&mut s.cancelled, true);
         #[cfg(unix)]
-        if let Some((tx, _)) = &s.wake {
+        if let (false, Some((tx, _))) = (already, &s.wake) {
             // One byte into an empty socket buffer cannot block; if it failed, the socket
             // is broken and the poll below reports that end as ready (hang-up) anyway.
             let _ = (&*tx).write(&[1]);

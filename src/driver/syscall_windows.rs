@@ -324,33 +324,44 @@ fn fallocate(fd: i32, mode: i32, offset: u64, len: u64) -> i32 {
 pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32 {
     match *desc {
         OpDesc::Nop => 0,
-        // SAFETY (all arms): the pointers are valid per the caller.
         OpDesc::Read {
             fd,
             buf,
             len,
             offset,
             ..
-        } => unsafe { rw_at(fd.raw, buf, len, offset, false) },
+        } => {
+            // SAFETY: the buffers are valid for the call (the caller's contract).
+            unsafe { rw_at(fd.raw, buf, len, offset, false) }
+        }
         OpDesc::Write {
             fd,
             buf,
             len,
             offset,
             ..
-        } => unsafe { rw_at(fd.raw, buf.cast_mut(), len, offset, true) },
+        } => {
+            // SAFETY: the buffers are valid for the call (the caller's contract).
+            unsafe { rw_at(fd.raw, buf.cast_mut(), len, offset, true) }
+        }
         OpDesc::Readv {
             fd,
             iov,
             iovcnt,
             offset,
-        } => unsafe { rw_vectored(fd.raw, iov, iovcnt, offset, false) },
+        } => {
+            // SAFETY: the buffers are valid for the call (the caller's contract).
+            unsafe { rw_vectored(fd.raw, iov, iovcnt, offset, false) }
+        }
         OpDesc::Writev {
             fd,
             iov,
             iovcnt,
             offset,
-        } => unsafe { rw_vectored(fd.raw, iov, iovcnt, offset, true) },
+        } => {
+            // SAFETY: the buffers are valid for the call (the caller's contract).
+            unsafe { rw_vectored(fd.raw, iov, iovcnt, offset, true) }
+        }
         // Windows has no data-only flush: both are FlushFileBuffers.
         OpDesc::Fsync { fd, .. } => {
             // SAFETY: no pointers.
@@ -372,6 +383,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
             flags,
             mode,
         } => match check_dir(dirfd) {
+            // SAFETY: the description's path is a NUL-terminated string of OsStr bytes.
             Ok(()) => open(&unsafe { wide(path) }, flags, mode),
             Err(e) => e,
         },
@@ -389,6 +401,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
                 file_stat(handle(dirfd), out)
             } else {
                 match check_dir(dirfd) {
+                    // SAFETY: as for the open.
                     Ok(()) => stat_path(&unsafe { wide(path) }, flags, out),
                     Err(e) => e,
                 }
@@ -398,11 +411,15 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
             if let Err(e) = check_dir(dirfd) {
                 return e;
             }
+            // SAFETY: as for the open.
             let path = unsafe { wide(path) };
-            let ok = if flags & c::AT_REMOVEDIR != 0 {
-                unsafe { RemoveDirectoryW(path.as_ptr()) }
-            } else {
-                unsafe { DeleteFileW(path.as_ptr()) }
+            // SAFETY: path is NUL-terminated UTF-16.
+            let ok = unsafe {
+                if flags & c::AT_REMOVEDIR != 0 {
+                    RemoveDirectoryW(path.as_ptr())
+                } else {
+                    DeleteFileW(path.as_ptr())
+                }
             };
             if ok == 0 {
                 last_error()
@@ -423,8 +440,10 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
             if flags != 0 {
                 return -c::EINVAL;
             }
+            // SAFETY: as for the open.
             let (from, to) = unsafe { (wide(oldpath), wide(newpath)) };
             // rename(2) replaces an existing target.
+            // SAFETY: both paths are NUL-terminated UTF-16.
             if unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), MOVEFILE_REPLACE_EXISTING) } == 0 {
                 last_error()
             } else {
@@ -435,7 +454,9 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
             if let Err(e) = check_dir(dirfd) {
                 return e;
             }
+            // SAFETY: as for the open.
             let path = unsafe { wide(path) };
+            // SAFETY: path is NUL-terminated UTF-16; default security.
             if unsafe { CreateDirectoryW(path.as_ptr(), std::ptr::null()) } == 0 {
                 last_error()
             } else {

@@ -130,9 +130,9 @@ pub(crate) mod c {
     pub(crate) const S_IFBLK: mode_t = 0o060000;
     pub(crate) const S_IFCHR: mode_t = 0o020000;
 
-    pub(crate) const SHUT_RD: i32 = ws::SD_RECEIVE as i32;
-    pub(crate) const SHUT_WR: i32 = ws::SD_SEND as i32;
-    pub(crate) const SHUT_RDWR: i32 = ws::SD_BOTH as i32;
+    pub(crate) const SHUT_RD: i32 = ws::SD_RECEIVE;
+    pub(crate) const SHUT_WR: i32 = ws::SD_SEND;
+    pub(crate) const SHUT_RDWR: i32 = ws::SD_BOTH;
 
     pub(crate) const AF_INET: i32 = ws::AF_INET as i32;
     pub(crate) const AF_INET6: i32 = ws::AF_INET6 as i32;

@@ -125,7 +125,7 @@ enum Extra {
     Accept {
         listener: SOCKET,
         socket: SOCKET,
-        buf: [u8; 2 * ACCEPT_ADDR_LEN as usize],
+        buf: Box<[u8; 2 * ACCEPT_ADDR_LEN as usize]>,
         addr: *mut c::sockaddr,
         addrlen: *mut c::socklen_t,
     },
@@ -491,7 +491,7 @@ impl Iocp {
                 op.extra = Extra::Accept {
                     listener,
                     socket,
-                    buf: [0; 2 * ACCEPT_ADDR_LEN as usize],
+                    buf: Box::new([0; 2 * ACCEPT_ADDR_LEN as usize]),
                     addr,
                     addrlen,
                 };
