@@ -8,7 +8,8 @@
 //! capabilities a backend may lack are provided methods whose defaults say "not here".
 //!
 //! Backends: `uring` (Linux's io_uring), `fallback` (readiness through epoll or kqueue,
-//! plus a blocking pool, everywhere) and, with the `test-util` feature, `mock` (tests play
+//! plus a blocking pool, on every Unix), `iocp` (Windows' completion ports, plus the same
+//! blocking pool) and, with the `test-util` feature, `mock` (tests play
 //! the kernel: operations complete when and how the test says). [`AnyBackend`] holds the
 //! one a runtime runs on; calls through it are a `match`, never a `dyn` call. `select`
 //! builds it: the one place that knows which backend exists on which platform.
@@ -34,10 +35,10 @@
 //!    operation by its `name`;
 //! 4. the user API (`src/fs/`, `src/net/`) and its tests, run on every backend.
 //!
-//! # A completion-port backend (IOCP)
+//! # The completion-port backend (IOCP)
 //!
 //! Windows' completion ports are completion-based like io_uring, and map onto this trait
-//! the same way:
+//! the same way (`iocp.rs`):
 //!
 //! - [`Backend::push`] starts the operation (`ReadFile`/`WSARecv`/`AcceptEx`... with an
 //!   OVERLAPPED that the backend allocates and keys by `key`). With
@@ -56,8 +57,11 @@
 //!   reserved key.
 //! - [`Backend::reap`] turns each packet's OVERLAPPED back into its key and its status into
 //!   `res` (bytes transferred, or `-errno` mapped from the Win32 error).
-//! - Registered tables and provided-buffer receives are io_uring's: an IOCP backend keeps
+//! - Registered tables and provided-buffer receives are io_uring's: the IOCP backend keeps
 //!   the defaults (registration succeeds and changes nothing; streams read single-shot).
+//! - The operation's own description of itself (`OpDesc`) is the same on every platform:
+//!   `platform::windows` gives the Unix names the descriptions use (open flags, `iovec`,
+//!   `msghdr`, error codes) Windows values, and the backend translates them in one place.
 
 // Readiness (epoll, kqueue) exists on Unix; completion ports on Windows.
 #[cfg(unix)]
