@@ -3,18 +3,20 @@
 //!
 //! Dropping an operation's future already cancels it safely, but the buffer goes with it
 //! (the runtime frees it once the kernel lets go). With a [`CancelToken`], the future stays
-//! and completes: with `ECANCELED` (`ErrorKind::Other`, `raw_os_error() ==
-//! Some(libc::ECANCELED)`) if the operation had not happened yet, or with its real result
+//! and completes: with `ECANCELED` ([`is_cancelled`] says so; `ERROR_OPERATION_ABORTED` on
+//! Windows) if the operation had not happened yet, or with its real result
 //! if the kernel finished it first, so bytes already read or written are never lost, and
 //! the buffer comes back either way.
 //!
 //! ```
 //! use std::time::Duration;
 //! use coring::cancel::CancelToken;
-//! use coring::net::UnixStream;
+//! use coring::net::{TcpListener, TcpStream};
 //!
 //! coring::start(async {
-//!     let (a, _b) = UnixStream::pair()?;
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let _b = TcpStream::connect(listener.local_addr()?).await?;
+//!     let (a, _) = listener.accept().await?;
 //!     let token = CancelToken::new();
 //!     let read = token.bind(a.read(Vec::with_capacity(64)));
 //!     let canceller = token.clone();
@@ -24,7 +26,7 @@
 //!     });
 //!     // Nothing was written: the read ends cancelled, and its buffer is ours again.
 //!     let (res, buf) = read.await;
-//!     assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+//!     assert!(coring::cancel::is_cancelled(&res.unwrap_err()));
 //!     assert_eq!(buf.capacity(), 64);
 //!     Ok::<(), std::io::Error>(())
 //! })
@@ -40,6 +42,12 @@ use std::task::{Context, Poll, Waker};
 
 use crate::driver::Driver;
 use crate::runtime::context;
+
+/// Whether `e` is what an operation stopped by a cancel ends with: `ECANCELED`, or on
+/// Windows `ERROR_OPERATION_ABORTED` (what `CancelIoEx` ends an operation with).
+pub fn is_cancelled(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(crate::platform::c::ECANCELED)
+}
 
 /// Cancels the operations of the futures bound to it ([`CancelToken::bind`]), without
 /// dropping those futures: each completes with `ECANCELED`, or with its real result if the

@@ -55,7 +55,7 @@ coring_test!(cancelled_accept_leaves_listener_usable, async {
     let token = CancelToken::new();
     let accept = token.bind(listener.accept());
     let canceller = token.clone();
-    coring::spawn(async move {
+    let _cancel = coring::spawn(async move {
         sleep(Duration::from_millis(20)).await;
         canceller.cancel();
     });

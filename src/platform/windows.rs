@@ -362,6 +362,23 @@ pub(crate) fn bind_listen(
     Ok(())
 }
 
+/// Starts Winsock for the process once (closing a handle asks Winsock first whether it is
+/// a socket, which needs it even where no socket was ever made). Never undone: the process
+/// may use sockets until it exits.
+pub(crate) fn winsock_init() -> io::Result<()> {
+    static INIT: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    let r = *INIT.get_or_init(|| {
+        // SAFETY: plain integers and byte arrays; all-zeroes is valid for the output.
+        let mut data: WinSock::WSADATA = unsafe { mem::zeroed() };
+        // SAFETY: asks for Winsock 2.2 into a live local.
+        unsafe { WinSock::WSAStartup(0x202, &mut data) }
+    });
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 /// Closes `fd`, a socket or any other handle: `closesocket` first, `CloseHandle` if it is
 /// not a socket. Returns 0 or `-code`.
 pub(crate) fn close(fd: RawFd) -> i32 {
@@ -371,7 +388,7 @@ pub(crate) fn close(fd: RawFd) -> i32 {
     }
     // SAFETY: no arguments.
     let e = unsafe { WinSock::WSAGetLastError() };
-    if e != WinSock::WSAENOTSOCK {
+    if e != WinSock::WSAENOTSOCK && e != WinSock::WSANOTINITIALISED {
         return -e;
     }
     // SAFETY: as above; not a socket, so a plain handle.

@@ -257,6 +257,7 @@ pub(crate) struct Iocp {
 
 impl Iocp {
     pub(crate) fn new() -> io::Result<Iocp> {
+        crate::platform::windows::winsock_init()?;
         // SAFETY: creates a new port (no file handle, no existing port).
         let h = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, ptr::null_mut(), 0, 1) };
         if h.is_null() {
