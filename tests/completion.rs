@@ -32,7 +32,7 @@ coring_test!(
         let token = CancelToken::new();
         let read = token.bind(a.read(Vec::with_capacity(64)));
         let canceller = token.clone();
-        coring::spawn(async move {
+        let _cancel = coring::spawn(async move {
             sleep(Duration::from_millis(20)).await;
             canceller.cancel();
         });
@@ -91,7 +91,7 @@ coring_test!(
                 let a = Rc::new(a);
                 let reader = a.clone();
                 // Spawned and never awaited: the read is in flight when the runtime drops.
-                coring::spawn(async move {
+                let _read = coring::spawn(async move {
                     let _ = reader.read(buf).await;
                 });
                 peers.push((a, b));
