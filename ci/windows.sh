@@ -13,7 +13,8 @@
 #   4. shim       build ci/bcryptprimitives.c into the prefix's system32 when the installed
 #                 Wine lacks bcryptprimitives.dll (Wine < 8.13; Rust >= 1.78's std imports
 #                 its ProcessPrng, see that file)
-#   5. clippy     cargo clippy -p coring --all-targets --target ... -- -D warnings
+#   5. clippy     cargo clippy -p coring --all-targets --target ... -- -D warnings, and
+#                 cargo doc -p coring --no-deps --target ... (RUSTDOCFLAGS=-D warnings)
 #   6. build      cargo test --no-run (compile errors are reported apart from test failures)
 #   7. wineserver start a persistent wineserver with its output detached (see there)
 #   8. tests      cargo test --target x86_64-pc-windows-gnu -p coring $WIN_TEST_ARGS,
@@ -170,6 +171,10 @@ if [ "${SKIP_CLIPPY:-0}" != 1 ]; then
   stage "cargo clippy -p $WIN_PACKAGE --all-targets --target $WIN_TARGET -- -D warnings"
   bounded "$WIN_BUILD_TIMEOUT" \
     cargo clippy -p "$WIN_PACKAGE" --all-targets --target "$WIN_TARGET" -- -D warnings
+  stage_done
+  stage "cargo doc -p $WIN_PACKAGE --no-deps --target $WIN_TARGET (warnings are errors)"
+  bounded "$WIN_BUILD_TIMEOUT" \
+    env RUSTDOCFLAGS="-D warnings" cargo doc -p "$WIN_PACKAGE" --no-deps --target "$WIN_TARGET"
   stage_done
 fi
 
