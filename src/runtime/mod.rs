@@ -54,7 +54,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// Parses `io_uring`, `fallback` or `auto` (the values of `CORING_BACKEND`).
+    /// Parses `io_uring`, `fallback`, `iocp` or `auto` (the values of `CORING_BACKEND`).
     ///
     /// # Errors
     ///
@@ -263,7 +263,7 @@ impl Builder {
     /// and proven with one round trip; if that fails with EPERM, ENOSYS, EACCES, ENOMEM or
     /// EINVAL, or a required feature is missing, the fallback backend is built instead and
     /// the reason is logged once on stderr and kept in [`Runtime::fallback_reason`].
-    /// The `CORING_BACKEND` environment variable (`io_uring`, `fallback`, `auto`)
+    /// The `CORING_BACKEND` environment variable (`io_uring`, `fallback`, `iocp`, `auto`)
     /// overrides [`Builder::backend`]. On platforms other than Linux, `Auto` selects the
     /// fallback backend (kqueue) without a log line, and the reason is
     /// "io_uring is only available on Linux".
@@ -503,7 +503,7 @@ impl Runtime {
         self.inner.driver.borrow().backend().kind()
     }
 
-    /// Why this runtime runs on the fallback backend (`None` on io_uring), e.g.
+    /// Why this runtime runs on the fallback backend (`None` on io_uring and IOCP), e.g.
     /// `io_uring unavailable: Operation not permitted (os error 1)`.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
