@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::IntoRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,6 +21,81 @@ use coring::net::TcpListener;
 use coring::task::yield_now;
 use coring::time::timeout;
 use coring::{BackendKind, Builder, Runtime};
+
+/// Error codes as the platform's kernel reports them (Winsock's and Win32's on Windows),
+/// for the "kernel" to complete operations with.
+#[cfg(unix)]
+mod errno {
+    pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
+    pub const ECONNRESET: i32 = libc::ECONNRESET;
+    pub const ENOBUFS: i32 = libc::ENOBUFS;
+    pub const ENOMEM: i32 = libc::ENOMEM;
+}
+/// Error codes as the platform's kernel reports them (Winsock's and Win32's on Windows),
+/// for the "kernel" to complete operations with.
+#[cfg(windows)]
+mod errno {
+    use windows_sys::Win32::Foundation::ERROR_NOT_ENOUGH_MEMORY;
+    use windows_sys::Win32::Networking::WinSock::{WSAECONNREFUSED, WSAECONNRESET, WSAENOBUFS};
+    pub const ECONNREFUSED: i32 = WSAECONNREFUSED;
+    pub const ECONNRESET: i32 = WSAECONNRESET;
+    pub const ENOBUFS: i32 = WSAENOBUFS;
+    pub const ENOMEM: i32 = ERROR_NOT_ENOUGH_MEMORY as i32;
+}
+
+/// The stream the stream tests use (the mock never touches its socket): a Unix socketpair
+/// on Unix; a loopback TCP connection on Windows, which has no socketpair (and coring
+/// offers no Unix-domain sockets there).
+#[cfg(unix)]
+type PairStream = coring::net::UnixStream;
+/// The stream the stream tests use (the mock never touches its socket): a Unix socketpair
+/// on Unix; a loopback TCP connection on Windows, which has no socketpair (and coring
+/// offers no Unix-domain sockets there).
+#[cfg(windows)]
+type PairStream = coring::net::TcpStream;
+/// The std type of [`PairStream`].
+#[cfg(unix)]
+type StdPairStream = std::os::unix::net::UnixStream;
+/// The std type of [`PairStream`].
+#[cfg(windows)]
+type StdPairStream = std::net::TcpStream;
+
+/// Two connected std streams of [`StdPairStream`]'s kind.
+#[cfg(unix)]
+fn std_pair() -> (StdPairStream, StdPairStream) {
+    std::os::unix::net::UnixStream::pair().unwrap()
+}
+
+/// Two connected std streams of [`StdPairStream`]'s kind: a loopback TCP connection.
+#[cfg(windows)]
+fn std_pair() -> (StdPairStream, StdPairStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (a, b)
+}
+
+/// Gives up `s`'s socket: the value a "kernel" completes an accept with.
+#[cfg(unix)]
+fn into_raw(s: StdPairStream) -> i32 {
+    use std::os::fd::IntoRawFd;
+    s.into_raw_fd()
+}
+
+/// Gives up `s`'s socket: the value a "kernel" completes an accept with (socket values fit
+/// 32 bits, as coring's descriptors assume).
+#[cfg(windows)]
+fn into_raw(s: StdPairStream) -> i32 {
+    use std::os::windows::io::IntoRawSocket;
+    i32::try_from(s.into_raw_socket()).expect("a socket value beyond 32 bits")
+}
+
+/// A file that is always there, for operations the mock never performs.
+#[cfg(unix)]
+const NULL_DEVICE: &str = "/dev/null";
+/// A file that is always there, for operations the mock never performs.
+#[cfg(windows)]
+const NULL_DEVICE: &str = "NUL";
 
 fn mock_runtime() -> (Runtime, MockHandle) {
     // Short shutdown deadline: a test may leave an operation its "kernel" never finishes.
@@ -44,7 +118,7 @@ fn with_mock(name: &str, test: impl FnOnce(Runtime, MockHandle)) {
 
 /// A file whose descriptor the operations name (the mock never touches it).
 fn some_file() -> File {
-    File::from_std(std::fs::File::open("/dev/null").unwrap())
+    File::from_std(std::fs::File::open(NULL_DEVICE).unwrap())
 }
 
 /// Lets spawned tasks run and the driver reap what the test completed.
@@ -93,16 +167,30 @@ fn late_completion_after_drop_frees_the_buffer_only_then() {
     });
 }
 
+/// A listener for the accept tests (the mock never touches it): a Unix one at `path` on
+/// Unix, a loopback TCP one on Windows (coring offers no Unix-domain sockets there).
+#[cfg(unix)]
+fn mock_listener(path: &std::path::Path) -> coring::net::UnixListener {
+    coring::net::UnixListener::bind(path).unwrap()
+}
+
+/// A listener for the accept tests (the mock never touches it): a Unix one at `path` on
+/// Unix, a loopback TCP one on Windows (coring offers no Unix-domain sockets there).
+#[cfg(windows)]
+fn mock_listener(_path: &std::path::Path) -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
 // An accept whose future was dropped is kept by the listener, not cancelled: the
 // connection the "kernel" accepts for it is what the next accept returns.
 #[test]
 fn dropped_accept_is_kept_and_its_connection_returned_next() {
     with_mock("dropped_accept_is_kept", |rt, mock| {
-        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (ours, peer) = std_pair();
         let dir = std::env::temp_dir().join(format!("coring-mock-accept-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         rt.block_on(async {
-            let listener = coring::net::UnixListener::bind(&dir).unwrap();
+            let listener = mock_listener(&dir);
             let r = timeout(Duration::from_millis(1), listener.accept()).await;
             assert!(r.is_err());
             turns(2).await;
@@ -121,16 +209,39 @@ fn dropped_accept_is_kept_and_its_connection_returned_next() {
                 1,
                 "the next accept waits for the kept one"
             );
-            let fd = ours.into_raw_fd();
+            let fd = into_raw(ours);
             mock.complete(op.key, fd);
             let (r, _listener) = next.await.unwrap();
-            let (stream, _) = r.expect("the kept accept's connection");
-            use std::os::fd::AsRawFd;
-            assert_eq!(
-                stream.as_raw_fd(),
-                fd,
-                "the connection accepted for the dropped call"
-            );
+            #[cfg(unix)]
+            {
+                let (stream, _) = r.expect("the kept accept's connection");
+                use std::os::fd::AsRawFd;
+                assert_eq!(
+                    stream.as_raw_fd(),
+                    fd,
+                    "the connection accepted for the dropped call"
+                );
+                let _ = &peer; // kept open to the end, unread
+            }
+            // A TCP accept reads its peer's address, which the mock's "kernel" cannot fill
+            // in: the kept accept's connection reaches the next accept as that error (its
+            // socket closed, so its peer sees end of file), and no new accept was submitted.
+            #[cfg(windows)]
+            {
+                let err = r.expect_err("an accept without a peer address");
+                assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+                assert!(
+                    mock.pending().is_empty(),
+                    "the next accept submitted its own"
+                );
+                peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut b = [0u8; 1];
+                assert_eq!(
+                    (&peer).read(&mut b).unwrap(),
+                    0,
+                    "the kept accept's connection was not the one handed on"
+                );
+            }
         });
         let _ = std::fs::remove_file(&dir);
         assert_eq!(rt.ops_in_flight(), 0);
@@ -147,14 +258,14 @@ fn kept_accept_cancelled_by_unregister_is_no_error_of_the_next_accept() {
         let path = std::env::temp_dir().join(format!("coring-mock-unreg-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         rt.block_on(async {
-            let listener = coring::net::UnixListener::bind(&path).unwrap();
+            let listener = mock_listener(&path);
             let r = timeout(Duration::from_millis(1), listener.accept()).await;
             assert!(r.is_err());
             turns(2).await;
             let _ = listener.unregister();
             let op = mock.only("accept");
             assert!(op.cancel_requested, "unregister cancels the kept accept");
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             turns(2).await;
             let h = coring::spawn(async move { listener.accept().await.map(drop) });
             turns(2).await;
@@ -182,7 +293,7 @@ fn kept_udp_receive_cancelled_or_failed() {
             let _ = sock.unregister();
             let op = mock.only("recvmsg");
             assert!(op.cancel_requested, "unregister cancels the kept receive");
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             turns(2).await;
             let s = sock.clone();
             let h = coring::spawn(async move { s.recv_from(Vec::with_capacity(8)).await.0 });
@@ -195,7 +306,7 @@ fn kept_udp_receive_cancelled_or_failed() {
             // That receive is kept too; the "kernel" fails it.
             let kept = mock.only("recvmsg");
             assert!(!kept.cancel_requested, "an aborted receive is kept");
-            mock.complete(kept.key, -libc::ECONNREFUSED);
+            mock.complete(kept.key, -errno::ECONNREFUSED);
             turns(2).await;
             let (r, _) = sock.recv_from(Vec::with_capacity(8)).await;
             assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
@@ -216,7 +327,7 @@ fn kept_udp_receive_error_survives_unregister() {
             assert!(r.is_err());
             turns(2).await;
             let kept = mock.only("recvmsg");
-            mock.complete(kept.key, -libc::ECONNREFUSED);
+            mock.complete(kept.key, -errno::ECONNREFUSED);
             turns(2).await;
             // The kept receive has finished: it holds the descriptor for its error, not for
             // the kernel, so unregister succeeds (issue 14, defect 4: it used to say
@@ -239,7 +350,7 @@ fn kept_udp_receive_error_survives_unregister() {
 #[test]
 fn listener_dropped_with_a_kept_accept_closes_what_it_accepted() {
     with_mock("listener_dropped_with_kept_accept", |rt, mock| {
-        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (ours, mut peer) = std_pair();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         rt.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -255,7 +366,7 @@ fn listener_dropped_with_a_kept_accept_closes_what_it_accepted() {
                 "dropping the listener cancels the kept accept"
             );
             // The "kernel" accepted a connection before it saw the cancel.
-            mock.complete(op.key, ours.into_raw_fd());
+            mock.complete(op.key, into_raw(ours));
             turns(2).await;
         });
         let mut b = [0u8; 1];
@@ -376,9 +487,9 @@ fn refused_submission_completes_with_its_error() {
     with_mock("refused_submission", |rt, mock| {
         rt.block_on(async {
             let file = some_file();
-            mock.fail_next_pushes(1, libc::ENOMEM);
+            mock.fail_next_pushes(1, errno::ENOMEM);
             let (res, buf) = file.read_at(Vec::with_capacity(8), 0).await;
-            assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::ENOMEM));
+            assert_eq!(res.unwrap_err().raw_os_error(), Some(errno::ENOMEM));
             assert_eq!(buf.capacity(), 8, "the buffer comes back");
             assert_eq!(rt.ops_in_flight(), 0);
             let file = Rc::new(file);
@@ -411,17 +522,15 @@ fn waiting_for_nothing_panics_with_advice() {
 }
 
 /// A stream on the mock with multishot receives (8 provided buffers of 64 bytes).
-fn multishot_stream(
-    mock: &MockHandle,
-) -> (Rc<coring::net::UnixStream>, std::os::unix::net::UnixStream) {
+fn multishot_stream(mock: &MockHandle) -> (Rc<PairStream>, StdPairStream) {
     mock.enable_multishot(8, 64);
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    (Rc::new(coring::net::UnixStream::from_std(a).unwrap()), b)
+    let (a, b) = std_pair();
+    (Rc::new(PairStream::from_std(a).unwrap()), b)
 }
 
 /// Spawns one read of up to `cap` bytes and lets it submit.
 async fn spawn_read(
-    s: &Rc<coring::net::UnixStream>,
+    s: &Rc<PairStream>,
     cap: usize,
 ) -> coring::JoinHandle<(std::io::Result<usize>, Vec<u8>)> {
     let s = s.clone();
@@ -468,7 +577,7 @@ fn multishot_enobufs_reads_once_single_shot() {
             let (s, _peer) = multishot_stream(&mock);
             let h = spawn_read(&s, 100).await;
             let op = mock.only("recv_multi");
-            mock.complete(op.key, -libc::ENOBUFS);
+            mock.complete(op.key, -errno::ENOBUFS);
             turns(2).await;
             let single = mock.only("recv");
             mock.fill(single.key, b"direct");
@@ -499,7 +608,7 @@ fn multishot_buffers_of_a_dropped_stream_go_back() {
             assert!(mock.only("recv_multi").cancel_requested, "dropping cancels");
             // An arrival racing the cancel, then the cancel's final completion.
             mock.deliver(op.key, b"late", true);
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             turns(2).await;
             assert_eq!(
                 mock.provided_in_use(),
@@ -533,7 +642,7 @@ fn multishot_cap_cancels_and_nothing_is_lost() {
                 "the cap asks for a cancel"
             );
             assert!(rt.metrics().multishot_throttled >= 1);
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             let want: Vec<u8> = (1..=8)
                 .flat_map(|i| format!("arrival {i}").into_bytes())
                 .collect();
@@ -592,8 +701,8 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
     with_mock("bulk_switch", |rt, mock| {
         rt.block_on(async {
             mock.enable_multishot(8, B);
-            let (a, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            let s = Rc::new(coring::net::UnixStream::from_std(a).unwrap());
+            let (a, _peer) = std_pair();
+            let s = Rc::new(PairStream::from_std(a).unwrap());
             let mut sent = Vec::new();
             let mut got = Vec::new();
             let mut next = |len: usize| -> Vec<u8> {
@@ -626,7 +735,7 @@ fn bulk_arrivals_switch_to_direct_reads_and_short_reads_switch_back() {
                 mock.deliver(op.key, &next(len), true);
                 got.extend(h.await.unwrap().1);
             }
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             // From now on reads receive into the caller's buffer directly.
             for len in [2 * B, C, 10, 10, 10] {
                 let h = spawn_read(&s, C).await;
@@ -666,8 +775,8 @@ fn reads_starting_with_leftover_data_do_not_break_the_bulk_streak() {
     with_mock("bulk_one_and_a_half", |rt, mock| {
         rt.block_on(async {
             mock.enable_multishot(8, B);
-            let (a, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            let s = Rc::new(coring::net::UnixStream::from_std(a).unwrap());
+            let (a, _peer) = std_pair();
+            let s = Rc::new(PairStream::from_std(a).unwrap());
             let h = spawn_read(&s, C).await;
             let key = mock.only("recv_multi").key;
             mock.deliver(key, &[1; B], true);
@@ -737,9 +846,9 @@ fn small_reads_stay_multishot() {
 }
 
 /// A stream on the mock without multishot receives: every read is a single-shot recv.
-fn single_shot_stream() -> (Rc<coring::net::UnixStream>, std::os::unix::net::UnixStream) {
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    (Rc::new(coring::net::UnixStream::from_std(a).unwrap()), b)
+fn single_shot_stream() -> (Rc<PairStream>, StdPairStream) {
+    let (a, b) = std_pair();
+    (Rc::new(PairStream::from_std(a).unwrap()), b)
 }
 
 // A single-shot read dropped while the kernel owns its receive: the receive is not
@@ -788,7 +897,7 @@ fn completed_but_dropped_read_hands_its_result_to_the_next() {
     with_mock("completed_but_dropped_read", |rt, mock| {
         rt.block_on(async {
             let (s, _peer) = single_shot_stream();
-            for (data, res) in [(&b"abc"[..], 3), (b"", 0), (b"", -libc::ECONNRESET)] {
+            for (data, res) in [(&b"abc"[..], 3), (b"", 0), (b"", -errno::ECONNRESET)] {
                 let h = spawn_read(&s, 64).await;
                 let op = mock.only("recv");
                 mock.fill(op.key, data);
@@ -828,7 +937,7 @@ fn stream_dropped_with_a_kept_receive_cancels_it() {
                 "dropping the stream cancels the kept receive"
             );
             assert!(!dropped.get(), "buffer freed while the kernel owned it");
-            mock.complete(op.key, -libc::ECANCELED);
+            mock.complete(op.key, -common::ECANCELED);
             turns(2).await;
             assert!(dropped.get(), "buffer released after the final completion");
         });
@@ -869,7 +978,7 @@ fn multishot_error_after_data() {
             let h = spawn_read(&s, 64).await;
             let op = mock.only("recv_multi");
             mock.deliver(op.key, b"data", true);
-            mock.complete(op.key, -libc::ECONNRESET);
+            mock.complete(op.key, -errno::ECONNRESET);
             assert_eq!(h.await.unwrap().1, b"data");
             let h = spawn_read(&s, 64).await;
             let (res, _) = h.await.unwrap();
