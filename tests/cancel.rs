@@ -8,26 +8,55 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::time::Duration;
 
 use common::poll_once;
 use coring::cancel::CancelToken;
 use coring::fs::File;
-use coring::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
+use coring::net::{TcpListener, TcpStream, UdpSocket};
 use coring::time::{sleep, timeout};
 
 /// How long anything that must happen may take before the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(5);
 
 fn is_cancelled(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ECANCELED)
+    e.raw_os_error() == Some(common::ECANCELED)
 }
 
+/// The stream the tests cancel operations on: a Unix socketpair on Unix; a loopback TCP
+/// connection on Windows, which has no socketpair (and coring offers no Unix-domain
+/// sockets there).
+#[cfg(unix)]
+type PairStream = coring::net::UnixStream;
+/// The stream the tests cancel operations on: a Unix socketpair on Unix; a loopback TCP
+/// connection on Windows, which has no socketpair (and coring offers no Unix-domain
+/// sockets there).
+#[cfg(windows)]
+type PairStream = TcpStream;
+/// The std type of [`PairStream`].
+#[cfg(unix)]
+type StdPairStream = std::os::unix::net::UnixStream;
+/// The std type of [`PairStream`].
+#[cfg(windows)]
+type StdPairStream = std::net::TcpStream;
+
 /// A coring stream and the std stream at its other end.
-fn unix_pair() -> (UnixStream, std::os::unix::net::UnixStream) {
+#[cfg(unix)]
+fn stream_pair() -> (PairStream, StdPairStream) {
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    (UnixStream::from_std(a).unwrap(), b)
+    (PairStream::from_std(a).unwrap(), b)
+}
+
+/// A coring stream and the std stream at its other end (TCP_NODELAY on both, so small
+/// writes go at once, as on a socketpair).
+#[cfg(windows)]
+fn stream_pair() -> (PairStream, StdPairStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    (PairStream::from_std(a).unwrap(), b)
 }
 
 /// Cancels `token` after `after`, from another task.
@@ -40,7 +69,7 @@ fn cancel_later(token: &CancelToken, after: Duration) {
 }
 
 /// Reads from `s` until `want` bytes came, failing if they do not within [`BOUND`].
-async fn read_n(s: &UnixStream, want: usize) -> Vec<u8> {
+async fn read_n(s: &PairStream, want: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < want {
         let (r, buf) = timeout(BOUND, s.read(Vec::with_capacity(want - got.len())))
@@ -60,7 +89,7 @@ async fn read_n(s: &UnixStream, want: usize) -> Vec<u8> {
 fn waiting_read_is_cancelled(builder: coring::Builder) {
     let rt = builder.build().unwrap();
     common::block_on_bounded(&rt, async {
-        let (a, mut b) = unix_pair();
+        let (a, mut b) = stream_pair();
         for round in 0..3u8 {
             let token = CancelToken::new();
             cancel_later(&token, Duration::from_millis(5));
@@ -103,7 +132,7 @@ fn a_waiting_single_shot_receive_ends_cancelled_on_io_uring() {
 fn race(builder: coring::Builder) {
     let rt = builder.build().unwrap();
     common::block_on_bounded(&rt, async {
-        let (a, mut b) = unix_pair();
+        let (a, mut b) = stream_pair();
         let mut sent = Vec::new();
         let mut got = Vec::new();
         let (mut real, mut cancelled) = (0, 0);
@@ -167,7 +196,7 @@ fn a_receive_the_kernel_finished_first_returns_its_bytes_on_io_uring() {
                 .build()
                 .unwrap();
             common::block_on_bounded(&rt, async {
-                let (a, mut b) = unix_pair();
+                let (a, mut b) = stream_pair();
                 let token = CancelToken::new();
                 let mut read = Box::pin(token.bind(a.read(Vec::with_capacity(16))));
                 assert!(poll_once(&mut read).await.is_pending());
@@ -186,7 +215,7 @@ fn a_receive_the_kernel_finished_first_returns_its_bytes_on_io_uring() {
 // write reports exactly what it sent (a partial count, or ECANCELED for nothing), so the
 // peer receives exactly the reported bytes, and the stream writes again afterwards.
 coring_test!(cancelled_writes_report_exactly_what_was_sent, async {
-    let (a, b) = unix_pair();
+    let (a, b) = stream_pair();
     let token = CancelToken::new();
     cancel_later(&token, Duration::from_millis(20));
     let pattern =
@@ -240,7 +269,7 @@ coring_test!(operations_after_the_cancel_end_at_once, |builder| {
         let dir = common::TempDir::new("cancel-after");
         let file = File::create(dir.path("f")).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (later, mut peer2) = unix_pair();
+        let (later, mut peer2) = stream_pair();
         peer2.write_all(b"1").unwrap();
         assert_eq!(read_n(&later, 1).await, b"1");
         // A read that waits, dropped: the fallback now knows the socket is empty.
@@ -260,7 +289,7 @@ coring_test!(operations_after_the_cancel_end_at_once, |builder| {
         assert!(is_cancelled(&connect.unwrap_err()));
         // A stream's first read, and a later one (the fallback then waits for readability
         // before building a receive; io_uring's multishot receive is armed by then).
-        let (first, _peer1) = unix_pair();
+        let (first, _peer1) = stream_pair();
         let (r, _) = token.bind(first.read(Vec::with_capacity(8))).await;
         assert!(is_cancelled(&r.unwrap_err()));
         let (r, _) = token.bind(later.read(Vec::with_capacity(8))).await;
@@ -358,7 +387,7 @@ coring_test!(
     |builder| {
         let rt = builder.multishot_reads(false).build().unwrap();
         common::block_on_bounded(&rt, async {
-            let (a, mut b) = unix_pair();
+            let (a, mut b) = stream_pair();
             let mut dropped = Box::pin(a.read(Vec::with_capacity(64)));
             assert!(poll_once(&mut dropped).await.is_pending());
             drop(dropped);
@@ -379,7 +408,10 @@ coring_test!(
 // A pipe read (on the fallback a blocking-pool job waiting for the descriptor; on
 // io_uring a read in the kernel) is cancelled and gives its buffer back; the pipe then
 // delivers what is written next.
+// Pipes from pipe(2): a Unix facility (Windows' anonymous pipes have no overlapped IO).
+#[cfg(unix)]
 coring_test!(a_waiting_pipe_read_is_cancelled, async {
+    use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: pipe writes two descriptors into the array. (Not pipe2: macOS lacks it.)
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -408,8 +440,8 @@ coring_test!(a_waiting_pipe_read_is_cancelled, async {
 // The token covers the operations of everything its future polls, not of tasks it spawns,
 // and not timers; tokens nest, the innermost one owning an operation.
 coring_test!(the_token_covers_what_its_future_polls, async {
-    let (a, mut b) = unix_pair();
-    let (c, mut d) = unix_pair();
+    let (a, mut b) = stream_pair();
+    let (c, mut d) = stream_pair();
     let outer = CancelToken::new();
     let inner = CancelToken::new();
     let mut both = Box::pin(outer.bind(async {
@@ -463,7 +495,11 @@ coring_test!(the_token_covers_what_its_future_polls, async {
 // A close is not the token's to stop: it gives up a descriptor the caller no longer holds,
 // so under a cancelled token it still closes (found by coring-torture's storm: files
 // opened by a cancelled future and then closed under its token leaked their descriptors).
+// (On Windows, without pipe(2), a file opened with no sharing shows it: it opens again
+// only once the handle is closed.)
+#[cfg(unix)]
 coring_test!(a_close_under_a_cancelled_token_still_closes, async {
+    use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: pipe writes two descriptors into the array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -486,4 +522,30 @@ coring_test!(a_close_under_a_cancelled_token_still_closes, async {
     );
     let mut byte = [0u8; 1];
     assert_eq!(rd.read(&mut byte).expect("the write end was not closed"), 0);
+});
+
+#[cfg(windows)]
+coring_test!(a_close_under_a_cancelled_token_still_closes, async {
+    use std::os::windows::fs::OpenOptionsExt;
+    let dir = common::TempDir::new("cancel-close");
+    let path = dir.path("f");
+    // No sharing: nobody else can open the file while this handle is open.
+    let exclusive = |create: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .share_mode(0)
+            .open(&path)
+    };
+    let f = File::from_std(exclusive(true).unwrap());
+    assert!(
+        exclusive(false).is_err(),
+        "a second open must fail while the handle is open"
+    );
+    let token = CancelToken::new();
+    token.cancel();
+    token.bind(f.close()).await.unwrap();
+    exclusive(false).expect("the handle was not closed");
 });
