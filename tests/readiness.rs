@@ -6,10 +6,62 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use coring::net::{TcpListener, UnixStream};
+use coring::net::TcpListener;
 use coring::time::{sleep, timeout};
 
+/// The stream of the tests whose point is generic (wakeups, descriptor reuse): a Unix
+/// socketpair on Unix; a loopback TCP connection on Windows, which has no socketpair (and
+/// coring offers no Unix-domain sockets there).
+#[cfg(unix)]
+type PairStream = coring::net::UnixStream;
+/// The stream of the tests whose point is generic (wakeups, descriptor reuse): a Unix
+/// socketpair on Unix; a loopback TCP connection on Windows, which has no socketpair (and
+/// coring offers no Unix-domain sockets there).
+#[cfg(windows)]
+type PairStream = coring::net::TcpStream;
+
+/// Two connected [`PairStream`]s.
+#[cfg(unix)]
+fn stream_pair() -> (PairStream, PairStream) {
+    PairStream::pair().unwrap()
+}
+
+/// Two connected [`PairStream`]s (TCP_NODELAY on both, so small writes go at once, as on
+/// a socketpair).
+#[cfg(windows)]
+fn stream_pair() -> (PairStream, PairStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    (
+        PairStream::from_std(a).unwrap(),
+        PairStream::from_std(b).unwrap(),
+    )
+}
+
+/// The descriptor number (socket value on Windows) of `s`.
+#[cfg(unix)]
+fn raw_of(s: &PairStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    s.as_raw_fd() as u64
+}
+
+/// The descriptor number (socket value on Windows) of `s`.
+#[cfg(windows)]
+fn raw_of(s: &PairStream) -> u64 {
+    use std::os::windows::io::AsRawSocket;
+    s.as_raw_socket()
+}
+
+/// Raises the soft descriptor limit so a test can hold a few thousand sockets. (Windows
+/// has no such limit.)
+#[cfg(windows)]
+fn raise_fd_limit(_want: u64) {}
+
 /// Raises the soft descriptor limit so a test can hold a few thousand sockets.
+#[cfg(unix)]
 fn raise_fd_limit(want: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -62,7 +114,7 @@ coring_test!(backlog_burst_of_1000_connects, async {
 // Two reads wait on one socket; data for one arrives: exactly one completes, the other
 // keeps waiting (no lost wakeup) and completes with the next data.
 coring_test!(two_readers_one_socket_no_lost_wakeup, async {
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = stream_pair();
     let a = Rc::new(a);
     let r1 = {
         let a = a.clone();
@@ -113,6 +165,7 @@ coring_test!(readable_then_drained_elsewhere, async {
     // (non-blocking), all within one turn of the loop, before the waiting read retries.
     peer.write_all(b"stolen").unwrap();
     std::thread::sleep(Duration::from_millis(20));
+    #[cfg(unix)]
     {
         use std::os::fd::{AsRawFd, FromRawFd};
         let raw = s.as_raw_fd();
@@ -123,6 +176,24 @@ coring_test!(readable_then_drained_elsewhere, async {
         let n = view.read(&mut b);
         std::mem::forget(view);
         let _ = n; // io_uring may have completed the read already; either is fine.
+    }
+    // The same through a raw socket. The socket is in blocking mode (overlapped calls need
+    // no other), and the pending overlapped receive has most likely taken the data: the
+    // view reads in non-blocking mode, so that it cannot block the runtime's thread, and
+    // gives the socket back as it was.
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::{AsRawSocket, FromRawSocket};
+        let raw = s.as_raw_socket();
+        // SAFETY: the std view is forgotten below, so it never closes the socket, which
+        // stays owned by `s`.
+        let mut view = unsafe { std::net::TcpStream::from_raw_socket(raw) };
+        view.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 16];
+        let n = view.read(&mut b);
+        view.set_nonblocking(false).unwrap();
+        std::mem::forget(view);
+        let _ = n; // the pending receive may have taken the data; either is fine.
     }
     sleep(Duration::from_millis(20)).await;
     if !waiting.is_finished() {
@@ -166,15 +237,14 @@ coring_test!(peer_closes_mid_write, async {
 // number: the new one must still be woken (the fallback registers per open file, not per
 // descriptor number, since closing removed the old registration).
 coring_test!(reused_descriptor_number_is_woken, async {
-    use std::os::fd::AsRawFd;
     let mut last = None;
     let mut reused = false;
     for round in 0..20 {
-        let (a, b) = UnixStream::pair().unwrap();
-        if last == Some(a.as_raw_fd()) {
+        let (a, b) = stream_pair();
+        if last == Some(raw_of(&a)) {
             reused = true;
         }
-        last = Some(a.as_raw_fd());
+        last = Some(raw_of(&a));
         let reader = coring::spawn(async move { a.read(Vec::with_capacity(8)).await });
         sleep(Duration::from_millis(2)).await; // the read parks: nothing written yet
         let (r, _) = b.write_all(b"wake".to_vec()).await;
