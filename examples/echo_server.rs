@@ -9,6 +9,11 @@
 //! own `SO_REUSEPORT` listener on the same address, so the kernel spreads connections over
 //! the cores and no connection ever crosses cores. `--secs S` stops the server after S
 //! seconds and prints how many connections and bytes each core served (tests use it).
+//!
+//! Windows has no `SO_REUSEPORT`: there core 0 accepts on the one listener and hands each
+//! connection, as a std socket, to the next core in turn (itself included), which adopts it
+//! before doing any IO on it (a Windows handle belongs to the completion port of the first
+//! runtime that does IO on it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -90,10 +95,11 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> io::Result<()> {
     // Resolve port 0 once, so every shard binds the same port.
-    let addr: SocketAddr = {
-        let probe = std::net::TcpListener::bind(&args.addr)?;
-        probe.local_addr()?
-    };
+    let probe = std::net::TcpListener::bind(&args.addr)?;
+    let addr: SocketAddr = probe.local_addr()?;
+    // Unix: every shard binds its own listener; the probe goes first. (Windows keeps it.)
+    #[cfg(not(windows))]
+    drop(probe);
     let mut builder = Pool::builder();
     if let Some(n) = args.cores {
         builder = builder.cores(n);
@@ -103,10 +109,13 @@ fn run(args: Args) -> io::Result<()> {
     // so clients never race the binds.
     let (ready_tx, mut ready_rx) = coring::sync::mpsc::channel::<io::Result<()>>(64);
     let secs = args.secs;
+    #[cfg(not(windows))]
     let shards = pool.broadcast(move || {
         let ready = ready_tx.clone();
         async move { shard(addr, secs, ready).await }
     });
+    #[cfg(windows)]
+    let shards = handoff_shards(&pool, probe, secs, ready_tx);
     for _ in 0..pool.cores() {
         match ready_rx.recv_blocking(Duration::from_secs(10)) {
             Ok(Some(r)) => r?,
@@ -134,6 +143,7 @@ fn run(args: Args) -> io::Result<()> {
 
 /// One core's share: its own SO_REUSEPORT listener, a task per connection. Returns
 /// (connections, bytes) once `secs` have passed.
+#[cfg(not(windows))]
 async fn shard(
     addr: SocketAddr,
     secs: Option<f64>,
@@ -151,12 +161,108 @@ async fn shard(
         }
     };
     drop(ready);
+    Ok(serve(Incoming::Listener(listener), secs).await)
+}
+
+/// Windows' shards: core 0 accepts on `listener` and hands the connections round-robin to
+/// every core, itself included (see the module docs).
+#[cfg(windows)]
+fn handoff_shards(
+    pool: &Pool,
+    listener: std::net::TcpListener,
+    secs: Option<f64>,
+    ready: coring::sync::mpsc::Sender<io::Result<()>>,
+) -> Vec<coring::SpawnHandle<io::Result<(u64, u64)>>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..pool.cores())
+        .map(|_| coring::sync::mpsc::channel::<std::net::TcpStream>(64))
+        .unzip();
+    let mut acceptor = Some((listener, senders));
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(core, rx)| {
+            let ready = ready.clone();
+            let acceptor = if core == 0 { acceptor.take() } else { None };
+            pool.spawn_on(core, move || async move {
+                if let Some((listener, senders)) = acceptor {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => drop(coring::spawn(hand_out(l, senders))),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready.send(Err(e)).await;
+                            return Err(io::Error::other(msg));
+                        }
+                    }
+                }
+                let _ = ready.send(Ok(())).await;
+                drop(ready);
+                Ok(serve(Incoming::Handed(rx), secs).await)
+            })
+        })
+        .collect()
+}
+
+/// Accepts forever, handing each connection to the next core in turn (Windows).
+#[cfg(windows)]
+async fn hand_out(
+    listener: TcpListener,
+    cores: Vec<coring::sync::mpsc::Sender<std::net::TcpStream>>,
+) {
+    let mut next = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("echo_server: accept: {e}");
+                sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Nothing ran on it yet, so it converts at once.
+        let Ok(stream) = stream.into_std() else {
+            eprintln!("echo_server: a new connection could not be handed over");
+            continue;
+        };
+        // A core that stopped dropped its receiver: the connection closes.
+        let _ = cores[next].send(stream).await;
+        next = (next + 1) % cores.len();
+    }
+}
+
+/// Where a shard's connections come from.
+enum Incoming {
+    /// Its own listener.
+    #[cfg_attr(windows, allow(dead_code))]
+    Listener(TcpListener),
+    /// Connections another core accepted (Windows).
+    #[cfg(windows)]
+    Handed(coring::sync::mpsc::Receiver<std::net::TcpStream>),
+}
+
+impl Incoming {
+    /// The next connection.
+    async fn next(&mut self) -> io::Result<TcpStream> {
+        match self {
+            Incoming::Listener(l) => l.accept().await.map(|(stream, _)| stream),
+            #[cfg(windows)]
+            Incoming::Handed(rx) => match rx.recv().await {
+                Some(stream) => TcpStream::from_std(stream),
+                // The accepting core is gone: nothing more comes.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// Serves the connections of `incoming`, a task each, until `secs` have passed (or
+/// forever); returns (connections, bytes).
+async fn serve(mut incoming: Incoming, secs: Option<f64>) -> (u64, u64) {
     let bytes = Rc::new(std::cell::Cell::new(0u64));
     let mut conns = 0u64;
     let run = async {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let stream = match incoming.next().await {
+                Ok(stream) => stream,
                 // Out of descriptors (EMFILE/ENFILE), or a connection that went away before
                 // it was accepted: the listener is fine; back off briefly and go on
                 // (connections closing meanwhile free descriptors).
@@ -182,7 +288,7 @@ async fn shard(
         }
         None => run.await,
     }
-    Ok((conns, bytes.get()))
+    (conns, bytes.get())
 }
 
 /// Echoes until the peer closes, adding every echoed chunk to `bytes` as it goes (so a

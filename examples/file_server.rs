@@ -91,6 +91,11 @@
 //! time-of-check/time-of-use race). Confinement assumes the root is not writable by
 //! untrusted parties; `openat2(RESOLVE_BENEATH)` would close the gap but coring does not
 //! expose it.
+//!
+//! On Windows the final open cannot refuse a symlink (there is no `O_NOFOLLOW`), `\` in a
+//! decoded path separates components as `/` does, and a component Windows would alias or
+//! refuse (a `:`, a trailing dot or space, a reserved character) is `404`. `--cores N > 1`
+//! needs `SO_REUSEPORT`, which Windows lacks: it fails there with a message saying so.
 
 use std::cell::{Cell, RefCell};
 use std::env;
@@ -99,6 +104,7 @@ use std::fmt::Write as _;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -782,7 +788,8 @@ fn decode_target(target: &str) -> Result<ReqPath, Status> {
     }
     let mut segments: Vec<Vec<u8>> = Vec::new();
     let mut dir_form = false;
-    for seg in decoded.split(|&b| b == b'/') {
+    // Windows takes `\` as a separator too: split on it, so every component is checked.
+    for seg in decoded.split(|&b| b == b'/' || (cfg!(windows) && b == b'\\')) {
         dir_form = matches!(seg, b"" | b"." | b"..");
         match seg {
             b"" | b"." => {}
@@ -880,7 +887,10 @@ async fn resolve(root: &Path, req: &ReqPath) -> Target {
     let mut cur = root.to_path_buf();
     let mut meta: Option<Info> = None;
     for seg in &req.segments {
-        cur.push(OsStr::from_bytes(seg));
+        let Some(seg) = file_name(seg) else {
+            return Target::NotFound;
+        };
+        cur.push(seg);
         let m = match lstat_confined(root, &mut cur).await {
             Ok(m) => m,
             Err(t) => return t,
@@ -913,6 +923,25 @@ async fn resolve(root: &Path, req: &ReqPath) -> Target {
     }
 }
 
+/// A path component as a file name.
+#[cfg(unix)]
+fn file_name(seg: &[u8]) -> Option<&OsStr> {
+    Some(OsStr::from_bytes(seg))
+}
+
+/// A path component as a file name, if Windows can hold it as one and only one: UTF-8,
+/// none of the characters Windows refuses or reads as a drive or stream (`:`), and no
+/// trailing dot or space, which Windows strips (so `...` or `.. ` would alias `..`).
+#[cfg(windows)]
+fn file_name(seg: &[u8]) -> Option<&OsStr> {
+    let name = std::str::from_utf8(seg).ok()?;
+    let bad = |c: char| c < ' ' || "<>:\"|?*\\".contains(c);
+    if name.contains(bad) || name.ends_with(['.', ' ']) {
+        return None;
+    }
+    Some(OsStr::new(name))
+}
+
 /// `lstat`s `cur`; if it is a symlink, resolves it and replaces `cur` with the result,
 /// provided that stays inside `root`.
 async fn lstat_confined(root: &Path, cur: &mut PathBuf) -> Result<Info, Target> {
@@ -933,8 +962,15 @@ async fn lstat_confined(root: &Path, cur: &mut PathBuf) -> Result<Info, Target> 
     Ok(m)
 }
 
+/// The error of a path with too many symlinks in it: ELOOP, or on Windows
+/// `ERROR_CANT_RESOLVE_FILENAME`.
+#[cfg(unix)]
+const TOO_MANY_LINKS: i32 = libc::ELOOP;
+#[cfg(windows)]
+const TOO_MANY_LINKS: i32 = 1921;
+
 fn not_found_or_forbidden(e: io::Error) -> Target {
-    if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::ELOOP) {
+    if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(TOO_MANY_LINKS) {
         Target::Forbidden
     } else {
         Target::NotFound
@@ -1277,8 +1313,10 @@ impl Conn {
         // Opened for HEAD too, so HEAD and GET agree on unreadable files.
         let mut opts = OpenOptions::new();
         // The path was checked component by component; refuse a final symlink that
-        // appeared since.
-        opts.read(true).custom_flags(libc::O_NOFOLLOW);
+        // appeared since. (Windows: coring's open has no such flag; see "Limits".)
+        opts.read(true);
+        #[cfg(unix)]
+        opts.custom_flags(libc::O_NOFOLLOW);
         let file = match opts.open(file_path).await {
             Ok(file) => file,
             Err(e) => {
@@ -1291,7 +1329,9 @@ impl Conn {
         };
         let len = meta.len;
         // The type follows the file served (for a symlink, its target's name).
-        let name = file_path.file_name().map_or(&b""[..], OsStrExt::as_bytes);
+        let name = file_path
+            .file_name()
+            .map_or(&b""[..], OsStr::as_encoded_bytes);
         let ctype = content_type(name);
         let range = match (&req.range, req.method, req.if_range) {
             (Some(r), Method::Get, false) => parse_range(r, len),

@@ -1,4 +1,5 @@
-//! Drives the real `echo_server` example: one SO_REUSEPORT shard per core, on both backends.
+//! Drives the real `echo_server` example: one SO_REUSEPORT shard per core, on both backends
+//! (on Windows, IOCP: core 0 accepts and hands connections to every core).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(name);
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} not found: cargo test builds examples before integration tests",
@@ -86,28 +89,50 @@ fn run(backend: &str) {
     assert!(rest.contains("total: 32 connections"), "{rest}");
 }
 
+// io_uring and the fallback backend exist only on Unix (Windows has IOCP, below).
+#[cfg(unix)]
 #[test]
 fn echo_server_all_cores_io_uring() {
     run("io_uring");
 }
 
+#[cfg(unix)]
 #[test]
 fn echo_server_all_cores_fallback() {
     run("fallback");
 }
 
-/// Starts a binary through `sh -c` (so a `ulimit` can be applied), returns the child and
-/// the first stdout line.
+#[cfg(windows)]
+#[test]
+fn echo_server_all_cores_iocp() {
+    run("iocp");
+}
+
+/// Starts a binary through `sh -c` (so a `ulimit` can be applied; on Windows, which has
+/// neither, directly, and `shell_prefix` must be empty), returns the child and the first
+/// stdout line.
 fn start(
     backend: &str,
     shell_prefix: &str,
     args: &str,
 ) -> (KillOnDrop, BufReader<std::process::ChildStdout>, String) {
     let bin = example("echo_server");
-    let script = format!("{shell_prefix} exec '{}' {args}", bin.display());
+    #[cfg(unix)]
+    let mut command = {
+        let script = format!("{shell_prefix} exec '{}' {args}", bin.display());
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    #[cfg(windows)]
+    let mut command = {
+        assert!(shell_prefix.is_empty(), "no shell on Windows");
+        let mut c = Command::new(&bin);
+        c.args(args.split_whitespace());
+        c
+    };
     let mut child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", &script])
+        command
             .env("CORING_BACKEND", backend)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -139,6 +164,8 @@ fn echo_once(addr: &str, msg: &[u8]) -> std::io::Result<TcpStream> {
 
 /// A failed accept (EMFILE under a connection flood) is logged and retried: it used to end
 /// the shard's accept loop, and with one core the whole server exited with status 1.
+/// Unix only, by nature: the flood needs a descriptor limit (`ulimit -n`, an rlimit).
+#[cfg(unix)]
 fn survives_running_out_of_descriptors(backend: &str) {
     let (mut child, _out, line) = start(backend, "ulimit -n 40;", "--addr 127.0.0.1:0 --cores 1");
     let addr = echo_addr(&line);
@@ -192,22 +219,33 @@ fn counts_bytes_of_connections_still_open(backend: &str) {
     );
 }
 
+// Unix only, by nature: rlimits (see above).
+#[cfg(unix)]
 #[test]
 fn echo_server_survives_running_out_of_descriptors_io_uring() {
     survives_running_out_of_descriptors("io_uring");
 }
 
+#[cfg(unix)]
 #[test]
 fn echo_server_survives_running_out_of_descriptors_fallback() {
     survives_running_out_of_descriptors("fallback");
 }
 
+#[cfg(unix)]
 #[test]
 fn echo_server_counts_bytes_of_connections_still_open_io_uring() {
     counts_bytes_of_connections_still_open("io_uring");
 }
 
+#[cfg(unix)]
 #[test]
 fn echo_server_counts_bytes_of_connections_still_open_fallback() {
     counts_bytes_of_connections_still_open("fallback");
+}
+
+#[cfg(windows)]
+#[test]
+fn echo_server_counts_bytes_of_connections_still_open_iocp() {
+    counts_bytes_of_connections_still_open("iocp");
 }

@@ -9,7 +9,10 @@
 mod common;
 
 use std::io::{Read, Write};
+#[cfg(unix)]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+#[cfg(windows)]
+use std::os::windows::io::OwnedHandle as OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +23,7 @@ use coring::time::{sleep, timeout};
 use coring::BackendKind;
 
 /// A pipe: (read end, write end).
+#[cfg(unix)]
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors pipe writes.
@@ -28,6 +32,95 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// A pipe: (read end, write end). On Windows a named pipe, since anonymous pipes cannot do
+/// overlapped IO, which the IOCP backend needs. Both ends are overlapped (std's blocking
+/// calls wait for an overlapped handle's IO themselves).
+#[cfg(windows)]
+fn pipe() -> (OwnedFd, OwnedFd) {
+    use std::os::windows::ffi::OsStrExt;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::os::windows::io::FromRawHandle;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const PIPE_ACCESS_INBOUND: u32 = 0x1;
+    const FILE_FLAG_FIRST_PIPE_INSTANCE: u32 = 0x0008_0000;
+    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+    const PIPE_REJECT_REMOTE_CLIENTS: u32 = 0x8;
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn CreateNamedPipeW(
+            name: *const u16,
+            open_mode: u32,
+            pipe_mode: u32,
+            max_instances: u32,
+            out_size: u32,
+            in_size: u32,
+            timeout: u32,
+            security: *const std::ffi::c_void,
+        ) -> *mut std::ffi::c_void;
+    }
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        r"\\.\pipe\coring-test-fixed-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let wide: Vec<u16> = std::ffi::OsStr::new(&name)
+        .encode_wide()
+        .chain(Some(0))
+        .collect();
+    // SAFETY: a NUL-terminated UTF-16 name; no security attributes.
+    let h = unsafe {
+        CreateNamedPipeW(
+            wide.as_ptr(),
+            PIPE_ACCESS_INBOUND | FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED,
+            PIPE_REJECT_REMOTE_CLIENTS,
+            1,
+            4096,
+            4096,
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_ne!(
+        h as isize,
+        -1,
+        "CreateNamedPipeW: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the handle was just created and is owned by nobody else.
+    let rd = unsafe { OwnedFd::from_raw_handle(h) };
+    let wr = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_OVERLAPPED)
+        .open(&name)
+        .unwrap();
+    (rd, wr.into())
+}
+
+/// A write to a file opened only for reading: EBADF, or on Windows `ERROR_ACCESS_DENIED`.
+#[cfg(unix)]
+const NOT_WRITABLE: i32 = libc::EBADF;
+#[cfg(windows)]
+const NOT_WRITABLE: i32 = 5;
+
+/// One more read of a pipe's read end that must not wait: non-blocking on Unix (made so by
+/// the caller), on Windows (no non-blocking pipe reads) a thread's read bounded by 5 s.
+/// WouldBlock if data could still come.
+fn read_once_more(mut rd: std::fs::File) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    return rd.read(&mut [0u8; 4]);
+    #[cfg(windows)]
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(rd.read(&mut [0u8; 4]));
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::WouldBlock.into()))
+    }
+}
+
+#[cfg(unix)]
 fn set_nonblocking(fd: &impl AsRawFd) {
     // SAFETY: fcntl on an open descriptor; no pointers.
     unsafe {
@@ -102,6 +195,8 @@ coring_test!(registered_file_round_trip, |builder| {
 // On io_uring, operations on a registered file name its slot, not its descriptor number:
 // with the number pointed at another pipe (dup2), a read still reads the registered pipe.
 // The fallback and other runtimes use the descriptor number.
+// Unix only, by nature: dup2 onto a descriptor number.
+#[cfg(unix)]
 coring_test!(operations_use_the_slot_on_its_own_ring_only, |builder| {
     let rt = builder.build().unwrap();
     let uring = is_uring(&rt);
@@ -157,6 +252,7 @@ coring_test!(letting_go_of_a_registered_file_releases_it, async {
     for how in ["drop", "close", "into_std"] {
         let (rd, wr) = pipe();
         let mut rd = std::fs::File::from(rd);
+        #[cfg(unix)]
         set_nonblocking(&rd);
         let wr = File::from(wr);
         wr.register().unwrap();
@@ -169,7 +265,7 @@ coring_test!(letting_go_of_a_registered_file_releases_it, async {
         }
         let mut buf = [0u8; 4];
         assert_eq!(rd.read(&mut buf).unwrap(), 1);
-        match rd.read(&mut buf) {
+        match read_once_more(rd) {
             Ok(0) => {}
             other => panic!("{how}: the write end is still open (slot not cleared): {other:?}"),
         }
@@ -322,22 +418,22 @@ coring_test!(fixed_io_bad_inputs, async {
     assert_eq!(r.unwrap(), 1000);
     for pos in [u64::MAX, i64::MAX as u64 + 1] {
         let (r, x2) = f.read_fixed_at(a.try_take().unwrap(), pos).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{pos}");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL), "{pos}");
         assert!(x2.is_empty());
         let (r, _) = f.write_fixed_at(x2, pos).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{pos}");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL), "{pos}");
         let (r, _) = f.read_at(Vec::with_capacity(8), pos).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{pos}");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL), "{pos}");
         let (r, _) = f.write_at(b"no".to_vec(), pos).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{pos}");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL), "{pos}");
         let (r, _) = f.readv_at(vec![Vec::with_capacity(8)], pos).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{pos}");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL), "{pos}");
     }
     // A read-only file refuses fixed writes with the kernel's error, buffer returned.
     let ro = File::open(&p).await.unwrap();
     ro.register().unwrap();
     let (r, x) = ro.write_fixed_at(x, 0).await;
-    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(NOT_WRITABLE));
     drop((x, y));
     assert_eq!((a.available(), b.available()), (2, 3));
     let mut want = vec![b'a'; 512];

@@ -8,6 +8,90 @@ use common::TempDir;
 use coring::buf::IoBuf;
 use coring::fs::{self, File, OpenOptions};
 
+/// An operation on a handle or descriptor that is not open: EBADF, or on Windows
+/// `ERROR_INVALID_HANDLE`.
+#[cfg(unix)]
+const EBADF: i32 = libc::EBADF;
+#[cfg(windows)]
+const EBADF: i32 = 6;
+
+/// A write to a file opened only for reading: EBADF, or on Windows `ERROR_ACCESS_DENIED`.
+#[cfg(unix)]
+const NOT_WRITABLE: i32 = libc::EBADF;
+#[cfg(windows)]
+const NOT_WRITABLE: i32 = 5;
+
+/// Removing a directory that is not empty: ENOTEMPTY, or on Windows `ERROR_DIR_NOT_EMPTY`.
+#[cfg(unix)]
+const ENOTEMPTY: i32 = libc::ENOTEMPTY;
+#[cfg(windows)]
+const ENOTEMPTY: i32 = 145;
+
+/// A pipe on Windows, (read end, write end): a named pipe, since anonymous pipes cannot do
+/// overlapped IO, which the IOCP backend needs. Both ends are overlapped (std's blocking
+/// calls wait for an overlapped handle's IO themselves).
+#[cfg(windows)]
+fn win_pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::windows::ffi::OsStrExt;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::os::windows::io::FromRawHandle;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const PIPE_ACCESS_INBOUND: u32 = 0x1;
+    const FILE_FLAG_FIRST_PIPE_INSTANCE: u32 = 0x0008_0000;
+    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+    const PIPE_REJECT_REMOTE_CLIENTS: u32 = 0x8;
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn CreateNamedPipeW(
+            name: *const u16,
+            open_mode: u32,
+            pipe_mode: u32,
+            max_instances: u32,
+            out_size: u32,
+            in_size: u32,
+            timeout: u32,
+            security: *const std::ffi::c_void,
+        ) -> *mut std::ffi::c_void;
+    }
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        r"\\.\pipe\coring-test-fs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let wide: Vec<u16> = std::ffi::OsStr::new(&name)
+        .encode_wide()
+        .chain(Some(0))
+        .collect();
+    // SAFETY: a NUL-terminated UTF-16 name; no security attributes.
+    let h = unsafe {
+        CreateNamedPipeW(
+            wide.as_ptr(),
+            PIPE_ACCESS_INBOUND | FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED,
+            PIPE_REJECT_REMOTE_CLIENTS,
+            1,
+            4096,
+            4096,
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_ne!(
+        h as isize,
+        -1,
+        "CreateNamedPipeW: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the handle was just created and is owned by nobody else.
+    let rd = unsafe { std::fs::File::from_raw_handle(h) };
+    let wr = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_OVERLAPPED)
+        .open(&name)
+        .unwrap();
+    (rd, wr)
+}
+
 coring_test!(write_sync_read_round_trip, async {
     let dir = TempDir::new("fs");
     let p = dir.path("a");
@@ -99,7 +183,7 @@ coring_test!(vectored_io, async {
     // More than IOV_MAX buffers: a clear error, not a crash.
     let many: Vec<Vec<u8>> = (0..2000).map(|_| Vec::with_capacity(1)).collect();
     let (r, bufs) = f.readv_at(many, 0).await;
-    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL));
     assert_eq!(bufs.len(), 2000);
 });
 
@@ -116,10 +200,14 @@ coring_test!(open_options_semantics, async {
         .await
         .unwrap();
     let m = fs::metadata(&p).await.unwrap();
+    #[cfg(unix)]
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
         0o600
     );
+    // Windows has no permission bits: a mode with a write bit makes a writable file.
+    #[cfg(windows)]
+    assert!(!m.permissions().readonly());
     let err = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -152,14 +240,18 @@ coring_test!(open_options_semantics, async {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("write or append"), "{err}");
-    // Custom flags reach the kernel.
-    let err = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(&p)
-        .await
-        .unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+    // Custom flags reach the kernel. (Unix only, by nature: open(2) flags such as
+    // O_DIRECTORY have no Windows meaning.)
+    #[cfg(unix)]
+    {
+        let err = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&p)
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+    }
 });
 
 coring_test!(path_functions, async {
@@ -176,14 +268,19 @@ coring_test!(path_functions, async {
     let b = d.join("b");
     fs::rename(&a, &b).await.unwrap();
     assert!(!a.exists() && b.exists());
-    std::os::unix::fs::symlink(&b, d.join("link")).unwrap();
-    assert!(fs::symlink_metadata(d.join("link"))
-        .await
-        .unwrap()
-        .is_symlink());
-    assert!(fs::metadata(d.join("link")).await.unwrap().is_file());
+    // Unix only, by nature: creating a symlink on Windows needs a privilege.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&b, d.join("link")).unwrap();
+        assert!(fs::symlink_metadata(d.join("link"))
+            .await
+            .unwrap()
+            .is_symlink());
+        assert!(fs::metadata(d.join("link")).await.unwrap().is_file());
+    }
     let err = fs::remove_dir(&d).await.unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    assert_eq!(err.raw_os_error(), Some(ENOTEMPTY));
+    #[cfg(unix)]
     fs::remove_file(d.join("link")).await.unwrap();
     fs::remove_file(&b).await.unwrap();
     assert_eq!(
@@ -220,7 +317,6 @@ coring_test!(concurrent_reads_on_one_file, async {
 
 // Bad input gets a clear io::Error, never a panic.
 coring_test!(bad_input_is_an_error, async {
-    use std::os::fd::FromRawFd;
     let err = File::open("/tmp/a\0b").await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("NUL"), "{err}");
@@ -228,12 +324,19 @@ coring_test!(bad_input_is_an_error, async {
         fs::remove_file("x\0").await.unwrap_err().kind(),
         std::io::ErrorKind::InvalidInput
     );
-    // A descriptor that is not open.
+    // A descriptor (handle) that is not open.
     // SAFETY: the File is forgotten below, so the runtime never closes a number it
     // does not own.
-    let bad = unsafe { File::from_raw_fd(987_654) };
+    #[cfg(unix)]
+    let bad = unsafe { std::os::fd::FromRawFd::from_raw_fd(987_654) };
+    // SAFETY: as above.
+    #[cfg(windows)]
+    let bad = unsafe {
+        std::os::windows::io::FromRawHandle::from_raw_handle(987_652usize as *mut std::ffi::c_void)
+    };
+    let bad: File = bad;
     let (r, _) = bad.read_at(Vec::with_capacity(8), 0).await;
-    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(EBADF));
     std::mem::forget(bad);
     let dir = TempDir::new("fs");
     let p = dir.path("z");
@@ -244,14 +347,14 @@ coring_test!(bad_input_is_an_error, async {
     assert_eq!(r.unwrap(), 0);
     // An offset beyond what the kernel accepts.
     let (r, _) = f.read_at(Vec::with_capacity(8), u64::MAX - 1).await;
-    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL));
     // A huge buffer is clamped to one transfer, and the read is simply short.
     let (r, buf) = f.read_at(Vec::with_capacity(64 << 20), 0).await;
     assert_eq!(r.unwrap(), 4);
     assert_eq!(buf, b"data");
     // Writing to a read-only file.
     let (r, _) = f.write_at(b"no".to_vec(), 0).await;
-    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(NOT_WRITABLE));
 });
 
 coring_test!(std_conversions, async {
@@ -270,6 +373,8 @@ coring_test!(std_conversions, async {
 
 // Reads of cached data complete during submission (preadv2 RWF_NOWAIT on Linux), and reads
 // the page cache cannot answer inline (a pipe) still complete through the backend.
+// Unix only, by nature: a pipe made with libc::pipe, and the page-cache fast path.
+#[cfg(unix)]
 coring_test!(cached_reads_complete_inline_pipes_do_not, |builder| {
     use std::os::fd::FromRawFd;
     let rt = builder.build().unwrap();
@@ -334,6 +439,7 @@ coring_test!(inline_reads_do_not_starve_other_tasks, async {
 });
 
 /// A pipe: (read end, write end), close-on-exec, both non-blocking if asked.
+#[cfg(unix)]
 fn pipe(nonblocking: bool) -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
@@ -361,9 +467,12 @@ fn pipe(nonblocking: bool) -> (std::fs::File, std::fs::File) {
 // A read on a pipe through `File` that a timeout gives up on: io_uring cancels it; the
 // fallback used to block a pool thread in read(2), which no cancel reached, so the orphan
 // kept the descriptor and close() never finished. Now the pool job waits in poll(2) with a
-// cancel wake-up.
+// cancel wake-up. (On Windows: a named pipe, whose read IOCP cancels with CancelIoEx.)
 coring_test!(a_cancelled_pipe_read_lets_close_finish, async {
+    #[cfg(unix)]
     let (rd, _wr) = pipe(false);
+    #[cfg(windows)]
+    let (rd, _wr) = win_pipe();
     let rd = File::from_std(rd);
     let read = coring::time::timeout(
         std::time::Duration::from_millis(50),
@@ -382,6 +491,8 @@ coring_test!(a_cancelled_pipe_read_lets_close_finish, async {
 
 // The same for a write into a full pipe, and the pool thread is free again: a read of a
 // regular file still completes after many such writes were given up on.
+// Unix only, by nature: O_NONBLOCK on a pipe (fcntl) and the pool's blocking pipe writes.
+#[cfg(unix)]
 coring_test!(
     cancelled_writes_into_a_full_pipe_free_their_threads,
     async {
@@ -427,6 +538,8 @@ coring_test!(
 
 // A read through `File` on a non-blocking pipe with no data yet waits for the data on
 // both backends (the fallback used to report the pool's EAGAIN as WouldBlock).
+// Unix only, by nature: an O_NONBLOCK pipe (fcntl).
+#[cfg(unix)]
 coring_test!(a_read_on_a_nonblocking_pipe_waits_for_data, async {
     let (rd, mut wr) = pipe(true);
     let rd = File::from_std(rd);
@@ -470,6 +583,9 @@ coring_test!(a_read_into_a_slice_of_a_shrunk_vec_stays_inside_it, async {
 // A write bigger than a blocking pipe's room is short on both backends, and a later one
 // into the full pipe can be given up on: the fallback used to follow poll(2) with a plain
 // write(2) that blocked until all of it fitted, where no cancel reached (close() hung).
+// Unix only, by nature: short writes into a libc::pipe (a Windows pipe write waits until
+// all of it is taken).
+#[cfg(unix)]
 coring_test!(
     a_big_write_into_a_blocking_pipe_is_short_and_cancellable,
     async {
@@ -506,6 +622,8 @@ coring_test!(
 // both backends: the fallback's pool job must not block past a cancel, and for a socket it
 // sends with MSG_DONTWAIT rather than capping the length (a cap at PIPE_BUF, right for
 // pipes, split the message in two).
+// Unix only, by nature: a Unix datagram socket.
+#[cfg(unix)]
 coring_test!(
     a_write_to_a_blocking_datagram_socket_sends_one_whole_message,
     async {
@@ -533,6 +651,8 @@ coring_test!(
 // attempt behaved so, but its worker retry and the fallback's open(2) waited, where no
 // cancel reached, stalling runtime drop by the shutdown timeout.) The descriptor is left
 // in blocking mode unless O_NONBLOCK was asked for.
+// Unix only, by nature: FIFOs (mkfifo) and fcntl.
+#[cfg(unix)]
 coring_test!(opening_a_fifo_does_not_wait_for_the_other_end, async {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
@@ -619,7 +739,6 @@ coring_test!(an_open_waits_for_a_lease_to_be_broken, async {
 });
 
 coring_test!(allocate_reserves_space_and_grows_the_file, async {
-    use std::os::unix::fs::MetadataExt;
     let dir = TempDir::new("fs");
     let p = dir.path("alloc");
     let f = OpenOptions::new()
@@ -632,6 +751,7 @@ coring_test!(allocate_reserves_space_and_grows_the_file, async {
     let (r, _) = f.write_all_at(b"head".to_vec(), 0).await;
     r.unwrap();
     match f.allocate(0, 1 << 20).await {
+        #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
             eprintln!("skipped: the file system under {p:?} cannot preallocate ({e})");
             return;
@@ -642,7 +762,12 @@ coring_test!(allocate_reserves_space_and_grows_the_file, async {
     // rest reads as zeros.
     let m = std::fs::metadata(&p).unwrap();
     assert_eq!(m.len(), 1 << 20);
-    assert!(m.blocks() * 512 >= 1 << 20, "{} blocks", m.blocks());
+    // (Windows' std metadata has no block count.)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert!(m.blocks() * 512 >= 1 << 20, "{} blocks", m.blocks());
+    }
     let (r, buf) = f.read_exact_at(Vec::with_capacity(8), 0).await;
     r.unwrap();
     assert_eq!(buf, b"head\0\0\0\0");
@@ -660,7 +785,7 @@ coring_test!(allocate_reserves_space_and_grows_the_file, async {
     // A file open only for reading cannot be allocated.
     let r = File::open(&p).await.unwrap();
     let err = r.allocate(0, 8192).await.unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+    assert_eq!(err.raw_os_error(), Some(NOT_WRITABLE), "{err}");
 });
 
 // A kernel without IORING_OP_FALLOCATE (hidden here by the test hook): the same operation
@@ -675,6 +800,7 @@ coring_test!(allocate_without_the_opcode_runs_on_the_pool, |builder| {
     common::block_on_bounded(&rt, async {
         let f = File::create(&p).await.unwrap();
         match f.allocate(0, 64 << 10).await {
+            #[cfg(unix)]
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 eprintln!("skipped: the file system under {p:?} cannot preallocate ({e})");
                 return;

@@ -1,8 +1,9 @@
-//! Descriptor leak checks. They count /proc/self/fd, so this binary holds one test per
-//! backend and the tests run one at a time (a lock), with nothing else opening files.
-// Linux only: an exact descriptor count needs /proc/self/fd (FreeBSD's /dev/fd lists only
-// 0-2 unless fdescfs is mounted).
-#![cfg(target_os = "linux")]
+//! Descriptor leak checks. They count /proc/self/fd (on Windows the process's handles), so
+//! this binary holds one test per backend and the tests run one at a time (a lock), with
+//! nothing else opening files.
+// Linux and Windows only: an exact descriptor count needs /proc/self/fd (FreeBSD's /dev/fd
+// lists only 0-2 unless fdescfs is mounted); Windows counts handles (GetProcessHandleCount).
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 

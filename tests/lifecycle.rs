@@ -9,16 +9,50 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, DropFlagBuf, TempDir};
 use coring::fs::File;
-use coring::net::UnixStream;
 use coring::time::{sleep, timeout};
 
-/// A connected Unix stream pair whose first socket's send buffer is full (its peer never
+/// A connected stream socket: a Unix stream, or on Windows (which coring gives no Unix
+/// sockets) a TCP connection on the loopback.
+#[cfg(unix)]
+type Stream = coring::net::UnixStream;
+#[cfg(windows)]
+type Stream = coring::net::TcpStream;
+#[cfg(unix)]
+type StdStream = std::os::unix::net::UnixStream;
+#[cfg(windows)]
+type StdStream = std::net::TcpStream;
+
+/// A connected pair of std stream sockets.
+fn std_pair() -> (StdStream, StdStream) {
+    #[cfg(unix)]
+    return StdStream::pair().unwrap();
+    #[cfg(windows)]
+    {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = StdStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+}
+
+/// A connected pair of coring stream sockets.
+fn pair() -> (Stream, Stream) {
+    #[cfg(unix)]
+    return Stream::pair().unwrap();
+    #[cfg(windows)]
+    {
+        let (a, b) = std_pair();
+        (Stream::from_std(a).unwrap(), Stream::from_std(b).unwrap())
+    }
+}
+
+/// A connected stream pair whose first socket's send buffer is full (its peer never
 /// reads), so a write on it lends the caller's buffer to the kernel and stays pending on
 /// every backend until cancelled. (A UDP receive used to serve here, but a dropped one is
 /// now kept by its socket, not cancelled (tests/udp.rs); a stream read on io_uring copies
 /// from the runtime's provided buffers, see tests/multishot.rs.)
-fn full_stream() -> (UnixStream, UnixStream) {
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+fn full_stream() -> (Stream, Stream) {
+    let (a, b) = std_pair();
     a.set_nonblocking(true).unwrap();
     let chunk = vec![7u8; 64 * 1024];
     loop {
@@ -28,10 +62,75 @@ fn full_stream() -> (UnixStream, UnixStream) {
             Err(e) => panic!("filling the socket: {e}"),
         }
     }
-    (
-        UnixStream::from_std(a).unwrap(),
-        UnixStream::from_std(b).unwrap(),
-    )
+    // Windows: an overlapped send on a non-blocking socket may fail at once with
+    // WSAEWOULDBLOCK instead of waiting, and coring leaves a socket's mode as it is there.
+    #[cfg(windows)]
+    a.set_nonblocking(false).unwrap();
+    (Stream::from_std(a).unwrap(), Stream::from_std(b).unwrap())
+}
+
+/// A pipe on Windows, (read end, write end): a named pipe, since anonymous pipes cannot do
+/// overlapped IO, which the IOCP backend needs. Both ends are overlapped.
+#[cfg(windows)]
+fn win_pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::windows::ffi::OsStrExt;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::os::windows::io::FromRawHandle;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const PIPE_ACCESS_INBOUND: u32 = 0x1;
+    const FILE_FLAG_FIRST_PIPE_INSTANCE: u32 = 0x0008_0000;
+    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+    const PIPE_REJECT_REMOTE_CLIENTS: u32 = 0x8;
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn CreateNamedPipeW(
+            name: *const u16,
+            open_mode: u32,
+            pipe_mode: u32,
+            max_instances: u32,
+            out_size: u32,
+            in_size: u32,
+            timeout: u32,
+            security: *const std::ffi::c_void,
+        ) -> *mut std::ffi::c_void;
+    }
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        r"\\.\pipe\coring-test-lifecycle-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let wide: Vec<u16> = std::ffi::OsStr::new(&name)
+        .encode_wide()
+        .chain(Some(0))
+        .collect();
+    // SAFETY: a NUL-terminated UTF-16 name; no security attributes.
+    let h = unsafe {
+        CreateNamedPipeW(
+            wide.as_ptr(),
+            PIPE_ACCESS_INBOUND | FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED,
+            PIPE_REJECT_REMOTE_CLIENTS,
+            1,
+            4096,
+            4096,
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_ne!(
+        h as isize,
+        -1,
+        "CreateNamedPipeW: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the handle was just created and is owned by nobody else.
+    let rd = unsafe { std::fs::File::from_raw_handle(h) };
+    let wr = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_OVERLAPPED)
+        .open(&name)
+        .unwrap();
+    (rd, wr)
 }
 
 /// A buffer of `len` initialised bytes to write, that records when it is dropped.
@@ -111,7 +210,7 @@ coring_test!(aborted_tasks_release_buffers_after_completion, |builder| {
 // too. So: write, all within one poll of this task, until one write is not ready at once,
 // and drop that one.
 coring_test!(late_completion_after_drop_is_cleaned_up, async {
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = pair();
     let mut before = 0;
     let dropped = loop {
         let (mut buf, dropped) = DropFlagBuf::new(8);
@@ -142,6 +241,19 @@ coring_test!(late_completion_after_drop_is_cleaned_up, async {
     );
 });
 
+/// An error a kernel entry cannot go on after: EFAULT, or on Windows `ERROR_NOACCESS`.
+#[cfg(unix)]
+const FATAL_ENTER_ERROR: i32 = libc::EFAULT;
+#[cfg(windows)]
+const FATAL_ENTER_ERROR: i32 = 998;
+
+/// The transient kernel-entry errors: EINTR, EAGAIN, EBUSY, or on Windows their
+/// counterparts the runtime retries (`WSAEINTR`, `WSAEWOULDBLOCK`, `ERROR_BUSY`).
+#[cfg(unix)]
+const TRANSIENT_ENTER_ERRORS: [i32; 3] = [libc::EINTR, libc::EAGAIN, libc::EBUSY];
+#[cfg(windows)]
+const TRANSIENT_ENTER_ERRORS: [i32; 3] = [10004, 10035, 170];
+
 // io_uring_enter failing after the SQE was pushed: the op is never freed early, not even
 // when the failure is fatal and block_on panics.
 coring_test!(submit_error_orphans_the_op, |builder| {
@@ -154,7 +266,7 @@ coring_test!(submit_error_orphans_the_op, |builder| {
     let flag = dropped.clone();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(async {
-            rt.inject_enter_errors(&[libc::EFAULT]);
+            rt.inject_enter_errors(&[FATAL_ENTER_ERROR]);
             a.write(buf).await.0
         })
     }));
@@ -176,7 +288,7 @@ coring_test!(submit_error_orphans_the_op, |builder| {
 coring_test!(transient_enter_errors_are_retried, |builder| {
     let rt = builder.build().unwrap();
     common::block_on_bounded(&rt, async {
-        for errno in [libc::EINTR, libc::EAGAIN, libc::EBUSY] {
+        for errno in TRANSIENT_ENTER_ERRORS {
             rt.inject_enter_errors(&[errno, errno, errno, errno, errno]);
             let mut handles = Vec::new();
             for _ in 0..32 {
@@ -236,7 +348,7 @@ coring_test!(tiny_ring_delivers_every_result, |builder| {
 coring_test!(runtime_drop_cancels_in_flight_ops, |builder| {
     let baseline = common::fd_count();
     let rt = builder.build().unwrap();
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = pair();
     let a = Rc::new(a);
     let mut flags = Vec::new();
     rt.block_on(async {
@@ -266,19 +378,49 @@ coring_test!(runtime_drop_cancels_in_flight_ops, |builder| {
     assert!(common::fd_count() <= baseline + 8);
 });
 
+/// CPU time this thread has used so far.
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time this thread has used so far (kernel and user time, `GetThreadTimes`).
+#[cfg(windows)]
+fn thread_cpu_time() -> Duration {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentThread, GetThreadTimes};
+    let zero = || FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero(), zero(), zero(), zero());
+    // SAFETY: writes four FILETIMEs into live locals, for this thread's pseudo-handle.
+    let ok = unsafe {
+        GetThreadTimes(
+            GetCurrentThread(),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    assert!(ok != 0, "GetThreadTimes failed");
+    let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+    // 100 ns units.
+    Duration::from_nanos((ticks(kernel) + ticks(user)) * 100)
+}
+
 // An idle runtime sleeps in the kernel: a 1 s sleep takes a handful of loop turns and
 // almost no CPU (a busy loop would burn the whole second).
 coring_test!(idle_runtime_sleeps_in_kernel, |builder| {
     let rt = builder.build().unwrap();
-    let cpu = || {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the live timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-    };
+    let cpu = thread_cpu_time;
     let before = rt.metrics();
     let cpu0 = cpu();
     rt.block_on(sleep(Duration::from_secs(1)));
@@ -300,7 +442,7 @@ coring_test!(an_unbounded_shutdown_timeout_does_not_overflow, |builder| {
     let rt = builder.shutdown_timeout(Duration::MAX).build().unwrap();
     rt.block_on(async {
         // One operation the drop must cancel and wait for.
-        let (a, _b) = UnixStream::pair().unwrap();
+        let (a, _b) = pair();
         let a = Box::leak(Box::new(a));
         drop(coring::spawn(
             async move { a.read(Vec::with_capacity(8)).await },
@@ -344,17 +486,22 @@ fn an_op_awaited_on_another_runtime_panics_with_advice() {
         common::with_watchdog("an_op_awaited_on_another_runtime", || {
             let rt_a = coring::Builder::new().backend(kind).build().unwrap();
             let rt_b = coring::Builder::new().backend(kind).build().unwrap();
-            let mut fds = [0; 2];
-            // SAFETY: fds has room for the two descriptors pipe returns.
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            // SAFETY: both descriptors were just created and are owned here, once each.
-            let (rd, _wr) = unsafe {
-                use std::os::fd::FromRawFd;
-                (
-                    std::fs::File::from_raw_fd(fds[0]),
-                    std::fs::File::from_raw_fd(fds[1]),
-                )
+            #[cfg(unix)]
+            let (rd, _wr) = {
+                let mut fds = [0; 2];
+                // SAFETY: fds has room for the two descriptors pipe returns.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                // SAFETY: both descriptors were just created and are owned here, once each.
+                unsafe {
+                    use std::os::fd::FromRawFd;
+                    (
+                        std::fs::File::from_raw_fd(fds[0]),
+                        std::fs::File::from_raw_fd(fds[1]),
+                    )
+                }
             };
+            #[cfg(windows)]
+            let (rd, _wr) = win_pipe();
             // A read of an empty pipe through File: a plain operation that waits (a stream
             // read would be kept by its stream instead).
             let rd: &'static File = Box::leak(Box::new(File::from_std(rd)));
@@ -416,6 +563,15 @@ unsafe impl coring::buf::IoBufMut for PanicBuf {
 
 /// A pipe as two std files: the read end for a coring `File`, the write end kept open so
 /// the read waits.
+#[cfg(windows)]
+fn pipe_files() -> (File, std::fs::File) {
+    let (rd, wr) = win_pipe();
+    (File::from_std(rd), wr)
+}
+
+/// A pipe as two std files: the read end for a coring `File`, the write end kept open so
+/// the read waits.
+#[cfg(unix)]
 fn pipe_files() -> (File, std::fs::File) {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two descriptors into the array. (Not pipe2: macOS lacks it.)
