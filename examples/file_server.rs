@@ -94,8 +94,9 @@
 //!
 //! On Windows the final open cannot refuse a symlink (there is no `O_NOFOLLOW`), `\` in a
 //! decoded path separates components as `/` does, and a component Windows would alias or
-//! refuse (a `:`, a trailing dot or space, a reserved character) is `404`. `--cores N > 1`
-//! needs `SO_REUSEPORT`, which Windows lacks: it fails there with a message saying so.
+//! refuse (a `:`, a trailing dot or space, a reserved character) is `404`. Windows has no
+//! `SO_REUSEPORT`: with `--cores N > 1` core 0 accepts on the one listener and hands the
+//! connections to the cores in turn.
 
 use std::cell::{Cell, RefCell};
 use std::env;
@@ -367,11 +368,17 @@ fn run_single(
     let rt = Runtime::new()?;
     let listener = TcpListener::bind(cfg.addr.as_str())?;
     announce(listener.local_addr()?, cfg, &rt.backend_description());
-    rt.block_on(serve_core(listener, shared, stop, deadline));
+    rt.block_on(serve_core(
+        Incoming::Listener(listener),
+        shared,
+        stop,
+        deadline,
+    ));
     Ok(())
 }
 
 /// A pool of cores, each with its own `SO_REUSEPORT` listener on the same address.
+#[cfg(not(windows))]
 fn run_pool(
     cfg: &Config,
     shared: Arc<Shared>,
@@ -395,7 +402,9 @@ fn run_pool(
         // panicking task does, also counts).
         drop(pool.spawn_on(core, move || async move {
             match TcpListener::from_std(listener) {
-                Ok(listener) => serve_core(listener, shared, stop, deadline).await,
+                Ok(listener) => {
+                    serve_core(Incoming::Listener(listener), shared, stop, deadline).await
+                }
                 Err(e) => eprintln!("file_server: core {core}: adopting the listener: {e}"),
             }
             let _ = done.send(());
@@ -412,7 +421,87 @@ fn run_pool(
     pool.shutdown().map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// A pool of cores on Windows, which has no `SO_REUSEPORT`: core 0 accepts on the one
+/// listener and hands each connection, as a std socket, to the next core in turn (itself
+/// included), which adopts it before doing any IO on it (a Windows handle belongs to the
+/// completion port of the first runtime that does IO on it).
+#[cfg(windows)]
+fn run_pool(
+    cfg: &Config,
+    shared: Arc<Shared>,
+    stops: Vec<oneshot::Receiver<()>>,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let pool = Pool::builder().cores(cfg.cores).build()?;
+    let listener = std::net::TcpListener::bind(cfg.addr.as_str())?;
+    let addr = listener.local_addr()?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.cores)
+        .map(|_| coring::sync::mpsc::channel::<(std::net::TcpStream, SocketAddr)>(64))
+        .unzip();
+    let mut acceptor = Some((listener, senders));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    for (core, (rx, stop)) in receivers.into_iter().zip(stops).enumerate() {
+        let shared = shared.clone();
+        let done = done_tx.clone();
+        let acceptor = if core == 0 { acceptor.take() } else { None };
+        drop(pool.spawn_on(core, move || async move {
+            // Core 0 accepts for every core until it stops.
+            let handing = match acceptor.map(|(l, senders)| (TcpListener::from_std(l), senders)) {
+                Some((Ok(l), senders)) => Some(coring::spawn(hand_out(l, senders))),
+                Some((Err(e), _)) => {
+                    eprintln!("file_server: core {core}: adopting the listener: {e}");
+                    let _ = done.send(());
+                    return;
+                }
+                None => None,
+            };
+            serve_core(Incoming::Handed(rx), shared, stop, deadline).await;
+            if let Some(h) = handing {
+                h.abort();
+            }
+            let _ = done.send(());
+        }));
+    }
+    drop(done_tx);
+    announce(addr, cfg, &pool.core_info(0).backend_description);
+    // Returns once every core has finished (or its task is gone).
+    for _ in 0..cfg.cores {
+        if done_rx.recv().is_err() {
+            break;
+        }
+    }
+    pool.shutdown().map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Accepts forever, handing each connection to the next core in turn (Windows).
+#[cfg(windows)]
+async fn hand_out(
+    listener: TcpListener,
+    cores: Vec<coring::sync::mpsc::Sender<(std::net::TcpStream, SocketAddr)>>,
+) {
+    let mut next = 0;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                eprintln!("file_server: accept: {e}");
+                sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Nothing ran on it yet, so it converts at once.
+        let Ok(stream) = stream.into_std() else {
+            eprintln!("file_server: a new connection could not be handed over");
+            continue;
+        };
+        // A core that stopped dropped its receiver: the connection closes.
+        let _ = cores[next].send((stream, peer)).await;
+        next = (next + 1) % cores.len();
+    }
+}
+
 /// A `TcpListener` can move between threads only as its std twin (coring's is `!Send`).
+#[cfg(not(windows))]
 fn to_std(listener: TcpListener) -> io::Result<std::net::TcpListener> {
     listener
         .into_std()
@@ -476,8 +565,32 @@ impl Drop for Busy {
 }
 
 /// A core's main task: accept until told to stop, then let running requests finish.
+/// Where a core's connections come from.
+enum Incoming {
+    /// Its own listener.
+    Listener(TcpListener),
+    /// Connections another core accepted (Windows).
+    #[cfg(windows)]
+    Handed(coring::sync::mpsc::Receiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl Incoming {
+    /// The next connection.
+    async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        match self {
+            Incoming::Listener(l) => l.accept().await,
+            #[cfg(windows)]
+            Incoming::Handed(rx) => match rx.recv().await {
+                Some((stream, peer)) => Ok((TcpStream::from_std(stream)?, peer)),
+                // The accepting core is gone: nothing more comes.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
 async fn serve_core(
-    listener: TcpListener,
+    mut listener: Incoming,
     shared: Arc<Shared>,
     stop: oneshot::Receiver<()>,
     deadline: Option<Instant>,
@@ -500,7 +613,7 @@ async fn serve_core(
             }
         }
     };
-    race(accept_loop(&listener, &core), stop_signal).await;
+    race(accept_loop(&mut listener, &core), stop_signal).await;
     core.shared.control.stop();
     drop(listener);
     let give_up = Instant::now() + DRAIN_TIME;
@@ -509,7 +622,7 @@ async fn serve_core(
     }
 }
 
-async fn accept_loop(listener: &TcpListener, core: &Rc<Core>) {
+async fn accept_loop(listener: &mut Incoming, core: &Rc<Core>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
