@@ -372,24 +372,31 @@ coring_test!(std_conversions, async {
 });
 
 // Reads of cached data complete during submission (preadv2 RWF_NOWAIT on Linux), and reads
-// the page cache cannot answer inline (a pipe) still complete through the backend.
-// Unix only, by nature: a pipe made with libc::pipe, and the page-cache fast path.
-#[cfg(unix)]
+// the page cache cannot answer inline (a pipe; a named pipe on Windows) still complete
+// through the backend.
 coring_test!(cached_reads_complete_inline_pipes_do_not, |builder| {
-    use std::os::fd::FromRawFd;
     let rt = builder.build().unwrap();
     let dir = TempDir::new("fs");
     let p = dir.path("cached");
     std::fs::write(&p, vec![7u8; 8192]).unwrap();
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe writes.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (rd, mut wr) = unsafe {
-        (
-            File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
+    #[cfg(unix)]
+    let (rd, mut wr) = {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        unsafe {
+            (
+                File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    };
+    #[cfg(windows)]
+    let (rd, mut wr) = {
+        let (rd, wr) = win_pipe();
+        (File::from_std(rd), wr)
     };
     common::block_on_bounded(&rt, async {
         let f = File::open(&p).await.unwrap();
