@@ -190,6 +190,9 @@ pub(crate) enum OpDesc {
     Shutdown { fd: FdRef, how: i32 },
 }
 
+/// The most buffers one vectored call takes (Linux's `IOV_MAX`), on every platform.
+pub(crate) const IOV_MAX: u32 = 1024;
+
 /// The readiness a socket operation waits for when its syscall would block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interest {
@@ -335,9 +338,16 @@ impl OpDesc {
     /// The errno of a description no backend may run, checked once before submission so
     /// that every backend answers alike: EINVAL for a file offset (or, for `fallocate`, a
     /// length) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
-    /// `u64::MAX` as "the file position", a `pread` cannot express it).
+    /// `u64::MAX` as "the file position", a `pread` cannot express it), and for a vectored
+    /// call of more than [`IOV_MAX`] buffers (Linux's limit, which Windows' loop over the
+    /// buffers would not enforce).
     #[inline]
     pub(crate) fn check(&self) -> Result<(), i32> {
+        if let OpDesc::Readv { iovcnt, .. } | OpDesc::Writev { iovcnt, .. } = *self {
+            if iovcnt > IOV_MAX {
+                return Err(c::EINVAL);
+            }
+        }
         let Target::File { max: offset } = self.target() else {
             return Ok(());
         };

@@ -11,8 +11,8 @@ use std::ffi::{CStr, OsStr};
 use std::os::windows::ffi::OsStrExt;
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, FILETIME,
-    GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
+    CloseHandle, GetLastError, ERROR_BROKEN_PIPE, ERROR_CALL_NOT_IMPLEMENTED, ERROR_HANDLE_EOF,
+    ERROR_IO_PENDING, FILETIME, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateDirectoryW, CreateFileW, DeleteFileW, FileAllocationInfo, FileEndOfFileInfo,
@@ -273,7 +273,11 @@ fn fallocate(fd: i32, mode: i32, offset: u64, len: u64) -> i32 {
     if mode != 0 {
         return -c::EOPNOTSUPP;
     }
-    let Some(end) = offset.checked_add(len).filter(|&e| e <= i64::MAX as u64) else {
+    // An empty range is invalid, as for posix_fallocate(2).
+    let Some(end) = offset
+        .checked_add(len)
+        .filter(|&e| len > 0 && e <= i64::MAX as u64)
+    else {
         return -c::EINVAL;
     };
     let mut st = platform::empty_stat();
@@ -281,32 +285,42 @@ fn fallocate(fd: i32, mode: i32, offset: u64, len: u64) -> i32 {
     if r < 0 {
         return r;
     }
-    if end <= st.size {
-        return 0;
-    }
-    let alloc = FILE_ALLOCATION_INFO {
-        AllocationSize: end as i64,
-    };
-    let eof = FILE_END_OF_FILE_INFO {
-        EndOfFile: end as i64,
-    };
-    // SAFETY: each call passes a live struct of the class it names, and its size.
-    unsafe {
-        if SetFileInformationByHandle(
-            handle(fd),
-            FileAllocationInfo,
-            (&alloc as *const FILE_ALLOCATION_INFO).cast(),
-            std::mem::size_of::<FILE_ALLOCATION_INFO>() as u32,
-        ) == 0
-            || SetFileInformationByHandle(
+    if end > st.size {
+        let alloc = FILE_ALLOCATION_INFO {
+            AllocationSize: end as i64,
+        };
+        // SAFETY: passes a live struct of the class it names, and its size.
+        let reserved = unsafe {
+            SetFileInformationByHandle(
                 handle(fd),
-                FileEndOfFileInfo,
-                (&eof as *const FILE_END_OF_FILE_INFO).cast(),
-                std::mem::size_of::<FILE_END_OF_FILE_INFO>() as u32,
-            ) == 0
-        {
-            return last_error();
+                FileAllocationInfo,
+                (&alloc as *const FILE_ALLOCATION_INFO).cast(),
+                std::mem::size_of::<FILE_ALLOCATION_INFO>() as u32,
+            )
+        } != 0;
+        // Wine does not implement the allocation class (ERROR_CALL_NOT_IMPLEMENTED): the
+        // size set below still extends the file, as posix_fallocate's contract asks.
+        let e = last_error();
+        if !reserved && e != -(ERROR_CALL_NOT_IMPLEMENTED as i32) {
+            return e;
         }
+    }
+    // Grown to `end`, or set to the size it has: that still needs write access, so a file
+    // open only for reading is refused, as fallocate(2) refuses it.
+    let eof = FILE_END_OF_FILE_INFO {
+        EndOfFile: end.max(st.size) as i64,
+    };
+    // SAFETY: as above.
+    if unsafe {
+        SetFileInformationByHandle(
+            handle(fd),
+            FileEndOfFileInfo,
+            (&eof as *const FILE_END_OF_FILE_INFO).cast(),
+            std::mem::size_of::<FILE_END_OF_FILE_INFO>() as u32,
+        )
+    } == 0
+    {
+        return last_error();
     }
     0
 }

@@ -33,8 +33,8 @@ mod unix;
 use unix::cvt;
 #[cfg(unix)]
 pub(crate) use unix::{
-    bind_listen, c, close, empty_stat, ip_from_raw, ip_to_raw, prepare_listener, set_nodelay,
-    set_nonblocking, FromRaw, RawFd,
+    bind_listen, c, close, empty_stat, file_for_std, ip_from_raw, ip_to_raw, prepare_listener,
+    set_nodelay, set_nonblocking, FromRaw, RawFd,
 };
 // Read by the fallback backend's readiness checks (Unix only).
 #[cfg(unix)]
@@ -44,9 +44,9 @@ pub(crate) use unix::socket_option;
 pub(crate) mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
-    bind_listen, c, close, empty_stat, file_stat, ip_from_raw, ip_to_raw, prepare_listener,
-    set_nodelay, set_nonblocking, socket, FromRaw, RawFd, Stat, SEND_FLAGS, STAT_EMPTY_PATH,
-    STAT_MASK,
+    bind_listen, c, close, empty_stat, file_for_std, file_stat, ip_from_raw, ip_to_raw,
+    prepare_listener, set_nodelay, set_nonblocking, socket, FromRaw, RawFd, Stat, SEND_FLAGS,
+    STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "linux")]

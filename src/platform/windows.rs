@@ -362,6 +362,56 @@ pub(crate) fn bind_listen(
     Ok(())
 }
 
+/// A handle to the same file for std, which does synchronous IO: coring opens files for
+/// overlapped IO, which std cannot use, and Windows cannot switch an open handle's mode,
+/// so the file is opened again through the handle (`ReOpenFile`) with the widest access
+/// the handle allows among read+write, read, read+append, append, write; `fd` is closed
+/// on success. Takes ownership of `fd` either way.
+///
+/// # Errors
+///
+/// The reopen failed for every access; `fd` is given back.
+pub(crate) fn file_for_std(fd: RawFd) -> Result<RawFd, RawFd> {
+    use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::Storage::FileSystem::{
+        ReOpenFile, FILE_APPEND_DATA, FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_READ,
+        FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, SYNCHRONIZE,
+    };
+    let accesses = [
+        GENERIC_READ | GENERIC_WRITE,
+        GENERIC_READ,
+        FILE_GENERIC_READ | FILE_APPEND_DATA,
+        FILE_APPEND_DATA | SYNCHRONIZE,
+        GENERIC_WRITE,
+    ];
+    for access in accesses {
+        // SAFETY: reopens a live handle we own; no pointers.
+        let h = unsafe {
+            ReOpenFile(
+                handle(fd),
+                access,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                FILE_FLAG_BACKUP_SEMANTICS,
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            continue;
+        }
+        match raw_from(h as isize) {
+            Ok(new) => {
+                close(fd);
+                return Ok(new);
+            }
+            Err(_) => {
+                // SAFETY: the new handle is ours and named nowhere else.
+                unsafe { windows_sys::Win32::Foundation::CloseHandle(h) };
+                return Err(fd);
+            }
+        }
+    }
+    Err(fd)
+}
+
 /// Starts Winsock for the process once (closing a handle asks Winsock first whether it is
 /// a socket, which needs it even where no socket was ever made). Never undone: the process
 /// may use sockets until it exits.

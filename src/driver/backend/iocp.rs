@@ -24,10 +24,12 @@
 //! Windows binds a handle to one completion port, for good, the first time coring does IO
 //! on it ([`Iocp::attach`]); `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` is set then, so a call
 //! that succeeds at once posts no packet and completes during the push. A handle already
-//! bound to another runtime's port is refused: its operations end with
+//! bound to another runtime's port is refused: a socket's operations end with
 //! `ERROR_INVALID_PARAMETER` (`InvalidInput`), what `CreateIoCompletionPort` says, even
-//! after that runtime is dropped (the binding outlives the port). Each runtime's handles
-//! are its own on Windows; hand a socket to another runtime before doing IO on it.
+//! after that runtime is dropped (the binding outlives the port). Each runtime's sockets
+//! are its own on Windows; hand a socket to another runtime before doing IO on it. A file
+//! the port cannot take (bound elsewhere, or opened for synchronous IO, as std opens
+//! files) has its reads and writes run on the blocking pool instead.
 //!
 //! # Results
 //!
@@ -238,6 +240,17 @@ fn bind_any(s: SOCKET, family: u16) -> Result<(), i32> {
     }
 }
 
+/// How the port runs IO on a handle.
+#[derive(Debug, Clone, Copy)]
+enum Binding {
+    /// Bound to this port; `skip`: a call that succeeds at once posts no packet.
+    Port { skip: bool },
+    /// A file the port cannot take: opened for synchronous IO (a std file adopted with
+    /// `File::from_std`), or bound to another runtime's port. Its reads and writes run on
+    /// the blocking pool, each waiting on its own event (the pool's `rw_at`).
+    Pool,
+}
+
 /// The completion-port backend (see the module docs).
 pub(crate) struct Iocp {
     port: Arc<Port>,
@@ -249,9 +262,9 @@ pub(crate) struct Iocp {
     entries: Vec<OVERLAPPED_ENTRY>,
     /// Entries filled by the last wait.
     filled: usize,
-    /// Handles bound to this port: descriptor number -> (open-file identity, whether
-    /// immediate successes skip the port).
-    attached: HashMap<RawFd, (u64, bool)>,
+    /// Handles seen by this port: descriptor number -> (open-file identity, how its IO
+    /// runs).
+    attached: HashMap<RawFd, (u64, Binding)>,
     offload: Offload,
 }
 
@@ -281,31 +294,31 @@ impl Iocp {
         })
     }
 
-    /// Binds `fd` to this port if it is not yet (see the module docs); returns whether
-    /// immediate successes skip the port.
-    fn attach(&mut self, fd: FdRef) -> io::Result<bool> {
+    /// Binds `fd` to this port if it is not yet (see the module docs) and says how its IO
+    /// runs; `file`: a file read or write, which can run on the pool where the port
+    /// cannot take the handle.
+    fn attach(&mut self, fd: FdRef, file: bool) -> io::Result<Binding> {
         let known = self.attached.get(&fd.raw).copied();
-        if let Some((id, skip)) = known {
+        if let Some((id, binding)) = known {
             if id == fd.id {
-                return Ok(skip);
+                return Ok(binding);
             }
         }
         let h = handle(fd.raw);
         // SAFETY: binds a handle the operation holds open to our live port.
         if unsafe { CreateIoCompletionPort(h, self.port.0, 0, 0) }.is_null() {
             let e = last_error();
-            return match (e == ERROR_INVALID_PARAMETER as i32, known) {
+            let binding = match (e == ERROR_INVALID_PARAMETER as i32, known, file) {
                 // The same handle under a new owner (given up and adopted again): bound
                 // here already.
-                (true, Some((_, skip))) => {
-                    self.attached.insert(fd.raw, (fd.id, skip));
-                    Ok(skip)
-                }
-                // Bound to another runtime's port (the operation's error travels as a
-                // code: ERROR_INVALID_PARAMETER, an `InvalidInput`).
-                (true, None) => Err(io::Error::from_raw_os_error(e)),
-                _ => Err(io::Error::from_raw_os_error(e)),
+                (true, Some((_, Binding::Port { skip })), _) => Binding::Port { skip },
+                (true, _, true) => Binding::Pool,
+                // A socket bound to another runtime's port (the operation's error travels
+                // as a code: ERROR_INVALID_PARAMETER, an `InvalidInput`).
+                _ => return Err(io::Error::from_raw_os_error(e)),
             };
+            self.attached.insert(fd.raw, (fd.id, binding));
+            return Ok(binding);
         }
         // SAFETY: sets notification modes of the handle we just bound.
         let skip = unsafe {
@@ -314,8 +327,9 @@ impl Iocp {
                 (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE) as u8,
             )
         } != 0;
-        self.attached.insert(fd.raw, (fd.id, skip));
-        Ok(skip)
+        let binding = Binding::Port { skip };
+        self.attached.insert(fd.raw, (fd.id, binding));
+        Ok(binding)
     }
 
     /// Starts the overlapped call of `desc` in `op`.
@@ -753,7 +767,14 @@ impl Backend for Iocp {
                 }
             });
         };
-        let skip = self.attach(fd)?;
+        let file = matches!(desc, OpDesc::Read { .. } | OpDesc::Write { .. });
+        let skip = match self.attach(fd, file)? {
+            Binding::Port { skip } => skip,
+            Binding::Pool => {
+                self.offload.spawn(key, *desc);
+                return Ok(Push::Queued);
+            }
+        };
         let mut op = Box::new(Overlapped {
             // SAFETY: OVERLAPPED is plain integers and pointers; zero is its start state.
             ov: unsafe { mem::zeroed() },
