@@ -280,15 +280,25 @@ coring_test!(peer_reset_is_an_error, async {
     let res = timeout(Duration::from_millis(5), server.read(Vec::with_capacity(8))).await;
     assert!(res.is_err());
     let std_client = client.into_std().unwrap();
+    set_linger_zero(&std_client);
+    drop(std_client);
+    let (r, _) = server.read(Vec::with_capacity(8)).await;
+    let e = r.expect_err("a reset must be an error");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e:?}");
+});
+
+/// SO_LINGER with a zero timeout: closing `s` then resets the connection.
+#[cfg(unix)]
+fn set_linger_zero(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     // SAFETY: passes a live linger struct and its size.
     let r = unsafe {
-        use std::os::fd::AsRawFd;
         libc::setsockopt(
-            std_client.as_raw_fd(),
+            s.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
@@ -296,11 +306,29 @@ coring_test!(peer_reset_is_an_error, async {
         )
     };
     assert_eq!(r, 0);
-    drop(std_client);
-    let (r, _) = server.read(Vec::with_capacity(8)).await;
-    let e = r.expect_err("a reset must be an error");
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e:?}");
-});
+}
+
+/// SO_LINGER with a zero timeout: closing `s` then resets the connection.
+#[cfg(windows)]
+fn set_linger_zero(s: &std::net::TcpStream) {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock;
+    let linger = WinSock::LINGER {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a live LINGER struct and its size.
+    let r = unsafe {
+        WinSock::setsockopt(
+            s.as_raw_socket() as WinSock::SOCKET,
+            WinSock::SOL_SOCKET,
+            WinSock::SO_LINGER,
+            (&linger as *const WinSock::LINGER).cast(),
+            std::mem::size_of::<WinSock::LINGER>() as i32,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
 
 // Many connections with unread data take more provided buffers than the ring has (256 on
 // io_uring): receives that find the ring empty end with ENOBUFS and the reads fall back to
@@ -504,18 +532,24 @@ coring_test!(unread_stream_is_throttled, |builder| {
     });
 });
 
-// Only io_uring has provided buffers; the fallback backend never uses any.
+// Only io_uring has provided buffers; the fallback backend never uses any (nor does IOCP,
+// which takes its place on Windows).
 #[test]
 fn fallback_uses_no_provided_buffers() {
-    let rt = common::runtime(BackendKind::Fallback);
-    common::block_on_bounded(&rt, async {
-        let (client, server) = tcp_pair().await;
-        let (r, _) = client.write_all(b"abc".to_vec()).await;
-        r.unwrap();
-        let (r, _) = server.read_exact(Vec::with_capacity(3)).await;
-        r.unwrap();
-    });
-    assert_eq!(rt.provided_buffers_in_use(), 0);
+    for &kind in common::BACKENDS {
+        if kind == BackendKind::IoUring {
+            continue;
+        }
+        let rt = common::runtime(kind);
+        common::block_on_bounded(&rt, async {
+            let (client, server) = tcp_pair().await;
+            let (r, _) = client.write_all(b"abc".to_vec()).await;
+            r.unwrap();
+            let (r, _) = server.read_exact(Vec::with_capacity(3)).await;
+            r.unwrap();
+        });
+        assert_eq!(rt.provided_buffers_in_use(), 0, "{kind:?}");
+    }
 }
 
 // A tiny provided-buffer ring (8 buffers of 256 bytes, Builder::recv_buffers): arrivals
