@@ -492,10 +492,19 @@ fn listener_with_a_kept_accept_outlives_its_runtime() {
             let rt2 = common::runtime(kind);
             let _c = std::net::TcpStream::connect(addr).unwrap();
             rt2.block_on(async {
-                coring::time::timeout(Duration::from_secs(5), listener.accept())
+                let accepted = coring::time::timeout(Duration::from_secs(5), listener.accept())
                     .await
-                    .unwrap_or_else(|_| panic!("{kind:?}: accept on the new runtime hung"))
-                    .unwrap_or_else(|e| panic!("{kind:?}: accept on the new runtime: {e}"));
+                    .unwrap_or_else(|_| panic!("{kind:?}: accept on the new runtime hung"));
+                // Windows binds a socket to the completion port of the first runtime that
+                // did IO on it, for good (see `driver/backend/iocp`): the new runtime is
+                // refused, with InvalidInput, instead.
+                #[cfg(windows)]
+                assert_eq!(
+                    accepted.map(drop).unwrap_err().kind(),
+                    std::io::ErrorKind::InvalidInput
+                );
+                #[cfg(unix)]
+                accepted.unwrap_or_else(|e| panic!("{kind:?}: accept on the new runtime: {e}"));
             });
         });
     }
@@ -1285,11 +1294,26 @@ coring_test!(
         common::block_on_bounded(&first_rt, async {
             assert_eq!(first.await.0.unwrap(), 6);
         });
-        common::block_on_bounded(&second_rt, async {
-            assert_eq!(a.write(b"second".to_vec()).await.0.unwrap(), 6);
-        });
-        let got = reader.join().unwrap();
-        assert_eq!(&got[filled..], b"first-second");
+        // Windows binds a socket to the completion port of the first runtime that did IO
+        // on it, for good (see `driver/backend/iocp`): the second runtime cannot write it.
+        #[cfg(windows)]
+        {
+            common::block_on_bounded(&second_rt, async {
+                let (r, _) = a.write(b"second".to_vec()).await;
+                assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+            });
+            drop(a);
+            let got = reader.join().unwrap();
+            assert_eq!(&got[filled..], b"first-");
+        }
+        #[cfg(unix)]
+        {
+            common::block_on_bounded(&second_rt, async {
+                assert_eq!(a.write(b"second".to_vec()).await.0.unwrap(), 6);
+            });
+            let got = reader.join().unwrap();
+            assert_eq!(&got[filled..], b"first-second");
+        }
     }
 );
 
@@ -1322,18 +1346,32 @@ coring_test!(
                 a
             };
             let second_rt = builder.clone().build().unwrap();
-            let reader = std::thread::spawn(move || read_all_std(&mut b_std, filled + 4));
-            common::block_on_bounded(&second_rt, async {
-                let (r, _) = a.write(b"next".to_vec()).await;
-                assert_eq!(r.expect("the dropped runtime's send is not in flight"), 4);
-                a.shutdown(Shutdown::Write).await.unwrap();
-            });
-            let got = reader.join().unwrap();
-            assert!(
-                got.ends_with(b"next"),
-                "forget {forget}: {:?}",
-                &got[filled..]
-            );
+            // Windows binds a socket to the completion port of the first runtime that did
+            // IO on it, for good, also once that runtime is dropped (see
+            // `driver/backend/iocp`): the new runtime is refused with InvalidInput instead.
+            #[cfg(windows)]
+            {
+                let _ = (&mut b_std, filled);
+                common::block_on_bounded(&second_rt, async {
+                    let (r, _) = a.write(b"next".to_vec()).await;
+                    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+                });
+            }
+            #[cfg(unix)]
+            {
+                let reader = std::thread::spawn(move || read_all_std(&mut b_std, filled + 4));
+                common::block_on_bounded(&second_rt, async {
+                    let (r, _) = a.write(b"next".to_vec()).await;
+                    assert_eq!(r.expect("the dropped runtime's send is not in flight"), 4);
+                    a.shutdown(Shutdown::Write).await.unwrap();
+                });
+                let got = reader.join().unwrap();
+                assert!(
+                    got.ends_with(b"next"),
+                    "forget {forget}: {:?}",
+                    &got[filled..]
+                );
+            }
         }
     }
 );

@@ -103,6 +103,7 @@ pub(crate) mod c {
     pub(crate) const ENOBUFS: i32 = ws::WSAENOBUFS;
     pub(crate) const EOPNOTSUPP: i32 = f::ERROR_NOT_SUPPORTED as i32;
     pub(crate) const EBUSY: i32 = f::ERROR_BUSY as i32;
+    pub(crate) const EPIPE: i32 = f::ERROR_BROKEN_PIPE as i32;
 
     // Open flags, with Linux's values (translated by the executor).
     pub(crate) const O_RDONLY: i32 = 0;
