@@ -266,21 +266,18 @@ impl File {
     /// # Errors
     ///
     /// Gives `self` back if an operation (for example one being cancelled) still uses the
-    /// descriptor. On Windows, where coring opens files for overlapped IO and std needs
-    /// synchronous handles, the std file is the same file opened again through the handle
-    /// (`ReOpenFile`, with the widest access the handle allows; its file position starts
-    /// at 0); `self` comes back if that fails.
+    /// descriptor. On Windows, where coring opens disk files for overlapped IO and std
+    /// reads them synchronously, the std file is the same file opened again through the
+    /// handle (`ReOpenFile`, with the widest access the handle allows; its file position
+    /// starts at 0).
     pub fn into_std(self) -> Result<std::fs::File, File> {
-        let fd = match self.fd.into_raw() {
-            Ok(fd) => fd,
-            Err(fd) => return Err(File { fd }),
-        };
-        match crate::platform::file_for_std(fd) {
-            // SAFETY: the descriptor is ours alone (into_raw), and std takes it over.
-            Ok(fd) => Ok(unsafe { <std::fs::File as crate::platform::FromRaw>::from_raw(fd) }),
-            Err(fd) => Err(File {
-                fd: SharedFd::new(fd),
-            }),
+        match self.fd.into_raw() {
+            Ok(fd) => {
+                let fd = crate::platform::file_for_std(fd);
+                // SAFETY: the descriptor is ours alone (into_raw), and std takes it over.
+                Ok(unsafe { <std::fs::File as crate::platform::FromRaw>::from_raw(fd) })
+            }
+            Err(fd) => Err(File { fd }),
         }
     }
 }

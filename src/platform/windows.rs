@@ -363,21 +363,23 @@ pub(crate) fn bind_listen(
     Ok(())
 }
 
-/// A handle to the same file for std, which does synchronous IO: coring opens files for
-/// overlapped IO, which std cannot use, and Windows cannot switch an open handle's mode,
-/// so the file is opened again through the handle (`ReOpenFile`) with the widest access
-/// the handle allows among read+write, read, read+append, append, write; `fd` is closed
-/// on success. Takes ownership of `fd` either way.
-///
-/// # Errors
-///
-/// The reopen failed for every access; `fd` is given back.
-pub(crate) fn file_for_std(fd: RawFd) -> Result<RawFd, RawFd> {
+/// A handle to the same file for std, which does synchronous IO. coring opens disk files
+/// for overlapped IO, where std's reads without an offset fail, and Windows cannot switch
+/// an open handle's mode: a disk file is opened again through the handle (`ReOpenFile`)
+/// with the widest access the handle allows among read+write, read, read+append, append,
+/// write, and `fd` is closed. Anything else (a pipe, whose reopening would connect anew;
+/// a disk file the reopen fails for) is handed over as it is: std waits for its pending
+/// calls itself.
+pub(crate) fn file_for_std(fd: RawFd) -> RawFd {
     use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::Storage::FileSystem::{
-        ReOpenFile, FILE_APPEND_DATA, FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_READ,
-        FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, SYNCHRONIZE,
+        GetFileType, ReOpenFile, FILE_APPEND_DATA, FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_READ,
+        FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_DISK, SYNCHRONIZE,
     };
+    // SAFETY: no pointers.
+    if unsafe { GetFileType(handle(fd)) } != FILE_TYPE_DISK {
+        return fd;
+    }
     let accesses = [
         GENERIC_READ | GENERIC_WRITE,
         GENERIC_READ,
@@ -401,16 +403,16 @@ pub(crate) fn file_for_std(fd: RawFd) -> Result<RawFd, RawFd> {
         match raw_from(h as isize) {
             Ok(new) => {
                 close(fd);
-                return Ok(new);
+                return new;
             }
             Err(_) => {
                 // SAFETY: the new handle is ours and named nowhere else.
                 unsafe { windows_sys::Win32::Foundation::CloseHandle(h) };
-                return Err(fd);
+                return fd;
             }
         }
     }
-    Err(fd)
+    fd
 }
 
 /// Starts Winsock for the process once (closing a handle asks Winsock first whether it is
