@@ -210,28 +210,37 @@ coring_test!(readable_then_drained_elsewhere, async {
 
 // Writing into a peer that vanished mid-stream surfaces EPIPE/ECONNRESET as an error and
 // never kills the process with SIGPIPE.
-coring_test!(peer_closes_mid_write, async {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        let mut b = vec![0u8; 100_000];
-        let _ = c.read(&mut b);
-        // Close after reading a little: the writer is mid-write.
+// Not on Windows, where CI runs Wine 8: a pending overlapped send to a peer that resets
+// the connection is sometimes never completed there (reproduced without coring: a plain
+// WSASend of 64 MiB to a peer that reads 100 KB and closes hung in 2 of 10 runs); on
+// Windows it ends with WSAECONNRESET; `net.rs` `tcp_errors` checks writes to a closed peer on
+// every backend.
+#[cfg(unix)]
+mod peer_closes {
+    use super::*;
+    coring_test!(peer_closes_mid_write, async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut b = vec![0u8; 100_000];
+            let _ = c.read(&mut b);
+            // Close after reading a little: the writer is mid-write.
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        let big = vec![1u8; 64 << 20];
+        let (r, _) = s.write_all(big).await;
+        let e = r.expect_err("a 64 MiB write to a peer that closed must fail");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        );
+        reader.join().unwrap();
     });
-    let (s, _) = listener.accept().await.unwrap();
-    let big = vec![1u8; 64 << 20];
-    let (r, _) = s.write_all(big).await;
-    let e = r.expect_err("a 64 MiB write to a peer that closed must fail");
-    assert!(
-        matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ),
-        "{e}"
-    );
-    reader.join().unwrap();
-});
+}
 
 // A socket closed after waiting once, and a new socket that gets the same descriptor
 // number: the new one must still be woken (the fallback registers per open file, not per
