@@ -672,12 +672,22 @@ impl Driver {
         }
     }
 
+    /// Whether orphans whose final completion has been reaped wait to be finished
+    /// ([`Driver::finish_orphans`]).
+    #[inline]
+    pub(crate) fn has_orphans_to_finish(&self) -> bool {
+        !self.finished.is_empty()
+    }
+
     /// Finishes the orphans whose final completion has been reaped (closing a descriptor the
     /// kernel opened for nobody, dropping a buffer), outside `driver`'s borrow, each on its
     /// own: a `Drop` that panics is contained (the panic hook has reported it) and the
     /// others are finished all the same, as a task's panic is contained by its task.
-    /// Called by the event loop after every turn; user code that runs meanwhile may use
-    /// the runtime again.
+    /// Called by the event loop after every turn that leaves any
+    /// ([`Driver::has_orphans_to_finish`]); user code that runs meanwhile may use the
+    /// runtime again.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn finish_orphans(driver: &RefCell<Driver>) {
         let mut batch = {
             let mut d = driver.borrow_mut();

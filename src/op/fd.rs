@@ -63,23 +63,30 @@ impl SharedFd {
     /// since are not in flight any more (it cancelled or leaked them, and none of them can
     /// complete now): they are forgotten, whether their futures were dropped, leaked with
     /// the runtime, or `mem::forget`ed.
+    #[inline]
     pub(crate) fn check_write_order(&self) -> io::Result<()> {
         use crate::runtime::context;
         match self.inner.writes.get() {
-            (owner, n) if n > 0 && owner != context::driver_id() => {
-                if !context::runtime_alive(owner) {
-                    self.inner.writes.set((0, 0));
-                    return Ok(());
-                }
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "this stream has writes in flight on another runtime: finish them there \
-                 before writing or shutting down its write side here (they would be \
-                 overtaken)",
-                ))
-            }
+            (owner, n) if n > 0 && owner != context::driver_id() => self.writes_elsewhere(owner),
             _ => Ok(()),
         }
+    }
+
+    /// [`SharedFd::check_write_order`] when ordered writes are counted on runtime `owner`,
+    /// not the current one: out of line, as writes are rarely in flight anywhere else.
+    #[cold]
+    #[inline(never)]
+    fn writes_elsewhere(&self, owner: u64) -> io::Result<()> {
+        if !crate::runtime::context::runtime_alive(owner) {
+            self.inner.writes.set((0, 0));
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "this stream has writes in flight on another runtime: finish them there \
+             before writing or shutting down its write side here (they would be \
+             overtaken)",
+        ))
     }
 
     /// For an operation of this descriptor described by `desc` that went in flight on

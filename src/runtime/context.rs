@@ -90,6 +90,9 @@ pub(crate) fn submit(
     with(
         "coring IO used outside a coring runtime; await it inside Runtime::block_on or a \
          task spawned on one",
+        // Inlined into each caller (every operation type's `Op::poll`), where the
+        // description's variant is known: a shared closure would cost a call per submission.
+        #[inline(always)]
         |inner| {
             let left = inner.inline_left.get();
             if left == 0 && !desc.is_ordered_write() {
@@ -101,16 +104,20 @@ pub(crate) fn submit(
                 waker.wake_by_ref();
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
-            let group = match inner.cancel_token() {
-                Some(_) if !desc.is_cancellable() => 0,
-                Some(token) if token.is_cancelled() => {
-                    // Started under a cancelled token: it ends at once, as if the kernel
-                    // had cancelled it, without reaching the kernel.
-                    let c = crate::driver::Completion::error(c::ECANCELED);
-                    return (Ok(crate::driver::Submitted::Completed(c)), None);
+            // Outside a bound future (nearly always) the scope check is one load; the
+            // token's work is out of line.
+            let group = if inner.in_cancel_scope() {
+                match scope_group(inner, desc.is_cancellable()) {
+                    Some(group) => group,
+                    None => {
+                        // Started under a cancelled token: it ends at once, as if the
+                        // kernel had cancelled it, without reaching the kernel.
+                        let c = crate::driver::Completion::error(c::ECANCELED);
+                        return (Ok(crate::driver::Submitted::Completed(c)), None);
+                    }
                 }
-                Some(token) => token.group_on(&inner.driver),
-                None => 0,
+            } else {
+                0
             };
             let r = inner
                 .driver
@@ -125,8 +132,8 @@ pub(crate) fn submit(
                 Ok(crate::driver::Submitted::NotReady) => {
                     // Waiting for readiness with nothing in the kernel: a cancel must
                     // wake the task, whose next poll then ends the operation.
-                    if let Some(token) = inner.cancel_token() {
-                        token.wake_on_cancel(waker);
+                    if inner.in_cancel_scope() {
+                        wake_on_scope_cancel(inner, waker);
                     }
                     (r, None)
                 }
@@ -134,6 +141,45 @@ pub(crate) fn submit(
             }
         },
     )
+}
+
+/// The cancel group of an operation submitted in the current cancel scope (0 when there
+/// is none, or when a token may not stop the operation: `cancellable` false), or `None`
+/// if the scope's token was cancelled: the operation then ends at once with `ECANCELED`.
+#[cold]
+#[inline(never)]
+fn scope_group(inner: &Inner, cancellable: bool) -> Option<u32> {
+    match inner.cancel_token() {
+        Some(_) if !cancellable => Some(0),
+        Some(token) if token.is_cancelled() => None,
+        Some(token) => Some(token.group_on(&inner.driver)),
+        None => Some(0),
+    }
+}
+
+/// Has `waker` woken when the current cancel scope's token (if any) is cancelled.
+#[cold]
+#[inline(never)]
+fn wake_on_scope_cancel(inner: &Inner, waker: &std::task::Waker) {
+    if let Some(token) = inner.cancel_token() {
+        token.wake_on_cancel(waker);
+    }
+}
+
+/// For [`poll_readable`] waiting (`Pending`) in a cancel scope: `Ready` if the scope's
+/// token was cancelled (the operation goes on, and its submission under the cancelled
+/// token ends it), else `Pending`, with `waker` woken when the token is cancelled.
+#[cold]
+#[inline(never)]
+fn readable_in_scope(inner: &Inner, waker: &std::task::Waker) -> std::task::Poll<()> {
+    match inner.cancel_token() {
+        Some(token) if token.is_cancelled() => std::task::Poll::Ready(()),
+        Some(token) => {
+            token.wake_on_cancel(waker);
+            std::task::Poll::Pending
+        }
+        None => std::task::Poll::Pending,
+    }
 }
 
 /// Whether the operation being polled was cancelled by its
@@ -198,18 +244,12 @@ pub(crate) fn poll_readable(
          task spawned on one",
         |inner| {
             let polled = inner.driver.borrow_mut().poll_readable(fd, id, waker);
-            match inner.cancel_token() {
+            if polled.is_pending() && inner.in_cancel_scope() {
                 // Cancelled while waiting: go on to the operation, whose submission under
                 // the cancelled token ends it.
-                Some(token) if polled.is_pending() && token.is_cancelled() => {
-                    std::task::Poll::Ready(())
-                }
-                Some(token) if polled.is_pending() => {
-                    token.wake_on_cancel(waker);
-                    polled
-                }
-                _ => polled,
+                return readable_in_scope(inner, waker);
             }
+            polled
         },
     )
 }

@@ -363,6 +363,13 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Whether a bound future is being polled ([`Inner::cancel_token`] is `Some`): one
+    /// load, for the hot paths that do the token's work out of line.
+    #[inline(always)]
+    pub(crate) fn in_cancel_scope(&self) -> bool {
+        !self.cancel_scope.get().is_null()
+    }
+
     /// The token of the innermost bound future being polled, if any.
     #[inline]
     pub(crate) fn cancel_token(&self) -> Option<&crate::cancel::Token> {
@@ -486,8 +493,16 @@ impl Runtime {
             } else {
                 Wait::No
             };
-            let turn = inner.driver.borrow_mut().turn(wait);
-            Driver::finish_orphans(&inner.driver);
+            // Whether the turn (or anything since the last) left orphans to finish is read
+            // under the turn's own borrow: most turns leave none, and then cost no call.
+            let (turn, orphans) = {
+                let mut driver = inner.driver.borrow_mut();
+                let turn = driver.turn(wait);
+                (turn, driver.has_orphans_to_finish())
+            };
+            if orphans {
+                Driver::finish_orphans(&inner.driver);
+            }
             if let Err(e) = turn {
                 inner.driver.borrow_mut().leak_in_flight();
                 panic!(
