@@ -795,7 +795,10 @@ coring_test!(allocate_reserves_space_and_grows_the_file, async {
     // Wine answers a size change through a read-only handle with ERROR_INVALID_HANDLE (6)
     // where Windows says ERROR_ACCESS_DENIED.
     #[cfg(windows)]
-    assert!(matches!(err.raw_os_error(), Some(NOT_WRITABLE | 6)), "{err}");
+    assert!(
+        matches!(err.raw_os_error(), Some(NOT_WRITABLE | 6)),
+        "{err}"
+    );
     #[cfg(unix)]
     assert_eq!(err.raw_os_error(), Some(NOT_WRITABLE), "{err}");
 });
