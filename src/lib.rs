@@ -31,6 +31,7 @@ pub mod buf;
 pub mod cancel;
 mod driver;
 pub mod fs;
+pub mod link;
 pub mod net;
 mod op;
 mod platform;
