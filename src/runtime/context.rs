@@ -107,38 +107,60 @@ pub(crate) fn submit(
             }
             // Outside a bound future or a link (nearly always) the scope check is one
             // load; the scope's work is out of line.
-            if inner.in_cancel_scope() {
-                return submit_scoped(inner, desc, waker, left);
-            }
-            let r = inner.driver.borrow_mut().submit(desc, waker, left > 0, 0);
+            let r = if inner.in_cancel_scope() {
+                match submit_scoped(inner, desc, waker, left) {
+                    Scoped::Group(group) => {
+                        inner
+                            .driver
+                            .borrow_mut()
+                            .submit(desc, waker, left > 0, group)
+                    }
+                    Scoped::Submitted(r) => r,
+                    Scoped::Cancelled => {
+                        // Started under a cancelled token, or behind a link's failed first
+                        // operation: it ends at once, as if the kernel had cancelled it,
+                        // without reaching the kernel.
+                        let c = crate::driver::Completion::error(c::ECANCELED);
+                        return (Ok(crate::driver::Submitted::Completed(c)), None);
+                    }
+                }
+            } else {
+                inner.driver.borrow_mut().submit(desc, waker, left > 0, 0)
+            };
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
                 Ok(crate::driver::Submitted::Completed(_)) => {
                     inner.inline_left.set(left - 1);
                     (r, None)
                 }
-                Ok(crate::driver::Submitted::NotReady) | Err(_) => (r, None),
+                Ok(crate::driver::Submitted::NotReady) => {
+                    // Waiting for readiness with nothing in the kernel: a cancel must
+                    // wake the task, whose next poll then ends the operation.
+                    if inner.in_cancel_scope() {
+                        wake_on_scope_cancel(inner, waker);
+                    }
+                    (r, None)
+                }
+                Err(_) => (r, None),
             }
         },
     )
 }
 
-/// What [`submit`] returns.
-type SubmitResult = (
-    std::io::Result<crate::driver::Submitted>,
-    Option<Rc<RefCell<Driver>>>,
-);
-
-/// An operation ended at once with `ECANCELED`, as if the kernel had cancelled it,
-/// without reaching the kernel.
-fn cancelled_at_once() -> SubmitResult {
-    let c = crate::driver::Completion::error(c::ECANCELED);
-    (Ok(crate::driver::Submitted::Completed(c)), None)
+/// What an operation submitted in a scope does ([`submit_scoped`]).
+enum Scoped {
+    /// Goes to the driver's `submit` with this cancel group (0: none).
+    Group(u32),
+    /// Was submitted already: staged by a link, or with a deadline.
+    Submitted(std::io::Result<crate::driver::Submitted>),
+    /// Ends at once with `ECANCELED`, without reaching the kernel.
+    Cancelled,
 }
 
-/// [`submit`] in a scope: under a cancel token (its group, or at once `ECANCELED` if it
-/// was cancelled), with a deadline (kept by the kernel where the backend can), or staged
-/// by a link.
+/// The scope's part of [`submit`]: the cancel group of an operation started under a
+/// token (or `Cancelled` if the token was cancelled); an operation with a deadline is
+/// submitted with it (kept by the kernel where the backend can), and a link's operation
+/// is staged.
 #[cold]
 #[inline(never)]
 fn submit_scoped(
@@ -146,37 +168,21 @@ fn submit_scoped(
     desc: &crate::driver::OpDesc,
     waker: &std::task::Waker,
     left: u32,
-) -> SubmitResult {
+) -> Scoped {
     if let Some(stage) = inner.link_stage() {
         return stage_op(inner, stage, desc, waker);
     }
     let Some(group) = scope_group(inner, desc.is_cancellable()) else {
-        return cancelled_at_once();
+        return Scoped::Cancelled;
     };
-    let deadline = inner
-        .cancel_token()
-        .and_then(|t| t.deadline())
-        .filter(|_| desc.is_cancellable());
-    let r = {
-        let mut d = inner.driver.borrow_mut();
-        match deadline {
-            Some(at) => d.submit_timed(desc, waker, left > 0, group, at),
-            None => d.submit(desc, waker, left > 0, group),
-        }
-    };
-    match r {
-        Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
-        Ok(crate::driver::Submitted::Completed(_)) => {
-            inner.inline_left.set(left.saturating_sub(1));
-            (r, None)
-        }
-        Ok(crate::driver::Submitted::NotReady) => {
-            // Waiting for readiness with nothing in the kernel: a cancel must wake the
-            // task, whose next poll then ends the operation.
-            wake_on_scope_cancel(inner, waker);
-            (r, None)
-        }
-        Err(_) => (r, None),
+    match inner.cancel_token().and_then(|t| t.deadline()) {
+        Some(at) if desc.is_cancellable() => Scoped::Submitted(
+            inner
+                .driver
+                .borrow_mut()
+                .submit_timed(desc, waker, left > 0, group, at),
+        ),
+        _ => Scoped::Group(group),
     }
 }
 
@@ -191,22 +197,19 @@ fn stage_op(
     stage: &crate::link::Stage,
     desc: &crate::driver::OpDesc,
     waker: &std::task::Waker,
-) -> SubmitResult {
+) -> Scoped {
     if stage.is_cancelled() {
         // The chain's first operation ended before reaching the kernel: this one does not
         // start.
-        return cancelled_at_once();
+        return Scoped::Cancelled;
     }
     stage.check_single();
     let Some(group) = scope_group(inner, desc.is_cancellable()) else {
-        return cancelled_at_once();
+        return Scoped::Cancelled;
     };
     let key = inner.driver.borrow_mut().stage(desc, waker, group);
     stage.staged(key);
-    (
-        Ok(crate::driver::Submitted::InFlight(key)),
-        Some(inner.driver.clone()),
-    )
+    Scoped::Submitted(Ok(crate::driver::Submitted::InFlight(key)))
 }
 
 /// Makes `stage` the current runtime's link stage until the guard drops (which restores
