@@ -126,6 +126,8 @@ pub(crate) enum Enqueued {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Linked {
     /// Queued, with the kernel ordering the operations (or timing the operation) itself.
+    // Only io_uring links in the kernel.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Queued,
     /// Not enough room in the submission queue for every entry: nothing was queued; the
     /// driver makes room and asks again (a full queue never splits a chain).

@@ -103,7 +103,9 @@ pub(crate) struct Uring {
     multishot_live: usize,
     /// The durations of queued link timeouts (`push_timed`): the kernel reads each when it
     /// takes the entry from the submission queue, so they are kept until the queue has
-    /// been seen empty after an enter.
+    /// been seen empty after an enter. Boxed: an entry names its duration's address,
+    /// which must not move when the vector grows.
+    #[allow(clippy::vec_box)]
     timespecs: Vec<Box<types::Timespec>>,
 }
 
