@@ -247,6 +247,115 @@ coring_test!(short_read_breaks_the_chain, async {
     );
 });
 
+// Many chains at once on a tiny submission queue: a full queue is flushed before a chain
+// goes in, never between its two entries, so every chain keeps its order and result.
+coring_test!(full_queue_never_splits_a_chain, |builder| {
+    let rt = builder.entries(4).build().unwrap();
+    let backend = rt.backend();
+    let dir = TempDir::new("link-full-sq");
+    let path = dir.path("f");
+    let before = linked(&rt);
+    common::block_on_bounded(&rt, async {
+        let file = Rc::new(File::create(&path).await.unwrap());
+        let tasks: Vec<_> = (0..40u8)
+            .map(|i| {
+                let file = file.clone();
+                coring::spawn(async move {
+                    link(
+                        file.write_at(vec![i; 16], u64::from(i) * 16),
+                        file.sync_data(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            let ((written, _), synced) = t.await.unwrap();
+            assert_eq!(written.unwrap(), 16);
+            synced.unwrap();
+        }
+    });
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(on_disk.len(), 40 * 16);
+    for (i, chunk) in on_disk.chunks(16).enumerate() {
+        assert!(chunk.iter().all(|&b| usize::from(b) == i));
+    }
+    assert_eq!(linked(&rt) - before, native(backend, 80));
+});
+
+// Where io_uring runs an operation outside its ring (here an fsync sent to the blocking
+// pool as if the kernel lacked the opcode), the runtime keeps the chain's order itself,
+// with the same results.
+coring_test!(chains_outside_the_ring_are_kept_in_order, |builder| {
+    let rt = builder.emulate_missing_opcodes(&["fsync"]).build().unwrap();
+    let dir = TempDir::new("link-outside");
+    let path = dir.path("f");
+    std::fs::write(&path, b"").unwrap();
+    let before = linked(&rt);
+    common::block_on_bounded(&rt, async {
+        let writable = OpenOptions::new().write(true).open(&path).await.unwrap();
+        let read_only = File::open(&path).await.unwrap();
+        let ((written, _), synced) =
+            link(writable.write_at(b"ok".to_vec(), 0), writable.sync_data()).await;
+        assert_eq!(written.unwrap(), 2);
+        synced.unwrap();
+        let ((written, _), synced) =
+            link(read_only.write_at(b"no".to_vec(), 0), writable.sync_data()).await;
+        assert!(written.is_err());
+        assert!(is_cancelled(&synced.unwrap_err()));
+        // A sync first, a write behind it: the write waits for the pool's sync.
+        let (synced, (written, _)) =
+            link(writable.sync_all(), writable.write_at(b"!".to_vec(), 2)).await;
+        synced.unwrap();
+        assert_eq!(written.unwrap(), 1);
+    });
+    assert_eq!(
+        linked(&rt) - before,
+        0,
+        "no chain went to the kernel linked"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"ok!");
+});
+
+// An enclosing token reaches the operations under a deadline, and a deadline that did not
+// fire leaves no timer behind.
+coring_test!(deadline_under_a_cancel_token, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, async {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let token = CancelToken::new();
+        let canceller = token.clone();
+        let cancelling = coring::spawn(async move {
+            coring::time::sleep(Duration::from_millis(20)).await;
+            canceller.cancel();
+        });
+        let start = Instant::now();
+        let (res, _) = token
+            .bind(deadline_for(
+                a.recv_from(Vec::with_capacity(8)),
+                Duration::from_secs(20),
+            ))
+            .await;
+        assert!(is_cancelled(&res.unwrap_err()));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the token, not the deadline"
+        );
+        cancelling.await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (res, _) = b.send_to(b"x".to_vec(), a.local_addr().unwrap()).await;
+        res.unwrap();
+        let (res, _) =
+            deadline_for(a.recv_from(Vec::with_capacity(8)), Duration::from_secs(20)).await;
+        assert_eq!(res.unwrap().0, 1);
+    });
+    assert_eq!(
+        rt.pending_timers(),
+        0,
+        "no timer outlives its deadline future"
+    );
+});
+
 // A read with a deadline on a socket that gets no data ends cancelled at the deadline,
 // gives its buffer back, and the stream reads what arrives afterwards.
 coring_test!(deadline_read_times_out_and_stream_stays_usable, async {
