@@ -93,9 +93,47 @@ pub(crate) struct Token {
     /// for readiness, a call waiting for a retained operation): woken at cancel, they see
     /// it and end.
     waiting: RefCell<Vec<Waker>>,
+    /// The token of a [`deadline_for`](crate::time::deadline_for): when its timer
+    /// cancels it. Operations started under it carry the deadline to the kernel where
+    /// the backend can keep it (io_uring's IORING_OP_LINK_TIMEOUT).
+    deadline: Cell<Option<std::time::Instant>>,
 }
 
 impl Token {
+    /// A token that a timer cancels at `deadline` ([`crate::time::Deadline`]).
+    pub(crate) fn with_deadline(deadline: std::time::Instant) -> Token {
+        let token = Token::default();
+        token.deadline.set(Some(deadline));
+        token
+    }
+
+    /// When the token's deadline cancels it, if it has one.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline.get()
+    }
+
+    /// Cancels the token's operations (see [`CancelToken::cancel`]). Idempotent.
+    pub(crate) fn cancel(&self) {
+        if self.cancelled.replace(true) {
+            return;
+        }
+        let group = self.group.get();
+        if group != 0 {
+            let drivers = std::mem::take(&mut *self.drivers.borrow_mut());
+            for d in drivers.iter().filter_map(Weak::upgrade) {
+                // Outside any driver call, so the driver is free (a cancel from inside a
+                // runtime's own bookkeeping is impossible: that runs no user code).
+                if let Ok(mut d) = d.try_borrow_mut() {
+                    d.cancel_group(group);
+                }
+            }
+        }
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiting {
+            w.wake();
+        }
+    }
+
     /// Whether the token was cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.get()
@@ -160,25 +198,7 @@ impl CancelToken {
     /// not started yet, or waiting without an operation in the kernel, end with
     /// `ECANCELED`. Idempotent.
     pub fn cancel(&self) {
-        let t = &self.inner;
-        if t.cancelled.replace(true) {
-            return;
-        }
-        let group = t.group.get();
-        if group != 0 {
-            let drivers = std::mem::take(&mut *t.drivers.borrow_mut());
-            for d in drivers.iter().filter_map(Weak::upgrade) {
-                // Outside any driver call, so the driver is free (a cancel from inside a
-                // runtime's own bookkeeping is impossible: that runs no user code).
-                if let Ok(mut d) = d.try_borrow_mut() {
-                    d.cancel_group(group);
-                }
-            }
-        }
-        let waiting = std::mem::take(&mut *t.waiting.borrow_mut());
-        for w in waiting {
-            w.wake();
-        }
+        self.inner.cancel();
     }
 
     /// Whether [`CancelToken::cancel`] has been called.

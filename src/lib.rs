@@ -33,6 +33,7 @@ mod driver;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod fs;
+pub mod link;
 pub mod net;
 mod op;
 mod platform;

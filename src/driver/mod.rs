@@ -13,9 +13,11 @@
 //! calls, for the readiness backend and the blocking pool), `offload` (the blocking pool),
 //! `cached_read` and `backoff` (completing reads during submission, and rationing such
 //! attempts), `fixed` (registered files and buffers) and `provided` (a stream's multishot
-//! receive into the backend's provided buffers).
+//! receive into the backend's provided buffers), and `chain` (operations the kernel orders,
+//! or the driver holds back to emulate that order: `coring::link`, deadlines).
 
 pub(crate) mod backend;
+mod chain;
 // Completing reads during submission and rationing it: the io_uring and readiness
 // backends (Unix).
 #[cfg(unix)]
@@ -44,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-pub(crate) use backend::{AnyBackend, Backend, Enqueued, Push, Unpark, Wait};
+pub(crate) use backend::{AnyBackend, Backend, Enqueued, Linked, Push, Unpark, Wait};
 pub(crate) use desc::OpDesc;
 
 /// CQE flag: the completion names a provided buffer (id in the upper 16 bits).
@@ -166,6 +168,11 @@ pub struct Metrics {
     /// Streams switched to direct reads for bulk traffic (their multishot receive
     /// cancelled; each read then receives straight into the caller's buffer).
     pub bulk_switches: u64,
+    /// Operations the kernel itself ordered or timed: on io_uring, the members of a
+    /// [`link`](crate::link::link)ed chain (IOSQE_IO_LINK) and operations under a
+    /// [`deadline`](crate::time::deadline_for) (IORING_OP_LINK_TIMEOUT). Elsewhere the
+    /// driver emulates both, and this stays 0.
+    pub ops_linked: u64,
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final
@@ -231,6 +238,10 @@ pub(crate) struct Driver {
     throttle: Vec<usize>,
     /// Final completions reaped so far for owned operations (the next one's `seq`).
     finished_seq: u64,
+    /// Operations in the table that have not reached the backend: staged by a `link`
+    /// being polled, or held behind the chain member before them (see `chain.rs`).
+    /// Nearly always empty.
+    held: Vec<chain::Held>,
     pub(crate) metrics: Metrics,
     /// Errors the next kernel entries return instead of entering (test hook: proves that
     /// pushed work survives a failed `io_uring_enter`).
@@ -249,6 +260,7 @@ impl Driver {
             recycle: Vec::new(),
             throttle: Vec::new(),
             finished_seq: 0,
+            held: Vec::new(),
             metrics: Metrics::default(),
             #[cfg(feature = "test-util")]
             injected: VecDeque::new(),
@@ -495,6 +507,9 @@ impl Driver {
         if !matches!(self.ops[key], Slot::InFlight { .. }) {
             return true;
         }
+        if !self.held.is_empty() && self.cancel_held(key) {
+            return true;
+        }
         let synced = self.backend.cancel_sync(key).is_ok();
         // Also when the backend could not cancel synchronously: the operation may have
         // finished already, its completion waiting in the backend (a socket op done at
@@ -507,6 +522,10 @@ impl Driver {
     }
 
     fn request_cancel(&mut self, key: usize) {
+        // Never pushed: it ends here, without reaching the kernel.
+        if !self.held.is_empty() && self.cancel_held(key) {
+            return;
+        }
         // Cancellation is best effort: if the queue stays full the operation simply
         // completes on its own, and the table keeps it until then.
         for _ in 0..3 {
@@ -648,7 +667,11 @@ impl Driver {
                 }
             }
         });
-        // Checked first: most reaps have neither, and an empty drain still costs its setup.
+        // Checked first: most reaps have none of these, and an empty drain still costs its
+        // setup.
+        if !self.held.is_empty() {
+            self.advance_chains();
+        }
         if !self.recycle.is_empty() {
             for bid in self.recycle.drain(..) {
                 self.backend.recycle_buf(bid);

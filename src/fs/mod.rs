@@ -100,6 +100,86 @@ impl File {
         op::write_all(buf, |slice, done| self.write_at(slice, pos + done as u64)).await
     }
 
+    /// Writes the buffer's initialised bytes at `pos`, then flushes them (`fdatasync` with
+    /// `datasync`, else `fsync`), as one [`link`](crate::link::link)ed chain: the flush
+    /// starts only after the write has written every byte, and both go to the kernel in
+    /// one trip on io_uring.
+    ///
+    /// Returns the write's result with the buffer, and the flush's result, which is
+    /// `ECANCELED` ([`is_cancelled`](crate::cancel::is_cancelled)) when the write failed
+    /// or was short: the flush did not run. [`write_all_at_then_sync`](File::write_all_at_then_sync)
+    /// finishes a short write before flushing.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use coring::fs::File;
+    ///
+    /// coring::start(async {
+    ///     let path = std::env::temp_dir().join(format!("coring-wts-doc-{}", std::process::id()));
+    ///     let file = File::create(&path).await?;
+    ///     let ((written, _buf), synced) = file.write_at_then_sync(b"record".to_vec(), 0, true).await;
+    ///     assert_eq!(written?, 6);
+    ///     synced?;
+    ///     file.close().await?;
+    ///     std::fs::remove_file(&path)
+    /// })
+    /// .unwrap();
+    /// ```
+    pub async fn write_at_then_sync<B: IoBuf>(
+        &self,
+        buf: B,
+        pos: u64,
+        datasync: bool,
+    ) -> (BufResult<usize, B>, io::Result<()>) {
+        crate::link::link(self.write_at(buf, pos), self.sync(datasync)).await
+    }
+
+    /// Writes all of the buffer's initialised bytes at `pos`, then flushes them
+    /// (`fdatasync` with `datasync`, else `fsync`): the durable append of a log. Each
+    /// write is [`link`](crate::link::link)ed to a flush, so the common case (every byte
+    /// written at once) is one trip to the kernel on io_uring; after a short write (whose
+    /// flush does not run) the rest is written the same way.
+    ///
+    /// # Errors
+    ///
+    /// The write's error (the flush did not run), `WriteZero` if the file accepts no more
+    /// bytes, or the flush's error.
+    pub async fn write_all_at_then_sync<B: IoBuf>(
+        &self,
+        buf: B,
+        pos: u64,
+        datasync: bool,
+    ) -> BufResult<(), B> {
+        let total = buf.bytes_init();
+        if total == 0 {
+            return (self.sync(datasync).await, buf);
+        }
+        let mut done = 0;
+        let mut buf = buf;
+        loop {
+            let write = self.write_at(buf.slice(done..total), pos + done as u64);
+            let ((res, slice), synced) = crate::link::link(write, self.sync(datasync)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(n) if done + n >= total => return (synced, buf),
+                Ok(0) => {
+                    return (
+                        Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("write accepted 0 bytes after {done} of {total}"),
+                        )),
+                        buf,
+                    )
+                }
+                // Short: its flush was cancelled; the rest goes with the next one.
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
     /// Reads into several buffers in order with one operation (`preadv`).
     ///
     /// # Errors
@@ -215,7 +295,12 @@ impl File {
 
     /// Flushes data and metadata to the device (`fsync`; `F_FULLFSYNC` on Apple platforms).
     pub async fn sync_all(&self) -> io::Result<()> {
-        Op::new(Fsync::new(&self.fd, false)).await
+        self.sync(false).await
+    }
+
+    /// `fdatasync` with `datasync`, else `fsync`.
+    fn sync(&self, datasync: bool) -> Op<Fsync> {
+        Op::new(Fsync::new(&self.fd, datasync))
     }
 
     /// Flushes data, and only the metadata needed to read it back (`fdatasync`; on Apple

@@ -95,34 +95,38 @@ pub(crate) fn submit(
         #[inline(always)]
         |inner| {
             let left = inner.inline_left.get();
-            if left == 0 && !desc.is_ordered_write() {
+            if left == 0 && !desc.is_ordered_write() && !inner.linking() {
                 // The task used up its inline completions for this poll: it yields instead
                 // (woken at once, polled again after the other ready tasks, with a fresh
                 // budget) rather than send the operation the slow way (the ring and a park,
                 // or the blocking pool) only because it came late. An ordered write is
-                // submitted anyway: yielding could let a later one overtake it.
+                // submitted anyway: yielding could let a later one overtake it; so is a
+                // link's operation: its chain is built in this poll.
                 waker.wake_by_ref();
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
-            // Outside a bound future (nearly always) the scope check is one load; the
-            // token's work is out of line.
-            let group = if inner.in_cancel_scope() {
-                match scope_group(inner, desc.is_cancellable()) {
-                    Some(group) => group,
-                    None => {
-                        // Started under a cancelled token: it ends at once, as if the
-                        // kernel had cancelled it, without reaching the kernel.
+            // Outside a bound future or a link (nearly always) the scope check is one
+            // load; the scope's work is out of line.
+            let r = if inner.in_cancel_scope() {
+                match submit_scoped(inner, desc, waker, left) {
+                    Scoped::Group(group) => {
+                        inner
+                            .driver
+                            .borrow_mut()
+                            .submit(desc, waker, left > 0, group)
+                    }
+                    Scoped::Submitted(r) => r,
+                    Scoped::Cancelled => {
+                        // Started under a cancelled token, or behind a link's failed first
+                        // operation: it ends at once, as if the kernel had cancelled it,
+                        // without reaching the kernel.
                         let c = crate::driver::Completion::error(c::ECANCELED);
                         return (Ok(crate::driver::Submitted::Completed(c)), None);
                     }
                 }
             } else {
-                0
+                inner.driver.borrow_mut().submit(desc, waker, left > 0, 0)
             };
-            let r = inner
-                .driver
-                .borrow_mut()
-                .submit(desc, waker, left > 0, group);
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
                 Ok(crate::driver::Submitted::Completed(_)) => {
@@ -141,6 +145,106 @@ pub(crate) fn submit(
             }
         },
     )
+}
+
+/// What an operation submitted in a scope does ([`submit_scoped`]).
+enum Scoped {
+    /// Goes to the driver's `submit` with this cancel group (0: none).
+    Group(u32),
+    /// Was submitted already: staged by a link, or with a deadline.
+    Submitted(std::io::Result<crate::driver::Submitted>),
+    /// Ends at once with `ECANCELED`, without reaching the kernel.
+    Cancelled,
+}
+
+/// The scope's part of [`submit`]: the cancel group of an operation started under a
+/// token (or `Cancelled` if the token was cancelled); an operation with a deadline is
+/// submitted with it (kept by the kernel where the backend can), and a link's operation
+/// is staged.
+#[cold]
+#[inline(never)]
+fn submit_scoped(
+    inner: &Inner,
+    desc: &crate::driver::OpDesc,
+    waker: &std::task::Waker,
+    left: u32,
+) -> Scoped {
+    if let Some(stage) = inner.link_stage() {
+        return stage_op(inner, stage, desc, waker);
+    }
+    let Some(group) = scope_group(inner, desc.is_cancellable()) else {
+        return Scoped::Cancelled;
+    };
+    match inner.cancel_token().and_then(|t| t.deadline()) {
+        Some(at) if desc.is_cancellable() => Scoped::Submitted(
+            inner
+                .driver
+                .borrow_mut()
+                .submit_timed(desc, waker, left > 0, group, at),
+        ),
+        _ => Scoped::Group(group),
+    }
+}
+
+/// Stages an operation a link's future submits: in the driver's table, pushed with its
+/// chain once the link has polled both futures ([`Driver::submit_chain`]).
+///
+/// # Panics
+///
+/// If the future submits a second operation: a link takes single operations.
+fn stage_op(
+    inner: &Inner,
+    stage: &crate::link::Stage,
+    desc: &crate::driver::OpDesc,
+    waker: &std::task::Waker,
+) -> Scoped {
+    if stage.is_cancelled() {
+        // The chain's first operation ended before reaching the kernel: this one does not
+        // start.
+        return Scoped::Cancelled;
+    }
+    stage.check_single();
+    let Some(group) = scope_group(inner, desc.is_cancellable()) else {
+        return Scoped::Cancelled;
+    };
+    let key = inner.driver.borrow_mut().stage(desc, waker, group);
+    stage.staged(key);
+    Scoped::Submitted(Ok(crate::driver::Submitted::InFlight(key)))
+}
+
+/// Makes `stage` the current runtime's link stage until the guard drops (which restores
+/// the enclosing state): operations submitted meanwhile are staged there.
+pub(crate) fn enter_link(stage: &crate::link::Stage) -> LinkScope<'_> {
+    let prev = try_with(|inner| {
+        let scope = inner.cancel_scope.get();
+        inner
+            .cancel_scope
+            .set(scope.map_addr(|a| a | super::LINK_TAG));
+        (scope, inner.link_stage.replace(stage))
+    });
+    LinkScope {
+        prev,
+        _stage: std::marker::PhantomData,
+    }
+}
+
+/// The guard of [`enter_link`].
+pub(crate) struct LinkScope<'a> {
+    /// The enclosing scope word and stage, or `None` outside a runtime.
+    prev: Option<(*const Token, *const crate::link::Stage)>,
+    /// The stage must outlive the guard: the runtime points at it meanwhile.
+    _stage: std::marker::PhantomData<&'a crate::link::Stage>,
+}
+
+impl Drop for LinkScope<'_> {
+    fn drop(&mut self) {
+        if let Some((scope, stage)) = self.prev {
+            try_with(|inner| {
+                inner.cancel_scope.set(scope);
+                inner.link_stage.set(stage);
+            });
+        }
+    }
 }
 
 /// The cancel group of an operation submitted in the current cancel scope (0 when there
@@ -172,6 +276,11 @@ fn wake_on_scope_cancel(inner: &Inner, waker: &std::task::Waker) {
 #[cold]
 #[inline(never)]
 fn readable_in_scope(inner: &Inner, waker: &std::task::Waker) -> std::task::Poll<()> {
+    if inner.linking() {
+        // A link's receive is submitted now, to be staged; the backend keeps it waiting
+        // for readiness once its chain lets it start.
+        return std::task::Poll::Ready(());
+    }
     match inner.cancel_token() {
         Some(token) if token.is_cancelled() => std::task::Poll::Ready(()),
         Some(token) => {
@@ -207,7 +316,15 @@ pub(crate) fn cancelled() -> std::io::Error {
 /// Makes `token` the current runtime's cancel scope until the guard drops (which restores
 /// the enclosing one): operations polled meanwhile belong to it.
 pub(crate) fn enter_cancel_scope(token: &Rc<Token>) -> CancelScope<'_> {
-    let prev = try_with(|inner| inner.cancel_scope.replace(Rc::as_ptr(token)));
+    let prev = try_with(|inner| {
+        let prev = inner.cancel_scope.get();
+        // A link's tag stays: an operation bound to a token inside a link is still staged.
+        let tag = prev.addr() & super::LINK_TAG;
+        inner
+            .cancel_scope
+            .set(Rc::as_ptr(token).map_addr(|a| a | tag));
+        prev
+    });
     CancelScope {
         prev,
         _token: std::marker::PhantomData,

@@ -301,6 +301,7 @@ impl Builder {
             },
             inline_left: std::cell::Cell::new(INLINE_BUDGET),
             cancel_scope: std::cell::Cell::new(std::ptr::null()),
+            link_stage: std::cell::Cell::new(std::ptr::null()),
             driver: Rc::new(RefCell::new(driver)),
             executor: Executor::new(),
             timers: Rc::new(RefCell::new(Timers::default())),
@@ -346,6 +347,10 @@ impl Builder {
     }
 }
 
+/// The bit of [`Inner::cancel_scope`] that says a link is staging operations (a token's
+/// address is aligned, so its lowest bit is free).
+pub(crate) const LINK_TAG: usize = 1;
+
 /// Everything one runtime owns, reachable from the thread-local context.
 pub(crate) struct Inner {
     pub(crate) driver: Rc<RefCell<Driver>>,
@@ -353,9 +358,15 @@ pub(crate) struct Inner {
     pub(crate) driver_id: u64,
     /// Inline completions left to the task being polled ([`INLINE_BUDGET`]).
     pub(crate) inline_left: std::cell::Cell<u32>,
-    /// The token of the innermost [`Cancellable`](crate::cancel::Cancellable) being
-    /// polled, or null ([`context::enter_cancel_scope`]).
+    /// The token of the innermost [`Cancellable`](crate::cancel::Cancellable) (or
+    /// [`Deadline`](crate::time::Deadline)) being polled, or null
+    /// ([`context::enter_cancel_scope`]); its lowest bit ([`LINK_TAG`]) is set while a
+    /// [`link`](crate::link::link) stages operations ([`Inner::link_stage`]). Non-null
+    /// means "a submission has out-of-line work to do": one load on the hot path.
     pub(crate) cancel_scope: std::cell::Cell<*const crate::cancel::Token>,
+    /// The stage of the [`link`](crate::link::link) polling its futures for the first
+    /// time, or null ([`context::enter_link`]).
+    pub(crate) link_stage: std::cell::Cell<*const crate::link::Stage>,
     pub(crate) executor: Executor,
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
@@ -370,10 +381,26 @@ impl Inner {
         !self.cancel_scope.get().is_null()
     }
 
+    /// Whether a [`link`](crate::link::link) is staging the operations its futures
+    /// submit.
+    #[inline]
+    pub(crate) fn linking(&self) -> bool {
+        self.cancel_scope.get().addr() & LINK_TAG != 0
+    }
+
+    /// The stage of the link polling its futures for the first time, if any.
+    pub(crate) fn link_stage(&self) -> Option<&crate::link::Stage> {
+        let p = self.link_stage.get();
+        // SAFETY: `link_stage` is non-null only while a `LinkScope` guard lives, which
+        // borrows the stage it points to (see `context::enter_link`); the reference is
+        // used inside the guarded poll only.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
     /// The token of the innermost bound future being polled, if any.
     #[inline]
     pub(crate) fn cancel_token(&self) -> Option<&crate::cancel::Token> {
-        let p = self.cancel_scope.get();
+        let p = self.cancel_scope.get().map_addr(|a| a & !LINK_TAG);
         // SAFETY: `cancel_scope` is non-null only while a `CancelScope` guard lives, and
         // the guard borrows the `Rc<Token>` it points into (see
         // `context::enter_cancel_scope`); the reference does not outlive `&self`'s use in

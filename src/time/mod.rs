@@ -1,4 +1,4 @@
-//! Timers: [`sleep`], [`sleep_until`], [`timeout`] and [`interval`].
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`deadline_for`] and [`interval`].
 //!
 //! Deadlines live in an ordered map owned by the runtime's thread; the event loop sleeps in
 //! the kernel until the earliest one (or IO, or a wakeup), so an idle runtime uses no CPU.
@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::cancel::Token;
 use crate::runtime::context;
 
 /// Waits until `duration` has elapsed.
@@ -213,6 +214,127 @@ impl<F: Future> Future for Timeout<F> {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Runs `future` with a deadline `duration` from now: at the deadline its operations are
+/// cancelled, and it completes with its own output, as under a
+/// [`CancelToken`](crate::cancel::CancelToken) cancelled then: an operation the deadline
+/// stopped ends with `ECANCELED` ([`is_cancelled`](crate::cancel::is_cancelled) is true),
+/// one that finished first keeps its real result, and the buffer comes back either way.
+/// Unlike [`timeout`], nothing is lost: the future is not dropped, so no byte read or
+/// written before the deadline goes missing, and the socket or file stays usable.
+///
+/// On io_uring each operation the future starts carries the deadline into the kernel: it
+/// is submitted linked to an IORING_OP_LINK_TIMEOUT, so the kernel cancels it at the
+/// deadline without a trip through the runtime. On the other backends (and for what the
+/// kernel cannot time: a stream read served by the stream's multishot receive, a wait for
+/// readiness, a stream's send kept in issue order), the runtime's timer cancels at the
+/// deadline. A future that waits for something other than IO (a channel, a sleep) is not
+/// interrupted: only its operations are cancelled.
+///
+/// An enclosing `CancelToken` still reaches the future's operations.
+///
+/// # Panics
+///
+/// When polled outside a coring runtime.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use coring::net::UdpSocket;
+///
+/// coring::start(async {
+///     let socket = UdpSocket::bind("127.0.0.1:0")?;
+///     // Nobody sends: the receive is cancelled after 20 ms, and the buffer comes back.
+///     let read = socket.recv_from(Vec::with_capacity(64));
+///     let (res, buf) = coring::time::deadline_for(read, Duration::from_millis(20)).await;
+///     assert!(coring::cancel::is_cancelled(&res.unwrap_err()));
+///     assert_eq!(buf.capacity(), 64);
+///     Ok::<(), std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+pub fn deadline_for<F: Future>(future: F, duration: Duration) -> Deadline<F> {
+    deadline_at(future, later(Instant::now(), duration))
+}
+
+/// Runs `future` with a deadline at `deadline`; see [`deadline_for`].
+pub fn deadline_at<F: Future>(future: F, deadline: Instant) -> Deadline<F> {
+    Deadline {
+        future,
+        token: Rc::new(Token::with_deadline(deadline)),
+        deadline,
+        sleep: None,
+    }
+}
+
+/// Future returned by [`deadline_for`] and [`deadline_at`]; resolves to the future's own
+/// output.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Deadline<F> {
+    future: F,
+    /// Cancelled at the deadline; its scope carries the deadline to the operations.
+    token: Rc<Token>,
+    deadline: Instant,
+    /// The runtime's timer for the deadline, armed on the first poll that waits.
+    sleep: Option<Sleep>,
+}
+
+impl<F> Deadline<F> {
+    /// The instant the future's operations are cancelled at.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has cancelled the future's operations (or an enclosing
+    /// [`CancelToken`](crate::cancel::CancelToken) has).
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of `self`, and
+        // `Deadline` has no Drop impl that could move it; the other fields are Unpin.
+        let this = unsafe { self.get_unchecked_mut() };
+        // Checked in the enclosing scope: an enclosing token's cancel (which wakes this
+        // task) reaches the deadline's operations too.
+        if !this.token.is_cancelled()
+            && (context::cancel_requested(cx.waker()) || Instant::now() >= this.deadline)
+        {
+            this.token.cancel();
+        }
+        let polled = {
+            let _scope = context::enter_cancel_scope(&this.token);
+            // SAFETY: see above.
+            unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+        };
+        if polled.is_ready() || this.token.is_cancelled() {
+            return polled;
+        }
+        let deadline = this.deadline;
+        let sleep = this.sleep.get_or_insert_with(|| sleep_until(deadline));
+        if Pin::new(sleep).poll(cx).is_ready() {
+            // Cancelled now; the next poll collects what the operations end with.
+            this.token.cancel();
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl<F: fmt::Debug> fmt::Debug for Deadline<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deadline")
+            .field("deadline", &self.deadline)
+            .field("cancelled", &self.token.is_cancelled())
+            .field("future", &self.future)
+            .finish()
     }
 }
 

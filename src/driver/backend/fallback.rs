@@ -468,6 +468,33 @@ impl Backend for Fallback {
         })
     }
 
+    /// As `push`, except that a stream receive which has to wait is parked in its socket's
+    /// read queue (retried on the next readable edge, as a datagram receive is) rather than
+    /// left to its task: no task will submit it again.
+    fn push_held(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        let (Route::Socket(t), OpDesc::Recv { stream: true, .. }) = (route(desc), desc) else {
+            return self.push(key, desc, false, Waker::noop());
+        };
+        match self.attempt(desc, t) {
+            Attempt::Ran(res) => self.ready.push((key, Completion { res, flags: 0 })),
+            Attempt::Wait { watched } => {
+                let unwatched = if watched {
+                    None
+                } else {
+                    self.watch(t.fd, t.id, t.interest).err()
+                };
+                match unwatched {
+                    Some(e) => {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        self.ready.push((key, Completion::error(errno)));
+                    }
+                    None => self.park(key, t.fd, t.interest, *desc),
+                }
+            }
+        }
+        Ok(Push::Queued)
+    }
+
     fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
         if let Some((fd, dir)) = self.parked.remove(key) {
             if let Some(w) = self.fds.get_mut(fd as usize) {

@@ -81,7 +81,7 @@ use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::fixed::Registration;
 use super::{Completion, OpDesc};
@@ -120,6 +120,24 @@ pub(crate) enum Enqueued {
     // Only io_uring's bounded queue fills up.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     QueueFull,
+}
+
+/// What [`Backend::push_linked`] or [`Backend::push_timed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linked {
+    /// Queued, with the kernel ordering the operations (or timing the operation) itself.
+    // Only io_uring links in the kernel.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Queued,
+    /// Not enough room in the submission queue for every entry: nothing was queued; the
+    /// driver makes room and asks again (a full queue never splits a chain).
+    // Only io_uring's bounded queue fills up.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Full,
+    /// The backend cannot do it for these operations: nothing was queued, and the driver
+    /// emulates it (holds the second operation until the first has completed in full;
+    /// times the operation with the runtime's timers).
+    Unsupported,
 }
 
 /// How long [`Backend::enter`] may sleep.
@@ -173,6 +191,57 @@ pub(crate) trait Backend {
     /// The operation could not be started and nothing of it reached the kernel; the
     /// driver completes it with this error.
     fn push(&mut self, key: usize, desc: &OpDesc, inline: bool, waker: &Waker) -> io::Result<Push>;
+
+    /// Pushes `first` linked to `second`, as io_uring's IOSQE_IO_LINK: the kernel starts
+    /// `second` only after `first` completed with its full result (no error; a read or
+    /// write of every byte asked), and otherwise completes `second` with `-ECANCELED`
+    /// without starting it. Both are queued one after the other, or neither: nothing
+    /// else may be queued between them. Never completes either during the call.
+    ///
+    /// The default, [`Linked::Unsupported`], has the driver emulate the order: it
+    /// pushes `first` alone and holds `second` until `first`'s final completion.
+    ///
+    /// # Errors
+    ///
+    /// Neither operation could be started and nothing of them reached the kernel.
+    fn push_linked(
+        &mut self,
+        _first: (usize, &OpDesc),
+        _second: (usize, &OpDesc),
+    ) -> io::Result<Linked> {
+        Ok(Linked::Unsupported)
+    }
+
+    /// Pushes operation `key` with a deadline the kernel keeps (io_uring's
+    /// IORING_OP_LINK_TIMEOUT): at `deadline` the operation is cancelled (`-ECANCELED`,
+    /// or its real result if it finished first). Never completes it during the call.
+    ///
+    /// The default, [`Linked::Unsupported`], has the driver push it as usual: the
+    /// deadline is then kept by the runtime's timer, which cancels the operation.
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::push`].
+    fn push_timed(
+        &mut self,
+        _key: usize,
+        _desc: &OpDesc,
+        _deadline: Instant,
+    ) -> io::Result<Linked> {
+        Ok(Linked::Unsupported)
+    }
+
+    /// Pushes an operation the driver held back (the second of an emulated chain, or one
+    /// that found the queue full), with no task polling it: as [`Backend::push`] without
+    /// `inline`, except that it never answers [`Push::NotReady`] (a readiness backend
+    /// parks a receive that has to wait, as it parks any other socket operation).
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::push`].
+    fn push_held(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        self.push(key, desc, false, Waker::noop())
+    }
 
     /// Asks for operation `key` to finish early. Best effort: the operation still reports
     /// exactly one final completion (with `-ECANCELED`, or its real result if it finished
@@ -348,6 +417,49 @@ impl Backend for AnyBackend {
             AnyBackend::Iocp(b) => b.push(key, desc, inline, waker),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.push(key, desc, inline, waker),
+        }
+    }
+
+    fn push_linked(
+        &mut self,
+        first: (usize, &OpDesc),
+        second: (usize, &OpDesc),
+    ) -> io::Result<Linked> {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.push_linked(first, second),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.push_linked(first, second),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.push_linked(first, second),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.push_linked(first, second),
+        }
+    }
+
+    fn push_timed(&mut self, key: usize, desc: &OpDesc, deadline: Instant) -> io::Result<Linked> {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.push_timed(key, desc, deadline),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.push_timed(key, desc, deadline),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.push_timed(key, desc, deadline),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.push_timed(key, desc, deadline),
+        }
+    }
+
+    fn push_held(&mut self, key: usize, desc: &OpDesc) -> io::Result<Push> {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.push_held(key, desc),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.push_held(key, desc),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.push_held(key, desc),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.push_held(key, desc),
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use self::send_order::SendOrder;
-use super::{classify_enter_error, Backend, Enqueued, Push, Unpark, Wait};
+use super::{classify_enter_error, Backend, Enqueued, Linked, Push, Unpark, Wait};
 use crate::driver::cached_read::CachedReads;
 use crate::driver::desc::FdRef;
 use crate::driver::fixed::{Fixed, Registration};
@@ -38,6 +38,10 @@ const PROBE_TOKEN: u64 = u64::MAX - 2;
 const CANCEL_TOKEN: u64 = u64::MAX;
 /// `user_data` of the internal eventfd read that lets other threads wake the ring.
 const WAKE_TOKEN: u64 = u64::MAX - 1;
+/// `user_data` of the IORING_OP_LINK_TIMEOUT entries that keep operations' deadlines; their
+/// completions (`-ETIME` if the deadline came first) carry nothing the driver needs: the
+/// operation's own completion says whether it was cancelled.
+const LINK_TIMEOUT_TOKEN: u64 = u64::MAX - 3;
 
 /// Ring setup options, from the [`crate::Builder`].
 #[derive(Debug, Clone)]
@@ -97,6 +101,12 @@ pub(crate) struct Uring {
     /// How many of those there are: while any is in flight, the kernel may write into the
     /// buffer ring, so its memory must not be freed.
     multishot_live: usize,
+    /// The durations of queued link timeouts (`push_timed`): the kernel reads each when it
+    /// takes the entry from the submission queue, so they are kept until the queue has
+    /// been seen empty after an enter. Boxed: an entry names its duration's address,
+    /// which must not move when the vector grows.
+    #[allow(clippy::vec_box)]
+    timespecs: Vec<Box<types::Timespec>>,
 }
 
 impl Drop for Uring {
@@ -105,6 +115,9 @@ impl Drop for Uring {
         // that outlive the ring must not call io_uring_register on a closed (or reused)
         // descriptor number.
         self.registry.detach();
+        // Entries the kernel has not taken yet may still name them (an SQPOLL thread
+        // reads the queue on its own): a few bytes each, leaked rather than freed.
+        std::mem::forget(std::mem::take(&mut self.timespecs));
         if let Some(br) = self.bufring.take() {
             // Free the buffer memory only when no receive can write into it: none in flight
             // and the ring unregistered. Otherwise leak it (1 MiB), as the driver leaks any
@@ -195,6 +208,7 @@ impl Uring {
             no_multishot: cfg.recv_buffers.is_none(),
             multishot: Vec::new(),
             multishot_live: 0,
+            timespecs: Vec::new(),
         };
         if !uring.arm_wake() {
             return Err((
@@ -390,6 +404,28 @@ impl Uring {
                     self.completed_here.push((key, Completion::error(errno)));
                 }
             }
+        }
+    }
+
+    /// Whether the ring runs `desc`, translated to `entry`, as that one entry, so that the
+    /// kernel can order or time it: not an operation the kernel lacks (it runs on the
+    /// pool), nor a stream's ordered write (kept in issue order outside the ring, see
+    /// `send_order.rs`), a shutdown (run at once) or a multishot receive (the stream's).
+    fn runs_in_ring(&self, desc: &OpDesc, entry: &squeue::Entry) -> bool {
+        !matches!(desc, OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. })
+            && !desc.is_ordered_write()
+            && self.missing & (1u128 << entry.get_opcode()) == 0
+            && !self.hides(desc.name())
+    }
+
+    /// Frees the durations of link timeouts once the kernel has taken every queued entry
+    /// (it copies a timeout's duration when it takes the entry).
+    fn release_timespecs(&mut self) {
+        let mut sq = self.ring.submission();
+        sq.sync();
+        if sq.is_empty() {
+            drop(sq);
+            self.timespecs.clear();
         }
     }
 
@@ -622,6 +658,65 @@ impl Backend for Uring {
         })
     }
 
+    /// Queues both entries back to back, the first with IOSQE_IO_LINK, if the ring runs
+    /// both itself and has room for both.
+    fn push_linked(
+        &mut self,
+        first: (usize, &OpDesc),
+        second: (usize, &OpDesc),
+    ) -> io::Result<Linked> {
+        let a = self
+            .sqe(first.1)
+            .user_data(first.0 as u64)
+            .flags(squeue::Flags::IO_LINK);
+        let b = self.sqe(second.1).user_data(second.0 as u64);
+        if !self.runs_in_ring(first.1, &a) || !self.runs_in_ring(second.1, &b) {
+            return Ok(Linked::Unsupported);
+        }
+        let mut sq = self.ring.submission();
+        // SAFETY: the driver keeps both operations, which own every pointer in their
+        // descriptions, alive until their completions are reaped (driver contract,
+        // point 1). push_multiple queues both or neither.
+        Ok(match unsafe { sq.push_multiple(&[a, b]) } {
+            Ok(()) => Linked::Queued,
+            Err(_) => Linked::Full,
+        })
+    }
+
+    /// Queues the operation with IOSQE_IO_LINK and an IORING_OP_LINK_TIMEOUT behind it
+    /// (relative to now), if the ring runs the operation itself and has room for both.
+    fn push_timed(
+        &mut self,
+        key: usize,
+        desc: &OpDesc,
+        deadline: std::time::Instant,
+    ) -> io::Result<Linked> {
+        let op = self
+            .sqe(desc)
+            .user_data(key as u64)
+            .flags(squeue::Flags::IO_LINK);
+        if !self.runs_in_ring(desc, &op) {
+            return Ok(Linked::Unsupported);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = Box::new(types::Timespec::from(left));
+        let timeout = opcode::LinkTimeout::new(&*ts)
+            .build()
+            .user_data(LINK_TIMEOUT_TOKEN);
+        let mut sq = self.ring.submission();
+        // SAFETY: as in `push_linked` for the operation; the timeout's duration lives on
+        // the heap in `timespecs` until the kernel has taken the entry (`enter`).
+        let pushed = unsafe { sq.push_multiple(&[op, timeout]) };
+        drop(sq);
+        Ok(match pushed {
+            Ok(()) => {
+                self.timespecs.push(ts);
+                Linked::Queued
+            }
+            Err(_) => Linked::Full,
+        })
+    }
+
     fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
         if self.cancel_deferred(key) {
             return Ok(Enqueued::Yes);
@@ -678,6 +773,9 @@ impl Backend for Uring {
                 submitter.submit_with_args(1, &args)
             }
         };
+        if !self.timespecs.is_empty() {
+            self.release_timespecs();
+        }
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
@@ -694,7 +792,7 @@ impl Backend for Uring {
             cq.sync();
             for cqe in &mut cq {
                 match cqe.user_data() {
-                    CANCEL_TOKEN | PROBE_TOKEN => {}
+                    CANCEL_TOKEN | PROBE_TOKEN | LINK_TIMEOUT_TOKEN => {}
                     WAKE_TOKEN => {
                         self.wake_armed = false;
                         rearm = true;
