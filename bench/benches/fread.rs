@@ -30,8 +30,18 @@
 //! contender. Every read must return exactly 4096 bytes, and the block index stamped at the
 //! start of each block is checked, so a contender that reads the wrong offset fails loudly.
 //!
+//! With `--direct`, every contender opens the file with `O_DIRECT` (coring through
+//! `OpenOptions::direct`) and reads into aligned buffers (`AlignedBuf` at QD 1, a
+//! `FixedBufPool::with_alignment` pool above it, page-aligned buffers for the raw loop and
+//! `pread`), so every read goes to the device; `preadv2` sits out (RWF_NOWAIT means nothing
+//! to a direct read) and **fio** joins: `fio --direct=1 --ioengine=io_uring --rw=randread
+//! --bs=4k --iodepth=QD --readonly` on the same file for the same time, interleaved with the
+//! others like any contender, its IOPS and CPU time read from its JSON report. The test
+//! file is not read into the page cache first in this mode.
+//!
 //! ```text
 //! cargo bench -p coring-bench --bench fread
+//! cargo bench -p coring-bench --bench fread -- --direct --qd 1,32 --file-mb 1024 --secs 5
 //! cargo bench -p coring-bench --bench fread -- --secs 2 --qd 1,32,128 --file-mb 256 --reps 3
 //! cargo bench -p coring-bench --bench fread -- --reps 5 --slices 10                      # noisy host
 //! cargo bench -p coring-bench --bench fread -- --only coring --qd 32 --reps 1 --secs 10   # for perf
@@ -56,11 +66,13 @@ mod linux {
     use std::io::{self, Write};
     use std::mem::ManuallyDrop;
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     use std::path::Path;
+    use std::process::Command;
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
+    use coring::buf::AlignedBuf;
     use coring_bench::args::{self, or_exit, ArgError};
     use coring_bench::fread::{check_block, TestFile, XorShift, BLOCK};
     use coring_bench::raw::ring as raw_ring;
@@ -76,7 +88,9 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
   --qd A,B,C      queue depths (default 1,32,128)
   --file-mb N     test file size in MiB (default 256)
   --reps N        repetitions per contender and depth; the median is reported (default 3)
-  --only NAME     run only coring, raw, pread or preadv2 (for profiling)
+  --only NAME     run only coring, raw, pread, preadv2 or fio (for profiling)
+  --direct        direct IO (O_DIRECT, aligned buffers): every read goes to the device;
+                  preadv2 sits out and fio (which must be installed) joins
   --slices N      split each run into N slices alternating with the other contenders'
                   slices, so that all see the same background load (default 1)
   --cpu N         pin the benchmark thread to CPU N";
@@ -87,6 +101,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         Raw,
         Pread,
         Preadv2,
+        Fio,
     }
 
     struct Config {
@@ -97,11 +112,17 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         only: Option<Contender>,
         slices: u32,
         cpu: Option<usize>,
+        direct: bool,
     }
 
     impl Config {
         fn runs(&self, c: Contender) -> bool {
-            self.only.is_none_or(|o| o == c)
+            let mode = match c {
+                Contender::Preadv2 => !self.direct,
+                Contender::Fio => self.direct,
+                _ => true,
+            };
+            mode && self.only.is_none_or(|o| o == c)
         }
 
         /// The length of one slice of a run.
@@ -119,6 +140,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
             only: None,
             slices: 1,
             cpu: None,
+            direct: false,
         };
         args::parse(args, defaults, |cfg, flag, flags| {
             match flag.name.as_str() {
@@ -128,12 +150,14 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                 "--cpu" => cfg.cpu = Some(flags.parse(flag)?),
                 "--slices" => cfg.slices = flags.count(flag)? as u32,
                 "--qd" => cfg.qds = flags.counts(flag)?,
+                "--direct" => cfg.direct = true,
                 "--only" => {
                     cfg.only = Some(match flags.value(flag)?.as_str() {
                         "coring" => Contender::Coring,
                         "raw" => Contender::Raw,
                         "pread" => Contender::Pread,
                         "preadv2" => Contender::Preadv2,
+                        "fio" => Contender::Fio,
                         other => return Err(format!("--only: unknown contender '{other}'")),
                     })
                 }
@@ -315,18 +339,20 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
     }
 
     #[inline(never)] // a symbol to profile: valgrind --toggle-collect=fread::run_coring
-    fn run_coring(path: &Path, blocks: u64, qd: usize, d: Duration) -> Run {
+    fn run_coring(path: &Path, blocks: u64, qd: usize, d: Duration, direct: bool) -> Run {
         let rt = coring::Builder::new()
             .entries(ring_entries(qd))
             .build()
             .unwrap_or_else(|e| panic!("coring: cannot build the runtime: {e}"));
+        let mut options = coring::fs::OpenOptions::new();
+        options.read(true).direct(direct);
         let file = rt
-            .block_on(coring::fs::File::open(path))
+            .block_on(options.open(path))
             .unwrap_or_else(|e| panic!("coring: cannot open {}: {e}", path.display()));
         let file = Rc::new(file);
         // QD > 1 competes with the raw loop on its terms: registered file and buffers.
         let pool = (qd > 1).then(|| {
-            let pool = coring::buf::FixedBufPool::new(qd, BLOCK);
+            let pool = coring::buf::FixedBufPool::with_alignment(qd, BLOCK, BLOCK);
             rt.block_on(async {
                 file.register()
                     .unwrap_or_else(|e| panic!("coring: cannot register the file: {e}"));
@@ -349,6 +375,12 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                                 .check_out(slot)
                                 .expect("coring: the pool has one buffer per slot");
                             let read = async move |b, off| file.read_fixed_at(b, off).await;
+                            coring::spawn(coring_reader(clock, slot, blocks, buf, read))
+                        }
+                        // Direct IO needs an aligned buffer; a Vec is the plain API.
+                        None if direct => {
+                            let buf = AlignedBuf::new(BLOCK, BLOCK);
+                            let read = async move |b, off| file.read_at(b, off).await;
                             coring::spawn(coring_reader(clock, slot, blocks, buf, read))
                         }
                         None => {
@@ -406,7 +438,12 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         let fd = types::Fixed(0);
         // Freed only once nothing is in flight and they are unregistered: a panic in the
         // loop leaks them rather than freeing memory the kernel may still write into.
-        let mut bufs = ManuallyDrop::new((0..qd).map(|_| vec![0u8; BLOCK]).collect::<Vec<_>>());
+        // Page-aligned, as direct IO needs.
+        let mut bufs = ManuallyDrop::new(
+            (0..qd)
+                .map(|_| AlignedBuf::zeroed(BLOCK, BLOCK))
+                .collect::<Vec<_>>(),
+        );
         let iovecs: Vec<libc::iovec> = bufs
             .iter_mut()
             .map(|b| libc::iovec {
@@ -423,7 +460,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
 
         // Queues the next read of `slot`, into registered buffer `slot`.
         let mut push =
-            |sq: &mut io_uring::SubmissionQueue<'_>, bufs: &mut Vec<Vec<u8>>, slot: usize| {
+            |sq: &mut io_uring::SubmissionQueue<'_>, bufs: &mut Vec<AlignedBuf>, slot: usize| {
                 let block = rngs[slot].block(blocks);
                 let entry =
                     opcode::ReadFixed::new(fd, bufs[slot].as_mut_ptr(), BLOCK as u32, slot as u16)
@@ -536,14 +573,15 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         mut read: impl FnMut(&mut [u8], u64) -> io::Result<(usize, bool)>,
     ) -> Run {
         let mut rng = XorShift::for_slot(0);
-        let mut buf = vec![0u8; BLOCK];
+        // Page-aligned, as direct IO needs.
+        let mut buf = AlignedBuf::zeroed(BLOCK, BLOCK);
         let mut misses = 0u64;
         let usage = Usage::now();
         let start = Instant::now();
         let clock = Clock::new(start, d);
         while !clock.stopped() {
             let block = rng.block(blocks);
-            let (n, missed) = read(&mut buf, block * BLOCK as u64)
+            let (n, missed) = read(&mut buf[..], block * BLOCK as u64)
                 .unwrap_or_else(|e| panic!("{name}: read of block {block} failed: {e}"));
             misses += u64::from(missed);
             check_read(name, n, &buf, block);
@@ -556,6 +594,53 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
             misses,
             ..Run::default()
         })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // fio
+
+    /// `fio --direct=1 --ioengine=io_uring --rw=randread --bs=4k --iodepth=qd` on the test
+    /// file for `d` (read-only), its figures from its JSON report: the reads it completed,
+    /// its measured runtime, and its CPU time (user + system of the job, as fio reports
+    /// it). fio's own offsets (its random map), not ours: no content check.
+    fn run_fio(path: &Path, qd: usize, d: Duration) -> Run {
+        let ms = d.as_millis().max(1);
+        let out = Command::new("fio")
+            .args([
+                "--name=coring-fread",
+                &format!("--filename={}", path.display()),
+                "--direct=1",
+                "--ioengine=io_uring",
+                "--rw=randread",
+                &format!("--bs={BLOCK}"),
+                &format!("--iodepth={qd}"),
+                &format!("--runtime={ms}ms"),
+                "--time_based",
+                "--readonly",
+                "--output-format=json",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("fio: cannot run it (apt-get install -y fio): {e}"));
+        assert!(
+            out.status.success(),
+            "fio failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("fio: unreadable JSON report: {e}"));
+        let job = &report["jobs"][0];
+        let num = |v: &serde_json::Value, what: &str| {
+            v.as_f64()
+                .unwrap_or_else(|| panic!("fio: no {what} in the report"))
+        };
+        let runtime = Duration::from_millis(num(&job["read"]["runtime"], "read.runtime") as u64);
+        let cpu_pct = num(&job["usr_cpu"], "usr_cpu") + num(&job["sys_cpu"], "sys_cpu");
+        Run {
+            ops: num(&job["read"]["total_ios"], "read.total_ios") as u64,
+            elapsed: runtime,
+            cpu: runtime.mul_f64(cpu_pct / 100.0),
+            ..Run::default()
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -618,6 +703,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         raw: Vec<Run>,
         pread: Vec<Run>,
         preadv2: Vec<Run>,
+        fio: Vec<Run>,
     }
 
     impl Row {
@@ -628,6 +714,7 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                 Contender::Raw => &self.raw,
                 Contender::Pread => &self.pread,
                 Contender::Preadv2 => &self.preadv2,
+                Contender::Fio => &self.fio,
             }
         }
     }
@@ -727,6 +814,52 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         print_table(rows, &columns(Run::cpu_iops, middle));
     }
 
+    /// The tables of a `--direct` run: coring against fio first (the issue's yardstick),
+    /// then the raw loop and pread.
+    fn print_direct_tables(rows: &[Row]) {
+        use Contender::*;
+        println!(
+            "\nDirect IO (O_DIRECT, every read from the device). IOPS = completed 4 KiB reads \
+             per wall-clock second, median of the runs; paired = median over repetitions of \
+             the per-repetition ratio; ns/op = process CPU time per read, of the median run"
+        );
+        let figure = |c| {
+            move |row: &Row| {
+                fmt_opt(median(row.runs(c), Run::iops), |x| {
+                    format!("{:.0}", x.iops())
+                })
+            }
+        };
+        let paired = |a, b| move |row: &Row| paired_ratio(row.runs(a), row.runs(b), Run::iops);
+        let ns = |c| {
+            move |row: &Row| {
+                fmt_opt(median(row.runs(c), Run::iops), |x| {
+                    format!("{:.0}", 1e9 / x.cpu_iops())
+                })
+            }
+        };
+        let cols = vec![
+            col("QD", |row| row.qd.to_string()),
+            col("coring", figure(Coring)),
+            col("fio", figure(Fio)),
+            col("coring/fio", move |row| {
+                fmt_ratio(
+                    median(&row.coring, Run::iops),
+                    median(&row.fio, Run::iops),
+                    Run::iops,
+                )
+            }),
+            col("paired", paired(Coring, Fio)),
+            col("raw uring", figure(Raw)),
+            col("coring/raw", paired(Coring, Raw)),
+            col("pread", figure(Pread)),
+            col("coring ns/op", ns(Coring)),
+            col("fio ns/op", ns(Fio)),
+            col("raw ns/op", ns(Raw)),
+        ];
+        print_table(rows, &cols);
+    }
+
     pub(super) fn main() {
         let cfg = or_exit(parse_args(std::env::args().skip(1)), "fread", USAGE);
         if let Some(cpu) = cfg.cpu {
@@ -738,9 +871,13 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
         let d = cfg.slice();
 
         let t0 = Instant::now();
-        let tf = TestFile::create(cfg.file_mb)
+        let tf = TestFile::create_in(&std::env::temp_dir(), cfg.file_mb, !cfg.direct)
             .unwrap_or_else(|e| panic!("fread: cannot create the test file: {e}"));
-        let file = StdFile::open(tf.path())
+        let direct_flag = if cfg.direct { libc::O_DIRECT } else { 0 };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(direct_flag)
+            .open(tf.path())
             .unwrap_or_else(|e| panic!("fread: cannot open {}: {e}", tf.path().display()));
         let resident = resident_fraction(&file, (tf.blocks() * BLOCK as u64) as usize).map_or_else(
             |e| format!("unknown ({e})"),
@@ -758,10 +895,12 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
             |e| format!("unavailable: {e}"),
             |(_, s)| s.name().to_string(),
         );
+        let qd1_buf = if cfg.direct { "an AlignedBuf" } else { "a Vec" };
         println!(
-            "coring: {} (QD 1: read_at into a Vec; QD > 1: registered file + FixedBufPool, \
-             read_fixed_at)",
-            coring_backend()
+            "coring: {} (QD 1: read_at into {qd1_buf}; QD > 1: registered file + \
+             FixedBufPool, read_fixed_at){}",
+            coring_backend(),
+            if cfg.direct { "; direct IO" } else { "" }
         );
         println!(
             "raw:    io_uring ({raw_setup}; registered file + one registered buffer per slot, \
@@ -784,17 +923,28 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                 raw: Vec::new(),
                 pread: Vec::new(),
                 preadv2: Vec::new(),
+                fio: Vec::new(),
             };
             for rep in 0..cfg.reps {
-                let (mut c, mut r, mut p, mut v) = (
+                let (mut c, mut r, mut p, mut v, mut f) = (
+                    Run::default(),
                     Run::default(),
                     Run::default(),
                     Run::default(),
                     Run::default(),
                 );
-                for _ in 0..cfg.slices {
+                for slice in 0..cfg.slices {
+                    // fio and coring take turns going first, so that neither always
+                    // follows the other on the device.
+                    let fio_first = (rep + slice as usize) % 2 == 1;
+                    if fio_first && cfg.runs(Contender::Fio) {
+                        f.add(&run_fio(tf.path(), qd, d));
+                    }
                     if cfg.runs(Contender::Coring) {
-                        c.add(&run_coring(tf.path(), tf.blocks(), qd, d));
+                        c.add(&run_coring(tf.path(), tf.blocks(), qd, d, cfg.direct));
+                    }
+                    if !fio_first && cfg.runs(Contender::Fio) {
+                        f.add(&run_fio(tf.path(), qd, d));
                     }
                     if cfg.runs(Contender::Raw) {
                         r.add(&run_raw(&file, tf.blocks(), qd, d));
@@ -811,24 +961,33 @@ usage: cargo bench -p coring-bench --bench fread -- [options]
                     (&mut row.raw, r, Contender::Raw),
                     (&mut row.pread, p, Contender::Pread),
                     (&mut row.preadv2, v, Contender::Preadv2),
+                    (&mut row.fio, f, Contender::Fio),
                 ] {
                     if cfg.runs(who) {
                         runs.push(run);
                     }
                 }
+                let last = if cfg.direct {
+                    fmt_rep("fio", row.fio.get(rep))
+                } else {
+                    fmt_rep("preadv2", row.preadv2.get(rep))
+                };
                 println!(
-                    "  qd {qd:>4} rep {}: {} | {} | {} | {}",
+                    "  qd {qd:>4} rep {}: {} | {} | {} | {last}",
                     rep + 1,
                     fmt_rep("coring", row.coring.get(rep)),
                     fmt_rep("raw", row.raw.get(rep)),
                     fmt_rep("pread", row.pread.get(rep)),
-                    fmt_rep("preadv2", row.preadv2.get(rep)),
                 );
                 let _ = io::stdout().flush();
             }
             rows.push(row);
         }
-        print_tables(&rows);
+        if cfg.direct {
+            print_direct_tables(&rows);
+        } else {
+            print_tables(&rows);
+        }
         drop(file);
         drop(tf);
     }

@@ -875,7 +875,7 @@ fn bench_fread(cfg: &Config) -> bool {
     if readers.is_empty() {
         return false;
     }
-    let file = match TestFile::create_in(&cfg.dir, cfg.file_mb) {
+    let file = match TestFile::create_in(&cfg.dir, cfg.file_mb, true) {
         Ok(f) => f,
         Err(e) => {
             eprintln!(

@@ -38,6 +38,8 @@ options:
   --warmup S          unmeasured seconds before each echo/fread run (default 0.5 / 0.2)
   --qd N[,N..]        fread: queue depths (default 1,32)
   --file-mb N         fread: test file size in MiB (default 64)
+  --direct            fread: direct IO (O_DIRECT, an AlignedBuf per reader): every read
+                      goes to the device instead of the page cache
   --tasks N           spawn: tasks (default 1000000)
   --timers N          timers: concurrent sleeps (default 100000)
   --json              print a JSON document (one object per run) instead of the table
@@ -74,6 +76,8 @@ pub struct Config {
     pub qds: Vec<usize>,
     /// Fread test file size in MiB.
     pub file_mb: u64,
+    /// Fread with direct IO.
+    pub direct: bool,
     /// Spawn: tasks per run.
     pub tasks: u64,
     /// Timers: sleeps per run.
@@ -104,6 +108,7 @@ impl Default for Config {
             fread_warmup: Duration::from_millis(200),
             qds: vec![1, 32],
             file_mb: 64,
+            direct: false,
             tasks: 1_000_000,
             timers: 100_000,
             json: false,
@@ -173,6 +178,7 @@ pub fn parse(
             "spawn" => modes.push(Mode::Spawn),
             "timers" => modes.push(Mode::Timers),
             "--json" => cfg.json = true,
+            "--direct" => cfg.direct = true,
             "--linear-y" => cfg.log_y = false,
             "--no-progress" => cfg.progress = false,
             "--backend" => backends = Some(parse_backends(&flags.value(&flag)?)?),
@@ -264,6 +270,8 @@ pub enum Bench {
         secs: Duration,
         /// Warm-up.
         warmup: Duration,
+        /// Direct IO.
+        direct: bool,
     },
     /// Spawn this many tasks.
     Spawn {
@@ -297,7 +305,9 @@ impl Bench {
                 None => format!("closed {conns}c {size}B"),
                 Some(r) => format!("open {}/s {conns}c {size}B", crate::stats::human(r)),
             },
-            Bench::Fread { qd, .. } => format!("qd {qd}"),
+            Bench::Fread { qd, direct, .. } => {
+                format!("qd {qd}{}", if direct { " direct" } else { "" })
+            }
             Bench::Spawn { tasks } => format!("{tasks} tasks"),
             Bench::Timers { timers } => format!("{timers} x 1ms"),
         }
@@ -343,6 +353,7 @@ pub fn plan(cfg: &Config) -> Vec<(Bench, BackendKind)> {
                 qd,
                 secs: cfg.fread_secs,
                 warmup: cfg.fread_warmup,
+                direct: cfg.direct,
             })),
             Mode::Spawn => benches.push(Bench::Spawn { tasks: cfg.tasks }),
             Mode::Timers => benches.push(Bench::Timers { timers: cfg.timers }),

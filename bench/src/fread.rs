@@ -1,5 +1,6 @@
 //! The fread benchmark: random aligned 4 KiB reads of a page-cache-resident file, `qd`
-//! reads in flight (one task each), on one pinned thread.
+//! reads in flight (one task each), on one pinned thread; or, with direct IO, of the device
+//! (the file opened with `OpenOptions::direct`, each reader with an `AlignedBuf`).
 
 use std::cell::{Cell, RefCell};
 use std::fs::File as StdFile;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coring::buf::AlignedBuf;
 use coring::time::sleep_until;
 use coring::BackendKind;
 use serde_json::json;
@@ -40,16 +42,17 @@ impl TestFile {
     ///
     /// Any error creating, writing or reading the file.
     pub fn create(mb: u64) -> io::Result<TestFile> {
-        TestFile::create_in(&std::env::temp_dir(), mb)
+        TestFile::create_in(&std::env::temp_dir(), mb, true)
     }
 
     /// Writes a `mb` MiB file in `dir`, syncs it (so that writeback does not run during the
-    /// measurements) and reads it once, so that every page is in the page cache.
+    /// measurements) and, with `warm`, reads it once, so that every page is in the page
+    /// cache (direct IO does not use it).
     ///
     /// # Errors
     ///
     /// Any error creating, writing or reading the file.
-    pub fn create_in(dir: &Path, mb: u64) -> io::Result<TestFile> {
+    pub fn create_in(dir: &Path, mb: u64, warm: bool) -> io::Result<TestFile> {
         let path = dir.join(format!("coring-bench-{}.dat", std::process::id()));
         let tf = TestFile {
             path,
@@ -68,6 +71,9 @@ impl TestFile {
         }
         f.sync_all()?;
         drop(f);
+        if !warm {
+            return Ok(tf);
+        }
         let mut f = StdFile::open(&tf.path)?;
         let mut total = 0;
         loop {
@@ -151,6 +157,8 @@ pub struct FreadParams {
     pub secs: Duration,
     /// Unmeasured time before it.
     pub warmup: Duration,
+    /// Direct IO: the file opened with `O_DIRECT`, reads into aligned buffers.
+    pub direct: bool,
 }
 
 /// What the readers share.
@@ -182,7 +190,7 @@ pub fn run(
     backend: BackendKind,
     progress: &mut Progress,
 ) -> RunResult {
-    let label = format!("qd {}", p.qd);
+    let label = format!("qd {}{}", p.qd, if p.direct { " direct" } else { "" });
     let mut res = RunResult::new(Mode::Fread, label, backend_name(backend), "read");
     res.params = json!({
         "qd": p.qd,
@@ -190,6 +198,7 @@ pub fn run(
         "file_mib": file.blocks() * BLOCK as u64 / (1024 * 1024),
         "secs": p.secs.as_secs_f64(),
         "warmup_secs": p.warmup.as_secs_f64(),
+        "direct": p.direct,
     });
     let counter = Arc::new(AtomicU64::new(0));
     let (path, blocks, params) = (file.path().to_path_buf(), file.blocks(), *p);
@@ -240,8 +249,10 @@ fn measure(
         .entries(entries)
         .build()
         .map_err(|e| format!("runtime on {}: {e}", backend_name(backend)))?;
+    let mut options = coring::fs::OpenOptions::new();
+    options.read(true).direct(p.direct);
     let file = rt
-        .block_on(coring::fs::File::open(path))
+        .block_on(options.open(path))
         .map_err(|e| format!("open {}: {e}", path.display()))?;
     let file = Rc::new(file);
     let start = Instant::now();
@@ -297,9 +308,12 @@ fn measure(
 }
 
 /// One reader: a read at a random block, again and again until the window ends.
+///
+/// Its buffer is page-aligned (an [`AlignedBuf`], which direct IO needs; it costs a
+/// buffered read nothing more than a `Vec`).
 async fn reader(file: Rc<coring::fs::File>, sh: Rc<Shared>, slot: usize) -> Result<(), String> {
     let mut rng = XorShift::for_slot(slot);
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+    let mut buf = AlignedBuf::new(BLOCK, BLOCK);
     loop {
         let t0 = Instant::now();
         if t0 >= sh.end {

@@ -79,7 +79,8 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
         if cfg.progress {
             eprint!("\rpreparing a {} MiB fread test file ...", cfg.file_mb);
         }
-        let f = fread::TestFile::create(cfg.file_mb)
+        let dir = std::env::temp_dir();
+        let f = fread::TestFile::create_in(&dir, cfg.file_mb, !cfg.direct)
             .map_err(|e| format!("cannot create the fread test file: {e}"))?;
         if cfg.progress {
             eprint!("\r{:60}\r", "");
@@ -123,8 +124,18 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
                 };
                 echo::run(&p, *backend, &mut progress)
             }
-            Bench::Fread { qd, secs, warmup } => {
-                let p = fread::FreadParams { qd, secs, warmup };
+            Bench::Fread {
+                qd,
+                secs,
+                warmup,
+                direct,
+            } => {
+                let p = fread::FreadParams {
+                    qd,
+                    secs,
+                    warmup,
+                    direct,
+                };
                 let file = file.as_ref().expect("the test file exists when fread runs");
                 fread::run(&p, file, *backend, &mut progress)
             }

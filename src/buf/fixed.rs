@@ -78,6 +78,9 @@ struct Pool {
     layout: Layout,
     count: usize,
     size: usize,
+    /// Bytes from the start of one buffer to the next (`size`, rounded up to the
+    /// alignment [`FixedBufPool::with_alignment`] asked for).
+    stride: usize,
     /// Indices of the buffers in the pool, the next one handed out last.
     free: std::cell::RefCell<Vec<u32>>,
     /// The pool's entries in a ring's registered-buffer table, one per buffer, in order.
@@ -89,7 +92,7 @@ impl Drop for Pool {
         // Every buffer is back (each holds the pool), so no operation names the entries:
         // clear them in the kernel, then free the memory it had registered.
         self.fixed.unregister();
-        // SAFETY: mem was allocated in FixedBufPool::new with exactly this layout, and
+        // SAFETY: mem was allocated in FixedBufPool::build with exactly this layout, and
         // nothing refers to it any more (no buffer is out, the registration is gone).
         unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };
     }
@@ -107,7 +110,10 @@ impl fmt::Debug for FixedBufPool {
 }
 
 impl FixedBufPool {
-    /// Allocates `count` zeroed buffers of `size` bytes each, not yet registered.
+    /// Allocates `count` zeroed buffers of `size` bytes each, not yet registered, one
+    /// after the other in one page-aligned allocation (buffer `i` starts `i * size` bytes
+    /// in). For direct IO, whose buffers must start at aligned addresses whatever their
+    /// size, see [`with_alignment`](FixedBufPool::with_alignment).
     ///
     /// A ring registers at most 16384 buffers (across all pools) of at most 1 GiB each;
     /// a larger pool works, unregistered ([`register`](FixedBufPool::register) says why).
@@ -117,20 +123,58 @@ impl FixedBufPool {
     /// If `count` or `size` is zero, `count` exceeds `u32::MAX`, or `count * size`
     /// overflows what one allocation can hold.
     pub fn new(count: usize, size: usize) -> FixedBufPool {
+        FixedBufPool::build("new", count, size, size, ALIGN)
+    }
+
+    /// Like [`new`](FixedBufPool::new), but every buffer starts at a multiple of `align`
+    /// (each takes `size` rounded up to `align` of the allocation): buffers that suit
+    /// direct IO, whose memory alignment
+    /// [`File::dio_alignment`](crate::fs::File::dio_alignment) reports. `buf_size()` is
+    /// still `size`.
+    ///
+    /// ```
+    /// use coring::buf::FixedBufPool;
+    ///
+    /// let pool = FixedBufPool::with_alignment(4, 1000, 512);
+    /// let buf = pool.check_out(3).unwrap();
+    /// assert_eq!(buf.as_ptr() as usize % 512, 0);
+    /// assert_eq!(buf.capacity(), 1000);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](FixedBufPool::new), and if `align` is not a power of two.
+    pub fn with_alignment(count: usize, size: usize, align: usize) -> FixedBufPool {
+        assert!(
+            align.is_power_of_two(),
+            "FixedBufPool::with_alignment: alignment {align} is not a power of two"
+        );
+        let stride = size.checked_next_multiple_of(align).unwrap_or_else(|| {
+            panic!("FixedBufPool::with_alignment: {size} bytes rounded up to {align} overflow")
+        });
+        FixedBufPool::build("with_alignment", count, size, stride, align.max(ALIGN))
+    }
+
+    /// `count` buffers of `size` bytes, `stride` bytes apart, in one allocation aligned to
+    /// `align`; `what` names the constructor in panic messages.
+    fn build(what: &str, count: usize, size: usize, stride: usize, align: usize) -> FixedBufPool {
         assert!(
             count > 0 && size > 0,
-            "FixedBufPool::new: count ({count}) and size ({size}) must both be positive"
+            "FixedBufPool::{what}: count ({count}) and size ({size}) must both be positive"
         );
         let n = u32::try_from(count).unwrap_or_else(|_| {
-            panic!("FixedBufPool::new: {count} buffers; at most u32::MAX fit in one pool")
+            panic!("FixedBufPool::{what}: {count} buffers; at most u32::MAX fit in one pool")
         });
         let layout = count
-            .checked_mul(size)
-            .and_then(|total| Layout::from_size_align(total, ALIGN).ok())
+            .checked_mul(stride)
+            .and_then(|total| Layout::from_size_align(total, align).ok())
             .unwrap_or_else(|| {
-                panic!("FixedBufPool::new: {count} buffers of {size} bytes overflow one allocation")
+                panic!(
+                    "FixedBufPool::{what}: {count} buffers of {size} bytes overflow one \
+                     allocation"
+                )
             });
-        // SAFETY: the layout has a non-zero size (count and size are positive).
+        // SAFETY: the layout has a non-zero size (count and stride >= size are positive).
         let mem = unsafe { alloc::alloc_zeroed(layout) };
         let mem = NonNull::new(mem).unwrap_or_else(|| alloc::handle_alloc_error(layout));
         FixedBufPool {
@@ -139,6 +183,7 @@ impl FixedBufPool {
                 layout,
                 count,
                 size,
+                stride,
                 free: std::cell::RefCell::new((0..n).rev().collect()),
                 fixed: FixedCell::default(),
             }),
@@ -233,8 +278,8 @@ impl FixedBufPool {
 impl Pool {
     fn buf_ptr(&self, index: usize) -> *mut u8 {
         debug_assert!(index < self.count);
-        // SAFETY: index < count, so the offset is within the count * size allocation.
-        unsafe { self.mem.as_ptr().add(index * self.size) }
+        // SAFETY: index < count, so the buffer lies within the count * stride allocation.
+        unsafe { self.mem.as_ptr().add(index * self.stride) }
     }
 }
 

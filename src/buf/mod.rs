@@ -9,10 +9,15 @@
 //! ([`FixedBufPool::register`]), for
 //! [`File::read_fixed_at`](crate::fs::File::read_fixed_at) and
 //! [`write_fixed_at`](crate::fs::File::write_fixed_at).
+//!
+//! Direct IO ([`OpenOptions::direct`](crate::fs::OpenOptions::direct)) needs buffers at
+//! aligned addresses: [`AlignedBuf`], or a pool made by [`FixedBufPool::with_alignment`].
 
+mod aligned;
 mod fixed;
 mod slice;
 
+pub use aligned::AlignedBuf;
 pub use fixed::{FixedBuf, FixedBufPool};
 pub use slice::Slice;
 

@@ -9,7 +9,7 @@ use crate::platform;
 /// ([`platform::read_nowait`]), so a cached read costs one syscall and no trip through the
 /// ring or the pool, and completes in the same poll that issued it. Adaptive
 /// ([`AttemptBackoff`]): after a few reads in a row that would have blocked (data not
-/// cached, O_DIRECT, a pipe), it stops trying for a while so uncached workloads do not pay
+/// cached, a pipe), it stops trying for a while so uncached workloads do not pay
 /// the extra syscall on every read.
 #[derive(Debug, Default)]
 pub(crate) struct CachedReads {
@@ -36,7 +36,9 @@ impl CachedReads {
         else {
             return None;
         };
-        if len == 0 || !self.backoff.should_try() {
+        // A direct read "without waiting" (RWF_NOWAIT) still waits for the device: it only
+        // promises not to wait for locks or allocation. It goes to the backend's queue.
+        if len == 0 || fd.direct || !self.backoff.should_try() {
             return None;
         }
         // SAFETY: forwarded from the caller: buf is valid for len bytes.

@@ -20,6 +20,11 @@ pub(crate) struct FdRef {
     // Read by the io_uring backend only (Linux).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fixed: Option<Fixed>,
+    /// The file bypasses the page cache (opened for direct IO): a read of it is never
+    /// tried from the page cache during submission, where it would wait for the device.
+    // Read by the page-cache fast path (io_uring and the readiness backend, Unix).
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) direct: bool,
 }
 
 /// What an operation asks the kernel to do, with raw pointers into memory the operation

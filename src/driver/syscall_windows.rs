@@ -20,9 +20,10 @@ use windows_sys::Win32::Storage::FileSystem::{
     SetFileInformationByHandle, WriteFile, BY_HANDLE_FILE_INFORMATION, CREATE_ALWAYS, CREATE_NEW,
     FILE_ALLOCATION_INFO, FILE_APPEND_DATA, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL,
     FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_REPARSE_POINT, FILE_END_OF_FILE_INFO,
-    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_FLAG_OVERLAPPED,
-    FILE_GENERIC_WRITE, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
-    FILE_WRITE_DATA, MOVEFILE_REPLACE_EXISTING, OPEN_ALWAYS, OPEN_EXISTING, TRUNCATE_EXISTING,
+    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_NO_BUFFERING, FILE_FLAG_OPEN_REPARSE_POINT,
+    FILE_FLAG_OVERLAPPED, FILE_GENERIC_WRITE, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE,
+    FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_WRITE_DATA, MOVEFILE_REPLACE_EXISTING, OPEN_ALWAYS,
+    OPEN_EXISTING, TRUNCATE_EXISTING,
 };
 use windows_sys::Win32::System::Threading::CreateEventW;
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
@@ -133,7 +134,7 @@ unsafe fn rw_vectored(fd: i32, iov: *const c::iovec, iovcnt: u32, offset: u64, w
 }
 
 /// `open(2)` flags as `CreateFileW` arguments. Directories open too (backup semantics), as
-/// `open(2)` opens them for reading.
+/// `open(2)` opens them for reading. `O_DIRECT` is `FILE_FLAG_NO_BUFFERING`.
 fn open(path: &[u16], flags: i32, mode: u32) -> i32 {
     let access = match flags & c::O_ACCMODE {
         c::O_RDONLY => GENERIC_READ,
@@ -162,6 +163,13 @@ fn open(path: &[u16], flags: i32, mode: u32) -> i32 {
     } else {
         FILE_ATTRIBUTE_NORMAL
     };
+    // Direct IO bypasses the cache; write-through (FILE_FLAG_WRITE_THROUGH) is not implied,
+    // as O_DIRECT does not imply O_SYNC.
+    let direct = if flags & c::O_DIRECT != 0 {
+        FILE_FLAG_NO_BUFFERING
+    } else {
+        0
+    };
     // SAFETY: path is NUL-terminated UTF-16; no security attributes or template.
     let h = unsafe {
         CreateFileW(
@@ -170,7 +178,7 @@ fn open(path: &[u16], flags: i32, mode: u32) -> i32 {
             FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
             std::ptr::null(),
             creation,
-            attributes | FILE_FLAG_OVERLAPPED | FILE_FLAG_BACKUP_SEMANTICS,
+            attributes | direct | FILE_FLAG_OVERLAPPED | FILE_FLAG_BACKUP_SEMANTICS,
             std::ptr::null_mut(),
         )
     };

@@ -3,11 +3,14 @@
 //! Every method takes `&self`, so one `File` (for example in an `Rc`) can have many
 //! operations in flight at once.
 
+mod direct;
 mod metadata;
 
+pub use direct::DioAlignment;
 pub use metadata::{FileType, Metadata};
 
-use crate::platform::c;
+use crate::platform::{self, c};
+use std::cell::OnceCell;
 use std::fmt;
 use std::io;
 #[cfg(unix)]
@@ -30,17 +33,132 @@ use crate::op::{self, SharedFd};
 /// lookup; with a [`FixedBufPool`](crate::buf::FixedBufPool),
 /// [`read_fixed_at`](File::read_fixed_at) and [`write_fixed_at`](File::write_fixed_at)
 /// skip pinning the buffer's pages too.
+///
+/// A file opened for direct IO ([`OpenOptions::direct`]) checks every read and write
+/// against its [`DioAlignment`] before submitting it (see [`File::is_direct`]).
 pub struct File {
     fd: SharedFd,
+    /// What direct IO on the file needs, once asked (at open for a direct file).
+    dio: OnceCell<DioAlignment>,
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("File").field("fd", &self.fd.raw()).finish()
+        f.debug_struct("File")
+            .field("fd", &self.fd.raw())
+            .field("direct", &self.fd.is_direct())
+            .finish()
     }
 }
 
 impl File {
+    /// A file of a descriptor coring opened, whose mode it knows.
+    fn new(fd: SharedFd) -> File {
+        File {
+            fd,
+            dio: OnceCell::new(),
+        }
+    }
+
+    /// A file of a descriptor opened elsewhere: asks whether it was opened for direct IO
+    /// (`O_DIRECT` among its status flags; not on Apple platforms or Windows, which cannot
+    /// tell cheaply).
+    fn adopt(fd: SharedFd) -> File {
+        if platform::is_direct(fd.raw()) {
+            fd.set_direct();
+        }
+        File::new(fd)
+    }
+
+    /// Readies a file opened with the direct flag: Apple's `F_NOCACHE`, the mark that turns
+    /// on the checks, and the alignment, fetched now so that an error shows at the open.
+    fn make_direct(&self) -> io::Result<()> {
+        platform::set_direct(self.fd.raw())?;
+        self.fd.set_direct();
+        self.dio_alignment().map(drop)
+    }
+
+    /// Whether the file was opened for direct IO: by [`OpenOptions::direct`], by
+    /// [`OpenOptions::custom_flags`] with `O_DIRECT`, or, for a file made from a descriptor
+    /// opened elsewhere (`from_std`, `from_raw_fd`), with `O_DIRECT` among its status flags
+    /// (Linux and FreeBSD only: Apple's `F_NOCACHE` and Windows' `FILE_FLAG_NO_BUFFERING`
+    /// on a handle opened elsewhere go unnoticed, and the system's own checks apply).
+    ///
+    /// The reads and writes of a direct file (`read_at`, `write_at`, their `exact`/`all`,
+    /// vectored and fixed forms) check the buffer's address, the offset and the length
+    /// against [`dio_alignment`](File::dio_alignment) before they are submitted, and fail
+    /// with `InvalidInput` naming the rule and what broke it, on every backend. A read of
+    /// a direct file is never served from the page cache during submission: it goes to
+    /// the backend's queue (io_uring's ring, the blocking pool, or IOCP).
+    pub fn is_direct(&self) -> bool {
+        self.fd.is_direct()
+    }
+
+    /// What direct IO on this file needs: the alignment of buffer addresses and the unit
+    /// of offsets and lengths. See [`DioAlignment`] for where each platform's figure comes
+    /// from and what is assumed where the system says nothing. Asked once, then
+    /// remembered (a direct file asks when it is opened); works for any file, direct or not,
+    /// so code can size its buffers before opening a file for direct IO.
+    ///
+    /// It asks the system directly, on the calling thread: a metadata call on an open
+    /// descriptor, which needs no IO (on Linux with `AT_STATX_DONT_SYNC`, so not even a
+    /// network file system's server).
+    ///
+    /// # Errors
+    ///
+    /// The system's, from `statx`/`fstat` (EBADF for a closed descriptor). Missing
+    /// information is not an error: the fallbacks of [`DioAlignment`] apply.
+    ///
+    /// ```
+    /// use coring::buf::AlignedBuf;
+    /// use coring::fs::File;
+    ///
+    /// coring::start(async {
+    ///     let file = File::open("Cargo.toml").await?;
+    ///     let align = file.dio_alignment()?;
+    ///     assert!(align.memory().is_power_of_two() && align.offset().is_power_of_two());
+    ///     let buf = AlignedBuf::new(align.offset(), align.memory());
+    ///     let (res, buf) = file.read_at(buf, 0).await;
+    ///     assert!(res? > 0 && buf.starts_with(b"[workspace]"));
+    ///     Ok::<(), std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn dio_alignment(&self) -> io::Result<DioAlignment> {
+        if let Some(a) = self.dio.get() {
+            return Ok(*a);
+        }
+        let a = platform::dio_alignment(self.fd.raw())?;
+        Ok(*self.dio.get_or_init(|| a))
+    }
+
+    /// For a direct file, checks one transfer of `len` bytes at `buf` and file offset
+    /// `pos` against its alignment; nothing for any other file.
+    #[inline]
+    fn check_direct(&self, buf: *const u8, len: usize, pos: u64) -> io::Result<()> {
+        if !self.fd.is_direct() {
+            return Ok(());
+        }
+        self.dio_alignment()?.check(buf, len, pos)
+    }
+
+    /// For a direct file, checks a vectored transfer at `pos` of `parts` (each buffer's
+    /// address and length); nothing for any other file.
+    fn check_direct_parts(
+        &self,
+        pos: u64,
+        parts: impl Iterator<Item = (*const u8, usize)>,
+    ) -> io::Result<()> {
+        if !self.fd.is_direct() {
+            return Ok(());
+        }
+        let align = self.dio_alignment()?;
+        align.check_pos(pos)?;
+        parts
+            .enumerate()
+            .try_for_each(|(i, (buf, len))| align.check_part(Some(i), buf, len))
+    }
+
     /// Opens a file for reading (a FIFO without waiting for a writer: see
     /// [`OpenOptions::open`]).
     ///
@@ -71,7 +189,16 @@ impl File {
     /// are now initialised. May read less than the buffer holds.
     ///
     /// To append to a `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
+    ///
+    /// # Errors
+    ///
+    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file,
+    /// `InvalidInput` before submission for a buffer address, capacity or offset that
+    /// breaks its [`DioAlignment`] (see [`File::is_direct`]).
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos) {
+            return (Err(e), buf);
+        }
         Op::new(Read::new(&self.fd, buf, pos)).await
     }
 
@@ -80,14 +207,42 @@ impl File {
     /// # Errors
     ///
     /// `UnexpectedEof` if the file ends first (the bytes read so far are initialised in
-    /// the returned buffer).
+    /// the returned buffer). On a direct file, `InvalidInput` as for
+    /// [`read_at`](File::read_at), for the whole buffer before the first read; a direct
+    /// read that stops short at an unaligned length has met the end of the file, which
+    /// is `UnexpectedEof` too.
     pub async fn read_exact_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<(), B> {
-        op::read_exact(buf, |slice, done| self.read_at(slice, pos + done as u64)).await
+        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos) {
+            return (Err(e), buf);
+        }
+        op::read_exact(buf, |slice, done| async move {
+            let pos = pos + done as u64;
+            // Only the end of the file stops a direct read at an unaligned length: what
+            // is left cannot be read directly, and there is nothing to read anyway.
+            if self.fd.is_direct()
+                && self
+                    .check_direct(slice.stable_ptr(), slice.bytes_total(), pos)
+                    .is_err()
+            {
+                return (Ok(0), slice);
+            }
+            self.read_at(slice, pos).await
+        })
+        .await
     }
 
     /// Writes the buffer's initialised bytes at file offset `pos`; returns how many were
     /// written (possibly fewer).
+    ///
+    /// # Errors
+    ///
+    /// As `pwrite(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file,
+    /// `InvalidInput` before submission for a buffer address, length (`bytes_init()`) or
+    /// offset that breaks its [`DioAlignment`] (see [`File::is_direct`]).
     pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_init(), pos) {
+            return (Err(e), buf);
+        }
         Op::new(Write::new(&self.fd, buf, pos)).await
     }
 
@@ -95,7 +250,8 @@ impl File {
     ///
     /// # Errors
     ///
-    /// `WriteZero` if the file accepts no more bytes.
+    /// `WriteZero` if the file accepts no more bytes; on a direct file, `InvalidInput` as
+    /// for [`write_at`](File::write_at).
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
         op::write_all(buf, |slice, done| self.write_at(slice, pos + done as u64)).await
     }
@@ -184,8 +340,14 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers.
+    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers; on a direct
+    /// file, `InvalidInput` before submission if the offset or any buffer's address or
+    /// capacity breaks its [`DioAlignment`] (the message names the buffer by index).
     pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        let parts = bufs.iter().map(|b| (b.stable_ptr(), b.bytes_total()));
+        if let Err(e) = self.check_direct_parts(pos, parts) {
+            return (Err(e), bufs);
+        }
         Op::new(Readv::new(&self.fd, bufs, pos)).await
     }
 
@@ -193,8 +355,13 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `pwritev(2)`.
+    /// As `pwritev(2)`; on a direct file, `InvalidInput` before submission if the offset
+    /// or any buffer's address or length breaks its [`DioAlignment`].
     pub async fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        let parts = bufs.iter().map(|b| (b.stable_ptr(), b.bytes_init()));
+        if let Err(e) = self.check_direct_parts(pos, parts) {
+            return (Err(e), bufs);
+        }
         Op::new(Writev::new(&self.fd, bufs, pos)).await
     }
 
@@ -213,8 +380,14 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`.
+    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file, as
+    /// for [`read_at`](File::read_at) (a pool made by
+    /// [`FixedBufPool::with_alignment`](crate::buf::FixedBufPool::with_alignment) has
+    /// aligned buffers).
     pub async fn read_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos) {
+            return (Err(e), buf);
+        }
         Op::new(Read::fixed(&self.fd, buf, pos)).await
     }
 
@@ -225,8 +398,12 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `pwrite(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`.
+    /// As `pwrite(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file, as
+    /// for [`write_at`](File::write_at).
     pub async fn write_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_init(), pos) {
+            return (Err(e), buf);
+        }
         Op::new(Write::fixed(&self.fd, buf, pos)).await
     }
 
@@ -339,11 +516,10 @@ impl File {
         self.fd.close().await
     }
 
-    /// Wraps a standard library file.
+    /// Wraps a standard library file (see [`File::is_direct`] for one opened with
+    /// `O_DIRECT`).
     pub fn from_std(file: std::fs::File) -> File {
-        File {
-            fd: SharedFd::new(crate::platform::FromRaw::into_raw(file)),
-        }
+        File::adopt(SharedFd::new(crate::platform::FromRaw::into_raw(file)))
     }
 
     /// Converts into a standard library file.
@@ -356,13 +532,14 @@ impl File {
     /// handle (`ReOpenFile`, with the widest access the handle allows; its file position
     /// starts at 0).
     pub fn into_std(self) -> Result<std::fs::File, File> {
-        match self.fd.into_raw() {
+        let File { fd, dio } = self;
+        match fd.into_raw() {
             Ok(fd) => {
                 let fd = crate::platform::file_for_std(fd);
                 // SAFETY: the descriptor is ours alone (into_raw), and std takes it over.
                 Ok(unsafe { <std::fs::File as crate::platform::FromRaw>::from_raw(fd) })
             }
-            Err(fd) => Err(File { fd }),
+            Err(fd) => Err(File { fd, dio }),
         }
     }
 }
@@ -376,9 +553,7 @@ impl From<std::fs::File> for File {
 #[cfg(unix)]
 impl From<OwnedFd> for File {
     fn from(fd: OwnedFd) -> File {
-        File {
-            fd: SharedFd::new(fd.into_raw_fd()),
-        }
+        File::adopt(SharedFd::new(fd.into_raw_fd()))
     }
 }
 
@@ -403,9 +578,7 @@ impl FromRawFd for File {
     ///
     /// `fd` must be an open descriptor that the caller owns and gives up.
     unsafe fn from_raw_fd(fd: RawFd) -> File {
-        File {
-            fd: SharedFd::new(fd),
-        }
+        File::adopt(SharedFd::new(fd))
     }
 }
 
@@ -435,9 +608,7 @@ impl std::os::windows::io::FromRawHandle for File {
     /// `handle` must be an open file handle that the caller owns and gives up.
     unsafe fn from_raw_handle(handle: std::os::windows::io::RawHandle) -> File {
         // Handle values fit 32 bits (see `platform::windows`).
-        File {
-            fd: SharedFd::new(handle as isize as i32),
-        }
+        File::adopt(SharedFd::new(handle as isize as i32))
     }
 }
 
@@ -457,6 +628,7 @@ pub struct OpenOptions {
     truncate: bool,
     create: bool,
     create_new: bool,
+    direct: bool,
     custom_flags: i32,
     mode: u32,
 }
@@ -477,6 +649,7 @@ impl OpenOptions {
             truncate: false,
             create: false,
             create_new: false,
+            direct: false,
             custom_flags: 0,
             mode: 0o666,
         }
@@ -518,7 +691,46 @@ impl OpenOptions {
         self
     }
 
-    /// Extra `open(2)` flags (for example `libc::O_DIRECT`); access-mode bits are ignored.
+    /// Open for direct IO: reads and writes move between the device and the caller's
+    /// buffer without the page cache. `O_DIRECT` on Linux and FreeBSD;
+    /// `FILE_FLAG_NO_BUFFERING` on Windows; Apple platforms have no `O_DIRECT`, so the
+    /// file is opened normally and `fcntl(F_NOCACHE, 1)` turns caching off for it.
+    ///
+    /// Direct IO needs aligned buffers, offsets and lengths ([`File::dio_alignment`],
+    /// fetched at the open): use [`AlignedBuf`](crate::buf::AlignedBuf) or
+    /// [`FixedBufPool::with_alignment`](crate::buf::FixedBufPool::with_alignment). coring
+    /// checks every read and write of the file before submitting it and fails a misaligned
+    /// one with `InvalidInput` naming the rule and the culprit (see [`File::is_direct`]),
+    /// on every platform, rather than leaving it to the kernel's bare EINVAL (or to
+    /// Darwin, which would not object).
+    ///
+    /// It does not imply write-through (`O_SYNC`, `FILE_FLAG_WRITE_THROUGH`): a completed
+    /// write may sit in the device's volatile cache until
+    /// [`sync_data`](File::sync_data).
+    ///
+    /// ```no_run
+    /// use coring::buf::AlignedBuf;
+    /// use coring::fs::OpenOptions;
+    ///
+    /// coring::start(async {
+    ///     let file = OpenOptions::new().read(true).write(true).create(true).direct(true)
+    ///         .open("/var/tmp/data.bin").await?;
+    ///     let align = file.dio_alignment()?;
+    ///     let mut buf = AlignedBuf::zeroed(align.offset(), align.memory());
+    ///     buf[..5].copy_from_slice(b"hello");
+    ///     let (res, _buf) = file.write_all_at(buf, 0).await;
+    ///     res?;
+    ///     file.sync_data().await
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn direct(&mut self, on: bool) -> &mut Self {
+        self.direct = on;
+        self
+    }
+
+    /// Extra `open(2)` flags; access-mode bits are ignored. `O_DIRECT` here is the same as
+    /// [`direct(true)`](Self::direct).
     pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
         self.custom_flags = flags;
         self
@@ -560,7 +772,14 @@ impl OpenOptions {
             (if self.create { c::O_CREAT } else { 0 })
                 | (if self.truncate { c::O_TRUNC } else { 0 })
         };
-        Ok(access | creation | (self.custom_flags & !c::O_ACCMODE))
+        let direct = if self.direct { platform::O_DIRECT } else { 0 };
+        Ok(access | creation | direct | (self.custom_flags & !c::O_ACCMODE))
+    }
+
+    /// Whether the open asks for direct IO, by [`direct`](Self::direct) or by `O_DIRECT`
+    /// among the flags.
+    fn is_direct(&self, flags: i32) -> bool {
+        self.direct || (platform::O_DIRECT != 0 && flags & platform::O_DIRECT != 0)
     }
 
     /// Opens `path` with these options.
@@ -577,7 +796,9 @@ impl OpenOptions {
     /// # Errors
     ///
     /// `InvalidInput` for contradictory options or a path with a NUL byte; otherwise as
-    /// `open(2)` (ENXIO for a FIFO opened for writing with no reader).
+    /// `open(2)` (ENXIO for a FIFO opened for writing with no reader; EINVAL, which is
+    /// `InvalidInput`, for direct IO on a file system that cannot do it, such as tmpfs
+    /// before Linux 6.6).
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
@@ -587,7 +808,11 @@ impl OpenOptions {
             }
             r => r?,
         };
-        Ok(File { fd })
+        let file = File::new(fd);
+        if self.is_direct(flags) {
+            file.make_direct()?;
+        }
+        Ok(file)
     }
 }
 

@@ -36,6 +36,8 @@ struct Inner {
     closer: Cell<Option<Waker>>,
     /// The slot this descriptor holds in a ring's registered-file table, if any.
     fixed: FixedCell,
+    /// The descriptor is a file opened for direct IO (see `FdRef::direct`).
+    direct: Cell<bool>,
     /// Ordered writes (a stream's sends and shutdown(Write)) in flight: the identity of
     /// the runtime they run on (`context::driver_id`) and how many. Each runtime keeps its
     /// own sends in order; one on another runtime could overtake them.
@@ -52,6 +54,7 @@ impl SharedFd {
                 closed: Cell::new(false),
                 closer: Cell::new(None),
                 fixed: FixedCell::default(),
+                direct: Cell::new(false),
                 writes: Cell::new((0, 0)),
             }),
         }
@@ -122,7 +125,20 @@ impl SharedFd {
             raw: self.inner.fd,
             id: self.inner.id,
             fixed: self.inner.fixed.get(),
+            direct: self.inner.direct.get(),
         }
+    }
+
+    /// Records that the descriptor is a file opened for direct IO, whose reads the page
+    /// cache never answers.
+    pub(crate) fn set_direct(&self) {
+        self.inner.direct.set(true);
+    }
+
+    /// Whether the descriptor is a file opened for direct IO.
+    #[inline]
+    pub(crate) fn is_direct(&self) -> bool {
+        self.inner.direct.get()
     }
 
     /// Registers the descriptor with the current runtime's ring; see `File::register`.

@@ -132,3 +132,30 @@ fn close(fd: RawFd) {
     // caller reports the error that made it give up the descriptor).
     unsafe { libc::close(fd) };
 }
+
+/// The open flag of direct IO: Darwin has none; [`set_direct`] sets `F_NOCACHE` instead.
+pub(crate) const O_DIRECT: i32 = 0;
+
+/// Turns the page cache off for `fd` (`fcntl(F_NOCACHE, 1)`), Darwin's form of direct IO.
+pub(crate) fn set_direct(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_NOCACHE takes an int argument; no pointers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_NOCACHE, 1) }).map(drop)
+}
+
+/// Whether `fd` was opened for direct IO: Darwin cannot tell (`F_NOCACHE` cannot be read
+/// back), so `false`.
+pub(crate) fn is_direct(_fd: RawFd) -> bool {
+    false
+}
+
+/// `DKIOCGETBLOCKSIZE` (`_IOR('d', 24, uint32_t)` in `<sys/disk.h>`, which the libc crate
+/// does not carry).
+const DKIOCGETBLOCKSIZE: libc::c_ulong = 0x4004_6418;
+
+/// The block size of a disk device, `None` for anything else.
+pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
+    let mut size: u32 = 0;
+    // SAFETY: DKIOCGETBLOCKSIZE writes one uint32_t into the live local it is given.
+    let r = unsafe { libc::ioctl(fd, DKIOCGETBLOCKSIZE, &mut size) };
+    (r == 0 && size > 0).then_some(size)
+}

@@ -5,7 +5,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{cvt, preallocate, FileStat, Timestamp};
+use super::{cvt, preallocate, sector_size, FileStat, Timestamp};
+use crate::fs::DioAlignment;
 
 /// The buffer a stat operation fills.
 pub(crate) type Stat = libc::stat;
@@ -169,4 +170,20 @@ pub(crate) unsafe fn sendmsg(fd: RawFd, msg: *const libc::msghdr, flags: i32) ->
 /// urgent data, so the readiness backend always tries again.
 pub(crate) fn short_read_drains(_fd: RawFd) -> bool {
     false
+}
+
+/// What direct IO on `fd` needs (see [`DioAlignment`]): a disk's sector size
+/// ([`sector_size`], for a character device) for both, else `st_blksize`.
+pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
+    let mut st = super::empty_stat();
+    // SAFETY: fstat writes one `struct stat` into a live local.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFCHR {
+        if let Some(size) = sector_size(fd) {
+            return Ok(DioAlignment::new(size, size));
+        }
+    }
+    Ok(DioAlignment::from_block_size(
+        u64::try_from(st.st_blksize).unwrap_or(0),
+    ))
 }

@@ -18,3 +18,30 @@ pub(crate) fn preallocate(fd: RawFd, offset: libc::off_t, len: libc::off_t) -> i
 /// them: FreeBSD's plain SO_REUSEPORT shares without spreading (the last listener gets
 /// them all); SO_REUSEPORT_LB (FreeBSD 12 and later) balances.
 pub(crate) const SO_REUSEPORT: i32 = libc::SO_REUSEPORT_LB;
+
+/// The open flag of direct IO.
+pub(crate) const O_DIRECT: i32 = libc::O_DIRECT;
+
+/// Readies a descriptor opened with [`O_DIRECT`] for direct IO: nothing more on FreeBSD.
+pub(crate) fn set_direct(_fd: RawFd) -> io::Result<()> {
+    Ok(())
+}
+
+/// Whether `fd` was opened for direct IO (`O_DIRECT` among its status flags).
+pub(crate) fn is_direct(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no argument; a bad descriptor is reported as -1.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_DIRECT != 0
+}
+
+/// `DIOCGSECTORSIZE` (`_IOR('d', 128, u_int)` in `<sys/disk.h>`, which the libc crate
+/// does not carry).
+const DIOCGSECTORSIZE: libc::c_ulong = 0x4004_6480;
+
+/// The sector size of a disk device, `None` for anything else.
+pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
+    let mut size: libc::c_uint = 0;
+    // SAFETY: DIOCGSECTORSIZE writes one u_int into the live local it is given.
+    let r = unsafe { libc::ioctl(fd, DIOCGSECTORSIZE, &mut size) };
+    (r == 0 && size > 0).then_some(size)
+}

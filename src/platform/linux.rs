@@ -4,6 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::{cvt, FileStat, Timestamp};
+use crate::fs::DioAlignment;
 
 /// The buffer a stat operation fills: `struct statx`, which io_uring's STATX opcode and
 /// `statx(2)` both write.
@@ -190,4 +191,49 @@ pub(crate) unsafe fn read_nowait(fd: RawFd, buf: *mut u8, len: u32, offset: u64)
 /// credentials with more queued behind it, and nothing tells the poller.
 pub(crate) fn short_read_drains(fd: RawFd) -> bool {
     super::socket_option(fd, libc::SO_PROTOCOL).is_ok_and(|p| p == libc::IPPROTO_TCP)
+}
+
+/// The open flag of direct IO.
+pub(crate) const O_DIRECT: i32 = libc::O_DIRECT;
+
+/// Readies a descriptor opened with [`O_DIRECT`] for direct IO: nothing more on Linux.
+pub(crate) fn set_direct(_fd: RawFd) -> io::Result<()> {
+    Ok(())
+}
+
+/// Whether `fd` was opened for direct IO (`O_DIRECT` among its status flags).
+pub(crate) fn is_direct(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no argument; a bad descriptor is reported as -1.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_DIRECT != 0
+}
+
+/// What direct IO on `fd` needs (see [`DioAlignment`] for the sources and fallbacks):
+/// `statx(STATX_DIOALIGN)`, else a block device's logical block size (`BLKSSZGET`), else
+/// `st_blksize`. `AT_STATX_DONT_SYNC`: nothing asked here needs a network file system's
+/// server.
+pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
+    let mut stx = super::empty_stat();
+    let flags = libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC;
+    let mask = libc::STATX_TYPE | libc::STATX_DIOALIGN;
+    // SAFETY: the path is an empty NUL-terminated string and stx a live statx buffer.
+    cvt(unsafe { libc::statx(fd, c"".as_ptr(), flags, mask, &mut stx) })?;
+    // A file system that knows the field but cannot do direct IO on this file reports 0s.
+    if stx.stx_mask & libc::STATX_DIOALIGN != 0
+        && stx.stx_dio_mem_align != 0
+        && stx.stx_dio_offset_align != 0
+    {
+        return Ok(DioAlignment::new(
+            stx.stx_dio_mem_align,
+            stx.stx_dio_offset_align,
+        ));
+    }
+    if u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFBLK {
+        let mut size: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes one int into the live local it is given.
+        if unsafe { libc::ioctl(fd, libc::BLKSSZGET, &mut size) } == 0 && size > 0 {
+            return Ok(DioAlignment::new(size as u32, size as u32));
+        }
+    }
+    Ok(DioAlignment::from_block_size(u64::from(stx.stx_blksize)))
 }

@@ -20,6 +20,8 @@
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //! | [`recv`], [`send`], [`recvmsg`], [`sendmsg`] (and [`read_nowait`]'s `preadv2`) | raw `syscall(2)`: glibc's wrappers are cancellation points, which cost ~30 instructions a call in a multi-threaded process | the libc functions (`bsd.rs`) | as FreeBSD |
 //! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
+//! | [`O_DIRECT`], [`set_direct`], [`is_direct`] (direct IO) | `O_DIRECT` | `O_DIRECT` | no flag (0): `fcntl(F_NOCACHE)` after the open; cannot be read back |
+//! | [`dio_alignment`] | `statx(STATX_DIOALIGN)`, else `BLKSSZGET` for a block device, else `st_blksize` | a disk's `DIOCGSECTORSIZE`, else `st_blksize` (`bsd.rs`) | a disk's `DKIOCGETBLOCKSIZE`, else `st_blksize` (`bsd.rs`) |
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
 //! one module, `sockflags.rs`, serves both.
@@ -44,17 +46,18 @@ pub(crate) use unix::socket_option;
 pub(crate) mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
-    bind_listen, c, close, empty_stat, file_for_std, file_stat, ip_from_raw, ip_to_raw,
-    prepare_listener, set_nodelay, set_nonblocking, socket, FromRaw, RawFd, Stat, SEND_FLAGS,
-    STAT_EMPTY_PATH, STAT_MASK,
+    bind_listen, c, close, dio_alignment, empty_stat, file_for_std, file_stat, ip_from_raw,
+    ip_to_raw, is_direct, prepare_listener, set_direct, set_nodelay, set_nonblocking, socket,
+    FromRaw, RawFd, Stat, O_DIRECT, SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
-    short_read_drains, stat, Stat, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    dio_alignment, fallocate, file_stat, is_direct, read_nowait, recv, recvmsg, rename, send,
+    sendmsg, set_direct, set_sockaddr_len, short_read_drains, stat, Stat, O_DIRECT, SO_REUSEPORT,
+    STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -68,23 +71,25 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
-    short_read_drains, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
+    dio_alignment, fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg,
+    set_sockaddr_len, short_read_drains, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-use freebsd::preallocate;
+pub(crate) use freebsd::{is_direct, set_direct, O_DIRECT, SO_REUSEPORT};
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::SO_REUSEPORT;
+use freebsd::{preallocate, sector_size};
 
 #[cfg(target_vendor = "apple")]
 mod apple;
 #[cfg(target_vendor = "apple")]
-use apple::preallocate;
+pub(crate) use apple::{
+    accept, fsync, is_direct, set_direct, socket, socketpair, O_DIRECT, SEND_FLAGS, SO_REUSEPORT,
+};
 #[cfg(target_vendor = "apple")]
-pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
+use apple::{preallocate, sector_size};
 
 #[cfg(not(any(
     target_os = "linux",

@@ -214,6 +214,7 @@ mod tests {
                 raw: fd,
                 id: 0,
                 fixed: None,
+                direct: false,
             },
             buf: buf.as_ptr(),
             len: buf.len() as u32,
@@ -252,6 +253,7 @@ mod tests {
                 raw: other.as_raw_fd(),
                 id: 0,
                 fixed: None,
+                direct: false,
             },
             how: libc::SHUT_WR,
         };
