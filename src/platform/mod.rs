@@ -20,12 +20,25 @@
 //! | [`SO_REUSEPORT`] (listeners sharing a port, connections spread among them) | `SO_REUSEPORT` | `SO_REUSEPORT_LB` | `SO_REUSEPORT` (shares, does not spread) |
 //! | [`recv`], [`send`], [`recvmsg`], [`sendmsg`] (and [`read_nowait`]'s `preadv2`) | raw `syscall(2)`: glibc's wrappers are cancellation points, which cost ~30 instructions a call in a multi-threaded process | the libc functions (`bsd.rs`) | as FreeBSD |
 //! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
+//! | [`unsupported_allocate_mode`], [`unsupported_rename_flags`] (the user API's message for what cannot run) | none | modes other than 0; any rename flag | modes other than 0 |
+//! | [`sync_file_range`] | `sync_file_range(2)` | `fdatasync(2)` of the whole file (flags 0: nothing) | `fsync(2)` of the whole file (flags 0: nothing) |
+//! | [`fadvise`] | `posix_fadvise(2)` | `posix_fadvise(2)` | nothing (no such call; advice is a hint) |
+//! | [`rename`] with flags | `renameat2(2)` | EOPNOTSUPP | `renameatx_np(2)` (`RENAME_EXCL`, `RENAME_SWAP`) |
+//! | [`openat2`] | `openat2(2)` (raw syscall) | ENOSYS (`bsd.rs`): `open_beneath` walks the path | as FreeBSD |
+//!
+//! Two modules serve every platform, Windows included: `fsabi.rs`, the flag values file
+//! descriptions carry (Linux's, which io_uring takes as they are), and `dir.rs`, reading
+//! a directory on the blocking pool through std's `ReadDir`.
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
 //! one module, `sockflags.rs`, serves both.
 //!
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
 //! not depend on a platform's errno conventions either.
+
+pub(crate) mod dir;
+pub(crate) mod fsabi;
+pub(crate) use fsabi::OpenHow;
 
 #[cfg(unix)]
 mod unix;
@@ -53,8 +66,9 @@ pub(crate) use windows::{
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
-    short_read_drains, stat, Stat, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    fadvise, fallocate, file_stat, open_creates, openat2, read_nowait, recv, recvmsg, rename, send,
+    sendmsg, set_sockaddr_len, short_read_drains, stat, sync_file_range, unsupported_allocate_mode,
+    unsupported_rename_flags, Stat, OPEN_DIR_STEP, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -68,23 +82,27 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg, set_sockaddr_len,
-    short_read_drains, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
+    fallocate, file_stat, open_creates, openat2, read_nowait, recv, recvmsg, rename, send, sendmsg,
+    set_sockaddr_len, short_read_drains, stat, unsupported_allocate_mode, Stat, OPEN_DIR_STEP,
+    STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-use freebsd::preallocate;
+pub(crate) use freebsd::{fadvise, sync_file_range, unsupported_rename_flags, SO_REUSEPORT};
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::SO_REUSEPORT;
+use freebsd::{preallocate, rename_flags};
 
 #[cfg(target_vendor = "apple")]
 mod apple;
 #[cfg(target_vendor = "apple")]
-use apple::preallocate;
+pub(crate) use apple::{
+    accept, fadvise, fsync, socket, socketpair, sync_file_range, unsupported_rename_flags,
+    SEND_FLAGS, SO_REUSEPORT,
+};
 #[cfg(target_vendor = "apple")]
-pub(crate) use apple::{accept, fsync, socket, socketpair, SEND_FLAGS, SO_REUSEPORT};
+use apple::{preallocate, rename_flags};
 
 #[cfg(not(any(
     target_os = "linux",
