@@ -98,9 +98,12 @@ pub(crate) enum OpDesc {
     },
     /// `posix_fadvise(fd, offset, len, advice)` (`advice`: Linux's values).
     Fadvise {
+        // Windows has no advice: the executor ignores it.
+        #[cfg_attr(windows, allow(dead_code))]
         fd: FdRef,
         offset: u64,
         len: u64,
+        #[cfg_attr(windows, allow(dead_code))]
         advice: i32,
     },
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
@@ -113,6 +116,8 @@ pub(crate) enum OpDesc {
     /// `openat2(dirfd, path, how)`; yields a new fd. ENOSYS where the kernel has no
     /// `openat2` (before Linux 5.6, and on every other platform but Windows, whose executor
     /// walks the path itself).
+    // Windows has no openat2 (its executor answers ENOSYS).
+    #[cfg_attr(windows, allow(dead_code))]
     OpenAt2 {
         dirfd: RawFd,
         path: *const c::c_char,
@@ -160,6 +165,8 @@ pub(crate) enum OpDesc {
         oldpath: *const c::c_char,
         newdirfd: RawFd,
         newpath: *const c::c_char,
+        // CreateHardLinkW takes no flags.
+        #[cfg_attr(windows, allow(dead_code))]
         flags: i32,
     },
     /// `readlinkat(dirfd, path, buf, len)`: yields the bytes written into `buf` (`len` when

@@ -319,7 +319,8 @@ impl File {
     /// Other platforms have no such call. There, empty flags do nothing (as on Linux), and
     /// any other flags write the **whole** file's data back and wait for it, which is
     /// more, and slower, than asked: `fdatasync` on FreeBSD, `fsync(2)` on Apple platforms
-    /// (not `F_FULLFSYNC`), `FlushFileBuffers` on Windows.
+    /// (not `F_FULLFSYNC`), `FlushFileBuffers` on Windows (which needs a file open for
+    /// writing: `PermissionDenied` otherwise).
     ///
     /// # Errors
     ///

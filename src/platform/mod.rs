@@ -58,8 +58,9 @@ pub(crate) mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
     bind_listen, c, close, empty_stat, file_for_std, file_stat, ip_from_raw, ip_to_raw,
-    prepare_listener, set_nodelay, set_nonblocking, socket, FromRaw, RawFd, Stat, SEND_FLAGS,
-    STAT_EMPTY_PATH, STAT_MASK,
+    open_creates, prepare_listener, set_nodelay, set_nonblocking, socket,
+    unsupported_allocate_mode, unsupported_rename_flags, FromRaw, RawFd, Stat, OPEN_DIR_STEP,
+    SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "linux")]
