@@ -904,3 +904,136 @@ coring_test!(open_beneath_without_the_opcode, |builder| {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     });
 });
+
+// ---------------------------------------------------------------------------------------
+// openat2 blocked by seccomp (EPERM or ENOSYS): open_beneath walks the path instead
+// ---------------------------------------------------------------------------------------
+
+// Linux only (seccomp); the filter matches the x86_64 and aarch64 audit arches. A filter
+// cannot be removed, so the scenario runs in a child process (see `common::child`).
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod openat2_blocked {
+    use super::*;
+
+    const CHILD_ENV: &str = "CORING_FSCALLS_CHILD";
+    const CHILD_TEST: &str = "openat2_blocked::child_entry_point";
+    const OUT_OK: &str = "coring-fscalls-child: ok";
+
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+
+    #[test]
+    fn open_beneath_walks_when_seccomp_blocks_openat2() {
+        for mode in ["eperm", "enosys"] {
+            common::child::run_child(CHILD_ENV, mode, CHILD_TEST, OUT_OK);
+        }
+    }
+
+    /// Runs in the child only (`CORING_FSCALLS_CHILD` set by the test above).
+    #[test]
+    fn child_entry_point() {
+        let Ok(mode) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let errno = match mode.as_str() {
+            "eperm" => libc::EPERM,
+            "enosys" => libc::ENOSYS,
+            other => panic!("{CHILD_ENV}={other:?}"),
+        };
+        common::with_watchdog("fscalls child", || child_main(errno));
+        println!("{OUT_OK}");
+    }
+
+    fn child_main(errno: i32) {
+        block_openat2(errno);
+        // The filter works: openat2 itself fails with its errno.
+        // SAFETY: a size of 0 is refused before anything is read (or the filter answers).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c".".as_ptr(),
+                std::ptr::null::<u8>(),
+                0usize,
+            )
+        };
+        assert_eq!(r, -1);
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(errno));
+        let t = tree();
+        for kind in [BackendKind::Fallback, BackendKind::IoUring] {
+            let rt = coring::Builder::new().backend(kind).build().unwrap();
+            common::block_on_bounded(&rt, async {
+                let root = File::open(&t.root).await.unwrap();
+                let ro = OpenOptions::new().read(true).clone();
+                let f = ro.open_beneath(&root, "a/b/f").await.unwrap();
+                assert_eq!(read_all(&f).await, b"inside");
+                let e = ro.open_beneath(&root, "../outside").await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+                // The pool's openat2 is blocked: the walk refuses every `..`. io_uring's
+                // OPENAT2 is not a system call the filter sees: `..` inside is followed.
+                let r = ro.open_beneath(&root, "a/../top").await;
+                if kind == BackendKind::IoUring {
+                    assert_eq!(read_all(&r.unwrap()).await, b"top");
+                } else {
+                    let e = r.unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+                    assert!(e.to_string().contains("`..`"), "{e}");
+                }
+            });
+        }
+    }
+
+    /// Makes `openat2` fail with `errno` for this thread and the threads it creates.
+    fn block_openat2(errno: i32) {
+        let st = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        };
+        let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+        let ret = libc::BPF_RET | libc::BPF_K;
+        let arch = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+        let nr = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+        // 0 ld arch; 1 another arch: allow (5); 2 ld nr; 3 openat2: deny (4), else allow.
+        let mut prog = [
+            st(ld, arch),
+            jeq(AUDIT_ARCH, 0, 3),
+            st(ld, nr),
+            jeq(libc::SYS_openat2 as u32, 0, 1),
+            st(
+                ret,
+                libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
+            ),
+            st(ret, libc::SECCOMP_RET_ALLOW),
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: fprog points to prog, a valid program of fprog.len instructions, alive
+        // for the call (the kernel copies it).
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+}

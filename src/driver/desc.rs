@@ -113,9 +113,9 @@ pub(crate) enum OpDesc {
         flags: i32,
         mode: u32,
     },
-    /// `openat2(dirfd, path, how)`; yields a new fd. ENOSYS where the kernel has no
-    /// `openat2` (before Linux 5.6, and on every other platform but Windows, whose executor
-    /// walks the path itself).
+    /// `openat2(dirfd, path, how)`; yields a new fd. ENOSYS where there is no `openat2`
+    /// (Linux before 5.6, and every other platform): the caller then walks the path with
+    /// [`OpDesc::OpenAt`] (`fs::OpenOptions::open_beneath`).
     // Windows has no openat2 (its executor answers ENOSYS).
     #[cfg_attr(windows, allow(dead_code))]
     OpenAt2 {

@@ -107,7 +107,9 @@ pub(crate) fn fadvise(
 }
 
 /// `openat2(dirfd, path, how, sizeof how)`, as a raw system call (glibc has no wrapper);
-/// ENOSYS before Linux 5.6.
+/// ENOSYS before Linux 5.6, and where a seccomp filter blocks the call with EPERM (as
+/// container profiles older than the call do), so the caller takes its fallback either
+/// way.
 ///
 /// # Safety
 ///
@@ -129,7 +131,30 @@ pub(crate) unsafe fn openat2(
             std::mem::size_of::<OpenHow>(),
         )
     };
-    cvt(r as libc::c_int)
+    match cvt(r as libc::c_int) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && openat2_blocked() => {
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        }
+        r => r,
+    }
+}
+
+/// Whether a seccomp filter blocks `openat2` (an EPERM from it may be the open's own:
+/// `O_NOATIME` on another user's file). Probed once, with a call the kernel itself
+/// refuses with EINVAL (a `struct open_how` of size 0).
+fn openat2_blocked() -> bool {
+    static BLOCKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BLOCKED.get_or_init(|| {
+        let none = std::ptr::null::<OpenHow>();
+        // SAFETY: a size of 0 makes the kernel refuse the call before it reads `how` or
+        // the path (both valid anyway: a static empty string and null).
+        let r = unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c"".as_ptr(), none, 0) };
+        r < 0
+            && matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EPERM | libc::ENOSYS)
+            )
+    })
 }
 
 /// Open flags of one directory on the way when a path is walked component by component
