@@ -30,6 +30,8 @@
 pub mod buf;
 pub mod cancel;
 mod driver;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod fs;
 pub mod net;
 mod op;

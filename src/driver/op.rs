@@ -242,6 +242,10 @@ impl<T: IntoOrphan> Drop for Retained<T> {
 
 enum State {
     Unsubmitted,
+    /// Held back by an injected [`Fault::Delay`](crate::fault::Fault::Delay): submitted
+    /// (without asking the rules again) once the timer fires.
+    #[cfg(feature = "fault-injection")]
+    Delayed(std::pin::Pin<Box<crate::time::Sleep>>),
     InFlight(usize),
     /// The final completion was taken (or the operation detached).
     Collected,
@@ -252,6 +256,9 @@ pub(crate) struct Op<T: Operation> {
     state: State,
     data: Option<T>,
     driver: Option<Rc<RefCell<Driver>>>,
+    /// What injected faults decided for this operation, once asked.
+    #[cfg(feature = "fault-injection")]
+    verdict: Option<crate::fault::Verdict>,
 }
 
 impl<T: Operation> Op<T> {
@@ -261,6 +268,8 @@ impl<T: Operation> Op<T> {
             state: State::Unsubmitted,
             data: Some(data),
             driver: None,
+            #[cfg(feature = "fault-injection")]
+            verdict: None,
         }
     }
 }
@@ -294,10 +303,36 @@ impl<T: Operation> Op<T> {
     ///
     /// If polled again after it returned `Ready`.
     pub(crate) fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<(T, Completion)> {
+        #[cfg(feature = "fault-injection")]
+        if let State::Delayed(timer) = &mut self.state {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.state = State::Unsubmitted;
+            self.verdict = Some(crate::fault::Verdict::Submit(None));
+        }
         let c = match self.state {
             State::Unsubmitted => {
                 let data = self.data.as_mut().expect("coring: operation without data");
                 let desc = data.describe();
+                // Asked once per operation: a submission put off (the inline budget, a
+                // readiness wait) keeps its verdict.
+                #[cfg(feature = "fault-injection")]
+                let desc = match *self
+                    .verdict
+                    .get_or_insert_with(|| crate::fault::apply(&desc))
+                {
+                    crate::fault::Verdict::Submit(None) => desc,
+                    crate::fault::Verdict::Submit(Some(max)) => crate::fault::shorten(desc, max),
+                    crate::fault::Verdict::Fail(code) => {
+                        return self.finish(Completion::error(code));
+                    }
+                    crate::fault::Verdict::Delay(d) => {
+                        self.state = State::Delayed(Box::pin(crate::time::sleep(d)));
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                };
                 // Checked here, where the description's variant is known to the compiler:
                 // for an operation without a file offset the check costs nothing.
                 let (submitted, driver) = match desc.check() {
@@ -340,7 +375,14 @@ impl<T: Operation> Op<T> {
                 c
             }
             State::Collected => panic!("coring: operation future polled after completion"),
+            #[cfg(feature = "fault-injection")]
+            State::Delayed(_) => unreachable!("released above"),
         };
+        self.finish(c)
+    }
+
+    /// Hands the final completion over with the data.
+    fn finish(&mut self, c: Completion) -> Poll<(T, Completion)> {
         self.state = State::Collected;
         let data = self.data.take().expect("coring: operation without data");
         Poll::Ready((data, c))
@@ -357,6 +399,8 @@ impl<T: Operation> Op<T> {
     pub(crate) fn into_unsubmitted(mut self) -> Option<T> {
         match self.state {
             State::Unsubmitted => self.data.take(),
+            #[cfg(feature = "fault-injection")]
+            State::Delayed(_) => self.data.take(),
             _ => None,
         }
     }

@@ -764,3 +764,13 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
         .await
         .map(Metadata::from_stat)
 }
+
+#[cfg(feature = "fault-injection")]
+impl crate::fault::sealed::Sealed for File {}
+
+#[cfg(feature = "fault-injection")]
+impl crate::fault::FaultTarget for File {
+    fn fault_id(&self) -> u64 {
+        self.fd.id()
+    }
+}

@@ -656,6 +656,16 @@ macro_rules! socket_conversions {
 
         $crate::net::stream::raw_conversions!($ty);
 
+        #[cfg(feature = "fault-injection")]
+        impl $crate::fault::sealed::Sealed for $ty {}
+
+        #[cfg(feature = "fault-injection")]
+        impl $crate::fault::FaultTarget for $ty {
+            fn fault_id(&self) -> u64 {
+                self.shared().id()
+            }
+        }
+
         impl std::fmt::Debug for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($ty))

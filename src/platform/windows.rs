@@ -99,6 +99,7 @@ pub(crate) mod c {
     pub(crate) const ECANCELED: i32 = f::ERROR_OPERATION_ABORTED as i32;
     pub(crate) const EINVAL: i32 = f::ERROR_INVALID_PARAMETER as i32;
     pub(crate) const EIO: i32 = f::ERROR_IO_DEVICE as i32;
+    pub(crate) const ENOSPC: i32 = f::ERROR_DISK_FULL as i32;
     pub(crate) const EAGAIN: i32 = ws::WSAEWOULDBLOCK;
     pub(crate) const EINTR: i32 = ws::WSAEINTR;
     pub(crate) const ENOBUFS: i32 = ws::WSAENOBUFS;

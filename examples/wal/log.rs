@@ -1,0 +1,290 @@
+//! An append-only log with group commit, on coring.
+//!
+//! Records are framed as `[len: u32 LE][crc32: u32 LE][payload]`, where the checksum
+//! covers the length and the payload and `len` is never 0 (a zero header marks the end).
+//! Many tasks call [`Log::append`]; one committer task takes every record queued while the
+//! previous batch was being made durable, writes them as one buffer at the log's end and
+//! calls `sync_data`; each append resolves only once its batch is durable, with the
+//! record's offset, or with the batch's error. A failed write or sync fails its batch's
+//! appends with that error and every later one too (the log is failed: after an error
+//! from `fsync` the kernel may have dropped the dirty pages, so nothing written since the
+//! last good sync can be trusted; reopen to recover). An append that returned `Ok` is in
+//! the log after any crash; one that returned an error may or may not be (as with any
+//! write whose outcome is unknown), never torn.
+//!
+//! [`Log::open`] recovers: it scans from the start, keeps every intact record, and cuts the
+//! file at the first torn or corrupt one (a crash mid-batch leaves at most the last batch
+//! torn). Nothing after a bad record is kept, even if it looks intact: a record is only
+//! trusted if every record before it is.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use coring::fs::{File, OpenOptions};
+use coring::sync::local::{oneshot_channel, OneshotSender};
+
+/// Size of a record's header: length and checksum.
+pub const HEADER: usize = 8;
+/// The largest payload a record may carry.
+pub const MAX_RECORD: usize = 16 << 20;
+
+/// What [`Log::open`] found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Intact records kept, in order: (offset, payload).
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Bytes cut from the end (a torn or corrupt tail).
+    pub truncated: u64,
+}
+
+/// One queued append: its framed bytes and where its outcome goes.
+struct Pending {
+    framed: Vec<u8>,
+    done: OneshotSender<io::Result<u64>>,
+}
+
+struct Inner {
+    file: File,
+    /// Where the next batch goes: the end of the last durable batch.
+    end: Cell<u64>,
+    queue: RefCell<Vec<Pending>>,
+    /// The committer, when it waits for work.
+    idle: RefCell<Option<std::task::Waker>>,
+    closed: Cell<bool>,
+    /// The error that failed the log, if one did.
+    failed: RefCell<Option<(io::ErrorKind, String)>>,
+    /// Batches committed and records in them (for reports).
+    batches: Cell<u64>,
+    records: Cell<u64>,
+}
+
+/// An append-only log with group commit (see the module docs). `!Send`: one core's.
+#[derive(Clone)]
+pub struct Log {
+    inner: Rc<Inner>,
+}
+
+/// `[len][crc][payload]` for `payload`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn checksum(len: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// The intact records at the start of `data` and where they end.
+pub fn scan(data: &[u8]) -> (Vec<(u64, Vec<u8>)>, u64) {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while data.len() - at >= HEADER {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
+        let n = len as usize;
+        if len == 0 || n > MAX_RECORD || data.len() - at - HEADER < n {
+            break;
+        }
+        let payload = &data[at + HEADER..at + HEADER + n];
+        if checksum(len, payload) != crc {
+            break;
+        }
+        records.push((at as u64, payload.to_vec()));
+        at += HEADER + n;
+    }
+    (records, at as u64)
+}
+
+impl Log {
+    /// Opens (creating if missing) the log at `path`, recovers it, and starts its
+    /// committer on the current runtime.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<(Log, Recovery)> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .open(path)
+            .await?;
+        let size = file.metadata().await?.len();
+        let (res, data) = file
+            .read_exact_at(Vec::with_capacity(size as usize), 0)
+            .await;
+        res?;
+        let (records, end) = scan(&data);
+        let truncated = size - end;
+        if truncated > 0 {
+            // Cut the torn tail, so that nothing after it is ever read as a record.
+            let std_file = std::fs::OpenOptions::new().write(true).open(path)?;
+            std_file.set_len(end)?;
+            std_file.sync_all()?;
+        }
+        let inner = Rc::new(Inner {
+            file,
+            end: Cell::new(end),
+            queue: RefCell::new(Vec::new()),
+            idle: RefCell::new(None),
+            closed: Cell::new(false),
+            failed: RefCell::new(None),
+            batches: Cell::new(0),
+            records: Cell::new(0),
+        });
+        let log = Log { inner };
+        drop(coring::spawn(log.clone().commit_loop()));
+        Ok((log, Recovery { records, truncated }))
+    }
+
+    /// Appends `payload`; resolves once the record is durable (written and
+    /// `sync_data`ed), with its offset, or with the error of the batch it was in.
+    pub async fn append(&self, payload: &[u8]) -> io::Result<u64> {
+        if payload.is_empty() || payload.len() > MAX_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a record carries 1 to {MAX_RECORD} bytes, not {}",
+                    payload.len()
+                ),
+            ));
+        }
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        if self.inner.closed.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the log is closed",
+            ));
+        }
+        let (done, outcome) = oneshot_channel();
+        self.inner.queue.borrow_mut().push(Pending {
+            framed: frame(payload),
+            done,
+        });
+        if let Some(w) = self.inner.idle.borrow_mut().take() {
+            w.wake();
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the log is closed",
+            ))
+        })
+    }
+
+    /// The error that failed the log, as a fresh `io::Error`.
+    fn failed(&self) -> Option<io::Error> {
+        self.inner.failed.borrow().as_ref().map(|(kind, msg)| {
+            io::Error::new(
+                *kind,
+                format!("the log failed earlier ({msg}); reopen it to recover"),
+            )
+        })
+    }
+
+    /// The log's file (for fault injection in tests: `coring::fault::inject(log.file(), ..)`).
+    #[allow(dead_code)] // used by tests/wal_crash.rs, not by the example's main
+    pub fn file(&self) -> &File {
+        &self.inner.file
+    }
+
+    /// Batches committed so far, and the records in them.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.inner.batches.get(), self.inner.records.get())
+    }
+
+    /// Stops the committer once the queue is empty; later appends fail.
+    pub fn close(&self) {
+        self.inner.closed.set(true);
+        if let Some(w) = self.inner.idle.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Takes every queued record, writes them as one buffer at the end, syncs, and tells
+    /// each append its outcome; waits when there is nothing to do.
+    async fn commit_loop(self) {
+        loop {
+            let batch = std::future::poll_fn(|cx| {
+                let mut q = self.inner.queue.borrow_mut();
+                if !q.is_empty() {
+                    return std::task::Poll::Ready(Some(std::mem::take(&mut *q)));
+                }
+                if self.inner.closed.get() {
+                    return std::task::Poll::Ready(None);
+                }
+                *self.inner.idle.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            })
+            .await;
+            let Some(batch) = batch else { return };
+            if let Some(e) = self.failed() {
+                for p in batch {
+                    let _ = p.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+                continue;
+            }
+            let total: usize = batch.iter().map(|p| p.framed.len()).sum();
+            let mut buf = Vec::with_capacity(total);
+            for p in &batch {
+                buf.extend_from_slice(&p.framed);
+            }
+            let start = self.inner.end.get();
+            let outcome = self.write_and_sync(buf, start).await;
+            match outcome {
+                Ok(()) => {
+                    self.inner.end.set(start + total as u64);
+                    self.inner.batches.set(self.inner.batches.get() + 1);
+                    self.inner
+                        .records
+                        .set(self.inner.records.get() + batch.len() as u64);
+                    let mut at = start;
+                    for p in batch {
+                        let _ = p.done.send(Ok(at));
+                        at += p.framed.len() as u64;
+                    }
+                }
+                Err(e) => {
+                    *self.inner.failed.borrow_mut() = Some((e.kind(), e.to_string()));
+                    for p in batch {
+                        let _ = p.done.send(Err(io::Error::new(
+                            e.kind(),
+                            format!("log batch failed: {e}"),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_and_sync(&self, buf: Vec<u8>, at: u64) -> io::Result<()> {
+        let (res, _) = self.inner.file.write_all_at(buf, at).await;
+        res?;
+        self.inner.file.sync_data().await
+    }
+}
+
+/// The payload `wal run` writes as record `seq` of appender `a`: the appender and the
+/// sequence number, then `size - 12` bytes derived from both (at least 12 bytes in all), so
+/// a checker can tell the right record from any other.
+pub fn payload(a: u32, seq: u64, size: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(size.max(12));
+    p.extend_from_slice(&a.to_le_bytes());
+    p.extend_from_slice(&seq.to_le_bytes());
+    let mut x = (u64::from(a) << 32) ^ seq ^ 0x9e37_79b9_7f4a_7c15;
+    while p.len() < size.max(12) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p.push(x as u8);
+    }
+    p
+}
