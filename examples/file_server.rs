@@ -33,12 +33,15 @@
 //!   `HTTP/2.0` and friends get `505`. Lines may end in CRLF or a bare LF.
 //! - **Paths**: the query is ignored; the path is percent-decoded (bad escapes and NUL give
 //!   `400`), split on `/`, and `.`/`..` are applied; a `..` that would climb above the root
-//!   gets `403`. Every component is checked with `coring::fs::symlink_metadata` (one
-//!   `statx` per component, through the runtime). A symlink is followed only if what it
-//!   resolves to is inside the root (the root is canonicalised once at startup); otherwise
-//!   `403` (a symlink loop is `403` too). The file is then opened with `O_NOFOLLOW`. Only
-//!   regular files are served, and only they are ever opened; anything else (FIFOs,
-//!   sockets, devices) is `404`.
+//!   gets `403`. What is left is opened with [`OpenOptions::open_beneath`] relative to the
+//!   root directory, which each core holds open: the kernel resolves the path and refuses
+//!   anything outside the root in the same step (`openat2` with `RESOLVE_BENEATH` on
+//!   Linux 5.6+, IORING_OP_OPENAT2 on io_uring). A symlink is followed only if what it
+//!   resolves to is inside the root; otherwise `403` (a symlink loop is `403` too). Where
+//!   there is no `openat2` (older Linux, FreeBSD, macOS, Windows) every symlink on the
+//!   way is `403`. What was opened is then `fstat`ed: only regular files are served;
+//!   anything else (FIFOs, sockets, devices) is closed at once (coring opens without
+//!   waiting, and with `O_NOCTTY`) and gets `404`.
 //! - **Directories**: `/dir` (no trailing slash) redirects with `301` to `/dir/`; `/dir/`
 //!   serves `dir/index.html` if it is a regular file, else `404`. There are no listings.
 //! - **Ranges** (GET only; `Range` is ignored on HEAD, as RFC 9110 says, and whenever
@@ -72,27 +75,24 @@
 //! wrk -t1 -c16 -d5s --latency http://127.0.0.1:8080/4k.bin
 //! ```
 //!
-//! Each small-file request costs one `statx` per path component, an `openat`, a `read` and
+//! Each small-file request costs an `openat2` beneath the root, a `statx` of the open
+//! file and one of the path (whether it is a symlink, for the content type), a `read` and
 //! a `send`. On io_uring the kernel always runs `statx` on an io-wq worker thread, so
 //! that hop is part of every request; under CPU contention it shows in the tail latency.
 //!
 //! # Blocking calls
 //!
-//! Two std calls block their thread, on purpose: `std::fs::canonicalize` of the root at
-//! startup (before any runtime runs), and `std::fs::canonicalize` of a request path that
-//! contains a symlink. coring has no `readlink` operation, and a path is not known to be
-//! confined until every link in it is resolved; `realpath` on a local path is metadata
-//! work served from the dentry cache, and only requests that traverse a symlink pay it.
+//! One std call blocks its thread, on purpose: `std::fs::canonicalize` of the root at
+//! startup, before any runtime runs. Everything per request goes through the runtime.
 //!
 //! # Limits
 //!
-//! The checks and the open are separate steps, so someone who can write inside the root
-//! while it is served could swap a checked directory for a symlink between them (a
-//! time-of-check/time-of-use race). Confinement assumes the root is not writable by
-//! untrusted parties; `openat2(RESOLVE_BENEATH)` would close the gap but coring does not
-//! expose it.
+//! The content type of a symlink follows the name it points to, looked up with `lstat`
+//! and `readlink` after the file was opened: someone who can write inside the root could
+//! change the type a response is labelled with, never which file is served.
 //!
-//! On Windows the final open cannot refuse a symlink (there is no `O_NOFOLLOW`), `\` in a
+//! On Windows the path is opened one component at a time relative to the one before
+//! (`NtCreateFile`), refusing reparse points (symlinks, junctions: `403`), `\` in a
 //! decoded path separates components as `/` does, and a component Windows would alias or
 //! refuse (a `:`, a trailing dot or space, a reserved character) is `404`. Windows has no
 //! `SO_REUSEPORT`: with `--cores N > 1` core 0 accepts on the one listener and hands the
@@ -245,8 +245,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Blocking, once, before any runtime runs: every confinement check compares against
-    // this canonical path.
+    // Blocking, once, before any runtime runs: files are opened beneath this directory,
+    // and the content type of a symlink is looked up from it.
     cfg.root = match std::fs::canonicalize(&cfg.root) {
         Ok(p) if p.is_dir() => p,
         Ok(p) => {
@@ -511,6 +511,8 @@ fn to_std(listener: TcpListener) -> io::Result<std::net::TcpListener> {
 /// Per-core state, shared by the core's connection tasks.
 struct Core {
     shared: Arc<Shared>,
+    /// The root directory, open: every file is opened beneath it.
+    root: File,
     /// Response buffers ([`CHUNK`] bytes) not in use: a connection holds one only while
     /// it sends a response, so idle keep-alive connections cost no 64 KiB each.
     spare_bufs: RefCell<Vec<Vec<u8>>>,
@@ -595,8 +597,20 @@ async fn serve_core(
     stop: oneshot::Receiver<()>,
     deadline: Option<Instant>,
 ) {
+    let root = match File::open(&shared.root).await {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!(
+                "file_server: opening the root {}: {e}",
+                shared.root.display()
+            );
+            shared.control.stop();
+            return;
+        }
+    };
     let core = Rc::new(Core {
         shared,
+        root,
         spare_bufs: RefCell::new(Vec::new()),
         busy: Cell::new(0),
         date: RefCell::new((0, String::new())),
@@ -951,7 +965,7 @@ fn percent_encode_path(segments: &[Vec<u8>]) -> String {
     out
 }
 
-/// What the server needs to know of a path, from `lstat`.
+/// What the server needs to know of an open file, from `fstat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Info {
     kind: Kind,
@@ -979,61 +993,95 @@ impl Info {
     }
 }
 
-/// `lstat` through the runtime (`statx` on the ring, or the fallback's blocking pool).
-async fn lstat(path: &Path) -> io::Result<Info> {
-    let m: Metadata = coring::fs::symlink_metadata(path).await?;
-    Ok(Info::of(m.is_file(), m.is_dir(), m.is_symlink(), m.len()))
-}
-
 /// What a request path leads to.
 enum Target {
-    /// A regular file inside the root: its path (no symlinks left in it) and `lstat`.
-    File(PathBuf, Info),
+    /// A regular file inside the root, open, its `fstat`, and the name its content type
+    /// follows (for a symlink, of the file the link points to).
+    File(File, Info, PathBuf),
     /// A directory named without a trailing slash: redirect here.
     Redirect(String),
     NotFound,
     Forbidden,
 }
 
-/// Walks the path one component at a time, refusing symlinks that leave the root.
-async fn resolve(root: &Path, req: &ReqPath) -> Target {
-    let mut cur = root.to_path_buf();
-    let mut meta: Option<Info> = None;
+/// Opens what the path names beneath the root, in one step that cannot leave it
+/// (`open_beneath`), and sorts it out from the open file's own metadata.
+async fn resolve(core: &Core, req: &ReqPath) -> Target {
+    let mut rel = PathBuf::from(".");
     for seg in &req.segments {
         let Some(seg) = file_name(seg) else {
             return Target::NotFound;
         };
-        cur.push(seg);
-        let m = match lstat_confined(root, &mut cur).await {
-            Ok(m) => m,
-            Err(t) => return t,
-        };
-        if m.kind == Kind::Other {
-            return Target::NotFound;
+        rel.push(seg);
+    }
+    let (file, info) = match open_confined(&core.root, &rel).await {
+        Ok(opened) => opened,
+        Err(t) => return t,
+    };
+    match info.kind {
+        // `/file.txt/` names a directory that is not there.
+        Kind::File if req.dir_form => Target::NotFound,
+        Kind::File => Target::File(file, info, type_name(&core.shared.root, rel).await),
+        Kind::Dir if !req.dir_form && !req.segments.is_empty() => {
+            Target::Redirect(percent_encode_path(&req.segments))
         }
-        if let Some(prev) = meta.replace(m) {
-            if prev.kind != Kind::Dir {
-                return Target::NotFound; // a file used as a directory
+        Kind::Dir => {
+            drop(file);
+            rel.push("index.html");
+            match open_confined(&core.root, &rel).await {
+                Ok((file, info)) if info.kind == Kind::File => {
+                    Target::File(file, info, type_name(&core.shared.root, rel).await)
+                }
+                Ok(_) => Target::NotFound,
+                Err(t) => t,
             }
         }
+        // A FIFO, socket or device: opened without waiting (coring opens with
+        // O_NONBLOCK), closed at once, never served.
+        Kind::Symlink | Kind::Other => Target::NotFound,
     }
-    let is_dir = meta.is_none_or(|m| m.kind == Kind::Dir);
-    if !is_dir {
-        return match meta {
-            // `/file.txt/` names a directory that is not there.
-            Some(m) if !req.dir_form => Target::File(cur, m),
-            _ => Target::NotFound,
-        };
+}
+
+/// Opens `rel` for reading beneath the root directory, then `fstat`s what was opened.
+/// A path that would resolve outside the root (a symlink pointing out, a magic link) is
+/// `403`, as is a symlink loop; a missing one, or a file used as a directory, `404`.
+async fn open_confined(root: &File, rel: &Path) -> Result<(File, Info), Target> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    // A terminal device in the root must not become the server's controlling terminal.
+    #[cfg(unix)]
+    opts.custom_flags(libc::O_NOCTTY);
+    let file = opts
+        .open_beneath(root, rel)
+        .await
+        .map_err(not_found_or_forbidden)?;
+    let m: Metadata = file.metadata().await.map_err(not_found_or_forbidden)?;
+    Ok((
+        file,
+        Info::of(m.is_file(), m.is_dir(), m.is_symlink(), m.len()),
+    ))
+}
+
+/// The path whose extension gives the content type of `rel` (beneath `root`): `rel`
+/// itself, or for a symlink the file it points to (through at most 8 links). Only the
+/// content type depends on it: the file served was opened beneath the root already, so
+/// these extra lookups (an `lstat`, and a `readlink` for links) decide nothing else.
+async fn type_name(root: &Path, rel: PathBuf) -> PathBuf {
+    let mut path = root.join(rel);
+    for _ in 0..8 {
+        match coring::fs::symlink_metadata(&path).await {
+            Ok(m) if m.is_symlink() => {}
+            _ => break,
+        }
+        match coring::fs::read_link(&path).await {
+            Ok(target) => {
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                path = dir.join(target);
+            }
+            Err(_) => break,
+        }
     }
-    if !req.dir_form && !req.segments.is_empty() {
-        return Target::Redirect(percent_encode_path(&req.segments));
-    }
-    cur.push("index.html");
-    match lstat_confined(root, &mut cur).await {
-        Ok(m) if m.kind == Kind::File => Target::File(cur, m),
-        Ok(_) => Target::NotFound,
-        Err(t) => t,
-    }
+    path
 }
 
 /// A path component as a file name.
@@ -1053,26 +1101,6 @@ fn file_name(seg: &[u8]) -> Option<&OsStr> {
         return None;
     }
     Some(OsStr::new(name))
-}
-
-/// `lstat`s `cur`; if it is a symlink, resolves it and replaces `cur` with the result,
-/// provided that stays inside `root`.
-async fn lstat_confined(root: &Path, cur: &mut PathBuf) -> Result<Info, Target> {
-    let m = lstat(cur).await.map_err(not_found_or_forbidden)?;
-    if m.kind != Kind::Symlink {
-        return Ok(m);
-    }
-    // Blocking, and only for paths with a symlink in them: see "Blocking calls" above.
-    let real = std::fs::canonicalize(&*cur).map_err(not_found_or_forbidden)?;
-    if !real.starts_with(root) {
-        return Err(Target::Forbidden);
-    }
-    *cur = real;
-    let m = lstat(cur).await.map_err(not_found_or_forbidden)?;
-    if m.kind == Kind::Symlink {
-        return Err(Target::Forbidden); // swapped under us since canonicalize
-    }
-    Ok(m)
 }
 
 /// The error of a path with too many symlinks in it: ELOOP, or on Windows
@@ -1363,9 +1391,10 @@ impl Conn {
             Err(Status(code)) => return self.finish(req, code, None, head_only).await,
         };
         let core = self.core.clone();
-        match resolve(&core.shared.root, &path).await {
-            Target::File(file_path, meta) => {
-                self.serve_file(req, &file_path, &meta, head_only).await
+        match resolve(&core, &path).await {
+            Target::File(file, meta, type_path) => {
+                self.serve_file(req, file, &type_path, &meta, head_only)
+                    .await
             }
             Target::Redirect(location) => {
                 let extra = format!("Location: {location}\r\n");
@@ -1419,30 +1448,14 @@ impl Conn {
     async fn serve_file(
         &mut self,
         req: &Request,
-        file_path: &Path,
+        file: File,
+        type_path: &Path,
         meta: &Info,
         head_only: bool,
     ) -> Next {
-        // Opened for HEAD too, so HEAD and GET agree on unreadable files.
-        let mut opts = OpenOptions::new();
-        // The path was checked component by component; refuse a final symlink that
-        // appeared since. (Windows: coring's open has no such flag; see "Limits".)
-        opts.read(true);
-        #[cfg(unix)]
-        opts.custom_flags(libc::O_NOFOLLOW);
-        let file = match opts.open(file_path).await {
-            Ok(file) => file,
-            Err(e) => {
-                let code = match not_found_or_forbidden(e) {
-                    Target::Forbidden => 403,
-                    _ => 404,
-                };
-                return self.finish(req, code, None, head_only).await;
-            }
-        };
         let len = meta.len;
         // The type follows the file served (for a symlink, its target's name).
-        let name = file_path
+        let name = type_path
             .file_name()
             .map_or(&b""[..], OsStr::as_encoded_bytes);
         let ctype = content_type(name);

@@ -70,7 +70,7 @@ pub enum OpKind {
     Read,
     /// Writes and sends (`write_at`, vectored and fixed writes, `write`, `send_to`).
     Write,
-    /// `sync_all`, `sync_data`.
+    /// `sync_all`, `sync_data`, `sync_range`.
     Sync,
     /// Every operation on the file or socket, but its close.
     Any,
@@ -243,8 +243,10 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         | OpDesc::Writev { fd, .. }
         | OpDesc::Send { fd, .. }
         | OpDesc::SendMsg { fd, .. } => Some((OpKind::Write, fd)),
-        OpDesc::Fsync { fd, .. } => Some((OpKind::Sync, fd)),
+        OpDesc::Fsync { fd, .. } | OpDesc::SyncFileRange { fd, .. } => Some((OpKind::Sync, fd)),
         OpDesc::Fallocate { fd, .. }
+        | OpDesc::Ftruncate { fd, .. }
+        | OpDesc::Fadvise { fd, .. }
         | OpDesc::Accept { fd, .. }
         | OpDesc::Connect { fd, .. }
         | OpDesc::RecvMulti { fd }
@@ -255,7 +257,12 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         | OpDesc::Statx { .. }
         | OpDesc::UnlinkAt { .. }
         | OpDesc::RenameAt { .. }
-        | OpDesc::MkdirAt { .. } => None,
+        | OpDesc::MkdirAt { .. }
+        | OpDesc::OpenAt2 { .. }
+        | OpDesc::SymlinkAt { .. }
+        | OpDesc::LinkAt { .. }
+        | OpDesc::ReadLinkAt { .. }
+        | OpDesc::ReadDir { .. } => None,
     }
 }
 

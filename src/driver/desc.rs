@@ -91,12 +91,42 @@ pub(crate) enum OpDesc {
         offset: u64,
         len: u64,
     },
+    /// `ftruncate(fd, len)`.
+    Ftruncate { fd: FdRef, len: u64 },
+    /// `sync_file_range(fd, offset, len, flags)` (`flags`: Linux's, see
+    /// [`platform::fsabi`]; see [`platform::sync_file_range`] where there is none).
+    SyncFileRange {
+        fd: FdRef,
+        offset: u64,
+        len: u64,
+        flags: u32,
+    },
+    /// `posix_fadvise(fd, offset, len, advice)` (`advice`: Linux's values).
+    Fadvise {
+        // Windows has no advice: the executor ignores it.
+        #[cfg_attr(windows, allow(dead_code))]
+        fd: FdRef,
+        offset: u64,
+        len: u64,
+        #[cfg_attr(windows, allow(dead_code))]
+        advice: i32,
+    },
     /// `openat(dirfd, path, flags, mode)`; yields a new fd.
     OpenAt {
         dirfd: RawFd,
         path: *const c::c_char,
         flags: i32,
         mode: u32,
+    },
+    /// `openat2(dirfd, path, how)`; yields a new fd. ENOSYS where there is no `openat2`
+    /// (Linux before 5.6, and every other platform): the caller then walks the path with
+    /// [`OpDesc::OpenAt`] (`fs::OpenOptions::open_beneath`).
+    // Windows has no openat2 (its executor answers ENOSYS).
+    #[cfg_attr(windows, allow(dead_code))]
+    OpenAt2 {
+        dirfd: RawFd,
+        path: *const c::c_char,
+        how: *const platform::OpenHow,
     },
     /// `close(fd)`.
     Close { fd: RawFd },
@@ -126,6 +156,39 @@ pub(crate) enum OpDesc {
         newdirfd: RawFd,
         newpath: *const c::c_char,
         flags: u32,
+    },
+    /// `symlinkat(target, newdirfd, linkpath)`: a symbolic link at `linkpath` whose
+    /// content is `target`.
+    SymlinkAt {
+        target: *const c::c_char,
+        newdirfd: RawFd,
+        linkpath: *const c::c_char,
+    },
+    /// `linkat(olddirfd, oldpath, newdirfd, newpath, flags)`.
+    LinkAt {
+        olddirfd: RawFd,
+        oldpath: *const c::c_char,
+        newdirfd: RawFd,
+        newpath: *const c::c_char,
+        // CreateHardLinkW takes no flags.
+        #[cfg_attr(windows, allow(dead_code))]
+        flags: i32,
+    },
+    /// `readlinkat(dirfd, path, buf, len)`: yields the bytes written into `buf` (`len` when
+    /// the link's content may have been cut short). io_uring has no opcode for it: it runs
+    /// on the blocking pool on every backend.
+    ReadLinkAt {
+        dirfd: RawFd,
+        path: *const c::c_char,
+        buf: *mut u8,
+        len: u32,
+    },
+    /// The next batch of at most `max` entries of the directory stream `dir`
+    /// ([`platform::dir::DirCursor::fill`]); yields how many (0 at the end). No kernel
+    /// reads directories asynchronously: it runs on the blocking pool on every backend.
+    ReadDir {
+        dir: *mut platform::dir::DirCursor,
+        max: u32,
     },
     /// `mkdirat(dirfd, path, mode)`.
     MkdirAt {
@@ -227,8 +290,9 @@ pub(crate) enum Target {
     /// A socket operation that waits for readiness when its non-blocking syscall cannot
     /// complete yet.
     Socket(#[cfg_attr(windows, allow(dead_code))] SocketTarget),
-    /// IO at a file position: `max`, the largest value the call passes as a position (or,
-    /// for `fallocate`, a length), must fit the kernel's signed `loff_t`. May block.
+    /// IO at a file position: `max`, the largest value the call passes as a position or
+    /// length (for `sync_file_range`, the range's end), must fit the kernel's signed
+    /// `loff_t`. May block.
     File { max: u64 },
     /// Anything else that may block: path lookups, opens, closes, fsync, stat.
     Blocking,
@@ -260,12 +324,21 @@ impl OpDesc {
             OpDesc::Writev { .. } => "writev",
             OpDesc::Fsync { .. } => "fsync",
             OpDesc::Fallocate { .. } => "fallocate",
+            OpDesc::Ftruncate { .. } => "ftruncate",
+            OpDesc::SyncFileRange { .. } => "sync_file_range",
+            OpDesc::Fadvise { .. } => "fadvise",
             OpDesc::OpenAt { .. } => "openat",
+            OpDesc::OpenAt2 { .. } => "openat2",
             OpDesc::Close { .. } => "close",
             OpDesc::Statx { .. } => "statx",
             OpDesc::UnlinkAt { .. } => "unlinkat",
             OpDesc::RenameAt { .. } => "renameat",
             OpDesc::MkdirAt { .. } => "mkdirat",
+            OpDesc::SymlinkAt { .. } => "symlinkat",
+            OpDesc::LinkAt { .. } => "linkat",
+            // No io_uring opcode: the system call's name.
+            OpDesc::ReadLinkAt { .. } => "readlinkat",
+            OpDesc::ReadDir { .. } => "read_dir",
             OpDesc::Accept { .. } => "accept",
             OpDesc::Connect { .. } => "connect",
             OpDesc::Recv { .. } => "recv",
@@ -326,11 +399,24 @@ impl OpDesc {
             | OpDesc::Write { offset, .. }
             | OpDesc::Readv { offset, .. }
             | OpDesc::Writev { offset, .. } => Target::File { max: offset },
-            OpDesc::Fallocate { offset, len, .. } => Target::File {
-                max: offset.max(len),
+            OpDesc::Fallocate { offset, len, .. } | OpDesc::Fadvise { offset, len, .. } => {
+                Target::File {
+                    max: offset.max(len),
+                }
+            }
+            OpDesc::Ftruncate { len, .. } => Target::File { max: len },
+            // The range's end must fit too (Linux refuses it with EINVAL; the platforms
+            // that sync the whole file instead would not notice).
+            OpDesc::SyncFileRange { offset, len, .. } => Target::File {
+                max: offset.saturating_add(len),
             },
             OpDesc::Fsync { .. }
             | OpDesc::OpenAt { .. }
+            | OpDesc::OpenAt2 { .. }
+            | OpDesc::SymlinkAt { .. }
+            | OpDesc::LinkAt { .. }
+            | OpDesc::ReadLinkAt { .. }
+            | OpDesc::ReadDir { .. }
             | OpDesc::Close { .. }
             | OpDesc::Statx { .. }
             | OpDesc::UnlinkAt { .. }
@@ -341,8 +427,8 @@ impl OpDesc {
     }
 
     /// The errno of a description no backend may run, checked once before submission so
-    /// that every backend answers alike: EINVAL for a file offset (or, for `fallocate`, a
-    /// length) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
+    /// that every backend answers alike: EINVAL for a file offset or length (for
+    /// `sync_file_range`, the range's end) above `i64::MAX` (the kernel's `loff_t` is signed; io_uring would take
     /// `u64::MAX` as "the file position", a `pread` cannot express it), and for a vectored
     /// call of more than [`IOV_MAX`] buffers (Linux's limit, which Windows' loop over the
     /// buffers would not enforce).

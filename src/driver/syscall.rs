@@ -3,7 +3,8 @@
 //!
 //! The one place that maps each description onto its syscall. It returns what a CQE would
 //! carry: the result, or `-errno`. The calls that differ between kernels (stat, rename,
-//! accept, fsync) go through [`crate::platform`], so this file is the same on every Unix.
+//! accept, fsync, fallocate, sync_file_range, fadvise, openat2) go through
+//! [`crate::platform`], so this file is the same on every Unix.
 //! Besides [`execute`], it knows the syscalls' own semantics that every user of them needs:
 //! what "not ready yet" looks like ([`outcome`]), and how to run a description on a pool
 //! thread without blocking where no cancel reaches ([`execute_blocking`]). Which socket
@@ -116,12 +117,38 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 (Ok(off), Ok(len)) => res(platform::fallocate(fd, mode, off, len)),
                 _ => -libc::EINVAL,
             },
+            OpDesc::Ftruncate {
+                fd: FdRef { raw: fd, .. },
+                len,
+            } => match offset(len) {
+                Ok(len) => ret(libc::ftruncate(fd, len) as isize),
+                Err(e) => e,
+            },
+            OpDesc::SyncFileRange {
+                fd: FdRef { raw: fd, .. },
+                offset: off,
+                len,
+                flags,
+            } => match (offset(off), offset(len)) {
+                (Ok(off), Ok(len)) => res(platform::sync_file_range(fd, off, len, flags)),
+                _ => -libc::EINVAL,
+            },
+            OpDesc::Fadvise {
+                fd: FdRef { raw: fd, .. },
+                offset: off,
+                len,
+                advice,
+            } => match (offset(off), offset(len)) {
+                (Ok(off), Ok(len)) => res(platform::fadvise(fd, off, len, advice)),
+                _ => -libc::EINVAL,
+            },
             OpDesc::OpenAt {
                 dirfd,
                 path,
                 flags,
                 mode,
             } => ret(libc::openat(dirfd, path, flags, mode) as isize),
+            OpDesc::OpenAt2 { dirfd, path, how } => res(platform::openat2(dirfd, path, how)),
             OpDesc::Close { fd } => ret(libc::close(fd) as isize),
             OpDesc::Statx {
                 dirfd,
@@ -146,6 +173,27 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
             OpDesc::MkdirAt { dirfd, path, mode } => {
                 ret(libc::mkdirat(dirfd, path, mode as libc::mode_t) as isize)
             }
+            OpDesc::SymlinkAt {
+                target,
+                newdirfd,
+                linkpath,
+            } => ret(libc::symlinkat(target, newdirfd, linkpath) as isize),
+            OpDesc::LinkAt {
+                olddirfd,
+                oldpath,
+                newdirfd,
+                newpath,
+                flags,
+            } => ret(libc::linkat(olddirfd, oldpath, newdirfd, newpath, flags) as isize),
+            OpDesc::ReadLinkAt {
+                dirfd,
+                path,
+                buf,
+                len,
+            } => ret(libc::readlinkat(dirfd, path, buf.cast(), len as usize)),
+            // The cursor belongs to the operation, which the driver keeps alive (and no one
+            // else touches) until this job's completion is reaped.
+            OpDesc::ReadDir { dir, max } => (*dir).fill(max),
             OpDesc::Accept {
                 fd: FdRef { raw: fd, .. },
                 addr,

@@ -173,6 +173,45 @@ file_kinds! {
     is_char_device: c::S_IFCHR => "char_device",
 }
 
+impl FileType {
+    /// The kind std reports for a directory entry.
+    pub(crate) fn from_std(ft: std::fs::FileType) -> FileType {
+        FileType(if ft.is_symlink() {
+            c::S_IFLNK
+        } else if ft.is_dir() {
+            c::S_IFDIR
+        } else if ft.is_file() {
+            c::S_IFREG
+        } else {
+            special_kind(ft)
+        })
+    }
+}
+
+/// The kind of a file that is neither a directory, a regular file nor a symlink.
+#[cfg(unix)]
+fn special_kind(ft: std::fs::FileType) -> c::mode_t {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        c::S_IFIFO
+    } else if ft.is_socket() {
+        c::S_IFSOCK
+    } else if ft.is_block_device() {
+        c::S_IFBLK
+    } else if ft.is_char_device() {
+        c::S_IFCHR
+    } else {
+        0
+    }
+}
+
+/// The kind of a file that is neither a directory, a regular file nor a symlink: none
+/// that Windows' directory entries tell apart.
+#[cfg(windows)]
+fn special_kind(_ft: std::fs::FileType) -> c::mode_t {
+    0
+}
+
 /// Permissions from mode bits.
 #[cfg(unix)]
 fn permissions(mode: u32) -> std::fs::Permissions {

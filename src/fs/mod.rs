@@ -3,10 +3,15 @@
 //! Every method takes `&self`, so one `File` (for example in an `Rc`) can have many
 //! operations in flight at once.
 
+mod beneath;
+mod dir;
 mod direct;
+mod flags;
 mod metadata;
 
+pub use dir::{read_dir, DirEntry, ReadDir};
 pub use direct::DioAlignment;
+pub use flags::{Advice, AllocateMode, RenameFlags, SyncRangeFlags};
 pub use metadata::{FileType, Metadata};
 
 use crate::platform::{self, c};
@@ -15,11 +20,14 @@ use std::fmt;
 use std::io;
 #[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::buf::{BufResult, FixedBuf, IoBuf, IoBufMut};
 use crate::driver::op::Op;
-use crate::op::fs::{cstring, Fallocate, Fsync, Mkdir, Open, Rename, Statx, Unlink};
+use crate::op::fs::{
+    cstring, Fadvise, Fallocate, Fsync, Ftruncate, Link, Mkdir, Open, ReadLink, Rename, Statx,
+    Symlink, SyncFileRange, Unlink,
+};
 use crate::op::rw::{Read, Readv, Write, Writev};
 use crate::op::{self, SharedFd};
 
@@ -503,6 +511,101 @@ impl File {
         Op::new(Fallocate::new(&self.fd, 0, offset, len)).await
     }
 
+    /// `fallocate(2)` with a mode: allocates, deallocates or zeroes `len` bytes from
+    /// `offset`, as [`AllocateMode`] says. `allocate_with(o, l, AllocateMode::Extend)` is
+    /// [`allocate(o, l)`](File::allocate).
+    ///
+    /// On io_uring this is IORING_OP_FALLOCATE (the blocking pool where the kernel lacks
+    /// it); elsewhere a pool thread runs it.
+    ///
+    /// ```
+    /// use coring::fs::{AllocateMode, File, OpenOptions};
+    ///
+    /// coring::start(async {
+    ///     let path = std::env::temp_dir().join(format!("coring-doc-punch-{}", std::process::id()));
+    ///     let f = OpenOptions::new().read(true).write(true).create(true).open(&path).await?;
+    ///     f.write_all_at(vec![7u8; 8192], 0).await.0?;
+    ///     // Free the first 4 KiB: it reads as zeros, the size stays 8192.
+    ///     match f.allocate_with(0, 4096, AllocateMode::PunchHole).await {
+    ///         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {} // platform or file system
+    ///         r => r?,
+    ///     }
+    ///     assert_eq!(f.metadata().await?.len(), 8192);
+    ///     f.close().await?;
+    ///     coring::fs::remove_file(&path).await
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`allocate`](File::allocate); `Unsupported` with a message for a mode the
+    /// platform lacks (FreeBSD and Apple platforms have only [`AllocateMode::Extend`]),
+    /// and `Unsupported` (EOPNOTSUPP) for one the file system lacks.
+    pub async fn allocate_with(&self, offset: u64, len: u64, mode: AllocateMode) -> io::Result<()> {
+        let bits = mode.bits();
+        if let Some(why) = platform::unsupported_allocate_mode(bits) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("File::allocate_with({mode:?}): {why}"),
+            ));
+        }
+        Op::new(Fallocate::new(&self.fd, bits, offset, len)).await
+    }
+
+    /// Sets the file's size to `len` bytes (`ftruncate(2)`): cut short, or grown with
+    /// bytes that read as zeros (without allocating them; see
+    /// [`allocate`](File::allocate) for that).
+    ///
+    /// io_uring runs it as IORING_OP_FTRUNCATE (Linux 6.9 and later; the blocking pool on
+    /// older kernels); elsewhere a pool thread runs `ftruncate`, and on Windows
+    /// `SetFileInformationByHandle(FileEndOfFileInfo)`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (EINVAL) for `len > i64::MAX`, and on Linux for a file not open for
+    /// writing or not a regular file (a directory); on Windows `PermissionDenied` for a
+    /// file open only for reading; `FileTooLarge` (EFBIG) past the file system's limit.
+    pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        Op::new(Ftruncate::new(&self.fd, len)).await
+    }
+
+    /// Writes back a range of the file's dirty pages, or waits for that, as `flags` says
+    /// (`sync_file_range(2)`); `len == 0` means "to the end of the file". Not a durability
+    /// guarantee (no metadata, no drive cache flush): for that, [`sync_data`](File::sync_data).
+    ///
+    /// io_uring runs it as IORING_OP_SYNC_FILE_RANGE (a range longer than 4 GiB, which the
+    /// SQE cannot express, on the blocking pool); the readiness backend on a pool thread.
+    ///
+    /// Other platforms have no such call. There, empty flags do nothing (as on Linux), and
+    /// any other flags write the **whole** file's data back and wait for it, which is
+    /// more, and slower, than asked: `fdatasync` on FreeBSD, `fsync(2)` on Apple platforms
+    /// (not `F_FULLFSYNC`), `FlushFileBuffers` on Windows (which needs a file open for
+    /// writing: `PermissionDenied` otherwise).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (EINVAL) when `offset + len` exceeds `i64::MAX` (on every platform);
+    /// on Linux ESPIPE for a pipe, and EBADF/EINVAL as `sync_file_range(2)` gives them.
+    pub async fn sync_range(&self, offset: u64, len: u64, flags: SyncRangeFlags) -> io::Result<()> {
+        Op::new(SyncFileRange::new(&self.fd, offset, len, flags.bits())).await
+    }
+
+    /// Tells the kernel how `len` bytes from `offset` will be accessed (`posix_fadvise(2)`);
+    /// `len == 0` means "to the end of the file". A hint: it changes no data.
+    ///
+    /// io_uring runs it as IORING_OP_FADVISE (a range longer than 4 GiB on the blocking
+    /// pool); the readiness backend on a pool thread. Apple platforms have no
+    /// `posix_fadvise` and Windows no equivalent: there it does nothing and succeeds.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (EINVAL) for `offset` or `len` above `i64::MAX`; on Linux and
+    /// FreeBSD ESPIPE for a pipe, EBADF for a file that is not open.
+    pub async fn advise(&self, offset: u64, len: u64, advice: Advice) -> io::Result<()> {
+        Op::new(Fadvise::new(&self.fd, offset, len, advice.bits())).await
+    }
+
     /// The file's metadata (`statx` on the open descriptor; `fstat` where there is no statx).
     pub async fn metadata(&self) -> io::Result<Metadata> {
         Op::new(Statx::fd(&self.fd)).await.map(Metadata::from_stat)
@@ -802,12 +905,7 @@ impl OpenOptions {
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cstring(path.as_ref())?;
-        let fd = match Op::new(Open::new(path.clone(), flags, self.mode)).await {
-            Err(e) if Open::would_wait(&e, flags) => {
-                Op::new(Open::waiting(path, flags, self.mode)).await?
-            }
-            r => r?,
-        };
+        let fd = op::fs::open(|| Open::new(path.clone(), flags, self.mode)).await?;
         let file = File::new(fd);
         if self.is_direct(flags) {
             file.make_direct()?;
@@ -839,7 +937,125 @@ pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     let from = cstring(from.as_ref())?;
     let to = cstring(to.as_ref())?;
-    Op::new(Rename::new(from, to)).await
+    Op::new(Rename::new(from, to, 0)).await
+}
+
+/// Renames `from` to `to` with [`RenameFlags`] (`renameat2(2)`): without replacing an
+/// existing `to` (`no_replace`), or swapping the two (`exchange`), atomically.
+///
+/// io_uring runs it as IORING_OP_RENAMEAT with the flags; the readiness backend as
+/// `renameat2` on a pool thread. Apple platforms use `renameatx_np` (`RENAME_EXCL`,
+/// `RENAME_SWAP`); Windows `MoveFileExW` without `MOVEFILE_REPLACE_EXISTING` for
+/// `no_replace`, and has no exchange; FreeBSD has neither.
+///
+/// # Errors
+///
+/// `AlreadyExists` (EEXIST; Windows `ERROR_ALREADY_EXISTS`) when `no_replace` finds `to`;
+/// `NotFound` when `exchange` misses either path; `InvalidInput` when both flags are set;
+/// `Unsupported` with a message for a flag the platform lacks (FreeBSD: both; Windows:
+/// `exchange`), and EINVAL where the file system lacks it (Linux).
+pub async fn rename_with(
+    from: impl AsRef<Path>,
+    to: impl AsRef<Path>,
+    flags: RenameFlags,
+) -> io::Result<()> {
+    if flags.no_replace && flags.exchange {
+        return Err(invalid(
+            "rename_with: no_replace and exchange exclude each other (an exchange never \
+             replaces)",
+        ));
+    }
+    if let Some(why) = platform::unsupported_rename_flags(flags.bits()) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("rename_with({flags:?}): {why}"),
+        ));
+    }
+    let from = cstring(from.as_ref())?;
+    let to = cstring(to.as_ref())?;
+    Op::new(Rename::new(from, to, flags.bits())).await
+}
+
+/// Creates `link`, a symbolic link whose content is `target` (`symlinkat(2)`); `target`
+/// need not exist, and a relative one is resolved from `link`'s directory when the link
+/// is followed.
+///
+/// io_uring runs it as IORING_OP_SYMLINKAT (5.15; the blocking pool before); elsewhere a
+/// pool thread. On Windows (`CreateSymbolicLinkW`) the link is a directory link if
+/// `target` names an existing directory, else a file link; creating one needs the
+/// symbolic-link privilege or developer mode.
+///
+/// # Errors
+///
+/// `AlreadyExists` if `link` exists; `NotFound` if its directory does not;
+/// `PermissionDenied` without the right (Windows: without the privilege).
+pub async fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+    let target = cstring(target.as_ref())?;
+    let link = cstring(link.as_ref())?;
+    Op::new(Symlink::new(target, link)).await
+}
+
+/// Creates `dst`, a new name (hard link) for the file `src` (`linkat(2)`; a symbolic link
+/// `src` is linked itself, not followed).
+///
+/// io_uring runs it as IORING_OP_LINKAT (5.15; the blocking pool before); elsewhere a
+/// pool thread (`CreateHardLinkW` on Windows).
+///
+/// # Errors
+///
+/// `AlreadyExists` if `dst` exists; `NotFound` if `src` does not; EPERM for a directory
+/// `src`; EXDEV across file systems.
+pub async fn hard_link(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> io::Result<()> {
+    let src = cstring(src.as_ref())?;
+    let dst = cstring(dst.as_ref())?;
+    Op::new(Link::new(src, dst)).await
+}
+
+/// The content of the symbolic link `path` (`readlinkat(2)`), not resolved any further.
+///
+/// io_uring has no readlink opcode: every backend runs it on the blocking pool (Windows:
+/// std's `read_link`, which also reads junctions).
+///
+/// # Errors
+///
+/// `InvalidInput` (EINVAL) if `path` is not a symbolic link; `NotFound` if it does not
+/// exist.
+pub async fn read_link(path: impl AsRef<Path>) -> io::Result<PathBuf> {
+    let path = cstring(path.as_ref())?;
+    // Most links are short; a result that fills the buffer may have been cut short, so
+    // the call is repeated with twice the room.
+    let mut capacity = 256;
+    loop {
+        let buf = Op::new(ReadLink::new(path.clone(), capacity)).await?;
+        if buf.len() < capacity {
+            return Ok(path_from_bytes(buf));
+        }
+        capacity = capacity
+            .checked_mul(2)
+            .filter(|&c| c <= u32::MAX as usize)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "read_link: the link's content does not fit 4 GiB",
+                )
+            })?;
+    }
+}
+
+/// A path from the bytes a `readlink` wrote (Unix: any bytes).
+#[cfg(unix)]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+/// A path from the bytes the Windows executor wrote: the whole of an `OsStr`'s encoded
+/// bytes (WTF-8), never a part of them (a cut-short result is discarded).
+#[cfg(windows)]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    // SAFETY: the executor copied `OsStr::as_encoded_bytes` of std's `read_link` result in
+    // full, in this same binary.
+    PathBuf::from(unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(bytes) })
 }
 
 /// Metadata of a path, following symlinks (`statx`, or `fstatat` where there is none).

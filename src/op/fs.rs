@@ -1,14 +1,17 @@
-//! File-system operations: open, close, fsync, stat, unlink, rename, mkdir.
+//! File-system operations: open (`openat`, `openat2`), close, fsync, fallocate, ftruncate,
+//! sync_file_range, fadvise, stat, unlink, rename, mkdir, symlink, link, readlink, and
+//! reading a directory.
 
 use crate::platform::c;
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
 
-use crate::driver::op::Operation;
+use crate::driver::op::{Op, Operation};
 use crate::driver::{Completion, OpDesc};
-use crate::op::SharedFd;
-use crate::platform::{self, FileStat};
+use crate::op::{checked_len, SharedFd};
+use crate::platform::dir::DirCursor;
+use crate::platform::{self, FileStat, OpenHow};
 
 /// Converts a path for the kernel, refusing interior NUL bytes with a clear error.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
@@ -20,13 +23,20 @@ pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
     })
 }
 
-/// `openat(AT_FDCWD, path, flags, mode)`; yields an owned descriptor.
+/// `openat(dirfd, path, flags, mode)` (`dirfd`: the current directory unless [`Open::at`]
+/// names one), or `openat2` with [`Open::resolve`]; yields an owned descriptor.
 pub(crate) struct Open {
+    /// The directory a relative path starts from; `None`: the current directory. Held so
+    /// that it stays open while the kernel resolves the path.
+    dir: Option<SharedFd>,
     path: CString,
     flags: i32,
     mode: u32,
     /// Whether this attempt adds `O_NONBLOCK` (see [`Open::new`]).
     nonblocking: bool,
+    /// `openat2`'s arguments, which the kernel reads from memory (hence boxed: its address
+    /// must not change while the open is in flight); `None`: `openat`.
+    how: Option<Box<OpenHow>>,
 }
 
 impl Open {
@@ -36,23 +46,38 @@ impl Open {
     /// when it retries in a worker, and the fallback's `open(2)` runs on a pool thread no
     /// cancel reaches; without this the same open waited or not by backend and path cache.)
     /// An attempt that fails with EAGAIN for that reason (a lease another process holds)
-    /// is retried by the caller with [`Open::waiting`].
+    /// is retried by the caller with [`Open::waiting`] ([`open`] does both).
     pub(crate) fn new(path: CString, flags: i32, mode: u32) -> Open {
         Open {
+            dir: None,
             path,
             flags,
             mode,
             nonblocking: true,
+            how: None,
         }
     }
 
     /// The same open without the added `O_NONBLOCK`: it waits as `open(2)` does (for a
     /// lease to be broken, bounded by the kernel's lease-break time).
-    pub(crate) fn waiting(path: CString, flags: i32, mode: u32) -> Open {
-        Open {
-            nonblocking: false,
-            ..Open::new(path, flags, mode)
-        }
+    pub(crate) fn waiting(mut self) -> Open {
+        self.nonblocking = false;
+        self
+    }
+
+    /// Resolves a relative path from the directory `dir` instead of the current one.
+    pub(crate) fn at(mut self, dir: &SharedFd) -> Open {
+        self.dir = Some(dir.clone());
+        self
+    }
+
+    /// Opens with `openat2` and these `RESOLVE_*` flags (see [`platform::fsabi`]).
+    pub(crate) fn resolve(mut self, resolve: u64) -> Open {
+        self.how = Some(Box::new(OpenHow {
+            resolve,
+            ..OpenHow::default()
+        }));
+        self
     }
 
     /// Whether `e`, from an attempt of [`Open::new`], means "would have waited": retry
@@ -71,11 +96,30 @@ impl Operation for Open {
 
     fn describe(&mut self) -> OpDesc {
         let nonblock = if self.nonblocking { c::O_NONBLOCK } else { 0 };
-        OpDesc::OpenAt {
-            dirfd: c::AT_FDCWD,
-            path: self.path.as_ptr(),
-            flags: self.flags | c::O_CLOEXEC | nonblock,
-            mode: self.mode,
+        let flags = self.flags | c::O_CLOEXEC | nonblock;
+        let dirfd = self.dir.as_ref().map_or(c::AT_FDCWD, SharedFd::raw);
+        match &mut self.how {
+            None => OpDesc::OpenAt {
+                dirfd,
+                path: self.path.as_ptr(),
+                flags,
+                mode: self.mode,
+            },
+            Some(how) => {
+                // openat2 refuses a mode for an open that creates nothing, and unknown
+                // flag bits (the i32 is widened without its sign: no flag sets bit 31).
+                how.flags = u64::from(flags as u32);
+                how.mode = if platform::open_creates(flags) {
+                    u64::from(self.mode)
+                } else {
+                    0
+                };
+                OpDesc::OpenAt2 {
+                    dirfd,
+                    path: self.path.as_ptr(),
+                    how: &**how,
+                }
+            }
         }
     }
 
@@ -88,6 +132,17 @@ impl Operation for Open {
             platform::set_nonblocking(fd.raw(), false)?;
         }
         Ok(fd)
+    }
+}
+
+/// Runs the open `make` builds, and if it fails because it would have waited (see
+/// [`Open::new`]), the same open again, [`waiting`](Open::waiting).
+pub(crate) async fn open(make: impl Fn() -> Open) -> io::Result<SharedFd> {
+    let first = make();
+    let flags = first.flags;
+    match Op::new(first).await {
+        Err(e) if Open::would_wait(&e, flags) => Op::new(make().waiting()).await,
+        r => r,
     }
 }
 
@@ -180,6 +235,109 @@ impl Operation for Fallocate {
     }
 }
 
+/// `ftruncate(fd, len)`: sets the file's size.
+pub(crate) struct Ftruncate {
+    fd: SharedFd,
+    len: u64,
+}
+
+impl Ftruncate {
+    pub(crate) fn new(fd: &SharedFd, len: u64) -> Ftruncate {
+        Ftruncate {
+            fd: fd.clone(),
+            len,
+        }
+    }
+}
+
+impl Operation for Ftruncate {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Ftruncate {
+            fd: self.fd.fd_ref(),
+            len: self.len,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `sync_file_range(fd, offset, len, flags)`: writeback of a range (see
+/// [`platform::sync_file_range`] where there is none).
+pub(crate) struct SyncFileRange {
+    fd: SharedFd,
+    offset: u64,
+    len: u64,
+    flags: u32,
+}
+
+impl SyncFileRange {
+    pub(crate) fn new(fd: &SharedFd, offset: u64, len: u64, flags: u32) -> SyncFileRange {
+        SyncFileRange {
+            fd: fd.clone(),
+            offset,
+            len,
+            flags,
+        }
+    }
+}
+
+impl Operation for SyncFileRange {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::SyncFileRange {
+            fd: self.fd.fd_ref(),
+            offset: self.offset,
+            len: self.len,
+            flags: self.flags,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `posix_fadvise(fd, offset, len, advice)`: an access-pattern hint.
+pub(crate) struct Fadvise {
+    fd: SharedFd,
+    offset: u64,
+    len: u64,
+    advice: i32,
+}
+
+impl Fadvise {
+    pub(crate) fn new(fd: &SharedFd, offset: u64, len: u64, advice: i32) -> Fadvise {
+        Fadvise {
+            fd: fd.clone(),
+            offset,
+            len,
+            advice,
+        }
+    }
+}
+
+impl Operation for Fadvise {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::Fadvise {
+            fd: self.fd.fd_ref(),
+            offset: self.offset,
+            len: self.len,
+            advice: self.advice,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
 /// `statx` (Linux) or `fstatat`/`fstat` (elsewhere) of an open descriptor (empty path) or
 /// of a path.
 pub(crate) struct Statx {
@@ -260,15 +418,18 @@ impl Operation for Unlink {
     }
 }
 
-/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, 0)` (`renameat` where there is no renameat2).
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)` (`renameat` where there is no
+/// renameat2 and `flags` is 0).
 pub(crate) struct Rename {
     from: CString,
     to: CString,
+    /// Linux's `RENAME_*` flags.
+    flags: u32,
 }
 
 impl Rename {
-    pub(crate) fn new(from: CString, to: CString) -> Rename {
-        Rename { from, to }
+    pub(crate) fn new(from: CString, to: CString, flags: u32) -> Rename {
+        Rename { from, to, flags }
     }
 }
 
@@ -281,7 +442,7 @@ impl Operation for Rename {
             oldpath: self.from.as_ptr(),
             newdirfd: c::AT_FDCWD,
             newpath: self.to.as_ptr(),
-            flags: 0,
+            flags: self.flags,
         }
     }
 
@@ -315,5 +476,138 @@ impl Operation for Mkdir {
 
     fn complete(self, c: Completion) -> Self::Output {
         c.result().map(drop)
+    }
+}
+
+/// `symlinkat(target, AT_FDCWD, link)`: creates `link`, a symbolic link to `target`.
+pub(crate) struct Symlink {
+    target: CString,
+    link: CString,
+}
+
+impl Symlink {
+    pub(crate) fn new(target: CString, link: CString) -> Symlink {
+        Symlink { target, link }
+    }
+}
+
+impl Operation for Symlink {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::SymlinkAt {
+            target: self.target.as_ptr(),
+            newdirfd: c::AT_FDCWD,
+            linkpath: self.link.as_ptr(),
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `linkat(AT_FDCWD, from, AT_FDCWD, to, 0)`: a new name `to` for the file `from` (a
+/// final symlink in `from` is not followed, as `link(2)` on Linux).
+pub(crate) struct Link {
+    from: CString,
+    to: CString,
+}
+
+impl Link {
+    pub(crate) fn new(from: CString, to: CString) -> Link {
+        Link { from, to }
+    }
+}
+
+impl Operation for Link {
+    type Output = io::Result<()>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::LinkAt {
+            olddirfd: c::AT_FDCWD,
+            oldpath: self.from.as_ptr(),
+            newdirfd: c::AT_FDCWD,
+            newpath: self.to.as_ptr(),
+            flags: 0,
+        }
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        c.result().map(drop)
+    }
+}
+
+/// `readlinkat(AT_FDCWD, path, buf, capacity)`: a symbolic link's content, into a buffer
+/// the caller sized; yields the buffer with its length set to the bytes read. A result
+/// that fills the whole capacity may have been cut short: the caller tries again with a
+/// larger buffer.
+pub(crate) struct ReadLink {
+    path: CString,
+    buf: Vec<u8>,
+}
+
+impl ReadLink {
+    pub(crate) fn new(path: CString, capacity: usize) -> ReadLink {
+        ReadLink {
+            path,
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+}
+
+impl Operation for ReadLink {
+    type Output = io::Result<Vec<u8>>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::ReadLinkAt {
+            dirfd: c::AT_FDCWD,
+            path: self.path.as_ptr(),
+            buf: self.buf.as_mut_ptr(),
+            len: u32::try_from(self.buf.capacity()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let n = checked_len(c.result()?, self.buf.capacity())?;
+        // SAFETY: the kernel wrote n bytes into the buffer, n <= capacity (checked).
+        unsafe { self.buf.set_len(n) };
+        Ok(self.buf)
+    }
+}
+
+/// The next batch of a directory's entries, read on the blocking pool through the cursor
+/// it owns meanwhile; yields the cursor back, with the batch (or the error) in it.
+pub(crate) struct ReadDirBatch {
+    cursor: Box<DirCursor>,
+    max: u32,
+}
+
+impl ReadDirBatch {
+    pub(crate) fn new(cursor: Box<DirCursor>, max: u32) -> ReadDirBatch {
+        ReadDirBatch { cursor, max }
+    }
+}
+
+impl Operation for ReadDirBatch {
+    /// How many entries the batch has (0 at the end), and the cursor.
+    type Output = (io::Result<usize>, Box<DirCursor>);
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::ReadDir {
+            dir: &mut *self.cursor,
+            max: self.max,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let res = match c.result() {
+            // The pool thread filled at most `max` entries.
+            Ok(_) => Ok(self.cursor.entries.len()),
+            // The whole error where the pool thread kept it; else the completion's (a
+            // cancelled batch never ran).
+            Err(e) => Err(self.cursor.error.take().unwrap_or(e)),
+        };
+        (res, self.cursor)
     }
 }

@@ -159,3 +159,62 @@ pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
     let r = unsafe { libc::ioctl(fd, DKIOCGETBLOCKSIZE, &mut size) };
     (r == 0 && size > 0).then_some(size)
 }
+
+/// Renames with Linux's `RENAME_*` flags through `renameatx_np`: `RENAME_NOREPLACE` is
+/// `RENAME_EXCL`, `RENAME_EXCHANGE` is `RENAME_SWAP`.
+///
+/// # Safety
+///
+/// Both paths must point to NUL-terminated strings for the whole call.
+pub(crate) unsafe fn rename_flags(
+    olddirfd: RawFd,
+    oldpath: *const libc::c_char,
+    newdirfd: RawFd,
+    newpath: *const libc::c_char,
+    flags: u32,
+) -> io::Result<i32> {
+    use super::fsabi::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut native = 0;
+    if flags & RENAME_NOREPLACE != 0 {
+        native |= libc::RENAME_EXCL;
+    }
+    if flags & RENAME_EXCHANGE != 0 {
+        native |= libc::RENAME_SWAP;
+    }
+    // SAFETY: both paths are valid per this function's contract.
+    cvt(unsafe { libc::renameatx_np(olddirfd, oldpath, newdirfd, newpath, native) })
+}
+
+/// Why rename flags cannot run here: never (`renameatx_np` has both).
+pub(crate) fn unsupported_rename_flags(_flags: u32) -> Option<&'static str> {
+    None
+}
+
+/// `sync_file_range` where there is none: flags 0 do nothing (as on Linux); any other
+/// flags write the whole file back and wait with plain `fsync(2)` (not `F_FULLFSYNC`:
+/// `sync_file_range` does not flush the drive's cache either), more than was asked.
+pub(crate) fn sync_file_range(
+    fd: RawFd,
+    _offset: libc::off_t,
+    _len: libc::off_t,
+    flags: u32,
+) -> io::Result<i32> {
+    if flags == 0 {
+        return Ok(0);
+    }
+    // SAFETY: no pointers; a bad descriptor is reported as EBADF.
+    cvt(unsafe { libc::fsync(fd) })
+}
+
+/// `posix_fadvise`: Darwin has none; advice is a hint, so it is accepted and ignored.
+pub(crate) fn fadvise(
+    _fd: RawFd,
+    _offset: libc::off_t,
+    _len: libc::off_t,
+    _advice: i32,
+) -> io::Result<i32> {
+    Ok(0)
+}

@@ -1,11 +1,11 @@
 //! What FreeBSD and the Apple platforms share: `struct stat` from `fstatat`/`fstat`,
-//! `renameat` without flags, `fallocate` of mode 0 only, and socket addresses with a
-//! length byte.
+//! `renameat` (flags through each platform's own call), `fallocate` of mode 0 only, no
+//! `openat2`, and socket addresses with a length byte.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{cvt, preallocate, sector_size, FileStat, Timestamp};
+use super::{cvt, preallocate, rename_flags, sector_size, FileStat, Timestamp};
 use crate::fs::DioAlignment;
 
 /// The buffer a stat operation fills.
@@ -85,8 +85,17 @@ pub(crate) fn fallocate(
     preallocate(fd, offset, len)
 }
 
-/// `renameat(olddirfd, oldpath, newdirfd, newpath)`; these kernels have no rename flags,
-/// so any `flags` give EINVAL.
+/// Why a `fallocate` mode cannot run here: any but mode 0 (these kernels have no
+/// `fallocate` modes).
+pub(crate) fn unsupported_allocate_mode(mode: i32) -> Option<&'static str> {
+    (mode != 0).then_some(
+        "this platform has no fallocate modes: only AllocateMode::Extend (space for the range, \
+         growing the file) is supported",
+    )
+}
+
+/// `renameat(olddirfd, oldpath, newdirfd, newpath)`, or with `flags` (Linux's
+/// `RENAME_*`) the platform's own call ([`rename_flags`]).
 ///
 /// # Safety
 ///
@@ -99,10 +108,35 @@ pub(crate) unsafe fn rename(
     flags: u32,
 ) -> io::Result<i32> {
     if flags != 0 {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        // SAFETY: forwarded from the caller.
+        return unsafe { rename_flags(olddirfd, oldpath, newdirfd, newpath, flags) };
     }
     // SAFETY: both paths are valid per this function's contract.
     cvt(unsafe { libc::renameat(olddirfd, oldpath, newdirfd, newpath) })
+}
+
+/// Open flags of one directory on the way when a path is walked component by component
+/// (`open_beneath`): a directory, not followed if it is a link, opened for reading (there
+/// is no `O_PATH`, so the directory must be readable).
+pub(crate) const OPEN_DIR_STEP: i32 = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+/// Whether an open with `flags` may create a file (`O_CREAT`).
+pub(crate) fn open_creates(flags: i32) -> bool {
+    flags & libc::O_CREAT != 0
+}
+
+/// `openat2`: none on these kernels (ENOSYS), so opening beneath a directory walks the
+/// path one component at a time (`fs::OpenOptions::open_beneath`).
+///
+/// # Safety
+///
+/// No requirement: nothing is read.
+pub(crate) unsafe fn openat2(
+    _dirfd: RawFd,
+    _path: *const libc::c_char,
+    _how: *const super::OpenHow,
+) -> io::Result<i32> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// Sets the address's length byte (`sa_len`), which BSD socket addresses carry.

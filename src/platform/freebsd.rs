@@ -45,3 +45,57 @@ pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
     let r = unsafe { libc::ioctl(fd, DIOCGSECTORSIZE, &mut size) };
     (r == 0 && size > 0).then_some(size)
 }
+
+/// Renames with Linux's `RENAME_*` flags: FreeBSD has no such call (EOPNOTSUPP; the user
+/// API refuses the flags first, see [`unsupported_rename_flags`]).
+///
+/// # Safety
+///
+/// No requirement: nothing is read.
+pub(crate) unsafe fn rename_flags(
+    _olddirfd: RawFd,
+    _oldpath: *const libc::c_char,
+    _newdirfd: RawFd,
+    _newpath: *const libc::c_char,
+    _flags: u32,
+) -> io::Result<i32> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// Why rename flags cannot run here: FreeBSD has no `renameat2` or equivalent.
+pub(crate) fn unsupported_rename_flags(flags: u32) -> Option<&'static str> {
+    (flags != 0).then_some(
+        "FreeBSD has no renameat2: RenameFlags (no_replace, exchange) are unsupported; \
+         a plain rename replaces the target",
+    )
+}
+
+/// `sync_file_range` where there is none: flags 0 do nothing (as on Linux); any other
+/// flags write the whole file's data back and wait (`fdatasync`), more than was asked.
+pub(crate) fn sync_file_range(
+    fd: RawFd,
+    _offset: libc::off_t,
+    _len: libc::off_t,
+    flags: u32,
+) -> io::Result<i32> {
+    if flags == 0 {
+        return Ok(0);
+    }
+    // SAFETY: no pointers; a bad descriptor is reported as EBADF.
+    super::cvt(unsafe { libc::fdatasync(fd) })
+}
+
+/// `posix_fadvise(fd, offset, len, advice)` (FreeBSD's advice values are Linux's).
+pub(crate) fn fadvise(
+    fd: RawFd,
+    offset: libc::off_t,
+    len: libc::off_t,
+    advice: i32,
+) -> io::Result<i32> {
+    // SAFETY: no pointers; posix_fadvise returns the error number instead of setting
+    // errno.
+    match unsafe { libc::posix_fadvise(fd, offset, len, advice) } {
+        0 => Ok(0),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}

@@ -1,9 +1,10 @@
-//! Linux: `statx`, `renameat2`, `accept4`, and socket flags set atomically at creation.
+//! Linux: `statx`, `renameat2`, `openat2`, `sync_file_range`, `accept4`, and socket flags
+//! set atomically at creation.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{cvt, FileStat, Timestamp};
+use super::{cvt, FileStat, OpenHow, Timestamp};
 use crate::fs::DioAlignment;
 
 /// The buffer a stat operation fills: `struct statx`, which io_uring's STATX opcode and
@@ -72,6 +73,106 @@ pub(crate) fn fallocate(
 ) -> io::Result<i32> {
     // SAFETY: no pointers; a bad descriptor or range is reported as an errno.
     cvt(unsafe { libc::fallocate(fd, mode, offset, len) })
+}
+
+/// Why a `fallocate` mode cannot run here: never on Linux (a file system that lacks the
+/// mode says so itself, with EOPNOTSUPP).
+pub(crate) fn unsupported_allocate_mode(_mode: i32) -> Option<&'static str> {
+    None
+}
+
+/// `sync_file_range(fd, offset, len, flags)`.
+pub(crate) fn sync_file_range(
+    fd: RawFd,
+    offset: libc::off_t,
+    len: libc::off_t,
+    flags: u32,
+) -> io::Result<i32> {
+    // SAFETY: no pointers; a bad descriptor, range or flag is reported as an errno.
+    cvt(unsafe { libc::sync_file_range(fd, offset, len, flags) })
+}
+
+/// `posix_fadvise(fd, offset, len, advice)`.
+pub(crate) fn fadvise(
+    fd: RawFd,
+    offset: libc::off_t,
+    len: libc::off_t,
+    advice: i32,
+) -> io::Result<i32> {
+    // SAFETY: no pointers; posix_fadvise returns the error number instead of setting
+    // errno.
+    match unsafe { libc::posix_fadvise(fd, offset, len, advice) } {
+        0 => Ok(0),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// `openat2(dirfd, path, how, sizeof how)`, as a raw system call (glibc has no wrapper);
+/// ENOSYS before Linux 5.6, and where a seccomp filter blocks the call with EPERM (as
+/// container profiles older than the call do), so the caller takes its fallback either
+/// way.
+///
+/// # Safety
+///
+/// `path` must point to a NUL-terminated string and `how` to an [`OpenHow`], for the whole
+/// call.
+pub(crate) unsafe fn openat2(
+    dirfd: RawFd,
+    path: *const libc::c_char,
+    how: *const OpenHow,
+) -> io::Result<i32> {
+    // SAFETY: path and how are valid per this function's contract; the size passed is
+    // that of the struct `how` points to (the kernel's `struct open_how`, see fsabi).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path,
+            how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    match cvt(r as libc::c_int) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && openat2_blocked() => {
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        }
+        r => r,
+    }
+}
+
+/// Whether a seccomp filter blocks `openat2` (an EPERM from it may be the open's own:
+/// `O_NOATIME` on another user's file). Probed once, with a call the kernel itself
+/// refuses with EINVAL (a `struct open_how` of size 0).
+fn openat2_blocked() -> bool {
+    static BLOCKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BLOCKED.get_or_init(|| {
+        let none = std::ptr::null::<OpenHow>();
+        // SAFETY: a size of 0 makes the kernel refuse the call before it reads `how` or
+        // the path (both valid anyway: a static empty string and null).
+        let r = unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c"".as_ptr(), none, 0) };
+        r < 0
+            && matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EPERM | libc::ENOSYS)
+            )
+    })
+}
+
+/// Open flags of one directory on the way when a path is walked component by component
+/// (`open_beneath` without `openat2`): a directory, not followed if it is a link, opened
+/// only as a place in the tree (`O_PATH`: no read permission needed).
+pub(crate) const OPEN_DIR_STEP: i32 = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+/// Whether an open with `flags` may create a file, so `openat2` takes a mode with it:
+/// `O_CREAT`, or `O_TMPFILE`.
+pub(crate) fn open_creates(flags: i32) -> bool {
+    flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE
+}
+
+/// Why `renameat2` flags cannot run here: never on Linux (a file system that lacks them
+/// answers EINVAL itself).
+pub(crate) fn unsupported_rename_flags(_flags: u32) -> Option<&'static str> {
+    None
 }
 
 /// `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`.

@@ -22,12 +22,25 @@
 //! | [`fallocate`] | `fallocate(2)` | mode 0 only (`bsd.rs`), by `posix_fallocate(2)` | mode 0 only (`bsd.rs`), by `F_PREALLOCATE` + `ftruncate` |
 //! | [`O_DIRECT`], [`set_direct`], [`is_direct`] (direct IO) | `O_DIRECT` | `O_DIRECT` | no flag (0): `fcntl(F_NOCACHE)` after the open; cannot be read back |
 //! | [`dio_alignment`] | `statx(STATX_DIOALIGN)`, else `BLKSSZGET` for a block device, else `st_blksize` | a disk's `DIOCGSECTORSIZE`, else `st_blksize` (`bsd.rs`) | a disk's `DKIOCGETBLOCKSIZE`, else `st_blksize` (`bsd.rs`) |
+//! | [`unsupported_allocate_mode`], [`unsupported_rename_flags`] (the user API's message for what cannot run) | none | modes other than 0; any rename flag | modes other than 0 |
+//! | [`sync_file_range`] | `sync_file_range(2)` | `fdatasync(2)` of the whole file (flags 0: nothing) | `fsync(2)` of the whole file (flags 0: nothing) |
+//! | [`fadvise`] | `posix_fadvise(2)` | `posix_fadvise(2)` | nothing (no such call; advice is a hint) |
+//! | [`rename`] with flags | `renameat2(2)` | EOPNOTSUPP | `renameatx_np(2)` (`RENAME_EXCL`, `RENAME_SWAP`) |
+//! | [`openat2`] | `openat2(2)` (raw syscall) | ENOSYS (`bsd.rs`): `open_beneath` walks the path | as FreeBSD |
+//!
+//! Two modules serve every platform, Windows included: `fsabi.rs`, the flag values file
+//! descriptions carry (Linux's, which io_uring takes as they are), and `dir.rs`, reading
+//! a directory on the blocking pool through std's `ReadDir`.
 //!
 //! Where Linux and FreeBSD agree (socket calls with atomic flags, `MSG_NOSIGNAL`, `fsync`),
 //! one module, `sockflags.rs`, serves both.
 //!
 //! Every wrapper returns `Ok(syscall result)` or the `io::Error` of `errno`, so callers do
 //! not depend on a platform's errno conventions either.
+
+pub(crate) mod dir;
+pub(crate) mod fsabi;
+pub(crate) use fsabi::OpenHow;
 
 #[cfg(unix)]
 mod unix;
@@ -47,17 +60,19 @@ pub(crate) mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
     bind_listen, c, close, dio_alignment, empty_stat, file_for_std, file_stat, ip_from_raw,
-    ip_to_raw, is_direct, prepare_listener, set_direct, set_nodelay, set_nonblocking, socket,
-    FromRaw, RawFd, Stat, O_DIRECT, SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
+    ip_to_raw, is_direct, open_creates, prepare_listener, set_direct, set_nodelay, set_nonblocking,
+    socket, unsupported_allocate_mode, unsupported_rename_flags, FromRaw, RawFd, Stat,
+    OPEN_DIR_STEP, O_DIRECT, SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    dio_alignment, fallocate, file_stat, is_direct, read_nowait, recv, recvmsg, rename, send,
-    sendmsg, set_direct, set_sockaddr_len, short_read_drains, stat, Stat, O_DIRECT, SO_REUSEPORT,
-    STAT_EMPTY_PATH, STAT_MASK,
+    dio_alignment, fadvise, fallocate, file_stat, is_direct, open_creates, openat2, read_nowait,
+    recv, recvmsg, rename, send, sendmsg, set_direct, set_sockaddr_len, short_read_drains, stat,
+    sync_file_range, unsupported_allocate_mode, unsupported_rename_flags, Stat, OPEN_DIR_STEP,
+    O_DIRECT, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -71,25 +86,30 @@ pub(crate) use sockflags::{accept, fsync, socket, socketpair, SEND_FLAGS};
 mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
-    dio_alignment, fallocate, file_stat, read_nowait, recv, recvmsg, rename, send, sendmsg,
-    set_sockaddr_len, short_read_drains, stat, Stat, STAT_EMPTY_PATH, STAT_MASK,
+    dio_alignment, fallocate, file_stat, open_creates, openat2, read_nowait, recv, recvmsg, rename,
+    send, sendmsg, set_sockaddr_len, short_read_drains, stat, unsupported_allocate_mode, Stat,
+    OPEN_DIR_STEP, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
-pub(crate) use freebsd::{is_direct, set_direct, O_DIRECT, SO_REUSEPORT};
+pub(crate) use freebsd::{
+    fadvise, is_direct, set_direct, sync_file_range, unsupported_rename_flags, O_DIRECT,
+    SO_REUSEPORT,
+};
 #[cfg(target_os = "freebsd")]
-use freebsd::{preallocate, sector_size};
+use freebsd::{preallocate, rename_flags, sector_size};
 
 #[cfg(target_vendor = "apple")]
 mod apple;
 #[cfg(target_vendor = "apple")]
 pub(crate) use apple::{
-    accept, fsync, is_direct, set_direct, socket, socketpair, O_DIRECT, SEND_FLAGS, SO_REUSEPORT,
+    accept, fadvise, fsync, is_direct, set_direct, socket, socketpair, sync_file_range,
+    unsupported_rename_flags, O_DIRECT, SEND_FLAGS, SO_REUSEPORT,
 };
 #[cfg(target_vendor = "apple")]
-use apple::{preallocate, sector_size};
+use apple::{preallocate, rename_flags, sector_size};
 
 #[cfg(not(any(
     target_os = "linux",

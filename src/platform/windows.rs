@@ -22,8 +22,9 @@
 //!
 //! The descriptions the shared code builds carry Unix open flags and file-type bits; [`c`]
 //! gives them Linux's values, and the Windows executor (`driver/syscall_windows.rs`)
-//! translates them into `CreateFileW` arguments. Only the current directory
-//! ([`c::AT_FDCWD`]) is a valid directory for a path.
+//! translates them into `CreateFileW` arguments. Paths are resolved from the current
+//! directory ([`c::AT_FDCWD`]); opens also from a directory handle (a relative
+//! `NtCreateFile`, for `open_beneath`).
 
 use std::io;
 use std::mem;
@@ -106,6 +107,14 @@ pub(crate) mod c {
     pub(crate) const EOPNOTSUPP: i32 = f::ERROR_NOT_SUPPORTED as i32;
     pub(crate) const EBUSY: i32 = f::ERROR_BUSY as i32;
     pub(crate) const EPIPE: i32 = f::ERROR_BROKEN_PIPE as i32;
+    /// The call does not exist here (`openat2`).
+    pub(crate) const ENOSYS: i32 = f::ERROR_CALL_NOT_IMPLEMENTED as i32;
+    /// A path leads outside where it must stay.
+    pub(crate) const EXDEV: i32 = f::ERROR_NOT_SAME_DEVICE as i32;
+    /// A link (reparse point) where none may be followed (`O_NOFOLLOW`).
+    pub(crate) const ELOOP: i32 = f::ERROR_CANT_RESOLVE_FILENAME as i32;
+    /// Not a directory where one is needed (`O_DIRECTORY`).
+    pub(crate) const ENOTDIR: i32 = f::ERROR_DIRECTORY as i32;
 
     // Open flags, with Linux's values (translated by the executor).
     pub(crate) const O_RDONLY: i32 = 0;
@@ -121,6 +130,10 @@ pub(crate) mod c {
     /// Direct IO: `FILE_FLAG_NO_BUFFERING` (write-through is not implied). Linux's x86
     /// value, which no other flag here shares.
     pub(crate) const O_DIRECT: i32 = 0o40000;
+    /// Refuse a final reparse point (symbolic link, junction) instead of following it.
+    pub(crate) const O_NOFOLLOW: i32 = 0o400000;
+    /// Open only a directory.
+    pub(crate) const O_DIRECTORY: i32 = 0o200000;
 
     /// The current directory, the only directory paths are resolved against.
     pub(crate) const AT_FDCWD: i32 = -100;
@@ -265,6 +278,31 @@ pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
         return Ok(DioAlignment::fallback());
     }
     Ok(DioAlignment::new(sector, sector))
+}
+
+/// Open flags of one directory on the way when a path is walked component by component
+/// (`open_beneath`: Windows has no `openat2`): a directory, for reading, not a reparse
+/// point.
+pub(crate) const OPEN_DIR_STEP: i32 = c::O_RDONLY | c::O_DIRECTORY | c::O_NOFOLLOW;
+
+/// Whether an open with `flags` may create a file (`O_CREAT`).
+pub(crate) fn open_creates(flags: i32) -> bool {
+    flags & c::O_CREAT != 0
+}
+
+/// Why a `fallocate` mode cannot run here: never (the executor maps every mode onto
+/// Windows' calls).
+pub(crate) fn unsupported_allocate_mode(_mode: i32) -> Option<&'static str> {
+    None
+}
+
+/// Why rename flags cannot run here: Windows can refuse to replace (`MoveFileExW` without
+/// `MOVEFILE_REPLACE_EXISTING`) but not exchange two paths.
+pub(crate) fn unsupported_rename_flags(flags: u32) -> Option<&'static str> {
+    (flags & super::fsabi::RENAME_EXCHANGE != 0).then_some(
+        "Windows has no atomic exchange of two paths: RenameFlags::exchange is unsupported \
+         (no_replace is)",
+    )
 }
 
 /// Overlapped IO never blocks the runtime whatever a handle's mode, so coring leaves the

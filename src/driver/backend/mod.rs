@@ -29,10 +29,13 @@
 //! 3. one arm per backend: io_uring's SQE (`Uring::sqe` in `uring/mod.rs`) and the
 //!    syscall (`syscall::execute`, which the readiness backend and the blocking pool
 //!    run), with a function in `src/platform/` when kernels differ (one per platform
-//!    module, same signature). A kernel without the io_uring opcode needs nothing more:
+//!    module, same signature), and the Windows executor's (`syscall_windows.rs`, on the
+//!    blocking pool). A kernel without the io_uring opcode needs nothing more:
 //!    io_uring's probe says the SQE's opcode is missing and the same description runs
-//!    through `syscall::execute` on the blocking pool; the mock backend knows the
-//!    operation by its `name`;
+//!    through `syscall::execute` on the blocking pool. An operation io_uring has no
+//!    opcode for at all (`readlinkat`, reading a directory), or one its SQE cannot express
+//!    (a range longer than the 32-bit length field), gets `None` from `Uring::sqe` and
+//!    takes the same pool path. The mock backend knows the operation by its `name`;
 //! 4. the user API (`src/fs/`, `src/net/`) and its tests, run on every backend.
 //!
 //! # The completion-port backend (IOCP)

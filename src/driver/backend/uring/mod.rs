@@ -429,16 +429,25 @@ impl Uring {
         }
     }
 
-    /// Puts `desc` in the ring (or on the pool when the kernel lacks its opcode).
+    /// Puts `desc` in the ring (or on the pool when the kernel lacks its opcode, or io_uring
+    /// has none for it).
     fn submit_op(&mut self, key: usize, desc: &OpDesc) -> io::Result<Enqueued> {
-        let entry = self.sqe(desc).user_data(key as u64);
-        if self.missing & (1u128 << entry.get_opcode()) != 0 || self.hides(desc.name()) {
-            // The kernel lacks this opcode: run the same description as a syscall on the
-            // blocking pool; its completion comes back through `reap` like a CQE.
-            self.offload.spawn(key, *desc);
-            self.sends.submitted(key, desc);
-            return Ok(Enqueued::Yes);
-        }
+        let entry = self.sqe(desc).map(|e| e.user_data(key as u64));
+        let entry = match entry {
+            Some(e)
+                if self.missing & (1u128 << e.get_opcode()) == 0 && !self.hides(desc.name()) =>
+            {
+                e
+            }
+            _ => {
+                // The kernel lacks this opcode (or io_uring has none): run the same description
+                // as a syscall on the blocking pool; its completion comes back through `reap`
+                // like a CQE.
+                self.offload.spawn(key, *desc);
+                self.sends.submitted(key, desc);
+                return Ok(Enqueued::Yes);
+            }
+        };
         if let OpDesc::RecvMulti { .. } = desc {
             if self.bufring.is_none() {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
@@ -465,7 +474,12 @@ impl Uring {
     /// Translates a description into an SQE: the only place that knows opcodes, and the
     /// only one that uses registered entries (those of this ring; any other is named by
     /// its plain descriptor or memory).
-    fn sqe(&self, desc: &OpDesc) -> squeue::Entry {
+    ///
+    /// `None`: io_uring has no opcode for the description (`readlinkat`, reading a
+    /// directory), or its SQE cannot express it (a `sync_file_range` or `fadvise` range
+    /// longer than the SQE's 32-bit length field): it runs on the blocking pool, as when
+    /// the kernel lacks the opcode.
+    fn sqe(&self, desc: &OpDesc) -> Option<squeue::Entry> {
         let mut sqe_flags = squeue::Flags::empty();
         // A descriptor as the SQE names it: its registered slot (with IOSQE_FIXED_FILE)
         // where it has one in this ring, else the raw number.
@@ -536,6 +550,27 @@ impl Uring {
                 .offset(offset)
                 .mode(mode)
                 .build(),
+            OpDesc::Ftruncate { fd: f, len } => opcode::Ftruncate::new(fd(f), len).build(),
+            OpDesc::SyncFileRange {
+                fd: f,
+                offset,
+                len,
+                flags,
+            } => opcode::SyncFileRange::new(fd(f), u32::try_from(len).ok()?)
+                .offset(offset)
+                .flags(flags)
+                .build(),
+            // Older kernels read the length from the SQE's 32-bit `len` field only (and
+            // refuse a non-zero `addr`, from which newer ones take a 64-bit length): a
+            // longer range goes to the pool.
+            OpDesc::Fadvise {
+                fd: f,
+                offset,
+                len,
+                advice,
+            } => opcode::Fadvise::new(fd(f), i64::from(u32::try_from(len).ok()?), advice)
+                .offset(offset)
+                .build(),
             OpDesc::OpenAt {
                 dirfd,
                 path,
@@ -545,6 +580,10 @@ impl Uring {
                 .flags(flags)
                 .mode(mode)
                 .build(),
+            // OpenHow is `struct open_how`, as io-uring's `types::OpenHow` (transparent).
+            OpDesc::OpenAt2 { dirfd, path, how } => {
+                opcode::OpenAt2::new(types::Fd(dirfd), path, how.cast::<types::OpenHow>()).build()
+            }
             OpDesc::Close { fd: raw } => opcode::Close::new(types::Fd(raw)).build(),
             OpDesc::Statx {
                 dirfd,
@@ -573,6 +612,21 @@ impl Uring {
             OpDesc::MkdirAt { dirfd, path, mode } => opcode::MkDirAt::new(types::Fd(dirfd), path)
                 .mode(mode)
                 .build(),
+            OpDesc::SymlinkAt {
+                target,
+                newdirfd,
+                linkpath,
+            } => opcode::SymlinkAt::new(types::Fd(newdirfd), target, linkpath).build(),
+            OpDesc::LinkAt {
+                olddirfd,
+                oldpath,
+                newdirfd,
+                newpath,
+                flags,
+            } => opcode::LinkAt::new(types::Fd(olddirfd), oldpath, types::Fd(newdirfd), newpath)
+                .flags(flags)
+                .build(),
+            OpDesc::ReadLinkAt { .. } | OpDesc::ReadDir { .. } => return None,
             OpDesc::Accept {
                 fd: f,
                 addr,
@@ -620,7 +674,7 @@ impl Uring {
             // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
         };
-        entry.flags(sqe_flags)
+        Some(entry.flags(sqe_flags))
     }
 }
 
@@ -665,11 +719,12 @@ impl Backend for Uring {
         first: (usize, &OpDesc),
         second: (usize, &OpDesc),
     ) -> io::Result<Linked> {
-        let a = self
-            .sqe(first.1)
-            .user_data(first.0 as u64)
-            .flags(squeue::Flags::IO_LINK);
-        let b = self.sqe(second.1).user_data(second.0 as u64);
+        // An operation io_uring has no entry for runs on the pool: emulated then.
+        let (Some(a), Some(b)) = (self.sqe(first.1), self.sqe(second.1)) else {
+            return Ok(Linked::Unsupported);
+        };
+        let a = a.user_data(first.0 as u64).flags(squeue::Flags::IO_LINK);
+        let b = b.user_data(second.0 as u64);
         if !self.runs_in_ring(first.1, &a) || !self.runs_in_ring(second.1, &b) {
             return Ok(Linked::Unsupported);
         }
@@ -691,10 +746,10 @@ impl Backend for Uring {
         desc: &OpDesc,
         deadline: std::time::Instant,
     ) -> io::Result<Linked> {
-        let op = self
-            .sqe(desc)
-            .user_data(key as u64)
-            .flags(squeue::Flags::IO_LINK);
+        let Some(op) = self.sqe(desc) else {
+            return Ok(Linked::Unsupported);
+        };
+        let op = op.user_data(key as u64).flags(squeue::Flags::IO_LINK);
         if !self.runs_in_ring(desc, &op) {
             return Ok(Linked::Unsupported);
         }
