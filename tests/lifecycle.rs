@@ -68,71 +68,6 @@ fn full_stream() -> (Stream, Stream) {
     a.set_nonblocking(false).unwrap();
     (Stream::from_std(a).unwrap(), Stream::from_std(b).unwrap())
 }
-
-/// A pipe on Windows, (read end, write end): a named pipe, since anonymous pipes cannot do
-/// overlapped IO, which the IOCP backend needs. Both ends are overlapped.
-#[cfg(windows)]
-fn win_pipe() -> (std::fs::File, std::fs::File) {
-    use std::os::windows::ffi::OsStrExt;
-    use std::os::windows::fs::OpenOptionsExt;
-    use std::os::windows::io::FromRawHandle;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    const PIPE_ACCESS_INBOUND: u32 = 0x1;
-    const FILE_FLAG_FIRST_PIPE_INSTANCE: u32 = 0x0008_0000;
-    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
-    const PIPE_REJECT_REMOTE_CLIENTS: u32 = 0x8;
-    #[link(name = "kernel32")]
-    extern "system" {
-        fn CreateNamedPipeW(
-            name: *const u16,
-            open_mode: u32,
-            pipe_mode: u32,
-            max_instances: u32,
-            out_size: u32,
-            in_size: u32,
-            timeout: u32,
-            security: *const std::ffi::c_void,
-        ) -> *mut std::ffi::c_void;
-    }
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        r"\\.\pipe\coring-test-lifecycle-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let wide: Vec<u16> = std::ffi::OsStr::new(&name)
-        .encode_wide()
-        .chain(Some(0))
-        .collect();
-    // SAFETY: a NUL-terminated UTF-16 name; no security attributes.
-    let h = unsafe {
-        CreateNamedPipeW(
-            wide.as_ptr(),
-            PIPE_ACCESS_INBOUND | FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED,
-            PIPE_REJECT_REMOTE_CLIENTS,
-            1,
-            4096,
-            4096,
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_ne!(
-        h as isize,
-        -1,
-        "CreateNamedPipeW: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the handle was just created and is owned by nobody else.
-    let rd = unsafe { std::fs::File::from_raw_handle(h) };
-    let wr = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(FILE_FLAG_OVERLAPPED)
-        .open(&name)
-        .unwrap();
-    (rd, wr)
-}
-
 /// A buffer of `len` initialised bytes to write, that records when it is dropped.
 fn write_buf(len: usize) -> (DropFlagBuf, Rc<Cell<bool>>) {
     let (mut buf, dropped) = DropFlagBuf::new(len);
@@ -501,7 +436,7 @@ fn an_op_awaited_on_another_runtime_panics_with_advice() {
                 }
             };
             #[cfg(windows)]
-            let (rd, _wr) = win_pipe();
+            let (rd, _wr) = common::win_pipe();
             // A read of an empty pipe through File: a plain operation that waits (a stream
             // read would be kept by its stream instead).
             let rd: &'static File = Box::leak(Box::new(File::from_std(rd)));
@@ -565,7 +500,7 @@ unsafe impl coring::buf::IoBufMut for PanicBuf {
 /// the read waits.
 #[cfg(windows)]
 fn pipe_files() -> (File, std::fs::File) {
-    let (rd, wr) = win_pipe();
+    let (rd, wr) = common::win_pipe();
     (File::from_std(rd), wr)
 }
 
