@@ -94,14 +94,14 @@ pub(crate) fn submit(
         // description's variant is known: a shared closure would cost a call per submission.
         #[inline(always)]
         |inner| {
-            let left = inner.inline_left.get();
+            let left = inner.budget.left();
             if left == 0 && !desc.is_ordered_write() {
                 // The task used up its inline completions for this poll: it yields instead
                 // (woken at once, polled again after the other ready tasks, with a fresh
                 // budget) rather than send the operation the slow way (the ring and a park,
                 // or the blocking pool) only because it came late. An ordered write is
                 // submitted anyway: yielding could let a later one overtake it.
-                waker.wake_by_ref();
+                inner.budget.yield_op(waker);
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
             // Outside a bound future (nearly always) the scope check is one load; the
@@ -126,7 +126,7 @@ pub(crate) fn submit(
             match r {
                 Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
                 Ok(crate::driver::Submitted::Completed(_)) => {
-                    inner.inline_left.set(left - 1);
+                    inner.budget.set_left(left - 1);
                     (r, None)
                 }
                 Ok(crate::driver::Submitted::NotReady) => {

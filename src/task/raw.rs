@@ -27,6 +27,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
+use super::budget::{Cut, InlineBudget};
 use super::cells::{cell_layout, CellCache, KEEP_BYTES, TRIM_BATCH};
 use super::join::{JoinError, JoinHandle};
 use crate::driver::Unpark;
@@ -145,6 +146,9 @@ struct Header {
     complete: Cell<bool>,
     aborted: Cell<bool>,
     join_interest: Cell<bool>,
+    /// Whether the task's last poll ended on its inline budget (see the `budget` module):
+    /// it gets the small contended slice while other tasks are ready.
+    hungry: Cell<bool>,
     vtable: &'static Vtable,
     shared: Arc<Shared>,
     join_waker: Cell<Option<Waker>>,
@@ -434,8 +438,10 @@ impl TaskRef {
         }
     }
 
-    /// Polls the task once (or cancels it if aborted). Owning thread.
-    fn run(self) {
+    /// Polls the task once (or cancels it if aborted), with its share of the inline
+    /// `budget` (which depends on how many tasks are `waiting` behind it). Owning thread.
+    /// Returns the task if it is to go back to the run queue (a [`Cut::Requeue`] yield).
+    fn run(self, budget: &InlineBudget, waiting: usize) -> Option<TaskRef> {
         let h = self.header();
         // A read-modify-write, as every waker's claim is: a wake that finds the flag set
         // must be ordered before this clear, so the poll below sees whatever the waker
@@ -443,16 +449,23 @@ impl TaskRef {
         // both read stale values, store-buffer style, and lose the wake for good.)
         h.scheduled.swap(false, Ordering::AcqRel);
         if h.complete.get() {
-            return;
+            return None;
         }
         if h.aborted.get() {
             self.cancel();
-            return;
+            return None;
         }
+        budget.start(h.hungry.get(), waiting, self.ptr.as_ptr().cast());
         // SAFETY: owning thread (run queues are per runtime), not complete, and the future
         // is not being polled (a task is in at most one queue, and run is not re-entered
         // for the same task).
         unsafe { (h.vtable.poll)(&self) };
+        let cut = budget.cut();
+        h.hungry.set(cut != Cut::No);
+        // The wake the yield did not do: claimed like a waker's (a wake during the poll
+        // may have queued the task already), and this reference goes to the queue.
+        (cut == Cut::Requeue && !h.complete.get() && !h.scheduled.swap(true, Ordering::AcqRel))
+            .then_some(self)
     }
 
     /// Drops the future without finishing it (runtime shutdown, abort). Owning thread.
@@ -521,6 +534,12 @@ unsafe fn free_cell(ptr: NonNull<Header>) {
         // SAFETY: every cell is one global allocation with the vtable's layout.
         unsafe { std::alloc::dealloc(p.as_ptr(), vtable.layout) };
     }
+}
+
+/// Whether `waker` is the waker of the task whose header is at `task` (that is, waking
+/// it would only schedule that task).
+pub(crate) fn is_waker_of(waker: &Waker, task: *const ()) -> bool {
+    waker.data() == task && std::ptr::eq(waker.vtable(), &WAKER_VTABLE)
 }
 
 /// The waker of a task is a counted pointer to its header.
@@ -685,6 +704,7 @@ impl Executor {
                 complete: Cell::new(false),
                 aborted: Cell::new(false),
                 join_interest: Cell::new(true),
+                hungry: Cell::new(false),
                 vtable,
                 shared: shared.clone(),
                 join_waker: Cell::new(None),
@@ -727,6 +747,11 @@ impl Executor {
         !self.queue.borrow().is_empty()
     }
 
+    /// How many tasks are ready to run.
+    pub(crate) fn ready(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
     /// Live (spawned, unfinished) tasks, polled or not.
     pub(crate) fn live(&self) -> usize {
         self.live.get()
@@ -741,10 +766,9 @@ impl Executor {
         }
     }
 
-    /// Runs up to `budget` ready tasks, after pulling in tasks woken by other threads.
-    /// Runs up to `budget` ready tasks; before each poll, `before_poll` (the runtime's
-    /// per-poll budgets).
-    pub(crate) fn run_ready(&self, shared: &Shared, budget: usize, before_poll: impl Fn()) {
+    /// Runs up to `max_polls` ready tasks, after pulling in tasks woken by other threads;
+    /// each poll gets its share of the runtime's inline `budget`.
+    pub(crate) fn run_ready(&self, shared: &Shared, max_polls: usize, budget: &InlineBudget) {
         {
             let mut incoming = self.incoming.borrow_mut();
             shared.take_remote(&mut incoming);
@@ -752,12 +776,17 @@ impl Executor {
                 self.queue.borrow_mut().extend(incoming.drain(..));
             }
         }
-        for _ in 0..budget {
-            let next = self.queue.borrow_mut().pop_front();
+        for _ in 0..max_polls {
+            let (next, waiting) = {
+                let mut queue = self.queue.borrow_mut();
+                let next = queue.pop_front();
+                (next, queue.len())
+            };
             match next {
                 Some(task) => {
-                    before_poll();
-                    task.run()
+                    if let Some(task) = task.run(budget, waiting) {
+                        self.push(task);
+                    }
                 }
                 None => break,
             }
