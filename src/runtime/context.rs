@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use super::Inner;
 use crate::cancel::Token;
+use crate::driver::op::Operation;
 use crate::driver::Driver;
 
 thread_local! {
@@ -75,13 +76,15 @@ pub(crate) fn is_current_driver(driver: &Rc<RefCell<Driver>>) -> bool {
     try_with(|inner| Rc::ptr_eq(&inner.driver, driver)).unwrap_or(false)
 }
 
-/// Submits an operation on the current runtime's driver; returns the driver handle only
-/// when the operation is left in flight (the future keeps it for polling and drop), so
-/// an operation that completes during submission costs no reference-count traffic.
+/// Describes and submits operation `data` on the current runtime's driver (or has its
+/// task yield if its inline budget is spent); returns the driver handle only when the
+/// operation is left in flight (the future keeps it for polling and drop), so an operation
+/// that completes during submission costs no reference-count traffic. An operation left
+/// in flight has been told so ([`Operation::in_flight`]).
 #[track_caller]
 #[inline(always)]
-pub(crate) fn submit(
-    desc: &crate::driver::OpDesc,
+pub(crate) fn submit<T: Operation>(
+    data: &mut T,
     waker: &std::task::Waker,
 ) -> (
     std::io::Result<crate::driver::Submitted>,
@@ -95,12 +98,25 @@ pub(crate) fn submit(
         #[inline(always)]
         |inner| {
             let left = inner.budget.left();
-            if left == 0 && !desc.is_ordered_write() {
+            if left == 0 && !T::MAY_BE_ORDERED_WRITE {
                 // The task used up its inline completions for this poll: it yields instead
-                // (woken at once, polled again after the other ready tasks, with a fresh
-                // budget) rather than send the operation the slow way (the ring and a park,
-                // or the blocking pool) only because it came late. An ordered write is
-                // submitted anyway: yielding could let a later one overtake it.
+                // (polled again after the other ready tasks, with a fresh budget) rather
+                // than send the operation the slow way (the ring and a park, or the
+                // blocking pool) only because it came late. Decided before the operation
+                // describes itself: a yield costs as little as it can.
+                inner.budget.yield_op(waker);
+                return (Ok(crate::driver::Submitted::NotReady), None);
+            }
+            let desc = data.describe();
+            debug_assert!(T::MAY_BE_ORDERED_WRITE || !desc.is_ordered_write());
+            // Checked here, where the description's variant is known to the compiler: for
+            // an operation without a file offset the check costs nothing.
+            if let Err(errno) = desc.check() {
+                return (Err(std::io::Error::from_raw_os_error(errno)), None);
+            }
+            if left == 0 && !desc.is_ordered_write() {
+                // As above. An ordered write is submitted anyway: yielding could let a
+                // later one overtake it.
                 inner.budget.yield_op(waker);
                 return (Ok(crate::driver::Submitted::NotReady), None);
             }
@@ -122,9 +138,12 @@ pub(crate) fn submit(
             let r = inner
                 .driver
                 .borrow_mut()
-                .submit(desc, waker, left > 0, group);
+                .submit(&desc, waker, left > 0, group);
             match r {
-                Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
+                Ok(crate::driver::Submitted::InFlight(_)) => {
+                    data.in_flight(&desc, inner.driver_id);
+                    (r, Some(inner.driver.clone()))
+                }
                 Ok(crate::driver::Submitted::Completed(_)) => {
                     inner.budget.set_left(left - 1);
                     (r, None)

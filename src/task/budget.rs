@@ -43,17 +43,18 @@ pub(crate) const INLINE_BUDGET: u32 = 128;
 /// at ~1M reads/s); a smaller round would cost more yields for no lower mean latency.
 pub(crate) const CONTENDED_ROUND: u32 = 32;
 
-/// The inline completions of a poll of a task that is `hungry` (its last poll ended on its
-/// budget), with `waiting` other tasks ready to run behind it.
-#[inline(always)]
-pub(crate) fn slice(hungry: bool, waiting: usize) -> u32 {
-    if hungry && waiting > 0 {
-        // The round shared by everyone ready, this task included; at least one.
-        let ready = u32::try_from(waiting).unwrap_or(u32::MAX).saturating_add(1);
-        (CONTENDED_ROUND / ready).max(1)
-    } else {
-        INLINE_BUDGET
+/// The inline completions of a poll of a hungry task (its last poll ended on its budget)
+/// with `waiting` other tasks ready to run behind it: its share of [`CONTENDED_ROUND`],
+/// at least one; all of [`INLINE_BUDGET`] when nothing else is ready.
+#[inline]
+pub(crate) fn hungry_slice(waiting: usize) -> u32 {
+    if waiting == 0 {
+        return INLINE_BUDGET;
     }
+    // The round is shared by everyone ready, this task included (past the round's size,
+    // everyone gets one).
+    let ready = waiting.min(CONTENDED_ROUND as usize) as u32 + 1;
+    (CONTENDED_ROUND / ready).max(1)
 }
 
 /// How the poll under way was cut short by the budget, if it was.
@@ -77,6 +78,8 @@ pub(crate) struct InlineBudget {
     /// Inline completions the poll under way may still make.
     left: Cell<u32>,
     /// Whether (and how) an operation of the poll under way yielded because `left` was 0.
+    /// [`Cut::No`] when a poll starts: whoever polls takes it back to that after a cut
+    /// ([`take_cut`](Self::take_cut)), so a poll that is not cut short writes nothing here.
     cut: Cell<Cut>,
     /// The waker data of the task being polled ([`super::raw`]), null for `block_on`'s
     /// future: a yield with that waker is a [`Cut::Requeue`].
@@ -93,12 +96,11 @@ impl InlineBudget {
     }
 
     /// Opens the budget of a poll of the task whose waker data is `task` (null for
-    /// `block_on`'s future), which is `hungry` or not, with `waiting` other tasks ready
-    /// behind it ([`slice`]).
+    /// `block_on`'s future): `left` inline completions ([`INLINE_BUDGET`], or a hungry
+    /// task's [`hungry_slice`]).
     #[inline(always)]
-    pub(crate) fn start(&self, hungry: bool, waiting: usize, task: *const ()) {
-        self.left.set(slice(hungry, waiting));
-        self.cut.set(Cut::No);
+    pub(crate) fn start(&self, left: u32, task: *const ()) {
+        self.left.set(left);
         self.polled.set(task);
     }
 
@@ -130,10 +132,17 @@ impl InlineBudget {
         }
     }
 
-    /// How the poll that just ended was cut short: the polled task (or future) is hungry
-    /// for its next poll unless [`Cut::No`].
+    /// Whether the poll that just ended was cut short (then [`take_cut`](Self::take_cut)
+    /// must follow before the next poll).
     #[inline(always)]
-    pub(crate) fn cut(&self) -> Cut {
-        self.cut.get()
+    pub(crate) fn was_cut(&self) -> bool {
+        self.cut.get() != Cut::No
+    }
+
+    /// How the poll that just ended was cut short, leaving [`Cut::No`] for the next one:
+    /// the polled task (or future) is hungry for its next poll unless [`Cut::No`].
+    #[inline(always)]
+    pub(crate) fn take_cut(&self) -> Cut {
+        self.cut.replace(Cut::No)
     }
 }

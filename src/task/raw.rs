@@ -27,7 +27,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
-use super::budget::{Cut, InlineBudget};
+use super::budget::{hungry_slice, Cut, InlineBudget, INLINE_BUDGET};
 use super::cells::{cell_layout, CellCache, KEEP_BYTES, TRIM_BATCH};
 use super::join::{JoinError, JoinHandle};
 use crate::driver::Unpark;
@@ -439,9 +439,11 @@ impl TaskRef {
     }
 
     /// Polls the task once (or cancels it if aborted), with its share of the inline
-    /// `budget` (which depends on how many tasks are `waiting` behind it). Owning thread.
-    /// Returns the task if it is to go back to the run queue (a [`Cut::Requeue`] yield).
-    fn run(self, budget: &InlineBudget, waiting: usize) -> Option<TaskRef> {
+    /// `budget` (which, for a hungry task, depends on how many tasks of `executor` are
+    /// waiting behind it). Owning thread. Returns the task if it is to go back to the run
+    /// queue (a [`Cut::Requeue`] yield).
+    #[inline(always)]
+    fn run(self, executor: &Executor, budget: &InlineBudget) -> Option<TaskRef> {
         let h = self.header();
         // A read-modify-write, as every waker's claim is: a wake that finds the flag set
         // must be ordered before this clear, so the poll below sees whatever the waker
@@ -455,17 +457,38 @@ impl TaskRef {
             self.cancel();
             return None;
         }
-        budget.start(h.hungry.get(), waiting, self.ptr.as_ptr().cast());
+        let hungry = h.hungry.get();
+        let left = if hungry {
+            hungry_slice(executor.ready())
+        } else {
+            INLINE_BUDGET
+        };
+        budget.start(left, self.ptr.as_ptr().cast());
         // SAFETY: owning thread (run queues are per runtime), not complete, and the future
         // is not being polled (a task is in at most one queue, and run is not re-entered
         // for the same task).
         unsafe { (h.vtable.poll)(&self) };
-        let cut = budget.cut();
-        h.hungry.set(cut != Cut::No);
+        if budget.was_cut() {
+            return self.cut_short(budget);
+        }
+        if hungry {
+            h.hungry.set(false);
+        }
+        None
+    }
+
+    /// After a poll the budget cut short: the task is hungry, and goes back to the run
+    /// queue (returned) if its yield did not wake it.
+    #[inline]
+    fn cut_short(self, budget: &InlineBudget) -> Option<TaskRef> {
+        let h = self.header();
+        h.hungry.set(true);
         // The wake the yield did not do: claimed like a waker's (a wake during the poll
         // may have queued the task already), and this reference goes to the queue.
-        (cut == Cut::Requeue && !h.complete.get() && !h.scheduled.swap(true, Ordering::AcqRel))
-            .then_some(self)
+        (budget.take_cut() == Cut::Requeue
+            && !h.complete.get()
+            && !h.scheduled.swap(true, Ordering::AcqRel))
+        .then_some(self)
     }
 
     /// Drops the future without finishing it (runtime shutdown, abort). Owning thread.
@@ -729,6 +752,7 @@ impl Executor {
         })
     }
 
+    #[inline]
     fn push(&self, task: TaskRef) {
         self.queue.borrow_mut().push_back(task);
     }
@@ -768,6 +792,9 @@ impl Executor {
 
     /// Runs up to `max_polls` ready tasks, after pulling in tasks woken by other threads;
     /// each poll gets its share of the runtime's inline `budget`.
+    // Inlined into its one caller, the loop of `block_on`, as it was when it took a closure:
+    // a call costs the echo path a prologue and epilogue every loop turn.
+    #[inline(always)]
     pub(crate) fn run_ready(&self, shared: &Shared, max_polls: usize, budget: &InlineBudget) {
         {
             let mut incoming = self.incoming.borrow_mut();
@@ -777,14 +804,10 @@ impl Executor {
             }
         }
         for _ in 0..max_polls {
-            let (next, waiting) = {
-                let mut queue = self.queue.borrow_mut();
-                let next = queue.pop_front();
-                (next, queue.len())
-            };
+            let next = self.queue.borrow_mut().pop_front();
             match next {
                 Some(task) => {
-                    if let Some(task) = task.run(budget, waiting) {
+                    if let Some(task) = task.run(self, budget) {
                         self.push(task);
                     }
                 }
