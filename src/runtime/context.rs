@@ -97,7 +97,7 @@ pub(crate) fn submit<T: Operation>(
         // description's variant is known: a shared closure would cost a call per submission.
         #[inline(always)]
         |inner| {
-            let left = inner.budget.left();
+            let mut left = inner.budget.left();
             if left == 0 && !T::MAY_BE_ORDERED_WRITE {
                 // The task used up its inline completions for this poll: it yields instead
                 // (polled again after the other ready tasks, with a fresh budget) rather
@@ -114,11 +114,16 @@ pub(crate) fn submit<T: Operation>(
             if let Err(errno) = desc.check() {
                 return (Err(std::io::Error::from_raw_os_error(errno)), None);
             }
-            if left == 0 && !desc.is_ordered_write() {
-                // As above. An ordered write is submitted anyway: yielding could let a
-                // later one overtake it.
-                inner.budget.yield_op(waker);
-                return (Ok(crate::driver::Submitted::NotReady), None);
+            if left == 0 {
+                if !desc.is_ordered_write() {
+                    // As above.
+                    inner.budget.yield_op(waker);
+                    return (Ok(crate::driver::Submitted::NotReady), None);
+                }
+                // An ordered write is submitted anyway (yielding could let a later one
+                // overtake it): inline while what a hungry task's slice left of the
+                // poll's budget allows, else the slow way.
+                left = inner.budget.take_room();
             }
             // Outside a bound future (nearly always) the scope check is one load; the
             // token's work is out of line.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::backend::select::{self, BackendConfig};
 use crate::driver::{AnyBackend, Backend, Driver, Metrics, Wait};
-use crate::task::budget::{hungry_slice, Cut, InlineBudget, INLINE_BUDGET};
+use crate::task::budget::{Cut, InlineBudget};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
 
@@ -463,14 +463,11 @@ impl Runtime {
             // Load before swap: the main future is usually not woken, and a swap is a
             // locked instruction even then.
             if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
-                let left = if hungry {
-                    hungry_slice(inner.executor.ready())
-                } else {
-                    INLINE_BUDGET
-                };
-                inner.budget.start(left, std::ptr::null());
+                inner
+                    .budget
+                    .start(hungry, || inner.executor.ready(), std::ptr::null());
                 let polled = future.as_mut().poll(&mut cx);
-                hungry = inner.budget.take_cut() != Cut::No;
+                hungry = inner.budget.finish(hungry) != Cut::No;
                 if let Poll::Ready(v) = polled {
                     return v;
                 }

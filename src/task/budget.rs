@@ -33,7 +33,7 @@ use std::task::Waker;
 /// Inline completions a poll may make when the task was not cut short last time, or when
 /// nothing else is ready to run. Past them it yields: however an operation completes, the
 /// loop gets to look at IO, timers and other tasks at least every 128 of them.
-pub(crate) const INLINE_BUDGET: u32 = 128;
+const INLINE_BUDGET: u32 = 128;
 
 /// Inline completions a round of hungry tasks shares ([`slice`]): a hungry task's
 /// yielded operation waits for about this many operations of the tasks ahead of it (or
@@ -41,13 +41,13 @@ pub(crate) const INLINE_BUDGET: u32 = 128;
 /// than by the number of tasks times [`INLINE_BUDGET`]. 32 cached 4 KiB reads take ~30 µs
 /// here, about what any fair order gives 32 concurrent readers (Little's law: 32 in flight
 /// at ~1M reads/s); a smaller round would cost more yields for no lower mean latency.
-pub(crate) const CONTENDED_ROUND: u32 = 32;
+const CONTENDED_ROUND: u32 = 32;
 
 /// The inline completions of a poll of a hungry task (its last poll ended on its budget)
 /// with `waiting` other tasks ready to run behind it: its share of [`CONTENDED_ROUND`],
 /// at least one; all of [`INLINE_BUDGET`] when nothing else is ready.
 #[inline]
-pub(crate) fn hungry_slice(waiting: usize) -> u32 {
+fn hungry_slice(waiting: usize) -> u32 {
     if waiting == 0 {
         return INLINE_BUDGET;
     }
@@ -73,13 +73,20 @@ pub(crate) enum Cut {
 }
 
 /// The budget of the poll under way (a task's or `block_on`'s future), one per runtime.
+///
+/// Between polls, `cut` is [`Cut::No`] and `room` is 0: [`finish`](Self::finish) puts them
+/// back after a poll that changed them, so a poll of a task that is not hungry and not cut
+/// short writes neither.
 #[derive(Debug)]
 pub(crate) struct InlineBudget {
     /// Inline completions the poll under way may still make.
     left: Cell<u32>,
+    /// Inline completions ordered writes (which never yield, see `context::submit`) may
+    /// still make once `left` is spent: what a hungry task's slice leaves of
+    /// [`INLINE_BUDGET`], so that its stream sends still complete during submission, as
+    /// they would outside its slice, up to the budget every poll has.
+    room: Cell<u32>,
     /// Whether (and how) an operation of the poll under way yielded because `left` was 0.
-    /// [`Cut::No`] when a poll starts: whoever polls takes it back to that after a cut
-    /// ([`take_cut`](Self::take_cut)), so a poll that is not cut short writes nothing here.
     cut: Cell<Cut>,
     /// The waker data of the task being polled ([`super::raw`]), null for `block_on`'s
     /// future: a yield with that waker is a [`Cut::Requeue`].
@@ -90,18 +97,38 @@ impl InlineBudget {
     pub(crate) fn new() -> InlineBudget {
         InlineBudget {
             left: Cell::new(INLINE_BUDGET),
+            room: Cell::new(0),
             cut: Cell::new(Cut::No),
             polled: Cell::new(std::ptr::null()),
         }
     }
 
     /// Opens the budget of a poll of the task whose waker data is `task` (null for
-    /// `block_on`'s future): `left` inline completions ([`INLINE_BUDGET`], or a hungry
-    /// task's [`hungry_slice`]).
+    /// `block_on`'s future): [`INLINE_BUDGET`], or if the task is `hungry` its
+    /// [`hungry_slice`] given how many tasks are `waiting` (asked only then).
     #[inline(always)]
-    pub(crate) fn start(&self, left: u32, task: *const ()) {
-        self.left.set(left);
+    pub(crate) fn start(&self, hungry: bool, waiting: impl FnOnce() -> usize, task: *const ()) {
+        if hungry {
+            let slice = hungry_slice(waiting());
+            self.left.set(slice);
+            self.room.set(INLINE_BUDGET - slice);
+        } else {
+            self.left.set(INLINE_BUDGET);
+        }
         self.polled.set(task);
+    }
+
+    /// Closes the budget of the poll opened by [`start`](Self::start) with `hungry`: how it
+    /// was cut short (the polled task or future is hungry for its next poll unless
+    /// [`Cut::No`]).
+    #[inline(always)]
+    pub(crate) fn finish(&self, hungry: bool) -> Cut {
+        let cut = self.cut.get();
+        if hungry || cut != Cut::No {
+            self.cut.set(Cut::No);
+            self.room.set(0);
+        }
+        cut
     }
 
     /// Inline completions the poll may still make.
@@ -114,6 +141,19 @@ impl InlineBudget {
     #[inline(always)]
     pub(crate) fn set_left(&self, left: u32) {
         self.left.set(left);
+    }
+
+    /// For an ordered write submitted with `left` spent: 1 if it may still complete inline
+    /// (taken from `room`), else 0.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn take_room(&self) -> u32 {
+        let room = self.room.get();
+        if room == 0 {
+            return 0;
+        }
+        self.room.set(room - 1);
+        1
     }
 
     /// An operation found the budget spent and yields (returns `Pending` without having
@@ -131,18 +171,50 @@ impl InlineBudget {
             waker.wake_by_ref();
         }
     }
+}
 
-    /// Whether the poll that just ended was cut short (then [`take_cut`](Self::take_cut)
-    /// must follow before the next poll).
-    #[inline(always)]
-    pub(crate) fn was_cut(&self) -> bool {
-        self.cut.get() != Cut::No
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hungry_task_shares_the_round_with_the_tasks_waiting() {
+        assert_eq!(hungry_slice(0), INLINE_BUDGET);
+        assert_eq!(hungry_slice(1), 16);
+        assert_eq!(hungry_slice(7), 4);
+        assert_eq!(hungry_slice(31), 1);
+        assert_eq!(hungry_slice(1000), 1);
+        assert_eq!(hungry_slice(usize::MAX), 1);
     }
 
-    /// How the poll that just ended was cut short, leaving [`Cut::No`] for the next one:
-    /// the polled task (or future) is hungry for its next poll unless [`Cut::No`].
-    #[inline(always)]
-    pub(crate) fn take_cut(&self) -> Cut {
-        self.cut.replace(Cut::No)
+    #[test]
+    fn ordered_writes_get_what_the_slice_left_of_the_budget_for_that_poll_only() {
+        let b = InlineBudget::new();
+        b.start(true, || 7, std::ptr::null());
+        assert_eq!(b.left(), 4);
+        b.set_left(0);
+        for _ in 0..INLINE_BUDGET - 4 {
+            assert_eq!(b.take_room(), 1);
+        }
+        assert_eq!(b.take_room(), 0);
+        assert_eq!(b.finish(true), Cut::No);
+        b.start(
+            false,
+            || unreachable!("asked for the waiting tasks of a poll not hungry"),
+            std::ptr::null(),
+        );
+        assert_eq!(b.left(), INLINE_BUDGET);
+        b.set_left(0);
+        assert_eq!(b.take_room(), 0, "room left over from a hungry poll");
+    }
+
+    #[test]
+    fn a_yield_with_another_waker_wakes_it_and_finish_resets_the_cut() {
+        let b = InlineBudget::new();
+        b.start(false, || 0, std::ptr::null());
+        b.yield_op(Waker::noop());
+        assert_eq!(b.finish(false), Cut::Woken);
+        b.start(true, || 0, std::ptr::null());
+        assert_eq!(b.finish(true), Cut::No);
     }
 }

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
-use super::budget::{hungry_slice, Cut, InlineBudget, INLINE_BUDGET};
+use super::budget::{Cut, InlineBudget};
 use super::cells::{cell_layout, CellCache, KEEP_BYTES, TRIM_BATCH};
 use super::join::{JoinError, JoinHandle};
 use crate::driver::Unpark;
@@ -458,37 +458,29 @@ impl TaskRef {
             return None;
         }
         let hungry = h.hungry.get();
-        let left = if hungry {
-            hungry_slice(executor.ready())
-        } else {
-            INLINE_BUDGET
-        };
-        budget.start(left, self.ptr.as_ptr().cast());
+        budget.start(hungry, || executor.ready(), self.ptr.as_ptr().cast());
         // SAFETY: owning thread (run queues are per runtime), not complete, and the future
         // is not being polled (a task is in at most one queue, and run is not re-entered
         // for the same task).
         unsafe { (h.vtable.poll)(&self) };
-        if budget.was_cut() {
-            return self.cut_short(budget);
-        }
-        if hungry {
-            h.hungry.set(false);
+        let cut = budget.finish(hungry);
+        if hungry || cut != Cut::No {
+            return self.after_budget(cut);
         }
         None
     }
 
-    /// After a poll the budget cut short: the task is hungry, and goes back to the run
-    /// queue (returned) if its yield did not wake it.
+    /// After a poll of a hungry task, or one the budget cut short: the task is hungry if it
+    /// was cut short, and goes back to the run queue (returned) if its yield did not wake
+    /// it.
     #[inline]
-    fn cut_short(self, budget: &InlineBudget) -> Option<TaskRef> {
+    fn after_budget(self, cut: Cut) -> Option<TaskRef> {
         let h = self.header();
-        h.hungry.set(true);
+        h.hungry.set(cut != Cut::No);
         // The wake the yield did not do: claimed like a waker's (a wake during the poll
         // may have queued the task already), and this reference goes to the queue.
-        (budget.take_cut() == Cut::Requeue
-            && !h.complete.get()
-            && !h.scheduled.swap(true, Ordering::AcqRel))
-        .then_some(self)
+        (cut == Cut::Requeue && !h.complete.get() && !h.scheduled.swap(true, Ordering::AcqRel))
+            .then_some(self)
     }
 
     /// Drops the future without finishing it (runtime shutdown, abort). Owning thread.
