@@ -465,7 +465,7 @@ impl Runtime {
             if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
                 inner
                     .budget
-                    .start(hungry, || inner.executor.ready(), std::ptr::null());
+                    .start(hungry, || inner.executor.has_ready(), std::ptr::null());
                 let polled = future.as_mut().poll(&mut cx);
                 hungry = inner.budget.finish(hungry) != Cut::No;
                 if let Poll::Ready(v) = polled {

@@ -439,8 +439,8 @@ impl TaskRef {
     }
 
     /// Polls the task once (or cancels it if aborted), with its share of the inline
-    /// `budget` (which, for a hungry task, depends on how many tasks of `executor` are
-    /// waiting behind it). Owning thread. Returns the task if it is to go back to the run
+    /// `budget` (which, for a hungry task, depends on whether tasks of `executor` wait
+    /// behind it). Owning thread. Returns the task if it is to go back to the run
     /// queue (a [`Cut::Requeue`] yield).
     #[inline(always)]
     fn run(self, executor: &Executor, budget: &InlineBudget) -> Option<TaskRef> {
@@ -458,7 +458,7 @@ impl TaskRef {
             return None;
         }
         let hungry = h.hungry.get();
-        budget.start(hungry, || executor.ready(), self.ptr.as_ptr().cast());
+        budget.start(hungry, || executor.has_ready(), self.ptr.as_ptr().cast());
         // SAFETY: owning thread (run queues are per runtime), not complete, and the future
         // is not being polled (a task is in at most one queue, and run is not re-entered
         // for the same task).
@@ -761,11 +761,6 @@ impl Executor {
     /// Whether any task is ready to run.
     pub(crate) fn has_ready(&self) -> bool {
         !self.queue.borrow().is_empty()
-    }
-
-    /// How many tasks are ready to run.
-    pub(crate) fn ready(&self) -> usize {
-        self.queue.borrow().len()
     }
 
     /// Live (spawned, unfinished) tasks, polled or not.
