@@ -458,6 +458,9 @@ impl Runtime {
         let mut future = pin!(future);
         // Whether the future's last poll ended on its inline budget (as a task's would).
         let mut hungry = false;
+        // A panic out of an earlier `block_on`'s future may have left its poll's budget
+        // state behind.
+        inner.budget.reset();
         loop {
             inner.turns.set(inner.turns.get() + 1);
             // Load before swap: the main future is usually not woken, and a swap is a

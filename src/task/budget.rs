@@ -116,10 +116,16 @@ impl InlineBudget {
     pub(crate) fn finish(&self, hungry: bool) -> Cut {
         let cut = self.cut.get();
         if hungry || cut != Cut::No {
-            self.cut.set(Cut::No);
-            self.room.set(0);
+            self.reset();
         }
         cut
+    }
+
+    /// Puts `cut` and `room` back to what they are between polls.
+    #[inline(always)]
+    pub(crate) fn reset(&self) {
+        self.cut.set(Cut::No);
+        self.room.set(0);
     }
 
     /// Inline completions the poll may still make.
