@@ -8,7 +8,6 @@
 
 use crate::platform::c;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -39,6 +38,12 @@ pub(crate) trait Operation: 'static {
     /// `driver` (`context::driver_id`) rather than completed during submission; `complete`
     /// (or, for a leaked operation, nothing) follows once, whatever happens to the future.
     fn in_flight(&mut self, _desc: &OpDesc, _driver: u64) {}
+
+    /// Whether [`describe`](Self::describe) may return an ordered write
+    /// ([`OpDesc::is_ordered_write`]: a stream send, a write-side shutdown). Such an
+    /// operation is submitted even past its task's inline budget; for every other one the
+    /// compiler drops that test from the submission path.
+    const MAY_BE_ORDERED_WRITE: bool = false;
 }
 
 impl<T: Operation> Orphan for T {
@@ -336,12 +341,11 @@ impl<T: Operation> Op<T> {
                 // Checked here, where the description's variant is known to the compiler:
                 // for an operation without a file offset the check costs nothing.
                 let (submitted, driver) = match desc.check() {
-                    Ok(()) => context::submit(&desc, cx.waker()),
-                    Err(errno) => (Err(io::Error::from_raw_os_error(errno)), None),
+                    Ok(()) => context::submit(data, &desc, cx.waker()),
+                    Err(errno) => (Err(std::io::Error::from_raw_os_error(errno)), None),
                 };
                 match submitted {
                     Ok(Submitted::InFlight(key)) => {
-                        data.in_flight(&desc, context::driver_id());
                         self.state = State::InFlight(key);
                         self.driver = driver;
                         return Poll::Pending;

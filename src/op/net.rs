@@ -305,6 +305,7 @@ impl Shutdown {
 
 impl Operation for Shutdown {
     type Output = io::Result<()>;
+    const MAY_BE_ORDERED_WRITE: bool = true;
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Shutdown {

@@ -329,6 +329,7 @@ impl<B: IoBuf> Send<B> {
 
 impl<B: IoBuf> Operation for Send<B> {
     type Output = BufResult<usize, B>;
+    const MAY_BE_ORDERED_WRITE: bool = true;
 
     fn describe(&mut self) -> OpDesc {
         OpDesc::Send {

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use super::Inner;
 use crate::cancel::Token;
+use crate::driver::op::Operation;
 use crate::driver::Driver;
 
 thread_local! {
@@ -75,12 +76,15 @@ pub(crate) fn is_current_driver(driver: &Rc<RefCell<Driver>>) -> bool {
     try_with(|inner| Rc::ptr_eq(&inner.driver, driver)).unwrap_or(false)
 }
 
-/// Submits an operation on the current runtime's driver; returns the driver handle only
-/// when the operation is left in flight (the future keeps it for polling and drop), so
-/// an operation that completes during submission costs no reference-count traffic.
+/// Submits operation `data` (described as `desc`, already checked) on the current
+/// runtime's driver, or has its task yield if its inline budget is spent; returns the driver handle only when the
+/// operation is left in flight (the future keeps it for polling and drop), so an operation
+/// that completes during submission costs no reference-count traffic. An operation left
+/// in flight has been told so ([`Operation::in_flight`]).
 #[track_caller]
 #[inline(always)]
-pub(crate) fn submit(
+pub(crate) fn submit<T: Operation>(
+    data: &mut T,
     desc: &crate::driver::OpDesc,
     waker: &std::task::Waker,
 ) -> (
@@ -94,17 +98,23 @@ pub(crate) fn submit(
         // description's variant is known: a shared closure would cost a call per submission.
         #[inline(always)]
         |inner| {
-            let left = inner.inline_left.get();
-            if left == 0 && !desc.is_ordered_write() && !inner.linking() {
-                // The task used up its inline completions for this poll: it yields instead
-                // (woken at once, polled again after the other ready tasks, with a fresh
-                // budget) rather than send the operation the slow way (the ring and a park,
-                // or the blocking pool) only because it came late. An ordered write is
-                // submitted anyway: yielding could let a later one overtake it; so is a
-                // link's operation: its chain is built in this poll.
-                waker.wake_by_ref();
-                return (Ok(crate::driver::Submitted::NotReady), None);
+            let mut left = inner.budget.left();
+            if left == 0 && !inner.linking() {
+                if !T::MAY_BE_ORDERED_WRITE || !desc.is_ordered_write() {
+                    // The task used up its inline completions for this poll: it yields
+                    // instead (polled again after the other ready tasks, with a fresh
+                    // budget) rather than send the operation the slow way (the ring and a
+                    // park, or the blocking pool) only because it came late. A link's
+                    // operation is submitted anyway: its chain is built in this poll.
+                    inner.budget.yield_op(waker);
+                    return (Ok(crate::driver::Submitted::NotReady), None);
+                }
+                // An ordered write is submitted anyway (yielding could let a later one
+                // overtake it): inline while what a hungry task's slice left of the
+                // poll's budget allows, else the slow way.
+                left = inner.budget.take_room();
             }
+            debug_assert!(T::MAY_BE_ORDERED_WRITE || !desc.is_ordered_write());
             // Outside a bound future or a link (nearly always) the scope check is one
             // load; the scope's work is out of line.
             let r = if inner.in_cancel_scope() {
@@ -128,9 +138,12 @@ pub(crate) fn submit(
                 inner.driver.borrow_mut().submit(desc, waker, left > 0, 0)
             };
             match r {
-                Ok(crate::driver::Submitted::InFlight(_)) => (r, Some(inner.driver.clone())),
+                Ok(crate::driver::Submitted::InFlight(_)) => {
+                    data.in_flight(desc, inner.driver_id);
+                    (r, Some(inner.driver.clone()))
+                }
                 Ok(crate::driver::Submitted::Completed(_)) => {
-                    inner.inline_left.set(left - 1);
+                    inner.budget.set_left(left - 1);
                     (r, None)
                 }
                 Ok(crate::driver::Submitted::NotReady) => {

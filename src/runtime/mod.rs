@@ -16,17 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::driver::backend::select::{self, BackendConfig};
 use crate::driver::{AnyBackend, Backend, Driver, Metrics, Wait};
+use crate::task::budget::{Cut, InlineBudget};
 use crate::task::{Executor, Shared};
 use crate::time::Timers;
 
 /// How many tasks run between two looks at IO completions and timers.
 const TASK_BUDGET: usize = 256;
-
-/// Operations a task (or the `block_on` future) may have completed during submission in one
-/// poll: an inline completion never returns Pending, so a task looping over cached reads
-/// would never yield; past this many, operations take the asynchronous path (and the task
-/// yields) until its next poll, like a cooperative-scheduling budget.
-const INLINE_BUDGET: u32 = 128;
 
 /// Which backend a runtime uses, or should use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -299,7 +294,7 @@ impl Builder {
                 context::runtime_built(driver.id());
                 driver.id()
             },
-            inline_left: std::cell::Cell::new(INLINE_BUDGET),
+            budget: InlineBudget::new(),
             cancel_scope: std::cell::Cell::new(std::ptr::null()),
             link_stage: std::cell::Cell::new(std::ptr::null()),
             driver: Rc::new(RefCell::new(driver)),
@@ -356,8 +351,8 @@ pub(crate) struct Inner {
     pub(crate) driver: Rc<RefCell<Driver>>,
     /// The driver's [`Driver::id`], readable without borrowing it.
     pub(crate) driver_id: u64,
-    /// Inline completions left to the task being polled ([`INLINE_BUDGET`]).
-    pub(crate) inline_left: std::cell::Cell<u32>,
+    /// The inline completions the task (or future) being polled may still make.
+    pub(crate) budget: InlineBudget,
     /// The token of the innermost [`Cancellable`](crate::cancel::Cancellable) (or
     /// [`Deadline`](crate::time::Deadline)) being polled, or null
     /// ([`context::enter_cancel_scope`]); its lowest bit ([`LINK_TAG`]) is set while a
@@ -488,19 +483,28 @@ impl Runtime {
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
+        // Whether the future's last poll ended on its inline budget (as a task's would).
+        let mut hungry = false;
+        // A panic out of an earlier `block_on`'s future may have left its poll's budget
+        // state behind.
+        inner.budget.reset();
         loop {
             inner.turns.set(inner.turns.get() + 1);
             // Load before swap: the main future is usually not woken, and a swap is a
             // locked instruction even then.
             if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
-                inner.inline_left.set(INLINE_BUDGET);
-                if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+                inner
+                    .budget
+                    .start(hungry, || inner.executor.has_ready(), std::ptr::null());
+                let polled = future.as_mut().poll(&mut cx);
+                hungry = inner.budget.finish(hungry) != Cut::No;
+                if let Poll::Ready(v) = polled {
                     return v;
                 }
             }
-            inner.executor.run_ready(&inner.shared, TASK_BUDGET, || {
-                inner.inline_left.set(INLINE_BUDGET)
-            });
+            inner
+                .executor
+                .run_ready(&inner.shared, TASK_BUDGET, &inner.budget);
             // Timers cost a clock read and a map lookup per turn; skip both when none wait.
             let now = (inner.timers.borrow().len() > 0).then(Instant::now);
             if let Some(now) = now {

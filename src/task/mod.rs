@@ -1,5 +1,6 @@
 //! Tasks: spawning `!Send` futures on the current thread, joining and aborting them.
 
+pub(crate) mod budget;
 mod cells;
 mod join;
 mod raw;

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use slab::Slab;
 
+use super::budget::{Cut, InlineBudget};
 use super::cells::{cell_layout, CellCache, KEEP_BYTES, TRIM_BATCH};
 use super::join::{JoinError, JoinHandle};
 use crate::driver::Unpark;
@@ -145,6 +146,9 @@ struct Header {
     complete: Cell<bool>,
     aborted: Cell<bool>,
     join_interest: Cell<bool>,
+    /// Whether the task's last poll ended on its inline budget (see the `budget` module):
+    /// it gets the small contended slice while other tasks are ready.
+    hungry: Cell<bool>,
     vtable: &'static Vtable,
     shared: Arc<Shared>,
     join_waker: Cell<Option<Waker>>,
@@ -434,8 +438,12 @@ impl TaskRef {
         }
     }
 
-    /// Polls the task once (or cancels it if aborted). Owning thread.
-    fn run(self) {
+    /// Polls the task once (or cancels it if aborted), with its share of the inline
+    /// `budget` (which, for a hungry task, depends on whether tasks of `executor` wait
+    /// behind it). Owning thread. Returns the task if it is to go back to the run
+    /// queue (a [`Cut::Requeue`] yield).
+    #[inline(always)]
+    fn run(self, executor: &Executor, budget: &InlineBudget) -> Option<TaskRef> {
         let h = self.header();
         // A read-modify-write, as every waker's claim is: a wake that finds the flag set
         // must be ordered before this clear, so the poll below sees whatever the waker
@@ -443,16 +451,36 @@ impl TaskRef {
         // both read stale values, store-buffer style, and lose the wake for good.)
         h.scheduled.swap(false, Ordering::AcqRel);
         if h.complete.get() {
-            return;
+            return None;
         }
         if h.aborted.get() {
             self.cancel();
-            return;
+            return None;
         }
+        let hungry = h.hungry.get();
+        budget.start(hungry, || executor.has_ready(), self.ptr.as_ptr().cast());
         // SAFETY: owning thread (run queues are per runtime), not complete, and the future
         // is not being polled (a task is in at most one queue, and run is not re-entered
         // for the same task).
         unsafe { (h.vtable.poll)(&self) };
+        let cut = budget.finish(hungry);
+        if hungry || cut != Cut::No {
+            return self.after_budget(cut);
+        }
+        None
+    }
+
+    /// After a poll of a hungry task, or one the budget cut short: the task is hungry if it
+    /// was cut short, and goes back to the run queue (returned) if its yield did not wake
+    /// it.
+    #[inline]
+    fn after_budget(self, cut: Cut) -> Option<TaskRef> {
+        let h = self.header();
+        h.hungry.set(cut != Cut::No);
+        // The wake the yield did not do: claimed like a waker's (a wake during the poll
+        // may have queued the task already), and this reference goes to the queue.
+        (cut == Cut::Requeue && !h.complete.get() && !h.scheduled.swap(true, Ordering::AcqRel))
+            .then_some(self)
     }
 
     /// Drops the future without finishing it (runtime shutdown, abort). Owning thread.
@@ -521,6 +549,12 @@ unsafe fn free_cell(ptr: NonNull<Header>) {
         // SAFETY: every cell is one global allocation with the vtable's layout.
         unsafe { std::alloc::dealloc(p.as_ptr(), vtable.layout) };
     }
+}
+
+/// Whether `waker` is the waker of the task whose header is at `task` (that is, waking
+/// it would only schedule that task).
+pub(crate) fn is_waker_of(waker: &Waker, task: *const ()) -> bool {
+    waker.data() == task && std::ptr::eq(waker.vtable(), &WAKER_VTABLE)
 }
 
 /// The waker of a task is a counted pointer to its header.
@@ -685,6 +719,7 @@ impl Executor {
                 complete: Cell::new(false),
                 aborted: Cell::new(false),
                 join_interest: Cell::new(true),
+                hungry: Cell::new(false),
                 vtable,
                 shared: shared.clone(),
                 join_waker: Cell::new(None),
@@ -709,6 +744,7 @@ impl Executor {
         })
     }
 
+    #[inline]
     fn push(&self, task: TaskRef) {
         self.queue.borrow_mut().push_back(task);
     }
@@ -741,10 +777,12 @@ impl Executor {
         }
     }
 
-    /// Runs up to `budget` ready tasks, after pulling in tasks woken by other threads.
-    /// Runs up to `budget` ready tasks; before each poll, `before_poll` (the runtime's
-    /// per-poll budgets).
-    pub(crate) fn run_ready(&self, shared: &Shared, budget: usize, before_poll: impl Fn()) {
+    /// Runs up to `max_polls` ready tasks, after pulling in tasks woken by other threads;
+    /// each poll gets its share of the runtime's inline `budget`.
+    // Inlined into its one caller, the loop of `block_on`, as it was when it took a closure:
+    // a call costs the echo path a prologue and epilogue every loop turn.
+    #[inline(always)]
+    pub(crate) fn run_ready(&self, shared: &Shared, max_polls: usize, budget: &InlineBudget) {
         {
             let mut incoming = self.incoming.borrow_mut();
             shared.take_remote(&mut incoming);
@@ -752,12 +790,13 @@ impl Executor {
                 self.queue.borrow_mut().extend(incoming.drain(..));
             }
         }
-        for _ in 0..budget {
+        for _ in 0..max_polls {
             let next = self.queue.borrow_mut().pop_front();
             match next {
                 Some(task) => {
-                    before_poll();
-                    task.run()
+                    if let Some(task) = task.run(self, budget) {
+                        self.push(task);
+                    }
                 }
                 None => break,
             }
