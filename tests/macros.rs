@@ -40,11 +40,22 @@ async fn runs_once_per_backend_of_the_platform() {
     }
 }
 
+// The readiness fallback exists on Unix only; Windows names its one backend instead.
+#[cfg(unix)]
 #[coring::test(backend = "fallback", entries = 64)]
 async fn a_named_backend_only() {
     assert_eq!(
         coring::__macro_support::current_backend(),
         coring::BackendKind::Fallback
+    );
+}
+
+#[cfg(windows)]
+#[coring::test(backend = "iocp", entries = 64)]
+async fn a_named_backend_only() {
+    assert_eq!(
+        coring::__macro_support::current_backend(),
+        coring::BackendKind::Iocp
     );
 }
 
