@@ -9,14 +9,31 @@
 //! ```no_run
 //! use coring::fs::File;
 //!
-//! coring::start(async {
+//! #[coring::main]
+//! async fn main() -> std::io::Result<()> {
 //!     let file = File::open("/etc/hostname").await?;
 //!     let (res, buf) = file.read_at(Vec::with_capacity(4096), 0).await;
 //!     let n = res?;
 //!     println!("{}", String::from_utf8_lossy(&buf[..n]));
 //!     file.close().await
-//! })
-//! .unwrap();
+//! }
+//! ```
+//!
+//! `#[coring::main]` builds a runtime (options: `backend = "io_uring"`, `entries = 1024`)
+//! and runs the function on it; `coring::start(future)` and [`Builder`] do the same
+//! without the attribute. `#[coring::test]` runs an `async fn` test once per backend the
+//! machine has (io_uring and the fallback on Linux), naming the backend when one fails:
+//!
+//! ```
+//! #[coring::test(timeout = 30)]
+//! async fn writes_then_reads() -> std::io::Result<()> {
+//!     let path = std::env::temp_dir().join(format!("coring-doc-{}", std::process::id()));
+//!     let file = coring::fs::File::create(&path).await?;
+//!     let (res, _) = file.write_at(b"hello".to_vec(), 0).await;
+//!     assert_eq!(res?, 5);
+//!     coring::fs::remove_file(&path).await
+//! }
+//! # fn main() {}
 //! ```
 //!
 //! Cancellation is safe: dropping a future whose operation is in flight hands the
@@ -27,6 +44,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[doc(hidden)]
+pub mod __macro_support;
 pub mod buf;
 pub mod cancel;
 mod driver;
@@ -34,6 +53,8 @@ mod driver;
 pub mod fault;
 pub mod fs;
 pub mod link;
+#[cfg(feature = "macros")]
+pub use coring_macros::{main, test};
 pub mod net;
 mod op;
 mod platform;

@@ -760,7 +760,7 @@ impl Driver {
         }
         let leaked = self.in_flight();
         if leaked > 0 {
-            eprintln!(
+            log::error!(
                 "coring: {leaked} operation(s) did not finish within {deadline:?} of runtime \
                  shutdown; leaking their buffers instead of freeing memory the kernel may \
                  still write"

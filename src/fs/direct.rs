@@ -81,7 +81,7 @@ impl DioAlignment {
 
     /// Whether `buf`, a memory address, suits a direct transfer.
     pub fn is_memory_aligned(&self, buf: *const u8) -> bool {
-        (buf as usize).is_multiple_of(self.memory())
+        (buf as usize) % self.memory() == 0
     }
 
     /// Checks one transfer of `len` bytes at address `buf` and file offset `pos`.
@@ -92,7 +92,7 @@ impl DioAlignment {
 
     /// Checks a file offset.
     pub(crate) fn check_pos(&self, pos: u64) -> io::Result<()> {
-        if !pos.is_multiple_of(u64::from(self.offset)) {
+        if pos % u64::from(self.offset) != 0 {
             return Err(self.refuse(Culprit::Offset(pos)));
         }
         Ok(())
@@ -106,7 +106,7 @@ impl DioAlignment {
         buf: *const u8,
         len: usize,
     ) -> io::Result<()> {
-        if !len.is_multiple_of(self.offset()) {
+        if len % self.offset() != 0 {
             return Err(self.refuse(Culprit::Length(index, len)));
         }
         if len > 0 && !self.is_memory_aligned(buf) {

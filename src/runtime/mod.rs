@@ -257,7 +257,7 @@ impl Builder {
     /// With [`BackendKind::Auto`], io_uring is set up, probed for the opcodes coring needs
     /// and proven with one round trip; if that fails with EPERM, ENOSYS, EACCES, ENOMEM or
     /// EINVAL, or a required feature is missing, the fallback backend is built instead and
-    /// the reason is logged once on stderr and kept in [`Runtime::fallback_reason`].
+    /// the reason is logged once (a `log` warning) and kept in [`Runtime::fallback_reason`].
     /// The `CORING_BACKEND` environment variable (`io_uring`, `fallback`, `iocp`, `auto`)
     /// overrides [`Builder::backend`]. On platforms other than Linux, `Auto` selects the
     /// fallback backend (kqueue) without a log line, and the reason is
@@ -634,7 +634,7 @@ fn spin_for_wake(inner: &Inner, main_woken: &AtomicBool, spin: Duration) -> bool
             break;
         }
         n = n.wrapping_add(1);
-        if n.is_multiple_of(64) && Instant::now() >= end {
+        if n % 64 == 0 && Instant::now() >= end {
             break;
         }
         std::hint::spin_loop();

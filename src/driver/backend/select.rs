@@ -191,9 +191,9 @@ fn memlock_hint(e: &io::Error) -> String {
     )
 }
 
-/// Says once per process, on stderr, why the runtime fell back.
+/// Says once per process, through the `log` crate (a warning), why the runtime fell back.
 #[cfg(target_os = "linux")]
 fn log_fallback_once(reason: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("coring: using the fallback backend: {reason}"));
+    ONCE.call_once(|| log::warn!("coring: using the fallback backend: {reason}"));
 }

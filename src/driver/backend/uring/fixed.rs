@@ -451,13 +451,13 @@ impl Tables for Registry {
     }
 }
 
-/// Says once per process, on stderr, that a registered entry could not be cleared: a file
+/// Says once per process (a `log` warning) that a registered entry could not be cleared: a file
 /// then stays open in the ring (a socket sends no FIN, a pipe shows no end-of-file) until
 /// the runtime is dropped, and the entry is never reused.
 fn log_release_failure(what: &str, e: &io::Error) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        eprintln!(
+        log::warn!(
             "coring: could not clear a registered {what} entry of the ring ({e}); it stays \
              registered until the runtime is dropped"
         )
