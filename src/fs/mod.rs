@@ -193,18 +193,22 @@ impl File {
     }
 
     /// Reads into the buffer, from its start, at file offset `pos`; returns how many bytes
-    /// were read (0 at or past the end of the file) and the buffer, whose first `n` bytes
-    /// are now initialised. May read less than the buffer holds.
+    /// were read (0 at or past the end of the file) and the buffer, which now holds
+    /// exactly those `n` bytes (a `Vec`'s length is set to `n`, whatever it was before).
+    /// May read less than the buffer's capacity.
     ///
     /// To append to a `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
     ///
     /// # Errors
     ///
-    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file,
-    /// `InvalidInput` before submission for a buffer address, capacity or offset that
-    /// breaks its [`DioAlignment`] (see [`File::is_direct`]).
+    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`, and before submission
+    /// for a buffer with no capacity (its `Ok(0)` would read as end-of-file); on a direct
+    /// file, `InvalidInput` before submission for a buffer address, capacity or offset
+    /// that breaks its [`DioAlignment`] (see [`File::is_direct`]).
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos) {
+        let checked = crate::buf::check_room(buf.bytes_total(), "read_at")
+            .and_then(|()| self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos));
+        if let Err(e) = checked {
             return (Err(e), buf);
         }
         Op::new(Read::new(&self.fd, buf, pos)).await
@@ -348,12 +352,16 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers; on a direct
+    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers, and for
+    /// buffers with no capacity in all; on a direct
     /// file, `InvalidInput` before submission if the offset or any buffer's address or
     /// capacity breaks its [`DioAlignment`] (the message names the buffer by index).
     pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
         let parts = bufs.iter().map(|b| (b.stable_ptr(), b.bytes_total()));
-        if let Err(e) = self.check_direct_parts(pos, parts) {
+        let room = bufs.iter().map(IoBuf::bytes_total).sum();
+        let checked = crate::buf::check_room(room, "readv_at")
+            .and_then(|()| self.check_direct_parts(pos, parts));
+        if let Err(e) = checked {
             return (Err(e), bufs);
         }
         Op::new(Readv::new(&self.fd, bufs, pos)).await

@@ -365,8 +365,8 @@ impl Stream {
     }
 
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        if buf.bytes_total() == 0 {
-            return (Ok(0), buf);
+        if let Err(e) = crate::buf::check_room(buf.bytes_total(), "read") {
+            return (Err(e), buf);
         }
         let mut buf = buf;
         let (reading, driver) = loop {
@@ -780,8 +780,13 @@ pub(crate) use raw_conversions;
 /// [`Stream`].
 macro_rules! stream_io {
     () => {
-        /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side
-        /// (or the buffer has no capacity).
+        /// Receives into the start of the buffer (up to its capacity); `Ok(0)` means the
+        /// peer closed its side. The buffer comes back holding exactly the bytes received
+        /// (a `Vec`'s length is set to them, whatever it was before); to append to a
+        /// `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
+        ///
+        /// A buffer with no capacity is an `InvalidInput` error (its `Ok(0)` would read as
+        /// the peer closing).
         ///
         /// Cancel-safe: if the future is dropped (a `select` that picked another branch,
         /// a timeout), nothing the kernel received for it is lost; the next read returns
