@@ -48,6 +48,19 @@ const NR_SETUP: libc::c_long = libc::SYS_io_uring_setup;
 const NR_ENTER: libc::c_long = libc::SYS_io_uring_enter;
 const NR_REGISTER: libc::c_long = libc::SYS_io_uring_register;
 
+/// Prints every log record on stderr, as an application's logger would.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("[{}] {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
 /// What the child's filter blocks, and with which errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -98,7 +111,8 @@ fn run_child(mode: &str) -> ChildOutput {
 }
 
 /// The checks every mode shares: Auto fell back for the filter's errno, said so in
-/// `fallback_reason` and once on stderr, and forcing io_uring failed with that errno.
+/// `fallback_reason` and logged it once (the child's logger prints on stderr), and forcing
+/// io_uring failed with that errno.
 fn check_fell_back(out: &ChildOutput, errno: i32) {
     let os_error = format!("(os error {errno})");
 
@@ -108,8 +122,8 @@ fn check_fell_back(out: &ChildOutput, errno: i32) {
         reason.starts_with("io_uring unavailable (") && reason.contains(&os_error),
         "fallback reason {reason:?} does not name {os_error}\n{out}"
     );
-    // Builder::build documents that the reason is logged once on stderr (the child built
-    // one Auto runtime; the forced io_uring build must not log a fallback).
+    // Builder::build documents that the reason is logged once (the child built one Auto
+    // runtime; the forced io_uring build must not log a fallback).
     assert_eq!(
         out.stderr.lines().filter(|l| l.contains(reason)).count(),
         1,
@@ -173,6 +187,10 @@ fn child_entry_point() {
         std::env::var_os("CORING_BACKEND").is_none(),
         "the child must run with CORING_BACKEND unset"
     );
+    // The library's messages go through `log`: this logger prints them on stderr, where
+    // the parent counts the fallback reason.
+    log::set_logger(&StderrLogger).expect("the child installs the only logger");
+    log::set_max_level(log::LevelFilter::Info);
     common::with_watchdog("seccomp child", || child_main(mode));
     println!("{OUT_OK}");
 }
