@@ -1561,3 +1561,34 @@ coring_test!(unix_connect_waits_for_room_in_a_full_accept_queue, async {
     );
     drop(queued);
 });
+
+coring_test!(
+    read_sets_the_length_and_refuses_a_buffer_without_room,
+    async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = coring::spawn(async move { listener.accept().await.unwrap().0 });
+        let a = TcpStream::connect(addr).await.unwrap();
+        let b = accept.await.unwrap();
+        // No room: an error naming the problem, not an Ok(0) that reads as the peer closing.
+        let (r, _) = b.read(Vec::new()).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("capacity 0"), "{e}");
+        // A reused buffer holds exactly what the last read received: a copy loop that does
+        // not clear() it sends nothing stale.
+        let mut buf = vec![b'x'; 64];
+        for msg in [&b"hello"[..], b"hi"] {
+            let (r, _) = a.write_all(msg.to_vec()).await;
+            r.unwrap();
+            let (r, back) = b.read(buf).await;
+            assert_eq!(r.unwrap(), msg.len());
+            assert_eq!(back, msg);
+            buf = back;
+        }
+        drop(a);
+        let (r, back) = b.read(buf).await;
+        assert_eq!(r.unwrap(), 0);
+        assert!(back.is_empty());
+    }
+);

@@ -204,6 +204,12 @@ unsafe impl IoBufMut for Box<[u8]> {
     unsafe fn set_init(&mut self, _pos: usize) {}
 }
 
+/// Records a read that got no bytes (end of file): the buffer now holds none.
+pub(crate) fn set_empty<B: IoBufMut>(buf: &mut B) {
+    // SAFETY: zero bytes are always initialised, and 0 <= bytes_total().
+    unsafe { buf.set_filled(0) };
+}
+
 /// `InvalidInput` for a read (`call`) into a buffer with no room, which could only
 /// return `Ok(0)`: a result that reads as end-of-file.
 pub(crate) fn check_room(total: usize, call: &str) -> io::Result<()> {

@@ -487,6 +487,9 @@ impl Stream {
             if let Err(res) = a.complete(c) {
                 // End of file or an error: the stream's, reported once here.
                 st.retained = None;
+                if let Ok(0) = res {
+                    crate::buf::set_empty(buf);
+                }
                 return Poll::Ready(Some(res));
             }
         }
