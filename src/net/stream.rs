@@ -838,6 +838,25 @@ macro_rules! stream_io {
             self.inner.write_all(buf)
         }
 
+        /// Borrows the stream as a read half and a write half, for two tasks (or two
+        /// branches of a `join`) that each own one side. The stream's own methods work
+        /// as well: every one takes `&self`.
+        pub fn split(&self) -> (crate::net::ReadHalf<'_>, crate::net::WriteHalf<'_>) {
+            crate::net::split::split(&self.inner)
+        }
+
+        /// Splits the stream into owned halves that can move into two tasks (on this
+        /// thread: they are `!Send`, like the stream), and be put back together with
+        /// [`OwnedReadHalf::reunite`](crate::net::OwnedReadHalf::reunite).
+        pub fn into_split(
+            self,
+        ) -> (
+            crate::net::OwnedReadHalf<Self>,
+            crate::net::OwnedWriteHalf<Self>,
+        ) {
+            crate::net::split::into_split(self, |s| &s.inner)
+        }
+
         /// Shuts down the read half, the write half or both. `Write` takes effect after the
         /// sends issued before it (a graceful end; sends issued after it fail with
         /// `BrokenPipe`); `Read` and `Both` take effect at once (`Both` also fails a send
