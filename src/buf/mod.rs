@@ -30,6 +30,32 @@ use std::ops::{Bound, RangeBounds};
 /// on an error path.
 pub type BufResult<T, B> = (io::Result<T>, B);
 
+/// `?` for a [`BufResult`]: where the buffer is not needed after a failure.
+///
+/// ```no_run
+/// use coring::buf::BufResultExt;
+///
+/// # async fn f(file: coring::fs::File) -> std::io::Result<()> {
+/// let (n, buf) = file.read_at(Vec::with_capacity(4096), 0).await.into_result()?;
+/// println!("{n} bytes: {:?}", &buf[..]);
+/// # Ok(()) }
+/// ```
+pub trait BufResultExt<T, B> {
+    /// The value and the buffer, or the error (the buffer is dropped with it).
+    ///
+    /// # Errors
+    ///
+    /// The operation's error.
+    fn into_result(self) -> io::Result<(T, B)>;
+}
+
+impl<T, B> BufResultExt<T, B> for BufResult<T, B> {
+    fn into_result(self) -> io::Result<(T, B)> {
+        let (res, buf) = self;
+        res.map(|v| (v, buf))
+    }
+}
+
 /// A buffer whose initialised bytes can be handed to the kernel for writing out.
 ///
 /// # Safety

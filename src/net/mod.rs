@@ -5,6 +5,7 @@
 //! `into_split()` name the two sides ([`ReadHalf`], [`OwnedWriteHalf`]...).
 
 mod accept;
+mod incoming;
 mod retained;
 mod socket;
 mod split;
@@ -16,6 +17,7 @@ mod udp;
 #[cfg(unix)]
 mod unix;
 
+pub use incoming::Incoming;
 pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

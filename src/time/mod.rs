@@ -354,21 +354,35 @@ pub fn interval(period: Duration) -> Interval {
     Interval {
         next: Instant::now(),
         period,
+        sleep: None,
     }
 }
 
-/// Returned by [`interval`].
+/// Returned by [`interval`]. Also a [`Stream`](futures_core::Stream) of the ticks'
+/// scheduled instants (it never ends).
 #[derive(Debug)]
 pub struct Interval {
     next: Instant,
     period: Duration,
+    /// The timer of the tick being waited for, kept between polls.
+    sleep: Option<Sleep>,
 }
 
 impl Interval {
-    /// Waits for the next tick and returns its scheduled instant.
+    /// Waits for the next tick and returns its scheduled instant. Cancel-safe: a tick
+    /// whose wait is dropped is the next one waited for.
     pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// Polls for the next tick: `Ready` with its scheduled instant once it is due.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
         let due = self.next;
-        sleep_until(due).await;
+        let sleep = self.sleep.get_or_insert_with(|| sleep_until(due));
+        if Pin::new(sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.sleep = None;
         let now = Instant::now();
         let mut next = later(due, self.period);
         if next <= now {
@@ -380,11 +394,19 @@ impl Interval {
             next = later(due, Duration::from_nanos(ahead));
         }
         self.next = next;
-        due
+        Poll::Ready(due)
     }
 
     /// The period between ticks.
     pub fn period(&self) -> Duration {
         self.period
+    }
+}
+
+impl futures_core::Stream for Interval {
+    type Item = Instant;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        self.get_mut().poll_tick(cx).map(Some)
     }
 }
