@@ -1650,5 +1650,8 @@ coring_test!(split_halves_read_and_write_at_once, async {
     let (ar, _aw) = a.into_split();
     let (_br, bw) = b.into_split();
     let e = ar.reunite(bw).unwrap_err();
-    assert_eq!(e.to_string(), "tried to reunite halves of two different streams");
+    assert_eq!(
+        e.to_string(),
+        "tried to reunite halves of two different streams"
+    );
 });

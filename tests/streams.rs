@@ -21,7 +21,11 @@ coring_test!(interval_is_a_stream_of_ticks, async {
     for w in ticks.windows(2) {
         let gap = w[1] - w[0];
         assert!(gap >= Duration::from_millis(2), "{gap:?}");
-        assert_eq!(gap.as_nanos() % 2_000_000, 0, "{gap:?} is off the period's grid");
+        assert_eq!(
+            gap.as_nanos() % 2_000_000,
+            0,
+            "{gap:?} is off the period's grid"
+        );
     }
     assert!(ticks[0] >= start);
 });

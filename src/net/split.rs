@@ -156,11 +156,6 @@ impl<S> OwnedReadHalf<S> {
             Err(_) => unreachable!("a stream's Rc is held by its two halves only"),
         }
     }
-
-    /// The stream, for what the halves do not offer (its addresses, options).
-    pub fn as_ref(&self) -> &S {
-        &self.stream
-    }
 }
 
 impl<S> OwnedWriteHalf<S> {
@@ -168,9 +163,18 @@ impl<S> OwnedWriteHalf<S> {
         (self.inner)(&self.stream)
     }
     write_methods!();
+}
 
-    /// The stream, for what the halves do not offer (its addresses, options).
-    pub fn as_ref(&self) -> &S {
+/// The stream, for what the halves do not offer (its addresses, options).
+impl<S> AsRef<S> for OwnedReadHalf<S> {
+    fn as_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+/// The stream, for what the halves do not offer (its addresses, options).
+impl<S> AsRef<S> for OwnedWriteHalf<S> {
+    fn as_ref(&self) -> &S {
         &self.stream
     }
 }

@@ -184,6 +184,28 @@ impl From<Elapsed> for std::io::Error {
 /// Runs `future` for at most `duration`: `Ok(output)` if it finished first, `Err(Elapsed)`
 /// otherwise (the future is dropped; an in-flight operation inside it is cancelled and its
 /// buffer kept by the runtime until the kernel lets go of it).
+///
+/// To have the buffer back when a read times out, use [`deadline_for`] instead: the read
+/// is cancelled at the deadline and ends with the cancel's error *and its buffer*
+/// (test it with [`is_cancelled`](crate::cancel::is_cancelled)):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// coring::start(async {
+///     let socket = coring::net::UdpSocket::bind("127.0.0.1:0")?;
+///     let read = socket.recv_from(Vec::with_capacity(4096));
+///     let (res, buf) = coring::time::deadline_for(read, Duration::from_millis(10)).await;
+///     match res {
+///         Ok((n, from)) => println!("{n} bytes from {from}"),
+///         Err(e) if coring::cancel::is_cancelled(&e) => println!("timed out"),
+///         Err(e) => return Err(e),
+///     }
+///     assert_eq!(buf.capacity(), 4096); // reusable either way
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout {
         future,
