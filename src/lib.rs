@@ -52,6 +52,7 @@ mod driver;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod fs;
+pub mod io;
 pub mod link;
 #[cfg(feature = "macros")]
 pub use coring_macros::{main, test};

@@ -276,9 +276,28 @@ coring_test!(bad_input_is_an_error, async {
     let p = dir.path("z");
     std::fs::write(&p, b"data").unwrap();
     let f = File::open(&p).await.unwrap();
-    // A zero-capacity buffer reads nothing, as std does.
+    // A zero-capacity buffer is an error, not an Ok(0) that reads as end-of-file; so is
+    // a vectored read with no room in all.
     let (r, _) = f.read_at(Vec::new(), 0).await;
+    let e = r.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("capacity 0"), "{e}");
+    let (r, _) = f.readv_at(vec![Vec::new(), Vec::new()], 0).await;
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    // A read sets a Vec's length to exactly the bytes read: stale bytes past them go.
+    let (r, buf) = f.read_at(vec![b'x'; 64], 0).await;
+    assert_eq!(r.unwrap(), 4);
+    assert_eq!(buf, b"data");
+    // ... and past the end of the file, to 0.
+    let (r, buf) = f.read_at(buf, 100).await;
     assert_eq!(r.unwrap(), 0);
+    assert!(buf.is_empty());
+    // A slice of a Vec keeps the Vec's bytes outside it (it only grows the Vec).
+    let mut v = b"0123456789".to_vec();
+    v.reserve(16);
+    let (r, s) = f.read_at(v.slice(2..6), 0).await;
+    assert_eq!(r.unwrap(), 4);
+    assert_eq!(s.into_inner(), b"01data6789");
     // An offset beyond what the kernel accepts.
     let (r, _) = f.read_at(Vec::with_capacity(8), u64::MAX - 1).await;
     assert_eq!(r.unwrap_err().raw_os_error(), Some(common::EINVAL));

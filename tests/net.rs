@@ -1561,3 +1561,97 @@ coring_test!(unix_connect_waits_for_room_in_a_full_accept_queue, async {
     );
     drop(queued);
 });
+
+coring_test!(
+    read_sets_the_length_and_refuses_a_buffer_without_room,
+    async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = coring::spawn(async move { listener.accept().await.unwrap().0 });
+        let a = TcpStream::connect(addr).await.unwrap();
+        let b = accept.await.unwrap();
+        // No room: an error naming the problem, not an Ok(0) that reads as the peer closing.
+        let (r, _) = b.read(Vec::new()).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("capacity 0"), "{e}");
+        // A reused buffer holds exactly what the last read received: a copy loop that does
+        // not clear() it sends nothing stale.
+        let mut buf = vec![b'x'; 64];
+        for msg in [&b"hello"[..], b"hi"] {
+            let (r, _) = a.write_all(msg.to_vec()).await;
+            r.unwrap();
+            let (r, back) = b.read(buf).await;
+            assert_eq!(r.unwrap(), msg.len());
+            assert_eq!(back, msg);
+            buf = back;
+        }
+        drop(a);
+        let (r, back) = b.read(buf).await;
+        assert_eq!(r.unwrap(), 0);
+        assert!(back.is_empty());
+    }
+);
+
+coring_test!(split_halves_read_and_write_at_once, async {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = coring::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = TcpStream::connect(addr).await.unwrap();
+    let server = accept.await.unwrap();
+
+    // Borrowed halves: the server echoes through them, each side in its own future.
+    let echo = async {
+        let (r, w) = server.split();
+        let mut buf = Vec::with_capacity(16);
+        loop {
+            let (n, b) = r.read(buf).await;
+            if n.unwrap() == 0 {
+                break;
+            }
+            let (res, b) = w.write_all(b).await;
+            res.unwrap();
+            buf = b;
+        }
+        w.shutdown().await.unwrap();
+    };
+    let (rd, wr) = client.into_split();
+    let writer = coring::spawn(async move {
+        for i in 0..20u8 {
+            let (res, _) = wr.write_all(vec![i; 3]).await;
+            res.unwrap();
+        }
+        wr.shutdown().await.unwrap();
+        wr
+    });
+    let reader = coring::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            let (n, b) = rd.read(Vec::with_capacity(64)).await;
+            if n.unwrap() == 0 {
+                break;
+            }
+            got.extend_from_slice(&b);
+        }
+        (rd, got)
+    });
+    echo.await;
+    let wr = writer.await.unwrap();
+    let (rd, got) = reader.await.unwrap();
+    let want: Vec<u8> = (0..20u8).flat_map(|i| [i; 3]).collect();
+    assert_eq!(got, want);
+    // (Both sides have shut down, so the peer address is gone: the local one stays.)
+    let local = rd.as_ref().local_addr().unwrap();
+    let client = rd.reunite(wr).unwrap();
+    assert_eq!(client.local_addr().unwrap(), local);
+
+    // Halves of two different streams do not reunite, and both come back.
+    let (a, b) = stream_pair();
+    let (ar, _aw) = a.into_split();
+    let (_br, bw) = b.into_split();
+    let e = ar.reunite(bw).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tried to reunite halves of two different streams"
+    );
+});

@@ -523,3 +523,16 @@ coring_test!(a_forgotten_receive_holds_nothing_back, async {
     sender.send_to(b"B", to).unwrap();
     assert_eq!(recv_from(&sock, 16).await.2, b"B");
 });
+
+coring_test!(recv_refuses_a_buffer_without_room, async {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (r, _) = a.send_to(b"kept".to_vec(), b.local_addr().unwrap()).await;
+    r.unwrap();
+    // Refused before anything is received: the datagram is not lost to truncation.
+    let (r, _) = b.recv_from(Vec::new()).await;
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    let (r, buf) = b.recv_from(vec![0u8; 64]).await;
+    assert_eq!(r.unwrap().0, 4);
+    assert_eq!(buf, b"kept");
+});

@@ -251,7 +251,8 @@ unsafe impl IoBuf for AlignedBuf {
 }
 
 // SAFETY: as for IoBuf; the whole capacity is writable memory owned by this buffer, and
-// set_init only grows len, to at most the capacity (the caller's promise).
+// set_init only grows len (set_filled sets it), to at most the capacity (the caller's
+// promise).
 unsafe impl IoBufMut for AlignedBuf {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -261,6 +262,10 @@ unsafe impl IoBufMut for AlignedBuf {
         if pos > self.len {
             self.len = pos;
         }
+    }
+
+    unsafe fn set_filled(&mut self, n: usize) {
+        self.len = n;
     }
 }
 

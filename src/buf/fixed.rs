@@ -427,7 +427,8 @@ unsafe impl IoBuf for FixedBuf {
 }
 
 // SAFETY: as for IoBuf; the whole capacity is writable memory owned by this buffer, and
-// set_init only grows len, to at most the capacity (the caller's promise).
+// set_init only grows len (set_filled sets it), to at most the capacity (the caller's
+// promise).
 unsafe impl IoBufMut for FixedBuf {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.pool.buf_ptr(self.index())
@@ -437,5 +438,9 @@ unsafe impl IoBufMut for FixedBuf {
         if pos > self.len {
             self.len = pos;
         }
+    }
+
+    unsafe fn set_filled(&mut self, n: usize) {
+        self.len = n;
     }
 }

@@ -30,6 +30,32 @@ use std::ops::{Bound, RangeBounds};
 /// on an error path.
 pub type BufResult<T, B> = (io::Result<T>, B);
 
+/// `?` for a [`BufResult`]: where the buffer is not needed after a failure.
+///
+/// ```no_run
+/// use coring::buf::BufResultExt;
+///
+/// # async fn f(file: coring::fs::File) -> std::io::Result<()> {
+/// let (n, buf) = file.read_at(Vec::with_capacity(4096), 0).await.into_result()?;
+/// println!("{n} bytes: {:?}", &buf[..]);
+/// # Ok(()) }
+/// ```
+pub trait BufResultExt<T, B> {
+    /// The value and the buffer, or the error (the buffer is dropped with it).
+    ///
+    /// # Errors
+    ///
+    /// The operation's error.
+    fn into_result(self) -> io::Result<(T, B)>;
+}
+
+impl<T, B> BufResultExt<T, B> for BufResult<T, B> {
+    fn into_result(self) -> io::Result<(T, B)> {
+        let (res, buf) = self;
+        res.map(|v| (v, buf))
+    }
+}
+
 /// A buffer whose initialised bytes can be handed to the kernel for writing out.
 ///
 /// # Safety
@@ -44,6 +70,13 @@ pub type BufResult<T, B> = (io::Result<T>, B);
 ///
 /// The runtime relies on this to let the kernel read the memory while the buffer value sits
 /// in the driver's operation table.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an owned buffer coring can hand to the kernel",
+    label = "pass an owned buffer here",
+    note = "pass an owned buffer such as `Vec<u8>`, `Box<[u8]>`, `bytes::Bytes` or \
+            `&'static [u8]`, or `buf.slice(..n)` of one: a borrow cannot outlive the kernel's \
+            use of it (the buffer comes back with the result)"
+)]
 pub unsafe trait IoBuf: Unpin + 'static {
     /// A pointer to the start of the buffer's memory, stable across moves of `self`.
     fn stable_ptr(&self) -> *const u8;
@@ -94,6 +127,13 @@ pub unsafe trait IoBuf: Unpin + 'static {
 /// Everything [`IoBuf`] promises, plus: [`stable_mut_ptr`](IoBufMut::stable_mut_ptr) is the
 /// same address as `stable_ptr()`, writable for `bytes_total()` bytes, and
 /// [`set_init`](IoBufMut::set_init) makes exactly the claimed bytes visible.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an owned buffer the kernel can read into",
+    label = "pass an owned, writable buffer here",
+    note = "pass an owned buffer such as `Vec::with_capacity(n)`, `bytes::BytesMut` or \
+            `Box<[u8]>`, or `buf.slice(..n)` of one: a borrow cannot outlive the kernel's use \
+            of it (the buffer comes back with the result)"
+)]
 pub unsafe trait IoBufMut: IoBuf {
     /// A writable pointer to the start of the buffer's memory, stable across moves.
     fn stable_mut_ptr(&mut self) -> *mut u8;
@@ -105,6 +145,23 @@ pub unsafe trait IoBufMut: IoBuf {
     /// The caller promises the first `pos` bytes really are initialised and that
     /// `pos <= bytes_total()`.
     unsafe fn set_init(&mut self, pos: usize);
+
+    /// Records that a read put `n` bytes at the start of the buffer, which now holds
+    /// those bytes: a buffer whose length is its content (`Vec<u8>`, `BytesMut`,
+    /// [`AlignedBuf`], [`FixedBuf`]) gets a length of exactly `n`, so bytes past `n` left
+    /// from an earlier use are cut off and a loop that reuses the buffer without `clear()`
+    /// never sends stale bytes on. The default, [`set_init(n)`](IoBufMut::set_init), is
+    /// right for a buffer of fixed length (`Box<[u8]>`) and for a [`Slice`], whose
+    /// underlying buffer's bytes past the slice stay.
+    ///
+    /// # Safety
+    ///
+    /// As for [`set_init`](IoBufMut::set_init): the first `n` bytes are initialised and
+    /// `n <= bytes_total()`.
+    unsafe fn set_filled(&mut self, n: usize) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.set_init(n) }
+    }
 }
 
 /// `IoBuf` for a type that derefs to `[u8]` at a stable address: initialised = `len()`,
@@ -137,8 +194,8 @@ io_buf!(len: Box<[u8]>, &'static [u8], &'static str, bytes::Bytes);
 // method can reallocate), and len <= capacity.
 io_buf!(capacity: Vec<u8>, bytes::BytesMut);
 
-/// `IoBufMut` for a growable buffer (its `IoBuf` has total = `capacity()`): reads grow
-/// `len` over bytes the kernel wrote.
+/// `IoBufMut` for a growable buffer (its `IoBuf` has total = `capacity()`): a read sets
+/// `len` to the bytes the kernel wrote.
 macro_rules! growable_buf {
     ($($ty:ty),* $(,)?) => {$(
         // SAFETY: the heap pointer does not change when the value moves, and the spare
@@ -154,6 +211,11 @@ macro_rules! growable_buf {
                     unsafe { self.set_len(pos) };
                 }
             }
+            unsafe fn set_filled(&mut self, n: usize) {
+                // SAFETY: the caller promises n <= capacity and the first n bytes are
+                // initialised.
+                unsafe { self.set_len(n) };
+            }
         }
     )*};
 }
@@ -168,6 +230,28 @@ unsafe impl IoBufMut for Box<[u8]> {
     unsafe fn set_init(&mut self, _pos: usize) {}
 }
 
+/// Records a read that got no bytes (end of file): the buffer now holds none.
+pub(crate) fn set_empty<B: IoBufMut>(buf: &mut B) {
+    // SAFETY: zero bytes are always initialised, and 0 <= bytes_total().
+    unsafe { buf.set_filled(0) };
+}
+
+/// `InvalidInput` for a read (`call`) into a buffer with no room, which could only
+/// return `Ok(0)`: a result that reads as end-of-file.
+pub(crate) fn check_room(total: usize, call: &str) -> io::Result<()> {
+    if total > 0 {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "coring: {call} into a buffer with no room (capacity 0) could only return 0 \
+             bytes, which reads as end-of-file; pass a buffer with capacity, such as \
+             `Vec::with_capacity(n)` (a read fills the capacity, not the length)"
+        ),
+    ))
+}
+
 /// Copies as much of `data` as fits into `buf` from byte `at` on (the bytes before it
 /// were filled by this read already) and marks the buffer initialised up to the end of
 /// the copy. Returns the bytes copied.
@@ -179,6 +263,6 @@ pub(crate) fn copy_out<B: IoBufMut>(data: &[u8], buf: &mut B, at: usize) -> usiz
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr().add(at), n) };
     // SAFETY: the first `at` bytes were written by this read before, the next n just now;
     // at + n <= bytes_total().
-    unsafe { buf.set_init(at + n) };
+    unsafe { buf.set_filled(at + n) };
     n
 }

@@ -156,6 +156,7 @@ impl<H: IntoOrphan> ProvidedRecv<H> {
                 }
             }
             if self.eof {
+                crate::buf::set_empty(buf);
                 return Poll::Ready(ProvidedRead::Read(Ok(0)));
             }
             let key = match &self.armed {

@@ -193,18 +193,22 @@ impl File {
     }
 
     /// Reads into the buffer, from its start, at file offset `pos`; returns how many bytes
-    /// were read (0 at or past the end of the file) and the buffer, whose first `n` bytes
-    /// are now initialised. May read less than the buffer holds.
+    /// were read (0 at or past the end of the file) and the buffer, which now holds
+    /// exactly those `n` bytes (a `Vec`'s length is set to `n`, whatever it was before).
+    /// May read less than the buffer's capacity.
     ///
     /// To append to a `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
     ///
     /// # Errors
     ///
-    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`; on a direct file,
-    /// `InvalidInput` before submission for a buffer address, capacity or offset that
-    /// breaks its [`DioAlignment`] (see [`File::is_direct`]).
+    /// As `pread(2)`; `InvalidInput` (EINVAL) for `pos > i64::MAX`, and before submission
+    /// for a buffer with no capacity (its `Ok(0)` would read as end-of-file); on a direct
+    /// file, `InvalidInput` before submission for a buffer address, capacity or offset
+    /// that breaks its [`DioAlignment`] (see [`File::is_direct`]).
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        if let Err(e) = self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos) {
+        let checked = crate::buf::check_room(buf.bytes_total(), "read_at")
+            .and_then(|()| self.check_direct(buf.stable_ptr(), buf.bytes_total(), pos));
+        if let Err(e) = checked {
             return (Err(e), buf);
         }
         Op::new(Read::new(&self.fd, buf, pos)).await
@@ -348,12 +352,16 @@ impl File {
     ///
     /// # Errors
     ///
-    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers; on a direct
+    /// As `preadv(2)`; `InvalidInput` (EINVAL) for more than 1024 buffers, and for
+    /// buffers with no capacity in all; on a direct
     /// file, `InvalidInput` before submission if the offset or any buffer's address or
     /// capacity breaks its [`DioAlignment`] (the message names the buffer by index).
     pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
         let parts = bufs.iter().map(|b| (b.stable_ptr(), b.bytes_total()));
-        if let Err(e) = self.check_direct_parts(pos, parts) {
+        let room = bufs.iter().map(IoBuf::bytes_total).sum();
+        let checked = crate::buf::check_room(room, "readv_at")
+            .and_then(|()| self.check_direct_parts(pos, parts));
+        if let Err(e) = checked {
             return (Err(e), bufs);
         }
         Op::new(Readv::new(&self.fd, bufs, pos)).await
@@ -916,6 +924,93 @@ impl OpenOptions {
 
 fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Reads a whole file into a `Vec` (as `std::fs::read`): sized from its metadata, read
+/// until end of file (so a file that grows or shrinks meanwhile is read as it is).
+///
+/// # Errors
+///
+/// As [`File::open`] and [`File::read_at`].
+pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let file = File::open(path).await?;
+    let size = file.metadata().await.map_or(0, |m| m.len());
+    // Room for the whole file and one byte more, so a file of the size metadata said
+    // ends in one read past it.
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(usize::MAX / 2) + 1);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().max(8 * 1024));
+        }
+        let at = buf.len();
+        let (res, b) = file.read_at(buf.slice(at..), at as u64).await;
+        buf = b.into_inner();
+        if res? == 0 {
+            break;
+        }
+    }
+    file.close().await?;
+    Ok(buf)
+}
+
+/// Reads a whole file into a `String` (as `std::fs::read_to_string`).
+///
+/// # Errors
+///
+/// As [`read`], and `InvalidData` if the file is not UTF-8.
+pub async fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
+    String::from_utf8(read(path).await?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("coring::fs::read_to_string: the file is not UTF-8: {e}"),
+        )
+    })
+}
+
+/// Writes `contents` as the whole of a file, creating it or truncating it (as
+/// `std::fs::write`); the buffer comes back.
+///
+/// # Errors
+///
+/// As [`File::create`] and [`File::write_all_at`].
+pub async fn write<B: IoBuf>(path: impl AsRef<Path>, contents: B) -> BufResult<(), B> {
+    let file = match File::create(path).await {
+        Ok(f) => f,
+        Err(e) => return (Err(e), contents),
+    };
+    let (res, contents) = file.write_all_at(contents, 0).await;
+    let closed = file.close().await;
+    (res.and(closed), contents)
+}
+
+/// Copies the content of file `from` to `to` (created or truncated), and its permission
+/// bits, as `std::fs::copy`; returns the bytes copied. Through one 1 MiB buffer.
+///
+/// # Errors
+///
+/// As opening, reading and writing the two files.
+pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
+    let src = File::open(from).await?;
+    let meta = src.metadata().await?;
+    let dst = File::create(to.as_ref()).await?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut pos = 0u64;
+    loop {
+        let (res, b) = src.read_at(buf, pos).await;
+        let n = res?;
+        if n == 0 {
+            break;
+        }
+        let (res, b) = dst.write_all_at(b, pos).await;
+        res?;
+        pos += n as u64;
+        buf = b;
+    }
+    // A metadata call, not IO: done in place (std has no owned-buffer form of it).
+    std::fs::set_permissions(to.as_ref(), meta.permissions())?;
+    src.close().await?;
+    dst.close().await?;
+    Ok(pos)
 }
 
 /// Removes a file (`unlinkat`).

@@ -1,11 +1,14 @@
 //! TCP, UDP and Unix sockets (Unix-domain sockets on Unix platforms only).
 //!
 //! IO methods take `&self`, so one socket (for example in an `Rc`) can have a read and a
-//! write in flight at the same time from two tasks.
+//! write in flight at the same time from two tasks; a stream's `split()` and
+//! `into_split()` name the two sides ([`ReadHalf`], [`OwnedWriteHalf`]...).
 
 mod accept;
+mod incoming;
 mod retained;
 mod socket;
+mod split;
 mod stream;
 mod tcp;
 mod udp;
@@ -14,6 +17,8 @@ mod udp;
 #[cfg(unix)]
 mod unix;
 
+pub use incoming::Incoming;
+pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 #[cfg(unix)]

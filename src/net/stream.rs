@@ -365,8 +365,8 @@ impl Stream {
     }
 
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        if buf.bytes_total() == 0 {
-            return (Ok(0), buf);
+        if let Err(e) = crate::buf::check_room(buf.bytes_total(), "read") {
+            return (Err(e), buf);
         }
         let mut buf = buf;
         let (reading, driver) = loop {
@@ -487,6 +487,9 @@ impl Stream {
             if let Err(res) = a.complete(c) {
                 // End of file or an error: the stream's, reported once here.
                 st.retained = None;
+                if let Ok(0) = res {
+                    crate::buf::set_empty(buf);
+                }
                 return Poll::Ready(Some(res));
             }
         }
@@ -780,8 +783,13 @@ pub(crate) use raw_conversions;
 /// [`Stream`].
 macro_rules! stream_io {
     () => {
-        /// Receives into the start of the buffer; `Ok(0)` means the peer closed its side
-        /// (or the buffer has no capacity).
+        /// Receives into the start of the buffer (up to its capacity); `Ok(0)` means the
+        /// peer closed its side. The buffer comes back holding exactly the bytes received
+        /// (a `Vec`'s length is set to them, whatever it was before); to append to a
+        /// `Vec` that already holds data, pass `vec.slice(vec.len()..)`.
+        ///
+        /// A buffer with no capacity is an `InvalidInput` error (its `Ok(0)` would read as
+        /// the peer closing).
         ///
         /// Cancel-safe: if the future is dropped (a `select` that picked another branch,
         /// a timeout), nothing the kernel received for it is lost; the next read returns
@@ -828,6 +836,25 @@ macro_rules! stream_io {
             buf: B,
         ) -> impl std::future::Future<Output = BufResult<(), B>> + '_ {
             self.inner.write_all(buf)
+        }
+
+        /// Borrows the stream as a read half and a write half, for two tasks (or two
+        /// branches of a `join`) that each own one side. The stream's own methods work
+        /// as well: every one takes `&self`.
+        pub fn split(&self) -> (crate::net::ReadHalf<'_>, crate::net::WriteHalf<'_>) {
+            crate::net::split::split(&self.inner)
+        }
+
+        /// Splits the stream into owned halves that can move into two tasks (on this
+        /// thread: they are `!Send`, like the stream), and be put back together with
+        /// [`OwnedReadHalf::reunite`](crate::net::OwnedReadHalf::reunite).
+        pub fn into_split(
+            self,
+        ) -> (
+            crate::net::OwnedReadHalf<Self>,
+            crate::net::OwnedWriteHalf<Self>,
+        ) {
+            crate::net::split::into_split(self, |s| &s.inner)
         }
 
         /// Shuts down the read half, the write half or both. `Write` takes effect after the

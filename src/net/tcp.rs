@@ -106,6 +106,12 @@ impl TcpListener {
         Ok((TcpStream::from_shared(fd), addr.to_ip()?))
     }
 
+    /// The connections this listener accepts, as a
+    /// [`Stream`](futures_core::Stream) (see [`Incoming`](super::Incoming)).
+    pub fn incoming(&self) -> super::Incoming<'_, (TcpStream, SocketAddr)> {
+        super::Incoming::new(move || self.accept())
+    }
+
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         with_std(self.shared().raw(), |s: &std::net::TcpListener| {

@@ -95,10 +95,14 @@ impl UdpSocket {
     ///
     /// # Errors
     ///
-    /// As `recvmsg(2)`; `InvalidInput` while a retained receive runs on another runtime (the
+    /// As `recvmsg(2)`; `InvalidInput` for a buffer with no capacity (before anything is
+    /// received: the datagram would be lost to truncation); `InvalidInput` while a retained receive runs on another runtime (the
     /// socket was used there) that has not finished it: it may hold a datagram, which
     /// must be received there (or once that runtime has cancelled it, say when dropped).
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
+        if let Err(e) = crate::buf::check_room(buf.bytes_total(), "recv") {
+            return (Err(e), buf);
+        }
         // `recvmsg` also for `recv`: a retained receive knows its sender whoever reads it.
         let own = Op::new(RecvFrom::new(&self.fd, buf));
         match self

@@ -45,6 +45,12 @@ impl UnixListener {
         Ok((stream, addr))
     }
 
+    /// The connections this listener accepts, as a
+    /// [`Stream`](futures_core::Stream) (see [`Incoming`](super::Incoming)).
+    pub fn incoming(&self) -> super::Incoming<'_, (UnixStream, SocketAddr)> {
+        super::Incoming::new(move || self.accept())
+    }
+
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         with_std(

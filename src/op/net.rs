@@ -273,7 +273,7 @@ impl<B: IoBufMut> Operation for RecvFrom<B> {
             .and_then(|n| checked_len(n, self.buf.bytes_total()));
         let res = res.and_then(|n| {
             // SAFETY: the kernel wrote n bytes at the start; n <= bytes_total() (checked).
-            unsafe { self.buf.set_init(n) };
+            unsafe { self.buf.set_filled(n) };
             Ok((n, self.sender()?))
         });
         (res, self.buf)

@@ -107,13 +107,13 @@ impl<B: IoBuf> Operation for Write<B> {
 }
 
 /// The result of a read into the start of `buf`: the byte count, checked against the
-/// buffer, becomes exactly that many more initialised bytes.
+/// buffer, becomes the buffer's content ([`IoBufMut::set_filled`]).
 pub(crate) fn filled<B: IoBufMut>(c: Completion, mut buf: B) -> BufResult<usize, B> {
     let res = c.result().and_then(|n| checked_len(n, buf.bytes_total()));
     if let Ok(n) = res {
         // SAFETY: the kernel wrote n bytes at the start of the buffer, and n was just
         // checked against bytes_total().
-        unsafe { buf.set_init(n) };
+        unsafe { buf.set_filled(n) };
     }
     (res, buf)
 }
@@ -185,7 +185,7 @@ impl<B: IoBufMut> Operation for Readv<B> {
                 let take = left.min(b.bytes_total());
                 // SAFETY: the kernel filled the buffers in order; this one received `take`
                 // bytes at its start, take <= bytes_total().
-                unsafe { b.set_init(take) };
+                unsafe { b.set_filled(take) };
                 left -= take;
             }
         }

@@ -73,6 +73,19 @@ pub struct Receiver<T> {
     chan: ReceiverRef<Rc<RefCell<State<Bounded<T>>>>>,
 }
 
+/// The values received, ending once the channel is empty with every sender gone (as
+/// [`recv`](Receiver::recv)).
+impl<T> futures_core::Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.get_mut().chan.poll_recv(cx)
+    }
+}
+
 impl<T> Receiver<T> {
     /// Receives the next value; `None` once empty with every sender gone.
     pub async fn recv(&mut self) -> Option<T> {

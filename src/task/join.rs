@@ -13,7 +13,13 @@ pub struct JoinError {
 
 enum Repr {
     Cancelled,
-    Panic(Box<dyn Any + Send + 'static>),
+    /// The payload sits behind a mutex only to make `JoinError` `Sync` (a payload is
+    /// `Send` but not always `Sync`): it is locked once, by `into_panic`. The message is
+    /// read out when the error is made.
+    Panic {
+        payload: std::sync::Mutex<Box<dyn Any + Send + 'static>>,
+        message: Option<String>,
+    },
 }
 
 impl JoinError {
@@ -24,8 +30,15 @@ impl JoinError {
     }
 
     pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> JoinError {
+        let message = payload
+            .downcast_ref::<&'static str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
         JoinError {
-            repr: Repr::Panic(payload),
+            repr: Repr::Panic {
+                payload: std::sync::Mutex::new(payload),
+                message,
+            },
         }
     }
 
@@ -36,7 +49,7 @@ impl JoinError {
 
     /// The task panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panic(_))
+        matches!(self.repr, Repr::Panic { .. })
     }
 
     /// The panic payload, to resume the panic with [`std::panic::resume_unwind`].
@@ -46,17 +59,17 @@ impl JoinError {
     /// If the task was cancelled rather than panicking; check [`is_panic`](Self::is_panic).
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         match self.repr {
-            Repr::Panic(p) => p,
+            Repr::Panic { payload, .. } => payload
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
             Repr::Cancelled => panic!("JoinError::into_panic called on a cancelled task's error"),
         }
     }
 
-    fn panic_message(&self) -> Option<&str> {
+    /// The panic's message, when its payload was a string (as `panic!` makes it).
+    pub fn panic_message(&self) -> Option<&str> {
         match &self.repr {
-            Repr::Panic(p) => p
-                .downcast_ref::<&'static str>()
-                .copied()
-                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
+            Repr::Panic { message, .. } => message.as_deref(),
             Repr::Cancelled => None,
         }
     }
@@ -66,8 +79,8 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.repr, self.panic_message()) {
             (Repr::Cancelled, _) => f.write_str("task was cancelled"),
-            (Repr::Panic(_), Some(msg)) => write!(f, "task panicked: {msg}"),
-            (Repr::Panic(_), None) => f.write_str("task panicked"),
+            (Repr::Panic { .. }, Some(msg)) => write!(f, "task panicked: {msg}"),
+            (Repr::Panic { .. }, None) => f.write_str("task panicked"),
         }
     }
 }
@@ -76,12 +89,26 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Cancelled => f.write_str("JoinError::Cancelled"),
-            Repr::Panic(_) => write!(f, "JoinError::Panic({:?})", self.panic_message()),
+            Repr::Panic { .. } => write!(f, "JoinError::Panic({:?})", self.panic_message()),
         }
     }
 }
 
 impl std::error::Error for JoinError {}
+
+/// A task's failure as an IO error, for `?` in functions returning `io::Result`: kind
+/// `Interrupted` for a cancelled task, `Other` for a panic; the message says which (with
+/// the panic's message), and [`get_ref`](std::io::Error::get_ref) gives the `JoinError`.
+impl From<JoinError> for std::io::Error {
+    fn from(e: JoinError) -> std::io::Error {
+        let kind = if e.is_cancelled() {
+            std::io::ErrorKind::Interrupted
+        } else {
+            std::io::ErrorKind::Other
+        };
+        std::io::Error::new(kind, e)
+    }
+}
 
 /// An owned permission to await a spawned task's output.
 ///
@@ -130,5 +157,43 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_error_is_send_sync_and_an_io_error() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<JoinError>();
+        // What anyhow and `io::Error::other` need.
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(JoinError::cancelled());
+        assert_eq!(boxed.to_string(), "task was cancelled");
+
+        let e: std::io::Error = JoinError::cancelled().into();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+        let e: std::io::Error = JoinError::panic(Box::new("boom")).into();
+        assert_eq!(e.kind(), std::io::ErrorKind::Other);
+        assert_eq!(e.to_string(), "task panicked: boom");
+        let inner = e.get_ref().unwrap().downcast_ref::<JoinError>().unwrap();
+        assert!(inner.is_panic());
+    }
+
+    #[test]
+    fn panic_payload_and_message_survive() {
+        let e = JoinError::panic(Box::new(String::from("owned message")));
+        assert_eq!(e.panic_message(), Some("owned message"));
+        assert_eq!(
+            format!("{e:?}"),
+            "JoinError::Panic(Some(\"owned message\"))"
+        );
+        let payload = e.into_panic();
+        assert_eq!(payload.downcast_ref::<String>().unwrap(), "owned message");
+        let e = JoinError::panic(Box::new(17u32));
+        assert_eq!(e.panic_message(), None);
+        assert_eq!(e.to_string(), "task panicked");
+        assert_eq!(*e.into_panic().downcast::<u32>().unwrap(), 17);
     }
 }

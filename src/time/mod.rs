@@ -184,6 +184,28 @@ impl From<Elapsed> for std::io::Error {
 /// Runs `future` for at most `duration`: `Ok(output)` if it finished first, `Err(Elapsed)`
 /// otherwise (the future is dropped; an in-flight operation inside it is cancelled and its
 /// buffer kept by the runtime until the kernel lets go of it).
+///
+/// To have the buffer back when a read times out, use [`deadline_for`] instead: the read
+/// is cancelled at the deadline and ends with the cancel's error *and its buffer*
+/// (test it with [`is_cancelled`](crate::cancel::is_cancelled)):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// coring::start(async {
+///     let socket = coring::net::UdpSocket::bind("127.0.0.1:0")?;
+///     let read = socket.recv_from(Vec::with_capacity(4096));
+///     let (res, buf) = coring::time::deadline_for(read, Duration::from_millis(10)).await;
+///     match res {
+///         Ok((n, from)) => println!("{n} bytes from {from}"),
+///         Err(e) if coring::cancel::is_cancelled(&e) => println!("timed out"),
+///         Err(e) => return Err(e),
+///     }
+///     assert_eq!(buf.capacity(), 4096); // reusable either way
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout {
         future,
@@ -354,21 +376,35 @@ pub fn interval(period: Duration) -> Interval {
     Interval {
         next: Instant::now(),
         period,
+        sleep: None,
     }
 }
 
-/// Returned by [`interval`].
+/// Returned by [`interval`]. Also a [`Stream`](futures_core::Stream) of the ticks'
+/// scheduled instants (it never ends).
 #[derive(Debug)]
 pub struct Interval {
     next: Instant,
     period: Duration,
+    /// The timer of the tick being waited for, kept between polls.
+    sleep: Option<Sleep>,
 }
 
 impl Interval {
-    /// Waits for the next tick and returns its scheduled instant.
+    /// Waits for the next tick and returns its scheduled instant. Cancel-safe: a tick
+    /// whose wait is dropped is the next one waited for.
     pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// Polls for the next tick: `Ready` with its scheduled instant once it is due.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
         let due = self.next;
-        sleep_until(due).await;
+        let sleep = self.sleep.get_or_insert_with(|| sleep_until(due));
+        if Pin::new(sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.sleep = None;
         let now = Instant::now();
         let mut next = later(due, self.period);
         if next <= now {
@@ -380,11 +416,19 @@ impl Interval {
             next = later(due, Duration::from_nanos(ahead));
         }
         self.next = next;
-        due
+        Poll::Ready(due)
     }
 
     /// The period between ticks.
     pub fn period(&self) -> Duration {
         self.period
+    }
+}
+
+impl futures_core::Stream for Interval {
+    type Item = Instant;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        self.get_mut().poll_tick(cx).map(Some)
     }
 }
