@@ -102,6 +102,26 @@ impl File {
         self.fd.is_direct()
     }
 
+    /// Whether this file's reads and writes go to the current runtime's polled ring
+    /// ([`Builder::iopoll`](crate::Builder::iopoll)): the file is direct, the runtime has
+    /// a polled ring ([`Runtime::iopoll_status`](crate::Runtime::iopoll_status) is not
+    /// `Off`, and not `Unsupported` for want of a ring), and the kernel has not refused
+    /// polled IO for this file. It turns `false` after such a refusal (the device has no
+    /// poll queues), which coring handled by running the operation on the main ring; the
+    /// file's IO stays there. `false` outside a runtime.
+    pub fn is_polled(&self) -> bool {
+        use crate::driver::Backend;
+        let fd = self.fd.fd_ref();
+        crate::runtime::context::try_with(|rt| {
+            rt.driver
+                .borrow()
+                .backend()
+                .poll_route()
+                .is_some_and(|r| r.is_polled(fd.id, fd.direct))
+        })
+        .unwrap_or(false)
+    }
+
     /// What direct IO on this file needs: the alignment of buffer addresses and the unit
     /// of offsets and lengths. See [`DioAlignment`] for where each platform's figure comes
     /// from and what is assumed where the system says nothing. Asked once, then
