@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use coring::buf::AlignedBuf;
+use coring::buf::{AlignedBuf, FixedBufPool};
 use coring::fs::{File, OpenOptions};
 use coring::{BackendKind, Builder, IopollStatus};
 
@@ -143,6 +143,27 @@ coring_test!(direct_io_with_iopoll_is_byte_exact, |builder| {
         let got: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         let want: Vec<u8> = parts.concat();
         assert!(got == want, "vectored read back differs");
+
+        // A registered file and registered buffers on a fresh direct file (it tries the
+        // polled ring again, which names both plainly: its tables are the main ring's).
+        let path2 = temp_path(&format!("fixed-{backend}"));
+        let g = open_direct(&path2).await.expect("direct IO worked above");
+        g.register().unwrap();
+        let pool = FixedBufPool::with_alignment(2, 2 * unit, a.memory());
+        pool.register().unwrap();
+        let fixed_data = pattern(2 * unit, 9);
+        let mut buf = pool.try_take().unwrap();
+        buf.extend_from_slice(&fixed_data);
+        let (res, buf) = g.write_fixed_at(buf, unit as u64).await;
+        assert_eq!(res.unwrap(), 2 * unit);
+        drop(buf);
+        let mut buf = pool.try_take().unwrap();
+        buf.clear();
+        let (res, buf) = g.read_fixed_at(buf, unit as u64).await;
+        assert_eq!(res.unwrap(), 2 * unit);
+        assert!(buf[..] == fixed_data[..], "fixed read back differs");
+        drop(g);
+        let _ = std::fs::remove_file(&path2);
 
         let m = rt.metrics();
         let status = rt.iopoll_status();
