@@ -92,7 +92,11 @@ coring_test!(direct_io_with_iopoll_is_byte_exact, |builder| {
         let a = f.dio_alignment().unwrap();
         let unit = a.offset().max(a.memory()).max(4096);
         let ring_polls = rt.iopoll_status() == IopollStatus::Active;
-        assert_eq!(f.is_polled(), ring_polls, "a direct file on an active ring polls");
+        assert_eq!(
+            f.is_polled(),
+            ring_polls,
+            "a direct file on an active ring polls"
+        );
 
         // A write, then a read of it back.
         let data = pattern(4 * unit, 7);
@@ -101,11 +105,12 @@ coring_test!(direct_io_with_iopoll_is_byte_exact, |builder| {
         assert_eq!(res.unwrap(), data.len());
         let polled_before_read = f.is_polled();
         let m1 = rt.metrics();
-        let (res, back) = f
-            .read_at(AlignedBuf::new(data.len(), a.memory()), 0)
-            .await;
+        let (res, back) = f.read_at(AlignedBuf::new(data.len(), a.memory()), 0).await;
         assert_eq!(res.unwrap(), data.len());
-        assert!(back[..] == data[..], "read back differs from what was written");
+        assert!(
+            back[..] == data[..],
+            "read back differs from what was written"
+        );
         let m2 = rt.metrics();
         for (what, before, after) in [("write", m0, m1), ("read", m1, m2)] {
             assert_eq!(
@@ -260,7 +265,11 @@ coring_test!(dropped_polled_ops_are_finished, |builder| {
         let f2 = std::rc::Rc::new(open_direct(&path2).await.expect("direct IO worked above"));
         let ring = !matches!(rt.iopoll_status(), IopollStatus::Unsupported { ref reason }
             if reason.contains("has no polled IO") || reason.contains("could not be set up"));
-        assert_eq!(f2.is_polled(), ring, "a fresh direct file tries the polled ring");
+        assert_eq!(
+            f2.is_polled(),
+            ring,
+            "a fresh direct file tries the polled ring"
+        );
         for i in 0..8 {
             let f2 = f2.clone();
             let buf = aligned(&data[..unit], a.memory());
@@ -447,7 +456,11 @@ mod mock {
                 assert_eq!(rt.ops_in_flight(), 1, "the driver still owns it");
                 mock.complete(op.key, -libc::EOPNOTSUPP);
                 turns(2).await;
-                assert!(mock.pending().is_empty(), "not restarted: {:?}", mock.pending());
+                assert!(
+                    mock.pending().is_empty(),
+                    "not restarted: {:?}",
+                    mock.pending()
+                );
                 assert_eq!(rt.ops_in_flight(), 0);
             });
             let m = rt.metrics();

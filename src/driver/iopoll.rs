@@ -183,7 +183,10 @@ impl PollRoute {
     /// The final completion of polled operation `key` arrived: what to do with it.
     pub(crate) fn completed(&mut self, key: usize, c: Completion) -> Reaped {
         let Some(p) = self.ops.get_mut(key).and_then(Option::take) else {
-            debug_assert!(false, "coring: polled completion for unknown operation {key}");
+            debug_assert!(
+                false,
+                "coring: polled completion for unknown operation {key}"
+            );
             return Reaped::Deliver(c);
         };
         self.live -= 1;
@@ -267,14 +270,23 @@ mod tests {
         r.started(5, &read(1, true));
         assert!(r.has(5) && r.live() == 1);
         assert!(matches!(
-            r.completed(5, Completion { res: 4096, flags: 0 }),
+            r.completed(
+                5,
+                Completion {
+                    res: 4096,
+                    flags: 0
+                }
+            ),
             Reaped::Deliver(Completion { res: 4096, .. })
         ));
         assert_eq!(r.status(), IopollStatus::Active);
         r.started(5, &read(1, true));
         let refused = Completion::error(c::EOPNOTSUPP);
         assert!(matches!(r.completed(5, refused), Reaped::Reroute(_)));
-        assert!(!r.takes(&read(1, true)), "a refused file stays on the main ring");
+        assert!(
+            !r.takes(&read(1, true)),
+            "a refused file stays on the main ring"
+        );
         assert!(r.takes(&read(2, true)), "another file still tries");
         assert!(matches!(r.status(), IopollStatus::Unsupported { .. }));
         assert_eq!(r.counts(), (1, 1));

@@ -327,7 +327,10 @@ impl Uring {
     fn push_polled(&mut self, key: usize, desc: &OpDesc) -> Push {
         let entry = self.translate(desc, false);
         let (Some(polled), Some(entry)) = (&mut self.polled, entry) else {
-            unreachable!("coring: the route chose the polled ring for {}", desc.name());
+            unreachable!(
+                "coring: the route chose the polled ring for {}",
+                desc.name()
+            );
         };
         let entry = entry.user_data(key as u64);
         // SAFETY: the driver keeps the operation that owns every pointer in `desc` alive
