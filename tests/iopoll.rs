@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use coring::buf::{AlignedBuf, FixedBufPool};
 use coring::fs::{File, OpenOptions};
-use coring::{BackendKind, Builder, IopollStatus};
+use coring::{BackendKind, IopollStatus};
 
 /// A fresh path in the system's temporary directory (ext4 on this machine's virtio disk).
 fn temp_path(name: &str) -> PathBuf {
@@ -296,6 +296,7 @@ coring_test!(dropped_polled_ops_are_finished, |builder| {
 mod mock {
     use super::*;
     use coring::mock::MockHandle;
+    use coring::Builder;
     use coring::task::yield_now;
     use std::os::unix::fs::OpenOptionsExt;
 
