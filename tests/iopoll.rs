@@ -7,7 +7,8 @@
 //! `/sys/module/null_blk` is absent), and tmpfs has no `iopoll`. So on io_uring these tests
 //! exercise the refused path end to end against the real kernel (Linux 6.18 refuses a
 //! polled read of an ext4 file on virtio with EOPNOTSUPP in its completion, and one of a
-//! tmpfs file at submission; it completes a polled write there, unpolled), and the path
+//! tmpfs file at submission; it completes a polled write there, unpolled: see
+//! `bench/scripts/iopoll-probe.c`), and the path
 //! where the device polls runs on the mock backend, whose "polled ring" is routed by the
 //! same code. The tests accept either outcome on io_uring (a machine with NVMe poll queues
 //! keeps the file polled), and check that what they observe is consistent.
@@ -149,8 +150,9 @@ coring_test!(direct_io_with_iopoll_is_byte_exact, |builder| {
         let want: Vec<u8> = parts.concat();
         assert!(got == want, "vectored read back differs");
 
-        // A registered file and registered buffers on a fresh direct file (it tries the
-        // polled ring again, which names both plainly: its tables are the main ring's).
+        // A registered file and registered buffers on a fresh direct file (on a device that
+        // polls it goes to the polled ring, which names both plainly: its tables are the
+        // main ring's; after a refusal, to the main ring, which uses both tables).
         let path2 = temp_path(&format!("fixed-{backend}"));
         let g = open_direct(&path2).await.expect("direct IO worked above");
         g.register().unwrap();
@@ -229,14 +231,9 @@ async fn poll_once_then_drop<F: Future>(fut: F) {
 }
 
 // Direct reads and writes dropped while in flight (on the polled ring where there is one)
-// are finished by the driver, never freed early; and a runtime dropped with polled
-// operations in flight waits for them. Runs on every backend.
+// are finished by the driver, never freed early. Runs on every backend.
 coring_test!(dropped_polled_ops_are_finished, |builder| {
-    let rt = builder
-        .iopoll(true)
-        .shutdown_timeout(Duration::from_secs(10))
-        .build()
-        .expect("runtime");
+    let rt = builder.iopoll(true).build().expect("runtime");
     let backend = rt.backend();
     let path = temp_path(&format!("drop-{backend}"));
     let done = common::block_on_bounded(&rt, async {
@@ -258,33 +255,51 @@ coring_test!(dropped_polled_ops_are_finished, |builder| {
         let m = rt.metrics();
         assert_eq!(m.ops_leaked, 0, "{m:?}");
         assert_eq!(m.ops_submitted, m.ops_completed, "{m:?}");
-        // Then leave operations in flight for the runtime's drop, on a file the kernel has
-        // not refused (writes: Linux 6.18 completes polled writes even without poll
-        // queues, so on io_uring these stay on the polled ring here).
-        let path2 = temp_path(&format!("drop2-{backend}"));
-        let f2 = std::rc::Rc::new(open_direct(&path2).await.expect("direct IO worked above"));
-        let ring = !matches!(rt.iopoll_status(), IopollStatus::Unsupported { ref reason }
-            if reason.contains("has no polled IO") || reason.contains("could not be set up"));
+        true
+    });
+    if done {
+        let _ = std::fs::remove_file(&path);
+    }
+});
+
+// A runtime dropped with direct writes in flight (on the polled ring where there is one:
+// Linux 6.18 completes polled writes on this VM's disk, unpolled) waits for them: its
+// shutdown polls the polled ring until they are done (or, past the deadline, leaks their
+// buffers, never frees them). Runs on every backend.
+coring_test!(runtime_dropped_with_polled_ops_in_flight, |builder| {
+    let rt = builder
+        .iopoll(true)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("runtime");
+    let backend = rt.backend();
+    let path = temp_path(&format!("rtdrop-{backend}"));
+    let opened = common::block_on_bounded(&rt, async {
+        let Some(f) = open_direct(&path).await else {
+            return false;
+        };
         assert_eq!(
-            f2.is_polled(),
-            ring,
-            "a fresh direct file tries the polled ring"
+            f.is_polled(),
+            rt.iopoll_status() == IopollStatus::Active,
+            "before any IO, a direct file polls where the ring is up"
         );
+        let a = f.dio_alignment().unwrap();
+        let unit = a.offset().max(a.memory()).max(4096);
+        let data = pattern(unit, 5);
+        let f = std::rc::Rc::new(f);
         for i in 0..8 {
-            let f2 = f2.clone();
-            let buf = aligned(&data[..unit], a.memory());
+            let f = f.clone();
+            let buf = aligned(&data, a.memory());
             drop(coring::spawn(async move {
-                let _ = f2.write_at(buf, (i * unit) as u64).await;
+                let _ = f.write_at(buf, (i * unit) as u64).await;
             }));
         }
-        let _ = std::fs::remove_file(&path2);
+        // The tasks submit their writes; the runtime is dropped right after.
         coring::task::yield_now().await;
         true
     });
-    // Dropping the runtime polls the polled ring until its operations are done (or the
-    // shutdown deadline leaks, never frees, their buffers).
     drop(rt);
-    if done {
+    if opened {
         let _ = std::fs::remove_file(&path);
     }
 });
@@ -296,8 +311,8 @@ coring_test!(dropped_polled_ops_are_finished, |builder| {
 mod mock {
     use super::*;
     use coring::mock::MockHandle;
-    use coring::Builder;
     use coring::task::yield_now;
+    use coring::Builder;
     use std::os::unix::fs::OpenOptionsExt;
 
     fn mock_runtime(iopoll: bool) -> (coring::Runtime, MockHandle) {
@@ -406,6 +421,12 @@ mod mock {
                 assert_eq!(again.key, op.key, "the same operation, started again");
                 assert!(!again.polled, "now on the main ring: {again:?}");
                 assert!(!f.is_polled(), "the file's IO stays on the main ring");
+                // So does that of another direct file on the same device (same file
+                // system: the temporary directory).
+                if let Some((other, p2)) = direct_file("mock-refuses-2") {
+                    assert!(!other.is_polled(), "the refusal covers the device");
+                    let _ = std::fs::remove_file(p2);
+                }
                 mock.fill(again.key, b"main");
                 mock.complete(again.key, 4096);
                 assert_eq!(h.await.unwrap(), (4096, b"main".to_vec()));

@@ -106,9 +106,11 @@ impl File {
     /// ([`Builder::iopoll`](crate::Builder::iopoll)): the file is direct, the runtime has
     /// a polled ring ([`Runtime::iopoll_status`](crate::Runtime::iopoll_status) is not
     /// `Off`, and not `Unsupported` for want of a ring), and the kernel has not refused
-    /// polled IO for this file. It turns `false` after such a refusal (the device has no
-    /// poll queues), which coring handled by running the operation on the main ring; the
-    /// file's IO stays there. `false` outside a runtime.
+    /// polled IO on this file's device (or, where its device is unknown, for this file).
+    /// It turns `false` after such a refusal (the device has no poll queues, or its file
+    /// system cannot poll), which coring handled by running the operation on the main
+    /// ring; the IO of every direct file on that device stays there. `false` outside a
+    /// runtime.
     pub fn is_polled(&self) -> bool {
         use crate::driver::Backend;
         let fd = self.fd.fd_ref();
@@ -117,7 +119,7 @@ impl File {
                 .borrow()
                 .backend()
                 .poll_route()
-                .is_some_and(|r| r.is_polled(fd.id, fd.direct))
+                .is_some_and(|r| r.is_polled(&fd))
         })
         .unwrap_or(false)
     }
