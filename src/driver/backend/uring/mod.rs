@@ -370,6 +370,19 @@ impl Uring {
         }
     }
 
+    /// Cancels operation `key` if the polled ring refused it and it waits for room in the
+    /// main ring's queue (never submitted there): it completes with ECANCELED at the next
+    /// reap.
+    fn cancel_rerouting(&mut self, key: usize) -> bool {
+        let Some(i) = self.rerouting.iter().position(|(k, _)| *k == key) else {
+            return false;
+        };
+        self.rerouting.swap_remove(i);
+        self.completed_here
+            .push((key, Completion::error(libc::ECANCELED)));
+        true
+    }
+
     /// Starts the operations the polled ring refused on the main ring, as long as there is
     /// room; what finds the queue full waits for the next enter.
     fn reroute(&mut self, mut sink: impl FnMut(usize, Completion)) {
@@ -917,7 +930,7 @@ impl Backend for Uring {
         if self.route.as_mut().is_some_and(|r| r.cancel(key)) {
             return Ok(Enqueued::Yes);
         }
-        if self.cancel_deferred(key) {
+        if self.cancel_deferred(key) || (!self.rerouting.is_empty() && self.cancel_rerouting(key)) {
             return Ok(Enqueued::Yes);
         }
         // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
@@ -1095,7 +1108,7 @@ impl Backend for Uring {
     /// If the queue could not be emptied or the kernel refused; the caller then cancels
     /// asynchronously.
     fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
-        if self.cancel_deferred(key) {
+        if self.cancel_deferred(key) || (!self.rerouting.is_empty() && self.cancel_rerouting(key)) {
             return Ok(());
         }
         if self.route.as_ref().is_some_and(|r| r.has(key)) {
