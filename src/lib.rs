@@ -65,6 +65,7 @@ pub mod sync;
 pub mod task;
 pub mod time;
 
+pub use driver::iopoll::IopollStatus;
 pub use driver::Metrics;
 
 /// Test support: a backend whose operations complete when the test says so. Not API: no

@@ -25,6 +25,12 @@ pub(crate) struct FdRef {
     // Read by the page-cache fast path (io_uring and the readiness backend, Unix).
     #[cfg_attr(windows, allow(dead_code))]
     pub(crate) direct: bool,
+    /// For a direct file, the device of the file system that holds it (`st_dev`; 0:
+    /// unknown): the kernel's refusal of polled IO is a property of the device (its poll
+    /// queues) or of its file system, so it is remembered per device (`driver::iopoll`).
+    // Read by the polled-ring routing (io_uring, and the mock in tests).
+    #[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
+    pub(crate) dev: u64,
 }
 
 /// What an operation asks the kernel to do, with raw pointers into memory the operation

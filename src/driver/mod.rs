@@ -13,8 +13,9 @@
 //! calls, for the readiness backend and the blocking pool), `offload` (the blocking pool),
 //! `cached_read` and `backoff` (completing reads during submission, and rationing such
 //! attempts), `fixed` (registered files and buffers) and `provided` (a stream's multishot
-//! receive into the backend's provided buffers), and `chain` (operations the kernel orders,
-//! or the driver holds back to emulate that order: `coring::link`, deadlines).
+//! receive into the backend's provided buffers), `chain` (operations the kernel orders,
+//! or the driver holds back to emulate that order: `coring::link`, deadlines), and `iopoll`
+//! (which operations a backend runs on its polled ring, and what a refusal there means).
 
 pub(crate) mod backend;
 mod chain;
@@ -27,6 +28,7 @@ pub(crate) mod cached_read;
 pub(crate) mod dense;
 pub(crate) mod desc;
 pub(crate) mod fixed;
+pub(crate) mod iopoll;
 pub(crate) mod offload;
 pub(crate) mod op;
 pub(crate) mod provided;
@@ -173,6 +175,13 @@ pub struct Metrics {
     /// [`deadline`](crate::time::deadline_for) (IORING_OP_LINK_TIMEOUT). Elsewhere the
     /// driver emulates both, and this stays 0.
     pub ops_linked: u64,
+    /// Operations completed through the polled ring ([`Builder::iopoll`](crate::Builder::iopoll));
+    /// 0 without one.
+    pub ops_polled: u64,
+    /// Polled operations the kernel refused (EOPNOTSUPP: no poll queues) that were started
+    /// again on the main ring, transparently; counted once in `ops_submitted` and
+    /// `ops_completed` all the same.
+    pub ops_poll_rerouted: u64,
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final

@@ -102,6 +102,28 @@ impl File {
         self.fd.is_direct()
     }
 
+    /// Whether this file's reads and writes go to the current runtime's polled ring
+    /// ([`Builder::iopoll`](crate::Builder::iopoll)): the file is direct, the runtime has
+    /// a polled ring ([`Runtime::iopoll_status`](crate::Runtime::iopoll_status) is not
+    /// `Off`, and not `Unsupported` for want of a ring), and the kernel has not refused
+    /// polled IO on this file's device (or, where its device is unknown, for this file).
+    /// It turns `false` after such a refusal (the device has no poll queues, or its file
+    /// system cannot poll), which coring handled by running the operation on the main
+    /// ring; the IO of every direct file on that device stays there. `false` outside a
+    /// runtime.
+    pub fn is_polled(&self) -> bool {
+        use crate::driver::Backend;
+        let fd = self.fd.fd_ref();
+        crate::runtime::context::try_with(|rt| {
+            rt.driver
+                .borrow()
+                .backend()
+                .poll_route()
+                .is_some_and(|r| r.is_polled(&fd))
+        })
+        .unwrap_or(false)
+    }
+
     /// What direct IO on this file needs: the alignment of buffer addresses and the unit
     /// of offsets and lengths. See [`DioAlignment`] for where each platform's figure comes
     /// from and what is assumed where the system says nothing. Asked once, then

@@ -38,6 +38,8 @@ struct Inner {
     fixed: FixedCell,
     /// The descriptor is a file opened for direct IO (see `FdRef::direct`).
     direct: Cell<bool>,
+    /// The device of the file system holding a direct file (`FdRef::dev`; 0: unknown).
+    dev: Cell<u64>,
     /// Ordered writes (a stream's sends and shutdown(Write)) in flight: the identity of
     /// the runtime they run on (`context::driver_id`) and how many. Each runtime keeps its
     /// own sends in order; one on another runtime could overtake them.
@@ -55,6 +57,7 @@ impl SharedFd {
                 closer: Cell::new(None),
                 fixed: FixedCell::default(),
                 direct: Cell::new(false),
+                dev: Cell::new(0),
                 writes: Cell::new((0, 0)),
             }),
         }
@@ -126,6 +129,7 @@ impl SharedFd {
             id: self.inner.id,
             fixed: self.inner.fixed.get(),
             direct: self.inner.direct.get(),
+            dev: self.inner.dev.get(),
         }
     }
 
@@ -133,6 +137,9 @@ impl SharedFd {
     /// cache never answers.
     pub(crate) fn set_direct(&self) {
         self.inner.direct.set(true);
+        self.inner
+            .dev
+            .set(crate::platform::device_of(self.inner.fd));
     }
 
     /// Whether the descriptor is a file opened for direct IO.

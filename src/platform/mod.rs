@@ -48,8 +48,8 @@ mod unix;
 use unix::cvt;
 #[cfg(unix)]
 pub(crate) use unix::{
-    bind_listen, c, close, empty_stat, file_for_std, ip_from_raw, ip_to_raw, prepare_listener,
-    set_nodelay, set_nonblocking, FromRaw, RawFd,
+    bind_listen, c, close, device_of, empty_stat, file_for_std, ip_from_raw, ip_to_raw,
+    prepare_listener, set_nodelay, set_nonblocking, FromRaw, RawFd,
 };
 // Read by the fallback backend's readiness checks (Unix only).
 #[cfg(unix)]
@@ -59,10 +59,10 @@ pub(crate) use unix::socket_option;
 pub(crate) mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
-    bind_listen, c, close, dio_alignment, empty_stat, file_for_std, file_stat, ip_from_raw,
-    ip_to_raw, is_direct, open_creates, prepare_listener, set_direct, set_nodelay, set_nonblocking,
-    socket, unsupported_allocate_mode, unsupported_rename_flags, FromRaw, RawFd, Stat,
-    OPEN_DIR_STEP, O_DIRECT, SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
+    bind_listen, c, close, device_of, dio_alignment, empty_stat, file_for_std, file_stat,
+    ip_from_raw, ip_to_raw, is_direct, open_creates, prepare_listener, set_direct, set_nodelay,
+    set_nonblocking, socket, unsupported_allocate_mode, unsupported_rename_flags, FromRaw, RawFd,
+    Stat, OPEN_DIR_STEP, O_DIRECT, SEND_FLAGS, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "linux")]

@@ -201,3 +201,20 @@ pub(crate) fn close(fd: RawFd) -> i32 {
 pub(crate) fn file_for_std(fd: RawFd) -> RawFd {
     fd
 }
+
+/// The device (`st_dev`) of the file system that holds `fd`, or 0 if `fstat` fails: what a
+/// polled ring's refusal applies to (see `driver::iopoll`).
+pub(crate) fn device_of(fd: RawFd) -> u64 {
+    let mut st = mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `stat` into the live local; a bad descriptor is reported as
+    // -1 without writing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    // `dev_t` is u64 on Linux and FreeBSD, i32 on Apple platforms.
+    #[allow(clippy::unnecessary_cast)]
+    let dev = st.st_dev as u64;
+    dev
+}

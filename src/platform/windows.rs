@@ -248,6 +248,12 @@ pub(crate) fn set_direct(_fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The device of the file system that holds `fd`: 0 (unknown) on Windows, which has no
+/// polled IO for it to matter to (see `driver::iopoll`).
+pub(crate) fn device_of(_fd: RawFd) -> u64 {
+    0
+}
+
 /// Whether `fd` was opened for direct IO. Not asked on Windows (it would take
 /// `NtQueryInformationFile`): `false`, so a `File` made from a handle opened without
 /// buffering elsewhere is not checked by coring (Windows still refuses misaligned IO).

@@ -7,7 +7,11 @@
 //! failures, and multishot receives (with provided buffers the test fills) that end with
 //! data, with -ENOBUFS, with an error, or after the driver's backpressure cancel. The
 //! driver, the op layer and the user API above it are the production code; only the kernel
-//! is replaced. Reach it with `Builder::backend(BackendKind::Mock)` and
+//! is replaced. With `Builder::iopoll(true)` the mock also plays a polled ring: direct
+//! reads and writes are routed by the same `driver::iopoll` code as on io_uring
+//! ([`MockOp::polled`]), so a test decides whether the "device" polls (completes them) or
+//! refuses (completes them with `-EOPNOTSUPP`, after which the mock holds the operation
+//! again as a main-ring one, as io_uring restarts it there). Reach it with `Builder::backend(BackendKind::Mock)` and
 //! [`Runtime::mock`](crate::Runtime::mock) (both hidden from the docs: test support, not
 //! API), with the `test-util` feature.
 
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Backend, Enqueued, Push, Unpark, Wait};
+use crate::driver::iopoll::{PollRoute, Reaped};
 use crate::driver::{Completion, OpDesc, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
 
 /// One operation the mock backend holds, as the test sees it.
@@ -35,11 +40,14 @@ pub struct MockOp {
     pub len: u32,
     /// The driver asked to cancel it (its future was dropped, or a timeout fired).
     pub cancel_requested: bool,
+    /// It was routed to the polled ring (`Builder::iopoll`).
+    pub polled: bool,
 }
 
 struct Pending {
     desc: OpDesc,
     cancel_requested: bool,
+    polled: bool,
 }
 
 #[derive(Default)]
@@ -123,6 +131,7 @@ impl MockHandle {
                 kind: p.desc.name(),
                 len: len(&p.desc),
                 cancel_requested: p.cancel_requested,
+                polled: p.polled,
             })
             .collect()
     }
@@ -295,6 +304,8 @@ pub(crate) struct Mock {
     state: Rc<RefCell<State>>,
     /// The provided buffers, once a stream asked for multishot receives.
     provided: Option<Rc<Provided>>,
+    /// The routing to the mock's polled ring, with `Builder::iopoll(true)`.
+    route: Option<PollRoute>,
 }
 
 /// Nothing to wake: the mock never sleeps in the kernel.
@@ -305,10 +316,11 @@ impl Unpark for NoUnpark {
 }
 
 impl Mock {
-    pub(crate) fn new() -> Mock {
+    pub(crate) fn new(iopoll: bool) -> Mock {
         Mock {
             state: Rc::default(),
             provided: None,
+            route: iopoll.then(PollRoute::active),
         }
     }
 
@@ -332,11 +344,18 @@ impl Backend for Mock {
         if let Some(errno) = st.push_errors.pop_front() {
             return Err(io::Error::from_raw_os_error(errno));
         }
+        let polled = self.route.as_ref().is_some_and(|r| r.takes(desc));
+        if polled {
+            if let Some(r) = &mut self.route {
+                r.started(key, desc);
+            }
+        }
         st.pending.insert(
             key,
             Pending {
                 desc: *desc,
                 cancel_requested: false,
+                polled,
             },
         );
         Ok(Push::Queued)
@@ -345,6 +364,9 @@ impl Backend for Mock {
     /// Records the request; the test decides how the operation ends (`-ECANCELED`, or
     /// its real result if the "kernel" finished it first).
     fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
+        if let Some(r) = &mut self.route {
+            r.cancel(key);
+        }
         if let Some(p) = self.state.borrow_mut().pending.get_mut(&key) {
             p.cancel_requested = true;
         }
@@ -377,8 +399,28 @@ impl Backend for Mock {
         // Taken out first: finishing an orphan may submit (a cancel, a close).
         let ready = std::mem::take(&mut self.state.borrow_mut().ready);
         for (key, c) in ready {
-            sink(key, c);
+            match &mut self.route {
+                Some(r) if r.has(key) => match r.completed(key, c) {
+                    Reaped::Deliver(c) => sink(key, c),
+                    // Held again, as a main-ring operation, for the test to complete.
+                    Reaped::Reroute(desc) => {
+                        self.state.borrow_mut().pending.insert(
+                            key,
+                            Pending {
+                                desc,
+                                cancel_requested: false,
+                                polled: false,
+                            },
+                        );
+                    }
+                },
+                _ => sink(key, c),
+            }
         }
+    }
+
+    fn poll_route(&self) -> Option<&PollRoute> {
+        self.route.as_ref()
     }
 
     fn unparker(&self) -> Arc<dyn Unpark> {

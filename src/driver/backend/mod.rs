@@ -87,6 +87,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::fixed::Registration;
+use super::iopoll::PollRoute;
 use super::{Completion, OpDesc};
 use crate::runtime::BackendKind;
 
@@ -369,6 +370,14 @@ pub(crate) trait Backend {
     /// Provided buffers filled by the kernel and not yet recycled.
     fn provided_in_use(&self) -> usize {
         0
+    }
+
+    /// The routing of direct reads and writes to a polled ring, where the runtime asked
+    /// for one ([`crate::Builder::iopoll`]) and the backend has them (see
+    /// `driver::iopoll`); `None` where it has none (the runtime then reports polled IO as
+    /// unsupported by this backend).
+    fn poll_route(&self) -> Option<&PollRoute> {
+        None
     }
 }
 
@@ -674,6 +683,19 @@ impl Backend for AnyBackend {
             AnyBackend::Iocp(b) => b.provided_in_use(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.provided_in_use(),
+        }
+    }
+
+    fn poll_route(&self) -> Option<&PollRoute> {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.poll_route(),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.poll_route(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.poll_route(),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.poll_route(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct BackendConfig {
     /// Provided buffers of multishot stream receives, (count, size); `None`: streams read
     /// single-shot.
     pub(crate) recv_buffers: Option<(u16, usize)>,
+    /// Run direct file IO on a polled ring (io_uring; the mock plays one).
+    pub(crate) iopoll: bool,
 }
 
 /// What a fallback chosen on request says about itself.
@@ -45,7 +47,7 @@ pub(crate) fn build(
     cfg: &BackendConfig,
 ) -> io::Result<(AnyBackend, Option<String>)> {
     match kind {
-        BackendKind::Mock => mock(),
+        BackendKind::Mock => mock(cfg),
         BackendKind::Fallback => fallback(),
         BackendKind::Iocp => iocp(),
         BackendKind::IoUring | BackendKind::Auto => platform(kind, cfg),
@@ -84,12 +86,12 @@ fn iocp() -> io::Result<(AnyBackend, Option<String>)> {
 }
 
 #[cfg(feature = "test-util")]
-fn mock() -> io::Result<(AnyBackend, Option<String>)> {
-    Ok((AnyBackend::Mock(super::mock::Mock::new()), None))
+fn mock(cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
+    Ok((AnyBackend::Mock(super::mock::Mock::new(cfg.iopoll)), None))
 }
 
 #[cfg(not(feature = "test-util"))]
-fn mock() -> io::Result<(AnyBackend, Option<String>)> {
+fn mock(_cfg: &BackendConfig) -> io::Result<(AnyBackend, Option<String>)> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "coring: BackendKind::Mock is test support; enable coring's `test-util` feature \
@@ -109,6 +111,7 @@ fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, O
         recv_buffers: cfg
             .recv_buffers
             .map(|(count, size)| uring::RecvBuffers { count, size }),
+        iopoll: cfg.iopoll,
     };
     match uring::Uring::new(&ring_cfg) {
         Ok(ring) => Ok((AnyBackend::Uring(ring), None)),

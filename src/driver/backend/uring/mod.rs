@@ -1,6 +1,9 @@
 //! The io_uring backend: ring setup and probe, `OpDesc -> SQE`, submit and reap, the
 //! ring's registered-file and registered-buffer tables (`fixed.rs`), its provided-buffer
-//! ring (`bufring.rs`), and the order of a stream's sends (`send_order.rs`).
+//! ring (`bufring.rs`), the order of a stream's sends (`send_order.rs`), and the second,
+//! polled ring of direct file IO (IORING_SETUP_IOPOLL, `Builder::iopoll`: its routing and
+//! refusals are `driver::iopoll`'s; its completions go to the same sink, keyed the same,
+//! as the main ring's).
 
 mod bufring;
 pub(crate) use bufring::RecvBuffers;
@@ -20,6 +23,7 @@ use super::{classify_enter_error, Backend, Enqueued, Linked, Push, Unpark, Wait}
 use crate::driver::cached_read::CachedReads;
 use crate::driver::desc::FdRef;
 use crate::driver::fixed::{Fixed, Registration};
+use crate::driver::iopoll::{PollRoute, Reaped};
 use crate::driver::offload::Offload;
 use crate::driver::syscall;
 use crate::driver::{Completion, OpDesc};
@@ -56,6 +60,8 @@ pub(crate) struct UringConfig {
     /// The provided buffers of multishot stream receives; `None`: streams read
     /// single-shot.
     pub(crate) recv_buffers: Option<RecvBuffers>,
+    /// Set up a second ring with IORING_SETUP_IOPOLL for direct reads and writes.
+    pub(crate) iopoll: bool,
 }
 
 /// The io_uring backend.
@@ -107,6 +113,14 @@ pub(crate) struct Uring {
     /// which must not move when the vector grows.
     #[allow(clippy::vec_box)]
     timespecs: Vec<Box<types::Timespec>>,
+    /// The polled ring (IORING_SETUP_IOPOLL), if asked for and set up.
+    polled: Option<IoUring>,
+    /// What goes to it, and what its refusals mean; `None` if not asked for.
+    route: Option<PollRoute>,
+    /// Operations the polled ring refused, to be started on the main ring, whose
+    /// submission queue was full: retried by the next enter (which does not sleep
+    /// meanwhile).
+    rerouting: Vec<(usize, OpDesc)>,
 }
 
 impl Drop for Uring {
@@ -185,6 +199,19 @@ impl Uring {
             .fold(0u128, |m, code| m | 1u128 << code);
         let wake = Arc::new(EventFd::new().map_err(at("eventfd"))?);
         let registry = fixed::Registry::new(ring.as_raw_fd());
+        let (polled, route) = if cfg.iopoll {
+            match Self::setup_polled(cfg.entries) {
+                Ok(p) => (Some(p), Some(PollRoute::active())),
+                Err(e) => (
+                    None,
+                    Some(PollRoute::unavailable(format!(
+                        "the polled ring (IORING_SETUP_IOPOLL) could not be set up: {e}"
+                    ))),
+                ),
+            }
+        } else {
+            (None, None)
+        };
         let mut uring = Uring {
             registry,
             ring,
@@ -209,6 +236,9 @@ impl Uring {
             multishot: Vec::new(),
             multishot_live: 0,
             timespecs: Vec::new(),
+            polled,
+            route,
+            rerouting: Vec::new(),
         };
         if !uring.arm_wake() {
             return Err((
@@ -283,6 +313,89 @@ impl Uring {
             }
         }
         Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+    }
+
+    /// The polled ring: IORING_SETUP_IOPOLL, nothing else (it takes only reads, writes and
+    /// NOPs, and is entered only by this thread).
+    fn setup_polled(entries: u32) -> io::Result<IoUring> {
+        let mut b = IoUring::builder();
+        b.dontfork().setup_iopoll();
+        b.build(entries)
+    }
+
+    /// Starts `desc` on the polled ring, which the route chose for it.
+    fn push_polled(&mut self, key: usize, desc: &OpDesc) -> Push {
+        let entry = self.translate(desc, false);
+        let (Some(polled), Some(entry)) = (&mut self.polled, entry) else {
+            unreachable!(
+                "coring: the route chose the polled ring for {}",
+                desc.name()
+            );
+        };
+        let entry = entry.user_data(key as u64);
+        // SAFETY: the driver keeps the operation that owns every pointer in `desc` alive
+        // until the completion tagged `key` has been reaped (driver contract, point 1);
+        // the polled ring's completions are reaped by `reap` like the main ring's, and a
+        // refused one's description goes to the main ring, still owned the same way.
+        match unsafe { polled.submission().push(&entry) } {
+            Ok(()) => {
+                if let Some(route) = &mut self.route {
+                    route.started(key, desc);
+                }
+                Push::Queued
+            }
+            Err(_) => Push::Full,
+        }
+    }
+
+    /// Hands queued polled operations to the kernel and checks the device once for their
+    /// completions (an enter with GETEVENTS and min_complete 0 never sleeps on a polled
+    /// ring). Returns whether any are in flight.
+    fn poll_polled(&mut self) -> io::Result<bool> {
+        let Some(polled) = &mut self.polled else {
+            return Ok(false);
+        };
+        let live = self.route.as_ref().map_or(0, PollRoute::live);
+        let mut sq = polled.submission();
+        sq.sync();
+        let queued = !sq.is_empty();
+        drop(sq);
+        if live == 0 && !queued {
+            return Ok(false);
+        }
+        // On an IOPOLL ring, `submit` always carries GETEVENTS (min_complete 0).
+        match polled.submit() {
+            Ok(_) => Ok(true),
+            Err(e) => Err(classify_enter_error(e)),
+        }
+    }
+
+    /// Cancels operation `key` if the polled ring refused it and it waits for room in the
+    /// main ring's queue (never submitted there): it completes with ECANCELED at the next
+    /// reap.
+    fn cancel_rerouting(&mut self, key: usize) -> bool {
+        let Some(i) = self.rerouting.iter().position(|(k, _)| *k == key) else {
+            return false;
+        };
+        self.rerouting.swap_remove(i);
+        self.completed_here
+            .push((key, Completion::error(libc::ECANCELED)));
+        true
+    }
+
+    /// Starts the operations the polled ring refused on the main ring, as long as there is
+    /// room; what finds the queue full waits for the next enter.
+    fn reroute(&mut self, mut sink: impl FnMut(usize, Completion)) {
+        for (key, desc) in std::mem::take(&mut self.rerouting) {
+            match self.submit_op(key, &desc) {
+                Ok(Enqueued::Yes) => {}
+                Ok(Enqueued::QueueFull) => self.rerouting.push((key, desc)),
+                Err(e) => sink(
+                    key,
+                    Completion::error(e.raw_os_error().unwrap_or(libc::EIO)),
+                ),
+            }
+        }
     }
 
     /// Proves the ring works end to end: one NOP submitted and reaped. Catches seccomp
@@ -364,6 +477,32 @@ impl Uring {
         match unsafe { sq.push(entry) } {
             Ok(()) => Enqueued::Yes,
             Err(_) => Enqueued::QueueFull,
+        }
+    }
+
+    /// Passes the polled ring's completions on (through the route: a refused operation
+    /// goes to the main ring instead, see `driver::iopoll`).
+    fn reap_polled(&mut self, sink: &mut impl FnMut(usize, Completion)) {
+        let (Some(polled), Some(route)) = (&mut self.polled, &mut self.route) else {
+            return;
+        };
+        {
+            let mut cq = polled.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                let key = cqe.user_data() as usize;
+                let c = Completion {
+                    res: cqe.result(),
+                    flags: cqe.flags(),
+                };
+                match route.completed(key, c) {
+                    Reaped::Deliver(c) => sink(key, c),
+                    Reaped::Reroute(desc) => self.rerouting.push((key, desc)),
+                }
+            }
+        }
+        if !self.rerouting.is_empty() {
+            self.reroute(&mut *sink);
         }
     }
 
@@ -480,10 +619,18 @@ impl Uring {
     /// longer than the SQE's 32-bit length field): it runs on the blocking pool, as when
     /// the kernel lacks the opcode.
     fn sqe(&self, desc: &OpDesc) -> Option<squeue::Entry> {
+        self.translate(desc, true)
+    }
+
+    /// [`Uring::sqe`], for the main ring (`tables`: registered entries of this ring are
+    /// used) or for the polled ring (which has no tables: every descriptor and buffer is
+    /// named plainly).
+    fn translate(&self, desc: &OpDesc, tables: bool) -> Option<squeue::Entry> {
+        let own = |fixed: Option<Fixed>| if tables { self.own(fixed) } else { None };
         let mut sqe_flags = squeue::Flags::empty();
         // A descriptor as the SQE names it: its registered slot (with IOSQE_FIXED_FILE)
         // where it has one in this ring, else the raw number.
-        let mut fd = |f: FdRef| match self.own(f.fixed) {
+        let mut fd = |f: FdRef| match own(f.fixed) {
             Some(slot) => {
                 sqe_flags |= squeue::Flags::FIXED_FILE;
                 types::Fd(slot as RawFd)
@@ -498,7 +645,7 @@ impl Uring {
                 len,
                 offset,
                 buf_index,
-            } => match self.own(buf_index) {
+            } => match own(buf_index) {
                 // Table size <= MAX_BUFFERS (2^14), so the index fits the SQE's u16.
                 Some(i) => opcode::ReadFixed::new(fd(f), buf, len, i as u16)
                     .offset(offset)
@@ -511,7 +658,7 @@ impl Uring {
                 len,
                 offset,
                 buf_index,
-            } => match self.own(buf_index) {
+            } => match own(buf_index) {
                 Some(i) => opcode::WriteFixed::new(fd(f), buf, len, i as u16)
                     .offset(offset)
                     .build(),
@@ -686,6 +833,11 @@ impl Backend for Uring {
         inline: bool,
         _waker: &std::task::Waker,
     ) -> io::Result<Push> {
+        if let Some(route) = &self.route {
+            if route.takes(desc) && !self.hides(desc.name()) {
+                return Ok(self.push_polled(key, desc));
+            }
+        }
         if inline {
             // SAFETY: the op owning desc's memory is alive for the whole submission call.
             let done = unsafe {
@@ -773,7 +925,12 @@ impl Backend for Uring {
     }
 
     fn cancel(&mut self, key: usize) -> io::Result<Enqueued> {
-        if self.cancel_deferred(key) {
+        // On the polled ring: recorded only (see `driver::iopoll`); it completes on its
+        // own within the device's latency.
+        if self.route.as_mut().is_some_and(|r| r.cancel(key)) {
+            return Ok(Enqueued::Yes);
+        }
+        if self.cancel_deferred(key) || (!self.rerouting.is_empty() && self.cancel_rerouting(key)) {
             return Ok(Enqueued::Yes);
         }
         // An operation the kernel lacks runs on the pool: stop its wait, if it waits.
@@ -792,6 +949,19 @@ impl Backend for Uring {
         if self.offload.has_completions() || !self.completed_here.is_empty() {
             // Results are waiting outside the ring: do not sleep on it.
             wait = Wait::No;
+        }
+        if self.polled.is_some() {
+            if !self.rerouting.is_empty() {
+                let mut failed = Vec::new();
+                self.reroute(|key, c| failed.push((key, c)));
+                self.completed_here.extend(failed);
+            }
+            // Polled completions appear only when the ring is polled: with any in flight
+            // (or refused ones still waiting for room), poll instead of sleeping.
+            if self.poll_polled()? || !self.rerouting.is_empty() || !self.completed_here.is_empty()
+            {
+                wait = Wait::No;
+            }
         }
         if !self.blocked_on_full_sq.is_empty() {
             // A deferred send still finds no room in the queue (the kernel has not taken the
@@ -880,6 +1050,9 @@ impl Backend for Uring {
                 }
             }
         }
+        if self.polled.is_some() {
+            self.reap_polled(&mut sink);
+        }
         let sends = &mut self.sends;
         self.offload.drain(&mut |key, c| {
             if let Some(fd) = sends.finished(key) {
@@ -908,10 +1081,15 @@ impl Backend for Uring {
     fn describe(&self) -> String {
         let p = self.ring.params();
         format!(
-            "io_uring ({} sq / {} cq entries, {})",
+            "io_uring ({} sq / {} cq entries, {}{})",
             p.sq_entries(),
             p.cq_entries(),
-            self.setup
+            self.setup,
+            if self.polled.is_some() {
+                ", iopoll ring"
+            } else {
+                ""
+            }
         )
     }
 
@@ -930,8 +1108,13 @@ impl Backend for Uring {
     /// If the queue could not be emptied or the kernel refused; the caller then cancels
     /// asynchronously.
     fn cancel_sync(&mut self, key: usize) -> io::Result<()> {
-        if self.cancel_deferred(key) {
+        if self.cancel_deferred(key) || (!self.rerouting.is_empty() && self.cancel_rerouting(key)) {
             return Ok(());
+        }
+        if self.route.as_ref().is_some_and(|r| r.has(key)) {
+            // On the polled ring, which has no cancel: it completes on its own (see
+            // `driver::iopoll`), so the driver waits for it asynchronously.
+            return Err(io::Error::from_raw_os_error(libc::EINPROGRESS));
         }
         if self.offload.has(key) {
             // Not in the ring (the kernel lacks its opcode): the ring would answer ENOENT,
@@ -1057,6 +1240,11 @@ impl Backend for Uring {
     /// Provided buffers filled and not yet recycled.
     fn provided_in_use(&self) -> usize {
         self.bufring.as_ref().map_or(0, |b| b.in_use())
+    }
+
+    /// The routing of direct IO to the polled ring, if asked for.
+    fn poll_route(&self) -> Option<&PollRoute> {
+        self.route.as_ref()
     }
 }
 

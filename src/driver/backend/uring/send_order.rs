@@ -215,6 +215,7 @@ mod tests {
                 id: 0,
                 fixed: None,
                 direct: false,
+                dev: 0,
             },
             buf: buf.as_ptr(),
             len: buf.len() as u32,
@@ -254,6 +255,7 @@ mod tests {
                 id: 0,
                 fixed: None,
                 direct: false,
+                dev: 0,
             },
             how: libc::SHUT_WR,
         };
