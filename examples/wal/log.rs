@@ -16,6 +16,13 @@
 //! file at the first torn or corrupt one (a crash mid-batch leaves at most the last batch
 //! torn). Nothing after a bad record is kept, even if it looks intact: a record is only
 //! trusted if every record before it is.
+//!
+//! Space ahead of the end is reserved in segments ([`Prealloc`]): with the default,
+//! [`Prealloc::Zeroed`], a segment is written with zeros and `fsync`ed once, so that the
+//! batches written into it change no metadata and each batch's `fdatasync` writes only its
+//! data. Recovery reads the zero tail as the end (a zero length is never a record) and
+//! cuts it with any torn record, so that no stale bytes are ever left past the end; the
+//! next batch reserves again.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -30,13 +37,75 @@ pub const HEADER: usize = 8;
 /// The largest payload a record may carry.
 pub const MAX_RECORD: usize = 16 << 20;
 
+/// How the log reserves space ahead of its end, a segment at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prealloc {
+    /// Nothing reserved: every batch grows the file, so each `fdatasync` also writes the
+    /// new size and block allocation (a journal commit on ext4).
+    None,
+    /// `File::allocate` (fallocate) each segment: space is reserved and the size set, but
+    /// on most file systems the blocks stay "unwritten" until written, so a batch's
+    /// `fdatasync` still commits the conversion.
+    Allocate,
+    /// Each segment written with zeros and `fsync`ed before batches go into it: a batch's
+    /// `fdatasync` then writes its data pages and nothing else.
+    #[default]
+    Zeroed,
+}
+
+impl Prealloc {
+    /// The name the bench and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prealloc::None => "none",
+            Prealloc::Allocate => "allocate",
+            Prealloc::Zeroed => "zeroed",
+        }
+    }
+
+    /// The variant called `name` (as [`Prealloc::name`] gives it).
+    pub fn parse(name: &str) -> Option<Prealloc> {
+        [Prealloc::None, Prealloc::Allocate, Prealloc::Zeroed]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+/// How [`Log::open_with`] sets the log up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How space ahead of the end is reserved.
+    pub prealloc: Prealloc,
+    /// Bytes reserved at a time (rounded up to whole 4 KiB pages).
+    pub segment: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            prealloc: Prealloc::default(),
+            segment: 4 << 20,
+        }
+    }
+}
+
 /// What [`Log::open`] found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
     /// Intact records kept, in order: (offset, payload).
     pub records: Vec<(u64, Vec<u8>)>,
-    /// Bytes cut from the end (a torn or corrupt tail).
+    /// Bytes cut from the end: a torn or corrupt tail, and the zeros of reserved space.
     pub truncated: u64,
+    /// How many of the bytes cut were the trailing zeros of reserved space (the rest, if
+    /// any, was a torn or corrupt record).
+    pub zeros: u64,
+}
+
+impl Recovery {
+    /// Whether a torn or corrupt tail was cut (not just reserved zeros).
+    pub fn torn(&self) -> bool {
+        self.truncated > self.zeros
+    }
 }
 
 /// One queued append: its framed bytes and where its outcome goes.
@@ -47,8 +116,11 @@ struct Pending {
 
 struct Inner {
     file: File,
+    opts: Options,
     /// Where the next batch goes: the end of the last durable batch.
     end: Cell<u64>,
+    /// The end of the space reserved (durably, as [`Options::prealloc`] says).
+    reserved: Cell<u64>,
     queue: RefCell<Vec<Pending>>,
     /// The committer, when it waits for work.
     idle: RefCell<Option<std::task::Waker>>,
@@ -105,9 +177,14 @@ pub fn scan(data: &[u8]) -> (Vec<(u64, Vec<u8>)>, u64) {
 }
 
 impl Log {
-    /// Opens (creating if missing) the log at `path`, recovers it, and starts its
-    /// committer on the current runtime.
+    /// Opens (creating if missing) the log at `path` with the default [`Options`],
+    /// recovers it, and starts its committer on the current runtime.
     pub async fn open(path: impl AsRef<Path>) -> io::Result<(Log, Recovery)> {
+        Log::open_with(path, Options::default()).await
+    }
+
+    /// [`Log::open`] with `opts`.
+    pub async fn open_with(path: impl AsRef<Path>, opts: Options) -> io::Result<(Log, Recovery)> {
         let path = path.as_ref();
         let file = OpenOptions::new()
             .read(true)
@@ -122,15 +199,25 @@ impl Log {
         res?;
         let (records, end) = scan(&data);
         let truncated = size - end;
+        let zeros = data[end as usize..]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == 0)
+            .count() as u64;
         if truncated > 0 {
-            // Cut the torn tail, so that nothing after it is ever read as a record.
+            // Cut the torn tail and any reserved zeros, so that nothing after the end is
+            // ever read as a record: a batch written later at the end could otherwise be
+            // followed by a stale intact-looking record of a batch that never became
+            // durable.
             let std_file = std::fs::OpenOptions::new().write(true).open(path)?;
             std_file.set_len(end)?;
             std_file.sync_all()?;
         }
         let inner = Rc::new(Inner {
             file,
+            opts,
             end: Cell::new(end),
+            reserved: Cell::new(end),
             queue: RefCell::new(Vec::new()),
             idle: RefCell::new(None),
             closed: Cell::new(false),
@@ -140,7 +227,14 @@ impl Log {
         });
         let log = Log { inner };
         drop(coring::spawn(log.clone().commit_loop()));
-        Ok((log, Recovery { records, truncated }))
+        Ok((
+            log,
+            Recovery {
+                records,
+                truncated,
+                zeros,
+            },
+        ))
     }
 
     /// Appends `payload`; resolves once the record is durable (written and
@@ -191,7 +285,6 @@ impl Log {
     }
 
     /// The log's file (for fault injection in tests: `coring::fault::inject(log.file(), ..)`).
-    #[allow(dead_code)] // used by tests/wal_crash.rs, not by the example's main
     pub fn file(&self) -> &File {
         &self.inner.file
     }
@@ -238,7 +331,10 @@ impl Log {
                 buf.extend_from_slice(&p.framed);
             }
             let start = self.inner.end.get();
-            let outcome = self.write_and_sync(buf, start).await;
+            let outcome = match self.reserve(start + total as u64).await {
+                Ok(()) => self.write_and_sync(buf, start).await,
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(()) => {
                     self.inner.end.set(start + total as u64);
@@ -263,6 +359,34 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// Makes sure space up to `upto` is reserved, a segment at a time, as
+    /// [`Options::prealloc`] says.
+    async fn reserve(&self, upto: u64) -> io::Result<()> {
+        let reserved = self.inner.reserved.get();
+        let Options { prealloc, segment } = self.inner.opts;
+        if prealloc == Prealloc::None || upto <= reserved {
+            return Ok(());
+        }
+        let segment = segment.max(1).next_multiple_of(4096);
+        // Whole segments past `upto`, so that the next batches land in reserved space.
+        let new_end = (upto + segment).next_multiple_of(segment);
+        let file = &self.inner.file;
+        match prealloc {
+            Prealloc::None => {}
+            Prealloc::Allocate => file.allocate(reserved, new_end - reserved).await?,
+            Prealloc::Zeroed => {
+                let (res, _) = file
+                    .write_all_at(vec![0u8; (new_end - reserved) as usize], reserved)
+                    .await;
+                res?;
+                // The size and the blocks, durably: later batches' fdatasync need not.
+                file.sync_all().await?;
+            }
+        }
+        self.inner.reserved.set(new_end);
+        Ok(())
     }
 
     async fn write_and_sync(&self, buf: Vec<u8>, at: u64) -> io::Result<()> {
