@@ -24,8 +24,9 @@ modes:
   spawn     spawn N no-op tasks and await them all (tasks/s)
   timers    N concurrent 1 ms sleeps (total time until all are done)
   wal       durable appends to a write-ahead log: coring's group-commit log (the wal
-            example's) with N appenders against a std::fs write + fdatasync loop, in
-            interleaved rounds; appends/s, append-to-durable latency, paired ratios
+            example's) with N appenders against a std::fs write + fdatasync loop (and a
+            bare io_uring loop), in interleaved rounds; appends/s, append-to-durable
+            latency, ratios paired with the same round's std loop
 
 options:
   --backend B         io_uring, fallback or both (default both; CORING_BACKEND, if set,
@@ -49,6 +50,9 @@ options:
   --rounds N          wal: interleaved rounds, every contender once per round in a
                       rotating order (default 3)
   --path DIR          wal: directory of the log files (default the temporary directory)
+  --no-ring-loop      wal: leave out the bare io_uring loop (one write linked to one
+                      IORING_OP_FSYNC per record, as fio --ioengine=io_uring
+                      --fdatasync=1 at depth 1), run by default on Linux
   --qd N[,N..]        fread: queue depths (default 1,32)
   --file-mb N         fread: test file size in MiB (default 64)
   --direct            fread: direct IO (O_DIRECT, an AlignedBuf per reader): every read
@@ -109,6 +113,8 @@ pub struct Config {
     pub wal_warmup: Duration,
     /// Wal: directory of the log files.
     pub wal_dir: PathBuf,
+    /// Wal: also run the bare io_uring loop (Linux).
+    pub ring_loop: bool,
     /// JSON instead of the table.
     pub json: bool,
     /// Where to write the SVG plot.
@@ -145,6 +151,7 @@ impl Default for Config {
             wal_secs: Duration::from_secs(2),
             wal_warmup: Duration::from_millis(200),
             wal_dir: std::env::temp_dir(),
+            ring_loop: cfg!(target_os = "linux"),
             json: false,
             plot: None,
             log_y: true,
@@ -231,6 +238,7 @@ pub fn parse(
             "--prealloc" => cfg.preallocs = flags.list(&flag, Prealloc::parse)?,
             "--rounds" => cfg.rounds = flags.count(&flag)?,
             "--path" => cfg.wal_dir = PathBuf::from(flags.value(&flag)?),
+            "--no-ring-loop" => cfg.ring_loop = false,
             "--qd" => cfg.qds = flags.counts(&flag)?,
             "--rate" => {
                 cfg.rates = flags.list(&flag, |s| match s {
@@ -380,6 +388,7 @@ impl Bench {
     pub fn backend_label(&self, kind: BackendKind) -> &'static str {
         match self {
             Bench::Wal(p) if p.contender == Contender::StdLoop => crate::wal::STD_BACKEND,
+            Bench::Wal(p) if p.contender == Contender::RingLoop => crate::wal::RING_BACKEND,
             _ => backend_name(kind),
         }
     }
@@ -411,6 +420,9 @@ fn wal_plan(cfg: &Config) -> Vec<(Bench, BackendKind)> {
     let mut out = Vec::new();
     for &size in &cfg.wal_sizes {
         let mut contenders = vec![(Contender::StdLoop, BackendKind::Auto)];
+        if cfg.ring_loop {
+            contenders.push((Contender::RingLoop, BackendKind::Auto));
+        }
         for &appenders in &cfg.appenders {
             for &prealloc in &cfg.preallocs {
                 for &k in &cfg.backends {

@@ -44,6 +44,11 @@ pub use self::log::Prealloc;
 pub enum Contender {
     /// The baseline: a `std::fs` loop of write + `sync_data` per record, on one thread.
     StdLoop,
+    /// The practical limit of one appender on io_uring (Linux): a hand-written loop on a
+    /// bare ring (the `io-uring` crate), one record per write linked to an
+    /// IORING_OP_FSYNC (datasync), both submitted and awaited with one enter. What
+    /// `fio --ioengine=io_uring --fdatasync=1` does at queue depth 1.
+    RingLoop,
     /// coring's group-commit log with this many appending tasks.
     Coring {
         /// Concurrent appenders.
@@ -55,6 +60,8 @@ pub enum Contender {
 
 /// The backend name reports give the baseline, which runs on no coring runtime.
 pub const STD_BACKEND: &str = "std";
+/// The backend name reports give the bare ring loop.
+pub const RING_BACKEND: &str = "ring";
 
 /// One wal run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +83,7 @@ impl WalParams {
     pub fn label(&self) -> String {
         match self.contender {
             Contender::StdLoop => format!("{}B std loop", self.size),
+            Contender::RingLoop => format!("{}B ring loop", self.size),
             Contender::Coring {
                 appenders,
                 prealloc,
@@ -105,18 +113,23 @@ struct Measured {
 pub fn run(p: &WalParams, dir: &Path, backend: BackendKind, progress: &mut Progress) -> RunResult {
     let backend_label = match p.contender {
         Contender::StdLoop => STD_BACKEND,
+        Contender::RingLoop => RING_BACKEND,
         Contender::Coring { .. } => backend_name(backend),
     };
     let mut res = RunResult::new(Mode::Wal, p.label(), backend_label, "append");
     let (appenders, prealloc) = match p.contender {
-        Contender::StdLoop => (1, None),
+        Contender::StdLoop | Contender::RingLoop => (1, None),
         Contender::Coring {
             appenders,
             prealloc,
         } => (appenders, Some(prealloc.name())),
     };
     res.params = json!({
-        "contender": match p.contender { Contender::StdLoop => "std loop", _ => "coring" },
+        "contender": match p.contender {
+            Contender::StdLoop => "std loop",
+            Contender::RingLoop => "ring loop",
+            Contender::Coring { .. } => "coring",
+        },
         "appenders": appenders,
         "size": p.size,
         "prealloc": prealloc,
@@ -138,6 +151,7 @@ pub fn run(p: &WalParams, dir: &Path, backend: BackendKind, progress: &mut Progr
             let _ = std::fs::remove_file(&path);
             let m = match params.contender {
                 Contender::StdLoop => std_loop(&params, &path, &thread_counter),
+                Contender::RingLoop => ring_loop(&params, &path, &thread_counter),
                 Contender::Coring { .. } => coring_log(&params, &path, backend, thread_counter),
             };
             let _ = std::fs::remove_file(&path);
@@ -229,6 +243,95 @@ fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured,
         batches: ops,
         records: ops,
     })
+}
+
+/// The bare ring loop (see [`Contender::RingLoop`]).
+#[cfg(target_os = "linux")]
+fn ring_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured, String> {
+    use io_uring::{opcode, squeue, types};
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let (mut ring, setup) = crate::raw::ring(8).map_err(|e| format!("io_uring setup: {e}"))?;
+    let fd = types::Fd(f.as_raw_fd());
+    let start = Instant::now();
+    let (warm_end, end) = (start + p.warmup, start + p.warmup + p.secs);
+    let (mut hist, mut ops, mut off, mut seq) = (LatencyHist::new(), 0u64, 0u64, 0u64);
+    let mut cpu0 = None;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        if t0 >= warm_end && cpu0.is_none() {
+            cpu0 = Some(sys::process_cpu());
+        }
+        let rec = log::frame(&log::payload(0, seq, p.size));
+        let write = opcode::Write::new(fd, rec.as_ptr(), rec.len() as u32)
+            .offset(off)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(1);
+        let sync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(2);
+        // SAFETY: `rec` and the file outlive both entries: both are reaped below before
+        // either is dropped or reused.
+        unsafe { ring.submission().push_multiple(&[write, sync]) }
+            .map_err(|_| "the SQ is full".to_string())?;
+        ring.submit_and_wait(2)
+            .map_err(|e| format!("io_uring_enter: {e}"))?;
+        let mut done = 0;
+        while done < 2 {
+            let Some(cqe) = ring.completion().next() else {
+                ring.submit_and_wait(1)
+                    .map_err(|e| format!("io_uring_enter: {e}"))?;
+                continue;
+            };
+            done += 1;
+            let want = if cqe.user_data() == 1 { rec.len() as i32 } else { 0 };
+            if cqe.result() != want {
+                return Err(format!(
+                    "{} of record {seq}: result {}",
+                    if cqe.user_data() == 1 { "write" } else { "fdatasync" },
+                    cqe.result()
+                ));
+            }
+        }
+        let t1 = Instant::now();
+        counter.fetch_add(1, Ordering::Relaxed);
+        if t0 >= warm_end {
+            hist.record((t1 - t0).as_nanos() as u64);
+            ops += 1;
+        }
+        off += rec.len() as u64;
+        seq += 1;
+    }
+    let cpu = cpu0
+        .flatten()
+        .zip(sys::process_cpu())
+        .map(|(a, b)| b.saturating_sub(a));
+    Ok(Measured {
+        backend: None,
+        description: format!("bare io_uring ({})", setup.name()),
+        hist,
+        ops,
+        cpu,
+        batches: ops,
+        records: ops,
+    })
+}
+
+/// The bare ring loop needs io_uring, which only Linux has.
+#[cfg(not(target_os = "linux"))]
+fn ring_loop(_: &WalParams, _: &Path, _: &AtomicU64) -> Result<Measured, String> {
+    Err("the ring loop needs io_uring (Linux)".to_string())
 }
 
 /// What the appenders share.

@@ -390,9 +390,13 @@ impl Log {
     }
 
     async fn write_and_sync(&self, buf: Vec<u8>, at: u64) -> io::Result<()> {
-        let (res, _) = self.inner.file.write_all_at(buf, at).await;
-        res?;
-        self.inner.file.sync_data().await
+        if std::env::var_os("WAL_UNLINKED").is_some() {
+            let (res, _) = self.inner.file.write_all_at(buf, at).await;
+            res?;
+            return self.inner.file.sync_data().await;
+        }
+        let (res, _) = self.inner.file.write_all_at_then_sync(buf, at, true).await;
+        res
     }
 }
 
