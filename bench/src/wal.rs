@@ -197,15 +197,25 @@ fn std_write_all_at(f: &std::fs::File, mut buf: &[u8], mut off: u64) -> io::Resu
     Ok(())
 }
 
-/// The baseline: frame a record, write it at the end, `sync_data`, again.
-fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured, String> {
-    let f = std::fs::OpenOptions::new()
+/// A new file at `path` for a one-record-at-a-time loop.
+fn create_loop_file(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| format!("open {}: {e}", path.display()))?;
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// The loop the single-threaded contenders share: frame record `seq`, let `durable` write
+/// it at `off` and make it durable, time that, again until the window ends.
+fn timed_loop(
+    p: &WalParams,
+    counter: &AtomicU64,
+    description: String,
+    mut durable: impl FnMut(&[u8], u64, u64) -> Result<(), String>,
+) -> Result<Measured, String> {
     let start = Instant::now();
     let (warm_end, end) = (start + p.warmup, start + p.warmup + p.secs);
     let (mut hist, mut ops, mut off, mut seq) = (LatencyHist::new(), 0u64, 0u64, 0u64);
@@ -219,8 +229,7 @@ fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured,
             cpu0 = Some(sys::process_cpu());
         }
         let rec = log::frame(&log::payload(0, seq, p.size));
-        std_write_all_at(&f, &rec, off).map_err(|e| format!("write: {e}"))?;
-        f.sync_data().map_err(|e| format!("sync_data: {e}"))?;
+        durable(&rec, off, seq)?;
         let t1 = Instant::now();
         counter.fetch_add(1, Ordering::Relaxed);
         if t0 >= warm_end {
@@ -236,7 +245,7 @@ fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured,
         .map(|(a, b)| b.saturating_sub(a));
     Ok(Measured {
         backend: None,
-        description: String::new(),
+        description,
         hist,
         ops,
         cpu,
@@ -245,33 +254,25 @@ fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured,
     })
 }
 
+/// The baseline: frame a record, write it at the end, `sync_data`, again.
+fn std_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured, String> {
+    let f = create_loop_file(path)?;
+    timed_loop(p, counter, String::new(), |rec, off, _| {
+        std_write_all_at(&f, rec, off).map_err(|e| format!("write: {e}"))?;
+        f.sync_data().map_err(|e| format!("sync_data: {e}"))
+    })
+}
+
 /// The bare ring loop (see [`Contender::RingLoop`]).
 #[cfg(target_os = "linux")]
 fn ring_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured, String> {
     use io_uring::{opcode, squeue, types};
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let f = create_loop_file(path)?;
     let (mut ring, setup) = crate::raw::ring(8).map_err(|e| format!("io_uring setup: {e}"))?;
     let fd = types::Fd(f.as_raw_fd());
-    let start = Instant::now();
-    let (warm_end, end) = (start + p.warmup, start + p.warmup + p.secs);
-    let (mut hist, mut ops, mut off, mut seq) = (LatencyHist::new(), 0u64, 0u64, 0u64);
-    let mut cpu0 = None;
-    loop {
-        let t0 = Instant::now();
-        if t0 >= end {
-            break;
-        }
-        if t0 >= warm_end && cpu0.is_none() {
-            cpu0 = Some(sys::process_cpu());
-        }
-        let rec = log::frame(&log::payload(0, seq, p.size));
+    let description = format!("bare io_uring ({})", setup.name());
+    timed_loop(p, counter, description, |rec, off, seq| {
         let write = opcode::Write::new(fd, rec.as_ptr(), rec.len() as u32)
             .offset(off)
             .build()
@@ -281,50 +282,26 @@ fn ring_loop(p: &WalParams, path: &Path, counter: &AtomicU64) -> Result<Measured
             .flags(types::FsyncFlags::DATASYNC)
             .build()
             .user_data(2);
-        // SAFETY: `rec` and the file outlive both entries: both are reaped below before
-        // either is dropped or reused.
+        // SAFETY: `rec` and the file outlive both entries: both are reaped below, before
+        // this call returns.
         unsafe { ring.submission().push_multiple(&[write, sync]) }
             .map_err(|_| "the SQ is full".to_string())?;
-        ring.submit_and_wait(2)
-            .map_err(|e| format!("io_uring_enter: {e}"))?;
         let mut done = 0;
         while done < 2 {
-            let Some(cqe) = ring.completion().next() else {
-                ring.submit_and_wait(1)
-                    .map_err(|e| format!("io_uring_enter: {e}"))?;
-                continue;
-            };
-            done += 1;
-            let want = if cqe.user_data() == 1 { rec.len() as i32 } else { 0 };
-            if cqe.result() != want {
-                return Err(format!(
-                    "{} of record {seq}: result {}",
-                    if cqe.user_data() == 1 { "write" } else { "fdatasync" },
-                    cqe.result()
-                ));
+            ring.submit_and_wait(2 - done)
+                .map_err(|e| format!("io_uring_enter: {e}"))?;
+            for cqe in ring.completion() {
+                done += 1;
+                let (what, want) = match cqe.user_data() {
+                    1 => ("write", rec.len() as i32),
+                    _ => ("fdatasync", 0),
+                };
+                if cqe.result() != want {
+                    return Err(format!("{what} of record {seq}: result {}", cqe.result()));
+                }
             }
         }
-        let t1 = Instant::now();
-        counter.fetch_add(1, Ordering::Relaxed);
-        if t0 >= warm_end {
-            hist.record((t1 - t0).as_nanos() as u64);
-            ops += 1;
-        }
-        off += rec.len() as u64;
-        seq += 1;
-    }
-    let cpu = cpu0
-        .flatten()
-        .zip(sys::process_cpu())
-        .map(|(a, b)| b.saturating_sub(a));
-    Ok(Measured {
-        backend: None,
-        description: format!("bare io_uring ({})", setup.name()),
-        hist,
-        ops,
-        cpu,
-        batches: ops,
-        records: ops,
+        Ok(())
     })
 }
 

@@ -4,7 +4,7 @@
 //! covers the length and the payload and `len` is never 0 (a zero header marks the end).
 //! Many tasks call [`Log::append`]; one committer task takes every record queued while the
 //! previous batch was being made durable, writes them as one buffer at the log's end and
-//! calls `sync_data`; each append resolves only once its batch is durable, with the
+//! calls `sync_data`, the write linked to the sync (`File::write_all_at_then_sync`); each append resolves only once its batch is durable, with the
 //! record's offset, or with the batch's error. A failed write or sync fails its batch's
 //! appends with that error and every later one too (the log is failed: after an error
 //! from `fsync` the kernel may have dropped the dirty pages, so nothing written since the
@@ -389,12 +389,9 @@ impl Log {
         Ok(())
     }
 
+    /// Writes the batch at `at` and `fdatasync`s it, the write linked to the sync (one
+    /// trip into the kernel on io_uring; the sync runs only once every byte is written).
     async fn write_and_sync(&self, buf: Vec<u8>, at: u64) -> io::Result<()> {
-        if std::env::var_os("WAL_UNLINKED").is_some() {
-            let (res, _) = self.inner.file.write_all_at(buf, at).await;
-            res?;
-            return self.inner.file.sync_data().await;
-        }
         let (res, _) = self.inner.file.write_all_at_then_sync(buf, at, true).await;
         res
     }
