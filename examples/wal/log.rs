@@ -4,8 +4,9 @@
 //! covers the length and the payload and `len` is never 0 (a zero header marks the end).
 //! Many tasks call [`Log::append`]; one committer task takes every record queued while the
 //! previous batch was being made durable, writes them as one buffer at the log's end and
-//! calls `sync_data`, the write linked to the sync (`File::write_all_at_then_sync`); each append resolves only once its batch is durable, with the
-//! record's offset, or with the batch's error. A failed write or sync fails its batch's
+//! calls `sync_data`, the write linked to the sync (`File::write_all_at_then_sync`); each
+//! append resolves only once its batch is durable, with the record's offset, or with the
+//! batch's error. A failed write or sync fails its batch's
 //! appends with that error and every later one too (the log is failed: after an error
 //! from `fsync` the kernel may have dropped the dirty pages, so nothing written since the
 //! last good sync can be trusted; reopen to recover). An append that returned `Ok` is in
