@@ -122,6 +122,9 @@ struct Inner {
     end: Cell<u64>,
     /// The end of the space reserved (durably, as [`Options::prealloc`] says).
     reserved: Cell<u64>,
+    /// The reservation of the next segment, running ahead of the batches while they
+    /// still fit in the current one, and the end it reserves up to.
+    ahead: RefCell<Option<(u64, coring::task::JoinHandle<io::Result<()>>)>>,
     queue: RefCell<Vec<Pending>>,
     /// The committer, when it waits for work.
     idle: RefCell<Option<std::task::Waker>>,
@@ -219,6 +222,7 @@ impl Log {
             opts,
             end: Cell::new(end),
             reserved: Cell::new(end),
+            ahead: RefCell::new(None),
             queue: RefCell::new(Vec::new()),
             idle: RefCell::new(None),
             closed: Cell::new(false),
@@ -339,6 +343,7 @@ impl Log {
             match outcome {
                 Ok(()) => {
                     self.inner.end.set(start + total as u64);
+                    self.reserve_ahead();
                     self.inner.batches.set(self.inner.batches.get() + 1);
                     self.inner
                         .records
@@ -362,32 +367,68 @@ impl Log {
         }
     }
 
-    /// Makes sure space up to `upto` is reserved, a segment at a time, as
-    /// [`Options::prealloc`] says.
+    /// The segment size, in whole pages.
+    fn segment(&self) -> u64 {
+        self.inner.opts.segment.max(1).next_multiple_of(4096)
+    }
+
+    /// Makes sure space up to `upto` is reserved before a batch is written there: waits
+    /// for the reservation running ahead, if there is one, and reserves at once (a whole
+    /// segment past `upto`) if that is not enough. An error fails the batch.
     async fn reserve(&self, upto: u64) -> io::Result<()> {
-        let reserved = self.inner.reserved.get();
-        let Options { prealloc, segment } = self.inner.opts;
-        if prealloc == Prealloc::None || upto <= reserved {
+        if self.inner.opts.prealloc == Prealloc::None || upto <= self.inner.reserved.get() {
             return Ok(());
         }
-        let segment = segment.max(1).next_multiple_of(4096);
-        // Whole segments past `upto`, so that the next batches land in reserved space.
-        let new_end = (upto + segment).next_multiple_of(segment);
-        let file = &self.inner.file;
-        match prealloc {
-            Prealloc::None => {}
-            Prealloc::Allocate => file.allocate(reserved, new_end - reserved).await?,
-            Prealloc::Zeroed => {
-                let (res, _) = file
-                    .write_all_at(vec![0u8; (new_end - reserved) as usize], reserved)
-                    .await;
-                res?;
-                // The size and the blocks, durably: later batches' fdatasync need not.
-                file.sync_all().await?;
+        let ahead = self.inner.ahead.borrow_mut().take();
+        if let Some((end, running)) = ahead {
+            running
+                .await
+                .map_err(|e| io::Error::other(format!("the reservation task failed: {e:?}")))??;
+            self.inner.reserved.set(end);
+            if upto <= end {
+                return Ok(());
             }
         }
-        self.inner.reserved.set(new_end);
+        let from = self.inner.reserved.get();
+        let segment = self.segment();
+        let to = (upto + segment).next_multiple_of(segment);
+        self.fill(from, to).await?;
+        self.inner.reserved.set(to);
         Ok(())
+    }
+
+    /// Once less than half a segment of reserved space is left past the end, starts
+    /// reserving the next segment in a task of its own, so that batches do not wait for it.
+    /// Its outcome is taken by the first batch that needs the space ([`Log::reserve`]).
+    fn reserve_ahead(&self) {
+        let segment = self.segment();
+        let (end, reserved) = (self.inner.end.get(), self.inner.reserved.get());
+        if self.inner.opts.prealloc == Prealloc::None
+            || self.inner.ahead.borrow().is_some()
+            || reserved.saturating_sub(end) >= segment / 2
+        {
+            return;
+        }
+        let (log, to) = (self.clone(), reserved + segment);
+        let running = coring::spawn(async move { log.fill(reserved, to).await });
+        *self.inner.ahead.borrow_mut() = Some((to, running));
+    }
+
+    /// Reserves `from..to` as [`Options::prealloc`] says.
+    async fn fill(&self, from: u64, to: u64) -> io::Result<()> {
+        let file = &self.inner.file;
+        match self.inner.opts.prealloc {
+            Prealloc::None => Ok(()),
+            Prealloc::Allocate => file.allocate(from, to - from).await,
+            Prealloc::Zeroed => {
+                let (res, _) = file
+                    .write_all_at(vec![0u8; (to - from) as usize], from)
+                    .await;
+                res?;
+                // The size and the blocks, durably: the batches' fdatasync need not.
+                file.sync_all().await
+            }
+        }
     }
 
     /// Writes the batch at `at` and `fdatasync`s it, the write linked to the sync (one
