@@ -45,8 +45,8 @@ options:
                       0.2 / 0.2)
   --appenders N[,N..] wal: concurrent appenders of the coring log (default 1,16,256)
   --prealloc P[,P..]  wal: how the coring log reserves space ahead of its end: none,
-                      allocate (fallocate) or zeroed (written with zeros and fsynced
-                      once; default), each a contender of its own
+                      allocate (fallocate; default) or zeroed (written with zeros and
+                      fsynced once), each a contender of its own
   --rounds N          wal: interleaved rounds, every contender once per round in a
                       rotating order (default 3)
   --path DIR          wal: directory of the log files (default the temporary directory)
