@@ -555,6 +555,47 @@ mod tests {
     }
 
     #[test]
+    fn wal_rounds_interleave_every_contender() {
+        let c = cfg(
+            "wal --appenders 1,16 --size 256 --rounds 2 --secs 1 --backend io_uring \
+                     --prealloc none,allocate --path /x",
+        );
+        assert_eq!(c.modes, [Mode::Wal]);
+        assert_eq!(c.wal_dir, std::path::Path::new("/x"));
+        assert_eq!(c.wal_secs, Duration::from_secs(1));
+        let names: Vec<String> = plan(&c)
+            .iter()
+            .map(|(b, k)| format!("{} {}", b.label(), b.backend_label(*k)))
+            .collect();
+        let mut round = vec![
+            "256B std loop std".to_string(),
+            "256B 1 appenders none io_uring".to_string(),
+            "256B 1 appenders allocate io_uring".to_string(),
+            "256B 16 appenders none io_uring".to_string(),
+            "256B 16 appenders allocate io_uring".to_string(),
+        ];
+        if c.ring_loop {
+            round.insert(1, "256B ring loop ring".to_string());
+        }
+        let mut want = round.clone();
+        // The second round starts one contender later.
+        round.rotate_left(1);
+        want.extend(round);
+        assert_eq!(names, want);
+        assert!(plan(&c)
+            .iter()
+            .all(|(b, _)| matches!(b, Bench::Wal(p) if p.size == 256)));
+        let d = cfg("wal --no-ring-loop");
+        assert!(!d.ring_loop);
+        assert_eq!(
+            (d.appenders.clone(), d.wal_sizes.clone()),
+            (vec![1, 16, 256], vec![256, 4096])
+        );
+        assert_eq!(plan(&d).len(), 2 * 3 * (1 + 3 * 2));
+        assert!(parse(args("wal --prealloc bogus"), None).is_err());
+    }
+
+    #[test]
     fn bad_arguments_are_named() {
         for (a, want) in [
             ("--conns 0", "--conns"),
