@@ -148,7 +148,7 @@ pub(crate) fn is_direct(_fd: RawFd) -> bool {
     false
 }
 
-/// The ioctl [`sector_size`](super::bsd::sector_size) asks a disk device: `DKIOCGETBLOCKSIZE`
+/// The ioctl `bsd::sector_size` asks a disk device: `DKIOCGETBLOCKSIZE`
 /// (`_IOR('d', 24, uint32_t)` in `<sys/disk.h>`, which the libc crate does not carry).
 pub(super) const SECTOR_SIZE_IOCTL: libc::c_ulong = 0x4004_6418;
 

@@ -34,7 +34,7 @@ pub(crate) fn is_direct(fd: RawFd) -> bool {
     flags >= 0 && flags & libc::O_DIRECT != 0
 }
 
-/// The ioctl [`sector_size`](super::bsd::sector_size) asks a disk device: `DIOCGSECTORSIZE`
+/// The ioctl `bsd::sector_size` asks a disk device: `DIOCGSECTORSIZE`
 /// (`_IOR('d', 128, u_int)` in `<sys/disk.h>`, which the libc crate does not carry).
 pub(super) const SECTOR_SIZE_IOCTL: libc::c_ulong = 0x4004_6480;
 
