@@ -379,3 +379,37 @@ coring_test!(every_preallocation_keeps_every_record, |builder| {
         }
     }
 });
+
+coring_test!(
+    a_file_system_that_cannot_allocate_leaves_the_log_unreserved,
+    |builder| {
+        use coring::fault::{Fault, OpKind, Rule, When};
+        // The first operation after the log opens is its first reservation: refused as a file
+        // system without fallocate refuses it (EINVAL, as ZFS answers).
+        #[cfg(unix)]
+        let refused = libc::EINVAL;
+        #[cfg(windows)]
+        let refused = 87; // ERROR_INVALID_PARAMETER
+        let rule = Rule::new(Fault::Error(refused))
+            .on(OpKind::Any)
+            .when(When::Nth(1));
+        let rt = builder.build().unwrap();
+        let dir = common::TempDir::new("wal-noalloc");
+        let path = dir.path("log");
+        common::block_on_bounded(&rt, async {
+            let (log, _) = log::Log::open(&path).await.unwrap();
+            let injected = coring::fault::inject(log.file(), rule);
+            for s in 0..10 {
+                log.append(&log::payload(4, s, SIZE)).await.unwrap();
+            }
+            assert_eq!(injected.hits(), 1);
+            log.close();
+        });
+        // Nothing was reserved: the file ends at the last record.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, 10 * (SIZE as u64 + log::HEADER as u64));
+        let (log, rec) = common::block_on_bounded(&rt, log::Log::open(&path)).unwrap();
+        log.close();
+        assert_eq!((rec.records.len(), rec.truncated), (10, 0));
+    }
+);

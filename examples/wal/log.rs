@@ -121,9 +121,11 @@ struct Pending {
 struct Inner {
     file: File,
     opts: Options,
+    /// How space is reserved: `opts.prealloc`, until the file system refuses to allocate.
+    prealloc: Cell<Prealloc>,
     /// Where the next batch goes: the end of the last durable batch.
     end: Cell<u64>,
-    /// The end of the space reserved (durably, as [`Options::prealloc`] says).
+    /// The end of the space reserved (as [`Options::prealloc`] says).
     reserved: Cell<u64>,
     /// The reservation of the next segment, running ahead of the batches while they
     /// still fit in the current one, and the end it reserves up to.
@@ -223,6 +225,7 @@ impl Log {
         let inner = Rc::new(Inner {
             file,
             opts,
+            prealloc: Cell::new(opts.prealloc),
             end: Cell::new(end),
             reserved: Cell::new(end),
             ahead: RefCell::new(None),
@@ -379,7 +382,7 @@ impl Log {
     /// for the reservation running ahead, if there is one, and reserves at once (a whole
     /// segment past `upto`) if that is not enough. An error fails the batch.
     async fn reserve(&self, upto: u64) -> io::Result<()> {
-        if self.inner.opts.prealloc == Prealloc::None || upto <= self.inner.reserved.get() {
+        if self.inner.prealloc.get() == Prealloc::None || upto <= self.inner.reserved.get() {
             return Ok(());
         }
         let ahead = self.inner.ahead.borrow_mut().take();
@@ -406,7 +409,7 @@ impl Log {
     fn reserve_ahead(&self) {
         let segment = self.segment();
         let (end, reserved) = (self.inner.end.get(), self.inner.reserved.get());
-        if self.inner.opts.prealloc == Prealloc::None
+        if self.inner.prealloc.get() == Prealloc::None
             || self.inner.ahead.borrow().is_some()
             || reserved.saturating_sub(end) >= segment / 2
         {
@@ -417,12 +420,25 @@ impl Log {
         *self.inner.ahead.borrow_mut() = Some((to, running));
     }
 
-    /// Reserves `from..to` as [`Options::prealloc`] says.
+    /// Reserves `from..to` as [`Options::prealloc`] says. A file system that cannot
+    /// allocate (EOPNOTSUPP; ZFS answers EINVAL) turns reservation off for this log, rather
+    /// than failing it: the batches then grow the file, as with [`Prealloc::None`].
     async fn fill(&self, from: u64, to: u64) -> io::Result<()> {
         let file = &self.inner.file;
-        match self.inner.opts.prealloc {
+        match self.inner.prealloc.get() {
             Prealloc::None => Ok(()),
-            Prealloc::Allocate => file.allocate(from, to - from).await,
+            Prealloc::Allocate => match file.allocate(from, to - from).await {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Unsupported | io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    self.inner.prealloc.set(Prealloc::None);
+                    Ok(())
+                }
+                r => r,
+            },
             Prealloc::Zeroed => {
                 let (res, _) = file
                     .write_all_at(vec![0u8; (to - from) as usize], from)
