@@ -47,8 +47,8 @@ pub enum Prealloc {
     /// `File::allocate` (fallocate) each segment: space is reserved and the size set, so
     /// a batch allocates no blocks and grows nothing (on ext4 the blocks stay "unwritten"
     /// until written, so a batch's `fdatasync` still commits their conversion). The
-    /// default: measured better than `None` at 256 appenders and within noise of it at
-    /// fewer (README, "Write-ahead log benchmark").
+    /// default: measured better than `None` at 256 appenders in two runs and within noise
+    /// of it in a third and at fewer appenders (README, "Write-ahead log benchmark").
     #[default]
     Allocate,
     /// Each segment written with zeros and `fsync`ed before batches go into it: a batch's
