@@ -32,69 +32,12 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
-/// A pipe: (read end, write end). On Windows a named pipe, since anonymous pipes cannot do
-/// overlapped IO, which the IOCP backend needs. Both ends are overlapped (std's blocking
-/// calls wait for an overlapped handle's IO themselves).
+/// A pipe: (read end, write end). On Windows `common::win_pipe`'s named pipe, since
+/// anonymous pipes cannot do overlapped IO, which the IOCP backend needs.
 #[cfg(windows)]
 fn pipe() -> (OwnedFd, OwnedFd) {
-    use std::os::windows::ffi::OsStrExt;
-    use std::os::windows::fs::OpenOptionsExt;
-    use std::os::windows::io::FromRawHandle;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    const PIPE_ACCESS_INBOUND: u32 = 0x1;
-    const FILE_FLAG_FIRST_PIPE_INSTANCE: u32 = 0x0008_0000;
-    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
-    const PIPE_REJECT_REMOTE_CLIENTS: u32 = 0x8;
-    #[link(name = "kernel32")]
-    extern "system" {
-        fn CreateNamedPipeW(
-            name: *const u16,
-            open_mode: u32,
-            pipe_mode: u32,
-            max_instances: u32,
-            out_size: u32,
-            in_size: u32,
-            timeout: u32,
-            security: *const std::ffi::c_void,
-        ) -> *mut std::ffi::c_void;
-    }
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        r"\\.\pipe\coring-test-fixed-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let wide: Vec<u16> = std::ffi::OsStr::new(&name)
-        .encode_wide()
-        .chain(Some(0))
-        .collect();
-    // SAFETY: a NUL-terminated UTF-16 name; no security attributes.
-    let h = unsafe {
-        CreateNamedPipeW(
-            wide.as_ptr(),
-            PIPE_ACCESS_INBOUND | FILE_FLAG_FIRST_PIPE_INSTANCE | FILE_FLAG_OVERLAPPED,
-            PIPE_REJECT_REMOTE_CLIENTS,
-            1,
-            4096,
-            4096,
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_ne!(
-        h as isize,
-        -1,
-        "CreateNamedPipeW: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the handle was just created and is owned by nobody else.
-    let rd = unsafe { OwnedFd::from_raw_handle(h) };
-    let wr = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(FILE_FLAG_OVERLAPPED)
-        .open(&name)
-        .unwrap();
-    (rd, wr.into())
+    let (rd, wr) = common::win_pipe();
+    (rd.into(), wr.into())
 }
 
 /// A write to a file opened only for reading: EBADF, or on Windows `ERROR_ACCESS_DENIED`.

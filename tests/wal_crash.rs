@@ -5,7 +5,9 @@
 //! appender wrote, and each appender's records must be a gap-free prefix of its sequence
 //! (recovery keeps nothing after a torn or corrupt record). And in process, on every
 //! backend: injected ENOSPC and EIO mid-run fail the affected appends with that error and
-//! lose no acknowledged record; a torn or corrupted tail is cut by recovery.
+//! lose no acknowledged record; a torn or corrupted tail is cut by recovery, and so is the
+//! zero tail of space the log reserved ahead (which is never read as a record), with every
+//! way of reserving it.
 
 mod common;
 
@@ -90,8 +92,9 @@ fn run_and_kill(backend: &str, path: &std::path::Path, rng: &mut Rng) -> Vec<(u3
     acks
 }
 
-/// Recovers the log and checks it against every acknowledgement so far.
-fn check(backend: &str, path: &std::path::Path, acked: &HashMap<u32, u64>, round: u32) -> u64 {
+/// Recovers the log and checks it against every acknowledgement so far; whether a torn
+/// tail (not just reserved zeros) was cut.
+fn check(backend: &str, path: &std::path::Path, acked: &HashMap<u32, u64>, round: u32) -> bool {
     let rt = common::runtime(common::BACKENDS[0]);
     let (log, rec) = common::block_on_bounded(&rt, log::Log::open(path)).unwrap();
     log.close();
@@ -124,7 +127,7 @@ fn check(backend: &str, path: &std::path::Path, acked: &HashMap<u32, u64>, round
             rec.truncated
         );
     }
-    rec.truncated
+    rec.torn()
 }
 
 fn crash_test(backend: &str, seed: u64) {
@@ -139,7 +142,7 @@ fn crash_test(backend: &str, seed: u64) {
             *e = (*e).max(s);
             total_acks += 1;
         }
-        if check(backend, &path, &acked, round) > 0 {
+        if check(backend, &path, &acked, round) {
             torn += 1;
         }
     }
@@ -306,5 +309,107 @@ coring_test!(recovery_cuts_a_torn_or_corrupt_tail, |builder| {
     let (log, rec) = common::block_on_bounded(&rt, log::Log::open(&path)).unwrap();
     log.close();
     assert_eq!(rec.records.len(), 6);
-    assert_eq!(rec.truncated, 0);
+    // What was cut is the space the append reserved ahead, not a record.
+    assert!(!rec.torn(), "{rec:?}");
+    assert_eq!(rec.truncated, rec.zeros);
 });
+
+coring_test!(recovery_reads_a_reserved_zero_tail_as_the_end, |builder| {
+    let rt = builder.build().unwrap();
+    let dir = common::TempDir::new("wal-zeros");
+    let path = dir.path("log");
+    let mut good = Vec::new();
+    for s in 0..5 {
+        good.extend_from_slice(&log::frame(&log::payload(2, s, SIZE)));
+    }
+    // Reserved space after the records: zeros, which end the log and are cut.
+    let mut zeros = good.clone();
+    zeros.resize(good.len() + 8192, 0);
+    std::fs::write(&path, &zeros).unwrap();
+    let (log, rec) = common::block_on_bounded(&rt, log::Log::open(&path)).unwrap();
+    log.close();
+    assert_eq!(rec.records.len(), 5);
+    assert_eq!((rec.truncated, rec.zeros), (8192, 8192));
+    assert!(!rec.torn());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good.len() as u64);
+    // An intact-looking record after a zero gap (a batch whose first pages never reached
+    // the disk) is not kept: nothing after the end is.
+    let mut stale = zeros.clone();
+    stale.extend_from_slice(&log::frame(&log::payload(2, 9, SIZE)));
+    std::fs::write(&path, &stale).unwrap();
+    let (log, rec) = common::block_on_bounded(&rt, log::Log::open(&path)).unwrap();
+    log.close();
+    assert_eq!(rec.records.len(), 5);
+    assert!(rec.torn(), "{rec:?}");
+    assert_eq!(rec.truncated, (stale.len() - good.len()) as u64);
+});
+
+coring_test!(every_preallocation_keeps_every_record, |builder| {
+    let rt = builder.build().unwrap();
+    let dir = common::TempDir::new("wal-prealloc");
+    for prealloc in [
+        log::Prealloc::None,
+        log::Prealloc::Allocate,
+        log::Prealloc::Zeroed,
+    ] {
+        let path = dir.path(prealloc.name());
+        // Small segments, so that the 40 records need several reservations.
+        let opts = log::Options {
+            prealloc,
+            segment: 4096,
+        };
+        common::block_on_bounded(&rt, async {
+            let (log, _) = log::Log::open_with(&path, opts).await.unwrap();
+            for s in 0..40 {
+                log.append(&log::payload(3, s, SIZE)).await.unwrap();
+            }
+            if prealloc != log::Prealloc::None {
+                // Space is reserved past the last record.
+                let len = std::fs::metadata(&path).unwrap().len();
+                assert!(len > 40 * (SIZE as u64 + 8), "{prealloc:?}: {len} bytes");
+            }
+            log.close();
+        });
+        let (log, rec) = common::block_on_bounded(&rt, log::Log::open_with(&path, opts)).unwrap();
+        log.close();
+        assert_eq!(rec.records.len(), 40, "{prealloc:?}");
+        assert!(!rec.torn(), "{prealloc:?}: {rec:?}");
+        for (i, (_, p)) in rec.records.iter().enumerate() {
+            assert_eq!(p, &log::payload(3, i as u64, SIZE), "{prealloc:?}");
+        }
+    }
+});
+
+coring_test!(
+    a_file_system_that_cannot_allocate_leaves_the_log_unreserved,
+    |builder| {
+        use coring::fault::{Fault, OpKind, Rule, When};
+        // The first operation after the log opens is its first reservation: refused as a file
+        // system without fallocate refuses it (EINVAL, as ZFS answers).
+        #[cfg(unix)]
+        let refused = libc::EINVAL;
+        #[cfg(windows)]
+        let refused = 87; // ERROR_INVALID_PARAMETER
+        let rule = Rule::new(Fault::Error(refused))
+            .on(OpKind::Any)
+            .when(When::Nth(1));
+        let rt = builder.build().unwrap();
+        let dir = common::TempDir::new("wal-noalloc");
+        let path = dir.path("log");
+        common::block_on_bounded(&rt, async {
+            let (log, _) = log::Log::open(&path).await.unwrap();
+            let injected = coring::fault::inject(log.file(), rule);
+            for s in 0..10 {
+                log.append(&log::payload(4, s, SIZE)).await.unwrap();
+            }
+            assert_eq!(injected.hits(), 1);
+            log.close();
+        });
+        // Nothing was reserved: the file ends at the last record.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, 10 * (SIZE as u64 + log::HEADER as u64));
+        let (log, rec) = common::block_on_bounded(&rt, log::Log::open(&path)).unwrap();
+        log.close();
+        assert_eq!((rec.records.len(), rec.truncated), (10, 0));
+    }
+);

@@ -7,6 +7,7 @@ use coring::BackendKind;
 
 use crate::args::{ArgError, Flags};
 use crate::report::Mode;
+use crate::wal::{Contender, Prealloc};
 
 /// The help text.
 pub const USAGE: &str = "\
@@ -22,6 +23,10 @@ modes:
   fread     random 4 KiB reads of a page-cache file at a queue depth
   spawn     spawn N no-op tasks and await them all (tasks/s)
   timers    N concurrent 1 ms sleeps (total time until all are done)
+  wal       durable appends to a write-ahead log: coring's group-commit log (the wal
+            example's) with N appenders against a std::fs write + fdatasync loop (and a
+            bare io_uring loop), in interleaved rounds; appends/s, append-to-durable
+            latency, ratios paired with the same round's std loop
 
 options:
   --backend B         io_uring, fallback or both (default both; CORING_BACKEND, if set,
@@ -32,10 +37,22 @@ options:
   --rate R[,R..]      echo: open loop at R requests/s in total over the connections, on a
                       fixed schedule, latency from the intended send time (wrk2-style
                       coordinated-omission correction); `closed` for ping-pong (default)
-  --size B[,B..]      echo: message size in bytes (default 1024)
+  --size B[,B..]      echo: message size in bytes (default 1024); wal: record payload
+                      size (default 256,4096)
   --secs S            measured seconds per run (default: echo 5, or 3 in the default
-                      suite; fread 2)
-  --warmup S          unmeasured seconds before each echo/fread run (default 0.5 / 0.2)
+                      suite; fread and wal 2)
+  --warmup S          unmeasured seconds before each echo/fread/wal run (default 0.5 /
+                      0.2 / 0.2)
+  --appenders N[,N..] wal: concurrent appenders of the coring log (default 1,16,256)
+  --prealloc P[,P..]  wal: how the coring log reserves space ahead of its end: none,
+                      allocate (fallocate; default) or zeroed (written with zeros and
+                      fsynced once), each a contender of its own
+  --rounds N          wal: interleaved rounds, every contender once per round in a
+                      rotating order (default 3)
+  --path DIR          wal: directory of the log files (default the temporary directory)
+  --no-ring-loop      wal: leave out the bare io_uring loop (one write linked to one
+                      IORING_OP_FSYNC per record, as fio --ioengine=io_uring
+                      --fdatasync=1 at depth 1), run by default on Linux
   --qd N[,N..]        fread: queue depths (default 1,32)
   --file-mb N         fread: test file size in MiB (default 64)
   --direct            fread: direct IO (O_DIRECT, an AlignedBuf per reader): every read
@@ -82,6 +99,22 @@ pub struct Config {
     pub tasks: u64,
     /// Timers: sleeps per run.
     pub timers: u64,
+    /// Wal: appender counts of the coring log.
+    pub appenders: Vec<usize>,
+    /// Wal: record payload sizes.
+    pub wal_sizes: Vec<usize>,
+    /// Wal: the coring log's ways of reserving space, one contender each.
+    pub preallocs: Vec<Prealloc>,
+    /// Wal: interleaved rounds.
+    pub rounds: usize,
+    /// Wal: measured duration.
+    pub wal_secs: Duration,
+    /// Wal: warm-up.
+    pub wal_warmup: Duration,
+    /// Wal: directory of the log files.
+    pub wal_dir: PathBuf,
+    /// Wal: also run the bare io_uring loop (Linux).
+    pub ring_loop: bool,
     /// JSON instead of the table.
     pub json: bool,
     /// Where to write the SVG plot.
@@ -111,6 +144,14 @@ impl Default for Config {
             direct: false,
             tasks: 1_000_000,
             timers: 100_000,
+            appenders: vec![1, 16, 256],
+            wal_sizes: vec![256, 4096],
+            preallocs: vec![Prealloc::default()],
+            rounds: 3,
+            wal_secs: Duration::from_secs(2),
+            wal_warmup: Duration::from_millis(200),
+            wal_dir: std::env::temp_dir(),
+            ring_loop: cfg!(target_os = "linux"),
             json: false,
             plot: None,
             log_y: true,
@@ -177,6 +218,7 @@ pub fn parse(
             "fread" => modes.push(Mode::Fread),
             "spawn" => modes.push(Mode::Spawn),
             "timers" => modes.push(Mode::Timers),
+            "wal" => modes.push(Mode::Wal),
             "--json" => cfg.json = true,
             "--direct" => cfg.direct = true,
             "--linear-y" => cfg.log_y = false,
@@ -188,7 +230,15 @@ pub fn parse(
                     BackendKind::parse(&v).map_err(|e| format!("{}: {e}", flag.name))?;
             }
             "--conns" => cfg.conns = flags.counts(&flag)?,
-            "--size" => cfg.sizes = flags.counts(&flag)?,
+            "--size" => {
+                cfg.sizes = flags.counts(&flag)?;
+                cfg.wal_sizes = cfg.sizes.clone();
+            }
+            "--appenders" => cfg.appenders = flags.counts(&flag)?,
+            "--prealloc" => cfg.preallocs = flags.list(&flag, Prealloc::parse)?,
+            "--rounds" => cfg.rounds = flags.count(&flag)?,
+            "--path" => cfg.wal_dir = PathBuf::from(flags.value(&flag)?),
+            "--no-ring-loop" => cfg.ring_loop = false,
             "--qd" => cfg.qds = flags.counts(&flag)?,
             "--rate" => {
                 cfg.rates = flags.list(&flag, |s| match s {
@@ -238,10 +288,12 @@ pub fn parse(
     if let Some(d) = secs_given {
         cfg.echo_secs = d;
         cfg.fread_secs = d;
+        cfg.wal_secs = d;
     }
     if let Some(w) = warmup_given {
         cfg.echo_warmup = w;
         cfg.fread_warmup = w;
+        cfg.wal_warmup = w;
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -283,6 +335,8 @@ pub enum Bench {
         /// Sleeps.
         timers: u64,
     },
+    /// One wal run (the backend is ignored by the std loop).
+    Wal(crate::wal::WalParams),
 }
 
 impl Bench {
@@ -293,6 +347,7 @@ impl Bench {
             Bench::Fread { .. } => Mode::Fread,
             Bench::Spawn { .. } => Mode::Spawn,
             Bench::Timers { .. } => Mode::Timers,
+            Bench::Wal(_) => Mode::Wal,
         }
     }
 
@@ -310,6 +365,7 @@ impl Bench {
             }
             Bench::Spawn { tasks } => format!("{tasks} tasks"),
             Bench::Timers { timers } => format!("{timers} x 1ms"),
+            Bench::Wal(p) => p.label(),
         }
     }
 
@@ -324,45 +380,107 @@ impl Bench {
             Bench::Timers { timers } => {
                 Duration::from_millis(50) + Duration::from_nanos(timers.saturating_mul(4000))
             }
+            Bench::Wal(p) => p.secs + p.warmup + Duration::from_millis(300),
+        }
+    }
+
+    /// The backend a run on `kind` reports: the std loop runs on none.
+    pub fn backend_label(&self, kind: BackendKind) -> &'static str {
+        match self {
+            Bench::Wal(p) if p.contender == Contender::StdLoop => crate::wal::STD_BACKEND,
+            Bench::Wal(p) if p.contender == Contender::RingLoop => crate::wal::RING_BACKEND,
+            _ => backend_name(kind),
         }
     }
 }
 
 /// Every run the configuration asks for, each paired with its backend, in running order:
-/// for each mode and setup, one run per backend back to back.
+/// for each mode and setup, one run per backend back to back; for wal, per record size,
+/// `rounds` rounds of every contender (the std loop once, then each appender count,
+/// preallocation and backend), the order rotating from round to round.
 pub fn plan(cfg: &Config) -> Vec<(Bench, BackendKind)> {
-    let mut benches = Vec::new();
+    let mut out = Vec::new();
     for mode in &cfg.modes {
-        match mode {
-            Mode::Echo => {
-                for &conns in &cfg.conns {
-                    for &size in &cfg.sizes {
-                        for &rate in &cfg.rates {
-                            benches.push(Bench::Echo {
-                                conns,
-                                size,
-                                rate,
-                                secs: cfg.echo_secs,
-                                warmup: cfg.echo_warmup,
-                            });
-                        }
+        if *mode == Mode::Wal {
+            out.extend(wal_plan(cfg));
+            continue;
+        }
+        let benches = one_mode(cfg, *mode);
+        out.extend(
+            benches
+                .into_iter()
+                .flat_map(|b| cfg.backends.iter().map(move |&k| (b, k))),
+        );
+    }
+    out
+}
+
+/// The wal runs, interleaved (see [`plan`]).
+fn wal_plan(cfg: &Config) -> Vec<(Bench, BackendKind)> {
+    let mut out = Vec::new();
+    for &size in &cfg.wal_sizes {
+        let mut contenders = vec![(Contender::StdLoop, BackendKind::Auto)];
+        if cfg.ring_loop {
+            contenders.push((Contender::RingLoop, BackendKind::Auto));
+        }
+        for &appenders in &cfg.appenders {
+            for &prealloc in &cfg.preallocs {
+                for &k in &cfg.backends {
+                    let c = Contender::Coring {
+                        appenders,
+                        prealloc,
+                    };
+                    contenders.push((c, k));
+                }
+            }
+        }
+        for round in 0..cfg.rounds {
+            for i in 0..contenders.len() {
+                let (contender, k) = contenders[(i + round) % contenders.len()];
+                let p = crate::wal::WalParams {
+                    contender,
+                    size,
+                    secs: cfg.wal_secs,
+                    warmup: cfg.wal_warmup,
+                    round,
+                };
+                out.push((Bench::Wal(p), k));
+            }
+        }
+    }
+    out
+}
+
+/// The runs of one mode other than wal, before choosing the backend.
+fn one_mode(cfg: &Config, mode: Mode) -> Vec<Bench> {
+    let mut benches = Vec::new();
+    match mode {
+        Mode::Echo => {
+            for &conns in &cfg.conns {
+                for &size in &cfg.sizes {
+                    for &rate in &cfg.rates {
+                        benches.push(Bench::Echo {
+                            conns,
+                            size,
+                            rate,
+                            secs: cfg.echo_secs,
+                            warmup: cfg.echo_warmup,
+                        });
                     }
                 }
             }
-            Mode::Fread => benches.extend(cfg.qds.iter().map(|&qd| Bench::Fread {
-                qd,
-                secs: cfg.fread_secs,
-                warmup: cfg.fread_warmup,
-                direct: cfg.direct,
-            })),
-            Mode::Spawn => benches.push(Bench::Spawn { tasks: cfg.tasks }),
-            Mode::Timers => benches.push(Bench::Timers { timers: cfg.timers }),
         }
+        Mode::Fread => benches.extend(cfg.qds.iter().map(|&qd| Bench::Fread {
+            qd,
+            secs: cfg.fread_secs,
+            warmup: cfg.fread_warmup,
+            direct: cfg.direct,
+        })),
+        Mode::Spawn => benches.push(Bench::Spawn { tasks: cfg.tasks }),
+        Mode::Timers => benches.push(Bench::Timers { timers: cfg.timers }),
+        Mode::Wal => {}
     }
     benches
-        .into_iter()
-        .flat_map(|b| cfg.backends.iter().map(move |&k| (b, k)))
-        .collect()
 }
 
 #[cfg(test)]
@@ -434,6 +552,47 @@ mod tests {
         assert_eq!(c.plot.as_deref(), Some(std::path::Path::new("x.svg")));
         assert_eq!(plan(&c).len(), 4);
         assert_eq!(plan(&c)[2].0, Bench::Spawn { tasks: 1000 });
+    }
+
+    #[test]
+    fn wal_rounds_interleave_every_contender() {
+        let c = cfg(
+            "wal --appenders 1,16 --size 256 --rounds 2 --secs 1 --backend io_uring \
+                     --prealloc none,allocate --path /x",
+        );
+        assert_eq!(c.modes, [Mode::Wal]);
+        assert_eq!(c.wal_dir, std::path::Path::new("/x"));
+        assert_eq!(c.wal_secs, Duration::from_secs(1));
+        let names: Vec<String> = plan(&c)
+            .iter()
+            .map(|(b, k)| format!("{} {}", b.label(), b.backend_label(*k)))
+            .collect();
+        let mut round = vec![
+            "256B std loop std".to_string(),
+            "256B 1 appenders none io_uring".to_string(),
+            "256B 1 appenders allocate io_uring".to_string(),
+            "256B 16 appenders none io_uring".to_string(),
+            "256B 16 appenders allocate io_uring".to_string(),
+        ];
+        if c.ring_loop {
+            round.insert(1, "256B ring loop ring".to_string());
+        }
+        let mut want = round.clone();
+        // The second round starts one contender later.
+        round.rotate_left(1);
+        want.extend(round);
+        assert_eq!(names, want);
+        assert!(plan(&c)
+            .iter()
+            .all(|(b, _)| matches!(b, Bench::Wal(p) if p.size == 256)));
+        let d = cfg("wal --no-ring-loop");
+        assert!(!d.ring_loop);
+        assert_eq!(
+            (d.appenders.clone(), d.wal_sizes.clone()),
+            (vec![1, 16, 256], vec![256, 4096])
+        );
+        assert_eq!(plan(&d).len(), 2 * 3 * (1 + 3 * 2));
+        assert!(parse(args("wal --prealloc bogus"), None).is_err());
     }
 
     #[test]

@@ -30,6 +30,10 @@
 //! - **spawn**: spawning N no-op tasks and awaiting them: tasks/s.
 //! - **timers**: N concurrent 1 ms sleeps: total time until all are done, and how late
 //!   each woke.
+//! - **wal**: durable appends to the `wal` example's group-commit log (its `log.rs`, the
+//!   one copy, included by path) with 1, 16, 256 appenders, against a `std::fs` loop of
+//!   write + `fdatasync` per record, in interleaved rounds: appends/s, append-to-durable
+//!   latency, and ratios paired with the same round's loop ([`wal`]).
 //!
 //! ```text
 //! cargo run --release -p coring-bench                     # the default suite, < 1 min
@@ -62,8 +66,9 @@ pub mod stats;
 pub mod svg;
 pub mod sys;
 pub mod thread;
+pub mod wal;
 
-use cli::{backend_name, Bench, Config};
+use cli::{Bench, Config};
 use progress::Progress;
 use report::RunResult;
 
@@ -97,13 +102,14 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
             plan.len(),
             bench.mode().name(),
             bench.label(),
-            backend_name(*backend)
+            bench.backend_label(*backend)
         );
         let unit = match bench {
             Bench::Echo { .. } => "req/s",
             Bench::Fread { .. } => "IOPS",
             Bench::Spawn { .. } => "tasks/s",
             Bench::Timers { .. } => "timers/s",
+            Bench::Wal(_) => "appends/s",
         };
         let mut progress = Progress::new(cfg.progress, what, unit);
         let result = match *bench {
@@ -141,6 +147,7 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
             }
             Bench::Spawn { tasks } => micro::run_spawn(tasks, *backend, &mut progress),
             Bench::Timers { timers } => micro::run_timers(timers, *backend, &mut progress),
+            Bench::Wal(p) => wal::run(&p, &cfg.wal_dir, *backend, &mut progress),
         };
         progress.finish();
         results.push(result);

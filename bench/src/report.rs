@@ -23,6 +23,8 @@ pub enum Mode {
     Spawn,
     /// Many concurrent 1 ms sleeps.
     Timers,
+    /// Durable appends to a write-ahead log.
+    Wal,
 }
 
 impl Mode {
@@ -33,6 +35,7 @@ impl Mode {
             Mode::Fread => "fread",
             Mode::Spawn => "spawn",
             Mode::Timers => "timers",
+            Mode::Wal => "wal",
         }
     }
 
@@ -46,6 +49,10 @@ impl Mode {
             (Mode::Fread, _) => "one read, from submission to the task seeing the result",
             (Mode::Timers, _) => "lateness: wake-up time past the sleep's deadline",
             (Mode::Spawn, _) => "none",
+            (Mode::Wal, _) => {
+                "append to durable: from the append until the record is synced (std loop: write \
+                 + fdatasync)"
+            }
         }
     }
 }
@@ -146,6 +153,7 @@ impl RunResult {
             Mode::Fread => "IOPS",
             Mode::Spawn => "tasks/s",
             Mode::Timers => "timers/s",
+            Mode::Wal => "appends/s",
         }
     }
 
@@ -226,20 +234,26 @@ pub struct Host {
 }
 
 /// The JSON document: the tool, the host, and one object per run.
+/// With wal runs, also their summary (`wal_summary`: medians and paired ratios).
 pub fn json_document(host: &Host, runs: &[RunResult]) -> Value {
-    json!({
+    let mut doc = json!({
         "tool": "coring-bench",
         "version": env!("CARGO_PKG_VERSION"),
         "host": { "cpus": host.cpus, "kernel": host.kernel },
         "runs": runs.iter().map(RunResult::to_json).collect::<Vec<_>>(),
-    })
+    });
+    if runs.iter().any(|r| r.mode == Mode::Wal) {
+        doc["wal_summary"] = crate::wal::summary_json(runs);
+    }
+    doc
 }
 
 fn opt(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), stats::human)
 }
 
-/// The readable table of all runs, with notes and errors below it.
+/// The readable table of all runs, with notes and errors below it (and the wal summary,
+/// if there were wal runs).
 pub fn table(host: &Host, runs: &[RunResult]) -> String {
     let header = [
         "mode", "setup", "backend", "rate", "unit", "p50", "p90", "p99", "p99.9", "p99.99", "max",
@@ -306,11 +320,11 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
     out.push('\n');
     out.push_str(
         "latency columns in µs: echo = round trip (open loop: from the intended send time), \
-         fread = one read, timers = lateness past the deadline\n",
+         fread = one read, timers = lateness past the deadline, wal = append to durable\n",
     );
     out.push_str(
-        "cpu/op in µs: echo = server thread CPU per request; fread, spawn, timers = process \
-         CPU per op; total in ms\n",
+        "cpu/op in µs: echo = server thread CPU per request; fread, spawn, timers, wal = \
+         process CPU per op; total in ms\n",
     );
     let mut seen = Vec::new();
     for r in runs {
@@ -330,6 +344,7 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
             let _ = writeln!(out, "note  {who}: {n}");
         }
     }
+    out.push_str(&crate::wal::summary_table(runs));
     out
 }
 

@@ -2,7 +2,6 @@
 //!
 //! ```text
 //! cargo run --release --example wal -- run   --path /tmp/wal --appenders 64 [--records N] [--size 256] [--seed S]
-//! cargo run --release --example wal -- bench --path /tmp/wal --appenders 1,16,256 --size 256,4096 [--secs 3]
 //! cargo run --release --example wal -- check --path /tmp/wal
 //! ```
 //!
@@ -12,37 +11,32 @@
 //! stdout (flushed) as each append is durable. The crash test kills it at random moments
 //! and checks every acknowledged record after recovery.
 //!
-//! `bench`: appends/s and commit latency percentiles per appender count and record size,
-//! beside a plain `std::fs` loop doing write + `sync_data` per record on the same disk.
-//!
 //! `check`: recovers the log and prints what it kept and cut.
+//!
+//! The benchmark of this log (appends/s and commit latency against a plain `std::fs`
+//! write + `sync_data` loop) is a mode of the bench tool, which includes this same
+//! `log.rs`: `cargo run --release -p coring-bench -- wal --appenders 1,16,256`.
 
 #[path = "log.rs"]
+#[allow(dead_code)] // shared with tests/wal_crash.rs and coring-bench, which use the rest
 mod log;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use log::{payload, Log};
 
-const USAGE: &str = "usage: wal run|bench|check --path FILE [options]
+const USAGE: &str = "usage: wal run|check --path FILE [options]
   run:   --appenders N (default 16) --records N per appender (default: forever) --size BYTES (default 256)
-  bench: --appenders LIST (default 1,16,256) --size LIST (default 256,4096) --secs S (default 3)
-  check: recovers and reports";
+  check: recovers and reports
+(the benchmark: coring-bench wal)";
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
-}
-
-fn list(s: &str) -> Result<Vec<usize>, String> {
-    s.split(',')
-        .map(|v| v.parse().map_err(|_| format!("not a number: {v}")))
-        .collect()
 }
 
 fn main() -> ExitCode {
@@ -54,7 +48,7 @@ fn main() -> ExitCode {
     let path = path.to_string();
     let r = match mode {
         "run" => run(&args, &path),
-        "bench" => bench(&args, &path),
+        "bench" => Err("the benchmark moved: cargo run --release -p coring-bench -- wal".into()),
         "check" => check(&path),
         _ => Err(format!("unknown mode {mode}\n{USAGE}")),
     };
@@ -128,134 +122,11 @@ fn check(path: &str) -> Result<(), String> {
         let (log, rec) = Log::open(path).await.map_err(|e| format!("open: {e}"))?;
         log.close();
         println!(
-            "{} intact records, {} bytes cut from a torn tail",
+            "{} intact records, {} bytes cut from the end ({} of them reserved zeros)",
             rec.records.len(),
-            rec.truncated
+            rec.truncated,
+            rec.zeros
         );
         Ok(())
-    })
-}
-
-/// Percentile `p` (0..=100) of sorted latencies, in microseconds.
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
-fn bench(args: &[String], path: &str) -> Result<(), String> {
-    let appenders = list(arg(args, "--appenders").unwrap_or("1,16,256"))?;
-    let sizes = list(arg(args, "--size").unwrap_or("256,4096"))?;
-    let secs: f64 = arg(args, "--secs")
-        .unwrap_or("3")
-        .parse()
-        .map_err(|_| "bad --secs")?;
-    println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "case", "appends/s", "p50 us", "p99 us", "p99.9 us", "batches", "per sync"
-    );
-    for &size in &sizes {
-        // The baseline: one record, one write, one sync_data, in a loop.
-        let (rate, lat) = std_loop(path, size, secs)?;
-        println!(
-            "{:<22} {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>10} {:>8}",
-            format!("std loop {size}B"),
-            rate,
-            pct(&lat, 50.0),
-            pct(&lat, 99.0),
-            pct(&lat, 99.9),
-            lat.len(),
-            1
-        );
-        for &n in &appenders {
-            let (rate, lat, (batches, records)) = coring_run(path, n, size, secs)?;
-            println!(
-                "{:<22} {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>10} {:>8.1}",
-                format!("coring {n}x {size}B"),
-                rate,
-                pct(&lat, 50.0),
-                pct(&lat, 99.0),
-                pct(&lat, 99.9),
-                batches,
-                records as f64 / batches.max(1) as f64
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A positional write of all of `buf` with std.
-fn std_write_all_at(f: &std::fs::File, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::write_at(f, buf, off)?;
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_write(f, buf, off)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
-fn std_loop(path: &str, size: usize, secs: f64) -> Result<(f64, Vec<Duration>), String> {
-    let _ = std::fs::remove_file(path);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let rec = log::frame(&payload(0, 0, size));
-    let (start, mut off, mut lat) = (Instant::now(), 0u64, Vec::new());
-    while start.elapsed().as_secs_f64() < secs {
-        let t = Instant::now();
-        std_write_all_at(&f, &rec, off).map_err(|e| e.to_string())?;
-        f.sync_data().map_err(|e| e.to_string())?;
-        lat.push(t.elapsed());
-        off += rec.len() as u64;
-    }
-    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
-    lat.sort();
-    Ok((rate, lat))
-}
-
-type RunOut = (f64, Vec<Duration>, (u64, u64));
-
-fn coring_run(path: &str, appenders: usize, size: usize, secs: f64) -> Result<RunOut, String> {
-    let _ = std::fs::remove_file(path);
-    let path = path.to_string();
-    coring::start(async move {
-        let (log, _) = Log::open(&path).await.map_err(|e| format!("open: {e}"))?;
-        let lats = Rc::new(std::cell::RefCell::new(Vec::new()));
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs_f64(secs);
-        let mut tasks = Vec::new();
-        for a in 0..appenders as u32 {
-            let (log, lats) = (log.clone(), lats.clone());
-            tasks.push(coring::spawn(async move {
-                let mut seq = 0;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    log.append(&payload(a, seq, size)).await.expect("append");
-                    lats.borrow_mut().push(t.elapsed());
-                    seq += 1;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| format!("appender: {e:?}"))?;
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let stats = log.stats();
-        log.close();
-        let mut lat = std::mem::take(&mut *lats.borrow_mut());
-        lat.sort();
-        Ok((lat.len() as f64 / elapsed, lat, stats))
     })
 }

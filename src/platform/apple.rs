@@ -148,17 +148,9 @@ pub(crate) fn is_direct(_fd: RawFd) -> bool {
     false
 }
 
-/// `DKIOCGETBLOCKSIZE` (`_IOR('d', 24, uint32_t)` in `<sys/disk.h>`, which the libc crate
-/// does not carry).
-const DKIOCGETBLOCKSIZE: libc::c_ulong = 0x4004_6418;
-
-/// The block size of a disk device, `None` for anything else.
-pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
-    let mut size: u32 = 0;
-    // SAFETY: DKIOCGETBLOCKSIZE writes one uint32_t into the live local it is given.
-    let r = unsafe { libc::ioctl(fd, DKIOCGETBLOCKSIZE, &mut size) };
-    (r == 0 && size > 0).then_some(size)
-}
+/// The ioctl `bsd::sector_size` asks a disk device: `DKIOCGETBLOCKSIZE`
+/// (`_IOR('d', 24, uint32_t)` in `<sys/disk.h>`, which the libc crate does not carry).
+pub(super) const SECTOR_SIZE_IOCTL: libc::c_ulong = 0x4004_6418;
 
 /// Renames with Linux's `RENAME_*` flags through `renameatx_np`: `RENAME_NOREPLACE` is
 /// `RENAME_EXCL`, `RENAME_EXCHANGE` is `RENAME_SWAP`.

@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::{cvt, preallocate, rename_flags, sector_size, FileStat, Timestamp};
+use super::{cvt, preallocate, rename_flags, FileStat, Timestamp, SECTOR_SIZE_IOCTL};
 use crate::fs::DioAlignment;
 
 /// The buffer a stat operation fills.
@@ -204,6 +204,16 @@ pub(crate) unsafe fn sendmsg(fd: RawFd, msg: *const libc::msghdr, flags: i32) ->
 /// urgent data, so the readiness backend always tries again.
 pub(crate) fn short_read_drains(_fd: RawFd) -> bool {
     false
+}
+
+/// The sector size of a disk device (the platform's [`SECTOR_SIZE_IOCTL`]: FreeBSD's
+/// `DIOCGSECTORSIZE`, Apple's `DKIOCGETBLOCKSIZE`), `None` for anything else.
+fn sector_size(fd: RawFd) -> Option<u32> {
+    let mut size: u32 = 0;
+    // SAFETY: both platforms' ioctl writes one 32-bit unsigned int (`u_int`, `uint32_t`)
+    // into the live local it is given.
+    let r = unsafe { libc::ioctl(fd, SECTOR_SIZE_IOCTL, &mut size) };
+    (r == 0 && size > 0).then_some(size)
 }
 
 /// What direct IO on `fd` needs (see [`DioAlignment`]): a disk's sector size

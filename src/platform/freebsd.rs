@@ -34,17 +34,9 @@ pub(crate) fn is_direct(fd: RawFd) -> bool {
     flags >= 0 && flags & libc::O_DIRECT != 0
 }
 
-/// `DIOCGSECTORSIZE` (`_IOR('d', 128, u_int)` in `<sys/disk.h>`, which the libc crate
-/// does not carry).
-const DIOCGSECTORSIZE: libc::c_ulong = 0x4004_6480;
-
-/// The sector size of a disk device, `None` for anything else.
-pub(crate) fn sector_size(fd: RawFd) -> Option<u32> {
-    let mut size: libc::c_uint = 0;
-    // SAFETY: DIOCGSECTORSIZE writes one u_int into the live local it is given.
-    let r = unsafe { libc::ioctl(fd, DIOCGSECTORSIZE, &mut size) };
-    (r == 0 && size > 0).then_some(size)
-}
+/// The ioctl `bsd::sector_size` asks a disk device: `DIOCGSECTORSIZE`
+/// (`_IOR('d', 128, u_int)` in `<sys/disk.h>`, which the libc crate does not carry).
+pub(super) const SECTOR_SIZE_IOCTL: libc::c_ulong = 0x4004_6480;
 
 /// Renames with Linux's `RENAME_*` flags: FreeBSD has no such call (EOPNOTSUPP; the user
 /// API refuses the flags first, see [`unsupported_rename_flags`]).

@@ -99,7 +99,7 @@ pub(crate) use freebsd::{
     SO_REUSEPORT,
 };
 #[cfg(target_os = "freebsd")]
-use freebsd::{preallocate, rename_flags, sector_size};
+use freebsd::{preallocate, rename_flags, SECTOR_SIZE_IOCTL};
 
 #[cfg(target_vendor = "apple")]
 mod apple;
@@ -109,7 +109,7 @@ pub(crate) use apple::{
     unsupported_rename_flags, O_DIRECT, SEND_FLAGS, SO_REUSEPORT,
 };
 #[cfg(target_vendor = "apple")]
-use apple::{preallocate, rename_flags, sector_size};
+use apple::{preallocate, rename_flags, SECTOR_SIZE_IOCTL};
 
 #[cfg(not(any(
     target_os = "linux",

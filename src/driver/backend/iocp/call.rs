@@ -176,6 +176,45 @@ fn bind_any(s: SOCKET, family: u16) -> Result<(), i32> {
     }
 }
 
+/// Which way a stream call moves bytes.
+#[derive(Clone, Copy)]
+enum Stream {
+    Recv,
+    Send,
+}
+
+/// Starts `WSARecv` or `WSASend` of one buffer on `s` in `op`. A receive's flags go in
+/// the block's flags word, which the call may write back until the packet; a send's are
+/// passed as they are.
+///
+/// # Safety
+///
+/// `buf` is valid for `len` bytes until the call's packet is reaped; `op` is the block that
+/// stays alive (at a fixed address) until then.
+unsafe fn stream_call(
+    op: &mut Overlapped,
+    way: Stream,
+    s: SOCKET,
+    buf: *mut u8,
+    len: u32,
+    flags: u32,
+) -> Started {
+    let ov: *mut OVERLAPPED = &mut op.ov;
+    let b = WSABUF { len, buf };
+    // SAFETY: Winsock copies the WSABUF before returning; the buffer (this function's
+    // contract) and the block's flags word live until the packet.
+    let r = unsafe {
+        match way {
+            Stream::Recv => {
+                op.flags = flags;
+                WSARecv(s, &b, 1, ptr::null_mut(), &mut op.flags, ov, None)
+            }
+            Stream::Send => WSASend(s, &b, 1, ptr::null_mut(), flags, ov, None),
+        }
+    };
+    started(r == 0, wsa_error())
+}
+
 /// Starts the overlapped call of `desc` in `op`.
 ///
 /// # Safety
@@ -219,22 +258,8 @@ pub(super) unsafe fn start(op: &mut Overlapped, desc: &OpDesc) -> Started {
             flags,
             ..
         } => {
-            op.flags = flags as u32;
-            let b = WSABUF { len, buf };
-            // SAFETY: Winsock copies the WSABUF before returning; the buffer and the
-            // flags word live until the packet.
-            let r = unsafe {
-                WSARecv(
-                    socket_of(fd.raw),
-                    &b,
-                    1,
-                    ptr::null_mut(),
-                    &mut op.flags,
-                    ov,
-                    None,
-                )
-            };
-            started(r == 0, wsa_error())
+            // SAFETY: buf is valid for len bytes until the packet (the caller's contract).
+            unsafe { stream_call(op, Stream::Recv, socket_of(fd.raw), buf, len, flags as u32) }
         }
         OpDesc::Send {
             fd,
@@ -243,23 +268,9 @@ pub(super) unsafe fn start(op: &mut Overlapped, desc: &OpDesc) -> Started {
             flags,
             ..
         } => {
-            let b = WSABUF {
-                len,
-                buf: buf.cast_mut(),
-            };
-            // SAFETY: as for the receive.
-            let r = unsafe {
-                WSASend(
-                    socket_of(fd.raw),
-                    &b,
-                    1,
-                    ptr::null_mut(),
-                    flags as u32,
-                    ov,
-                    None,
-                )
-            };
-            started(r == 0, wsa_error())
+            let buf = buf.cast_mut();
+            // SAFETY: as for the receive (a send only reads the buffer).
+            unsafe { stream_call(op, Stream::Send, socket_of(fd.raw), buf, len, flags as u32) }
         }
         OpDesc::RecvMsg { fd, msg, flags } => {
             op.flags = flags;
