@@ -5,6 +5,7 @@
 
 mod accept;
 mod retained;
+mod sendfile;
 mod socket;
 mod stream;
 mod tcp;

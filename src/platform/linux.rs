@@ -338,3 +338,48 @@ pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
     }
     Ok(DioAlignment::from_block_size(u64::from(stx.stx_blksize)))
 }
+
+/// `splice(fd_in, off_in, fd_out, NULL, len, SPLICE_F_MOVE)` (-1 with errno set on error);
+/// a pipe-to-socket splice (`off_in` is `None`) adds SPLICE_F_NONBLOCK, so that an empty
+/// pipe fails with EAGAIN instead of blocking.
+pub(crate) fn splice(fd_in: RawFd, off_in: Option<libc::off_t>, fd_out: RawFd, len: usize) -> isize {
+    let mut off = off_in.unwrap_or(0);
+    let (off_ptr, flags) = match off_in {
+        Some(_) => (&mut off as *mut libc::off_t, libc::SPLICE_F_MOVE),
+        None => (
+            std::ptr::null_mut(),
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        ),
+    };
+    // SAFETY: the offset pointer is null or points to a live local; the call reads and
+    // writes no other memory of ours.
+    unsafe { libc::splice(fd_in, off_ptr, fd_out, std::ptr::null_mut(), len, flags) }
+}
+
+/// `sendfile(sock, file, &offset, len)`: up to `len` bytes of `file` from `offset` to the
+/// socket (-1 with errno set on error; the file's own position is not used).
+pub(crate) fn sendfile(sock: RawFd, file: RawFd, offset: libc::off_t, len: usize) -> isize {
+    let mut off = offset;
+    // SAFETY: the offset pointer points to a live local.
+    unsafe { libc::sendfile(sock, file, &mut off, len) }
+}
+
+/// A close-on-exec pipe in blocking mode, `[read end, write end]`, whose capacity is raised
+/// towards `want` bytes (as far as `fs.pipe-max-size` and the user's pipe quota allow);
+/// returns the ends and the capacity it has.
+///
+/// # Errors
+///
+/// `pipe2` failed (the descriptor limit).
+pub(crate) fn pipe(want: usize) -> io::Result<([RawFd; 2], usize)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fcntl on a descriptor we just created; no pointers. A refusal (EPERM over
+    // the quota, EBUSY) leaves the default size, which F_GETPIPE_SZ reports.
+    let cap = unsafe {
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, want as libc::c_int);
+        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+    };
+    Ok((fds, usize::try_from(cap).unwrap_or(0)))
+}

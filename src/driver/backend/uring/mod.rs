@@ -18,7 +18,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use self::send_order::SendOrder;
 use super::{classify_enter_error, Backend, Enqueued, Linked, Push, Unpark, Wait};
 use crate::driver::cached_read::CachedReads;
-use crate::driver::desc::FdRef;
+use crate::driver::desc::{FdRef, Interest};
 use crate::driver::fixed::{Fixed, Registration};
 use crate::driver::offload::Offload;
 use crate::driver::syscall;
@@ -673,6 +673,38 @@ impl Uring {
             // Not submitted by `push` (it runs shutdown(2) itself, see `shutdown_now`); the
             // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
+            // The input is named in the SQE's own field: a registered one with
+            // SPLICE_F_FD_IN_FIXED (the crate sets it for `Fixed`), not IOSQE_FIXED_FILE,
+            // which is the output's. No offset is -1 (a pipe).
+            OpDesc::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                len,
+            } => {
+                let off_in = off_in.map_or(-1, |o| o as i64);
+                let out = fd(fd_out);
+                match self.own(fd_in.fixed) {
+                    Some(slot) => {
+                        opcode::Splice::new(types::Fixed(slot), off_in, out, -1, len)
+                            .flags(libc::SPLICE_F_MOVE)
+                            .build()
+                    }
+                    None => opcode::Splice::new(types::Fd(fd_in.raw), off_in, out, -1, len)
+                        .flags(libc::SPLICE_F_MOVE)
+                        .build(),
+                }
+            }
+            // No opcode: the ring splices through a pipe (`Backend::splices`); where it
+            // cannot, this runs on the pool, waiting for the socket there.
+            OpDesc::SendFile { .. } => return None,
+            OpDesc::Poll { fd: f, interest } => {
+                let events = match interest {
+                    Interest::Read => libc::POLLIN,
+                    Interest::Write => libc::POLLOUT,
+                };
+                opcode::PollAdd::new(fd(f), events as u32).build()
+            }
         };
         Some(entry.flags(sqe_flags))
     }
@@ -1057,6 +1089,16 @@ impl Backend for Uring {
     /// Provided buffers filled and not yet recycled.
     fn provided_in_use(&self) -> usize {
         self.bufring.as_ref().map_or(0, |b| b.in_use())
+    }
+
+    /// Whether the ring runs both IORING_OP_SPLICE and IORING_OP_POLL_ADD (and the test
+    /// hook hides neither).
+    fn splices(&self) -> bool {
+        let code = |c: u8| self.missing & (1u128 << c) == 0;
+        code(opcode::Splice::CODE)
+            && code(opcode::PollAdd::CODE)
+            && !self.hides("splice")
+            && !self.hides("poll_add")
     }
 }
 
