@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example file_server -- [--root DIR] [--addr 127.0.0.1:8080] [--cores N]
-//!     [--max-requests N] [--exit-after SECS] [--verbose]
+//!     [--max-requests N] [--exit-after SECS] [--copy] [--verbose]
 //! ```
 //!
 //! On startup it prints `listening on http://ADDR` on stdout (the real address, so
@@ -56,7 +56,13 @@
 //!   pdf, ...; otherwise `application/octet-stream`), `Accept-Ranges: bytes`, `Date`,
 //!   `Server`, `Connection: close` whenever the server closes after the response, and
 //!   `Connection: keep-alive` when it keeps an HTTP/1.0 connection open.
-//! - **Large files** are streamed through one 64 KiB buffer: `read_at` into it, `write_all`
+//! - **Bodies go out zero-copy**: the head is sent from a small buffer, then the body with
+//!   [`TcpStream::send_file`], which moves the file's pages to the socket inside the kernel
+//!   (io_uring: linked splices through a pooled pipe; epoll/kqueue: `sendfile(2)`; Windows:
+//!   a copy). Bodies of at most [`COPY_MAX`] bytes are copied instead, in the same send as
+//!   the head: one send costs less than a send and a transfer. `--copy` copies every body
+//!   (the path below), for comparison.
+//! - **Copied bodies** are streamed through one 64 KiB buffer: `read_at` into it, `write_all`
 //!   it out, reuse it for the next chunk. The response head shares the buffer with the
 //!   first chunk, so a small file goes out in a single send. A connection borrows the
 //!   buffer from its core's pool only while it sends a response, and its request buffer
@@ -131,6 +137,12 @@ const FIRST_HEAD_BUF: usize = 2 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// How long a connection may sit idle, or take to send one request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies up to this size are copied into the head's buffer and go out in one send, even
+/// without `--copy`.
+const COPY_MAX: u64 = 16 * 1024;
+/// The most of a body one zero-copy transfer (`send_file`) is given, so that a slow
+/// client is timed out per this much, as the copy path times out per [`CHUNK`].
+const SEND_FILE_STEP: u64 = 4 * 1024 * 1024;
 /// How long one chunk of a response may take to go out.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long, and how much, a closing connection drains of what the client still sends.
@@ -143,7 +155,7 @@ const SPARE_BUFS: usize = 64;
 
 const USAGE: &str = "\
 usage: file_server [--root DIR] [--addr HOST:PORT] [--cores N] [--max-requests N]
-                   [--exit-after SECS] [--verbose]
+                   [--exit-after SECS] [--copy] [--verbose]
 
 Serves the files under DIR over HTTP/1.1 (GET, HEAD, keep-alive, single byte ranges).
 
@@ -153,6 +165,8 @@ options:
   --cores N           core threads, each with its own SO_REUSEPORT listener (default 1)
   --max-requests N    exit after answering N requests
   --exit-after SECS   exit after SECS seconds
+  --copy              copy file bodies through user space (read, then write) instead of
+                      sending them zero-copy (send_file)
   --verbose           log every request on stderr
   -h, --help          print this help
 
@@ -169,6 +183,7 @@ struct Config {
     cores: usize,
     max_requests: Option<u64>,
     exit_after: Option<Duration>,
+    copy: bool,
     verbose: bool,
 }
 
@@ -184,6 +199,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         cores: 1,
         max_requests: None,
         exit_after: None,
+        copy: false,
         verbose: false,
     };
     let mut args = args.into_iter();
@@ -197,6 +213,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "-h" | "--help" => return Ok(Args::Help),
             "--verbose" | "-v" => {
                 cfg.verbose = true;
+                continue;
+            }
+            "--copy" => {
+                cfg.copy = true;
                 continue;
             }
             "--root" | "--addr" | "--cores" | "--max-requests" | "--exit-after" => {}
@@ -274,6 +294,8 @@ fn main() -> ExitCode {
 /// What every core shares (it is `Send + Sync`; per-core state is in [`Core`]).
 struct Shared {
     root: PathBuf,
+    /// `--copy`: every body through user space.
+    copy: bool,
     verbose: bool,
     control: Control,
 }
@@ -324,6 +346,7 @@ fn run(cfg: Config) -> io::Result<()> {
     }
     let shared = Arc::new(Shared {
         root: cfg.root.clone(),
+        copy: cfg.copy,
         verbose: cfg.verbose,
         control: Control {
             max_requests: cfg.max_requests,
@@ -1526,8 +1549,13 @@ impl Conn {
                 out.extend_from_slice(text.as_bytes());
                 self.write_out(out).await
             }
-            Some(Body::File { file, start, count }) => {
+            Some(Body::File { file, start, count })
+                if core.shared.copy || count <= COPY_MAX =>
+            {
                 self.stream_file(out, &file, start, count).await
+            }
+            Some(Body::File { file, start, count }) => {
+                self.send_file(out, &file, start, count).await
             }
         };
         core.put_buf(std::mem::take(&mut self.out));
@@ -1588,6 +1616,29 @@ impl Conn {
             out = std::mem::take(&mut self.out);
             out.clear();
         }
+    }
+
+    /// Sends the head in `out`, then `count` bytes of `file` from `start` without copying
+    /// them (see [`TcpStream::send_file`]).
+    async fn send_file(&mut self, out: Vec<u8>, file: &File, start: u64, count: u64) -> io::Result<()> {
+        self.write_out(out).await?;
+        let mut pos = start;
+        let end = start + count;
+        while pos < end {
+            let step = (end - pos).min(SEND_FILE_STEP);
+            let sent = match timeout(WRITE_TIMEOUT, self.stream.send_file(file, pos, step)).await {
+                Ok(sent) => sent?,
+                Err(elapsed) => return Err(elapsed.into()),
+            };
+            if sent < step {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            pos += sent;
+        }
+        Ok(())
     }
 
     /// Writes all of `out`, then puts the buffer back in `self.out`.
