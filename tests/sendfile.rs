@@ -68,7 +68,21 @@ async fn send_over_tcp(path: &Path, offset: u64, len: u64) -> (u64, Vec<u8>) {
     (n, rx.join().unwrap())
 }
 
-coring_test!(bodies_are_byte_exact, async {
+/// A `coring_test!` that runs its body twice per backend: with `sendfile` (the default)
+/// and with `Builder::splice_files(true)` (linked splices through a pipe on io_uring; the
+/// fallback ignores the option, so there it runs the same route twice).
+macro_rules! both_routes {
+    ($name:ident, $body:expr) => {
+        coring_test!($name, |builder| {
+            for splice in [false, true] {
+                let rt = builder.clone().splice_files(splice).build().expect("runtime");
+                common::block_on_bounded(&rt, $body);
+            }
+        });
+    };
+}
+
+both_routes!(bodies_are_byte_exact, async {
     let dir = TempDir::new("sendfile-sizes");
     // Around page and pipe boundaries, and past the pipe's 256 KiB several times.
     for (i, size) in [0usize, 1, 4095, 4096, 4097, 65_536 + 17, 262_144, 1 << 20, 5 << 20]
@@ -89,7 +103,7 @@ coring_test!(bodies_are_byte_exact, async {
     }
 });
 
-coring_test!(offsets_at_and_past_the_end, async {
+both_routes!(offsets_at_and_past_the_end, async {
     let dir = TempDir::new("sendfile-ends");
     let (path, data) = make_file(&dir, "f", 10_000, 7);
     // At the end and past it: nothing, and no error.
@@ -115,7 +129,7 @@ coring_test!(offsets_at_and_past_the_end, async {
     assert_eq!(rx.join().unwrap(), data[..5]);
 });
 
-coring_test!(mixed_with_writes_in_order, async {
+both_routes!(mixed_with_writes_in_order, async {
     // Head from a buffer, body from the file, then another head: the order a server uses.
     let dir = TempDir::new("sendfile-mixed");
     let (path, data) = make_file(&dir, "f", 300_000, 3);
@@ -135,7 +149,7 @@ coring_test!(mixed_with_writes_in_order, async {
     assert!(rx.join().unwrap() == want, "the bytes differ");
 });
 
-coring_test!(registered_file_and_socket, async {
+both_routes!(registered_file_and_socket, async {
     let dir = TempDir::new("sendfile-fixed");
     let (path, data) = make_file(&dir, "f", 700_001, 11);
     let (s, rx) = tcp_pair();
@@ -148,7 +162,7 @@ coring_test!(registered_file_and_socket, async {
     assert!(rx.join().unwrap() == data[4_097..604_097], "the bytes differ");
 });
 
-coring_test!(peer_closed_is_an_error, async {
+both_routes!(peer_closed_is_an_error, async {
     let dir = TempDir::new("sendfile-closed");
     let (path, _) = make_file(&dir, "f", 16 << 20, 5);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -190,7 +204,7 @@ fn small_send_buffer(s: &TcpStream) {
 #[cfg(windows)]
 fn small_send_buffer(_s: &TcpStream) {}
 
-coring_test!(dropped_mid_transfer_then_exact_bytes, async {
+both_routes!(dropped_mid_transfer_then_exact_bytes, async {
     let dir = TempDir::new("sendfile-drop");
     // More than the socket buffers on both ends hold, so it cannot finish unread.
     let (big_path, big) = make_file(&dir, "big", 24 << 20, 1);
@@ -229,7 +243,7 @@ coring_test!(dropped_mid_transfer_then_exact_bytes, async {
 
 // Unix-domain streams exist on Unix only.
 #[cfg(unix)]
-coring_test!(unix_stream, async {
+both_routes!(unix_stream, async {
     let dir = TempDir::new("sendfile-unix");
     let (path, data) = make_file(&dir, "f", (1 << 20) + 5, 9);
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -242,14 +256,15 @@ coring_test!(unix_stream, async {
     assert!(rx.join().unwrap() == data[3..], "the bytes differ");
 });
 
-/// io_uring sends files by linked splices (the kernel orders each pair). Only io_uring
-/// links in the kernel.
+/// io_uring with `splice_files` sends files by linked splices (the kernel orders each
+/// pair). Only io_uring links in the kernel.
 #[cfg(target_os = "linux")]
 #[test]
 fn io_uring_links_splices() {
     common::with_watchdog("io_uring_links_splices", || {
         let rt = coring::Builder::new()
             .backend(coring::BackendKind::IoUring)
+            .splice_files(true)
             .build()
             .unwrap();
         let dir = TempDir::new("sendfile-linked");
@@ -264,24 +279,76 @@ fn io_uring_links_splices() {
     });
 }
 
-/// io_uring without splice (the test hook hides the opcode): `sendfile(2)` on the
-/// blocking pool, waiting there for the socket. Only io_uring has opcodes to hide.
+/// io_uring's default route runs `sendfile` during submission for a cached file: no
+/// operation goes to the blocking pool. Needs `cachestat(2)` (Linux 6.5+; without it every
+/// `sendfile` goes to the pool, by design): skipped with a message where it is missing.
+/// Only io_uring chooses between the two.
+#[cfg(target_os = "linux")]
+#[test]
+fn io_uring_sendfile_inline_when_cached() {
+    common::with_watchdog("io_uring_sendfile_inline_when_cached", || {
+        let dir = TempDir::new("sendfile-inline");
+        let (path, data) = make_file(&dir, "f", 1 << 20, 10);
+        // Probe cachestat (451) on the file: 0 if the kernel has it.
+        let probe = std::fs::File::open(&path).unwrap();
+        let range = [0u64, 4096];
+        let mut st = [0u64; 5];
+        // SAFETY: cachestat reads two u64 and writes five, both live locals.
+        let r = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::syscall(451, probe.as_raw_fd(), range.as_ptr(), st.as_mut_ptr(), 0)
+        };
+        if r != 0 {
+            eprintln!("skipping: no cachestat(2) here ({})", std::io::Error::last_os_error());
+            return;
+        }
+        let rt = coring::Builder::new()
+            .backend(coring::BackendKind::IoUring)
+            .build()
+            .unwrap();
+        let before = rt.metrics().ops_offloaded;
+        let (n, got) = common::block_on_bounded(&rt, send_over_tcp(&path, 0, 1 << 20));
+        assert_eq!(n, 1 << 20);
+        assert!(got == data, "the bytes differ");
+        assert_eq!(rt.metrics().ops_offloaded, before, "a cached file went to the pool");
+    });
+}
+
+/// io_uring asked to splice but without the opcode (the test hook hides it): `sendfile`
+/// instead, no linked operations. Only io_uring has opcodes to hide.
 #[cfg(target_os = "linux")]
 #[test]
 fn io_uring_without_splice() {
     common::with_watchdog("io_uring_without_splice", || {
         let rt = coring::Builder::new()
             .backend(coring::BackendKind::IoUring)
+            .splice_files(true)
             .emulate_missing_opcodes(&["splice"])
             .build()
             .unwrap();
-        common::block_on_bounded(&rt, async {
-            let dir = TempDir::new("sendfile-nosplice");
-            let (path, data) = make_file(&dir, "f", (2 << 20) + 1, 4);
-            let (n, got) = send_over_tcp(&path, 1, u64::MAX).await;
-            assert_eq!(n, data.len() as u64 - 1);
-            assert!(got == data[1..], "the bytes differ");
-        });
-        assert!(rt.metrics().ops_offloaded > 0, "sendfile ran on the pool");
+        let dir = TempDir::new("sendfile-nosplice");
+        let (path, data) = make_file(&dir, "f", (2 << 20) + 1, 4);
+        let (n, got) = common::block_on_bounded(&rt, send_over_tcp(&path, 1, u64::MAX));
+        assert_eq!(n, data.len() as u64 - 1);
+        assert!(got == data[1..], "the bytes differ");
+        assert_eq!(rt.metrics().ops_linked, 0, "no splices");
     });
 }
+
+/// A file whose pages were dropped from the page cache: on io_uring `sendfile` then runs
+/// on the blocking pool (the ring's thread does not wait for the device); the bytes are
+/// the same. Eviction is best effort (`POSIX_FADV_DONTNEED` of clean pages), so the route
+/// is not asserted. Linux only: the advice's effect is Linux's.
+#[cfg(target_os = "linux")]
+both_routes!(uncached_file, async {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("sendfile-cold");
+    let (path, data) = make_file(&dir, "f", (3 << 20) + 7, 8);
+    let std_file = std::fs::File::open(&path).unwrap();
+    std_file.sync_all().unwrap();
+    // SAFETY: no pointers; advice on a descriptor this test owns.
+    unsafe { libc::posix_fadvise(std_file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let (n, got) = send_over_tcp(&path, 5, u64::MAX).await;
+    assert_eq!(n, data.len() as u64 - 5);
+    assert!(got == data[5..], "the bytes differ");
+});

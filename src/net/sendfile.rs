@@ -90,6 +90,9 @@ async fn by_sendfile(sock: &SharedFd, file: &SharedFd, offset: u64, len: u64) ->
             Ok(0) => break,
             Ok(n) => sent += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // io_uring runs sendfile without waiting: no room in the socket.
+            #[cfg(target_os = "linux")]
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => writable(sock).await?,
             Err(e) => return Err(e),
         }
     }

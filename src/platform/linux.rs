@@ -383,3 +383,47 @@ pub(crate) fn pipe(want: usize) -> io::Result<([RawFd; 2], usize)> {
     };
     Ok((fds, usize::try_from(cap).unwrap_or(0)))
 }
+
+/// Whether every page of `fd` in `offset..offset + len` is in the page cache
+/// (`cachestat(2)`, Linux 6.5+; 451 in the unified syscall table); `None` where the kernel
+/// cannot say (an older kernel, another architecture's table). A range past the end of
+/// the file has no pages: it is reported as not cached.
+pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+    {
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct CacheStat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        if len == 0 {
+            return Some(true);
+        }
+        let range = Range { off: offset, len };
+        let mut st = CacheStat::default();
+        // SAFETY: the kernel reads one Range and writes one CacheStat, both live locals of
+        // the layout cachestat(2) defines.
+        let r = unsafe { libc::syscall(SYS_CACHESTAT, fd, &range, &mut st, 0) };
+        if r != 0 {
+            return None;
+        }
+        let first = offset / 4096;
+        let last = (offset + len - 1) / 4096;
+        Some(st.nr_cache > last - first)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+    {
+        let _ = (fd, offset, len);
+        None
+    }
+}

@@ -112,6 +112,8 @@ pub struct Builder {
     recv_buffers: (u16, usize),
     /// Whether stream reads use multishot receives (io_uring).
     multishot_reads: bool,
+    /// `send_file` by linked splices (io_uring).
+    splice_files: bool,
 }
 
 impl Default for Builder {
@@ -133,6 +135,7 @@ impl Builder {
             park_spin: Duration::ZERO,
             recv_buffers: DEFAULT_RECV_BUFFERS,
             multishot_reads: true,
+            splice_files: false,
         }
     }
 
@@ -252,6 +255,23 @@ impl Builder {
         self
     }
 
+    /// How `send_file` moves a file to a socket on io_uring (other backends ignore this).
+    ///
+    /// Off (the default): `sendfile(2)` during submission when every page of the chunk is
+    /// in the page cache (`cachestat(2)`, Linux 6.5+), so it costs one system call and no
+    /// thread, as nginx's `sendfile on`; a socket without room is waited for with
+    /// IORING_OP_POLL_ADD. A chunk not wholly cached (or a kernel without `cachestat`)
+    /// goes to the blocking pool, so the ring's thread never waits for a device.
+    ///
+    /// On: two linked IORING_OP_SPLICEs per chunk (file to pipe, pipe to socket) through
+    /// a pipe the runtime pools, run entirely by the kernel. io_uring runs every splice on
+    /// an io-wq worker thread, so each chunk costs two thread hops: measured more CPU per
+    /// response than `sendfile` (see the README's "Zero-copy file serving").
+    pub fn splice_files(mut self, on: bool) -> Builder {
+        self.splice_files = on;
+        self
+    }
+
     /// Builds the runtime on the current thread.
     ///
     /// With [`BackendKind::Auto`], io_uring is set up, probed for the opcodes coring needs
@@ -337,6 +357,7 @@ impl Builder {
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             emulate_missing: self.emulate_missing.clone(),
             recv_buffers: self.multishot_reads.then_some(self.recv_buffers),
+            splice_files: self.splice_files,
         };
         select::build(kind, &cfg)
     }

@@ -27,6 +27,8 @@ pub(crate) struct BackendConfig {
     /// Provided buffers of multishot stream receives, (count, size); `None`: streams read
     /// single-shot.
     pub(crate) recv_buffers: Option<(u16, usize)>,
+    /// File-to-socket transfers by linked splices (io_uring).
+    pub(crate) splice_files: bool,
 }
 
 /// What a fallback chosen on request says about itself.
@@ -109,6 +111,7 @@ fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, O
         recv_buffers: cfg
             .recv_buffers
             .map(|(count, size)| uring::RecvBuffers { count, size }),
+        splice_files: cfg.splice_files,
     };
     match uring::Uring::new(&ring_cfg) {
         Ok(ring) => Ok((AnyBackend::Uring(ring), None)),

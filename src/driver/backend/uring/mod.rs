@@ -56,6 +56,8 @@ pub(crate) struct UringConfig {
     /// The provided buffers of multishot stream receives; `None`: streams read
     /// single-shot.
     pub(crate) recv_buffers: Option<RecvBuffers>,
+    /// File-to-socket transfers by linked splices (`Builder::splice_files`).
+    pub(crate) splice_files: bool,
 }
 
 /// The io_uring backend.
@@ -107,6 +109,11 @@ pub(crate) struct Uring {
     /// which must not move when the vector grows.
     #[allow(clippy::vec_box)]
     timespecs: Vec<Box<types::Timespec>>,
+    /// File-to-socket transfers by linked splices rather than `sendfile` (see `splices`).
+    splice_files: bool,
+    /// The kernel cannot say which pages are cached (no `cachestat`): every `sendfile`
+    /// runs on the pool.
+    no_cachestat: bool,
 }
 
 impl Drop for Uring {
@@ -209,6 +216,8 @@ impl Uring {
             multishot: Vec::new(),
             multishot_live: 0,
             timespecs: Vec::new(),
+            splice_files: cfg.splice_files,
+            no_cachestat: false,
         };
         if !uring.arm_wake() {
             return Err((
@@ -375,6 +384,37 @@ impl Uring {
         let res = unsafe { syscall::execute(desc) };
         self.completed_here
             .push((key, Completion { res, flags: 0 }));
+    }
+
+    /// Whether `len` bytes of file `fd` from `offset` are all in the page cache, so that a
+    /// `sendfile` of them does not wait for the device (false where the kernel cannot
+    /// tell).
+    fn is_cached(&mut self, fd: RawFd, offset: u64, len: u32) -> bool {
+        if self.no_cachestat {
+            return false;
+        }
+        match crate::platform::cached(fd, offset, u64::from(len)) {
+            Some(cached) => cached,
+            None => {
+                self.no_cachestat = true;
+                false
+            }
+        }
+    }
+
+    /// Runs `sendfile(2)` for operation `key` now, without waiting: the ring has no
+    /// opcode for it, its pages are cached (`is_cached`), and on a non-blocking socket
+    /// the call never waits for the peer. A socket without room completes it with
+    /// -EAGAIN; its caller then waits with [`OpDesc::Poll`] and tries again.
+    fn sendfile_now(&mut self, key: usize, desc: &OpDesc, inline: bool) -> Push {
+        // SAFETY: a sendfile description carries descriptors and numbers, no pointers.
+        let res = unsafe { syscall::execute(desc) };
+        let c = Completion { res, flags: 0 };
+        if inline {
+            return Push::Completed(c);
+        }
+        self.completed_here.push((key, c));
+        Push::Queued
     }
 
     /// Submits the deferred operations of `fd` that are free to go: shutdowns run at once,
@@ -729,6 +769,16 @@ impl Backend for Uring {
             if let Some(c) = done {
                 return Ok(Push::Completed(c));
             }
+        }
+        if let OpDesc::SendFile {
+            file, offset, len, ..
+        } = *desc
+        {
+            if self.is_cached(file.raw, offset, len) {
+                return Ok(self.sendfile_now(key, desc, inline));
+            }
+            // Reading the file may wait for the device: on the pool, which also waits
+            // for the socket there (`submit_op` finds no opcode for it).
         }
         // A stream send or shutdown behind an earlier one of its socket waits its turn.
         if self.sends.defer(key, desc) {
@@ -1091,11 +1141,13 @@ impl Backend for Uring {
         self.bufring.as_ref().map_or(0, |b| b.in_use())
     }
 
-    /// Whether the ring runs both IORING_OP_SPLICE and IORING_OP_POLL_ADD (and the test
-    /// hook hides neither).
+    /// Whether files go to sockets by splice ([`crate::Builder::splice_files`]), and the
+    /// ring runs both IORING_OP_SPLICE and IORING_OP_POLL_ADD (and the test hook hides
+    /// neither).
     fn splices(&self) -> bool {
         let code = |c: u8| self.missing & (1u128 << c) == 0;
-        code(opcode::Splice::CODE)
+        self.splice_files
+            && code(opcode::Splice::CODE)
             && code(opcode::PollAdd::CODE)
             && !self.hides("splice")
             && !self.hides("poll_add")
