@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example file_server -- [--root DIR] [--addr 127.0.0.1:8080] [--cores N]
-//!     [--max-requests N] [--exit-after SECS] [--copy] [--verbose]
+//!     [--max-requests N] [--exit-after SECS] [--copy] [--splice] [--verbose]
 //! ```
 //!
 //! On startup it prints `listening on http://ADDR` on stdout (the real address, so
@@ -58,8 +58,9 @@
 //!   `Connection: keep-alive` when it keeps an HTTP/1.0 connection open.
 //! - **Bodies go out zero-copy**: the head is sent from a small buffer, then the body with
 //!   [`TcpStream::send_file`], which moves the file's pages to the socket inside the kernel
-//!   (io_uring: linked splices through a pooled pipe; epoll/kqueue: `sendfile(2)`; Windows:
-//!   a copy). Bodies of at most [`COPY_MAX`] bytes are copied instead, in the same send as
+//!   (`sendfile(2)`; on io_uring during submission when the file's pages are cached, else
+//!   on the blocking pool; with `--splice`, io_uring's linked splices through a pooled
+//!   pipe instead, see `Builder::splice_files`; Windows: a copy). Bodies of at most [`COPY_MAX`] bytes are copied instead, in the same send as
 //!   the head: one send costs less than a send and a transfer. `--copy` copies every body
 //!   (the path below), for comparison.
 //! - **Copied bodies** are streamed through one 64 KiB buffer: `read_at` into it, `write_all`
@@ -127,7 +128,7 @@ use coring::fs::{File, Metadata, OpenOptions};
 use coring::net::{TcpListener, TcpStream};
 use coring::sync::oneshot;
 use coring::time::{sleep, sleep_until, timeout};
-use coring::{Pool, Runtime};
+use coring::Pool;
 
 /// The most a request head (request line + headers) may take.
 const MAX_HEAD: usize = 16 * 1024;
@@ -155,7 +156,7 @@ const SPARE_BUFS: usize = 64;
 
 const USAGE: &str = "\
 usage: file_server [--root DIR] [--addr HOST:PORT] [--cores N] [--max-requests N]
-                   [--exit-after SECS] [--copy] [--verbose]
+                   [--exit-after SECS] [--copy] [--splice] [--verbose]
 
 Serves the files under DIR over HTTP/1.1 (GET, HEAD, keep-alive, single byte ranges).
 
@@ -167,6 +168,8 @@ options:
   --exit-after SECS   exit after SECS seconds
   --copy              copy file bodies through user space (read, then write) instead of
                       sending them zero-copy (send_file)
+  --splice            on io_uring, send_file by linked splices through a pipe instead
+                      of sendfile (Builder::splice_files)
   --verbose           log every request on stderr
   -h, --help          print this help
 
@@ -184,6 +187,7 @@ struct Config {
     max_requests: Option<u64>,
     exit_after: Option<Duration>,
     copy: bool,
+    splice: bool,
     verbose: bool,
 }
 
@@ -200,6 +204,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         max_requests: None,
         exit_after: None,
         copy: false,
+        splice: false,
         verbose: false,
     };
     let mut args = args.into_iter();
@@ -217,6 +222,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--copy" => {
                 cfg.copy = true;
+                continue;
+            }
+            "--splice" => {
+                cfg.splice = true;
                 continue;
             }
             "--root" | "--addr" | "--cores" | "--max-requests" | "--exit-after" => {}
@@ -382,13 +391,18 @@ fn announce(addr: SocketAddr, cfg: &Config, backend: &str) {
 }
 
 /// One core on the main thread.
+/// Each core's runtime settings: `--splice` sends files by linked splices on io_uring.
+fn runtime_builder(cfg: &Config) -> coring::Builder {
+    coring::Builder::new().splice_files(cfg.splice)
+}
+
 fn run_single(
     cfg: &Config,
     shared: Arc<Shared>,
     stop: oneshot::Receiver<()>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let rt = Runtime::new()?;
+    let rt = runtime_builder(cfg).build()?;
     let listener = TcpListener::bind(cfg.addr.as_str())?;
     announce(listener.local_addr()?, cfg, &rt.backend_description());
     rt.block_on(serve_core(
@@ -408,7 +422,10 @@ fn run_pool(
     stops: Vec<oneshot::Receiver<()>>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let pool = Pool::builder().cores(cfg.cores).build()?;
+    let pool = Pool::builder()
+        .cores(cfg.cores)
+        .runtime(runtime_builder(cfg))
+        .build()?;
     // Bind the first listener on what was asked (maybe port 0), the others on the port
     // it got, so they all share one port.
     let first = TcpListener::bind_reuseport(cfg.addr.as_str())?;
@@ -455,7 +472,10 @@ fn run_pool(
     stops: Vec<oneshot::Receiver<()>>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let pool = Pool::builder().cores(cfg.cores).build()?;
+    let pool = Pool::builder()
+        .cores(cfg.cores)
+        .runtime(runtime_builder(cfg))
+        .build()?;
     let listener = std::net::TcpListener::bind(cfg.addr.as_str())?;
     let addr = listener.local_addr()?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.cores)

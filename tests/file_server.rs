@@ -689,7 +689,8 @@ fn get_large_file_exact_bytes(backend: &str) {
 
 /// Bodies from 0 bytes to 64 MiB, around the size up to which bodies are copied into the
 /// head's send (16 KiB) and around page and pipe sizes, and ranges of the largest, are
-/// byte-exact both zero-copy (the default: `send_file`) and with `--copy`.
+/// byte-exact zero-copy (the default: `send_file` by `sendfile`), with `--splice` (by
+/// linked splices on io_uring; the same as the default elsewhere) and with `--copy`.
 fn body_sizes_and_ranges_both_paths(backend: &str) {
     if !have_curl() {
         return;
@@ -717,7 +718,7 @@ fn body_sizes_and_ranges_both_paths(backend: &str) {
             (name, data)
         })
         .collect();
-    for extra in [&[][..], &["--copy"][..]] {
+    for extra in [&[][..], &["--copy"][..], &["--splice"][..]] {
         let server = Server::start(backend, &fx.root, extra);
         for (name, data) in &files {
             let r = fetch(&fx, &server.url(&format!("/{name}")), &[]);

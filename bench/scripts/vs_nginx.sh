@@ -2,9 +2,10 @@
 # coring's file_server against nginx (`sendfile on`), both on the same core, with the same
 # client: requests/s, transfer rate, p99 latency and server CPU per request.
 #
-# Three servers run at once, each pinned to CPU 0, and are loaded one at a time: nginx
+# Four servers run at once, each pinned to CPU 0, and are loaded one at a time: nginx
 # (one worker, `sendfile on`, access log off), coring's file_server zero-copy (bodies by
-# `TcpStream::send_file`) and coring's file_server `--copy` (bodies read into a buffer and
+# `TcpStream::send_file`: `sendfile(2)`), the same with `--splice` (io_uring's linked
+# splices through a pipe) and coring's file_server `--copy` (bodies read into a buffer and
 # written). The client is `wrk -t1 -c16`, pinned to CPU 1, for 1 KiB, 64 KiB and 1 MiB
 # files; the rounds interleave every (server, size) pair, so drift in the machine's load
 # spreads over all of them. Server CPU is utime + stime of the whole process (every thread:
@@ -105,13 +106,14 @@ start_coring() {
     eval "pid_$name=$pid"
 }
 start_coring zerocopy
+start_coring splice --splice
 start_coring copy --copy
 for _ in $(seq 50); do
     curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" 2>/dev/null && break
     sleep 0.1
 done
 for s in $sizes; do
-    for port in "$nginx_port" "$port_zerocopy" "$port_copy"; do
+    for port in "$nginx_port" "$port_zerocopy" "$port_splice" "$port_copy"; do
         got=$(curl -s "http://127.0.0.1:$port/$s.bin" | cmp - "$work/www/$s.bin" && echo same)
         [[ $got == same ]] || { echo "vs_nginx: port $port serves other bytes for $s.bin" >&2; exit 1; }
     done
@@ -136,10 +138,11 @@ raw=$work/raw.tsv
 echo -e "round\tsize\tserver\treqs\treq_s\tmb_s\tp99_us\tcpu_s" >"$raw"
 for r in $(seq "$rounds"); do
     for s in $sizes; do
-        for srv in nginx zerocopy copy; do
+        for srv in nginx zerocopy splice copy; do
             case $srv in
                 nginx) port=$nginx_port; spids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid")) ;;
                 zerocopy) port=$port_zerocopy; spids=$pid_zerocopy ;;
+                splice) port=$port_splice; spids=$pid_splice ;;
                 copy) port=$port_copy; spids=$pid_copy ;;
             esac
             # shellcheck disable=SC2086
@@ -176,20 +179,22 @@ END {
     printf "| size | server | req/s | MB/s | p99 (us) | server CPU/req (us) | req per CPU-s |\n"
     printf "|---|---|---:|---:|---:|---:|---:|\n"
     ns = split(sizes, S, " ")
-    split("nginx zerocopy copy", V, " ")
-    name["nginx"] = "nginx"; name["zerocopy"] = "coring zero-copy"; name["copy"] = "coring --copy"
-    for (i = 1; i <= ns; i++) for (j = 1; j <= 3; j++) {
+    split("nginx zerocopy splice copy", V, " ")
+    name["nginx"] = "nginx"; name["zerocopy"] = "coring zero-copy (sendfile)"
+    name["splice"] = "coring zero-copy --splice"; name["copy"] = "coring --copy"
+    for (i = 1; i <= ns; i++) for (j = 1; j <= 4; j++) {
         k = S[i] SUBSEP V[j]
         if (!n[k]) continue
         R[k] = rs[k] / n[k]
         E[k] = reqs[k] / cpu[k]
         printf "| %s | %s | %.0f | %.1f | %.0f | %.1f | %.0f |\n", S[i], name[V[j]], R[k], mb[k] / n[k], p99[k] / n[k], 1e6 * cpu[k] / reqs[k], E[k]
     }
-    printf "\n| size | zero-copy/nginx req/s | zero-copy/nginx req per CPU-s | --copy/nginx req/s | --copy/nginx req per CPU-s | zero-copy/--copy req/s | zero-copy/--copy req per CPU-s |\n"
-    printf "|---|---:|---:|---:|---:|---:|---:|\n"
+    printf "\nRatios (req/s ; requests per server-CPU-second):\n\n"
+    printf "| size | zero-copy / nginx | --splice / nginx | --copy / nginx | zero-copy / --copy | --splice / --copy |\n"
+    printf "|---|---:|---:|---:|---:|---:|\n"
     for (i = 1; i <= ns; i++) {
-        a = S[i] SUBSEP "zerocopy"; b = S[i] SUBSEP "nginx"; c = S[i] SUBSEP "copy"
-        printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", S[i], R[a] / R[b], E[a] / E[b], R[c] / R[b], E[c] / E[b], R[a] / R[c], E[a] / E[c]
+        a = S[i] SUBSEP "zerocopy"; b = S[i] SUBSEP "nginx"; c = S[i] SUBSEP "copy"; d = S[i] SUBSEP "splice"
+        printf "| %s | %.2f ; %.2f | %.2f ; %.2f | %.2f ; %.2f | %.2f ; %.2f | %.2f ; %.2f |\n", S[i], R[a] / R[b], E[a] / E[b], R[d] / R[b], E[d] / E[b], R[c] / R[b], E[c] / E[b], R[a] / R[c], E[a] / E[c], R[d] / R[c], E[d] / E[c]
     }
 }' "$raw"
 echo
