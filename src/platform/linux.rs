@@ -384,11 +384,34 @@ pub(crate) fn pipe(want: usize) -> io::Result<([RawFd; 2], usize)> {
     Ok((fds, usize::try_from(cap).unwrap_or(0)))
 }
 
-/// Whether every page of `fd` in `offset..offset + len` is in the page cache
-/// (`cachestat(2)`, Linux 6.5+; 451 in the unified syscall table); `None` where the kernel
-/// cannot say (an older kernel, another architecture's table). A range past the end of
-/// the file has no pages: it is reported as not cached.
+/// Whether the first and the last page of `fd` in `offset..offset + len` are in the page
+/// cache (`cachestat(2)`, Linux 6.5+; 451 in the unified syscall table); `None` where the
+/// kernel cannot say (an older kernel, another architecture's table). A range past the
+/// end of the file has no pages: it is reported as not cached.
+///
+/// Two pages rather than the whole range: `cachestat` visits every page it is given
+/// (measured: about 11 µs for 1 MiB, a tenth of sending it), and the page cache fills
+/// and empties a file's pages together (readahead brings a sequential read's pages in
+/// order; reclaim takes the least recently used, which a file read front to back ages
+/// alike). A range cached at both ends but not in between makes `sendfile` read the gap
+/// from the device on the calling thread.
 pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
+    if len == 0 {
+        return Some(true);
+    }
+    let last = (offset + len - 1) & !4095;
+    if !page_cached(fd, offset & !4095)? {
+        return Some(false);
+    }
+    if last > offset {
+        return page_cached(fd, last);
+    }
+    Some(true)
+}
+
+/// Whether the page of `fd` at `offset` (page aligned) is in the page cache; `None` where
+/// the kernel cannot say.
+fn page_cached(fd: RawFd, offset: u64) -> Option<bool> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
     {
         #[repr(C)]
@@ -406,10 +429,10 @@ pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
             nr_recently_evicted: u64,
         }
         const SYS_CACHESTAT: libc::c_long = 451;
-        if len == 0 {
-            return Some(true);
-        }
-        let range = Range { off: offset, len };
+        let range = Range {
+            off: offset,
+            len: 4096,
+        };
         let mut st = CacheStat::default();
         // SAFETY: the kernel reads one Range and writes one CacheStat, both live locals of
         // the layout cachestat(2) defines.
@@ -417,13 +440,11 @@ pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
         if r != 0 {
             return None;
         }
-        let first = offset / 4096;
-        let last = (offset + len - 1) / 4096;
-        Some(st.nr_cache > last - first)
+        Some(st.nr_cache > 0)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
     {
-        let _ = (fd, offset, len);
+        let _ = (fd, offset);
         None
     }
 }

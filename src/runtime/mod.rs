@@ -257,11 +257,13 @@ impl Builder {
 
     /// How `send_file` moves a file to a socket on io_uring (other backends ignore this).
     ///
-    /// Off (the default): `sendfile(2)` during submission when every page of the chunk is
-    /// in the page cache (`cachestat(2)`, Linux 6.5+), so it costs one system call and no
-    /// thread, as nginx's `sendfile on`; a socket without room is waited for with
-    /// IORING_OP_POLL_ADD. A chunk not wholly cached (or a kernel without `cachestat`)
-    /// goes to the blocking pool, so the ring's thread never waits for a device.
+    /// Off (the default): `sendfile(2)` during submission when the chunk's first and last
+    /// pages are in the page cache (`cachestat(2)`, Linux 6.5+), so it costs one system
+    /// call and no thread, as nginx's `sendfile on`; a socket without room is waited for with
+    /// IORING_OP_POLL_ADD. A chunk not cached (or any chunk on a kernel without
+    /// `cachestat`) goes to the blocking pool, so the ring's thread does not wait for a
+    /// device; only the first and last pages are checked, so a chunk cached at both ends
+    /// with a gap between is read by the ring's thread.
     ///
     /// On: two linked IORING_OP_SPLICEs per chunk (file to pipe, pipe to socket) through
     /// a pipe the runtime pools, run entirely by the kernel. io_uring runs every splice on

@@ -386,9 +386,9 @@ impl Uring {
             .push((key, Completion { res, flags: 0 }));
     }
 
-    /// Whether `len` bytes of file `fd` from `offset` are all in the page cache, so that a
-    /// `sendfile` of them does not wait for the device (false where the kernel cannot
-    /// tell).
+    /// Whether `len` bytes of file `fd` from `offset` are in the page cache (both ends of
+    /// the range, see `platform::cached`), so that a `sendfile` of them does not wait for
+    /// the device (false where the kernel cannot tell).
     fn is_cached(&mut self, fd: RawFd, offset: u64, len: u32) -> bool {
         if self.no_cachestat {
             return false;
