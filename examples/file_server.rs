@@ -1569,9 +1569,7 @@ impl Conn {
                 out.extend_from_slice(text.as_bytes());
                 self.write_out(out).await
             }
-            Some(Body::File { file, start, count })
-                if core.shared.copy || count <= COPY_MAX =>
-            {
+            Some(Body::File { file, start, count }) if core.shared.copy || count <= COPY_MAX => {
                 self.stream_file(out, &file, start, count).await
             }
             Some(Body::File { file, start, count }) => {
@@ -1640,7 +1638,13 @@ impl Conn {
 
     /// Sends the head in `out`, then `count` bytes of `file` from `start` without copying
     /// them (see [`TcpStream::send_file`]).
-    async fn send_file(&mut self, out: Vec<u8>, file: &File, start: u64, count: u64) -> io::Result<()> {
+    async fn send_file(
+        &mut self,
+        out: Vec<u8>,
+        file: &File,
+        start: u64,
+        count: u64,
+    ) -> io::Result<()> {
         self.write_out(out).await?;
         let mut pos = start;
         let end = start + count;

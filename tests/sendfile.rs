@@ -75,7 +75,11 @@ macro_rules! both_routes {
     ($name:ident, $body:expr) => {
         coring_test!($name, |builder| {
             for splice in [false, true] {
-                let rt = builder.clone().splice_files(splice).build().expect("runtime");
+                let rt = builder
+                    .clone()
+                    .splice_files(splice)
+                    .build()
+                    .expect("runtime");
                 common::block_on_bounded(&rt, $body);
             }
         });
@@ -85,9 +89,19 @@ macro_rules! both_routes {
 both_routes!(bodies_are_byte_exact, async {
     let dir = TempDir::new("sendfile-sizes");
     // Around page and pipe boundaries, and past the pipe's 256 KiB several times.
-    for (i, size) in [0usize, 1, 4095, 4096, 4097, 65_536 + 17, 262_144, 1 << 20, 5 << 20]
-        .into_iter()
-        .enumerate()
+    for (i, size) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        4097,
+        65_536 + 17,
+        262_144,
+        1 << 20,
+        5 << 20,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (path, data) = make_file(&dir, &format!("f{i}"), size, i as u32);
         let (n, got) = send_over_tcp(&path, 0, size as u64).await;
@@ -98,7 +112,10 @@ both_routes!(bodies_are_byte_exact, async {
             let off = (size / 3) | 1;
             let (n, got) = send_over_tcp(&path, off as u64, u64::MAX).await;
             assert_eq!(n, (size - off) as u64, "size {size} from {off}");
-            assert!(got == data[off..], "size {size} from {off}: the bytes differ");
+            assert!(
+                got == data[off..],
+                "size {size} from {off}: the bytes differ"
+            );
         }
     }
 });
@@ -159,7 +176,10 @@ both_routes!(registered_file_and_socket, async {
     s.register().unwrap();
     assert_eq!(s.send_file(&f, 4_097, 600_000).await.unwrap(), 600_000);
     drop(s);
-    assert!(rx.join().unwrap() == data[4_097..604_097], "the bytes differ");
+    assert!(
+        rx.join().unwrap() == data[4_097..604_097],
+        "the bytes differ"
+    );
 });
 
 both_routes!(peer_closed_is_an_error, async {
@@ -238,7 +258,10 @@ both_routes!(dropped_mid_transfer_then_exact_bytes, async {
     drop(s);
     let got = reader(client).join().unwrap();
     assert!(got.len() < big.len());
-    assert!(got == big[..got.len()], "the interrupted stream's bytes differ");
+    assert!(
+        got == big[..got.len()],
+        "the interrupted stream's bytes differ"
+    );
 });
 
 // Unix-domain streams exist on Unix only.
@@ -251,7 +274,10 @@ both_routes!(unix_stream, async {
     let rx = reader(b);
     let s = coring::net::UnixStream::from_std(a).unwrap();
     let f = File::open(&path).await.unwrap();
-    assert_eq!(s.send_file(&f, 3, u64::MAX).await.unwrap(), data.len() as u64 - 3);
+    assert_eq!(
+        s.send_file(&f, 3, u64::MAX).await.unwrap(),
+        data.len() as u64 - 3
+    );
     drop(s);
     assert!(rx.join().unwrap() == data[3..], "the bytes differ");
 });
@@ -299,7 +325,10 @@ fn io_uring_sendfile_inline_when_cached() {
             libc::syscall(451, probe.as_raw_fd(), range.as_ptr(), st.as_mut_ptr(), 0)
         };
         if r != 0 {
-            eprintln!("skipping: no cachestat(2) here ({})", std::io::Error::last_os_error());
+            eprintln!(
+                "skipping: no cachestat(2) here ({})",
+                std::io::Error::last_os_error()
+            );
             return;
         }
         let rt = coring::Builder::new()
@@ -310,7 +339,11 @@ fn io_uring_sendfile_inline_when_cached() {
         let (n, got) = common::block_on_bounded(&rt, send_over_tcp(&path, 0, 1 << 20));
         assert_eq!(n, 1 << 20);
         assert!(got == data, "the bytes differ");
-        assert_eq!(rt.metrics().ops_offloaded, before, "a cached file went to the pool");
+        assert_eq!(
+            rt.metrics().ops_offloaded,
+            before,
+            "a cached file went to the pool"
+        );
     });
 }
 
@@ -335,10 +368,10 @@ fn io_uring_without_splice() {
     });
 }
 
-/// A file whose pages were dropped from the page cache: on io_uring `sendfile` then runs
-/// on the blocking pool (the ring's thread does not wait for the device); the bytes are
-/// the same. Eviction is best effort (`POSIX_FADV_DONTNEED` of clean pages), so the route
-/// is not asserted. Linux only: the advice's effect is Linux's.
+// A file whose pages were dropped from the page cache: on io_uring `sendfile` then runs
+// on the blocking pool (the ring's thread does not wait for the device); the bytes are
+// the same. Eviction is best effort (`POSIX_FADV_DONTNEED` of clean pages), so the route
+// is not asserted. Linux only: the advice's effect is Linux's.
 #[cfg(target_os = "linux")]
 both_routes!(uncached_file, async {
     use std::os::fd::AsRawFd;

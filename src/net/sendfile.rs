@@ -38,7 +38,12 @@ const MAX_CHUNK: u64 = crate::op::MAX_RW as u64;
 
 /// Sends up to `len` bytes of `file` from `offset` on the stream socket `sock`; see
 /// `stream_io!`'s `send_file` for the contract.
-pub(crate) async fn send_file(stream: &Stream, file: &File, offset: u64, len: u64) -> io::Result<u64> {
+pub(crate) async fn send_file(
+    stream: &Stream,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<u64> {
     if len == 0 {
         return Ok(0);
     }

@@ -342,7 +342,12 @@ pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
 /// `splice(fd_in, off_in, fd_out, NULL, len, SPLICE_F_MOVE)` (-1 with errno set on error);
 /// a pipe-to-socket splice (`off_in` is `None`) adds SPLICE_F_NONBLOCK, so that an empty
 /// pipe fails with EAGAIN instead of blocking.
-pub(crate) fn splice(fd_in: RawFd, off_in: Option<libc::off_t>, fd_out: RawFd, len: usize) -> isize {
+pub(crate) fn splice(
+    fd_in: RawFd,
+    off_in: Option<libc::off_t>,
+    fd_out: RawFd,
+    len: usize,
+) -> isize {
     let mut off = off_in.unwrap_or(0);
     let (off_ptr, flags) = match off_in {
         Some(_) => (&mut off as *mut libc::off_t, libc::SPLICE_F_MOVE),
@@ -412,7 +417,11 @@ pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
 /// Whether the page of `fd` at `offset` (page aligned) is in the page cache; `None` where
 /// the kernel cannot say.
 fn page_cached(fd: RawFd, offset: u64) -> Option<bool> {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
     {
         #[repr(C)]
         struct Range {
@@ -442,7 +451,11 @@ fn page_cached(fd: RawFd, offset: u64) -> Option<bool> {
         }
         Some(st.nr_cache > 0)
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )))]
     {
         let _ = (fd, offset);
         None

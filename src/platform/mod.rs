@@ -69,10 +69,11 @@ pub(crate) use windows::{
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    cached, dio_alignment, fadvise, fallocate, file_stat, is_direct, open_creates, openat2,
-    read_nowait, pipe, recv, recvmsg, rename, send, sendfile, sendmsg, set_direct, set_sockaddr_len,
-    short_read_drains, splice, stat, sync_file_range, unsupported_allocate_mode, unsupported_rename_flags, Stat, OPEN_DIR_STEP,
-    O_DIRECT, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    cached, dio_alignment, fadvise, fallocate, file_stat, is_direct, open_creates, openat2, pipe,
+    read_nowait, recv, recvmsg, rename, send, sendfile, sendmsg, set_direct, set_sockaddr_len,
+    short_read_drains, splice, stat, sync_file_range, unsupported_allocate_mode,
+    unsupported_rename_flags, Stat, OPEN_DIR_STEP, O_DIRECT, SO_REUSEPORT, STAT_EMPTY_PATH,
+    STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]

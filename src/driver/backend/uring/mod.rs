@@ -725,11 +725,9 @@ impl Uring {
                 let off_in = off_in.map_or(-1, |o| o as i64);
                 let out = fd(fd_out);
                 match self.own(fd_in.fixed) {
-                    Some(slot) => {
-                        opcode::Splice::new(types::Fixed(slot), off_in, out, -1, len)
-                            .flags(libc::SPLICE_F_MOVE)
-                            .build()
-                    }
+                    Some(slot) => opcode::Splice::new(types::Fixed(slot), off_in, out, -1, len)
+                        .flags(libc::SPLICE_F_MOVE)
+                        .build(),
                     None => opcode::Splice::new(types::Fd(fd_in.raw), off_in, out, -1, len)
                         .flags(libc::SPLICE_F_MOVE)
                         .build(),
