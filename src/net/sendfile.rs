@@ -135,7 +135,12 @@ async fn by_splice(
                 if filled == Some(0) {
                     end_of_file = true;
                 }
-                held = held + filled.unwrap_or(0) - drained;
+                // More out of the pipe than went in would mean bytes of another transfer.
+                let Some(left) = (held + filled.unwrap_or(0)).checked_sub(drained) else {
+                    let e = io::Error::other("splice moved more out of the pipe than went in");
+                    return (Err(e), None);
+                };
+                held = left;
                 sent += drained as u64;
             }
             // The pipe may hold bytes nobody will send: it is closed, not reused.
