@@ -274,7 +274,11 @@ pub(crate) enum OpDesc {
     },
     /// `sendfile`: up to `len` bytes of `file` from `offset` to the stream socket `sock`,
     /// inside the kernel (see [`platform::sendfile`] for each kernel's call). Fewer near
-    /// the end of the file; 0 at or past it.
+    /// the end of the file; 0 at or past it. The readiness backend waits for the socket
+    /// as for any send. io_uring has no opcode for it: it runs it during submission when
+    /// the file's pages are cached, where a socket without room completes it with EAGAIN
+    /// (the caller then waits with [`OpDesc::Poll`]), and otherwise on the blocking pool,
+    /// which waits for the socket itself.
     // Windows copies through user space instead and never issues it.
     #[cfg_attr(windows, allow(dead_code))]
     SendFile {
@@ -286,7 +290,7 @@ pub(crate) enum OpDesc {
     /// Waits until `fd` is ready for `interest` (io_uring's single-shot IORING_OP_POLL_ADD,
     /// a zero-timeout `poll(2)` the readiness backend retries on readiness); yields the
     /// `poll(2)` events that are set.
-    // Issued only by io_uring's splices (Linux).
+    // Issued only on Linux: `send_file`'s wait for room after io_uring's EAGAIN.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Poll { fd: FdRef, interest: Interest },
 }

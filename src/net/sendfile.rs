@@ -1,27 +1,28 @@
 //! Sending a file's bytes on a stream socket without copying them through user space
 //! (`send_file` on [`TcpStream`](super::TcpStream) and [`UnixStream`](super::UnixStream)).
 //!
-//! Three routes, one loop each, chosen by what the runtime's backend does best:
+//! Three routes, one loop each, chosen by what the runtime's backend does:
 //!
-//! - **io_uring** (`Backend::splices`): the file's pages go into a pipe and from the pipe
-//!   to the socket, two IORING_OP_SPLICEs linked in one submission (the kernel starts the
-//!   second only when the first moved all it was asked). The pipe is borrowed from the
-//!   runtime's pool (`driver::pipes`) and given back only empty. io_uring runs splices on
-//!   its worker threads, where a socket without room fails the splice with EAGAIN instead
-//!   of waiting: the loop then waits for writability (IORING_OP_POLL_ADD) and splices what
-//!   the pipe holds again. Each splice asks for at most what the pipe can hold, minus the
-//!   part of the first page before the offset, so a full pipe never cuts a chain short
-//!   except at the end of the file.
-//! - **the readiness backend** (epoll, kqueue) and io_uring without splice: `sendfile(2)`
-//!   (Linux's, FreeBSD's or Darwin's), retried when the socket is writable as any send is.
-//!   The runtime's thread runs it; a file not in the page cache makes it wait for the
-//!   device there, as nginx's `sendfile on` does.
+//! - **`sendfile(2)`** (Linux's, FreeBSD's or Darwin's): the readiness backend (epoll,
+//!   kqueue) runs it when the socket is writable, as any send; io_uring (by default) runs
+//!   it during submission when the chunk's pages are cached, else on the blocking pool
+//!   (`Uring::push`). On io_uring a socket without room completes it with EAGAIN: the loop
+//!   then waits for writability (IORING_OP_POLL_ADD) and sends again.
+//! - **splice** (io_uring with `Builder::splice_files`, `Backend::splices`): the file's
+//!   pages go into a pipe and from the pipe to the socket, two IORING_OP_SPLICEs linked in
+//!   one submission (the kernel starts the second only when the first moved all it was
+//!   asked). The pipe is borrowed from the runtime's pool (`driver::pipes`) and given back
+//!   only empty. io_uring runs splices on its worker threads, where a socket without room
+//!   fails the splice with EAGAIN instead of waiting: the loop then waits for writability
+//!   (IORING_OP_POLL_ADD) and splices what the pipe holds again. Each splice asks for at
+//!   most what the pipe can hold, minus the part of the first page before the offset, so a
+//!   full pipe never cuts a chain short except at the end of the file.
 //! - **Windows**: a copy through a 64 KiB buffer (`read_at`, then `write_all`); IOCP's
 //!   `TransmitFile` is not wired up.
 //!
-//! Cancelling: a dropped transfer cancels its operations. Its pipe is never reused (the
-//! kernel may still move bytes into or out of it until the cancellations complete): it is
-//! closed once they have. How many bytes reached the socket is then unknown, as for a
+//! Cancelling: a dropped transfer cancels its operations. A splice transfer's pipe is never
+//! reused (the kernel may still move bytes into or out of it until the cancellations
+//! complete): it is closed once they have. How many bytes reached the socket is then unknown, as for a
 //! dropped `write_all`.
 
 use std::io;
@@ -36,7 +37,7 @@ use crate::op::SharedFd;
 #[cfg(unix)]
 const MAX_CHUNK: u64 = crate::op::MAX_RW as u64;
 
-/// Sends up to `len` bytes of `file` from `offset` on the stream socket `sock`; see
+/// Sends up to `len` bytes of `file` from `offset` on `stream`; see
 /// `stream_io!`'s `send_file` for the contract.
 pub(crate) async fn send_file(
     stream: &Stream,

@@ -836,20 +836,22 @@ macro_rules! stream_io {
         /// The file's own position is neither used nor moved. A registered file (or
         /// stream) is used by its slot.
         ///
-        /// How (see `src/net/sendfile.rs`): on io_uring, two linked IORING_OP_SPLICEs
-        /// (file to pipe, pipe to socket) per up to 256 KiB, through a pipe the runtime
-        /// pools; on the readiness backend (and io_uring without splice), `sendfile(2)`
-        /// (Linux's, FreeBSD's or macOS's); on Windows, a copy through a 64 KiB buffer
-        /// (`read_at` then `write_all`; `TransmitFile` is not used yet).
+        /// How (see `src/net/sendfile.rs`): `sendfile(2)` (Linux's, FreeBSD's or
+        /// macOS's) on the readiness backend and on io_uring, where it runs during
+        /// submission when the file's pages are cached and on the blocking pool when they
+        /// are not; with [`Builder::splice_files`](crate::Builder::splice_files), io_uring
+        /// instead links two IORING_OP_SPLICEs (file to pipe, pipe to socket) per up to
+        /// 256 KiB, through a pipe the runtime pools. On Windows, a copy through a 64 KiB
+        /// buffer (`read_at` then `write_all`; `TransmitFile` is not used yet).
         ///
         /// Order: the bytes follow those of writes that completed before the call. Do not
         /// write to the stream from another task while it runs: unlike `write`, its
-        /// splices are not kept in issue order with other sends, so such a write could
+        /// transfers are not kept in issue order with other sends, so such a write could
         /// land inside the file's bytes.
         ///
         /// Cancel-safe in the same sense as a dropped `write_all`: dropping the future
         /// stops the transfer (the bytes already sent stay sent; how many is unknown);
-        /// the pipe it used is closed, never reused with bytes in it, so the next
+        /// a splice transfer's pipe is closed, never reused with bytes in it, so the next
         /// `send_file` on the runtime sends exactly its own bytes.
         ///
         /// # Errors
