@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example file_server -- [--root DIR] [--addr 127.0.0.1:8080] [--cores N]
-//!     [--max-requests N] [--exit-after SECS] [--verbose]
+//!     [--max-requests N] [--exit-after SECS] [--copy] [--splice] [--verbose]
 //! ```
 //!
 //! On startup it prints `listening on http://ADDR` on stdout (the real address, so
@@ -30,7 +30,11 @@
 //!   beyond the bound. Malformed request lines or header lines (bad method token, target
 //!   with spaces or control bytes, folded or colon-less header lines, bare CR, NUL, an
 //!   HTTP/1.1 request without exactly one `Host`, conflicting `Content-Length`) get `400`.
-//!   `HTTP/2.0` and friends get `505`. Lines may end in CRLF or a bare LF.
+//!   `HTTP/2.0` and friends get `505`. Lines may end in CRLF or a bare LF. The head is
+//!   parsed by `httparse` (measured no slower than the hand-written parser it replaced:
+//!   about 350 ns either way for wrk's two-line request, 0.7-1.3 µs against 1.2-1.9 µs for
+//!   a browser's dozen headers); the rules it leaves to the caller (the version, `Host`,
+//!   `Content-Length`) are checked after it. The `Date` header comes from `httpdate`.
 //! - **Paths**: the query is ignored; the path is percent-decoded (bad escapes and NUL give
 //!   `400`), split on `/`, and `.`/`..` are applied; a `..` that would climb above the root
 //!   gets `403`. What is left is opened with [`OpenOptions::open_beneath`] relative to the
@@ -56,7 +60,14 @@
 //!   pdf, ...; otherwise `application/octet-stream`), `Accept-Ranges: bytes`, `Date`,
 //!   `Server`, `Connection: close` whenever the server closes after the response, and
 //!   `Connection: keep-alive` when it keeps an HTTP/1.0 connection open.
-//! - **Large files** are streamed through one 64 KiB buffer: `read_at` into it, `write_all`
+//! - **Bodies go out zero-copy**: the head is sent from a small buffer, then the body with
+//!   [`TcpStream::send_file`], which moves the file's pages to the socket inside the kernel
+//!   (`sendfile(2)`; on io_uring during submission when the file's pages are cached, else
+//!   on the blocking pool; with `--splice`, io_uring's linked splices through a pooled
+//!   pipe instead, see `Builder::splice_files`; Windows: a copy). Bodies of at most [`COPY_MAX`] bytes are copied instead, in the same send as
+//!   the head: one send costs less than a send and a transfer. `--copy` copies every body
+//!   (the path below), for comparison.
+//! - **Copied bodies** are streamed through one 64 KiB buffer: `read_at` into it, `write_all`
 //!   it out, reuse it for the next chunk. The response head shares the buffer with the
 //!   first chunk, so a small file goes out in a single send. A connection borrows the
 //!   buffer from its core's pool only while it sends a response, and its request buffer
@@ -121,7 +132,7 @@ use coring::fs::{File, Metadata, OpenOptions};
 use coring::net::{TcpListener, TcpStream};
 use coring::sync::oneshot;
 use coring::time::{sleep, sleep_until, timeout};
-use coring::{Pool, Runtime};
+use coring::Pool;
 
 /// The most a request head (request line + headers) may take.
 const MAX_HEAD: usize = 16 * 1024;
@@ -131,6 +142,12 @@ const FIRST_HEAD_BUF: usize = 2 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// How long a connection may sit idle, or take to send one request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies up to this size are copied into the head's buffer and go out in one send, even
+/// without `--copy`.
+const COPY_MAX: u64 = 16 * 1024;
+/// The most of a body one zero-copy transfer (`send_file`) is given, so that a slow
+/// client is timed out per this much, as the copy path times out per [`CHUNK`].
+const SEND_FILE_STEP: u64 = 4 * 1024 * 1024;
 /// How long one chunk of a response may take to go out.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long, and how much, a closing connection drains of what the client still sends.
@@ -143,7 +160,7 @@ const SPARE_BUFS: usize = 64;
 
 const USAGE: &str = "\
 usage: file_server [--root DIR] [--addr HOST:PORT] [--cores N] [--max-requests N]
-                   [--exit-after SECS] [--verbose]
+                   [--exit-after SECS] [--copy] [--splice] [--verbose]
 
 Serves the files under DIR over HTTP/1.1 (GET, HEAD, keep-alive, single byte ranges).
 
@@ -153,6 +170,10 @@ options:
   --cores N           core threads, each with its own SO_REUSEPORT listener (default 1)
   --max-requests N    exit after answering N requests
   --exit-after SECS   exit after SECS seconds
+  --copy              copy file bodies through user space (read, then write) instead of
+                      sending them zero-copy (send_file)
+  --splice            on io_uring, send_file by linked splices through a pipe instead
+                      of sendfile (Builder::splice_files)
   --verbose           log every request on stderr
   -h, --help          print this help
 
@@ -169,6 +190,8 @@ struct Config {
     cores: usize,
     max_requests: Option<u64>,
     exit_after: Option<Duration>,
+    copy: bool,
+    splice: bool,
     verbose: bool,
 }
 
@@ -184,6 +207,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         cores: 1,
         max_requests: None,
         exit_after: None,
+        copy: false,
+        splice: false,
         verbose: false,
     };
     let mut args = args.into_iter();
@@ -197,6 +222,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "-h" | "--help" => return Ok(Args::Help),
             "--verbose" | "-v" => {
                 cfg.verbose = true;
+                continue;
+            }
+            "--copy" => {
+                cfg.copy = true;
+                continue;
+            }
+            "--splice" => {
+                cfg.splice = true;
                 continue;
             }
             "--root" | "--addr" | "--cores" | "--max-requests" | "--exit-after" => {}
@@ -274,6 +307,8 @@ fn main() -> ExitCode {
 /// What every core shares (it is `Send + Sync`; per-core state is in [`Core`]).
 struct Shared {
     root: PathBuf,
+    /// `--copy`: every body through user space.
+    copy: bool,
     verbose: bool,
     control: Control,
 }
@@ -324,6 +359,7 @@ fn run(cfg: Config) -> io::Result<()> {
     }
     let shared = Arc::new(Shared {
         root: cfg.root.clone(),
+        copy: cfg.copy,
         verbose: cfg.verbose,
         control: Control {
             max_requests: cfg.max_requests,
@@ -359,13 +395,18 @@ fn announce(addr: SocketAddr, cfg: &Config, backend: &str) {
 }
 
 /// One core on the main thread.
+/// Each core's runtime settings: `--splice` sends files by linked splices on io_uring.
+fn runtime_builder(cfg: &Config) -> coring::Builder {
+    coring::Builder::new().splice_files(cfg.splice)
+}
+
 fn run_single(
     cfg: &Config,
     shared: Arc<Shared>,
     stop: oneshot::Receiver<()>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let rt = Runtime::new()?;
+    let rt = runtime_builder(cfg).build()?;
     let listener = TcpListener::bind(cfg.addr.as_str())?;
     announce(listener.local_addr()?, cfg, &rt.backend_description());
     rt.block_on(serve_core(
@@ -385,7 +426,10 @@ fn run_pool(
     stops: Vec<oneshot::Receiver<()>>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let pool = Pool::builder().cores(cfg.cores).build()?;
+    let pool = Pool::builder()
+        .cores(cfg.cores)
+        .runtime(runtime_builder(cfg))
+        .build()?;
     // Bind the first listener on what was asked (maybe port 0), the others on the port
     // it got, so they all share one port.
     let first = TcpListener::bind_reuseport(cfg.addr.as_str())?;
@@ -432,7 +476,10 @@ fn run_pool(
     stops: Vec<oneshot::Receiver<()>>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let pool = Pool::builder().cores(cfg.cores).build()?;
+    let pool = Pool::builder()
+        .cores(cfg.cores)
+        .runtime(runtime_builder(cfg))
+        .build()?;
     let listener = std::net::TcpListener::bind(cfg.addr.as_str())?;
     let addr = listener.local_addr()?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.cores)
@@ -702,10 +749,6 @@ struct Status(u16);
 
 const BAD_REQUEST: Status = Status(400);
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Where the head in `buf` ends (just past its empty line), scanning from `*scanned` and
 /// remembering how far it got. Lines end in LF, optionally preceded by CR.
 fn find_head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
@@ -766,44 +809,89 @@ fn is_head_request(head: &[u8]) -> bool {
     head[start..].starts_with(b"HEAD ")
 }
 
-/// Parses a complete head (request line, headers, empty line).
+/// Parses a complete head (request line, headers, empty line) with `httparse`, plus what
+/// it leaves to the caller: NUL bytes, the version (`httparse` knows 1.0 and 1.1 only:
+/// `HTTP/1.x` is served as 1.1 and another major version gets `505`), a target of visible
+/// ASCII only, and the header rules below.
 fn parse_request(head: &[u8]) -> Result<Request, Status> {
     if head.contains(&0) {
         return Err(BAD_REQUEST);
     }
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let request_line = lines.next().ok_or(BAD_REQUEST)?;
-    if request_line.contains(&b'\r') {
-        return Err(BAD_REQUEST);
-    }
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BAD_REQUEST);
+    let newer_minor = newer_http1(head)?;
+    // An `HTTP/1.x` (x > 1) request is parsed as 1.1: a copy with the version rewritten.
+    let patched;
+    let head = match newer_minor {
+        Some(at) => {
+            let mut copy = head.to_vec();
+            copy[at] = b'1';
+            patched = copy;
+            &patched[..]
+        }
+        None => head,
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(BAD_REQUEST);
+    // Most requests carry a few headers; a head of up to MAX_HEAD bytes may carry up to
+    // one per 3 bytes ("a:\n"): that many slots only for a request that needs them.
+    let mut few = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut few);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => request_from(&req),
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEAD / 3];
+            let mut req = httparse::Request::new(&mut many);
+            match req.parse(head) {
+                Ok(httparse::Status::Complete(_)) => request_from(&req),
+                _ => Err(BAD_REQUEST),
+            }
+        }
+        // Partial cannot happen (the head ends with its empty line): as bad as an error.
+        _ => Err(BAD_REQUEST),
     }
-    if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
-        return Err(BAD_REQUEST);
+}
+
+/// Looks at the request line's version before `httparse` does: `505` for `HTTP/d.d` with a
+/// major version other than 1; for `HTTP/1.x` with x > 1, the index of `x` (to be read
+/// as 1.1). Anything else is left to `httparse`.
+fn newer_http1(head: &[u8]) -> Result<Option<usize>, Status> {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let line_end = head[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| start + i);
+    let line = &head[start..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Ok(None);
     }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
+    let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
+        return Ok(None);
+    };
+    match &line[sp + 1..] {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
             if *major != b'1' {
                 return Err(Status(505));
             }
-            false // HTTP/1.x, x > 1: treat as HTTP/1.1.
+            Ok((*minor > b'1').then_some(start + sp + 1 + 7))
         }
-        _ => return Err(BAD_REQUEST),
-    };
+        _ => Ok(None),
+    }
+}
 
+/// The request `httparse` parsed, with the rules it leaves to us: exactly one `Host` for
+/// HTTP/1.1 (at most one for 1.0), one `Content-Length` value, not both it and
+/// `Transfer-Encoding`, and the connection's fate.
+fn request_from(req: &httparse::Request<'_, '_>) -> Result<Request, Status> {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(BAD_REQUEST);
+    };
+    if target.is_empty() || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(BAD_REQUEST);
+    }
+    let http10 = minor == 0;
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive_token = false;
@@ -811,20 +899,9 @@ fn parse_request(head: &[u8]) -> Result<Request, Status> {
     let mut if_range = false;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
-    for line in lines {
-        if line.is_empty() {
-            continue; // the terminating empty line (and the one after a bare LF)
-        }
-        if line.contains(&b'\r') || matches!(line[0], b' ' | b'\t') {
-            return Err(BAD_REQUEST); // bare CR, or obsolete line folding
-        }
-        let colon = line.iter().position(|&b| b == b':').ok_or(BAD_REQUEST)?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(BAD_REQUEST);
-        }
-        let value = trim_ows(&line[colon + 1..]);
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    for h in req.headers.iter() {
+        let value = trim_ows(h.value);
+        let is = |n: &str| h.name.eq_ignore_ascii_case(n);
         if is("host") {
             hosts += 1;
         } else if is("connection") {
@@ -853,14 +930,14 @@ fn parse_request(head: &[u8]) -> Result<Request, Status> {
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
     let keep_alive = !has_body && !close && (!http10 || keep_alive_token);
     let method_kind = match method {
-        b"GET" => Method::Get,
-        b"HEAD" => Method::Head,
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
         _ => Method::Other,
     };
     Ok(Request {
         method: method_kind,
-        method_text: String::from_utf8_lossy(method).into_owned(),
-        target: String::from_utf8_lossy(target).into_owned(),
+        method_text: method.to_string(),
+        target: target.to_string(),
         http10,
         keep_alive,
         range: if ranges.len() == 1 {
@@ -1526,8 +1603,11 @@ impl Conn {
                 out.extend_from_slice(text.as_bytes());
                 self.write_out(out).await
             }
-            Some(Body::File { file, start, count }) => {
+            Some(Body::File { file, start, count }) if core.shared.copy || count <= COPY_MAX => {
                 self.stream_file(out, &file, start, count).await
+            }
+            Some(Body::File { file, start, count }) => {
+                self.send_file(out, &file, start, count).await
             }
         };
         core.put_buf(std::mem::take(&mut self.out));
@@ -1590,6 +1670,35 @@ impl Conn {
         }
     }
 
+    /// Sends the head in `out`, then `count` bytes of `file` from `start` without copying
+    /// them (see [`TcpStream::send_file`]).
+    async fn send_file(
+        &mut self,
+        out: Vec<u8>,
+        file: &File,
+        start: u64,
+        count: u64,
+    ) -> io::Result<()> {
+        self.write_out(out).await?;
+        let mut pos = start;
+        let end = start + count;
+        while pos < end {
+            let step = (end - pos).min(SEND_FILE_STEP);
+            let sent = match timeout(WRITE_TIMEOUT, self.stream.send_file(file, pos, step)).await {
+                Ok(sent) => sent?,
+                Err(elapsed) => return Err(elapsed.into()),
+            };
+            if sent < step {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            pos += sent;
+        }
+        Ok(())
+    }
+
     /// Writes all of `out`, then puts the buffer back in `self.out`.
     async fn write_out(&mut self, out: Vec<u8>) -> io::Result<()> {
         match timeout(WRITE_TIMEOUT, self.stream.write_all(out)).await {
@@ -1645,34 +1754,5 @@ impl Conn {
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for seconds since the Unix epoch.
 fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01 (H. Hinnant's
-/// algorithm for the proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }

@@ -242,7 +242,19 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         OpDesc::Write { fd, .. }
         | OpDesc::Writev { fd, .. }
         | OpDesc::Send { fd, .. }
-        | OpDesc::SendMsg { fd, .. } => Some((OpKind::Write, fd)),
+        | OpDesc::SendMsg { fd, .. }
+        | OpDesc::SendFile { sock: fd, .. }
+        | OpDesc::Splice {
+            off_in: None,
+            fd_out: fd,
+            ..
+        } => Some((OpKind::Write, fd)),
+        // From a file into a pipe: a read of the file.
+        OpDesc::Splice {
+            off_in: Some(_),
+            fd_in: fd,
+            ..
+        } => Some((OpKind::Read, fd)),
         OpDesc::Fsync { fd, .. } | OpDesc::SyncFileRange { fd, .. } => Some((OpKind::Sync, fd)),
         OpDesc::Fallocate { fd, .. }
         | OpDesc::Ftruncate { fd, .. }
@@ -250,6 +262,7 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         | OpDesc::Accept { fd, .. }
         | OpDesc::Connect { fd, .. }
         | OpDesc::RecvMulti { fd }
+        | OpDesc::Poll { fd, .. }
         | OpDesc::Shutdown { fd, .. } => Some((OpKind::Any, fd)),
         OpDesc::Nop
         | OpDesc::OpenAt { .. }

@@ -103,6 +103,7 @@ on_both_backends!(
     request_split_across_writes,
     max_requests_exits_cleanly,
     multi_core_pool,
+    body_sizes_and_ranges_both_paths,
 );
 
 // Unix only, by nature: creating symlinks on Windows needs a privilege (the fixture makes
@@ -683,6 +684,65 @@ fn get_large_file_exact_bytes(backend: &str) {
     } else {
         let (r, _) = raw_once(&server, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
         assert!(r.code == 200 && r.body == fx.big);
+    }
+}
+
+/// Bodies from 0 bytes to 64 MiB, around the size up to which bodies are copied into the
+/// head's send (16 KiB) and around page and pipe sizes, and ranges of the largest, are
+/// byte-exact zero-copy (the default: `send_file` by `sendfile`), with `--splice` (by
+/// linked splices on io_uring; the same as the default elsewhere) and with `--copy`.
+fn body_sizes_and_ranges_both_paths(backend: &str) {
+    if !have_curl() {
+        return;
+    }
+    let fx = Fixture::new();
+    let sizes = [
+        0usize,
+        1,
+        4095,
+        16 * 1024,
+        16 * 1024 + 1,
+        65_537,
+        262_144 + 4097,
+        (1 << 20) + 1,
+        64 << 20,
+    ];
+    let files: Vec<(String, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            // A different start per file, so one file's bytes never pass for another's.
+            let data = pattern(n + i)[i..].to_vec();
+            let name = format!("size-{n}.bin");
+            std::fs::write(fx.root.join(&name), &data).unwrap();
+            (name, data)
+        })
+        .collect();
+    for extra in [&[][..], &["--copy"][..], &["--splice"][..]] {
+        let server = Server::start(backend, &fx.root, extra);
+        for (name, data) in &files {
+            let r = fetch(&fx, &server.url(&format!("/{name}")), &[]);
+            assert_eq!(r.code, 200, "{name} {extra:?}");
+            assert_eq!(r.expect_header("Content-Length"), data.len().to_string());
+            assert!(r.body == *data, "{name} {extra:?}: the bytes differ");
+        }
+        let (name, data) = files.last().unwrap();
+        let url = server.url(&format!("/{name}"));
+        let last = data.len() - 1;
+        for (start, end) in [
+            (1, last - 1),
+            (4097, 8191),
+            (16_385, 16_385 + 20_000),
+            (33_554_431, last),
+        ] {
+            let range = format!("{start}-{end}");
+            let r = fetch(&fx, &url, &["-r", &range]);
+            assert_eq!(r.code, 206, "{range} {extra:?}");
+            assert!(
+                r.body == data[start..=end],
+                "{range} {extra:?}: the bytes differ"
+            );
+        }
     }
 }
 

@@ -262,6 +262,43 @@ pub(crate) enum OpDesc {
     },
     /// `shutdown(fd, how)`.
     Shutdown { fd: FdRef, how: i32 },
+    /// `splice(fd_in, off_in, fd_out, NULL, len, SPLICE_F_MOVE)`: moves up to `len` bytes
+    /// from `fd_in` (a file read at `off_in`, or a pipe when `off_in` is `None`) into
+    /// `fd_out` (a pipe, or a stream socket when `off_in` is `None`) inside the kernel,
+    /// without a copy through user space (Linux; ENOSYS elsewhere). A pipe-to-socket splice
+    /// does not wait for the pipe: the caller only issues it for bytes the pipe holds.
+    /// io_uring always runs IORING_OP_SPLICE on a worker thread, where a socket that would
+    /// block fails it with EAGAIN (no poll is armed for it): the caller then waits with
+    /// [`OpDesc::Poll`] and splices again.
+    // Issued only where the backend splices (`Backend::splices`: io_uring, Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Splice {
+        fd_in: FdRef,
+        off_in: Option<u64>,
+        fd_out: FdRef,
+        len: u32,
+    },
+    /// `sendfile`: up to `len` bytes of `file` from `offset` to the stream socket `sock`,
+    /// inside the kernel (see [`platform::sendfile`] for each kernel's call). Fewer near
+    /// the end of the file; 0 at or past it. The readiness backend waits for the socket
+    /// as for any send. io_uring has no opcode for it: it runs it during submission when
+    /// the file's pages are cached, where a socket without room completes it with EAGAIN
+    /// (the caller then waits with [`OpDesc::Poll`]), and otherwise on the blocking pool,
+    /// which waits for the socket itself.
+    // Windows copies through user space instead and never issues it.
+    #[cfg_attr(windows, allow(dead_code))]
+    SendFile {
+        sock: FdRef,
+        file: FdRef,
+        offset: u64,
+        len: u32,
+    },
+    /// Waits until `fd` is ready for `interest` (io_uring's single-shot IORING_OP_POLL_ADD,
+    /// a zero-timeout `poll(2)` the readiness backend retries on readiness); yields the
+    /// `poll(2)` events that are set.
+    // Issued only on Linux: `send_file`'s wait for room after io_uring's EAGAIN.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Poll { fd: FdRef, interest: Interest },
 }
 
 /// The most buffers one vectored call takes (Linux's `IOV_MAX`), on every platform.
@@ -353,6 +390,11 @@ impl OpDesc {
             OpDesc::RecvMsg { .. } => "recvmsg",
             OpDesc::SendMsg { .. } => "sendmsg",
             OpDesc::Shutdown { .. } => "shutdown",
+            OpDesc::Splice { .. } => "splice",
+            // No io_uring opcode (the ring splices through a pipe instead): the system
+            // call's name.
+            OpDesc::SendFile { .. } => "sendfile",
+            OpDesc::Poll { .. } => "poll_add",
         }
     }
 
@@ -394,13 +436,29 @@ impl OpDesc {
                     interest: Interest::Read,
                 })
             }
-            OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } | OpDesc::Connect { fd, .. } => {
-                Target::Socket(SocketTarget {
-                    fd: fd.raw,
-                    id: fd.id,
-                    interest: Interest::Write,
-                })
-            }
+            OpDesc::Send { fd, .. }
+            | OpDesc::SendMsg { fd, .. }
+            | OpDesc::Connect { fd, .. }
+            | OpDesc::SendFile { sock: fd, .. }
+            | OpDesc::Splice {
+                off_in: None,
+                fd_out: fd,
+                ..
+            } => Target::Socket(SocketTarget {
+                fd: fd.raw,
+                id: fd.id,
+                interest: Interest::Write,
+            }),
+            OpDesc::Poll { fd, interest } => Target::Socket(SocketTarget {
+                fd: fd.raw,
+                id: fd.id,
+                interest,
+            }),
+            // From a file into a pipe: reads the file, so it may block on the device.
+            OpDesc::Splice {
+                off_in: Some(offset),
+                ..
+            } => Target::File { max: offset },
             OpDesc::Read { offset, .. }
             | OpDesc::Write { offset, .. }
             | OpDesc::Readv { offset, .. }
@@ -442,6 +500,12 @@ impl OpDesc {
     pub(crate) fn check(&self) -> Result<(), i32> {
         if let OpDesc::Readv { iovcnt, .. } | OpDesc::Writev { iovcnt, .. } = *self {
             if iovcnt > IOV_MAX {
+                return Err(c::EINVAL);
+            }
+        }
+        // A socket operation (its target says so) that reads a file at a position.
+        if let OpDesc::SendFile { offset, .. } = *self {
+            if offset > i64::MAX as u64 {
                 return Err(c::EINVAL);
             }
         }

@@ -31,6 +31,9 @@ pub(crate) mod fixed;
 pub(crate) mod iopoll;
 pub(crate) mod offload;
 pub(crate) mod op;
+// Pipes for splicing files into sockets: Linux's splice(2).
+#[cfg(target_os = "linux")]
+pub(crate) mod pipes;
 pub(crate) mod provided;
 // A description run as plain system calls: Unix's, or Windows' (for the blocking pool).
 #[cfg(unix)]
@@ -252,6 +255,9 @@ pub(crate) struct Driver {
     /// Nearly always empty.
     held: Vec<chain::Held>,
     pub(crate) metrics: Metrics,
+    /// Empty pipes for file-to-socket splices (`net::sendfile`).
+    #[cfg(target_os = "linux")]
+    pub(crate) pipes: pipes::PipePool,
     /// Errors the next kernel entries return instead of entering (test hook: proves that
     /// pushed work survives a failed `io_uring_enter`).
     #[cfg(feature = "test-util")]
@@ -271,6 +277,8 @@ impl Driver {
             finished_seq: 0,
             held: Vec::new(),
             metrics: Metrics::default(),
+            #[cfg(target_os = "linux")]
+            pipes: pipes::PipePool::default(),
             #[cfg(feature = "test-util")]
             injected: VecDeque::new(),
         }

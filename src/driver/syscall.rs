@@ -254,6 +254,37 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 fd: FdRef { raw: fd, .. },
                 how,
             } => ret(libc::shutdown(fd, how) as isize),
+            OpDesc::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                len,
+            } => match off_in.map(offset).transpose() {
+                Ok(off) => ret(platform::splice(fd_in.raw, off, fd_out.raw, len as usize)),
+                Err(e) => e,
+            },
+            OpDesc::SendFile {
+                sock,
+                file,
+                offset: off,
+                len,
+            } => match offset(off) {
+                Ok(off) => ret(platform::sendfile(sock.raw, file.raw, off, len as usize)),
+                Err(e) => e,
+            },
+            OpDesc::Poll { fd, interest } => {
+                let mut p = libc::pollfd {
+                    fd: fd.raw,
+                    events: interest.poll_events(),
+                    revents: 0,
+                };
+                match ret(libc::poll(&mut p, 1, 0) as isize) {
+                    // Not ready: the caller waits for readiness and asks again.
+                    0 => -libc::EAGAIN,
+                    n if n < 0 => n,
+                    _ => i32::from(p.revents as u16),
+                }
+            }
         }
     }
 }
@@ -489,6 +520,8 @@ pub(crate) fn outcome(desc: &OpDesc, res: i32, reads_drain: bool) -> Outcome {
             res == -libc::EAGAIN,
             reads_drain && res > 0 && (res as u32) < len,
         ),
+        // Not `sendfile` or `splice`: they also stop short at the end of the file or of
+        // what the pipe holds, with room left in the socket (no writability edge follows).
         OpDesc::Send { len, .. } => (res == -libc::EAGAIN, res >= 0 && (res as u32) < len),
         _ => (res == -libc::EAGAIN, false),
     };

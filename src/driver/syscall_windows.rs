@@ -920,7 +920,12 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
         | OpDesc::Send { .. }
         | OpDesc::RecvMsg { .. }
         | OpDesc::SendMsg { .. }
-        | OpDesc::Shutdown { .. } => {
+        | OpDesc::Shutdown { .. }
+        // File-to-socket transfers copy through user space on Windows
+        // (`Stream::send_file`): none of these is ever described there.
+        | OpDesc::Splice { .. }
+        | OpDesc::SendFile { .. }
+        | OpDesc::Poll { .. } => {
             debug_assert!(
                 false,
                 "coring: a socket operation reached the blocking pool"

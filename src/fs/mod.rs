@@ -60,6 +60,14 @@ impl fmt::Debug for File {
 }
 
 impl File {
+    /// The descriptor, for operations of other types that read the file
+    /// (`TcpStream::send_file`).
+    // Windows copies the file with `read_at` instead.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn shared(&self) -> &SharedFd {
+        &self.fd
+    }
+
     /// A file of a descriptor coring opened, whose mode it knows.
     fn new(fd: SharedFd) -> File {
         File {

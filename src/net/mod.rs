@@ -7,6 +7,7 @@
 mod accept;
 mod incoming;
 mod retained;
+mod sendfile;
 mod socket;
 mod split;
 mod stream;

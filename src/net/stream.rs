@@ -855,6 +855,47 @@ macro_rules! stream_io {
             crate::net::OwnedWriteHalf<Self>,
         ) {
             crate::net::split::into_split(self, |s| &s.inner)
+
+        }
+
+        /// Sends up to `len` bytes of `file`, starting at `offset`, without copying them
+        /// through user space; returns how many were sent. Fewer than `len` only if the
+        /// file ends first (0 if `offset` is at or past its end); `len` 0 sends nothing.
+        /// The file's own position is neither used nor moved. A registered file (or
+        /// stream) is used by its slot.
+        ///
+        /// How (see `src/net/sendfile.rs`): `sendfile(2)` (Linux's, FreeBSD's or
+        /// macOS's) on the readiness backend and on io_uring, where it runs during
+        /// submission when the file's pages are cached and on the blocking pool when they
+        /// are not; with [`Builder::splice_files`](crate::Builder::splice_files), io_uring
+        /// instead links two IORING_OP_SPLICEs (file to pipe, pipe to socket) per up to
+        /// 256 KiB, through a pipe the runtime pools. On Windows, a copy through a 64 KiB
+        /// buffer (`read_at` then `write_all`; `TransmitFile` is not used yet).
+        ///
+        /// Order: the bytes follow those of writes that completed before the call. Do not
+        /// write to the stream from another task while it runs: unlike `write`, its
+        /// transfers are not kept in issue order with other sends, so such a write could
+        /// land inside the file's bytes.
+        ///
+        /// Cancel-safe in the same sense as a dropped `write_all`: dropping the future
+        /// stops the transfer (the bytes already sent stay sent; how many is unknown);
+        /// a splice transfer's pipe is closed, never reused with bytes in it, so the next
+        /// `send_file` on the runtime sends exactly its own bytes.
+        ///
+        /// # Errors
+        ///
+        /// `BrokenPipe` or `ConnectionReset` if the peer closed (on Linux, `splice` and
+        /// `sendfile` raise SIGPIPE first where the process has not ignored it, which
+        /// Rust programs do by default); an error reading the file; `InvalidInput` for
+        /// an `offset` beyond `i64::MAX` or while writes of the stream are in flight on
+        /// another runtime. After an error, how many bytes were sent is unknown.
+        pub async fn send_file(
+            &self,
+            file: &$crate::fs::File,
+            offset: u64,
+            len: u64,
+        ) -> std::io::Result<u64> {
+            $crate::net::sendfile::send_file(&self.inner, file, offset, len).await
         }
 
         /// Shuts down the read half, the write half or both. `Write` takes effect after the

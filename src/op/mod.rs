@@ -6,6 +6,9 @@ pub(crate) mod fd;
 pub(crate) mod fs;
 pub(crate) mod net;
 pub(crate) mod rw;
+// Unix: Windows copies files to sockets through user space.
+#[cfg(unix)]
+pub(crate) mod sendfile;
 
 use std::future::Future;
 use std::io;

@@ -231,3 +231,15 @@ pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
         u64::try_from(st.st_blksize).unwrap_or(0),
     ))
 }
+
+/// `splice(2)` is Linux's: ENOSYS here (file-to-socket transfers use [`sendfile`](super::sendfile)).
+pub(crate) fn splice(
+    _fd_in: RawFd,
+    _off_in: Option<libc::off_t>,
+    _fd_out: RawFd,
+    _len: usize,
+) -> isize {
+    // SAFETY: writes the calling thread's errno, which nothing else borrows.
+    unsafe { *libc::__error() = libc::ENOSYS };
+    -1
+}

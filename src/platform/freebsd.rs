@@ -91,3 +91,20 @@ pub(crate) fn fadvise(
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
+
+/// FreeBSD's `sendfile(file, sock, offset, len, NULL, &sent, 0)`: up to `len` bytes of
+/// `file` from `offset` to the socket. On a non-blocking socket it fails with EAGAIN
+/// after sending part: that part is the result (only EAGAIN with nothing sent is "not
+/// ready"). `len` 0 would mean "to the end of the file": 0 is returned without a call.
+pub(crate) fn sendfile(sock: RawFd, file: RawFd, offset: libc::off_t, len: usize) -> isize {
+    if len == 0 {
+        return 0;
+    }
+    let mut sent: libc::off_t = 0;
+    // SAFETY: no header/trailer vector; `sent` is a live local the call writes.
+    let r = unsafe { libc::sendfile(file, sock, offset, len, std::ptr::null_mut(), &mut sent, 0) };
+    if r == 0 || (sent > 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)) {
+        return sent as isize;
+    }
+    -1
+}

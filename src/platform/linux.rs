@@ -338,3 +338,126 @@ pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<DioAlignment> {
     }
     Ok(DioAlignment::from_block_size(u64::from(stx.stx_blksize)))
 }
+
+/// `splice(fd_in, off_in, fd_out, NULL, len, SPLICE_F_MOVE)` (-1 with errno set on error);
+/// a pipe-to-socket splice (`off_in` is `None`) adds SPLICE_F_NONBLOCK, so that an empty
+/// pipe fails with EAGAIN instead of blocking.
+pub(crate) fn splice(
+    fd_in: RawFd,
+    off_in: Option<libc::off_t>,
+    fd_out: RawFd,
+    len: usize,
+) -> isize {
+    let mut off = off_in.unwrap_or(0);
+    let (off_ptr, flags) = match off_in {
+        Some(_) => (&mut off as *mut libc::off_t, libc::SPLICE_F_MOVE),
+        None => (
+            std::ptr::null_mut(),
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        ),
+    };
+    // SAFETY: the offset pointer is null or points to a live local; the call reads and
+    // writes no other memory of ours.
+    unsafe { libc::splice(fd_in, off_ptr, fd_out, std::ptr::null_mut(), len, flags) }
+}
+
+/// `sendfile(sock, file, &offset, len)`: up to `len` bytes of `file` from `offset` to the
+/// socket (-1 with errno set on error; the file's own position is not used).
+pub(crate) fn sendfile(sock: RawFd, file: RawFd, offset: libc::off_t, len: usize) -> isize {
+    let mut off = offset;
+    // SAFETY: the offset pointer points to a live local.
+    unsafe { libc::sendfile(sock, file, &mut off, len) }
+}
+
+/// A close-on-exec pipe in blocking mode, `[read end, write end]`, whose capacity is raised
+/// towards `want` bytes (as far as `fs.pipe-max-size` and the user's pipe quota allow);
+/// returns the ends and the capacity it has.
+///
+/// # Errors
+///
+/// `pipe2` failed (the descriptor limit).
+pub(crate) fn pipe(want: usize) -> io::Result<([RawFd; 2], usize)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fcntl on a descriptor we just created; no pointers. A refusal (EPERM over
+    // the quota, EBUSY) leaves the default size, which F_GETPIPE_SZ reports.
+    let cap = unsafe {
+        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, want as libc::c_int);
+        libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+    };
+    Ok((fds, usize::try_from(cap).unwrap_or(0)))
+}
+
+/// Whether the first and the last page of `fd` in `offset..offset + len` are in the page
+/// cache (`cachestat(2)`, Linux 6.5+; 451 in the unified syscall table); `None` where the
+/// kernel cannot say (an older kernel, another architecture's table). A range past the
+/// end of the file has no pages: it is reported as not cached.
+///
+/// Two pages rather than the whole range: `cachestat` visits every page it is given
+/// (measured: about 11 µs for 1 MiB, a tenth of sending it), and the page cache fills
+/// and empties a file's pages together (readahead brings a sequential read's pages in
+/// order; reclaim takes the least recently used, which a file read front to back ages
+/// alike). A range cached at both ends but not in between makes `sendfile` read the gap
+/// from the device on the calling thread.
+pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
+    if len == 0 {
+        return Some(true);
+    }
+    let last = (offset + len - 1) & !4095;
+    if !page_cached(fd, offset & !4095)? {
+        return Some(false);
+    }
+    if last > offset {
+        return page_cached(fd, last);
+    }
+    Some(true)
+}
+
+/// Whether the page of `fd` at `offset` (page aligned) is in the page cache; `None` where
+/// the kernel cannot say.
+fn page_cached(fd: RawFd, offset: u64) -> Option<bool> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    {
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct CacheStat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let range = Range {
+            off: offset,
+            len: 4096,
+        };
+        let mut st = CacheStat::default();
+        // SAFETY: the kernel reads one Range and writes one CacheStat, both live locals of
+        // the layout cachestat(2) defines.
+        let r = unsafe { libc::syscall(SYS_CACHESTAT, fd, &range, &mut st, 0) };
+        if r != 0 {
+            return None;
+        }
+        Some(st.nr_cache > 0)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )))]
+    {
+        let _ = (fd, offset);
+        None
+    }
+}

@@ -69,10 +69,11 @@ pub(crate) use windows::{
 pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{
-    dio_alignment, fadvise, fallocate, file_stat, is_direct, open_creates, openat2, read_nowait,
-    recv, recvmsg, rename, send, sendmsg, set_direct, set_sockaddr_len, short_read_drains, stat,
-    sync_file_range, unsupported_allocate_mode, unsupported_rename_flags, Stat, OPEN_DIR_STEP,
-    O_DIRECT, SO_REUSEPORT, STAT_EMPTY_PATH, STAT_MASK,
+    cached, dio_alignment, fadvise, fallocate, file_stat, is_direct, open_creates, openat2, pipe,
+    read_nowait, recv, recvmsg, rename, send, sendfile, sendmsg, set_direct, set_sockaddr_len,
+    short_read_drains, splice, stat, sync_file_range, unsupported_allocate_mode,
+    unsupported_rename_flags, Stat, OPEN_DIR_STEP, O_DIRECT, SO_REUSEPORT, STAT_EMPTY_PATH,
+    STAT_MASK,
 };
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -87,15 +88,15 @@ mod bsd;
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
 pub(crate) use bsd::{
     dio_alignment, fallocate, file_stat, open_creates, openat2, read_nowait, recv, recvmsg, rename,
-    send, sendmsg, set_sockaddr_len, short_read_drains, stat, unsupported_allocate_mode, Stat,
-    OPEN_DIR_STEP, STAT_EMPTY_PATH, STAT_MASK,
+    send, sendmsg, set_sockaddr_len, short_read_drains, splice, stat, unsupported_allocate_mode,
+    Stat, OPEN_DIR_STEP, STAT_EMPTY_PATH, STAT_MASK,
 };
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
 pub(crate) use freebsd::{
-    fadvise, is_direct, set_direct, sync_file_range, unsupported_rename_flags, O_DIRECT,
+    fadvise, is_direct, sendfile, set_direct, sync_file_range, unsupported_rename_flags, O_DIRECT,
     SO_REUSEPORT,
 };
 #[cfg(target_os = "freebsd")]
@@ -105,7 +106,7 @@ use freebsd::{preallocate, rename_flags, SECTOR_SIZE_IOCTL};
 mod apple;
 #[cfg(target_vendor = "apple")]
 pub(crate) use apple::{
-    accept, fadvise, fsync, is_direct, set_direct, socket, socketpair, sync_file_range,
+    accept, fadvise, fsync, is_direct, sendfile, set_direct, socket, socketpair, sync_file_range,
     unsupported_rename_flags, O_DIRECT, SEND_FLAGS, SO_REUSEPORT,
 };
 #[cfg(target_vendor = "apple")]

@@ -115,6 +115,8 @@ pub struct Builder {
     multishot_reads: bool,
     /// Whether direct file IO runs on a polled ring (io_uring's IORING_SETUP_IOPOLL).
     iopoll: bool,
+    /// `send_file` by linked splices (io_uring).
+    splice_files: bool,
 }
 
 impl Default for Builder {
@@ -137,6 +139,7 @@ impl Builder {
             recv_buffers: DEFAULT_RECV_BUFFERS,
             multishot_reads: true,
             iopoll: false,
+            splice_files: false,
         }
     }
 
@@ -288,6 +291,25 @@ impl Builder {
         self
     }
 
+    /// How `send_file` moves a file to a socket on io_uring (other backends ignore this).
+    ///
+    /// Off (the default): `sendfile(2)` during submission when the chunk's first and last
+    /// pages are in the page cache (`cachestat(2)`, Linux 6.5+), so it costs one system
+    /// call and no thread, as nginx's `sendfile on`; a socket without room is waited for with
+    /// IORING_OP_POLL_ADD. A chunk not cached (or any chunk on a kernel without
+    /// `cachestat`) goes to the blocking pool, so the ring's thread does not wait for a
+    /// device; only the first and last pages are checked, so a chunk cached at both ends
+    /// with a gap between is read by the ring's thread.
+    ///
+    /// On: two linked IORING_OP_SPLICEs per chunk (file to pipe, pipe to socket) through
+    /// a pipe the runtime pools, run entirely by the kernel. io_uring runs every splice on
+    /// an io-wq worker thread, so each chunk costs two thread hops: measured more CPU per
+    /// response than `sendfile` (see the README's "Zero-copy file serving").
+    pub fn splice_files(mut self, on: bool) -> Builder {
+        self.splice_files = on;
+        self
+    }
+
     /// Builds the runtime on the current thread.
     ///
     /// With [`BackendKind::Auto`], io_uring is set up, probed for the opcodes coring needs
@@ -375,6 +397,7 @@ impl Builder {
             emulate_missing: self.emulate_missing.clone(),
             recv_buffers: self.multishot_reads.then_some(self.recv_buffers),
             iopoll: self.iopoll,
+            splice_files: self.splice_files,
         };
         select::build(kind, &cfg)
     }

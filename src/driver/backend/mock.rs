@@ -483,7 +483,9 @@ fn len(desc: &OpDesc) -> u32 {
         OpDesc::Read { len, .. }
         | OpDesc::Write { len, .. }
         | OpDesc::Recv { len, .. }
-        | OpDesc::Send { len, .. } => len,
+        | OpDesc::Send { len, .. }
+        | OpDesc::Splice { len, .. }
+        | OpDesc::SendFile { len, .. } => len,
         _ => 0,
     }
 }

@@ -378,6 +378,17 @@ pub(crate) trait Backend {
     /// unsupported by this backend).
     fn poll_route(&self) -> Option<&PollRoute> {
         None
+
+    }
+
+    /// Whether a file is sent to a socket as two linked [`OpDesc::Splice`]s through a pipe
+    /// (with [`OpDesc::Poll`] when the socket has no room), which the kernel runs without
+    /// the runtime's thread; otherwise as [`OpDesc::SendFile`] (the default: one
+    /// `sendfile(2)` per transfer, waiting for the socket as any send does).
+    // Asked on Linux only: splice(2) is Linux's.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn splices(&self) -> bool {
+        false
     }
 }
 
@@ -696,6 +707,19 @@ impl Backend for AnyBackend {
             AnyBackend::Iocp(b) => b.poll_route(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.poll_route(),
+        }
+    }
+
+    fn splices(&self) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.splices(),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.splices(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.splices(),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.splices(),
         }
     }
 }

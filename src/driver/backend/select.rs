@@ -29,6 +29,8 @@ pub(crate) struct BackendConfig {
     pub(crate) recv_buffers: Option<(u16, usize)>,
     /// Run direct file IO on a polled ring (io_uring; the mock plays one).
     pub(crate) iopoll: bool,
+    /// File-to-socket transfers by linked splices (io_uring).
+    pub(crate) splice_files: bool,
 }
 
 /// What a fallback chosen on request says about itself.
@@ -112,6 +114,7 @@ fn platform(kind: BackendKind, cfg: &BackendConfig) -> io::Result<(AnyBackend, O
             .recv_buffers
             .map(|(count, size)| uring::RecvBuffers { count, size }),
         iopoll: cfg.iopoll,
+        splice_files: cfg.splice_files,
     };
     match uring::Uring::new(&ring_cfg) {
         Ok(ring) => Ok((AnyBackend::Uring(ring), None)),

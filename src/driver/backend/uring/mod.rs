@@ -21,7 +21,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use self::send_order::SendOrder;
 use super::{classify_enter_error, Backend, Enqueued, Linked, Push, Unpark, Wait};
 use crate::driver::cached_read::CachedReads;
-use crate::driver::desc::FdRef;
+use crate::driver::desc::{FdRef, Interest};
 use crate::driver::fixed::{Fixed, Registration};
 use crate::driver::iopoll::{PollRoute, Reaped};
 use crate::driver::offload::Offload;
@@ -62,6 +62,8 @@ pub(crate) struct UringConfig {
     pub(crate) recv_buffers: Option<RecvBuffers>,
     /// Set up a second ring with IORING_SETUP_IOPOLL for direct reads and writes.
     pub(crate) iopoll: bool,
+    /// File-to-socket transfers by linked splices (`Builder::splice_files`).
+    pub(crate) splice_files: bool,
 }
 
 /// The io_uring backend.
@@ -121,6 +123,11 @@ pub(crate) struct Uring {
     /// submission queue was full: retried by the next enter (which does not sleep
     /// meanwhile).
     rerouting: Vec<(usize, OpDesc)>,
+    /// File-to-socket transfers by linked splices rather than `sendfile` (see `splices`).
+    splice_files: bool,
+    /// The kernel cannot say which pages are cached (no `cachestat`): every `sendfile`
+    /// runs on the pool.
+    no_cachestat: bool,
 }
 
 impl Drop for Uring {
@@ -239,6 +246,8 @@ impl Uring {
             polled,
             route,
             rerouting: Vec::new(),
+            splice_files: cfg.splice_files,
+            no_cachestat: false,
         };
         if !uring.arm_wake() {
             return Err((
@@ -514,6 +523,37 @@ impl Uring {
         let res = unsafe { syscall::execute(desc) };
         self.completed_here
             .push((key, Completion { res, flags: 0 }));
+    }
+
+    /// Whether `len` bytes of file `fd` from `offset` are in the page cache (both ends of
+    /// the range, see `platform::cached`), so that a `sendfile` of them does not wait for
+    /// the device (false where the kernel cannot tell).
+    fn is_cached(&mut self, fd: RawFd, offset: u64, len: u32) -> bool {
+        if self.no_cachestat {
+            return false;
+        }
+        match crate::platform::cached(fd, offset, u64::from(len)) {
+            Some(cached) => cached,
+            None => {
+                self.no_cachestat = true;
+                false
+            }
+        }
+    }
+
+    /// Runs `sendfile(2)` for operation `key` now, without waiting: the ring has no
+    /// opcode for it, its pages are cached (`is_cached`), and on a non-blocking socket
+    /// the call never waits for the peer. A socket without room completes it with
+    /// -EAGAIN; its caller then waits with [`OpDesc::Poll`] and tries again.
+    fn sendfile_now(&mut self, key: usize, desc: &OpDesc, inline: bool) -> Push {
+        // SAFETY: a sendfile description carries descriptors and numbers, no pointers.
+        let res = unsafe { syscall::execute(desc) };
+        let c = Completion { res, flags: 0 };
+        if inline {
+            return Push::Completed(c);
+        }
+        self.completed_here.push((key, c));
+        Push::Queued
     }
 
     /// Submits the deferred operations of `fd` that are free to go: shutdowns run at once,
@@ -820,6 +860,36 @@ impl Uring {
             // Not submitted by `push` (it runs shutdown(2) itself, see `shutdown_now`); the
             // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
+            // The input is named in the SQE's own field: a registered one with
+            // SPLICE_F_FD_IN_FIXED (the crate sets it for `Fixed`), not IOSQE_FIXED_FILE,
+            // which is the output's. No offset is -1 (a pipe).
+            OpDesc::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                len,
+            } => {
+                let off_in = off_in.map_or(-1, |o| o as i64);
+                let out = fd(fd_out);
+                match self.own(fd_in.fixed) {
+                    Some(slot) => opcode::Splice::new(types::Fixed(slot), off_in, out, -1, len)
+                        .flags(libc::SPLICE_F_MOVE)
+                        .build(),
+                    None => opcode::Splice::new(types::Fd(fd_in.raw), off_in, out, -1, len)
+                        .flags(libc::SPLICE_F_MOVE)
+                        .build(),
+                }
+            }
+            // No opcode: the ring splices through a pipe (`Backend::splices`); where it
+            // cannot, this runs on the pool, waiting for the socket there.
+            OpDesc::SendFile { .. } => return None,
+            OpDesc::Poll { fd: f, interest } => {
+                let events = match interest {
+                    Interest::Read => libc::POLLIN,
+                    Interest::Write => libc::POLLOUT,
+                };
+                opcode::PollAdd::new(fd(f), events as u32).build()
+            }
         };
         Some(entry.flags(sqe_flags))
     }
@@ -849,6 +919,16 @@ impl Backend for Uring {
             if let Some(c) = done {
                 return Ok(Push::Completed(c));
             }
+        }
+        if let OpDesc::SendFile {
+            file, offset, len, ..
+        } = *desc
+        {
+            if self.is_cached(file.raw, offset, len) {
+                return Ok(self.sendfile_now(key, desc, inline));
+            }
+            // Reading the file may wait for the device: on the pool, which also waits
+            // for the socket there (`submit_op` finds no opcode for it).
         }
         // A stream send or shutdown behind an earlier one of its socket waits its turn.
         if self.sends.defer(key, desc) {
@@ -1245,6 +1325,19 @@ impl Backend for Uring {
     /// The routing of direct IO to the polled ring, if asked for.
     fn poll_route(&self) -> Option<&PollRoute> {
         self.route.as_ref()
+
+    }
+
+    /// Whether files go to sockets by splice ([`crate::Builder::splice_files`]), and the
+    /// ring runs both IORING_OP_SPLICE and IORING_OP_POLL_ADD (and the test hook hides
+    /// neither).
+    fn splices(&self) -> bool {
+        let code = |c: u8| self.missing & (1u128 << c) == 0;
+        self.splice_files
+            && code(opcode::Splice::CODE)
+            && code(opcode::PollAdd::CODE)
+            && !self.hides("splice")
+            && !self.hides("poll_add")
     }
 }
 
