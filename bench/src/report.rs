@@ -23,6 +23,8 @@ pub enum Mode {
     Spawn,
     /// Many concurrent 1 ms sleeps.
     Timers,
+    /// An HTTP/1.1 server, driven by the load generator.
+    Http,
 }
 
 impl Mode {
@@ -33,6 +35,7 @@ impl Mode {
             Mode::Fread => "fread",
             Mode::Spawn => "spawn",
             Mode::Timers => "timers",
+            Mode::Http => "http",
         }
     }
 
@@ -42,6 +45,13 @@ impl Mode {
             (Mode::Echo, false) => "round trip, from the actual send (closed loop)",
             (Mode::Echo, true) => {
                 "round trip, from the intended send time (open loop, CO-corrected)"
+            }
+            (Mode::Http, false) => {
+                "request to complete response, from the actual send (closed loop)"
+            }
+            (Mode::Http, true) => {
+                "request to complete response, from the intended send time (open loop, \
+                 CO-corrected)"
             }
             (Mode::Fread, _) => "one read, from submission to the task seeing the result",
             (Mode::Timers, _) => "lateness: wake-up time past the sleep's deadline",
@@ -89,6 +99,10 @@ pub struct RunResult {
     pub target_rate: Option<f64>,
     /// Open loop: requests due in the window that were never sent.
     pub unsent: u64,
+    /// Named counts of the window (HTTP: responses by status, errors by kind, ...).
+    pub counts: Vec<(&'static str, u64)>,
+    /// Bytes received in the window (HTTP), for the transfer rate.
+    pub transfer_bytes: Option<u64>,
     /// Remarks worth reading next to the figures (noisy machine, unmet rate, ...).
     pub notes: Vec<String>,
     /// Why the run failed, if it did; the figures are then partial or empty.
@@ -117,6 +131,8 @@ impl RunResult {
             counters: None,
             target_rate: None,
             unsent: 0,
+            counts: Vec::new(),
+            transfer_bytes: None,
             notes: Vec::new(),
             error: None,
         }
@@ -142,7 +158,7 @@ impl RunResult {
     /// The unit of [`RunResult::rate`], e.g. `req/s`.
     pub fn rate_unit(&self) -> &'static str {
         match self.mode {
-            Mode::Echo => "req/s",
+            Mode::Echo | Mode::Http => "req/s",
             Mode::Fread => "IOPS",
             Mode::Spawn => "tasks/s",
             Mode::Timers => "timers/s",
@@ -152,6 +168,12 @@ impl RunResult {
     /// CPU microseconds per operation ([`RunResult::cpu_scope`] says whose CPU).
     pub fn cpu_us_per_op(&self) -> Option<f64> {
         stats::cpu_us_per_op(self.cpu, self.ops)
+    }
+
+    /// Received megabytes (10^6 bytes) per second over the window, if bytes were counted.
+    pub fn transfer_mb_per_s(&self) -> Option<f64> {
+        self.transfer_bytes
+            .map(|b| stats::rate(b, self.elapsed) / 1e6)
     }
 
     /// The latency figures, if any were measured.
@@ -202,6 +224,9 @@ impl RunResult {
             "rate_unit": self.rate_unit(),
             "target_rate": self.target_rate,
             "unsent": self.unsent,
+            "counts": self.counts.iter().map(|&(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "transfer_bytes": self.transfer_bytes,
+            "transfer_mb_per_s": self.transfer_mb_per_s(),
             "latency_us": latency,
             "latency_meaning": self.mode.latency_meaning(self.open_loop),
             "cpu_us_per_op": self.cpu_us_per_op(),
@@ -309,8 +334,8 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
          fread = one read, timers = lateness past the deadline\n",
     );
     out.push_str(
-        "cpu/op in µs: echo = server thread CPU per request; fread, spawn, timers = process \
-         CPU per op; total in ms\n",
+        "cpu/op in µs: echo = server thread CPU per request; http = load generator CPU per \
+         request; fread, spawn, timers = process CPU per op; total in ms\n",
     );
     let mut seen = Vec::new();
     for r in runs {
@@ -323,6 +348,13 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
     }
     for r in runs {
         let who = format!("{} {} {}", r.mode.name(), r.label, r.backend);
+        if !r.counts.is_empty() || r.transfer_bytes.is_some() {
+            let mut items: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            if let Some(mb) = r.transfer_mb_per_s() {
+                items.push(format!("{} MB/s", stats::human(mb)));
+            }
+            let _ = writeln!(out, "count {who}: {}", items.join(", "));
+        }
         if let Some(e) = &r.error {
             let _ = writeln!(out, "ERROR {who}: {e}");
         }
