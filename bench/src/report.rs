@@ -349,7 +349,13 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
     for r in runs {
         let who = format!("{} {} {}", r.mode.name(), r.label, r.backend);
         if !r.counts.is_empty() || r.transfer_bytes.is_some() {
-            let mut items: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            // The table names the counts that are not zero; the JSON document has them all.
+            let mut items: Vec<String> = r
+                .counts
+                .iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             if let Some(mb) = r.transfer_mb_per_s() {
                 items.push(format!("{} MB/s", stats::human(mb)));
             }

@@ -3,6 +3,7 @@
 //! depth), responses framed by [`ResponseParser`] in order, statuses, bytes and errors
 //! counted, and a new connection when the server closes one.
 //!
+//! Without keep-alive, the connection closes after each response.
 //! When the server closes the connection (after a `Connection: close` response, or at any
 //! time) or it fails (a reset, a read idle past the timeout, a response that does not
 //! parse), the connection opens a new one and sends again every request not yet answered.
@@ -305,7 +306,8 @@ impl<C: Clock> HttpConn<C> {
             pos += used;
             let Some(resp) = done else { break };
             self.answered(&resp, measured, count)?;
-            if resp.close {
+            if self.stream.is_none() {
+                // Closed after this response: what follows it is not for us.
                 return Ok(());
             }
         }
@@ -336,6 +338,8 @@ impl<C: Clock> HttpConn<C> {
         }
         if resp.close {
             self.counts[measured].server_closes += 1;
+        }
+        if resp.close || !self.target.keep_alive {
             self.drop_stream();
         }
         Ok(())

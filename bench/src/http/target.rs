@@ -14,6 +14,9 @@ pub struct Target {
     pub request: Vec<u8>,
     /// Whether the method is `HEAD` (responses then have no body).
     pub head: bool,
+    /// Whether connections are kept for more requests (else each request says
+    /// `Connection: close`, and the client closes after its response).
+    pub keep_alive: bool,
 }
 
 /// The parts of an `http://` URL the generator uses.
@@ -154,6 +157,7 @@ impl Target {
             addr,
             request: req.into_bytes(),
             head: method.eq_ignore_ascii_case("HEAD"),
+            keep_alive,
         })
     }
 }
