@@ -267,6 +267,53 @@ fn pipelined_responses_come_back_in_order() {
 }
 
 #[test]
+fn open_loop_reads_cut_short_by_the_schedule_lose_nothing() {
+    // A slow server (3 ms per request) and one connection due to send every 1 ms with up to
+    // 8 in flight: the connection often waits for a response when the next request comes
+    // due, and its read is cancelled to send it. No response may be lost, duplicated or
+    // taken out of order by that.
+    let server = Server::start(|k| {
+        std::thread::sleep(Duration::from_millis(3));
+        Reply::Bytes {
+            bytes: if k % 2 == 0 {
+                content_length(200, k)
+            } else {
+                chunked(k, 1 + k % 5)
+            },
+            close: false,
+        }
+    });
+    let mut answered = 0;
+    on_each_backend(async |kind| {
+        let mut c = conn(server.target());
+        let clock = WallClock::new(Instant::now(), coring::time::sleep_until);
+        let window = Window {
+            warm_end_ns: 0,
+            end_ns: 300_000_000,
+        };
+        let pacing = Pacing::Open(coring_bench::load::ConnSchedule::new(1000.0, 1, 0));
+        let mut rec = Recorder::new(Arc::new(AtomicU64::new(0)));
+        drive_pipelined(&clock, &mut c, pacing, 8, window, &mut rec)
+            .await
+            .unwrap();
+        let n = c.responses().len() as u64;
+        assert!(n > 0, "{kind}");
+        assert_eq!(rec.requests(), n, "{kind}");
+        assert_eq!(c.unanswered(), 0, "{kind}");
+        let sizes: Vec<u64> = c.responses().iter().map(|r| r.body_bytes).collect();
+        assert_eq!(sizes, (0..n).collect::<Vec<u64>>(), "{kind}");
+        assert_eq!(c.counts()[1].error_total(), 0, "{kind}");
+        assert_eq!(c.counts()[1].connects, 1, "{kind}");
+        // The server is the bottleneck: the schedule was not kept, and the requests it
+        // could not send are counted.
+        assert!(rec.unsent() > 0, "{kind}");
+        answered += n;
+    });
+    // Every request the server read was answered once, on one connection per backend.
+    assert_eq!(server.requests.load(Ordering::Relaxed), answered);
+}
+
+#[test]
 fn chunked_bodies_of_every_shape() {
     // Chunk sizes from 1 byte to larger than a read, and an empty body.
     const SHAPES: [(usize, usize); 6] = [

@@ -12,7 +12,6 @@
 //! up with the last error.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,7 +137,6 @@ impl HttpCounts {
 #[derive(Debug)]
 pub struct HttpConn<C> {
     target: Arc<Target>,
-    addr: SocketAddr,
     clock: C,
     window: Window,
     timeout: Duration,
@@ -162,7 +160,6 @@ impl<C: Clock> HttpConn<C> {
     /// how long a read may wait with requests in flight.
     pub fn new(target: Arc<Target>, clock: C, window: Window, timeout: Duration) -> HttpConn<C> {
         HttpConn {
-            addr: target.addr,
             parser: ResponseParser::new(target.head),
             target,
             clock,
@@ -182,13 +179,6 @@ impl<C: Clock> HttpConn<C> {
     /// Also keeps every response (for tests; memory grows with the run).
     pub fn keeping_responses(mut self) -> Self {
         self.log = Some(Vec::new());
-        self
-    }
-
-    /// Connects to another address than the target's (tests: a server on an ephemeral
-    /// port while the request names another host).
-    pub fn with_addr(mut self, addr: SocketAddr) -> Self {
-        self.addr = addr;
         self
     }
 
@@ -246,7 +236,7 @@ impl<C: Clock> HttpConn<C> {
     pub async fn connect(&mut self) -> io::Result<()> {
         while self.stream.is_none() {
             let opened = timeout(self.timeout, async {
-                let s = TcpStream::connect(self.addr).await?;
+                let s = TcpStream::connect(self.target.addr).await?;
                 s.set_nodelay(true)?;
                 Ok::<_, io::Error>(s)
             })
