@@ -285,8 +285,7 @@ impl<C: Clock> HttpConn<C> {
 
     /// Takes the completed responses out of `bytes` (the unconsumed bytes stay in
     /// `pending`); stops after one that closes the connection.
-    fn parse(&mut self, bytes: &[u8], done_ns: u64, count: &mut usize) -> io::Result<()> {
-        let measured = usize::from(done_ns >= self.window.warm_end_ns);
+    fn parse(&mut self, bytes: &[u8], measured: usize, count: &mut usize) -> io::Result<()> {
         let mut pos = 0;
         loop {
             let (used, done) = match self.parser.parse(&bytes[pos..]) {
@@ -407,13 +406,13 @@ impl<C: Clock> Pipelined for HttpConn<C> {
                 }
             };
             let done_ns = self.clock.now_ns();
-            self.now_counts().read_bytes += n as u64;
+            let measured = usize::from(done_ns >= self.window.warm_end_ns);
+            self.counts[measured].read_bytes += n as u64;
             let mut count = 0;
             if n == 0 {
                 // The server closed the connection.
                 match self.parser.eof(self.pending.len()) {
                     Ok(Some(resp)) => {
-                        let measured = usize::from(done_ns >= self.window.warm_end_ns);
                         self.answered(&resp, measured, &mut count)?;
                         self.drop_stream();
                     }
@@ -435,11 +434,11 @@ impl<C: Clock> Pipelined for HttpConn<C> {
                     .take()
                     .expect("a finished read gives its buffer back");
                 if self.pending.is_empty() {
-                    self.parse(&input[..n], done_ns, &mut count)?;
+                    self.parse(&input[..n], measured, &mut count)?;
                 } else {
                     let mut bytes = std::mem::take(&mut self.pending);
                     bytes.extend_from_slice(&input[..n]);
-                    self.parse(&bytes, done_ns, &mut count)?;
+                    self.parse(&bytes, measured, &mut count)?;
                     if self.pending.is_empty() && bytes.capacity() > self.pending.capacity() {
                         // Keep the larger allocation for next time.
                         bytes.clear();
