@@ -7,13 +7,16 @@
 # 16 connections, closed loop, keep-alive) are pinned to CPU 1, one after the other, for
 # ROUNDS interleaved rounds of SECS seconds each (the order alternates between rounds).
 # Prints requests/s of every run, the medians, and coring-bench / wrk (the median of the
-# per-round ratios), plus both tools' p50 and p99.
+# per-round ratios), plus both tools' p50 and p99, the server's CPU time per request (from
+# /proc/PID/stat) and the load generator's (its process, by /usr/bin/time).
 #
 #   bench/scripts/http_vs_wrk.sh                       # file_server and nginx, 1 KiB file
 #   SERVERS=file_server SIZE=65536 bench/scripts/http_vs_wrk.sh
 #
 # Settings (environment): ROUNDS (3), SECS (5), CONNS (16), SIZE in bytes (1024),
-# SERVERS ("file_server nginx"), SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR.
+# SERVERS ("file_server nginx"), SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR, and NICE
+# (0): the niceness of the servers and load generators (e.g. -10, as root, so that other
+# work on a shared machine takes less of their CPUs; both tools get the same).
 # Installs wrk, jq and (if asked for) nginx from Debian's packages when they are missing.
 set -euo pipefail
 
@@ -24,6 +27,10 @@ SIZE=${SIZE:-1024}
 SERVERS=${SERVERS:-"file_server nginx"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+NICE=${NICE:-0}
+# Prefixes that run a command pinned (nice and taskset exec it: it keeps their PID).
+on_server_cpu=(nice -n "$NICE" taskset -c "$SERVER_CPU")
+on_client_cpu=(nice -n "$NICE" taskset -c "$CLIENT_CPU")
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -39,6 +46,7 @@ need() { # command, Debian package
 need wrk wrk
 need jq jq
 need taskset util-linux
+[ -x /usr/bin/time ] || need /usr/bin/time time
 case " $SERVERS " in *" nginx "*) [ -x /usr/sbin/nginx ] || need nginx nginx ;; esac
 
 echo "building file_server and coring-bench (release) ..." >&2
@@ -61,7 +69,7 @@ head -c "$SIZE" /dev/urandom >"$work/www/file.bin"
 life=$((ROUNDS * 4 * (SECS + 5) + 60))
 
 # A free port for each server (other benchmarks may be listening on the usual ones).
-declare -A ports
+declare -A ports spid
 free_port() {
     local p
     while :; do
@@ -77,9 +85,10 @@ start_server() {
     port=$(port_of "$1")
     case $1 in
     file_server)
-        taskset -c "$SERVER_CPU" "$file_server" --root "$work/www" --addr "127.0.0.1:$port" \
+        "${on_server_cpu[@]}" "$file_server" --root "$work/www" --addr "127.0.0.1:$port" \
             --exit-after "$life" 2>"$work/file_server.log" &
         pids+=($!)
+        spid[$1]=$!
         ;;
     nginx)
         mkdir -p "$work/nginx/logs"
@@ -107,8 +116,9 @@ http {
     }
 }
 EOF
-        taskset -c "$SERVER_CPU" /usr/sbin/nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
+        "${on_server_cpu[@]}" /usr/sbin/nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
         pids+=($!)
+        spid[$1]=$!
         ;;
     *)
         echo "unknown server '$1' (file_server or nginx)" >&2
@@ -135,7 +145,8 @@ to_us() {
 
 run_wrk() { # url -> "req/s p50 p99"
     local out
-    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$1")
+    out=$(/usr/bin/time -f "%U %S" -o "$work/time" \
+        "${on_client_cpu[@]}" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$1")
     echo "$out" >>"$work/wrk.log"
     local rps p50 p99
     rps=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
@@ -150,7 +161,8 @@ run_wrk() { # url -> "req/s p50 p99"
 
 run_cb() { # url -> "req/s p50 p99"
     local out
-    out=$(taskset -c "$CLIENT_CPU" "$cb" http --url "$1" --conns "$CONNS" --threads 1 \
+    out=$(/usr/bin/time -f "%U %S" -o "$work/time" \
+        "${on_client_cpu[@]}" "$cb" http --url "$1" --conns "$CONNS" --threads 1 \
         --duration "$SECS" --warmup 0 --json --no-progress)
     echo "$out" >>"$work/coring-bench.log"
     local errs
@@ -159,7 +171,11 @@ run_cb() { # url -> "req/s p50 p99"
     echo "$out" | jq -r '.runs[0] | "\(.rate) \(.latency_us.p50) \(.latency_us.p99)"'
 }
 
-declare -A rps p50 p99
+# CPU time (utime + stime, in clock ticks) of a process so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+declare -A rps p50 p99 scpu ccpu
 for r in $(seq "$ROUNDS"); do
     for s in $SERVERS; do
         url="http://127.0.0.1:$(port_of "$s")/file.bin"
@@ -167,7 +183,14 @@ for r in $(seq "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then tools="wrk coring-bench"; else tools="coring-bench wrk"; fi
         for t in $tools; do
             echo "round $r/$ROUNDS: $t -> $s ($SIZE B)" >&2
+            t0=$(ticks "${spid[$s]}")
             if [ "$t" = wrk ]; then read -r a b c < <(run_wrk "$url"); else read -r a b c < <(run_cb "$url"); fi
+            t1=$(ticks "${spid[$s]}")
+            # Server CPU µs per request: its CPU over the run / the requests of the run.
+            scpu[$s,$t,$r]=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v r="$a" -v secs="$SECS" \
+                'BEGIN { printf "%.1f", d / hz * 1e6 / (r * secs) }')
+            ccpu[$s,$t,$r]=$(awk -v r="$a" -v secs="$SECS" \
+                '{ printf "%.1f", ($1 + $2) * 1e6 / (r * secs) }' "$work/time")
             rps[$s,$t,$r]=$a
             p50[$s,$t,$r]=$b
             p99[$s,$t,$r]=$c
@@ -180,24 +203,28 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
 
 echo
 echo "closed loop, $CONNS connections, ${SIZE}-byte file, $ROUNDS interleaved rounds of ${SECS} s;"
-echo "server pinned to CPU $SERVER_CPU, load generator pinned to CPU $CLIENT_CPU"
+echo "server pinned to CPU $SERVER_CPU, load generator pinned to CPU $CLIENT_CPU (nice $NICE)"
 echo "(wrk -t1 -c$CONNS -d${SECS}s --latency URL; coring-bench http --url URL --conns $CONNS --threads 1 --duration $SECS --warmup 0)"
 echo
-printf '| server | load generator | req/s per round | median req/s | p50 µs (median) | p99 µs (median) |\n'
-printf '|---|---|---|---:|---:|---:|\n'
+printf '| server | load generator | req/s per round | median req/s | p50 µs | p99 µs | server CPU µs/req | generator CPU µs/req |\n'
+printf '|---|---|---|---:|---:|---:|---:|---:|\n'
 for s in $SERVERS; do
     for t in wrk coring-bench; do
-        each="" l50="" l99=""
+        each="" l50="" l99="" cpu="" gcpu=""
         for r in $(seq "$ROUNDS"); do
             each="$each ${rps[$s,$t,$r]}"
             l50="$l50 ${p50[$s,$t,$r]}"
             l99="$l99 ${p99[$s,$t,$r]}"
+            cpu="$cpu ${scpu[$s,$t,$r]}"
+            gcpu="$gcpu ${ccpu[$s,$t,$r]}"
         done
-        printf '| %s | %s | %s | %.0f | %.0f | %.0f |\n' "$s" "$t" \
+        printf '| %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %.1f |\n' "$s" "$t" \
             "$(echo "$each" | awk '{ for (i = 1; i <= NF; i++) printf "%s%.0f", (i > 1 ? ", " : ""), $i }')" \
-            "$(echo "$each" | median)" "$(echo "$l50" | median)" "$(echo "$l99" | median)"
+            "$(echo "$each" | median)" "$(echo "$l50" | median)" "$(echo "$l99" | median)" \
+            "$(echo "$cpu" | median)" "$(echo "$gcpu" | median)"
     done
 done
+echo "(latencies and CPU per request: medians of the rounds)"
 echo
 for s in $SERVERS; do
     ratios=""
