@@ -125,11 +125,12 @@ EOF
         exit 2
         ;;
     esac
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         curl -sf -o /dev/null "http://127.0.0.1:$port/file.bin" && return
         sleep 0.1
     done
-    echo "$1 did not answer on port $port" >&2
+    echo "$1 did not answer on port $port within 30 s; its log:" >&2
+    cat "$work/file_server.log" "$work/nginx/logs/error.log" 2>/dev/null >&2
     exit 1
 }
 
