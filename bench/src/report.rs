@@ -474,4 +474,35 @@ mod tests {
         assert!(t.contains("note  spawn 1000000 tasks fallback: a note"));
         assert!(t.contains("backend: io_uring (256 sq)"));
     }
+
+    #[test]
+    fn http_runs_report_their_counts_and_transfer_rate() {
+        let mut r = RunResult::new(Mode::Http, "closed 16c".into(), "io_uring", "req");
+        r.ops = 1000;
+        r.elapsed = Duration::from_secs(2);
+        r.counts = vec![
+            ("responses", 1000),
+            ("2xx", 990),
+            ("4xx", 10),
+            ("errors", 0),
+        ];
+        r.transfer_bytes = Some(4_000_000);
+        assert_eq!(r.rate_unit(), "req/s");
+        assert_eq!(r.transfer_mb_per_s(), Some(2.0));
+        let doc = json_document(&host(), std::slice::from_ref(&r));
+        let run = &doc["runs"][0];
+        assert_eq!(run["mode"], "http");
+        assert_eq!(run["counts"]["4xx"], 10);
+        assert_eq!(run["counts"]["errors"], 0);
+        assert_eq!(run["transfer_bytes"], 4_000_000);
+        assert_eq!(run["transfer_mb_per_s"], 2.0);
+        let t = table(&host(), &[r]);
+        // Zero counts are left out of the table (the JSON has them all).
+        assert!(
+            t.contains(
+                "count http closed 16c io_uring: responses 1000, 2xx 990, 4xx 10, 2.00 MB/s"
+            ),
+            "{t}"
+        );
+    }
 }
