@@ -27,6 +27,8 @@ modes:
             example's) with N appenders against a std::fs write + fdatasync loop (and a
             bare io_uring loop), in interleaved rounds; appends/s, append-to-durable
             latency, ratios paired with the same round's std loop
+  http      an HTTP/1.1 load generator against any server, run alone:
+            coring-bench http --url http://127.0.0.1:8080/ [...]; see coring-bench http --help
 
 options:
   --backend B         io_uring, fallback or both (default both; CORING_BACKEND, if set,
@@ -167,6 +169,10 @@ pub enum Command {
     Run(Box<Config>),
     /// Print the help.
     Help,
+    /// Run the HTTP load generator.
+    Http(Box<crate::http::HttpConfig>),
+    /// Print the HTTP load generator's help.
+    HttpHelp,
 }
 
 /// The name of a server backend, as reports show it.
@@ -191,7 +197,8 @@ fn parse_backends(v: &str) -> Result<Vec<BackendKind>, String> {
 }
 
 /// Parses the arguments (without the program name). `env_backend` is `CORING_BACKEND`,
-/// which picks the default backend and must agree with an explicit `--backend`.
+/// which picks the default backend and must agree with an explicit `--backend`. A command
+/// line that starts with `http` is the HTTP load generator's ([`crate::http::parse_args`]).
 ///
 /// # Errors
 ///
@@ -200,6 +207,15 @@ pub fn parse(
     args: impl IntoIterator<Item = String>,
     env_backend: Option<&str>,
 ) -> Result<Command, String> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "http") {
+        args.next();
+        return match crate::http::parse_args(args) {
+            Ok(c) => Ok(Command::Http(Box::new(c))),
+            Err(ArgError::Help) => Ok(Command::HttpHelp),
+            Err(ArgError::Bad(msg)) => Err(format!("http: {msg}")),
+        };
+    }
     let mut cfg = Config::default();
     let mut modes = Vec::new();
     let mut backends = None;
@@ -219,6 +235,7 @@ pub fn parse(
             "spawn" => modes.push(Mode::Spawn),
             "timers" => modes.push(Mode::Timers),
             "wal" => modes.push(Mode::Wal),
+            "http" => return Err("http runs alone: coring-bench http --url URL [...]".to_string()),
             "--json" => cfg.json = true,
             "--direct" => cfg.direct = true,
             "--linear-y" => cfg.log_y = false,
@@ -478,7 +495,8 @@ fn one_mode(cfg: &Config, mode: Mode) -> Vec<Bench> {
         })),
         Mode::Spawn => benches.push(Bench::Spawn { tasks: cfg.tasks }),
         Mode::Timers => benches.push(Bench::Timers { timers: cfg.timers }),
-        Mode::Wal => {}
+        // Run on their own: `coring-bench wal` and `coring-bench http` have their own plans.
+        Mode::Wal | Mode::Http => {}
     }
     benches
 }
@@ -494,7 +512,7 @@ mod tests {
     fn cfg(s: &str) -> Config {
         match parse(args(s), None).unwrap() {
             Command::Run(c) => *c,
-            Command::Help => panic!("help"),
+            c => panic!("{c:?}"),
         }
     }
 
@@ -615,7 +633,7 @@ mod tests {
     fn coring_backend_sets_the_default_and_must_agree() {
         let run = |a: &str, env| match parse(args(a), env) {
             Ok(Command::Run(c)) => Ok(c.backends),
-            Ok(Command::Help) => panic!(),
+            Ok(c) => panic!("{c:?}"),
             Err(e) => Err(e),
         };
         assert_eq!(run("", Some("fallback")), Ok(vec![BackendKind::Fallback]));
@@ -629,5 +647,56 @@ mod tests {
         );
         assert!(run("--backend both", Some("fallback")).is_err());
         assert!(run("", Some("nonsense")).is_err());
+    }
+
+    #[test]
+    fn http_has_its_own_command_line() {
+        let cmd = parse(
+            args("http --url http://127.0.0.1:8080/x --conns 4,8 --rate closed,1000 --pipeline 2 --duration 2s --warmup 250ms -H X-A:1 --backend fallback --cpus 0 --json"),
+            None,
+        )
+        .unwrap();
+        let Command::Http(c) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(c.url, "http://127.0.0.1:8080/x");
+        assert_eq!(c.conns, [4, 8]);
+        assert_eq!(c.rates, [None, Some(1000.0)]);
+        assert_eq!(c.pipelines, [2]);
+        assert_eq!(c.secs, Duration::from_secs(2));
+        assert_eq!(c.warmup, Duration::from_millis(250));
+        assert_eq!(c.headers, ["X-A:1"]);
+        assert_eq!(c.backend, BackendKind::Fallback);
+        assert_eq!(c.cpus, crate::http::Cpus::List(vec![0]));
+        assert_eq!(c.threads, 1);
+        assert!(c.json && c.keep_alive);
+        let plan = c.plan();
+        assert_eq!(plan.len(), 4);
+        assert_eq!(plan[1].label(1), "open 1000/s 4c pipe 2");
+        assert_eq!(plan[2].label(2), "closed 8c pipe 2 2t");
+        assert_eq!(parse(args("http --help"), None), Ok(Command::HttpHelp));
+        for (a, want) in [
+            ("http --conns 4", "--url"),
+            ("http --url https://x/", "https"),
+            (
+                "http --url http://127.0.0.1/ --threads 3 --conns 2",
+                "--conns 2",
+            ),
+            (
+                "http --url http://127.0.0.1/ --cpus 1,2 --threads 1",
+                "--threads 1",
+            ),
+            (
+                "http --url http://127.0.0.1/ --pipeline 2 --no-keepalive",
+                "--pipeline",
+            ),
+            ("http --url http://127.0.0.1/ --duration 0", "--duration"),
+            ("http --url http://127.0.0.1/ --rate 0", "--rate"),
+            ("http --url http://127.0.0.1/ echo", "alone"),
+            ("echo http", "alone"),
+        ] {
+            let e = parse(args(a), None).unwrap_err();
+            assert!(e.contains(want), "{a}: {e}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`echo`]: the echo server and load generator, written once for any runtime, and the
 //!   orchestration of an echo run on two pinned CPUs;
 //! - [`raw`] (Linux): the hand-written io_uring loops (ring setup, the raw echo server);
+//! - [`http`]: the HTTP/1.1 load generator (its response parser, connection and runs);
 //! - [`fread`]: the page-cache test file and its offsets; [`contender`]: coring contenders
 //!   on an exact backend.
 //!
@@ -35,6 +36,10 @@
 //!   write + `fdatasync` per record, in interleaved rounds: appends/s, append-to-durable
 //!   latency, and ratios paired with the same round's loop ([`wal`]).
 //!
+//! And, run alone, **`coring-bench http`** ([`http`]): an HTTP/1.1 load generator against any
+//! server (keep-alive, pipelining, closed or open loop with coordinated-omission
+//! correction, HDR percentiles, responses by status and errors counted apart).
+//!
 //! ```text
 //! cargo run --release -p coring-bench                     # the default suite, < 1 min
 //! cargo run --release -p coring-bench -- echo --rate 20000 --secs 10 --plot echo.svg
@@ -55,6 +60,7 @@ pub mod contender;
 pub mod echo;
 pub mod fread;
 pub mod hist;
+pub mod http;
 pub mod load;
 pub mod micro;
 pub mod progress;

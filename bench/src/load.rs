@@ -5,15 +5,18 @@
 //!
 //! Open loop follows wrk2: requests have a fixed schedule (request `k` of the whole run is
 //! due at `k / rate`, dealt round-robin over the connections), each connection has at most
-//! one request outstanding, a connection that falls behind sends its late requests at once,
-//! and every latency is measured from the request's *intended* send time. A stall therefore
-//! shows up in the latency of every request it delayed, not only in the one that was in
-//! flight (coordinated omission correction).
+//! one request outstanding (or `depth` of them, pipelined: [`drive_pipelined`]), a connection
+//! that falls behind sends its late requests at once, and every latency is measured from the
+//! request's *intended* send time. A stall therefore shows up in the latency of every request
+//! it delayed, not only in the one that was in flight (coordinated omission correction).
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::hist::LatencyHist;
@@ -275,7 +278,56 @@ impl Recorder {
     }
 }
 
-/// Runs one connection until the window ends, recording into `rec`.
+/// What [`Pipelined::recv`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replies {
+    /// Requests answered, oldest first; 0 when the wait ended at its `wake_at` first.
+    pub count: usize,
+    /// When they were answered, in ns on the load loop's clock.
+    pub done_ns: u64,
+}
+
+/// A connection that may have several requests in flight (HTTP/1.1 pipelining): requests go
+/// out in order and are answered in the same order. Its times are on the same clock as the
+/// load loop's.
+pub trait Pipelined {
+    /// Sends `n` more requests, in order (in one write, where the transport can).
+    fn send(&mut self, n: usize) -> impl Future<Output = io::Result<()>>;
+
+    /// Waits until at least one request in flight is answered; returns how many are (every
+    /// one complete by then, oldest first, never more than are in flight) and when.
+    ///
+    /// With `wake_at`, returns `count: 0` once that time passes with none answered, so that
+    /// the load loop can send requests that have come due. An implementation may ignore it:
+    /// the next requests then merely go out late, their latency still counted from their
+    /// intended time.
+    fn recv(&mut self, wake_at: Option<u64>) -> impl Future<Output = io::Result<Replies>>;
+}
+
+/// A [`RoundTrip`] connection as a [`Pipelined`] one of depth 1: `send` notes the request,
+/// `recv` makes the round trip.
+struct OneAtATime<'a, C, T> {
+    clock: &'a C,
+    conn: &'a mut T,
+}
+
+impl<C: Clock, T: RoundTrip> Pipelined for OneAtATime<'_, C, T> {
+    fn send(&mut self, n: usize) -> impl Future<Output = io::Result<()>> {
+        debug_assert_eq!(n, 1, "a round-trip connection has one request in flight");
+        std::future::ready(Ok(()))
+    }
+
+    async fn recv(&mut self, _wake_at: Option<u64>) -> io::Result<Replies> {
+        self.conn.round_trip().await?;
+        Ok(Replies {
+            count: 1,
+            done_ns: self.clock.now_ns(),
+        })
+    }
+}
+
+/// Runs one connection until the window ends, recording into `rec`: one request in flight
+/// at a time ([`drive_pipelined`] at depth 1).
 ///
 /// # Errors
 ///
@@ -287,38 +339,126 @@ pub async fn drive<C: Clock, T: RoundTrip>(
     window: Window,
     rec: &mut Recorder,
 ) -> io::Result<()> {
+    let mut conn = OneAtATime { clock, conn };
+    drive_pipelined(clock, &mut conn, pacing, 1, window, rec).await
+}
+
+/// Runs one connection with up to `depth` requests in flight until the window ends, then
+/// waits for the replies still due, recording into `rec`.
+///
+/// Closed loop: `depth` requests go out at once, and each reply lets another one go, its
+/// latency measured from when it was sent. Open loop: each request goes out when it is due
+/// if fewer than `depth` are in flight, else as soon as a reply makes room; its latency runs
+/// from when it was due either way. Nothing is sent at or after the window's end; requests
+/// of the window that were due by then but not sent are counted as unsent.
+///
+/// # Errors
+///
+/// The first error of `conn`; what was measured before it stays recorded.
+///
+/// # Panics
+///
+/// If `depth` is 0.
+pub async fn drive_pipelined<C: Clock, T: Pipelined>(
+    clock: &C,
+    conn: &mut T,
+    pacing: Pacing,
+    depth: usize,
+    window: Window,
+    rec: &mut Recorder,
+) -> io::Result<()> {
+    assert!(
+        depth > 0,
+        "a connection needs room for at least one request in flight"
+    );
+    // The intended send times of the requests in flight, oldest first.
+    let mut in_flight: VecDeque<u64> = VecDeque::with_capacity(depth);
+    // Open loop: this connection's next request of the schedule.
     let mut i = 0u64;
+    let mut sending = true;
     loop {
         let now = clock.now_ns();
-        let intended = match pacing {
-            Pacing::Closed => {
-                if now >= window.end_ns {
-                    return Ok(());
-                }
-                now
+        if sending && now >= window.end_ns {
+            sending = false;
+            if let Pacing::Open(s) = pacing {
+                // Behind schedule when the run ended: these were due but never sent.
+                let first = i.max(s.index_at(window.warm_end_ns));
+                rec.add_unsent(s.index_at(window.end_ns).saturating_sub(first));
             }
-            Pacing::Open(s) => {
-                let due = s.intended_ns(i);
-                if due >= window.end_ns {
-                    return Ok(());
+        }
+        let mut batch = 0;
+        while sending && in_flight.len() < depth {
+            let intended = match pacing {
+                Pacing::Closed => now,
+                Pacing::Open(s) => {
+                    // Late or not, the latency is charged from when it was due. (A request
+                    // due at or after the end is after `now`, since `now` is before it.)
+                    let due = s.intended_ns(i);
+                    if due > now {
+                        break;
+                    }
+                    i += 1;
+                    due
                 }
-                if now >= window.end_ns {
-                    // Behind schedule when the run ended: these were due but never sent.
-                    let first = i.max(s.index_at(window.warm_end_ns));
-                    rec.add_unsent(s.index_at(window.end_ns).saturating_sub(first));
-                    return Ok(());
-                }
-                if now < due {
-                    clock.sleep_until_ns(due).await;
-                }
-                // Late or not, the latency is charged from when it was due.
-                due
-            }
+            };
+            in_flight.push_back(intended);
+            batch += 1;
+        }
+        if batch > 0 {
+            conn.send(batch).await?;
+        }
+        // Open loop: when the next request is due, if it is still to be sent.
+        let next_due = match pacing {
+            Pacing::Open(s) if sending => Some(s.intended_ns(i)).filter(|&d| d < window.end_ns),
+            _ => None,
         };
-        conn.round_trip().await?;
-        rec.record(intended, clock.now_ns(), window);
-        i += 1;
+        if in_flight.is_empty() {
+            match next_due {
+                Some(due) => {
+                    clock.sleep_until_ns(due).await;
+                    continue;
+                }
+                // Closed loop: a request would have gone out if the window were still open.
+                None => return Ok(()),
+            }
+        }
+        let wake_at = next_due.filter(|_| in_flight.len() < depth);
+        let replies = conn.recv(wake_at).await?;
+        if replies.count > in_flight.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} replies with {} requests in flight",
+                    replies.count,
+                    in_flight.len()
+                ),
+            ));
+        }
+        for intended in in_flight.drain(..replies.count) {
+            rec.record(intended, replies.done_ns, window);
+        }
     }
+}
+
+/// Which of two futures finished first (see [`first`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum First<A, B> {
+    /// The first future's output.
+    A(A),
+    /// The second future's output.
+    B(B),
+}
+
+/// Runs `a` and `b` together until one finishes, and drops the other (`a` wins a tie).
+pub async fn first<A: Future, B: Future>(a: A, b: B) -> First<A::Output, B::Output> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(First::A(v));
+        }
+        b.as_mut().poll(cx).map(First::B)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -550,5 +690,178 @@ mod tests {
         assert_eq!((a.requests(), a.unsent()), (2, 2));
         assert_eq!(a.histogram().len(), 2);
         assert_eq!(progress.load(Ordering::Relaxed), 2);
+    }
+
+    /// A pipelining server on the virtual clock: requests are served one at a time in
+    /// order, `service` ns each, request `stall_at` `stall` ns more.
+    struct FifoServer<'a> {
+        clock: &'a VClock,
+        service: u64,
+        stall_at: u64,
+        stall: u64,
+        busy_until: u64,
+        /// Every request's (send time, reply time).
+        log: Vec<(u64, u64)>,
+        /// Reply times of the requests in flight.
+        pending: VecDeque<u64>,
+        max_in_flight: usize,
+    }
+
+    impl<'a> FifoServer<'a> {
+        fn new(clock: &'a VClock, service: u64, stall_at: u64, stall: u64) -> Self {
+            FifoServer {
+                clock,
+                service,
+                stall_at,
+                stall,
+                busy_until: 0,
+                log: Vec::new(),
+                pending: VecDeque::new(),
+                max_in_flight: 0,
+            }
+        }
+    }
+
+    impl Pipelined for FifoServer<'_> {
+        fn send(&mut self, n: usize) -> impl Future<Output = io::Result<()>> {
+            let now = self.clock.now_ns();
+            for _ in 0..n {
+                let k = self.log.len() as u64;
+                let extra = if k == self.stall_at { self.stall } else { 0 };
+                self.busy_until = self.busy_until.max(now) + self.service + extra;
+                self.log.push((now, self.busy_until));
+                self.pending.push_back(self.busy_until);
+            }
+            self.max_in_flight = self.max_in_flight.max(self.pending.len());
+            std::future::ready(Ok(()))
+        }
+
+        fn recv(&mut self, wake_at: Option<u64>) -> impl Future<Output = io::Result<Replies>> {
+            let next = *self.pending.front().expect("recv with nothing in flight");
+            let t = wake_at
+                .map_or(next, |w| w.min(next))
+                .max(self.clock.now_ns());
+            self.clock.0.set(t);
+            let count = self.pending.iter().take_while(|&&d| d <= t).count();
+            self.pending.drain(..count);
+            std::future::ready(Ok(Replies { count, done_ns: t }))
+        }
+    }
+
+    fn run_pipelined(
+        server: &mut FifoServer<'_>,
+        pacing: Pacing,
+        depth: usize,
+        window: Window,
+    ) -> Recorder {
+        let mut rec = Recorder::keeping_samples(Arc::new(AtomicU64::new(0)));
+        let clock = server.clock;
+        poll_once(drive_pipelined(
+            clock, server, pacing, depth, window, &mut rec,
+        ))
+        .unwrap();
+        rec
+    }
+
+    /// The output of a future that finishes at its first poll (nothing on the virtual
+    /// clock ever waits).
+    fn poll_once<F: Future>(fut: F) -> F::Output {
+        let mut cx = Context::from_waker(Waker::noop());
+        match pin!(fut).poll(&mut cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("the virtual-clock load loop never waits"),
+        }
+    }
+
+    #[test]
+    fn pipelined_open_loop_sends_on_schedule_while_there_is_room() {
+        // 1000 req/s on one connection, depth 4, 100 µs service, request 10 stalls 50 ms.
+        let clock = VClock(Cell::new(0));
+        let mut server = FifoServer::new(&clock, 100 * US, 10, 50 * MS);
+        let rec = run_pipelined(&mut server, one_per_ms(), 4, window_ms(0, 200));
+        assert_eq!((rec.requests(), rec.unsent()), (200, 0));
+        assert_eq!(server.max_in_flight, 4);
+        // Requests 11..=13 go out on time behind the stalled one (room in the pipeline);
+        // 14 waits for the stalled reply at 60.1 ms, and each later reply lets one more go.
+        for k in 0..=13 {
+            assert_eq!(
+                server.log[k].0,
+                k as u64 * MS,
+                "request {k} sent on schedule"
+            );
+        }
+        assert_eq!(server.log[14].0, 60_100 * US);
+        assert_eq!(server.log[15].0, 60_200 * US);
+        // Every latency runs from the intended time to the reply: the stall is charged to
+        // every request it delayed (the server is the bottleneck, so pipelining does not
+        // change when replies come, only when requests go out).
+        for (k, &(intended, latency)) in rec.samples().iter().enumerate() {
+            let k64 = k as u64;
+            assert_eq!(intended, k64 * MS, "request {k} is due at {k} ms");
+            assert_eq!(
+                latency,
+                server.log[k].1 - intended,
+                "latency of request {k}"
+            );
+            let want = match k64 {
+                10..=65 => 59_100 * US - 900 * US * k64,
+                _ => 100 * US,
+            };
+            assert_eq!(latency, want, "latency of request {k}");
+        }
+    }
+
+    #[test]
+    fn pipelined_closed_loop_keeps_depth_in_flight() {
+        // Depth 4, 100 µs service: 4 go out at 0, then one per reply, each measured from
+        // its actual send.
+        let clock = VClock(Cell::new(0));
+        let mut server = FifoServer::new(&clock, 100 * US, u64::MAX, 0);
+        let rec = run_pipelined(&mut server, Pacing::Closed, 4, window_ms(0, 10));
+        assert_eq!(server.max_in_flight, 4);
+        let samples = rec.samples();
+        assert_eq!(samples.len(), server.log.len());
+        // Replies at 0.1 ms * (k + 1); sends stop at 10 ms, and the 3 in flight then are
+        // still answered and measured.
+        assert_eq!(samples.len(), 100 + 3);
+        for (k, &(sent, latency)) in samples.iter().enumerate() {
+            assert_eq!(sent, server.log[k].0);
+            let want = if k < 4 {
+                (k as u64 + 1) * 100 * US
+            } else {
+                400 * US
+            };
+            assert_eq!(latency, want, "request {k}");
+        }
+        assert_eq!(rec.unsent(), 0);
+    }
+
+    #[test]
+    fn replies_beyond_the_requests_in_flight_are_an_error() {
+        struct Liar;
+        impl Pipelined for Liar {
+            fn send(&mut self, _n: usize) -> impl Future<Output = io::Result<()>> {
+                std::future::ready(Ok(()))
+            }
+            fn recv(&mut self, _w: Option<u64>) -> impl Future<Output = io::Result<Replies>> {
+                std::future::ready(Ok(Replies {
+                    count: 3,
+                    done_ns: 1,
+                }))
+            }
+        }
+        let clock = VClock(Cell::new(0));
+        let mut rec = Recorder::new(Arc::new(AtomicU64::new(0)));
+        let res = poll_once(drive_pipelined(
+            &clock,
+            &mut Liar,
+            Pacing::Closed,
+            2,
+            window_ms(0, 1),
+            &mut rec,
+        ));
+        let e = res.expect_err("three replies to two requests must fail");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(rec.requests(), 0);
     }
 }

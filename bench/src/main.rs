@@ -3,24 +3,36 @@
 use std::process::ExitCode;
 
 use coring_bench::cli::{self, Command};
+use coring_bench::http;
 use coring_bench::report::{self, Host};
 use coring_bench::svg::{self, PlotOptions};
 use coring_bench::sys;
 
 fn main() -> ExitCode {
     let env_backend = std::env::var("CORING_BACKEND").ok();
-    let cfg = match cli::parse(std::env::args().skip(1), env_backend.as_deref()) {
-        Ok(Command::Run(cfg)) => cfg,
-        Ok(Command::Help) => {
-            println!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("coring-bench: {msg}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
-    let results = match coring_bench::run_all(&cfg) {
+    let (results, json, plot, log_y) =
+        match cli::parse(std::env::args().skip(1), env_backend.as_deref()) {
+            Ok(Command::Run(cfg)) => (
+                coring_bench::run_all(&cfg),
+                cfg.json,
+                cfg.plot.clone(),
+                cfg.log_y,
+            ),
+            Ok(Command::Http(cfg)) => (http::run_all(&cfg), cfg.json, cfg.plot.clone(), cfg.log_y),
+            Ok(Command::Help) => {
+                println!("{}", cli::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::HttpHelp) => {
+                println!("{}", http::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Err(msg) => {
+                eprintln!("coring-bench: {msg}\n\n{}", cli::USAGE);
+                return ExitCode::from(2);
+            }
+        };
+    let results = match results {
         Ok(r) => r,
         Err(msg) => {
             eprintln!("coring-bench: {msg}");
@@ -31,7 +43,7 @@ fn main() -> ExitCode {
         cpus: sys::cpus().len(),
         kernel: sys::kernel_release(),
     };
-    if cfg.json {
+    if json {
         let doc = report::json_document(&host, &results);
         println!(
             "{}",
@@ -40,9 +52,9 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report::table(&host, &results));
     }
-    if let Some(path) = &cfg.plot {
+    if let Some(path) = &plot {
         let opts = PlotOptions {
-            log_y: cfg.log_y,
+            log_y,
             ..PlotOptions::default()
         };
         match svg::plot(&results, opts) {

@@ -25,6 +25,8 @@ pub enum Mode {
     Timers,
     /// Durable appends to a write-ahead log.
     Wal,
+    /// An HTTP/1.1 server, driven by the load generator.
+    Http,
 }
 
 impl Mode {
@@ -36,6 +38,7 @@ impl Mode {
             Mode::Spawn => "spawn",
             Mode::Timers => "timers",
             Mode::Wal => "wal",
+            Mode::Http => "http",
         }
     }
 
@@ -45,6 +48,13 @@ impl Mode {
             (Mode::Echo, false) => "round trip, from the actual send (closed loop)",
             (Mode::Echo, true) => {
                 "round trip, from the intended send time (open loop, CO-corrected)"
+            }
+            (Mode::Http, false) => {
+                "request to complete response, from the actual send (closed loop)"
+            }
+            (Mode::Http, true) => {
+                "request to complete response, from the intended send time (open loop, \
+                 CO-corrected)"
             }
             (Mode::Fread, _) => "one read, from submission to the task seeing the result",
             (Mode::Timers, _) => "lateness: wake-up time past the sleep's deadline",
@@ -96,6 +106,10 @@ pub struct RunResult {
     pub target_rate: Option<f64>,
     /// Open loop: requests due in the window that were never sent.
     pub unsent: u64,
+    /// Named counts of the window (HTTP: responses by status, errors by kind, ...).
+    pub counts: Vec<(&'static str, u64)>,
+    /// Bytes received in the window (HTTP), for the transfer rate.
+    pub transfer_bytes: Option<u64>,
     /// Remarks worth reading next to the figures (noisy machine, unmet rate, ...).
     pub notes: Vec<String>,
     /// Why the run failed, if it did; the figures are then partial or empty.
@@ -124,6 +138,8 @@ impl RunResult {
             counters: None,
             target_rate: None,
             unsent: 0,
+            counts: Vec::new(),
+            transfer_bytes: None,
             notes: Vec::new(),
             error: None,
         }
@@ -149,7 +165,7 @@ impl RunResult {
     /// The unit of [`RunResult::rate`], e.g. `req/s`.
     pub fn rate_unit(&self) -> &'static str {
         match self.mode {
-            Mode::Echo => "req/s",
+            Mode::Echo | Mode::Http => "req/s",
             Mode::Fread => "IOPS",
             Mode::Spawn => "tasks/s",
             Mode::Timers => "timers/s",
@@ -160,6 +176,12 @@ impl RunResult {
     /// CPU microseconds per operation ([`RunResult::cpu_scope`] says whose CPU).
     pub fn cpu_us_per_op(&self) -> Option<f64> {
         stats::cpu_us_per_op(self.cpu, self.ops)
+    }
+
+    /// Received megabytes (10^6 bytes) per second over the window, if bytes were counted.
+    pub fn transfer_mb_per_s(&self) -> Option<f64> {
+        self.transfer_bytes
+            .map(|b| stats::rate(b, self.elapsed) / 1e6)
     }
 
     /// The latency figures, if any were measured.
@@ -210,6 +232,9 @@ impl RunResult {
             "rate_unit": self.rate_unit(),
             "target_rate": self.target_rate,
             "unsent": self.unsent,
+            "counts": self.counts.iter().map(|&(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "transfer_bytes": self.transfer_bytes,
+            "transfer_mb_per_s": self.transfer_mb_per_s(),
             "latency_us": latency,
             "latency_meaning": self.mode.latency_meaning(self.open_loop),
             "cpu_us_per_op": self.cpu_us_per_op(),
@@ -323,8 +348,8 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
          fread = one read, timers = lateness past the deadline, wal = append to durable\n",
     );
     out.push_str(
-        "cpu/op in µs: echo = server thread CPU per request; fread, spawn, timers, wal = \
-         process CPU per op; total in ms\n",
+        "cpu/op in µs: echo = server thread CPU per request; http = load generator CPU per \
+         request; fread, spawn, timers, wal = process CPU per op; total in ms\n",
     );
     let mut seen = Vec::new();
     for r in runs {
@@ -337,6 +362,19 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
     }
     for r in runs {
         let who = format!("{} {} {}", r.mode.name(), r.label, r.backend);
+        if !r.counts.is_empty() || r.transfer_bytes.is_some() {
+            // The table names the counts that are not zero; the JSON document has them all.
+            let mut items: Vec<String> = r
+                .counts
+                .iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            if let Some(mb) = r.transfer_mb_per_s() {
+                items.push(format!("{} MB/s", stats::human(mb)));
+            }
+            let _ = writeln!(out, "count {who}: {}", items.join(", "));
+        }
         if let Some(e) = &r.error {
             let _ = writeln!(out, "ERROR {who}: {e}");
         }
@@ -450,5 +488,36 @@ mod tests {
         assert!(t.contains("ERROR fread qd 1 io_uring: io_uring unavailable"));
         assert!(t.contains("note  spawn 1000000 tasks fallback: a note"));
         assert!(t.contains("backend: io_uring (256 sq)"));
+    }
+
+    #[test]
+    fn http_runs_report_their_counts_and_transfer_rate() {
+        let mut r = RunResult::new(Mode::Http, "closed 16c".into(), "io_uring", "req");
+        r.ops = 1000;
+        r.elapsed = Duration::from_secs(2);
+        r.counts = vec![
+            ("responses", 1000),
+            ("2xx", 990),
+            ("4xx", 10),
+            ("errors", 0),
+        ];
+        r.transfer_bytes = Some(4_000_000);
+        assert_eq!(r.rate_unit(), "req/s");
+        assert_eq!(r.transfer_mb_per_s(), Some(2.0));
+        let doc = json_document(&host(), std::slice::from_ref(&r));
+        let run = &doc["runs"][0];
+        assert_eq!(run["mode"], "http");
+        assert_eq!(run["counts"]["4xx"], 10);
+        assert_eq!(run["counts"]["errors"], 0);
+        assert_eq!(run["transfer_bytes"], 4_000_000);
+        assert_eq!(run["transfer_mb_per_s"], 2.0);
+        let t = table(&host(), &[r]);
+        // Zero counts are left out of the table (the JSON has them all).
+        assert!(
+            t.contains(
+                "count http closed 16c io_uring: responses 1000, 2xx 990, 4xx 10, 2.00 MB/s"
+            ),
+            "{t}"
+        );
     }
 }

@@ -855,7 +855,6 @@ macro_rules! stream_io {
             crate::net::OwnedWriteHalf<Self>,
         ) {
             crate::net::split::into_split(self, |s| &s.inner)
-
         }
 
         /// Sends up to `len` bytes of `file`, starting at `offset`, without copying them

@@ -378,7 +378,6 @@ pub(crate) trait Backend {
     /// unsupported by this backend).
     fn poll_route(&self) -> Option<&PollRoute> {
         None
-
     }
 
     /// Whether a file is sent to a socket as two linked [`OpDesc::Splice`]s through a pipe

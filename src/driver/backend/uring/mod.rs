@@ -1325,7 +1325,6 @@ impl Backend for Uring {
     /// The routing of direct IO to the polled ring, if asked for.
     fn poll_route(&self) -> Option<&PollRoute> {
         self.route.as_ref()
-
     }
 
     /// Whether files go to sockets by splice ([`crate::Builder::splice_files`]), and the
