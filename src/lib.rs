@@ -29,6 +29,8 @@
 
 pub mod buf;
 pub mod cancel;
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+pub mod compat;
 mod driver;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
