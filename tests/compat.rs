@@ -98,10 +98,14 @@ coring_test!(unix_stream, async {
     use coring::net::UnixStream;
     let (a, b) = UnixStream::pair().unwrap();
     let (mut a, mut b) = (Compat::new(a), Compat::new(b));
-    tokio::io::AsyncWriteExt::write_all(&mut a, b"over unix").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut a, b"over unix")
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::flush(&mut a).await.unwrap();
     let mut buf = [0u8; 9];
-    futures::AsyncReadExt::read_exact(&mut b, &mut buf).await.unwrap();
+    futures::AsyncReadExt::read_exact(&mut b, &mut buf)
+        .await
+        .unwrap();
     assert_eq!(&buf, b"over unix");
 });
 
@@ -178,7 +182,10 @@ coring_test!(write_error_after_ok_reported_at_flush, async {
     let mut a = Compat::new(a);
     let n = a.write(b"accepted, then lost").await.unwrap();
     assert_eq!(n, 19, "a write is accepted whole");
-    let err = a.flush().await.expect_err("the failed send must surface at flush");
+    let err = a
+        .flush()
+        .await
+        .expect_err("the failed send must surface at flush");
     assert_ne!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
     // Reported once: the stream stays usable for the caller to decide.
     a.flush().await.unwrap();
@@ -196,7 +203,10 @@ coring_test!(accepted_bytes_survive_drop_without_flush, async {
         Poll::Ready(r) => r.unwrap(),
         Poll::Pending => panic!("the first write must be accepted at once"),
     };
-    assert!(n > 0 && n < big.len(), "one write accepts at most the stage ({n})");
+    assert!(
+        n > 0 && n < big.len(),
+        "one write accepts at most the stage ({n})"
+    );
     let mut sent = n;
     while sent < big.len() {
         sent += tokio::io::AsyncWriteExt::write(&mut a, &big[sent..])

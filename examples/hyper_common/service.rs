@@ -3,8 +3,8 @@
 //! twin in `bench/scripts/hyper_vs_tokio.sh`), so that both serve `GET /` with exactly the
 //! same bytes and headers.
 
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 
 /// The body type of every response: boxed, so that routes can stream; neither `Send` nor

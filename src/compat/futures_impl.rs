@@ -17,7 +17,9 @@ impl<T: CompatIo> futures_io::AsyncRead for Compat<T> {
         // SAFETY: a `&mut [u8]` is a valid `&mut [MaybeUninit<u8>]` of the same length
         // (same layout), and poll_read_slice writes only initialised bytes into it, so
         // the slice stays initialised.
-        let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), len) };
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), len)
+        };
         self.get_mut().poll_read_slice(cx, dst)
     }
 }
