@@ -291,6 +291,9 @@ impl<T: CompatIo> Compat<T> {
     /// Unwraps the IO object, if the adapter holds nothing for it: no operation in
     /// flight, no accepted byte unsent, no received byte unread. Otherwise gives the
     /// adapter back: flush it, or read what it holds, first.
+    // The adapter comes back whole (its buffers hold the caller's bytes), as `into_std`
+    // gives a stream back: boxing it would cost an allocation for a rare path.
+    #[allow(clippy::result_large_err)]
     pub fn into_inner(self) -> Result<T, Compat<T>> {
         let unread = self.read.start < self.read.buf.len();
         if unread || !self.write.is_idle() || self.write.error.is_some() {
