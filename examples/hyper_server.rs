@@ -121,7 +121,9 @@ async fn serve(addr: SocketAddr, root: Rc<PathBuf>) -> io::Result<()> {
                 continue;
             }
         };
-        stream.set_nodelay(true)?;
+        // A connection the peer already reset fails this; hyper will find out, and the
+        // server keeps serving the others.
+        let _ = stream.set_nodelay(true);
         let root = root.clone();
         hyper::rt::Executor::execute(&exec, async move {
             let io = TokioIo::new(Compat::new(stream));

@@ -48,7 +48,8 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
     }
     loop {
         let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+        // A connection the peer already reset fails this; hyper will find out.
+        let _ = stream.set_nodelay(true);
         tokio::task::spawn_local(async move {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

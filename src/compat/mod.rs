@@ -133,7 +133,11 @@ macro_rules! stream_ops {
             }
             fn shutdown_op(io: Rc<Self>) -> Option<OpFuture<io::Result<()>>> {
                 Some(Box::pin(async move {
-                    io.shutdown(std::net::Shutdown::Write).await
+                    match io.shutdown(std::net::Shutdown::Write).await {
+                        // The peer is gone already: nothing left to shut (as tokio does).
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                        res => res,
+                    }
                 }))
             }
         }
