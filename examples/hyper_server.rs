@@ -275,18 +275,25 @@ impl CoringSleep {
     fn new(sleep: coring::time::Sleep) -> CoringSleep {
         CoringSleep {
             sleep: ManuallyDrop::new(sleep),
-            owner: std::thread::current().id(),
+            owner: thread_mark(),
         }
     }
 
     fn sleep_mut(&mut self) -> &mut coring::time::Sleep {
         assert_eq!(
-            std::thread::current().id(),
+            thread_mark(),
             self.owner,
             "a coring timer was used on another thread than its runtime's"
         );
         &mut self.sleep
     }
+}
+
+/// This thread's identity (never reused by another thread), cached: without the cache,
+/// `std::thread::current()` clones and drops an `Arc` each time.
+fn thread_mark() -> ThreadId {
+    thread_local!(static ID: ThreadId = std::thread::current().id());
+    ID.with(|id| *id)
 }
 
 // SAFETY: the inner `Sleep` (an `Rc` to its thread's timers) is only touched on the
@@ -308,7 +315,7 @@ impl hyper::rt::Sleep for CoringSleep {}
 
 impl Drop for CoringSleep {
     fn drop(&mut self) {
-        if std::thread::current().id() == self.owner {
+        if thread_mark() == self.owner {
             // SAFETY: dropped once, here, and never used again.
             unsafe { ManuallyDrop::drop(&mut self.sleep) };
         }

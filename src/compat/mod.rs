@@ -226,7 +226,16 @@ impl<T: CompatIo> WriteSide<T> {
     /// Drives the sends until every accepted byte is with the kernel: `Ready(Ok)` then, or
     /// the first error of a send (its stage and everything accepted after it are dropped:
     /// the stream is broken).
+    #[inline]
     fn poll_drain(&mut self, io: &Rc<T>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The common case, several times per request: nothing to send.
+        if self.op.is_none() && self.stage.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_sends(io, cx)
+    }
+
+    fn poll_sends(&mut self, io: &Rc<T>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if let Some(op) = self.op.as_mut() {
                 let (res, mut buf) = ready!(op.as_mut().poll(cx));
@@ -252,6 +261,7 @@ impl<T: CompatIo> WriteSide<T> {
 
     /// Drives the sends as far as they go without waiting; an error is kept for the next
     /// write-side poll (the caller is not a writer that could hear it now).
+    #[inline]
     fn drive(&mut self, io: &Rc<T>, cx: &mut Context<'_>) {
         if let Poll::Ready(Err(e)) = self.poll_drain(io, cx) {
             self.error.get_or_insert(e);
@@ -442,8 +452,11 @@ impl<T: CompatIo> Compat<T> {
             }
         }
         self.pos += n as u64;
-        // Submit now if nothing is in flight; a failure is the next call's to report.
-        self.write.drive(&self.io, cx);
+        // Submit now if nothing is in flight (else the stage waits for it); a failure is
+        // the next call's to report.
+        if self.write.op.is_none() {
+            self.write.drive(&self.io, cx);
+        }
         Poll::Ready(Ok(n))
     }
 
