@@ -10,8 +10,13 @@
 # process's utime+stime (from /proc/PID/stat) across the run. Reported: every run, then
 # the median per contender and its ratio to tokio.
 #
-# usage: bench/scripts/hyper_vs_tokio.sh [rounds] [secs] [conns]  (from the workspace root;
-#        needs wrk and taskset; apt-get install wrk)
+# With CALLGRIND=1, it then also counts each server's user-space instructions per request
+# under callgrind (tokio and coring on the fallback backend: valgrind does not run
+# io_uring's shared rings), a figure the machine's load does not move: the process's
+# whole count (startup included) over the requests wrk completed in a run of $secs.
+#
+# usage: [CALLGRIND=1] bench/scripts/hyper_vs_tokio.sh [rounds] [secs] [conns]  (from the
+#        workspace root; needs wrk and taskset, valgrind for CALLGRIND=1; apt-get install wrk)
 set -euo pipefail
 rounds=${1:-3}
 secs=${2:-5}
@@ -96,3 +101,31 @@ awk '
             printf "| %s | %.0f | %.0f | %.2fx | %.2fx |\n", k, r, e, r / tr, e / te
         }
     }' "$out/runs"
+
+[[ ${CALLGRIND:-0} == 1 ]] || exit 0
+command -v valgrind >/dev/null || { echo "hyper_vs_tokio: valgrind is not installed" >&2; exit 1; }
+echo
+echo "user-space instructions per request (callgrind, wrk -t1 -c$conns -d${secs}s)"
+# callgrind NAME BACKEND BIN
+callgrind() {
+    local name=$1 backend=$2 bin=$3 addr=
+    CORING_BACKEND=$backend valgrind --tool=callgrind --callgrind-out-file="$out/cg.$name" \
+        "$bin" --addr 127.0.0.1:0 >"$out/addr" 2>"$out/log" &
+    server_pid=$!
+    for _ in $(seq 300); do
+        addr=$(sed -n 's/^listening on //p' "$out/addr")
+        [[ -n $addr ]] && break
+        sleep 0.1
+    done
+    [[ -n $addr ]] || { echo "$name did not start under valgrind:" >&2; cat "$out/log" >&2; exit 1; }
+    local reqs
+    reqs=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" "$addr/" | awk '/requests in/ {print $1}')
+    kill -TERM "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+    local ir
+    ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/log")
+    awk -v n="$name" -v i="$ir" -v q="$reqs" 'BEGIN { printf "%-16s %8d requests  %8.0f instructions/request\n", n, q, i / q }'
+}
+callgrind tokio - "$tokio_bin"
+callgrind coring-fallback fallback "$coring_bin"
