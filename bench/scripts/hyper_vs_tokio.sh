@@ -44,11 +44,14 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run NAME BACKEND BIN: one measured run; appends "NAME rps req_per_cpu_s" to results.
 run() {
     local name=$1 backend=$2 bin=$3
+    # Removed first: the child truncates it only once it runs, and until then the last
+    # run's address would be read.
+    rm -f "$out/addr"
     CORING_BACKEND=$backend taskset -c 0 "$bin" --addr 127.0.0.1:0 >"$out/addr" 2>"$out/log" &
     server_pid=$!
     local addr=
     for _ in $(seq 100); do
-        addr=$(sed -n 's/^listening on //p' "$out/addr")
+        addr=$(sed -n 's/^listening on //p' "$out/addr" 2>/dev/null)
         [[ -n $addr ]] && break
         sleep 0.05
     done
@@ -109,11 +112,12 @@ echo "user-space instructions per request (callgrind, wrk -t1 -c$conns -d${secs}
 # callgrind NAME BACKEND BIN
 callgrind() {
     local name=$1 backend=$2 bin=$3 addr=
+    rm -f "$out/addr"
     CORING_BACKEND=$backend valgrind --tool=callgrind --callgrind-out-file="$out/cg.$name" \
         "$bin" --addr 127.0.0.1:0 >"$out/addr" 2>"$out/log" &
     server_pid=$!
     for _ in $(seq 300); do
-        addr=$(sed -n 's/^listening on //p' "$out/addr")
+        addr=$(sed -n 's/^listening on //p' "$out/addr" 2>/dev/null)
         [[ -n $addr ]] && break
         sleep 0.1
     done
