@@ -1,5 +1,5 @@
 //! Poll-based IO traits on coring's completion-based types: [`Compat`] gives a
-//! [`TcpStream`](crate::net::TcpStream), a [`UnixStream`](crate::net::UnixStream) (Unix) or
+//! [`TcpStream`](crate::net::TcpStream), a `UnixStream` (Unix) or
 //! a [`File`](crate::fs::File) (read and written sequentially from a cursor) the tokio
 //! traits `AsyncRead`/`AsyncWrite`/`AsyncBufRead` (feature `tokio-io`) and the `futures-io`
 //! traits `AsyncRead`/`AsyncWrite`/`AsyncBufRead` (feature `futures-io`), so that libraries
@@ -112,7 +112,7 @@ mod sealed {
 }
 
 /// An IO type [`Compat`] can adapt: [`TcpStream`](crate::net::TcpStream),
-/// [`UnixStream`](crate::net::UnixStream) (Unix) and [`File`](crate::fs::File). Sealed.
+/// `UnixStream` (Unix) and [`File`](crate::fs::File). Sealed.
 pub trait CompatIo: sealed::Ops {}
 
 impl<T: sealed::Ops> CompatIo for T {}
@@ -161,7 +161,7 @@ impl sealed::Ops for crate::fs::File {
     }
 }
 
-/// A [`TcpStream`](crate::net::TcpStream), [`UnixStream`](crate::net::UnixStream) or
+/// A [`TcpStream`](crate::net::TcpStream), `UnixStream` (Unix) or
 /// [`File`](crate::fs::File) with the poll-based IO traits of tokio (feature `tokio-io`)
 /// and futures (feature `futures-io`): see the [module docs](self) for how reads and
 /// writes are buffered, what a dropped poll keeps and what it costs.
