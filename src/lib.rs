@@ -48,6 +48,8 @@
 pub mod __macro_support;
 pub mod buf;
 pub mod cancel;
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+pub mod compat;
 mod driver;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
