@@ -250,6 +250,7 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         | OpDesc::Accept { fd, .. }
         | OpDesc::Connect { fd, .. }
         | OpDesc::RecvMulti { fd }
+        | OpDesc::AcceptMulti { fd }
         | OpDesc::Shutdown { fd, .. } => Some((OpKind::Any, fd)),
         OpDesc::Nop
         | OpDesc::OpenAt { .. }
@@ -301,12 +302,14 @@ pub(crate) fn shorten(desc: OpDesc, max: u32) -> OpDesc {
             len,
             flags,
             stream,
+            buf_index,
         } => OpDesc::Recv {
             fd,
             buf,
             len: len.min(max),
             flags,
             stream,
+            buf_index,
         },
         OpDesc::Send {
             fd,
@@ -314,12 +317,16 @@ pub(crate) fn shorten(desc: OpDesc, max: u32) -> OpDesc {
             len,
             flags,
             stream,
+            zerocopy,
+            buf_index,
         } => OpDesc::Send {
             fd,
             buf,
             len: len.min(max),
             flags,
             stream,
+            zerocopy,
+            buf_index,
         },
         other => other,
     }
