@@ -274,7 +274,7 @@ impl FixedBufPool {
     ///         async move { pool.next().await.index() }
     ///     });
     ///     drop(first); // goes to the waiting task
-    ///     assert_eq!(waiting.await, 0);
+    ///     assert_eq!(waiting.await.unwrap(), 0);
     /// });
     /// ```
     pub fn next(&self) -> Next {
