@@ -47,7 +47,20 @@ fn read_on_thread(mut peer: std::net::TcpStream, n: usize) -> std::thread::JoinH
 
 // send_zc sends the bytes and hands the buffer back with the send's result, on every
 // backend (a plain send where there is no zero-copy one); several in a row stay in order.
-coring_test!(send_zc_delivers_bytes_in_order, async {
+// On io_uring each went through the kernel's notification.
+coring_test!(send_zc_delivers_bytes_in_order, |builder| {
+    let rt = builder.build().unwrap();
+    let before = rt.metrics().zerocopy_notifications;
+    common::block_on_bounded(&rt, send_zc_in_order());
+    let notified = rt.metrics().zerocopy_notifications - before;
+    if rt.backend() == BackendKind::IoUring {
+        assert!(notified >= 4, "{notified} notifications");
+    } else {
+        assert_eq!(notified, 0);
+    }
+});
+
+async fn send_zc_in_order() {
     let (s, peer) = tcp_pair().await;
     let parts: Vec<Vec<u8>> = (0..4).map(|i| pattern(256 * 1024, i)).collect();
     let want: Vec<u8> = parts.concat();
@@ -66,7 +79,24 @@ coring_test!(send_zc_delivers_bytes_in_order, async {
         }
     }
     assert_eq!(reader.join().unwrap(), want);
-});
+}
+
+// Where the kernel lacks the opcode (emulated on io_uring by hiding it: the description
+// then runs as a plain send on the blocking pool), send_zc is a plain send, with one
+// completion and no notification. io_uring only: the others never have it.
+#[cfg(target_os = "linux")]
+#[test]
+fn send_zc_without_the_opcode_is_a_plain_send() {
+    common::with_watchdog("send_zc_without_the_opcode", || {
+        let rt = coring::Builder::new()
+            .backend(BackendKind::IoUring)
+            .emulate_missing_opcodes(&["send_zc"])
+            .build()
+            .unwrap();
+        common::block_on_bounded(&rt, send_zc_in_order());
+        assert_eq!(rt.metrics().zerocopy_notifications, 0);
+    });
+}
 
 // A send_zc whose future is dropped right after submission still sends its bytes, and the
 // runtime frees the buffer (only) after the kernel let go of it; ASan checks the "only".

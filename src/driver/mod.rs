@@ -56,8 +56,6 @@ pub(crate) const CQE_F_MORE: u32 = 1 << 1;
 /// CQE flag: the completion is a zero-copy send's notification: the kernel no longer
 /// references the send's buffer. It is the operation's final completion (no
 /// [`CQE_F_MORE`]); its result carries nothing the operation needs.
-// Set by io_uring and the mock backend.
-#[allow(dead_code)]
 pub(crate) const CQE_F_NOTIF: u32 = 1 << 3;
 /// Where a CQE keeps the provided buffer's id.
 pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
@@ -184,6 +182,12 @@ pub struct Metrics {
     /// [`deadline`](crate::time::deadline_for) (IORING_OP_LINK_TIMEOUT). Elsewhere the
     /// driver emulates both, and this stays 0.
     pub ops_linked: u64,
+    /// Zero-copy sends (`send_zc` and its kin) whose buffer the kernel handed back with a
+    /// notification (io_uring's IORING_CQE_F_NOTIF): those that ran as zero-copy
+    /// operations. Elsewhere they are plain sends, and this stays 0. (Over loopback the
+    /// kernel still copies the bytes once, to the receiving socket; the notification says
+    /// so only to a caller that asks, which coring does not.)
+    pub zerocopy_notifications: u64,
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final
@@ -651,6 +655,9 @@ impl Driver {
             };
             if !c.more() {
                 metrics.ops_completed += 1;
+                if c.flags & CQE_F_NOTIF != 0 {
+                    metrics.zerocopy_notifications += 1;
+                }
             }
             match slot {
                 Slot::InFlight { waker, queued, .. } if c.more() => {
