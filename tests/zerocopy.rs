@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{fd_count, DropFlagBuf};
+use common::DropFlagBuf;
 use coring::buf::FixedBufPool;
 use coring::net::{TcpListener, TcpStream, UdpSocket};
 use coring::task::yield_now;
@@ -346,41 +346,6 @@ coring_test!(many_accepts_few_submissions, |builder| {
     })
 });
 
-// Dropping a listener whose multishot accept took connections nobody accepted closes
-// them: the process's descriptor count comes back. (Elsewhere the connections wait in the
-// kernel's backlog, which goes with the listening socket: the same check holds.)
-coring_test!(dropped_listener_closes_queued_connections, |builder| {
-    let rt = builder.build().unwrap();
-    let kind = rt.backend();
-    common::block_on_bounded(&rt, async move {
-        let base = fd_count();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let (h, release) = connect_clients(addr, 5);
-        // One accept arms the multishot accept (where there is one), then the other
-        // connections are accepted by the kernel while nobody calls accept.
-        let (s, _) = l.accept().await.unwrap();
-        drop(s);
-        if kind == BackendKind::IoUring {
-            // The listener, 5 clients, 4 queued connections.
-            common::eventually("the kernel accepted the others", || {
-                fd_count() >= base + 1 + 5 + 4
-            })
-            .await;
-        }
-        drop(l);
-        drop(release);
-        let clients = h.join().unwrap();
-        for mut c in clients.into_iter().skip(1) {
-            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut b = [0u8; 1];
-            // Closed by the listener's drop (end of file, or a reset).
-            assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
-        }
-        common::eventually("every descriptor closed", || fd_count() <= base).await;
-    })
-});
-
 /// The mock tests (see the module docs: mock only, on purpose) use a Unix socketpair for
 /// streams (Unix only: the mock's descriptors must be real sockets for peer_addr).
 #[cfg(unix)]
@@ -495,63 +460,6 @@ mod mock {
                 let e = task.await.unwrap().unwrap_err();
                 assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
             });
-        });
-    }
-
-    // A multishot accept: connections posted with CQE_F_MORE go to accept calls in order;
-    // those nobody took are closed when the listener is dropped, and so is one the kernel
-    // reports after that.
-    #[test]
-    fn multishot_accept_queues_and_closes() {
-        common::with_watchdog("multishot_accept_mock", || {
-            let (rt, mock) = mock_runtime();
-            mock.enable_multishot_accept();
-            let dir = common::TempDir::new("zc-accept");
-            let base = fd_count();
-            rt.block_on(async {
-                let l = coring::net::UnixListener::bind(dir.path("l.sock")).unwrap();
-                let task = coring::spawn(async move {
-                    let (s, _) = l.accept().await.unwrap();
-                    (l, s)
-                });
-                turns(2).await;
-                let op = mock.only("accept_multi");
-                let pair = |mock: &MockHandle| {
-                    use std::os::fd::IntoRawFd;
-                    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-                    mock.complete_more(op.key, a.into_raw_fd());
-                    b
-                };
-                let mut b1 = pair(&mock);
-                let (l, s) = task.await.unwrap();
-                // The connection is the one the "kernel" accepted (the mock performs no
-                // IO: write through std).
-                let mut s = s.into_std().unwrap();
-                s.write_all(b"hi").unwrap();
-                let mut got = [0u8; 2];
-                b1.read_exact(&mut got).unwrap();
-                assert_eq!(&got, b"hi");
-                drop(s);
-                // Two more, not accepted; the operation is still the same one.
-                let peers = [pair(&mock), pair(&mock)];
-                turns(3).await;
-                assert_eq!(mock.only("accept_multi").key, op.key);
-                assert!(fd_count() > base + 2);
-                drop(l);
-                turns(2).await;
-                assert!(mock.only("accept_multi").cancel_requested);
-                // The kernel reports one more before the cancel lands: closed too.
-                let late = pair(&mock);
-                mock.complete(op.key, -libc::ECANCELED);
-                turns(3).await;
-                for mut p in peers.into_iter().chain([late]) {
-                    let mut b = [0u8; 1];
-                    assert_eq!(p.read(&mut b).unwrap(), 0, "closed by the listener");
-                }
-                drop(b1);
-            });
-            assert_eq!(rt.ops_in_flight(), 0);
-            assert!(fd_count() <= base, "{} > {base}", fd_count());
         });
     }
 }

@@ -485,15 +485,18 @@ impl Driver {
     /// completion.
     ///
     /// If the final completion already arrived, the slot is freed and that completion
-    /// returned, so the caller finishes the operation itself (no allocation); otherwise the
-    /// driver takes the data from `orphan()` and keeps it until the final completion, and
-    /// asks the backend to cancel. Either way the provided buffers of completions the owner
-    /// never collected go back to the backend here.
+    /// returned, so the caller finishes the operation itself, outside the driver's borrow:
+    /// with its own data (no allocation), or, when completions before the final one were
+    /// never collected (a multishot operation's), with the orphan `orphan()` made, which
+    /// has released what they carried ([`Orphan::progress`]). Otherwise the driver takes
+    /// the data from `orphan()` and keeps it until the final completion, and asks the
+    /// backend to cancel. Either way the provided buffers of completions the owner never
+    /// collected go back to the backend here.
     pub(crate) fn orphan(
         &mut self,
         key: usize,
         orphan: impl FnOnce() -> Box<dyn Orphan>,
-    ) -> Option<Completion> {
+    ) -> Option<(Completion, Option<Box<dyn Orphan>>)> {
         match &mut self.ops[key] {
             Slot::Finished { queued, last, .. } => {
                 let last = *last;
@@ -503,10 +506,10 @@ impl Driver {
                     self.backend.recycle_buf(bid);
                 }
                 if queued.is_empty() {
-                    return Some(last);
+                    return Some((last, None));
                 }
-                // Completions the owner never collected: what they carry is released by
-                // the orphan, which is then finished as any other (after this borrow).
+                // Completions the owner never collected: the orphan releases what they
+                // carry; the caller finishes it, outside this borrow.
                 let mut data = orphan();
                 for c in queued {
                     if let Some(bid) = c.buffer() {
@@ -514,8 +517,7 @@ impl Driver {
                     }
                     data.progress(c);
                 }
-                self.finished.push((data, last));
-                None
+                Some((last, Some(data)))
             }
             Slot::InFlight { queued, .. } => {
                 let queued = std::mem::take(queued);

@@ -253,10 +253,12 @@ impl<T: IntoOrphan> Drop for Retained<T> {
                 .into_orphan()
         });
         drop(d);
-        // Already completed (the closure did not run): finish it here, outside the driver
-        // borrow, as the driver would (closing an accepted descriptor, freeing a buffer).
-        if let (Some(c), Some(data)) = (finished, data) {
-            data.into_orphan().finish(c);
+        // Already completed: finish it here, outside the driver borrow, as the driver
+        // would (closing an accepted descriptor, freeing a buffer).
+        match (finished, data) {
+            (Some((c, Some(orphan))), _) => orphan.finish(c),
+            (Some((c, None)), Some(data)) => data.into_orphan().finish(c),
+            _ => {}
         }
     }
 }
@@ -469,10 +471,12 @@ impl<T: Operation> Drop for Op<T> {
         let finished = driver.borrow_mut().orphan(key, || {
             Box::new(data.take().expect("coring: orphan data taken once"))
         });
-        if let (Some(c), Some(data)) = (finished, data) {
-            // The completion had already arrived: finish it now, outside the driver borrow
-            // (dropping the output may close an fd or run user Drop code).
-            drop(data.complete(c));
+        // The completion had already arrived: finish it now, outside the driver borrow
+        // (dropping the output may close an fd or run user Drop code).
+        match (finished, data) {
+            (Some((c, Some(orphan))), _) => orphan.finish(c),
+            (Some((c, None)), Some(data)) => drop(data.complete(c)),
+            _ => {}
         }
     }
 }

@@ -317,8 +317,10 @@ impl Drop for Acceptor {
                 .into_orphan()
         });
         drop(d);
-        if let Some(c) = finished {
-            AcceptMultiOrphan::close(c);
+        match finished {
+            Some((c, Some(orphan))) => orphan.finish(c),
+            Some((c, None)) => AcceptMultiOrphan::close(c),
+            None => {}
         }
     }
 }
