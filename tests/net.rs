@@ -413,11 +413,9 @@ coring_test!(
             if rt.backend() == coring::BackendKind::IoUring {
                 // The listener's multishot accept stays in flight: wait for the kernel to
                 // accept the connection (the client and its accepted end: two more).
-                common::eventually("the kernel to accept", || common::fd_count() >= base + 2)
-                    .await;
+                common::eventually("the kernel to accept", || common::fd_count() >= base + 2).await;
             } else {
-                common::eventually("the kept accept to complete", || rt.ops_in_flight() == 0)
-                    .await;
+                common::eventually("the kept accept to complete", || rt.ops_in_flight() == 0).await;
             }
             drop(listener);
             client
@@ -1403,8 +1401,7 @@ coring_test!(
             if rt.backend() == coring::BackendKind::IoUring {
                 // The listener's multishot accept stays in flight (unregister cancels it
                 // and keeps what it got): wait for the kernel to accept the connection.
-                common::eventually("the kernel to accept", || common::fd_count() >= base + 2)
-                    .await;
+                common::eventually("the kernel to accept", || common::fd_count() >= base + 2).await;
             } else {
                 common::eventually("the retained accept to complete", || {
                     rt.ops_in_flight() == 0

@@ -26,13 +26,16 @@ async fn tcp_pair() -> (TcpStream, std::net::TcpStream) {
     let addr = l.local_addr().unwrap();
     let ours = TcpStream::connect(addr).await.unwrap();
     let (peer, _) = l.accept().unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     (ours, peer)
 }
 
 /// `n` bytes of a pattern that shows misordering.
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Reads exactly `n` bytes from the std peer on a thread (so a large send is not stuck
@@ -200,7 +203,11 @@ coring_test!(vectored_stream_io, async {
     let mut got = Vec::new();
     while got.len() < 10 {
         let (res, bufs) = s
-            .readv(vec![Vec::with_capacity(3), Vec::with_capacity(0), Vec::with_capacity(4)])
+            .readv(vec![
+                Vec::with_capacity(3),
+                Vec::with_capacity(0),
+                Vec::with_capacity(4),
+            ])
             .await;
         let n = res.unwrap();
         assert!(n > 0 && n <= 7);
@@ -257,7 +264,10 @@ coring_test!(pool_next_waits_in_fifo_order, async {
     assert_eq!(pool.waiting(), 3);
     drop(a);
     // Handed to the oldest waiter: not free for anyone else.
-    assert!(pool.try_take().is_none(), "a returned buffer went past a waiter");
+    assert!(
+        pool.try_take().is_none(),
+        "a returned buffer went past a waiter"
+    );
     assert_eq!(pool.waiting(), 2, "one buffer wakes one waiter");
     drop(b);
     for t in tasks {

@@ -1005,16 +1005,16 @@ fn run_contender(
                 send_coring(stream, Source::new(cfg, progress, Some(rt)), false).await
             }
         }),
-        Contender::CoringZc => on_coring(BackendKind::IoUring, addr, async |rt, stream| {
-            match dir {
+        Contender::CoringZc => {
+            on_coring(BackendKind::IoUring, addr, async |rt, stream| match dir {
                 Direction::Recv => {
                     recv_coring(stream, cfg.buf, Tally::new(cfg, progress, Some(rt))).await
                 }
                 Direction::Send => {
                     send_coring(stream, Source::new(cfg, progress, Some(rt)), true).await
                 }
-            }
-        }),
+            })
+        }
         Contender::Tokio => on_tokio(addr, async |stream| match dir {
             Direction::Recv => recv_tokio(stream, cfg.buf, Tally::new(cfg, progress, None)).await,
             Direction::Send => send_tokio(stream, Source::new(cfg, progress, None)).await,
@@ -1115,10 +1115,7 @@ async fn send_coring(
 }
 
 /// `write_all` with zero-copy sends: each resumes where the last (short) one stopped.
-async fn send_zc_all(
-    stream: &coring::net::TcpStream,
-    buf: Vec<u8>,
-) -> (io::Result<()>, Vec<u8>) {
+async fn send_zc_all(stream: &coring::net::TcpStream, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
     use coring::buf::IoBuf;
     let total = buf.len();
     let mut done = 0;

@@ -367,7 +367,11 @@ impl std::future::Future for Next {
             let waiter = Rc::new(Waiter {
                 state: std::cell::RefCell::new(WaitState::Waiting(Some(cx.waker().clone()))),
             });
-            this.pool.inner.waiters.borrow_mut().push_back(waiter.clone());
+            this.pool
+                .inner
+                .waiters
+                .borrow_mut()
+                .push_back(waiter.clone());
             this.waiter = Some(waiter);
             return Poll::Pending;
         };

@@ -376,14 +376,12 @@ impl OpDesc {
             OpDesc::Recv { .. } => "read_fixed",
             OpDesc::RecvMulti { .. } => "recv_multi",
             OpDesc::Send {
-                zerocopy: false,
-                ..
+                zerocopy: false, ..
             } => "send",
             OpDesc::Send { .. } => "send_zc",
             OpDesc::RecvMsg { .. } => "recvmsg",
             OpDesc::SendMsg {
-                zerocopy: false,
-                ..
+                zerocopy: false, ..
             } => "sendmsg",
             OpDesc::SendMsg { .. } => "sendmsg_zc",
             OpDesc::AcceptMulti { .. } => "accept_multi",

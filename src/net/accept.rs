@@ -43,7 +43,8 @@ type Accepted = io::Result<(SharedFd, Option<Box<RawAddr>>)>;
 pub(crate) struct Acceptor {
     fd: SharedFd,
     retained: RetainedOps<Accept>,
-    multi: RefCell<MultiAccept>,
+    /// Boxed: a listener stays small (and its conversions' `Err(self)` too).
+    multi: Box<RefCell<MultiAccept>>,
 }
 
 /// A listener's multishot accept and the connections it got.
@@ -174,7 +175,7 @@ impl Acceptor {
                 "this listener's accept runs on another runtime, which may accept a \
                  connection for it: accept there",
             ),
-            multi: RefCell::default(),
+            multi: Box::default(),
         }
     }
 

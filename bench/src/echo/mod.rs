@@ -78,10 +78,7 @@ pub fn run(p: &EchoParams, backend: BackendKind, progress: &mut Progress) -> Run
     };
     let counter = load.counter.clone();
     let (server, client) = (
-        Coring {
-            backend,
-            zc: p.zc,
-        },
+        Coring { backend, zc: p.zc },
         Coring {
             backend: p.client_backend,
             zc: false,

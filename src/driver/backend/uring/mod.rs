@@ -421,8 +421,7 @@ impl Uring {
         !matches!(
             desc,
             OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } | OpDesc::AcceptMulti { .. }
-        )
-            && !desc.is_ordered_write()
+        ) && !desc.is_ordered_write()
             && self.missing & (1u128 << entry.get_opcode()) == 0
             && !self.hides(desc.name())
     }
@@ -702,18 +701,18 @@ impl Uring {
                 flags: msg_flags,
                 zerocopy: true,
                 ..
-            } if self.has(opcode::SendMsgZc::CODE) => opcode::SendMsgZc::new(fd(f), msg)
-                .flags(msg_flags)
-                .build(),
+            } if self.has(opcode::SendMsgZc::CODE) => {
+                opcode::SendMsgZc::new(fd(f), msg).flags(msg_flags).build()
+            }
             OpDesc::SendMsg {
                 fd: f,
                 msg,
                 flags: msg_flags,
                 ..
             } => opcode::SendMsg::new(fd(f), msg).flags(msg_flags).build(),
-            OpDesc::AcceptMulti { fd: f } => opcode::AcceptMulti::new(fd(f))
-                .flags(SOCKET_FLAGS)
-                .build(),
+            OpDesc::AcceptMulti { fd: f } => {
+                opcode::AcceptMulti::new(fd(f)).flags(SOCKET_FLAGS).build()
+            }
             // Not submitted by `push` (it runs shutdown(2) itself, see `shutdown_now`); the
             // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),

@@ -224,6 +224,8 @@ mod tests {
             len: buf.len() as u32,
             flags: crate::platform::SEND_FLAGS,
             stream: true,
+            zerocopy: false,
+            buf_index: None,
         }
     }
 
