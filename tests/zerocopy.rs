@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
@@ -364,6 +363,7 @@ mod mock {
     use coring::mock::MockHandle;
     use coring::net::UnixStream;
     use coring::{Builder, Runtime};
+    use std::cell::Cell;
 
     fn mock_runtime() -> (Runtime, MockHandle) {
         let rt = Builder::new()
