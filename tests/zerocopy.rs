@@ -83,6 +83,32 @@ async fn send_zc_in_order() {
     assert_eq!(reader.join().unwrap(), want);
 }
 
+// Unix-domain streams: Linux has no zero-copy send for them (SEND_ZC answers EOPNOTSUPP),
+// so send_zc is a plain send there, on every backend. Unix only: coring has no Unix-domain
+// sockets on Windows.
+#[cfg(unix)]
+coring_test!(send_zc_on_a_unix_stream_is_a_plain_send, |builder| {
+    let rt = builder.build().unwrap();
+    common::block_on_bounded(&rt, unix_send_zc());
+    // The refused first try still ends with its notification; the later sends are plain.
+    assert!(rt.metrics().zerocopy_notifications <= 1);
+});
+
+#[cfg(unix)]
+async fn unix_send_zc() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let a = coring::net::UnixStream::from_std(a).unwrap();
+    let mut b = b;
+    for round in 0..3u8 {
+        let (res, buf) = a.send_zc(pattern(1000, round)).await;
+        assert_eq!(res.unwrap(), 1000);
+        assert_eq!(buf, pattern(1000, round));
+        let mut got = vec![0u8; 1000];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, pattern(1000, round));
+    }
+}
+
 // Where the kernel lacks the opcode (emulated on io_uring by hiding it: the description
 // then runs as a plain send on the blocking pool), send_zc is a plain send, with one
 // completion and no notification. io_uring only: the others never have it.

@@ -184,7 +184,8 @@ pub struct Metrics {
     pub ops_linked: u64,
     /// Zero-copy sends (`send_zc` and its kin) whose buffer the kernel handed back with a
     /// notification (io_uring's IORING_CQE_F_NOTIF): those that ran as zero-copy
-    /// operations. Elsewhere they are plain sends, and this stays 0. (Over loopback the
+    /// operations (one the socket refused, say a Unix-domain one, counts too: the kernel
+    /// notifies it all the same). Elsewhere they are plain sends, and this stays 0. (Over loopback the
     /// kernel still copies the bytes once, to the receiving socket; the notification says
     /// so only to a caller that asks, which coring does not.)
     pub zerocopy_notifications: u64,

@@ -85,6 +85,9 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
     read: RefCell<ReadState>,
+    /// A zero-copy send was refused with EOPNOTSUPP (Linux has none for Unix-domain
+    /// sockets): `send_zc` sends plainly from then on.
+    no_zerocopy: std::cell::Cell<bool>,
 }
 
 /// How a stream reads: its multishot receive, a retained single-shot receive, and the
@@ -314,6 +317,7 @@ impl Stream {
         Stream {
             fd,
             read: RefCell::default(),
+            no_zerocopy: std::cell::Cell::new(false),
         }
     }
 
@@ -359,7 +363,7 @@ impl Stream {
                 return Err(self);
             }
         }
-        let Stream { fd, read } = self;
+        let Stream { fd, read, .. } = self;
         drop(read);
         Ok(fd)
     }
@@ -640,18 +644,39 @@ impl Stream {
 
     /// A zero-copy send (see `stream_io!`'s `send_zc`).
     pub(crate) async fn send_zc<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        if let Err(e) = self.fd.check_write_order() {
-            return (Err(e), buf);
-        }
-        Op::new(Send::zero_copy(&self.fd, buf, true)).await
+        self.zero_copy(buf, |fd, buf| Send::zero_copy(fd, buf, true))
+            .await
     }
 
     /// A zero-copy send from a registered buffer (see `stream_io!`'s `send_zc_fixed`).
     pub(crate) async fn send_zc_fixed(&self, buf: FixedBuf) -> BufResult<usize, FixedBuf> {
+        self.zero_copy(buf, |fd, buf| Send::zero_copy_fixed(fd, buf, true))
+            .await
+    }
+
+    /// Runs the zero-copy send `send` makes of `buf`; where the socket refuses zero-copy
+    /// sends (EOPNOTSUPP, refused before anything was sent: Linux has them for TCP and UDP
+    /// only), a plain send instead, for this one and every later `send_zc` of the stream.
+    async fn zero_copy<B: IoBuf>(
+        &self,
+        buf: B,
+        send: impl FnOnce(&SharedFd, B) -> Send<B>,
+    ) -> BufResult<usize, B> {
         if let Err(e) = self.fd.check_write_order() {
             return (Err(e), buf);
         }
-        Op::new(Send::zero_copy_fixed(&self.fd, buf, true)).await
+        let buf = if self.no_zerocopy.get() {
+            buf
+        } else {
+            match Op::new(send(&self.fd, buf)).await {
+                (Err(e), buf) if e.raw_os_error() == Some(c::EOPNOTSUPP) => {
+                    self.no_zerocopy.set(true);
+                    buf
+                }
+                done => return done,
+            }
+        };
+        self.write(buf).await
     }
 
     pub(crate) fn write<B: IoBuf>(&self, buf: B) -> Write<B> {
@@ -946,8 +971,9 @@ macro_rules! stream_io {
         ///
         /// Worth it for large buffers (tens of KiB): for small ones the notification
         /// costs more than the copy it saves. Where the backend or kernel has no
-        /// zero-copy send (the fallback and IOCP backends, Linux before 6.0), this is a
-        /// plain send, with the same result and the buffer back at once.
+        /// zero-copy send (the fallback and IOCP backends, Linux before 6.0, and Unix-domain
+        /// sockets, for which Linux has none: the first refusal switches the stream to plain
+        /// sends), this is a plain send, with the same result and the buffer back at once.
         pub fn send_zc<B: IoBuf>(
             &self,
             buf: B,
