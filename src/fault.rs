@@ -263,6 +263,7 @@ fn classify(desc: &OpDesc) -> Option<(OpKind, FdRef)> {
         | OpDesc::Connect { fd, .. }
         | OpDesc::RecvMulti { fd }
         | OpDesc::Poll { fd, .. }
+        | OpDesc::AcceptMulti { fd }
         | OpDesc::Shutdown { fd, .. } => Some((OpKind::Any, fd)),
         OpDesc::Nop
         | OpDesc::OpenAt { .. }
@@ -314,12 +315,14 @@ pub(crate) fn shorten(desc: OpDesc, max: u32) -> OpDesc {
             len,
             flags,
             stream,
+            buf_index,
         } => OpDesc::Recv {
             fd,
             buf,
             len: len.min(max),
             flags,
             stream,
+            buf_index,
         },
         OpDesc::Send {
             fd,
@@ -327,12 +330,16 @@ pub(crate) fn shorten(desc: OpDesc, max: u32) -> OpDesc {
             len,
             flags,
             stream,
+            zerocopy,
+            buf_index,
         } => OpDesc::Send {
             fd,
             buf,
             len: len.min(max),
             flags,
             stream,
+            zerocopy,
+            buf_index,
         },
         other => other,
     }

@@ -109,7 +109,9 @@ usage: cargo bench -p coring-bench --bench stream -- [options]
   --buf BYTES     the receiver's read buffer (default 65536)
   --reps N        runs per contender, interleaved; the median is reported (default 3)
   --only LIST     contenders to run, a comma list of io_uring, fallback and tokio
-                  (default all three)
+                  (default all three), and zc: coring on io_uring sending with send_zc
+                  (zero-copy; each chunk sent once the last one's buffer came back), not
+                  run unless named
   --verify        check every received byte (default: the first and last byte of each
                   read); costs receiver CPU, the same for every contender
   -h, --help      this help
@@ -141,7 +143,12 @@ impl Default for Config {
             chunk: CHUNK,
             buf: 65536,
             reps: 3,
-            contenders: ALL.to_vec(),
+            // send_zc only when asked for (`--only ...,zc`).
+            contenders: ALL
+                .iter()
+                .copied()
+                .filter(|&c| c != Contender::CoringZc)
+                .collect(),
             verify: false,
         }
     }
@@ -196,12 +203,14 @@ fn parse_contenders(list: &str) -> Result<Vec<Contender>, String> {
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let c = if name.eq_ignore_ascii_case("tokio") {
             Contender::Tokio
+        } else if name.eq_ignore_ascii_case("zc") {
+            Contender::CoringZc
         } else {
             match BackendKind::parse(name) {
                 Ok(k @ (BackendKind::IoUring | BackendKind::Fallback)) => Contender::Coring(k),
                 _ => {
                     return Err(format!(
-                        "--only takes io_uring, fallback and/or tokio, not '{name}'"
+                        "--only takes io_uring, fallback, tokio and/or zc, not '{name}'"
                     ))
                 }
             }
@@ -209,7 +218,7 @@ fn parse_contenders(list: &str) -> Result<Vec<Contender>, String> {
         wanted.push(c);
     }
     if wanted.is_empty() {
-        return Err("--only needs at least one of io_uring, fallback and tokio".to_string());
+        return Err("--only needs at least one of io_uring, fallback, tokio and zc".to_string());
     }
     Ok(ALL.iter().copied().filter(|c| wanted.contains(c)).collect())
 }
@@ -228,6 +237,7 @@ fn main() {
     let mut cfg = or_exit(parse_args(env::args().skip(1)), "stream", USAGE);
     cfg.contenders.retain(|&c| match c {
         Contender::Coring(kind) => backend_usable("stream", kind),
+        Contender::CoringZc => backend_usable("stream", BackendKind::IoUring),
         Contender::Tokio => true,
     });
     if cfg.contenders.is_empty() {
@@ -409,12 +419,15 @@ fn print_table(cfg: &Config, runs: &Table) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
     Coring(BackendKind),
+    /// coring on io_uring, sending with `send_zc` (as a receiver, as `Coring(IoUring)`).
+    CoringZc,
     Tokio,
 }
 
 /// Every contender, in the order they are listed.
-const ALL: [Contender; 3] = [
+const ALL: [Contender; 4] = [
     Contender::Coring(BackendKind::IoUring),
+    Contender::CoringZc,
     Contender::Coring(BackendKind::Fallback),
     Contender::Tokio,
 ];
@@ -423,6 +436,7 @@ impl fmt::Display for Contender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Contender::Coring(kind) => f.pad(&format!("coring {kind}")),
+            Contender::CoringZc => f.pad("coring io_uring send_zc"),
             Contender::Tokio => f.pad("tokio current_thread"),
         }
     }
@@ -987,8 +1001,20 @@ fn run_contender(
             Direction::Recv => {
                 recv_coring(stream, cfg.buf, Tally::new(cfg, progress, Some(rt))).await
             }
-            Direction::Send => send_coring(stream, Source::new(cfg, progress, Some(rt))).await,
+            Direction::Send => {
+                send_coring(stream, Source::new(cfg, progress, Some(rt)), false).await
+            }
         }),
+        Contender::CoringZc => {
+            on_coring(BackendKind::IoUring, addr, async |rt, stream| match dir {
+                Direction::Recv => {
+                    recv_coring(stream, cfg.buf, Tally::new(cfg, progress, Some(rt))).await
+                }
+                Direction::Send => {
+                    send_coring(stream, Source::new(cfg, progress, Some(rt)), true).await
+                }
+            })
+        }
         Contender::Tokio => on_tokio(addr, async |stream| match dir {
             Direction::Recv => recv_tokio(stream, cfg.buf, Tally::new(cfg, progress, None)).await,
             Direction::Send => send_tokio(stream, Source::new(cfg, progress, None)).await,
@@ -1066,11 +1092,16 @@ async fn recv_tokio(
 async fn send_coring(
     stream: coring::net::TcpStream,
     mut src: Source<'_>,
+    zc: bool,
 ) -> Result<Report, String> {
     let mut buf = Vec::with_capacity(src.chunk);
     src.meter.open();
     while src.next_into(&mut buf) {
-        let (res, b) = stream.write_all(buf).await;
+        let (res, b) = if zc {
+            send_zc_all(&stream, buf).await
+        } else {
+            stream.write_all(buf).await
+        };
         buf = b;
         res.map_err(|e| src.meter.error("write", e))?;
         src.meter.add(buf.len());
@@ -1081,6 +1112,24 @@ async fn send_coring(
         .await
         .map_err(|e| format!("shutdown: {e}"))?;
     Ok(report)
+}
+
+/// `write_all` with zero-copy sends: each resumes where the last (short) one stopped.
+async fn send_zc_all(stream: &coring::net::TcpStream, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    use coring::buf::IoBuf;
+    let total = buf.len();
+    let mut done = 0;
+    let mut buf = buf;
+    while done < total {
+        let (res, slice) = stream.send_zc(buf.slice(done..total)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => done += n,
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }
 
 async fn send_tokio(

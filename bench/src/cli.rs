@@ -41,6 +41,10 @@ options:
                       coordinated-omission correction); `closed` for ping-pong (default)
   --size B[,B..]      echo: message size in bytes (default 1024); wal: record payload
                       size (default 256,4096)
+  --server-send S[,S..]
+                      echo: how coring's server sends its replies: `send` (write_all,
+                      the default) or `zc` (send_zc, zero-copy; a plain send where the
+                      backend has none); a list runs each, back to back
   --secs S            measured seconds per run (default: echo 5, or 3 in the default
                       suite; fread and wal 2)
   --warmup S          unmeasured seconds before each echo/fread/wal run (default 0.5 /
@@ -83,6 +87,8 @@ pub struct Config {
     pub rates: Vec<Option<f64>>,
     /// Echo message sizes.
     pub sizes: Vec<usize>,
+    /// Echo server sends: `false` write_all, `true` send_zc.
+    pub server_zc: Vec<bool>,
     /// Echo measured duration.
     pub echo_secs: Duration,
     /// Echo warm-up.
@@ -137,6 +143,7 @@ impl Default for Config {
             conns: vec![16],
             rates: vec![None],
             sizes: vec![1024],
+            server_zc: vec![false],
             echo_secs: Duration::from_secs(3),
             echo_warmup: Duration::from_millis(500),
             fread_secs: Duration::from_secs(2),
@@ -256,6 +263,13 @@ pub fn parse(
             "--rounds" => cfg.rounds = flags.count(&flag)?,
             "--path" => cfg.wal_dir = PathBuf::from(flags.value(&flag)?),
             "--no-ring-loop" => cfg.ring_loop = false,
+            "--server-send" => {
+                cfg.server_zc = flags.list(&flag, |s| match s {
+                    "send" => Some(false),
+                    "zc" => Some(true),
+                    _ => None,
+                })?
+            }
             "--qd" => cfg.qds = flags.counts(&flag)?,
             "--rate" => {
                 cfg.rates = flags.list(&flag, |s| match s {
@@ -330,6 +344,8 @@ pub enum Bench {
         secs: Duration,
         /// Warm-up.
         warmup: Duration,
+        /// The server replies with `send_zc` instead of `write_all`.
+        zc: bool,
     },
     /// Fread at this queue depth.
     Fread {
@@ -372,11 +388,20 @@ impl Bench {
     pub fn label(&self) -> String {
         match *self {
             Bench::Echo {
-                conns, size, rate, ..
-            } => match rate {
-                None => format!("closed {conns}c {size}B"),
-                Some(r) => format!("open {}/s {conns}c {size}B", crate::stats::human(r)),
-            },
+                conns,
+                size,
+                rate,
+                zc,
+                ..
+            } => {
+                let zc = if zc { " zc" } else { "" };
+                match rate {
+                    None => format!("closed {conns}c {size}B{zc}"),
+                    Some(r) => {
+                        format!("open {}/s {conns}c {size}B{zc}", crate::stats::human(r))
+                    }
+                }
+            }
             Bench::Fread { qd, direct, .. } => {
                 format!("qd {qd}{}", if direct { " direct" } else { "" })
             }
@@ -476,13 +501,16 @@ fn one_mode(cfg: &Config, mode: Mode) -> Vec<Bench> {
             for &conns in &cfg.conns {
                 for &size in &cfg.sizes {
                     for &rate in &cfg.rates {
-                        benches.push(Bench::Echo {
-                            conns,
-                            size,
-                            rate,
-                            secs: cfg.echo_secs,
-                            warmup: cfg.echo_warmup,
-                        });
+                        for &zc in &cfg.server_zc {
+                            benches.push(Bench::Echo {
+                                conns,
+                                size,
+                                rate,
+                                secs: cfg.echo_secs,
+                                warmup: cfg.echo_warmup,
+                                zc,
+                            });
+                        }
                     }
                 }
             }

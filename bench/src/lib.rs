@@ -125,8 +125,10 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
                 rate,
                 secs,
                 warmup,
+                zc,
             } => {
                 let p = echo::EchoParams {
+                    zc,
                     conns,
                     size,
                     rate,

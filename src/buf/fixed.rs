@@ -81,8 +81,12 @@ struct Pool {
     /// Bytes from the start of one buffer to the next (`size`, rounded up to the
     /// alignment [`FixedBufPool::with_alignment`] asked for).
     stride: usize,
-    /// Indices of the buffers in the pool, the next one handed out last.
+    /// Indices of the buffers in the pool, the next one handed out last. Empty whenever a
+    /// [`Next`] waits: a buffer given back goes to the oldest waiter instead.
     free: std::cell::RefCell<Vec<u32>>,
+    /// Checkouts waiting for a buffer ([`FixedBufPool::next`]), oldest first; entries
+    /// whose future was dropped stay until a release passes them.
+    waiters: std::cell::RefCell<std::collections::VecDeque<Rc<Waiter>>>,
     /// The pool's entries in a ring's registered-buffer table, one per buffer, in order.
     fixed: FixedCell,
 }
@@ -185,6 +189,7 @@ impl FixedBufPool {
                 size,
                 stride,
                 free: std::cell::RefCell::new((0..n).rev().collect()),
+                waiters: std::cell::RefCell::default(),
                 fixed: FixedCell::default(),
             }),
         }
@@ -250,6 +255,45 @@ impl FixedBufPool {
         Some(self.buf(index))
     }
 
+    /// Waits for a free buffer and takes it: at once if one is free, else when one is
+    /// given back. Waiters are served in the order they started waiting (first come, first
+    /// served), and each buffer given back wakes exactly one of them, handing it that
+    /// buffer (no other checkout, not even [`try_take`](FixedBufPool::try_take), can take
+    /// it meanwhile): a natural limit on how much IO is in flight at once. Dropping the
+    /// future gives up its place (or, if it was handed a buffer and not polled since,
+    /// passes the buffer on).
+    ///
+    /// ```
+    /// use coring::buf::FixedBufPool;
+    ///
+    /// coring::start(async {
+    ///     let pool = FixedBufPool::new(1, 64);
+    ///     let first = pool.next().await;
+    ///     let waiting = coring::spawn({
+    ///         let pool = pool.clone();
+    ///         async move { pool.next().await.index() }
+    ///     });
+    ///     drop(first); // goes to the waiting task
+    ///     assert_eq!(waiting.await.unwrap(), 0);
+    /// });
+    /// ```
+    pub fn next(&self) -> Next {
+        Next {
+            pool: self.clone(),
+            waiter: None,
+        }
+    }
+
+    /// Waiting checkouts (see [`next`](FixedBufPool::next)).
+    pub fn waiting(&self) -> usize {
+        self.inner
+            .waiters
+            .borrow()
+            .iter()
+            .filter(|w| matches!(*w.state.borrow(), WaitState::Waiting(_)))
+            .count()
+    }
+
     fn buf(&self, index: u32) -> FixedBuf {
         FixedBuf {
             pool: self.inner.clone(),
@@ -275,7 +319,123 @@ impl FixedBufPool {
     }
 }
 
+/// A checkout waiting in a pool's queue, as the pool and the [`Next`] future share it.
+struct Waiter {
+    state: std::cell::RefCell<WaitState>,
+}
+
+enum WaitState {
+    /// In the queue; the waker of the task that last polled.
+    Waiting(Option<std::task::Waker>),
+    /// Handed this buffer by a release; the future takes it when polled.
+    Granted(u32),
+    /// Done: the future took its buffer, or was dropped.
+    Done,
+}
+
+/// The future of [`FixedBufPool::next`]: a buffer of the pool, once one is free (see
+/// there).
+#[must_use = "futures do nothing unless awaited"]
+pub struct Next {
+    pool: FixedBufPool,
+    /// Its place in the queue, once it had to wait.
+    waiter: Option<Rc<Waiter>>,
+}
+
+impl fmt::Debug for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Next")
+            .field("waiting", &self.waiter.is_some())
+            .finish()
+    }
+}
+
+impl std::future::Future for Next {
+    type Output = FixedBuf;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<FixedBuf> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(waiter) = &this.waiter else {
+            // No one waits when a buffer is free (releases hand buffers to waiters first).
+            if let Some(index) = this.pool.inner.free.borrow_mut().pop() {
+                return Poll::Ready(this.pool.buf(index));
+            }
+            let waiter = Rc::new(Waiter {
+                state: std::cell::RefCell::new(WaitState::Waiting(Some(cx.waker().clone()))),
+            });
+            this.pool
+                .inner
+                .waiters
+                .borrow_mut()
+                .push_back(waiter.clone());
+            this.waiter = Some(waiter);
+            return Poll::Pending;
+        };
+        let mut st = waiter.state.borrow_mut();
+        match &mut *st {
+            WaitState::Granted(index) => {
+                let index = *index;
+                *st = WaitState::Done;
+                drop(st);
+                this.waiter = None;
+                Poll::Ready(this.pool.buf(index))
+            }
+            WaitState::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            WaitState::Done => panic!("coring: FixedBufPool::next polled after completion"),
+        }
+    }
+}
+
+impl Drop for Next {
+    fn drop(&mut self) {
+        let Some(waiter) = self.waiter.take() else {
+            return;
+        };
+        let granted = match std::mem::replace(&mut *waiter.state.borrow_mut(), WaitState::Done) {
+            WaitState::Granted(index) => Some(index),
+            WaitState::Waiting(_) | WaitState::Done => None,
+        };
+        // Handed a buffer it never took: it goes to the next waiter (or the pool).
+        if let Some(index) = granted {
+            self.pool.inner.release(index);
+        }
+    }
+}
+
 impl Pool {
+    /// Gives buffer `index` back: to the oldest waiting checkout (waking exactly that one),
+    /// else to the free list.
+    fn release(&self, index: u32) {
+        loop {
+            let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
+                self.free.borrow_mut().push(index);
+                return;
+            };
+            let prev = std::mem::replace(&mut *waiter.state.borrow_mut(), WaitState::Done);
+            match prev {
+                WaitState::Waiting(waker) => {
+                    *waiter.state.borrow_mut() = WaitState::Granted(index);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return;
+                }
+                // Dropped while waiting: skip it.
+                WaitState::Granted(_) | WaitState::Done => {}
+            }
+        }
+    }
+
     fn buf_ptr(&self, index: usize) -> *mut u8 {
         debug_assert!(index < self.count);
         // SAFETY: index < count, so the buffer lies within the count * stride allocation.
@@ -379,7 +539,7 @@ impl FixedBuf {
 
 impl Drop for FixedBuf {
     fn drop(&mut self) {
-        self.pool.free.borrow_mut().push(self.index);
+        self.pool.release(self.index);
     }
 }
 

@@ -18,7 +18,7 @@ mod fixed;
 mod slice;
 
 pub use aligned::AlignedBuf;
-pub use fixed::{FixedBuf, FixedBufPool};
+pub use fixed::{FixedBuf, FixedBufPool, Next};
 pub use slice::Slice;
 
 use std::io;

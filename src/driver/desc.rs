@@ -217,12 +217,16 @@ pub(crate) enum OpDesc {
         addr: *const c::sockaddr,
         addrlen: c::socklen_t,
     },
-    /// `recv(fd, buf, len, flags)`.
+    /// `recv(fd, buf, len, flags)`. With `buf_index` (and no flags), `buf..buf + len` lies
+    /// in that registered buffer, and the ring that owns it reads the socket with
+    /// IORING_OP_READ_FIXED; to any other backend it is a plain receive of the same memory.
     Recv {
         fd: FdRef,
         buf: *mut u8,
         len: u32,
         flags: i32,
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        buf_index: Option<Fixed>,
         /// A stream socket: a receive shorter than `len` means nothing more is queued
         /// (not true of datagrams, where each receive takes one datagram).
         // Read by the readiness backend (Unix).
@@ -247,6 +251,17 @@ pub(crate) enum OpDesc {
         /// A stream socket: sends must reach it in the order they were issued (bytes of a
         /// later send must not overtake an earlier one's; see [`OpDesc::is_ordered_write`]).
         stream: bool,
+        /// A zero-copy send (io_uring's IORING_OP_SEND_ZC): the kernel sends from `buf`
+        /// itself and may reference it after the send completed; a backend that does so
+        /// reports a first completion (the result, with [`CQE_F_MORE`](super::CQE_F_MORE))
+        /// and, once nothing references the buffer any more, a final notification
+        /// ([`CQE_F_NOTIF`](super::CQE_F_NOTIF)). Elsewhere (no such opcode, another
+        /// backend) a plain send, with its one completion.
+        zerocopy: bool,
+        /// With `zerocopy`: the registered buffer `buf..buf + len` lies in
+        /// (IORING_RECVSEND_FIXED_BUF on the ring that owns it); ignored otherwise.
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        buf_index: Option<Fixed>,
     },
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
@@ -259,6 +274,20 @@ pub(crate) enum OpDesc {
         fd: FdRef,
         msg: *const c::msghdr,
         flags: u32,
+        /// A stream socket (a vectored write): ordered like [`OpDesc::Send`]'s `stream`.
+        stream: bool,
+        /// Zero-copy, as [`OpDesc::Send`]'s `zerocopy` (IORING_OP_SENDMSG_ZC).
+        zerocopy: bool,
+    },
+    /// A multishot `accept4` on a listening socket (io_uring's IORING_ACCEPT_MULTISHOT):
+    /// one completion (with `CQE_F_MORE`) per accepted connection, its result the new
+    /// descriptor (close-on-exec, non-blocking), until a final completion (an error,
+    /// cancellation; a final one may still carry a descriptor). Only a backend whose
+    /// `multishot_accept()` is true receives it.
+    AcceptMulti {
+        // Read by the io_uring backend only (Linux).
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        fd: FdRef,
     },
     /// `shutdown(fd, how)`.
     Shutdown { fd: FdRef, how: i32 },
@@ -340,7 +369,7 @@ pub(crate) enum Target {
     /// Anything else that may block: path lookups, opens, closes, fsync, stat.
     Blocking,
     /// Never blocks: no syscall, or one that returns at once (shutdown), or a multishot
-    /// receive (run only by io_uring).
+    /// receive or accept (run only by io_uring).
     Immediate,
 }
 
@@ -384,11 +413,21 @@ impl OpDesc {
             OpDesc::ReadDir { .. } => "read_dir",
             OpDesc::Accept { .. } => "accept",
             OpDesc::Connect { .. } => "connect",
-            OpDesc::Recv { .. } => "recv",
+            OpDesc::Recv {
+                buf_index: None, ..
+            } => "recv",
+            OpDesc::Recv { .. } => "read_fixed",
             OpDesc::RecvMulti { .. } => "recv_multi",
-            OpDesc::Send { .. } => "send",
+            OpDesc::Send {
+                zerocopy: false, ..
+            } => "send",
+            OpDesc::Send { .. } => "send_zc",
             OpDesc::RecvMsg { .. } => "recvmsg",
-            OpDesc::SendMsg { .. } => "sendmsg",
+            OpDesc::SendMsg {
+                zerocopy: false, ..
+            } => "sendmsg",
+            OpDesc::SendMsg { .. } => "sendmsg_zc",
+            OpDesc::AcceptMulti { .. } => "accept_multi",
             OpDesc::Shutdown { .. } => "shutdown",
             OpDesc::Splice { .. } => "splice",
             // No io_uring opcode (the ring splices through a pipe instead): the system
@@ -409,6 +448,7 @@ impl OpDesc {
         matches!(
             self,
             OpDesc::Send { stream: true, .. }
+                | OpDesc::SendMsg { stream: true, .. }
                 | OpDesc::Shutdown {
                     how: c::SHUT_WR,
                     ..
@@ -486,7 +526,10 @@ impl OpDesc {
             | OpDesc::UnlinkAt { .. }
             | OpDesc::RenameAt { .. }
             | OpDesc::MkdirAt { .. } => Target::Blocking,
-            OpDesc::Nop | OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } => Target::Immediate,
+            OpDesc::Nop
+            | OpDesc::Shutdown { .. }
+            | OpDesc::RecvMulti { .. }
+            | OpDesc::AcceptMulti { .. } => Target::Immediate,
         }
     }
 

@@ -58,6 +58,10 @@ pub(crate) use desc::OpDesc;
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
 /// CQE flag: a multishot operation stays in flight; more completions follow.
 pub(crate) const CQE_F_MORE: u32 = 1 << 1;
+/// CQE flag: the completion is a zero-copy send's notification: the kernel no longer
+/// references the send's buffer. It is the operation's final completion (no
+/// [`CQE_F_MORE`]); its result carries nothing the operation needs.
+pub(crate) const CQE_F_NOTIF: u32 = 1 << 3;
 /// Where a CQE keeps the provided buffer's id.
 pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
 
@@ -82,6 +86,11 @@ pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
 /// `Builder::recv_buffers`), 8 × 4 KiB = 32 KiB keeps a busy stream's reads fed between
 /// trips into the kernel while leaving the ring to dozens of other streams; a ring of
 /// fewer than 8 buffers runs out (ENOBUFS) before the cap.
+///
+/// A listener's multishot accept is capped the same way: at most this many accepted
+/// connections wait in its slot, each holding a descriptor; beyond that the accept is
+/// cancelled and further connections wait in the kernel's backlog (as with single-shot
+/// accepts) until the listener's accepts have taken the queued ones and armed it again.
 pub(crate) const MULTISHOT_QUEUE_CAP: usize = 8;
 
 /// What a backend reports when an operation finishes (or, for a multishot operation, makes
@@ -185,12 +194,26 @@ pub struct Metrics {
     /// again on the main ring, transparently; counted once in `ops_submitted` and
     /// `ops_completed` all the same.
     pub ops_poll_rerouted: u64,
+    /// Zero-copy sends (`send_zc` and its kin) whose buffer the kernel handed back with a
+    /// notification (io_uring's IORING_CQE_F_NOTIF): those that ran as zero-copy
+    /// operations (one the socket refused, say a Unix-domain one, counts too: the kernel
+    /// notifies it all the same). Elsewhere they are plain sends, and this stays 0. (Over loopback the
+    /// kernel still copies the bytes once, to the receiving socket; the notification says
+    /// so only to a caller that asks, which coring does not.)
+    pub zerocopy_notifications: u64,
 }
 
 /// Something that finishes an operation whose future is gone: it receives the final
 /// completion, builds the output and drops it (closing a returned fd, freeing a buffer).
 pub(crate) trait Orphan {
     fn finish(self: Box<Self>, c: Completion);
+
+    /// Receives a completion of a multishot operation that is not its final one (it
+    /// carries [`CQE_F_MORE`]) and that no owner will see: called while the driver is
+    /// borrowed, so it only releases what the completion carries (closes an accepted
+    /// descriptor) and runs no user code. Provided buffers are the driver's business,
+    /// not this.
+    fn progress(&mut self, _c: Completion) {}
 }
 
 /// One entry of the operation table.
@@ -480,34 +503,50 @@ impl Driver {
     /// completion.
     ///
     /// If the final completion already arrived, the slot is freed and that completion
-    /// returned, so the caller finishes the operation itself (no allocation); otherwise the
-    /// driver takes the data from `orphan()` and keeps it until the final completion, and
-    /// asks the backend to cancel. Either way the provided buffers of completions the owner
-    /// never collected go back to the backend here.
+    /// returned, so the caller finishes the operation itself, outside the driver's borrow:
+    /// with its own data (no allocation), or, when completions before the final one were
+    /// never collected (a multishot operation's), with the orphan `orphan()` made, which
+    /// has released what they carried ([`Orphan::progress`]). Otherwise the driver takes
+    /// the data from `orphan()` and keeps it until the final completion, and asks the
+    /// backend to cancel. Either way the provided buffers of completions the owner never
+    /// collected go back to the backend here.
     pub(crate) fn orphan(
         &mut self,
         key: usize,
         orphan: impl FnOnce() -> Box<dyn Orphan>,
-    ) -> Option<Completion> {
+    ) -> Option<(Completion, Option<Box<dyn Orphan>>)> {
         match &mut self.ops[key] {
             Slot::Finished { queued, last, .. } => {
                 let last = *last;
                 let queued = std::mem::take(queued);
                 self.ops.remove(key);
-                for c in queued.into_iter().chain([last]) {
+                if let Some(bid) = last.buffer() {
+                    self.backend.recycle_buf(bid);
+                }
+                if queued.is_empty() {
+                    return Some((last, None));
+                }
+                // Completions the owner never collected: the orphan releases what they
+                // carry; the caller finishes it, outside this borrow.
+                let mut data = orphan();
+                for c in queued {
                     if let Some(bid) = c.buffer() {
                         self.backend.recycle_buf(bid);
                     }
+                    data.progress(c);
                 }
-                Some(last)
+                Some((last, Some(data)))
             }
             Slot::InFlight { queued, .. } => {
-                for c in std::mem::take(queued) {
+                let queued = std::mem::take(queued);
+                let mut data = orphan();
+                for c in queued {
                     if let Some(bid) = c.buffer() {
                         self.backend.recycle_buf(bid);
                     }
+                    data.progress(c);
                 }
-                self.ops[key] = Slot::Orphaned(orphan());
+                self.ops[key] = Slot::Orphaned(data);
                 self.metrics.ops_orphaned += 1;
                 self.request_cancel(key);
                 None
@@ -636,18 +675,21 @@ impl Driver {
             };
             if !c.more() {
                 metrics.ops_completed += 1;
+                if c.flags & CQE_F_NOTIF != 0 {
+                    metrics.zerocopy_notifications += 1;
+                }
             }
             match slot {
                 Slot::InFlight { waker, queued, .. } if c.more() => {
                     queued.push_back(c);
                     // The one place the backpressure cap is decided (see
-                    // MULTISHOT_QUEUE_CAP): a data arrival that brings the unread queue to
-                    // the cap gets the receive cancelled. Counting at the cap (not above)
+                    // MULTISHOT_QUEUE_CAP): an arrival (data received, a connection
+                    // accepted) that brings the unread queue to the cap gets the multishot
+                    // operation cancelled. (A zero-copy send queues one completion at most.) Counting at the cap (not above)
                     // asks once per fill, not for every arrival the kernel posts before
                     // the cancel lands; a queue drained and refilled asks again, which is
                     // harmless (cancelling a finished key only reports -ENOENT).
                     if c.res > 0
-                        && c.buffer().is_some()
                         && queued.iter().filter(|q| q.res > 0).count() == MULTISHOT_QUEUE_CAP
                     {
                         throttle.push(key);
@@ -669,11 +711,13 @@ impl Driver {
                         w.wake();
                     }
                 }
-                Slot::Orphaned(_) => {
+                Slot::Orphaned(data) => {
                     if let Some(bid) = c.buffer() {
                         recycle.push(bid);
                     }
-                    if !c.more() {
+                    if c.more() {
+                        data.progress(c);
+                    } else {
                         if let Slot::Orphaned(data) = ops.remove(key) {
                             finished.push((data, c));
                         }

@@ -34,6 +34,18 @@ pub(crate) trait Operation: 'static {
     /// dropped at once (closing an fd the kernel opened for nobody, releasing a buffer).
     fn complete(self, c: Completion) -> Self::Output;
 
+    /// Receives a completion that is not the final one (it carries `CQE_F_MORE`): a
+    /// zero-copy send's result, whose notification follows. Called in order, before
+    /// `complete`, whether the future is awaited or was dropped (then with the driver
+    /// borrowed: only record it, see `Orphan::progress`). Single-shot operations never
+    /// get one.
+    fn progress(&mut self, c: Completion) {
+        debug_assert!(
+            false,
+            "coring: a single-shot operation got a completion with CQE_F_MORE: {c:?}"
+        );
+    }
+
     /// The operation, described by `desc`, was left in flight on the driver with identity
     /// `driver` (`context::driver_id`) rather than completed during submission; `complete`
     /// (or, for a leaked operation, nothing) follows once, whatever happens to the future.
@@ -49,6 +61,10 @@ pub(crate) trait Operation: 'static {
 impl<T: Operation> Orphan for T {
     fn finish(self: Box<Self>, c: Completion) {
         drop((*self).complete(c));
+    }
+
+    fn progress(&mut self, c: Completion) {
+        Operation::progress(self, c);
     }
 }
 
@@ -237,10 +253,12 @@ impl<T: IntoOrphan> Drop for Retained<T> {
                 .into_orphan()
         });
         drop(d);
-        // Already completed (the closure did not run): finish it here, outside the driver
-        // borrow, as the driver would (closing an accepted descriptor, freeing a buffer).
-        if let (Some(c), Some(data)) = (finished, data) {
-            data.into_orphan().finish(c);
+        // Already completed: finish it here, outside the driver borrow, as the driver
+        // would (closing an accepted descriptor, freeing a buffer).
+        match (finished, data) {
+            (Some((c, Some(orphan))), _) => orphan.finish(c),
+            (Some((c, None)), Some(data)) => data.into_orphan().finish(c),
+            _ => {}
         }
     }
 }
@@ -364,7 +382,20 @@ impl<T: Operation> Op<T> {
                     .driver
                     .as_ref()
                     .expect("coring: in-flight op without driver");
-                let polled = driver.borrow_mut().poll_op(key, cx);
+                let mut polled = driver.borrow_mut().poll_op(key, cx);
+                // Completions before the final one (a zero-copy send's result, ahead of
+                // its notification) go to the operation; the slot, and with it the data,
+                // stays in flight until the final one.
+                while let Poll::Ready(c) = polled {
+                    if !c.more() {
+                        break;
+                    }
+                    self.data
+                        .as_mut()
+                        .expect("coring: operation without data")
+                        .progress(c);
+                    polled = driver.borrow_mut().poll_op(key, cx);
+                }
                 let Poll::Ready(c) = polled else {
                     // Only the runtime that submitted it turns its driver: awaited anywhere
                     // else, it would never complete.
@@ -440,10 +471,12 @@ impl<T: Operation> Drop for Op<T> {
         let finished = driver.borrow_mut().orphan(key, || {
             Box::new(data.take().expect("coring: orphan data taken once"))
         });
-        if let (Some(c), Some(data)) = (finished, data) {
-            // The completion had already arrived: finish it now, outside the driver borrow
-            // (dropping the output may close an fd or run user Drop code).
-            drop(data.complete(c));
+        // The completion had already arrived: finish it now, outside the driver borrow
+        // (dropping the output may close an fd or run user Drop code).
+        match (finished, data) {
+            (Some((c, Some(orphan))), _) => orphan.finish(c),
+            (Some((c, None)), Some(data)) => drop(data.complete(c)),
+            _ => {}
         }
     }
 }

@@ -333,15 +333,18 @@ impl<H: IntoOrphan> Drop for ProvidedRecv<H> {
         if let Some((key, hold)) = self.armed.take() {
             d.cancel_now(key);
             let mut hold = Some(hold);
-            // Finished (the closure did not run): the completions' buffers are recycled,
-            // and `hold` is dropped below, outside the driver's borrow.
-            d.orphan(key, || {
+            // Finished: the completions' buffers are recycled, and `hold` (or the orphan
+            // made of it) is dropped below, outside the driver's borrow.
+            let finished = d.orphan(key, || {
                 hold.take()
                     .expect("coring: orphan data taken once")
                     .into_orphan()
             });
             drop(d);
             drop(hold);
+            if let Some((c, Some(orphan))) = finished {
+                orphan.finish(c);
+            }
         }
     }
 }

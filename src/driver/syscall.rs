@@ -63,8 +63,9 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
     unsafe {
         match *desc {
             OpDesc::Nop => 0,
-            // No syscall receives into io_uring's provided buffers.
-            OpDesc::RecvMulti { .. } => -libc::EOPNOTSUPP,
+            // No syscall receives into io_uring's provided buffers, nor accepts more than
+            // once.
+            OpDesc::RecvMulti { .. } | OpDesc::AcceptMulti { .. } => -libc::EOPNOTSUPP,
             // A registered buffer is plain memory to a syscall (buf_index is io_uring's).
             OpDesc::Read {
                 fd: FdRef { raw: fd, .. },
@@ -218,6 +219,8 @@ pub(crate) unsafe fn execute(desc: &OpDesc) -> i32 {
                 len as usize,
                 flags | libc::MSG_DONTWAIT,
             )),
+            // A zero-copy send is a plain one here (see `OpDesc::Send::zerocopy`), and a
+            // registered buffer plain memory.
             OpDesc::Send {
                 fd: FdRef { raw: fd, .. },
                 buf,

@@ -917,6 +917,7 @@ pub(crate) unsafe fn execute_blocking(desc: &OpDesc, _cancel: &JobCancel) -> i32
         | OpDesc::Connect { .. }
         | OpDesc::Recv { .. }
         | OpDesc::RecvMulti { .. }
+        | OpDesc::AcceptMulti { .. }
         | OpDesc::Send { .. }
         | OpDesc::RecvMsg { .. }
         | OpDesc::SendMsg { .. }

@@ -116,6 +116,11 @@ impl<T: IntoOrphan> RetainedOps<T> {
         Ok((first.map(|(id, _)| id), running))
     }
 
+    /// Whether no operation is retained.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.retained.borrow().is_empty()
+    }
+
     /// Takes finished retained operation `id` out of the queue, with its final completion.
     fn take(&self, id: u64) -> Option<(T, Completion)> {
         let mut retained = self.retained.borrow_mut();

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::retained::{next_watcher_id, AnyRecv, Watchers};
-use crate::buf::{copy_out, BufResult, IoBuf, IoBufMut};
+use crate::buf::{copy_out, BufResult, FixedBuf, IoBuf, IoBufMut};
 use crate::driver::op::{Op, Retained};
 use crate::driver::provided::{Location, ProvidedRead, ProvidedRecv};
 use crate::driver::{Backend, Driver};
-use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, Shutdown};
+use crate::op::net::{Connect, RawAddr, RecvMultiOrphan, RecvVectored, SendVectored, Shutdown};
 use crate::op::rw::{Recv, Send};
 use crate::op::{self, SharedFd};
 use crate::platform::{self, FromRaw, RawFd};
@@ -85,6 +85,9 @@ pub(crate) async fn connect(domain: i32, ty: i32, addr: RawAddr) -> io::Result<S
 pub(crate) struct Stream {
     pub(crate) fd: SharedFd,
     read: RefCell<ReadState>,
+    /// A zero-copy send was refused with EOPNOTSUPP (Linux has none for Unix-domain
+    /// sockets): `send_zc` sends plainly from then on.
+    no_zerocopy: std::cell::Cell<bool>,
 }
 
 /// How a stream reads: its multishot receive, a retained single-shot receive, and the
@@ -314,6 +317,7 @@ impl Stream {
         Stream {
             fd,
             read: RefCell::default(),
+            no_zerocopy: std::cell::Cell::new(false),
         }
     }
 
@@ -359,7 +363,7 @@ impl Stream {
                 return Err(self);
             }
         }
-        let Stream { fd, read } = self;
+        let Stream { fd, read, .. } = self;
         drop(read);
         Ok(fd)
     }
@@ -553,6 +557,129 @@ impl Stream {
         st.provided.begin_read();
         drop(st);
         Path::Multishot(Reading(&self.read), driver)
+    }
+
+    /// Whether a read may receive from the socket directly, past the stream's read
+    /// machinery: nothing received is held (a retained receive, multishot arrivals) and no
+    /// read is in progress. An armed multishot receive holding nothing is cancelled at once
+    /// for it where the backend can (a later plain read arms it again).
+    fn may_read_directly(&self) -> bool {
+        let mut st = self.read.borrow_mut();
+        if st.retained.is_some() || st.reading {
+            return false;
+        }
+        if !st.provided.is_idle() {
+            st.provided.cancel_now();
+        }
+        st.provided.is_idle()
+    }
+
+    /// A receive into a registered buffer (IORING_OP_READ_FIXED on a socket where the pool
+    /// is registered with this runtime's ring; a plain receive elsewhere). Data the stream
+    /// holds already is read first, as by `read` (copied into the buffer).
+    pub(crate) async fn read_fixed(&self, buf: FixedBuf) -> BufResult<usize, FixedBuf> {
+        if !self.may_read_directly() {
+            return self.read(buf).await;
+        }
+        let fixed = buf.fixed();
+        SingleRead {
+            stream: self,
+            op: Op::new(Recv::new(&self.fd, buf, true).with_fixed(fixed)),
+            wait_readable: true,
+        }
+        .await
+    }
+
+    /// A vectored receive: fills the buffers in order, up to their capacities. Data the
+    /// stream holds already is read first, into the first buffer with room (as by `read`).
+    pub(crate) async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        let mut bufs = bufs;
+        let Some(i) = bufs.iter().position(|b| b.bytes_total() > 0) else {
+            return (Ok(0), bufs);
+        };
+        if !self.may_read_directly() {
+            let b = bufs.remove(i);
+            let (res, b) = self.read(b).await;
+            bufs.insert(i, b);
+            return (res, bufs);
+        }
+        Op::new(RecvVectored::new(&self.fd, bufs)).await
+    }
+
+    /// A vectored send of the buffers' initialised bytes, in order; may send fewer.
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        if let Err(e) = self.fd.check_write_order() {
+            return (Err(e), bufs);
+        }
+        let op = SendVectored::new(&self.fd, bufs, 0);
+        if op.is_empty() {
+            return (Ok(0), op.into_bufs());
+        }
+        Op::new(op).await
+    }
+
+    /// Sends every initialised byte of the buffers, in order, looping over short sends.
+    pub(crate) async fn write_vectored_all<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<(), Vec<B>> {
+        let total: usize = bufs.iter().map(|b| b.bytes_init()).sum();
+        let mut bufs = bufs;
+        let mut done = 0;
+        while done < total {
+            if let Err(e) = self.fd.check_write_order() {
+                return (Err(e), bufs);
+            }
+            let (res, back) = Op::new(SendVectored::new(&self.fd, bufs, done)).await;
+            bufs = back;
+            match res {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("write accepted 0 bytes after {done} of {total}"),
+                    );
+                    return (Err(e), bufs);
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// A zero-copy send (see `stream_io!`'s `send_zc`).
+    pub(crate) async fn send_zc<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        self.zero_copy(buf, |fd, buf| Send::zero_copy(fd, buf, true))
+            .await
+    }
+
+    /// A zero-copy send from a registered buffer (see `stream_io!`'s `send_zc_fixed`).
+    pub(crate) async fn send_zc_fixed(&self, buf: FixedBuf) -> BufResult<usize, FixedBuf> {
+        self.zero_copy(buf, |fd, buf| Send::zero_copy_fixed(fd, buf, true))
+            .await
+    }
+
+    /// Runs the zero-copy send `send` makes of `buf`; where the socket refuses zero-copy
+    /// sends (EOPNOTSUPP, refused before anything was sent: Linux has them for TCP and UDP
+    /// only), a plain send instead, for this one and every later `send_zc` of the stream.
+    async fn zero_copy<B: IoBuf>(
+        &self,
+        buf: B,
+        send: impl FnOnce(&SharedFd, B) -> Send<B>,
+    ) -> BufResult<usize, B> {
+        if let Err(e) = self.fd.check_write_order() {
+            return (Err(e), buf);
+        }
+        let buf = if self.no_zerocopy.get() {
+            buf
+        } else {
+            match Op::new(send(&self.fd, buf)).await {
+                (Err(e), buf) if e.raw_os_error() == Some(c::EOPNOTSUPP) => {
+                    self.no_zerocopy.set(true);
+                    buf
+                }
+                done => return done,
+            }
+        };
+        self.write(buf).await
     }
 
     pub(crate) fn write<B: IoBuf>(&self, buf: B) -> Write<B> {
@@ -895,6 +1022,101 @@ macro_rules! stream_io {
             len: u64,
         ) -> std::io::Result<u64> {
             $crate::net::sendfile::send_file(&self.inner, file, offset, len).await
+        }
+
+        /// Sends the buffer's initialised bytes without copying them (io_uring's
+        /// IORING_OP_SEND_ZC); may send fewer, as [`write`](Self::write).
+        ///
+        /// The kernel sends from the buffer's own pages and may still reference them after
+        /// the send itself completed (until TCP has them acknowledged, or the local peer
+        /// has copied them), so the future completes, and hands the buffer back, only when
+        /// the kernel's notification says it no longer does; the result is the send's
+        /// (bytes sent). A future dropped meanwhile leaves the buffer to the runtime,
+        /// which frees it after the notification, never before. Sends stay in issue order
+        /// with the stream's other sends (the next one need not wait for the
+        /// notification).
+        ///
+        /// Worth it for large buffers (tens of KiB): for small ones the notification
+        /// costs more than the copy it saves. Where the backend or kernel has no
+        /// zero-copy send (the fallback and IOCP backends, Linux before 6.0, and Unix-domain
+        /// sockets, for which Linux has none: the first refusal switches the stream to plain
+        /// sends), this is a plain send, with the same result and the buffer back at once.
+        pub fn send_zc<B: IoBuf>(
+            &self,
+            buf: B,
+        ) -> impl std::future::Future<Output = BufResult<usize, B>> + '_ {
+            self.inner.send_zc(buf)
+        }
+
+        /// [`send_zc`](Self::send_zc) from a buffer of a
+        /// [`FixedBufPool`](crate::buf::FixedBufPool): where the pool is registered with
+        /// this runtime's ring, the kernel uses the registered pages
+        /// (IORING_RECVSEND_FIXED_BUF) and skips pinning them for the send; elsewhere as
+        /// `send_zc` with any buffer.
+        pub fn send_zc_fixed(
+            &self,
+            buf: $crate::buf::FixedBuf,
+        ) -> impl std::future::Future<Output = BufResult<usize, $crate::buf::FixedBuf>> + '_ {
+            self.inner.send_zc_fixed(buf)
+        }
+
+        /// Sends from a registered buffer (a [`FixedBuf`](crate::buf::FixedBuf)): the
+        /// registered-buffer send, which on io_uring is
+        /// [`send_zc_fixed`](Self::send_zc_fixed) (the kernel's only send that takes a
+        /// registered buffer; its pages are pinned already, so nothing is copied), and
+        /// elsewhere a plain send of the same memory. Completes once the kernel no longer
+        /// references the buffer, as `send_zc`.
+        pub fn write_fixed(
+            &self,
+            buf: $crate::buf::FixedBuf,
+        ) -> impl std::future::Future<Output = BufResult<usize, $crate::buf::FixedBuf>> + '_ {
+            self.inner.send_zc_fixed(buf)
+        }
+
+        /// Receives into the start of a registered buffer (a
+        /// [`FixedBuf`](crate::buf::FixedBuf)): where its pool is registered with this
+        /// runtime's ring, io_uring reads the socket with IORING_OP_READ_FIXED straight into
+        /// the registered pages; elsewhere a plain receive. Data the stream already holds
+        /// (received by an earlier [`read`](Self::read) into the runtime's provided
+        /// buffers) is returned first, copied, as `read` would. Cancel-safe as `read`.
+        pub fn read_fixed(
+            &self,
+            buf: $crate::buf::FixedBuf,
+        ) -> impl std::future::Future<Output = BufResult<usize, $crate::buf::FixedBuf>> + '_ {
+            self.inner.read_fixed(buf)
+        }
+
+        /// Receives into several buffers in one call (`recvmsg` with an iovec per buffer),
+        /// filling them in order, each from its start; returns the total. Data the stream
+        /// already holds is returned first, into the first buffer with room.
+        ///
+        /// Not cancel-safe, unlike [`read`](Self::read): if the future is dropped while the
+        /// receive is in flight, it is cancelled, and bytes it had received are lost.
+        pub fn readv<B: IoBufMut>(
+            &self,
+            bufs: Vec<B>,
+        ) -> impl std::future::Future<Output = BufResult<usize, Vec<B>>> + '_ {
+            self.inner.readv(bufs)
+        }
+
+        /// Sends the buffers' initialised bytes in one call (`sendmsg` with an iovec per
+        /// buffer), in order; may send fewer. Ordered with the stream's other sends, as
+        /// [`write`](Self::write).
+        pub fn writev<B: IoBuf>(
+            &self,
+            bufs: Vec<B>,
+        ) -> impl std::future::Future<Output = BufResult<usize, Vec<B>>> + '_ {
+            self.inner.writev(bufs)
+        }
+
+        /// Sends every initialised byte of the buffers, in order, with vectored sends,
+        /// looping over short ones (each resumes where the last stopped). Not atomic with
+        /// respect to other writers, as [`write_all`](Self::write_all).
+        pub fn write_vectored_all<B: IoBuf>(
+            &self,
+            bufs: Vec<B>,
+        ) -> impl std::future::Future<Output = BufResult<(), Vec<B>>> + '_ {
+            self.inner.write_vectored_all(bufs)
         }
 
         /// Shuts down the read half, the write half or both. `Write` takes effect after the

@@ -101,9 +101,27 @@ impl TcpListener {
     ///
     /// Cancel-safe: if the future is dropped after the kernel accepted a connection for
     /// it, a later `accept` returns that connection (several accepts may run at once).
+    ///
+    /// On io_uring the listener accepts with one multishot operation (one submission for
+    /// any number of connections): connections it accepted wait in the listener until an
+    /// `accept` takes them, and dropping the listener closes those not taken.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (fd, addr) = self.acceptor.accept().await?;
-        Ok((TcpStream::from_shared(fd), addr.to_ip()?))
+        loop {
+            let (fd, addr) = self.acceptor.accept().await?;
+            let stream = TcpStream::from_shared(fd);
+            let addr = match addr {
+                Some(addr) => addr.to_ip()?,
+                // A multishot accept does not report the peer: ask the connection. One
+                // reset before that has no peer any more (ENOTCONN): it is gone, as it
+                // would be right after an accept that returned it; take the next one.
+                None => match stream.peer_addr() {
+                    Ok(addr) => addr,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            return Ok((stream, addr));
+        }
     }
 
     /// The connections this listener accepts, as a

@@ -81,6 +81,28 @@ impl UdpSocket {
         Op::new(SendTo::new(&self.fd, buf, &addr)).await
     }
 
+    /// Sends a datagram to `addr` (the first resolved) without copying the buffer
+    /// (io_uring's IORING_OP_SENDMSG_ZC): completes, handing the buffer back, only once the
+    /// kernel's notification says it no longer references it (a future dropped meanwhile
+    /// leaves the buffer to the runtime, which frees it after the notification). Where the
+    /// backend or kernel has no zero-copy send (the fallback and IOCP backends, Linux before
+    /// 6.1), a plain [`send_to`](Self::send_to). Worth it only for large datagrams.
+    pub async fn send_to_zc<B: IoBuf>(
+        &self,
+        buf: B,
+        addr: impl ToSocketAddrs,
+    ) -> BufResult<usize, B> {
+        let addr = match addr.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, "no address to send to");
+                return (Err(e), buf);
+            }
+            Err(e) => return (Err(e), buf),
+        };
+        Op::new(SendTo::zero_copy(&self.fd, buf, &addr)).await
+    }
+
     /// Receives one datagram into the start of the buffer; returns its length and sender.
     /// A datagram larger than the buffer is truncated to it, and the length returned is
     /// the truncated one (what the buffer holds).
@@ -132,6 +154,14 @@ impl UdpSocket {
     /// Sends a datagram to the connected address.
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
         Op::new(Send::new(&self.fd, buf, false)).await
+    }
+
+    /// Sends a datagram to the connected address without copying the buffer (io_uring's
+    /// IORING_OP_SEND_ZC), as [`send_to_zc`](Self::send_to_zc) does to an address; a plain
+    /// [`send`](Self::send) where there is no zero-copy send (Linux before 6.0, other
+    /// backends).
+    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        Op::new(Send::zero_copy(&self.fd, buf, false)).await
     }
 
     /// Receives a datagram from the connected address: as [`recv_from`](Self::recv_from)

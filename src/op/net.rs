@@ -172,11 +172,15 @@ impl Msg {
     }
 }
 
-/// `sendmsg` of a buffer to an address.
+/// `sendmsg` of a buffer to an address; or its zero-copy form (see
+/// `OpDesc::Send::zerocopy`).
 pub(crate) struct SendTo<B> {
     fd: SharedFd,
     buf: B,
     msg: Box<Msg>,
+    zerocopy: bool,
+    /// A zero-copy send's result, ahead of its notification.
+    sent: Option<Completion>,
 }
 
 impl<B: IoBuf> SendTo<B> {
@@ -190,6 +194,17 @@ impl<B: IoBuf> SendTo<B> {
             fd: fd.clone(),
             buf,
             msg,
+            zerocopy: false,
+            sent: None,
+        }
+    }
+
+    /// The zero-copy form: completes, giving the buffer back, once the kernel no longer
+    /// references it.
+    pub(crate) fn zero_copy(fd: &SharedFd, buf: B, addr: &SocketAddr) -> SendTo<B> {
+        SendTo {
+            zerocopy: true,
+            ..SendTo::new(fd, buf, addr)
         }
     }
 }
@@ -202,11 +217,172 @@ impl<B: IoBuf> Operation for SendTo<B> {
             fd: self.fd.fd_ref(),
             msg: &self.msg.hdr,
             flags: platform::SEND_FLAGS as u32,
+            stream: false,
+            zerocopy: self.zerocopy,
+        }
+    }
+
+    /// A zero-copy send's result; the buffer stays the kernel's until the notification.
+    fn progress(&mut self, c: Completion) {
+        debug_assert!(self.zerocopy, "coring: a sendmsg got CQE_F_MORE: {c:?}");
+        self.sent = Some(c);
+    }
+
+    fn complete(self, c: Completion) -> Self::Output {
+        crate::op::rw::written(self.sent.unwrap_or(c), self.buf)
+    }
+}
+
+/// The heap block a vectored stream `recvmsg`/`sendmsg` points the kernel at: the header
+/// (no address) and its iovec array.
+struct VecMsg {
+    hdr: c::msghdr,
+    iov: Vec<c::iovec>,
+}
+
+impl VecMsg {
+    fn new(iov: Vec<c::iovec>) -> Box<VecMsg> {
+        // SAFETY: msghdr is plain integers and pointers; all-zeroes (null pointers) is valid.
+        let hdr: c::msghdr = unsafe { mem::zeroed() };
+        let mut msg = Box::new(VecMsg { hdr, iov });
+        // The header points at the vector's heap array, which never moves (the vector is
+        // not touched again).
+        msg.hdr.msg_iov = msg.iov.as_mut_ptr();
+        // Linux's IOV_MAX is 1024: a longer list fails with EINVAL, never truncates.
+        msg.hdr.msg_iovlen = msg.iov.len().min(i32::MAX as usize) as _;
+        msg
+    }
+}
+
+/// Vectored `recvmsg` on a stream into several owned buffers, filled in order.
+pub(crate) struct RecvVectored<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    msg: Box<VecMsg>,
+}
+
+impl<B: IoBufMut> RecvVectored<B> {
+    pub(crate) fn new(fd: &SharedFd, mut bufs: Vec<B>) -> Self {
+        let iov = bufs
+            .iter_mut()
+            .map(|b| c::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total() as _,
+            })
+            .collect();
+        RecvVectored {
+            fd: fd.clone(),
+            bufs,
+            msg: VecMsg::new(iov),
+        }
+    }
+}
+
+impl<B: IoBufMut> Operation for RecvVectored<B> {
+    type Output = BufResult<usize, Vec<B>>;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::RecvMsg {
+            fd: self.fd.fd_ref(),
+            msg: &mut self.msg.hdr,
+            flags: 0,
+        }
+    }
+
+    fn complete(mut self, c: Completion) -> Self::Output {
+        let total: usize = self.bufs.iter().map(|b| b.bytes_total()).sum();
+        let res = c.result().and_then(|n| checked_len(n, total));
+        if let Ok(n) = res {
+            let mut left = n;
+            for b in &mut self.bufs {
+                let take = left.min(b.bytes_total());
+                // SAFETY: the kernel filled the buffers in order; this one received `take`
+                // bytes at its start, take <= bytes_total().
+                unsafe { b.set_init(take) };
+                left -= take;
+            }
+        }
+        (res, self.bufs)
+    }
+}
+
+/// Vectored `sendmsg` on a stream of several owned buffers' initialised bytes, in order,
+/// skipping the first `skip` bytes (already sent by an earlier call of a
+/// `write_vectored_all`). Ordered with the stream's other sends.
+pub(crate) struct SendVectored<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    msg: Box<VecMsg>,
+    /// Bytes this call may send.
+    len: usize,
+    /// Counted among the stream's ordered writes in flight (`SharedFd::write_in_flight`).
+    counted: bool,
+}
+
+impl<B: IoBuf> SendVectored<B> {
+    pub(crate) fn new(fd: &SharedFd, bufs: Vec<B>, skip: usize) -> Self {
+        let mut skip = skip;
+        let mut len = 0;
+        let iov = bufs
+            .iter()
+            .filter_map(|b| {
+                let n = b.bytes_init();
+                let from = skip.min(n);
+                skip -= from;
+                (from < n).then(|| {
+                    len += n - from;
+                    c::iovec {
+                        // SAFETY: from < n <= the buffer's initialised length.
+                        iov_base: unsafe { b.stable_ptr().add(from) }.cast_mut().cast(),
+                        iov_len: (n - from) as _,
+                    }
+                })
+            })
+            .collect();
+        SendVectored {
+            fd: fd.clone(),
+            bufs,
+            msg: VecMsg::new(iov),
+            len,
+            counted: false,
+        }
+    }
+
+    /// Whether there is nothing (left) to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffers back (for a send that was never submitted).
+    pub(crate) fn into_bufs(self) -> Vec<B> {
+        self.bufs
+    }
+}
+
+impl<B: IoBuf> Operation for SendVectored<B> {
+    type Output = BufResult<usize, Vec<B>>;
+    const MAY_BE_ORDERED_WRITE: bool = true;
+
+    fn describe(&mut self) -> OpDesc {
+        OpDesc::SendMsg {
+            fd: self.fd.fd_ref(),
+            msg: &self.msg.hdr,
+            flags: platform::SEND_FLAGS as u32,
+            stream: true,
+            zerocopy: false,
         }
     }
 
     fn complete(self, c: Completion) -> Self::Output {
-        crate::op::rw::written(c, self.buf)
+        if self.counted {
+            self.fd.write_done();
+        }
+        let res = c.result().and_then(|n| checked_len(n, self.len));
+        (res, self.bufs)
+    }
+
+    fn in_flight(&mut self, desc: &OpDesc, driver: u64) {
+        self.counted = self.fd.write_in_flight(desc, driver);
     }
 }
 

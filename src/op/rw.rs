@@ -240,6 +240,8 @@ pub(crate) struct Recv<B> {
     fd: SharedFd,
     buf: B,
     stream: bool,
+    /// The buffer's registered entry (a [`FixedBuf`] of a registered pool).
+    buf_index: Option<Fixed>,
 }
 
 impl<B: IoBufMut> Recv<B> {
@@ -249,7 +251,15 @@ impl<B: IoBufMut> Recv<B> {
             fd: fd.clone(),
             buf,
             stream,
+            buf_index: None,
         }
+    }
+
+    /// The same receive, naming the registered entry `buf` lies in (see
+    /// [`FixedBuf::fixed`]).
+    pub(crate) fn with_fixed(mut self, buf_index: Option<Fixed>) -> Self {
+        self.buf_index = buf_index;
+        self
     }
 }
 
@@ -296,6 +306,7 @@ impl<B: IoBufMut> Operation for Recv<B> {
             len: rw_len(self.buf.bytes_total()),
             flags: 0,
             stream: self.stream,
+            buf_index: self.buf_index,
         }
     }
 
@@ -305,7 +316,7 @@ impl<B: IoBufMut> Operation for Recv<B> {
 }
 
 /// `send` of an owned buffer's initialised bytes, never raising SIGPIPE (`MSG_NOSIGNAL`,
-/// or `SO_NOSIGPIPE` on the socket where the flag does not exist).
+/// or `SO_NOSIGPIPE` on the socket where the flag does not exist); or its zero-copy form.
 pub(crate) struct Send<B> {
     fd: SharedFd,
     buf: B,
@@ -313,6 +324,13 @@ pub(crate) struct Send<B> {
     stream: bool,
     /// Counted among the stream's ordered writes in flight (`SharedFd::write_in_flight`).
     counted: bool,
+    /// A zero-copy send (see `OpDesc::Send::zerocopy`).
+    zerocopy: bool,
+    /// The buffer's registered entry, for a zero-copy send from a [`FixedBuf`].
+    buf_index: Option<Fixed>,
+    /// A zero-copy send's result, which came before its notification (the final
+    /// completion, which alone gives the buffer back).
+    sent: Option<Completion>,
 }
 
 impl<B: IoBuf> Send<B> {
@@ -323,6 +341,29 @@ impl<B: IoBuf> Send<B> {
             buf,
             stream,
             counted: false,
+            zerocopy: false,
+            buf_index: None,
+            sent: None,
+        }
+    }
+
+    /// A zero-copy send of `buf` (a plain one where the backend or kernel has none): it
+    /// completes, and gives the buffer back, only once the kernel no longer references it.
+    pub(crate) fn zero_copy(fd: &SharedFd, buf: B, stream: bool) -> Self {
+        Send {
+            zerocopy: true,
+            ..Send::new(fd, buf, stream)
+        }
+    }
+}
+
+impl Send<FixedBuf> {
+    /// A zero-copy send from a pool buffer, naming its registered entry if it has one.
+    pub(crate) fn zero_copy_fixed(fd: &SharedFd, buf: FixedBuf, stream: bool) -> Self {
+        let buf_index = buf.fixed();
+        Send {
+            buf_index,
+            ..Send::zero_copy(fd, buf, stream)
         }
     }
 }
@@ -338,14 +379,28 @@ impl<B: IoBuf> Operation for Send<B> {
             len: rw_len(self.buf.bytes_init()),
             flags: platform::SEND_FLAGS,
             stream: self.stream,
+            zerocopy: self.zerocopy,
+            buf_index: self.buf_index,
         }
+    }
+
+    /// A zero-copy send's result; the buffer stays the kernel's until the notification.
+    fn progress(&mut self, c: Completion) {
+        debug_assert!(
+            self.zerocopy && self.sent.is_none(),
+            "coring: a send got an unexpected completion with CQE_F_MORE: {c:?}"
+        );
+        self.sent = Some(c);
     }
 
     fn complete(self, c: Completion) -> Self::Output {
         if self.counted {
             self.fd.write_done();
         }
-        written(c, self.buf)
+        // After a zero-copy send's result, the final completion is its notification; a
+        // send without one (a plain send, or one that failed before sending) has its
+        // result in its only completion.
+        written(self.sent.unwrap_or(c), self.buf)
     }
 
     fn in_flight(&mut self, desc: &OpDesc, driver: u64) {

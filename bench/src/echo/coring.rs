@@ -27,12 +27,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Coring {
     /// The backend to ask for.
     pub backend: BackendKind,
+    /// As a server: reply with `send_zc` (zero-copy) instead of `write_all`.
+    pub zc: bool,
+}
+
+thread_local! {
+    /// Whether the echo connections this thread's server spawns reply with `send_zc`: set
+    /// when the thread builds its runtime (`ServerRuntime::spawn_echo` has no `self`).
+    static SERVER_ZC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl BenchRuntime for Coring {
     type Rt = Runtime;
 
     fn build(&self) -> io::Result<Runtime> {
+        SERVER_ZC.with(|z| z.set(self.zc));
         coring::Builder::new().backend(self.backend).build()
     }
 
@@ -65,7 +74,11 @@ impl ServerRuntime for Coring {
 
     fn spawn_echo(stream: TcpStream, stats: Arc<ServerStats>) {
         // Detached: the loop reports through `stats`.
-        drop(coring::spawn(stats.echo_owned(stream)));
+        if SERVER_ZC.with(|z| z.get()) {
+            drop(coring::spawn(stats.echo_owned(ZeroCopy(stream))));
+        } else {
+            drop(coring::spawn(stats.echo_owned(stream)));
+        }
     }
 
     fn metrics(rt: &Runtime) -> Option<Metrics> {
@@ -87,6 +100,36 @@ impl OwnedStream for TcpStream {
 
     fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> {
         TcpStream::write_all(self, buf)
+    }
+}
+
+/// A server connection that replies with zero-copy sends (`--server-send zc`).
+struct ZeroCopy(TcpStream);
+
+impl OwnedStream for ZeroCopy {
+    fn set_nodelay(&self) -> io::Result<()> {
+        self.0.set_nodelay(true)
+    }
+
+    fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> {
+        self.0.read(buf)
+    }
+
+    /// `write_all` with `send_zc`: each send resumes where the last (short) one stopped.
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let total = buf.len();
+        let mut done = 0;
+        let mut buf = buf;
+        while done < total {
+            let (res, slice) = self.0.send_zc(buf.slice(done..total)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
     }
 }
 

@@ -43,6 +43,8 @@ pub struct EchoParams {
     pub warmup: Duration,
     /// The load generator's backend.
     pub client_backend: BackendKind,
+    /// The server replies with `send_zc` (zero-copy) instead of `write_all`.
+    pub zc: bool,
 }
 
 /// Runs one echo benchmark with the server on `backend`; failures end up in
@@ -54,6 +56,7 @@ pub fn run(p: &EchoParams, backend: BackendKind, progress: &mut Progress) -> Run
         rate: p.rate,
         secs: p.secs,
         warmup: p.warmup,
+        zc: p.zc,
     }
     .label();
     let mut res = RunResult::new(Mode::Echo, label, backend_name(backend), "req");
@@ -67,6 +70,7 @@ pub fn run(p: &EchoParams, backend: BackendKind, progress: &mut Progress) -> Run
         "loop": if p.rate.is_some() { "open" } else { "closed" },
         "secs": p.secs.as_secs_f64(),
         "warmup_secs": p.warmup.as_secs_f64(),
+        "server_send": if p.zc { "send_zc" } else { "write_all" },
     });
     let load = Load {
         rate: p.rate,
@@ -74,9 +78,10 @@ pub fn run(p: &EchoParams, backend: BackendKind, progress: &mut Progress) -> Run
     };
     let counter = load.counter.clone();
     let (server, client) = (
-        Coring { backend },
+        Coring { backend, zc: p.zc },
         Coring {
             backend: p.client_backend,
+            zc: false,
         },
     );
     let pair = run_pair(

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::{Backend, Enqueued, Push, Unpark, Wait};
 use crate::driver::iopoll::{PollRoute, Reaped};
-use crate::driver::{Completion, OpDesc, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE};
+use crate::driver::{Completion, OpDesc, CQE_BUFFER_SHIFT, CQE_F_BUFFER, CQE_F_MORE, CQE_F_NOTIF};
 
 /// One operation the mock backend holds, as the test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ struct State {
     ready: VecDeque<(usize, Completion)>,
     push_errors: VecDeque<i32>,
     provided: Option<Rc<Provided>>,
+    /// Listeners accept with one multishot operation (kind `"accept_multi"`).
+    multishot_accept: bool,
 }
 
 /// The mock's provided buffers, for multishot receives: `count` buffers of `size` bytes in
@@ -212,6 +214,52 @@ impl MockHandle {
         st.ready.push_back((key, Completion { res, flags: 0 }));
     }
 
+    /// Posts a completion of pending operation `key` that is not its last (it carries
+    /// `CQE_F_MORE`): a zero-copy send's result (`res`, the bytes sent), whose notification
+    /// [`notify`](Self::notify) posts later, or an accepted connection of a multishot
+    /// accept (`res`, its descriptor, which the runtime then owns). The operation stays
+    /// pending.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not pending.
+    #[track_caller]
+    pub fn complete_more(&self, key: usize, res: i32) {
+        let mut st = self.state.borrow_mut();
+        assert!(
+            st.pending.contains_key(&key),
+            "mock: operation {key} is not pending"
+        );
+        st.ready.push_back((
+            key,
+            Completion {
+                res,
+                flags: CQE_F_MORE,
+            },
+        ));
+    }
+
+    /// Posts the final completion of pending zero-copy send `key`: its notification
+    /// (`CQE_F_NOTIF`), which says the kernel no longer references the buffer.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not pending.
+    #[track_caller]
+    pub fn notify(&self, key: usize) {
+        let mut st = self.state.borrow_mut();
+        if st.pending.remove(&key).is_none() {
+            panic!("mock: operation {key} is not pending (notified twice?)");
+        }
+        st.ready.push_back((
+            key,
+            Completion {
+                res: 0,
+                flags: CQE_F_NOTIF,
+            },
+        ));
+    }
+
     /// Gives the backend `count` provided buffers of `size` bytes: stream reads then use
     /// multishot receives (kind `"recv_multi"`), fed with [`deliver`](Self::deliver).
     /// Call before the first read.
@@ -279,6 +327,12 @@ impl MockHandle {
             },
         ));
         bid
+    }
+
+    /// Makes listeners accept with one multishot operation (kind `"accept_multi"`), whose
+    /// connections the test posts with [`complete_more`](Self::complete_more).
+    pub fn enable_multishot_accept(&self) {
+        self.state.borrow_mut().multishot_accept = true;
     }
 
     /// Provided buffers delivered and not yet handed back by the driver.
@@ -441,6 +495,11 @@ impl Backend for Mock {
 
     fn provided_buf_size(&self) -> usize {
         self.provided.as_ref().map_or(0, |p| p.size)
+    }
+
+    /// Multishot accepts once the test asked for them.
+    fn multishot_accept(&mut self) -> bool {
+        self.state.borrow().multishot_accept
     }
 
     fn provided_buf(&self, bid: u16, len: usize) -> &[u8] {

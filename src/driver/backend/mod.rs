@@ -354,6 +354,14 @@ pub(crate) trait Backend {
         0
     }
 
+    /// Whether the backend runs [`OpDesc::AcceptMulti`]: one operation that accepts
+    /// connection after connection, each reported by a completion carrying `CQE_F_MORE`
+    /// whose result is the new descriptor. Without it, listeners accept one connection per
+    /// operation.
+    fn multishot_accept(&mut self) -> bool {
+        false
+    }
+
     /// The first `len` bytes of provided buffer `bid`, which a completion named.
     fn provided_buf(&self, bid: u16, _len: usize) -> &[u8] {
         unreachable!("coring: a completion named provided buffer {bid} on a backend without them")
@@ -641,6 +649,19 @@ impl Backend for AnyBackend {
             AnyBackend::Iocp(b) => b.multishot_recv(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.multishot_recv(),
+        }
+    }
+
+    fn multishot_accept(&mut self) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.multishot_accept(),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.multishot_accept(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.multishot_accept(),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.multishot_accept(),
         }
     }
 

@@ -301,7 +301,7 @@ pub(super) unsafe fn start(op: &mut Overlapped, desc: &OpDesc) -> Started {
             };
             started(r == 0, wsa_error())
         }
-        OpDesc::SendMsg { fd, msg, flags } => {
+        OpDesc::SendMsg { fd, msg, flags, .. } => {
             // SAFETY: msg is the op's header, valid until the packet.
             let m = unsafe { &*msg };
             op.extra = Extra::SendTo {

@@ -248,8 +248,8 @@ impl Backend for Iocp {
                     let res = close(fd);
                     self.now(key, res, inline)
                 }
-                OpDesc::RecvMulti { .. } => {
-                    unreachable!("coring: a multishot receive reached the IOCP backend")
+                OpDesc::RecvMulti { .. } | OpDesc::AcceptMulti { .. } => {
+                    unreachable!("coring: a multishot operation reached the IOCP backend")
                 }
                 _ => {
                     self.offload.spawn(key, *desc);

@@ -454,6 +454,11 @@ impl Uring {
         !self.hidden.is_empty() && self.hidden.iter().any(|h| h == name)
     }
 
+    /// Whether the kernel has `code` (its probe says so).
+    fn has(&self, code: u8) -> bool {
+        self.missing & (1u128 << code) == 0
+    }
+
     /// The index of a registered entry, if it is in this ring's tables.
     fn own(&self, fixed: Option<Fixed>) -> Option<u32> {
         fixed
@@ -589,10 +594,13 @@ impl Uring {
     /// Whether the ring runs `desc`, translated to `entry`, as that one entry, so that the
     /// kernel can order or time it: not an operation the kernel lacks (it runs on the
     /// pool), nor a stream's ordered write (kept in issue order outside the ring, see
-    /// `send_order.rs`), a shutdown (run at once) or a multishot receive (the stream's).
+    /// `send_order.rs`), a shutdown (run at once) or a multishot receive or accept (the
+    /// stream's, the listener's).
     fn runs_in_ring(&self, desc: &OpDesc, entry: &squeue::Entry) -> bool {
-        !matches!(desc, OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. })
-            && !desc.is_ordered_write()
+        !matches!(
+            desc,
+            OpDesc::Shutdown { .. } | OpDesc::RecvMulti { .. } | OpDesc::AcceptMulti { .. }
+        ) && !desc.is_ordered_write()
             && self.missing & (1u128 << entry.get_opcode()) == 0
             && !self.hides(desc.name())
     }
@@ -833,11 +841,34 @@ impl Uring {
                 buf,
                 len,
                 flags: msg_flags,
+                buf_index,
                 ..
-            } => opcode::Recv::new(fd(f), buf, len).flags(msg_flags).build(),
+            } => match self.own(buf_index) {
+                // A socket reads like a file: READ_FIXED takes the registered buffer (the
+                // offset means nothing to a socket). Only without receive flags, which a
+                // read cannot pass.
+                Some(i) if msg_flags == 0 => opcode::ReadFixed::new(fd(f), buf, len, i as u16)
+                    .offset(0)
+                    .build(),
+                _ => opcode::Recv::new(fd(f), buf, len).flags(msg_flags).build(),
+            },
             OpDesc::RecvMulti { fd: f, .. } => {
                 opcode::RecvMulti::new(fd(f), bufring::BUF_GROUP).build()
             }
+            // A zero-copy send where the kernel has the opcode (Linux 6.0), else the plain
+            // send the description also is.
+            OpDesc::Send {
+                fd: f,
+                buf,
+                len,
+                flags: msg_flags,
+                zerocopy: true,
+                buf_index,
+                ..
+            } if self.has(opcode::SendZc::CODE) => opcode::SendZc::new(fd(f), buf, len)
+                .flags(msg_flags)
+                .buf_index(self.own(buf_index).map(|i| i as u16))
+                .build(),
             OpDesc::Send {
                 fd: f,
                 buf,
@@ -855,8 +886,20 @@ impl Uring {
                 fd: f,
                 msg,
                 flags: msg_flags,
+                zerocopy: true,
+                ..
+            } if self.has(opcode::SendMsgZc::CODE) => {
+                opcode::SendMsgZc::new(fd(f), msg).flags(msg_flags).build()
+            }
+            OpDesc::SendMsg {
+                fd: f,
+                msg,
+                flags: msg_flags,
                 ..
             } => opcode::SendMsg::new(fd(f), msg).flags(msg_flags).build(),
+            OpDesc::AcceptMulti { fd: f } => {
+                opcode::AcceptMulti::new(fd(f)).flags(SOCKET_FLAGS).build()
+            }
             // Not submitted by `push` (it runs shutdown(2) itself, see `shutdown_now`); the
             // translation stays for completeness of the one description -> SQE mapping.
             OpDesc::Shutdown { fd: f, how } => opcode::Shutdown::new(fd(f), how).build(),
@@ -1110,11 +1153,15 @@ impl Backend for Uring {
                         {
                             br.taken(bid);
                         }
-                        if !cqueue::more(flags) {
-                            if self.multishot.get(key) == Some(&true) {
-                                self.multishot[key] = false;
-                                self.multishot_live -= 1;
-                            }
+                        if !cqueue::more(flags) && self.multishot.get(key) == Some(&true) {
+                            self.multishot[key] = false;
+                            self.multishot_live -= 1;
+                        }
+                        // A send is done with its socket at its first completion: a
+                        // zero-copy send's notification (its final completion) only says
+                        // the kernel let go of the buffer, so the next send of the stream
+                        // need not wait for it. (A no-op for anything but a tracked send.)
+                        if !cqueue::notif(flags) && (!cqueue::more(flags) || zc_sent(flags)) {
                             if let Some(fd) = self.sends.finished(key) {
                                 freed.push(fd);
                             }
@@ -1297,6 +1344,17 @@ impl Backend for Uring {
         }
     }
 
+    /// Whether listeners may use multishot accepts: IORING_ACCEPT_MULTISHOT dates from
+    /// Linux 5.19; as for multishot receives, a feature bit proves a later kernel
+    /// (IORING_FEAT_RECVSEND_BUNDLE, 6.10) rather than a guess from the version string, and
+    /// the test hook may hide it ("accept" or "accept_multi").
+    fn multishot_accept(&mut self) -> bool {
+        self.has(opcode::AcceptMulti::CODE)
+            && !self.hides("accept")
+            && !self.hides("accept_multi")
+            && self.ring.params().is_feature_recvsend_bundle()
+    }
+
     /// The size of each provided buffer.
     fn provided_buf_size(&self) -> usize {
         self.bufring.as_ref().map_or(0, |b| b.buf_size())
@@ -1338,6 +1396,13 @@ impl Backend for Uring {
             && !self.hides("splice")
             && !self.hides("poll_add")
     }
+}
+
+/// Whether a completion is a zero-copy send's result with its notification to follow
+/// (CQE_F_MORE without a provided buffer: a multishot receive's always names one; a
+/// multishot accept is no tracked send, for which `SendOrder::finished` does nothing).
+fn zc_sent(flags: u32) -> bool {
+    cqueue::more(flags) && cqueue::buffer_select(flags).is_none()
 }
 
 /// Opcodes the ring itself needs (wakeups, cancellation, the setup round trip).

@@ -79,7 +79,11 @@ impl SendOrder {
     /// As [`execute`]: the pointers in `desc` are valid for the whole call.
     pub(crate) unsafe fn try_complete(&mut self, desc: &OpDesc) -> Option<Completion> {
         let fd = match *desc {
-            OpDesc::Send { len: 0, .. } => return None,
+            // A zero-copy send goes to the ring even when it need not wait: a syscall here
+            // would copy.
+            OpDesc::Send { len: 0, .. }
+            | OpDesc::Send { zerocopy: true, .. }
+            | OpDesc::SendMsg { zerocopy: true, .. } => return None,
             OpDesc::Send { fd, .. } | OpDesc::SendMsg { fd, .. } => fd.raw,
             OpDesc::Shutdown { .. } => {
                 if self.must_wait(desc).is_some() {
@@ -221,6 +225,8 @@ mod tests {
             len: buf.len() as u32,
             flags: crate::platform::SEND_FLAGS,
             stream: true,
+            zerocopy: false,
+            buf_index: None,
         }
     }
 
