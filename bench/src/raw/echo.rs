@@ -105,6 +105,9 @@ struct Conn {
 }
 
 /// Where the loop is in the run's schedule.
+// One per server loop, copied once per phase change: its size costs nothing, and boxing
+// the samples would cost an allocation at each change.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Phase {
     Warmup,
