@@ -460,7 +460,9 @@ impl Server {
         }
         // The backend asked for is the one running (no silent fall back).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.stderr.lock().unwrap().contains("backend") && Instant::now() < deadline {
+        // (The whole line: `eprintln!` may write it in pieces.)
+        let backend_line = |log: &str| log.find("backend").is_some_and(|i| log[i..].contains('\n'));
+        while !backend_line(&server.stderr.lock().unwrap()) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
         let log = server.stderr.lock().unwrap().clone();
