@@ -44,6 +44,10 @@ use crate::op::{self, SharedFd};
 ///
 /// A file opened for direct IO ([`OpenOptions::direct`]) checks every read and write
 /// against its [`DioAlignment`] before submitting it (see [`File::is_direct`]).
+///
+/// `!Send` and `!Sync`: it belongs to the runtime it is used on. To hand it to another
+/// thread, take the std file out with [`into_std`](File::into_std), send that, and adopt
+/// it there with [`from_std`](File::from_std).
 pub struct File {
     fd: SharedFd,
     /// What direct IO on the file needs, once asked (at open for a direct file).

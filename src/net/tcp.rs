@@ -53,6 +53,11 @@ fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<SharedFd> {
 /// An accept whose future is dropped after it was submitted (a `select` that picked
 /// another branch, a timeout) is retained, and the next [`accept`](Self::accept) returns its
 /// connection: no connection the kernel accepted is closed unseen.
+///
+/// `!Send` and `!Sync`: it belongs to the runtime (the thread, the core) it is used on. To
+/// move it to another thread, take the std socket out with `into_std`, send that, and
+/// adopt it there with `from_std` (see [Moving a socket to another
+/// core](crate::net#moving-a-socket-to-another-core)).
 pub struct TcpListener {
     acceptor: Acceptor,
 }
@@ -142,6 +147,11 @@ wraps_fd_owner!(TcpListener, acceptor);
 socket_conversions!(TcpListener, std::net::TcpListener);
 
 /// A TCP connection.
+///
+/// `!Send` and `!Sync`: it belongs to the runtime (the thread, the core) it is used on. To
+/// move it to another thread, take the std socket out with `into_std`, send that, and
+/// adopt it there with `from_std` (see [Moving a socket to another
+/// core](crate::net#moving-a-socket-to-another-core)).
 pub struct TcpStream {
     inner: Stream,
 }

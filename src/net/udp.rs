@@ -34,6 +34,11 @@ use crate::op::{checked_len, SharedFd};
 /// A retained receive holds the dropped call's buffer until a later receive copies its
 /// datagram out (or the socket is dropped): the datagram was truncated to that buffer, and
 /// is truncated again to the later call's buffer if that one is smaller.
+///
+/// `!Send` and `!Sync`: it belongs to the runtime (the thread, the core) it is used on. To
+/// move it to another thread, take the std socket out with `into_std`, send that, and
+/// adopt it there with `from_std` (see [Moving a socket to another
+/// core](crate::net#moving-a-socket-to-another-core)).
 pub struct UdpSocket {
     fd: SharedFd,
     /// Receives whose futures were dropped. Always `recvmsg`s, so that each knows its

@@ -68,6 +68,11 @@ socket_conversions!(UnixListener, std::os::unix::net::UnixListener);
 const UNIX_CONNECT_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A connected Unix domain stream socket.
+///
+/// `!Send` and `!Sync`: it belongs to the runtime (the thread, the core) it is used on. To
+/// move it to another thread, take the std socket out with `into_std`, send that, and
+/// adopt it there with `from_std` (see [Moving a socket to another
+/// core](crate::net#moving-a-socket-to-another-core)).
 pub struct UnixStream {
     inner: Stream,
 }
