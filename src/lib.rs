@@ -27,6 +27,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod blocking;
 pub mod buf;
 pub mod cancel;
 mod driver;
@@ -53,7 +54,11 @@ pub use driver::Metrics;
 pub mod mock {
     pub use crate::driver::backend::mock::{MockHandle, MockOp};
 }
-pub use pool::{current_core, CoreInfo, Pool, PoolBuilder, PoolError, SpawnHandle};
+pub use blocking::spawn_blocking;
+pub use pool::{
+    current_core, CoreInfo, Gather, Pool, PoolBuilder, PoolError, PoolHandle, Sharded, SpawnHandle,
+    Submit,
+};
 pub use runtime::{start, BackendKind, Builder, Runtime};
 pub use task::{spawn, JoinHandle};
 

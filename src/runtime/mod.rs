@@ -112,6 +112,10 @@ pub struct Builder {
     recv_buffers: (u16, usize),
     /// Whether stream reads use multishot receives (io_uring).
     multishot_reads: bool,
+    /// `spawn_blocking`'s bound: (threads, queued jobs).
+    blocking: (usize, usize),
+    /// A blocking pool shared with other runtimes (a [`Pool`](crate::Pool)'s cores).
+    shared_blocking: Option<Arc<crate::blocking::Blocking>>,
 }
 
 impl Default for Builder {
@@ -133,7 +137,33 @@ impl Builder {
             park_spin: Duration::ZERO,
             recv_buffers: DEFAULT_RECV_BUFFERS,
             multishot_reads: true,
+            blocking: (16, 256),
+            shared_blocking: None,
         }
+    }
+
+    /// At most `n` threads run [`spawn_blocking`](crate::spawn_blocking) jobs at once
+    /// (default 16; 0 counts as 1). A [`Pool`](crate::Pool)'s cores share one such pool.
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking.0 = n.max(1);
+        self.shared_blocking = None;
+        self
+    }
+
+    /// At most `n` [`spawn_blocking`](crate::spawn_blocking) jobs wait for a thread
+    /// (default 256); a job beyond the running ones and these is refused with
+    /// `WouldBlock`, never queued without bound.
+    pub fn blocking_queue(mut self, n: usize) -> Builder {
+        self.blocking.1 = n;
+        self.shared_blocking = None;
+        self
+    }
+
+    /// Makes every runtime built from (clones of) this builder share one blocking pool.
+    pub(crate) fn share_blocking(mut self) -> Builder {
+        let (threads, queue) = self.blocking;
+        self.shared_blocking = Some(Arc::new(crate::blocking::Blocking::new(threads, queue)));
+        self
     }
 
     /// Submission queue size, from 2 to 32768 (the kernel's limit), rounded up to a power
@@ -302,6 +332,12 @@ impl Builder {
             timers: Rc::new(RefCell::new(Timers::default())),
             shared,
             turns: std::cell::Cell::new(0),
+            blocking: self.shared_blocking.clone().unwrap_or_else(|| {
+                Arc::new(crate::blocking::Blocking::new(
+                    self.blocking.0,
+                    self.blocking.1,
+                ))
+            }),
         });
         Ok(Runtime {
             inner,
@@ -366,6 +402,8 @@ pub(crate) struct Inner {
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
     turns: std::cell::Cell<u64>,
+    /// Where [`spawn_blocking`](crate::spawn_blocking) runs its jobs.
+    pub(crate) blocking: Arc<crate::blocking::Blocking>,
 }
 
 impl Inner {
