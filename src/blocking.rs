@@ -90,13 +90,14 @@ impl Blocking {
         let abort = Abort::new();
         let remote = abort.clone();
         self.pool.spawn(move || {
-            let _slot = slot;
-            if remote.is_aborted() {
-                let _ = tx.send(Err(JoinError::cancelled()));
-                return;
-            }
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .map_err(JoinError::panic);
+            let out = if remote.is_aborted() {
+                Err(JoinError::cancelled())
+            } else {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(JoinError::panic)
+            };
+            // The place is free before the caller learns the result, so a caller that
+            // awaited it can spawn again at once.
+            drop(slot);
             let _ = tx.send(out);
         })?;
         Ok(SpawnHandle::new(rx, abort))
