@@ -183,44 +183,51 @@ pool_test!(route_by_key_with_current_core, |kind| {
 // A closure (or its future) that panics gives its caller a JoinError (a task) or
 // WaitError::Panicked (a plain thread); the target core keeps running, its other tasks
 // included.
-pool_test!(panicking_call_is_the_callers_error_and_core_survives, |kind| {
-    let pool = pool(kind);
-    let handle = pool.handle();
-    let last = pool.cores() - 1;
-    let mut long = handle.spawn_on(last, || async {
-        coring::time::sleep(Duration::from_millis(100)).await;
-        "still here"
-    });
-    let err = handle
-        .submit_to(last, || -> std::future::Ready<u8> { panic!("closure failed on purpose") })
-        .wait(WAIT)
-        .unwrap_err();
-    assert!(err.is_panic(), "{err}");
-    assert!(err.to_string().contains("closure failed on purpose"), "{err}");
-    let h = handle.clone();
-    let from_core = handle
-        .submit_to(0, move || async move {
-            let e = h
-                .submit_to(last, || async {
-                    coring::time::sleep(Duration::from_millis(1)).await;
-                    panic!("future failed on purpose")
-                })
-                .await
-                .map(|()| ())
-                .unwrap_err();
-            (e.is_panic(), e.to_string())
-        })
-        .wait(WAIT)
-        .unwrap();
-    assert!(from_core.0, "{}", from_core.1);
-    assert!(from_core.1.contains("future failed on purpose"));
-    assert_eq!(long.wait(WAIT).unwrap(), "still here");
-    assert_eq!(
-        handle.submit_to(last, || async { 5 }).wait(WAIT).unwrap(),
-        5
-    );
-    pool.shutdown().unwrap();
-});
+pool_test!(
+    panicking_call_is_the_callers_error_and_core_survives,
+    |kind| {
+        let pool = pool(kind);
+        let handle = pool.handle();
+        let last = pool.cores() - 1;
+        let mut long = handle.spawn_on(last, || async {
+            coring::time::sleep(Duration::from_millis(100)).await;
+            "still here"
+        });
+        let err = handle
+            .submit_to(last, || -> std::future::Ready<u8> {
+                panic!("closure failed on purpose")
+            })
+            .wait(WAIT)
+            .unwrap_err();
+        assert!(err.is_panic(), "{err}");
+        assert!(
+            err.to_string().contains("closure failed on purpose"),
+            "{err}"
+        );
+        let h = handle.clone();
+        let from_core = handle
+            .submit_to(0, move || async move {
+                let e = h
+                    .submit_to(last, || async {
+                        coring::time::sleep(Duration::from_millis(1)).await;
+                        panic!("future failed on purpose")
+                    })
+                    .await
+                    .unwrap_err();
+                (e.is_panic(), e.to_string())
+            })
+            .wait(WAIT)
+            .unwrap();
+        assert!(from_core.0, "{}", from_core.1);
+        assert!(from_core.1.contains("future failed on purpose"));
+        assert_eq!(long.wait(WAIT).unwrap(), "still here");
+        assert_eq!(
+            handle.submit_to(last, || async { 5 }).wait(WAIT).unwrap(),
+            5
+        );
+        pool.shutdown().unwrap();
+    }
+);
 
 /// Sets its flag when dropped: proves a remote future was dropped.
 struct DropFlag(Arc<AtomicBool>);
@@ -336,54 +343,57 @@ fn catch(f: impl FnOnce() -> Result<(), WaitError>) -> Option<String> {
 // Shutdown with forwarded work in flight: calls between cores, calls from plain threads
 // still queued or running, all end: each caller gets Closed (or its task is cancelled),
 // none hangs until its timeout.
-pool_test!(shutdown_with_forwarded_work_in_flight_ends_every_caller, |kind| {
-    let pool = pool(kind);
-    let n = pool.cores();
-    let handle = pool.handle();
-    let (started_tx, mut started_rx) = mpsc::channel::<()>(1024);
-    // Every core calls every core with work that never finishes.
-    let callers: Vec<_> = (0..n)
-        .map(|c| {
-            let h = handle.clone();
-            let started = started_tx.clone();
-            handle.spawn_on(c, move || async move {
-                let calls: Vec<_> = (0..h.cores())
-                    .map(|t| {
-                        let started = started.clone();
-                        h.submit_to(t, move || async move {
-                            let _ = started.try_send(());
-                            coring::time::sleep(Duration::from_secs(3600)).await;
+pool_test!(
+    shutdown_with_forwarded_work_in_flight_ends_every_caller,
+    |kind| {
+        let pool = pool(kind);
+        let n = pool.cores();
+        let handle = pool.handle();
+        let (started_tx, mut started_rx) = mpsc::channel::<()>(1024);
+        // Every core calls every core with work that never finishes.
+        let callers: Vec<_> = (0..n)
+            .map(|c| {
+                let h = handle.clone();
+                let started = started_tx.clone();
+                handle.spawn_on(c, move || async move {
+                    let calls: Vec<_> = (0..h.cores())
+                        .map(|t| {
+                            let started = started.clone();
+                            h.submit_to(t, move || async move {
+                                let _ = started.try_send(());
+                                coring::time::sleep(Duration::from_secs(3600)).await;
+                            })
                         })
-                    })
-                    .collect();
-                for call in calls {
-                    let _ = call.await;
-                }
+                        .collect();
+                    for call in calls {
+                        let _ = call.await;
+                    }
+                })
             })
-        })
-        .collect();
-    // Plain threads wait on calls of their own.
-    let waiters: Vec<_> = (0..n)
-        .map(|t| {
-            let mut call = handle.submit_to(t, || async {
-                coring::time::sleep(Duration::from_secs(3600)).await;
-            });
-            std::thread::spawn(move || call.wait(WAIT))
-        })
-        .collect();
-    for _ in 0..n * n {
-        started_rx.recv_blocking(WAIT).unwrap();
+            .collect();
+        // Plain threads wait on calls of their own.
+        let waiters: Vec<_> = (0..n)
+            .map(|t| {
+                let mut call = handle.submit_to(t, || async {
+                    coring::time::sleep(Duration::from_secs(3600)).await;
+                });
+                std::thread::spawn(move || call.wait(WAIT))
+            })
+            .collect();
+        for _ in 0..n * n {
+            started_rx.recv_blocking(WAIT).unwrap();
+        }
+        pool.shutdown().unwrap();
+        for mut c in callers {
+            let e = c.wait(WAIT).unwrap_err();
+            assert!(e.is_closed(), "a calling task: {e}");
+        }
+        for w in waiters {
+            let e = w.join().unwrap().unwrap_err();
+            assert!(e.is_closed(), "a waiting thread: {e}");
+        }
     }
-    pool.shutdown().unwrap();
-    for mut c in callers {
-        let e = c.wait(WAIT).unwrap_err();
-        assert!(e.is_closed(), "a calling task: {e}");
-    }
-    for w in waiters {
-        let e = w.join().unwrap().unwrap_err();
-        assert!(e.is_closed(), "a waiting thread: {e}");
-    }
-});
+);
 
 // After shutdown a handle (and a Sharded over it) refuses work with an error, never a
 // panic: from a plain thread, and awaited on another runtime.
@@ -420,7 +430,9 @@ pool_test!(handles_used_after_shutdown_get_an_error, |kind| {
     });
     assert!(e.is_cancelled(), "{e}");
     let e = common::block_on_bounded(&rt, async {
-        sharded.map_reduce(|c| async move { *c }, 0, |a, b| a + b).await
+        sharded
+            .map_reduce(|c| async move { *c }, 0, |a, b| a + b)
+            .await
     })
     .unwrap_err();
     assert!(e.is_cancelled(), "{e}");
@@ -562,10 +574,7 @@ pool_test!(sharded_instances_live_on_their_cores, |kind| {
                 .map_reduce(|s| async move { s.hits.get() }, 0, |a, b| a + b)
                 .await
                 .unwrap();
-            let cores = s
-                .invoke_on_all(|s| async move { s.core })
-                .await
-                .unwrap();
+            let cores = s.invoke_on_all(|s| async move { s.core }).await.unwrap();
             (total, cores)
         })
         .wait(WAIT)
@@ -582,8 +591,14 @@ pool_test!(sharded_instances_live_on_their_cores, |kind| {
     {
         let made = events.lock().unwrap();
         for core in 0..n {
-            let count = made.iter().filter(|e| **e == format!("make {core}")).count();
-            assert_eq!(count, 1, "core {core}'s instance made {count} times: {made:?}");
+            let count = made
+                .iter()
+                .filter(|e| **e == format!("make {core}"))
+                .count();
+            assert_eq!(
+                count, 1,
+                "core {core}'s instance made {count} times: {made:?}"
+            );
         }
     }
     drop(sharded);

@@ -170,8 +170,7 @@ impl<Fut: Future> Future for Guarded<Fut> {
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            *this.abort.waker.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(cx.waker().clone());
+            *this.abort.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
             this.registered = Some(cx.waker().clone());
             // An abort between the check above and the registration found no waker.
             if this.abort.is_aborted() {
@@ -337,7 +336,11 @@ impl<T> Gather<T> {
                 *slot = Some(call.wait(left)?);
             }
         }
-        Ok(self.done.iter_mut().map(|v| v.take().expect("every slot is filled")).collect())
+        Ok(self
+            .done
+            .iter_mut()
+            .map(|v| v.take().expect("every slot is filled"))
+            .collect())
     }
 }
 

@@ -25,8 +25,8 @@ use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use handle::{Gather, PoolHandle, SpawnHandle, Submit, WaitError};
 pub(crate) use handle::Abort;
+pub use handle::{Gather, PoolHandle, SpawnHandle, Submit, WaitError};
 pub use sharded::Sharded;
 
 use crate::runtime::{BackendKind, Builder};

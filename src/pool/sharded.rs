@@ -171,9 +171,7 @@ impl<S: 'static> Sharded<S> {
         Fut::Output: Send + 'static,
     {
         let this = self.clone();
-        self.inner
-            .handle
-            .submit_to(core, move || f(this.local()))
+        self.inner.handle.submit_to(core, move || f(this.local()))
     }
 
     /// Runs `f` with every core's instance, each on its core; the outputs in core order.
@@ -193,7 +191,12 @@ impl<S: 'static> Sharded<S> {
     /// # Errors
     ///
     /// The first core's [`JoinError`] (a panic, or the pool shut down).
-    pub async fn map_reduce<F, Fut, A, R>(&self, map: F, init: A, mut reduce: R) -> Result<A, JoinError>
+    pub async fn map_reduce<F, Fut, A, R>(
+        &self,
+        map: F,
+        init: A,
+        mut reduce: R,
+    ) -> Result<A, JoinError>
     where
         F: Fn(Rc<S>) -> Fut + Send + Sync + 'static,
         Fut: Future + 'static,
