@@ -264,7 +264,9 @@ impl PinnedTokio {
                 })
             }))
             .expect("tokio side A runs");
-        done_rx.recv_timeout(TIMEOUT).expect("the tokio run finished")
+        done_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the tokio run finished")
     }
 }
 

@@ -1,0 +1,333 @@
+//! A sharded key-value store over TCP: thread-per-core with keys owned by cores.
+//!
+//! ```text
+//! cargo run --release --example kv -- --addr 127.0.0.1:7070 --cores all
+//! printf 'SET a 1\nGET a\nDEL a\nGET a\nSTATS\n' | nc -q1 127.0.0.1 7070
+//! ```
+//!
+//! Each core of a [`coring::Pool`] accepts on its own `SO_REUSEPORT` listener (the pool's
+//! `run_on_all` barrier: the address is announced once every core has bound). Every key is
+//! owned by one core (FNV-1a hash modulo the core count) and lives in that core's map, a
+//! [`coring::Sharded`] instance reached without locks. A request for a key another core
+//! owns is forwarded there with `invoke_on` (`submit_to` underneath) and the answer comes
+//! back to the connection's core. On Windows (no `SO_REUSEPORT`) core 0 accepts every
+//! connection and forwards by key the same way.
+//!
+//! The protocol is one request per line, answered by one line, in order (requests may be
+//! pipelined):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `SET key value` | `OK` (the value is the rest of the line) |
+//! | `GET key` | `VALUE value` or `NOT_FOUND` |
+//! | `DEL key` | `DELETED` or `NOT_FOUND` |
+//! | `STATS` | `STATS keys=K local=L forwarded=F`, summed over the cores (`map_reduce`) |
+//! | anything else | `ERROR reason` |
+//!
+//! A line longer than 64 KiB is answered with `ERROR` and the connection is closed.
+//! `--secs S` stops after S seconds and prints the totals (tests use it).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use coring::net::{TcpListener, TcpStream};
+use coring::{Pool, Sharded};
+
+const USAGE: &str = "usage: kv [--addr HOST:PORT] [--cores N|all] [--no-pin] [--secs S]
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7070; port 0 picks one)
+  --cores N|all     cores to serve on, one SO_REUSEPORT listener each (default all)
+  --no-pin          do not pin the core threads (more cores than CPUs)
+  --secs S          stop after S seconds and print the totals (default: run forever)";
+
+/// The longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+struct Args {
+    addr: String,
+    cores: Option<usize>,
+    pin: bool,
+    secs: Option<f64>,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        addr: "127.0.0.1:7070".into(),
+        cores: None,
+        pin: true,
+        secs: None,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => a.addr = value()?,
+            "--cores" => {
+                let v = value()?;
+                a.cores = match v.as_str() {
+                    "all" => None,
+                    n => Some(n.parse().ok().filter(|&n| n > 0).ok_or(format!(
+                        "--cores takes a positive number or 'all', not '{n}'"
+                    ))?),
+                };
+            }
+            "--no-pin" => a.pin = false,
+            "--secs" => {
+                let v = value()?;
+                a.secs = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0)
+                        .ok_or(format!("--secs takes a positive number, not '{v}'"))?,
+                );
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown flag '{other}'")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("kv: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One core's share of the store.
+#[derive(Default)]
+struct Shard {
+    map: RefCell<HashMap<String, String>>,
+    /// Requests this core received for keys it owns.
+    local: Cell<u64>,
+    /// Requests this core received for keys another core owns (forwarded there).
+    forwarded: Cell<u64>,
+}
+
+/// A request, parsed on the connection's core; it crosses to the key's owner.
+enum Request {
+    Get(String),
+    Set(String, String),
+    Del(String),
+}
+
+impl Request {
+    fn key(&self) -> &str {
+        match self {
+            Request::Get(k) | Request::Set(k, _) | Request::Del(k) => k,
+        }
+    }
+
+    /// Applies the request to the owner's map; the answer line.
+    fn apply(self, shard: &Shard) -> String {
+        let mut map = shard.map.borrow_mut();
+        match self {
+            Request::Get(k) => match map.get(&k) {
+                Some(v) => format!("VALUE {v}"),
+                None => "NOT_FOUND".into(),
+            },
+            Request::Set(k, v) => {
+                map.insert(k, v);
+                "OK".into()
+            }
+            Request::Del(k) => match map.remove(&k) {
+                Some(_) => "DELETED".into(),
+                None => "NOT_FOUND".into(),
+            },
+        }
+    }
+}
+
+/// The core owning `key`: FNV-1a, so that clients and tests can compute it too.
+fn owner(key: &str, cores: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % cores as u64) as usize
+}
+
+fn run(args: Args) -> io::Result<()> {
+    // Resolve port 0 once, so every core binds the same port.
+    let probe = std::net::TcpListener::bind(&args.addr)?;
+    let addr: SocketAddr = probe.local_addr()?;
+    #[cfg(not(windows))]
+    drop(probe);
+    let mut builder = Pool::builder().pin(args.pin);
+    if let Some(n) = args.cores {
+        builder = builder.cores(n);
+    }
+    let pool = builder.build()?;
+    let store = Sharded::new(&pool.handle(), |_core| Shard::default());
+    let s = store.clone();
+    #[cfg(windows)]
+    let probe = std::sync::Mutex::new(Some(probe));
+    // The ready barrier: once this returns, every core's listener is bound.
+    pool.run_on_all(move |_core| {
+        let store = s.clone();
+        #[cfg(not(windows))]
+        let listener = TcpListener::bind_reuseport(addr).map(Some);
+        // Windows: core 0 takes the one listener; the others only own keys.
+        #[cfg(windows)]
+        let listener = match probe.lock().unwrap().take() {
+            Some(l) if _core == 0 => TcpListener::from_std(l).map(Some),
+            _ => Ok(None),
+        };
+        async move {
+            if let Some(listener) = listener? {
+                drop(coring::spawn(accept(listener, store)));
+            }
+            Ok::<_, io::Error>(())
+        }
+    })
+    .wait(Duration::from_secs(10))?
+    .into_iter()
+    .collect::<io::Result<Vec<()>>>()?;
+    println!(
+        "listening on {addr} with {} core(s), backend {}",
+        pool.cores(),
+        pool.core_info(0).backend_description
+    );
+    let Some(secs) = args.secs else {
+        loop {
+            std::thread::park();
+        }
+    };
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let per_core = store
+        .invoke_on_all(|s| async move { (s.map.borrow().len(), s.local.get(), s.forwarded.get()) })
+        .wait(Duration::from_secs(10))?;
+    for (core, (keys, local, fwd)) in per_core.iter().enumerate() {
+        println!("core {core}: keys={keys} local={local} forwarded={fwd}");
+    }
+    drop(store);
+    pool.shutdown().map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Accepts connections forever, a task each.
+async fn accept(listener: TcpListener, store: Sharded<Shard>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let store = store.clone();
+                drop(coring::spawn(async move {
+                    // A connection's error ends only that connection.
+                    let _ = serve(stream, store).await;
+                }));
+            }
+            Err(e) => {
+                eprintln!("kv: accept: {e}");
+                coring::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection: reads lines, answers each in order.
+async fn serve(stream: TcpStream, store: Sharded<Shard>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let cores = store.handle().cores();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        let (r, b) = stream.read(buf).await;
+        buf = b;
+        if r? == 0 {
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf);
+        let mut out = String::new();
+        let mut start = 0;
+        while let Some(nl) = pending[start..].iter().position(|&c| c == b'\n') {
+            let line = String::from_utf8_lossy(&pending[start..start + nl]).into_owned();
+            start += nl + 1;
+            out.push_str(&answer(line.trim_end_matches('\r'), &store, cores).await);
+            out.push('\n');
+        }
+        pending.drain(..start);
+        let too_long = pending.len() > MAX_LINE;
+        if too_long {
+            out.push_str("ERROR line longer than 64 KiB\n");
+        }
+        if !out.is_empty() {
+            let (r, _) = stream.write_all(out.into_bytes()).await;
+            r?;
+        }
+        if too_long {
+            return Ok(());
+        }
+    }
+}
+
+/// The answer to one request line (without its newline).
+async fn answer(line: &str, store: &Sharded<Shard>, cores: usize) -> String {
+    let mut words = line.splitn(3, ' ');
+    let cmd = words.next().unwrap_or("");
+    let key = words.next().filter(|k| !k.is_empty());
+    let rest = words.next();
+    let req = match (cmd, key, rest) {
+        ("GET", Some(k), None) => Request::Get(k.to_string()),
+        ("DEL", Some(k), None) => Request::Del(k.to_string()),
+        ("SET", Some(k), Some(v)) => Request::Set(k.to_string(), v.to_string()),
+        ("STATS", None, None) => {
+            let sum = store
+                .map_reduce(
+                    |s: Rc<Shard>| async move {
+                        [
+                            s.map.borrow().len() as u64,
+                            s.local.get(),
+                            s.forwarded.get(),
+                        ]
+                    },
+                    [0u64; 3],
+                    |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
+                )
+                .await;
+            return match sum {
+                Ok([keys, local, fwd]) => {
+                    format!("STATS keys={keys} local={local} forwarded={fwd}")
+                }
+                Err(e) => format!("ERROR {e}"),
+            };
+        }
+        ("GET" | "DEL" | "SET", _, _) => {
+            return format!("ERROR usage: GET key | SET key value | DEL key (got {line:?})")
+        }
+        _ => return format!("ERROR unknown command {cmd:?}"),
+    };
+    let here = store.local();
+    let owner = owner(req.key(), cores);
+    if coring::current_core() == Some(owner) {
+        here.local.set(here.local.get() + 1);
+        return req.apply(&here);
+    }
+    here.forwarded.set(here.forwarded.get() + 1);
+    // The owner applies it; only the request and the answer cross cores.
+    match store
+        .invoke_on(owner, move |s: Rc<Shard>| async move { req.apply(&s) })
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => format!("ERROR core {owner}: {e}"),
+    }
+}
