@@ -261,6 +261,9 @@ impl<T> fmt::Debug for SpawnHandle<T> {
 #[must_use = "dropping a Submit cancels the remote work; await it or wait() on it"]
 pub struct Submit<T> {
     handle: SpawnHandle<T>,
+    /// The outcome arrived: nothing left to cancel on drop (which would otherwise wake
+    /// the finished remote task, a cross-core wakeup for nothing).
+    done: bool,
 }
 
 impl<T> Submit<T> {
@@ -268,7 +271,9 @@ impl<T> Submit<T> {
     /// `timeout`; see [`SpawnHandle::wait`] for the errors and the panic.
     #[track_caller]
     pub fn wait(&mut self, timeout: Duration) -> Result<T, WaitError> {
-        self.handle.wait(timeout)
+        let r = self.handle.wait(timeout);
+        self.done = !matches!(r, Err(WaitError::Timeout));
+        r
     }
 
     /// Cancels the remote work, as [`SpawnHandle::abort`].
@@ -281,14 +286,19 @@ impl<T> Future for Submit<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.handle).poll(cx)
+        let r = Pin::new(&mut self.handle).poll(cx);
+        if r.is_ready() {
+            self.done = true;
+        }
+        r
     }
 }
 
 impl<T> Drop for Submit<T> {
     fn drop(&mut self) {
-        // After the result arrived this only sets a flag no one reads any more.
-        self.handle.abort();
+        if !self.done {
+            self.handle.abort();
+        }
     }
 }
 
@@ -493,6 +503,7 @@ impl PoolHandle {
     {
         Submit {
             handle: self.start(index, f),
+            done: false,
         }
     }
 
