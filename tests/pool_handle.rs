@@ -705,3 +705,36 @@ pool_test!(spawn_blocking_is_bounded_and_shared, |kind| {
     assert!(!ran.load(Ordering::SeqCst), "the aborted job ran");
     pool.shutdown().unwrap();
 });
+
+// Off the pool: a plain runtime has its own bounded blocking pool (here 1 thread, no
+// queue: the second job is refused), and a blocking wait inside block_on panics with
+// advice instead of stalling the runtime.
+coring_test!(
+    spawn_blocking_and_blocking_waits_on_a_plain_runtime,
+    |builder| {
+        let rt = builder
+            .blocking_threads(1)
+            .blocking_queue(0)
+            .build()
+            .unwrap();
+        common::block_on_bounded(&rt, async {
+            let (_tx, mut rx) = oneshot::channel::<u8>();
+            let msg = catch(move || rx.recv_blocking(WAIT).map(drop))
+                .expect("a blocking wait inside block_on must panic");
+            assert!(msg.contains("block_on") && msg.contains(".await"), "{msg}");
+            let gate = Arc::new(Gate(Mutex::new(false), Condvar::new()));
+            let g = gate.clone();
+            let first = coring::spawn_blocking(move || {
+                g.wait();
+                7
+            })
+            .unwrap();
+            let refused = coring::spawn_blocking(|| 0).map(drop).unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock, "{refused}");
+            gate.open();
+            assert_eq!(first.await.unwrap(), 7);
+            assert_eq!(coring::spawn_blocking(|| 8).unwrap().await.unwrap(), 8);
+        });
+        assert_eq!(coring::current_core(), None);
+    }
+);
