@@ -590,10 +590,6 @@ impl Pool {
 
     fn stop(&mut self) -> Result<(), PoolError> {
         self.handle.shared.close();
-        for core in &self.threads {
-            // Cores of a partly built pool are not in `shared` yet.
-            core.mailbox.close();
-        }
         if self.handle.shared.on_own_core().is_some() {
             // Waiting would be for this very thread (it only exits once this task
             // returns), and waiting for the other cores would stall this one: detach them
