@@ -8,9 +8,10 @@
 //! Each core of a [`coring::Pool`] accepts on its own `SO_REUSEPORT` listener (the pool's
 //! `run_on_all` barrier: the address is announced once every core has bound). Every key is
 //! owned by one core (FNV-1a hash modulo the core count) and lives in that core's map, a
-//! [`coring::Sharded`] instance reached without locks. A request for a key another core
-//! owns is forwarded there with `invoke_on` (`submit_to` underneath) and the answer comes
-//! back to the connection's core. On Windows (no `SO_REUSEPORT`) core 0 accepts every
+//! [`coring::Sharded`] instance reached without locks. Requests for keys another core
+//! owns are forwarded there with `invoke_on` (`submit_to` underneath), one call per owner
+//! for all such requests of one read (pipelined requests share the hop), and the answers
+//! come back to the connection's core. On Windows (no `SO_REUSEPORT`) core 0 accepts every
 //! connection and forwards by key the same way.
 //!
 //! The protocol is one request per line, answered by one line, in order (requests may be
@@ -256,14 +257,14 @@ async fn serve(stream: TcpStream, store: Sharded<Shard>) -> io::Result<()> {
             return Ok(());
         }
         pending.extend_from_slice(&buf);
-        let mut out = String::new();
+        let mut lines = Vec::new();
         let mut start = 0;
         while let Some(nl) = pending[start..].iter().position(|&c| c == b'\n') {
             let line = String::from_utf8_lossy(&pending[start..start + nl]).into_owned();
             start += nl + 1;
-            out.push_str(&answer(line.trim_end_matches('\r'), &store, cores).await);
-            out.push('\n');
+            lines.push(line.trim_end_matches('\r').to_string());
         }
+        let mut out = answer_batch(&lines, &store, cores).await;
         pending.drain(..start);
         let too_long = pending.len() > MAX_LINE;
         if too_long {
@@ -279,55 +280,124 @@ async fn serve(stream: TcpStream, store: Sharded<Shard>) -> io::Result<()> {
     }
 }
 
-/// The answer to one request line (without its newline).
-async fn answer(line: &str, store: &Sharded<Shard>, cores: usize) -> String {
+/// What a request line asks for.
+enum Parsed {
+    Req(Request),
+    Stats,
+    /// A bad line: its answer.
+    Bad(String),
+}
+
+fn parse_line(line: &str) -> Parsed {
     let mut words = line.splitn(3, ' ');
     let cmd = words.next().unwrap_or("");
     let key = words.next().filter(|k| !k.is_empty());
     let rest = words.next();
-    let req = match (cmd, key, rest) {
-        ("GET", Some(k), None) => Request::Get(k.to_string()),
-        ("DEL", Some(k), None) => Request::Del(k.to_string()),
-        ("SET", Some(k), Some(v)) => Request::Set(k.to_string(), v.to_string()),
-        ("STATS", None, None) => {
-            let sum = store
-                .map_reduce(
-                    |s: Rc<Shard>| async move {
-                        [
-                            s.map.borrow().len() as u64,
-                            s.local.get(),
-                            s.forwarded.get(),
-                        ]
-                    },
-                    [0u64; 3],
-                    |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
-                )
-                .await;
-            return match sum {
-                Ok([keys, local, fwd]) => {
-                    format!("STATS keys={keys} local={local} forwarded={fwd}")
-                }
-                Err(e) => format!("ERROR {e}"),
-            };
-        }
-        ("GET" | "DEL" | "SET", _, _) => {
-            return format!("ERROR usage: GET key | SET key value | DEL key (got {line:?})")
-        }
-        _ => return format!("ERROR unknown command {cmd:?}"),
-    };
-    let here = store.local();
-    let owner = owner(req.key(), cores);
-    if coring::current_core() == Some(owner) {
-        here.local.set(here.local.get() + 1);
-        return req.apply(&here);
+    match (cmd, key, rest) {
+        ("GET", Some(k), None) => Parsed::Req(Request::Get(k.to_string())),
+        ("DEL", Some(k), None) => Parsed::Req(Request::Del(k.to_string())),
+        ("SET", Some(k), Some(v)) => Parsed::Req(Request::Set(k.to_string(), v.to_string())),
+        ("STATS", None, None) => Parsed::Stats,
+        ("GET" | "DEL" | "SET", _, _) => Parsed::Bad(format!(
+            "ERROR usage: GET key | SET key value | DEL key (got {line:?})"
+        )),
+        _ => Parsed::Bad(format!("ERROR unknown command {cmd:?}")),
     }
-    here.forwarded.set(here.forwarded.get() + 1);
-    // The owner applies it; only the request and the answer cross cores.
-    match store
-        .invoke_on(owner, move |s: Rc<Shard>| async move { req.apply(&s) })
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => format!("ERROR core {owner}: {e}"),
+}
+
+/// The answers (one line each, in order) to the request lines one read brought.
+///
+/// Requests for keys this core owns are applied at once; the others are grouped by owner
+/// and each owner gets one call with all of its requests, every owner's call in flight at
+/// once: one cross-core round trip per owner per batch, not per request. Answers follow
+/// request order; a key's requests all go to its owner, in order, so each key sees them as
+/// sent. `STATS` waits for what came before it.
+async fn answer_batch(lines: &[String], store: &Sharded<Shard>, cores: usize) -> String {
+    let here = store.local();
+    let me = coring::current_core().expect("connections are served on the pool's cores");
+    let mut answers = vec![String::new(); lines.len()];
+    let mut remote: Vec<Vec<(usize, Request)>> = (0..cores).map(|_| Vec::new()).collect();
+    for (i, line) in lines.iter().enumerate() {
+        match parse_line(line) {
+            Parsed::Req(req) => {
+                let owner = owner(req.key(), cores);
+                if owner == me {
+                    here.local.set(here.local.get() + 1);
+                    answers[i] = req.apply(&here);
+                } else {
+                    here.forwarded.set(here.forwarded.get() + 1);
+                    remote[owner].push((i, req));
+                }
+            }
+            Parsed::Stats => {
+                forward(&mut remote, &mut answers, store).await;
+                answers[i] = stats(store).await;
+            }
+            Parsed::Bad(answer) => answers[i] = answer,
+        }
+    }
+    forward(&mut remote, &mut answers, store).await;
+    let mut out = String::new();
+    for a in answers {
+        out.push_str(&a);
+        out.push('\n');
+    }
+    out
+}
+
+/// Sends each owner its requests in one call (all owners at once) and files the answers.
+async fn forward(
+    remote: &mut [Vec<(usize, Request)>],
+    answers: &mut [String],
+    store: &Sharded<Shard>,
+) {
+    let mut calls = Vec::new();
+    for (owner, reqs) in remote.iter_mut().enumerate() {
+        if reqs.is_empty() {
+            continue;
+        }
+        let (at, reqs): (Vec<usize>, Vec<Request>) = std::mem::take(reqs).into_iter().unzip();
+        // The owner applies them; only the requests and the answers cross cores.
+        let call = store.invoke_on(owner, move |s: Rc<Shard>| async move {
+            reqs.into_iter()
+                .map(|r| r.apply(&s))
+                .collect::<Vec<String>>()
+        });
+        calls.push((owner, at, call));
+    }
+    for (owner, at, call) in calls {
+        match call.await {
+            Ok(got) => {
+                for (i, a) in at.into_iter().zip(got) {
+                    answers[i] = a;
+                }
+            }
+            Err(e) => {
+                for i in at {
+                    answers[i] = format!("ERROR core {owner}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Every core's counters, summed (`map_reduce`).
+async fn stats(store: &Sharded<Shard>) -> String {
+    let sum = store
+        .map_reduce(
+            |s: Rc<Shard>| async move {
+                [
+                    s.map.borrow().len() as u64,
+                    s.local.get(),
+                    s.forwarded.get(),
+                ]
+            },
+            [0u64; 3],
+            |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
+        )
+        .await;
+    match sum {
+        Ok([keys, local, fwd]) => format!("STATS keys={keys} local={local} forwarded={fwd}"),
+        Err(e) => format!("ERROR {e}"),
     }
 }

@@ -335,7 +335,10 @@ fn serve_tokio() {
                 None => "NOT_FOUND".into(),
             },
             (Some("SET"), Some(k), Some(v)) => {
-                shard(k).lock().unwrap().insert(k.to_string(), v.to_string());
+                shard(k)
+                    .lock()
+                    .unwrap()
+                    .insert(k.to_string(), v.to_string());
                 "OK".into()
             }
             (Some("DEL"), Some(k), None) => match shard(k).lock().unwrap().remove(k) {
