@@ -43,6 +43,7 @@ const USAGE: &str = "usage: kv [--addr HOST:PORT] [--cores N|all] [--no-pin] [--
   --addr HOST:PORT  address to listen on (default 127.0.0.1:7070; port 0 picks one)
   --cores N|all     cores to serve on, one SO_REUSEPORT listener each (default all)
   --no-pin          do not pin the core threads (more cores than CPUs)
+  --park-spin-us N  spin up to N µs before parking (Builder::park_spin; default 0)
   --secs S          stop after S seconds and print the totals (default: run forever)";
 
 /// The longest request line accepted.
@@ -52,6 +53,7 @@ struct Args {
     addr: String,
     cores: Option<usize>,
     pin: bool,
+    park_spin_us: u64,
     secs: Option<f64>,
 }
 
@@ -60,6 +62,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         addr: "127.0.0.1:7070".into(),
         cores: None,
         pin: true,
+        park_spin_us: 0,
         secs: None,
     };
     while let Some(flag) = it.next() {
@@ -76,6 +79,12 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 };
             }
             "--no-pin" => a.pin = false,
+            "--park-spin-us" => {
+                let v = value()?;
+                a.park_spin_us = v
+                    .parse()
+                    .map_err(|_| format!("--park-spin-us takes microseconds, not '{v}'"))?;
+            }
             "--secs" => {
                 let v = value()?;
                 a.secs = Some(
@@ -173,7 +182,9 @@ fn run(args: Args) -> io::Result<()> {
     let addr: SocketAddr = probe.local_addr()?;
     #[cfg(not(windows))]
     drop(probe);
-    let mut builder = Pool::builder().pin(args.pin);
+    let mut builder = Pool::builder()
+        .pin(args.pin)
+        .runtime(coring::Builder::new().park_spin(Duration::from_micros(args.park_spin_us)));
     if let Some(n) = args.cores {
         builder = builder.cores(n);
     }

@@ -36,6 +36,7 @@ usage: cargo build --release --example kv && cargo bench -p coring-bench --bench
   --depth N    requests written before reading their answers (default 8)
   --keys N     distinct keys (default 10000)
   --runs N     runs per contender, interleaved (default 3)
+  --park-spin-us N   the coring server's Builder::park_spin (default 0)
   -h, --help   this help";
 
 struct Args {
@@ -44,6 +45,7 @@ struct Args {
     depth: usize,
     keys: usize,
     runs: usize,
+    park_spin_us: usize,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
@@ -53,6 +55,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> 
         depth: 8,
         keys: 10_000,
         runs: 3,
+        park_spin_us: 0,
     };
     args::parse(args, defaults, |a, flag, flags| {
         match flag.name.as_str() {
@@ -61,6 +64,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> 
             "--depth" => a.depth = flags.count(flag)?,
             "--keys" => a.keys = flags.count(flag)?,
             "--runs" => a.runs = flags.count(flag)?,
+            "--park-spin-us" => a.park_spin_us = flags.count(flag)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -140,11 +144,12 @@ fn process_cpu(pid: u32) -> Result<Duration, String> {
 }
 
 /// Starts a server; returns it and its address (from its "listening on ADDR" line).
-fn start(c: Contender) -> Result<(KillOnDrop, String), String> {
+fn start(c: Contender, a: &Args) -> Result<(KillOnDrop, String), String> {
     let mut cmd = match c {
         Contender::Coring => {
             let mut cmd = Command::new(kv_example()?);
             cmd.args(["--addr", "127.0.0.1:0", "--cores", "2"]);
+            cmd.args(["--park-spin-us", &a.park_spin_us.to_string()]);
             cmd
         }
         Contender::Tokio => {
@@ -181,7 +186,7 @@ fn next(state: &mut u64) -> u64 {
 
 /// One run: fill the keys, then load for `secs`; the server's CPU over the load.
 fn run(c: Contender, a: &Args) -> Result<KvResult, String> {
-    let (server, addr) = start(c)?;
+    let (server, addr) = start(c, a)?;
     let connect = || -> Result<(TcpStream, BufReader<TcpStream>), String> {
         let s = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
