@@ -556,6 +556,11 @@ impl Runtime {
                 // after it.
                 now = now.map(|_| Instant::now());
             }
+            // About to park: from here on a remote wake must unpark through the kernel;
+            // one that came since the last look at the remote queue cancels the park.
+            if idle && inner.shared.stop_spinning() {
+                idle = false;
+            }
             let wait = if idle {
                 inner.executor.trim_cells();
                 Wait::Park(now.and_then(|now| inner.timers.borrow().next_timeout(now)))
@@ -569,6 +574,10 @@ impl Runtime {
                 let turn = driver.turn(wait);
                 (turn, driver.has_orphans_to_finish())
             };
+            if idle {
+                // Awake again: remote wakes only need to set the flag until the next park.
+                inner.shared.start_spinning();
+            }
             if orphans {
                 Driver::finish_orphans(&inner.driver);
             }
