@@ -165,25 +165,30 @@ impl<Fut: Future> Future for Guarded<Fut> {
         if this.abort.is_aborted() {
             return Poll::Ready(Err(JoinError::cancelled()));
         }
+        // SAFETY: see above: `fut` stays where it is for as long as `self` is pinned.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(v)) => return Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => {}
+            Err(payload) => return Poll::Ready(Err(JoinError::panic(payload))),
+        }
+        // Pending: an abort must be able to wake this task. Registered only now, so work
+        // that finishes in its first poll (most calls) never takes the lock.
         if !this
             .registered
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            *this.abort.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-            this.registered = Some(cx.waker().clone());
-            // An abort between the check above and the registration found no waker.
+            let w = cx.waker().clone();
+            *this.abort.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
+            this.registered = Some(w);
+            // An abort between the check above and the registration found no waker: poll
+            // again soon to see it.
             if this.abort.is_aborted() {
-                return Poll::Ready(Err(JoinError::cancelled()));
+                cx.waker().wake_by_ref();
             }
         }
-        // SAFETY: see above: `fut` stays where it is for as long as `self` is pinned.
-        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(JoinError::panic(payload))),
-        }
+        Poll::Pending
     }
 }
 
