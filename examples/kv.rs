@@ -200,9 +200,12 @@ fn run(args: Args) -> io::Result<()> {
         let listener = TcpListener::bind_reuseport(addr).map(Some);
         // Windows: core 0 takes the one listener; the others only own keys.
         #[cfg(windows)]
-        let listener = match probe.lock().unwrap().take() {
-            Some(l) if _core == 0 => TcpListener::from_std(l).map(Some),
-            _ => Ok(None),
+        let listener = if _core == 0 {
+            // Only core 0 takes it: the cores set up in any order.
+            let taken = probe.lock().unwrap().take();
+            taken.map(TcpListener::from_std).transpose()
+        } else {
+            Ok(None)
         };
         async move {
             if let Some(listener) = listener? {
