@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use coring::net::{TcpListener, TcpStream};
+use coring::sync::oneshot;
 use coring::time::{sleep, timeout};
 use coring::Pool;
 
@@ -105,22 +106,20 @@ fn run(args: Args) -> io::Result<()> {
         builder = builder.cores(n);
     }
     let pool = builder.build()?;
-    // Every shard binds, then reports; the address is announced only once all are bound,
-    // so clients never race the binds.
-    let (ready_tx, mut ready_rx) = coring::sync::mpsc::channel::<io::Result<()>>(64);
+    // The ready barrier: every core binds (Windows: adopts its share), spawns its serving
+    // task and returns; `run_on_all` completes once all have, so the address is announced
+    // only when every listener is bound and clients never race the binds.
     let secs = args.secs;
     #[cfg(not(windows))]
-    let shards = pool.broadcast(move || {
-        let ready = ready_tx.clone();
-        async move { shard(addr, secs, ready).await }
+    let mut setup = pool.run_on_all(move |_core| async move {
+        let listener = TcpListener::bind_reuseport(addr)?;
+        Ok::<_, io::Error>(start_serving(Incoming::Listener(listener), secs))
     });
     #[cfg(windows)]
-    let shards = handoff_shards(&pool, probe, secs, ready_tx);
-    for _ in 0..pool.cores() {
-        match ready_rx.recv_blocking(Duration::from_secs(10)) {
-            Ok(Some(r)) => r?,
-            _ => return Err(io::Error::other("a core did not report its listener")),
-        }
+    let mut setup = handoff_shards(&pool, probe, secs);
+    let mut counts = Vec::with_capacity(pool.cores());
+    for shard in setup.wait(Duration::from_secs(10))? {
+        counts.push(shard?);
     }
     println!(
         "listening on {addr} with {} core(s), backend {}",
@@ -128,11 +127,9 @@ fn run(args: Args) -> io::Result<()> {
         pool.core_info(0).backend_description
     );
     let mut total = (0u64, 0u64);
-    for (core, h) in shards.into_iter().enumerate() {
+    for (core, mut done) in counts.into_iter().enumerate() {
         let wait = Duration::from_secs_f64(secs.unwrap_or(1e9) + 30.0);
-        let (conns, bytes) = h
-            .wait(wait)
-            .map_err(|e| io::Error::other(e.to_string()))??;
+        let (conns, bytes) = done.recv_blocking(wait)?;
         println!("core {core}: {conns} connections, {bytes} bytes echoed");
         total.0 += conns;
         total.1 += bytes;
@@ -141,27 +138,14 @@ fn run(args: Args) -> io::Result<()> {
     pool.shutdown().map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// One core's share: its own SO_REUSEPORT listener, a task per connection. Returns
-/// (connections, bytes) once `secs` have passed.
-#[cfg(not(windows))]
-async fn shard(
-    addr: SocketAddr,
-    secs: Option<f64>,
-    ready: coring::sync::mpsc::Sender<io::Result<()>>,
-) -> io::Result<(u64, u64)> {
-    let listener = match TcpListener::bind_reuseport(addr) {
-        Ok(l) => {
-            let _ = ready.send(Ok(())).await;
-            l
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            let _ = ready.send(Err(e)).await;
-            return Err(io::Error::other(msg));
-        }
-    };
-    drop(ready);
-    Ok(serve(Incoming::Listener(listener), secs).await)
+/// Spawns the core's serving task; the receiver gets its (connections, bytes) once
+/// `secs` have passed.
+fn start_serving(incoming: Incoming, secs: Option<f64>) -> oneshot::Receiver<(u64, u64)> {
+    let (tx, rx) = oneshot::channel();
+    drop(coring::spawn(async move {
+        let _ = tx.send(serve(incoming, secs).await);
+    }));
+    rx
 }
 
 /// Windows' shards: core 0 accepts on `listener` and hands the connections round-robin to
@@ -171,35 +155,29 @@ fn handoff_shards(
     pool: &Pool,
     listener: std::net::TcpListener,
     secs: Option<f64>,
-    ready: coring::sync::mpsc::Sender<io::Result<()>>,
-) -> Vec<coring::SpawnHandle<io::Result<(u64, u64)>>> {
+) -> coring::Gather<io::Result<oneshot::Receiver<(u64, u64)>>> {
+    use std::sync::Mutex;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..pool.cores())
         .map(|_| coring::sync::mpsc::channel::<std::net::TcpStream>(64))
         .unzip();
-    let mut acceptor = Some((listener, senders));
-    receivers
-        .into_iter()
-        .enumerate()
-        .map(|(core, rx)| {
-            let ready = ready.clone();
-            let acceptor = if core == 0 { acceptor.take() } else { None };
-            pool.spawn_on(core, move || async move {
-                if let Some((listener, senders)) = acceptor {
-                    match TcpListener::from_std(listener) {
-                        Ok(l) => drop(coring::spawn(hand_out(l, senders))),
-                        Err(e) => {
-                            let msg = e.to_string();
-                            let _ = ready.send(Err(e)).await;
-                            return Err(io::Error::other(msg));
-                        }
-                    }
-                }
-                let _ = ready.send(Ok(())).await;
-                drop(ready);
-                Ok(serve(Incoming::Handed(rx), secs).await)
-            })
-        })
-        .collect()
+    let acceptor = Mutex::new(Some((listener, senders)));
+    let receivers = Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>());
+    pool.run_on_all(move |core| {
+        let acceptor = if core == 0 {
+            acceptor.lock().unwrap().take()
+        } else {
+            None
+        };
+        let rx = receivers.lock().unwrap()[core].take();
+        async move {
+            if let Some((listener, senders)) = acceptor {
+                let l = TcpListener::from_std(listener)?;
+                drop(coring::spawn(hand_out(l, senders)));
+            }
+            let rx = rx.ok_or_else(|| io::Error::other("a core was set up twice"))?;
+            Ok(start_serving(Incoming::Handed(rx), secs))
+        }
+    })
 }
 
 /// Accepts forever, handing each connection to the next core in turn (Windows).

@@ -46,6 +46,7 @@
 
 #[doc(hidden)]
 pub mod __macro_support;
+mod blocking;
 pub mod buf;
 pub mod cancel;
 #[cfg(any(feature = "tokio-io", feature = "futures-io"))]
@@ -78,7 +79,11 @@ pub use driver::Metrics;
 pub mod mock {
     pub use crate::driver::backend::mock::{MockHandle, MockOp};
 }
-pub use pool::{current_core, CoreInfo, Pool, PoolBuilder, PoolError, SpawnHandle};
+pub use blocking::spawn_blocking;
+pub use pool::{
+    current_core, CoreInfo, Gather, Pool, PoolBuilder, PoolError, PoolHandle, Sharded, SpawnHandle,
+    Submit,
+};
 pub use runtime::{start, BackendKind, Builder, Runtime};
 pub use task::{spawn, JoinHandle};
 

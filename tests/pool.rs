@@ -58,7 +58,7 @@ pool_test!(spawn_on_and_broadcast, |kind| {
     assert!(n >= 1);
     for i in 0..n {
         assert_eq!(pool.core_info(i).backend, kind);
-        let h = pool.spawn_on(i, move || async move {
+        let mut h = pool.spawn_on(i, move || async move {
             // A !Send value lives on the core.
             let rc = std::rc::Rc::new(coring::current_core().unwrap());
             coring::time::sleep(Duration::from_millis(1)).await;
@@ -69,20 +69,20 @@ pool_test!(spawn_on_and_broadcast, |kind| {
     let all: Vec<usize> = pool
         .broadcast(|| async { coring::current_core().unwrap() })
         .into_iter()
-        .map(|h| h.wait(WAIT).unwrap())
+        .map(|mut h| h.wait(WAIT).unwrap())
         .collect();
     assert_eq!(all, (0..n).collect::<Vec<_>>());
     // A handle awaited on another core.
     let last = n - 1;
     let inner = pool.spawn_on(last, || async { "from the last core" });
-    let outer = pool.spawn_on(0, move || async move { inner.await.unwrap() });
+    let mut outer = pool.spawn_on(0, move || async move { inner.await.unwrap() });
     assert_eq!(outer.wait(WAIT).unwrap(), "from the last core");
     pool.shutdown().unwrap();
 });
 
 pool_test!(panicking_task_is_reported, |kind| {
     let pool = pool(kind);
-    let h = pool.spawn_on(0, || async { panic!("core task failed on purpose") });
+    let mut h = pool.spawn_on(0, || async { panic!("core task failed on purpose") });
     let err = h.wait(WAIT).unwrap_err();
     assert!(err.is_panic(), "{err}");
     // The core survives.
@@ -97,7 +97,7 @@ pool_test!(cross_core_mpsc_exactly_once_in_order, |kind| {
     let cores = pool.cores();
     let per_sender = 100_000 / cores;
     let (tx, mut rx) = mpsc::channel::<(usize, usize)>(64);
-    let receiver = pool.spawn_on(0, move || async move {
+    let mut receiver = pool.spawn_on(0, move || async move {
         let mut next: HashMap<usize, usize> = HashMap::new();
         let mut total = 0usize;
         let mut max_len = 0usize;
@@ -121,7 +121,7 @@ pool_test!(cross_core_mpsc_exactly_once_in_order, |kind| {
         })
         .collect();
     drop(tx);
-    for s in senders {
+    for mut s in senders {
         s.wait(WAIT).unwrap();
     }
     let (total, next, max_len) = receiver.wait(WAIT).unwrap();
@@ -139,9 +139,9 @@ pool_test!(
         let pool = pool(kind);
         let last = pool.cores() - 1;
         let (tx, rx) = oneshot::channel::<Instant>();
-        let waiter = pool.spawn_on(0, move || async move { rx.await.unwrap() });
+        let mut waiter = pool.spawn_on(0, move || async move { rx.await.unwrap() });
         std::thread::sleep(Duration::from_millis(50));
-        let sender = pool.spawn_on(last, move || async move {
+        let mut sender = pool.spawn_on(last, move || async move {
             tx.send(Instant::now()).unwrap();
         });
         sender.wait(WAIT).unwrap();
@@ -149,7 +149,7 @@ pool_test!(
         assert!(sent_at.elapsed() < WAIT);
         // From outside any runtime, too.
         let (tx, mut rx) = mpsc::channel::<u32>(1);
-        let waiter = pool.spawn_on(last, move || async move { rx.recv().await });
+        let mut waiter = pool.spawn_on(last, move || async move { rx.recv().await });
         std::thread::sleep(Duration::from_millis(20));
         tx.try_send(7).unwrap();
         assert_eq!(waiter.wait(WAIT).unwrap(), Some(7));
@@ -247,8 +247,8 @@ pool_test!(
         let started = Instant::now();
         pool.shutdown().unwrap();
         assert!(started.elapsed() < Duration::from_secs(10));
-        for h in handles {
-            assert!(h.wait(WAIT).unwrap_err().is_cancelled());
+        for mut h in handles {
+            assert!(h.wait(WAIT).unwrap_err().is_closed());
         }
         assert_eq!(
             common::fd_count(),
@@ -324,11 +324,11 @@ fn thread_affinity() -> Option<Vec<usize>> {
 // on the core and closing its mailbox.
 pool_test!(a_panic_building_the_future_is_the_tasks_panic, |kind| {
     let pool = pool(kind);
-    let long = pool.spawn_on(0, || async {
+    let mut long = pool.spawn_on(0, || async {
         coring::time::sleep(Duration::from_millis(100)).await;
         7
     });
-    let bad = pool.spawn_on(0, || -> std::future::Ready<u32> {
+    let mut bad = pool.spawn_on(0, || -> std::future::Ready<u32> {
         panic!("building the future failed on purpose")
     });
     let err = bad.wait(WAIT).unwrap_err();

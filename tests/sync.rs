@@ -83,10 +83,10 @@ coring_test!(send_mpsc_and_oneshot_report_closing, async {
 fn blocking_receive_without_deadline() {
     let (tx, mut rx) = oneshot::channel::<u8>();
     std::thread::spawn(move || tx.send(5).unwrap());
-    assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(5));
+    assert_eq!(rx.recv_blocking(std::time::Duration::MAX).unwrap(), 5);
     let (tx, mut rx) = mpsc::channel::<u8>(1);
     std::thread::spawn(move || tx.try_send(6).unwrap());
-    assert_eq!(rx.recv_blocking(std::time::Duration::MAX), Ok(Some(6)));
+    assert_eq!(rx.recv_blocking(std::time::Duration::MAX).unwrap(), 6);
 }
 
 /// A waker whose live clones are counted through its Arc's strong count; waking does
@@ -313,7 +313,7 @@ fn mpsc_recv_wakes_senders_outside_the_lock() {
         assert!(send.as_mut().poll(&mut cx).is_ready());
         let mut send = pin!(tx.send(2));
         assert!(send.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(rx.recv_blocking(Duration::from_secs(1)), Ok(Some(1)));
+        assert_eq!(rx.recv_blocking(Duration::from_secs(1)).unwrap(), 1);
         done_tx.send(()).unwrap();
     });
     done_rx
@@ -378,10 +378,12 @@ fn mpsc_threads_racing_send_cancel_and_recv_lose_no_wakeup() {
                 .collect();
             drop(tx);
             let mut got = Vec::new();
-            while let Some(v) = rx
-                .recv_blocking(Duration::from_secs(10))
-                .expect("receive timed out")
-            {
+            loop {
+                let v = match rx.recv_blocking(Duration::from_secs(10)) {
+                    Ok(v) => v,
+                    Err(e) if e.is_closed() => break,
+                    Err(e) => panic!("receive: {e}"),
+                };
                 if v != u32::MAX {
                     got.push(v);
                 }

@@ -7,28 +7,66 @@
 //! push wakes that core's runtime with its cross-thread wakeup (an eventfd the ring keeps
 //! a read armed on, or the poller's waker on the fallback), so an idle core sleeps in the
 //! kernel until then; no core ever polls another.
+//!
+//! [`Pool::handle`] gives a cloneable `Send + Sync` [`PoolHandle`] that does the same from
+//! any thread or core, including calls that bring an output back ([`PoolHandle::submit_to`]);
+//! [`Sharded`] keeps one instance of a service per core.
+
+mod handle;
+mod sharded;
 
 use std::cell::Cell;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub(crate) use handle::Abort;
+pub use handle::{Gather, PoolHandle, SpawnHandle, Submit, WaitError};
+pub use sharded::Sharded;
+
 use crate::runtime::{BackendKind, Builder};
-use crate::sync::oneshot;
-use crate::task::JoinError;
 
 thread_local! {
-    static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The pool (its [`PoolShared::id`]) and index of the core this thread runs.
+    static CURRENT_CORE: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
 }
 
 /// The index (in its [`Pool`]) of the core the calling thread runs, or `None` outside a
-/// pool's core thread.
+/// pool's core thread. With a [`PoolHandle`] it lets a task route work by key:
+///
+/// ```
+/// # use std::time::Duration;
+/// let pool = coring::Pool::builder().cores(1).pin(false).build().unwrap();
+/// let handle = pool.handle();
+/// let h = handle.clone();
+/// let owner_of = move |key: u64| (key % h.cores() as u64) as usize;
+/// let out = handle
+///     .submit_to(0, move || async move {
+///         let here = coring::current_core().unwrap();
+///         let owner = owner_of(7);
+///         if owner == here {
+///             "served here".to_string()
+///         } else {
+///             format!("forward to core {owner}")
+///         }
+///     })
+///     .wait(Duration::from_secs(5))
+///     .unwrap();
+/// assert_eq!(out, "served here");
+/// assert_eq!(coring::current_core(), None);
+/// pool.shutdown().unwrap();
+/// ```
 pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(Cell::get).map(|(_, i)| i)
+}
+
+/// The pool and core index of the calling thread, if it is a core thread.
+fn current_pool_core() -> Option<(u64, usize)> {
     CURRENT_CORE.with(Cell::get)
 }
 
@@ -56,6 +94,7 @@ impl Mailbox {
         let mut st = self.lock();
         if st.closed {
             drop(st);
+            // Its captures (a result sender) may run arbitrary code when dropped.
             drop(job);
             return;
         }
@@ -129,7 +168,52 @@ pub struct CoreInfo {
     pub backend_description: String,
 }
 
-struct Core {
+/// What every handle of a pool shares: each core's mailbox and what it reported.
+pub(crate) struct PoolShared {
+    /// Tells this pool's core threads apart from other pools'.
+    id: u64,
+    cores: Vec<CoreSlot>,
+    /// Set once the pool starts shutting down.
+    closed: AtomicBool,
+}
+
+impl PoolShared {
+    #[track_caller]
+    fn slot(&self, index: usize) -> &CoreSlot {
+        self.cores.get(index).unwrap_or_else(|| {
+            panic!(
+                "core {index} does not exist: this pool has cores 0..{}",
+                self.cores.len()
+            )
+        })
+    }
+
+    #[track_caller]
+    fn mailbox(&self, index: usize) -> &Mailbox {
+        &self.slot(index).mailbox
+    }
+
+    /// Whether the calling thread is one of this pool's cores.
+    fn on_own_core(&self) -> Option<usize> {
+        current_pool_core().and_then(|(id, i)| (id == self.id).then_some(i))
+    }
+
+    /// Refuses new work on every core; each core stops once it sees its mailbox closed.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for slot in &self.cores {
+            slot.mailbox.close();
+        }
+    }
+}
+
+struct CoreSlot {
+    info: CoreInfo,
+    mailbox: Arc<Mailbox>,
+}
+
+/// A started core thread, as the owning [`Pool`] keeps it.
+struct CoreThread {
     info: CoreInfo,
     mailbox: Arc<Mailbox>,
     thread: Option<thread::JoinHandle<()>>,
@@ -263,26 +347,33 @@ impl PoolBuilder {
     /// pinning, or a core's runtime failing to build (for example io_uring forced where it
     /// is unavailable). Cores already started are shut down first.
     pub fn build(self) -> io::Result<Pool> {
+        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         let cpus = self.resolve()?;
-        let mut pool = Pool {
-            cores: Vec::with_capacity(cpus.len()),
-            shutdown_timeout: self.shutdown_timeout,
-        };
+        let id = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
+        // One blocking pool for `spawn_blocking`, shared by every core's runtime.
+        let runtime = self.runtime.clone().share_blocking();
+        let mut threads: Vec<CoreThread> = Vec::with_capacity(cpus.len());
         for (index, cpu) in cpus.into_iter().enumerate() {
-            match start_core(index, cpu, self.runtime.clone()) {
-                Ok(core) => pool.cores.push(core),
+            match start_core(id, index, cpu, runtime.clone()) {
+                Ok(core) => threads.push(core),
                 Err(e) => {
-                    let _ = pool.stop();
+                    let mut partial = Pool::assemble(id, threads, self.shutdown_timeout);
+                    let _ = partial.stop();
                     return Err(e);
                 }
             }
         }
-        Ok(pool)
+        Ok(Pool::assemble(id, threads, self.shutdown_timeout))
     }
 }
 
 /// Starts one core thread and waits for its runtime to come up.
-fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<Core> {
+fn start_core(
+    pool: u64,
+    index: usize,
+    cpu: Option<usize>,
+    builder: Builder,
+) -> io::Result<CoreThread> {
     let mailbox = Arc::new(Mailbox {
         state: Mutex::new(MailState {
             jobs: Vec::new(),
@@ -306,7 +397,7 @@ fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<
                     return;
                 }
             }
-            CURRENT_CORE.with(|c| c.set(Some(index)));
+            CURRENT_CORE.with(|c| c.set(Some((pool, index))));
             let rt = match builder.build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -322,7 +413,12 @@ fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<
                 backend_description: rt.backend_description(),
             };
             let _ = ready_tx.send(Ok(info));
-            rt.block_on(mb.serve());
+            rt.block_on(async {
+                mb.serve().await;
+                // The core's `Sharded` instances go while its runtime still runs (they
+                // may hold its sockets and files).
+                sharded::drop_local_instances();
+            });
             // Dropping the runtime cancels the core's remaining tasks and operations,
             // bounded by its shutdown timeout.
             drop(rt);
@@ -341,7 +437,7 @@ fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<
             ));
         }
     };
-    Ok(Core {
+    Ok(CoreThread {
         info,
         mailbox,
         thread: Some(thread),
@@ -351,14 +447,18 @@ fn start_core(index: usize, cpu: Option<usize>, builder: Builder) -> io::Result<
 
 /// A set of pinned core threads, each running its own [`Runtime`](crate::Runtime).
 ///
+/// The `Pool` owns the threads (shutting down waits for them); [`Pool::handle`] gives a
+/// cloneable `Send + Sync` [`PoolHandle`] to reach the cores from anywhere.
+///
 /// ```
 /// let pool = coring::Pool::builder().cores(1).pin(false).build().unwrap();
-/// let h = pool.spawn_on(0, || async { coring::current_core().unwrap() * 10 + 1 });
+/// let mut h = pool.spawn_on(0, || async { coring::current_core().unwrap() * 10 + 1 });
 /// assert_eq!(h.wait(std::time::Duration::from_secs(5)).unwrap(), 1);
 /// pool.shutdown().unwrap();
 /// ```
 pub struct Pool {
-    cores: Vec<Core>,
+    handle: PoolHandle,
+    threads: Vec<CoreThread>,
     shutdown_timeout: Duration,
 }
 
@@ -367,7 +467,7 @@ impl fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field(
                 "cores",
-                &self.cores.iter().map(|c| &c.info).collect::<Vec<_>>(),
+                &self.threads.iter().map(|c| &c.info).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -385,9 +485,37 @@ impl Pool {
         }
     }
 
+    fn assemble(id: u64, threads: Vec<CoreThread>, shutdown_timeout: Duration) -> Pool {
+        let cores = threads
+            .iter()
+            .map(|t| CoreSlot {
+                info: t.info.clone(),
+                mailbox: t.mailbox.clone(),
+            })
+            .collect();
+        Pool {
+            handle: PoolHandle {
+                shared: Arc::new(PoolShared {
+                    id,
+                    cores,
+                    closed: AtomicBool::new(false),
+                }),
+            },
+            threads,
+            shutdown_timeout,
+        }
+    }
+
+    /// A cloneable `Send + Sync` handle to this pool's cores, for plain threads and for
+    /// tasks on any core. It does not keep the pool alive: after shutdown its work is
+    /// refused with an error.
+    pub fn handle(&self) -> PoolHandle {
+        self.handle.clone()
+    }
+
     /// Number of cores.
     pub fn cores(&self) -> usize {
-        self.cores.len()
+        self.threads.len()
     }
 
     /// What core `index` reported at start (CPU, backend).
@@ -395,23 +523,12 @@ impl Pool {
     /// # Panics
     ///
     /// If `index >= self.cores()`.
-    pub fn core_info(&self, index: usize) -> &CoreInfo {
-        &self.core(index).info
-    }
-
     #[track_caller]
-    fn core(&self, index: usize) -> &Core {
-        self.cores.get(index).unwrap_or_else(|| {
-            panic!(
-                "core {index} does not exist: this pool has cores 0..{}",
-                self.cores.len()
-            )
-        })
+    pub fn core_info(&self, index: usize) -> &CoreInfo {
+        &self.handle.shared.slot(index).info
     }
 
-    /// Runs `f` on core `index`: `f` builds a future there (it need not be `Send`), which
-    /// runs as a task of that core. The handle yields its output, or a [`JoinError`] if it
-    /// panicked or the core shut down first.
+    /// Runs `f` on core `index`; see [`PoolHandle::spawn_on`].
     ///
     /// # Panics
     ///
@@ -423,16 +540,7 @@ impl Pool {
         Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        self.core(index).mailbox.push(Box::new(move || {
-            // `f` runs inside the task, so a panic building the future is the task's
-            // panic (reported through the handle), not the core's.
-            let task = crate::spawn(async move { f().await });
-            drop(crate::spawn(async move {
-                let _ = tx.send(task.await);
-            }));
-        }));
-        SpawnHandle { rx }
+        self.handle.spawn_on(index, f)
     }
 
     /// Runs `f` once on every core; one handle per core, in core order.
@@ -443,7 +551,7 @@ impl Pool {
         Fut::Output: Send + 'static,
     {
         let f = Arc::new(f);
-        (0..self.cores.len())
+        (0..self.cores())
             .map(|i| {
                 let f = f.clone();
                 self.spawn_on(i, move || f())
@@ -451,9 +559,26 @@ impl Pool {
             .collect()
     }
 
+    /// Runs `f(core)` on every core and returns once every core's future finished (a
+    /// ready barrier); see [`PoolHandle::run_on_all`].
+    pub fn run_on_all<F, Fut>(&self, f: F) -> Gather<Fut::Output>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.handle.run_on_all(f)
+    }
+
     /// Stops every core: each runtime cancels its tasks and in-flight operations (bounded
     /// by its shutdown timeout) and its thread exits; waits for the threads, at most the
-    /// pool's shutdown timeout.
+    /// pool's shutdown timeout. Work in flight through any [`PoolHandle`] ends with a
+    /// cancelled [`JoinError`](crate::task::JoinError) (or [`WaitError::Closed`]) for its
+    /// caller, and work sent afterwards is refused the same way.
+    ///
+    /// Called on one of the pool's own core threads (a task dropping or shutting down the
+    /// pool), it cannot wait for that thread, which is busy running the caller: it closes
+    /// every core and returns at once, and the threads finish on their own.
     ///
     /// # Errors
     ///
@@ -464,13 +589,20 @@ impl Pool {
     }
 
     fn stop(&mut self) -> Result<(), PoolError> {
-        for core in &self.cores {
-            core.mailbox.close();
+        self.handle.shared.close();
+        if self.handle.shared.on_own_core().is_some() {
+            // Waiting would be for this very thread (it only exits once this task
+            // returns), and waiting for the other cores would stall this one: detach them
+            // all. Each stops on its own, its mailbox closed.
+            for core in &mut self.threads {
+                drop(core.thread.take());
+            }
+            return Ok(());
         }
         // `None`: no deadline (a timeout too large to add to now, such as Duration::MAX).
         let deadline = Instant::now().checked_add(self.shutdown_timeout);
         let mut problems = Vec::new();
-        for core in &mut self.cores {
+        for core in &mut self.threads {
             let Some(thread) = core.thread.take() else {
                 continue;
             };
@@ -513,7 +645,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            eprintln!("coring: pool shutdown: {e}");
+            log::warn!("coring: pool shutdown: {e}");
         }
     }
 }
@@ -538,47 +670,3 @@ impl fmt::Display for PoolError {
 }
 
 impl std::error::Error for PoolError {}
-
-/// The result of [`Pool::spawn_on`]: await it on any core, or [`wait`](SpawnHandle::wait)
-/// from a plain thread. It is `Send`.
-#[must_use = "dropping a SpawnHandle detaches the task; await it or wait() on it"]
-pub struct SpawnHandle<T> {
-    rx: oneshot::Receiver<Result<T, JoinError>>,
-}
-
-impl<T> SpawnHandle<T> {
-    /// Blocks the calling thread (not a runtime thread) for the result, at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// The task's [`JoinError`]; a cancelled `JoinError` if its core shut down first.
-    ///
-    /// # Panics
-    ///
-    /// If the timeout passes first (the message says how long it waited).
-    pub fn wait(mut self, timeout: Duration) -> Result<T, JoinError> {
-        match self.rx.recv_blocking(timeout) {
-            Ok(r) => r,
-            Err(Some(_)) => Err(JoinError::cancelled()),
-            Err(None) => panic!("SpawnHandle::wait: no result within {timeout:?}"),
-        }
-    }
-}
-
-impl<T> Future for SpawnHandle<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(r)) => Poll::Ready(r),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(JoinError::cancelled())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T> fmt::Debug for SpawnHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SpawnHandle")
-    }
-}

@@ -117,6 +117,10 @@ pub struct Builder {
     iopoll: bool,
     /// `send_file` by linked splices (io_uring).
     splice_files: bool,
+    /// `spawn_blocking`'s bound: (threads, queued jobs).
+    blocking: (usize, usize),
+    /// A blocking pool shared with other runtimes (a [`Pool`](crate::Pool)'s cores).
+    shared_blocking: Option<Arc<crate::blocking::Blocking>>,
 }
 
 impl Default for Builder {
@@ -140,7 +144,33 @@ impl Builder {
             multishot_reads: true,
             iopoll: false,
             splice_files: false,
+            blocking: (16, 256),
+            shared_blocking: None,
         }
+    }
+
+    /// At most `n` threads run [`spawn_blocking`](crate::spawn_blocking) jobs at once
+    /// (default 16; 0 counts as 1). A [`Pool`](crate::Pool)'s cores share one such pool.
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking.0 = n.max(1);
+        self.shared_blocking = None;
+        self
+    }
+
+    /// At most `n` [`spawn_blocking`](crate::spawn_blocking) jobs wait for a thread
+    /// (default 256); a job beyond the running ones and these is refused with
+    /// `WouldBlock`, never queued without bound.
+    pub fn blocking_queue(mut self, n: usize) -> Builder {
+        self.blocking.1 = n;
+        self.shared_blocking = None;
+        self
+    }
+
+    /// Makes every runtime built from (clones of) this builder share one blocking pool.
+    pub(crate) fn share_blocking(mut self) -> Builder {
+        let (threads, queue) = self.blocking;
+        self.shared_blocking = Some(Arc::new(crate::blocking::Blocking::new(threads, queue)));
+        self
     }
 
     /// Submission queue size, from 2 to 32768 (the kernel's limit), rounded up to a power
@@ -360,6 +390,12 @@ impl Builder {
             timers: Rc::new(RefCell::new(Timers::default())),
             shared,
             turns: std::cell::Cell::new(0),
+            blocking: self.shared_blocking.clone().unwrap_or_else(|| {
+                Arc::new(crate::blocking::Blocking::new(
+                    self.blocking.0,
+                    self.blocking.1,
+                ))
+            }),
         });
         Ok(Runtime {
             inner,
@@ -427,6 +463,8 @@ pub(crate) struct Inner {
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
     turns: std::cell::Cell<u64>,
+    /// Where [`spawn_blocking`](crate::spawn_blocking) runs its jobs.
+    pub(crate) blocking: Arc<crate::blocking::Blocking>,
 }
 
 impl Inner {
@@ -581,6 +619,11 @@ impl Runtime {
                 // after it.
                 now = now.map(|_| Instant::now());
             }
+            // About to park: from here on a remote wake must unpark through the kernel;
+            // one that came since the last look at the remote queue cancels the park.
+            if idle && inner.shared.stop_spinning() {
+                idle = false;
+            }
             let wait = if idle {
                 inner.executor.trim_cells();
                 Wait::Park(now.and_then(|now| inner.timers.borrow().next_timeout(now)))
@@ -594,6 +637,10 @@ impl Runtime {
                 let turn = driver.turn(wait);
                 (turn, driver.has_orphans_to_finish())
             };
+            if idle {
+                // Awake again: remote wakes only need to set the flag until the next park.
+                inner.shared.start_spinning();
+            }
             if orphans {
                 Driver::finish_orphans(&inner.driver);
             }

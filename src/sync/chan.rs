@@ -374,7 +374,18 @@ impl<Q: Queue> SyncChan<Q> {
     /// Blocks the calling thread (outside any runtime) for the next value, at most
     /// `timeout`; `Ok(None)` once every sender is gone, `Err(Empty)` if the timeout passed
     /// first.
-    pub(super) fn recv_blocking(&self, timeout: Duration) -> Result<Option<Q::Item>, TryRecvError> {
+    ///
+    /// # Panics
+    ///
+    /// On a coring runtime thread (see [`super::forbid_blocking_on_runtime`]); `what`
+    /// names the caller's API in the message.
+    #[track_caller]
+    pub(super) fn recv_blocking(
+        &self,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Option<Q::Item>, TryRecvError> {
+        super::forbid_blocking_on_runtime(what);
         // A timeout too large to add to now (Duration::MAX) means no deadline.
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.guard();

@@ -23,6 +23,29 @@ mod waiters;
 
 use std::fmt;
 
+pub use crate::pool::WaitError;
+
+/// Panics with advice when a blocking wait (`what`) is called on a thread that runs a
+/// coring runtime: a pool's core thread, or inside [`Runtime::block_on`](crate::Runtime::block_on).
+/// Blocking there stalls every task of that runtime, and deadlocks when the value must
+/// come from one of them.
+#[track_caller]
+pub(crate) fn forbid_blocking_on_runtime(what: &str) {
+    let core = crate::pool::current_core();
+    if core.is_some() || crate::runtime::context::try_with(|_| ()).is_some() {
+        let place = match core {
+            Some(c) => format!("core {c} of a coring Pool"),
+            None => "a thread running a coring runtime (inside Runtime::block_on)".to_string(),
+        };
+        panic!(
+            "{what} called on {place}: blocking this thread would stall every task of its \
+             runtime, and never return if the value must come from one of them. In async \
+             code, .await it instead (a SpawnHandle or oneshot::Receiver is a future, \
+             mpsc::Receiver has recv().await); block only on plain threads"
+        );
+    }
+}
+
 /// The receiver is gone; the value that could not be sent is inside.
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub struct SendError<T>(pub T);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::chan::{handles, Bounded, Chan, ReceiverRef, SenderRef, State, SyncChan};
-use super::{SendError, TryRecvError, TrySendError};
+use super::{SendError, TryRecvError, TrySendError, WaitError};
 
 /// Creates a channel holding at most `capacity` values.
 ///
@@ -92,14 +92,28 @@ impl<T> Receiver<T> {
         self.chan.try_recv()
     }
 
-    /// Blocks the calling thread (outside any runtime) for the next value, at most
-    /// `timeout`; `Ok(None)` once every sender is gone.
+    /// Blocks the calling thread (a plain thread, not a runtime's) for the next value, at
+    /// most `timeout` (`Duration::MAX`: no deadline).
     ///
     /// # Errors
     ///
-    /// [`TryRecvError::Empty`] if the timeout passed first.
-    pub fn recv_blocking(&mut self, timeout: Duration) -> Result<Option<T>, TryRecvError> {
-        self.chan.recv_blocking(timeout)
+    /// [`WaitError::Timeout`] if the timeout passed first, [`WaitError::Closed`] once the
+    /// channel is empty and every sender is gone.
+    ///
+    /// # Panics
+    ///
+    /// On a coring runtime thread (a pool's core, or inside `block_on`), where blocking
+    /// would stall the runtime: use `recv().await` there instead.
+    #[track_caller]
+    pub fn recv_blocking(&mut self, timeout: Duration) -> Result<T, WaitError> {
+        match self
+            .chan
+            .recv_blocking("mpsc::Receiver::recv_blocking", timeout)
+        {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(WaitError::Closed),
+            Err(_) => Err(WaitError::Timeout),
+        }
     }
 
     /// Values queued right now.

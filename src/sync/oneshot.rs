@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::chan::{handles, Chan, ReceiverRef, SenderRef, State, SyncChan};
-use super::TryRecvError;
+use super::{TryRecvError, WaitError};
 
 /// Creates a one-value channel.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
@@ -56,16 +56,27 @@ pub struct Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// Blocks the calling thread (outside any runtime) for the value, at most `timeout`.
+    /// Blocks the calling thread (a plain thread, not a runtime's) for the value, at most
+    /// `timeout` (`Duration::MAX`: no deadline).
     ///
     /// # Errors
     ///
-    /// `Err(None)` if the timeout passed, `Err(Some(RecvError))` if the sender was dropped.
-    pub fn recv_blocking(&mut self, timeout: Duration) -> Result<T, Option<RecvError>> {
-        match self.chan.recv_blocking(timeout) {
+    /// [`WaitError::Timeout`] if the timeout passed first (the value may still come: call
+    /// again), [`WaitError::Closed`] if the sender was dropped without sending.
+    ///
+    /// # Panics
+    ///
+    /// On a coring runtime thread (a pool's core, or inside `block_on`), where blocking
+    /// would stall the runtime: `.await` the receiver there instead.
+    #[track_caller]
+    pub fn recv_blocking(&mut self, timeout: Duration) -> Result<T, WaitError> {
+        match self
+            .chan
+            .recv_blocking("oneshot::Receiver::recv_blocking", timeout)
+        {
             Ok(Some(v)) => Ok(v),
-            Ok(None) => Err(Some(RecvError)),
-            Err(_) => Err(None),
+            Ok(None) => Err(WaitError::Closed),
+            Err(_) => Err(WaitError::Timeout),
         }
     }
 

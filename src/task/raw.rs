@@ -40,8 +40,11 @@ pub(crate) struct Shared {
     remote: Mutex<Remote>,
     /// Set when a remote wake has already unparked the runtime and it has not yet looked.
     notified: AtomicBool,
-    /// Set while the runtime spins before parking (see `Builder::park_spin`): a remote
-    /// wake then only needs to set `notified`, not to unpark through the kernel.
+    /// Set while the runtime is awake: running its loop, or spinning before parking (see
+    /// `Builder::park_spin`). A remote wake then only needs to set `notified`, which the
+    /// loop looks at before it parks, not to unpark it through the kernel (a syscall on
+    /// the waking side, a completion on the woken). Cleared (by `stop_spinning`) right
+    /// before a park, set again (by `start_spinning`) once the park returns.
     spinning: AtomicBool,
     unparker: Arc<dyn Unpark>,
 }
@@ -61,7 +64,9 @@ impl Shared {
                 closed: false,
             }),
             notified: AtomicBool::new(false),
-            spinning: AtomicBool::new(false),
+            // Awake: a runtime is built on a running thread, and its loop clears this
+            // before it first parks.
+            spinning: AtomicBool::new(true),
             unparker,
         }
     }

@@ -145,7 +145,7 @@ fn mpsc(ctx: &mut Ctx, per_sender: u64) {
     };
     let (tx, mut rx) = coring::sync::mpsc::channel::<CountedBuf>(CAPACITY);
     let seed = ctx.rng.next_u64();
-    let receiver = pool.spawn_on(1, move || async move {
+    let mut receiver = pool.spawn_on(1, move || async move {
         let mut rng = Rng::new(seed);
         let mut got = Vec::new();
         loop {
@@ -183,7 +183,7 @@ fn mpsc(ctx: &mut Ctx, per_sender: u64) {
     let bound = Duration::from_secs(120);
     let mut sent = Vec::new();
     let mut hung = None;
-    for h in senders {
+    for mut h in senders {
         match super::catch(|| h.wait(bound)) {
             Ok(Ok(s)) => sent.push(s),
             Ok(Err(e)) => hung = Some(format!("a sender failed: {e}")),

@@ -207,11 +207,11 @@ mod linux {
         }
         let lease_path = lease_file.clone();
         let lease_n = ctx.pick(40, 400);
-        let leases = pool.spawn_on(0, move || lease_opens(lease_path, lease_n));
+        let mut leases = pool.spawn_on(0, move || lease_opens(lease_path, lease_n));
         let bound = Duration::from_secs(secs + 90);
         let mut tally = Tally::default();
         let mut joined = true;
-        for h in handles {
+        for mut h in handles {
             match super::super::catch(|| h.wait(bound)) {
                 Ok(Ok(t)) => tally.merge(t),
                 Ok(Err(e)) => {

@@ -78,7 +78,7 @@ pub fn run(ctx: &mut Ctx) {
         })
         .collect();
     let mut tally = Tally::default();
-    for h in handles {
+    for mut h in handles {
         match super::catch(|| h.wait(Duration::from_secs(secs + 90))) {
             Ok(Ok(t)) => tally.merge(t),
             Ok(Err(e)) => ctx.fail("workload", None, format!("a core's workload failed: {e}")),
