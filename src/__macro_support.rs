@@ -187,3 +187,40 @@ pub fn current_backend() -> BackendKind {
     crate::runtime::context::try_with(|inner| inner.driver.borrow().backend().kind())
         .expect("coring: current_backend called outside a coring runtime")
 }
+
+/// What `#[coring::main(pool = N)]` runs: a pool of `cores` cores whose runtimes are
+/// built from `builder`, with `body` (given the pool's handle) on core 0; returns its
+/// output once it finished, after shutting the pool down.
+///
+/// # Panics
+///
+/// If the pool cannot start (with the reason), or with `body`'s own panic, resumed here.
+pub fn run_on_pool<F, Fut>(cores: usize, builder: Builder, body: F) -> Fut::Output
+where
+    F: FnOnce(crate::PoolHandle) -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    let pool = crate::Pool::builder()
+        .cores(cores)
+        .runtime(builder)
+        .build()
+        .unwrap_or_else(|e| panic!("coring::main: could not start a pool of {cores} cores: {e}"));
+    let handle = pool.handle();
+    let for_body = handle.clone();
+    let mut main = handle.spawn_on(0, move || body(for_body));
+    // No timeout: `main` runs as long as the program does. (A year per wait, looped: an
+    // `Instant` a century ahead could overflow.)
+    let out = loop {
+        match main.wait(Duration::from_secs(365 * 24 * 3600)) {
+            Ok(v) => break v,
+            Err(crate::sync::WaitError::Timeout) => continue,
+            Err(crate::sync::WaitError::Panicked(p)) => std::panic::resume_unwind(p),
+            Err(e) => panic!("coring::main: the main task on core 0 ended without a result: {e}"),
+        }
+    };
+    if let Err(e) = pool.shutdown() {
+        log::warn!("coring::main: pool shutdown: {e}");
+    }
+    out
+}

@@ -19,7 +19,8 @@
 //! }
 //! ```
 //!
-//! `#[coring::main]` builds a runtime (options: `backend = "io_uring"`, `entries = 1024`)
+//! `#[coring::main]` builds a runtime (options: `backend = "io_uring"`, `entries = 1024`,
+//! `pool = N` for a [`Pool`] of N cores, the function running on core 0)
 //! and runs the function on it; `coring::start(future)` and [`Builder`] do the same
 //! without the attribute. `#[coring::test]` runs an `async fn` test once per backend the
 //! machine has (io_uring and the fallback on Linux), naming the backend when one fails:

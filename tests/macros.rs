@@ -87,3 +87,43 @@ async fn app() -> std::io::Result<u32> {
 fn main_runs_the_body_and_returns_its_value() {
     assert_eq!(app().unwrap(), 7);
 }
+
+/// `pool = N`: the function runs on core 0 of an N-core pool and reaches the others
+/// through the handle it is given.
+#[coring::main(pool = 2)]
+async fn on_a_pool(
+    pool: coring::PoolHandle,
+) -> Result<Vec<Option<usize>>, coring::task::JoinError> {
+    let here = coring::current_core();
+    let there = pool
+        .submit_to(1, || async { coring::current_core() })
+        .await?;
+    Ok(vec![here, there])
+}
+
+#[test]
+fn main_with_a_pool_runs_on_core_0_and_reaches_the_others() {
+    assert_eq!(on_a_pool().unwrap(), vec![Some(0), Some(1)]);
+}
+
+/// Without the handle parameter, as a plain `main`.
+#[coring::main(pool = 1)]
+async fn on_a_pool_without_the_handle() -> Option<usize> {
+    coring::current_core()
+}
+
+#[test]
+fn main_with_a_pool_may_take_no_handle() {
+    assert_eq!(on_a_pool_without_the_handle(), Some(0));
+}
+
+#[coring::main(pool = 1)]
+async fn panics_on_the_pool() {
+    panic!("boom on core 0");
+}
+
+#[test]
+#[should_panic(expected = "boom on core 0")]
+fn a_panic_in_a_pool_main_is_resumed_on_the_calling_thread() {
+    panics_on_the_pool();
+}

@@ -19,7 +19,18 @@ use proc_macro::{Delimiter, Group, Ident, Literal, Spacing, Span, TokenStream, T
 ///
 /// Options (all optional, comma-separated): `backend = "io_uring" | "fallback" | "iocp" |
 /// "auto"` (default `auto`; the `CORING_BACKEND` variable still wins, as for
-/// `Builder::new()`), `entries = N` (submission-queue entries).
+/// `Builder::new()`), `entries = N` (submission-queue entries), `pool = N`: a `Pool` of N
+/// pinned cores, the function running on core 0 (it may take the pool's
+/// `coring::PoolHandle` as its one parameter, to reach the other cores); the pool shuts
+/// down when it returns, and a panic in it is resumed on the main thread.
+///
+/// ```ignore
+/// #[coring::main(pool = 2)]
+/// async fn main(pool: coring::PoolHandle) {
+///     let other = pool.submit_to(1, || async { coring::current_core() }).await;
+///     assert_eq!(other.unwrap(), Some(1));
+/// }
+/// ```
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Main, attr, item).unwrap_or_else(|e| e.into_tokens())
@@ -100,6 +111,7 @@ fn punct(c: char, span: Span) -> TokenTree {
 struct Options {
     backend: Option<String>,
     entries: Option<u32>,
+    pool: Option<usize>,
     timeout: Option<u64>,
 }
 
@@ -159,6 +171,14 @@ fn parse_options(kind: Kind, attr: TokenStream) -> Result<Options, Error> {
                 }
                 opts.backend = Some(name.to_string());
             }
+            "pool" if kind == Kind::Main => {
+                opts.pool = Some(text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::new(
+                        value.span(),
+                        format!("{}: `pool` is a number of cores above 0", kind.attr()),
+                    )
+                })?);
+            }
             "entries" => {
                 opts.entries = Some(text.parse().map_err(|_| {
                     Error::new(
@@ -180,7 +200,7 @@ fn parse_options(kind: Kind, attr: TokenStream) -> Result<Options, Error> {
             }
             other => {
                 let known = match kind {
-                    Kind::Main => "`backend`, `entries`",
+                    Kind::Main => "`backend`, `entries`, `pool`",
                     Kind::Test => "`backend`, `entries`, `timeout`",
                 };
                 return Err(Error::new(
@@ -249,10 +269,24 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> Result<TokenStrea
     };
     match tokens.get(fn_at + 2) {
         Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis => {
-            if !g.stream().is_empty() {
+            // With a pool, `main` may take the pool's handle as its one parameter.
+            // One parameter: nothing after its comma, if it has one (rustfmt adds a
+            // trailing comma to a parameter list it breaks over lines).
+            let params: Vec<TokenTree> = g.stream().into_iter().collect();
+            let comma = params
+                .iter()
+                .position(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ','));
+            let takes_handle =
+                opts.pool.is_some() && comma.is_none_or(|at| at + 1 == params.len());
+            if !g.stream().is_empty() && !takes_handle {
+                let what = if opts.pool.is_some() {
+                    "without parameters, or with one: the pool's `coring::PoolHandle`"
+                } else {
+                    "without parameters"
+                };
                 return Err(Error::new(
                     g.span(),
-                    format!("{} takes a function without parameters", kind.attr()),
+                    format!("{} takes a function {what}", kind.attr()),
                 ));
             }
         }
@@ -288,11 +322,28 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> Result<TokenStrea
     inner[fn_at - async_at + 1] = inner_name.into();
     let mut body: TokenStream = inner.into_iter().collect();
     let call = match kind {
-        Kind::Main => format!(
-            "{}.build().unwrap_or_else(|e| ::core::panic!(\"coring::main: could not start \
-             the runtime: {{e}}\")).block_on(__coring_body())",
-            builder(&opts, kind)
-        ),
+        Kind::Main => match opts.pool {
+            None => format!(
+                "{}.build().unwrap_or_else(|e| ::core::panic!(\"coring::main: could not \
+                 start the runtime: {{e}}\")).block_on(__coring_body())",
+                builder(&opts, kind)
+            ),
+            Some(cores) => {
+                let takes_handle = matches!(
+                    tokens.get(fn_at + 2),
+                    Some(TokenTree::Group(g)) if !g.stream().is_empty()
+                );
+                let body = if takes_handle {
+                    "|__coring_handle| __coring_body(__coring_handle)"
+                } else {
+                    "|_| __coring_body()"
+                };
+                format!(
+                    "::coring::__macro_support::run_on_pool({cores}, {}, {body})",
+                    builder(&opts, kind)
+                )
+            }
+        },
         Kind::Test => {
             let only = match &opts.backend {
                 Some(name) => {
