@@ -276,8 +276,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> Result<TokenStrea
             let comma = params
                 .iter()
                 .position(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ','));
-            let takes_handle =
-                opts.pool.is_some() && comma.is_none_or(|at| at + 1 == params.len());
+            let takes_handle = opts.pool.is_some() && comma.is_none_or(|at| at + 1 == params.len());
             if !g.stream().is_empty() && !takes_handle {
                 let what = if opts.pool.is_some() {
                     "without parameters, or with one: the pool's `coring::PoolHandle`"
