@@ -242,8 +242,13 @@ coring_test!(vectored_stream_io, async {
     }
     assert_eq!(got, b"0123456789");
     drop(peer);
-    let (res, _) = s.readv(vec![Vec::<u8>::with_capacity(8)]).await;
+    // End of stream: nothing read, and reused buffers hold nothing stale.
+    let (res, bufs) = s.readv(vec![vec![b'x'; 8], vec![b'y'; 4]]).await;
     assert_eq!(res.unwrap(), 0, "end of stream");
+    assert!(bufs.iter().all(Vec::is_empty), "{bufs:?}");
+    // No room in any buffer: an error, not an Ok(0) that reads as end of stream.
+    let (res, _) = s.readv(vec![Vec::<u8>::new()]).await;
+    assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
 });
 
 // UDP zero-copy sends: to an address, and on a connected socket.

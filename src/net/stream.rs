@@ -595,12 +595,18 @@ impl Stream {
     pub(crate) async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
         let mut bufs = bufs;
         let Some(i) = bufs.iter().position(|b| b.bytes_total() > 0) else {
-            return (Ok(0), bufs);
+            let e = crate::buf::check_room(0, "readv").unwrap_err();
+            return (Err(e), bufs);
         };
         if !self.may_read_directly() {
+            // Held data goes into the first buffer with room; the ones after it hold
+            // nothing (as after a vectored read that filled only the first).
             let b = bufs.remove(i);
             let (res, b) = self.read(b).await;
             bufs.insert(i, b);
+            for later in &mut bufs[i + 1..] {
+                crate::buf::set_empty(later);
+            }
             return (res, bufs);
         }
         Op::new(RecvVectored::new(&self.fd, bufs)).await

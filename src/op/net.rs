@@ -289,20 +289,8 @@ impl<B: IoBufMut> Operation for RecvVectored<B> {
         }
     }
 
-    fn complete(mut self, c: Completion) -> Self::Output {
-        let total: usize = self.bufs.iter().map(|b| b.bytes_total()).sum();
-        let res = c.result().and_then(|n| checked_len(n, total));
-        if let Ok(n) = res {
-            let mut left = n;
-            for b in &mut self.bufs {
-                let take = left.min(b.bytes_total());
-                // SAFETY: the kernel filled the buffers in order; this one received `take`
-                // bytes at its start, take <= bytes_total().
-                unsafe { b.set_init(take) };
-                left -= take;
-            }
-        }
-        (res, self.bufs)
+    fn complete(self, c: Completion) -> Self::Output {
+        super::rw::filled_in_order(c, self.bufs)
     }
 }
 

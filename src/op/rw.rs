@@ -176,21 +176,31 @@ impl<B: IoBufMut> Operation for Readv<B> {
         }
     }
 
-    fn complete(mut self, c: Completion) -> Self::Output {
-        let total: usize = self.bufs.iter().map(|b| b.bytes_total()).sum();
-        let res = c.result().and_then(|n| checked_len(n, total));
-        if let Ok(n) = res {
-            let mut left = n;
-            for b in &mut self.bufs {
-                let take = left.min(b.bytes_total());
-                // SAFETY: the kernel filled the buffers in order; this one received `take`
-                // bytes at its start, take <= bytes_total().
-                unsafe { b.set_filled(take) };
-                left -= take;
-            }
-        }
-        (res, self.bufs)
+    fn complete(self, c: Completion) -> Self::Output {
+        filled_in_order(c, self.bufs)
     }
+}
+
+/// The result of a vectored read into `bufs`, each from its start and in order: the byte
+/// count, checked against their room, is spread over them ([`IoBufMut::set_filled`]:
+/// each holds exactly what it received, the ones past the end none).
+pub(crate) fn filled_in_order<B: IoBufMut>(
+    c: Completion,
+    mut bufs: Vec<B>,
+) -> BufResult<usize, Vec<B>> {
+    let total: usize = bufs.iter().map(|b| b.bytes_total()).sum();
+    let res = c.result().and_then(|n| checked_len(n, total));
+    if let Ok(n) = res {
+        let mut left = n;
+        for b in &mut bufs {
+            let take = left.min(b.bytes_total());
+            // SAFETY: the kernel filled the buffers in order; this one received `take`
+            // bytes at its start, take <= bytes_total().
+            unsafe { b.set_filled(take) };
+            left -= take;
+        }
+    }
+    (res, bufs)
 }
 
 /// `pwritev` of several owned buffers' initialised bytes, in order.
