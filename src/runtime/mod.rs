@@ -117,6 +117,8 @@ pub struct Builder {
     iopoll: bool,
     /// `send_file` by linked splices (io_uring).
     splice_files: bool,
+    /// One operation in this many is timed for [`Metrics::op_latency`] (0: none).
+    op_latency_sample: u32,
 }
 
 impl Default for Builder {
@@ -140,6 +142,7 @@ impl Builder {
             multishot_reads: true,
             iopoll: false,
             splice_files: false,
+            op_latency_sample: crate::driver::metrics::DEFAULT_LATENCY_SAMPLE,
         }
     }
 
@@ -217,6 +220,16 @@ impl Builder {
     /// spin that long is a busy loop, not a latency trade).
     pub fn park_spin(mut self, d: Duration) -> Builder {
         self.park_spin = d.min(Duration::from_secs(1));
+        self
+    }
+
+    /// Times one operation in `every` from submission to final completion, into a latency
+    /// histogram per opcode ([`Metrics::op_latency`](crate::Metrics#structfield.op_latency)).
+    /// Default 64: two clock reads per 64 operations, too cheap to measure (see the
+    /// README's "Metrics"). 1 times every operation (two clock reads each, a few percent
+    /// of a small request's cost); 0 times none.
+    pub fn op_latency_sample(mut self, every: u32) -> Builder {
+        self.op_latency_sample = every;
         self
     }
 
@@ -346,7 +359,7 @@ impl Builder {
         }
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
-        let driver = Driver::new(backend);
+        let driver = Driver::new(backend, self.op_latency_sample);
         let inner = Rc::new(Inner {
             driver_id: {
                 context::runtime_built(driver.id());
@@ -360,6 +373,8 @@ impl Builder {
             timers: Rc::new(RefCell::new(Timers::default())),
             shared,
             turns: std::cell::Cell::new(0),
+            block_on_time: std::cell::Cell::new(Duration::ZERO),
+            block_on_since: std::cell::Cell::new(None),
         });
         Ok(Runtime {
             inner,
@@ -427,9 +442,26 @@ pub(crate) struct Inner {
     pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) shared: Arc<Shared>,
     turns: std::cell::Cell<u64>,
+    /// Time spent in `block_on` calls that have returned.
+    block_on_time: std::cell::Cell<Duration>,
+    /// When the running `block_on` started (`None`: none runs).
+    block_on_since: std::cell::Cell<Option<Instant>>,
 }
 
 impl Inner {
+    /// A snapshot of this runtime's [`Metrics`].
+    pub(crate) fn metrics(&self) -> Metrics {
+        let mut m = self.driver.borrow().metrics();
+        m.turns = self.turns.get();
+        m.tasks_polled = self.executor.polls();
+        let mut in_block_on = self.block_on_time.get();
+        if let Some(since) = self.block_on_since.get() {
+            in_block_on += since.elapsed();
+        }
+        m.time_running = in_block_on.saturating_sub(m.time_parked);
+        m
+    }
+
     /// Whether a bound future is being polled ([`Inner::cancel_token`] is `Some`): one
     /// load, for the hot paths that do the token's work out of line.
     #[inline(always)]
@@ -498,6 +530,27 @@ impl fmt::Debug for Runtime {
     }
 }
 
+/// Adds the time a `block_on` call runs to [`Inner::block_on_time`] (also when its future
+/// panics out of it).
+struct BlockOnTime<'a>(&'a Inner);
+
+impl<'a> BlockOnTime<'a> {
+    fn start(inner: &'a Inner) -> BlockOnTime<'a> {
+        inner.block_on_since.set(Some(Instant::now()));
+        BlockOnTime(inner)
+    }
+}
+
+impl Drop for BlockOnTime<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.0.block_on_since.take() {
+            self.0
+                .block_on_time
+                .set(self.0.block_on_time.get() + since.elapsed());
+        }
+    }
+}
+
 /// Wakes the future passed to `block_on`.
 struct MainWaker {
     woken: AtomicBool,
@@ -539,6 +592,7 @@ impl Runtime {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _entered = context::Entered::new(&self.inner, false);
         let inner = &*self.inner;
+        let _timed = BlockOnTime::start(inner);
         let main = Arc::new(MainWaker {
             woken: AtomicBool::new(true),
             shared: inner.shared.clone(),
@@ -559,6 +613,7 @@ impl Runtime {
                 inner
                     .budget
                     .start(hungry, || inner.executor.has_ready(), std::ptr::null());
+                inner.executor.count_poll();
                 let polled = future.as_mut().poll(&mut cx);
                 hungry = inner.budget.finish(hungry) != Cut::No;
                 if let Poll::Ready(v) = polled {
@@ -624,16 +679,11 @@ impl Runtime {
         self.inner.driver.borrow().backend().describe()
     }
 
-    /// Counters of the work done so far (loop turns, parks, kernel entries, operations).
+    /// A snapshot of the work done so far: loop turns, parks, kernel entries and their
+    /// batch sizes, operations and their sampled latency, time parked and running. From
+    /// inside the runtime, [`coring::metrics`](crate::metrics) gives the same.
     pub fn metrics(&self) -> Metrics {
-        let driver = self.inner.driver.borrow();
-        let mut m = driver.metrics;
-        m.turns = self.inner.turns.get();
-        m.ops_offloaded = driver.backend().offloaded();
-        if let Some(route) = driver.backend().poll_route() {
-            (m.ops_polled, m.ops_poll_rerouted) = route.counts();
-        }
-        m
+        self.inner.metrics()
     }
 
     /// Whether direct file IO runs on a polled ring ([`Builder::iopoll`]), and if it was
@@ -766,6 +816,31 @@ impl Drop for Runtime {
         Driver::finish_orphans(&self.inner.driver);
         context::runtime_dropped(self.inner.driver_id);
     }
+}
+
+/// A snapshot of the current runtime's [`Metrics`], from inside it (a task, or the future
+/// given to [`Runtime::block_on`]); the same as [`Runtime::metrics`]. On a
+/// [`Pool`](crate::Pool) core, that core's own.
+///
+/// ```
+/// coring::start(async {
+///     coring::nop().await.unwrap();
+///     let m = coring::metrics();
+///     assert!(m.ops_completed >= 1 && m.tasks_polled >= 1);
+///     println!("{} enters, {:?} parked", m.enters, m.time_parked);
+/// });
+/// ```
+///
+/// # Panics
+///
+/// Outside a coring runtime, with a message saying so.
+#[track_caller]
+pub fn metrics() -> Metrics {
+    context::with(
+        "coring::metrics called outside a coring runtime; call it from a task or from inside \
+         Runtime::block_on, or use Runtime::metrics on the runtime itself",
+        |inner| inner.metrics(),
+    )
 }
 
 /// Builds a default [`Runtime`] and runs `future` on it.
