@@ -23,7 +23,11 @@ fn nop_count(m: &Metrics) -> u64 {
 
 coring_test!(nops_move_the_counters, |builder| {
     // Every operation timed, so the nop histogram counts exactly the nops.
-    let rt = builder.op_latency_sample(1).build().unwrap();
+    let rt = builder
+        .op_latency_sample(1)
+        .time_parks(true)
+        .build()
+        .unwrap();
     let backend = rt.backend();
     let outside = Instant::now();
     let (before, after) = common::block_on_bounded(&rt, async {
@@ -80,7 +84,8 @@ coring_test!(nops_move_the_counters, |builder| {
 });
 
 coring_test!(parking_is_counted, |builder| {
-    let rt = builder.build().unwrap();
+    let rt = builder.time_parks(true).build().unwrap();
+    let backend = rt.backend();
     common::block_on_bounded(&rt, async {
         coring::time::sleep(Duration::from_millis(5)).await;
     });
@@ -88,6 +93,18 @@ coring_test!(parking_is_counted, |builder| {
     assert!(m.parks >= 1, "{m:?}");
     assert!(m.time_parked > Duration::ZERO, "{m:?}");
     assert_eq!(m.enter_batch.count(), m.enters, "{m:?}");
+
+    // Untimed (the default): the park counts, its time does not.
+    let rt = coring::Builder::new().backend(backend).build().unwrap();
+    common::block_on_bounded(&rt, async {
+        coring::time::sleep(Duration::from_millis(5)).await;
+    });
+    let m = rt.metrics();
+    assert!(m.parks >= 1, "{m:?}");
+    assert_eq!(
+        (m.time_parked, m.time_running),
+        (Duration::ZERO, Duration::ZERO)
+    );
 });
 
 coring_test!(latency_is_sampled_one_in_n, |builder| {

@@ -71,11 +71,13 @@ pub struct Metrics {
     /// Polls of futures: spawned tasks' and the future given to
     /// [`Runtime::block_on`](crate::Runtime::block_on).
     pub tasks_polled: u64,
-    /// Wall time spent asleep in the kernel waiting for work (the parks' waits).
+    /// Wall time spent asleep in the kernel waiting for work (the parks' waits). Zero
+    /// unless [`Builder::time_parks`](crate::Builder::time_parks) is on.
     pub time_parked: Duration,
     /// Wall time spent inside [`Runtime::block_on`](crate::Runtime::block_on) and not
     /// parked: running tasks, submitting and reaping (and spinning before a park, with
-    /// [`Builder::park_spin`](crate::Builder::park_spin)).
+    /// [`Builder::park_spin`](crate::Builder::park_spin)). Zero unless
+    /// [`Builder::time_parks`](crate::Builder::time_parks) is on.
     pub time_running: Duration,
     /// One sample per kernel entry (so its count equals `enters`), of the batch the entry
     /// handed over or brought back. io_uring: the submission entries (SQEs) the entry

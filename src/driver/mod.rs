@@ -230,6 +230,8 @@ pub(crate) struct Driver {
     pub(crate) metrics: Metrics,
     /// Times one operation in so many, per opcode ([`Metrics::op_latency`]).
     sampler: LatencySampler,
+    /// Whether parks are timed ([`Metrics::time_parked`]; `Builder::time_parks`).
+    pub(crate) time_parks: bool,
     /// Empty pipes for file-to-socket splices (`net::sendfile`).
     #[cfg(target_os = "linux")]
     pub(crate) pipes: pipes::PipePool,
@@ -253,6 +255,7 @@ impl Driver {
             held: Vec::new(),
             metrics: Metrics::default(),
             sampler: LatencySampler::new(latency_sample),
+            time_parks: false,
             #[cfg(target_os = "linux")]
             pipes: pipes::PipePool::default(),
             #[cfg(feature = "test-util")]
@@ -592,14 +595,22 @@ impl Driver {
     pub(crate) fn turn(&mut self, wait: Wait) -> io::Result<()> {
         if let Wait::Park(_) = wait {
             self.metrics.parks += 1;
-            // Two clock reads per park, none per operation.
-            let asleep = Instant::now();
-            let entered = self.enter(wait);
-            self.metrics.time_parked += asleep.elapsed();
-            entered?;
-        } else {
-            self.enter(wait)?;
+            if self.time_parks {
+                return self.timed_park(wait);
+            }
         }
+        self.enter(wait)?;
+        self.reap();
+        Ok(())
+    }
+
+    /// A park with a clock read before and after it ([`Metrics::time_parked`]).
+    #[inline(never)]
+    fn timed_park(&mut self, wait: Wait) -> io::Result<()> {
+        let asleep = Instant::now();
+        let entered = self.enter(wait);
+        self.metrics.time_parked += asleep.elapsed();
+        entered?;
         self.reap();
         Ok(())
     }
