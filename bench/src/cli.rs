@@ -582,6 +582,12 @@ mod tests {
     }
 
     #[test]
+    fn metrics_flag() {
+        assert!(!cfg("echo").metrics);
+        assert!(cfg("echo --metrics").metrics);
+    }
+
+    #[test]
     fn explicit_modes_and_lists() {
         let c = cfg("echo --conns 4,64 --rate closed,20000 --size=64 --backend fallback --json");
         assert_eq!(c.modes, [Mode::Echo]);

@@ -465,6 +465,27 @@ pub fn metrics_lines(m: &coring::Metrics) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn metrics_block_shows_a_real_snapshot() {
+        let rt = coring::Builder::new().op_latency_sample(1).build().unwrap();
+        rt.block_on(async {
+            for _ in 0..3 {
+                coring::nop().await.unwrap();
+            }
+        });
+        let mut echo = RunResult::new(Mode::Echo, "closed 1c 64B".into(), "io_uring", "req");
+        assert_eq!(metrics_block(std::slice::from_ref(&echo)), "");
+        echo.metrics = Some(rt.metrics());
+        let block = metrics_block(&[echo]);
+        assert!(
+            block.contains("metrics: echo closed 1c 64B io_uring"),
+            "{block}"
+        );
+        assert!(block.contains("ops submitted 3  completed 3"), "{block}");
+        assert!(block.contains("batch per enter: n "), "{block}");
+        assert!(block.contains("latency nop (sampled, µs): n 3 "), "{block}");
+    }
+
     fn sample_runs() -> Vec<RunResult> {
         let mut echo = RunResult::new(Mode::Echo, "closed 16c 1024B".into(), "io_uring", "req");
         echo.ops = 300_000;

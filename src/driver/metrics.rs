@@ -127,12 +127,12 @@ pub struct OpLatency {
 }
 
 /// A histogram of `u64` values in power-of-two buckets, with the exact count, sum and
-/// maximum: bucket 0 holds the value 0, bucket `i` (1..=63) the values in
-/// `2^(i-1) .. 2^i` (the last one also everything above).
+/// maximum: bucket 0 holds the value 0, bucket `i` (1..=64) the values in
+/// `2^(i-1) .. 2^i`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     buckets: [u64; Histogram::BUCKETS],
-    count: u64,
+    /// Wrapping (the values recorded here are batch sizes and nanoseconds: far from it).
     sum: u64,
     max: u64,
 }
@@ -141,7 +141,6 @@ impl Default for Histogram {
     fn default() -> Histogram {
         Histogram {
             buckets: [0; Histogram::BUCKETS],
-            count: 0,
             sum: 0,
             max: 0,
         }
@@ -150,24 +149,25 @@ impl Default for Histogram {
 
 impl Histogram {
     /// The number of buckets.
-    pub const BUCKETS: usize = 64;
+    pub const BUCKETS: usize = 65;
 
-    /// Adds one value.
-    #[inline]
+    /// Adds one value: a few instructions (the count is the buckets' sum, taken when read).
+    #[inline(always)]
     pub(crate) fn record(&mut self, v: u64) {
-        let i = ((u64::BITS - v.leading_zeros()) as usize).min(Self::BUCKETS - 1);
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum = self.sum.saturating_add(v);
-        self.max = self.max.max(v);
+        // 0..=64: always in bounds.
+        self.buckets[(u64::BITS - v.leading_zeros()) as usize] += 1;
+        self.sum = self.sum.wrapping_add(v);
+        if v > self.max {
+            self.max = v;
+        }
     }
 
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
-        self.count
+        self.buckets.iter().sum()
     }
 
-    /// The sum of the values recorded (saturating).
+    /// The sum of the values recorded.
     pub fn sum(&self) -> u64 {
         self.sum
     }
@@ -179,10 +179,9 @@ impl Histogram {
 
     /// The mean of the values recorded (0 if none).
     pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.count as f64
+        match self.count() {
+            0 => 0.0,
+            n => self.sum as f64 / n as f64,
         }
     }
 
@@ -203,7 +202,7 @@ impl Histogram {
         );
         match i {
             0 => (0, 0),
-            63 => (1 << 62, u64::MAX),
+            64 => (1 << 63, u64::MAX),
             _ => (1 << (i - 1), (1 << i) - 1),
         }
     }
@@ -212,10 +211,11 @@ impl Histogram {
     /// of the bucket that holds it, or the maximum if that is lower. Within a factor of two
     /// of the exact quantile. 0 if nothing was recorded.
     pub fn quantile(&self, q: f64) -> u64 {
-        if self.count == 0 {
+        let count = self.count();
+        if count == 0 {
             return 0;
         }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
@@ -244,7 +244,7 @@ impl fmt::Debug for Histogram {
             }
         }
         f.debug_struct("Histogram")
-            .field("count", &self.count)
+            .field("count", &self.count())
             .field("sum", &self.sum)
             .field("max", &self.max)
             .field("buckets", &Buckets(self))
@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(h.count(), 7);
         assert_eq!(h.max(), u64::MAX);
         let b = h.buckets();
-        assert_eq!((b[0], b[1], b[2], b[3], b[10], b[63]), (1, 1, 2, 1, 1, 1));
+        assert_eq!((b[0], b[1], b[2], b[3], b[10], b[64]), (1, 1, 2, 1, 1, 1));
         assert_eq!(b.iter().sum::<u64>(), 7);
         assert_eq!(Histogram::bucket_range(10), (512, 1023));
         // Rank 4 of 7 is the value 3, in bucket 2 (2..=3).
