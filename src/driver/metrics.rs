@@ -162,6 +162,11 @@ impl Histogram {
         }
     }
 
+    /// Adds `n` zeros (the driver records only nonzero batches, and counts the rest).
+    pub(crate) fn add_zeros(&mut self, n: u64) {
+        self.buckets[0] += n;
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()

@@ -232,6 +232,8 @@ pub(crate) struct Driver {
     sampler: LatencySampler,
     /// Whether parks are timed ([`Metrics::time_parked`]; `Builder::time_parks`).
     pub(crate) time_parks: bool,
+    /// Collections of completions so far ([`Metrics::reap_batch`]'s count).
+    reaps: u64,
     /// Empty pipes for file-to-socket splices (`net::sendfile`).
     #[cfg(target_os = "linux")]
     pub(crate) pipes: pipes::PipePool,
@@ -256,6 +258,7 @@ impl Driver {
             metrics: Metrics::default(),
             sampler: LatencySampler::new(latency_sample),
             time_parks: false,
+            reaps: 0,
             #[cfg(target_os = "linux")]
             pipes: pipes::PipePool::default(),
             #[cfg(feature = "test-util")]
@@ -267,6 +270,11 @@ impl Driver {
     /// pool, polled ring, completion-queue overflow) and the latency histograms.
     pub(crate) fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
+        // The batches of zero, counted but not recorded (a failed entry counts as one).
+        let zeros = m.enters.saturating_sub(m.enter_batch.count());
+        m.enter_batch.add_zeros(zeros);
+        let zeros = self.reaps.saturating_sub(m.reap_batch.count());
+        m.reap_batch.add_zeros(zeros);
         m.ops_offloaded = self.backend.offloaded();
         m.cq_overflow = self.backend.cq_overflow();
         if let Some(route) = self.backend.poll_route() {
@@ -291,7 +299,10 @@ impl Driver {
             return Err(backend::classify_enter_error(e));
         }
         let batch = self.backend.enter(wait)?;
-        self.metrics.enter_batch.record(batch as u64);
+        // Zeros are not recorded: the snapshot counts them from `enters`.
+        if batch != 0 {
+            self.metrics.enter_batch.record(batch as u64);
+        }
         Ok(())
     }
 
@@ -741,7 +752,11 @@ impl Driver {
                 }
             }
         });
-        self.metrics.reap_batch.record(reaped);
+        // Zeros are not recorded: the snapshot counts them from `reaps`.
+        self.reaps += 1;
+        if reaped != 0 {
+            self.metrics.reap_batch.record(reaped);
+        }
         // Checked first: most reaps have none of these, and an empty drain still costs its
         // setup.
         if !self.held.is_empty() {
