@@ -347,9 +347,39 @@ impl Driver {
         inline: bool,
         group: u32,
     ) -> io::Result<Submitted> {
-        let mut inline = inline;
-        // One operation in so many is timed from here to its final completion.
-        let started_at = self.sampler.tick().then(Instant::now);
+        // One operation in so many is timed from here to its final completion, on a path
+        // of its own: the untimed path carries no clock and no check beyond this one.
+        if self.sampler.tick() {
+            return self.submit_sampled(desc, waker, inline, group);
+        }
+        self.push_new::<false>(desc, waker, inline, group, None)
+    }
+
+    /// [`Driver::submit`] for an operation the latency sampler times.
+    #[cold]
+    #[inline(never)]
+    fn submit_sampled(
+        &mut self,
+        desc: &OpDesc,
+        waker: &Waker,
+        inline: bool,
+        group: u32,
+    ) -> io::Result<Submitted> {
+        let at = Instant::now();
+        self.push_new::<true>(desc, waker, inline, group, Some(at))
+    }
+
+    /// Pushes the operation to the backend (making room if the queue is full) and records
+    /// what happened; `TIMED` with `started_at`, the latency sampler's start.
+    #[inline(always)]
+    fn push_new<const TIMED: bool>(
+        &mut self,
+        desc: &OpDesc,
+        waker: &Waker,
+        mut inline: bool,
+        group: u32,
+        started_at: Option<Instant>,
+    ) -> io::Result<Submitted> {
         loop {
             // The key the slot will have; the slot is made only for an operation left in
             // flight, so one completed during the push costs no slot and no waker clone.
@@ -357,8 +387,8 @@ impl Driver {
             match self.backend.push(key, desc, inline, waker) {
                 Ok(Push::Queued) => {
                     let timed = match started_at {
-                        Some(at) => self.sampler.started(desc.name(), at),
-                        None => 0,
+                        Some(at) if TIMED => self.sampler.started(desc.name(), at),
+                        _ => 0,
                     };
                     let slot = self.ops.insert(Slot::InFlight {
                         waker: Some(waker.clone()),
@@ -374,7 +404,7 @@ impl Driver {
                     self.metrics.ops_submitted += 1;
                     self.metrics.ops_completed += 1;
                     self.metrics.ops_inline += 1;
-                    if let Some(at) = started_at {
+                    if let (true, Some(at)) = (TIMED, started_at) {
                         self.sampler.finished_inline(desc.name(), at);
                     }
                     return Ok(Submitted::Completed(c));
@@ -682,9 +712,8 @@ impl Driver {
         let metrics = &mut self.metrics;
         let finished_seq = &mut self.finished_seq;
         let sampler = &mut self.sampler;
-        let mut reaped = 0u64;
+        let completed_before = metrics.ops_completed;
         self.backend.reap(|key, c| {
-            reaped += 1;
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
                 return;
@@ -754,6 +783,7 @@ impl Driver {
         });
         // Zeros are not recorded: the snapshot counts them from `reaps`.
         self.reaps += 1;
+        let reaped = self.metrics.ops_completed - completed_before;
         if reaped != 0 {
             self.metrics.reap_batch.record(reaped);
         }
