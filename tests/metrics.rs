@@ -66,7 +66,8 @@ coring_test!(nops_move_the_counters, |builder| {
     for o in &after.op_latency {
         consistent(&o.nanos);
     }
-    // Every final completion was collected by some reap or completed during submission.
+    // Every completion was collected by some reap or completed during submission (nops
+    // are single-shot: one completion each).
     assert_eq!(
         after.reap_batch.sum() + after.ops_inline,
         after.ops_completed,

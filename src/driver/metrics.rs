@@ -87,10 +87,10 @@ pub struct Metrics {
     /// `GetQueuedCompletionStatusEx` returned. Mock backend: always 0.
     pub enter_batch: Histogram,
     /// One sample per collection of completions (one follows every kernel entry; a
-    /// synchronous cancel collects once more): the final completions collected (a
-    /// multishot operation's intermediate ones are not counted). On io_uring, that is the
-    /// completion queue's occupancy after the entry (plus any results of the blocking
-    /// pool, see `ops_offloaded`), less intermediate and internal completions.
+    /// synchronous cancel collects once more): the completions collected, final and
+    /// intermediate (a multishot receive's arrivals). On io_uring, that is the completion
+    /// queue's occupancy after the entry, less the runtime's internal completions (its
+    /// wakeup eventfd, cancels), plus any results of the blocking pool (`ops_offloaded`).
     pub reap_batch: Histogram,
     /// Completions the kernel dropped because the completion queue was full and it could
     /// not keep them (io_uring's `cq.koverflow` counter, as read at the snapshot; the

@@ -712,8 +712,9 @@ impl Driver {
         let metrics = &mut self.metrics;
         let finished_seq = &mut self.finished_seq;
         let sampler = &mut self.sampler;
-        let completed_before = metrics.ops_completed;
+        let mut reaped = 0u64;
         self.backend.reap(|key, c| {
+            reaped += 1;
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
                 return;
@@ -783,7 +784,6 @@ impl Driver {
         });
         // Zeros are not recorded: the snapshot counts them from `reaps`.
         self.reaps += 1;
-        let reaped = self.metrics.ops_completed - completed_before;
         if reaped != 0 {
             self.metrics.reap_batch.record(reaped);
         }
