@@ -240,7 +240,7 @@ impl Builder {
     /// ([`Metrics::time_parked`](crate::Metrics#structfield.time_parked) and
     /// `time_running`; both stay zero without it). Off by default: it reads the clock
     /// before and after every park, which costs a request-response server that parks
-    /// once per request about 9% more user-space instructions per request (see the
+    /// once per request about 8% more user-space instructions per request (see the
     /// README's "Metrics"); a busy server parks far less often.
     pub fn time_parks(mut self, on: bool) -> Builder {
         self.time_parks = on;
