@@ -70,7 +70,7 @@ pub mod task;
 pub mod time;
 
 pub use driver::iopoll::IopollStatus;
-pub use driver::Metrics;
+pub use driver::{Histogram, Metrics, OpLatency};
 
 /// Test support: a backend whose operations complete when the test says so. Not API: no
 /// stability promise; see `Builder::backend(BackendKind::Mock)`. Needs the `test-util`
@@ -85,7 +85,7 @@ pub use pool::{
     current_core, CoreInfo, Gather, Pool, PoolBuilder, PoolError, PoolHandle, Sharded, SpawnHandle,
     Submit,
 };
-pub use runtime::{start, BackendKind, Builder, Runtime};
+pub use runtime::{metrics, start, BackendKind, Builder, Runtime};
 pub use task::{spawn, JoinHandle};
 
 /// A round trip through the backend that does nothing (IORING_OP_NOP on io_uring).

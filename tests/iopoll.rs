@@ -113,7 +113,7 @@ coring_test!(direct_io_with_iopoll_is_byte_exact, |builder| {
             "read back differs from what was written"
         );
         let m2 = rt.metrics();
-        for (what, before, after) in [("write", m0, m1), ("read", m1, m2)] {
+        for (what, before, after) in [("write", &m0, &m1), ("read", &m1, &m2)] {
             assert_eq!(
                 (
                     after.ops_submitted - before.ops_submitted,

@@ -738,3 +738,38 @@ coring_test!(
         assert_eq!(coring::current_core(), None);
     }
 );
+
+// Every core's metrics at once, from a plain thread and from a task: one snapshot per
+// core, in core order, each counting the work that ran on that core.
+pool_test!(metrics_of_every_core, |kind| {
+    let pool = pool(kind);
+    let handle = pool.handle();
+    // 50 nops on core 1 only.
+    handle
+        .submit_to(1, || async {
+            for _ in 0..50 {
+                coring::nop().await.unwrap();
+            }
+        })
+        .wait(WAIT)
+        .unwrap();
+    let all = handle.metrics().wait(WAIT).unwrap();
+    assert_eq!(all.len(), handle.cores());
+    // (Latency is sampled, so completions are what count every nop.)
+    assert!(
+        all[1].ops_completed >= 50,
+        "core 1: {:?}",
+        all[1].ops_completed
+    );
+    assert!(all.iter().all(|m| m.tasks_polled > 0));
+    // The same from a task on core 0.
+    let h = handle.clone();
+    let from_task = handle
+        .submit_to(0, move || async move { h.metrics().await })
+        .wait(WAIT)
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_task.len(), handle.cores());
+    assert!(from_task[1].ops_completed >= all[1].ops_completed);
+    pool.shutdown().unwrap();
+});

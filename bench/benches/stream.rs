@@ -545,7 +545,8 @@ impl StreamResult {
     /// A runtime counter per call (NaN without counters).
     fn per_call(&self, counter: fn(&Metrics) -> u64) -> f64 {
         self.metrics
-            .map_or(f64::NAN, |m| counter(&m) as f64 / self.calls.max(1) as f64)
+            .as_ref()
+            .map_or(f64::NAN, |m| counter(m) as f64 / self.calls.max(1) as f64)
     }
 }
 
@@ -566,7 +567,7 @@ impl fmt::Display for StreamResult {
             dir.other().name(),
             self.peer_cpu_per_gib,
         )?;
-        if let Some(m) = self.metrics {
+        if let Some(m) = &self.metrics {
             let ops = self.per_call(|m| m.ops_submitted);
             let enters = self.per_call(|m| m.enters);
             match dir {

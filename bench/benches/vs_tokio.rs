@@ -518,7 +518,15 @@ fn run_echo(server: Server, cfg: &Config, conns: usize) -> Result<EchoResult, St
     let counter = load.counter.clone();
     let serve = move |conns: usize, hs: Handshake| -> Result<ServerReport, String> {
         match server {
-            Server::Coring(backend) => server::serve(&Coring { backend, zc: false }, conns, hs),
+            Server::Coring(backend) => server::serve(
+                &Coring {
+                    backend,
+                    zc: false,
+                    time_parks: false,
+                },
+                conns,
+                hs,
+            ),
             Server::Raw => raw_server(conns, hs),
             Server::Monoio => monoio_rt::server(conns, hs),
             Server::Tokio => server::serve(&Tokio, conns, hs),

@@ -70,6 +70,10 @@ options:
   --linear-y          linear latency axis in the plot (default logarithmic, so that the
                       median and the tail both show)
   --no-progress       no progress line on stderr
+  --metrics           after the table, each echo and fread run's coring runtime
+                      metrics (the server's, for echo) at the end of its measured
+                      window: counters since the runtime started, batch sizes per kernel
+                      entry and per reap, time parked and running, sampled op latency
   -h, --help          this help";
 
 /// What to run and how to report it.
@@ -131,6 +135,8 @@ pub struct Config {
     pub log_y: bool,
     /// Progress line on stderr.
     pub progress: bool,
+    /// Print each run's runtime metrics after the table.
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -165,6 +171,7 @@ impl Default for Config {
             plot: None,
             log_y: true,
             progress: true,
+            metrics: false,
         }
     }
 }
@@ -247,6 +254,7 @@ pub fn parse(
             "--direct" => cfg.direct = true,
             "--linear-y" => cfg.log_y = false,
             "--no-progress" => cfg.progress = false,
+            "--metrics" => cfg.metrics = true,
             "--backend" => backends = Some(parse_backends(&flags.value(&flag)?)?),
             "--client-backend" => {
                 let v = flags.value(&flag)?;
@@ -571,6 +579,12 @@ mod tests {
         assert_eq!(p[0].0.estimate(), Duration::from_millis(3800));
         let total: Duration = p.iter().map(|(b, _)| b.estimate()).sum();
         assert!(total < Duration::from_secs(40), "{total:?}");
+    }
+
+    #[test]
+    fn metrics_flag() {
+        assert!(!cfg("echo").metrics);
+        assert!(cfg("echo --metrics").metrics);
     }
 
     #[test]

@@ -181,6 +181,8 @@ struct Measured {
     usage: ThreadUsage,
     counters: (u64, u64, u64),
     offloaded: u64,
+    /// The runtime's metrics at the end of the window.
+    metrics: coring::Metrics,
 }
 
 /// Runs one fread benchmark on `backend`; failures end up in [`RunResult::error`].
@@ -222,6 +224,7 @@ pub fn run(
             res.cpu = m.cpu;
             res.run_wait = stats::wait_fraction(m.usage.run_wait, p.secs);
             res.counters = Some(m.counters);
+            res.metrics = Some(m.metrics);
             if let serde_json::Value::Object(o) = &mut res.params {
                 o.insert(
                     "thread_cpu_us_per_read".into(),
@@ -304,6 +307,7 @@ fn measure(
             m1.turns - m0.turns,
         ),
         offloaded: m1.ops_offloaded - m0.ops_offloaded,
+        metrics: m1,
     })
 }
 

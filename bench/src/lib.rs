@@ -135,6 +135,7 @@ pub fn run_all(cfg: &Config) -> Result<Vec<RunResult>, String> {
                     secs,
                     warmup,
                     client_backend: cfg.client_backend,
+                    time_parks: cfg.metrics,
                 };
                 echo::run(&p, *backend, &mut progress)
             }

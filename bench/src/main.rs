@@ -10,15 +10,22 @@ use coring_bench::sys;
 
 fn main() -> ExitCode {
     let env_backend = std::env::var("CORING_BACKEND").ok();
-    let (results, json, plot, log_y) =
+    let (results, json, plot, log_y, metrics) =
         match cli::parse(std::env::args().skip(1), env_backend.as_deref()) {
             Ok(Command::Run(cfg)) => (
                 coring_bench::run_all(&cfg),
                 cfg.json,
                 cfg.plot.clone(),
                 cfg.log_y,
+                cfg.metrics,
             ),
-            Ok(Command::Http(cfg)) => (http::run_all(&cfg), cfg.json, cfg.plot.clone(), cfg.log_y),
+            Ok(Command::Http(cfg)) => (
+                http::run_all(&cfg),
+                cfg.json,
+                cfg.plot.clone(),
+                cfg.log_y,
+                false,
+            ),
             Ok(Command::Help) => {
                 println!("{}", cli::USAGE);
                 return ExitCode::SUCCESS;
@@ -51,6 +58,9 @@ fn main() -> ExitCode {
         );
     } else {
         print!("{}", report::table(&host, &results));
+        if metrics {
+            print!("{}", report::metrics_block(&results));
+        }
     }
     if let Some(path) = &plot {
         let opts = PlotOptions {

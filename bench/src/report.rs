@@ -102,6 +102,9 @@ pub struct RunResult {
     pub run_wait: Option<f64>,
     /// Runtime counters over the window: (kernel entries, parks, loop turns).
     pub counters: Option<(u64, u64, u64)>,
+    /// The measured coring runtime's metrics at the end of the window (the server's, for
+    /// echo), printed with `--metrics`.
+    pub metrics: Option<coring::Metrics>,
     /// Open loop: the requested total rate.
     pub target_rate: Option<f64>,
     /// Open loop: requests due in the window that were never sent.
@@ -136,6 +139,7 @@ impl RunResult {
             total: None,
             run_wait: None,
             counters: None,
+            metrics: None,
             target_rate: None,
             unsent: 0,
             counts: Vec::new(),
@@ -386,9 +390,101 @@ pub fn table(host: &Host, runs: &[RunResult]) -> String {
     out
 }
 
+/// `--metrics`: each run's coring runtime metrics (the echo server's; the fread
+/// runtime's), at the end of its measured window, a few lines per run.
+pub fn metrics_block(runs: &[RunResult]) -> String {
+    let mut out = String::new();
+    for r in runs {
+        let Some(m) = &r.metrics else { continue };
+        let _ = writeln!(
+            out,
+            "\nmetrics: {} {} {} (runtime totals at the end of the window, warm-up included)",
+            r.mode.name(),
+            r.label,
+            r.backend
+        );
+        let _ = writeln!(out, "  {}", metrics_lines(m).join("\n  "));
+    }
+    out
+}
+
+/// The lines [`metrics_block`] prints for one snapshot.
+pub fn metrics_lines(m: &coring::Metrics) -> Vec<String> {
+    let hist = |h: &coring::Histogram| {
+        format!(
+            "n {} mean {:.2} p50<={} p99<={} max {}",
+            h.count(),
+            h.mean(),
+            h.quantile(0.5),
+            h.quantile(0.99),
+            h.max()
+        )
+    };
+    let mut lines = vec![
+        format!(
+            "turns {}  parks {}  enters {} (retried {})  tasks polled {}  parked {:.3} s  \
+             running {:.3} s",
+            m.turns,
+            m.parks,
+            m.enters,
+            m.enter_retries,
+            m.tasks_polled,
+            m.time_parked.as_secs_f64(),
+            m.time_running.as_secs_f64()
+        ),
+        format!(
+            "ops submitted {}  completed {}  inline {}  offloaded {}  orphaned {}  linked {}  \
+             cq overflow {}",
+            m.ops_submitted,
+            m.ops_completed,
+            m.ops_inline,
+            m.ops_offloaded,
+            m.ops_orphaned,
+            m.ops_linked,
+            m.cq_overflow
+        ),
+        format!("batch per enter: {}", hist(&m.enter_batch)),
+        format!("completions per reap: {}", hist(&m.reap_batch)),
+    ];
+    for o in &m.op_latency {
+        let us = |ns: u64| ns as f64 / 1e3;
+        let h = &o.nanos;
+        lines.push(format!(
+            "latency {} (sampled, µs): n {} p50<={:.1} p99<={:.1} max {:.1}",
+            o.opcode,
+            h.count(),
+            us(h.quantile(0.5)),
+            us(h.quantile(0.99)),
+            us(h.max())
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_block_shows_a_real_snapshot() {
+        let rt = coring::Builder::new().op_latency_sample(1).build().unwrap();
+        rt.block_on(async {
+            for _ in 0..3 {
+                coring::nop().await.unwrap();
+            }
+        });
+        let mut echo = RunResult::new(Mode::Echo, "closed 1c 64B".into(), "io_uring", "req");
+        assert_eq!(metrics_block(std::slice::from_ref(&echo)), "");
+        echo.metrics = Some(rt.metrics());
+        let block = metrics_block(&[echo]);
+        assert!(
+            block.contains("metrics: echo closed 1c 64B io_uring"),
+            "{block}"
+        );
+        assert!(block.contains("ops submitted 3  completed 3"), "{block}");
+        assert!(block.contains("batch per enter: n "), "{block}");
+        assert!(block.contains("latency nop (sampled, µs): n 3 "), "{block}");
+    }
 
     fn sample_runs() -> Vec<RunResult> {
         let mut echo = RunResult::new(Mode::Echo, "closed 16c 1024B".into(), "io_uring", "req");

@@ -378,9 +378,7 @@ impl OpDesc {
     /// io_uring test hook that hides opcodes (`Builder::emulate_missing_opcodes`): the
     /// io_uring opcode it becomes, in lower case (`read_fixed` for a read into a
     /// registered buffer, `recv_multi` for the multishot form of `recv`), whichever
-    /// backend runs it.
-    // Used by io_uring (Linux) and the mock backend (test-util).
-    #[cfg_attr(not(any(target_os = "linux", feature = "test-util")), allow(dead_code))]
+    /// backend runs it. Also the opcode's name in [`crate::Metrics::op_latency`].
     pub(crate) fn name(&self) -> &'static str {
         match self {
             OpDesc::Nop => "nop",

@@ -29,6 +29,7 @@ pub(crate) mod dense;
 pub(crate) mod desc;
 pub(crate) mod fixed;
 pub(crate) mod iopoll;
+pub(crate) mod metrics;
 pub(crate) mod offload;
 pub(crate) mod op;
 // Pipes for splicing files into sockets: Linux's splice(2).
@@ -53,6 +54,8 @@ use slab::Slab;
 
 pub(crate) use backend::{AnyBackend, Backend, Enqueued, Linked, Push, Unpark, Wait};
 pub(crate) use desc::OpDesc;
+use metrics::LatencySampler;
+pub use metrics::{Histogram, Metrics, OpLatency};
 
 /// CQE flag: the completion names a provided buffer (id in the upper 16 bits).
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
@@ -146,63 +149,6 @@ pub(crate) enum Submitted {
     NotReady,
 }
 
-/// Counters describing the work a runtime has done; see [`crate::Runtime::metrics`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Metrics {
-    /// Iterations of the event loop.
-    pub turns: u64,
-    /// Times the loop slept in the kernel waiting for a completion, timer or wakeup.
-    pub parks: u64,
-    /// Calls into the kernel to submit or wait (`io_uring_enter` on io_uring).
-    pub enters: u64,
-    /// Operations handed to the backend.
-    pub ops_submitted: u64,
-    /// Final completions received for operations (including orphaned ones).
-    pub ops_completed: u64,
-    /// Operations whose future was dropped while the kernel still owned them.
-    pub ops_orphaned: u64,
-    /// Transient errors (EINTR, EAGAIN, EBUSY) from the kernel that were retried.
-    pub enter_retries: u64,
-    /// Operations leaked at shutdown because the kernel did not finish them in time.
-    pub ops_leaked: u64,
-    /// Operations run on the blocking pool: on the fallback backend, those readiness cannot
-    /// serve (files, paths); on io_uring, those whose opcode the kernel lacks.
-    pub ops_offloaded: u64,
-    /// Operations completed during submission, without a trip through the ring, the
-    /// poller or the pool: reads served straight from the page cache (`preadv2` with
-    /// `RWF_NOWAIT`), sends that found room in their socket buffer, on io_uring shutdowns
-    /// that had nothing to wait behind (shutdown never blocks), and on the fallback backend
-    /// the other socket operations that did not have to wait.
-    pub ops_inline: u64,
-    /// Multishot stream receives cancelled because their unread arrivals reached the
-    /// per-stream cap, so that a stream nobody reads leaves further data in the socket
-    /// (TCP flow control) instead of taking the shared provided buffers; the next read
-    /// arms the receive again.
-    pub multishot_throttled: u64,
-    /// Streams switched to direct reads for bulk traffic (their multishot receive
-    /// cancelled; each read then receives straight into the caller's buffer).
-    pub bulk_switches: u64,
-    /// Operations the kernel itself ordered or timed: on io_uring, the members of a
-    /// [`link`](crate::link::link)ed chain (IOSQE_IO_LINK) and operations under a
-    /// [`deadline`](crate::time::deadline_for) (IORING_OP_LINK_TIMEOUT). Elsewhere the
-    /// driver emulates both, and this stays 0.
-    pub ops_linked: u64,
-    /// Operations completed through the polled ring ([`Builder::iopoll`](crate::Builder::iopoll));
-    /// 0 without one.
-    pub ops_polled: u64,
-    /// Polled operations the kernel refused (EOPNOTSUPP: no poll queues) that were started
-    /// again on the main ring, transparently; counted once in `ops_submitted` and
-    /// `ops_completed` all the same.
-    pub ops_poll_rerouted: u64,
-    /// Zero-copy sends (`send_zc` and its kin) whose buffer the kernel handed back with a
-    /// notification (io_uring's IORING_CQE_F_NOTIF): those that ran as zero-copy
-    /// operations (one the socket refused, say a Unix-domain one, counts too: the kernel
-    /// notifies it all the same). Elsewhere they are plain sends, and this stays 0. (Over loopback the
-    /// kernel still copies the bytes once, to the receiving socket; the notification says
-    /// so only to a caller that asks, which coring does not.)
-    pub zerocopy_notifications: u64,
-}
-
 /// Something that finishes an operation whose future is gone: it receives the final
 /// completion, builds the output and drops it (closing a returned fd, freeing a buffer).
 pub(crate) trait Orphan {
@@ -230,6 +176,9 @@ enum Slot {
         waker: Option<Waker>,
         queued: VecDeque<Completion>,
         group: u32,
+        /// The operation's entry in the latency sampler (0: not timed; see
+        /// [`LatencySampler::started`]).
+        timed: u32,
     },
     /// The final completion arrived; the owner has not collected it (nor, for a multishot
     /// operation, the completions queued before it).
@@ -251,6 +200,7 @@ impl Slot {
             waker,
             queued: VecDeque::new(),
             group,
+            timed: 0,
         }
     }
 }
@@ -278,6 +228,12 @@ pub(crate) struct Driver {
     /// Nearly always empty.
     held: Vec<chain::Held>,
     pub(crate) metrics: Metrics,
+    /// Times one operation in so many, per opcode ([`Metrics::op_latency`]).
+    sampler: LatencySampler,
+    /// Whether parks are timed ([`Metrics::time_parked`]; `Builder::time_parks`).
+    pub(crate) time_parks: bool,
+    /// Collections of completions so far ([`Metrics::reap_batch`]'s count).
+    reaps: u64,
     /// Empty pipes for file-to-socket splices (`net::sendfile`).
     #[cfg(target_os = "linux")]
     pub(crate) pipes: pipes::PipePool,
@@ -288,7 +244,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(backend: AnyBackend) -> Driver {
+    pub(crate) fn new(backend: AnyBackend, latency_sample: u32) -> Driver {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Driver {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -300,11 +256,32 @@ impl Driver {
             finished_seq: 0,
             held: Vec::new(),
             metrics: Metrics::default(),
+            sampler: LatencySampler::new(latency_sample),
+            time_parks: false,
+            reaps: 0,
             #[cfg(target_os = "linux")]
             pipes: pipes::PipePool::default(),
             #[cfg(feature = "test-util")]
             injected: VecDeque::new(),
         }
+    }
+
+    /// The driver's part of a [`Metrics`] snapshot: its counters, the backend's (blocking
+    /// pool, polled ring, completion-queue overflow) and the latency histograms.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        // The batches of zero, counted but not recorded (a failed entry counts as one).
+        let zeros = m.enters.saturating_sub(m.enter_batch.count());
+        m.enter_batch.add_zeros(zeros);
+        let zeros = self.reaps.saturating_sub(m.reap_batch.count());
+        m.reap_batch.add_zeros(zeros);
+        m.ops_offloaded = self.backend.offloaded();
+        m.cq_overflow = self.backend.cq_overflow();
+        if let Some(route) = self.backend.poll_route() {
+            (m.ops_polled, m.ops_poll_rerouted) = route.counts();
+        }
+        m.op_latency = self.sampler.table().to_vec();
+        m
     }
 
     /// Makes the next kernel entries fail with these errnos, without entering (test hook).
@@ -321,7 +298,12 @@ impl Driver {
             let e = io::Error::from_raw_os_error(errno);
             return Err(backend::classify_enter_error(e));
         }
-        self.backend.enter(wait)
+        let batch = self.backend.enter(wait)?;
+        // Zeros are not recorded: the snapshot counts them from `enters`.
+        if batch != 0 {
+            self.metrics.enter_batch.record(batch as u64);
+        }
+        Ok(())
     }
 
     /// The driver's identity: unique within the process, never 0.
@@ -365,14 +347,55 @@ impl Driver {
         inline: bool,
         group: u32,
     ) -> io::Result<Submitted> {
-        let mut inline = inline;
+        // One operation in so many is timed from here to its final completion, on a path
+        // of its own: the untimed path carries no clock and no check beyond this one.
+        if self.sampler.tick() {
+            return self.submit_sampled(desc, waker, inline, group);
+        }
+        self.push_new::<false>(desc, waker, inline, group, None)
+    }
+
+    /// [`Driver::submit`] for an operation the latency sampler times.
+    #[cold]
+    #[inline(never)]
+    fn submit_sampled(
+        &mut self,
+        desc: &OpDesc,
+        waker: &Waker,
+        inline: bool,
+        group: u32,
+    ) -> io::Result<Submitted> {
+        let at = Instant::now();
+        self.push_new::<true>(desc, waker, inline, group, Some(at))
+    }
+
+    /// Pushes the operation to the backend (making room if the queue is full) and records
+    /// what happened; `TIMED` with `started_at`, the latency sampler's start.
+    #[inline(always)]
+    fn push_new<const TIMED: bool>(
+        &mut self,
+        desc: &OpDesc,
+        waker: &Waker,
+        mut inline: bool,
+        group: u32,
+        started_at: Option<Instant>,
+    ) -> io::Result<Submitted> {
         loop {
             // The key the slot will have; the slot is made only for an operation left in
             // flight, so one completed during the push costs no slot and no waker clone.
             let key = self.ops.vacant_key();
             match self.backend.push(key, desc, inline, waker) {
                 Ok(Push::Queued) => {
-                    let slot = self.ops.insert(Slot::in_flight(Some(waker.clone()), group));
+                    let timed = match started_at {
+                        Some(at) if TIMED => self.sampler.started(desc.name(), at),
+                        _ => 0,
+                    };
+                    let slot = self.ops.insert(Slot::InFlight {
+                        waker: Some(waker.clone()),
+                        queued: VecDeque::new(),
+                        group,
+                        timed,
+                    });
                     debug_assert_eq!(slot, key, "coring: the slab gave another key");
                     self.metrics.ops_submitted += 1;
                     return Ok(Submitted::InFlight(key));
@@ -381,6 +404,9 @@ impl Driver {
                     self.metrics.ops_submitted += 1;
                     self.metrics.ops_completed += 1;
                     self.metrics.ops_inline += 1;
+                    if let (true, Some(at)) = (TIMED, started_at) {
+                        self.sampler.finished_inline(desc.name(), at);
+                    }
                     return Ok(Submitted::Completed(c));
                 }
                 Ok(Push::NotReady) => return Ok(Submitted::NotReady),
@@ -537,7 +563,10 @@ impl Driver {
                 }
                 Some((last, Some(data)))
             }
-            Slot::InFlight { queued, .. } => {
+            Slot::InFlight { queued, timed, .. } => {
+                if *timed != 0 {
+                    self.sampler.forget(*timed);
+                }
                 let queued = std::mem::take(queued);
                 let mut data = orphan();
                 for c in queued {
@@ -607,8 +636,22 @@ impl Driver {
     pub(crate) fn turn(&mut self, wait: Wait) -> io::Result<()> {
         if let Wait::Park(_) = wait {
             self.metrics.parks += 1;
+            if self.time_parks {
+                return self.timed_park(wait);
+            }
         }
         self.enter(wait)?;
+        self.reap();
+        Ok(())
+    }
+
+    /// A park with a clock read before and after it ([`Metrics::time_parked`]).
+    #[inline(never)]
+    fn timed_park(&mut self, wait: Wait) -> io::Result<()> {
+        let asleep = Instant::now();
+        let entered = self.enter(wait);
+        self.metrics.time_parked += asleep.elapsed();
+        entered?;
         self.reap();
         Ok(())
     }
@@ -668,7 +711,10 @@ impl Driver {
         let throttle = &mut self.throttle;
         let metrics = &mut self.metrics;
         let finished_seq = &mut self.finished_seq;
+        let sampler = &mut self.sampler;
+        let mut reaped = 0u64;
         self.backend.reap(|key, c| {
+            reaped += 1;
             let Some(slot) = ops.get_mut(key) else {
                 debug_assert!(false, "coring: completion for unknown operation {key}");
                 return;
@@ -698,7 +744,15 @@ impl Driver {
                         w.wake_by_ref();
                     }
                 }
-                Slot::InFlight { waker, queued, .. } => {
+                Slot::InFlight {
+                    waker,
+                    queued,
+                    timed,
+                    ..
+                } => {
+                    if *timed != 0 {
+                        sampler.finished(*timed);
+                    }
                     let waker = waker.take();
                     let queued = std::mem::take(queued);
                     *slot = Slot::Finished {
@@ -728,6 +782,11 @@ impl Driver {
                 }
             }
         });
+        // Zeros are not recorded: the snapshot counts them from `reaps`.
+        self.reaps += 1;
+        if reaped != 0 {
+            self.metrics.reap_batch.record(reaped);
+        }
         // Checked first: most reaps have none of these, and an empty drain still costs its
         // setup.
         if !self.held.is_empty() {

@@ -550,4 +550,11 @@ impl PoolHandle {
                 .collect(),
         )
     }
+
+    /// Every core's [`Metrics`](crate::Metrics) snapshot, in core order (each taken on its
+    /// core by [`coring::metrics`](crate::metrics)); await the [`Gather`], or `wait` for it
+    /// from a plain thread.
+    pub fn metrics(&self) -> Gather<crate::Metrics> {
+        self.run_on_all(|_| async { crate::metrics() })
+    }
 }

@@ -121,6 +121,10 @@ pub struct Builder {
     blocking: (usize, usize),
     /// A blocking pool shared with other runtimes (a [`Pool`](crate::Pool)'s cores).
     shared_blocking: Option<Arc<crate::blocking::Blocking>>,
+    /// One operation in this many is timed for [`Metrics::op_latency`] (0: none).
+    op_latency_sample: u32,
+    /// Time parks and `block_on` for [`Metrics::time_parked`] and `time_running`.
+    time_parks: bool,
 }
 
 impl Default for Builder {
@@ -146,6 +150,8 @@ impl Builder {
             splice_files: false,
             blocking: (16, 256),
             shared_blocking: None,
+            op_latency_sample: crate::driver::metrics::DEFAULT_LATENCY_SAMPLE,
+            time_parks: false,
         }
     }
 
@@ -247,6 +253,27 @@ impl Builder {
     /// spin that long is a busy loop, not a latency trade).
     pub fn park_spin(mut self, d: Duration) -> Builder {
         self.park_spin = d.min(Duration::from_secs(1));
+        self
+    }
+
+    /// Times one operation in `every` from submission to final completion, into a latency
+    /// histogram per opcode ([`Metrics::op_latency`](crate::Metrics#structfield.op_latency)).
+    /// Default 64: two clock reads per 64 operations, too cheap to measure (see the
+    /// README's "Metrics"). 1 times every operation (two clock reads each, a few percent
+    /// of a small request's cost); 0 times none.
+    pub fn op_latency_sample(mut self, every: u32) -> Builder {
+        self.op_latency_sample = every;
+        self
+    }
+
+    /// Measures the time the runtime spends parked (asleep in the kernel) and running
+    /// ([`Metrics::time_parked`](crate::Metrics#structfield.time_parked) and
+    /// `time_running`; both stay zero without it). Off by default: it reads the clock
+    /// before and after every park, which costs a request-response server that parks
+    /// once per request about 8% more user-space instructions per request (see the
+    /// README's "Metrics"); a busy server parks far less often.
+    pub fn time_parks(mut self, on: bool) -> Builder {
+        self.time_parks = on;
         self
     }
 
@@ -376,7 +403,8 @@ impl Builder {
         }
         let (backend, fallback_reason) = self.select_backend()?;
         let shared = Arc::new(Shared::new(backend.unparker()));
-        let driver = Driver::new(backend);
+        let mut driver = Driver::new(backend, self.op_latency_sample);
+        driver.time_parks = self.time_parks;
         let inner = Rc::new(Inner {
             driver_id: {
                 context::runtime_built(driver.id());
@@ -396,6 +424,9 @@ impl Builder {
                     self.blocking.1,
                 ))
             }),
+            block_on_time: std::cell::Cell::new(Duration::ZERO),
+            block_on_since: std::cell::Cell::new(None),
+            time_parks: self.time_parks,
         });
         Ok(Runtime {
             inner,
@@ -465,9 +496,28 @@ pub(crate) struct Inner {
     turns: std::cell::Cell<u64>,
     /// Where [`spawn_blocking`](crate::spawn_blocking) runs its jobs.
     pub(crate) blocking: Arc<crate::blocking::Blocking>,
+    /// Time spent in `block_on` calls that have returned.
+    block_on_time: std::cell::Cell<Duration>,
+    /// When the running `block_on` started (`None`: none runs).
+    block_on_since: std::cell::Cell<Option<Instant>>,
+    /// [`Builder::time_parks`]: whether `block_on` is timed.
+    time_parks: bool,
 }
 
 impl Inner {
+    /// A snapshot of this runtime's [`Metrics`].
+    pub(crate) fn metrics(&self) -> Metrics {
+        let mut m = self.driver.borrow().metrics();
+        m.turns = self.turns.get();
+        m.tasks_polled = self.executor.polls();
+        let mut in_block_on = self.block_on_time.get();
+        if let Some(since) = self.block_on_since.get() {
+            in_block_on += since.elapsed();
+        }
+        m.time_running = in_block_on.saturating_sub(m.time_parked);
+        m
+    }
+
     /// Whether a bound future is being polled ([`Inner::cancel_token`] is `Some`): one
     /// load, for the hot paths that do the token's work out of line.
     #[inline(always)]
@@ -536,6 +586,29 @@ impl fmt::Debug for Runtime {
     }
 }
 
+/// Adds the time a `block_on` call runs to [`Inner::block_on_time`] (also when its future
+/// panics out of it).
+struct BlockOnTime<'a>(&'a Inner);
+
+impl<'a> BlockOnTime<'a> {
+    fn start(inner: &'a Inner) -> BlockOnTime<'a> {
+        if inner.time_parks {
+            inner.block_on_since.set(Some(Instant::now()));
+        }
+        BlockOnTime(inner)
+    }
+}
+
+impl Drop for BlockOnTime<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.0.block_on_since.take() {
+            self.0
+                .block_on_time
+                .set(self.0.block_on_time.get() + since.elapsed());
+        }
+    }
+}
+
 /// Wakes the future passed to `block_on`.
 struct MainWaker {
     woken: AtomicBool,
@@ -577,6 +650,7 @@ impl Runtime {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _entered = context::Entered::new(&self.inner, false);
         let inner = &*self.inner;
+        let _timed = BlockOnTime::start(inner);
         let main = Arc::new(MainWaker {
             woken: AtomicBool::new(true),
             shared: inner.shared.clone(),
@@ -597,6 +671,7 @@ impl Runtime {
                 inner
                     .budget
                     .start(hungry, || inner.executor.has_ready(), std::ptr::null());
+                inner.executor.count_poll();
                 let polled = future.as_mut().poll(&mut cx);
                 hungry = inner.budget.finish(hungry) != Cut::No;
                 if let Poll::Ready(v) = polled {
@@ -671,16 +746,11 @@ impl Runtime {
         self.inner.driver.borrow().backend().describe()
     }
 
-    /// Counters of the work done so far (loop turns, parks, kernel entries, operations).
+    /// A snapshot of the work done so far: loop turns, parks, kernel entries and their
+    /// batch sizes, operations and their sampled latency, time parked and running. From
+    /// inside the runtime, [`coring::metrics`](crate::metrics) gives the same.
     pub fn metrics(&self) -> Metrics {
-        let driver = self.inner.driver.borrow();
-        let mut m = driver.metrics;
-        m.turns = self.inner.turns.get();
-        m.ops_offloaded = driver.backend().offloaded();
-        if let Some(route) = driver.backend().poll_route() {
-            (m.ops_polled, m.ops_poll_rerouted) = route.counts();
-        }
-        m
+        self.inner.metrics()
     }
 
     /// Whether direct file IO runs on a polled ring ([`Builder::iopoll`]), and if it was
@@ -813,6 +883,31 @@ impl Drop for Runtime {
         Driver::finish_orphans(&self.inner.driver);
         context::runtime_dropped(self.inner.driver_id);
     }
+}
+
+/// A snapshot of the current runtime's [`Metrics`], from inside it (a task, or the future
+/// given to [`Runtime::block_on`]); the same as [`Runtime::metrics`]. On a
+/// [`Pool`](crate::Pool) core, that core's own.
+///
+/// ```
+/// coring::start(async {
+///     coring::nop().await.unwrap();
+///     let m = coring::metrics();
+///     assert!(m.ops_completed >= 1 && m.tasks_polled >= 1);
+///     println!("{} enters, {:?} parked", m.enters, m.time_parked);
+/// });
+/// ```
+///
+/// # Panics
+///
+/// Outside a coring runtime, with a message saying so.
+#[track_caller]
+pub fn metrics() -> Metrics {
+    context::with(
+        "coring::metrics called outside a coring runtime; call it from a task or from inside \
+         Runtime::block_on, or use Runtime::metrics on the runtime itself",
+        |inner| inner.metrics(),
+    )
 }
 
 /// Builds a default [`Runtime`] and runs `future` on it.

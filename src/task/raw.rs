@@ -696,6 +696,8 @@ pub(crate) struct Executor {
     /// Reused buffer for the remote queue.
     incoming: RefCell<VecDeque<TaskRef>>,
     cells: RefCell<CellCache>,
+    /// Polls of tasks (and of `block_on`'s future, [`Executor::count_poll`]) so far.
+    polls: Cell<u64>,
 }
 
 impl Executor {
@@ -706,7 +708,19 @@ impl Executor {
             live: Cell::new(0),
             incoming: RefCell::new(VecDeque::new()),
             cells: RefCell::new(CellCache::new()),
+            polls: Cell::new(0),
         }
+    }
+
+    /// Counts a poll of a future the executor does not run (`block_on`'s).
+    #[inline(always)]
+    pub(crate) fn count_poll(&self) {
+        self.polls.set(self.polls.get() + 1);
+    }
+
+    /// Polls of futures so far (see [`Executor::count_poll`]).
+    pub(crate) fn polls(&self) -> u64 {
+        self.polls.get()
     }
 
     pub(crate) fn spawn<F>(&self, shared: &Arc<Shared>, future: F) -> JoinHandle<F::Output>
@@ -799,6 +813,7 @@ impl Executor {
             let next = self.queue.borrow_mut().pop_front();
             match next {
                 Some(task) => {
+                    self.count_poll();
                     if let Some(task) = task.run(self, budget) {
                         self.push(task);
                     }

@@ -29,6 +29,8 @@ pub struct Coring {
     pub backend: BackendKind,
     /// As a server: reply with `send_zc` (zero-copy) instead of `write_all`.
     pub zc: bool,
+    /// Time the runtime's parks ([`coring::Builder::time_parks`]).
+    pub time_parks: bool,
 }
 
 thread_local! {
@@ -42,7 +44,10 @@ impl BenchRuntime for Coring {
 
     fn build(&self) -> io::Result<Runtime> {
         SERVER_ZC.with(|z| z.set(self.zc));
-        coring::Builder::new().backend(self.backend).build()
+        coring::Builder::new()
+            .backend(self.backend)
+            .time_parks(self.time_parks)
+            .build()
     }
 
     fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output {

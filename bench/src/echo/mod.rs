@@ -45,6 +45,8 @@ pub struct EchoParams {
     pub client_backend: BackendKind,
     /// The server replies with `send_zc` (zero-copy) instead of `write_all`.
     pub zc: bool,
+    /// The server runtime times its parks (`--metrics`: time parked and running).
+    pub time_parks: bool,
 }
 
 /// Runs one echo benchmark with the server on `backend`; failures end up in
@@ -78,10 +80,15 @@ pub fn run(p: &EchoParams, backend: BackendKind, progress: &mut Progress) -> Run
     };
     let counter = load.counter.clone();
     let (server, client) = (
-        Coring { backend, zc: p.zc },
+        Coring {
+            backend,
+            zc: p.zc,
+            time_parks: p.time_parks,
+        },
         Coring {
             backend: p.client_backend,
             zc: false,
+            time_parks: false,
         },
     );
     let pair = run_pair(
@@ -118,6 +125,7 @@ fn fill(res: &mut RunResult, p: &EchoParams, pair: &Pair) {
         .zip(s.counter(|m| m.parks))
         .zip(s.counter(|m| m.turns))
         .map(|((e, p), t)| (e, p, t));
+    res.metrics = s.end.metrics.clone();
     if let serde_json::Value::Object(m) = &mut res.params {
         m.insert("client_backend".into(), json!(c.backend));
         m.insert("warmup_requests".into(), json!(c.rec.warmup()));

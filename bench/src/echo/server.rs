@@ -111,7 +111,7 @@ impl ServerStats {
 }
 
 /// What a server thread sees at one edge of the measured window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSample {
     /// When.
     pub at: Instant,
@@ -164,8 +164,8 @@ impl ServerReport {
 
     /// `counter` of the runtime over the window (coring only).
     pub fn counter(&self, counter: fn(&Metrics) -> u64) -> Option<u64> {
-        let (m0, m1) = (self.start.metrics?, self.end.metrics?);
-        Some(counter(&m1).saturating_sub(counter(&m0)))
+        let (m0, m1) = (self.start.metrics.as_ref()?, self.end.metrics.as_ref()?);
+        Some(counter(m1).saturating_sub(counter(m0)))
     }
 }
 

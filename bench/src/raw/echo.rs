@@ -105,10 +105,9 @@ struct Conn {
 }
 
 /// Where the loop is in the run's schedule.
-// One per server loop, copied once per phase change: its size costs nothing, and boxing
+// One per server loop, moved once per phase change: its size costs nothing, and boxing
 // the samples would cost an allocation at each change.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Copy)]
 enum Phase {
     Warmup,
     Measure {
@@ -311,10 +310,10 @@ impl Echo<'_> {
                 }
             }
             cq.sync();
-            if let Phase::Drain { start, end, until } = phase {
+            if let Phase::Drain { start, end, until } = &phase {
                 let closed = self.stats.closed();
-                if closed >= conns || Instant::now() >= until {
-                    return Ok((start, end));
+                if closed >= conns || Instant::now() >= *until {
+                    return Ok((start.clone(), end.clone()));
                 }
             }
         }

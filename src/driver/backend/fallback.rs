@@ -511,7 +511,7 @@ impl Backend for Fallback {
         Ok(Enqueued::Yes)
     }
 
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         let have_completions = !self.ready.is_empty() || self.offload.has_completions();
         let timeout = match wait {
             // Completions are queued already: report them without asking the kernel, but
@@ -519,16 +519,17 @@ impl Backend for Fallback {
             _ if have_completions => {
                 self.unpolled_turns += 1;
                 if !self.waiting() || self.unpolled_turns < 61 {
-                    return Ok(());
+                    return Ok(0);
                 }
                 Some(Duration::ZERO)
             }
-            Wait::No if !self.waiting() => return Ok(()),
+            Wait::No if !self.waiting() => return Ok(0),
             Wait::No => Some(Duration::ZERO),
             Wait::Park(t) => t,
         };
         self.unpolled_turns = 0;
         self.poller.wait(&mut self.events, timeout)?;
+        let batch = self.events.len();
         // By index: retrying an fd's waiters needs `self` while the events stay put.
         for i in 0..self.events.len() {
             let Some(e) = self.events.get(i) else { break };
@@ -569,7 +570,7 @@ impl Backend for Fallback {
                 self.retry(fd, Interest::Write);
             }
         }
-        Ok(())
+        Ok(batch)
     }
 
     fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {

@@ -430,22 +430,22 @@ impl Backend for Mock {
     /// Never sleeps in the kernel. With nothing to report and no timer to wait for, the
     /// test awaits an operation it never completes: an error (fatal for the runtime)
     /// says so instead of spinning until the test's watchdog fires.
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         let st = self.state.borrow();
         match wait {
-            Wait::Park(_) if !st.ready.is_empty() => Ok(()),
+            Wait::Park(_) if !st.ready.is_empty() => Ok(0),
             Wait::Park(Some(d)) => {
                 drop(st);
                 // A timer is due: let time pass as a kernel wait would.
                 std::thread::sleep(d.min(Duration::from_millis(50)));
-                Ok(())
+                Ok(0)
             }
             Wait::Park(None) => Err(io::Error::other(format!(
                 "mock backend: the runtime would sleep forever: nothing to complete and no \
                  timer; pending operations: {:?}",
                 st.pending.keys().collect::<Vec<_>>()
             ))),
-            Wait::No => Ok(()),
+            Wait::No => Ok(0),
         }
     }
 

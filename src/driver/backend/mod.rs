@@ -265,7 +265,11 @@ pub(crate) trait Backend {
     /// Transient failures as `ErrorKind::WouldBlock` or `Interrupted` (the driver retries;
     /// see [`classify_enter_error`]); anything else is fatal for the runtime. Pushed work
     /// is never given back on an error: the kernel may have taken it.
-    fn enter(&mut self, wait: Wait) -> io::Result<()>;
+    ///
+    /// Returns the entry's batch, for [`Metrics::enter_batch`](crate::Metrics): the
+    /// entries submitted (io_uring), or the events or packets the wait returned (readiness,
+    /// IOCP); 0 when nothing was asked of the kernel.
+    fn enter(&mut self, wait: Wait) -> io::Result<usize>;
 
     /// Passes every available completion to `sink(key, completion)`, where `res` is the
     /// syscall's return value or `-errno`, as in a CQE, and `flags` the CQE flags (0 where
@@ -279,6 +283,12 @@ pub(crate) trait Backend {
     /// A human-readable description of the backend and its setup, e.g.
     /// "io_uring (256 sq / 512 cq entries, single_issuer+defer_taskrun)".
     fn describe(&self) -> String;
+
+    /// Completions the kernel dropped for want of room in the completion queue, as its
+    /// own counter says (io_uring's `cq.koverflow`); 0 for a backend without such a queue.
+    fn cq_overflow(&self) -> u64 {
+        0
+    }
 
     /// Operations run on the blocking pool so far (0 for a backend without one).
     fn offloaded(&self) -> u64 {
@@ -507,7 +517,7 @@ impl Backend for AnyBackend {
     }
 
     #[inline]
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         match self {
             #[cfg(target_os = "linux")]
             AnyBackend::Uring(b) => b.enter(wait),
@@ -557,6 +567,19 @@ impl Backend for AnyBackend {
             AnyBackend::Iocp(b) => b.describe(),
             #[cfg(feature = "test-util")]
             AnyBackend::Mock(b) => b.describe(),
+        }
+    }
+
+    fn cq_overflow(&self) -> u64 {
+        match self {
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring(b) => b.cq_overflow(),
+            #[cfg(unix)]
+            AnyBackend::Fallback(b) => b.cq_overflow(),
+            #[cfg(windows)]
+            AnyBackend::Iocp(b) => b.cq_overflow(),
+            #[cfg(feature = "test-util")]
+            AnyBackend::Mock(b) => b.cq_overflow(),
         }
     }
 

@@ -368,13 +368,13 @@ impl Backend for Iocp {
         Ok(())
     }
 
-    fn enter(&mut self, wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         let have = !self.ready.is_empty() || self.offload.has_completions();
         let timeout = match wait {
             _ if have => 0,
             // Nothing can have arrived: no call is in the kernel, and a pool job's end
             // is seen through `has_completions` (its wake packet is taken by a later wait).
-            Wait::No if self.ops.is_empty() => return Ok(()),
+            Wait::No if self.ops.is_empty() => return Ok(0),
             Wait::No => 0,
             Wait::Park(None) => u32::MAX, // INFINITE
             Wait::Park(Some(d)) => millis_up(d),
@@ -399,7 +399,7 @@ impl Backend for Iocp {
             n = 0;
         }
         self.filled = n as usize;
-        Ok(())
+        Ok(self.filled)
     }
 
     fn reap(&mut self, mut sink: impl FnMut(usize, Completion)) {

@@ -69,6 +69,9 @@ pub(crate) struct UringConfig {
 /// The io_uring backend.
 pub(crate) struct Uring {
     ring: IoUring,
+    /// The kernel's count of completions dropped for want of room in the completion queue
+    /// (`cq.koverflow`), as read at the last reap.
+    cq_overflow: u32,
     /// Setup flags that took effect, for diagnostics ("single_issuer+defer_taskrun", ...).
     setup: &'static str,
     wake: Arc<EventFd>,
@@ -223,6 +226,7 @@ impl Uring {
             registry,
             ring,
             setup,
+            cq_overflow: 0,
             offload: Offload::new(wake.clone()),
             cached: CachedReads::default(),
             sends: SendOrder::default(),
@@ -1065,7 +1069,7 @@ impl Backend for Uring {
         Ok(unsafe { self.push_entry(&entry) })
     }
 
-    fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+    fn enter(&mut self, mut wait: Wait) -> io::Result<usize> {
         for fd in std::mem::take(&mut self.blocked_on_full_sq) {
             self.submit_next_in_turn(fd);
         }
@@ -1108,7 +1112,7 @@ impl Backend for Uring {
             let mut sq = self.ring.submission();
             sq.sync();
             if sq.is_empty() && !sq.cq_overflow() && !sq.taskrun() {
-                return Ok(());
+                return Ok(0);
             }
         }
         let submitter = self.ring.submitter();
@@ -1125,8 +1129,10 @@ impl Backend for Uring {
             self.release_timespecs();
         }
         match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Ok(submitted) => Ok(submitted),
+            // The wait timed out. The kernel answers ETIME only when the entry submitted
+            // nothing (a count of submitted entries takes precedence over the wait's error).
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
             Err(e) => Err(classify_enter_error(e)),
         }
     }
@@ -1138,6 +1144,7 @@ impl Backend for Uring {
         {
             let mut cq = self.ring.completion();
             cq.sync();
+            self.cq_overflow = cq.overflow();
             for cqe in &mut cq {
                 match cqe.user_data() {
                     CANCEL_TOKEN | PROBE_TOKEN | LINK_TIMEOUT_TOKEN => {}
@@ -1223,6 +1230,10 @@ impl Backend for Uring {
     /// Operations run on the blocking pool because their opcode is missing.
     fn offloaded(&self) -> u64 {
         self.offload.spawned()
+    }
+
+    fn cq_overflow(&self) -> u64 {
+        u64::from(self.cq_overflow)
     }
 
     /// Cancels operation `key` before returning: a deferred one at once; otherwise first hands
