@@ -357,29 +357,20 @@ impl File {
         if total == 0 {
             return (self.sync(datasync).await, buf);
         }
-        let mut done = 0;
-        let mut buf = buf;
-        loop {
-            let write = self.write_at(buf.slice(done..total), pos + done as u64);
-            let ((res, slice), synced) = crate::link::link(write, self.sync(datasync)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(n) if done + n >= total => return (synced, buf),
-                Ok(0) => {
-                    return (
-                        Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("write accepted 0 bytes after {done} of {total}"),
-                        )),
-                        buf,
-                    )
-                }
-                // Short: its flush was cancelled; the rest goes with the next one.
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
+        // Each write linked to a flush; a short write's flush is cancelled and the rest
+        // goes with the next one, so the last flush is the one that counts.
+        let synced = std::cell::Cell::new(Ok(()));
+        let (res, buf) = crate::op::write_all(buf, |slice, done| {
+            let synced = &synced;
+            async move {
+                let write = self.write_at(slice, pos + done as u64);
+                let (written, flushed) = crate::link::link(write, self.sync(datasync)).await;
+                synced.set(flushed);
+                written
             }
-        }
+        })
+        .await;
+        (res.and_then(|()| synced.replace(Ok(()))), buf)
     }
 
     /// Reads into several buffers in order with one operation (`preadv`).

@@ -62,6 +62,13 @@ fn read_back<B: IoBufMut>(
     Ok((copy_out(held.received(n), buf, 0), from))
 }
 
+/// The first address `addr` resolves to (`send_to`'s destination).
+fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to send to"))
+}
+
 impl UdpSocket {
     /// Binds a socket to `addr`.
     ///
@@ -75,12 +82,8 @@ impl UdpSocket {
 
     /// Sends a datagram of the buffer's initialised bytes to `addr` (the first resolved).
     pub async fn send_to<B: IoBuf>(&self, buf: B, addr: impl ToSocketAddrs) -> BufResult<usize, B> {
-        let addr = match addr.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, "no address to send to");
-                return (Err(e), buf);
-            }
+        let addr = match first_addr(addr) {
+            Ok(a) => a,
             Err(e) => return (Err(e), buf),
         };
         Op::new(SendTo::new(&self.fd, buf, &addr)).await
@@ -97,12 +100,8 @@ impl UdpSocket {
         buf: B,
         addr: impl ToSocketAddrs,
     ) -> BufResult<usize, B> {
-        let addr = match addr.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, "no address to send to");
-                return (Err(e), buf);
-            }
+        let addr = match first_addr(addr) {
+            Ok(a) => a,
             Err(e) => return (Err(e), buf),
         };
         Op::new(SendTo::zero_copy(&self.fd, buf, &addr)).await
