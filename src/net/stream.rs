@@ -669,7 +669,7 @@ impl Stream {
     async fn zero_copy<B: IoBuf>(
         &self,
         buf: B,
-        send: impl FnOnce(&SharedFd, B) -> Send<B>,
+        send: impl FnOnce(&SharedFd, B) -> crate::op::rw::ZeroCopy<Send<B>>,
     ) -> BufResult<usize, B> {
         if let Err(e) = self.fd.check_write_order() {
             return (Err(e), buf);

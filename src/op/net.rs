@@ -178,9 +178,6 @@ pub(crate) struct SendTo<B> {
     fd: SharedFd,
     buf: B,
     msg: Box<Msg>,
-    zerocopy: bool,
-    /// A zero-copy send's result, ahead of its notification.
-    sent: Option<Completion>,
 }
 
 impl<B: IoBuf> SendTo<B> {
@@ -194,18 +191,17 @@ impl<B: IoBuf> SendTo<B> {
             fd: fd.clone(),
             buf,
             msg,
-            zerocopy: false,
-            sent: None,
         }
     }
 
     /// The zero-copy form: completes, giving the buffer back, once the kernel no longer
     /// references it.
-    pub(crate) fn zero_copy(fd: &SharedFd, buf: B, addr: &SocketAddr) -> SendTo<B> {
-        SendTo {
-            zerocopy: true,
-            ..SendTo::new(fd, buf, addr)
-        }
+    pub(crate) fn zero_copy(
+        fd: &SharedFd,
+        buf: B,
+        addr: &SocketAddr,
+    ) -> crate::op::rw::ZeroCopy<SendTo<B>> {
+        crate::op::rw::ZeroCopy::new(SendTo::new(fd, buf, addr), None)
     }
 }
 
@@ -218,18 +214,12 @@ impl<B: IoBuf> Operation for SendTo<B> {
             msg: &self.msg.hdr,
             flags: platform::SEND_FLAGS as u32,
             stream: false,
-            zerocopy: self.zerocopy,
+            zerocopy: false,
         }
     }
 
-    /// A zero-copy send's result; the buffer stays the kernel's until the notification.
-    fn progress(&mut self, c: Completion) {
-        debug_assert!(self.zerocopy, "coring: a sendmsg got CQE_F_MORE: {c:?}");
-        self.sent = Some(c);
-    }
-
     fn complete(self, c: Completion) -> Self::Output {
-        crate::op::rw::written(self.sent.unwrap_or(c), self.buf)
+        crate::op::rw::written(c, self.buf)
     }
 }
 

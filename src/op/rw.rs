@@ -334,13 +334,6 @@ pub(crate) struct Send<B> {
     stream: bool,
     /// Counted among the stream's ordered writes in flight (`SharedFd::write_in_flight`).
     counted: bool,
-    /// A zero-copy send (see `OpDesc::Send::zerocopy`).
-    zerocopy: bool,
-    /// The buffer's registered entry, for a zero-copy send from a [`FixedBuf`].
-    buf_index: Option<Fixed>,
-    /// A zero-copy send's result, which came before its notification (the final
-    /// completion, which alone gives the buffer back).
-    sent: Option<Completion>,
 }
 
 impl<B: IoBuf> Send<B> {
@@ -351,30 +344,21 @@ impl<B: IoBuf> Send<B> {
             buf,
             stream,
             counted: false,
-            zerocopy: false,
-            buf_index: None,
-            sent: None,
         }
     }
 
     /// A zero-copy send of `buf` (a plain one where the backend or kernel has none): it
     /// completes, and gives the buffer back, only once the kernel no longer references it.
-    pub(crate) fn zero_copy(fd: &SharedFd, buf: B, stream: bool) -> Self {
-        Send {
-            zerocopy: true,
-            ..Send::new(fd, buf, stream)
-        }
+    pub(crate) fn zero_copy(fd: &SharedFd, buf: B, stream: bool) -> ZeroCopy<Self> {
+        ZeroCopy::new(Send::new(fd, buf, stream), None)
     }
 }
 
 impl Send<FixedBuf> {
     /// A zero-copy send from a pool buffer, naming its registered entry if it has one.
-    pub(crate) fn zero_copy_fixed(fd: &SharedFd, buf: FixedBuf, stream: bool) -> Self {
+    pub(crate) fn zero_copy_fixed(fd: &SharedFd, buf: FixedBuf, stream: bool) -> ZeroCopy<Self> {
         let buf_index = buf.fixed();
-        Send {
-            buf_index,
-            ..Send::zero_copy(fd, buf, stream)
-        }
+        ZeroCopy::new(Send::new(fd, buf, stream), buf_index)
     }
 }
 
@@ -389,32 +373,84 @@ impl<B: IoBuf> Operation for Send<B> {
             len: rw_len(self.buf.bytes_init()),
             flags: platform::SEND_FLAGS,
             stream: self.stream,
-            zerocopy: self.zerocopy,
-            buf_index: self.buf_index,
+            zerocopy: false,
+            buf_index: None,
         }
-    }
-
-    /// A zero-copy send's result; the buffer stays the kernel's until the notification.
-    fn progress(&mut self, c: Completion) {
-        debug_assert!(
-            self.zerocopy && self.sent.is_none(),
-            "coring: a send got an unexpected completion with CQE_F_MORE: {c:?}"
-        );
-        self.sent = Some(c);
     }
 
     fn complete(self, c: Completion) -> Self::Output {
         if self.counted {
             self.fd.write_done();
         }
-        // After a zero-copy send's result, the final completion is its notification; a
-        // send without one (a plain send, or one that failed before sending) has its
-        // result in its only completion.
-        written(self.sent.unwrap_or(c), self.buf)
+        written(c, self.buf)
     }
 
     fn in_flight(&mut self, desc: &OpDesc, driver: u64) {
         self.counted = self.fd.write_in_flight(desc, driver);
+    }
+}
+
+/// The zero-copy form of a send ([`Send`], `SendTo`): the same description flagged
+/// `zerocopy` (naming the registered entry of a [`FixedBuf`] where it has one), and the
+/// send's result, which comes before the kernel's notification, held until that final
+/// completion, which alone gives the buffer back. A wrapper, so that plain sends carry
+/// none of this.
+pub(crate) struct ZeroCopy<T> {
+    op: T,
+    buf_index: Option<Fixed>,
+    /// The send's result, ahead of its notification.
+    sent: Option<Completion>,
+}
+
+impl<T> ZeroCopy<T> {
+    pub(crate) fn new(op: T, buf_index: Option<Fixed>) -> ZeroCopy<T> {
+        ZeroCopy {
+            op,
+            buf_index,
+            sent: None,
+        }
+    }
+}
+
+impl<T: Operation> Operation for ZeroCopy<T> {
+    type Output = T::Output;
+    const MAY_BE_ORDERED_WRITE: bool = T::MAY_BE_ORDERED_WRITE;
+
+    fn describe(&mut self) -> OpDesc {
+        let mut desc = self.op.describe();
+        match &mut desc {
+            OpDesc::Send {
+                zerocopy,
+                buf_index,
+                ..
+            } => {
+                *zerocopy = true;
+                *buf_index = self.buf_index;
+            }
+            OpDesc::SendMsg { zerocopy, .. } => *zerocopy = true,
+            other => unreachable!("coring: {} has no zero-copy form", other.name()),
+        }
+        desc
+    }
+
+    /// The send's result; the buffer stays the kernel's until the notification.
+    fn progress(&mut self, c: Completion) {
+        debug_assert!(
+            self.sent.is_none(),
+            "coring: a zero-copy send got a second completion with CQE_F_MORE: {c:?}"
+        );
+        self.sent = Some(c);
+    }
+
+    /// After the send's result, the final completion is its notification; a send without
+    /// one (a plain send where the backend has no zero-copy one, or one that failed before
+    /// sending) has its result in its only completion.
+    fn complete(self, c: Completion) -> Self::Output {
+        self.op.complete(self.sent.unwrap_or(c))
+    }
+
+    fn in_flight(&mut self, desc: &OpDesc, driver: u64) {
+        self.op.in_flight(desc, driver);
     }
 }
 
