@@ -1,29 +1,12 @@
 //! Drives the real `echo_server` example: one SO_REUSEPORT shard per core, on both backends
 //! (on Windows, IOCP: core 0 accepts and hands connections to every core).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The example binary, built by `cargo test` next to this test's own binary
-/// (`target/<profile>/examples/` beside `target/<profile>/deps/`). A full `cargo test`
-/// builds every example first; `cargo test --test echo_server` alone does not rebuild it,
-/// so run `cargo build --examples` before that.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not found: cargo test builds examples before integration tests",
-        path.display()
-    );
-    path
-}
 
 struct KillOnDrop(Child);
 
@@ -116,7 +99,7 @@ fn start(
     shell_prefix: &str,
     args: &str,
 ) -> (KillOnDrop, BufReader<std::process::ChildStdout>, String) {
-    let bin = example("echo_server");
+    let bin = common::example::binary("echo_server");
     #[cfg(unix)]
     let mut command = {
         let script = format!("{shell_prefix} exec '{}' {args}", bin.display());

@@ -28,12 +28,14 @@
 //! test binaries, so the nested build does not deadlock (also checked). Without `$CARGO`
 //! (the test binary run by hand) an existing binary is used as is.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,7 +62,7 @@ macro_rules! on_both_backends {
             #[cfg(unix)]
             #[test]
             fn io_uring() {
-                super::with_watchdog(concat!(stringify!($name), "::io_uring"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::io_uring"), super::TEST_BOUND, || {
                     super::$name("io_uring")
                 });
             }
@@ -68,7 +70,7 @@ macro_rules! on_both_backends {
             #[cfg(unix)]
             #[test]
             fn fallback() {
-                super::with_watchdog(concat!(stringify!($name), "::fallback"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::fallback"), super::TEST_BOUND, || {
                     super::$name("fallback")
                 });
             }
@@ -76,7 +78,7 @@ macro_rules! on_both_backends {
             #[cfg(windows)]
             #[test]
             fn iocp() {
-                super::with_watchdog(concat!(stringify!($name), "::iocp"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::iocp"), super::TEST_BOUND, || {
                     super::$name("iocp")
                 });
             }
@@ -114,151 +116,6 @@ on_both_backends!(symlinks_confined_to_root);
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
-
-fn with_watchdog(name: &str, f: impl FnOnce()) {
-    let (done, wait) = mpsc::channel::<()>();
-    let name = name.to_string();
-    let dog = thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(TEST_BOUND) {
-            eprintln!("test {name} did not finish within {TEST_BOUND:?}: aborting");
-            std::process::abort();
-        }
-    });
-    f();
-    drop(done);
-    dog.join().unwrap();
-}
-
-/// Whether `curl` can be run; prints why not (once per test) when it cannot.
-fn have_curl() -> bool {
-    static HAVE: OnceLock<bool> = OnceLock::new();
-    let have = *HAVE.get_or_init(|| {
-        Command::new("curl")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !have {
-        eprintln!("skipping: the `curl` binary is not installed (CI must install it)");
-    }
-    have
-}
-
-/// The example binary, built (or found up to date) once per test process.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // .../<target-dir>/[<triple>/]<profile>/deps/file_server-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in <profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("file_server{}", std::env::consts::EXE_SUFFIX));
-        if let Ok(cargo) = std::env::var("CARGO") {
-            build_example(&cargo, &profile_dir);
-        }
-        assert!(
-            bin.is_file(),
-            "{} does not exist; build it with `cargo build --example file_server`",
-            bin.display()
-        );
-        bin
-    })
-}
-
-/// Runs `cargo build --example file_server` for the profile/target dir this test runs from.
-fn build_example(cargo: &str, profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_string(),
-        Some(p) => p.to_string(),
-        None => panic!("no profile directory in {}", profile_dir.display()),
-    };
-    let above = profile_dir.parent().expect("profile dir has a parent");
-    // The target directory's root holds CACHEDIR.TAG; with --target there is a triple
-    // directory between it and the profile directory.
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-        (above.to_path_buf(), None)
-    } else {
-        let triple = above.file_name().and_then(|n| n.to_str()).map(String::from);
-        (above.parent().expect("target dir").to_path_buf(), triple)
-    };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    // A Windows test binary run on another system (under Wine) cannot start the host's
-    // cargo: the example must have been built beforehand (`cargo build --examples`).
-    #[cfg(windows)]
-    if Command::new(cargo).arg("--version").output().is_err() {
-        eprintln!("cannot run {cargo}: using the example binary as it is");
-        return;
-    }
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", "file_server", "--profile"])
-        .arg(&profile)
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if let Some(t) = triple {
-        cmd.args(["--target", &t]);
-    }
-    let out = run_bounded(cmd, Duration::from_secs(600));
-    assert!(
-        out.status.success(),
-        "building the example failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs a command to completion, killing it if it outlives `bound`.
-fn run_bounded(mut cmd: Command, bound: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = wait_bounded(&mut child, bound)
-        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {bound:?}; killed"));
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-/// Waits for `child` at most `bound`; kills and reaps it and returns `None` on timeout.
-fn wait_bounded(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A temporary directory tree: `root/` is served, `outside/` must stay unreachable.
 struct Fixture {
@@ -371,7 +228,7 @@ struct Server {
 
 impl Server {
     fn start(backend: &str, root: &Path, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(server_binary());
+        let mut cmd = Command::new(common::example::binary("file_server"));
         cmd.arg("--root")
             .arg(root)
             .args(["--addr", "127.0.0.1:0", "--exit-after", "100"])
@@ -415,7 +272,8 @@ impl Server {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => server.addr = addr.parse().expect("a socket address"),
             Err(_) => {
-                let status = wait_bounded(&mut server.child, Duration::from_secs(1));
+                let status =
+                    common::example::wait_bounded(&mut server.child, Duration::from_secs(1));
                 panic!(
                     "file_server ({backend}) printed no address within {START_TIMEOUT:?} \
                      (exit: {status:?}); stderr:\n{}",
@@ -481,7 +339,7 @@ fn curl(args: &[&str]) -> Output {
     cmd.args(["-q", "-sS", "--noproxy", "*", "--max-time", CURL_MAX_TIME])
         .args(args);
     // curl bounds itself; this is the belt to its braces.
-    run_bounded(cmd, Duration::from_secs(30))
+    common::example::run_bounded(cmd, Duration::from_secs(30))
 }
 
 /// `curl -sS -D - -o FILE [args] URL`: headers from stdout, body from the file.
@@ -638,7 +496,7 @@ fn raw_once(server: &Server, request: &[u8]) -> (RawResp, Raw) {
 // ---------------------------------------------------------------------------------------
 
 fn get_small_file(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -661,7 +519,7 @@ fn get_small_file(backend: &str) {
 
 fn get_large_file_exact_bytes(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     if with_curl {
@@ -692,7 +550,7 @@ fn get_large_file_exact_bytes(backend: &str) {
 /// byte-exact zero-copy (the default: `send_file` by `sendfile`), with `--splice` (by
 /// linked splices on io_uring; the same as the default elsewhere) and with `--copy`.
 fn body_sizes_and_ranges_both_paths(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -747,7 +605,7 @@ fn body_sizes_and_ranges_both_paths(backend: &str) {
 }
 
 fn content_types(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -793,7 +651,7 @@ fn content_types(backend: &str) {
 
 fn head_has_no_body(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     if with_curl {
@@ -848,7 +706,7 @@ fn head_has_no_body(backend: &str) {
 }
 
 fn range_requests(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -918,7 +776,7 @@ fn range_requests(backend: &str) {
 }
 
 fn not_found(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -951,7 +809,7 @@ fn not_found(backend: &str) {
 
 fn method_not_allowed(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     for args in [
@@ -1077,7 +935,7 @@ fn oversized_request_head(backend: &str) {
 
 fn dot_dot_escape_refused(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     for path in [
@@ -1145,7 +1003,7 @@ fn dot_dot_escape_refused(backend: &str) {
 
 #[cfg(unix)]
 fn symlinks_confined_to_root(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -1173,7 +1031,7 @@ fn symlinks_confined_to_root(backend: &str) {
 }
 
 fn directory_index_and_redirect(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -1192,7 +1050,7 @@ fn directory_index_and_redirect(backend: &str) {
 
 fn name_with_space(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     if with_curl {
@@ -1216,7 +1074,7 @@ fn name_with_space(backend: &str) {
 
 fn keep_alive_reuses_connection(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let fx = Fixture::new();
     let server = Server::start(backend, &fx.root, &[]);
     if with_curl {
@@ -1276,7 +1134,7 @@ fn connection_close_and_http10(backend: &str) {
     assert_eq!((resp.code, resp.body.as_slice()), (200, INDEX));
     assert!(raw.closed_cleanly());
     // With curl too, when curl is there.
-    if have_curl() {
+    if common::example::have_curl() {
         let r = fetch(&fx, &server.url("/hello.txt"), &["-H", "Connection: close"]);
         assert_eq!(r.expect_header("Connection"), "close");
         let r = fetch(&fx, &server.url("/hello.txt"), &["--http1.0"]);
@@ -1340,7 +1198,7 @@ fn request_split_across_writes(backend: &str) {
 }
 
 fn max_requests_exits_cleanly(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let fx = Fixture::new();
@@ -1364,7 +1222,7 @@ fn max_requests_exits_cleanly(backend: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n404\n200\n");
-    let status = wait_bounded(&mut server.child, Duration::from_secs(10))
+    let status = common::example::wait_bounded(&mut server.child, Duration::from_secs(10))
         .expect("the server did not exit after --max-requests 3");
     assert!(status.success(), "exit status {status}");
     if let Some(r) = server.stderr_reader.take() {
@@ -1378,7 +1236,7 @@ fn max_requests_exits_cleanly(backend: &str) {
 
 fn multi_core_pool(backend: &str) {
     // The raw requests below run without curl too.
-    let with_curl = have_curl();
+    let with_curl = common::example::have_curl();
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
         eprintln!("skipping: --cores 2 needs two CPUs, this machine allows {cpus}");

@@ -10,11 +10,13 @@
 //! watchdog aborts a test that runs longer than 120 s. No assertion is about time. Without
 //! curl (a Windows build under Wine has none) the tests print why and return.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,7 @@ macro_rules! on_both_backends {
             #[cfg(unix)]
             #[test]
             fn io_uring() {
-                super::with_watchdog(concat!(stringify!($name), "::io_uring"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::io_uring"), super::TEST_BOUND, || {
                     super::$name("io_uring")
                 });
             }
@@ -38,7 +40,7 @@ macro_rules! on_both_backends {
             #[cfg(unix)]
             #[test]
             fn fallback() {
-                super::with_watchdog(concat!(stringify!($name), "::fallback"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::fallback"), super::TEST_BOUND, || {
                     super::$name("fallback")
                 });
             }
@@ -46,7 +48,7 @@ macro_rules! on_both_backends {
             #[cfg(windows)]
             #[test]
             fn iocp() {
-                super::with_watchdog(concat!(stringify!($name), "::iocp"), || {
+                super::common::with_watchdog_for(concat!(stringify!($name), "::iocp"), super::TEST_BOUND, || {
                     super::$name("iocp")
                 });
             }
@@ -62,7 +64,7 @@ on_both_backends!(
 );
 
 fn get_and_keep_alive(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let dir = Scratch::new();
@@ -94,7 +96,7 @@ fn get_and_keep_alive(backend: &str) {
 }
 
 fn post_body_echoed(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let dir = Scratch::new();
@@ -142,7 +144,7 @@ fn post_body_echoed(backend: &str) {
 }
 
 fn streamed_body(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let dir = Scratch::new();
@@ -160,7 +162,7 @@ fn streamed_body(backend: &str) {
 }
 
 fn file_read_through_coring(backend: &str) {
-    if !have_curl() {
+    if !common::example::have_curl() {
         return;
     }
     let dir = Scratch::new();
@@ -209,153 +211,12 @@ fn file_read_through_coring(backend: &str) {
 // Harness (as in tests/file_server.rs)
 // ---------------------------------------------------------------------------------------
 
-fn with_watchdog(name: &str, f: impl FnOnce()) {
-    let (done, wait) = mpsc::channel::<()>();
-    let name = name.to_string();
-    let dog = thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(TEST_BOUND) {
-            eprintln!("test {name} did not finish within {TEST_BOUND:?}: aborting");
-            std::process::abort();
-        }
-    });
-    f();
-    drop(done);
-    dog.join().unwrap();
-}
-
-/// Whether `curl` can be run; prints why not when it cannot.
-fn have_curl() -> bool {
-    static HAVE: OnceLock<bool> = OnceLock::new();
-    let have = *HAVE.get_or_init(|| {
-        Command::new("curl")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !have {
-        eprintln!("skipping: the `curl` binary is not installed (CI must install it)");
-    }
-    have
-}
-
-/// The example binary, built (or found up to date) once per test process.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in <profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("hyper_server{}", std::env::consts::EXE_SUFFIX));
-        if let Ok(cargo) = std::env::var("CARGO") {
-            build_example(&cargo, &profile_dir);
-        }
-        assert!(
-            bin.is_file(),
-            "{} does not exist; build it with `cargo build --example hyper_server`",
-            bin.display()
-        );
-        bin
-    })
-}
-
-/// Runs `cargo build --example hyper_server` for the profile/target dir this test runs
-/// from (`cargo test --test hyper_server` alone does not build examples).
-fn build_example(cargo: &str, profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_string(),
-        Some(p) => p.to_string(),
-        None => panic!("no profile directory in {}", profile_dir.display()),
-    };
-    let above = profile_dir.parent().expect("profile dir has a parent");
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-        (above.to_path_buf(), None)
-    } else {
-        let triple = above.file_name().and_then(|n| n.to_str()).map(String::from);
-        (above.parent().expect("target dir").to_path_buf(), triple)
-    };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    #[cfg(windows)]
-    if Command::new(cargo).arg("--version").output().is_err() {
-        eprintln!("cannot run {cargo}: using the example binary as it is");
-        return;
-    }
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", "hyper_server", "--profile"])
-        .arg(&profile)
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if let Some(t) = triple {
-        cmd.args(["--target", &t]);
-    }
-    let out = run_bounded(cmd, Duration::from_secs(600));
-    assert!(
-        out.status.success(),
-        "building the example failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs a command to completion, killing it if it outlives `bound`.
-fn run_bounded(mut cmd: Command, bound: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = wait_bounded(&mut child, bound)
-        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {bound:?}; killed"));
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-/// Waits for `child` at most `bound`; kills and reaps it and returns `None` on timeout.
-fn wait_bounded(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Runs curl with fixed safety options first: no config file, no proxy, bounded time.
 fn curl(args: &[&str]) -> Output {
     let mut cmd = Command::new("curl");
     cmd.args(["-q", "-sS", "--noproxy", "*", "--max-time", CURL_MAX_TIME])
         .args(args);
-    run_bounded(cmd, Duration::from_secs(30))
+    common::example::run_bounded(cmd, Duration::from_secs(30))
 }
 
 /// A scratch directory (the server's `--root` and curl's outputs), removed on drop.
@@ -407,7 +268,7 @@ struct Server {
 
 impl Server {
     fn start(backend: &str, root: &Path) -> Server {
-        let mut child = Command::new(server_binary())
+        let mut child = Command::new(common::example::binary("hyper_server"))
             .arg("--root")
             .arg(root)
             .args(["--addr", "127.0.0.1:0"])
@@ -450,7 +311,8 @@ impl Server {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => server.addr = addr,
             Err(_) => {
-                let status = wait_bounded(&mut server.child, Duration::from_secs(1));
+                let status =
+                    common::example::wait_bounded(&mut server.child, Duration::from_secs(1));
                 panic!(
                     "hyper_server ({backend}) printed no address within {START_TIMEOUT:?} \
                      (exit: {status:?}); stderr:\n{}",

@@ -5,25 +5,12 @@
 //! Run `cargo build --examples` first when running this file alone (see
 //! tests/echo_server.rs).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not found: cargo test builds examples before integration tests",
-        path.display()
-    );
-    path
-}
 
 struct KillOnDrop(Child);
 
@@ -80,7 +67,7 @@ fn owner(key: &str, cores: usize) -> usize {
 fn run(backend: &str) {
     const CORES: usize = 2;
     let mut child = KillOnDrop(
-        Command::new(example("kv"))
+        Command::new(common::example::binary("kv"))
             .args([
                 "--addr",
                 "127.0.0.1:0",

@@ -17,28 +17,12 @@ mod log;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const KILLS: u32 = 50;
 const APPENDERS: u32 = 32;
 const SIZE: usize = 200;
-
-/// The example binary, built by `cargo test` next to this test's own binary.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not found: cargo test builds examples before integration tests",
-        path.display()
-    );
-    path
-}
 
 /// A small seeded generator (xorshift64*), so a failure replays with its seed.
 struct Rng(u64);
@@ -54,7 +38,7 @@ impl Rng {
 
 /// Kills the child at a random moment and returns the acknowledged (appender, seq) pairs.
 fn run_and_kill(backend: &str, path: &std::path::Path, rng: &mut Rng) -> Vec<(u32, u64)> {
-    let mut child = Command::new(example("wal"))
+    let mut child = Command::new(common::example::binary("wal"))
         .args(["run", "--path"])
         .arg(path)
         .args([

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod example;
 
 use std::future::Future;
 use std::sync::mpsc;
@@ -77,11 +78,16 @@ macro_rules! coring_test {
 /// Runs `f` on this thread; if it has not returned within [`TEST_BOUND`], the process is
 /// aborted with a message naming the test (a hung test must fail CI, not stall it).
 pub fn with_watchdog<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    with_watchdog_for(name, TEST_BOUND, f)
+}
+
+/// [`with_watchdog`] with a bound of the test's own.
+pub fn with_watchdog_for<R>(name: &str, bound: Duration, f: impl FnOnce() -> R) -> R {
     let (done, wait) = mpsc::channel::<()>();
     let name = name.to_string();
     let dog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(TEST_BOUND) {
-            eprintln!("test {name} did not finish within {TEST_BOUND:?}: aborting");
+        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(bound) {
+            eprintln!("test {name} did not finish within {bound:?}: aborting");
             std::process::abort();
         }
     });
